@@ -1,0 +1,39 @@
+//! tincan: a web server and socket-server toolkit.
+//!
+//! The crate is built around one seam (see `ARCHITECTURE` in the README): protocols are sans-I/O
+//! sessions, concurrency models are drivers, and neither knows the other's business.
+//!
+//! | module | its one job |
+//! |---|---|
+//! | [`cli`] | the command line (clap); flags shared by every server |
+//! | [`commands`] | one runner per subcommand: validate, bind, drop privileges, serve |
+//! | [`net`] | parse `--listen` addresses, bind TCP/Unix/UDP sockets, drop root |
+//! | [`model`] | the four drivers: iterative, threaded, prefork, event (epoll/poll/select) |
+//! | [`protocol`] | the `Service`/`Session`/`Outbox` seam, and every protocol on it |
+//! | [`protocol::framing`] | message codecs: raw, close, null, line, length, fixed |
+//! | [`protocol::echo`] | RFC 862 echo over any framing |
+//! | [`protocol::chat`] | the tincanchat room: broadcast with one global order, bounded queues |
+//! | [`protocol::http`] | HTTP/1.1: parsing, limits, static files, listings, `hello` |
+//! | [`bench`] | the load generator behind `tincan bench` |
+//! | [`error`] | the error every command returns; each message is one sentence |
+//! | [`logging`] | tracing to stderr |
+//!
+//! A custom protocol is a [`protocol::Service`] whose sessions implement [`protocol::Session`];
+//! [`model::serve`] runs it under any model. `examples/upper.rs` is the whole of one.
+
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+pub mod bench;
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod logging;
+pub mod model;
+pub mod net;
+pub mod protocol;
+#[allow(unsafe_code)]
+pub mod sys;
+
+pub use error::{Error, Result};
+pub use model::{serve, Model, PollerKind, ServeOptions};
+pub use protocol::{Chunk, Next, Outbox, Peer, PeerAddr, ReadBuf, Service, Session, Waker};

@@ -1,0 +1,1 @@
+//! framing: not written yet.

@@ -1,0 +1,278 @@
+//! Start `tincan` servers on 127.0.0.1:0 and stop them by pid; the models and pollers every
+//! protocol test loops over; small socket helpers.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+/// The `tincan` binary cargo built for these tests.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tincan")
+}
+
+/// One way of running a server: the flags that select a model (and poller).
+#[derive(Clone, Copy, Debug)]
+pub struct ModelFlags(pub &'static [&'static str]);
+
+/// Every model, and every poller of the event model: what "every protocol under every model"
+/// loops over.
+pub const ALL_MODELS: &[ModelFlags] = &[
+    ModelFlags(&["--model", "iterative"]),
+    ModelFlags(&["--model", "threaded"]),
+    ModelFlags(&["--model", "prefork", "--workers", "2"]),
+    ModelFlags(&["--model", "event", "--workers", "2", "--poller", "epoll"]),
+    ModelFlags(&["--model", "event", "--workers", "2", "--poller", "poll"]),
+    ModelFlags(&["--model", "event", "--workers", "2", "--poller", "select"]),
+];
+
+/// The models that serve many clients at once (everything but iterative).
+pub fn concurrent_models() -> impl Iterator<Item = ModelFlags> {
+    ALL_MODELS.iter().copied().skip(1)
+}
+
+impl std::fmt::Display for ModelFlags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(" "))
+    }
+}
+
+/// A running `tincan` server; killed (by its pid) when dropped.
+pub struct Server {
+    child: Option<Child>,
+    /// Every address it printed as `listening on ADDR`, in order.
+    pub addrs: Vec<String>,
+    /// Later stdout lines.
+    pub stdout: Receiver<String>,
+    /// Everything it writes to stderr, in a file (read with [`Server::stderr`]).
+    stderr_path: PathBuf,
+}
+
+impl Server {
+    /// Start `tincan ARGS...`, wait until it printed its first `listening on` line (and as many
+    /// as `--listen` flags were given), and return it. Panics with its stderr if it exits first.
+    pub fn start(args: &[&str]) -> Server {
+        Server::start_in(args, None)
+    }
+
+    pub fn start_in(args: &[&str], dir: Option<&Path>) -> Server {
+        let listens = args.iter().filter(|a| **a == "--listen" || **a == "-l").count().max(1);
+        let stderr_path = std::env::temp_dir().join(format!(
+            "tincan-test-{}-{}.stderr",
+            std::process::id(),
+            unique()
+        ));
+        let stderr = std::fs::File::create(&stderr_path).expect("create stderr file");
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        if let Some(d) = dir {
+            cmd.current_dir(d);
+        }
+        let mut child = cmd.spawn().expect("spawn tincan");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                match line {
+                    Ok(l) => {
+                        if tx.send(l).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        let mut server = Server {
+            child: Some(child),
+            addrs: Vec::new(),
+            stdout: rx,
+            stderr_path,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while server.addrs.len() < listens {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match server.stdout.recv_timeout(left.min(Duration::from_millis(100))) {
+                Ok(line) => {
+                    if let Some(a) = line.strip_prefix("listening on ") {
+                        server.addrs.push(a.trim().to_string());
+                    }
+                }
+                Err(_) => {
+                    if let Some(status) = server.try_status() {
+                        panic!(
+                            "tincan {args:?} exited ({status}) before listening; stderr:\n{}",
+                            server.stderr()
+                        );
+                    }
+                    if Instant::now() >= deadline {
+                        panic!(
+                            "tincan {args:?} printed no `listening on` line in 20 s; stderr:\n{}",
+                            server.stderr()
+                        );
+                    }
+                }
+            }
+        }
+        server
+    }
+
+    /// The first address it listens on, as a socket address (TCP only).
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0].parse().unwrap_or_else(|_| panic!("not a TCP address: {}", self.addrs[0]))
+    }
+
+    /// `http://ADDR` for the first address.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addrs[0], path)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Send a signal (e.g. `libc::SIGTERM`) to the server process.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    fn try_status(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().unwrap().try_wait().ok().flatten()
+    }
+
+    /// Wait up to `limit` for the server to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(s) = self.try_status() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if c.try_wait().ok().flatten().is_none() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        let _ = std::fs::remove_file(&self.stderr_path);
+    }
+}
+
+/// Run `tincan ARGS...` to completion with `stdin` as input; (status, stdout, stderr).
+pub fn run_tincan(args: &[&str], stdin: &[u8], limit: Duration) -> (ExitStatus, String, String) {
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tincan");
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    std::thread::spawn(move || {
+        let _ = input.write_all(&stdin);
+    });
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(_s) = child.try_wait().unwrap() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("tincan {args:?} did not finish in {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Connect with a 10 s read/write timeout (a hung server fails the test instead of hanging it).
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Read until the peer closes (or the timeout fails the read).
+pub fn read_to_end(s: &mut TcpStream) -> Vec<u8> {
+    let mut v = Vec::new();
+    s.read_to_end(&mut v).expect("read to end");
+    v
+}
+
+/// Read exactly `n` bytes.
+pub fn read_exact(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut v = vec![0; n];
+    s.read_exact(&mut v).expect("read exact");
+    v
+}
+
+/// Is `prog` on PATH? Tests that need an outside client skip (with a printed reason) without it.
+pub fn have(prog: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {prog}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// A fresh temporary directory, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "tincan-{tag}-{}-{}",
+            std::process::id(),
+            unique()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
