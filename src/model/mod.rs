@@ -32,7 +32,12 @@ pub enum Model {
 }
 
 impl Model {
-    pub const ALL: [Model; 4] = [Model::Iterative, Model::Threaded, Model::Prefork, Model::Event];
+    pub const ALL: [Model; 4] = [
+        Model::Iterative,
+        Model::Threaded,
+        Model::Prefork,
+        Model::Event,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -135,5 +140,7 @@ pub fn serve<S: Service>(
         .check_model(opts.model)
         .map_err(ServeError::Refused)?;
     let _ = (listeners, opts);
-    Err(ServeError::Refused("the drivers are not written yet".into()))
+    Err(ServeError::Refused(
+        "the drivers are not written yet".into(),
+    ))
 }

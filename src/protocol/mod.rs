@@ -255,7 +255,10 @@ impl ReadBuf {
 
     /// Driver side: `n` bytes were read into the slice [`spare`](Self::spare) returned.
     pub fn commit(&mut self, n: usize) {
-        assert!(self.end + n <= self.buf.len(), "committed past the spare room");
+        assert!(
+            self.end + n <= self.buf.len(),
+            "committed past the spare room"
+        );
         self.end += n;
     }
 

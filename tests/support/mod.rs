@@ -59,7 +59,11 @@ impl Server {
     }
 
     pub fn start_in(args: &[&str], dir: Option<&Path>) -> Server {
-        let listens = args.iter().filter(|a| **a == "--listen" || **a == "-l").count().max(1);
+        let listens = args
+            .iter()
+            .filter(|a| **a == "--listen" || **a == "-l")
+            .count()
+            .max(1);
         let stderr_path = std::env::temp_dir().join(format!(
             "tincan-test-{}-{}.stderr",
             std::process::id(),
@@ -98,7 +102,10 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(20);
         while server.addrs.len() < listens {
             let left = deadline.saturating_duration_since(Instant::now());
-            match server.stdout.recv_timeout(left.min(Duration::from_millis(100))) {
+            match server
+                .stdout
+                .recv_timeout(left.min(Duration::from_millis(100)))
+            {
                 Ok(line) => {
                     if let Some(a) = line.strip_prefix("listening on ") {
                         server.addrs.push(a.trim().to_string());
@@ -125,7 +132,9 @@ impl Server {
 
     /// The first address it listens on, as a socket address (TCP only).
     pub fn addr(&self) -> SocketAddr {
-        self.addrs[0].parse().unwrap_or_else(|_| panic!("not a TCP address: {}", self.addrs[0]))
+        self.addrs[0]
+            .parse()
+            .unwrap_or_else(|_| panic!("not a TCP address: {}", self.addrs[0]))
     }
 
     /// `http://ADDR` for the first address.
@@ -251,11 +260,8 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!(
-            "tincan-{tag}-{}-{}",
-            std::process::id(),
-            unique()
-        ));
+        let p =
+            std::env::temp_dir().join(format!("tincan-{tag}-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
     }

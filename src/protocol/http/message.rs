@@ -1,0 +1,232 @@
+//! The contract between the HTTP/1.1 session (framing, limits, keep-alive: [`super`]) and the
+//! handlers that answer requests (static files, `hello`): a parsed [`Request`] borrowed from the
+//! connection's buffer goes in, an owned [`Response`] comes out. Handlers never see the wire;
+//! the session writes the status line, `Date`, `Server`, `Content-Length` or chunked framing and
+//! `Connection`, and drops the body for HEAD.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::sync::Arc;
+
+use crate::protocol::Peer;
+
+/// HTTP version of a request (only these two are served; others get 505).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+/// One request head, borrowed from the connection's read buffer. The body (if any) has already
+/// been read and discarded by the session when a handler sees this.
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// The method token as sent (case-sensitive, RFC 9110 §9.1).
+    pub method: &'a str,
+    /// The request-target exactly as sent (`/a%20b?x=1`).
+    pub target: &'a str,
+    /// The target's path part, still percent-encoded (before `?`).
+    pub path: &'a str,
+    /// The target's query, without the `?`.
+    pub query: Option<&'a str>,
+    pub version: Version,
+    /// The header fields in order, names as sent.
+    pub headers: &'a [httparse::Header<'a>],
+}
+
+impl<'a> Request<'a> {
+    /// The first value of header `name` (case-insensitive), if it is valid UTF-8.
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+    }
+
+    /// Every value of header `name`, in order (for list headers spread over several lines).
+    pub fn header_all<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'a str> + 's {
+        self.headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .filter_map(|h| std::str::from_utf8(h.value).ok())
+    }
+
+    pub fn is_head(&self) -> bool {
+        self.method == "HEAD"
+    }
+}
+
+/// A header name or value: static where it can be, owned where it must be.
+pub type Text = Cow<'static, str>;
+
+/// What a handler answers.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    /// Headers the handler sets (`Content-Type`, `ETag`, ...). The session adds `Date`,
+    /// `Server`, `Content-Length`/`Transfer-Encoding` and `Connection`; handlers must not.
+    pub headers: Vec<(Text, Text)>,
+    pub body: Body,
+    /// Close the connection after this response.
+    pub close: bool,
+}
+
+impl Response {
+    pub fn new(status: u16) -> Response {
+        Response {
+            status,
+            headers: Vec::new(),
+            body: Body::Empty,
+            close: false,
+        }
+    }
+
+    /// Add a header (builder style).
+    pub fn header(mut self, name: impl Into<Text>, value: impl Into<Text>) -> Response {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn with_body(mut self, body: Body) -> Response {
+        self.body = body;
+        self
+    }
+
+    /// The value of a header the handler set (case-insensitive).
+    pub fn get_header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_ref())
+    }
+}
+
+/// A response body. Its length is always known up front, so the session sends
+/// `Content-Length` (never a guessed or wrong one).
+#[derive(Debug)]
+pub enum Body {
+    Empty,
+    Bytes(bytes::Bytes),
+    /// A region of an open file, sent with `sendfile` by drivers that can.
+    File {
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+    },
+    /// Several pieces in order (a `multipart/byteranges` body).
+    Parts(Vec<Part>),
+}
+
+/// One piece of a [`Body::Parts`].
+#[derive(Debug)]
+pub enum Part {
+    Bytes(bytes::Bytes),
+    File {
+        file: Arc<File>,
+        offset: u64,
+        len: u64,
+    },
+}
+
+impl Body {
+    /// Bytes the body will put on the wire.
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::Empty => 0,
+            Body::Bytes(b) => b.len() as u64,
+            Body::File { len, .. } => *len,
+            Body::Parts(parts) => parts
+                .iter()
+                .map(|p| match p {
+                    Part::Bytes(b) => b.len() as u64,
+                    Part::File { len, .. } => *len,
+                })
+                .sum(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Answers requests. Shared by all connections; must not block for long (it may open and stat
+/// files, which the drivers accept as the cost of serving files).
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, req: &Request<'_>, peer: &Peer) -> Response;
+}
+
+/// The reason phrase for a status code (RFC 9110 §15).
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+/// Escape text for HTML element content and attribute values.
+pub fn html_escape(s: &str) -> Cow<'_, str> {
+    if !s
+        .bytes()
+        .any(|b| matches!(b, b'<' | b'>' | b'&' | b'"' | b'\''))
+    {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A small HTML error page for `status` (what every error answer carries unless a custom page
+/// is configured): no internals, just the status and one sentence.
+pub fn error_page(status: u16, detail: &str) -> bytes::Bytes {
+    let reason = reason(status);
+    let detail = html_escape(detail);
+    bytes::Bytes::from(format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{status} {reason}</title></head>\n<body><h1>{status} {reason}</h1>\n<p>{detail}</p>\n</body></html>\n"
+    ))
+}
+
+/// An error response with the default HTML page.
+pub fn error_response(status: u16, detail: &str) -> Response {
+    Response::new(status)
+        .header("Content-Type", "text/html; charset=utf-8")
+        .with_body(Body::Bytes(error_page(status, detail)))
+}
