@@ -1,12 +1,287 @@
-//! `tincan bench`: not written yet.
+//! `tincan bench`: drive load at an HTTP server, an echo server or a chat server and report
+//! latency percentiles, throughput and errors; `selftest` proves the generator outruns the
+//! servers it measures; `models` compares tincan's own models and pollers.
 
-use clap::Args;
+use std::io::IsTerminal;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
 
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::bench::chat::ChatLoad;
+use crate::bench::echo::EchoLoad;
+use crate::bench::http::{build_request, HttpLoad, Url};
+use crate::bench::models::ModelsArgs;
+use crate::bench::report::{self, Run};
+use crate::bench::responder::{Responder, HELLO};
+use crate::bench::{self, Load, LoadOptions, Outcome};
 use crate::error::{Error, Result};
+use crate::protocol::framing::Framing;
 
 #[derive(Args, Debug)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
 
-pub fn run(_args: BenchArgs) -> Result<()> {
-    Err(Error::Usage("`tincan bench` is not written yet".into()))
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Load an HTTP server with one repeated request (GET by default).
+    Http(HttpArgs),
+    /// Load an echo server: one framed message out, one framed message back.
+    Echo(EchoArgs),
+    /// Load a tincanchat server: each message's own broadcast back ends its round trip.
+    Chat(ChatArgs),
+    /// Drive an in-process trivial HTTP responder: the generator's own ceiling.
+    Selftest(SelftestArgs),
+    /// Run tincan under every model and poller at several connection counts; write a table and
+    /// an SVG chart.
+    Models(ModelsArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+/// How much load, for how long: shared by every load subcommand.
+#[derive(Args, Debug, Clone)]
+pub struct LoadArgs {
+    /// Connections held open at once.
+    #[arg(long, short = 'c', value_name = "N", default_value_t = 50)]
+    pub connections: usize,
+    /// Seconds to run (default 10, unless --requests is given).
+    #[arg(long, short = 'd', value_name = "SECONDS")]
+    pub duration: Option<f64>,
+    /// Stop after this many requests (with --duration: whichever comes first).
+    #[arg(long, short = 'n', value_name = "N")]
+    pub requests: Option<u64>,
+    /// Open loop: send this many requests per second in total, timing each from when it was
+    /// due (no coordinated omission). Default: closed loop.
+    #[arg(long, value_name = "N")]
+    pub rate: Option<f64>,
+    /// Load threads (default: available cores; never more than connections).
+    #[arg(long, short = 't', value_name = "N")]
+    pub threads: Option<usize>,
+    /// Seconds a request may wait for its whole reply (or a connect for its answer).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub timeout: f64,
+    /// Off: a new connection for every request.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    pub keepalive: OnOff,
+    /// Print a progress line on stderr each second even when it is not a terminal.
+    #[arg(long)]
+    pub progress: bool,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl LoadArgs {
+    pub fn options(&self) -> Result<LoadOptions> {
+        let secs = |what: &str, v: f64| -> Result<Duration> {
+            Duration::try_from_secs_f64(v)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| Error::Usage(format!("{what} must be a positive number of seconds")))
+        };
+        let duration = match (self.duration, self.requests) {
+            (Some(d), _) => Some(secs("--duration", d)?),
+            (None, Some(_)) => None,
+            (None, None) => Some(Duration::from_secs(10)),
+        };
+        if self.requests == Some(0) {
+            return Err(Error::Usage("--requests must be at least 1".into()));
+        }
+        let timeout = secs("--timeout", self.timeout)?;
+        let defaults = LoadOptions::default();
+        Ok(LoadOptions {
+            connections: self.connections,
+            threads: self.threads.unwrap_or(defaults.threads).max(1),
+            duration,
+            requests: self.requests,
+            rate: self.rate,
+            timeout,
+            connect_timeout: timeout.min(defaults.connect_timeout),
+            keepalive: self.keepalive == OnOff::On,
+            progress: self.progress || std::io::stderr().is_terminal(),
+            retry_delay: defaults.retry_delay,
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct HttpArgs {
+    /// The URL to request, e.g. http://127.0.0.1:8080/index.html
+    pub url: String,
+    /// Request method.
+    #[arg(long, short = 'X', default_value = "GET")]
+    pub method: String,
+    /// An extra request header, `Name: value`. Repeat for several.
+    #[arg(long = "header", short = 'H', value_name = "HEADER")]
+    pub headers: Vec<String>,
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct EchoArgs {
+    /// The echo server, HOST:PORT.
+    pub addr: String,
+    /// Message framing (raw, close, null, line, length, fixed:N).
+    #[arg(long, default_value = "line", value_parser = parse_framing)]
+    pub framing: Framing,
+    /// Message size in bytes (of `x`), unless --message is given.
+    #[arg(long, short = 's', value_name = "BYTES", default_value_t = 64)]
+    pub size: usize,
+    /// The message to send, e.g. PING (the reply may differ: any one framed message counts).
+    #[arg(long, short = 'm', value_name = "TEXT")]
+    pub message: Option<String>,
+    /// The longest reply accepted, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    pub max_frame: usize,
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ChatArgs {
+    /// The chat server, HOST:PORT.
+    pub addr: String,
+    /// Message size in bytes (at least the round-trip token).
+    #[arg(long, short = 's', value_name = "BYTES", default_value_t = 64)]
+    pub size: usize,
+    /// The longest broadcast accepted, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    pub max_frame: usize,
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct SelftestArgs {
+    #[command(flatten)]
+    pub load: LoadArgs,
+}
+
+fn parse_framing(s: &str) -> std::result::Result<Framing, String> {
+    s.parse()
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    match args.command {
+        BenchCommand::Http(a) => http(a),
+        BenchCommand::Echo(a) => echo(a),
+        BenchCommand::Chat(a) => chat(a),
+        BenchCommand::Selftest(a) => selftest(a),
+        BenchCommand::Models(a) => bench::models::run(a),
+    }
+}
+
+/// Raise the descriptor limit and say so if it still cannot hold `connections`.
+pub fn check_fd_limit(connections: usize) {
+    let limit = bench::raise_fd_limit();
+    let need = connections as u64 + 64;
+    if limit < need {
+        eprintln!(
+            "tincan: warning: the open-file limit is {limit}, too low for {connections} connections; \
+             raise it (ulimit -n) or expect connect errors"
+        );
+    }
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr> {
+    addr.to_socket_addrs()
+        .map_err(|e| Error::Usage(format!("cannot resolve '{addr}': {e}")))?
+        .next()
+        .ok_or_else(|| Error::Usage(format!("'{addr}' resolves to no address")))
+}
+
+fn execute<L: Load>(
+    kind: &str,
+    target: &str,
+    addr: SocketAddr,
+    load: L,
+    load_args: &LoadArgs,
+) -> Result<Outcome> {
+    let opts = load_args.options()?;
+    check_fd_limit(opts.connections);
+    let outcome = bench::run(addr, Arc::new(load), &opts)?;
+    let run = Run {
+        kind,
+        target,
+        opts: &opts,
+        outcome: &outcome,
+    };
+    if load_args.json {
+        println!("{}", report::json(&run));
+    } else {
+        print!("{}", report::table(&run));
+    }
+    Ok(outcome)
+}
+
+fn http(a: HttpArgs) -> Result<()> {
+    let url = Url::parse(&a.url).map_err(Error::Usage)?;
+    let addr = url.resolve().map_err(Error::Usage)?;
+    let keepalive = a.load.keepalive == OnOff::On;
+    let req = build_request(&a.method, &url, &a.headers, keepalive).map_err(Error::Usage)?;
+    let load = HttpLoad::new(req, &a.method);
+    execute("http", &a.url, addr, load, &a.load).map(drop)
+}
+
+fn echo(a: EchoArgs) -> Result<()> {
+    let addr = resolve(&a.addr)?;
+    let msg = match &a.message {
+        Some(m) => m.as_bytes().to_vec(),
+        None => EchoLoad::filler(a.size),
+    };
+    if let Framing::Fixed(n) = a.framing {
+        if msg.len() != n {
+            return Err(Error::Usage(format!(
+                "--framing fixed:{n} needs a {n}-byte message; give --size {n}"
+            )));
+        }
+    }
+    if a.framing.delimiter().is_some_and(|d| msg.contains(&d)) {
+        return Err(Error::Usage(format!(
+            "the message contains the {} framing's delimiter",
+            a.framing
+        )));
+    }
+    let load = EchoLoad::new(a.framing, &msg, a.max_frame);
+    execute("echo", &a.addr, addr, load, &a.load).map(drop)
+}
+
+fn chat(a: ChatArgs) -> Result<()> {
+    let addr = resolve(&a.addr)?;
+    let load = ChatLoad::new(a.size, a.max_frame);
+    execute("chat", &a.addr, addr, load, &a.load).map(drop)
+}
+
+fn selftest(a: SelftestArgs) -> Result<()> {
+    let responder =
+        Responder::start(HELLO).map_err(|e| Error::io("cannot start the responder", e))?;
+    let url = format!("http://{}/", responder.addr());
+    let parsed = Url::parse(&url).map_err(Error::Usage)?;
+    let req =
+        build_request("GET", &parsed, &[], a.load.keepalive == OnOff::On).map_err(Error::Usage)?;
+    let outcome = execute(
+        "selftest",
+        &url,
+        responder.addr(),
+        HttpLoad::new(req, "GET"),
+        &a.load,
+    )?;
+    if !a.load.json {
+        println!(
+            "  the responder (one thread, fixed 13-byte reply) answered {} requests; the \
+             generator's ceiling on this machine is at least {:.0} req/s",
+            responder.served(),
+            outcome.replies_per_sec()
+        );
+    }
+    Ok(())
 }

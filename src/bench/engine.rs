@@ -1,0 +1,729 @@
+//! The engine: `threads` event loops (mio, i.e. epoll, edge-triggered), each owning a fixed
+//! share of the connections, so 10,000 connections cost 10,000 sockets and no threads more.
+//!
+//! - **Closed loop** (default): each connection sends a request, waits for the whole reply,
+//!   and sends the next at once. Latency runs from the write (or the connect, when the request
+//!   needs a new connection) to the reply's last byte.
+//! - **Open loop** (`rate`): each connection owns an evenly spaced schedule of intended send
+//!   times (`connections / rate` seconds apart). A request late because its connection was still
+//!   busy goes out at once, and its latency still runs from the *intended* time: the wrk2
+//!   correction for coordinated omission, so a stalled server shows as high latency instead of
+//!   as fewer, faster samples.
+//!
+//! The non-blocking rules (mio `src/poll.rs`): drain until `WouldBlock`, retry `Interrupted`,
+//! tolerate spurious wake-ups. A failed connection counts one error of its kind and is replaced;
+//! a refused connect is retried after `retry_delay` so a dead server costs no spinning core.
+//! Every request has a deadline, so nothing hangs: at most `duration` (or until `requests`
+//! attempts have finished, each within `timeout`).
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{self, IsTerminal, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+use super::stats::{ErrorKind, Stats};
+use super::{Exchange, Load};
+use crate::error::{Error, Result};
+
+/// Bytes read from a socket per `read` call, into one buffer per thread (not per connection:
+/// 10,000 connections do not each hold a read buffer).
+pub const READ_CHUNK: usize = 64 * 1024;
+/// The most bytes of one reply kept across reads while its end is sought (a response head, a
+/// framed message). Past this the reply counts as a parse error.
+pub const MAX_PENDING: usize = 4 * 1024 * 1024;
+/// How often in-flight requests are checked against their deadlines.
+const SWEEP_EVERY: Duration = Duration::from_millis(20);
+
+/// How to apply the load.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub connections: usize,
+    pub threads: usize,
+    /// Stop after this long (in-flight requests at that moment are not counted).
+    pub duration: Option<Duration>,
+    /// Stop after this many requests have been attempted and finished.
+    pub requests: Option<u64>,
+    /// Open loop: requests per second in total. `None` is closed loop.
+    pub rate: Option<f64>,
+    /// A request with no whole reply this long after it began counts as a timeout.
+    pub timeout: Duration,
+    /// A connect that has not completed in this long counts as a connect error.
+    pub connect_timeout: Duration,
+    /// Off: a new connection for every request.
+    pub keepalive: bool,
+    /// Print a progress line on stderr each second.
+    pub progress: bool,
+    /// Wait this long before reconnecting after a connect error.
+    pub retry_delay: Duration,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            connections: 50,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            duration: Some(Duration::from_secs(10)),
+            requests: None,
+            rate: None,
+            timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(3),
+            keepalive: true,
+            progress: std::io::stderr().is_terminal(),
+            retry_delay: Duration::from_millis(20),
+        }
+    }
+}
+
+/// The result of a run: merged counts and how long the load ran.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub stats: Stats,
+    pub elapsed: Duration,
+    /// Threads actually used (never more than connections).
+    pub threads: usize,
+}
+
+impl Outcome {
+    pub fn replies_per_sec(&self) -> f64 {
+        per_sec(self.stats.replies, self.elapsed)
+    }
+
+    pub fn read_bytes_per_sec(&self) -> f64 {
+        per_sec(self.stats.bytes_read, self.elapsed)
+    }
+}
+
+fn per_sec(n: u64, d: Duration) -> f64 {
+    let s = d.as_secs_f64();
+    if s > 0.0 {
+        n as f64 / s
+    } else {
+        0.0
+    }
+}
+
+/// Counters every thread adds to as it goes, read by the progress line.
+#[derive(Default)]
+struct Shared {
+    replies: AtomicU64,
+    errors: AtomicU64,
+    stop: AtomicBool,
+}
+
+/// Apply `load` to `addr` as `opts` says and return the merged counts.
+pub fn run<L: Load>(addr: SocketAddr, load: Arc<L>, opts: &LoadOptions) -> Result<Outcome> {
+    if opts.connections == 0 {
+        return Err(Error::Usage("--connections must be at least 1".into()));
+    }
+    if opts.duration.is_none() && opts.requests.is_none() {
+        return Err(Error::Usage(
+            "give --duration or --requests (or both) so the run ends".into(),
+        ));
+    }
+    if let Some(r) = opts.rate {
+        if !(r.is_finite() && r > 0.0) {
+            return Err(Error::Usage("--rate must be a positive number".into()));
+        }
+    }
+    let threads = opts.threads.clamp(1, opts.connections);
+    let shared = Arc::new(Shared::default());
+    let start = Instant::now();
+    let deadline = opts.duration.map(|d| start + d);
+
+    let mut handles = Vec::with_capacity(threads);
+    let mut first_conn = 0;
+    for t in 0..threads {
+        let conns = share(opts.connections as u64, threads, t) as usize;
+        let quota = opts
+            .requests
+            .map(|n| share_by(n, opts.connections as u64, first_conn as u64, conns as u64));
+        let worker = WorkerSpec {
+            addr,
+            first_conn,
+            conns,
+            quota,
+            deadline,
+            start,
+            opts: opts.clone(),
+        };
+        first_conn += conns;
+        let load = load.clone();
+        let shared = shared.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("bench-{t}"))
+            .spawn(move || worker.run(&*load, &shared))
+            .map_err(|e| Error::io("cannot start a load thread", e))?;
+        handles.push(h);
+    }
+
+    if opts.progress {
+        progress_loop(&handles, &shared, start, deadline);
+    }
+
+    let mut stats = Stats::new();
+    let mut end = start;
+    let mut failure = None;
+    for h in handles {
+        match h.join() {
+            Ok(Ok((s, finished))) => {
+                stats.merge(&s);
+                end = end.max(finished);
+            }
+            Ok(Err(e)) => failure = Some(e),
+            Err(_) => failure = Some(Error::Client("a load thread panicked".into())),
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(Outcome {
+        stats,
+        elapsed: end.saturating_duration_since(start),
+        threads,
+    })
+}
+
+/// Thread `t`'s share of `n` items spread over `parts` (the first ones get the remainder).
+fn share(n: u64, parts: usize, t: usize) -> u64 {
+    let parts = parts as u64;
+    let t = t as u64;
+    n / parts + u64::from(t < n % parts)
+}
+
+/// The part of `n` requests owed to connections `first..first+count` of `total`, spread evenly.
+fn share_by(n: u64, total: u64, first: u64, count: u64) -> u64 {
+    let upto = |k: u64| (n as u128 * k as u128 / total as u128) as u64;
+    upto(first + count) - upto(first)
+}
+
+fn progress_loop<T>(
+    handles: &[std::thread::JoinHandle<T>],
+    shared: &Shared,
+    start: Instant,
+    deadline: Option<Instant>,
+) {
+    let mut last = 0u64;
+    let mut tick = start;
+    let mut printed = false;
+    loop {
+        tick += Duration::from_secs(1);
+        while Instant::now() < tick {
+            if handles.iter().all(|h| h.is_finished()) {
+                if printed {
+                    eprintln!();
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let replies = shared.replies.load(Ordering::Relaxed);
+        let errors = shared.errors.load(Ordering::Relaxed);
+        let secs = tick.duration_since(start).as_secs();
+        let left = deadline.map_or(String::new(), |d| {
+            format!(", {} s left", d.saturating_duration_since(tick).as_secs())
+        });
+        eprint!(
+            "\r{secs:>4} s  {replies:>10} replies  {:>10} /s  {errors} errors{left}   ",
+            replies - last
+        );
+        printed = true;
+        last = replies;
+    }
+}
+
+struct WorkerSpec {
+    addr: SocketAddr,
+    first_conn: usize,
+    conns: usize,
+    quota: Option<u64>,
+    deadline: Option<Instant>,
+    start: Instant,
+    opts: LoadOptions,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// No socket; no request.
+    Closed,
+    /// Connected, no request outstanding.
+    Idle,
+    /// A request began and its connection is being opened.
+    Connecting,
+    /// Connected; the request is partly written.
+    Writing,
+    /// The request is written; the reply is awaited.
+    Awaiting,
+}
+
+impl State {
+    fn in_flight(self) -> bool {
+        matches!(self, State::Connecting | State::Writing | State::Awaiting)
+    }
+}
+
+struct Conn<E> {
+    stream: Option<TcpStream>,
+    state: State,
+    ex: E,
+    /// Bytes of the current request already written.
+    written: usize,
+    /// Bytes of a reply whose end has not arrived yet (usually empty: no allocation).
+    pending: Vec<u8>,
+    /// When the current request began (its intended time, in the open loop).
+    started: Instant,
+    /// When the current request (or connect) times out.
+    deadline: Instant,
+    /// Open loop: the intended time of this connection's next request.
+    next_send: Instant,
+    /// Set while a timer entry for this connection is in the heap.
+    scheduled: bool,
+}
+
+struct Worker<E> {
+    conns: Vec<Conn<E>>,
+    poll: Poll,
+    addr: SocketAddr,
+    opts: LoadOptions,
+    stats: Stats,
+    /// Requests this thread may still begin (`u64::MAX`: unbounded).
+    quota: u64,
+    in_flight: usize,
+    /// Pending starts: (when, connection index).
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Open loop: time between two requests on one connection.
+    interval: Option<Duration>,
+}
+
+impl WorkerSpec {
+    fn run<L: Load>(self, load: &L, shared: &Shared) -> Result<(Stats, Instant)> {
+        let poll = Poll::new().map_err(|e| Error::io("cannot create an epoll instance", e))?;
+        let now = Instant::now();
+        let interval = self
+            .opts
+            .rate
+            .map(|r| Duration::from_secs_f64(self.opts.connections as f64 / r));
+        let conns = (0..self.conns)
+            .map(|i| {
+                let global = self.first_conn + i;
+                // Spread each connection's first intended send evenly over one interval, so the
+                // open loop starts at the set rate instead of with a burst.
+                let offset = interval.map_or(Duration::ZERO, |iv| {
+                    iv.mul_f64(global as f64 / self.opts.connections as f64)
+                });
+                Conn {
+                    stream: None,
+                    state: State::Closed,
+                    ex: load.exchange(global),
+                    written: 0,
+                    pending: Vec::new(),
+                    started: now,
+                    deadline: now,
+                    next_send: self.start + offset,
+                    scheduled: false,
+                }
+            })
+            .collect();
+        let mut w = Worker {
+            conns,
+            poll,
+            addr: self.addr,
+            opts: self.opts,
+            stats: Stats::new(),
+            quota: self.quota.unwrap_or(u64::MAX),
+            in_flight: 0,
+            timers: BinaryHeap::new(),
+            interval,
+        };
+        let finished = w.drive(self.deadline, shared)?;
+        Ok((w.stats, finished))
+    }
+}
+
+impl<E: Exchange> Worker<E> {
+    fn drive(&mut self, deadline: Option<Instant>, shared: &Shared) -> Result<Instant> {
+        let mut events = Events::with_capacity(1024);
+        let mut scratch = vec![0u8; READ_CHUNK];
+        let now = Instant::now();
+        for i in 0..self.conns.len() {
+            self.next_request(i, now);
+        }
+        let mut next_sweep = now + SWEEP_EVERY;
+        let (mut told_replies, mut told_errors) = (0, 0);
+        loop {
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) || shared.stop.load(Ordering::Relaxed) {
+                return Ok(deadline.map_or(now, |d| d.min(now)));
+            }
+            if self.quota == 0 && self.in_flight == 0 && self.timers.is_empty() {
+                return Ok(now);
+            }
+            let mut wake = next_sweep;
+            if let Some(Reverse((t, _))) = self.timers.peek() {
+                wake = wake.min(*t);
+            }
+            if let Some(d) = deadline {
+                wake = wake.min(d);
+            }
+            let timeout = wake.saturating_duration_since(now);
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("epoll_wait failed", e)),
+            }
+            for ev in events.iter() {
+                let i = ev.token().0;
+                if i >= self.conns.len() {
+                    continue;
+                }
+                self.on_event(i, ev, &mut scratch);
+            }
+            let now = Instant::now();
+            while let Some(&Reverse((t, i))) = self.timers.peek() {
+                if t > now {
+                    break;
+                }
+                self.timers.pop();
+                self.conns[i].scheduled = false;
+                if !self.conns[i].state.in_flight() {
+                    let intended = if self.interval.is_some() { t } else { now };
+                    self.begin(i, now, intended);
+                }
+            }
+            if now >= next_sweep {
+                next_sweep = now + SWEEP_EVERY;
+                self.sweep(now);
+            }
+            if self.opts.progress {
+                let (r, e) = (self.stats.replies, self.stats.errors.total());
+                shared
+                    .replies
+                    .fetch_add(r - told_replies, Ordering::Relaxed);
+                shared.errors.fetch_add(e - told_errors, Ordering::Relaxed);
+                (told_replies, told_errors) = (r, e);
+            }
+        }
+    }
+
+    /// Fail every in-flight request whose deadline has passed.
+    fn sweep(&mut self, now: Instant) {
+        for i in 0..self.conns.len() {
+            let c = &self.conns[i];
+            if c.state.in_flight() && now >= c.deadline {
+                let kind = if c.state == State::Connecting {
+                    ErrorKind::Connect
+                } else {
+                    ErrorKind::Timeout
+                };
+                self.fail(i, kind, now);
+            }
+        }
+    }
+
+    /// Connection `i` is free: start its next request now (closed loop) or at its next intended
+    /// time (open loop).
+    fn next_request(&mut self, i: usize, now: Instant) {
+        if self.quota == 0 || self.conns[i].scheduled {
+            return;
+        }
+        match self.interval {
+            None => self.begin(i, now, now),
+            Some(iv) => {
+                let c = &mut self.conns[i];
+                let intended = c.next_send;
+                c.next_send += iv;
+                if intended <= now {
+                    self.begin(i, now, intended);
+                } else {
+                    c.scheduled = true;
+                    self.timers.push(Reverse((intended, i)));
+                }
+            }
+        }
+    }
+
+    /// Retry connection `i` after `delay` (closed loop), or at its next intended time.
+    fn retry_later(&mut self, i: usize, now: Instant, delay: Duration) {
+        if self.interval.is_some() || delay.is_zero() {
+            return self.next_request(i, now);
+        }
+        if self.quota == 0 || self.conns[i].scheduled {
+            return;
+        }
+        self.conns[i].scheduled = true;
+        self.timers.push(Reverse((now + delay, i)));
+    }
+
+    /// Begin a request on connection `i`, timed from `intended`.
+    fn begin(&mut self, i: usize, now: Instant, intended: Instant) {
+        if self.quota == 0 {
+            return;
+        }
+        self.quota -= 1;
+        self.in_flight += 1;
+        let c = &mut self.conns[i];
+        c.ex.begin();
+        c.written = 0;
+        c.started = intended;
+        c.deadline = now + self.opts.timeout;
+        if c.stream.is_some() {
+            c.state = State::Writing;
+            self.write(i, now);
+            return;
+        }
+        c.state = State::Connecting;
+        c.deadline = now + self.opts.connect_timeout.min(self.opts.timeout);
+        match TcpStream::connect(self.addr) {
+            Ok(mut s) => {
+                match self.poll.registry().register(
+                    &mut s,
+                    Token(i),
+                    Interest::READABLE | Interest::WRITABLE,
+                ) {
+                    Ok(()) => self.conns[i].stream = Some(s),
+                    Err(_) => self.fail(i, ErrorKind::Connect, now),
+                }
+            }
+            Err(_) => self.fail(i, ErrorKind::Connect, now),
+        }
+    }
+
+    fn on_event(&mut self, i: usize, ev: &mio::event::Event, scratch: &mut [u8]) {
+        let now = Instant::now();
+        match self.conns[i].state {
+            State::Closed => {}
+            State::Connecting => {
+                let c = &mut self.conns[i];
+                let Some(s) = c.stream.as_ref() else { return };
+                // mio: a writable (or error) event on a connecting socket means the connect
+                // finished; `take_error` says how, `peer_addr` confirms it (a spurious wake-up
+                // leaves it `NotConnected`).
+                match s.take_error() {
+                    Ok(None) => {}
+                    Ok(Some(_)) | Err(_) => return self.fail(i, ErrorKind::Connect, now),
+                }
+                match s.peer_addr() {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                        if ev.is_error() || ev.is_write_closed() {
+                            self.fail(i, ErrorKind::Connect, now);
+                        }
+                        return;
+                    }
+                    Err(_) => return self.fail(i, ErrorKind::Connect, now),
+                }
+                let _ = s.set_nodelay(true);
+                self.stats.connects += 1;
+                c.state = State::Writing;
+                self.write(i, now);
+            }
+            State::Writing => {
+                if ev.is_writable() || ev.is_error() {
+                    self.write(i, now);
+                }
+                if ev.is_readable() || ev.is_read_closed() {
+                    self.read(i, ev.is_read_closed(), scratch);
+                }
+            }
+            State::Awaiting | State::Idle => {
+                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                    self.read(i, ev.is_read_closed(), scratch);
+                }
+            }
+        }
+    }
+
+    /// Write what is left of the request; on completion, await the reply.
+    fn write(&mut self, i: usize, now: Instant) {
+        loop {
+            let c = &mut self.conns[i];
+            if c.state != State::Writing {
+                return;
+            }
+            let Some(s) = c.stream.as_mut() else { return };
+            let req = c.ex.request();
+            if c.written >= req.len() {
+                if c.ex.half_close() {
+                    let _ = s.shutdown(std::net::Shutdown::Write);
+                }
+                c.state = State::Awaiting;
+                return;
+            }
+            match s.write(&req[c.written..]) {
+                Ok(0) => return self.fail(i, ErrorKind::Write, now),
+                Ok(n) => {
+                    c.written += n;
+                    self.stats.bytes_written += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.fail(i, ErrorKind::Write, now),
+            }
+        }
+    }
+
+    /// Read until `WouldBlock` (or until a reply ended on a short read: then the socket is
+    /// drained, and sparing the extra `read` that would say so is one syscall per request).
+    fn read(&mut self, i: usize, closed: bool, scratch: &mut [u8]) {
+        loop {
+            let c = &mut self.conns[i];
+            let Some(s) = c.stream.as_mut() else { return };
+            let n = match s.read(scratch) {
+                Ok(0) => return self.eof(i),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return self.fail(i, ErrorKind::Read, Instant::now()),
+            };
+            self.stats.bytes_read += n as u64;
+            let replied = self.input(i, &scratch[..n]);
+            if replied && n < scratch.len() && !closed {
+                return;
+            }
+            if self.conns[i].stream.is_none() {
+                return;
+            }
+        }
+    }
+
+    /// Feed bytes to connection `i`'s exchange; true when a reply ended among them.
+    fn input(&mut self, i: usize, data: &[u8]) -> bool {
+        let c = &mut self.conns[i];
+        let mut reply = None;
+        let result = if c.pending.is_empty() {
+            let r = feed(&mut c.ex, data, &mut reply);
+            r.map(|used| {
+                c.pending.extend_from_slice(&data[used..]);
+            })
+        } else {
+            c.pending.extend_from_slice(data);
+            let r = feed(&mut c.ex, &c.pending, &mut reply);
+            r.map(|used| {
+                c.pending.drain(..used);
+            })
+        };
+        let now = Instant::now();
+        if let Err(kind) = result {
+            self.fail(i, kind, now);
+            return false;
+        }
+        if self.conns[i].pending.len() > MAX_PENDING {
+            self.fail(i, ErrorKind::Parse, now);
+            return false;
+        }
+        match reply {
+            Some(r) => {
+                self.complete(i, r, now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn eof(&mut self, i: usize) {
+        let now = Instant::now();
+        let c = &mut self.conns[i];
+        match c.ex.eof() {
+            Ok(Some(r)) => self.complete(i, r, now),
+            Ok(None) if !c.state.in_flight() => {
+                // The server closed an idle keep-alive connection: not an error. The next
+                // request opens a new one.
+                self.close(i);
+            }
+            Ok(None) | Err(ErrorKind::Read) => self.fail(i, ErrorKind::Read, now),
+            Err(kind) => self.fail(i, kind, now),
+        }
+    }
+
+    fn complete(&mut self, i: usize, reply: super::Reply, now: Instant) {
+        let c = &mut self.conns[i];
+        if !c.state.in_flight() {
+            // A reply nobody awaited (an exchange should not produce one): a parse error.
+            return self.fail(i, ErrorKind::Parse, now);
+        }
+        self.stats.record(now.saturating_duration_since(c.started));
+        if !reply.ok {
+            self.stats.errors.add(ErrorKind::Status);
+        }
+        self.in_flight -= 1;
+        c.state = State::Idle;
+        if !reply.reuse || !self.opts.keepalive {
+            self.close(i);
+        }
+        self.next_request(i, now);
+    }
+
+    fn close(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        if let Some(mut s) = c.stream.take() {
+            let _ = self.poll.registry().deregister(&mut s);
+        }
+        if c.state.in_flight() {
+            self.in_flight -= 1;
+        }
+        c.state = State::Closed;
+        c.pending = Vec::new();
+        c.ex.reset();
+    }
+
+    fn fail(&mut self, i: usize, kind: ErrorKind, now: Instant) {
+        self.stats.errors.add(kind);
+        self.close(i);
+        let delay = if kind == ErrorKind::Connect {
+            self.opts.retry_delay
+        } else {
+            Duration::ZERO
+        };
+        self.retry_later(i, now, delay);
+    }
+}
+
+/// Offer `data` to the exchange until it needs more; returns the bytes used and sets `reply`
+/// when one ended. Bytes after a reply are offered too (a chat broadcast; for HTTP they are an
+/// error: nobody asked for them).
+fn feed<E: Exchange>(
+    ex: &mut E,
+    data: &[u8],
+    reply: &mut Option<super::Reply>,
+) -> std::result::Result<usize, ErrorKind> {
+    let mut used = 0;
+    loop {
+        let p = ex.input(&data[used..])?;
+        used += p.consumed;
+        match p.reply {
+            Some(r) if reply.is_none() => *reply = Some(r),
+            Some(_) => return Err(ErrorKind::Parse),
+            None if p.consumed == 0 || used >= data.len() => return Ok(used),
+            None => {}
+        }
+        if used >= data.len() {
+            return Ok(used);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_add_up_to_the_whole() {
+        for (n, parts) in [(10u64, 3usize), (0, 2), (7, 7), (5, 9)] {
+            let sum: u64 = (0..parts).map(|t| share(n, parts, t)).sum();
+            assert_eq!(sum, n);
+        }
+        let conns = [3u64, 3, 2];
+        let mut first = 0;
+        let mut total = 0;
+        for c in conns {
+            total += share_by(1000, 8, first, c);
+            first += c;
+        }
+        assert_eq!(total, 1000);
+    }
+}

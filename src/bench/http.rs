@@ -1,0 +1,547 @@
+//! HTTP/1.1 for the load generator: the target URL, the one request every connection repeats,
+//! and an incremental response parser that finds where each response ends (RFC 9112 §6.3:
+//! no body for HEAD/1xx/204/304, then chunked, then Content-Length, else until close) without
+//! buffering bodies, so a 10 MiB file costs no more memory than a 1 KiB one.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+use super::stats::ErrorKind;
+use super::{Exchange, Load, Parsed, Reply};
+
+/// The most response-head bytes accepted before the response counts as malformed.
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// The most headers one response may carry.
+pub const MAX_RESPONSE_HEADERS: usize = 64;
+/// The longest chunk-size or trailer line accepted (RFC 9112 §7.1).
+pub const MAX_CHUNK_LINE: usize = 4 * 1024;
+
+/// A parsed `http://host[:port]/path` target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Url {
+    /// The `Host` header value: host, and port when it is not 80.
+    pub authority: String,
+    pub host: String,
+    pub port: u16,
+    /// Path and query, starting with `/`.
+    pub target: String,
+}
+
+impl Url {
+    pub fn parse(s: &str) -> Result<Url, String> {
+        let rest = s.strip_prefix("http://").ok_or_else(|| {
+            if s.starts_with("https://") {
+                format!("'{s}': the load generator speaks plain HTTP only; use an http:// URL")
+            } else {
+                format!("'{s}' is not an http:// URL, e.g. http://127.0.0.1:8080/")
+            }
+        })?;
+        let (authority, target) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if authority.is_empty() {
+            return Err(format!("'{s}' names no host"));
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let end = v6
+                .find(']')
+                .ok_or_else(|| format!("'{s}': an IPv6 host needs a closing ']'"))?;
+            let port = match &v6[end + 1..] {
+                "" => 80,
+                p => parse_port(p.strip_prefix(':').unwrap_or(p), s)?,
+            };
+            (v6[..end].to_string(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), parse_port(p, s)?),
+                None => (authority.to_string(), 80),
+            }
+        };
+        Ok(Url {
+            authority: authority.to_string(),
+            host,
+            port,
+            target: target.to_string(),
+        })
+    }
+
+    /// The first address the host resolves to.
+    pub fn resolve(&self) -> Result<SocketAddr, String> {
+        (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve '{}': {e}", self.host))?
+            .next()
+            .ok_or_else(|| format!("'{}' resolves to no address", self.host))
+    }
+}
+
+fn parse_port(p: &str, url: &str) -> Result<u16, String> {
+    p.parse()
+        .map_err(|_| format!("'{url}': '{p}' is not a port number"))
+}
+
+/// Build the one request every connection sends: `METHOD target HTTP/1.1`, `Host`, the extra
+/// headers (each `Name: value`), and `Connection: close` when keep-alive is off.
+pub fn build_request(
+    method: &str,
+    url: &Url,
+    headers: &[String],
+    keepalive: bool,
+) -> Result<Vec<u8>, String> {
+    if method.is_empty()
+        || !method
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err(format!("'{method}' is not an HTTP method"));
+    }
+    let mut req = format!(
+        "{method} {} HTTP/1.1\r\nHost: {}\r\n",
+        url.target, url.authority
+    );
+    for h in headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| format!("header '{h}' needs the form 'Name: value'"))?;
+        if name.trim().is_empty() || h.contains('\r') || h.contains('\n') {
+            return Err(format!(
+                "header '{h}' needs the form 'Name: value' on one line"
+            ));
+        }
+        req.push_str(&format!("{}: {}\r\n", name.trim(), value.trim()));
+    }
+    if !keepalive {
+        req.push_str("Connection: close\r\n");
+    }
+    req.push_str("\r\n");
+    Ok(req.into_bytes())
+}
+
+/// The HTTP load: every connection repeats one request.
+#[derive(Debug)]
+pub struct HttpLoad {
+    request: Arc<[u8]>,
+    head_only: bool,
+}
+
+impl HttpLoad {
+    pub fn new(request: Vec<u8>, method: &str) -> HttpLoad {
+        HttpLoad {
+            request: request.into(),
+            head_only: method.eq_ignore_ascii_case("HEAD"),
+        }
+    }
+}
+
+impl Load for HttpLoad {
+    type Exchange = HttpExchange;
+
+    fn exchange(&self, _conn: usize) -> HttpExchange {
+        HttpExchange {
+            request: self.request.clone(),
+            parser: ResponseParser::new(self.head_only),
+        }
+    }
+}
+
+/// One connection's side of the HTTP load.
+#[derive(Debug)]
+pub struct HttpExchange {
+    request: Arc<[u8]>,
+    parser: ResponseParser,
+}
+
+impl Exchange for HttpExchange {
+    fn begin(&mut self) {
+        self.parser.start();
+    }
+
+    fn request(&self) -> &[u8] {
+        &self.request
+    }
+
+    fn input(&mut self, buf: &[u8]) -> Result<Parsed, ErrorKind> {
+        self.parser.feed(buf)
+    }
+
+    fn eof(&mut self) -> Result<Option<Reply>, ErrorKind> {
+        self.parser.eof()
+    }
+
+    fn reset(&mut self) {
+        self.parser.state = State::Idle;
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// No request outstanding: any byte is unexpected.
+    Idle,
+    Head,
+    /// A Content-Length body with this many bytes still to come.
+    Body(u64),
+    ChunkSize,
+    ChunkData(u64),
+    /// The CRLF after a chunk's data.
+    ChunkEnd,
+    Trailers,
+    /// A body delimited by the connection's close (RFC 9112 §6.3 rule 8).
+    UntilClose,
+}
+
+/// Finds where one HTTP/1.x response ends, fed the bytes as they arrive.
+#[derive(Clone, Debug)]
+pub struct ResponseParser {
+    state: State,
+    head_only: bool,
+    /// Whether the connection may carry another request after this response.
+    reuse: bool,
+    ok: bool,
+}
+
+impl ResponseParser {
+    /// A parser for the responses to requests with this method (`HEAD` responses carry no body).
+    pub fn new(head_only: bool) -> ResponseParser {
+        ResponseParser {
+            state: State::Idle,
+            head_only,
+            reuse: true,
+            ok: true,
+        }
+    }
+
+    /// A request went out: expect its response.
+    pub fn start(&mut self) {
+        self.state = State::Head;
+    }
+
+    fn done(&mut self) -> Reply {
+        self.state = State::Idle;
+        Reply {
+            reuse: self.reuse,
+            ok: self.ok,
+        }
+    }
+
+    /// Consume what can be consumed of `buf`; stop at the end of a whole response.
+    /// `consumed == 0` with no reply means "need more bytes".
+    pub fn feed(&mut self, buf: &[u8]) -> Result<Parsed, ErrorKind> {
+        let mut pos = 0;
+        loop {
+            let rest = &buf[pos..];
+            match self.state {
+                State::Idle => {
+                    return if rest.is_empty() {
+                        Ok(Parsed::need(pos))
+                    } else {
+                        // Bytes nobody asked for: a server answering twice, or garbage.
+                        Err(ErrorKind::Parse)
+                    };
+                }
+                State::Head => {
+                    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+                    let mut resp = httparse::Response::new(&mut headers);
+                    let n = match resp.parse(rest) {
+                        Ok(httparse::Status::Complete(n)) => n,
+                        Ok(httparse::Status::Partial) => {
+                            if rest.len() > MAX_RESPONSE_HEAD {
+                                return Err(ErrorKind::Parse);
+                            }
+                            return Ok(Parsed::need(pos));
+                        }
+                        Err(_) => return Err(ErrorKind::Parse),
+                    };
+                    pos += n;
+                    let code = resp.code.unwrap_or(0);
+                    let mut length: Option<u64> = None;
+                    let mut chunked = false;
+                    let mut close = false;
+                    let mut keep_alive = false;
+                    for h in resp.headers.iter() {
+                        if h.name.eq_ignore_ascii_case("content-length") {
+                            let v = std::str::from_utf8(h.value)
+                                .ok()
+                                .and_then(|v| v.trim().parse::<u64>().ok())
+                                .ok_or(ErrorKind::Parse)?;
+                            // RFC 9112 §6.3 rule 5: differing lengths are unrecoverable.
+                            if length.is_some_and(|l| l != v) {
+                                return Err(ErrorKind::Parse);
+                            }
+                            length = Some(v);
+                        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                            chunked = last_token_is(h.value, "chunked");
+                        } else if h.name.eq_ignore_ascii_case("connection") {
+                            close |= has_token(h.value, "close");
+                            keep_alive |= has_token(h.value, "keep-alive");
+                        }
+                    }
+                    if (100..200).contains(&code) && code != 101 {
+                        // An interim response (100 Continue): the real one follows.
+                        continue;
+                    }
+                    self.ok = (200..400).contains(&code);
+                    // HTTP/1.0 closes unless it asked to keep alive; 1.1 keeps alive unless told.
+                    self.reuse = !close && (resp.version == Some(1) || keep_alive);
+                    self.state = if self.head_only || code == 204 || code == 304 {
+                        return Ok(Parsed::reply(pos, self.done()));
+                    } else if chunked {
+                        State::ChunkSize
+                    } else if let Some(len) = length {
+                        if len == 0 {
+                            return Ok(Parsed::reply(pos, self.done()));
+                        }
+                        State::Body(len)
+                    } else {
+                        self.reuse = false;
+                        State::UntilClose
+                    };
+                }
+                State::Body(left) => {
+                    let take = left.min(rest.len() as u64);
+                    pos += take as usize;
+                    if take == left {
+                        return Ok(Parsed::reply(pos, self.done()));
+                    }
+                    self.state = State::Body(left - take);
+                    return Ok(Parsed::need(pos));
+                }
+                State::ChunkSize => {
+                    let Some(line) = take_line(rest)? else {
+                        return Ok(Parsed::need(pos));
+                    };
+                    pos += line.len();
+                    let text = std::str::from_utf8(line).map_err(|_| ErrorKind::Parse)?;
+                    // chunk-size [ chunk-ext ] CRLF (RFC 9112 §7.1); extensions are ignored.
+                    let size = text.split(';').next().unwrap_or("").trim();
+                    let size = u64::from_str_radix(size, 16).map_err(|_| ErrorKind::Parse)?;
+                    self.state = if size == 0 {
+                        State::Trailers
+                    } else {
+                        State::ChunkData(size)
+                    };
+                }
+                State::ChunkData(left) => {
+                    let take = left.min(rest.len() as u64);
+                    pos += take as usize;
+                    if take < left {
+                        self.state = State::ChunkData(left - take);
+                        return Ok(Parsed::need(pos));
+                    }
+                    self.state = State::ChunkEnd;
+                }
+                State::ChunkEnd => {
+                    let Some(line) = take_line(rest)? else {
+                        return Ok(Parsed::need(pos));
+                    };
+                    if line != b"\r\n" && line != b"\n" {
+                        return Err(ErrorKind::Parse);
+                    }
+                    pos += line.len();
+                    self.state = State::ChunkSize;
+                }
+                State::Trailers => {
+                    let Some(line) = take_line(rest)? else {
+                        return Ok(Parsed::need(pos));
+                    };
+                    pos += line.len();
+                    if line == b"\r\n" || line == b"\n" {
+                        return Ok(Parsed::reply(pos, self.done()));
+                    }
+                }
+                State::UntilClose => {
+                    return Ok(Parsed::need(buf.len()));
+                }
+            }
+        }
+    }
+
+    /// The server closed: a close-delimited body ends here; anything else was cut short.
+    pub fn eof(&mut self) -> Result<Option<Reply>, ErrorKind> {
+        match self.state {
+            State::UntilClose => Ok(Some(self.done())),
+            State::Idle => Ok(None),
+            _ => Err(ErrorKind::Read),
+        }
+    }
+}
+
+/// The first line of `buf`, newline included; `None` when no whole line is there yet.
+fn take_line(buf: &[u8]) -> Result<Option<&[u8]>, ErrorKind> {
+    match buf.iter().position(|&b| b == b'\n') {
+        Some(i) if i < MAX_CHUNK_LINE => Ok(Some(&buf[..=i])),
+        Some(_) => Err(ErrorKind::Parse),
+        None if buf.len() >= MAX_CHUNK_LINE => Err(ErrorKind::Parse),
+        None => Ok(None),
+    }
+}
+
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(|t| t.trim_ascii())
+}
+
+fn has_token(value: &[u8], token: &str) -> bool {
+    tokens(value).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+fn last_token_is(value: &[u8], token: &str) -> bool {
+    tokens(value)
+        .filter(|t| !t.is_empty())
+        .last()
+        .is_some_and(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feed `input` in pieces of `step` bytes (keeping unconsumed bytes, as the engine does);
+    /// return the replies and the bytes left over.
+    fn run(head_only: bool, input: &[u8], step: usize) -> Result<(Vec<Reply>, usize), ErrorKind> {
+        let mut p = ResponseParser::new(head_only);
+        p.start();
+        let mut pending = Vec::new();
+        let mut replies = Vec::new();
+        for piece in input.chunks(step) {
+            pending.extend_from_slice(piece);
+            loop {
+                let r = p.feed(&pending)?;
+                pending.drain(..r.consumed);
+                match r.reply {
+                    Some(rep) => {
+                        replies.push(rep);
+                        p.start();
+                    }
+                    None => break,
+                }
+            }
+        }
+        Ok((replies, pending.len()))
+    }
+
+    #[test]
+    fn content_length_and_chunked_bodies_end_where_they_say_at_any_read_size() {
+        let cl = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n6\r\n world\r\n0\r\nX-T: 1\r\n\r\n";
+        for step in [1, 2, 3, 7, 1000] {
+            let mut two = cl.to_vec();
+            two.extend_from_slice(chunked);
+            let (replies, left) = run(false, &two, step).unwrap();
+            assert_eq!(replies.len(), 2, "step {step}");
+            assert!(replies.iter().all(|r| r.ok && r.reuse));
+            assert_eq!(left, 0);
+        }
+    }
+
+    #[test]
+    fn status_connection_and_version_decide_ok_and_reuse() {
+        let (r, _) = run(
+            false,
+            b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n",
+            100,
+        )
+        .unwrap();
+        assert!(!r[0].ok && r[0].reuse);
+        let (r, _) = run(
+            false,
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            100,
+        )
+        .unwrap();
+        assert!(r[0].ok && !r[0].reuse);
+        let (r, _) = run(false, b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", 100).unwrap();
+        assert!(!r[0].reuse);
+        let (r, _) = run(
+            false,
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+            100,
+        )
+        .unwrap();
+        assert_eq!(r.len(), 1, "304 has no body whatever Content-Length says");
+        let (r, _) = run(true, b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", 100).unwrap();
+        assert_eq!(r.len(), 1, "a HEAD response has no body");
+    }
+
+    #[test]
+    fn an_interim_100_continue_is_skipped() {
+        let (r, _) = run(
+            false,
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx",
+            4,
+        )
+        .unwrap();
+        assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn a_body_without_length_ends_at_close() {
+        let mut p = ResponseParser::new(false);
+        p.start();
+        let r = p.feed(b"HTTP/1.1 200 OK\r\n\r\nsome body").unwrap();
+        assert!(r.reply.is_none());
+        let rep = p.eof().unwrap().unwrap();
+        assert!(rep.ok && !rep.reuse);
+    }
+
+    #[test]
+    fn malformed_or_cut_responses_are_errors_of_the_right_kind() {
+        assert_eq!(
+            run(false, b"HTTP/1.1 abc\r\n\r\n", 100).unwrap_err(),
+            ErrorKind::Parse
+        );
+        assert_eq!(
+            run(
+                false,
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                100
+            )
+            .unwrap_err(),
+            ErrorKind::Parse
+        );
+        assert_eq!(
+            run(
+                false,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                100
+            )
+            .unwrap_err(),
+            ErrorKind::Parse
+        );
+        let mut huge = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
+        huge.resize(MAX_RESPONSE_HEAD + 10, b'a');
+        assert_eq!(run(false, &huge, 4096).unwrap_err(), ErrorKind::Parse);
+        let mut p = ResponseParser::new(false);
+        p.start();
+        p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+            .unwrap();
+        assert_eq!(p.eof().unwrap_err(), ErrorKind::Read);
+    }
+
+    #[test]
+    fn urls_split_into_host_port_and_target() {
+        let u = Url::parse("http://127.0.0.1:8080/a/b?c=1").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.target.as_str()),
+            ("127.0.0.1", 8080, "/a/b?c=1")
+        );
+        let u = Url::parse("http://[::1]:9/").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 9));
+        let u = Url::parse("http://localhost").unwrap();
+        assert_eq!((u.port, u.target.as_str()), (80, "/"));
+        assert!(Url::parse("https://x/").unwrap_err().contains("plain HTTP"));
+        assert!(Url::parse("ftp://x/").is_err());
+        assert!(Url::parse("http://x:99999/").is_err());
+    }
+
+    #[test]
+    fn the_request_carries_host_headers_and_close_when_keepalive_is_off() {
+        let u = Url::parse("http://127.0.0.1:8080/x").unwrap();
+        let r = build_request("GET", &u, &["Accept: */*".into()], false).unwrap();
+        assert_eq!(
+            r,
+            b"GET /x HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        );
+        assert!(build_request("G T", &u, &[], true).is_err());
+        assert!(build_request("GET", &u, &["nocolon".into()], true).is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! The model chart as SVG: two panels (throughput, p99 latency) against connections.
