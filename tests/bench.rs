@@ -1,0 +1,259 @@
+//! The load generator: its percentiles, its rate control, its error counting (against small
+//! misbehaving servers made here), and `tincan bench` end to end against tincan's own servers.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tincan::bench::echo::EchoLoad;
+use tincan::bench::http::{build_request, HttpLoad, Url};
+use tincan::bench::responder::{Responder, HELLO};
+use tincan::bench::{run, ErrorKind, LoadOptions, Outcome, Stats};
+use tincan::protocol::framing::Framing;
+
+use crate::support::run_tincan;
+
+fn opts(connections: usize) -> LoadOptions {
+    LoadOptions {
+        connections,
+        threads: 1,
+        duration: Some(Duration::from_secs(1)),
+        requests: None,
+        rate: None,
+        timeout: Duration::from_secs(2),
+        connect_timeout: Duration::from_secs(1),
+        keepalive: true,
+        progress: false,
+        retry_delay: Duration::from_millis(20),
+    }
+}
+
+fn http_run(addr: std::net::SocketAddr, o: &LoadOptions) -> Outcome {
+    let url = Url::parse(&format!("http://{addr}/")).unwrap();
+    let req = build_request("GET", &url, &[], o.keepalive).unwrap();
+    run(addr, Arc::new(HttpLoad::new(req, "GET")), o).expect("the run completes")
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+#[test]
+fn percentiles_of_a_uniform_distribution_are_where_they_should_be() {
+    let mut s = Stats::new();
+    for us in 1..=10_000u64 {
+        s.record(Duration::from_micros(us));
+    }
+    // HdrHistogram with 3 significant digits: within 0.1% (plus one bucket) of the true value.
+    for (p, want_ms) in [(50.0, 5.0), (90.0, 9.0), (99.0, 9.9), (99.9, 9.99)] {
+        let got = ms(s.percentile(p));
+        assert!(
+            (got - want_ms).abs() / want_ms < 0.002,
+            "p{p}: {got} ms, want {want_ms}"
+        );
+    }
+    assert!((ms(s.max()) - 10.0).abs() < 0.02);
+    assert_eq!(s.replies, 10_000);
+}
+
+#[test]
+fn one_slow_reply_in_a_hundred_shows_at_p99_9_but_not_at_p99() {
+    let mut s = Stats::new();
+    for _ in 0..99 {
+        s.record(Duration::from_micros(100));
+    }
+    s.record(Duration::from_secs(1));
+    assert!(ms(s.percentile(99.0)) < 0.2);
+    assert!(ms(s.percentile(99.9)) > 990.0);
+    assert!(ms(s.max()) > 990.0);
+}
+
+#[test]
+fn merged_per_thread_stats_equal_recording_everything_in_one() {
+    let (mut a, mut b, mut all) = (Stats::new(), Stats::new(), Stats::new());
+    for i in 1..=1000u64 {
+        let d = Duration::from_micros(i * 7);
+        if i % 3 == 0 { &mut a } else { &mut b }.record(d);
+        all.record(d);
+    }
+    a.errors.add(ErrorKind::Timeout);
+    b.errors.add(ErrorKind::Timeout);
+    b.bytes_read = 5;
+    a.merge(&b);
+    assert_eq!(a.replies, all.replies);
+    for p in [50.0, 90.0, 99.0, 99.9] {
+        assert_eq!(a.percentile(p), all.percentile(p));
+    }
+    assert_eq!(a.errors.get(ErrorKind::Timeout), 2);
+    assert_eq!(a.bytes_read, 5);
+}
+
+#[test]
+fn open_loop_sends_about_the_set_rate() {
+    let r = Responder::start(HELLO).unwrap();
+    let mut o = opts(5);
+    o.rate = Some(400.0);
+    let out = http_run(r.addr(), &o);
+    // 400 req/s for 1 s; generous bounds: this is the generator's pacing, not a server timing.
+    assert!(
+        (300..=500).contains(&out.stats.replies),
+        "{} replies at 400 req/s for 1 s",
+        out.stats.replies
+    );
+    assert_eq!(out.stats.errors.total(), 0);
+}
+
+#[test]
+fn closed_loop_with_a_request_count_stops_at_exactly_that_count() {
+    let r = Responder::start(HELLO).unwrap();
+    let mut o = opts(7);
+    o.threads = 2;
+    o.duration = None;
+    o.requests = Some(1000);
+    let out = http_run(r.addr(), &o);
+    assert_eq!(out.stats.replies, 1000);
+    assert_eq!(r.served(), 1000);
+}
+
+#[test]
+fn keepalive_off_opens_one_connection_per_request() {
+    let r = Responder::start(HELLO).unwrap();
+    let mut o = opts(3);
+    o.duration = None;
+    o.requests = Some(60);
+    o.keepalive = false;
+    let out = http_run(r.addr(), &o);
+    assert_eq!(out.stats.replies, 60);
+    assert_eq!(out.stats.connects, 60);
+}
+
+#[test]
+fn refused_connections_count_as_connect_errors() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let mut o = opts(2);
+    o.duration = None;
+    o.requests = Some(10);
+    let out = http_run(port, &o);
+    assert_eq!(out.stats.replies, 0);
+    assert_eq!(out.stats.errors.get(ErrorKind::Connect), 10);
+    assert_eq!(out.stats.errors.total(), 10);
+}
+
+#[test]
+fn a_500_answer_is_a_reply_and_a_status_error() {
+    let r = Responder::start(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
+    let mut o = opts(2);
+    o.duration = None;
+    o.requests = Some(50);
+    let out = http_run(r.addr(), &o);
+    assert_eq!(out.stats.replies, 50);
+    assert_eq!(out.stats.errors.get(ErrorKind::Status), 50);
+    assert_eq!(out.stats.errors.total(), 50);
+}
+
+#[test]
+fn a_garbage_answer_is_a_parse_error() {
+    let r = Responder::start(b"SSH-2.0-nope\r\n\r\n").unwrap();
+    let mut o = opts(1);
+    o.duration = None;
+    o.requests = Some(5);
+    let out = http_run(r.addr(), &o);
+    assert_eq!(out.stats.replies, 0);
+    assert_eq!(out.stats.errors.get(ErrorKind::Parse), 5);
+}
+
+#[test]
+fn a_server_that_closes_without_answering_counts_read_errors() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten().take(20) {
+            // Read the request, then close without a word.
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+        }
+    });
+    let mut o = opts(1);
+    o.duration = None;
+    o.requests = Some(20);
+    let out = http_run(addr, &o);
+    assert_eq!(out.stats.replies, 0);
+    assert_eq!(out.stats.errors.get(ErrorKind::Read), 20);
+}
+
+#[test]
+fn a_server_that_never_answers_counts_timeouts_and_the_run_still_ends() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let keep = std::thread::spawn(move || {
+        let held: Vec<_> = l.incoming().flatten().take(4).collect();
+        std::thread::sleep(Duration::from_secs(2));
+        drop(held);
+    });
+    let mut o = opts(2);
+    o.duration = Some(Duration::from_millis(900));
+    o.timeout = Duration::from_millis(200);
+    let out = http_run(addr, &o);
+    assert_eq!(out.stats.replies, 0);
+    assert!(out.stats.errors.get(ErrorKind::Timeout) >= 4);
+    assert!(out.elapsed < Duration::from_millis(1500));
+    drop(keep);
+}
+
+#[test]
+fn an_echo_load_against_a_line_echo_gets_one_line_per_message() {
+    // A one-thread stand-in for Redis: answers every line with "+PONG\r\n".
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{BufRead, BufReader, Write};
+        for s in l.incoming().flatten().take(1) {
+            let mut w = s.try_clone().unwrap();
+            for line in BufReader::new(s).lines() {
+                if line.is_err() || w.write_all(b"+PONG\r\n").is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let mut o = opts(1);
+    o.duration = None;
+    o.requests = Some(200);
+    let load = EchoLoad::new(Framing::Line, b"PING", 1024);
+    let out = run(addr, Arc::new(load), &o).unwrap();
+    assert_eq!(out.stats.replies, 200);
+    assert_eq!(out.stats.errors.total(), 0);
+    assert_eq!(out.stats.bytes_read, 200 * 7);
+}
+
+#[test]
+fn bench_selftest_prints_one_json_object_with_replies_and_no_errors() {
+    let (status, out, err) = run_tincan(
+        &[
+            "bench", "selftest", "-d", "0.5", "-c", "4", "-t", "1", "--json",
+        ],
+        b"",
+        Duration::from_secs(20),
+    );
+    assert!(status.success(), "stderr: {err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+    assert!(v["replies"].as_u64().unwrap() > 0);
+    assert_eq!(v["errors"]["total"], 0);
+    assert!(v["latency_us"]["p99"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bench_refuses_a_run_without_an_end_or_with_a_bad_url() {
+    let (status, _, err) = run_tincan(
+        &["bench", "http", "ftp://x/", "-d", "1"],
+        b"",
+        Duration::from_secs(10),
+    );
+    assert!(!status.success());
+    assert!(err.contains("http://"), "{err}");
+}
