@@ -1,14 +1,512 @@
-//! `tincan bench models`: tincan under every model and poller, one table and one chart.
+//! `tincan bench models`: seed 001's table of server designs, redone properly. The tincan binary
+//! itself is started under each model (and each poller of the event model) on 127.0.0.1:0, the
+//! same load is run at each connection count, and the figures become a Markdown table and an
+//! SVG chart (throughput and p99 against connections) in `--out`.
+//!
+//! Every point is bounded: a fresh server, `--duration` of load with capped connect and request
+//! timeouts (so the iterative model at 10,000 connections shows up as errors and a long p99,
+//! not as a hang), then SIGTERM to the server's process group and SIGKILL if it lingers.
 
-use clap::Args;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use clap::{Args, ValueEnum};
+use serde_json::json;
+
+use super::echo::EchoLoad;
+use super::http::{build_request, HttpLoad, Url};
+use super::report::fmt_latency;
+use super::svg::{chart, Panel, Series};
+use super::{Load, LoadOptions, Outcome};
 use crate::error::{Error, Result};
+use crate::protocol::framing::Framing;
+
+/// How long a server may take to print its `listening on` line.
+const START_LIMIT: Duration = Duration::from_secs(10);
+/// How long a server may take to exit after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+/// The file the HTTP load fetches.
+const FILE_SIZE: usize = 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// GET of a 1 KiB file from `tincan serve`.
+    Http,
+    /// Line-framed round trips with `tincan echo --framing line`.
+    Echo,
+}
 
 #[derive(Args, Debug)]
-pub struct ModelsArgs {}
+pub struct ModelsArgs {
+    /// Connection counts to measure, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,10,100,1000,10000",
+        value_name = "N,N,..."
+    )]
+    pub connections: Vec<usize>,
+    /// Seconds of load at each point.
+    #[arg(long, short = 'd', default_value_t = 5.0, value_name = "SECONDS")]
+    pub duration: f64,
+    /// Where to write models.md, models.json and models.svg.
+    #[arg(long, default_value = "bench/results", value_name = "DIR")]
+    pub out: PathBuf,
+    /// What to load the servers with.
+    #[arg(long, value_enum, default_value_t = Protocol::Http)]
+    pub protocol: Protocol,
+    /// Only these variants (e.g. iterative,event-epoll); default: all six.
+    #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+    pub only: Vec<String>,
+    /// Worker processes (prefork) and event-loop threads (event) per server.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub workers: usize,
+    /// Load threads (default: available cores).
+    #[arg(long, short = 't', value_name = "N")]
+    pub threads: Option<usize>,
+    /// Seconds a request may wait for its reply before it counts as a timeout.
+    #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
+    pub timeout: f64,
+    /// Echo message size in bytes.
+    #[arg(long, short = 's', default_value_t = 64, value_name = "BYTES")]
+    pub size: usize,
+}
 
-pub fn run(_a: ModelsArgs) -> Result<()> {
-    Err(Error::Usage(
-        "`tincan bench models` is not written yet".into(),
-    ))
+/// One way of running the server.
+#[derive(Clone, Debug)]
+struct Variant {
+    name: String,
+    flags: Vec<String>,
+}
+
+fn variants(workers: usize) -> Vec<Variant> {
+    let w = workers.to_string();
+    let v = |name: &str, flags: &[&str]| Variant {
+        name: name.to_string(),
+        flags: flags.iter().map(|s| s.to_string()).collect(),
+    };
+    vec![
+        v("iterative", &["--model", "iterative"]),
+        v("threaded", &["--model", "threaded"]),
+        v("prefork", &["--model", "prefork", "--workers", &w]),
+        v(
+            "event-epoll",
+            &["--model", "event", "--poller", "epoll", "--workers", &w],
+        ),
+        v(
+            "event-poll",
+            &["--model", "event", "--poller", "poll", "--workers", &w],
+        ),
+        v(
+            "event-select",
+            &["--model", "event", "--poller", "select", "--workers", &w],
+        ),
+    ]
+}
+
+/// One measured point.
+#[derive(Clone, Debug)]
+struct Point {
+    variant: String,
+    connections: usize,
+    replies_per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+    replies: u64,
+    errors: u64,
+    /// Why there is no figure (the server would not start).
+    failed: Option<String>,
+}
+
+/// A server child in its own process group, stopped (the whole group) when dropped.
+struct ServerProc {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl ServerProc {
+    fn start(exe: &Path, args: &[String], dir: &Path) -> std::result::Result<ServerProc, String> {
+        let mut child = Command::new(exe)
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group, so prefork's workers are stopped with their parent.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+        let out = child.stdout.take().ok_or("no stdout pipe")?;
+        let err = child.stderr.take().ok_or("no stderr pipe")?;
+        // The first stderr line says why a server would not start; keep draining the rest.
+        let (etx, erx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(err).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = etx.send(first);
+            }
+            for _ in lines {}
+        });
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(out).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = tx.send(first);
+            }
+            // Keep draining so the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let mut proc = ServerProc {
+            child,
+            addr: "127.0.0.1:0".parse().expect("literal address"),
+        };
+        match rx.recv_timeout(START_LIMIT) {
+            Ok(line) => match line
+                .strip_prefix("listening on ")
+                .and_then(|a| a.trim().parse().ok())
+            {
+                Some(a) => {
+                    proc.addr = a;
+                    Ok(proc)
+                }
+                None => Err(format!(
+                    "its first line was not `listening on ADDR`: {line}"
+                )),
+            },
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let why = erx
+                    .recv_timeout(Duration::from_secs(1))
+                    .unwrap_or_else(|_| "no reason given".into());
+                Err(format!("`tincan {}` exited: {why}", args.join(" ")))
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(format!(
+                "`tincan {}` printed no `listening on` line within {} s",
+                args.join(" "),
+                START_LIMIT.as_secs()
+            )),
+        }
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let signal = |sig: &str| {
+            let _ = Command::new("kill")
+                .args(["-s", sig, "--", &group])
+                .stderr(Stdio::null())
+                .status();
+        };
+        signal("TERM");
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        signal("KILL");
+        let _ = self.child.wait();
+    }
+}
+
+/// A temporary document root holding the 1 KiB file; removed when dropped.
+struct DocRoot(PathBuf);
+
+impl DocRoot {
+    fn new() -> Result<DocRoot> {
+        let p = std::env::temp_dir().join(format!("tincan-bench-models-{}", std::process::id()));
+        std::fs::create_dir_all(&p).map_err(|e| Error::io("cannot create a temp dir", e))?;
+        std::fs::write(p.join("1k.bin"), vec![b'x'; FILE_SIZE])
+            .map_err(|e| Error::io("cannot write the 1 KiB file", e))?;
+        Ok(DocRoot(p))
+    }
+}
+
+impl Drop for DocRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn run(a: ModelsArgs) -> Result<()> {
+    if a.connections.is_empty() || a.connections.contains(&0) {
+        return Err(Error::Usage(
+            "--connections needs counts of at least 1, e.g. 1,10,100".into(),
+        ));
+    }
+    let duration = Duration::try_from_secs_f64(a.duration)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| Error::Usage("--duration must be a positive number of seconds".into()))?;
+    let timeout = Duration::try_from_secs_f64(a.timeout)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| Error::Usage("--timeout must be a positive number of seconds".into()))?;
+    let mut chosen = variants(a.workers.max(1));
+    if !a.only.is_empty() {
+        for name in &a.only {
+            if !chosen.iter().any(|v| &v.name == name) {
+                let names: Vec<_> = chosen.iter().map(|v| v.name.as_str()).collect();
+                return Err(Error::Usage(format!(
+                    "'{name}' is not a variant; use {}",
+                    names.join(", ")
+                )));
+            }
+        }
+        chosen.retain(|v| a.only.contains(&v.name));
+    }
+    let most = a.connections.iter().copied().max().unwrap_or(1);
+    let limit = super::raise_fd_limit();
+    if limit < most as u64 + 64 {
+        eprintln!(
+            "tincan: warning: the open-file limit is {limit}, below the {most} connections asked \
+             for; the largest points will show connect errors (raise the hard limit: ulimit -Hn)"
+        );
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::io("cannot find the tincan binary itself", e))?;
+    let root = DocRoot::new()?;
+    std::fs::create_dir_all(&a.out)
+        .map_err(|e| Error::io(format!("cannot create {}", a.out.display()), e))?;
+
+    let total = chosen.len() * a.connections.len();
+    eprintln!(
+        "measuring {} variants x {} connection counts, {:.1} s each (about {:.0} s)",
+        chosen.len(),
+        a.connections.len(),
+        a.duration,
+        total as f64 * (a.duration + 1.0)
+    );
+    let mut points = Vec::new();
+    for v in &chosen {
+        for &c in &a.connections {
+            // A server that would not start at all will not start at the next count either.
+            if let Some(prev) = points.last().filter(|p: &&Point| {
+                p.variant == v.name && p.failed.as_deref().is_some_and(|w| w.contains("exited"))
+            }) {
+                let mut p: Point = prev.clone();
+                p.connections = c;
+                points.push(p);
+                continue;
+            }
+            let p = measure(&exe, root.0.as_path(), v, c, duration, timeout, &a);
+            match &p.failed {
+                Some(why) => eprintln!("{:>13} c={c:<6} failed: {why}", v.name),
+                None => eprintln!(
+                    "{:>13} c={c:<6} {:>10.0} req/s  p50 {:>9}  p99 {:>9}  errors {}",
+                    v.name,
+                    p.replies_per_sec,
+                    fmt_latency(p.p50),
+                    fmt_latency(p.p99),
+                    p.errors
+                ),
+            }
+            points.push(p);
+        }
+    }
+
+    let what = match a.protocol {
+        Protocol::Http => "HTTP GET of a 1 KiB file (tincan serve, keep-alive)".to_string(),
+        Protocol::Echo => format!("{}-byte line echo round trips (tincan echo)", a.size),
+    };
+    let md = markdown(&what, &chosen, &a, &points);
+    print!("{md}");
+    let write = |name: &str, body: &str| {
+        let p = a.out.join(name);
+        std::fs::write(&p, body).map_err(|e| Error::io(format!("cannot write {}", p.display()), e))
+    };
+    write("models.md", &md)?;
+    write("models.svg", &svg(&what, &chosen, &points))?;
+    let j = json!({
+        "protocol": format!("{:?}", a.protocol).to_lowercase(),
+        "duration_s": a.duration,
+        "workers": a.workers,
+        "points": points.iter().map(|p| json!({
+            "variant": p.variant,
+            "connections": p.connections,
+            "replies_per_sec": p.replies_per_sec,
+            "p50_us": p.p50.as_secs_f64() * 1e6,
+            "p99_us": p.p99.as_secs_f64() * 1e6,
+            "replies": p.replies,
+            "errors": p.errors,
+            "failed": p.failed,
+        })).collect::<Vec<_>>(),
+    });
+    write("models.json", &format!("{j:#}\n"))?;
+    eprintln!(
+        "wrote {0}/models.md, {0}/models.svg, {0}/models.json",
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn measure(
+    exe: &Path,
+    root: &Path,
+    v: &Variant,
+    connections: usize,
+    duration: Duration,
+    timeout: Duration,
+    a: &ModelsArgs,
+) -> Point {
+    let mut args: Vec<String> = match a.protocol {
+        Protocol::Http => vec![
+            "serve".into(),
+            ".".into(),
+            "--access-log".into(),
+            "off".into(),
+        ],
+        Protocol::Echo => vec!["echo".into(), "--framing".into(), "line".into()],
+    };
+    args.extend(["--listen".to_string(), "127.0.0.1:0".to_string()]);
+    args.extend(v.flags.iter().cloned());
+    let failed = |why: String| Point {
+        variant: v.name.clone(),
+        connections,
+        replies_per_sec: 0.0,
+        p50: Duration::ZERO,
+        p99: Duration::ZERO,
+        replies: 0,
+        errors: 0,
+        failed: Some(why),
+    };
+    let server = match ServerProc::start(exe, &args, root) {
+        Ok(s) => s,
+        Err(why) => return failed(why),
+    };
+    let opts = LoadOptions {
+        connections,
+        threads: a.threads.unwrap_or(LoadOptions::default().threads),
+        duration: Some(duration),
+        requests: None,
+        rate: None,
+        timeout,
+        connect_timeout: timeout.min(Duration::from_secs(2)),
+        keepalive: true,
+        progress: false,
+        retry_delay: Duration::from_millis(50),
+    };
+    let outcome = match a.protocol {
+        Protocol::Http => {
+            let url = Url::parse(&format!("http://{}/1k.bin", server.addr)).expect("our own URL");
+            let req = build_request("GET", &url, &[], true).expect("a valid request");
+            load(server.addr, HttpLoad::new(req, "GET"), &opts)
+        }
+        Protocol::Echo => load(
+            server.addr,
+            EchoLoad::new(Framing::Line, &EchoLoad::filler(a.size), 1 << 20),
+            &opts,
+        ),
+    };
+    drop(server);
+    match outcome {
+        Ok(o) => Point {
+            variant: v.name.clone(),
+            connections,
+            replies_per_sec: o.replies_per_sec(),
+            p50: o.stats.percentile(50.0),
+            p99: o.stats.percentile(99.0),
+            replies: o.stats.replies,
+            errors: o.stats.errors.total(),
+            failed: None,
+        },
+        Err(e) => failed(e.to_string()),
+    }
+}
+
+fn load<L: Load>(addr: SocketAddr, l: L, opts: &LoadOptions) -> Result<Outcome> {
+    super::run(addr, Arc::new(l), opts)
+}
+
+fn cell<'a>(points: &'a [Point], v: &Variant, c: usize) -> Option<&'a Point> {
+    points
+        .iter()
+        .find(|p| p.variant == v.name && p.connections == c)
+}
+
+fn markdown(what: &str, chosen: &[Variant], a: &ModelsArgs, points: &[Point]) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "## tincan models: {what}\n\n{:.1} s per point, {} worker(s) per prefork/event server, \
+         load generator in the same machine (`tincan bench models`). Cells: requests/s · p99 \
+         (errors, if any).\n",
+        a.duration, a.workers
+    );
+    let _ = write!(s, "| model |");
+    for c in &a.connections {
+        let _ = write!(s, " {c} conn |");
+    }
+    let _ = write!(s, "\n|---|");
+    for _ in &a.connections {
+        let _ = write!(s, "---:|");
+    }
+    let _ = writeln!(s);
+    for v in chosen {
+        let _ = write!(s, "| {} |", v.name);
+        for &c in &a.connections {
+            match cell(points, v, c) {
+                Some(p) if p.failed.is_none() => {
+                    let _ = write!(s, " {:.0} · {}", p.replies_per_sec, fmt_latency(p.p99));
+                    if p.errors > 0 {
+                        let _ = write!(s, " ({} err)", p.errors);
+                    }
+                    let _ = write!(s, " |");
+                }
+                _ => {
+                    let _ = write!(s, " failed |");
+                }
+            }
+        }
+        let _ = writeln!(s);
+    }
+    s
+}
+
+fn svg(what: &str, chosen: &[Variant], points: &[Point]) -> String {
+    let series = |f: &dyn Fn(&Point) -> Option<f64>| -> Vec<Series> {
+        chosen
+            .iter()
+            .map(|v| Series {
+                name: v.name.clone(),
+                points: points
+                    .iter()
+                    .filter(|p| p.variant == v.name)
+                    .map(|p| {
+                        (
+                            p.connections as f64,
+                            if p.failed.is_some() { None } else { f(p) },
+                        )
+                    })
+                    .collect(),
+            })
+            .collect()
+    };
+    let panels = [
+        Panel {
+            title: "throughput (higher is better)".into(),
+            y_label: "replies/s".into(),
+            log_y: false,
+            series: series(&|p| Some(p.replies_per_sec)),
+        },
+        Panel {
+            title: "p99 latency (lower is better)".into(),
+            y_label: "p99, µs (log)".into(),
+            log_y: true,
+            series: series(&|p| (p.replies > 0).then_some(p.p99.as_secs_f64() * 1e6)),
+        },
+    ];
+    chart(
+        &format!("tincan models: {what}"),
+        "connections (log)",
+        &panels,
+    )
 }
