@@ -1,0 +1,384 @@
+#!/usr/bin/env bash
+# bench/compare.sh: tincan side by side with the anchors, in ONE run, on loopback.
+#
+#   bench/compare.sh [--quick] [--reps N] [--duration SECONDS] [--out DIR] [--no-install]
+#
+# - static files: nginx (1 worker, sendfile on, access_log off) vs `tincan serve --workers 1
+#   --access-log off`, 1 KiB / 100 KiB / 10 MiB at 50 and 500 keep-alive connections, plus 1 KiB
+#   with a new connection per request (wrk -H 'Connection: close'); measured with wrk.
+# - Python: `python3 -m http.server` and the seeds' servers (bench/seeds/) vs tincan, one
+#   connection, a new connection per request, measured with `tincan bench` (short, bounded).
+# - round trips: redis-server inline PING vs `tincan echo --framing line`, 1 and 100
+#   connections, both driven by `tincan bench echo --framing line --message PING`.
+#
+# The server runs on CPU 0 and the load generator on CPU 1 (taskset). Every figure is the
+# median of --reps runs, interleaved (nginx, tincan, nginx, tincan, ...) so drift hits both.
+# Ratios go to stdout as a Markdown table, every figure to DIR/compare.json.
+# Default: about 6-8 minutes; --quick: about 2 minutes. Each server is stopped by its pid.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+QUICK=0
+REPS=3
+DUR=5
+PYDUR=3
+OUT=bench/results
+INSTALL=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1; REPS=1; DUR=3; PYDUR=2 ;;
+        --reps) REPS=$2; shift ;;
+        --duration) DUR=$2; shift ;;
+        --out) OUT=$2; shift ;;
+        --no-install) INSTALL=0 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        *) echo "compare.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+log() { printf '%s\n' "$*" >&2; }
+
+# --- what it needs -------------------------------------------------------------------------
+need_pkgs=()
+command -v nginx >/dev/null || need_pkgs+=(nginx-light)
+command -v wrk >/dev/null || need_pkgs+=(wrk)
+command -v redis-server >/dev/null || need_pkgs+=(redis-server)
+command -v ab >/dev/null || need_pkgs+=(apache2-utils)
+command -v python3 >/dev/null || need_pkgs+=(python3)
+command -v taskset >/dev/null || need_pkgs+=(util-linux)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    if [ $INSTALL = 1 ]; then
+        log "installing ${need_pkgs[*]}"
+        SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+    else
+        log "missing: ${need_pkgs[*]} (run without --no-install)"; exit 1
+    fi
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+log "building tincan --release"
+cargo build --release --quiet
+TINCAN=$ROOT/target/release/tincan
+
+CPUS=$(nproc)
+if [ "$CPUS" -ge 2 ]; then SRV_CPU=0; LOAD_CPU=1; else SRV_CPU=0; LOAD_CPU=0; log "one CPU only: server and load share it"; fi
+srv() { taskset -c $SRV_CPU "$@"; }
+load() { taskset -c $LOAD_CPU "$@"; }
+
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+WORK=$(mktemp -d /tmp/tincan-compare.XXXXXX)
+PIDS=()
+stop_all() {
+    local p
+    for p in "${PIDS[@]:-}"; do
+        [ -n "$p" ] && kill "$p" 2>/dev/null || true
+    done
+    for p in "${PIDS[@]:-}"; do
+        [ -n "$p" ] && wait "$p" 2>/dev/null || true
+    done
+    PIDS=()
+}
+cleanup() { stop_all; rm -rf "$WORK"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Stop one server by its pid and forget it.
+stop() {
+    local pid=$1 p keep=()
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for p in "${PIDS[@]:-}"; do [ "$p" != "$pid" ] && keep+=("$p"); done
+    PIDS=("${keep[@]:-}")
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() {
+    local port=$1 i
+    for i in $(seq 1 100); do
+        if (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    log "nothing listens on 127.0.0.1:$port after 5 s"; return 1
+}
+
+# --- the files ----------------------------------------------------------------------------
+DOC=$WORK/www
+mkdir -p "$DOC"
+head -c 1024 /dev/urandom >"$DOC/1k.bin"
+head -c $((100 * 1024)) /dev/urandom >"$DOC/100k.bin"
+head -c $((10 * 1024 * 1024)) /dev/urandom >"$DOC/10m.bin"
+
+RESULTS=$WORK/results.jsonl
+: >"$RESULTS"
+
+# record SERVER CASE REP JSON-FIELDS
+record() {
+    printf '{"server":"%s","case":"%s","rep":%s,%s}\n' "$1" "$2" "$3" "$4" >>"$RESULTS"
+}
+
+cat >"$WORK/report.lua" <<'EOF'
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRKJSON "requests":%d,"duration_s":%.6f,"bytes":%d,"p50_us":%d,"p99_us":%d,"max_us":%d,"errors":%d,"non2xx":%d\n',
+    summary.requests, summary.duration / 1e6, summary.bytes, latency:percentile(50),
+    latency:percentile(99), latency.max, e.connect + e.read + e.write + e.timeout, e.status))
+end
+EOF
+
+# wrk_run SERVER CASE REP CONNS URL [wrk args...]
+wrk_run() {
+    local server=$1 case=$2 rep=$3 conns=$4 url=$5
+    shift 5
+    local line
+    line=$(load wrk -t1 -c"$conns" -d"${DUR}s" --timeout 5s -s "$WORK/report.lua" "$@" "$url" 2>&1 | grep '^WRKJSON' | sed 's/^WRKJSON //') || true
+    if [ -z "$line" ]; then
+        log "  wrk gave no figures for $server $case"
+        line='"requests":0,"duration_s":1,"bytes":0,"p50_us":0,"p99_us":0,"max_us":0,"errors":-1,"non2xx":0'
+    fi
+    record "$server" "$case" "$rep" "\"tool\":\"wrk\",$line"
+    log "  $server $case: $(echo "$line" | python3 -c 'import sys,json; d=json.loads("{"+sys.stdin.read()+"}"); print("%.0f req/s, p99 %s us, errors %d" % (d["requests"]/d["duration_s"], d["p99_us"], d["errors"]+d["non2xx"]))')"
+}
+
+# tb_run SERVER CASE REP tincan-bench-args...
+tb_run() {
+    local server=$1 case=$2 rep=$3 json
+    shift 3
+    json=$(load "$TINCAN" bench "$@" --threads 1 --json 2>/dev/null) || json=
+    if [ -z "$json" ]; then
+        log "  tincan bench gave no figures for $server $case"
+        json='{"replies":0,"elapsed_s":1,"bytes_read":0,"latency_us":{"p50":0,"p99":0,"max":0},"errors":{"total":-1,"status":0}}'
+    fi
+    local fields
+    fields=$(echo "$json" | python3 -c 'import sys,json; d=json.load(sys.stdin); print("\"tool\":\"tincan-bench\",\"requests\":%d,\"duration_s\":%f,\"bytes\":%d,\"p50_us\":%s,\"p99_us\":%s,\"max_us\":%s,\"errors\":%d,\"non2xx\":%d" % (d["replies"], d["elapsed_s"], d["bytes_read"], d["latency_us"]["p50"], d["latency_us"]["p99"], d["latency_us"]["max"], d["errors"]["total"]-d["errors"]["status"], d["errors"]["status"]))')
+    record "$server" "$case" "$rep" "$fields"
+    log "  $server $case: $(echo "$json" | python3 -c 'import sys,json; d=json.load(sys.stdin); print("%.0f req/s, p99 %s us, errors %d" % (d["replies_per_sec"] if "replies_per_sec" in d else 0, d["latency_us"]["p99"], d["errors"]["total"]))')"
+}
+
+# --- servers ------------------------------------------------------------------------------
+start_nginx() {
+    NGINX_PORT=$(free_port)
+    local p=$WORK/nginx
+    mkdir -p "$p/logs" "$p/tmp"
+    cat >"$p/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $p/nginx.pid;
+error_log $p/logs/error.log warn;
+worker_rlimit_nofile 20000;
+events { worker_connections 16384; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_timeout 120s;
+    keepalive_requests 1000000;
+    default_type application/octet-stream;
+    client_body_temp_path $p/tmp/body;
+    proxy_temp_path $p/tmp/proxy;
+    fastcgi_temp_path $p/tmp/fastcgi;
+    uwsgi_temp_path $p/tmp/uwsgi;
+    scgi_temp_path $p/tmp/scgi;
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        root $DOC;
+    }
+}
+EOF
+    srv "$NGINX" -p "$p" -c "$p/nginx.conf" 2>>"$p/logs/stderr" &
+    NGINX_PID=$!
+    PIDS+=("$NGINX_PID")
+    wait_port "$NGINX_PORT"
+}
+
+# start_tincan ARGS...: starts `tincan ARGS --listen 127.0.0.1:0`, sets TINCAN_ADDR/TINCAN_PID.
+start_tincan() {
+    local out=$WORK/tincan.out
+    : >"$out"
+    srv "$TINCAN" "$@" --listen 127.0.0.1:0 >"$out" 2>"$WORK/tincan.err" &
+    TINCAN_PID=$!
+    PIDS+=("$TINCAN_PID")
+    local i
+    for i in $(seq 1 100); do
+        if grep -q '^listening on ' "$out"; then
+            TINCAN_ADDR=$(sed -n 's/^listening on //p' "$out" | head -1)
+            return 0
+        fi
+        if ! kill -0 "$TINCAN_PID" 2>/dev/null; then break; fi
+        sleep 0.05
+    done
+    log "tincan $* did not start: $(head -3 "$WORK/tincan.err")"
+    return 1
+}
+
+# start_py SCRIPT-AND-ARGS (port appended first): sets PY_PID, PY_PORT.
+start_py() {
+    PY_PORT=$(free_port)
+    local script=$1
+    shift
+    srv python3 "$script" "$PY_PORT" "$@" >/dev/null 2>"$WORK/py.err" &
+    PY_PID=$!
+    PIDS+=("$PY_PID")
+    wait_port "$PY_PORT"
+}
+
+# --- 1. static files: nginx vs tincan serve -----------------------------------------------
+log "static files: nginx vs tincan serve, wrk, ${DUR}s x $REPS"
+TINCAN_OK=1
+start_nginx
+start_tincan serve "$DOC" --workers 1 --access-log off || TINCAN_OK=0
+CASES=(
+    "1k.bin 50 keepalive" "1k.bin 500 keepalive"
+    "100k.bin 50 keepalive" "100k.bin 500 keepalive"
+    "10m.bin 50 keepalive" "10m.bin 500 keepalive"
+    "1k.bin 50 close"
+)
+for rep in $(seq 1 "$REPS"); do
+    for c in "${CASES[@]}"; do
+        set -- $c
+        file=$1 conns=$2 mode=$3
+        case_name="$file c=$conns $mode"
+        extra=()
+        [ "$mode" = close ] && extra=(-H "Connection: close")
+        wrk_run nginx "$case_name" "$rep" "$conns" "http://127.0.0.1:$NGINX_PORT/$file" "${extra[@]}"
+        if [ $TINCAN_OK = 1 ]; then
+            wrk_run tincan "$case_name" "$rep" "$conns" "http://$TINCAN_ADDR/$file" "${extra[@]}"
+        fi
+    done
+done
+stop "$NGINX_PID"
+[ $TINCAN_OK = 1 ] && stop "$TINCAN_PID"
+
+# --- 2. Python servers: one connection, a new one per request ------------------------------
+log "Python servers vs tincan: 1 connection, no keep-alive, ${PYDUR}s each"
+py_case() { # SERVER URLPATH SCRIPT ARGS...
+    local server=$1 path=$2
+    shift 2
+    if start_py "$@"; then
+        tb_run "$server" "1k.bin c=1 close" 1 http "http://127.0.0.1:$PY_PORT$path" -c 1 -d "$PYDUR" --keepalive off --timeout 3
+    fi
+    stop "$PY_PID"
+}
+py_case python-http.server /1k.bin -m http.server --bind 127.0.0.1 --directory "$DOC"
+py_case seed004-files /1k.bin "$ROOT/bench/seeds/seed004_files.py" "$DOC"
+py_case seed003-hello / "$ROOT/bench/seeds/seed003_hello.py"
+if start_tincan serve "$DOC" --workers 1 --access-log off; then
+    tb_run tincan "1k.bin c=1 close" 1 http "http://$TINCAN_ADDR/1k.bin" -c 1 -d "$PYDUR" --keepalive off --timeout 3
+    stop "$TINCAN_PID"
+fi
+# Seed 001's echo servers: one message per connection.
+for s in loop socketserver; do
+    if start_py "$ROOT/bench/seeds/seed001_$s.py"; then
+        tb_run "seed001-$s" "echo raw c=1 close" 1 echo "127.0.0.1:$PY_PORT" --framing raw --message PING -c 1 -d "$PYDUR" --keepalive off --timeout 3
+    fi
+    stop "$PY_PID"
+done
+if start_py "$ROOT/bench/seeds/seed001_selectors.py"; then
+    tb_run "seed001-selectors" "echo close c=1" 1 echo "127.0.0.1:$PY_PORT" --framing close --message PING -c 1 -d "$PYDUR" --timeout 3
+    stop "$PY_PID"
+fi
+if start_tincan echo --framing raw --workers 1; then
+    tb_run tincan "echo raw c=1 close" 1 echo "$TINCAN_ADDR" --framing raw --message PING -c 1 -d "$PYDUR" --keepalive off --timeout 3
+    stop "$TINCAN_PID"
+fi
+if start_tincan echo --framing close --workers 1; then
+    tb_run tincan "echo close c=1" 1 echo "$TINCAN_ADDR" --framing close --message PING -c 1 -d "$PYDUR" --timeout 3
+    stop "$TINCAN_PID"
+fi
+
+# --- 3. round trips: Redis PING vs tincan echo --framing line ------------------------------
+log "round trips: redis-server PING vs tincan echo --framing line, ${DUR}s x $REPS"
+REDIS_PORT=$(free_port)
+srv redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+    --maxclients 10000 --loglevel warning >/dev/null 2>&1 &
+REDIS_PID=$!
+PIDS+=("$REDIS_PID")
+wait_port "$REDIS_PORT"
+ECHO_OK=1
+start_tincan echo --framing line --workers 1 || ECHO_OK=0
+for rep in $(seq 1 "$REPS"); do
+    for conns in 1 100; do
+        tb_run redis "PING c=$conns" "$rep" echo "127.0.0.1:$REDIS_PORT" --framing line --message PING -c "$conns" -d "$DUR"
+        if [ $ECHO_OK = 1 ]; then
+            tb_run tincan "PING c=$conns" "$rep" echo "$TINCAN_ADDR" --framing line --message PING -c "$conns" -d "$DUR"
+        fi
+    done
+done
+stop "$REDIS_PID"
+[ $ECHO_OK = 1 ] && stop "$TINCAN_PID"
+
+# --- report -------------------------------------------------------------------------------
+mkdir -p "$OUT"
+python3 - "$RESULTS" "$OUT/compare.json" "$QUICK" "$DUR" "$REPS" <<'EOF'
+import json, statistics, sys, platform, os, time
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+out_path, quick, dur, reps = sys.argv[2], sys.argv[3] == "1", float(sys.argv[4]), int(sys.argv[5])
+
+def rps(r):
+    return r["requests"] / r["duration_s"] if r["duration_s"] > 0 else 0.0
+
+groups = {}
+for r in rows:
+    groups.setdefault((r["server"], r["case"]), []).append(r)
+med = {}
+for key, rs in groups.items():
+    med[key] = {
+        "rps": statistics.median(rps(r) for r in rs),
+        "bytes_per_s": statistics.median(r["bytes"] / r["duration_s"] for r in rs if r["duration_s"] > 0),
+        "p50_us": statistics.median(r["p50_us"] for r in rs),
+        "p99_us": statistics.median(r["p99_us"] for r in rs),
+        "errors": sum(max(r["errors"], 0) + r["non2xx"] for r in rs),
+        "runs": len(rs),
+        "tool": rs[0]["tool"],
+    }
+
+def fmt_rps(v):
+    return f"{v:,.0f}"
+
+def fmt_us(v):
+    return f"{v/1000:.2f} ms" if v >= 1000 else f"{v:.0f} µs"
+
+cases = []
+seen = set()
+for r in rows:
+    if r["case"] not in seen:
+        seen.add(r["case"]); cases.append(r["case"])
+
+lines = []
+lines.append(f"## tincan vs the anchors ({'quick, ' if quick else ''}{reps} rep(s) x {dur:g} s, medians; server on CPU 0, load on CPU 1)\n")
+lines.append("| case | anchor | anchor req/s | tincan req/s | ratio | anchor p99 | tincan p99 | errors (anchor/tincan) |")
+lines.append("|---|---|---:|---:|---:|---:|---:|---:|")
+ratios = []
+for case in cases:
+    anchors = [s for (s, c) in med if c == case and s != "tincan"]
+    t = med.get(("tincan", case))
+    for a in anchors:
+        m = med[(a, case)]
+        ratio = (t["rps"] / m["rps"]) if t and m["rps"] > 0 else None
+        ratios.append({"case": case, "anchor": a, "ratio": ratio,
+                       "anchor_rps": m["rps"], "tincan_rps": t["rps"] if t else None,
+                       "anchor_p99_us": m["p99_us"], "tincan_p99_us": t["p99_us"] if t else None})
+        lines.append("| {} | {} | {} | {} | {} | {} | {} | {}/{} |".format(
+            case, a, fmt_rps(m["rps"]), fmt_rps(t["rps"]) if t else "n/a",
+            f"**{ratio:.2f}x**" if ratio is not None else "n/a",
+            fmt_us(m["p99_us"]), fmt_us(t["p99_us"]) if t else "n/a",
+            m["errors"], t["errors"] if t else "n/a"))
+print("\n".join(lines))
+json.dump({
+    "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    "machine": {"cpus": os.cpu_count(), "kernel": platform.release()},
+    "quick": quick, "duration_s": dur, "reps": reps,
+    "medians": [dict(server=s, case=c, **v) for (s, c), v in med.items()],
+    "ratios": ratios,
+    "runs": rows,
+}, open(out_path, "w"), indent=1)
+print(f"\nall figures: {out_path}")
+EOF
