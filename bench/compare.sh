@@ -48,6 +48,7 @@ command -v redis-server >/dev/null || need_pkgs+=(redis-server)
 command -v ab >/dev/null || need_pkgs+=(apache2-utils)
 command -v python3 >/dev/null || need_pkgs+=(python3)
 command -v taskset >/dev/null || need_pkgs+=(util-linux)
+command -v ss >/dev/null || need_pkgs+=(iproute2)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     if [ $INSTALL = 1 ]; then
         log "installing ${need_pkgs[*]}"
@@ -103,7 +104,9 @@ free_port() {
 wait_port() {
     local port=$1 i
     for i in $(seq 1 100); do
-        if (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then return 0; fi
+        # Look for the listening socket rather than connect: a probe connection that sends
+        # nothing crashes seed 004's server (it splits an empty request line).
+        if ss -Hltn "sport = :$port" 2>/dev/null | grep -q .; then return 0; fi
         sleep 0.05
     done
     log "nothing listens on 127.0.0.1:$port after 5 s"; return 1
@@ -112,6 +115,8 @@ wait_port() {
 # --- the files ----------------------------------------------------------------------------
 DOC=$WORK/www
 mkdir -p "$DOC"
+# nginx's worker drops root for nobody: the tree must be readable by everyone.
+chmod 755 "$WORK"
 head -c 1024 /dev/urandom >"$DOC/1k.bin"
 head -c $((100 * 1024)) /dev/urandom >"$DOC/100k.bin"
 head -c $((10 * 1024 * 1024)) /dev/urandom >"$DOC/10m.bin"
@@ -219,15 +224,15 @@ start_tincan() {
     return 1
 }
 
-# start_py SCRIPT-AND-ARGS (port appended first): sets PY_PID, PY_PORT.
+# start_py ARGS...: `python3 ARGS` with the word PORT replaced by a free port; sets PY_PID, PY_PORT.
 start_py() {
     PY_PORT=$(free_port)
-    local script=$1
-    shift
-    srv python3 "$script" "$PY_PORT" "$@" >/dev/null 2>"$WORK/py.err" &
+    local args=() a
+    for a in "$@"; do [ "$a" = PORT ] && args+=("$PY_PORT") || args+=("$a"); done
+    srv python3 "${args[@]}" >/dev/null 2>"$WORK/py.err" &
     PY_PID=$!
     PIDS+=("$PY_PID")
-    wait_port "$PY_PORT"
+    wait_port "$PY_PORT" || { log "  python3 ${args[*]}: $(tail -2 "$WORK/py.err")"; return 1; }
 }
 
 # --- 1. static files: nginx vs tincan serve -----------------------------------------------
@@ -267,21 +272,21 @@ py_case() { # SERVER URLPATH SCRIPT ARGS...
     fi
     stop "$PY_PID"
 }
-py_case python-http.server /1k.bin -m http.server --bind 127.0.0.1 --directory "$DOC"
-py_case seed004-files /1k.bin "$ROOT/bench/seeds/seed004_files.py" "$DOC"
-py_case seed003-hello / "$ROOT/bench/seeds/seed003_hello.py"
+py_case python-http.server /1k.bin -m http.server --bind 127.0.0.1 --directory "$DOC" PORT
+py_case seed004-files /1k.bin "$ROOT/bench/seeds/seed004_files.py" PORT "$DOC"
+py_case seed003-hello / "$ROOT/bench/seeds/seed003_hello.py" PORT
 if start_tincan serve "$DOC" --workers 1 --access-log off; then
     tb_run tincan "1k.bin c=1 close" 1 http "http://$TINCAN_ADDR/1k.bin" -c 1 -d "$PYDUR" --keepalive off --timeout 3
     stop "$TINCAN_PID"
 fi
 # Seed 001's echo servers: one message per connection.
 for s in loop socketserver; do
-    if start_py "$ROOT/bench/seeds/seed001_$s.py"; then
+    if start_py "$ROOT/bench/seeds/seed001_$s.py" PORT; then
         tb_run "seed001-$s" "echo raw c=1 close" 1 echo "127.0.0.1:$PY_PORT" --framing raw --message PING -c 1 -d "$PYDUR" --keepalive off --timeout 3
     fi
     stop "$PY_PID"
 done
-if start_py "$ROOT/bench/seeds/seed001_selectors.py"; then
+if start_py "$ROOT/bench/seeds/seed001_selectors.py" PORT; then
     tb_run "seed001-selectors" "echo close c=1" 1 echo "127.0.0.1:$PY_PORT" --framing close --message PING -c 1 -d "$PYDUR" --timeout 3
     stop "$PY_PID"
 fi

@@ -519,6 +519,8 @@ impl<E: Exchange> Worker<E> {
                 }
                 let _ = s.set_nodelay(true);
                 self.stats.connects += 1;
+                // The connect had its own, shorter deadline; the request gets a whole timeout.
+                c.deadline = now + self.opts.timeout;
                 c.state = State::Writing;
                 self.write(i, now);
             }

@@ -162,6 +162,10 @@ pub struct ChatArgs {
 
 #[derive(Args, Debug)]
 pub struct SelftestArgs {
+    /// Only run the responder: print `listening on ADDR` and answer until killed (to drive it
+    /// with another generator, e.g. wrk, for comparison).
+    #[arg(long)]
+    pub responder_only: bool,
     #[command(flatten)]
     pub load: LoadArgs,
 }
@@ -264,6 +268,12 @@ fn chat(a: ChatArgs) -> Result<()> {
 fn selftest(a: SelftestArgs) -> Result<()> {
     let responder =
         Responder::start(HELLO).map_err(|e| Error::io("cannot start the responder", e))?;
+    if a.responder_only {
+        println!("listening on {}", responder.addr());
+        loop {
+            std::thread::park();
+        }
+    }
     let url = format!("http://{}/", responder.addr());
     let parsed = Url::parse(&url).map_err(Error::Usage)?;
     let req =
