@@ -65,6 +65,8 @@ fn serve(model: ModelFlags, root: &Path, extra: &[&str]) -> Server {
     let mut args = vec!["serve", root, "--listen", "127.0.0.1:0"];
     args.extend_from_slice(model.0);
     args.extend_from_slice(extra);
+    // Printed so a failure says which model it was under.
+    eprintln!("tincan {}", args.join(" "));
     Server::start(&args)
 }
 
@@ -122,9 +124,11 @@ fn request(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)
     }
     head.push_str("\r\n");
     let mut s = connect(addr);
-    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(head.as_bytes())
+        .unwrap_or_else(|e| panic!("{method} {target}: send: {e}"));
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
+    s.read_to_end(&mut raw)
+        .unwrap_or_else(|e| panic!("{method} {target}: read: {e}"));
     let reply = parse_reply(&raw);
     if method != "HEAD" {
         if let Some(len) = reply.header("Content-Length") {

@@ -170,6 +170,31 @@ pub const GZIP_CACHE_MAX_ENTRIES: usize = 4096;
 /// marker costs, so markers are bounded by the budget like everything else.
 const ENTRY_OVERHEAD: usize = 256;
 
+/// Stack for the thread that runs the deflate compressor: miniz_oxide builds its ~160 KiB
+/// hash tables on the stack before boxing them in unoptimized builds, which overflows the
+/// small stacks connection threads run on (256 KiB in the threaded model).
+const GZIP_STACK_SIZE: usize = 2 * 1024 * 1024;
+
+/// Gzip `raw` on a short-lived thread with a known, ample stack, whatever stack the calling
+/// driver thread has. Only cache misses pay for the thread; `None` if it cannot be spawned.
+fn gzip_on_own_stack(raw: &[u8]) -> Option<Vec<u8>> {
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("tincan-gzip".into())
+            .stack_size(GZIP_STACK_SIZE)
+            .spawn_scoped(scope, || {
+                let mut enc = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(raw.len() / 3),
+                    flate2::Compression::default(),
+                );
+                enc.write_all(raw).ok()?;
+                enc.finish().ok()
+            })
+            .ok()?;
+        worker.join().ok().flatten()
+    })
+}
+
 /// Identity of one version of one file: a change in size or mtime is a new key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CacheKey {
@@ -213,12 +238,7 @@ impl GzipCache {
         // Compress without holding the lock; two racing requests may both compress once.
         let mut raw = vec![0; usize::try_from(key.size).ok()?];
         file.read_exact_at(&mut raw, 0).ok()?;
-        let mut enc = flate2::write::GzEncoder::new(
-            Vec::with_capacity(raw.len() / 3),
-            flate2::Compression::default(),
-        );
-        enc.write_all(&raw).ok()?;
-        let gz = Bytes::from(enc.finish().ok()?);
+        let gz = Bytes::from(gzip_on_own_stack(&raw)?);
         if gz.len() as u64 >= key.size {
             self.insert(key.clone(), Bytes::new());
             return None;
@@ -399,6 +419,26 @@ mod tests {
         }
         assert!(small.lookup(&key(9)).is_some());
         assert!(small.lookup(&key(0)).is_none());
+        let _ = std::fs::remove_file(p);
+    }
+
+    #[test]
+    fn gzip_works_from_a_thread_with_a_small_stack() {
+        let text = "small stacks, big tables. ".repeat(100);
+        let (p, f) = temp_file(text.as_bytes());
+        let cache = GzipCache::new(1 << 20);
+        let key = CacheKey {
+            path: p.clone(),
+            size: text.len() as u64,
+            mtime_ns: 7,
+        };
+        let got = std::thread::Builder::new()
+            .stack_size(128 * 1024)
+            .spawn(move || cache.get(&key, &f).map(|b| b.len()))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(got.is_some_and(|n| n < text.len()));
         let _ = std::fs::remove_file(p);
     }
 
