@@ -81,8 +81,32 @@ impl Sort {
     }
 }
 
+/// What [`read`] may reveal: a symlink's target is described (size, time, kind) only if
+/// serving it would be allowed, so a listing never leaks facts about files outside the root or
+/// about hidden ones.
+#[derive(Clone, Copy, Debug)]
+pub struct Scope<'a> {
+    /// The canonical document root.
+    pub root: &'a Path,
+    pub show_dotfiles: bool,
+    pub follow_symlinks: bool,
+}
+
+impl Scope<'_> {
+    fn may_describe(&self, link: &Path) -> bool {
+        super::path::locate(
+            self.root,
+            link.strip_prefix(self.root).unwrap_or(link),
+            self.follow_symlinks,
+            self.show_dotfiles,
+        )
+        .is_ok()
+    }
+}
+
 /// Read `dir`'s entries (at most [`MAX_LISTING_ENTRIES`]); the flag says if some were left out.
-pub fn read(dir: &Path, show_dotfiles: bool) -> std::io::Result<(Vec<Entry>, bool)> {
+pub fn read(dir: &Path, scope: Scope<'_>) -> std::io::Result<(Vec<Entry>, bool)> {
+    let show_dotfiles = scope.show_dotfiles;
     let mut out = Vec::new();
     let mut truncated = false;
     for ent in fs::read_dir(dir)? {
@@ -97,8 +121,15 @@ pub fn read(dir: &Path, show_dotfiles: bool) -> std::io::Result<(Vec<Entry>, boo
         }
         let Ok(ft) = ent.file_type() else { continue };
         let (kind, meta) = if ft.is_symlink() {
-            // Size and time of what the link points at; a dangling link shows as empty.
-            (Kind::Symlink, fs::metadata(ent.path()).ok())
+            // Size and time of what the link points at, if it may be served; a dangling or
+            // refused link shows as empty.
+            let path = ent.path();
+            let meta = if scope.may_describe(&path) {
+                fs::metadata(&path).ok()
+            } else {
+                None
+            };
+            (Kind::Symlink, meta)
         } else if ft.is_dir() {
             (Kind::Dir, ent.metadata().ok())
         } else {

@@ -265,10 +265,18 @@ impl StaticFiles {
     }
 
     fn listing(&self, req: &Request<'_>, url: &UrlPath, dir: &Path) -> Response {
-        let (mut entries, truncated) = match listing::read(dir, self.cfg.show_dotfiles) {
+        let scope = listing::Scope {
+            root: &self.root,
+            show_dotfiles: self.cfg.show_dotfiles,
+            follow_symlinks: self.cfg.follow_symlinks,
+        };
+        let (mut entries, truncated) = match listing::read(dir, scope) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return forbidden(),
-            Err(_) => return error_response(500, "The directory could not be read."),
+            Err(e) => {
+                tracing::warn!("cannot list {}: {e}", dir.display());
+                return error_response(500, "The directory could not be read.");
+            }
         };
         let sort = listing::Sort::from_query(req.query);
         listing::sort(&mut entries, sort);
@@ -321,8 +329,14 @@ impl StaticFiles {
 
         // Step 5.
         let ae = AcceptEncoding::parse(joined(req, "Accept-Encoding").as_deref());
+        // Only codings the client accepts are probed for (no stat calls for clients such as
+        // `ab` that send no Accept-Encoding). So `Vary` is certain for compressible types and
+        // for files whose sidecar was found; an identity answer for an incompressible type with
+        // an unprobed sidecar may lack it, which at worst makes a cache keep the identity
+        // representation, never a wrong one.
         let sidecars: Vec<(Coding, PathBuf)> = Coding::ALL
             .iter()
+            .filter(|&&c| ae.q(c) > 0)
             .filter_map(|&c| {
                 let mut p = target.as_os_str().to_owned();
                 p.push(".");
@@ -335,7 +349,7 @@ impl StaticFiles {
         let gzip_possible = self.cfg.compress
             && encoding::compressible(&ctype)
             && (encoding::GZIP_MIN_SIZE..=encoding::GZIP_MAX_SIZE).contains(&size);
-        let vary = !sidecars.is_empty() || gzip_possible;
+        let vary = !sidecars.is_empty() || (self.cfg.compress && encoding::compressible(&ctype));
 
         let file = Arc::new(file);
         let mut coding = None;

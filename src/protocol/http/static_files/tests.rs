@@ -231,12 +231,11 @@ fn a_file_is_served_with_type_validators_and_nosniff() {
             ..
         }
     ));
-    // Too small to be worth compressing: no Vary.
-    assert_eq!(r.get_header("Vary"), None);
-    assert_eq!(
-        get(&h, "/pic.png").get_header("Content-Type"),
-        Some("image/png")
-    );
+    // Text could be compressed (were it bigger, or had it a sidecar): caches must know.
+    assert_eq!(r.get_header("Vary"), Some("Accept-Encoding"));
+    let png = get(&h, "/pic.png");
+    assert_eq!(png.get_header("Content-Type"), Some("image/png"));
+    assert_eq!(png.get_header("Vary"), None);
 }
 
 #[test]
@@ -414,6 +413,43 @@ fn a_directory_serves_its_index_or_a_listing_or_403() {
     let off = handler(&t, |c| c.listing = false);
     assert_eq!(get(&off, "/sub/").status, 403);
     assert_eq!(get(&off, "/").status, 200);
+}
+
+#[test]
+fn listings_describe_only_symlinks_that_could_be_served() {
+    let t = tree();
+    let h = handler(&t, |c| c.index.clear());
+    let r = call(&h, "GET", "/", &[("Accept", "application/json")]);
+    let v: serde_json::Value = serde_json::from_slice(&body(&r)).unwrap();
+    let find = |name: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not listed"))
+    };
+    assert_eq!(find("link-in")["size"], HELLO.len());
+    assert!(find("link-in")["modified"].is_string());
+    for refused in ["link-out", "dir-out", "env-link"] {
+        let e = find(refused);
+        assert_eq!(e["type"], "symlink");
+        assert_eq!(e["size"], 0, "{refused}");
+        assert!(e["modified"].is_null(), "{refused}");
+    }
+    let follow = handler(&t, |c| {
+        c.index.clear();
+        c.follow_symlinks = true;
+    });
+    let r = call(&follow, "GET", "/", &[("Accept", "application/json")]);
+    let v: serde_json::Value = serde_json::from_slice(&body(&r)).unwrap();
+    let out = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "link-out")
+        .unwrap();
+    assert_eq!(out["size"], SECRET.len());
 }
 
 #[test]
