@@ -322,6 +322,42 @@ mod tests {
         }
     }
 
+    /// Every path of up to four pieces drawn from seventeen dangerous atoms (about 88 000):
+    /// whatever parses must be a plain relative path, with no dotfile unless they are shown.
+    #[test]
+    fn every_combination_of_dangerous_atoms_stays_under_the_root() {
+        const ATOMS: &[&str] = &[
+            "/", "..", ".", "%2e", "%2E%2e", "%2f", "%5c", "\\", "%00", "%25", "%252e", "a", "%",
+            ".a", "%c0%ae", "//", ";",
+        ];
+        let mut stack = vec![(String::from("/"), 0)];
+        let mut checked = 0;
+        while let Some((p, depth)) = stack.pop() {
+            for show in [false, true] {
+                if let Ok(u) = UrlPath::parse(&p, show) {
+                    assert!(
+                        u.relative()
+                            .components()
+                            .all(|c| matches!(c, Component::Normal(_))),
+                        "{p:?}"
+                    );
+                    for s in &u.segments {
+                        assert!(!s.is_empty() && s != b"." && s != b"..", "{p:?}");
+                        assert!(!s.iter().any(|b| matches!(b, b'/' | b'\\' | 0)), "{p:?}");
+                        assert!(show || s[0] != b'.', "{p:?} shows a dotfile");
+                    }
+                }
+            }
+            checked += 1;
+            if depth < 4 {
+                for a in ATOMS {
+                    stack.push((format!("{p}{a}"), depth + 1));
+                }
+            }
+        }
+        assert!(checked > 80_000, "{checked}");
+    }
+
     #[test]
     fn dot_dot_at_the_root_stays_at_the_root() {
         assert_eq!(ok("/../x"), ("/x".into(), false));
