@@ -795,11 +795,14 @@ fn dump_dom(browser: &str, url: &str) -> String {
         .stderr(Stdio::null())
         .spawn()
         .expect("run chromium");
-    let mut out = String::new();
+    // The DOM arrives through a thread and a channel, so a renderer process that outlives a
+    // killed browser (and keeps the pipe open) cannot hang the test.
     let mut stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = String::new();
         let _ = stdout.read_to_string(&mut out);
-        out
+        let _ = tx.send(out);
     });
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -813,5 +816,6 @@ fn dump_dom(browser: &str, url: &str) -> String {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    reader.join().unwrap()
+    rx.recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("chromium exited but its output never ended for {url}"))
 }

@@ -1,5 +1,6 @@
-//! Step 7 (directories without an index file): the listing, as HTML a person is glad to read or
-//! as JSON for programs. Columns name, size and modified, sortable with
+//! Step 3 (directories without an index file): the listing, as HTML a person is glad to read or
+//! as JSON for programs (when `Accept` ranks `application/json` above `text/html`, or with
+//! `?format=json` for clients that cannot set headers). Columns name, size and modified, sortable with
 //! `?sort=name|size|modified&order=asc|desc` through links in the column headers (no script);
 //! `..` first except at the root; directories before files; dotfiles hidden unless shown.
 //! Names are HTML-escaped, and links percent-encode every byte outside RFC 3986's unreserved
