@@ -583,6 +583,45 @@ fn error_pages_and_the_spa_fallback_come_from_the_root() {
 }
 
 #[test]
+fn cache_control_globs_and_index_lists_reach_the_handler() {
+    let site = Site::new();
+    for &model in &ALL_MODELS[..2] {
+        let server = serve(
+            model,
+            &site.root(),
+            &[
+                "--cache-control",
+                "*.txt=public, max-age=60",
+                "--cache-control",
+                "/sub/*=no-store",
+                "--index",
+                "missing.html,a.txt",
+            ],
+        );
+        let a = server.addr();
+        let r = get(a, "/hello.txt");
+        assert_eq!(
+            r.header("Cache-Control"),
+            Some("public, max-age=60"),
+            "{model}"
+        );
+        let etag = r.header("ETag").unwrap().to_string();
+        let r = request(a, "GET", "/hello.txt", &[("If-None-Match", &etag)]);
+        assert_eq!(r.status, 304);
+        assert_eq!(
+            r.header("Cache-Control"),
+            Some("public, max-age=60"),
+            "{model}: 304"
+        );
+        assert_eq!(get(a, "/pic.png").header("Cache-Control"), None);
+        // `/sub/` has no index.html but has a.txt, the second index name.
+        let r = get(a, "/sub/");
+        assert_eq!(r.text(), "a", "{model}");
+        assert_eq!(r.header("Cache-Control"), Some("public, max-age=60"));
+    }
+}
+
+#[test]
 fn curl_sees_ranges_compression_and_validators() {
     if !have("curl") {
         eprintln!("skipped: curl is not installed");
