@@ -25,12 +25,18 @@ pub struct Validators {
 impl Validators {
     /// Validators for content of `size` bytes modified at `mtime`; `suffix` tells encodings
     /// apart (`""` for identity, `"-gzip"`, ...) so a cache never confuses them (§8.8.3.3).
+    ///
+    /// A modification time in the future is sent as "now" (§8.8.2.1 requires it); the ETag
+    /// keeps the real time, so it stays stable.
     pub fn new(size: u64, mtime: SystemTime, suffix: &str) -> Validators {
         let since = mtime.duration_since(UNIX_EPOCH).unwrap_or_default();
         let ns = since.as_nanos();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         Validators {
             etag: format!("\"{size:x}-{ns:x}{suffix}\""),
-            last_modified: UNIX_EPOCH + Duration::from_secs(since.as_secs()),
+            last_modified: UNIX_EPOCH + Duration::from_secs(since.as_secs().min(now.as_secs())),
         }
     }
 
@@ -202,6 +208,15 @@ mod tests {
         let c = Validators::new(10, UNIX_EPOCH + Duration::new(1, 6), "");
         assert_ne!(a.etag, c.etag);
         assert_eq!(a.last_modified, c.last_modified);
+    }
+
+    #[test]
+    fn a_future_modification_time_is_sent_as_now_but_keeps_its_etag() {
+        let future = SystemTime::now() + Duration::from_secs(86_400);
+        let a = Validators::new(1, future, "");
+        let b = Validators::new(1, future, "");
+        assert!(a.last_modified <= SystemTime::now());
+        assert_eq!(a.etag, b.etag);
     }
 
     #[test]

@@ -399,6 +399,9 @@ fn a_directory_serves_its_index_or_a_listing_or_403() {
         r.get_header("Content-Type"),
         Some("text/html; charset=utf-8")
     );
+    assert!(r
+        .get_header("Content-Security-Policy")
+        .is_some_and(|v| v.starts_with("default-src 'none'")));
     let page = text(&r);
     assert!(page.contains("Index of /sub/"));
     assert!(page.contains("href=\"a%20b%23%25%2C%5B%5D.txt\""), "{page}");
