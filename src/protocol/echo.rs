@@ -390,7 +390,7 @@ mod tests {
     fn prefix_peer_answers_with_the_clients_address() {
         let mut s = session(Framing::Null, 64, true);
         let (got, _, _) = feed(&mut s, &[b"hi\0yo\0"]);
-        assert_eq!(got, b"127.0.0.1:5555: hi\0127.0.0.1:5555: yo\0");
+        assert_eq!(got, b"127.0.0.1:5555: hi\x00127.0.0.1:5555: yo\x00");
 
         let mut s = session(Framing::Length, 64, true);
         let mut wire = Vec::new();
