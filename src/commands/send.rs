@@ -391,14 +391,29 @@ impl Client {
         Ok(())
     }
 
-    /// Copy everything the server sends until it closes.
+    /// Copy everything the server sends until it closes, or (raw framing, whose servers need not
+    /// close on a half-close) until it has answered and then stayed quiet for `--timeout`.
     fn read_to_end(&self, conn: &mut Conn, out: &mut impl Write) -> Result<()> {
         let mut buf = vec![0; 64 * 1024];
+        let mut answered = false;
         loop {
             match conn.read(&mut buf) {
                 Ok(0) => return Ok(()),
-                Ok(n) => write_out(out, &buf[..n])?,
+                Ok(n) => {
+                    answered = true;
+                    write_out(out, &buf[..n])?;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if answered
+                        && self.framing == Framing::Raw
+                        && matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) =>
+                {
+                    return Ok(())
+                }
                 Err(e) => return Err(self.broken(&e)),
             }
         }
