@@ -333,7 +333,8 @@ impl Client {
         if let Some(m) = msgs.iter().find(|m| m.len() > self.max_frame) {
             if !matches!(self.framing, Framing::Raw) {
                 return Err(Error::Usage(format!(
-                    "a {}-byte message is over --max-frame {}",
+                    "a {}-byte message is over --max-frame {}; raise --max-frame if the server \
+                     accepts longer ones",
                     m.len(),
                     self.max_frame
                 )));
