@@ -4,8 +4,9 @@
 //!
 //! The pipeline, one step per request, in order:
 //!
-//! 0. **Method**: GET and HEAD are served; OPTIONS gets 204 with `Allow`; anything else 405 with
-//!    `Allow` (before the path is looked at, as nginx does for static locations).
+//! 0. **Method**: GET and HEAD are served; OPTIONS gets 204 with `Allow` whatever the path
+//!    (including `*`); anything else 405 with `Allow`, before the path is looked at, as nginx
+//!    does for static locations.
 //! 1. **Path** ([`path`]): percent-decode once, refuse NUL, backslashes and encoded slashes
 //!    (400), resolve dot segments without climbing above the root, hide dotfiles (404).
 //! 2. **Locate** ([`path::locate`]): canonicalize under the root; a symlink leading out is 403

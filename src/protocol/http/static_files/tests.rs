@@ -357,6 +357,14 @@ fn dotfiles_are_hidden_even_through_symlinks_unless_shown() {
 }
 
 #[test]
+fn a_file_used_as_a_directory_is_not_found() {
+    let t = tree();
+    let h = handler(&t, |_| {});
+    assert_eq!(get(&h, "/hello.txt/").status, 404);
+    assert_eq!(get(&h, "/hello.txt/x").status, 404);
+}
+
+#[test]
 fn bad_paths_are_bad_requests() {
     let t = tree();
     let h = handler(&t, |_| {});
