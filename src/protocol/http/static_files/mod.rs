@@ -199,6 +199,11 @@ impl StaticFiles {
         if meta.is_dir() {
             return self.directory(req, &url, &target);
         }
+        if url.trailing_slash {
+            // `/file.txt/` names a directory that is not there (nginx: 404, as open(2) would
+            // say ENOTDIR); serving the file would also break its relative links.
+            return self.missing(req);
+        }
         if !meta.is_file() {
             // Devices, FIFOs, sockets: not documents.
             return forbidden();
