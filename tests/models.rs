@@ -37,6 +37,10 @@ struct UpperSession {
     peer: Peer,
     live: Arc<AtomicUsize>,
     max_outbox: Arc<AtomicUsize>,
+    /// Half a line is buffered.
+    partial: bool,
+    /// 64 KiB pieces of a streamed body still to queue, one per `on_drained`.
+    stream_left: usize,
     finishing: bool,
 }
 
@@ -56,6 +60,8 @@ impl Service for Upper {
             peer: peer.clone(),
             live: Arc::clone(&self.live),
             max_outbox: Arc::clone(&self.max_outbox),
+            partial: false,
+            stream_left: 0,
             finishing: false,
         }
     }
@@ -83,6 +89,15 @@ impl Session for UpperSession {
             if let Some(ms) = text.trim().strip_prefix("TIMER ") {
                 let ms: u64 = ms.parse().unwrap_or(10);
                 next = Next::wake_at(now + Duration::from_millis(ms));
+            } else if let Some(n) = text.trim().strip_prefix("STREAM ") {
+                self.stream_left = n.parse().unwrap_or(1);
+                self.on_drained(out, now);
+            } else if let Some(args) = text.trim().strip_prefix("FILE ") {
+                let (path, len) = args.rsplit_once(' ').unwrap_or((args, "0"));
+                match std::fs::File::open(path) {
+                    Ok(f) => out.push_file(Arc::new(f), 0, len.parse().unwrap_or(0)),
+                    Err(_) => out.push_bytes(b"NO FILE\n"),
+                }
             } else if text.trim() == "PEER" {
                 out.push_bytes(format!("{}\n", self.peer.remote).as_bytes());
             } else {
@@ -93,6 +108,7 @@ impl Session for UpperSession {
                 return Next::CloseAfterFlush;
             }
         }
+        self.partial = !input.is_empty();
         // Bound what a line may hold, as every session must.
         if input.len() > 1 << 20 {
             return Next::Close;
@@ -106,6 +122,17 @@ impl Session for UpperSession {
         Next::CloseAfterFlush
     }
 
+    fn on_drained(&mut self, out: &mut Outbox, _now: Instant) -> Next {
+        if self.stream_left > 0 {
+            self.stream_left -= 1;
+            out.push_bytes(&[b'z'; 64 * 1024]);
+            if self.stream_left == 0 {
+                out.push_bytes(b"END\n");
+            }
+        }
+        Next::CONTINUE
+    }
+
     fn on_timer(&mut self, out: &mut Outbox, _now: Instant) -> Next {
         out.push_bytes(b"TIMER FIRED\n");
         Next::CONTINUE
@@ -117,6 +144,9 @@ impl Session for UpperSession {
     }
 
     fn on_shutdown(&mut self, _out: &mut Outbox, _now: Instant) -> Next {
+        if !self.partial {
+            return Next::CloseAfterFlush;
+        }
         // Half a line in flight: let it finish (the driver allows until the grace period ends).
         self.finishing = true;
         Next::CONTINUE
@@ -987,4 +1017,92 @@ mod binary {
             )
         );
     }
+}
+
+#[test]
+fn a_body_streamed_piece_by_piece_from_on_drained_arrives_whole() {
+    for f in flavours() {
+        let srv = start(f);
+        let mut c = srv.connect();
+        c.write_all(b"STREAM 40\n").unwrap();
+        let mut got = vec![0u8; 40 * 64 * 1024 + 4];
+        c.read_exact(&mut got).unwrap();
+        assert!(got[..40 * 64 * 1024].iter().all(|b| *b == b'z'), "{f:?}");
+        assert_eq!(&got[40 * 64 * 1024..], b"END\n", "{f:?}");
+        // Queued a piece at a time: the outbox never held more than one.
+        assert!(
+            srv.service.max_outbox.load(Ordering::SeqCst) <= 64 * 1024 + 16,
+            "{f:?}"
+        );
+        srv.stop();
+    }
+}
+
+#[test]
+fn file_regions_go_out_with_sendfile_and_a_shrunken_file_closes_the_connection() {
+    let dir = std::env::temp_dir().join(format!("tincan-models-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("body.bin");
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &body).unwrap();
+    for f in flavours() {
+        let srv = start(f);
+        let mut c = srv.connect();
+        // The whole file, then a line after it: order is kept across chunk kinds.
+        c.write_all(format!("FILE {} {}\nafter\n", path.display(), body.len()).as_bytes())
+            .unwrap();
+        let mut got = vec![0u8; body.len() + 6];
+        c.read_exact(&mut got).unwrap();
+        assert!(
+            got[..body.len()] == body[..],
+            "{f:?}: the file arrived altered"
+        );
+        assert_eq!(&got[body.len()..], b"AFTER\n", "{f:?}");
+        // A region longer than the file: the bytes that exist, then a close, never a hang.
+        c.write_all(format!("FILE {} {}\nnever\n", path.display(), body.len() + 1000).as_bytes())
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = c.read_to_end(&mut rest);
+        assert_eq!(rest.len(), body.len(), "{f:?}");
+        assert!(
+            wait_until(Duration::from_secs(5), || srv
+                .service
+                .live
+                .load(Ordering::SeqCst)
+                == 0),
+            "{f:?}: the connection was not closed"
+        );
+        srv.stop();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn event_stops_accepting_at_max_connections_across_workers() {
+    let mut opts = options(event(PollerKind::Epoll));
+    opts.max_connections = 2;
+    let srv = start_with(opts, "127.0.0.1:0");
+    let mut a = srv.connect();
+    let mut b = srv.connect();
+    for (c, m) in [(&mut a, "a"), (&mut b, "b")] {
+        c.write_all(format!("{m}\n").as_bytes()).unwrap();
+        assert_eq!(
+            line(&mut BufReader::new(c.try_clone().unwrap())),
+            m.to_uppercase() + "\n"
+        );
+    }
+    let mut c = srv.connect();
+    c.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    c.write_all(b"c\n").unwrap();
+    let mut buf = [0u8; 4];
+    assert!(
+        c.read(&mut buf).is_err(),
+        "a third connection was served over the cap of 2"
+    );
+    drop(a);
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(line(&mut BufReader::new(&mut c)), "C\n");
+    drop(b);
+    srv.stop();
 }
