@@ -18,6 +18,12 @@
 //!    room queue, which is the bound (`--max-queue`, in bytes). A member whose queue would pass
 //!    it is dropped: its queue is freed at once, a warning is logged, and its session closes
 //!    (with a final notice if its outbox is empty, i.e. the socket may still take it).
+//! 5. Back-pressure on senders: after its own input, a session moves *everything* queued into
+//!    its outbox. A client that sends faster than it reads thus has an outbox over the driver's
+//!    high-water mark, and the driver stops reading from it until it catches up, so the room
+//!    runs at the pace of its slowest active member instead of dropping it. Only a client that
+//!    falls behind without sending anything is dropped. Per member, memory is bounded by
+//!    `--max-queue` (queue) plus `--max-queue` and one driver read (outbox).
 //!
 //! What the server itself says is defined in one place, [`Notice`]; every such line starts with
 //! `"* "`. Commands: a message that is exactly `/who`, or `/nick NAME`; anything else (including
@@ -585,8 +591,15 @@ impl Session for ChatSession {
                 }
             }
         }
-        // Our own messages came back to our queue without a wake-up round trip being needed.
-        self.deliver(out)
+        // Our own messages came back to our queue (unwoken: we pull here). Everything queued
+        // goes into the outbox, past OUTBOX_TARGET: a client that sends faster than it reads
+        // then has an outbox over the driver's high-water mark, and the driver stops reading its
+        // input until it catches up. That is the back-pressure that keeps a fast sender from
+        // overflowing its own queue (and everyone else's) instead of being dropped.
+        match self.pull(out, usize::MAX) {
+            Pulled::Ok => Next::CONTINUE,
+            Pulled::Dropped => self.deliver(out),
+        }
     }
 
     fn on_eof(&mut self, input: &mut ReadBuf, out: &mut Outbox, _now: Instant) -> Next {
@@ -805,6 +818,26 @@ mod tests {
             b.out.take_all();
         }
         assert_eq!(total, 200 * ("127.0.0.1:5001: ".len() + 1001));
+    }
+
+    #[test]
+    fn a_sender_takes_its_whole_queue_into_its_outbox_so_the_driver_throttles_its_input() {
+        let svc = quiet();
+        let mut a = join(&svc, 5001);
+        let mut b = join(&svc, 5002);
+        let mut input = vec![b'z'; 1000];
+        input.push(0);
+        for _ in 0..200 {
+            a.send(&input);
+            a.out.take_all();
+        }
+        // b never read: 200 KB wait for it. Its next message takes all of it, past the target.
+        b.send(b"me too\0");
+        assert!(b.out.len() > 3 * OUTBOX_TARGET, "{}", b.out.len());
+        assert!(split(&b.out.take_all())
+            .last()
+            .unwrap()
+            .ends_with(": me too"));
     }
 
     #[test]
