@@ -2,4 +2,6 @@
 //! (see `support`) and talks to it over real sockets with real clients.
 
 mod chat;
+mod echo;
+mod models;
 mod support;

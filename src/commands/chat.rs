@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 use crate::cli::ServerArgs;
 use crate::error::{Error, Result};
 use crate::protocol::chat::{ChatConfig, ChatService, MAX_NICK_CHARS};
+use crate::protocol::Service;
 
 /// Where `tincan chat` listens by default: the book's port, on loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4040";
@@ -117,13 +118,12 @@ pub fn parse_size(s: &str) -> std::result::Result<usize, String> {
 
 pub fn run(args: ChatArgs) -> Result<()> {
     let service = ChatService::new(args.config()?);
-    // TODO(drivers): replace with `args.server.setup(DEFAULT_LISTEN)` once it is merged.
-    let _ = (&args.server, DEFAULT_LISTEN);
-    let opts = crate::model::ServeOptions {
-        model: args.server.model.unwrap_or(crate::model::Model::Event),
-        ..Default::default()
-    };
-    crate::model::serve(Vec::new(), Arc::new(service), &opts)?;
+    // Refuse a model the room cannot honour before binding anything, so no `listening on` line
+    // is ever printed for a server that will not run.
+    let model = args.server.serve_options()?.model;
+    service.check_model(model).map_err(Error::Usage)?;
+    let (listeners, opts) = args.server.setup(DEFAULT_LISTEN)?;
+    crate::model::serve(listeners, Arc::new(service), &opts)?;
     Ok(())
 }
 
