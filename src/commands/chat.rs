@@ -26,7 +26,7 @@ a name.
 Commands (a message that is exactly one of these):
   /nick NAME   be known as NAME (1-32 characters; no control characters, no ':', not starting
                with '*' or a space; not a name someone else has); announced to everyone
-  /who         list who is connected (answered to you only)
+  /who         list who is connected (answered to you only; at most 100 names, then a count)
 Everything else, including other text starting with '/', is an ordinary message.
 
 Lines from the server itself start with \"* \":

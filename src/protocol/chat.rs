@@ -43,6 +43,10 @@ use super::{Model, Next, Outbox, Peer, PeerAddr, ReadBuf, Service, Session, Wake
 /// so that `--max-queue` is the real bound on what a slow reader pins.
 pub const OUTBOX_TARGET: usize = 64 * 1024;
 
+/// Names a `/who` answer lists at most, so that the answer of a crowded room stays one modest
+/// line (well under the smallest `--max-queue` allowed).
+pub const WHO_MAX_NAMES: usize = 100;
+
 /// Longest display name `/nick` accepts, in characters.
 pub const MAX_NICK_CHARS: usize = 32;
 
@@ -80,7 +84,8 @@ pub enum Notice<'a> {
     /// the renamed client only, so it knows the name took).
     Renamed { old: &'a str, new: &'a str },
     /// `* 3 connected: alice, bob, 127.0.0.1:5557`, the answer to `/who`, to the asker only.
-    Who(&'a [String]),
+    /// At most [`WHO_MAX_NAMES`] names are listed, then `… and N more`.
+    Who { total: usize, names: &'a [String] },
     /// `* nick refused: …`, to the asker only.
     NickRefused(&'a str),
     /// `* disconnected: …`, the last line a dropped or refused client gets (if it can).
@@ -95,7 +100,13 @@ impl fmt::Display for Notice<'_> {
             Notice::Joined(who) => write!(f, "* {who} joined"),
             Notice::Left(who) => write!(f, "* {who} left"),
             Notice::Renamed { old, new } => write!(f, "* {old} is now known as {new}"),
-            Notice::Who(names) => write!(f, "* {} connected: {}", names.len(), names.join(", ")),
+            Notice::Who { total, names } => {
+                write!(f, "* {total} connected: {}", names.join(", "))?;
+                if *total > names.len() {
+                    write!(f, " and {} more", total - names.len())?;
+                }
+                Ok(())
+            }
             Notice::NickRefused(why) => write!(f, "* nick refused: {why}"),
             Notice::Disconnected(why) => write!(f, "* disconnected: {why}"),
             Notice::ShuttingDown => f.write_str("* server shutting down"),
@@ -479,14 +490,14 @@ impl ChatSession {
                     .members
                     .iter()
                     .flatten()
+                    .take(WHO_MAX_NAMES)
                     .map(|m| m.label.clone())
                     .collect();
-                room.send_to_locked(
-                    inner,
-                    self.id,
-                    &wire(&Notice::Who(&names).to_string()),
-                    wakes,
-                );
+                let who = Notice::Who {
+                    total: inner.count,
+                    names: &names,
+                };
+                room.send_to_locked(inner, self.id, &wire(&who.to_string()), wakes);
             });
         } else if msg == "/nick" || msg.starts_with("/nick ") {
             self.nick(
@@ -974,6 +985,22 @@ mod tests {
         );
         a.out.take_all();
         assert!(a.lines().is_empty());
+    }
+
+    #[test]
+    fn who_in_a_crowded_room_lists_the_first_names_and_counts_the_rest() {
+        let svc = quiet();
+        let mut cs: Vec<Client> = (0..WHO_MAX_NAMES as u16 + 5)
+            .map(|i| join(&svc, 7000 + i))
+            .collect();
+        cs[0].send(b"/who\0");
+        let answer = split(&cs[0].out.take_all()).remove(0);
+        assert!(answer.starts_with(&format!(
+            "* {} connected: 127.0.0.1:7000, ",
+            WHO_MAX_NAMES + 5
+        )));
+        assert!(answer.ends_with(" and 5 more"), "{answer}");
+        assert_eq!(answer.matches(", ").count(), WHO_MAX_NAMES - 1);
     }
 
     #[test]
