@@ -591,9 +591,9 @@ impl Session for ChatSession {
                     let Ok(msg) = std::str::from_utf8(&input.data()[frame.payload.clone()]) else {
                         return self.refuse(&FrameError::InvalidUtf8, out);
                     };
-                    let msg = msg.to_owned();
+                    // Handled straight from the read buffer: the line is built once, in `handle`.
+                    self.handle(msg);
                     input.consume(frame.consumed);
-                    self.handle(&msg);
                 }
                 Ok(None) => break,
                 Err(e) => {
