@@ -2,4 +2,8 @@
 //! (see `support`) and talks to it over real sockets with real clients.
 
 mod bench;
+mod chat;
+mod echo;
+mod models;
+mod static_files;
 mod support;

@@ -1,0 +1,1108 @@
+//! The drivers, tested in-process through the library: a small line-upper-casing service runs
+//! under each model (and each poller) via `tincan::model::serve_until`, and real clients talk
+//! to it over 127.0.0.1. Prefork and privilege dropping fork or setuid the process, so they are
+//! tested through the binary (`tincan echo`) instead.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tincan::model::{serve_until, Shutdown};
+use tincan::net::{bind, BindOptions, ListenAddr, Listener};
+use tincan::{
+    Model, Next, Outbox, Peer, PollerKind, ReadBuf, ServeOptions, Service, Session, Waker,
+};
+
+// ---------------------------------------------------------------------------------------------
+// The test service: each complete line comes back upper-cased. A few lines are commands:
+// `TIMER <ms>` asks for a wake-up and answers `TIMER FIRED` from on_timer; `PEER` answers the
+// peer address. Wakes answer `WOKEN`. At shutdown a session with half a line buffered finishes
+// that line before closing.
+
+#[derive(Default)]
+struct Upper {
+    wakers: Mutex<Vec<Waker>>,
+    /// Sessions alive now (a session is dropped when its connection closes).
+    live: Arc<AtomicUsize>,
+    /// The largest outbox any session saw after queueing output.
+    max_outbox: Arc<AtomicUsize>,
+    service_shutdowns: AtomicUsize,
+}
+
+struct UpperSession {
+    peer: Peer,
+    live: Arc<AtomicUsize>,
+    max_outbox: Arc<AtomicUsize>,
+    /// Half a line is buffered.
+    partial: bool,
+    /// 64 KiB pieces of a streamed body still to queue, one per `on_drained`.
+    stream_left: usize,
+    finishing: bool,
+}
+
+impl Drop for UpperSession {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Service for Upper {
+    type Session = UpperSession;
+
+    fn open(&self, peer: &Peer, waker: Waker) -> UpperSession {
+        self.wakers.lock().unwrap().push(waker);
+        self.live.fetch_add(1, Ordering::SeqCst);
+        UpperSession {
+            peer: peer.clone(),
+            live: Arc::clone(&self.live),
+            max_outbox: Arc::clone(&self.max_outbox),
+            partial: false,
+            stream_left: 0,
+            finishing: false,
+        }
+    }
+
+    fn on_shutdown(&self) {
+        self.service_shutdowns.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Upper {
+    fn wake_all(&self) {
+        for w in self.wakers.lock().unwrap().iter() {
+            w.wake();
+        }
+    }
+}
+
+impl Session for UpperSession {
+    fn on_input(&mut self, input: &mut ReadBuf, out: &mut Outbox, now: Instant) -> Next {
+        let mut next = Next::CONTINUE;
+        while let Some(nl) = input.data().iter().position(|b| *b == b'\n') {
+            let line = input.data()[..=nl].to_vec();
+            input.consume(nl + 1);
+            let text = String::from_utf8_lossy(&line);
+            if let Some(ms) = text.trim().strip_prefix("TIMER ") {
+                let ms: u64 = ms.parse().unwrap_or(10);
+                next = Next::wake_at(now + Duration::from_millis(ms));
+            } else if let Some(n) = text.trim().strip_prefix("STREAM ") {
+                self.stream_left = n.parse().unwrap_or(1);
+                self.on_drained(out, now);
+            } else if let Some(args) = text.trim().strip_prefix("FILE ") {
+                let (path, len) = args.rsplit_once(' ').unwrap_or((args, "0"));
+                match std::fs::File::open(path) {
+                    Ok(f) => out.push_file(Arc::new(f), 0, len.parse().unwrap_or(0)),
+                    Err(_) => out.push_bytes(b"NO FILE\n"),
+                }
+            } else if text.trim() == "PEER" {
+                out.push_bytes(format!("{}\n", self.peer.remote).as_bytes());
+            } else {
+                out.push_bytes(&line.to_ascii_uppercase());
+            }
+            self.max_outbox.fetch_max(out.len(), Ordering::SeqCst);
+            if self.finishing {
+                return Next::CloseAfterFlush;
+            }
+        }
+        self.partial = !input.is_empty();
+        // Bound what a line may hold, as every session must.
+        if input.len() > 1 << 20 {
+            return Next::Close;
+        }
+        next
+    }
+
+    fn on_eof(&mut self, input: &mut ReadBuf, out: &mut Outbox, _now: Instant) -> Next {
+        out.push_bytes(&input.data().to_ascii_uppercase());
+        input.clear();
+        Next::CloseAfterFlush
+    }
+
+    fn on_drained(&mut self, out: &mut Outbox, _now: Instant) -> Next {
+        if self.stream_left > 0 {
+            self.stream_left -= 1;
+            out.push_bytes(&[b'z'; 64 * 1024]);
+            if self.stream_left == 0 {
+                out.push_bytes(b"END\n");
+            }
+        }
+        Next::CONTINUE
+    }
+
+    fn on_timer(&mut self, out: &mut Outbox, _now: Instant) -> Next {
+        out.push_bytes(b"TIMER FIRED\n");
+        Next::CONTINUE
+    }
+
+    fn on_wake(&mut self, out: &mut Outbox, _now: Instant) -> Next {
+        out.push_bytes(b"WOKEN\n");
+        Next::CONTINUE
+    }
+
+    fn on_shutdown(&mut self, _out: &mut Outbox, _now: Instant) -> Next {
+        if !self.partial {
+            return Next::CloseAfterFlush;
+        }
+        // Half a line in flight: let it finish (the driver allows until the grace period ends).
+        self.finishing = true;
+        Next::CONTINUE
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running a server in a thread.
+
+#[derive(Clone, Copy, Debug)]
+struct Flavour {
+    model: Model,
+    poller: PollerKind,
+}
+
+const ITERATIVE: Flavour = Flavour {
+    model: Model::Iterative,
+    poller: PollerKind::Epoll,
+};
+const THREADED: Flavour = Flavour {
+    model: Model::Threaded,
+    poller: PollerKind::Epoll,
+};
+
+fn event(poller: PollerKind) -> Flavour {
+    Flavour {
+        model: Model::Event,
+        poller,
+    }
+}
+
+/// Every in-process flavour: the models that do not fork, and every poller.
+fn flavours() -> Vec<Flavour> {
+    let mut v = vec![ITERATIVE, THREADED];
+    v.extend(PollerKind::ALL.iter().map(|p| event(*p)));
+    v
+}
+
+fn concurrent_flavours() -> Vec<Flavour> {
+    flavours().into_iter().skip(1).collect()
+}
+
+struct TestServer {
+    addr: String,
+    shutdown: Shutdown,
+    service: Arc<Upper>,
+    thread: Option<JoinHandle<Result<(), tincan::model::ServeError>>>,
+}
+
+fn options(f: Flavour) -> ServeOptions {
+    ServeOptions {
+        model: f.model,
+        poller: f.poller,
+        workers: 2,
+        grace: Duration::from_secs(5),
+        ..ServeOptions::default()
+    }
+}
+
+fn start(f: Flavour) -> TestServer {
+    start_with(options(f), "127.0.0.1:0")
+}
+
+fn start_with(opts: ServeOptions, listen: &str) -> TestServer {
+    let listener = bind(&listen.parse().unwrap(), &BindOptions::default()).expect("bind");
+    start_on(opts, listener)
+}
+
+fn start_on(opts: ServeOptions, listener: Listener) -> TestServer {
+    let addr = listener.local_addr_string();
+    let service = Arc::new(Upper::default());
+    let shutdown = Shutdown::new();
+    let (s, sd) = (Arc::clone(&service), shutdown.clone());
+    let thread = std::thread::spawn(move || serve_until(vec![listener], s, &opts, sd));
+    TestServer {
+        addr,
+        shutdown,
+        service,
+        thread: Some(thread),
+    }
+}
+
+impl TestServer {
+    fn sock(&self) -> SocketAddr {
+        self.addr.parse().unwrap()
+    }
+
+    fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(self.sock()).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    /// Trigger shutdown and wait for serve_until to return (it must, within the grace period).
+    fn stop(mut self) {
+        self.shutdown.trigger();
+        let t = self.thread.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !t.is_finished() {
+            assert!(
+                Instant::now() < deadline,
+                "serve_until did not return after shutdown"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        t.join().unwrap().expect("serve_until returned an error");
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+fn line(r: &mut impl BufRead) -> String {
+    let mut s = String::new();
+    r.read_line(&mut s).expect("read a line");
+    s
+}
+
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    f()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests.
+
+#[test]
+fn every_model_answers_a_line_and_closes_after_eof() {
+    for f in flavours() {
+        let srv = start(f);
+        let mut c = srv.connect();
+        c.write_all(b"hello\nlast words").unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = String::new();
+        c.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "HELLO\nLAST WORDS", "{f:?}");
+        srv.stop();
+    }
+}
+
+#[test]
+fn concurrent_models_serve_clients_at_the_same_time() {
+    for f in concurrent_flavours() {
+        let srv = start(f);
+        // Both connections are open at once; the second is answered while the first waits.
+        let a = srv.connect();
+        let mut b = srv.connect();
+        b.write_all(b"second\n").unwrap();
+        assert_eq!(line(&mut BufReader::new(&mut b)), "SECOND\n", "{f:?}");
+        let mut ra = BufReader::new(a.try_clone().unwrap());
+        (&a).write_all(b"first\n").unwrap();
+        assert_eq!(line(&mut ra), "FIRST\n", "{f:?}");
+        srv.stop();
+    }
+}
+
+#[test]
+fn iterative_serves_one_connection_at_a_time() {
+    let srv = start(ITERATIVE);
+    let mut a = srv.connect();
+    a.write_all(b"a\n").unwrap();
+    let mut ra = BufReader::new(a.try_clone().unwrap());
+    assert_eq!(line(&mut ra), "A\n");
+    let mut b = srv.connect();
+    b.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    b.write_all(b"b\n").unwrap();
+    let mut buf = [0u8; 8];
+    assert!(
+        b.read(&mut buf).is_err(),
+        "the second client was served while the first was open"
+    );
+    drop(ra);
+    drop(a);
+    b.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(line(&mut BufReader::new(&mut b)), "B\n");
+    srv.stop();
+}
+
+#[test]
+fn messages_split_across_many_reads_are_reassembled() {
+    for f in flavours() {
+        let srv = start(f);
+        let mut c = srv.connect();
+        c.set_nodelay(true).unwrap();
+        for piece in [&b"sp"[..], b"lit ", b"acr", b"oss\nand ", b"two\n"] {
+            c.write_all(piece).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut r = BufReader::new(c);
+        assert_eq!(line(&mut r), "SPLIT ACROSS\n", "{f:?}");
+        assert_eq!(line(&mut r), "AND TWO\n", "{f:?}");
+        srv.stop();
+    }
+}
+
+#[test]
+fn a_megabyte_goes_through_and_back_intact() {
+    for f in flavours() {
+        let srv = start(f);
+        let c = srv.connect();
+        let payload: Vec<u8> = (0..1_000_000u32)
+            .map(|i| b"abcdefghij\n"[i as usize % 11])
+            .collect();
+        let expect = payload.to_ascii_uppercase();
+        let mut w = c.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            w.write_all(&payload).unwrap();
+            w.shutdown(std::net::Shutdown::Write).unwrap();
+        });
+        let mut got = Vec::new();
+        (&c).read_to_end(&mut got).unwrap();
+        writer.join().unwrap();
+        assert!(
+            got == expect,
+            "{f:?}: {} bytes back of {}",
+            got.len(),
+            expect.len()
+        );
+        srv.stop();
+    }
+}
+
+fn many_clients(f: Flavour, n: usize) {
+    let mut opts = options(f);
+    opts.max_connections = 2 * n;
+    let srv = start_with(opts, "127.0.0.1:0");
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        let mut c = srv.connect();
+        c.write_all(format!("client {i} says {}\n", "x".repeat(i % 50)).as_bytes())
+            .unwrap();
+        conns.push(c);
+    }
+    // Every client is connected (and has spoken) before any answer is read.
+    for (i, c) in conns.iter_mut().enumerate() {
+        let want = format!("CLIENT {i} SAYS {}\n", "X".repeat(i % 50));
+        let mut got = vec![0u8; want.len()];
+        c.read_exact(&mut got).unwrap();
+        assert_eq!(String::from_utf8_lossy(&got), want, "{f:?}");
+    }
+    drop(conns);
+    srv.stop();
+}
+
+#[test]
+fn a_thousand_concurrent_clients_each_get_their_own_bytes_threaded() {
+    many_clients(THREADED, 1000);
+}
+
+#[test]
+fn a_thousand_concurrent_clients_each_get_their_own_bytes_event_epoll() {
+    many_clients(event(PollerKind::Epoll), 1000);
+}
+
+#[test]
+fn a_thousand_concurrent_clients_each_get_their_own_bytes_event_poll() {
+    many_clients(event(PollerKind::Poll), 1000);
+}
+
+#[test]
+fn a_vanishing_client_leaves_the_others_unharmed() {
+    for f in concurrent_flavours() {
+        let srv = start(f);
+        let mut steady = srv.connect();
+        let mut r = BufReader::new(steady.try_clone().unwrap());
+        {
+            // Half a message, then gone with a reset (SO_LINGER 0) and without a goodbye.
+            let v = socket2::Socket::from(srv.connect());
+            v.set_linger(Some(Duration::ZERO)).unwrap();
+            (&v).write_all(b"half a mess").unwrap();
+        }
+        {
+            let v = srv.connect();
+            (&v).write_all(b"another half").unwrap();
+        }
+        steady.write_all(b"still here\n").unwrap();
+        assert_eq!(line(&mut r), "STILL HERE\n", "{f:?}");
+        assert!(
+            wait_until(Duration::from_secs(5), || srv
+                .service
+                .live
+                .load(Ordering::SeqCst)
+                == 1),
+            "{f:?}: the vanished clients' sessions were not dropped"
+        );
+        srv.stop();
+    }
+}
+
+#[test]
+fn port_zero_reports_the_port_really_bound() {
+    let args = tincan::cli::ServerArgs {
+        listen: vec!["127.0.0.1:0".into()],
+        model: None,
+        workers: None,
+        poller: None,
+        max_connections: None,
+        backlog: None,
+        reuse_port: false,
+        grace: None,
+        send_timeout: None,
+        user: None,
+        group: None,
+        umask: None,
+    };
+    let (listeners, opts) = args.setup("127.0.0.1:7007").expect("setup");
+    assert_eq!(opts.model, Model::Event);
+    let addr = listeners[0].local_addr_string();
+    let sa: SocketAddr = addr.parse().expect("a socket address");
+    assert_eq!(sa.ip().to_string(), "127.0.0.1");
+    assert_ne!(sa.port(), 0);
+    // Something really listens there.
+    TcpStream::connect(sa).expect("connect to the reported address");
+}
+
+#[test]
+fn ipv6_loopback_is_served() {
+    if bind(&"[::1]:0".parse().unwrap(), &BindOptions::default()).is_err() {
+        eprintln!("skipped: this machine cannot bind ::1");
+        return;
+    }
+    for f in [THREADED, event(PollerKind::Epoll)] {
+        let l = bind(&"[::1]:0".parse().unwrap(), &BindOptions::default()).unwrap();
+        let srv = start_on(options(f), l);
+        assert!(srv.addr.starts_with("[::1]:"), "{}", srv.addr);
+        let mut c = srv.connect();
+        c.write_all(b"PEER\n").unwrap();
+        assert!(line(&mut BufReader::new(&mut c)).starts_with("[::1]:"));
+        srv.stop();
+    }
+}
+
+#[test]
+fn unix_sockets_serve_replace_stale_files_and_refuse_live_ones() {
+    let dir = std::env::temp_dir().join(format!("tincan-models-unix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("s.sock");
+    // A stale file: a socket nobody listens on any more.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let addr: ListenAddr = format!("unix:{}", path.display()).parse().unwrap();
+    let l = bind(&addr, &BindOptions::default()).expect("a stale socket file is replaced");
+    assert_eq!(l.local_addr_string(), format!("unix:{}", path.display()));
+    let srv = start_on(options(event(PollerKind::Epoll)), l);
+
+    // A live one is refused with a sentence.
+    let e = bind(&addr, &BindOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        format!(
+            "another server is listening on unix:{}; stop it or pick another path",
+            path.display()
+        )
+    );
+
+    let mut c = UnixStream::connect(&path).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"over unix\nPEER\n").unwrap();
+    let mut r = BufReader::new(c);
+    assert_eq!(line(&mut r), "OVER UNIX\n");
+    assert_eq!(line(&mut r), format!("unix:{}\n", path.display()));
+    drop(r);
+    srv.stop();
+    assert!(!path.exists(), "the socket file outlived the server");
+
+    // A missing directory says so.
+    let e = bind(
+        &"unix:/nonexistent-tincan/x.sock".parse().unwrap(),
+        &BindOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("directory /nonexistent-tincan does not exist"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_busy_port_is_one_sentence_naming_it() {
+    let first = bind(&"127.0.0.1:0".parse().unwrap(), &BindOptions::default()).unwrap();
+    let addr = first.local_addr_string();
+    let e = bind(&addr.parse().unwrap(), &BindOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        format!(
+            "{addr} is already in use; stop the other server or pick another port with --listen"
+        )
+    );
+}
+
+#[test]
+fn graceful_shutdown_lets_a_client_mid_conversation_finish() {
+    for f in flavours() {
+        let srv = start(f);
+        let mut c = srv.connect();
+        c.write_all(b"warm up\n").unwrap();
+        let mut r = BufReader::new(c.try_clone().unwrap());
+        assert_eq!(line(&mut r), "WARM UP\n");
+        c.write_all(b"half a ").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        srv.shutdown.trigger();
+        std::thread::sleep(Duration::from_millis(100));
+        // New clients are no longer accepted (the listener is closed or no longer polled).
+        c.write_all(b"line\n").unwrap();
+        assert_eq!(line(&mut r), "HALF A LINE\n", "{f:?}");
+        let mut rest = String::new();
+        r.read_to_string(&mut rest).unwrap();
+        assert_eq!(
+            rest, "",
+            "{f:?}: the server did not close after the last line"
+        );
+        assert_eq!(
+            srv.service.service_shutdowns.load(Ordering::SeqCst),
+            1,
+            "{f:?}"
+        );
+        srv.stop();
+    }
+}
+
+#[test]
+fn graceful_shutdown_closes_stragglers_when_the_grace_period_ends() {
+    for f in [THREADED, event(PollerKind::Epoll)] {
+        let mut opts = options(f);
+        opts.grace = Duration::from_millis(300);
+        let srv = start_with(opts, "127.0.0.1:0");
+        let mut c = srv.connect();
+        c.write_all(b"never finished").unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let t0 = Instant::now();
+        srv.stop();
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "{f:?}: took {:?}",
+            t0.elapsed()
+        );
+        let mut rest = Vec::new();
+        let _ = c.read_to_end(&mut rest);
+    }
+}
+
+#[test]
+fn a_session_asking_for_a_wake_up_gets_on_timer() {
+    for f in flavours() {
+        let srv = start(f);
+        let mut c = srv.connect();
+        let t0 = Instant::now();
+        c.write_all(b"TIMER 100\n").unwrap();
+        assert_eq!(line(&mut BufReader::new(&mut c)), "TIMER FIRED\n", "{f:?}");
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(100),
+            "{f:?}: fired after {took:?}"
+        );
+        assert!(took < Duration::from_secs(3), "{f:?}: fired after {took:?}");
+        srv.stop();
+    }
+}
+
+#[test]
+fn a_waker_called_from_another_thread_reaches_on_wake() {
+    for f in concurrent_flavours() {
+        let srv = start(f);
+        let mut c = srv.connect();
+        c.write_all(b"hi\n").unwrap();
+        let mut r = BufReader::new(c.try_clone().unwrap());
+        assert_eq!(line(&mut r), "HI\n");
+        let service = Arc::clone(&srv.service);
+        std::thread::spawn(move || service.wake_all())
+            .join()
+            .unwrap();
+        assert_eq!(line(&mut r), "WOKEN\n", "{f:?}");
+        srv.stop();
+    }
+}
+
+#[test]
+fn a_client_that_never_reads_cannot_grow_the_outbox_past_the_high_water_mark() {
+    for f in concurrent_flavours() {
+        let mut opts = options(f);
+        opts.high_water = 64 * 1024;
+        opts.send_timeout = Duration::from_secs(1);
+        opts.grace = Duration::from_millis(200);
+        let srv = start_with(opts, "127.0.0.1:0");
+        let c = srv.connect();
+        c.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+        // Write lines until the server stops reading (our writes time out) and never read.
+        let chunk = "y".repeat(1023) + "\n";
+        let mut sent = 0usize;
+        while sent < 64 << 20 {
+            match (&c).write(chunk.as_bytes()) {
+                Ok(n) => sent += n,
+                Err(_) => break,
+            }
+        }
+        assert!(
+            sent < 64 << 20,
+            "{f:?}: the server kept reading 64 MiB from a client that never reads"
+        );
+        let max = srv.service.max_outbox.load(Ordering::SeqCst);
+        // One read (16 KiB) of output may land on top of the mark, never more.
+        assert!(max <= 64 * 1024 + 16 * 1024, "{f:?}: outbox grew to {max}");
+        // The send timeout then closes the connection.
+        assert!(
+            wait_until(Duration::from_secs(5), || srv
+                .service
+                .live
+                .load(Ordering::SeqCst)
+                == 0),
+            "{f:?}: a peer that took no output for the send timeout was not closed"
+        );
+        srv.stop();
+    }
+}
+
+#[test]
+fn threaded_stops_accepting_at_max_connections() {
+    let mut opts = options(THREADED);
+    opts.max_connections = 2;
+    let srv = start_with(opts, "127.0.0.1:0");
+    let mut a = srv.connect();
+    let b = srv.connect();
+    a.write_all(b"a\n").unwrap();
+    let mut ra = BufReader::new(a.try_clone().unwrap());
+    assert_eq!(line(&mut ra), "A\n");
+    (&b).write_all(b"b\n").unwrap();
+    let mut rb = BufReader::new(b.try_clone().unwrap());
+    assert_eq!(line(&mut rb), "B\n");
+    let mut c = srv.connect();
+    c.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    c.write_all(b"c\n").unwrap();
+    let mut buf = [0u8; 4];
+    assert!(
+        c.read(&mut buf).is_err(),
+        "a third connection was served over the cap of 2"
+    );
+    assert_eq!(srv.service.live.load(Ordering::SeqCst), 2);
+    drop((ra, a));
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(line(&mut BufReader::new(&mut c)), "C\n");
+    drop((rb, b));
+    srv.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Through the binary (`tincan echo --framing raw`): what forks, setuids or handles signals.
+
+mod binary {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::{Duration, Instant};
+
+    use crate::support::{connect, Server, ALL_MODELS};
+
+    /// The pids whose parent is `pid`, from /proc/*/stat (field 4 is the parent pid).
+    fn children(pid: i32) -> Vec<i32> {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(child) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+                continue;
+            };
+            // The command name (field 2) may hold spaces; fields after its ')' are plain.
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                continue;
+            };
+            let ppid: Option<i32> = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+            if ppid == Some(pid) {
+                v.push(child);
+            }
+        }
+        v.sort_unstable();
+        v
+    }
+
+    fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if f() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        f()
+    }
+
+    /// One raw-echo round trip on a fresh connection; Err if anything went wrong.
+    fn round_trip(addr: SocketAddr, msg: &[u8]) -> std::io::Result<()> {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(msg)?;
+        let mut got = vec![0; msg.len()];
+        s.read_exact(&mut got)?;
+        if got != msg {
+            return Err(std::io::Error::other("wrong bytes back"));
+        }
+        Ok(())
+    }
+
+    fn echo(extra: &[&str]) -> Server {
+        let mut args = vec![
+            "echo",
+            "--framing",
+            "raw",
+            "--listen",
+            "127.0.0.1:0",
+            "--grace",
+            "5",
+        ];
+        args.extend_from_slice(extra);
+        Server::start(&args)
+    }
+
+    #[test]
+    fn prefork_respawns_a_worker_killed_with_sigkill_and_keeps_serving() {
+        let srv = echo(&["--model", "prefork", "--workers", "2"]);
+        let addr = srv.addr();
+        assert!(
+            wait_for(Duration::from_secs(5), || children(srv.pid()).len() == 2),
+            "expected 2 workers, found {:?}",
+            children(srv.pid())
+        );
+        let before = children(srv.pid());
+        // Clients keep coming while a worker dies.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let load = {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut ok = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    if round_trip(addr, b"under load").is_ok() {
+                        ok += 1;
+                    }
+                }
+                ok
+            })
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        // SAFETY: kill(2) on a worker pid read from /proc a moment ago, child of our server.
+        unsafe {
+            libc::kill(before[0], libc::SIGKILL);
+        }
+        assert!(
+            wait_for(Duration::from_secs(5), || {
+                let now = children(srv.pid());
+                now.len() == 2 && !now.contains(&before[0])
+            }),
+            "no replacement worker appeared; workers now {:?}; stderr:\n{}",
+            children(srv.pid()),
+            srv.stderr()
+        );
+        // Every client after the replacement is served.
+        for i in 0..50 {
+            round_trip(addr, format!("after {i}").as_bytes()).expect("served after the respawn");
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            load.join().unwrap() > 0,
+            "no client was served during the load"
+        );
+        assert!(
+            srv.stderr()
+                .contains(&format!("prefork worker {} ended (signal 9)", before[0])),
+            "the respawn was not logged; stderr:\n{}",
+            srv.stderr()
+        );
+    }
+
+    #[test]
+    fn sigterm_ends_every_model_with_exit_code_zero_and_no_workers_left() {
+        for m in ALL_MODELS {
+            let mut srv = echo(m.0);
+            let mut c = connect(srv.addr());
+            c.write_all(b"hello").unwrap();
+            let mut got = [0u8; 5];
+            c.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"hello", "{m}");
+            srv.signal(libc::SIGTERM);
+            // The conversation is told to finish, and the server goes.
+            let mut rest = Vec::new();
+            let _ = c.read_to_end(&mut rest);
+            let pid = srv.pid();
+            let status = srv.wait_exit(Duration::from_secs(10));
+            let status = status.unwrap_or_else(|| panic!("{m}: still running 10 s after SIGTERM"));
+            assert!(status.success(), "{m}: {status}; stderr:\n{}", srv.stderr());
+            assert!(children(pid).is_empty(), "{m}: workers outlived the parent");
+        }
+    }
+
+    #[test]
+    fn select_closes_connections_whose_descriptor_it_cannot_watch_and_keeps_serving() {
+        let srv = echo(&["--model", "event", "--workers", "1", "--poller", "select"]);
+        let addr = srv.addr();
+        // Enough connections that the server's descriptors pass FD_SETSIZE (1024).
+        let mut conns = Vec::new();
+        for _ in 0..1100 {
+            conns.push(connect(addr));
+        }
+        let mut served = 0;
+        let mut refused = 0;
+        for c in conns.iter_mut() {
+            let _ = c.write_all(b"x");
+            let mut b = [0u8; 1];
+            match c.read(&mut b) {
+                Ok(1) => served += 1,
+                _ => refused += 1,
+            }
+        }
+        assert!(served >= 900, "only {served} connections served");
+        assert!(
+            refused > 0,
+            "no connection passed FD_SETSIZE; the test proves nothing"
+        );
+        assert!(
+            srv.stderr().contains("beyond what select can watch"),
+            "stderr:\n{}",
+            srv.stderr()
+        );
+        drop(conns);
+        std::thread::sleep(Duration::from_millis(200));
+        round_trip(addr, b"still fine").expect("the server serves after refusing");
+    }
+
+    /// uid, gid and supplementary groups of a running process, from /proc.
+    fn ids(pid: i32) -> (String, String, String) {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+                .unwrap_or_default()
+        };
+        (field("Uid:"), field("Gid:"), field("Groups:"))
+    }
+
+    fn group_id(name: &str) -> Option<u32> {
+        let groups = std::fs::read_to_string("/etc/group").ok()?;
+        groups.lines().find_map(|l| {
+            let mut f = l.split(':');
+            (f.next()? == name).then(|| f.nth(1)?.parse().ok())?
+        })
+    }
+
+    #[test]
+    fn root_binds_port_7_then_runs_as_nobody_with_no_groups() {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: dropping privileges needs the tests to run as root");
+            return;
+        }
+        let Some(gid) = group_id("nogroup") else {
+            eprintln!("skipped: this system has no group named nogroup");
+            return;
+        };
+        if TcpStream::connect("127.0.0.1:7").is_ok() {
+            eprintln!("skipped: something already listens on 127.0.0.1:7");
+            return;
+        }
+        for model in [
+            &["--model", "threaded"][..],
+            &["--model", "prefork", "--workers", "1"],
+        ] {
+            let mut args = vec![
+                "echo",
+                "--listen",
+                "127.0.0.1:7",
+                "--user",
+                "nobody",
+                "--group",
+                "nogroup",
+                "--umask",
+                "007",
+            ];
+            args.extend_from_slice(model);
+            let srv = Server::start(&args);
+            assert_eq!(srv.addrs, ["127.0.0.1:7"]);
+            let want_gid = format!("{gid} {gid} {gid} {gid}");
+            let mut pids = vec![srv.pid()];
+            if model[1] == "prefork" {
+                assert!(wait_for(Duration::from_secs(5), || !children(srv.pid()).is_empty()));
+                pids.extend(children(srv.pid()));
+            }
+            for pid in pids {
+                let (uid, g, groups) = ids(pid);
+                assert_eq!(uid, "65534 65534 65534 65534", "{model:?} pid {pid}");
+                assert_eq!(g, want_gid, "{model:?} pid {pid}");
+                assert_eq!(groups, "", "{model:?} pid {pid}: supplementary groups left");
+            }
+            round_trip(srv.addr(), b"served as nobody").unwrap();
+        }
+    }
+
+    #[test]
+    fn privilege_flags_that_cannot_be_honoured_are_refused_in_a_sentence() {
+        let (status, _, err) = crate::support::run_tincan(
+            &["echo", "--listen", "127.0.0.1:0", "--user", "root"],
+            b"",
+            Duration::from_secs(10),
+        );
+        assert!(!status.success());
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            assert!(
+                err.contains("--user root is root, which drops nothing"),
+                "{err}"
+            );
+        } else {
+            assert!(err.contains("needs tincan to start as root"), "{err}");
+        }
+        let (status, _, err) = crate::support::run_tincan(
+            &["echo", "--listen", "127.0.0.1:0", "--group", "nogroup"],
+            b"",
+            Duration::from_secs(10),
+        );
+        assert!(!status.success());
+        assert!(err.contains("--group needs --user"), "{err}");
+        let (status, _, err) = crate::support::run_tincan(
+            &[
+                "echo",
+                "--listen",
+                "127.0.0.1:0",
+                "--user",
+                "no-such-user-tincan",
+            ],
+            b"",
+            Duration::from_secs(10),
+        );
+        assert!(!status.success());
+        assert!(err.starts_with("tincan: "), "{err}");
+    }
+
+    #[test]
+    fn a_busy_port_makes_the_binary_exit_with_one_line() {
+        let first = echo(&[]);
+        let (status, out, err) = crate::support::run_tincan(
+            &["echo", "--listen", &first.addrs[0]],
+            b"",
+            Duration::from_secs(10),
+        );
+        assert!(!status.success());
+        assert_eq!(out, "");
+        assert_eq!(
+            err.trim_end(),
+            format!(
+                "tincan: {} is already in use; stop the other server or pick another port with --listen",
+                first.addrs[0]
+            )
+        );
+    }
+}
+
+#[test]
+fn a_body_streamed_piece_by_piece_from_on_drained_arrives_whole() {
+    for f in flavours() {
+        let srv = start(f);
+        let mut c = srv.connect();
+        c.write_all(b"STREAM 40\n").unwrap();
+        let mut got = vec![0u8; 40 * 64 * 1024 + 4];
+        c.read_exact(&mut got).unwrap();
+        assert!(got[..40 * 64 * 1024].iter().all(|b| *b == b'z'), "{f:?}");
+        assert_eq!(&got[40 * 64 * 1024..], b"END\n", "{f:?}");
+        // Queued a piece at a time: the outbox never held more than one.
+        assert!(
+            srv.service.max_outbox.load(Ordering::SeqCst) <= 64 * 1024 + 16,
+            "{f:?}"
+        );
+        srv.stop();
+    }
+}
+
+#[test]
+fn file_regions_go_out_with_sendfile_and_a_shrunken_file_closes_the_connection() {
+    let dir = std::env::temp_dir().join(format!("tincan-models-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("body.bin");
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &body).unwrap();
+    for f in flavours() {
+        let srv = start(f);
+        let mut c = srv.connect();
+        // The whole file, then a line after it: order is kept across chunk kinds.
+        c.write_all(format!("FILE {} {}\nafter\n", path.display(), body.len()).as_bytes())
+            .unwrap();
+        let mut got = vec![0u8; body.len() + 6];
+        c.read_exact(&mut got).unwrap();
+        assert!(
+            got[..body.len()] == body[..],
+            "{f:?}: the file arrived altered"
+        );
+        assert_eq!(&got[body.len()..], b"AFTER\n", "{f:?}");
+        // A region longer than the file: the bytes that exist, then a close, never a hang.
+        c.write_all(format!("FILE {} {}\nnever\n", path.display(), body.len() + 1000).as_bytes())
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = c.read_to_end(&mut rest);
+        assert_eq!(rest.len(), body.len(), "{f:?}");
+        assert!(
+            wait_until(Duration::from_secs(5), || srv
+                .service
+                .live
+                .load(Ordering::SeqCst)
+                == 0),
+            "{f:?}: the connection was not closed"
+        );
+        srv.stop();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn event_stops_accepting_at_max_connections_across_workers() {
+    let mut opts = options(event(PollerKind::Epoll));
+    opts.max_connections = 2;
+    let srv = start_with(opts, "127.0.0.1:0");
+    let mut a = srv.connect();
+    let mut b = srv.connect();
+    for (c, m) in [(&mut a, "a"), (&mut b, "b")] {
+        c.write_all(format!("{m}\n").as_bytes()).unwrap();
+        assert_eq!(
+            line(&mut BufReader::new(c.try_clone().unwrap())),
+            m.to_uppercase() + "\n"
+        );
+    }
+    let mut c = srv.connect();
+    c.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    c.write_all(b"c\n").unwrap();
+    let mut buf = [0u8; 4];
+    assert!(
+        c.read(&mut buf).is_err(),
+        "a third connection was served over the cap of 2"
+    );
+    drop(a);
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(line(&mut BufReader::new(&mut c)), "C\n");
+    drop(b);
+    srv.stop();
+}
