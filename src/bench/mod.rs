@@ -92,10 +92,7 @@ pub trait Load: Send + Sync + 'static {
 }
 
 /// Raise the open-file limit to its hard limit, so 10,000 connections fit. Returns the limit in
-/// force afterwards.
+/// force afterwards (the old one if it could not be raised).
 pub fn raise_fd_limit() -> u64 {
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) => n,
-        Err(_) => rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft),
-    }
+    crate::sys::raise_fd_limit().unwrap_or(1024)
 }
