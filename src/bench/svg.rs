@@ -62,17 +62,18 @@ pub fn si(v: f64) -> String {
     }
 }
 
-/// "Nice" linear ticks from 0 to at least `max`.
+/// "Nice" linear ticks from 0 to at least `max`: the finest 1/2/2.5/5 step that needs at most
+/// six intervals.
 fn linear_ticks(max: f64) -> Vec<f64> {
     let max = if max > 0.0 { max } else { 1.0 };
-    let raw = max / 5.0;
-    let mag = 10f64.powf(raw.log10().floor());
+    let mag = 10f64.powf((max / 6.0).log10().floor());
     let step = [1.0, 2.0, 2.5, 5.0, 10.0]
         .iter()
         .map(|m| m * mag)
-        .find(|s| s * 5.0 >= max)
+        .find(|s| (max / s).ceil() <= 6.0)
         .unwrap_or(10.0 * mag);
-    (0..=5).map(|i| i as f64 * step).collect()
+    let n = (max / step).ceil().max(1.0) as usize;
+    (0..=n).map(|i| i as f64 * step).collect()
 }
 
 /// Decades covering `[lo, hi]`.
@@ -255,6 +256,7 @@ mod tests {
         assert_eq!(si(10_000.0), "10k");
         assert_eq!(si(2_500_000.0), "2.5M");
         assert_eq!(linear_ticks(83.0), vec![0.0, 20.0, 40.0, 60.0, 80.0, 100.0]);
+        assert_eq!(linear_ticks(150_000.0).last(), Some(&150_000.0));
         assert_eq!(
             log_ticks(3.0, 2000.0),
             vec![1.0, 10.0, 100.0, 1000.0, 10000.0]
