@@ -26,6 +26,8 @@ fn opts(connections: usize) -> LoadOptions {
         keepalive: true,
         progress: false,
         retry_delay: Duration::from_millis(20),
+        warmup: Duration::ZERO,
+        count_unanswered: false,
     }
 }
 
@@ -256,4 +258,43 @@ fn bench_refuses_a_run_without_an_end_or_with_a_bad_url() {
     );
     assert!(!status.success());
     assert!(err.contains("http://"), "{err}");
+}
+
+#[test]
+fn when_asked_unanswered_requests_count_in_the_latency_at_their_wait() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let held: Vec<_> = l.incoming().flatten().take(8).collect();
+        std::thread::sleep(Duration::from_secs(2));
+        drop(held);
+    });
+    let mut o = opts(1);
+    o.duration = Some(Duration::from_millis(500));
+    o.timeout = Duration::from_millis(150);
+    o.count_unanswered = true;
+    let out = http_run(addr, &o);
+    assert_eq!(out.stats.replies, 0);
+    assert!(out.stats.errors.get(ErrorKind::Timeout) >= 2);
+    // The one still waiting when the run ended is counted, not dropped.
+    assert_eq!(out.stats.unfinished, 1);
+    assert!(ms(out.stats.percentile(50.0)) >= 140.0);
+}
+
+#[test]
+fn the_warmup_is_not_counted() {
+    let r = Responder::start(HELLO).unwrap();
+    let mut o = opts(4);
+    o.warmup = Duration::from_millis(300);
+    o.duration = Some(Duration::from_millis(300));
+    let out = http_run(r.addr(), &o);
+    // Connections opened during the warm-up; none after it.
+    assert_eq!(out.stats.connects, 0);
+    assert!(out.stats.replies > 0);
+    assert!(out.stats.replies < r.served());
+    assert!(
+        out.elapsed <= Duration::from_millis(350),
+        "{:?}",
+        out.elapsed
+    );
 }

@@ -61,6 +61,14 @@ pub struct LoadOptions {
     pub progress: bool,
     /// Wait this long before reconnecting after a connect error.
     pub retry_delay: Duration,
+    /// Load runs this long before counting starts (connections open, caches warm); the
+    /// duration comes after it.
+    pub warmup: Duration,
+    /// Also put the wait of every unanswered request (timed out, or still waiting at the end)
+    /// into the latency histogram. Off, percentiles describe replies only, as wrk's do; on, a
+    /// server that starves most connections (the iterative model) cannot hide it behind the
+    /// few it serves quickly.
+    pub count_unanswered: bool,
 }
 
 impl Default for LoadOptions {
@@ -76,6 +84,8 @@ impl Default for LoadOptions {
             keepalive: true,
             progress: std::io::stderr().is_terminal(),
             retry_delay: Duration::from_millis(20),
+            warmup: Duration::ZERO,
+            count_unanswered: false,
         }
     }
 }
@@ -133,7 +143,9 @@ pub fn run<L: Load>(addr: SocketAddr, load: Arc<L>, opts: &LoadOptions) -> Resul
     }
     let threads = opts.threads.clamp(1, opts.connections);
     let shared = Arc::new(Shared::default());
-    let start = Instant::now();
+    let launched = Instant::now();
+    // Counting starts after the warm-up; the duration runs from there.
+    let start = launched + opts.warmup;
     let deadline = opts.duration.map(|d| start + d);
 
     let mut handles = Vec::with_capacity(threads);
@@ -157,13 +169,13 @@ pub fn run<L: Load>(addr: SocketAddr, load: Arc<L>, opts: &LoadOptions) -> Resul
         let shared = shared.clone();
         let h = std::thread::Builder::new()
             .name(format!("bench-{t}"))
-            .spawn(move || worker.run(&*load, &shared))
+            .spawn(move || worker.run(&*load, &shared, launched))
             .map_err(|e| Error::io("cannot start a load thread", e))?;
         handles.push(h);
     }
 
     if opts.progress {
-        progress_loop(&handles, &shared, start, deadline);
+        progress_loop(&handles, &shared, launched, deadline);
     }
 
     let mut stats = Stats::new();
@@ -301,7 +313,12 @@ struct Worker<E> {
 }
 
 impl WorkerSpec {
-    fn run<L: Load>(self, load: &L, shared: &Shared) -> Result<(Stats, Instant)> {
+    fn run<L: Load>(
+        self,
+        load: &L,
+        shared: &Shared,
+        launched: Instant,
+    ) -> Result<(Stats, Instant)> {
         let poll = Poll::new().map_err(|e| Error::io("cannot create an epoll instance", e))?;
         let now = Instant::now();
         let interval = self
@@ -324,7 +341,7 @@ impl WorkerSpec {
                     pending: Vec::new(),
                     started: now,
                     deadline: now,
-                    next_send: self.start + offset,
+                    next_send: launched + offset,
                     scheduled: false,
                 }
             })
@@ -340,13 +357,18 @@ impl WorkerSpec {
             timers: BinaryHeap::new(),
             interval,
         };
-        let finished = w.drive(self.deadline, shared)?;
+        let finished = w.drive(self.deadline, self.start, shared)?;
         Ok((w.stats, finished))
     }
 }
 
 impl<E: Exchange> Worker<E> {
-    fn drive(&mut self, deadline: Option<Instant>, shared: &Shared) -> Result<Instant> {
+    fn drive(
+        &mut self,
+        deadline: Option<Instant>,
+        count_from: Instant,
+        shared: &Shared,
+    ) -> Result<Instant> {
         let mut events = Events::with_capacity(1024);
         let mut scratch = vec![0u8; READ_CHUNK];
         let now = Instant::now();
@@ -355,15 +377,27 @@ impl<E: Exchange> Worker<E> {
         }
         let mut next_sweep = now + SWEEP_EVERY;
         let (mut told_replies, mut told_errors) = (0, 0);
+        let mut warming = count_from > now;
         loop {
             let now = Instant::now();
+            if warming && now >= count_from {
+                // Forget the warm-up; requests in flight now are counted when they finish.
+                warming = false;
+                self.stats = Stats::new();
+                (told_replies, told_errors) = (0, 0);
+            }
             if deadline.is_some_and(|d| now >= d) || shared.stop.load(Ordering::Relaxed) {
-                return Ok(deadline.map_or(now, |d| d.min(now)));
+                let end = deadline.map_or(now, |d| d.min(now));
+                self.count_unfinished(end);
+                return Ok(end);
             }
             if self.quota == 0 && self.in_flight == 0 && self.timers.is_empty() {
                 return Ok(now);
             }
             let mut wake = next_sweep;
+            if warming {
+                wake = wake.min(count_from);
+            }
             if let Some(Reverse((t, _))) = self.timers.peek() {
                 wake = wake.min(*t);
             }
@@ -410,6 +444,19 @@ impl<E: Exchange> Worker<E> {
         }
     }
 
+    /// The run ended: count the requests still waiting (and, if asked, their wait so far).
+    fn count_unfinished(&mut self, end: Instant) {
+        for c in &self.conns {
+            if c.state.in_flight() {
+                self.stats.unfinished += 1;
+                if self.opts.count_unanswered {
+                    self.stats
+                        .record_wait(end.saturating_duration_since(c.started));
+                }
+            }
+        }
+    }
+
     /// Fail every in-flight request whose deadline has passed.
     fn sweep(&mut self, now: Instant) {
         for i in 0..self.conns.len() {
@@ -420,6 +467,10 @@ impl<E: Exchange> Worker<E> {
                 } else {
                     ErrorKind::Timeout
                 };
+                if self.opts.count_unanswered {
+                    self.stats
+                        .record_wait(now.saturating_duration_since(c.started));
+                }
                 self.fail(i, kind, now);
             }
         }

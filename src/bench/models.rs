@@ -73,6 +73,9 @@ pub struct ModelsArgs {
     /// Seconds a request may wait for its reply before it counts as a timeout.
     #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
     pub timeout: f64,
+    /// Seconds of load before each point's counting starts (connections opened).
+    #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
+    pub warmup: f64,
     /// Echo message size in bytes.
     #[arg(long, short = 's', default_value_t = 64, value_name = "BYTES")]
     pub size: usize,
@@ -120,6 +123,8 @@ struct Point {
     p99: Duration,
     replies: u64,
     errors: u64,
+    /// Requests still unanswered at the end of the point.
+    unfinished: u64,
     /// Why there is no figure (the server would not start).
     failed: Option<String>,
 }
@@ -300,12 +305,13 @@ pub fn run(a: ModelsArgs) -> Result<()> {
             match &p.failed {
                 Some(why) => eprintln!("{:>13} c={c:<6} failed: {why}", v.name),
                 None => eprintln!(
-                    "{:>13} c={c:<6} {:>10.0} req/s  p50 {:>9}  p99 {:>9}  errors {}",
+                    "{:>13} c={c:<6} {:>10.0} req/s  p50 {:>9}  p99 {:>9}  errors {}  unanswered at end {}",
                     v.name,
                     p.replies_per_sec,
                     fmt_latency(p.p50),
                     fmt_latency(p.p99),
-                    p.errors
+                    p.errors,
+                    p.unfinished
                 ),
             }
             points.push(p);
@@ -336,6 +342,7 @@ pub fn run(a: ModelsArgs) -> Result<()> {
             "p99_us": p.p99.as_secs_f64() * 1e6,
             "replies": p.replies,
             "errors": p.errors,
+            "unfinished": p.unfinished,
             "failed": p.failed,
         })).collect::<Vec<_>>(),
     });
@@ -375,6 +382,7 @@ fn measure(
         p99: Duration::ZERO,
         replies: 0,
         errors: 0,
+        unfinished: 0,
         failed: Some(why),
     };
     let server = match ServerProc::start(exe, &args, root) {
@@ -392,6 +400,9 @@ fn measure(
         keepalive: true,
         progress: false,
         retry_delay: Duration::from_millis(50),
+        warmup: Duration::try_from_secs_f64(a.warmup).unwrap_or(Duration::ZERO),
+        // A model that serves one connection while the rest wait must show it in p99.
+        count_unanswered: true,
     };
     let outcome = match a.protocol {
         Protocol::Http => {
@@ -415,6 +426,7 @@ fn measure(
             p99: o.stats.percentile(99.0),
             replies: o.stats.replies,
             errors: o.stats.errors.total(),
+            unfinished: o.stats.unfinished,
             failed: None,
         },
         Err(e) => failed(e.to_string()),
@@ -437,8 +449,10 @@ fn markdown(what: &str, chosen: &[Variant], a: &ModelsArgs, points: &[Point]) ->
     let _ = writeln!(
         s,
         "## tincan models: {what}\n\n{:.1} s per point, {} worker(s) per prefork/event server, \
-         load generator in the same machine (`tincan bench models`). Cells: requests/s · p99 \
-         (errors, if any).\n",
+         load generator in the same machine (`tincan bench models`). Cells: replies/s · p99, \
+         where p99 counts the wait of every unanswered request too (timed out after the \
+         request timeout, or still waiting at the end), so starved connections show; \
+         \"unanswered\" counts those requests and errors.\n",
         a.duration, a.workers
     );
     let _ = write!(s, "| model |");
@@ -456,8 +470,8 @@ fn markdown(what: &str, chosen: &[Variant], a: &ModelsArgs, points: &[Point]) ->
             match cell(points, v, c) {
                 Some(p) if p.failed.is_none() => {
                     let _ = write!(s, " {:.0} · {}", p.replies_per_sec, fmt_latency(p.p99));
-                    if p.errors > 0 {
-                        let _ = write!(s, " ({} err)", p.errors);
+                    if p.errors + p.unfinished > 0 {
+                        let _ = write!(s, " ({} unanswered)", p.errors + p.unfinished);
                     }
                     let _ = write!(s, " |");
                 }

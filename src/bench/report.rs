@@ -87,7 +87,11 @@ pub fn table(run: &Run) -> String {
         fmt_bytes(o.read_bytes_per_sec()),
         fmt_bytes(s.bytes_written as f64)
     );
-    let _ = writeln!(t, "  connects    {:>12}", s.connects);
+    let _ = writeln!(
+        t,
+        "  connects    {:>12}   (requests in flight at the end: {})",
+        s.connects, s.unfinished
+    );
     let _ = write!(t, "  latency    ");
     for (name, _) in PERCENTILES {
         let _ = write!(t, " {name:>9}");
@@ -151,6 +155,8 @@ pub fn json(run: &Run) -> Value {
         "bytes_written": s.bytes_written,
         "read_bytes_per_sec": o.read_bytes_per_sec(),
         "connects": s.connects,
+        "unfinished": s.unfinished,
+        "warmup_s": run.opts.warmup.as_secs_f64(),
         "latency_us": latency,
         "errors": errors,
     })

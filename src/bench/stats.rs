@@ -100,6 +100,8 @@ pub struct Stats {
     pub errors: ErrorCounts,
     /// Connections opened (one per request without keep-alive).
     pub connects: u64,
+    /// Requests still waiting for their reply when the run ended (not errors, not replies).
+    pub unfinished: u64,
 }
 
 impl Default for Stats {
@@ -122,6 +124,7 @@ impl Stats {
             bytes_written: 0,
             errors: ErrorCounts::default(),
             connects: 0,
+            unfinished: 0,
         }
     }
 
@@ -130,6 +133,13 @@ impl Stats {
         let ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX).max(1);
         self.latency.saturating_record(ns);
         self.replies += 1;
+    }
+
+    /// Record how long an unanswered request waited (see `LoadOptions::count_unanswered`): it
+    /// goes into the latency histogram but is not a reply.
+    pub fn record_wait(&mut self, waited: Duration) {
+        let ns = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.latency.saturating_record(ns);
     }
 
     /// Add another thread's counts to these.
@@ -146,6 +156,7 @@ impl Stats {
         self.bytes_written += other.bytes_written;
         self.errors.merge(&other.errors);
         self.connects += other.connects;
+        self.unfinished += other.unfinished;
     }
 
     /// The latency at percentile `p` (0..=100); zero when nothing was recorded.

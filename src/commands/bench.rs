@@ -71,6 +71,13 @@ pub struct LoadArgs {
     /// Off: a new connection for every request.
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     pub keepalive: OnOff,
+    /// Seconds of load before counting starts (connections opened, caches warmed).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    pub warmup: f64,
+    /// Put the wait of unanswered requests (timed out, or still waiting at the end) into the
+    /// latency percentiles too, so a server that starves connections cannot hide it.
+    #[arg(long)]
+    pub count_unanswered: bool,
     /// Print a progress line on stderr each second even when it is not a terminal.
     #[arg(long)]
     pub progress: bool,
@@ -108,6 +115,10 @@ impl LoadArgs {
             keepalive: self.keepalive == OnOff::On,
             progress: self.progress || std::io::stderr().is_terminal(),
             retry_delay: defaults.retry_delay,
+            warmup: Duration::try_from_secs_f64(self.warmup).map_err(|_| {
+                Error::Usage("--warmup must be a number of seconds, 0 or more".into())
+            })?,
+            count_unanswered: self.count_unanswered,
         })
     }
 }
