@@ -63,7 +63,7 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 log "building tincan --release"
 cargo build --release --quiet
-TINCAN=$ROOT/target/release/tincan
+TINCAN=${CARGO_TARGET_DIR:-$ROOT/target}/release/tincan
 
 CPUS=$(nproc)
 if [ "$CPUS" -ge 2 ]; then SRV_CPU=0; LOAD_CPU=1; else SRV_CPU=0; LOAD_CPU=0; log "one CPU only: server and load share it"; fi

@@ -29,7 +29,7 @@ log() { printf '%s\n' "$*" >&2; }
 command -v nginx >/dev/null || { SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo; $SUDO apt-get update -qq; $SUDO apt-get install -y -qq nginx-light >/dev/null; }
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 cargo build --release --quiet
-TINCAN=$ROOT/target/release/tincan
+TINCAN=${CARGO_TARGET_DIR:-$ROOT/target}/release/tincan
 ulimit -n "$(ulimit -Hn)"
 log "descriptor limit: $(ulimit -n) per process"
 PER_PROC=5000
@@ -117,7 +117,7 @@ EOF
 
 # tincan: one event worker.
 : >"$WORK/t.out"
-taskset -c 0 "$TINCAN" serve "$WORK/www" --listen 127.0.0.1:0 --workers 1 --access-log off \
+taskset -c 0 "$TINCAN" serve "$WORK/www" --listen 127.0.0.1:0 --workers 1 --access-log off --keepalive-timeout 300 \
     --max-connections $((N + 1000)) >"$WORK/t.out" 2>"$WORK/t.err" &
 TPID=$!
 PIDS+=($TPID)

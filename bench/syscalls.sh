@@ -36,7 +36,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 cargo build --release --quiet
-TINCAN=$ROOT/target/release/tincan
+TINCAN=${CARGO_TARGET_DIR:-$ROOT/target}/release/tincan
 
 WORK=$(mktemp -d /tmp/tincan-syscalls.XXXXXX)
 PIDS=()

@@ -305,7 +305,7 @@ pub fn run(a: ModelsArgs) -> Result<()> {
             match &p.failed {
                 Some(why) => eprintln!("{:>13} c={c:<6} failed: {why}", v.name),
                 None => eprintln!(
-                    "{:>13} c={c:<6} {:>10.0} req/s  p50 {:>9}  p99 {:>9}  errors {}  unanswered at end {}",
+                    "{:>13} c={c:<6} {:>10.0} req/s  p50 {:>9}  p99 {:>9}  errors {}  in flight at end {}",
                     v.name,
                     p.replies_per_sec,
                     fmt_latency(p.p50),
@@ -449,10 +449,9 @@ fn markdown(what: &str, chosen: &[Variant], a: &ModelsArgs, points: &[Point]) ->
     let _ = writeln!(
         s,
         "## tincan models: {what}\n\n{:.1} s per point, {} worker(s) per prefork/event server, \
-         load generator in the same machine (`tincan bench models`). Cells: replies/s · p99, \
-         where p99 counts the wait of every unanswered request too (timed out after the \
-         request timeout, or still waiting at the end), so starved connections show; \
-         \"unanswered\" counts those requests and errors.\n",
+         load generator on the same machine (`tincan bench models`). Cells: replies/s · p99 \
+         (errors: connect failures and timeouts). The p99 counts the wait of every unanswered \
+         request too (timed out, or still waiting at the end), so starved connections show.\n",
         a.duration, a.workers
     );
     let _ = write!(s, "| model |");
@@ -470,8 +469,8 @@ fn markdown(what: &str, chosen: &[Variant], a: &ModelsArgs, points: &[Point]) ->
             match cell(points, v, c) {
                 Some(p) if p.failed.is_none() => {
                     let _ = write!(s, " {:.0} · {}", p.replies_per_sec, fmt_latency(p.p99));
-                    if p.errors + p.unfinished > 0 {
-                        let _ = write!(s, " ({} unanswered)", p.errors + p.unfinished);
+                    if p.errors > 0 {
+                        let _ = write!(s, " ({} err)", p.errors);
                     }
                     let _ = write!(s, " |");
                 }
