@@ -67,7 +67,8 @@ TINCAN=${CARGO_TARGET_DIR:-$ROOT/target}/release/tincan
 
 CPUS=$(nproc)
 if [ "$CPUS" -ge 2 ]; then SRV_CPU=0; LOAD_CPU=1; else SRV_CPU=0; LOAD_CPU=0; log "one CPU only: server and load share it"; fi
-srv() { taskset -c $SRV_CPU "$@"; }
+# Servers are started as `taskset -c "$SRV_CPU" PROGRAM ... &` directly, never through a shell
+# function: taskset execs the program, so $! is the server's own pid and `kill $!` stops it.
 load() { taskset -c $LOAD_CPU "$@"; }
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -198,7 +199,7 @@ http {
     }
 }
 EOF
-    srv "$NGINX" -p "$p" -c "$p/nginx.conf" 2>>"$p/logs/stderr" &
+    taskset -c "$SRV_CPU" "$NGINX" -p "$p" -c "$p/nginx.conf" 2>>"$p/logs/stderr" &
     NGINX_PID=$!
     PIDS+=("$NGINX_PID")
     wait_port "$NGINX_PORT"
@@ -208,7 +209,7 @@ EOF
 start_tincan() {
     local out=$WORK/tincan.out
     : >"$out"
-    srv "$TINCAN" "$@" --listen 127.0.0.1:0 >"$out" 2>"$WORK/tincan.err" &
+    taskset -c "$SRV_CPU" "$TINCAN" "$@" --listen 127.0.0.1:0 >"$out" 2>"$WORK/tincan.err" &
     TINCAN_PID=$!
     PIDS+=("$TINCAN_PID")
     local i
@@ -229,7 +230,7 @@ start_py() {
     PY_PORT=$(free_port)
     local args=() a
     for a in "$@"; do [ "$a" = PORT ] && args+=("$PY_PORT") || args+=("$a"); done
-    srv python3 "${args[@]}" >/dev/null 2>"$WORK/py.err" &
+    taskset -c "$SRV_CPU" python3 "${args[@]}" >/dev/null 2>"$WORK/py.err" &
     PY_PID=$!
     PIDS+=("$PY_PID")
     wait_port "$PY_PORT" || { log "  python3 ${args[*]}: $(tail -2 "$WORK/py.err")"; return 1; }
@@ -302,7 +303,7 @@ fi
 # --- 3. round trips: Redis PING vs tincan echo --framing line ------------------------------
 log "round trips: redis-server PING vs tincan echo --framing line, ${DUR}s x $REPS"
 REDIS_PORT=$(free_port)
-srv redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+taskset -c "$SRV_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
     --maxclients 10000 --loglevel warning >/dev/null 2>&1 &
 REDIS_PID=$!
 PIDS+=("$REDIS_PID")
