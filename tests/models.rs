@@ -98,6 +98,12 @@ impl Session for UpperSession {
                     Ok(f) => out.push_file(Arc::new(f), 0, len.parse().unwrap_or(0)),
                     Err(_) => out.push_bytes(b"NO FILE\n"),
                 }
+            } else if text.trim() == "BYE" {
+                // A long goodbye: more than the socket buffers hold, so the last of it is still
+                // in the server's send queue when it closes.
+                out.push_shared(bytes::Bytes::from(vec![b'z'; 8 << 20]));
+                out.push_bytes(b"BYE\n");
+                return Next::CloseAfterFlush;
             } else if text.trim() == "PEER" {
                 out.push_bytes(format!("{}\n", self.peer.remote).as_bytes());
             } else {
@@ -202,6 +208,8 @@ fn options(f: Flavour) -> ServeOptions {
         poller: f.poller,
         workers: 2,
         grace: Duration::from_secs(5),
+        // Clients here often stay open through shutdown; do not wait 2 s for each to hang up.
+        linger: Duration::from_millis(200),
         ..ServeOptions::default()
     }
 }
@@ -1105,4 +1113,28 @@ fn event_stops_accepting_at_max_connections_across_workers() {
     assert_eq!(line(&mut BufReader::new(&mut c)), "C\n");
     drop(b);
     srv.stop();
+}
+
+#[test]
+fn a_closing_answer_reaches_a_client_that_is_still_sending() {
+    for f in flavours() {
+        let srv = start(f);
+        let c = srv.connect();
+        // The long answer and the close come while 256 KiB more input is on its way: closing
+        // with that input unread would make the kernel reset the connection and drop whatever
+        // of the answer is still queued. The lingering close reads it away first.
+        let mut w = c.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            let mut msg = b"BYE\n".to_vec();
+            msg.extend(std::iter::repeat_n(b'q', 256 * 1024));
+            let _ = w.write_all(&msg);
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let mut got = Vec::new();
+        let r = (&c).read_to_end(&mut got);
+        assert_eq!(got.len(), (8 << 20) + 4, "{f:?}: {r:?}");
+        assert!(got.ends_with(b"zBYE\n"), "{f:?}");
+        writer.join().unwrap();
+        srv.stop();
+    }
 }

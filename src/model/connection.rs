@@ -175,7 +175,7 @@ impl<T: Session> Conn<T> {
         if let State::Lingering { .. } = self.state {
             for _ in 0..READ_BUDGET {
                 match cio::discard(&self.sock) {
-                    Ok(ReadOutcome::Data(_)) => continue,
+                    Ok(ReadOutcome::Data { .. }) => continue,
                     Ok(ReadOutcome::WouldBlock) => return,
                     Ok(ReadOutcome::Eof) | Err(_) => {
                         self.state = State::Closed;
@@ -190,12 +190,18 @@ impl<T: Session> Conn<T> {
                 break;
             }
             match cio::read_into(&self.sock, &mut self.input) {
-                Ok(ReadOutcome::Data(_)) => {
+                Ok(ReadOutcome::Data { drained, .. }) => {
                     let was_empty = self.out.is_empty();
                     let next = self.session.on_input(&mut self.input, &mut self.out, now);
                     self.apply(next, was_empty, now);
                     // Send as we go, so a fast sender's echo leaves while we still read.
                     self.progress(now);
+                    if drained {
+                        // Level-triggered pollers report more input if it comes; skip the read
+                        // that would only say WouldBlock. An idle connection keeps no buffer.
+                        self.input.shrink_if_empty();
+                        break;
+                    }
                 }
                 Ok(ReadOutcome::Eof) => {
                     self.read_eof = true;
