@@ -195,7 +195,13 @@ fn concurrent_flavours() -> Vec<Flavour> {
     flavours().into_iter().skip(1).collect()
 }
 
+/// Descriptor numbers are shared by every test in this process: while a test holds a thousand
+/// connections, a select server (which cannot watch descriptors past 1023) would see its
+/// clients refused. Select servers hold this for reading, the thousand-client tests for writing.
+static DESCRIPTOR_HEAVY: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 struct TestServer {
+    _select_guard: Option<std::sync::RwLockReadGuard<'static, ()>>,
     addr: String,
     shutdown: Shutdown,
     service: Arc<Upper>,
@@ -224,12 +230,15 @@ fn start_with(opts: ServeOptions, listen: &str) -> TestServer {
 }
 
 fn start_on(opts: ServeOptions, listener: Listener) -> TestServer {
+    let _select_guard = (opts.model == Model::Event && opts.poller == PollerKind::Select)
+        .then(|| DESCRIPTOR_HEAVY.read().unwrap_or_else(|e| e.into_inner()));
     let addr = listener.local_addr_string();
     let service = Arc::new(Upper::default());
     let shutdown = Shutdown::new();
     let (s, sd) = (Arc::clone(&service), shutdown.clone());
     let thread = std::thread::spawn(move || serve_until(vec![listener], s, &opts, sd));
     TestServer {
+        _select_guard,
         addr,
         shutdown,
         service,
@@ -389,6 +398,7 @@ fn a_megabyte_goes_through_and_back_intact() {
 }
 
 fn many_clients(f: Flavour, n: usize) {
+    let _heavy = DESCRIPTOR_HEAVY.write().unwrap_or_else(|e| e.into_inner());
     let mut opts = options(f);
     opts.max_connections = 2 * n;
     let srv = start_with(opts, "127.0.0.1:0");
@@ -455,10 +465,9 @@ fn a_vanishing_client_leaves_the_others_unharmed() {
     }
 }
 
-#[test]
-fn port_zero_reports_the_port_really_bound() {
-    let args = tincan::cli::ServerArgs {
-        listen: vec!["127.0.0.1:0".into()],
+fn server_args(listen: &[&str]) -> tincan::cli::ServerArgs {
+    tincan::cli::ServerArgs {
+        listen: listen.iter().map(|s| s.to_string()).collect(),
         model: None,
         workers: None,
         poller: None,
@@ -470,7 +479,12 @@ fn port_zero_reports_the_port_really_bound() {
         user: None,
         group: None,
         umask: None,
-    };
+    }
+}
+
+#[test]
+fn port_zero_reports_the_port_really_bound() {
+    let args = server_args(&["127.0.0.1:0"]);
     let (listeners, opts) = args.setup("127.0.0.1:7007").expect("setup");
     assert_eq!(opts.model, Model::Event);
     let addr = listeners[0].local_addr_string();
@@ -479,6 +493,59 @@ fn port_zero_reports_the_port_really_bound() {
     assert_ne!(sa.port(), 0);
     // Something really listens there.
     TcpStream::connect(sa).expect("connect to the reported address");
+}
+
+#[test]
+fn all_interfaces_takes_ipv4_and_ipv6_on_one_socket() {
+    let l = bind(&":0".parse().unwrap(), &BindOptions::default()).expect("bind :0");
+    let addr = l.local_addr_string();
+    let port: u16 = addr.rsplit_once(':').unwrap().1.parse().unwrap();
+    TcpStream::connect(("127.0.0.1", port)).expect("IPv4 client");
+    if addr.starts_with("[::]") {
+        TcpStream::connect(("::1", port)).expect("IPv6 client");
+    } else {
+        eprintln!("no IPv6 here: bound {addr}");
+    }
+}
+
+#[test]
+fn impossible_server_flags_are_usage_errors_in_a_sentence() {
+    type Case = (fn(&mut tincan::cli::ServerArgs), &'static str);
+    let cases: [Case; 6] = [
+        (|a| a.workers = Some(0), "--workers must be at least 1"),
+        (
+            |a| a.max_connections = Some(0),
+            "--max-connections must be at least 1",
+        ),
+        (
+            |a| a.grace = Some(-1.0),
+            "--grace -1 is not a number of seconds; give 0 or more",
+        ),
+        (
+            |a| a.send_timeout = Some(0.0),
+            "--send-timeout 0 is not a number of seconds; give more than 0",
+        ),
+        (|a| a.backlog = Some(0), "--backlog must be at least 1"),
+        (
+            |a| a.umask = Some("9".into()),
+            "--umask 9 is not an octal file mode mask; use three octal digits such as 007",
+        ),
+    ];
+    for (set, want) in cases {
+        let mut a = server_args(&["127.0.0.1:0"]);
+        set(&mut a);
+        let e = a.setup("127.0.0.1:0").err().expect("refused").to_string();
+        assert_eq!(e, want);
+    }
+    let e = server_args(&["nonsense"])
+        .setup("127.0.0.1:0")
+        .err()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        e,
+        "'nonsense' is not a listen address; use HOST:PORT, [V6]:PORT, :PORT or unix:/path"
+    );
 }
 
 #[test]

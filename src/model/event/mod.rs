@@ -365,6 +365,9 @@ impl<'a, S: Service> Worker<'a, S> {
                 "dropping the connection from {}: cannot watch it: {e}",
                 peer.remote
             );
+            // The session (and any waker it handed out) is gone: retire the token.
+            let slot = &mut self.slots[index];
+            slot.gen = (slot.gen + 1) & 0x7fff_ffff;
             self.free.push(index);
             self.active.fetch_sub(1, Ordering::SeqCst);
             return;
