@@ -534,7 +534,7 @@ fn impossible_server_flags_are_usage_errors_in_a_sentence() {
     for (set, want) in cases {
         let mut a = server_args(&["127.0.0.1:0"]);
         set(&mut a);
-        let e = a.setup("127.0.0.1:0").err().expect("refused").to_string();
+        let e = a.setup("127.0.0.1:0").expect_err("refused").to_string();
         assert_eq!(e, want);
     }
     let e = server_args(&["nonsense"])
