@@ -17,12 +17,9 @@ use super::Ctx;
 use crate::protocol::{Peer, Service, Waker};
 use crate::sys::{self, EventFd};
 
-/// Serve one accepted connection until it closes (or the grace period after shutdown ends).
+/// Serve one accepted (non-blocking) connection until it closes, or until the grace period
+/// after shutdown ends.
 pub(crate) fn run_connection<S: Service>(ctx: &Ctx<S>, sock: Socket, peer: Peer) {
-    if let Err(e) = sock.set_nonblocking(true) {
-        tracing::warn!("dropping a connection from {}: {e}", peer.remote);
-        return;
-    }
     let wake = match EventFd::new() {
         Ok(w) => Arc::new(w),
         Err(e) => {

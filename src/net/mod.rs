@@ -162,12 +162,14 @@ impl Listener {
         }
     }
 
-    /// Accept one connection: the socket (blocking mode, TCP_NODELAY on for TCP, since every
-    /// protocol here answers in one write and waits) and who it is.
+    /// Accept one connection: the socket (non-blocking, as every driver wants it; TCP_NODELAY
+    /// on for TCP, since every protocol here answers in one write and then waits) and who it is.
     pub fn accept(&self) -> io::Result<(Socket, Peer)> {
         match self {
             Listener::Tcp(l) => {
                 let (s, remote) = l.accept()?;
+                // std sets this with one ioctl(FIONBIO), not a fcntl pair.
+                s.set_nonblocking(true)?;
                 let local = s
                     .local_addr()
                     .map(PeerAddr::Tcp)
@@ -183,6 +185,7 @@ impl Listener {
             }
             Listener::Unix(l, p) => {
                 let (s, _) = l.accept()?;
+                s.set_nonblocking(true)?;
                 // Unix peers are unnamed; both ends are reported as the listening path.
                 let path = PeerAddr::Unix(p.display().to_string());
                 Ok((

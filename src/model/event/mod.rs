@@ -326,11 +326,6 @@ impl<'a, S: Service> Worker<'a, S> {
             self.active.fetch_sub(1, Ordering::SeqCst);
             return;
         }
-        if let Err(e) = sock.set_nonblocking(true) {
-            tracing::warn!("dropping the connection from {}: {e}", peer.remote);
-            self.active.fetch_sub(1, Ordering::SeqCst);
-            return;
-        }
         let index = self.free.pop().unwrap_or_else(|| {
             self.slots.push(Slot {
                 gen: 0,
