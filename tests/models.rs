@@ -500,12 +500,22 @@ fn all_interfaces_takes_ipv4_and_ipv6_on_one_socket() {
     let l = bind(&":0".parse().unwrap(), &BindOptions::default()).expect("bind :0");
     let addr = l.local_addr_string();
     let port: u16 = addr.rsplit_once(':').unwrap().1.parse().unwrap();
-    TcpStream::connect(("127.0.0.1", port)).expect("IPv4 client");
+    let srv = start_on(options(event(PollerKind::Epoll)), l);
+    // An IPv4 client is reported as IPv4, not as [::ffff:127.0.0.1].
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("IPv4 client");
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"PEER\n").unwrap();
+    let peer = line(&mut BufReader::new(&mut c));
+    assert!(peer.starts_with("127.0.0.1:"), "{peer}");
     if addr.starts_with("[::]") {
-        TcpStream::connect(("::1", port)).expect("IPv6 client");
+        let mut c = TcpStream::connect(("::1", port)).expect("IPv6 client");
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(b"PEER\n").unwrap();
+        assert!(line(&mut BufReader::new(&mut c)).starts_with("[::1]:"));
     } else {
         eprintln!("no IPv6 here: bound {addr}");
     }
+    srv.stop();
 }
 
 #[test]

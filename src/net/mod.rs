@@ -172,13 +172,13 @@ impl Listener {
                 s.set_nonblocking(true)?;
                 let local = s
                     .local_addr()
-                    .map(PeerAddr::Tcp)
+                    .map(|a| PeerAddr::Tcp(unmapped(a)))
                     .unwrap_or_else(|_| self.peer_addr());
                 let _ = s.set_nodelay(true);
                 Ok((
                     Socket::from(s),
                     Peer {
-                        remote: PeerAddr::Tcp(remote),
+                        remote: PeerAddr::Tcp(unmapped(remote)),
                         local,
                     },
                 ))
@@ -197,6 +197,18 @@ impl Listener {
                 ))
             }
         }
+    }
+}
+
+/// An IPv4 client of a dual-stack `[::]` socket arrives as `[::ffff:1.2.3.4]:port`; report it
+/// as the `1.2.3.4:port` it is (logs, chat prefixes and greetings read naturally).
+fn unmapped(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, v6.port())),
+            None => a,
+        },
+        v4 => v4,
     }
 }
 
@@ -402,6 +414,14 @@ mod tests {
             p("unix:/tmp/x.sock").unwrap(),
             ListenAddr::Unix("/tmp/x.sock".into())
         );
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_are_reported_as_ipv4() {
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:5000".parse().unwrap();
+        assert_eq!(unmapped(mapped).to_string(), "127.0.0.1:5000");
+        let v6: SocketAddr = "[::1]:5000".parse().unwrap();
+        assert_eq!(unmapped(v6), v6);
     }
 
     #[test]
