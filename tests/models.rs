@@ -104,6 +104,8 @@ impl Session for UpperSession {
                 out.push_shared(bytes::Bytes::from(vec![b'z'; 8 << 20]));
                 out.push_bytes(b"BYE\n");
                 return Next::CloseAfterFlush;
+            } else if text.trim() == "PANIC" {
+                panic!("the test session was asked to panic");
             } else if text.trim() == "PEER" {
                 out.push_bytes(format!("{}\n", self.peer.remote).as_bytes());
             } else {
@@ -1212,6 +1214,29 @@ fn a_closing_answer_reaches_a_client_that_is_still_sending() {
         assert_eq!(got.len(), (8 << 20) + 4, "{f:?}: {r:?}");
         assert!(got.ends_with(b"zBYE\n"), "{f:?}");
         writer.join().unwrap();
+        srv.stop();
+    }
+}
+
+#[test]
+fn a_panicking_session_loses_its_connection_and_nothing_else() {
+    for f in flavours() {
+        let srv = start(f);
+        // Iterative serves one connection at a time: no bystander there.
+        let mut other = (f.model != Model::Iterative).then(|| srv.connect());
+        let mut c = srv.connect();
+        c.write_all(b"PANIC\n").unwrap();
+        let mut rest = Vec::new();
+        let _ = c.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "{f:?}");
+        if let Some(o) = other.as_mut() {
+            o.write_all(b"unharmed\n").unwrap();
+            assert_eq!(line(&mut BufReader::new(o)), "UNHARMED\n", "{f:?}");
+        }
+        let mut after = srv.connect();
+        after.write_all(b"after\n").unwrap();
+        assert_eq!(line(&mut BufReader::new(&mut after)), "AFTER\n", "{f:?}");
+        drop((other, after));
         srv.stop();
     }
 }

@@ -87,6 +87,17 @@ impl<T: Session> Conn<T> {
         }
     }
 
+    /// Run `f` on this connection; if the session panics, close this connection only (the
+    /// panic message has gone to stderr) instead of taking the worker and every other
+    /// connection down with it.
+    pub fn guarded(&mut self, f: impl FnOnce(&mut Conn<T>)) {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
+        if r.is_err() {
+            tracing::error!("a session panicked; closing its connection");
+            self.close();
+        }
+    }
+
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed
     }

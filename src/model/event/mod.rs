@@ -281,7 +281,7 @@ impl<'a, S: Service> Worker<'a, S> {
         self.ctx.begin_shutdown();
         for i in 0..self.slots.len() {
             if let Some(e) = self.slots[i].entry.as_mut() {
-                e.conn.shutdown(now);
+                e.conn.guarded(|c| c.shutdown(now));
                 self.update(i);
             }
         }
@@ -349,10 +349,20 @@ impl<'a, S: Service> Worker<'a, S> {
                 }
             })
         };
-        let session = self.ctx.service.open(&peer, waker);
+        let service = &self.ctx.service;
+        let opened =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| service.open(&peer, waker)));
+        let Ok(session) = opened else {
+            tracing::error!("opening a session for {} panicked; closing it", peer.remote);
+            let slot = &mut self.slots[index];
+            slot.gen = (slot.gen + 1) & 0x7fff_ffff;
+            self.free.push(index);
+            self.active.fetch_sub(1, Ordering::SeqCst);
+            return;
+        };
         let mut conn = Conn::new(sock, session, self.limits, now);
         if self.grace_until.is_some() {
-            conn.shutdown(now);
+            conn.guarded(|c| c.shutdown(now));
         }
         let interest = conn.interest();
         if let Err(e) = self.poller.add(fd, tok, interest, false) {
@@ -391,7 +401,8 @@ impl<'a, S: Service> Worker<'a, S> {
             return;
         };
         if let Some(e) = self.slots[i].entry.as_mut() {
-            e.conn.ready(now, ev.readable, ev.writable, ev.hup);
+            e.conn
+                .guarded(|c| c.ready(now, ev.readable, ev.writable, ev.hup));
         }
         self.update(i);
     }
@@ -409,7 +420,7 @@ impl<'a, S: Service> Worker<'a, S> {
             };
             if let Some(e) = self.slots[i].entry.as_mut() {
                 e.wake_queued.store(false, Ordering::Release);
-                e.conn.wake(now);
+                e.conn.guarded(|c| c.wake(now));
             }
             self.update(i);
         }
@@ -432,7 +443,7 @@ impl<'a, S: Service> Worker<'a, S> {
                 continue; // superseded by an earlier deadline that already ran
             }
             e.scheduled = None;
-            e.conn.timers(now);
+            e.conn.guarded(|c| c.timers(now));
             self.update(i);
         }
     }
