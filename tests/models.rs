@@ -653,7 +653,14 @@ fn graceful_shutdown_lets_a_client_mid_conversation_finish() {
         std::thread::sleep(Duration::from_millis(50));
         srv.shutdown.trigger();
         std::thread::sleep(Duration::from_millis(100));
-        // New clients are no longer accepted (the listener is closed or no longer polled).
+        // New clients are refused at once (iterative stops listening after its one connection).
+        if f.model != Model::Iterative {
+            let refused = TcpStream::connect(srv.sock());
+            assert!(
+                refused.is_err(),
+                "{f:?}: a new client was let in after shutdown began"
+            );
+        }
         c.write_all(b"line\n").unwrap();
         assert_eq!(line(&mut r), "HALF A LINE\n", "{f:?}");
         let mut rest = String::new();
