@@ -7,6 +7,25 @@
 //! - [`Model::Prefork`]: worker processes sharing the listening sockets; the parent supervises.
 //! - [`Model::Event`]: event-loop threads, each with its own poller (epoll, poll or select).
 //!
+//! What every driver does the same way (one state machine, `connection.rs`, fed by all four):
+//! - reads up to 16 KiB at a time into the session's [`ReadBuf`] and calls `on_input`; stops
+//!   reading while the outbox holds more than `high_water` bytes;
+//! - writes with `writev` over the leading in-memory chunks and `sendfile` for file regions; a
+//!   file that ends early closes the connection (never a wrong length on the wire);
+//! - the `wake_at` of the *last* [`Next`] is the session's deadline: every `Continue` replaces
+//!   it, so a session re-states its deadline from whichever call returns;
+//! - `CloseAfterFlush`: flush, `shutdown(SHUT_WR)`, read and discard until EOF or `linger`, then
+//!   close (so the peer reads the answer, not a reset); `Close`: close now;
+//! - no write progress for `send_timeout` while output is queued: close;
+//! - graceful shutdown: stop accepting, [`Service::on_shutdown`] once, then
+//!   [`Session::on_shutdown`] on each open session, then keep driving until they close or `grace`
+//!   passes; a Unix socket file the server created is removed when [`serve`] returns;
+//! - a session that panics loses its own connection only.
+//!
+//! [`ReadBuf`]: crate::protocol::ReadBuf
+//! [`Next`]: crate::protocol::Next
+//! [`Session::on_shutdown`]: crate::protocol::Session::on_shutdown
+//!
 //! [`Service`]: crate::protocol::Service
 //! [`Session`]: crate::protocol::Session
 

@@ -68,7 +68,8 @@ pub(crate) fn run<S: Service>(
                     .name(format!("tincan-event-{i}"))
                     .spawn_scoped(s, move || {
                         let r = run_worker(ctx, listeners, active, max, true);
-                        if r.is_err() {
+                        if let Err(e) = &r {
+                            tracing::error!("event worker {i} stopped: {e}; shutting down");
                             // One worker down means the server cannot keep its promises.
                             ctx.shutdown.trigger();
                         }
