@@ -62,6 +62,13 @@ pub fn run(args: EchoArgs) -> Result<()> {
     let service = Arc::new(EchoService::new(config));
     if args.udp {
         let (sockets, opts) = args.server.setup_udp(DEFAULT_LISTEN)?;
+        if args.server.model.is_some() || args.server.poller.is_some() {
+            // Datagrams need no connections to drive; say so rather than ignore a flag silently.
+            tracing::warn!(
+                "--model and --poller do not apply to --udp; {} threads per socket answer datagrams",
+                opts.workers.max(1)
+            );
+        }
         return serve_udp(sockets, service, &opts);
     }
     let (listeners, opts) = args.server.setup(DEFAULT_LISTEN)?;
