@@ -61,6 +61,12 @@ pub fn run(args: EchoArgs) -> Result<()> {
     config.validate().map_err(Error::Usage)?;
     let service = Arc::new(EchoService::new(config));
     if args.udp {
+        // Handlers first: once `listening on` is printed, a SIGTERM must mean a clean stop.
+        let shutdown = Shutdown::try_new()
+            .map_err(|e| Error::io("could not create the shutdown signal", e))?;
+        shutdown
+            .on_signals()
+            .map_err(|e| Error::io("could not install the SIGINT/SIGTERM handlers", e))?;
         let (sockets, opts) = args.server.setup_udp(DEFAULT_LISTEN)?;
         if args.server.model.is_some() || args.server.poller.is_some() {
             // Datagrams need no connections to drive; say so rather than ignore a flag silently.
@@ -69,7 +75,7 @@ pub fn run(args: EchoArgs) -> Result<()> {
                 opts.workers.max(1)
             );
         }
-        return serve_udp(sockets, service, &opts);
+        return serve_udp(sockets, service, &opts, &shutdown);
     }
     let (listeners, opts) = args.server.setup(DEFAULT_LISTEN)?;
     crate::model::serve(listeners, service, &opts)?;
@@ -83,12 +89,8 @@ fn serve_udp(
     sockets: Vec<UdpSocket>,
     service: Arc<EchoService>,
     opts: &ServeOptions,
+    shutdown: &Shutdown,
 ) -> Result<()> {
-    let shutdown =
-        Shutdown::try_new().map_err(|e| Error::io("could not create the shutdown signal", e))?;
-    shutdown
-        .on_signals()
-        .map_err(|e| Error::io("could not install the SIGINT/SIGTERM handlers", e))?;
     let mut workers = Vec::new();
     for socket in &sockets {
         socket
