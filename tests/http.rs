@@ -458,7 +458,7 @@ fn head_body_and_idle_timers_fire_under_every_model() {
 #[test]
 fn responses_carry_extra_headers_and_can_hide_the_server_token() {
     let s = hello(
-        ALL_MODELS[3],
+        ModelFlags(&["--model", "threaded"]),
         &[
             "--header",
             "X-Frame-Options: DENY",
