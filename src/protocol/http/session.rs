@@ -25,8 +25,9 @@ pub struct HttpOptions {
     /// `--header "Name: value"`: added to every response.
     pub extra_headers: Vec<(String, String)>,
     pub access_log: Option<Arc<AccessLog>>,
-    /// Stop answering pipelined requests from the buffer while this much output is queued; the
-    /// rest are answered as the output drains.
+    /// Stop answering pipelined requests while this much output is queued; the rest wait in the
+    /// session's stash and are answered as the output drains. Keep it at or above the drivers'
+    /// high-water mark, so reading is paused whenever answering is.
     pub pipeline_pause: usize,
 }
 
@@ -37,7 +38,7 @@ impl Default for HttpOptions {
             keep_alive: true,
             extra_headers: Vec::new(),
             access_log: None,
-            pipeline_pause: 1024 * 1024,
+            pipeline_pause: 256 * 1024,
         }
     }
 }
@@ -83,6 +84,7 @@ impl HttpService {
             scanner: HeadScanner::default(),
             started: false,
             head_copy: Vec::new(),
+            stash: Vec::new(),
             deadline: Some(now + self.shared.limits.head_timeout),
             served: 0,
             shutting_down: false,
@@ -129,6 +131,10 @@ pub struct HttpSession {
     started: bool,
     /// The head of a request whose body is being read (the buffer moves on under it).
     head_copy: Vec<u8>,
+    /// Pipelined input set aside while answering was paused (the drivers hand input only to
+    /// `on_input`; this is answered from `on_drained`). While it holds bytes, new input is
+    /// appended to it so order is kept.
+    stash: Vec<u8>,
     /// When the running timer (head, body or idle) expires.
     deadline: Option<Instant>,
     served: u32,
@@ -171,6 +177,44 @@ fn request_line(buf: &[u8]) -> String {
 }
 
 impl HttpSession {
+    /// Answer from the stash (if any) and then `input`, keeping their order; set aside what a
+    /// pause leaves.
+    fn run(
+        &mut self,
+        input: Option<&mut ReadBuf>,
+        out: &mut Outbox,
+        now: Instant,
+        bounded: bool,
+    ) -> Next {
+        if self.stash.is_empty() {
+            let Some(input) = input else {
+                return Next::Continue {
+                    wake_at: self.deadline,
+                };
+            };
+            let next = self.process(input, out, now, bounded);
+            if !next.is_close()
+                && out.len() >= self.shared.options.pipeline_pause
+                && !input.is_empty()
+            {
+                self.stash.extend_from_slice(input.data());
+                input.clear();
+            }
+            return next;
+        }
+        let mut buf = ReadBuf::from_bytes(&self.stash);
+        self.stash.clear();
+        if let Some(input) = input {
+            buf.extend(input.data());
+            input.clear();
+        }
+        let next = self.process(&mut buf, out, now, bounded);
+        if !next.is_close() {
+            self.stash.extend_from_slice(buf.data());
+        }
+        next
+    }
+
     /// The request loop: answer every complete request in `input`, in order.
     fn process(
         &mut self,
@@ -362,12 +406,12 @@ impl HttpSession {
 
 impl Session for HttpSession {
     fn on_input(&mut self, input: &mut ReadBuf, out: &mut Outbox, now: Instant) -> Next {
-        self.process(input, out, now, true)
+        self.run(Some(input), out, now, true)
     }
 
     fn on_eof(&mut self, input: &mut ReadBuf, out: &mut Outbox, now: Instant) -> Next {
         // Requests sent before the half-close still get their answers; a partial one is dropped.
-        let next = self.process(input, out, now, false);
+        let next = self.run(Some(input), out, now, false);
         if next.is_close() {
             return next;
         }
@@ -376,6 +420,13 @@ impl Session for HttpSession {
     }
 
     fn on_drained(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        if !self.stash.is_empty() && !matches!(self.phase, Phase::Done) {
+            // Pipelined requests set aside during a pause: answer the next ones now.
+            let next = self.run(None, out, now, true);
+            if next.is_close() || !out.is_empty() {
+                return next;
+            }
+        }
         match self.phase {
             Phase::Done => Next::CloseAfterFlush,
             Phase::Idle => {
@@ -892,15 +943,39 @@ mod tests {
         let mut out = Outbox::new();
         let mut input = ReadBuf::from_bytes(&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(10));
         s.on_input(&mut input, &mut out, t0);
-        let first = statuses(&String::from_utf8(out.take_all()).unwrap()).len();
+        let mut text = String::from_utf8(out.take_all()).unwrap();
+        let first = statuses(&text).len();
         assert!((1..10).contains(&first), "answered {first}");
-        assert!(!input.is_empty());
-        let mut total = first;
-        while !input.is_empty() {
-            s.on_input(&mut input, &mut out, t0);
-            total += statuses(&String::from_utf8(out.take_all()).unwrap()).len();
+        // The rest are answered as the output drains, without more input.
+        let mut drains = 0;
+        loop {
+            s.on_drained(&mut out, t0);
+            let more = String::from_utf8(out.take_all()).unwrap();
+            if more.is_empty() {
+                break;
+            }
+            text += &more;
+            drains += 1;
         }
-        assert_eq!(total, 10);
+        assert!(drains > 0);
+        assert_eq!(statuses(&text).len(), 10);
+        // Input arriving while requests are set aside is answered after them, in order.
+        let mut input = ReadBuf::from_bytes(&b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n".repeat(10));
+        s.on_input(&mut input, &mut out, t0);
+        let mut text = String::from_utf8(out.take_all()).unwrap();
+        input.extend(b"GET /last HTTP/1.1\r\nHost: x\r\n\r\n");
+        s.on_input(&mut input, &mut out, t0);
+        text += &String::from_utf8(out.take_all()).unwrap();
+        loop {
+            s.on_drained(&mut out, t0);
+            let more = String::from_utf8(out.take_all()).unwrap();
+            if more.is_empty() {
+                break;
+            }
+            text += &more;
+        }
+        assert_eq!(statuses(&text).len(), 11);
+        assert!(text.ends_with("GET /last"), "order kept");
     }
 
     #[test]
