@@ -308,6 +308,19 @@ fn pipelined_requests_and_kept_alive_connections_get_every_answer_in_order_under
         let s = hello(m, &[]);
         let ka = !is_iterative(m);
 
+        // Real browsers' large cookies pass the default limits: an 8 KiB Cookie and 40 KiB of
+        // headers in all.
+        let mut big = format!(
+            "GET /cookies HTTP/1.1\r\nHost: t\r\nCookie: {}\r\n",
+            "c=".repeat(4096)
+        );
+        for i in 0..4 {
+            big += &format!("X-Big-{i}: {}\r\n", "v".repeat(8 * 1024));
+        }
+        big += "\r\n";
+        assert!(big.len() > 40 * 1024);
+        assert_eq!(once(&s, big.as_bytes()).status, 200, "{m}: large cookies");
+
         // Three requests in one packet, HEAD in the middle.
         let mut c = Conn::open(&s);
         c.send(b"GET /one HTTP/1.1\r\nHost: t\r\n\r\nHEAD /two HTTP/1.1\r\nHost: t\r\n\r\nGET /three HTTP/1.1\r\nHost: t\r\n\r\n");

@@ -382,7 +382,9 @@ impl HttpSession {
     fn answer_error(&mut self, r: Reject, line: &str, out: &mut Outbox) {
         let mut resp = error_response(r.status, r.detail);
         resp.close = true;
-        let bytes = write_response(out, &self.shared.options, resp, false, true, false);
+        // A refused HEAD still gets no body (RFC 9110 §9.3.2).
+        let head_only = line.starts_with("HEAD ");
+        let bytes = write_response(out, &self.shared.options, resp, head_only, true, false);
         if let Some(log) = &self.shared.options.access_log {
             log.log(&Entry {
                 client: &self.client,
@@ -994,6 +996,17 @@ mod tests {
         let (out, _) = run(&svc, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(out.starts_with("HTTP/1.1 304 Not Modified\r\n"));
         assert!(!out.contains("Content-Length") && !out.contains("oops"));
+    }
+
+    #[test]
+    fn a_refused_head_request_gets_no_body() {
+        let svc = service(Limits::default(), HttpOptions::default());
+        let (out, _) = run(
+            &svc,
+            b"HEAD / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n",
+        );
+        assert!(out.starts_with("HTTP/1.1 413 "), "{out}");
+        assert!(out.ends_with("\r\n\r\n"), "{out}");
     }
 
     #[test]
