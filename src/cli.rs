@@ -1,10 +1,16 @@
 //! The command line: one subcommand per service or client. Each subcommand's own flags live
 //! beside its runner in [`crate::commands`]; the flags every server shares live here.
 
+use std::io::Write;
+use std::time::Duration;
+
 use clap::{Args, Parser, Subcommand};
 
 use crate::commands;
-use crate::model::{Model, PollerKind};
+use crate::error::Error;
+use crate::model::{Model, PollerKind, ServeOptions};
+use crate::net::privileges::PrivilegeDrop;
+use crate::net::{self, BindOptions, ListenAddr, Listener};
 
 /// A web server and socket-server toolkit.
 #[derive(Parser, Debug)]
@@ -83,4 +89,119 @@ pub struct ServerArgs {
     /// File-creation mask to set after dropping privileges, in octal (e.g. 007).
     #[arg(long, value_name = "OCTAL")]
     pub umask: Option<String>,
+}
+
+impl ServerArgs {
+    /// The [`ServeOptions`] these flags ask for (defaults from [`ServeOptions::default`]),
+    /// validated before any socket is touched.
+    pub fn serve_options(&self) -> crate::Result<ServeOptions> {
+        let mut o = ServeOptions::default();
+        if let Some(m) = self.model {
+            o.model = m;
+        }
+        if let Some(w) = self.workers {
+            o.workers = w;
+        }
+        if let Some(p) = self.poller {
+            o.poller = p;
+        }
+        if let Some(m) = self.max_connections {
+            o.max_connections = m;
+        }
+        if let Some(g) = self.grace {
+            o.grace = seconds("--grace", g, true)?;
+        }
+        if let Some(t) = self.send_timeout {
+            o.send_timeout = seconds("--send-timeout", t, false)?;
+        }
+        o.validate().map_err(|e| Error::Usage(e.to_string()))?;
+        if self.backlog.is_some_and(|b| b < 1) {
+            return Err(Error::Usage("--backlog must be at least 1".into()));
+        }
+        self.privileges().validate()?;
+        Ok(o)
+    }
+
+    fn bind_options(&self) -> BindOptions {
+        BindOptions {
+            backlog: self.backlog.unwrap_or(BindOptions::default().backlog),
+            reuse_port: self.reuse_port,
+        }
+    }
+
+    fn privileges(&self) -> PrivilegeDrop {
+        PrivilegeDrop {
+            user: self.user.clone(),
+            group: self.group.clone(),
+            umask: self.umask.clone(),
+        }
+    }
+
+    fn addresses(&self, default_listen: &str) -> crate::Result<Vec<ListenAddr>> {
+        if self.listen.is_empty() {
+            Ok(vec![default_listen.parse()?])
+        } else {
+            self.listen.iter().map(|a| a.parse()).collect()
+        }
+    }
+
+    /// Parse --listen (or default_listen when none given), bind each, drop privileges if
+    /// --user, print `listening on ADDR` per listener on stdout (flushed; they are the first
+    /// stdout lines, printed once the server can really serve), and build ServeOptions from the
+    /// flags (defaults from ServeOptions::default()).
+    pub fn setup(&self, default_listen: &str) -> crate::Result<(Vec<Listener>, ServeOptions)> {
+        let opts = self.serve_options()?;
+        let addrs = self.addresses(default_listen)?;
+        let bind_opts = self.bind_options();
+        let listeners = addrs
+            .iter()
+            .map(|a| net::bind(a, &bind_opts))
+            .collect::<crate::Result<Vec<Listener>>>()?;
+        let paths: Vec<&std::path::Path> = listeners.iter().filter_map(|l| l.unix_path()).collect();
+        if let Err(e) = self.privileges().apply(&paths) {
+            for p in paths {
+                let _ = std::fs::remove_file(p);
+            }
+            return Err(e);
+        }
+        announce(listeners.iter().map(|l| l.local_addr_string()))?;
+        Ok((listeners, opts))
+    }
+
+    /// [`setup`](Self::setup) with UDP sockets.
+    pub fn setup_udp(
+        &self,
+        default_listen: &str,
+    ) -> crate::Result<(Vec<std::net::UdpSocket>, ServeOptions)> {
+        let opts = self.serve_options()?;
+        let addrs = self.addresses(default_listen)?;
+        let bind_opts = self.bind_options();
+        let sockets = addrs
+            .iter()
+            .map(|a| net::bind_udp(a, &bind_opts))
+            .collect::<crate::Result<Vec<_>>>()?;
+        self.privileges().apply(&[])?;
+        announce(sockets.iter().map(net::udp_addr_string))?;
+        Ok((sockets, opts))
+    }
+}
+
+/// A flag in seconds as a Duration; negative, NaN or absurd values are usage errors.
+fn seconds(flag: &str, v: f64, zero_ok: bool) -> crate::Result<Duration> {
+    if !v.is_finite() || v < 0.0 || (!zero_ok && v == 0.0) || v > 1e9 {
+        let least = if zero_ok { "0 or more" } else { "more than 0" };
+        return Err(Error::Usage(format!(
+            "{flag} {v} is not a number of seconds; give {least}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// Print `listening on ADDR` lines and flush, so a script reading stdout sees them at once.
+fn announce(addrs: impl Iterator<Item = String>) -> crate::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for a in addrs {
+        writeln!(out, "listening on {a}").map_err(|e| Error::io("writing to stdout", e))?;
+    }
+    out.flush().map_err(|e| Error::io("writing to stdout", e))
 }

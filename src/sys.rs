@@ -1,2 +1,610 @@
 //! Every `unsafe` system call in tincan, each wrapped in a safe function with a `// SAFETY:`
 //! comment: epoll, poll, select, sendfile, eventfd, fork, setuid and friends.
+//!
+//! The wrappers keep the C conventions out of the rest of the crate: errors come back as
+//! `io::Error` (from `errno`), descriptors as `OwnedFd`/`BorrowedFd`, times as `Duration`.
+//! `EINTR` is returned to the caller (as `ErrorKind::Interrupted`) so each loop decides whether
+//! to retry or to look at its shutdown flag first.
+
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// Turn a C return value into `io::Result`: `-1` means "look at errno".
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// A poll timeout in milliseconds, rounded *up* so a loop waiting for a deadline 0.4 ms away
+/// sleeps 1 ms instead of spinning with a zero timeout; `None` waits forever (`-1`).
+pub fn timeout_ms(t: Option<Duration>) -> libc::c_int {
+    match t {
+        None => -1,
+        Some(d) => {
+            let ms = d.as_nanos().div_ceil(1_000_000);
+            ms.min(libc::c_int::MAX as u128) as libc::c_int
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// eventfd: a counter other threads (or a signal handler) can bump to wake a poller.
+
+/// A non-blocking eventfd: [`notify`](Self::notify) makes it readable, [`drain`](Self::drain)
+/// resets it.
+#[derive(Debug)]
+pub struct EventFd(File);
+
+impl EventFd {
+    pub fn new() -> io::Result<EventFd> {
+        // SAFETY: eventfd takes no pointers; on success it returns a fresh descriptor that
+        // nothing else owns, so wrapping it in an OwnedFd (closed exactly once) is sound.
+        let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
+        // SAFETY: `fd` was just returned by eventfd and is owned by no one else.
+        Ok(EventFd(File::from(unsafe { OwnedFd::from_raw_fd(fd) })))
+    }
+
+    /// Add one to the counter (wakes whoever polls it). A full counter (2^64-2) already wakes,
+    /// so `WouldBlock` is success too.
+    pub fn notify(&self) {
+        let _ = (&self.0).write(&1u64.to_ne_bytes());
+    }
+
+    /// Reset the counter to zero so the descriptor stops being readable.
+    pub fn drain(&self) {
+        let mut buf = [0u8; 8];
+        let _ = (&self.0).read(&mut buf);
+    }
+}
+
+impl AsRawFd for EventFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl AsFd for EventFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// poll(2)
+
+/// poll(2) over `fds`; returns how many entries have non-zero `revents`.
+pub fn poll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
+    // SAFETY: the pointer and length describe a live, exclusively borrowed slice of pollfd for
+    // the whole call; the kernel writes only the `revents` fields within it.
+    let n = cvt(unsafe {
+        libc::poll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            timeout_ms(timeout),
+        )
+    })?;
+    Ok(n as usize)
+}
+
+/// A pollfd entry for `fd` asking for `events`.
+pub fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// epoll(7)
+
+/// An epoll instance.
+#[derive(Debug)]
+pub struct Epoll(OwnedFd);
+
+pub use libc::epoll_event as EpollEvent;
+
+impl Epoll {
+    pub fn new() -> io::Result<Epoll> {
+        // SAFETY: no pointers; a successful return is a new descriptor we alone own.
+        let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: `fd` was just created and is owned by nothing else.
+        Ok(Epoll(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, events: u32, data: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: data };
+        // SAFETY: `ev` lives on the stack for the duration of the call and the kernel only
+        // reads it; a bad `fd` is reported through errno, not undefined behaviour.
+        cvt(unsafe { libc::epoll_ctl(self.0.as_raw_fd(), op, fd, &mut ev) })?;
+        Ok(())
+    }
+
+    pub fn add(&self, fd: RawFd, events: u32, data: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_ADD, fd, events, data)
+    }
+
+    pub fn modify(&self, fd: RawFd, events: u32, data: u64) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, events, data)
+    }
+
+    pub fn delete(&self, fd: RawFd) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+    }
+
+    /// Wait for events, replacing the contents of `events` (up to its capacity, at least 1).
+    pub fn wait(&self, events: &mut Vec<EpollEvent>, timeout: Option<Duration>) -> io::Result<()> {
+        events.clear();
+        if events.capacity() == 0 {
+            events.reserve(256);
+        }
+        let cap = events.capacity().min(libc::c_int::MAX as usize) as libc::c_int;
+        // SAFETY: the kernel writes at most `cap` epoll_event values into the vector's spare
+        // capacity, which is allocated and exclusively borrowed; `len` is 0 so nothing is
+        // overwritten that Rust still considers initialised.
+        let n = cvt(unsafe {
+            libc::epoll_wait(
+                self.0.as_raw_fd(),
+                events.as_mut_ptr(),
+                cap,
+                timeout_ms(timeout),
+            )
+        })?;
+        // SAFETY: epoll_wait initialised exactly `n <= cap` entries at the front.
+        unsafe { events.set_len(n as usize) };
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// select(2)
+
+/// `FD_SETSIZE`: select(2) cannot watch a descriptor at or above this.
+pub const FD_SETSIZE: usize = libc::FD_SETSIZE;
+
+/// An `fd_set` that refuses descriptors select(2) cannot represent, so no caller can write
+/// past its end (the classic select overflow).
+pub struct FdSet(libc::fd_set);
+
+impl FdSet {
+    pub fn new() -> FdSet {
+        // SAFETY: fd_set is a plain bit array; all-zero is a valid (empty) value, and FD_ZERO
+        // on an exclusively borrowed set only writes within it.
+        let mut set: libc::fd_set = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        unsafe { libc::FD_ZERO(&mut set) };
+        FdSet(set)
+    }
+
+    /// Can select(2) watch `fd` at all?
+    pub fn fits(fd: RawFd) -> bool {
+        fd >= 0 && (fd as usize) < FD_SETSIZE
+    }
+
+    /// Add `fd`; false (and nothing written) when it does not fit.
+    pub fn insert(&mut self, fd: RawFd) -> bool {
+        if !FdSet::fits(fd) {
+            return false;
+        }
+        // SAFETY: 0 <= fd < FD_SETSIZE was checked, so the bit lies inside the set.
+        unsafe { libc::FD_SET(fd, &mut self.0) };
+        true
+    }
+
+    pub fn contains(&self, fd: RawFd) -> bool {
+        // SAFETY: the bound is checked first, so the bit read lies inside the set.
+        FdSet::fits(fd) && unsafe { libc::FD_ISSET(fd, &self.0) }
+    }
+}
+
+impl Default for FdSet {
+    fn default() -> Self {
+        FdSet::new()
+    }
+}
+
+/// select(2) for readability and writability; returns the number of ready descriptors.
+/// `nfds` is one more than the highest descriptor in either set.
+pub fn select(
+    nfds: RawFd,
+    read: &mut FdSet,
+    write: &mut FdSet,
+    timeout: Option<Duration>,
+) -> io::Result<usize> {
+    let mut tv = timeout.map(|d| {
+        // Round up to the microsecond, as timeout_ms does, so we do not spin.
+        let us = d.as_nanos().div_ceil(1000);
+        libc::timeval {
+            tv_sec: (us / 1_000_000).min(i64::MAX as u128) as libc::time_t,
+            tv_usec: (us % 1_000_000) as libc::suseconds_t,
+        }
+    });
+    let tvp = match tv.as_mut() {
+        Some(t) => t as *mut libc::timeval,
+        None => std::ptr::null_mut(),
+    };
+    assert!(
+        nfds >= 0 && nfds as usize <= FD_SETSIZE,
+        "nfds beyond FD_SETSIZE"
+    );
+    // SAFETY: both sets are exclusively borrowed fd_sets and nfds <= FD_SETSIZE (asserted), so
+    // the kernel reads and writes only inside them; `tvp` is null or points at a live timeval.
+    let n =
+        cvt(unsafe { libc::select(nfds, &mut read.0, &mut write.0, std::ptr::null_mut(), tvp) })?;
+    Ok(n as usize)
+}
+
+// ---------------------------------------------------------------------------------------------
+// sendfile(2)
+
+/// Send up to `count` bytes of `file` from `*offset` to the socket `out`, advancing `*offset`.
+/// Returns the bytes sent; 0 means the file ended before `offset` (it shrank).
+pub fn sendfile(
+    out: BorrowedFd<'_>,
+    file: &File,
+    offset: &mut u64,
+    count: usize,
+) -> io::Result<usize> {
+    let mut off = libc::off_t::try_from(*offset)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file offset too large"))?;
+    // Linux sends at most 0x7ffff000 bytes per call anyway.
+    let count = count.min(0x7fff_f000);
+    // SAFETY: both descriptors are borrowed for the call and stay open; `off` is a live local
+    // the kernel updates; no buffer of ours is touched.
+    let n = unsafe { libc::sendfile(out.as_raw_fd(), file.as_raw_fd(), &mut off, count) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    *offset = off as u64;
+    Ok(n as usize)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes: fork, waitpid, kill.
+
+/// Which side of a fork we are on.
+#[derive(Debug)]
+pub enum Fork {
+    Parent(libc::pid_t),
+    Child,
+}
+
+/// How many threads this process has, from /proc/self/status.
+pub fn thread_count() -> io::Result<usize> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| io::Error::other("no Threads line in /proc/self/status"))
+}
+
+/// fork(2), refused unless this process is single-threaded: a child forked from a threaded
+/// process inherits locks held by threads that do not exist in it (an allocator lock is enough
+/// to deadlock), which is why prefork forks before any thread starts.
+pub fn fork() -> io::Result<Fork> {
+    let threads = thread_count()?;
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "refusing to fork a process with {threads} threads"
+        )));
+    }
+    // SAFETY: the process is single-threaded (checked above), so the child gets a consistent
+    // copy of every lock and allocator state; fork takes no pointers.
+    let pid = cvt(unsafe { libc::fork() })?;
+    Ok(if pid == 0 {
+        Fork::Child
+    } else {
+        Fork::Parent(pid)
+    })
+}
+
+/// How a child ended, from waitpid's status word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitKind {
+    Code(i32),
+    Signal(i32),
+}
+
+impl std::fmt::Display for ExitKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitKind::Code(c) => write!(f, "exit code {c}"),
+            ExitKind::Signal(s) => write!(f, "signal {s}"),
+        }
+    }
+}
+
+/// Reap one exited child without blocking: `Ok(None)` when none has exited.
+pub fn try_reap() -> io::Result<Option<(libc::pid_t, ExitKind)>> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: `status` is a live local the kernel writes; WNOHANG never blocks.
+    let pid = cvt(unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) })?;
+    if pid == 0 {
+        return Ok(None);
+    }
+    let kind = if libc::WIFSIGNALED(status) {
+        ExitKind::Signal(libc::WTERMSIG(status))
+    } else {
+        ExitKind::Code(libc::WEXITSTATUS(status))
+    };
+    Ok(Some((pid, kind)))
+}
+
+/// Send `sig` to `pid`.
+pub fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill takes no pointers; a wrong pid is an errno, not undefined behaviour.
+    cvt(unsafe { libc::kill(pid, sig) })?;
+    Ok(())
+}
+
+/// Ask the kernel to send `sig` to this process when its parent dies (a worker must not outlive
+/// a supervisor killed with SIGKILL). Returns false if the parent is already gone.
+pub fn die_with_parent(sig: libc::c_int, parent: libc::pid_t) -> io::Result<bool> {
+    // SAFETY: PR_SET_PDEATHSIG takes an integer argument; no pointers are passed.
+    cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) })?;
+    Ok(std::os::unix::process::parent_id() as libc::pid_t == parent)
+}
+
+pub fn getpid() -> libc::pid_t {
+    std::process::id() as libc::pid_t
+}
+
+/// Leave a forked child at once: no atexit handlers, no destructors of state that belongs to
+/// the parent (such as a Unix socket file it will remove itself).
+pub fn exit_child(code: i32) -> ! {
+    let _ = io::stdout().flush();
+    // SAFETY: _exit never returns and touches no Rust state.
+    unsafe { libc::_exit(code) }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resource limits.
+
+/// Raise the soft limit on open descriptors to the hard limit (every connection costs one or
+/// two); returns the limit in force.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a live local the kernel fills in.
+    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    if lim.rlim_cur < lim.rlim_max {
+        let want = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: `want` is a live local the kernel only reads.
+        if cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &want) }).is_ok() {
+            return Ok(want.rlim_cur);
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Users, groups and privileges.
+
+/// A user from the password database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserEntry {
+    pub name: String,
+    pub uid: libc::uid_t,
+    pub gid: libc::gid_t,
+}
+
+/// A group from the group database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupEntry {
+    pub name: String,
+    pub gid: libc::gid_t,
+}
+
+/// Run a `get*_r` lookup, growing the scratch buffer on ERANGE.
+fn lookup_r<T>(
+    mut f: impl FnMut(&mut Vec<libc::c_char>) -> Result<Option<T>, i32>,
+) -> io::Result<Option<T>> {
+    let mut buf: Vec<libc::c_char> = vec![0; 1024];
+    loop {
+        match f(&mut buf) {
+            Ok(v) => return Ok(v),
+            Err(libc::ERANGE) if buf.len() < (1 << 20) => {
+                let n = buf.len() * 2;
+                buf.resize(n, 0);
+            }
+            Err(e) => return Err(io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
+fn cstr_to_string(p: *const libc::c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    // SAFETY: the pointer comes from a passwd/group record the libc just filled in, whose
+    // strings are NUL-terminated and live in the scratch buffer we still borrow.
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+/// Look up a user by name (getpwnam_r).
+pub fn user_by_name(name: &str) -> io::Result<Option<UserEntry>> {
+    let cname = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    lookup_r(|buf| {
+        // SAFETY: all-zero is a valid passwd (null pointers, zero ids); the libc fills it in.
+        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer refers to a live local or to `buf`, whose real length is
+        // passed; the strings written into `pw` point into `buf`, which outlives their use.
+        let rc = unsafe {
+            libc::getpwnam_r(
+                cname.as_ptr(),
+                &mut pw,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc != 0 {
+            return Err(rc);
+        }
+        if result.is_null() {
+            return Ok(None);
+        }
+        Ok(Some(UserEntry {
+            name: cstr_to_string(pw.pw_name),
+            uid: pw.pw_uid,
+            gid: pw.pw_gid,
+        }))
+    })
+}
+
+/// Look up a user by id (getpwuid_r).
+pub fn user_by_id(uid: libc::uid_t) -> io::Result<Option<UserEntry>> {
+    lookup_r(|buf| {
+        // SAFETY: as in user_by_name.
+        let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: as in user_by_name.
+        let rc =
+            unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut result) };
+        if rc != 0 {
+            return Err(rc);
+        }
+        if result.is_null() {
+            return Ok(None);
+        }
+        Ok(Some(UserEntry {
+            name: cstr_to_string(pw.pw_name),
+            uid: pw.pw_uid,
+            gid: pw.pw_gid,
+        }))
+    })
+}
+
+/// Look up a group by name (getgrnam_r).
+pub fn group_by_name(name: &str) -> io::Result<Option<GroupEntry>> {
+    let cname = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    lookup_r(|buf| {
+        // SAFETY: all-zero is a valid group record; the libc fills it in.
+        let mut gr: libc::group = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: every pointer refers to a live local or to `buf` with its real length.
+        let rc = unsafe {
+            libc::getgrnam_r(
+                cname.as_ptr(),
+                &mut gr,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc != 0 {
+            return Err(rc);
+        }
+        if result.is_null() {
+            return Ok(None);
+        }
+        Ok(Some(GroupEntry {
+            name: cstr_to_string(gr.gr_name),
+            gid: gr.gr_gid,
+        }))
+    })
+}
+
+/// The real and effective user ids.
+pub fn uids() -> (libc::uid_t, libc::uid_t) {
+    // SAFETY: getuid and geteuid cannot fail and take no arguments.
+    unsafe { (libc::getuid(), libc::geteuid()) }
+}
+
+/// The real and effective group ids.
+pub fn gids() -> (libc::gid_t, libc::gid_t) {
+    // SAFETY: getgid and getegid cannot fail and take no arguments.
+    unsafe { (libc::getgid(), libc::getegid()) }
+}
+
+/// Drop every supplementary group (root's groups must not follow us down).
+pub fn clear_groups() -> io::Result<()> {
+    // SAFETY: a zero-length list with a null pointer is the documented way to clear the list.
+    cvt(unsafe { libc::setgroups(0, std::ptr::null()) })?;
+    Ok(())
+}
+
+/// The number of supplementary groups this process still has.
+pub fn group_count() -> io::Result<usize> {
+    // SAFETY: size 0 with a null list only asks for the count.
+    let n = cvt(unsafe { libc::getgroups(0, std::ptr::null_mut()) })?;
+    Ok(n as usize)
+}
+
+/// setgid(2): real, effective and saved group id (glibc applies it to every thread).
+pub fn setgid(gid: libc::gid_t) -> io::Result<()> {
+    // SAFETY: integer argument only.
+    cvt(unsafe { libc::setgid(gid) })?;
+    Ok(())
+}
+
+/// setuid(2): real, effective and saved user id (glibc applies it to every thread).
+pub fn setuid(uid: libc::uid_t) -> io::Result<()> {
+    // SAFETY: integer argument only.
+    cvt(unsafe { libc::setuid(uid) })?;
+    Ok(())
+}
+
+/// Set the file-creation mask; returns the previous one.
+pub fn umask(mask: u32) -> u32 {
+    // SAFETY: umask cannot fail; integer argument only.
+    unsafe { libc::umask(mask as libc::mode_t) as u32 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_round_up_so_loops_do_not_spin() {
+        assert_eq!(timeout_ms(None), -1);
+        assert_eq!(timeout_ms(Some(Duration::ZERO)), 0);
+        assert_eq!(timeout_ms(Some(Duration::from_micros(400))), 1);
+        assert_eq!(timeout_ms(Some(Duration::from_millis(1500))), 1500);
+    }
+
+    #[test]
+    fn fd_set_refuses_descriptors_select_cannot_hold() {
+        let mut s = FdSet::new();
+        assert!(s.insert(3));
+        assert!(s.contains(3));
+        assert!(!s.contains(4));
+        assert!(!s.insert(FD_SETSIZE as RawFd));
+        assert!(!s.insert(-1));
+        assert!(!s.contains(FD_SETSIZE as RawFd + 10));
+    }
+
+    #[test]
+    fn eventfd_becomes_readable_on_notify_and_quiet_after_drain() {
+        let e = EventFd::new().unwrap();
+        let mut fds = [pollfd(e.as_raw_fd(), libc::POLLIN)];
+        assert_eq!(poll(&mut fds, Some(Duration::ZERO)).unwrap(), 0);
+        e.notify();
+        e.notify();
+        assert_eq!(poll(&mut fds, Some(Duration::ZERO)).unwrap(), 1);
+        e.drain();
+        fds[0].revents = 0;
+        assert_eq!(poll(&mut fds, Some(Duration::ZERO)).unwrap(), 0);
+    }
+
+    #[test]
+    fn root_user_is_found_by_name_and_id() {
+        let root = user_by_name("root").unwrap().expect("root exists");
+        assert_eq!(root.uid, 0);
+        assert_eq!(user_by_id(0).unwrap().unwrap().name, "root");
+        assert!(user_by_name("no-such-user-tincan").unwrap().is_none());
+    }
+}

@@ -399,8 +399,8 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
 }
 
 /// The calls into the static-file handler and the drivers, in one place.
-// Stand-in until the `static` and `drivers` branches are merged; see the real calls in the
-// report (StaticFiles::new(StaticConfig), ServerArgs::setup, model::serve).
+// The static handler is a stand-in until the `static` branch is merged (then:
+// StaticFiles::new(StaticConfig) from FileSettings).
 pub(crate) mod glue {
     use super::*;
 
@@ -411,10 +411,10 @@ pub(crate) mod glue {
     }
 
     pub fn setup(
-        _server: &ServerArgs,
-        _default_listen: &str,
+        server: &ServerArgs,
+        default_listen: &str,
     ) -> Result<(Vec<crate::net::Listener>, crate::model::ServeOptions)> {
-        Err(Error::Usage("the drivers are not merged yet".into()))
+        server.setup(default_listen)
     }
 
     pub fn serve(

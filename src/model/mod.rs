@@ -10,12 +10,24 @@
 //! [`Service`]: crate::protocol::Service
 //! [`Session`]: crate::protocol::Session
 
+mod blocking;
+mod connection;
+mod event;
+mod io;
+mod iterative;
+mod prefork;
+mod shutdown;
+mod threaded;
+
 use std::fmt;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use crate::net::Listener;
 use crate::protocol::Service;
+
+pub use shutdown::Shutdown;
 
 /// How connections are served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Deserialize)]
@@ -129,6 +141,69 @@ pub enum ServeError {
     },
 }
 
+impl ServeOptions {
+    /// Refuse options no driver can honour, with the sentence the user reads.
+    pub fn validate(&self) -> Result<(), ServeError> {
+        let refuse = |m: &str| Err(ServeError::Refused(m.to_string()));
+        if self.workers == 0 {
+            return refuse("--workers must be at least 1");
+        }
+        if self.max_connections == 0 {
+            return refuse("--max-connections must be at least 1");
+        }
+        if self.send_timeout.is_zero() {
+            return refuse("--send-timeout must be more than 0 seconds");
+        }
+        if self.high_water == 0 {
+            return refuse("the outbox high-water mark must be at least 1 byte");
+        }
+        Ok(())
+    }
+}
+
+/// What every driver shares: the service, the options, the shutdown signal, and the promise to
+/// call [`Service::on_shutdown`] exactly once.
+pub(crate) struct Ctx<S: Service> {
+    pub service: Arc<S>,
+    pub opts: ServeOptions,
+    pub shutdown: Shutdown,
+    service_told: Once,
+}
+
+impl<S: Service> Ctx<S> {
+    fn new(service: Arc<S>, opts: &ServeOptions, shutdown: Shutdown) -> Ctx<S> {
+        Ctx {
+            service,
+            opts: opts.clone(),
+            shutdown,
+            service_told: Once::new(),
+        }
+    }
+
+    /// Graceful shutdown has begun: tell the service, once, before any session hears of it
+    /// (callers on other threads block here until it has returned).
+    pub fn begin_shutdown(&self) {
+        self.service_told.call_once(|| self.service.on_shutdown());
+    }
+}
+
+/// Decide what an accept(2) failure means. `None`: nothing to do (the connection went away
+/// before we took it, or another worker took it). `Some(pause)`: out of descriptors or memory;
+/// logged, and the caller backs off instead of spinning on a listener that stays readable.
+pub(crate) fn accept_failed(e: &std::io::Error) -> Option<Duration> {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::WouldBlock | ErrorKind::Interrupted | ErrorKind::ConnectionAborted => None,
+        _ => match e.raw_os_error() {
+            Some(libc::ECONNABORTED) | Some(libc::EPROTO) | Some(libc::EPERM) => None,
+            _ => {
+                tracing::warn!("accept failed: {e}; pausing new connections briefly");
+                Some(Duration::from_millis(50))
+            }
+        },
+    }
+}
+
 /// Serve `service` on `listeners` under `opts.model` until SIGINT or SIGTERM, then shut down
 /// gracefully. Returns once every worker has finished.
 pub fn serve<S: Service>(
@@ -139,8 +214,50 @@ pub fn serve<S: Service>(
     service
         .check_model(opts.model)
         .map_err(ServeError::Refused)?;
-    let _ = (listeners, opts);
-    Err(ServeError::Refused(
-        "the drivers are not written yet".into(),
-    ))
+    let shutdown = Shutdown::try_new().map_err(|e| ServeError::Sys {
+        what: "creating the shutdown signal",
+        source: e,
+    })?;
+    shutdown.on_signals().map_err(|e| ServeError::Sys {
+        what: "installing the SIGINT/SIGTERM handlers",
+        source: e,
+    })?;
+    let r = serve_until(listeners, service, opts, shutdown.clone());
+    shutdown.forget_signals();
+    r
+}
+
+/// [`serve`] without signal handlers: runs until `shutdown` is triggered (tests, embedding).
+pub fn serve_until<S: Service>(
+    listeners: Vec<Listener>,
+    service: Arc<S>,
+    opts: &ServeOptions,
+    shutdown: Shutdown,
+) -> Result<(), ServeError> {
+    service
+        .check_model(opts.model)
+        .map_err(ServeError::Refused)?;
+    opts.validate()?;
+    if listeners.is_empty() {
+        return Err(ServeError::Refused("there is nothing to listen on".into()));
+    }
+    // Every connection costs a descriptor or two; the default soft limit (1024) is far below
+    // what the hard limit allows.
+    let _ = crate::sys::raise_fd_limit();
+    let unix_paths: Vec<PathBuf> = listeners
+        .iter()
+        .filter_map(|l| l.unix_path().map(PathBuf::from))
+        .collect();
+    let ctx = Arc::new(Ctx::new(service, opts, shutdown));
+    let r = match opts.model {
+        Model::Iterative => iterative::run(&ctx, listeners),
+        Model::Threaded => threaded::run(Arc::clone(&ctx), listeners),
+        Model::Event => event::run(Arc::clone(&ctx), listeners),
+        Model::Prefork => prefork::run(Arc::clone(&ctx), listeners),
+    };
+    // The socket files we created go with us (a forked worker never gets here).
+    for p in unix_paths {
+        let _ = std::fs::remove_file(p);
+    }
+    r
 }

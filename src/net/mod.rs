@@ -3,9 +3,19 @@
 
 pub mod privileges;
 
-use std::net::SocketAddr;
-use std::os::unix::net::UnixListener;
-use std::path::PathBuf;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::error::Error;
+use crate::protocol::{Peer, PeerAddr};
 
 /// One `--listen` value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,9 +28,391 @@ pub enum ListenAddr {
     Unix(PathBuf),
 }
 
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => write!(f, "{a}"),
+            ListenAddr::AllInterfaces(p) => write!(f, ":{p}"),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+fn not_an_address(s: &str) -> Error {
+    Error::Usage(format!(
+        "'{s}' is not a listen address; use HOST:PORT, [V6]:PORT, :PORT or unix:/path"
+    ))
+}
+
+impl FromStr for ListenAddr {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<ListenAddr, Error> {
+        let t = s.trim();
+        if let Some(path) = t.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(not_an_address(s));
+            }
+            return Ok(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        if let Some(port) = t.strip_prefix(':') {
+            return port
+                .parse()
+                .map(ListenAddr::AllInterfaces)
+                .map_err(|_| not_an_address(s));
+        }
+        // A bare port keeps the safe default host: loopback, never every interface.
+        if let Ok(port) = t.parse::<u16>() {
+            return Ok(ListenAddr::Tcp(SocketAddr::from((
+                Ipv4Addr::LOCALHOST,
+                port,
+            ))));
+        }
+        if let Ok(a) = t.parse::<SocketAddr>() {
+            return Ok(ListenAddr::Tcp(a));
+        }
+        let Some((host, port)) = t.rsplit_once(':') else {
+            return Err(not_an_address(s));
+        };
+        let port: u16 = port.parse().map_err(|_| not_an_address(s))?;
+        if host.is_empty() || host.contains(':') || host.contains(char::is_whitespace) {
+            return Err(not_an_address(s));
+        }
+        // `localhost` is loopback IPv4 whatever /etc/hosts lists first, so `localhost:8000`
+        // means the same on every machine.
+        if host.eq_ignore_ascii_case("localhost") {
+            return Ok(ListenAddr::Tcp(SocketAddr::from((
+                Ipv4Addr::LOCALHOST,
+                port,
+            ))));
+        }
+        match (host, port).to_socket_addrs() {
+            Ok(mut it) => it
+                .next()
+                .map(ListenAddr::Tcp)
+                .ok_or_else(|| not_an_address(s)),
+            Err(_) => Err(Error::Usage(format!(
+                "cannot resolve host '{host}' in '{s}'; use an IP address such as 127.0.0.1:{port}"
+            ))),
+        }
+    }
+}
+
+/// How listening sockets are set up.
+#[derive(Clone, Debug)]
+pub struct BindOptions {
+    /// The listen(2) backlog.
+    pub backlog: i32,
+    /// SO_REUSEPORT: several processes may bind the same address.
+    pub reuse_port: bool,
+}
+
+impl Default for BindOptions {
+    fn default() -> Self {
+        BindOptions {
+            backlog: 1024,
+            reuse_port: false,
+        }
+    }
+}
+
 /// A bound, listening socket.
 #[derive(Debug)]
 pub enum Listener {
-    Tcp(std::net::TcpListener),
+    Tcp(TcpListener),
+    /// The path is the socket file this process created (and removes at exit).
     Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    /// What was really bound: `127.0.0.1:43121`, `[::1]:5000`, `unix:/tmp/x.sock`.
+    pub fn local_addr_string(&self) -> String {
+        match self {
+            Listener::Tcp(l) => match l.local_addr() {
+                Ok(a) => a.to_string(),
+                Err(_) => "?".into(),
+            },
+            Listener::Unix(_, p) => format!("unix:{}", p.display()),
+        }
+    }
+
+    /// The local address as a [`PeerAddr`] (what accepted connections report as `local`).
+    pub fn peer_addr(&self) -> PeerAddr {
+        match self {
+            Listener::Tcp(l) => PeerAddr::Tcp(
+                l.local_addr()
+                    .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
+            ),
+            Listener::Unix(_, p) => PeerAddr::Unix(p.display().to_string()),
+        }
+    }
+
+    /// The socket file of a Unix listener.
+    pub fn unix_path(&self) -> Option<&Path> {
+        match self {
+            Listener::Unix(_, p) => Some(p),
+            Listener::Tcp(_) => None,
+        }
+    }
+
+    pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.set_nonblocking(on),
+            Listener::Unix(l, _) => l.set_nonblocking(on),
+        }
+    }
+
+    /// Accept one connection: the socket (blocking mode, TCP_NODELAY on for TCP, since every
+    /// protocol here answers in one write and waits) and who it is.
+    pub fn accept(&self) -> io::Result<(Socket, Peer)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, remote) = l.accept()?;
+                let local = s
+                    .local_addr()
+                    .map(PeerAddr::Tcp)
+                    .unwrap_or_else(|_| self.peer_addr());
+                let _ = s.set_nodelay(true);
+                Ok((
+                    Socket::from(s),
+                    Peer {
+                        remote: PeerAddr::Tcp(remote),
+                        local,
+                    },
+                ))
+            }
+            Listener::Unix(l, p) => {
+                let (s, _) = l.accept()?;
+                // Unix peers are unnamed; both ends are reported as the listening path.
+                let path = PeerAddr::Unix(p.display().to_string());
+                Ok((
+                    Socket::from(s),
+                    Peer {
+                        remote: path.clone(),
+                        local: path,
+                    },
+                ))
+            }
+        }
+    }
+}
+
+impl AsRawFd for Listener {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l, _) => l.as_raw_fd(),
+        }
+    }
+}
+
+/// Turn a bind failure into the sentence a user reads: what is wrong and what to do.
+fn bind_error(addr: &ListenAddr, e: io::Error) -> Error {
+    let msg = match e.raw_os_error() {
+        Some(libc::EADDRINUSE) => match addr {
+            ListenAddr::Unix(p) => format!(
+                "unix:{} is in use; stop the other server or pick another path",
+                p.display()
+            ),
+            _ => format!(
+                "{addr} is already in use; stop the other server or pick another port with --listen"
+            ),
+        },
+        Some(libc::EACCES) | Some(libc::EPERM) => match addr {
+            ListenAddr::Unix(p) => format!(
+                "no permission to create unix:{}; pick a path in a directory you can write",
+                p.display()
+            ),
+            _ => format!(
+                "binding {addr} needs root because ports below 1024 are privileged; run as root \
+                 with --user NAME to drop privileges after binding, or pick a port of 1024 or more"
+            ),
+        },
+        Some(libc::EADDRNOTAVAIL) => format!(
+            "{addr} is not an address of this machine; use 127.0.0.1, ::1, :PORT or one of its \
+             interface addresses"
+        ),
+        Some(libc::EAFNOSUPPORT) => {
+            format!("cannot listen on {addr}: this machine has no IPv6; use an IPv4 address")
+        }
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) => match addr {
+            ListenAddr::Unix(p) => format!(
+                "cannot listen on unix:{}: directory {} does not exist; create it first",
+                p.display(),
+                p.parent()
+                    .map_or_else(|| ".".into(), |d| d.display().to_string())
+            ),
+            _ => format!("cannot listen on {addr}: {e}"),
+        },
+        Some(libc::ENAMETOOLONG) | Some(libc::EINVAL) if matches!(addr, ListenAddr::Unix(_)) => {
+            format!("cannot listen on {addr}: the path is too long for a Unix socket (108 bytes at most)")
+        }
+        _ => format!("cannot listen on {addr}: {e}"),
+    };
+    Error::Setup(msg)
+}
+
+fn tcp_socket(
+    sa: &SocketAddr,
+    kind: Type,
+    opts: &BindOptions,
+    v6only: Option<bool>,
+) -> io::Result<Socket> {
+    let proto = if kind == Type::STREAM {
+        Protocol::TCP
+    } else {
+        Protocol::UDP
+    };
+    let s = Socket::new(Domain::for_address(*sa), kind.cloexec(), Some(proto))?;
+    // SO_REUSEADDR lets a restarted server bind while old connections sit in TIME_WAIT.
+    s.set_reuse_address(true)?;
+    if opts.reuse_port {
+        s.set_reuse_port(true)?;
+    }
+    if let Some(v) = v6only {
+        s.set_only_v6(v)?;
+    }
+    s.bind(&SockAddr::from(*sa))?;
+    Ok(s)
+}
+
+/// Bind a TCP or Unix listening socket.
+pub fn bind(addr: &ListenAddr, opts: &BindOptions) -> crate::Result<Listener> {
+    match addr {
+        ListenAddr::Tcp(sa) => {
+            let v6only = sa.is_ipv6().then_some(true);
+            let s = tcp_socket(sa, Type::STREAM, opts, v6only)
+                .and_then(|s| s.listen(opts.backlog).map(|_| s))
+                .map_err(|e| bind_error(addr, e))?;
+            Ok(Listener::Tcp(s.into()))
+        }
+        ListenAddr::AllInterfaces(port) => {
+            // One dual-stack socket on [::] (IPV6_V6ONLY off) takes IPv4 too; a machine without
+            // IPv6 gets 0.0.0.0 instead.
+            let v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, *port));
+            let s = match tcp_socket(&v6, Type::STREAM, opts, Some(false)) {
+                Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+                    let v4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, *port));
+                    tcp_socket(&v4, Type::STREAM, opts, None)
+                }
+                r => r,
+            };
+            let s = s
+                .and_then(|s| s.listen(opts.backlog).map(|_| s))
+                .map_err(|e| bind_error(addr, e))?;
+            Ok(Listener::Tcp(s.into()))
+        }
+        ListenAddr::Unix(path) => bind_unix(addr, path, opts),
+    }
+}
+
+/// Bind a Unix socket, replacing a stale socket file only when nothing listens on it.
+fn bind_unix(addr: &ListenAddr, path: &Path, opts: &BindOptions) -> crate::Result<Listener> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) => {
+            if !meta.file_type().is_socket() {
+                return Err(Error::Setup(format!(
+                    "unix:{} exists and is not a socket; remove it or pick another path",
+                    path.display()
+                )));
+            }
+            match UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(Error::Setup(format!(
+                        "another server is listening on unix:{}; stop it or pick another path",
+                        path.display()
+                    )))
+                }
+                // ECONNREFUSED: a socket file nobody listens on, left by a server that died.
+                Err(_) => std::fs::remove_file(path).map_err(|e| bind_error(addr, e))?,
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(bind_error(addr, e)),
+    }
+    let s =
+        Socket::new(Domain::UNIX, Type::STREAM.cloexec(), None).map_err(|e| bind_error(addr, e))?;
+    let sa = SockAddr::unix(path).map_err(|e| bind_error(addr, e))?;
+    s.bind(&sa)
+        .and_then(|_| s.listen(opts.backlog))
+        .map_err(|e| bind_error(addr, e))?;
+    Ok(Listener::Unix(s.into(), path.to_path_buf()))
+}
+
+/// Bind a UDP socket (for `--udp` services).
+pub fn bind_udp(addr: &ListenAddr, opts: &BindOptions) -> crate::Result<UdpSocket> {
+    let s = match addr {
+        ListenAddr::Tcp(sa) => tcp_socket(sa, Type::DGRAM, opts, sa.is_ipv6().then_some(true)),
+        ListenAddr::AllInterfaces(port) => {
+            let v6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, *port));
+            match tcp_socket(&v6, Type::DGRAM, opts, Some(false)) {
+                Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+                    let v4 = SocketAddr::from((IpAddr::V4(Ipv4Addr::UNSPECIFIED), *port));
+                    tcp_socket(&v4, Type::DGRAM, opts, None)
+                }
+                r => r,
+            }
+        }
+        ListenAddr::Unix(_) => {
+            return Err(Error::Usage(format!(
+                "{addr}: unix: addresses are for stream sockets; use HOST:PORT with --udp"
+            )))
+        }
+    };
+    Ok(s.map_err(|e| bind_error(addr, e))?.into())
+}
+
+/// The `listening on` text of a UDP socket.
+pub fn udp_addr_string(s: &UdpSocket) -> String {
+    s.local_addr()
+        .map_or_else(|_| "?".into(), |a| a.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<ListenAddr, Error> {
+        s.parse()
+    }
+
+    #[test]
+    fn listen_addresses_parse_in_every_documented_form() {
+        assert_eq!(
+            p("127.0.0.1:80").unwrap(),
+            ListenAddr::Tcp("127.0.0.1:80".parse().unwrap())
+        );
+        assert_eq!(
+            p("[::1]:5000").unwrap(),
+            ListenAddr::Tcp("[::1]:5000".parse().unwrap())
+        );
+        assert_eq!(p(":8080").unwrap(), ListenAddr::AllInterfaces(8080));
+        assert_eq!(
+            p("localhost:9").unwrap(),
+            ListenAddr::Tcp("127.0.0.1:9".parse().unwrap())
+        );
+        assert_eq!(
+            p("8000").unwrap(),
+            ListenAddr::Tcp("127.0.0.1:8000".parse().unwrap())
+        );
+        assert_eq!(
+            p("unix:/tmp/x.sock").unwrap(),
+            ListenAddr::Unix("/tmp/x.sock".into())
+        );
+    }
+
+    #[test]
+    fn bad_listen_addresses_are_usage_errors_naming_the_forms() {
+        for bad in ["foo", "127.0.0.1:99999", ":x", "unix:", "[::1]", "1.2.3.4:"] {
+            let e = p(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("HOST:PORT") || e.contains("resolve"),
+                "{bad}: {e}"
+            );
+        }
+        assert_eq!(
+            p("foo").unwrap_err().to_string(),
+            "'foo' is not a listen address; use HOST:PORT, [V6]:PORT, :PORT or unix:/path"
+        );
+    }
 }

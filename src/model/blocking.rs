@@ -1,0 +1,112 @@
+//! The per-connection loop of the blocking models (iterative, threaded): one thread owns one
+//! connection and sleeps in poll(2) on three descriptors (the socket, the session's wake eventfd
+//! and the server's shutdown descriptor) with the timeout set by the nearest deadline.
+//!
+//! Polling rather than blocking in read(2) is what lets a thread-per-connection server honour
+//! timers, wakes (chat broadcasts) and graceful shutdown; the socket itself is non-blocking so a
+//! peer that stops reading can never wedge the thread in write(2): the send timeout closes it.
+
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Instant;
+
+use socket2::Socket;
+
+use super::connection::{Conn, Limits};
+use super::Ctx;
+use crate::protocol::{Peer, Service, Waker};
+use crate::sys::{self, EventFd};
+
+/// Serve one accepted connection until it closes (or the grace period after shutdown ends).
+pub(crate) fn run_connection<S: Service>(ctx: &Ctx<S>, sock: Socket, peer: Peer) {
+    if let Err(e) = sock.set_nonblocking(true) {
+        tracing::warn!("dropping a connection from {}: {e}", peer.remote);
+        return;
+    }
+    let wake = match EventFd::new() {
+        Ok(w) => Arc::new(w),
+        Err(e) => {
+            tracing::warn!(
+                "dropping a connection from {}: cannot create its eventfd: {e}",
+                peer.remote
+            );
+            return;
+        }
+    };
+    let waker = {
+        let wake = Arc::clone(&wake);
+        Waker::new(move || wake.notify())
+    };
+    let session = ctx.service.open(&peer, waker);
+    let now = Instant::now();
+    let mut conn = Conn::new(sock, session, Limits::from(&ctx.opts), now);
+    let mut grace_until = None;
+    if ctx.shutdown.is_triggered() {
+        ctx.begin_shutdown();
+        grace_until = Some(now + ctx.opts.grace);
+        conn.shutdown(now);
+    }
+    let sock_fd = conn.sock.as_raw_fd();
+    while !conn.is_closed() {
+        let want = conn.interest();
+        let mut events = 0;
+        if want.read {
+            events |= libc::POLLIN;
+        }
+        if want.write {
+            events |= libc::POLLOUT;
+        }
+        // A negative fd is ignored by poll(2): once shutdown is seen it stops being watched.
+        let shutdown_fd = if grace_until.is_some() {
+            -1
+        } else {
+            ctx.shutdown.fd()
+        };
+        let mut fds = [
+            sys::pollfd(sock_fd, events),
+            sys::pollfd(wake.as_raw_fd(), libc::POLLIN),
+            sys::pollfd(shutdown_fd, libc::POLLIN),
+        ];
+        let deadline = match (conn.deadline(), grace_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        match sys::poll(&mut fds, timeout) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::warn!("poll failed on a connection from {}: {e}", peer.remote);
+                break;
+            }
+        }
+        let now = Instant::now();
+        if fds[2].revents != 0 {
+            ctx.shutdown.mark();
+            ctx.begin_shutdown();
+            grace_until = Some(now + ctx.opts.grace);
+            conn.shutdown(now);
+        }
+        if fds[1].revents != 0 {
+            wake.drain();
+            conn.wake(now);
+        }
+        let rev = fds[0].revents;
+        if rev != 0 {
+            conn.ready(
+                now,
+                rev & libc::POLLIN != 0,
+                rev & libc::POLLOUT != 0,
+                rev & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0,
+            );
+        }
+        conn.timers(now);
+        if grace_until.is_some_and(|g| now >= g) && !conn.is_closed() {
+            tracing::debug!(
+                "grace period over; closing a connection from {}",
+                peer.remote
+            );
+            break;
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! One connection's life as every driver sees it: the socket, the session, its input buffer and
+//! outbox, and the rules for calling the session (the contract in [`crate::protocol`]). Drivers
+//! differ only in how they learn that the socket is ready; they all feed this state machine.
+
+use std::time::{Duration, Instant};
+
+use socket2::Socket;
+
+use super::io::{self as cio, ReadOutcome};
+use super::ServeOptions;
+use crate::protocol::{Next, Outbox, ReadBuf, Session};
+
+/// Reads per readiness event before other connections get a turn (16 × 16 KiB).
+const READ_BUDGET: usize = 16;
+
+/// Where a connection is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// The session is live.
+    Open,
+    /// The session asked to close after its output: flush, then half-close.
+    Closing,
+    /// Output sent and write side shut: discard input until EOF or the deadline, so the peer
+    /// reads our answer instead of a reset.
+    Lingering {
+        until: Instant,
+    },
+    Closed,
+}
+
+/// The limits a connection enforces, copied from [`ServeOptions`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub high_water: usize,
+    pub send_timeout: Duration,
+    pub linger: Duration,
+}
+
+impl From<&ServeOptions> for Limits {
+    fn from(o: &ServeOptions) -> Limits {
+        Limits {
+            high_water: o.high_water,
+            send_timeout: o.send_timeout,
+            linger: o.linger,
+        }
+    }
+}
+
+/// A connection and its session.
+pub(crate) struct Conn<T: Session> {
+    pub sock: Socket,
+    session: T,
+    input: ReadBuf,
+    out: Outbox,
+    state: State,
+    read_eof: bool,
+    wake_at: Option<Instant>,
+    /// When output last moved (or was first queued): the send timeout counts from here.
+    last_progress: Instant,
+    /// Output was queued since the last `on_drained`: call it when the outbox empties.
+    owe_drained: bool,
+    shutdown_told: bool,
+    limits: Limits,
+}
+
+/// Which readiness the connection wants next.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Interest {
+    pub read: bool,
+    pub write: bool,
+}
+
+impl<T: Session> Conn<T> {
+    pub fn new(sock: Socket, session: T, limits: Limits, now: Instant) -> Conn<T> {
+        Conn {
+            sock,
+            session,
+            input: ReadBuf::new(),
+            out: Outbox::new(),
+            state: State::Open,
+            read_eof: false,
+            wake_at: None,
+            last_progress: now,
+            owe_drained: false,
+            shutdown_told: false,
+            limits,
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Bytes queued for this connection (tests and accounting).
+    #[allow(dead_code)]
+    pub fn queued(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Close now: the driver drops the socket (and the session) after this.
+    pub fn close(&mut self) {
+        self.state = State::Closed;
+        self.out.clear();
+    }
+
+    /// Record what the session asked for. Only an open session's answer counts: after a closing
+    /// `Next` the session is not called again.
+    fn apply(&mut self, next: Next, was_empty: bool, now: Instant) {
+        if was_empty && !self.out.is_empty() {
+            self.last_progress = now;
+        }
+        if !self.out.is_empty() {
+            self.owe_drained = true;
+        }
+        match next {
+            Next::Continue { wake_at } => self.wake_at = wake_at,
+            Next::CloseAfterFlush => {
+                self.state = State::Closing;
+                self.wake_at = None;
+            }
+            Next::Close => self.close(),
+        }
+    }
+
+    pub fn interest(&self) -> Interest {
+        match self.state {
+            State::Open => Interest {
+                read: !self.read_eof && self.out.len() <= self.limits.high_water,
+                write: !self.out.is_empty(),
+            },
+            State::Closing => Interest {
+                read: false,
+                write: !self.out.is_empty(),
+            },
+            State::Lingering { .. } => Interest {
+                read: true,
+                write: false,
+            },
+            State::Closed => Interest::default(),
+        }
+    }
+
+    /// The next instant [`timers`](Self::timers) has something to do.
+    pub fn deadline(&self) -> Option<Instant> {
+        let send = (!self.out.is_empty()).then(|| self.last_progress + self.limits.send_timeout);
+        let own = match self.state {
+            State::Open => self.wake_at,
+            State::Lingering { until } => Some(until),
+            _ => None,
+        };
+        match (send, own) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The socket is ready (`hup`: the poller reported hang-up or error).
+    pub fn ready(&mut self, now: Instant, readable: bool, writable: bool, hup: bool) {
+        let want = self.interest();
+        if readable || (hup && want.read) {
+            self.on_readable(now);
+        }
+        if writable || hup {
+            self.progress(now);
+        }
+        // A hang-up nobody is reading for would be reported again at once by a level-triggered
+        // poller: the connection is gone, so close it rather than spin.
+        if hup && !self.is_closed() && !self.interest().read {
+            tracing::debug!("peer hung up");
+            self.close();
+        }
+    }
+
+    fn on_readable(&mut self, now: Instant) {
+        if let State::Lingering { .. } = self.state {
+            for _ in 0..READ_BUDGET {
+                match cio::discard(&self.sock) {
+                    Ok(ReadOutcome::Data(_)) => continue,
+                    Ok(ReadOutcome::WouldBlock) => return,
+                    Ok(ReadOutcome::Eof) | Err(_) => {
+                        self.state = State::Closed;
+                        return;
+                    }
+                }
+            }
+            return;
+        }
+        for _ in 0..READ_BUDGET {
+            if self.state != State::Open || !self.interest().read {
+                break;
+            }
+            match cio::read_into(&self.sock, &mut self.input) {
+                Ok(ReadOutcome::Data(_)) => {
+                    let was_empty = self.out.is_empty();
+                    let next = self.session.on_input(&mut self.input, &mut self.out, now);
+                    self.apply(next, was_empty, now);
+                    // Send as we go, so a fast sender's echo leaves while we still read.
+                    self.progress(now);
+                }
+                Ok(ReadOutcome::Eof) => {
+                    self.read_eof = true;
+                    let was_empty = self.out.is_empty();
+                    let next = self.session.on_eof(&mut self.input, &mut self.out, now);
+                    self.apply(next, was_empty, now);
+                    break;
+                }
+                Ok(ReadOutcome::WouldBlock) => {
+                    // Going idle: an idle connection keeps no input buffer.
+                    self.input.shrink_if_empty();
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!("read failed: {e}");
+                    self.close();
+                    return;
+                }
+            }
+        }
+        self.progress(now);
+    }
+
+    /// Flush what can go now; call `on_drained` when the outbox empties; finish a closing
+    /// connection once its output is out.
+    pub fn progress(&mut self, now: Instant) {
+        loop {
+            if self.is_closed() {
+                return;
+            }
+            if !self.out.is_empty() {
+                match cio::flush(&self.sock, &mut self.out) {
+                    Ok(f) => {
+                        if f.wrote > 0 {
+                            self.last_progress = now;
+                        }
+                        if f.blocked {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!("write failed: {e}");
+                        self.close();
+                        return;
+                    }
+                }
+            }
+            // The outbox is empty here.
+            match self.state {
+                State::Open if self.owe_drained => {
+                    self.owe_drained = false;
+                    let next = self.session.on_drained(&mut self.out, now);
+                    self.apply(next, true, now);
+                    if self.out.is_empty() && self.state == State::Open {
+                        return;
+                    }
+                }
+                State::Closing => {
+                    let _ = self.sock.shutdown(std::net::Shutdown::Write);
+                    if self.limits.linger.is_zero() || self.read_eof {
+                        self.state = State::Closed;
+                    } else {
+                        self.state = State::Lingering {
+                            until: now + self.limits.linger,
+                        };
+                        self.on_readable(now);
+                    }
+                    return;
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// Deadlines: the send timeout, the lingering close, the session's own `wake_at`.
+    pub fn timers(&mut self, now: Instant) {
+        if self.is_closed() {
+            return;
+        }
+        if !self.out.is_empty() && now >= self.last_progress + self.limits.send_timeout {
+            tracing::debug!(
+                "closing a connection whose peer took no output for {:?}",
+                self.limits.send_timeout
+            );
+            self.close();
+            return;
+        }
+        match self.state {
+            State::Lingering { until } if now >= until => self.state = State::Closed,
+            State::Open if self.wake_at.is_some_and(|t| now >= t) => {
+                self.wake_at = None;
+                let was_empty = self.out.is_empty();
+                let next = self.session.on_timer(&mut self.out, now);
+                self.apply(next, was_empty, now);
+                self.progress(now);
+            }
+            _ => {}
+        }
+    }
+
+    /// The session's waker fired.
+    pub fn wake(&mut self, now: Instant) {
+        if self.state == State::Open {
+            let was_empty = self.out.is_empty();
+            let next = self.session.on_wake(&mut self.out, now);
+            self.apply(next, was_empty, now);
+            self.progress(now);
+        }
+    }
+
+    /// Graceful shutdown began: tell the session once.
+    pub fn shutdown(&mut self, now: Instant) {
+        if self.state == State::Open && !self.shutdown_told {
+            self.shutdown_told = true;
+            let was_empty = self.out.is_empty();
+            let next = self.session.on_shutdown(&mut self.out, now);
+            self.apply(next, was_empty, now);
+            self.progress(now);
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Moving bytes between a socket and a connection's buffers: read into a [`ReadBuf`], flush an
+//! [`Outbox`] with `writev` (in-memory chunks) and `sendfile` (file regions). Non-blocking
+//! throughout; `EINTR` is retried here, `WouldBlock` is reported to the caller.
+
+use std::io::{self, IoSlice, Read};
+use std::os::fd::AsFd;
+
+use socket2::Socket;
+
+use crate::protocol::{Chunk, Outbox, ReadBuf};
+use crate::sys;
+
+/// How much a single read asks for: enough for a request head or a chat burst in one call.
+pub(crate) const READ_CHUNK: usize = 16 * 1024;
+
+/// At most this many chunks go into one writev (Linux allows 1024; more buys nothing).
+const MAX_IOVECS: usize = 64;
+
+/// What one read produced.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ReadOutcome {
+    Data(usize),
+    Eof,
+    WouldBlock,
+}
+
+/// One read(2) into the buffer's spare room.
+pub(crate) fn read_into(sock: &Socket, input: &mut ReadBuf) -> io::Result<ReadOutcome> {
+    loop {
+        let spare = input.spare(READ_CHUNK);
+        match (&*sock).read(spare) {
+            Ok(0) => return Ok(ReadOutcome::Eof),
+            Ok(n) => {
+                input.commit(n);
+                return Ok(ReadOutcome::Data(n));
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadOutcome::WouldBlock),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Read and throw away (a lingering close); returns Eof, WouldBlock or the bytes dropped.
+pub(crate) fn discard(sock: &Socket) -> io::Result<ReadOutcome> {
+    let mut scratch = [0u8; 4096];
+    loop {
+        match (&*sock).read(&mut scratch) {
+            Ok(0) => return Ok(ReadOutcome::Eof),
+            Ok(n) => return Ok(ReadOutcome::Data(n)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadOutcome::WouldBlock),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// What a flush achieved.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Flushed {
+    /// Bytes that left.
+    pub wrote: usize,
+    /// The socket would block with output still queued.
+    pub blocked: bool,
+}
+
+/// Send as much of `out` as the socket takes now. A file region that ends early (the file
+/// shrank under us) is an error: sending fewer bytes than promised would corrupt the stream.
+pub(crate) fn flush(sock: &Socket, out: &mut Outbox) -> io::Result<Flushed> {
+    let mut done = Flushed::default();
+    while !out.is_empty() {
+        let step = if let Some(Chunk::File { file, offset, len }) = out.front() {
+            let file = std::sync::Arc::clone(file);
+            let (mut off, len) = (*offset, *len);
+            let want = usize::try_from(len).unwrap_or(usize::MAX);
+            match sys::sendfile(sock.as_fd(), &file, &mut off, want) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file shrank while it was being sent",
+                    ))
+                }
+                r => r,
+            }
+        } else {
+            let mut bufs = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut n = 0;
+            for c in out.chunks() {
+                match c.unsent() {
+                    Some(b) if n < MAX_IOVECS => {
+                        bufs[n] = IoSlice::new(b);
+                        n += 1;
+                    }
+                    _ => break,
+                }
+            }
+            // MSG_NOSIGNAL: a peer gone away is an EPIPE for this connection, never a SIGPIPE
+            // for the whole process.
+            sock.send_vectored_with_flags(&bufs[..n], libc::MSG_NOSIGNAL)
+        };
+        match step {
+            Ok(n) => {
+                out.advance(n);
+                done.wrote += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                done.blocked = true;
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
