@@ -261,19 +261,17 @@ pub fn parse_head<'a>(
     };
 
     // RFC 9112 §3.2: a 1.1 request without exactly one (valid) Host gets 400.
-    let hosts: Vec<&[u8]> = headers
+    let mut hosts = headers
         .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("host"))
-        .map(|h| h.value)
-        .collect();
-    match hosts.as_slice() {
-        [] if version == Version::Http11 => {
+        .filter(|h| h.name.eq_ignore_ascii_case("host"));
+    match (hosts.next(), hosts.next()) {
+        (None, _) if version == Version::Http11 => {
             return Err(Reject::new(400, "An HTTP/1.1 request needs a Host header."))
         }
-        [] => {}
-        [one] if valid_host(one) => {}
-        [_] => return Err(Reject::new(400, "The Host header is not a valid host.")),
-        _ => {
+        (None, _) => {}
+        (Some(h), None) if valid_host(h.value) => {}
+        (Some(_), None) => return Err(Reject::new(400, "The Host header is not a valid host.")),
+        (Some(_), Some(_)) => {
             return Err(Reject::new(
                 400,
                 "The request has more than one Host header.",
@@ -282,8 +280,7 @@ pub fn parse_head<'a>(
     }
 
     let framing = framing(&request, limits)?;
-    let connection = tokens(headers, "connection");
-    let has = |t: &str| connection.iter().any(|c| c.eq_ignore_ascii_case(t));
+    let has = |t: &str| tokens(headers, "connection").any(|c| c.eq_ignore_ascii_case(t));
     let keep_alive = match version {
         Version::Http11 => !has("close"),
         Version::Http10 => has("keep-alive") && !has("close"),
@@ -402,34 +399,33 @@ fn valid_host(v: &[u8]) -> bool {
 }
 
 /// The comma-separated tokens of every field named `name`, trimmed, empties dropped.
-fn tokens<'a>(headers: &'a [httparse::Header<'a>], name: &str) -> Vec<&'a str> {
+fn tokens<'a>(
+    headers: &'a [httparse::Header<'a>],
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
     headers
         .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case(name))
+        .filter(move |h| h.name.eq_ignore_ascii_case(name))
         .filter_map(|h| std::str::from_utf8(h.value).ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .collect()
 }
 
 /// RFC 9112 §6.3, strictly: Transfer-Encoding with Content-Length, more than one (or a
 /// malformed) Content-Length, or a Transfer-Encoding that does not end in a single `chunked`
 /// are all refused, so no front end and this server can disagree on where the body ends.
 fn framing(req: &Request<'_>, limits: &Limits) -> Result<Framing, Reject> {
-    let te = tokens(req.headers, "transfer-encoding");
-    let has_te = req
-        .headers
-        .iter()
-        .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
-    let cls: Vec<&[u8]> = req
-        .headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .map(|h| h.value)
-        .collect();
+    let named = |n: &'static str| {
+        req.headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(n))
+    };
+    let has_te = named("transfer-encoding").next().is_some();
+    let mut cls = named("content-length");
+    let (cl, cl2) = (cls.next(), cls.next());
     if has_te {
-        if !cls.is_empty() {
+        if cl.is_some() {
             return Err(Reject::new(
                 400,
                 "A request may not carry both Content-Length and Transfer-Encoding.",
@@ -442,13 +438,13 @@ fn framing(req: &Request<'_>, limits: &Limits) -> Result<Framing, Reject> {
                 "HTTP/1.0 requests may not use Transfer-Encoding.",
             ));
         }
-        let chunked_last = te.last().is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
-        let chunked_once = te
-            .iter()
-            .filter(|t| t.eq_ignore_ascii_case("chunked"))
-            .count()
-            == 1;
-        if !chunked_last || !chunked_once {
+        let (mut count, mut chunked, mut last_chunked) = (0, 0, false);
+        for t in tokens(req.headers, "transfer-encoding") {
+            count += 1;
+            last_chunked = t.eq_ignore_ascii_case("chunked");
+            chunked += usize::from(last_chunked);
+        }
+        if count == 0 || !last_chunked || chunked != 1 {
             return Err(Reject::new(
                 400,
                 "The request's Transfer-Encoding must end in a single chunked.",
@@ -456,10 +452,10 @@ fn framing(req: &Request<'_>, limits: &Limits) -> Result<Framing, Reject> {
         }
         return Ok(Framing::Chunked);
     }
-    match cls.as_slice() {
-        [] => Ok(Framing::None),
-        [one] => {
-            let n = parse_content_length(one).ok_or(Reject::new(
+    match (cl, cl2) {
+        (None, _) => Ok(Framing::None),
+        (Some(one), None) => {
+            let n = parse_content_length(one.value).ok_or(Reject::new(
                 400,
                 "The Content-Length header is not a number.",
             ))?;
@@ -472,7 +468,7 @@ fn framing(req: &Request<'_>, limits: &Limits) -> Result<Framing, Reject> {
                 Framing::Length(n)
             })
         }
-        _ => Err(Reject::new(
+        (Some(_), Some(_)) => Err(Reject::new(
             400,
             "The request has more than one Content-Length header.",
         )),
