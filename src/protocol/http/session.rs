@@ -380,6 +380,7 @@ impl HttpSession {
 
     /// Queue the answer to a refused request; the connection closes after it.
     fn answer_error(&mut self, r: Reject, line: &str, out: &mut Outbox) {
+        tracing::debug!(peer = %self.peer.remote, status = r.status, "refused: {}", r.detail);
         let mut resp = error_response(r.status, r.detail);
         resp.close = true;
         // A refused HEAD still gets no body (RFC 9110 §9.3.2).
@@ -996,6 +997,109 @@ mod tests {
         let (out, _) = run(&svc, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(out.starts_with("HTTP/1.1 304 Not Modified\r\n"));
         assert!(!out.contains("Content-Length") && !out.contains("oops"));
+    }
+
+    /// xorshift64*: a deterministic stream for the mutation test.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Split a session's output into responses and check each is well formed: a status line,
+    /// CRLF header lines, and exactly Content-Length body bytes.
+    fn check_wire(out: &[u8]) -> usize {
+        let mut rest = out;
+        let mut n = 0;
+        while !rest.is_empty() {
+            let end = rest
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .expect("a complete head");
+            let head = std::str::from_utf8(&rest[..end]).expect("an ASCII head");
+            assert!(head.starts_with("HTTP/1.1 "), "{head}");
+            let status: u16 = head[9..12].parse().unwrap();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .map_or(0, |v| v.parse::<usize>().unwrap());
+            assert!(status == 100 || head.contains("Content-Length: "), "{head}");
+            let after = &rest[end + 4..];
+            // A HEAD answer has a length and no body: the next thing is a response or nothing.
+            let head_answer = after.is_empty() || after.starts_with(b"HTTP/1.1 ");
+            let body = if head_answer { 0 } else { len };
+            assert!(after.len() >= body, "{head}: body cut short");
+            rest = &after[body..];
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn mutated_and_split_input_never_panics_and_never_garbles_the_wire() {
+        let seeds: &[&[u8]] = &[
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nHEAD /b HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nabcdeGET / HTTP/1.0\r\n\r\n",
+            b"PUT /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;e=1\r\nabc\r\n0\r\nT: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi",
+        ];
+        let limits = Limits {
+            max_request_line: 64,
+            max_header: 64,
+            max_head: 256,
+            max_headers: 6,
+            max_body: 64,
+            ..Limits::default()
+        };
+        let svc = service(limits, HttpOptions::default());
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let alphabet = b"\r\n :;,0123456789abcdefGETHOSTPhttp/1.\x00\xff\t";
+        let (mut answers, mut refusals) = (0, 0);
+        for _ in 0..3000 {
+            let mut input = seeds[rng.below(seeds.len())].to_vec();
+            for _ in 0..rng.below(4) {
+                let at = rng.below(input.len() + 1);
+                let b = alphabet[rng.below(alphabet.len())];
+                match rng.below(3) {
+                    0 if at < input.len() => input[at] = b,
+                    1 if at < input.len() => {
+                        input.remove(at);
+                    }
+                    _ => input.insert(at, b),
+                }
+            }
+            let t0 = Instant::now();
+            let mut s = svc.session_at(&peer(), t0);
+            let mut out = Outbox::new();
+            let mut buf = ReadBuf::new();
+            let mut pos = 0;
+            let mut next = Next::CONTINUE;
+            while pos < input.len() && !next.is_close() {
+                let n = 1 + rng.below(input.len() - pos);
+                buf.extend(&input[pos..pos + n]);
+                pos += n;
+                next = s.on_input(&mut buf, &mut out, t0);
+            }
+            if !next.is_close() {
+                next = s.on_eof(&mut buf, &mut out, t0);
+            }
+            assert!(next.is_close());
+            let wire = out.take_all();
+            answers += check_wire(&wire);
+            refusals += usize::from(wire.windows(11).any(|w| w.starts_with(b"HTTP/1.1 4")));
+        }
+        // The mutations must exercise both paths, or this test proves nothing.
+        assert!(
+            answers > 3000 && refusals > 300,
+            "{answers} answers, {refusals} refusals"
+        );
     }
 
     #[test]
