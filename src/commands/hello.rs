@@ -34,7 +34,9 @@ pub fn run(mut args: HelloArgs) -> Result<()> {
     let limits = args.http.limits(&cfg)?;
     // The seed's port: 8080.
     let (listeners, opts) = super::serve::glue::setup(&args.server, "127.0.0.1:8080")?;
-    let options = args.http.options(&cfg, opts.model)?;
+    let mut options = args.http.options(&cfg, opts.model)?;
+    // Answering pauses where the driver stops reading, so a pipelining flood waits in neither.
+    options.pipeline_pause = opts.high_water.max(1);
     let service = HttpService::new(Arc::new(Hello), limits, options);
     super::serve::glue::serve(listeners, service, &opts)
 }

@@ -393,7 +393,9 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
     let files = args.files.settings(root, &cfg)?;
     let handler = glue::static_handler(files)?;
     let (listeners, opts) = glue::setup(&args.server, "127.0.0.1:8000")?;
-    let options = args.http.options(&cfg, opts.model)?;
+    let mut options = args.http.options(&cfg, opts.model)?;
+    // Answering pauses where the driver stops reading, so a pipelining flood waits in neither.
+    options.pipeline_pause = opts.high_water.max(1);
     let service = HttpService::new(handler, limits, options);
     glue::serve(listeners, service, &opts)
 }
