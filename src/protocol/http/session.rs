@@ -277,7 +277,7 @@ impl HttpSession {
                     };
                     input.consume(used);
                     if !done {
-                        // RFC-free but nginx-like: the body timer runs between reads.
+                        // As nginx's client_body_timeout: the body timer runs between reads.
                         self.deadline = Some(now + self.shared.limits.body_timeout);
                         break;
                     }
@@ -373,6 +373,14 @@ impl HttpSession {
             self.phase = Phase::Idle;
             self.scanner.reset();
             self.started = false;
+            // Idle keep-alive connections keep no large buffers (a big head with a body, a
+            // pipelining flood set aside).
+            if self.head_copy.capacity() > 8 * 1024 {
+                self.head_copy = Vec::new();
+            }
+            if self.stash.is_empty() && self.stash.capacity() > 64 * 1024 {
+                self.stash = Vec::new();
+            }
             self.deadline = Some(now + self.shared.limits.keepalive_timeout);
         }
         close
