@@ -3,6 +3,25 @@
 //! response, and write it with the headers the connection owns (`Date`, `Server`,
 //! `Content-Length`, `Connection`). Keep-alive, pipelining (responses in request order), the
 //! head/body/idle timers and graceful shutdown live here; the drivers only move bytes.
+//!
+//! Each request goes through these steps ([`HttpSession::process`] loops over them while
+//! complete requests are buffered and the output is below the pause mark):
+//!
+//! 1. skip empty lines before a request line (RFC 9112 §2.2);
+//! 2. scan for the end of the head, enforcing the request-line, header-line and head limits as
+//!    bytes arrive ([`HeadScanner`]: 414/431 before the whole head is buffered);
+//! 3. parse it with httparse and check method (501), version (505), target, Host (400),
+//!    `Expect` (417) and body framing (400 on anything a smuggler could use; 413 over the limit);
+//! 4. a body: send `100 Continue` if asked, keep a copy of the head, read and discard the body
+//!    across reads ([`BodyReader`]);
+//! 5. ask the handler; decide keep-alive (version, `Connection`, the response, the request
+//!    count, shutdown, the model);
+//! 6. write the head and queue the body (bytes, or file regions for `sendfile`); nothing for
+//!    HEAD, 1xx, 204 and 304;
+//! 7. log the access line; go idle (keep-alive timer) or close after the output is flushed.
+//!
+//! Every refusal is a small HTML page with `Connection: close`, then
+//! [`Next::CloseAfterFlush`].
 
 use std::cell::RefCell;
 use std::io::Write as _;
