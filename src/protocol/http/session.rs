@@ -4,7 +4,7 @@
 //! `Content-Length`, `Connection`). Keep-alive, pipelining (responses in request order), the
 //! head/body/idle timers and graceful shutdown live here; the drivers only move bytes.
 //!
-//! Each request goes through these steps ([`HttpSession::process`] loops over them while
+//! Each request goes through these steps (the session loops over them while
 //! complete requests are buffered and the output is below the pause mark):
 //!
 //! 1. skip empty lines before a request line (RFC 9112 §2.2);
