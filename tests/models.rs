@@ -37,6 +37,10 @@ struct UpperSession {
     peer: Peer,
     live: Arc<AtomicUsize>,
     max_outbox: Arc<AtomicUsize>,
+    /// Half a line is buffered.
+    partial: bool,
+    /// 64 KiB pieces of a streamed body still to queue, one per `on_drained`.
+    stream_left: usize,
     finishing: bool,
 }
 
@@ -56,6 +60,8 @@ impl Service for Upper {
             peer: peer.clone(),
             live: Arc::clone(&self.live),
             max_outbox: Arc::clone(&self.max_outbox),
+            partial: false,
+            stream_left: 0,
             finishing: false,
         }
     }
@@ -83,6 +89,15 @@ impl Session for UpperSession {
             if let Some(ms) = text.trim().strip_prefix("TIMER ") {
                 let ms: u64 = ms.parse().unwrap_or(10);
                 next = Next::wake_at(now + Duration::from_millis(ms));
+            } else if let Some(n) = text.trim().strip_prefix("STREAM ") {
+                self.stream_left = n.parse().unwrap_or(1);
+                self.on_drained(out, now);
+            } else if let Some(args) = text.trim().strip_prefix("FILE ") {
+                let (path, len) = args.rsplit_once(' ').unwrap_or((args, "0"));
+                match std::fs::File::open(path) {
+                    Ok(f) => out.push_file(Arc::new(f), 0, len.parse().unwrap_or(0)),
+                    Err(_) => out.push_bytes(b"NO FILE\n"),
+                }
             } else if text.trim() == "PEER" {
                 out.push_bytes(format!("{}\n", self.peer.remote).as_bytes());
             } else {
@@ -93,6 +108,7 @@ impl Session for UpperSession {
                 return Next::CloseAfterFlush;
             }
         }
+        self.partial = !input.is_empty();
         // Bound what a line may hold, as every session must.
         if input.len() > 1 << 20 {
             return Next::Close;
@@ -106,6 +122,17 @@ impl Session for UpperSession {
         Next::CloseAfterFlush
     }
 
+    fn on_drained(&mut self, out: &mut Outbox, _now: Instant) -> Next {
+        if self.stream_left > 0 {
+            self.stream_left -= 1;
+            out.push_bytes(&[b'z'; 64 * 1024]);
+            if self.stream_left == 0 {
+                out.push_bytes(b"END\n");
+            }
+        }
+        Next::CONTINUE
+    }
+
     fn on_timer(&mut self, out: &mut Outbox, _now: Instant) -> Next {
         out.push_bytes(b"TIMER FIRED\n");
         Next::CONTINUE
@@ -117,6 +144,9 @@ impl Session for UpperSession {
     }
 
     fn on_shutdown(&mut self, _out: &mut Outbox, _now: Instant) -> Next {
+        if !self.partial {
+            return Next::CloseAfterFlush;
+        }
         // Half a line in flight: let it finish (the driver allows until the grace period ends).
         self.finishing = true;
         Next::CONTINUE
@@ -676,5 +706,403 @@ fn threaded_stops_accepting_at_max_connections() {
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     assert_eq!(line(&mut BufReader::new(&mut c)), "C\n");
     drop((rb, b));
+    srv.stop();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Through the binary (`tincan echo --framing raw`): what forks, setuids or handles signals.
+
+mod binary {
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpStream};
+    use std::time::{Duration, Instant};
+
+    use crate::support::{connect, Server, ALL_MODELS};
+
+    /// The pids whose parent is `pid`, from /proc/*/stat (field 4 is the parent pid).
+    fn children(pid: i32) -> Vec<i32> {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(child) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+                continue;
+            };
+            // The command name (field 2) may hold spaces; fields after its ')' are plain.
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                continue;
+            };
+            let ppid: Option<i32> = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+            if ppid == Some(pid) {
+                v.push(child);
+            }
+        }
+        v.sort_unstable();
+        v
+    }
+
+    fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if f() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        f()
+    }
+
+    /// One raw-echo round trip on a fresh connection; Err if anything went wrong.
+    fn round_trip(addr: SocketAddr, msg: &[u8]) -> std::io::Result<()> {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(msg)?;
+        let mut got = vec![0; msg.len()];
+        s.read_exact(&mut got)?;
+        if got != msg {
+            return Err(std::io::Error::other("wrong bytes back"));
+        }
+        Ok(())
+    }
+
+    fn echo(extra: &[&str]) -> Server {
+        let mut args = vec![
+            "echo",
+            "--framing",
+            "raw",
+            "--listen",
+            "127.0.0.1:0",
+            "--grace",
+            "5",
+        ];
+        args.extend_from_slice(extra);
+        Server::start(&args)
+    }
+
+    #[test]
+    fn prefork_respawns_a_worker_killed_with_sigkill_and_keeps_serving() {
+        let srv = echo(&["--model", "prefork", "--workers", "2"]);
+        let addr = srv.addr();
+        assert!(
+            wait_for(Duration::from_secs(5), || children(srv.pid()).len() == 2),
+            "expected 2 workers, found {:?}",
+            children(srv.pid())
+        );
+        let before = children(srv.pid());
+        // Clients keep coming while a worker dies.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let load = {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut ok = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    if round_trip(addr, b"under load").is_ok() {
+                        ok += 1;
+                    }
+                }
+                ok
+            })
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        // SAFETY: kill(2) on a worker pid read from /proc a moment ago, child of our server.
+        unsafe {
+            libc::kill(before[0], libc::SIGKILL);
+        }
+        assert!(
+            wait_for(Duration::from_secs(5), || {
+                let now = children(srv.pid());
+                now.len() == 2 && !now.contains(&before[0])
+            }),
+            "no replacement worker appeared; workers now {:?}; stderr:\n{}",
+            children(srv.pid()),
+            srv.stderr()
+        );
+        // Every client after the replacement is served.
+        for i in 0..50 {
+            round_trip(addr, format!("after {i}").as_bytes()).expect("served after the respawn");
+        }
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            load.join().unwrap() > 0,
+            "no client was served during the load"
+        );
+        assert!(
+            srv.stderr()
+                .contains(&format!("prefork worker {} ended (signal 9)", before[0])),
+            "the respawn was not logged; stderr:\n{}",
+            srv.stderr()
+        );
+    }
+
+    #[test]
+    fn sigterm_ends_every_model_with_exit_code_zero_and_no_workers_left() {
+        for m in ALL_MODELS {
+            let mut srv = echo(m.0);
+            let mut c = connect(srv.addr());
+            c.write_all(b"hello").unwrap();
+            let mut got = [0u8; 5];
+            c.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"hello", "{m}");
+            srv.signal(libc::SIGTERM);
+            // The conversation is told to finish, and the server goes.
+            let mut rest = Vec::new();
+            let _ = c.read_to_end(&mut rest);
+            let pid = srv.pid();
+            let status = srv.wait_exit(Duration::from_secs(10));
+            let status = status.unwrap_or_else(|| panic!("{m}: still running 10 s after SIGTERM"));
+            assert!(status.success(), "{m}: {status}; stderr:\n{}", srv.stderr());
+            assert!(children(pid).is_empty(), "{m}: workers outlived the parent");
+        }
+    }
+
+    #[test]
+    fn select_closes_connections_whose_descriptor_it_cannot_watch_and_keeps_serving() {
+        let srv = echo(&["--model", "event", "--workers", "1", "--poller", "select"]);
+        let addr = srv.addr();
+        // Enough connections that the server's descriptors pass FD_SETSIZE (1024).
+        let mut conns = Vec::new();
+        for _ in 0..1100 {
+            conns.push(connect(addr));
+        }
+        let mut served = 0;
+        let mut refused = 0;
+        for c in conns.iter_mut() {
+            let _ = c.write_all(b"x");
+            let mut b = [0u8; 1];
+            match c.read(&mut b) {
+                Ok(1) => served += 1,
+                _ => refused += 1,
+            }
+        }
+        assert!(served >= 900, "only {served} connections served");
+        assert!(
+            refused > 0,
+            "no connection passed FD_SETSIZE; the test proves nothing"
+        );
+        assert!(
+            srv.stderr().contains("beyond what select can watch"),
+            "stderr:\n{}",
+            srv.stderr()
+        );
+        drop(conns);
+        std::thread::sleep(Duration::from_millis(200));
+        round_trip(addr, b"still fine").expect("the server serves after refusing");
+    }
+
+    /// uid, gid and supplementary groups of a running process, from /proc.
+    fn ids(pid: i32) -> (String, String, String) {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+                .unwrap_or_default()
+        };
+        (field("Uid:"), field("Gid:"), field("Groups:"))
+    }
+
+    fn group_id(name: &str) -> Option<u32> {
+        let groups = std::fs::read_to_string("/etc/group").ok()?;
+        groups.lines().find_map(|l| {
+            let mut f = l.split(':');
+            (f.next()? == name).then(|| f.nth(1)?.parse().ok())?
+        })
+    }
+
+    #[test]
+    fn root_binds_port_7_then_runs_as_nobody_with_no_groups() {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: dropping privileges needs the tests to run as root");
+            return;
+        }
+        let Some(gid) = group_id("nogroup") else {
+            eprintln!("skipped: this system has no group named nogroup");
+            return;
+        };
+        if TcpStream::connect("127.0.0.1:7").is_ok() {
+            eprintln!("skipped: something already listens on 127.0.0.1:7");
+            return;
+        }
+        for model in [
+            &["--model", "threaded"][..],
+            &["--model", "prefork", "--workers", "1"],
+        ] {
+            let mut args = vec![
+                "echo",
+                "--listen",
+                "127.0.0.1:7",
+                "--user",
+                "nobody",
+                "--group",
+                "nogroup",
+                "--umask",
+                "007",
+            ];
+            args.extend_from_slice(model);
+            let srv = Server::start(&args);
+            assert_eq!(srv.addrs, ["127.0.0.1:7"]);
+            let want_gid = format!("{gid} {gid} {gid} {gid}");
+            let mut pids = vec![srv.pid()];
+            if model[1] == "prefork" {
+                assert!(wait_for(Duration::from_secs(5), || !children(srv.pid()).is_empty()));
+                pids.extend(children(srv.pid()));
+            }
+            for pid in pids {
+                let (uid, g, groups) = ids(pid);
+                assert_eq!(uid, "65534 65534 65534 65534", "{model:?} pid {pid}");
+                assert_eq!(g, want_gid, "{model:?} pid {pid}");
+                assert_eq!(groups, "", "{model:?} pid {pid}: supplementary groups left");
+            }
+            round_trip(srv.addr(), b"served as nobody").unwrap();
+        }
+    }
+
+    #[test]
+    fn privilege_flags_that_cannot_be_honoured_are_refused_in_a_sentence() {
+        let (status, _, err) = crate::support::run_tincan(
+            &["echo", "--listen", "127.0.0.1:0", "--user", "root"],
+            b"",
+            Duration::from_secs(10),
+        );
+        assert!(!status.success());
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            assert!(
+                err.contains("--user root is root, which drops nothing"),
+                "{err}"
+            );
+        } else {
+            assert!(err.contains("needs tincan to start as root"), "{err}");
+        }
+        let (status, _, err) = crate::support::run_tincan(
+            &["echo", "--listen", "127.0.0.1:0", "--group", "nogroup"],
+            b"",
+            Duration::from_secs(10),
+        );
+        assert!(!status.success());
+        assert!(err.contains("--group needs --user"), "{err}");
+        let (status, _, err) = crate::support::run_tincan(
+            &[
+                "echo",
+                "--listen",
+                "127.0.0.1:0",
+                "--user",
+                "no-such-user-tincan",
+            ],
+            b"",
+            Duration::from_secs(10),
+        );
+        assert!(!status.success());
+        assert!(err.starts_with("tincan: "), "{err}");
+    }
+
+    #[test]
+    fn a_busy_port_makes_the_binary_exit_with_one_line() {
+        let first = echo(&[]);
+        let (status, out, err) = crate::support::run_tincan(
+            &["echo", "--listen", &first.addrs[0]],
+            b"",
+            Duration::from_secs(10),
+        );
+        assert!(!status.success());
+        assert_eq!(out, "");
+        assert_eq!(
+            err.trim_end(),
+            format!(
+                "tincan: {} is already in use; stop the other server or pick another port with --listen",
+                first.addrs[0]
+            )
+        );
+    }
+}
+
+#[test]
+fn a_body_streamed_piece_by_piece_from_on_drained_arrives_whole() {
+    for f in flavours() {
+        let srv = start(f);
+        let mut c = srv.connect();
+        c.write_all(b"STREAM 40\n").unwrap();
+        let mut got = vec![0u8; 40 * 64 * 1024 + 4];
+        c.read_exact(&mut got).unwrap();
+        assert!(got[..40 * 64 * 1024].iter().all(|b| *b == b'z'), "{f:?}");
+        assert_eq!(&got[40 * 64 * 1024..], b"END\n", "{f:?}");
+        // Queued a piece at a time: the outbox never held more than one.
+        assert!(
+            srv.service.max_outbox.load(Ordering::SeqCst) <= 64 * 1024 + 16,
+            "{f:?}"
+        );
+        srv.stop();
+    }
+}
+
+#[test]
+fn file_regions_go_out_with_sendfile_and_a_shrunken_file_closes_the_connection() {
+    let dir = std::env::temp_dir().join(format!("tincan-models-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("body.bin");
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &body).unwrap();
+    for f in flavours() {
+        let srv = start(f);
+        let mut c = srv.connect();
+        // The whole file, then a line after it: order is kept across chunk kinds.
+        c.write_all(format!("FILE {} {}\nafter\n", path.display(), body.len()).as_bytes())
+            .unwrap();
+        let mut got = vec![0u8; body.len() + 6];
+        c.read_exact(&mut got).unwrap();
+        assert!(
+            got[..body.len()] == body[..],
+            "{f:?}: the file arrived altered"
+        );
+        assert_eq!(&got[body.len()..], b"AFTER\n", "{f:?}");
+        // A region longer than the file: the bytes that exist, then a close, never a hang.
+        c.write_all(format!("FILE {} {}\nnever\n", path.display(), body.len() + 1000).as_bytes())
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = c.read_to_end(&mut rest);
+        assert_eq!(rest.len(), body.len(), "{f:?}");
+        assert!(
+            wait_until(Duration::from_secs(5), || srv
+                .service
+                .live
+                .load(Ordering::SeqCst)
+                == 0),
+            "{f:?}: the connection was not closed"
+        );
+        srv.stop();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn event_stops_accepting_at_max_connections_across_workers() {
+    let mut opts = options(event(PollerKind::Epoll));
+    opts.max_connections = 2;
+    let srv = start_with(opts, "127.0.0.1:0");
+    let mut a = srv.connect();
+    let mut b = srv.connect();
+    for (c, m) in [(&mut a, "a"), (&mut b, "b")] {
+        c.write_all(format!("{m}\n").as_bytes()).unwrap();
+        assert_eq!(
+            line(&mut BufReader::new(c.try_clone().unwrap())),
+            m.to_uppercase() + "\n"
+        );
+    }
+    let mut c = srv.connect();
+    c.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    c.write_all(b"c\n").unwrap();
+    let mut buf = [0u8; 4];
+    assert!(
+        c.read(&mut buf).is_err(),
+        "a third connection was served over the cap of 2"
+    );
+    drop(a);
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(line(&mut BufReader::new(&mut c)), "C\n");
+    drop(b);
     srv.stop();
 }

@@ -1,7 +1,9 @@
 //! The one integration-test binary: every test starts the real `tincan` binary on 127.0.0.1:0
 //! (see `support`) and talks to it over real sockets with real clients.
 
+mod chat;
 mod echo;
 mod http;
 mod models;
+mod static_files;
 mod support;

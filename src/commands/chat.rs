@@ -1,12 +1,143 @@
-//! `tincan chat`: not written yet.
+//! `tincan chat`: run the tincanchat room ([`crate::protocol::chat`]) under the event or threaded
+//! model, on 127.0.0.1:4040 unless `--listen` says otherwise.
 
-use clap::Args;
+use std::sync::Arc;
 
+use clap::{Args, ValueEnum};
+
+use crate::cli::ServerArgs;
 use crate::error::{Error, Result};
+use crate::protocol::chat::{ChatConfig, ChatService, MAX_NICK_CHARS};
+use crate::protocol::Service;
 
+/// Where `tincan chat` listens by default: the book's port, on loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4040";
+
+/// Room for a label (`[v6 address]:port` or a 32-character name), `": "` and the NUL that a
+/// relayed message carries on top of its text; `--max-queue` must hold one longest message.
+const LINE_OVERHEAD: usize = 4 * MAX_NICK_CHARS + 64;
+
+const CHAT_HELP: &str = "\
+Protocol (tincanchat, seed 002): each message is UTF-8 text ending in a NUL byte. Every message a
+client sends goes to every connected client, the sender included, as \"LABEL: MESSAGE\" followed
+by NUL, in one order that every client sees alike. LABEL is the client's ip:port until it picks
+a name.
+
+Commands (a message that is exactly one of these):
+  /nick NAME   be known as NAME (1-32 characters; no control characters, no ':', not starting
+               with '*' or a space; not a name someone else has); announced to everyone
+  /who         list who is connected (answered to you only; at most 100 names, then a count)
+Everything else, including other text starting with '/', is an ordinary message.
+
+Lines from the server itself start with \"* \":
+  * 127.0.0.1:5555 joined            * alice left
+  * 127.0.0.1:5555 is now known as alice
+  * 3 connected: alice, bob, 127.0.0.1:5557
+  * nick refused: REASON             * disconnected: REASON
+  * server shutting down
+Join, leave and rename notices can be turned off with --notices off.
+
+A client that sends invalid UTF-8 or a message over --max-message is disconnected (the reason is
+logged, and sent to it); nobody else notices. A client that stops reading is disconnected once
+more than --max-queue bytes wait for it, so it cannot slow the room or grow the server's memory.
+Runs under --model event (any poller) or --model threaded; iterative and prefork are refused.";
+
+/// On or off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+/// The tincanchat chat service: every message goes to every connected client.
 #[derive(Args, Debug)]
-pub struct ChatArgs {}
+#[command(after_long_help = CHAT_HELP)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
 
-pub fn run(_args: ChatArgs) -> Result<()> {
-    Err(Error::Usage("`tincan chat` is not written yet".into()))
+    /// Longest message a client may send, NUL excluded (bytes; K/M suffixes: 64K = 65536).
+    /// A longer one disconnects that client.
+    #[arg(long, value_name = "SIZE", default_value = "64K", value_parser = parse_size)]
+    pub max_message: usize,
+
+    /// Bytes of relayed messages that may wait for one client to read them; a client with more
+    /// waiting is disconnected as too slow (K/M suffixes allowed).
+    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_size)]
+    pub max_queue: usize,
+
+    /// Announce joins, leaves and renames to the room.
+    #[arg(long, value_enum, value_name = "on|off", default_value = "on")]
+    pub notices: OnOff,
+}
+
+impl ChatArgs {
+    /// The room's configuration, checked for limits that cannot work together.
+    pub fn config(&self) -> Result<ChatConfig> {
+        if self.max_message == 0 {
+            return Err(Error::Usage("--max-message must be at least 1 byte".into()));
+        }
+        let longest_line = self.max_message.saturating_add(LINE_OVERHEAD);
+        if self.max_queue < longest_line {
+            return Err(Error::Usage(format!(
+                "--max-queue ({} bytes) must hold at least one longest message (--max-message {} \
+                 bytes, plus {LINE_OVERHEAD} for its label); raise --max-queue to {longest_line} \
+                 or more",
+                self.max_queue, self.max_message
+            )));
+        }
+        Ok(ChatConfig {
+            max_message: self.max_message,
+            max_queue: self.max_queue,
+            notices: self.notices == OnOff::On,
+        })
+    }
+}
+
+/// A byte count: digits with an optional binary suffix (`K`/`KiB` = 1024, `M`/`MiB`, `G`/`GiB`).
+pub fn parse_size(s: &str) -> std::result::Result<usize, String> {
+    let t = s.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, suffix) = t.split_at(digits_end);
+    let mult: usize = match suffix.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "'{s}' is not a size; use bytes, e.g. 65536, 64K or 1M"
+            ))
+        }
+    };
+    num.parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("'{s}' is not a size; use bytes, e.g. 65536, 64K or 1M"))
+}
+
+pub fn run(args: ChatArgs) -> Result<()> {
+    let service = ChatService::new(args.config()?);
+    // Refuse a model the room cannot honour before binding anything, so no `listening on` line
+    // is ever printed for a server that will not run.
+    let model = args.server.serve_options()?.model;
+    service.check_model(model).map_err(Error::Usage)?;
+    let (listeners, opts) = args.server.setup(DEFAULT_LISTEN)?;
+    crate::model::serve(listeners, Arc::new(service), &opts)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_binary_suffixes_and_refuse_nonsense() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64K"), Ok(65536));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert!(parse_size("1.5M").is_err());
+        assert!(parse_size("K").is_err());
+        assert!(parse_size("99999999999999999999G").is_err());
+    }
 }

@@ -1,12 +1,258 @@
-//! `tincan talk`: not written yet.
+//! `tincan talk`: the interactive tincanchat client (seed 002's chat client). One thread prints
+//! whatever the server sends, one per line, as it arrives; the main thread sends each line typed
+//! as a NUL-terminated message. `q` (or the end of input) quits with a shutdown of both
+//! directions, as the book's client does. Plain blocking `std::net` I/O: clients are not drivers.
+
+use std::io::{BufRead, IsTerminal, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
 
 use crate::error::{Error, Result};
+use crate::protocol::framing::Framing;
 
+/// The tincanchat port (seed 002), used when ADDR names only a host.
+pub const DEFAULT_PORT: u16 = 4040;
+
+/// Longest line from the server this client will hold while waiting for its NUL. The server
+/// relays at most its `--max-message` plus a label, so this is generous; a server sending more
+/// is broken, and the connection is dropped rather than buffered without end.
+pub const MAX_INCOMING: usize = 16 * 1024 * 1024;
+
+/// Interactive chat client for `tincan chat`.
 #[derive(Args, Debug)]
-pub struct TalkArgs {}
+#[command(after_long_help = "\
+Type a line and press enter to send it; what anyone in the room says (you included) is printed
+as it arrives. A line that is exactly q, or the end of input (Ctrl-D), quits. Empty lines are
+not sent. See `tincan chat --help` for /nick and /who.
 
-pub fn run(_args: TalkArgs) -> Result<()> {
-    Err(Error::Usage("`tincan talk` is not written yet".into()))
+With standard input not a terminal, every line is sent and then, with --wait, what arrives is
+printed for that many seconds before quitting. Exit status: 0 after a clean quit, 1 (with one
+line on stderr) when the server cannot be reached or drops the connection.")]
+pub struct TalkArgs {
+    /// The chat server: HOST:PORT, [V6]:PORT, or HOST alone for port 4040.
+    #[arg(value_name = "ADDR")]
+    pub addr: String,
+
+    /// After the last line of non-interactive input, keep printing what arrives for this long.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    pub wait: f64,
+
+    /// Give up connecting after this long.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub connect_timeout: f64,
+}
+
+/// `HOST` → `HOST:4040`; `[::1]` → `[::1]:4040`; a bare IPv6 address gets brackets.
+pub fn with_default_port(addr: &str) -> String {
+    if addr.ends_with(']') {
+        format!("{addr}:{DEFAULT_PORT}")
+    } else if addr.starts_with('[') {
+        addr.to_string()
+    } else {
+        match addr.matches(':').count() {
+            0 => format!("{addr}:{DEFAULT_PORT}"),
+            1 => addr.to_string(),
+            _ => format!("[{addr}]:{DEFAULT_PORT}"),
+        }
+    }
+}
+
+fn seconds(flag: &str, s: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(s)
+        .map_err(|_| Error::Usage(format!("{flag} takes a number of seconds, 0 or more")))
+}
+
+/// What the main thread waits for.
+enum Event {
+    /// A line of input (without its line ending).
+    Line(String),
+    /// Standard input ended (or failed: treated the same, as the user can type no more).
+    InputEnd,
+    /// The reader thread lost the server.
+    Lost(String),
+}
+
+pub fn run(args: TalkArgs) -> Result<()> {
+    let wait = seconds("--wait", args.wait)?;
+    let connect_timeout = seconds("--connect-timeout", args.connect_timeout)?;
+    let target = with_default_port(&args.addr);
+    let stream = connect(&target, connect_timeout)?;
+    let shown = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| target.clone());
+    let lost = |why: &str| Error::Client(format!("lost the connection to {shown}: {why}"));
+
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        eprintln!("Connected to {shown}. Type messages, enter to send; 'q' to quit.");
+    }
+
+    let quitting = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel::<Event>();
+
+    let reader = {
+        let stream = stream
+            .try_clone()
+            .map_err(|e| Error::io("could not share the connection with the reader", e))?;
+        let quitting = quitting.clone();
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let why = print_incoming(stream);
+            if !quitting.load(Ordering::SeqCst) {
+                let _ = tx.send(Event::Lost(why));
+            }
+        })
+    };
+
+    // Standard input is read on its own thread so that a lost server is noticed (and reported)
+    // even while nobody is typing. The thread is left blocked in read at exit; that is harmless.
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let stdin = std::io::stdin();
+            let mut lock = stdin.lock();
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match lock.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => {
+                        let _ = tx.send(Event::InputEnd);
+                        return;
+                    }
+                    Ok(_) => {
+                        while buf.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
+                            buf.pop();
+                        }
+                        let line = String::from_utf8_lossy(&buf).into_owned();
+                        if tx.send(Event::Line(line)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    drop(tx);
+
+    let mut out = &stream;
+    let mut frame = Vec::new();
+    loop {
+        match rx.recv() {
+            Ok(Event::Line(line)) if line == "q" => break,
+            Ok(Event::Line(line)) => {
+                if line.is_empty() {
+                    continue;
+                }
+                if line.contains('\0') {
+                    eprintln!("tincan: not sent: a message cannot contain a NUL character");
+                    continue;
+                }
+                frame.clear();
+                Framing::Null.encode(line.as_bytes(), &mut frame);
+                if let Err(e) = out.write_all(&frame) {
+                    return Err(lost(&e.to_string()));
+                }
+            }
+            Ok(Event::InputEnd) => break,
+            Ok(Event::Lost(why)) => return Err(lost(&why)),
+            Err(_) => break,
+        }
+    }
+
+    // Non-interactive input is done: keep listening for the time asked, unless the server goes.
+    if !interactive && !wait.is_zero() {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match rx.recv_timeout(left) {
+                Ok(Event::Lost(why)) => return Err(lost(&why)),
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(left);
+                    break;
+                }
+            }
+        }
+    }
+
+    // The book's client: shut down both directions, which also ends the reader's recv.
+    quitting.store(true, Ordering::SeqCst);
+    let _ = stream.shutdown(Shutdown::Both);
+    let _ = reader.join();
+    Ok(())
+}
+
+fn connect(target: &str, timeout: Duration) -> Result<TcpStream> {
+    let addrs: Vec<SocketAddr> = target
+        .to_socket_addrs()
+        .map_err(|e| Error::Client(format!("could not reach {target}: {e}")))?
+        .collect();
+    let mut last = None;
+    for a in &addrs {
+        match TcpStream::connect_timeout(a, timeout) {
+            Ok(s) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(Error::Client(match last {
+        Some(e) => format!("could not reach {target}: {e}"),
+        None => format!("could not reach {target}: it resolves to no address"),
+    }))
+}
+
+/// Print each NUL-terminated line as it arrives until the connection ends; returns why it ended.
+fn print_incoming(mut stream: TcpStream) -> String {
+    let mut data: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let stdout = std::io::stdout();
+    loop {
+        let n = match stream.read(&mut chunk) {
+            Ok(0) => return "the server closed the connection".into(),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return e.to_string(),
+        };
+        data.extend_from_slice(&chunk[..n]);
+        // Like the book's recv_msgs: every complete message is printed, the rest is kept.
+        let mut out = stdout.lock();
+        let mut start = 0;
+        while let Some(i) = data[start..].iter().position(|&b| b == 0) {
+            let msg = String::from_utf8_lossy(&data[start..start + i]);
+            let _ = writeln!(out, "{msg}");
+            start += i + 1;
+        }
+        let _ = out.flush();
+        drop(out);
+        data.drain(..start);
+        if data.len() > MAX_INCOMING {
+            return format!("the server sent a message over {MAX_INCOMING} bytes");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_alone_gets_the_tincanchat_port() {
+        assert_eq!(with_default_port("localhost"), "localhost:4040");
+        assert_eq!(with_default_port("127.0.0.1:5000"), "127.0.0.1:5000");
+        assert_eq!(with_default_port("::1"), "[::1]:4040");
+        assert_eq!(with_default_port("[::1]"), "[::1]:4040");
+        assert_eq!(with_default_port("[::1]:9"), "[::1]:9");
+    }
 }

@@ -171,7 +171,7 @@ pub(crate) struct Ctx<S: Service> {
 }
 
 impl<S: Service> Ctx<S> {
-    fn new(service: Arc<S>, opts: &ServeOptions, shutdown: Shutdown) -> Ctx<S> {
+    pub(crate) fn new(service: Arc<S>, opts: &ServeOptions, shutdown: Shutdown) -> Ctx<S> {
         Ctx {
             service,
             opts: opts.clone(),

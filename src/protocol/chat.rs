@@ -1,1 +1,1101 @@
-//! chat: not written yet.
+//! The tincanchat room (seed 002): every message a client sends goes, as `"{label}: {msg}\0"`, to
+//! every connected client including the sender, in one global order, through bounded queues.
+//!
+//! How a message travels:
+//! 1. A [`ChatSession`] cuts NUL-terminated UTF-8 messages off its input with the shared
+//!    [`Decoder`] (`--max-message` bounds what it buffers; invalid UTF-8 or an over-long message
+//!    closes that client alone, with a logged reason).
+//! 2. It encodes the line once into a shared [`Bytes`] and hands it to the [`Room`], which pushes
+//!    it onto every member's queue *while holding the room lock*. Because every push of every
+//!    message happens under that one lock, all queues receive messages in the same order: that
+//!    is the global order.
+//! 3. A member whose queue went from "nothing pending" to "something pending" is woken through
+//!    its [`Waker`]; one with a wake already pending is not woken again (coalescing: 200 clients
+//!    sending 200 messages must not cost 8 million wake-ups). Wakers are called after the lock
+//!    is released, so a driver's waker may take its own locks freely.
+//! 4. On [`Session::on_wake`] (and [`Session::on_drained`]) the session moves queued messages
+//!    into its [`Outbox`] while the outbox holds less than [`OUTBOX_TARGET`]; the rest wait in the
+//!    room queue, which is the bound (`--max-queue`, in bytes). A member whose queue would pass
+//!    it is dropped: its queue is freed at once, a warning is logged, and its session closes
+//!    (with a final notice if its outbox is empty, i.e. the socket may still take it).
+//! 5. Back-pressure on senders: after its own input, a session moves *everything* queued into
+//!    its outbox. A client that sends faster than it reads thus has an outbox over the driver's
+//!    high-water mark, and the driver stops reading from it until it catches up, so the room
+//!    runs at the pace of its slowest active member instead of dropping it. Only a client that
+//!    falls behind without sending anything is dropped. Per member, memory is bounded by
+//!    `--max-queue` (queue) plus `--max-queue` and one driver read (outbox).
+//!
+//! What the server itself says is defined in one place, [`Notice`]; every such line starts with
+//! `"* "`. Commands: a message that is exactly `/who`, or `/nick NAME`; anything else (including
+//! other text starting with `/`) is an ordinary message.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::framing::{Decoder, FrameError, Framing};
+use super::{Model, Next, Outbox, Peer, PeerAddr, ReadBuf, Service, Session, Waker};
+
+/// The session stops moving messages from its room queue into its outbox once the outbox holds
+/// this many bytes; the rest follow on `on_drained`. This keeps the per-connection outbox small
+/// so that `--max-queue` is the real bound on what a slow reader pins.
+pub const OUTBOX_TARGET: usize = 64 * 1024;
+
+/// Names a `/who` answer lists at most, so that the answer of a crowded room stays one modest
+/// line (well under the smallest `--max-queue` allowed).
+pub const WHO_MAX_NAMES: usize = 100;
+
+/// Longest display name `/nick` accepts, in characters.
+pub const MAX_NICK_CHARS: usize = 32;
+
+/// The room's limits and switches (`tincan chat` flags).
+#[derive(Clone, Debug)]
+pub struct ChatConfig {
+    /// Longest message a client may send, in bytes, NUL excluded (`--max-message`).
+    pub max_message: usize,
+    /// Bytes of broadcast lines that may wait in one member's queue before the member is dropped
+    /// as too slow (`--max-queue`). Counted per member even though the bytes are shared.
+    pub max_queue: usize,
+    /// Announce joins, leaves and renames to the room (`--notices on|off`).
+    pub notices: bool,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            max_message: 64 * 1024,
+            max_queue: 1024 * 1024,
+            notices: true,
+        }
+    }
+}
+
+/// Every line the server itself sends. Each starts with `"* "` so that clients (and people) can
+/// tell it from a relayed message, whose label never starts with `*` (see [`check_nick`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice<'a> {
+    /// `* 127.0.0.1:5555 joined`, to everyone (with `--notices on`).
+    Joined(&'a str),
+    /// `* alice left`, to everyone (with `--notices on`).
+    Left(&'a str),
+    /// `* 127.0.0.1:5555 is now known as alice`, to everyone (with `--notices on`; without, to
+    /// the renamed client only, so it knows the name took).
+    Renamed { old: &'a str, new: &'a str },
+    /// `* 3 connected: alice, bob, 127.0.0.1:5557`, the answer to `/who`, to the asker only.
+    /// At most [`WHO_MAX_NAMES`] names are listed, then `… and N more`.
+    Who { total: usize, names: &'a [String] },
+    /// `* nick refused: …`, to the asker only.
+    NickRefused(&'a str),
+    /// `* disconnected: …`, the last line a dropped or refused client gets (if it can).
+    Disconnected(&'a str),
+    /// `* server shutting down`, to everyone, when the server stops gracefully.
+    ShuttingDown,
+}
+
+impl fmt::Display for Notice<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Notice::Joined(who) => write!(f, "* {who} joined"),
+            Notice::Left(who) => write!(f, "* {who} left"),
+            Notice::Renamed { old, new } => write!(f, "* {old} is now known as {new}"),
+            Notice::Who { total, names } => {
+                write!(f, "* {total} connected: {}", names.join(", "))?;
+                if *total > names.len() {
+                    write!(f, " and {} more", total - names.len())?;
+                }
+                Ok(())
+            }
+            Notice::NickRefused(why) => write!(f, "* nick refused: {why}"),
+            Notice::Disconnected(why) => write!(f, "* disconnected: {why}"),
+            Notice::ShuttingDown => f.write_str("* server shutting down"),
+        }
+    }
+}
+
+/// Put one line on the wire: UTF-8 and a NUL (tincanchat framing), encoded once and shared.
+fn wire(text: &str) -> Bytes {
+    let mut v = Vec::with_capacity(text.len() + 1);
+    Framing::Null.encode(text.as_bytes(), &mut v);
+    Bytes::from(v)
+}
+
+/// Why `/nick NAME` is refused, or `Ok` with the name to use.
+pub fn check_nick(name: &str) -> Result<&str, String> {
+    let n = name.chars().count();
+    if n == 0 {
+        return Err("usage: /nick NAME".into());
+    }
+    if n > MAX_NICK_CHARS {
+        return Err(format!("a name has at most {MAX_NICK_CHARS} characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("a name may not contain control characters".into());
+    }
+    if name.trim() != name {
+        return Err("a name may not start or end with spaces".into());
+    }
+    // ':' would let a name imitate an address label or a "label: message" prefix; a leading '*'
+    // would imitate a server notice.
+    if name.contains(':') {
+        return Err("a name may not contain ':'".into());
+    }
+    if name.starts_with('*') {
+        return Err("a name may not start with '*'".into());
+    }
+    Ok(name)
+}
+
+/// One connected client, as the room sees it.
+struct Member {
+    label: String,
+    queue: std::collections::VecDeque<Bytes>,
+    /// Bytes in `queue`, held under `ChatConfig::max_queue`.
+    queued: usize,
+    /// The session has been woken (or will look at its queue on its own, on `on_drained`) and
+    /// has not yet found the queue empty: further pushes need not wake it again.
+    wake_pending: bool,
+    /// Set when the member was dropped as too slow; its session closes on its next call.
+    dropped: bool,
+    waker: Waker,
+}
+
+#[derive(Default)]
+struct RoomInner {
+    /// Members indexed by id; a freed slot is reused. A slot is freed only when its session is
+    /// dropped, so no live session ever shares an id with another.
+    members: Vec<Option<Member>>,
+    free: Vec<usize>,
+    count: usize,
+    /// Lines broadcast so far: the position in the global order.
+    seq: u64,
+    shutting_down: bool,
+}
+
+/// The hub every session of one [`ChatService`] shares.
+pub struct Room {
+    config: ChatConfig,
+    inner: Mutex<RoomInner>,
+}
+
+/// Wakers to call once the room lock is released.
+type Wakes = Vec<Waker>;
+
+impl Room {
+    fn lock(&self) -> MutexGuard<'_, RoomInner> {
+        // A panic while holding the lock leaves plain data (queues, labels) behind, still
+        // consistent enough to keep serving everyone else.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queue `line` for member `id` (under the lock), dropping it if its queue would overflow.
+    /// `sender` is the member whose session is running this call: it pulls its own queue before
+    /// returning, so it is marked pending but needs no wake-up.
+    fn push(
+        config: &ChatConfig,
+        id: usize,
+        m: &mut Member,
+        line: &Bytes,
+        sender: Option<usize>,
+        wakes: &mut Wakes,
+    ) {
+        if m.dropped {
+            return;
+        }
+        if m.queued + line.len() > config.max_queue {
+            m.dropped = true;
+            m.queue.clear();
+            m.queued = 0;
+            tracing::warn!(
+                "dropping chat client {} (member {id}): more than {} bytes waited for it to \
+                 read (--max-queue); it is not reading fast enough",
+                m.label,
+                config.max_queue
+            );
+            // Always wake: a session waiting for `on_drained` on a stalled socket would
+            // otherwise never learn it was dropped.
+            m.wake_pending = true;
+            wakes.push(m.waker.clone());
+            return;
+        }
+        m.queued += line.len();
+        m.queue.push_back(line.clone());
+        if !m.wake_pending {
+            m.wake_pending = true;
+            if sender != Some(id) {
+                wakes.push(m.waker.clone());
+            }
+        }
+    }
+
+    /// Send `line` to every member in one step of the global order.
+    fn broadcast_locked(
+        &self,
+        inner: &mut RoomInner,
+        line: &Bytes,
+        sender: Option<usize>,
+        wakes: &mut Wakes,
+    ) {
+        inner.seq += 1;
+        for (id, slot) in inner.members.iter_mut().enumerate() {
+            if let Some(m) = slot {
+                Room::push(&self.config, id, m, line, sender, wakes);
+            }
+        }
+    }
+
+    /// Send `line` to one member only (answers to `/who`, refusals).
+    fn send_to_locked(&self, inner: &mut RoomInner, id: usize, line: &Bytes, wakes: &mut Wakes) {
+        if let Some(Some(m)) = inner.members.get_mut(id) {
+            // Only ever called from the asker's own session, which pulls before returning.
+            Room::push(&self.config, id, m, line, Some(id), wakes);
+        }
+    }
+
+    fn join(&self, label: String, waker: Waker) -> (usize, String) {
+        let mut wakes = Wakes::new();
+        let (id, label) = {
+            let mut inner = self.lock();
+            let member = Member {
+                label,
+                queue: Default::default(),
+                queued: 0,
+                // The joiner is woken below like everyone else; if its driver could not deliver
+                // a wake this early, the next broadcast wakes it again.
+                wake_pending: false,
+                dropped: false,
+                waker,
+            };
+            let id = match inner.free.pop() {
+                Some(id) => {
+                    inner.members[id] = Some(member);
+                    id
+                }
+                None => {
+                    inner.members.push(Some(member));
+                    inner.members.len() - 1
+                }
+            };
+            inner.count += 1;
+            let m = inner.members[id].as_mut().expect("just inserted");
+            // Unix-socket peers have no address of their own: number them.
+            if m.label.is_empty() {
+                m.label = format!("unix#{id}");
+            }
+            let label = m.label.clone();
+            if self.config.notices {
+                self.broadcast_locked(
+                    &mut inner,
+                    &wire(&Notice::Joined(&label).to_string()),
+                    None,
+                    &mut wakes,
+                );
+            }
+            (id, label)
+        };
+        wakes.iter().for_each(Waker::wake);
+        (id, label)
+    }
+
+    fn leave(&self, id: usize) {
+        let mut wakes = Wakes::new();
+        {
+            let mut inner = self.lock();
+            let Some(m) = inner.members.get_mut(id).and_then(Option::take) else {
+                return;
+            };
+            inner.free.push(id);
+            inner.count -= 1;
+            // While shutting down everyone is leaving; nobody needs to be told.
+            if self.config.notices && !inner.shutting_down {
+                self.broadcast_locked(
+                    &mut inner,
+                    &wire(&Notice::Left(&m.label).to_string()),
+                    None,
+                    &mut wakes,
+                );
+            }
+        }
+        wakes.iter().for_each(Waker::wake);
+    }
+
+    /// Run `f` under the lock, then call the wakers it collected.
+    fn with<R>(&self, f: impl FnOnce(&Room, &mut RoomInner, &mut Wakes) -> R) -> R {
+        let mut wakes = Wakes::new();
+        let r = {
+            let mut inner = self.lock();
+            f(self, &mut inner, &mut wakes)
+        };
+        wakes.iter().for_each(Waker::wake);
+        r
+    }
+
+    /// Members connected now.
+    pub fn len(&self) -> usize {
+        self.lock().count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Lines broadcast so far.
+    pub fn broadcasts(&self) -> u64 {
+        self.lock().seq
+    }
+}
+
+/// The chat service: one [`Room`], one [`ChatSession`] per client.
+pub struct ChatService {
+    room: Arc<Room>,
+}
+
+impl ChatService {
+    pub fn new(config: ChatConfig) -> ChatService {
+        ChatService {
+            room: Arc::new(Room {
+                config,
+                inner: Mutex::new(RoomInner::default()),
+            }),
+        }
+    }
+
+    pub fn room(&self) -> &Arc<Room> {
+        &self.room
+    }
+}
+
+impl Service for ChatService {
+    type Session = ChatSession;
+
+    fn open(&self, peer: &Peer, waker: Waker) -> ChatSession {
+        let label = match &peer.remote {
+            PeerAddr::Tcp(a) => a.to_string(),
+            PeerAddr::Unix(_) => String::new(),
+        };
+        let (id, label) = self.room.join(label, waker);
+        tracing::debug!("chat client {label} joined (member {id})");
+        ChatSession {
+            room: self.room.clone(),
+            id,
+            label,
+            decoder: Decoder::new(Framing::Null, self.room.config.max_message),
+            batch: Vec::new(),
+        }
+    }
+
+    fn check_model(&self, model: Model) -> Result<(), String> {
+        match model {
+            Model::Iterative => Err("the chat room needs every client connected at once, and \
+                 --model iterative serves one at a time; use --model event or --model threaded"
+                .into()),
+            Model::Prefork => Err("the chat room cannot run under --model prefork: worker \
+                 processes share no memory, so clients in different workers could not hear \
+                 each other; use --model event or --model threaded"
+                .into()),
+            Model::Threaded | Model::Event => Ok(()),
+        }
+    }
+
+    fn on_shutdown(&self) {
+        self.room.with(|room, inner, wakes| {
+            inner.shutting_down = true;
+            room.broadcast_locked(inner, &wire(&Notice::ShuttingDown.to_string()), None, wakes);
+        });
+    }
+}
+
+/// One client's state: its decoder and its place in the room. Leaving the room happens when the
+/// driver drops the session, however the connection ended.
+pub struct ChatSession {
+    room: Arc<Room>,
+    id: usize,
+    /// The label its messages carry (`ip:port`, or the name set with `/nick`).
+    label: String,
+    decoder: Decoder,
+    /// Reused between calls: lines taken from the room queue, pushed after the lock is released.
+    batch: Vec<Bytes>,
+}
+
+/// What [`ChatSession::pull`] found.
+enum Pulled {
+    Ok,
+    Dropped,
+}
+
+impl ChatSession {
+    /// The label this client's messages carry.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Move queued lines into `out` while it holds less than `target` bytes.
+    fn pull(&mut self, out: &mut Outbox, target: usize) -> Pulled {
+        let mut budget = target.saturating_sub(out.len());
+        {
+            let mut inner = self.room.lock();
+            let Some(Some(m)) = inner.members.get_mut(self.id) else {
+                return Pulled::Dropped;
+            };
+            if m.dropped {
+                return Pulled::Dropped;
+            }
+            while budget > 0 {
+                let Some(line) = m.queue.pop_front() else {
+                    break;
+                };
+                m.queued -= line.len();
+                budget = budget.saturating_sub(line.len());
+                self.batch.push(line);
+            }
+            // INVARIANT: `wake_pending` is false only when the queue is empty. If lines remain,
+            // the outbox is at its target, so the driver will call `on_drained` and we pull then.
+            m.wake_pending = !m.queue.is_empty();
+        }
+        for line in self.batch.drain(..) {
+            out.push_shared(line);
+        }
+        Pulled::Ok
+    }
+
+    /// Pull what is queued; close if the room dropped this member.
+    fn deliver(&mut self, out: &mut Outbox) -> Next {
+        match self.pull(out, OUTBOX_TARGET) {
+            Pulled::Ok => Next::CONTINUE,
+            Pulled::Dropped => {
+                // Output already waiting means the socket is not taking any: close now and free
+                // it. An empty outbox may still get the reason out.
+                if out.is_empty() {
+                    out.push_shared(wire(
+                        &Notice::Disconnected(
+                            "you were not reading; too much waited for you (--max-queue)",
+                        )
+                        .to_string(),
+                    ));
+                    Next::CloseAfterFlush
+                } else {
+                    out.clear();
+                    Next::Close
+                }
+            }
+        }
+    }
+
+    /// Act on one whole message from this client.
+    fn handle(&mut self, msg: &str) {
+        if msg == "/who" {
+            self.room.with(|room, inner, wakes| {
+                let names: Vec<String> = inner
+                    .members
+                    .iter()
+                    .flatten()
+                    .take(WHO_MAX_NAMES)
+                    .map(|m| m.label.clone())
+                    .collect();
+                let who = Notice::Who {
+                    total: inner.count,
+                    names: &names,
+                };
+                room.send_to_locked(inner, self.id, &wire(&who.to_string()), wakes);
+            });
+        } else if msg == "/nick" || msg.starts_with("/nick ") {
+            self.nick(
+                msg.strip_prefix("/nick")
+                    .unwrap_or_default()
+                    .strip_prefix(' ')
+                    .unwrap_or_default(),
+            );
+        } else {
+            let mut v = Vec::with_capacity(self.label.len() + 2 + msg.len() + 1);
+            v.extend_from_slice(self.label.as_bytes());
+            v.extend_from_slice(b": ");
+            Framing::Null.encode(msg.as_bytes(), &mut v);
+            let line = Bytes::from(v);
+            let id = self.id;
+            self.room
+                .with(|room, inner, wakes| room.broadcast_locked(inner, &line, Some(id), wakes));
+        }
+    }
+
+    fn nick(&mut self, name: &str) {
+        let id = self.id;
+        let notices = self.room.config.notices;
+        let renamed = self.room.with(|room, inner, wakes| {
+            let refused =
+                match check_nick(name) {
+                    Err(why) => Some(why),
+                    Ok(name)
+                        if inner.members.iter().enumerate().any(|(i, m)| {
+                            i != id && m.as_ref().is_some_and(|m| m.label == name)
+                        }) =>
+                    {
+                        Some(format!("{name} is taken"))
+                    }
+                    Ok(_) => None,
+                };
+            if let Some(why) = refused {
+                room.send_to_locked(
+                    inner,
+                    id,
+                    &wire(&Notice::NickRefused(&why).to_string()),
+                    wakes,
+                );
+                return None;
+            }
+            let Some(Some(m)) = inner.members.get_mut(id) else {
+                return None;
+            };
+            let old = std::mem::replace(&mut m.label, name.to_string());
+            let line = wire(
+                &Notice::Renamed {
+                    old: &old,
+                    new: name,
+                }
+                .to_string(),
+            );
+            if notices {
+                room.broadcast_locked(inner, &line, Some(id), wakes);
+            } else {
+                room.send_to_locked(inner, id, &line, wakes);
+            }
+            Some(old)
+        });
+        if let Some(old) = renamed {
+            tracing::debug!("chat client {old} is now known as {name}");
+            self.label = name.to_string();
+        }
+    }
+
+    /// Close this client alone, with the reason logged and (if it still reads) told.
+    fn refuse(&mut self, why: &FrameError, out: &mut Outbox) -> Next {
+        let reason = match why {
+            FrameError::TooLong { limit } => {
+                format!("a message was longer than {limit} bytes (--max-message)")
+            }
+            FrameError::InvalidUtf8 => "a message was not valid UTF-8".to_string(),
+        };
+        tracing::warn!("closing chat client {}: {reason}", self.label);
+        out.push_shared(wire(&Notice::Disconnected(&reason).to_string()));
+        Next::CloseAfterFlush
+    }
+}
+
+impl Session for ChatSession {
+    fn on_input(&mut self, input: &mut ReadBuf, out: &mut Outbox, _now: Instant) -> Next {
+        loop {
+            match self.decoder.decode(input.data()) {
+                Ok(Some(frame)) => {
+                    // The decoder checked the payload is UTF-8; a failure here would be a
+                    // decoder bug, answered like bad input rather than with a panic.
+                    let Ok(msg) = std::str::from_utf8(&input.data()[frame.payload.clone()]) else {
+                        return self.refuse(&FrameError::InvalidUtf8, out);
+                    };
+                    // Handled straight from the read buffer: the line is built once, in `handle`.
+                    self.handle(msg);
+                    input.consume(frame.consumed);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    input.clear();
+                    return self.refuse(&e, out);
+                }
+            }
+        }
+        // Our own messages came back to our queue (unwoken: we pull here). Everything queued
+        // goes into the outbox, past OUTBOX_TARGET: a client that sends faster than it reads
+        // then has an outbox over the driver's high-water mark, and the driver stops reading its
+        // input until it catches up. That is the back-pressure that keeps a fast sender from
+        // overflowing its own queue (and everyone else's) instead of being dropped.
+        match self.pull(out, usize::MAX) {
+            Pulled::Ok => Next::CONTINUE,
+            Pulled::Dropped => self.deliver(out),
+        }
+    }
+
+    fn on_eof(&mut self, input: &mut ReadBuf, out: &mut Outbox, _now: Instant) -> Next {
+        if !input.is_empty() {
+            tracing::debug!(
+                "chat client {} closed with {} bytes of an unfinished message",
+                self.label,
+                input.len()
+            );
+            input.clear();
+        }
+        match self.deliver(out) {
+            Next::Continue { .. } => Next::CloseAfterFlush,
+            other => other,
+        }
+    }
+
+    fn on_drained(&mut self, out: &mut Outbox, _now: Instant) -> Next {
+        self.deliver(out)
+    }
+
+    fn on_wake(&mut self, out: &mut Outbox, _now: Instant) -> Next {
+        self.deliver(out)
+    }
+
+    fn on_shutdown(&mut self, out: &mut Outbox, _now: Instant) -> Next {
+        // Everything still queued (bounded by --max-queue) goes out, the farewell last.
+        match self.pull(out, usize::MAX) {
+            Pulled::Ok => Next::CloseAfterFlush,
+            Pulled::Dropped => Next::Close,
+        }
+    }
+}
+
+impl Drop for ChatSession {
+    fn drop(&mut self) {
+        self.room.leave(self.id);
+        tracing::debug!("chat client {} left", self.label);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A hand-driven client: its session, its outbox, and how often it was woken.
+    struct Client {
+        s: ChatSession,
+        out: Outbox,
+        wakes: Arc<AtomicUsize>,
+    }
+
+    fn peer(port: u16) -> Peer {
+        let a: SocketAddr = ([127, 0, 0, 1], port).into();
+        Peer {
+            remote: PeerAddr::Tcp(a),
+            local: PeerAddr::Tcp(([127, 0, 0, 1], 4040).into()),
+        }
+    }
+
+    fn join(svc: &ChatService, port: u16) -> Client {
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let w = wakes.clone();
+        let s = svc.open(
+            &peer(port),
+            Waker::new(move || {
+                w.fetch_add(1, Ordering::SeqCst);
+            }),
+        );
+        Client {
+            s,
+            out: Outbox::new(),
+            wakes,
+        }
+    }
+
+    impl Client {
+        fn send(&mut self, bytes: &[u8]) -> Next {
+            let mut rb = ReadBuf::from_bytes(bytes);
+            self.s.on_input(&mut rb, &mut self.out, Instant::now())
+        }
+
+        fn wake(&mut self) -> Next {
+            self.s.on_wake(&mut self.out, Instant::now())
+        }
+
+        /// Wake the session and return the lines it queued, NULs stripped.
+        fn lines(&mut self) -> Vec<String> {
+            self.wake();
+            split(&self.out.take_all())
+        }
+
+        fn woken(&self) -> usize {
+            self.wakes.load(Ordering::SeqCst)
+        }
+    }
+
+    fn split(bytes: &[u8]) -> Vec<String> {
+        assert!(
+            bytes.is_empty() || bytes.ends_with(&[0]),
+            "every line ends in NUL"
+        );
+        bytes
+            .split(|&b| b == 0)
+            .filter(|l| !l.is_empty())
+            .map(|l| String::from_utf8(l.to_vec()).unwrap())
+            .collect()
+    }
+
+    fn quiet() -> ChatService {
+        ChatService::new(ChatConfig {
+            notices: false,
+            ..ChatConfig::default()
+        })
+    }
+
+    #[test]
+    fn a_message_reaches_every_client_including_the_sender() {
+        let svc = quiet();
+        let mut a = join(&svc, 5001);
+        let mut b = join(&svc, 5002);
+        a.send(b"hello\0");
+        assert_eq!(split(&a.out.take_all()), vec!["127.0.0.1:5001: hello"]);
+        assert_eq!(b.lines(), vec!["127.0.0.1:5001: hello"]);
+    }
+
+    #[test]
+    fn partial_frames_wait_and_many_frames_in_one_read_come_out_in_order() {
+        let svc = quiet();
+        let mut a = join(&svc, 5001);
+        let mut rb = ReadBuf::new();
+        rb.extend(b"one\0tw");
+        a.s.on_input(&mut rb, &mut a.out, Instant::now());
+        assert_eq!(rb.data(), b"tw", "the partial frame stays in the buffer");
+        rb.extend(b"o\0three\0");
+        a.s.on_input(&mut rb, &mut a.out, Instant::now());
+        assert!(rb.is_empty());
+        assert_eq!(
+            split(&a.out.take_all()),
+            vec![
+                "127.0.0.1:5001: one",
+                "127.0.0.1:5001: two",
+                "127.0.0.1:5001: three"
+            ]
+        );
+    }
+
+    #[test]
+    fn interleaved_senders_are_seen_in_the_same_order_by_everyone() {
+        let svc = quiet();
+        let mut cs: Vec<Client> = (0..5).map(|i| join(&svc, 6000 + i)).collect();
+        for round in 0..20 {
+            for (i, c) in cs.iter_mut().enumerate() {
+                // Leave the sender's own copy queued in the room, like the others'.
+                let mut rb = ReadBuf::from_bytes(format!("m{round}-{i}\0").as_bytes());
+                let mut scratch = Outbox::new();
+                c.s.on_input(&mut rb, &mut scratch, Instant::now());
+                c.out.push_bytes(&scratch.take_all());
+            }
+        }
+        let seqs: Vec<Vec<String>> = cs
+            .iter_mut()
+            .map(|c| {
+                let mut v = split(&c.out.take_all());
+                v.extend(c.lines());
+                v
+            })
+            .collect();
+        assert_eq!(seqs[0].len(), 100);
+        for s in &seqs[1..] {
+            assert_eq!(s, &seqs[0]);
+        }
+    }
+
+    #[test]
+    fn wake_ups_are_coalesced_until_the_session_empties_its_queue() {
+        let svc = quiet();
+        let mut a = join(&svc, 5001);
+        let b = join(&svc, 5002);
+        let before = b.woken();
+        for _ in 0..100 {
+            a.send(b"x\0");
+        }
+        assert_eq!(b.woken() - before, 1, "one wake for a burst");
+        assert_eq!(a.woken(), 0, "a sender is not woken for its own messages");
+        let mut b = b;
+        assert_eq!(b.lines().len(), 100);
+        a.send(b"y\0");
+        assert_eq!(b.woken() - before, 2, "an emptied queue is woken again");
+    }
+
+    #[test]
+    fn the_outbox_is_filled_to_its_target_and_the_rest_follows_on_drained() {
+        let svc = quiet();
+        let mut a = join(&svc, 5001);
+        let mut b = join(&svc, 5002);
+        let msg = vec![b'z'; 1000];
+        let mut input = msg.clone();
+        input.push(0);
+        for _ in 0..200 {
+            a.send(&input);
+            a.out.take_all();
+        }
+        b.wake();
+        let first = b.out.len();
+        assert!(
+            (OUTBOX_TARGET..OUTBOX_TARGET + 2000).contains(&first),
+            "{first}"
+        );
+        let mut total = first;
+        b.out.take_all();
+        while b.s.on_drained(&mut b.out, Instant::now()) == Next::CONTINUE && !b.out.is_empty() {
+            total += b.out.len();
+            b.out.take_all();
+        }
+        assert_eq!(total, 200 * ("127.0.0.1:5001: ".len() + 1001));
+    }
+
+    #[test]
+    fn a_sender_takes_its_whole_queue_into_its_outbox_so_the_driver_throttles_its_input() {
+        let svc = quiet();
+        let mut a = join(&svc, 5001);
+        let mut b = join(&svc, 5002);
+        let mut input = vec![b'z'; 1000];
+        input.push(0);
+        for _ in 0..200 {
+            a.send(&input);
+            a.out.take_all();
+        }
+        // b never read: 200 KB wait for it. Its next message takes all of it, past the target.
+        b.send(b"me too\0");
+        assert!(b.out.len() > 3 * OUTBOX_TARGET, "{}", b.out.len());
+        assert!(split(&b.out.take_all())
+            .last()
+            .unwrap()
+            .ends_with(": me too"));
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_is_dropped_when_its_queue_passes_the_limit() {
+        let svc = ChatService::new(ChatConfig {
+            max_queue: 10_000,
+            notices: false,
+            ..ChatConfig::default()
+        });
+        let mut a = join(&svc, 5001);
+        let mut slow = join(&svc, 5002);
+        let mut input = vec![b'q'; 500];
+        input.push(0);
+        // Fill the slow client's outbox to its target first, as a stalled socket would.
+        for _ in 0..140 {
+            a.send(&input);
+            a.out.take_all();
+            assert_eq!(slow.wake(), Next::CONTINUE);
+        }
+        assert!(slow.out.len() >= OUTBOX_TARGET);
+        let woken = slow.woken();
+        for _ in 0..30 {
+            a.send(&input);
+            a.out.take_all();
+        }
+        assert!(
+            slow.woken() > woken,
+            "a dropped member is woken even with a wake pending"
+        );
+        assert_eq!(
+            slow.wake(),
+            Next::Close,
+            "a stalled socket is closed at once"
+        );
+        assert!(slow.out.is_empty(), "its memory is released");
+        // Everyone else carries on.
+        a.send(b"still here\0");
+        assert_eq!(split(&a.out.take_all()), vec!["127.0.0.1:5001: still here"]);
+    }
+
+    #[test]
+    fn a_dropped_client_with_an_empty_outbox_is_told_why() {
+        let svc = ChatService::new(ChatConfig {
+            max_queue: 100,
+            notices: false,
+            ..ChatConfig::default()
+        });
+        let mut a = join(&svc, 5001);
+        let mut slow = join(&svc, 5002);
+        for _ in 0..10 {
+            a.send(b"0123456789\0");
+        }
+        assert_eq!(slow.wake(), Next::CloseAfterFlush);
+        let lines = split(&slow.out.take_all());
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].starts_with("* disconnected: "), "{lines:?}");
+    }
+
+    #[test]
+    fn a_message_at_the_limit_passes_and_one_byte_over_closes_only_its_sender() {
+        let svc = ChatService::new(ChatConfig {
+            max_message: 10,
+            notices: false,
+            ..ChatConfig::default()
+        });
+        let mut a = join(&svc, 5001);
+        let mut b = join(&svc, 5002);
+        assert_eq!(a.send(b"0123456789\0"), Next::CONTINUE);
+        assert_eq!(a.send(b"0123456789X\0"), Next::CloseAfterFlush);
+        let lines = split(&a.out.take_all());
+        assert_eq!(lines[0], "127.0.0.1:5001: 0123456789");
+        assert!(lines[1].contains("longer than 10 bytes"), "{lines:?}");
+        assert_eq!(
+            b.lines(),
+            vec!["127.0.0.1:5001: 0123456789"],
+            "b saw nothing odd"
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_closes_its_sender_and_nobody_else_notices() {
+        let svc = quiet();
+        let mut a = join(&svc, 5001);
+        let mut b = join(&svc, 5002);
+        assert_eq!(a.send(b"ok\xff\xfe\0"), Next::CloseAfterFlush);
+        assert!(split(&a.out.take_all())[0].contains("not valid UTF-8"));
+        assert!(b.lines().is_empty());
+    }
+
+    #[test]
+    fn join_leave_and_rename_notices_go_to_everyone() {
+        let svc = ChatService::new(ChatConfig::default());
+        let mut a = join(&svc, 5001);
+        assert_eq!(a.lines(), vec!["* 127.0.0.1:5001 joined"]);
+        let mut b = join(&svc, 5002);
+        assert_eq!(a.lines(), vec!["* 127.0.0.1:5002 joined"]);
+        assert_eq!(b.lines(), vec!["* 127.0.0.1:5002 joined"]);
+        b.send(b"/nick bob\0");
+        b.send(b"hi\0");
+        assert_eq!(
+            a.lines(),
+            vec!["* 127.0.0.1:5002 is now known as bob", "bob: hi"]
+        );
+        drop(b);
+        assert_eq!(a.lines(), vec!["* bob left"]);
+        assert_eq!(svc.room().len(), 1);
+    }
+
+    #[test]
+    fn notices_off_keeps_the_room_quiet_but_still_confirms_a_rename_to_its_owner() {
+        let svc = quiet();
+        let mut a = join(&svc, 5001);
+        let mut b = join(&svc, 5002);
+        assert!(a.lines().is_empty());
+        b.send(b"/nick bob\0");
+        assert_eq!(
+            split(&b.out.take_all()),
+            vec!["* 127.0.0.1:5002 is now known as bob"]
+        );
+        drop(b);
+        assert!(a.lines().is_empty());
+    }
+
+    #[test]
+    fn who_answers_only_the_asker() {
+        let svc = quiet();
+        let mut a = join(&svc, 5001);
+        let mut b = join(&svc, 5002);
+        a.send(b"/nick alice\0");
+        b.send(b"/who\0");
+        assert_eq!(
+            split(&b.out.take_all()),
+            vec!["* 2 connected: alice, 127.0.0.1:5002"]
+        );
+        a.out.take_all();
+        assert!(a.lines().is_empty());
+    }
+
+    #[test]
+    fn who_in_a_crowded_room_lists_the_first_names_and_counts_the_rest() {
+        let svc = quiet();
+        let mut cs: Vec<Client> = (0..WHO_MAX_NAMES as u16 + 5)
+            .map(|i| join(&svc, 7000 + i))
+            .collect();
+        cs[0].send(b"/who\0");
+        let answer = split(&cs[0].out.take_all()).remove(0);
+        assert!(answer.starts_with(&format!(
+            "* {} connected: 127.0.0.1:7000, ",
+            WHO_MAX_NAMES + 5
+        )));
+        assert!(answer.ends_with(" and 5 more"), "{answer}");
+        assert_eq!(answer.matches(", ").count(), WHO_MAX_NAMES - 1);
+    }
+
+    #[test]
+    fn bad_and_taken_nicks_are_refused_to_the_asker_only() {
+        let svc = quiet();
+        let mut a = join(&svc, 5001);
+        let mut b = join(&svc, 5002);
+        a.send(b"/nick alice\0");
+        a.out.take_all();
+        for (cmd, why) in [
+            ("/nick alice", "alice is taken"),
+            ("/nick", "usage"),
+            ("/nick ", "usage"),
+            ("/nick 127.0.0.1:9", "':'"),
+            ("/nick *server", "'*'"),
+            ("/nick a\tb", "control"),
+            ("/nick  x", "spaces"),
+        ] {
+            let mut input = cmd.as_bytes().to_vec();
+            input.push(0);
+            b.send(&input);
+            let lines = split(&b.out.take_all());
+            assert_eq!(lines.len(), 1, "{cmd}: {lines:?}");
+            assert!(
+                lines[0].starts_with("* nick refused: ") && lines[0].contains(why),
+                "{cmd}: {lines:?}"
+            );
+        }
+        let long = format!("/nick {}\0", "é".repeat(MAX_NICK_CHARS + 1));
+        b.send(long.as_bytes());
+        assert!(split(&b.out.take_all())[0].contains("at most"));
+        let ok = format!("/nick {}\0", "é".repeat(MAX_NICK_CHARS));
+        b.send(ok.as_bytes());
+        assert!(split(&b.out.take_all())[0].contains("is now known as"));
+        assert!(a.lines().is_empty());
+        // Text that only looks like a command is a message.
+        b.send(b"/nickname\0");
+        assert!(a.lines()[0].ends_with(": /nickname"));
+    }
+
+    #[test]
+    fn shutdown_sends_the_farewell_and_closes_after_flushing() {
+        let svc = quiet();
+        let mut a = join(&svc, 5001);
+        let b = join(&svc, 5002);
+        svc.on_shutdown();
+        let next = a.s.on_shutdown(&mut a.out, Instant::now());
+        assert_eq!(next, Next::CloseAfterFlush);
+        assert_eq!(split(&a.out.take_all()), vec!["* server shutting down"]);
+        drop(b);
+        assert!(a.lines().is_empty(), "no leave notices while shutting down");
+    }
+
+    #[test]
+    fn eof_mid_message_closes_quietly_and_the_client_leaves() {
+        let svc = ChatService::new(ChatConfig::default());
+        let mut a = join(&svc, 5001);
+        let mut b = join(&svc, 5002);
+        a.lines();
+        let mut rb = ReadBuf::from_bytes(b"half a mess");
+        assert_eq!(
+            b.s.on_input(&mut rb, &mut b.out, Instant::now()),
+            Next::CONTINUE
+        );
+        assert_eq!(
+            b.s.on_eof(&mut rb, &mut b.out, Instant::now()),
+            Next::CloseAfterFlush
+        );
+        drop(b);
+        assert_eq!(a.lines(), vec!["* 127.0.0.1:5002 left"]);
+    }
+
+    #[test]
+    fn iterative_and_prefork_are_refused_with_a_reason() {
+        let svc = quiet();
+        assert!(svc
+            .check_model(Model::Iterative)
+            .unwrap_err()
+            .contains("one at a time"));
+        assert!(svc
+            .check_model(Model::Prefork)
+            .unwrap_err()
+            .contains("share no memory"));
+        assert!(svc.check_model(Model::Event).is_ok());
+        assert!(svc.check_model(Model::Threaded).is_ok());
+    }
+
+    #[test]
+    fn freed_member_slots_are_reused() {
+        let svc = quiet();
+        let a = join(&svc, 5001);
+        let id = a.s.id;
+        drop(a);
+        let b = join(&svc, 5002);
+        assert_eq!(b.s.id, id);
+        assert_eq!(svc.room().len(), 1);
+    }
+}

@@ -1,15 +1,479 @@
-//! The event model: not written yet.
-use std::sync::Arc;
+//! The event model: `workers` threads, each an event loop with its own poller (epoll, poll or
+//! select) over non-blocking sockets. Every worker watches every listener (EPOLLEXCLUSIVE under
+//! epoll, so a new connection wakes one worker, not all) and keeps the connections it accepted.
+//!
+//! Per worker: a slab of connections indexed by token (index + generation, so a stale wake or a
+//! readiness report for a reused slot is recognised and ignored); an eventfd plus a queue of
+//! tokens for wakes from other threads (each connection is queued at most once until handled);
+//! a min-heap of deadlines for timers. The same loop runs inside each prefork worker process.
 
-use super::{Ctx, ServeError};
+pub(crate) mod poller;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use socket2::Socket;
+
+use self::poller::{Event, Poller};
+use super::connection::{Conn, Interest, Limits};
+use super::{accept_failed, Ctx, ServeError};
 use crate::net::Listener;
-use crate::protocol::Service;
+use crate::protocol::{Peer, Service, Waker};
+use crate::sys::EventFd;
 
+/// Tokens at and above this are not connections.
+const LISTENER_BASE: u64 = 1 << 63;
+const WAKE_TOKEN: u64 = u64::MAX;
+const SHUTDOWN_TOKEN: u64 = u64::MAX - 1;
+
+/// Connections accepted per listener readiness before the loop looks at other work.
+const ACCEPT_BUDGET: usize = 64;
+
+const READ: Interest = Interest {
+    read: true,
+    write: false,
+};
+
+fn token(index: usize, gen: u32) -> u64 {
+    (u64::from(gen) << 32) | index as u64
+}
+
+fn split(token: u64) -> (usize, u32) {
+    ((token & 0xffff_ffff) as usize, (token >> 32) as u32)
+}
+
+/// Run `opts.workers` event loops on threads until shutdown. Returns the first worker error.
 pub(crate) fn run<S: Service>(
-    _ctx: Arc<Ctx<S>>,
-    _listeners: Vec<Listener>,
+    ctx: Arc<Ctx<S>>,
+    listeners: Vec<Listener>,
 ) -> Result<(), ServeError> {
-    Err(ServeError::Refused(
-        "the event model is not written yet; use --model threaded".into(),
-    ))
+    for l in &listeners {
+        l.set_nonblocking(true).map_err(|e| ServeError::Sys {
+            what: "making a listener non-blocking",
+            source: e,
+        })?;
+    }
+    let active = AtomicUsize::new(0);
+    let workers = ctx.opts.workers.max(1);
+    let max = ctx.opts.max_connections;
+    let results: Vec<Result<(), ServeError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|i| {
+                let (ctx, listeners, active) = (&*ctx, &listeners, &active);
+                std::thread::Builder::new()
+                    .name(format!("tincan-event-{i}"))
+                    .spawn_scoped(s, move || {
+                        let r = run_worker(ctx, listeners, active, max);
+                        if r.is_err() {
+                            // One worker down means the server cannot keep its promises.
+                            ctx.shutdown.trigger();
+                        }
+                        r
+                    })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h {
+                Ok(h) => h.join().unwrap_or_else(|_| {
+                    ctx.shutdown.trigger();
+                    Err(ServeError::Refused("an event worker panicked".into()))
+                }),
+                Err(e) => {
+                    ctx.shutdown.trigger();
+                    Err(ServeError::Sys {
+                        what: "starting an event worker thread",
+                        source: e,
+                    })
+                }
+            })
+            .collect()
+    });
+    results.into_iter().find(|r| r.is_err()).unwrap_or(Ok(()))
+}
+
+/// One event loop, on the calling thread, until shutdown and its grace period are over.
+/// `active` counts connections across the workers sharing `max` (the per-server cap).
+pub(crate) fn run_worker<S: Service>(
+    ctx: &Ctx<S>,
+    listeners: &[Listener],
+    active: &AtomicUsize,
+    max: usize,
+) -> Result<(), ServeError> {
+    let mut w = Worker::new(ctx, listeners, active, max)?;
+    w.run()
+}
+
+/// Wakes addressed to this worker's connections.
+struct WakeQueue {
+    fd: EventFd,
+    pending: Mutex<Vec<u64>>,
+}
+
+struct Entry<T: crate::protocol::Session> {
+    conn: Conn<T>,
+    interest: Interest,
+    /// The earliest deadline this connection has in the heap.
+    scheduled: Option<Instant>,
+    /// Set by the waker, cleared when the wake is delivered: one queue entry per connection.
+    wake_queued: Arc<AtomicBool>,
+}
+
+struct Slot<T: crate::protocol::Session> {
+    gen: u32,
+    entry: Option<Entry<T>>,
+}
+
+struct Worker<'a, S: Service> {
+    ctx: &'a Ctx<S>,
+    listeners: &'a [Listener],
+    active: &'a AtomicUsize,
+    max: usize,
+    poller: Poller,
+    slots: Vec<Slot<S::Session>>,
+    free: Vec<usize>,
+    live: usize,
+    wakes: Arc<WakeQueue>,
+    wake_batch: Vec<u64>,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+    /// Listeners are registered with the poller.
+    listening: bool,
+    /// Accepting paused after an accept error until then.
+    resume_at: Option<Instant>,
+    grace_until: Option<Instant>,
+    limits: Limits,
+}
+
+impl<'a, S: Service> Worker<'a, S> {
+    fn new(
+        ctx: &'a Ctx<S>,
+        listeners: &'a [Listener],
+        active: &'a AtomicUsize,
+        max: usize,
+    ) -> Result<Self, ServeError> {
+        let sys = |what| move |e| ServeError::Sys { what, source: e };
+        let poller = Poller::new(ctx.opts.poller).map_err(sys("creating the poller"))?;
+        let wakes = Arc::new(WakeQueue {
+            fd: EventFd::new().map_err(sys("creating the wake eventfd"))?,
+            pending: Mutex::new(Vec::new()),
+        });
+        let mut w = Worker {
+            ctx,
+            listeners,
+            active,
+            max: max.max(1),
+            poller,
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            wakes,
+            wake_batch: Vec::new(),
+            timers: BinaryHeap::new(),
+            listening: false,
+            resume_at: None,
+            grace_until: None,
+            limits: Limits::from(&ctx.opts),
+        };
+        let wake_fd = w.wakes.fd.as_raw_fd();
+        w.poller
+            .add(wake_fd, WAKE_TOKEN, READ, false)
+            .map_err(sys("watching the wake eventfd"))?;
+        w.poller
+            .add(ctx.shutdown.fd(), SHUTDOWN_TOKEN, READ, false)
+            .map_err(sys("watching the shutdown signal"))?;
+        w.listen(true).map_err(sys("watching the listeners"))?;
+        Ok(w)
+    }
+
+    /// Register (or deregister) the listeners with this worker's poller.
+    fn listen(&mut self, on: bool) -> std::io::Result<()> {
+        if on == self.listening {
+            return Ok(());
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            let fd = l.as_raw_fd();
+            if on {
+                self.poller.add(fd, LISTENER_BASE + i as u64, READ, true)?;
+            } else {
+                let _ = self.poller.delete(fd);
+            }
+        }
+        self.listening = on;
+        Ok(())
+    }
+
+    fn run(&mut self) -> Result<(), ServeError> {
+        let mut events: Vec<Event> = Vec::with_capacity(256);
+        if self.ctx.shutdown.is_triggered() {
+            self.begin_shutdown(Instant::now());
+        }
+        loop {
+            let now = Instant::now();
+            if let Some(g) = self.grace_until {
+                if self.live == 0 {
+                    break;
+                }
+                if now >= g {
+                    tracing::debug!("grace period over; closing {} connections", self.live);
+                    break;
+                }
+            } else if !self.listening
+                && self.resume_at.is_none_or(|t| now >= t)
+                && self.active.load(Ordering::SeqCst) < self.max
+            {
+                self.resume_at = None;
+                if let Err(e) = self.listen(true) {
+                    tracing::warn!("cannot watch the listeners again: {e}");
+                    self.resume_at = Some(now + Duration::from_millis(100));
+                }
+            }
+            let mut deadline = self.timers.peek().map(|Reverse((t, _))| *t);
+            for d in [self.grace_until, self.resume_at].into_iter().flatten() {
+                deadline = Some(deadline.map_or(d, |x| x.min(d)));
+            }
+            // A worker paused at the cap wakes now and then to see whether a slot freed in
+            // another worker (the cap is per server, the pause per worker).
+            if !self.listening && self.grace_until.is_none() {
+                let soon = now + Duration::from_millis(100);
+                deadline = Some(deadline.map_or(soon, |x| x.min(soon)));
+            }
+            let timeout = deadline.map(|d| d.saturating_duration_since(now));
+            match self.poller.wait(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(ServeError::Sys {
+                        what: "waiting for readiness",
+                        source: e,
+                    })
+                }
+            }
+            let now = Instant::now();
+            for ev in events.iter() {
+                match ev.token {
+                    SHUTDOWN_TOKEN => self.begin_shutdown(now),
+                    WAKE_TOKEN => self.deliver_wakes(now),
+                    t if t >= LISTENER_BASE => self.accept((t - LISTENER_BASE) as usize, now),
+                    t => self.ready(t, ev, now),
+                }
+            }
+            self.fire_timers(now);
+        }
+        // Whatever is left after the grace period is closed by dropping it.
+        self.slots.clear();
+        self.active.fetch_sub(self.live, Ordering::SeqCst);
+        self.live = 0;
+        Ok(())
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        if self.grace_until.is_some() {
+            return;
+        }
+        self.ctx.shutdown.mark();
+        self.grace_until = Some(now + self.ctx.opts.grace);
+        let _ = self.listen(false);
+        let _ = self.poller.delete(self.ctx.shutdown.fd());
+        self.ctx.begin_shutdown();
+        for i in 0..self.slots.len() {
+            if let Some(e) = self.slots[i].entry.as_mut() {
+                e.conn.shutdown(now);
+                self.update(i);
+            }
+        }
+    }
+
+    fn accept(&mut self, which: usize, now: Instant) {
+        let Some(l) = self.listeners.get(which) else {
+            return;
+        };
+        for _ in 0..ACCEPT_BUDGET {
+            if self.active.load(Ordering::SeqCst) >= self.max {
+                // At the cap: stop watching the listeners; new clients wait in the backlog.
+                let _ = self.listen(false);
+                return;
+            }
+            match l.accept() {
+                Ok((sock, peer)) => {
+                    self.active.fetch_add(1, Ordering::SeqCst);
+                    self.open(sock, peer, now);
+                }
+                Err(e) => {
+                    if let Some(pause) = accept_failed(&e) {
+                        let _ = self.listen(false);
+                        self.resume_at = Some(now + pause);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn open(&mut self, sock: Socket, peer: Peer, now: Instant) {
+        let fd = sock.as_raw_fd();
+        if !self.poller.fits(fd) {
+            tracing::warn!(
+                "closing the connection from {}: its descriptor {fd} is beyond what select can \
+                 watch ({}); use --poller epoll or poll for this many connections",
+                peer.remote,
+                crate::sys::FD_SETSIZE
+            );
+            let _ = sock.shutdown(std::net::Shutdown::Both);
+            self.active.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        if let Err(e) = sock.set_nonblocking(true) {
+            tracing::warn!("dropping the connection from {}: {e}", peer.remote);
+            self.active.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        let index = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(Slot {
+                gen: 0,
+                entry: None,
+            });
+            self.slots.len() - 1
+        });
+        let tok = token(index, self.slots[index].gen);
+        let wake_queued = Arc::new(AtomicBool::new(false));
+        let waker = {
+            let (q, flag) = (Arc::clone(&self.wakes), Arc::clone(&wake_queued));
+            Waker::new(move || {
+                if !flag.swap(true, Ordering::AcqRel) {
+                    let mut p = q.pending.lock().unwrap_or_else(|e| e.into_inner());
+                    let first = p.is_empty();
+                    p.push(tok);
+                    drop(p);
+                    if first {
+                        q.fd.notify();
+                    }
+                }
+            })
+        };
+        let session = self.ctx.service.open(&peer, waker);
+        let mut conn = Conn::new(sock, session, self.limits, now);
+        if self.grace_until.is_some() {
+            conn.shutdown(now);
+        }
+        let interest = conn.interest();
+        if let Err(e) = self.poller.add(fd, tok, interest, false) {
+            tracing::warn!(
+                "dropping the connection from {}: cannot watch it: {e}",
+                peer.remote
+            );
+            self.free.push(index);
+            self.active.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        self.slots[index].entry = Some(Entry {
+            conn,
+            interest,
+            scheduled: None,
+            wake_queued,
+        });
+        self.live += 1;
+        self.update(index);
+    }
+
+    /// The entry a token names, if it is still the same connection.
+    fn lookup(&mut self, tok: u64) -> Option<usize> {
+        let (index, gen) = split(tok);
+        match self.slots.get(index) {
+            Some(s) if s.gen == gen && s.entry.is_some() => Some(index),
+            _ => None,
+        }
+    }
+
+    fn ready(&mut self, tok: u64, ev: &Event, now: Instant) {
+        let Some(i) = self.lookup(tok) else {
+            return;
+        };
+        if let Some(e) = self.slots[i].entry.as_mut() {
+            e.conn.ready(now, ev.readable, ev.writable, ev.hup);
+        }
+        self.update(i);
+    }
+
+    fn deliver_wakes(&mut self, now: Instant) {
+        self.wakes.fd.drain();
+        let mut batch = std::mem::take(&mut self.wake_batch);
+        std::mem::swap(
+            &mut batch,
+            &mut *self.wakes.pending.lock().unwrap_or_else(|e| e.into_inner()),
+        );
+        for tok in batch.drain(..) {
+            let Some(i) = self.lookup(tok) else {
+                continue;
+            };
+            if let Some(e) = self.slots[i].entry.as_mut() {
+                e.wake_queued.store(false, Ordering::Release);
+                e.conn.wake(now);
+            }
+            self.update(i);
+        }
+        self.wake_batch = batch;
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(Reverse((t, tok))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(i) = self.lookup(tok) else {
+                continue;
+            };
+            let Some(e) = self.slots[i].entry.as_mut() else {
+                continue;
+            };
+            if e.scheduled != Some(t) {
+                continue; // superseded by an earlier deadline that already ran
+            }
+            e.scheduled = None;
+            e.conn.timers(now);
+            self.update(i);
+        }
+    }
+
+    /// After anything happened to connection `i`: close it if it is done, else bring the
+    /// poller's interest and the timer heap up to date.
+    fn update(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        let Some(e) = slot.entry.as_mut() else {
+            return;
+        };
+        let tok = token(i, slot.gen);
+        let fd = e.conn.sock.as_raw_fd();
+        if !e.conn.is_closed() {
+            let want = e.conn.interest();
+            if want != e.interest {
+                match self.poller.modify(fd, tok, want) {
+                    Ok(()) => e.interest = want,
+                    Err(err) => {
+                        tracing::warn!("closing a connection the poller refused: {err}");
+                        e.conn.close();
+                    }
+                }
+            }
+        }
+        if e.conn.is_closed() {
+            let _ = self.poller.delete(fd);
+            slot.entry = None;
+            slot.gen = (slot.gen + 1) & 0x7fff_ffff;
+            self.free.push(i);
+            self.live -= 1;
+            self.active.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        if let Some(d) = e.conn.deadline() {
+            if e.scheduled.is_none_or(|s| d < s) {
+                e.scheduled = Some(d);
+                self.timers.push(Reverse((d, tok)));
+            }
+        }
+    }
 }

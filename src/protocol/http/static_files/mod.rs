@@ -1,1 +1,599 @@
-//! Static files: not written yet.
+//! The static file handler behind `tincan serve`: a [`Handler`] that maps a request onto a
+//! document root and answers with a file region, a listing, a redirect or an error. It never
+//! touches a socket; the HTTP session frames what it returns.
+//!
+//! The pipeline, one step per request, in order:
+//!
+//! 0. **Method**: GET and HEAD are served; OPTIONS gets 204 with `Allow` whatever the path
+//!    (including `*`); anything else 405 with `Allow`, before the path is looked at, as nginx
+//!    does for static locations.
+//! 1. **Path** ([`path`]): percent-decode once, refuse NUL, backslashes and encoded slashes
+//!    (400), resolve dot segments without climbing above the root, hide dotfiles (404).
+//! 2. **Locate** ([`path::locate`]): canonicalize under the root; a symlink leading out is 403
+//!    unless `follow_symlinks`; a missing path gets the SPA `fallback` if set, else 404.
+//! 3. **Directory**: `/dir` → 301 `/dir/` (query kept); the first index file found is served;
+//!    else a listing ([`listing`], HTML or JSON by `Accept`) if `listing`, else 403 (nginx).
+//! 4. **File**: opened once (non-blocking, so a FIFO cannot hang a worker) and `fstat`ed, so size
+//!    and mtime describe the very file that is sent; `Content-Type` ([`mime`]); 406 if `Accept`
+//!    clearly excludes it.
+//! 5. **Representation** ([`encoding`]): a precompressed sidecar, or gzip made on the fly for
+//!    compressible types (cached), or the file itself; each with its own strong ETag.
+//! 6. **Preconditions** ([`conditional`]): RFC 9110 §13.2.2 order, 304 or 412.
+//! 7. **Ranges** ([`range`]): 206 (single or `multipart/byteranges`), 416, or the whole thing.
+//!    Ranges apply to the selected representation (a gzip response's ranges are ranges of the
+//!    gzip bytes, consistent with its ETag, §14.1.1).
+//! 8. **Headers**: `Cache-Control` by glob ([`cache`]), `Vary: Accept-Encoding` whenever the
+//!    answer could have differed by coding, `Accept-Ranges`, `X-Content-Type-Options: nosniff`.
+//! 9. **Error pages**: a configured page (`error_pages`) replaces the default body of an error
+//!    answer; status and headers stay.
+
+pub mod cache;
+pub mod conditional;
+pub mod encoding;
+pub mod listing;
+pub mod mime;
+pub mod path;
+pub mod range;
+
+use std::fs::{File, Metadata};
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::protocol::http::message::{error_response, Body, Handler, Request, Response};
+use crate::protocol::Peer;
+
+use cache::CacheRules;
+use conditional::{Conditions, Outcome, Validators};
+use encoding::{AcceptEncoding, CacheKey, Coding, GzipCache};
+use path::{locate, PathError, Refusal, UrlPath};
+use range::{Content, RangeSet};
+
+/// The methods a static path allows (RFC 9110 §10.2.1 `Allow`).
+pub const ALLOW: &str = "GET, HEAD, OPTIONS";
+
+/// How to serve a document root.
+#[derive(Clone, Debug)]
+pub struct StaticConfig {
+    /// The document root (canonicalized by [`StaticFiles::new`]).
+    pub root: PathBuf,
+    /// Index files tried in order for a directory (`["index.html"]`).
+    pub index: Vec<String>,
+    /// List directories that have no index file (on by default, unlike nginx: a `tincan serve`
+    /// of a folder is most often meant to be browsed).
+    pub listing: bool,
+    /// Serve and list names starting with `.`.
+    pub show_dotfiles: bool,
+    /// Serve symlinks whose target is outside the root.
+    pub follow_symlinks: bool,
+    /// `(glob, Cache-Control value)` rules matched against the URL path; the first match wins.
+    pub cache_control: Vec<(String, String)>,
+    /// Gzip compressible files on the fly (precompressed sidecars are served either way).
+    pub compress: bool,
+    /// `(status, URL path under the root)`: pages served as the body of those errors.
+    pub error_pages: Vec<(u16, String)>,
+    /// URL path of a file served (200) for paths that do not exist (single-page apps).
+    pub fallback: Option<String>,
+}
+
+impl Default for StaticConfig {
+    fn default() -> StaticConfig {
+        StaticConfig {
+            root: PathBuf::from("."),
+            index: vec!["index.html".to_string()],
+            listing: true,
+            show_dotfiles: false,
+            follow_symlinks: false,
+            cache_control: Vec::new(),
+            compress: true,
+            error_pages: Vec::new(),
+            fallback: None,
+        }
+    }
+}
+
+/// The static file [`Handler`].
+#[derive(Debug)]
+pub struct StaticFiles {
+    cfg: StaticConfig,
+    /// `cfg.root`, canonical: every served path must start with it.
+    root: PathBuf,
+    cache_rules: CacheRules,
+    gzip: GzipCache,
+}
+
+impl StaticFiles {
+    /// Check the configuration and canonicalize the root. Every refusal is one sentence.
+    pub fn new(cfg: StaticConfig) -> Result<StaticFiles> {
+        let shown = cfg.root.display();
+        let root = std::fs::canonicalize(&cfg.root).map_err(|e| {
+            Error::Usage(match e.kind() {
+                io::ErrorKind::NotFound => format!("The document root `{shown}` does not exist."),
+                io::ErrorKind::PermissionDenied => {
+                    format!("The document root `{shown}` cannot be opened: permission denied.")
+                }
+                _ => format!("The document root `{shown}` cannot be used: {e}."),
+            })
+        })?;
+        if !root.is_dir() {
+            return Err(Error::Usage(format!(
+                "The document root `{shown}` is not a directory."
+            )));
+        }
+        for name in &cfg.index {
+            if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+                return Err(Error::Usage(format!(
+                    "The index file name `{name}` must be a plain file name, without slashes."
+                )));
+            }
+        }
+        for (status, page) in &cfg.error_pages {
+            if !(400..=599).contains(status) {
+                return Err(Error::Usage(format!(
+                    "The error page for {status} cannot be set: only 4xx and 5xx statuses have error pages."
+                )));
+            }
+            if !page.starts_with('/') {
+                return Err(Error::Usage(format!(
+                    "The error page `{page}` must be a URL path starting with `/`."
+                )));
+            }
+        }
+        if let Some(f) = &cfg.fallback {
+            if !f.starts_with('/') {
+                return Err(Error::Usage(format!(
+                    "The fallback `{f}` must be a URL path starting with `/`."
+                )));
+            }
+        }
+        let cache_rules = CacheRules::new(&cfg.cache_control)?;
+        Ok(StaticFiles {
+            root,
+            cache_rules,
+            gzip: GzipCache::new(encoding::GZIP_CACHE_BUDGET),
+            cfg,
+        })
+    }
+
+    /// The canonical document root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Steps 0 to 8.
+    fn respond(&self, req: &Request<'_>) -> Response {
+        // Step 0.
+        match req.method {
+            "GET" | "HEAD" => {}
+            "OPTIONS" => return Response::new(204).header("Allow", ALLOW),
+            _ => {
+                return error_response(405, "This path serves files: use GET or HEAD.")
+                    .header("Allow", ALLOW)
+            }
+        }
+        // Step 1.
+        let url = match UrlPath::parse(req.path, self.cfg.show_dotfiles) {
+            Ok(u) => u,
+            Err(PathError::Bad(why)) => return error_response(400, why),
+            Err(PathError::Hidden) => return not_found(),
+        };
+        // Step 2.
+        let target = match self.locate(&url) {
+            Ok(t) => t,
+            Err(Refusal::NotFound) => return self.missing(req),
+            Err(Refusal::Hidden) => return not_found(),
+            Err(Refusal::Forbidden) => return forbidden(),
+        };
+        let (file, meta) = match open(&target) {
+            Ok(fm) => fm,
+            Err(Refusal::NotFound) => return self.missing(req),
+            Err(Refusal::Hidden) => return not_found(),
+            Err(Refusal::Forbidden) => return forbidden(),
+        };
+        // Step 3.
+        if meta.is_dir() {
+            return self.directory(req, &url, &target);
+        }
+        if url.trailing_slash {
+            // `/file.txt/` names a directory that is not there (nginx: 404, as open(2) would
+            // say ENOTDIR); serving the file would also break its relative links.
+            return self.missing(req);
+        }
+        if !meta.is_file() {
+            // Devices, FIFOs, sockets: not documents.
+            return forbidden();
+        }
+        // Steps 4 to 8.
+        self.serve_file(req, &url, &target, file, &meta)
+    }
+
+    fn locate(&self, url: &UrlPath) -> Result<PathBuf, Refusal> {
+        locate(
+            &self.root,
+            &url.relative(),
+            self.cfg.follow_symlinks,
+            self.cfg.show_dotfiles,
+        )
+    }
+
+    /// Nothing at the path: the SPA fallback if configured, else 404.
+    fn missing(&self, req: &Request<'_>) -> Response {
+        let Some(fallback) = &self.cfg.fallback else {
+            return not_found();
+        };
+        let Ok(url) = UrlPath::parse(fallback, true) else {
+            return not_found();
+        };
+        match self.locate(&url).and_then(|t| open(&t).map(|fm| (t, fm))) {
+            Ok((target, (file, meta))) if meta.is_file() => {
+                self.serve_file(req, &url, &target, file, &meta)
+            }
+            _ => not_found(),
+        }
+    }
+
+    /// Step 3: redirect to the slash form, an index file, or the listing.
+    fn directory(&self, req: &Request<'_>, url: &UrlPath, dir: &Path) -> Response {
+        if !url.trailing_slash {
+            // Built from the normalized path, never from the raw target: `//host/dir` must not
+            // become a protocol-relative `Location` (an open redirect).
+            let mut loc = url.encoded();
+            loc.push('/');
+            if let Some(q) = req
+                .query
+                .filter(|q| !q.bytes().any(|b| b.is_ascii_control()))
+            {
+                loc.push('?');
+                loc.push_str(q);
+            }
+            return error_response(301, "This directory lives at the address with a slash.")
+                .header("Location", loc);
+        }
+        for name in &self.cfg.index {
+            let child = url.child(name);
+            match self.locate(&child).and_then(|t| open(&t).map(|fm| (t, fm))) {
+                Ok((target, (file, meta))) if meta.is_file() => {
+                    return self.serve_file(req, &child, &target, file, &meta)
+                }
+                Err(Refusal::Forbidden) => return forbidden(),
+                _ => {}
+            }
+        }
+        if !self.cfg.listing {
+            return error_response(403, "This directory has no index and listing is off.");
+        }
+        self.listing(req, url, dir)
+    }
+
+    fn listing(&self, req: &Request<'_>, url: &UrlPath, dir: &Path) -> Response {
+        let scope = listing::Scope {
+            root: &self.root,
+            show_dotfiles: self.cfg.show_dotfiles,
+            follow_symlinks: self.cfg.follow_symlinks,
+        };
+        let (mut entries, truncated) = match listing::read(dir, scope) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => return forbidden(),
+            Err(e) => {
+                tracing::warn!("cannot list {}: {e}", dir.display());
+                return error_response(500, "The directory could not be read.");
+            }
+        };
+        let sort = listing::Sort::from_query(req.query);
+        listing::sort(&mut entries, sort);
+        let accept = joined(req, "Accept");
+        let wants_json = mime::prefers_json(accept.as_deref())
+            || req
+                .query
+                .is_some_and(|q| q.split('&').any(|p| p == "format=json"));
+        let mut display = url.display();
+        if !url.is_root() {
+            display.push('/');
+        }
+        let (ctype, body) = if wants_json {
+            ("application/json; charset=utf-8", listing::json(&entries))
+        } else {
+            (
+                "text/html; charset=utf-8",
+                listing::html(&display, &entries, url.is_root(), sort, truncated),
+            )
+        };
+        let mut resp = Response::new(200)
+            .header("Content-Type", ctype)
+            .header("X-Content-Type-Options", "nosniff")
+            // The page needs nothing but its own inline style: even a name that slipped past
+            // escaping could not run script or load anything.
+            .header(
+                "Content-Security-Policy",
+                "default-src 'none'; style-src 'unsafe-inline'",
+            )
+            .header("Vary", "Accept")
+            .with_body(Body::Bytes(Bytes::from(body)));
+        if let Some(cc) = self.cache_rules.lookup(&display) {
+            resp = resp.header("Cache-Control", cc.to_string());
+        }
+        resp
+    }
+
+    /// Steps 4 to 8 for one regular file, already open.
+    fn serve_file(
+        &self,
+        req: &Request<'_>,
+        url: &UrlPath,
+        target: &Path,
+        file: File,
+        meta: &Metadata,
+    ) -> Response {
+        // Step 4. The type follows the name the client asked for (a symlink `latest` to
+        // `v2.tar.gz` is typed by `latest`, as nginx does).
+        let ctype = mime::content_type(&url.relative());
+        if !mime::acceptable(joined(req, "Accept").as_deref(), &ctype) {
+            return error_response(
+                406,
+                &format!("This resource is only available as {ctype}, which the request's Accept excludes."),
+            );
+        }
+
+        // Step 5.
+        let ae = AcceptEncoding::parse(joined(req, "Accept-Encoding").as_deref());
+        // Only codings the client accepts are probed for (no stat calls for clients such as
+        // `ab` that send no Accept-Encoding). So `Vary` is certain for compressible types and
+        // for files whose sidecar was found; an identity answer for an incompressible type with
+        // an unprobed sidecar may lack it, which at worst makes a cache keep the identity
+        // representation, never a wrong one.
+        let sidecars: Vec<(Coding, PathBuf)> = Coding::ALL
+            .iter()
+            .filter(|&&c| ae.q(c) > 0)
+            .filter_map(|&c| {
+                let mut p = target.as_os_str().to_owned();
+                p.push(".");
+                p.push(c.extension());
+                let p = PathBuf::from(p);
+                p.is_file().then_some((c, p))
+            })
+            .collect();
+        let size = meta.len();
+        let gzip_possible = self.cfg.compress
+            && encoding::compressible(&ctype)
+            && (encoding::GZIP_MIN_SIZE..=encoding::GZIP_MAX_SIZE).contains(&size);
+        let vary = !sidecars.is_empty() || (self.cfg.compress && encoding::compressible(&ctype));
+
+        let file = Arc::new(file);
+        let mut coding = None;
+        let mut selected: Option<(Content, Validators)> = None;
+        let available: Vec<Coding> = sidecars.iter().map(|(c, _)| *c).collect();
+        if let Some(c) = ae.pick(&available) {
+            let sidecar = sidecars.iter().find(|(sc, _)| *sc == c).map(|(_, p)| p);
+            if let Some((sf, sm)) = sidecar.and_then(|p| self.open_sidecar(p)) {
+                let v = Validators::new(sm.len(), mtime(&sm), &format!("-{}", c.token()));
+                selected = Some((
+                    Content::File {
+                        file: Arc::new(sf),
+                        len: sm.len(),
+                    },
+                    v,
+                ));
+                coding = Some(c);
+            }
+        }
+        if selected.is_none() && gzip_possible && ae.q(Coding::Gzip) > 0 {
+            let key = CacheKey {
+                path: target.to_path_buf(),
+                size,
+                mtime_ns: mtime_ns(meta),
+            };
+            if let Some(gz) = self.gzip.get(&key, &file) {
+                selected = Some((
+                    Content::Bytes(gz),
+                    Validators::new(size, mtime(meta), "-gzip"),
+                ));
+                coding = Some(Coding::Gzip);
+            }
+        }
+        let (content, validators) = selected.unwrap_or_else(|| {
+            (
+                Content::File {
+                    file: file.clone(),
+                    len: size,
+                },
+                Validators::new(size, mtime(meta), ""),
+            )
+        });
+
+        // Step 8's headers, shared by 200, 206 and 304 (§15.4.5 lists what a 304 repeats).
+        let mut headers: Vec<(&'static str, String)> = vec![
+            ("ETag", validators.etag.clone()),
+            ("Last-Modified", validators.http_date()),
+        ];
+        if let Some(cc) = self.cache_rules.lookup(&url.display()) {
+            headers.push(("Cache-Control", cc.to_string()));
+        }
+        if vary {
+            headers.push(("Vary", "Accept-Encoding".to_string()));
+        }
+        let build = |status: u16| {
+            let mut r = Response::new(status);
+            for (n, v) in &headers {
+                r = r.header(*n, v.clone());
+            }
+            r
+        };
+
+        // Step 6.
+        let conditions = Conditions {
+            if_match: joined(req, "If-Match"),
+            if_none_match: joined(req, "If-None-Match"),
+            if_modified_since: req.header("If-Modified-Since").map(str::to_string),
+            if_unmodified_since: req.header("If-Unmodified-Since").map(str::to_string),
+            if_range: req.header("If-Range").map(str::to_string),
+            has_range: req.header_all("Range").count() == 1,
+        };
+        let use_range = match conditional::evaluate(&conditions, &validators, true) {
+            Outcome::NotModified => return build(304),
+            Outcome::PreconditionFailed => {
+                let mut r = error_response(412, "A precondition in the request does not hold.");
+                r.headers.extend(
+                    headers
+                        .iter()
+                        .filter(|(n, _)| *n == "ETag" || *n == "Last-Modified")
+                        .map(|(n, v)| ((*n).into(), v.clone().into())),
+                );
+                return r;
+            }
+            Outcome::Proceed { use_range } => use_range,
+        };
+
+        let full = |content: &Content| {
+            let mut r = build(200);
+            r = r
+                .header("Content-Type", ctype.clone())
+                .header("Accept-Ranges", "bytes")
+                .header("X-Content-Type-Options", "nosniff");
+            if let Some(c) = coding {
+                r = r.header("Content-Encoding", c.token());
+            }
+            r.with_body(content.body())
+        };
+
+        // Step 7. HEAD is treated as GET here so that it gets the same header fields
+        // (§9.3.2); the session drops the body.
+        let len = content.len();
+        let ranges = match (use_range, req.header("Range")) {
+            (true, Some(v)) => range::parse(v, len),
+            _ => RangeSet::Ignore,
+        };
+        match ranges {
+            RangeSet::Ignore => full(&content),
+            RangeSet::Unsatisfiable => {
+                error_response(416, "The requested range is outside the content.")
+                    .header("Content-Range", format!("bytes */{len}"))
+                    .header("Accept-Ranges", "bytes")
+            }
+            RangeSet::Ranges(rs) => {
+                let mut r = build(206)
+                    .header("Accept-Ranges", "bytes")
+                    .header("X-Content-Type-Options", "nosniff");
+                if let Some(c) = coding {
+                    r = r.header("Content-Encoding", c.token());
+                }
+                if let [(a, b)] = rs[..] {
+                    r.header("Content-Type", ctype.clone())
+                        .header("Content-Range", range::content_range(a, b, len))
+                        .with_body(content.slice(a, b))
+                } else {
+                    let boundary = range::boundary();
+                    let body = range::multipart(&content, &rs, &ctype, &boundary);
+                    r.header(
+                        "Content-Type",
+                        format!("multipart/byteranges; boundary={boundary}"),
+                    )
+                    .with_body(body)
+                }
+            }
+        }
+    }
+
+    /// Open a precompressed sidecar if it is a regular file the root rules allow.
+    fn open_sidecar(&self, p: &Path) -> Option<(File, Metadata)> {
+        let canon = std::fs::canonicalize(p).ok()?;
+        if !self.cfg.follow_symlinks && !canon.starts_with(&self.root) {
+            return None;
+        }
+        let (f, m) = open(&canon).ok()?;
+        m.is_file().then_some((f, m))
+    }
+
+    /// Step 9: a configured page replaces the default body of an error answer.
+    fn with_error_page(&self, mut resp: Response) -> Response {
+        if resp.status < 400 {
+            return resp;
+        }
+        let Some((_, page)) = self.cfg.error_pages.iter().find(|(s, _)| *s == resp.status) else {
+            return resp;
+        };
+        let Ok(url) = UrlPath::parse(page, true) else {
+            return resp;
+        };
+        let Ok((file, meta)) = locate(&self.root, &url.relative(), self.cfg.follow_symlinks, true)
+            .and_then(|t| open(&t))
+        else {
+            return resp;
+        };
+        if !meta.is_file() {
+            return resp;
+        }
+        resp.headers
+            .retain(|(n, _)| !n.eq_ignore_ascii_case("Content-Type"));
+        resp.headers.push((
+            "Content-Type".into(),
+            mime::content_type(&url.relative()).into(),
+        ));
+        resp.body = Body::File {
+            file: Arc::new(file),
+            offset: 0,
+            len: meta.len(),
+        };
+        resp
+    }
+}
+
+impl Handler for StaticFiles {
+    fn handle(&self, req: &Request<'_>, _peer: &Peer) -> Response {
+        let resp = self.respond(req);
+        self.with_error_page(resp)
+    }
+}
+
+/// Open read-only and non-blocking (a FIFO would otherwise block until a writer comes), then
+/// `fstat` the open file so what is described is what is sent.
+fn open(path: &Path) -> Result<(File, Metadata), Refusal> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::PermissionDenied => Refusal::Forbidden,
+            _ => Refusal::NotFound,
+        })?;
+    let meta = file.metadata().map_err(|_| Refusal::NotFound)?;
+    Ok((file, meta))
+}
+
+fn mtime(meta: &Metadata) -> SystemTime {
+    meta.modified().unwrap_or(UNIX_EPOCH)
+}
+
+fn mtime_ns(meta: &Metadata) -> u128 {
+    (meta.mtime() as i128 * 1_000_000_000 + i128::from(meta.mtime_nsec())).max(0) as u128
+}
+
+/// All lines of a list header, joined as one value (RFC 9110 §5.3).
+fn joined(req: &Request<'_>, name: &str) -> Option<String> {
+    let mut out: Option<String> = None;
+    for v in req.header_all(name) {
+        match &mut out {
+            None => out = Some(v.to_string()),
+            Some(s) => {
+                s.push_str(", ");
+                s.push_str(v);
+            }
+        }
+    }
+    out
+}
+
+fn not_found() -> Response {
+    error_response(404, "Nothing is served at this address.")
+}
+
+fn forbidden() -> Response {
+    error_response(403, "This address may not be served.")
+}
+
+#[cfg(test)]
+mod tests;
