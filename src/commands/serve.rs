@@ -401,15 +401,24 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
 }
 
 /// The calls into the static-file handler and the drivers, in one place.
-// The static handler is a stand-in until the `static` branch is merged (then:
-// StaticFiles::new(StaticConfig) from FileSettings).
 pub(crate) mod glue {
     use super::*;
+    use crate::protocol::http::static_files::{StaticConfig, StaticFiles};
 
-    pub fn static_handler(_s: FileSettings) -> Result<Arc<dyn Handler>> {
-        Err(Error::Usage(
-            "`tincan serve` needs the static-file handler, which is not merged yet".into(),
-        ))
+    pub fn static_handler(s: FileSettings) -> Result<Arc<dyn Handler>> {
+        let d = StaticConfig::default();
+        let cfg = StaticConfig {
+            root: s.root,
+            index: s.index.unwrap_or(d.index),
+            listing: s.listing.unwrap_or(d.listing),
+            show_dotfiles: s.show_dotfiles,
+            follow_symlinks: s.follow_symlinks,
+            cache_control: s.cache_control,
+            compress: s.compress.unwrap_or(d.compress),
+            error_pages: s.error_pages,
+            fallback: s.fallback,
+        };
+        Ok(Arc::new(StaticFiles::new(cfg)?))
     }
 
     pub fn setup(
