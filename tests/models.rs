@@ -961,6 +961,35 @@ mod binary {
     }
 
     #[test]
+    fn sigterm_sent_the_moment_the_address_is_printed_still_exits_cleanly() {
+        // A script that signals as soon as it reads `listening on` must get a graceful stop,
+        // not the default action of a signal that arrived before the handlers were installed.
+        for m in ALL_MODELS {
+            for udp in [false, true] {
+                let mut args = vec!["echo", "--listen", "127.0.0.1:0"];
+                if udp {
+                    if m.0.contains(&"prefork") || m.0.contains(&"iterative") {
+                        continue; // --udp ignores the model: one run of it is enough
+                    }
+                    args.push("--udp");
+                } else {
+                    args.extend_from_slice(m.0);
+                }
+                let mut srv = Server::start(&args);
+                srv.signal(libc::SIGTERM);
+                let status = srv
+                    .wait_exit(Duration::from_secs(10))
+                    .unwrap_or_else(|| panic!("{m} udp={udp}: still running after SIGTERM"));
+                assert!(
+                    status.success(),
+                    "{m} udp={udp}: {status}; stderr:\n{}",
+                    srv.stderr()
+                );
+            }
+        }
+    }
+
+    #[test]
     fn select_closes_connections_whose_descriptor_it_cannot_watch_and_keeps_serving() {
         // 1,100 client sockets in this process: keep the in-process select servers away.
         let _heavy = super::DESCRIPTOR_HEAVY

@@ -233,17 +233,11 @@ pub fn serve<S: Service>(
     service
         .check_model(opts.model)
         .map_err(ServeError::Refused)?;
-    let shutdown = Shutdown::try_new().map_err(|e| ServeError::Sys {
-        what: "creating the shutdown signal",
-        source: e,
-    })?;
-    shutdown.on_signals().map_err(|e| ServeError::Sys {
+    let shutdown = Shutdown::for_process().map_err(|e| ServeError::Sys {
         what: "installing the SIGINT/SIGTERM handlers",
         source: e,
     })?;
-    let r = serve_until(listeners, service, opts, shutdown.clone());
-    shutdown.forget_signals();
-    r
+    serve_until(listeners, service, opts, shutdown)
 }
 
 /// [`serve`] without signal handlers: runs until `shutdown` is triggered (tests, embedding).
