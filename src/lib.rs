@@ -15,6 +15,7 @@
 //! | [`protocol::chat`] | the tincanchat room: broadcast with one global order, bounded queues |
 //! | [`protocol::http`] | HTTP/1.1: parsing, limits, static files, listings, `hello` |
 //! | [`bench`] | the load generator behind `tincan bench` |
+//! | [`config`] | `tincan.toml`: every serve flag as a key, typed and checked |
 //! | [`error`] | the error every command returns; each message is one sentence |
 //! | [`logging`] | tracing to stderr |
 //!
@@ -26,6 +27,7 @@
 pub mod bench;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod error;
 pub mod logging;
 pub mod model;

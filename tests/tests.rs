@@ -4,6 +4,7 @@
 mod bench;
 mod chat;
 mod echo;
+mod http;
 mod models;
 mod static_files;
 mod support;
