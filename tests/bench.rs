@@ -12,7 +12,7 @@ use tincan::bench::responder::{Responder, HELLO};
 use tincan::bench::{run, ErrorKind, LoadOptions, Outcome, Stats};
 use tincan::protocol::framing::Framing;
 
-use crate::support::run_tincan;
+use crate::support::{run_tincan, Server, TempDir};
 
 fn opts(connections: usize) -> LoadOptions {
     LoadOptions {
@@ -297,4 +297,106 @@ fn the_warmup_is_not_counted() {
         "{:?}",
         out.elapsed
     );
+}
+
+/// Run `tincan bench ARGS --json` and parse its one JSON object.
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let (status, out, err) = run_tincan(&all, b"", Duration::from_secs(30));
+    assert!(status.success(), "tincan {all:?} failed: {err}");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not one JSON object ({e}): {out}"))
+}
+
+#[test]
+fn bench_echo_against_tincan_echo_gets_replies_and_no_errors_in_every_framing() {
+    for (framing, extra) in [
+        ("line", &[][..]),
+        ("null", &[][..]),
+        ("length", &[][..]),
+        ("raw", &[][..]),
+        ("close", &["--keepalive", "off"][..]),
+    ] {
+        let server = Server::start(&[
+            "echo",
+            "--listen",
+            "127.0.0.1:0",
+            "--framing",
+            framing,
+            "--workers",
+            "1",
+        ]);
+        let addr = server.addrs[0].clone();
+        let mut args = vec![
+            "echo",
+            &addr,
+            "--framing",
+            framing,
+            "-c",
+            "4",
+            "-t",
+            "1",
+            "-n",
+            "400",
+        ];
+        args.extend_from_slice(extra);
+        let v = bench_json(&args);
+        assert_eq!(v["replies"], 400, "{framing}: {v}");
+        assert_eq!(v["errors"]["total"], 0, "{framing}: {v}");
+    }
+}
+
+#[test]
+fn bench_http_against_tincan_serve_fetches_a_file_with_and_without_keepalive() {
+    let dir = TempDir::new("bench-serve");
+    std::fs::write(dir.path().join("1k.bin"), vec![b'x'; 1024]).unwrap();
+    let root = dir.path().to_str().unwrap().to_string();
+    let server = Server::start(&[
+        "serve",
+        &root,
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "1",
+        "--access-log",
+        "off",
+    ]);
+    let url = server.url("/1k.bin");
+    let v = bench_json(&["http", &url, "-c", "4", "-t", "1", "-d", "0.5"]);
+    assert!(v["replies"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["errors"]["total"], 0, "{v}");
+    // Every reply carried the whole 1 KiB body (and a head).
+    let replies = v["replies"].as_u64().unwrap();
+    assert!(v["bytes_read"].as_u64().unwrap() >= replies * 1024);
+
+    let v = bench_json(&[
+        "http",
+        &url,
+        "-c",
+        "2",
+        "-t",
+        "1",
+        "-n",
+        "50",
+        "--keepalive",
+        "off",
+    ]);
+    assert_eq!(v["replies"], 50, "{v}");
+    assert_eq!(v["connects"], 50, "{v}");
+    assert_eq!(v["errors"]["total"], 0, "{v}");
+
+    // A missing file is a reply with a bad status, counted as such.
+    let v = bench_json(&["http", &server.url("/nope"), "-c", "1", "-n", "5"]);
+    assert_eq!(v["replies"], 5, "{v}");
+    assert_eq!(v["errors"]["status"], 5, "{v}");
+}
+
+#[test]
+fn bench_chat_against_tincan_chat_sees_its_own_broadcasts() {
+    let server = Server::start(&["chat", "--listen", "127.0.0.1:0", "--workers", "1"]);
+    let addr = server.addrs[0].clone();
+    let v = bench_json(&["chat", &addr, "-c", "5", "-t", "1", "-n", "200"]);
+    assert_eq!(v["replies"], 200, "{v}");
+    assert_eq!(v["errors"]["total"], 0, "{v}");
 }
