@@ -5,7 +5,8 @@
 #
 # - static files: nginx (1 worker, sendfile on, access_log off) vs `tincan serve --workers 1
 #   --access-log off`, 1 KiB / 100 KiB / 10 MiB at 50 and 500 keep-alive connections, plus 1 KiB
-#   with a new connection per request (wrk -H 'Connection: close'); measured with wrk.
+#   with a new connection per request (wrk -H 'Connection: close') at 50 and at 1 connection;
+#   measured with wrk.
 # - Python: `python3 -m http.server` and the seeds' servers (bench/seeds/) vs tincan, one
 #   connection, a new connection per request, measured with `tincan bench` (short, bounded).
 # - round trips: redis-server inline PING vs `tincan echo --framing line`, 1 and 100
@@ -245,7 +246,7 @@ CASES=(
     "1k.bin 50 keepalive" "1k.bin 500 keepalive"
     "100k.bin 50 keepalive" "100k.bin 500 keepalive"
     "10m.bin 50 keepalive" "10m.bin 500 keepalive"
-    "1k.bin 50 close"
+    "1k.bin 50 close" "1k.bin 1 close"
 )
 for rep in $(seq 1 "$REPS"); do
     for c in "${CASES[@]}"; do
@@ -269,7 +270,7 @@ py_case() { # SERVER URLPATH SCRIPT ARGS...
     local server=$1 path=$2
     shift 2
     if start_py "$@"; then
-        tb_run "$server" "1k.bin c=1 close" 1 http "http://127.0.0.1:$PY_PORT$path" -c 1 -d "$PYDUR" --keepalive off --timeout 3
+        tb_run "$server" "py 1k.bin c=1 close" 1 http "http://127.0.0.1:$PY_PORT$path" -c 1 -d "$PYDUR" --keepalive off --timeout 3
     fi
     stop "$PY_PID"
 }
@@ -277,7 +278,7 @@ py_case python-http.server /1k.bin -m http.server --bind 127.0.0.1 --directory "
 py_case seed004-files /1k.bin "$ROOT/bench/seeds/seed004_files.py" PORT "$DOC"
 py_case seed003-hello / "$ROOT/bench/seeds/seed003_hello.py" PORT
 if start_tincan serve "$DOC" --workers 1 --access-log off; then
-    tb_run tincan "1k.bin c=1 close" 1 http "http://$TINCAN_ADDR/1k.bin" -c 1 -d "$PYDUR" --keepalive off --timeout 3
+    tb_run tincan "py 1k.bin c=1 close" 1 http "http://$TINCAN_ADDR/1k.bin" -c 1 -d "$PYDUR" --keepalive off --timeout 3
     stop "$TINCAN_PID"
 fi
 # Seed 001's echo servers: one message per connection.
@@ -377,6 +378,39 @@ for case in cases:
             f"**{ratio:.2f}x**" if ratio is not None else "n/a",
             fmt_us(m["p99_us"]), fmt_us(t["p99_us"]) if t else "n/a",
             m["errors"], t["errors"] if t else "n/a"))
+# The issue's targets, each judged on the medians of this run.
+def ratio_of(case, anchor="nginx"):
+    for r in ratios:
+        if r["case"] == case and r["anchor"] == anchor:
+            return r
+    return None
+
+targets = []
+def target(name, cases, need, anchor="nginx", p99=False):
+    got = [ratio_of(c, anchor) for c in cases]
+    got = [g for g in got if g and g["ratio"] is not None]
+    if not got:
+        targets.append({"target": name, "met": None, "detail": "not measured"})
+        return
+    worst = min(g["ratio"] for g in got)
+    met = worst >= need
+    detail = ", ".join("%s %.2fx" % (g["case"], g["ratio"]) for g in got)
+    if p99:
+        slower = [g for g in got if g["tincan_p99_us"] > g["anchor_p99_us"]]
+        met = met and not slower
+        if slower:
+            detail += "; p99 higher than %s's in %s" % (anchor, ", ".join(g["case"] for g in slower))
+    targets.append({"target": name, "met": met, "detail": detail})
+
+target("1 KiB keep-alive >= 1.3x nginx, p99 no higher", ["1k.bin c=50 keepalive", "1k.bin c=500 keepalive"], 1.3, p99=True)
+target("100 KiB and 10 MiB >= 1.0x nginx", ["100k.bin c=50 keepalive", "100k.bin c=500 keepalive", "10m.bin c=50 keepalive", "10m.bin c=500 keepalive"], 1.0)
+target("new connection per request >= 1.0x nginx", ["1k.bin c=50 close", "1k.bin c=1 close"], 1.0)
+target("echo round trips >= 1.0x Redis PING", ["PING c=1", "PING c=100"], 1.0, anchor="redis")
+lines.append("")
+lines.append("| target | met | ratios |")
+lines.append("|---|---|---|")
+for t in targets:
+    lines.append("| %s | %s | %s |" % (t["target"], {True: "yes", False: "**no**", None: "n/a"}[t["met"]], t["detail"]))
 print("\n".join(lines))
 json.dump({
     "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -384,6 +418,7 @@ json.dump({
     "quick": quick, "duration_s": dur, "reps": reps,
     "medians": [dict(server=s, case=c, **v) for (s, c), v in med.items()],
     "ratios": ratios,
+    "targets": targets,
     "runs": rows,
 }, open(out_path, "w"), indent=1)
 print(f"\nall figures: {out_path}")
