@@ -400,3 +400,41 @@ fn bench_chat_against_tincan_chat_sees_its_own_broadcasts() {
     assert_eq!(v["replies"], 200, "{v}");
     assert_eq!(v["errors"]["total"], 0, "{v}");
 }
+
+#[test]
+fn bench_models_replot_redraws_the_table_and_chart_from_its_json() {
+    let dir = TempDir::new("bench-replot");
+    let json = r#"{"protocol":"echo","duration_s":1.0,"workers":1,"points":[
+        {"variant":"iterative","connections":1,"replies_per_sec":900.0,"p50_us":10.0,"p99_us":20.0,"replies":900,"errors":0,"unfinished":1,"failed":null},
+        {"variant":"iterative","connections":10,"replies_per_sec":800.0,"p50_us":10.0,"p99_us":2000000.0,"replies":800,"errors":90,"unfinished":10,"failed":null},
+        {"variant":"event-epoll","connections":1,"replies_per_sec":1000.0,"p50_us":9.0,"p99_us":15.0,"replies":1000,"errors":0,"unfinished":1,"failed":null},
+        {"variant":"event-epoll","connections":10,"replies_per_sec":5000.0,"p50_us":9.0,"p99_us":30.0,"replies":5000,"errors":0,"unfinished":10,"failed":null}]}"#;
+    let file = dir.path().join("in.json");
+    std::fs::write(&file, json).unwrap();
+    let out = dir.path().join("out");
+    let (status, md, err) = run_tincan(
+        &[
+            "bench",
+            "models",
+            "--replot",
+            file.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        b"",
+        Duration::from_secs(10),
+    );
+    assert!(status.success(), "{err}");
+    assert!(
+        md.contains("| iterative | 900 · 20µs | 800 · 2.00s (90 err) |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| event-epoll | 1000 · 15µs | 5000 · 30µs |"),
+        "{md}"
+    );
+    let svg = std::fs::read_to_string(out.join("models.svg")).unwrap();
+    // Three panels, one line per variant in each.
+    assert_eq!(svg.matches("<polyline").count(), 6);
+    assert!(svg.contains("failed requests"));
+}

@@ -1,7 +1,7 @@
 //! `tincan bench models`: seed 001's table of server designs, redone properly. The tincan binary
 //! itself is started under each model (and each poller of the event model) on 127.0.0.1:0, the
 //! same load is run at each connection count, and the figures become a Markdown table and an
-//! SVG chart (throughput and p99 against connections) in `--out`.
+//! SVG chart (throughput, p99 and failed requests against connections) in `--out`.
 //!
 //! Every point is bounded: a fresh server, `--duration` of load with capped connect and request
 //! timeouts (so the iterative model at 10,000 connections shows up as errors and a long p99,
@@ -76,6 +76,9 @@ pub struct ModelsArgs {
     /// Seconds of load before each point's counting starts (connections opened).
     #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
     pub warmup: f64,
+    /// Measure nothing: redraw models.md and models.svg in --out from this models.json.
+    #[arg(long, value_name = "FILE")]
+    pub replot: Option<PathBuf>,
     /// Echo message size in bytes.
     #[arg(long, short = 's', default_value_t = 64, value_name = "BYTES")]
     pub size: usize,
@@ -240,7 +243,11 @@ impl Drop for DocRoot {
     }
 }
 
-pub fn run(a: ModelsArgs) -> Result<()> {
+pub fn run(mut a: ModelsArgs) -> Result<()> {
+    if let Some(file) = a.replot.clone() {
+        let (chosen, points) = load_points(&file, &mut a)?;
+        return write_outputs(&a, &chosen, &points, false);
+    }
     if a.connections.is_empty() || a.connections.contains(&0) {
         return Err(Error::Usage(
             "--connections needs counts of at least 1, e.g. 1,10,100".into(),
@@ -318,18 +325,78 @@ pub fn run(a: ModelsArgs) -> Result<()> {
         }
     }
 
+    write_outputs(&a, &chosen, &points, true)
+}
+
+/// Read a models.json back: its points, its variants in order, and its settings into `a`.
+fn load_points(file: &Path, a: &mut ModelsArgs) -> Result<(Vec<Variant>, Vec<Point>)> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Error::io(format!("cannot read {}", file.display()), e))?;
+    let bad = || Error::Usage(format!("{} is not a models.json", file.display()));
+    let j: serde_json::Value = serde_json::from_str(&text).map_err(|_| bad())?;
+    a.protocol = match j["protocol"].as_str() {
+        Some("echo") => Protocol::Echo,
+        _ => Protocol::Http,
+    };
+    a.duration = j["duration_s"].as_f64().unwrap_or(a.duration);
+    a.workers = j["workers"].as_u64().map_or(a.workers, |w| w as usize);
+    let mut chosen: Vec<Variant> = Vec::new();
+    let mut points = Vec::new();
+    let mut counts = Vec::new();
+    for p in j["points"].as_array().ok_or_else(bad)? {
+        let variant = p["variant"].as_str().ok_or_else(bad)?.to_string();
+        let connections = p["connections"].as_u64().ok_or_else(bad)? as usize;
+        if !chosen.iter().any(|v| v.name == variant) {
+            chosen.push(Variant {
+                name: variant.clone(),
+                flags: Vec::new(),
+            });
+        }
+        if !counts.contains(&connections) {
+            counts.push(connections);
+        }
+        let us = |k: &str| Duration::from_secs_f64(p[k].as_f64().unwrap_or(0.0).max(0.0) / 1e6);
+        points.push(Point {
+            variant,
+            connections,
+            replies_per_sec: p["replies_per_sec"].as_f64().unwrap_or(0.0),
+            p50: us("p50_us"),
+            p99: us("p99_us"),
+            replies: p["replies"].as_u64().unwrap_or(0),
+            errors: p["errors"].as_u64().unwrap_or(0),
+            unfinished: p["unfinished"].as_u64().unwrap_or(0),
+            failed: p["failed"].as_str().map(str::to_string),
+        });
+    }
+    counts.sort_unstable();
+    a.connections = counts;
+    Ok((chosen, points))
+}
+
+fn write_outputs(
+    a: &ModelsArgs,
+    chosen: &[Variant],
+    points: &[Point],
+    with_json: bool,
+) -> Result<()> {
+    std::fs::create_dir_all(&a.out)
+        .map_err(|e| Error::io(format!("cannot create {}", a.out.display()), e))?;
     let what = match a.protocol {
         Protocol::Http => "HTTP GET of a 1 KiB file (tincan serve, keep-alive)".to_string(),
         Protocol::Echo => format!("{}-byte line echo round trips (tincan echo)", a.size),
     };
-    let md = markdown(&what, &chosen, &a, &points);
+    let md = markdown(&what, chosen, a, points);
     print!("{md}");
     let write = |name: &str, body: &str| {
         let p = a.out.join(name);
         std::fs::write(&p, body).map_err(|e| Error::io(format!("cannot write {}", p.display()), e))
     };
     write("models.md", &md)?;
-    write("models.svg", &svg(&what, &chosen, &points))?;
+    write("models.svg", &svg(&what, chosen, points))?;
+    if !with_json {
+        eprintln!("wrote {0}/models.md, {0}/models.svg", a.out.display());
+        return Ok(());
+    }
     let j = json!({
         "protocol": format!("{:?}", a.protocol).to_lowercase(),
         "duration_s": a.duration,
@@ -515,6 +582,21 @@ fn svg(what: &str, chosen: &[Variant], points: &[Point]) -> String {
             y_label: "p99, µs (log)".into(),
             log_y: true,
             series: series(&|p| (p.replies > 0).then_some(p.p99.as_secs_f64() * 1e6)),
+        },
+        Panel {
+            // Where a model gives up (select past FD_SETSIZE, iterative's backlog) it shows here
+            // even when the p99 of the others is capped by the same timeout.
+            title: "failed requests, % (lower is better)".into(),
+            y_label: "connect errors + timeouts, % of requests".into(),
+            log_y: false,
+            series: series(&|p| {
+                let all = p.replies + p.errors;
+                Some(if all == 0 {
+                    100.0
+                } else {
+                    p.errors as f64 * 100.0 / all as f64
+                })
+            }),
         },
     ];
     chart(
