@@ -285,7 +285,7 @@ fn when_asked_unanswered_requests_count_in_the_latency_at_their_wait() {
 fn the_warmup_is_not_counted() {
     let r = Responder::start(HELLO).unwrap();
     let mut o = opts(4);
-    o.warmup = Duration::from_millis(300);
+    o.warmup = Duration::from_millis(500);
     o.duration = Some(Duration::from_millis(300));
     let out = http_run(r.addr(), &o);
     // Connections opened during the warm-up; none after it.

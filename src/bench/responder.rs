@@ -103,7 +103,6 @@ fn serve(
     let mut conns: Vec<Option<Conn>> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
-    let mut count = 0u64;
     while !stop.load(Ordering::Relaxed) {
         if let Err(e) = poll.poll(&mut events, None) {
             if e.kind() == io::ErrorKind::Interrupted {
@@ -150,19 +149,19 @@ fn serve(
                     let Some(Some(c)) = conns.get_mut(i) else {
                         continue;
                     };
-                    if !drive(c, &mut buf, response, &mut count) {
+                    if !drive(c, &mut buf, response, served) {
                         conns[i] = None;
                         free.push(i);
                     }
                 }
             }
         }
-        served.store(count, Ordering::Relaxed);
     }
 }
 
 /// Read all there is, answer each whole request head, flush. False when the connection is done.
-fn drive(c: &mut Conn, buf: &mut [u8], response: &[u8], count: &mut u64) -> bool {
+fn drive(c: &mut Conn, buf: &mut [u8], response: &[u8], served: &AtomicU64) -> bool {
+    let mut answered = 0;
     loop {
         match c.stream.read(buf) {
             Ok(0) => return false,
@@ -174,7 +173,7 @@ fn drive(c: &mut Conn, buf: &mut [u8], response: &[u8], count: &mut u64) -> bool
                         (1, b'\n') => 2,
                         (3, b'\n') => {
                             c.out.extend_from_slice(response);
-                            *count += 1;
+                            answered += 1;
                             0
                         }
                         (_, b'\r') => 1,
@@ -190,6 +189,8 @@ fn drive(c: &mut Conn, buf: &mut [u8], response: &[u8], count: &mut u64) -> bool
             Err(_) => return false,
         }
     }
+    // Counted before the answers go out, so a client that has its answer sees it counted.
+    served.fetch_add(answered, Ordering::Relaxed);
     while !c.out.is_empty() {
         match c.stream.write(&c.out) {
             Ok(0) => return false,
