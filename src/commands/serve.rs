@@ -462,11 +462,13 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
     let limits = args.http.limits(&cfg)?;
     let files = args.files.settings(root, &cfg)?;
     let handler = glue::static_handler(files)?;
+    // Checked before binding, so a bad route is refused before anything else is said.
+    let gateway = args.gateway.gateway(&cfg)?;
     let (listeners, opts) = glue::setup(&args.server, "127.0.0.1:8000")?;
     let mut options = args.http.options(&cfg, opts.model)?;
     // Answering pauses where the driver stops reading, so a pipelining flood waits in neither.
     options.pipeline_pause = opts.high_water.max(1);
-    options.gateway = args.gateway.gateway(&cfg)?;
+    options.gateway = gateway;
     let service = HttpService::new(handler, limits, options);
     glue::serve(listeners, service, &opts)
 }

@@ -68,11 +68,11 @@ impl Gateway {
     ) -> Result<Gateway, String> {
         let mut routes = Vec::new();
         let prefix_of = |p: &str, flag: &str| -> Result<(String, Vec<Vec<u8>>), String> {
-            let url = UrlPath::parse(p, true)
-                .map_err(|_| format!("--{flag} {p}: the prefix is not a valid URL path"))?;
             if !p.starts_with('/') {
                 return Err(format!("--{flag} {p}: the prefix must start with /"));
             }
+            let url = UrlPath::parse(p, true)
+                .map_err(|_| format!("--{flag} {p}: the prefix is not a valid URL path"))?;
             Ok((url.encoded(), url.segments))
         };
         for (p, url) in proxies {
