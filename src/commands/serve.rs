@@ -189,8 +189,9 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub files: FileArgs,
 
+    /// Boxed: rarely used, and it keeps `Command`'s variants close in size.
     #[command(flatten)]
-    pub gateway: GatewayArgs,
+    pub gateway: Box<GatewayArgs>,
 }
 
 /// What the file flags and `tincan.toml` ask of the static handler; `None` keeps its default.

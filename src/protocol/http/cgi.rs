@@ -208,7 +208,7 @@ pub fn parse_cgi_head(
             "content-type" => content_type = true,
             _ => {}
         }
-        if is_hop_by_hop(h.name) || named.iter().any(|t| *t == lower) {
+        if is_hop_by_hop(h.name) || named.contains(&lower) {
             continue;
         }
         headers.push((

@@ -106,7 +106,7 @@ impl Gateway {
                 return Err(format!("the prefix {} is routed twice", r.prefix));
             }
         }
-        routes.sort_by(|a, b| b.segments.len().cmp(&a.segments.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.segments.len()));
         Ok(Gateway { routes, pool })
     }
 

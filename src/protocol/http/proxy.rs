@@ -216,7 +216,7 @@ pub fn build_request(
             "x-forwarded-for" => joined(&mut xff),
             "forwarded" => joined(&mut fwd),
             "via" => joined(&mut via),
-            _ if is_hop_by_hop(n) || named.iter().any(|t| *t == lower) => {}
+            _ if is_hop_by_hop(n) || named.contains(&lower) => {}
             _ => line(&mut out, n, h.value),
         }
     }
@@ -331,7 +331,7 @@ pub fn parse_response_head(
             }
             continue;
         }
-        if is_hop_by_hop(h.name) || named.iter().any(|t| *t == lower) {
+        if is_hop_by_hop(h.name) || named.contains(&lower) {
             continue;
         }
         headers.push((
