@@ -505,6 +505,25 @@ fn cgi_dir() -> TempDir {
     let bin = t.path().join("cgi-bin");
     std::fs::create_dir(&bin).unwrap();
     std::fs::create_dir(t.path().join("www")).unwrap();
+    std::fs::write(t.path().join("www/page.txt"), "a static page\n").unwrap();
+    script(
+        &bin,
+        "local.sh",
+        "printf 'Location: /cgi-bin/status.sh\\n\\n'",
+        0o755,
+    );
+    script(
+        &bin,
+        "tostatic.sh",
+        "printf 'Location: /page.txt\\n\\n'",
+        0o755,
+    );
+    script(
+        &bin,
+        "loop.sh",
+        "printf 'Location: /cgi-bin/loop.sh\\n\\n'",
+        0o755,
+    );
     script(
         &bin,
         "env.sh",
@@ -594,6 +613,20 @@ fn cgi_scripts_get_rfc3875_variables_and_their_answers_are_relayed_under_every_m
         assert_eq!(
             (r.status, r.header("location")),
             (302, Some("http://example.test/"))
+        );
+        // Local redirects (RFC 3875 §6.2.2) are answered by the server, not sent to the client.
+        let r = get(a, "/cgi-bin/local.sh");
+        assert_eq!((r.status, r.text().as_str()), (201, "created"), "{m}");
+        let r = get(a, "/cgi-bin/tostatic.sh");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "a static page\n"),
+            "{m}"
+        );
+        assert_eq!(
+            get(a, "/cgi-bin/loop.sh").status,
+            502,
+            "{m}: a redirect loop ends"
         );
         let r = exchange(a, b"GET /cgi-bin/env.sh HTTP/1.0\r\n\r\n");
         assert!(r.text().contains("SERVER_PROTOCOL=HTTP/1.0"), "{m}");

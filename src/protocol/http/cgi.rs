@@ -219,6 +219,11 @@ pub fn parse_cgi_head(
     if status.is_none() && location.is_none() && !content_type {
         return Err(BAD_SCRIPT);
     }
+    // §6.2.2: a path (not a URL) and no status: the server answers for that path itself.
+    let local_redirect = match (&location, status) {
+        (Some(l), None) if l.starts_with('/') && !l.starts_with("//") => Some(l.clone()),
+        _ => None,
+    };
     // §6.2.3/§6.2.4: a redirect without a status is a 302.
     let status = status.unwrap_or(if location.is_some() { 302 } else { 200 });
     let bodiless = status == 204 || status == 304;
@@ -238,6 +243,7 @@ pub fn parse_cgi_head(
             headers,
             framing,
             length,
+            local_redirect,
         },
     )))
 }
@@ -263,7 +269,13 @@ mod tests {
         let (_, h) = p(b"Location: http://example.com/\r\n\r\n")
             .unwrap()
             .unwrap();
-        assert_eq!(h.status, 302);
+        assert_eq!((h.status, h.local_redirect), (302, None));
+        let (_, h) = p(b"Location: /other?x=1\r\n\r\n").unwrap().unwrap();
+        assert_eq!(h.local_redirect.as_deref(), Some("/other?x=1"));
+        let (_, h) = p(b"Status: 301 Moved\r\nLocation: /other\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.status, h.local_redirect), (301, None));
         let (_, h) = p(b"Content-Type: a/b\r\nContent-Length: 3\r\n\r\nabc")
             .unwrap()
             .unwrap();

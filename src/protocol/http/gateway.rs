@@ -268,6 +268,8 @@ pub enum Progress {
     },
     /// Body bytes, framing removed.
     Data(Vec<u8>),
+    /// A CGI script asked the server to answer for this path instead (RFC 3875 §6.2.2).
+    LocalRedirect(String),
     /// The body ended where its framing said.
     End,
     /// It failed before any head: answer this instead.
@@ -409,7 +411,13 @@ impl Pending {
                 headers,
                 mut framing,
                 length,
+                local_redirect,
             } = head;
+            if let Some(path) = local_redirect {
+                self.state = State::Finished;
+                self.ready.push_back(Progress::LocalRedirect(path));
+                return Ok(true);
+            }
             let mut response = Response::new(status);
             response.headers = headers;
             let bodiless = matches!(framing, BodyFraming::None);

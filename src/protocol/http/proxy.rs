@@ -288,6 +288,8 @@ pub struct ResponseHead {
     pub framing: BodyFraming,
     /// The length to announce to the client, when known.
     pub length: Option<u64>,
+    /// A CGI local redirect (RFC 3875 §6.2.2): the server answers for this path instead.
+    pub local_redirect: Option<String>,
 }
 
 /// Why an upstream's answer is unusable (a 502 when nothing was sent yet).
@@ -377,6 +379,7 @@ pub fn parse_response_head(
             headers,
             framing,
             length,
+            local_redirect: None,
         },
     )))
 }

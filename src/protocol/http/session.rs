@@ -190,6 +190,9 @@ struct Deferred {
     head_only: bool,
     /// The client speaks HTTP/1.1 (so a body of unknown length can be chunked).
     http11: bool,
+    /// The request's Host, and the CGI local redirects followed so far (RFC 3875 §6.2.2).
+    host: Option<String>,
+    redirects: u8,
     /// The status sent (for the log), and body bytes sent.
     status: u16,
     bytes: u64,
@@ -607,6 +610,8 @@ impl HttpSession {
                     keep_alive_10: !close && req.version == Version::Http10,
                     head_only: req.is_head(),
                     http11: req.version == Version::Http11,
+                    host: req.header("host").map(str::to_string),
+                    redirects: 0,
                     status: 0,
                     bytes: 0,
                     log,
@@ -675,6 +680,7 @@ impl HttpSession {
                         out.push_shared(bytes::Bytes::from(data));
                     }
                 }
+                Progress::LocalRedirect(path) => return self.local_redirect(path, out, now),
                 Progress::End => {
                     if d.wire == Some(WireLen::Chunked) {
                         out.push_bytes(b"0\r\n\r\n");
@@ -735,6 +741,72 @@ impl HttpSession {
             self.stash.clear();
             return Next::CloseAfterFlush;
         }
+        self.after_deferred(out, now)
+    }
+
+    /// Answer for `path` instead, as RFC 3875 §6.2.2 asks of a CGI local redirect: the same
+    /// request (GET, or HEAD for a HEAD) for the new path, through the routes and the handler.
+    fn local_redirect(&mut self, path: String, out: &mut Outbox, now: Instant) -> Next {
+        /// A script redirecting to itself must end somewhere.
+        const MAX_LOCAL_REDIRECTS: u8 = 5;
+        let Phase::Deferred(d) = &mut self.phase else {
+            return Next::CONTINUE;
+        };
+        if d.redirects >= MAX_LOCAL_REDIRECTS || !path.bytes().all(|b| b.is_ascii_graphic()) {
+            let resp = error_response(502, "The script's local redirect could not be followed.");
+            d.status = resp.status;
+            d.bytes = if d.head_only { 0 } else { resp.body.len() };
+            let (close, ka10, head_only) = (d.close, d.keep_alive_10, d.head_only);
+            write_response(out, &self.shared.options, resp, head_only, close, ka10);
+            return self.finish_deferred(out, now);
+        }
+        let redirects = d.redirects + 1;
+        let mut head = Vec::with_capacity(64 + path.len());
+        let method = if d.head_only { "HEAD" } else { "GET" };
+        let minor = u8::from(d.http11);
+        let _ = write!(head, "{method} {path} HTTP/1.{minor}\r\n");
+        if let Some(h) = &d.host {
+            let _ = write!(head, "Host: {h}\r\n");
+        }
+        if d.close {
+            head.extend_from_slice(b"Connection: close\r\n");
+        } else if d.keep_alive_10 {
+            head.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        // Still the same request: it is counted once.
+        self.served = self.served.saturating_sub(1);
+        // Dropping the Deferred ends the script's job.
+        self.phase = Phase::Head;
+        let shared = self.shared.clone();
+        let closing = with_head(&head, &shared.limits, |h| match h {
+            Ok(h) => match shared
+                .options
+                .gateway
+                .as_ref()
+                .and_then(|g| g.route(&h.request))
+            {
+                Some(r) => self.defer(&h, r, Vec::new(), out, now),
+                None => self.respond(&h, out, now),
+            },
+            Err(r) => {
+                self.answer_error(r, &request_line(&head), out);
+                true
+            }
+        });
+        if let Phase::Deferred(d) = &mut self.phase {
+            d.redirects = redirects;
+            return Next::CONTINUE;
+        }
+        if closing {
+            self.stash.clear();
+            return Next::CloseAfterFlush;
+        }
+        self.after_deferred(out, now)
+    }
+
+    /// A deferred answer is complete and the connection stays: answer what waited behind it.
+    fn after_deferred(&mut self, out: &mut Outbox, now: Instant) -> Next {
         if self.eof {
             // Requests sent before the half-close still get their answers.
             let next = self.run(None, out, now, false);
