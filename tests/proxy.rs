@@ -375,6 +375,25 @@ fn proxied_answers_keep_status_headers_and_bodies_and_drop_hop_by_hop_fields_und
                 .unwrap();
             assert_eq!(read_reply(&mut c, false).text(), "hello by length", "{m}");
         }
+        // A client that half-closes after its requests still gets every answer, in order.
+        let mut c = connect(a);
+        c.write_all(
+            b"GET /up/len HTTP/1.1\r\nHost: x\r\n\r\nGET /file.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+        )
+        .unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        let got = String::from_utf8_lossy(&got);
+        let first = got.find("hello by length");
+        let second = got.find("static file");
+        if is_iterative(m) {
+            // No keep-alive there: the first answer closes the connection.
+            assert!(first.is_some(), "{m}: {got}");
+        } else {
+            assert!(first.is_some() && first < second, "{m}: {got}");
+        }
+
         // Paths outside every route are still the static handler's.
         assert_eq!(get(a, "/file.txt").text(), "static file\n");
         assert_eq!(get(a, "/upx").status, 404, "{m}: /upx is not under /up");
@@ -743,5 +762,39 @@ fn bad_proxy_and_cgi_flags_are_refused_in_one_line() {
             err.contains(says) || err.contains("KEY=VALUE"),
             "{flag} {value}: {err}"
         );
+    }
+}
+
+#[test]
+fn a_full_upstream_pool_answers_503_instead_of_queueing() {
+    let up = upstream();
+    let root = TempDir::new("proxy-busy");
+    let route = format!("/up=http://{}", up.addr);
+    // Prefork has a pool per worker process and iterative one connection: neither can fill
+    // one pool from two connections reliably.
+    for &m in &[ALL_MODELS[1], ALL_MODELS[3]] {
+        let s = serve(
+            m,
+            root.path(),
+            &[
+                "--proxy",
+                &route,
+                "--upstream-workers",
+                "1",
+                "--upstream-timeout",
+                "1",
+            ],
+        );
+        let mut slow = connect(s.addr());
+        slow.write_all(b"GET /up/slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let r = get(s.addr(), "/up/len");
+        assert_eq!(r.status, 503, "{m}");
+        assert_eq!(r.header("retry-after"), Some("1"));
+        let r = read_reply(&mut BufReader::new(slow), false);
+        assert_eq!(r.status, 504, "{m}");
+        // The worker is free again.
+        assert_eq!(get(s.addr(), "/up/len").status, 200, "{m}");
     }
 }

@@ -330,9 +330,14 @@ fn worker(inner: Arc<Inner>) {
             Ok(Err(f)) => Event::Failed(f),
             Err(_) => Event::Failed(Failure::Io("the outbound worker panicked".into())),
         };
+        // The slot is free before the session hears the end, so a client that got its answer
+        // and asks again is never refused for its own finished job.
+        inner
+            .state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .active -= 1;
         pipe.finish(ev);
-        let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.active -= 1;
     }
 }
 
