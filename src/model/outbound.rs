@@ -332,11 +332,7 @@ fn worker(inner: Arc<Inner>) {
         };
         // The slot is free before the session hears the end, so a client that got its answer
         // and asks again is never refused for its own finished job.
-        inner
-            .state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .active -= 1;
+        inner.state.lock().unwrap_or_else(|e| e.into_inner()).active -= 1;
         pipe.finish(ev);
     }
 }

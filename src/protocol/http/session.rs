@@ -13,12 +13,21 @@
 //! 3. parse it with httparse and check method (501), version (505), target, Host (400),
 //!    `Expect` (417) and body framing (400 on anything a smuggler could use; 413 over the limit);
 //! 4. a body: send `100 Continue` if asked, keep a copy of the head, read and discard the body
-//!    across reads ([`BodyReader`]);
+//!    across reads ([`BodyReader`]), or collect it when the request goes to a proxy or CGI
+//!    route (bounded by the same body limit);
 //! 5. ask the handler; decide keep-alive (version, `Connection`, the response, the request
 //!    count, shutdown, the model);
 //! 6. write the head and queue the body (bytes, or file regions for `sendfile`); nothing for
 //!    HEAD, 1xx, 204 and 304;
 //! 7. log the access line; go idle (keep-alive timer) or close after the output is flushed.
+//!
+//! A request for a proxy or CGI route ([`super::gateway`], configured only with `--proxy` or
+//! `--cgi`) takes a detour at step 5: the session hands it to the outbound pool and waits in
+//! `Phase::Deferred`, holding any pipelined input back; the answer arrives through the
+//! [`Waker`] (`on_wake`) and is written as it comes, as fast as the client takes it
+//! (`on_drained`): `Content-Length` when the upstream gave one, else chunked to HTTP/1.1
+//! clients and close-delimited to HTTP/1.0 ones. An upstream failure before the head is a
+//! 502/504 page; after it, the connection is closed so the client sees a short answer.
 //!
 //! Every refusal is a small HTML page with `Connection: close`, then
 //! [`Next::CloseAfterFlush`].
