@@ -487,3 +487,94 @@ fn relay(framing: &mut BodyFraming, mut d: Vec<u8>) -> (Vec<u8>, Outcome) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::outbound::{OutboundConfig, Target};
+    use crate::protocol::http::parse::{parse_head, Limits};
+
+    fn gateway() -> Gateway {
+        Gateway::new(
+            &[
+                ("/api".into(), "http://127.0.0.1:9/v1".into()),
+                ("/api/admin".into(), "http://127.0.0.1:10".into()),
+                ("/".into(), "http://127.0.0.1:11/".into()),
+            ],
+            &[],
+            Outbound::new(OutboundConfig::default()),
+        )
+        .unwrap()
+    }
+
+    /// Which upstream port a path goes to, and the rest of its path.
+    fn routed(g: &Gateway, path: &str) -> Option<(String, String)> {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut storage = [httparse::EMPTY_HEADER; 8];
+        let head = parse_head(raw.as_bytes(), &mut storage, &Limits::default()).unwrap();
+        let r = g.route(&head.request)?;
+        let route = &g.routes[r.index];
+        let Kind::Proxy(up) = &route.kind else {
+            return None;
+        };
+        let rest = rest_of_path(head.request.path, &r.url, route.segments.len());
+        let full = forwarded_path(head.request.path, &r.url);
+        let Target::Tcp(addr) = &up.target else {
+            return None;
+        };
+        let port = addr.rsplit(':').next().unwrap_or("").to_string();
+        Some((port, up.upstream_path(&full, &rest)))
+    }
+
+    #[test]
+    fn the_longest_prefix_wins_segment_by_segment_after_normalizing() {
+        let g = gateway();
+        // Upstream ports: 9 for /api, 10 for /api/admin, 11 for everything else.
+        let port = |p: &str| routed(&g, p);
+        assert_eq!(port("/api/x"), Some(("9".into(), "/v1/x".into())));
+        assert_eq!(port("/api"), Some(("9".into(), "/v1".into())));
+        assert_eq!(port("/api/"), Some(("9".into(), "/v1/".into())));
+        assert_eq!(
+            port("/api/admin/users"),
+            Some(("10".into(), "/api/admin/users".into()))
+        );
+        assert_eq!(
+            port("/apix"),
+            Some(("11".into(), "/apix".into())),
+            "/apix is not under /api"
+        );
+        assert_eq!(
+            port("/api/a+b:c"),
+            Some(("9".into(), "/v1/a+b:c".into())),
+            "plain paths go as sent"
+        );
+        assert_eq!(
+            port("/x/../api/y"),
+            Some(("9".into(), "/v1/y".into())),
+            "dot segments resolve first"
+        );
+        assert_eq!(port("/api/../admin"), Some(("11".into(), "/admin".into())));
+        assert_eq!(port("/api//x"), Some(("9".into(), "/v1/x".into())));
+        assert_eq!(
+            port("/api/%2e%2e/secret"),
+            Some(("11".into(), "/secret".into()))
+        );
+        assert_eq!(
+            routed(&g, "/api/a%2fb"),
+            None,
+            "an encoded slash is left to the static rules"
+        );
+    }
+
+    #[test]
+    fn a_prefix_routed_twice_or_without_a_slash_is_refused() {
+        let pool = Outbound::new(OutboundConfig::default());
+        let twice = [
+            ("/a".to_string(), "http://h".to_string()),
+            ("/a/".to_string(), "http://h".to_string()),
+        ];
+        assert!(Gateway::new(&twice, &[], pool.clone()).is_err());
+        let bare = [("a".to_string(), "http://h".to_string())];
+        assert!(Gateway::new(&bare, &[], pool).is_err());
+    }
+}
