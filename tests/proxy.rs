@@ -402,21 +402,32 @@ fn proxied_answers_keep_status_headers_and_bodies_and_drop_hop_by_hop_fields_und
 }
 
 #[test]
-fn tincan_hello_works_as_a_real_upstream() {
+fn tincan_hello_works_as_a_real_upstream_over_tcp_and_unix_sockets() {
     let hello = Server::start(&["hello", "--listen", "127.0.0.1:0", "--access-log", "off"]);
     let root = TempDir::new("proxy-hello");
-    let route = format!("/greet={}", hello.url("/"));
+    let sock = root.path().join("hello.sock");
+    let unix_listen = format!("unix:{}", sock.display());
+    let unix_hello = Server::start(&["hello", "--listen", &unix_listen, "--access-log", "off"]);
+    let tcp_route = format!("/greet={}", hello.url("/"));
+    let unix_route = format!("/local=http://unix:{}:/", sock.display());
     for &m in &[ALL_MODELS[0], ALL_MODELS[3]] {
-        let s = serve(m, root.path(), &["--proxy", &route]);
-        let r = exchange(
-            s.addr(),
-            b"GET /greet/there?x=1 HTTP/1.1\r\nHost: front.test\r\nUser-Agent: t\r\nConnection: close\r\n\r\n",
+        let s = serve(
+            m,
+            root.path(),
+            &["--proxy", &tcp_route, "--proxy", &unix_route],
         );
-        let page = r.text();
-        assert_eq!(r.status, 200, "{m}: {page}");
-        assert!(page.contains("GET /there?x=1 HTTP/1.1"), "{m}: {page}");
-        assert!(page.contains("X-Forwarded-For"), "{page}");
+        for prefix in ["/greet", "/local"] {
+            let raw = format!(
+                "GET {prefix}/there?x=1 HTTP/1.1\r\nHost: front.test\r\nUser-Agent: t\r\nConnection: close\r\n\r\n"
+            );
+            let r = exchange(s.addr(), raw.as_bytes());
+            let page = r.text();
+            assert_eq!(r.status, 200, "{m} {prefix}: {page}");
+            assert!(page.contains("GET /there?x=1 HTTP/1.1"), "{m}: {page}");
+            assert!(page.contains("X-Forwarded-For"), "{page}");
+        }
     }
+    drop(unix_hello);
 }
 
 fn rss_kib(pid: i32) -> u64 {
