@@ -227,20 +227,30 @@ fn start(f: Flavour) -> TestServer {
 }
 
 fn start_with(opts: ServeOptions, listen: &str) -> TestServer {
+    // Taken before binding: the listener's descriptor must fit select's set too.
+    let guard = select_guard(&opts);
     let listener = bind(&listen.parse().unwrap(), &BindOptions::default()).expect("bind");
-    start_on(opts, listener)
+    let mut srv = start_on(opts, listener);
+    srv._select_guard = guard;
+    srv
 }
 
+fn select_guard(opts: &ServeOptions) -> Option<std::sync::RwLockReadGuard<'static, ()>> {
+    (opts.model == Model::Event && opts.poller == PollerKind::Select)
+        .then(|| DESCRIPTOR_HEAVY.read().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Serve on an already bound listener (epoll, poll or a blocking model: a select server is
+/// started with [`start_with`], which keeps the descriptors low).
 fn start_on(opts: ServeOptions, listener: Listener) -> TestServer {
-    let _select_guard = (opts.model == Model::Event && opts.poller == PollerKind::Select)
-        .then(|| DESCRIPTOR_HEAVY.read().unwrap_or_else(|e| e.into_inner()));
+    tincan::logging::init();
     let addr = listener.local_addr_string();
     let service = Arc::new(Upper::default());
     let shutdown = Shutdown::new();
     let (s, sd) = (Arc::clone(&service), shutdown.clone());
     let thread = std::thread::spawn(move || serve_until(vec![listener], s, &opts, sd));
     TestServer {
-        _select_guard,
+        _select_guard: None,
         addr,
         shutdown,
         service,
@@ -284,7 +294,9 @@ impl Drop for TestServer {
 
 fn line(r: &mut impl BufRead) -> String {
     let mut s = String::new();
-    r.read_line(&mut s).expect("read a line");
+    if let Err(e) = r.read_line(&mut s) {
+        panic!("reading a line failed: {e} (after {s:?})");
+    }
     s
 }
 
@@ -653,7 +665,12 @@ fn graceful_shutdown_lets_a_client_mid_conversation_finish() {
         std::thread::sleep(Duration::from_millis(50));
         srv.shutdown.trigger();
         std::thread::sleep(Duration::from_millis(100));
-        // New clients are no longer accepted (the listener is closed or no longer polled).
+        // New clients are refused at once.
+        let refused = TcpStream::connect(srv.sock());
+        assert!(
+            refused.is_err(),
+            "{f:?}: a new client was let in after shutdown began"
+        );
         c.write_all(b"line\n").unwrap();
         assert_eq!(line(&mut r), "HALF A LINE\n", "{f:?}");
         let mut rest = String::new();
@@ -944,7 +961,40 @@ mod binary {
     }
 
     #[test]
+    fn sigterm_sent_the_moment_the_address_is_printed_still_exits_cleanly() {
+        // A script that signals as soon as it reads `listening on` must get a graceful stop,
+        // not the default action of a signal that arrived before the handlers were installed.
+        for m in ALL_MODELS {
+            for udp in [false, true] {
+                let mut args = vec!["echo", "--listen", "127.0.0.1:0"];
+                if udp {
+                    if m.0.contains(&"prefork") || m.0.contains(&"iterative") {
+                        continue; // --udp ignores the model: one run of it is enough
+                    }
+                    args.push("--udp");
+                } else {
+                    args.extend_from_slice(m.0);
+                }
+                let mut srv = Server::start(&args);
+                srv.signal(libc::SIGTERM);
+                let status = srv
+                    .wait_exit(Duration::from_secs(10))
+                    .unwrap_or_else(|| panic!("{m} udp={udp}: still running after SIGTERM"));
+                assert!(
+                    status.success(),
+                    "{m} udp={udp}: {status}; stderr:\n{}",
+                    srv.stderr()
+                );
+            }
+        }
+    }
+
+    #[test]
     fn select_closes_connections_whose_descriptor_it_cannot_watch_and_keeps_serving() {
+        // 1,100 client sockets in this process: keep the in-process select servers away.
+        let _heavy = super::DESCRIPTOR_HEAVY
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         let srv = echo(&["--model", "event", "--workers", "1", "--poller", "select"]);
         let addr = srv.addr();
         // Enough connections that the server's descriptors pass FD_SETSIZE (1024).
@@ -1230,11 +1280,15 @@ fn a_panicking_session_loses_its_connection_and_nothing_else() {
         let _ = c.read_to_end(&mut rest);
         assert!(rest.is_empty(), "{f:?}");
         if let Some(o) = other.as_mut() {
-            o.write_all(b"unharmed\n").unwrap();
+            if let Err(e) = o.write_all(b"unharmed\n") {
+                panic!("{f:?}: {e}");
+            }
             assert_eq!(line(&mut BufReader::new(o)), "UNHARMED\n", "{f:?}");
         }
         let mut after = srv.connect();
-        after.write_all(b"after\n").unwrap();
+        if let Err(e) = after.write_all(b"after\n") {
+            panic!("{f:?}: {e}");
+        }
         assert_eq!(line(&mut BufReader::new(&mut after)), "AFTER\n", "{f:?}");
         drop((other, after));
         srv.stop();

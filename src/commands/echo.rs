@@ -61,13 +61,10 @@ pub fn run(args: EchoArgs) -> Result<()> {
     config.validate().map_err(Error::Usage)?;
     let service = Arc::new(EchoService::new(config));
     if args.udp {
-        // Handlers first: once `listening on` is printed, a SIGTERM must mean a clean stop.
-        let shutdown = Shutdown::try_new()
-            .map_err(|e| Error::io("could not create the shutdown signal", e))?;
-        shutdown
-            .on_signals()
-            .map_err(|e| Error::io("could not install the SIGINT/SIGTERM handlers", e))?;
+        // setup_udp installs the process's signal handlers before it announces the address.
         let (sockets, opts) = args.server.setup_udp(DEFAULT_LISTEN)?;
+        let shutdown = Shutdown::for_process()
+            .map_err(|e| Error::io("could not install the SIGINT/SIGTERM handlers", e))?;
         if args.server.model.is_some() || args.server.poller.is_some() {
             // Datagrams need no connections to drive; say so rather than ignore a flag silently.
             tracing::warn!(

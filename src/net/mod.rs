@@ -155,6 +155,14 @@ impl Listener {
         }
     }
 
+    /// Stop listening now, while the descriptor stays open (other threads' pollers still hold
+    /// it): shutdown(2) on a listening socket makes the kernel refuse new connections at once
+    /// (and reset those still in the backlog), instead of completing handshakes nobody will
+    /// accept. Used when a graceful shutdown begins.
+    pub fn stop(&self) {
+        let _ = socket2::SockRef::from(self).shutdown(std::net::Shutdown::Read);
+    }
+
     pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
         match self {
             Listener::Tcp(l) => l.set_nonblocking(on),
@@ -217,6 +225,15 @@ impl AsRawFd for Listener {
         match self {
             Listener::Tcp(l) => l.as_raw_fd(),
             Listener::Unix(l, _) => l.as_raw_fd(),
+        }
+    }
+}
+
+impl std::os::fd::AsFd for Listener {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Listener::Tcp(l) => l.as_fd(),
+            Listener::Unix(l, _) => l.as_fd(),
         }
     }
 }
