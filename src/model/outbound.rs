@@ -32,6 +32,9 @@ use crate::protocol::Waker;
 
 /// Bytes read from an upstream or a child per read.
 const READ_CHUNK: usize = 32 * 1024;
+/// How often a worker waiting on a silent upstream or child looks whether its session is gone
+/// (so a client that hangs up frees the worker and kills the script promptly).
+const CANCEL_CHECK: Duration = Duration::from_millis(200);
 
 /// How the pool is sized and how long outbound I/O may stall.
 #[derive(Clone, Debug)]
@@ -429,23 +432,35 @@ fn connect_job(
         // what it said before calling it a failure.
         tracing::debug!("writing to the upstream failed: {e}");
     }
+    // Reads wait in short slices; the timeout counts the silence across them.
+    s.set_timeouts(CANCEL_CHECK.min(timeout))
+        .map_err(|e| Failure::Io(e.to_string()))?;
     let mut got_any = false;
+    let mut last_data = Instant::now();
+    let mut buf = Vec::new();
     loop {
         if pipe.cancelled() {
             return Ok(());
         }
-        let mut buf = vec![0; READ_CHUNK];
+        if buf.is_empty() {
+            buf = vec![0; READ_CHUNK];
+        }
         match s.read(&mut buf) {
             Ok(0) => return Ok(()),
             Ok(n) => {
                 got_any = true;
+                last_data = Instant::now();
                 buf.truncate(n);
-                if !pipe.push(buf) {
+                if !pipe.push(std::mem::take(&mut buf)) {
                     return Ok(());
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if is_timeout(&e) => return Err(Failure::Timeout),
+            Err(e) if is_timeout(&e) => {
+                if last_data.elapsed() >= timeout {
+                    return Err(Failure::Timeout);
+                }
+            }
             // A reset after a complete close-delimited answer is still a broken stream.
             Err(e) if got_any => return Err(Failure::Io(e.to_string())),
             Err(e) => return Err(Failure::Io(format!("the upstream closed: {e}"))),
@@ -505,17 +520,20 @@ fn spawn_job(
         return Err(Failure::Spawn("the script has no stdout".into()));
     };
     let fd = out.as_raw_fd();
+    let mut last_data = Instant::now();
     loop {
         if pipe.cancelled() {
             reap(&mut child, true);
             return Ok(());
         }
         let mut fds = [crate::sys::pollfd(fd, libc::POLLIN)];
-        match crate::sys::poll(&mut fds, Some(timeout)) {
-            Ok(0) => {
+        match crate::sys::poll(&mut fds, Some(CANCEL_CHECK.min(timeout))) {
+            Ok(0) if last_data.elapsed() >= timeout => {
                 reap(&mut child, true);
                 return Err(Failure::Timeout);
             }
+            // Silent so far: look at the session again.
+            Ok(0) => continue,
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
@@ -527,6 +545,7 @@ fn spawn_job(
         match out.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
+                last_data = Instant::now();
                 buf.truncate(n);
                 if !pipe.push(buf) {
                     reap(&mut child, true);
@@ -544,6 +563,10 @@ fn spawn_job(
     // Stdout is closed; the script should exit now. Give it the timeout, then kill it.
     let deadline = Instant::now() + timeout;
     loop {
+        if pipe.cancelled() {
+            reap(&mut child, true);
+            return Ok(());
+        }
         match child.try_wait() {
             Ok(Some(status)) => {
                 if !status.success() {

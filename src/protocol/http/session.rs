@@ -116,7 +116,6 @@ impl HttpService {
         HttpSession {
             waker,
             collect: None,
-            eof: false,
             shared: self.shared.clone(),
             client: peer.ip(),
             peer: peer.clone(),
@@ -185,8 +184,6 @@ pub struct HttpSession {
     waker: Waker,
     /// The body of a proxied or CGI request, collected while it is read.
     collect: Option<Vec<u8>>,
-    /// The client half-closed while an answer was deferred: close once it is done.
-    eof: bool,
 }
 
 /// An outbound answer being relayed, and what the connection decided about it.
@@ -816,14 +813,6 @@ impl HttpSession {
 
     /// A deferred answer is complete and the connection stays: answer what waited behind it.
     fn after_deferred(&mut self, out: &mut Outbox, now: Instant) -> Next {
-        if self.eof {
-            // Requests sent before the half-close still get their answers.
-            let next = self.run(None, out, now, false);
-            if next.is_close() || matches!(self.phase, Phase::Deferred(_)) {
-                return next;
-            }
-            return Next::CloseAfterFlush;
-        }
         self.run(None, out, now, true)
     }
 
@@ -867,10 +856,20 @@ impl Session for HttpSession {
         if next.is_close() {
             return next;
         }
-        if matches!(self.phase, Phase::Deferred(_)) {
-            // A proxied answer is on its way: finish it (and what was pipelined), then close.
-            self.eof = true;
-            return next;
+        if let Phase::Deferred(d) = &mut self.phase {
+            // As nginx (`proxy_ignore_client_abort off`): a client that closes while its answer
+            // is being made has gone away (TCP cannot tell a half-close from a hang-up without
+            // writing). Dropping the job closes the upstream connection or kills the script,
+            // instead of keeping both until the timeout. Logged as 499, nginx's status for it.
+            if d.wire.is_none() {
+                d.status = 499;
+            }
+            self.log_deferred();
+            self.phase = Phase::Done;
+            self.deadline = None;
+            input.clear();
+            out.clear();
+            return Next::Close;
         }
         input.clear();
         Next::CloseAfterFlush
