@@ -503,13 +503,25 @@ impl BodyReader {
 
     /// Discard from `buf`: returns how many bytes were consumed and whether the body ended.
     pub fn feed(&mut self, buf: &[u8], limits: &Limits) -> Result<(usize, bool), Reject> {
+        self.feed_into(buf, limits, |_| {})
+    }
+
+    /// As [`feed`](Self::feed), handing each run of body bytes (chunked framing removed) to
+    /// `sink` (a proxied or CGI request keeps its body).
+    pub fn feed_into(
+        &mut self,
+        buf: &[u8],
+        limits: &Limits,
+        mut sink: impl FnMut(&[u8]),
+    ) -> Result<(usize, bool), Reject> {
         match self {
             BodyReader::Length(rem) => {
                 let n = (*rem).min(buf.len() as u64);
                 *rem -= n;
+                sink(&buf[..n as usize]);
                 Ok((n as usize, *rem == 0))
             }
-            BodyReader::Chunked(c) => c.feed(buf, limits),
+            BodyReader::Chunked(c) => c.feed_into(buf, limits, sink),
         }
     }
 }
@@ -552,11 +564,22 @@ pub struct Chunked {
 impl Chunked {
     /// Consume from `buf`; `(consumed, finished)`. Bytes after the body stay unconsumed.
     pub fn feed(&mut self, buf: &[u8], limits: &Limits) -> Result<(usize, bool), Reject> {
+        self.feed_into(buf, limits, |_| {})
+    }
+
+    /// As [`feed`](Self::feed), handing each run of chunk data to `sink`.
+    pub fn feed_into(
+        &mut self,
+        buf: &[u8],
+        limits: &Limits,
+        mut sink: impl FnMut(&[u8]),
+    ) -> Result<(usize, bool), Reject> {
         use ChunkState::*;
         let mut i = 0;
         while i < buf.len() {
             if let Data(rem) = self.state {
                 let n = rem.min((buf.len() - i) as u64);
+                sink(&buf[i..i + n as usize]);
                 i += n as usize;
                 self.state = if rem == n { DataCr } else { Data(rem - n) };
                 continue;
