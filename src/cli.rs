@@ -41,7 +41,7 @@ pub enum Command {
 /// Flags shared by every server subcommand.
 #[derive(Args, Debug, Clone)]
 pub struct ServerArgs {
-    /// Address to listen on: HOST:PORT, [V6]:PORT, :PORT (all interfaces) or unix:/path.
+    /// Address to listen on: HOST:PORT, \[V6\]:PORT, :PORT (all interfaces) or unix:/path.
     /// Repeat for several. Port 0 picks a free port; the bound address is printed first.
     #[arg(long = "listen", short = 'l', value_name = "ADDR")]
     pub listen: Vec<String>,
@@ -164,6 +164,9 @@ impl ServerArgs {
             }
             return Err(e);
         }
+        // Signals must stop us gracefully from the moment a script can see the address.
+        crate::model::Shutdown::for_process()
+            .map_err(|e| crate::Error::io("installing the SIGINT/SIGTERM handlers", e))?;
         announce(listeners.iter().map(|l| l.local_addr_string()))?;
         Ok((listeners, opts))
     }
@@ -181,6 +184,9 @@ impl ServerArgs {
             .map(|a| net::bind_udp(a, &bind_opts))
             .collect::<crate::Result<Vec<_>>>()?;
         self.privileges().apply(&[])?;
+        // Signals must stop us gracefully from the moment a script can see the address.
+        crate::model::Shutdown::for_process()
+            .map_err(|e| crate::Error::io("installing the SIGINT/SIGTERM handlers", e))?;
         announce(sockets.iter().map(net::udp_addr_string))?;
         Ok((sockets, opts))
     }

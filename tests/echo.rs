@@ -605,3 +605,33 @@ fn graceful_shutdown_lets_a_client_finish_its_message() {
         assert!(status.success(), "{status} under {model}");
     }
 }
+
+#[test]
+fn a_udp_echo_server_stops_on_sigterm() {
+    let mut server = Server::start(&["echo", "--udp", "--listen", "127.0.0.1:0"]);
+    server.signal(libc::SIGTERM);
+    let status = server
+        .wait_exit(Duration::from_secs(5))
+        .expect("the UDP server exits after SIGTERM");
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn tincan_send_over_udp_to_nobody_says_so_in_one_line() {
+    let port = {
+        let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        s.local_addr().expect("addr").port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let (status, _, err) = run_tincan(
+        &["send", "--udp", &addr, "anyone?", "--timeout", "2"],
+        b"",
+        Duration::from_secs(10),
+    );
+    assert!(!status.success());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with(&format!("tincan: could not reach {addr} over UDP")),
+        "{err}"
+    );
+}

@@ -98,6 +98,14 @@ impl Session for UpperSession {
                     Ok(f) => out.push_file(Arc::new(f), 0, len.parse().unwrap_or(0)),
                     Err(_) => out.push_bytes(b"NO FILE\n"),
                 }
+            } else if text.trim() == "BYE" {
+                // A long goodbye: more than the socket buffers hold, so the last of it is still
+                // in the server's send queue when it closes.
+                out.push_shared(bytes::Bytes::from(vec![b'z'; 8 << 20]));
+                out.push_bytes(b"BYE\n");
+                return Next::CloseAfterFlush;
+            } else if text.trim() == "PANIC" {
+                panic!("the test session was asked to panic");
             } else if text.trim() == "PEER" {
                 out.push_bytes(format!("{}\n", self.peer.remote).as_bytes());
             } else {
@@ -189,7 +197,13 @@ fn concurrent_flavours() -> Vec<Flavour> {
     flavours().into_iter().skip(1).collect()
 }
 
+/// Descriptor numbers are shared by every test in this process: while a test holds a thousand
+/// connections, a select server (which cannot watch descriptors past 1023) would see its
+/// clients refused. Select servers hold this for reading, the thousand-client tests for writing.
+static DESCRIPTOR_HEAVY: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 struct TestServer {
+    _select_guard: Option<std::sync::RwLockReadGuard<'static, ()>>,
     addr: String,
     shutdown: Shutdown,
     service: Arc<Upper>,
@@ -202,6 +216,8 @@ fn options(f: Flavour) -> ServeOptions {
         poller: f.poller,
         workers: 2,
         grace: Duration::from_secs(5),
+        // Clients here often stay open through shutdown; do not wait 2 s for each to hang up.
+        linger: Duration::from_millis(200),
         ..ServeOptions::default()
     }
 }
@@ -211,17 +227,30 @@ fn start(f: Flavour) -> TestServer {
 }
 
 fn start_with(opts: ServeOptions, listen: &str) -> TestServer {
+    // Taken before binding: the listener's descriptor must fit select's set too.
+    let guard = select_guard(&opts);
     let listener = bind(&listen.parse().unwrap(), &BindOptions::default()).expect("bind");
-    start_on(opts, listener)
+    let mut srv = start_on(opts, listener);
+    srv._select_guard = guard;
+    srv
 }
 
+fn select_guard(opts: &ServeOptions) -> Option<std::sync::RwLockReadGuard<'static, ()>> {
+    (opts.model == Model::Event && opts.poller == PollerKind::Select)
+        .then(|| DESCRIPTOR_HEAVY.read().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Serve on an already bound listener (epoll, poll or a blocking model: a select server is
+/// started with [`start_with`], which keeps the descriptors low).
 fn start_on(opts: ServeOptions, listener: Listener) -> TestServer {
+    tincan::logging::init();
     let addr = listener.local_addr_string();
     let service = Arc::new(Upper::default());
     let shutdown = Shutdown::new();
     let (s, sd) = (Arc::clone(&service), shutdown.clone());
     let thread = std::thread::spawn(move || serve_until(vec![listener], s, &opts, sd));
     TestServer {
+        _select_guard: None,
         addr,
         shutdown,
         service,
@@ -265,7 +294,9 @@ impl Drop for TestServer {
 
 fn line(r: &mut impl BufRead) -> String {
     let mut s = String::new();
-    r.read_line(&mut s).expect("read a line");
+    if let Err(e) = r.read_line(&mut s) {
+        panic!("reading a line failed: {e} (after {s:?})");
+    }
     s
 }
 
@@ -381,6 +412,7 @@ fn a_megabyte_goes_through_and_back_intact() {
 }
 
 fn many_clients(f: Flavour, n: usize) {
+    let _heavy = DESCRIPTOR_HEAVY.write().unwrap_or_else(|e| e.into_inner());
     let mut opts = options(f);
     opts.max_connections = 2 * n;
     let srv = start_with(opts, "127.0.0.1:0");
@@ -447,10 +479,9 @@ fn a_vanishing_client_leaves_the_others_unharmed() {
     }
 }
 
-#[test]
-fn port_zero_reports_the_port_really_bound() {
-    let args = tincan::cli::ServerArgs {
-        listen: vec!["127.0.0.1:0".into()],
+fn server_args(listen: &[&str]) -> tincan::cli::ServerArgs {
+    tincan::cli::ServerArgs {
+        listen: listen.iter().map(|s| s.to_string()).collect(),
         model: None,
         workers: None,
         poller: None,
@@ -462,7 +493,12 @@ fn port_zero_reports_the_port_really_bound() {
         user: None,
         group: None,
         umask: None,
-    };
+    }
+}
+
+#[test]
+fn port_zero_reports_the_port_really_bound() {
+    let args = server_args(&["127.0.0.1:0"]);
     let (listeners, opts) = args.setup("127.0.0.1:7007").expect("setup");
     assert_eq!(opts.model, Model::Event);
     let addr = listeners[0].local_addr_string();
@@ -471,6 +507,69 @@ fn port_zero_reports_the_port_really_bound() {
     assert_ne!(sa.port(), 0);
     // Something really listens there.
     TcpStream::connect(sa).expect("connect to the reported address");
+}
+
+#[test]
+fn all_interfaces_takes_ipv4_and_ipv6_on_one_socket() {
+    let l = bind(&":0".parse().unwrap(), &BindOptions::default()).expect("bind :0");
+    let addr = l.local_addr_string();
+    let port: u16 = addr.rsplit_once(':').unwrap().1.parse().unwrap();
+    let srv = start_on(options(event(PollerKind::Epoll)), l);
+    // An IPv4 client is reported as IPv4, not as [::ffff:127.0.0.1].
+    let mut c = TcpStream::connect(("127.0.0.1", port)).expect("IPv4 client");
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"PEER\n").unwrap();
+    let peer = line(&mut BufReader::new(&mut c));
+    assert!(peer.starts_with("127.0.0.1:"), "{peer}");
+    if addr.starts_with("[::]") {
+        let mut c = TcpStream::connect(("::1", port)).expect("IPv6 client");
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(b"PEER\n").unwrap();
+        assert!(line(&mut BufReader::new(&mut c)).starts_with("[::1]:"));
+    } else {
+        eprintln!("no IPv6 here: bound {addr}");
+    }
+    srv.stop();
+}
+
+#[test]
+fn impossible_server_flags_are_usage_errors_in_a_sentence() {
+    type Case = (fn(&mut tincan::cli::ServerArgs), &'static str);
+    let cases: [Case; 6] = [
+        (|a| a.workers = Some(0), "--workers must be at least 1"),
+        (
+            |a| a.max_connections = Some(0),
+            "--max-connections must be at least 1",
+        ),
+        (
+            |a| a.grace = Some(-1.0),
+            "--grace -1 is not a number of seconds; give 0 or more",
+        ),
+        (
+            |a| a.send_timeout = Some(0.0),
+            "--send-timeout 0 is not a number of seconds; give more than 0",
+        ),
+        (|a| a.backlog = Some(0), "--backlog must be at least 1"),
+        (
+            |a| a.umask = Some("9".into()),
+            "--umask 9 is not an octal file mode mask; use three octal digits such as 007",
+        ),
+    ];
+    for (set, want) in cases {
+        let mut a = server_args(&["127.0.0.1:0"]);
+        set(&mut a);
+        let e = a.setup("127.0.0.1:0").expect_err("refused").to_string();
+        assert_eq!(e, want);
+    }
+    let e = server_args(&["nonsense"])
+        .setup("127.0.0.1:0")
+        .err()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        e,
+        "'nonsense' is not a listen address; use HOST:PORT, [V6]:PORT, :PORT or unix:/path"
+    );
 }
 
 #[test]
@@ -566,7 +665,12 @@ fn graceful_shutdown_lets_a_client_mid_conversation_finish() {
         std::thread::sleep(Duration::from_millis(50));
         srv.shutdown.trigger();
         std::thread::sleep(Duration::from_millis(100));
-        // New clients are no longer accepted (the listener is closed or no longer polled).
+        // New clients are refused at once.
+        let refused = TcpStream::connect(srv.sock());
+        assert!(
+            refused.is_err(),
+            "{f:?}: a new client was let in after shutdown began"
+        );
         c.write_all(b"line\n").unwrap();
         assert_eq!(line(&mut r), "HALF A LINE\n", "{f:?}");
         let mut rest = String::new();
@@ -857,7 +961,40 @@ mod binary {
     }
 
     #[test]
+    fn sigterm_sent_the_moment_the_address_is_printed_still_exits_cleanly() {
+        // A script that signals as soon as it reads `listening on` must get a graceful stop,
+        // not the default action of a signal that arrived before the handlers were installed.
+        for m in ALL_MODELS {
+            for udp in [false, true] {
+                let mut args = vec!["echo", "--listen", "127.0.0.1:0"];
+                if udp {
+                    if m.0.contains(&"prefork") || m.0.contains(&"iterative") {
+                        continue; // --udp ignores the model: one run of it is enough
+                    }
+                    args.push("--udp");
+                } else {
+                    args.extend_from_slice(m.0);
+                }
+                let mut srv = Server::start(&args);
+                srv.signal(libc::SIGTERM);
+                let status = srv
+                    .wait_exit(Duration::from_secs(10))
+                    .unwrap_or_else(|| panic!("{m} udp={udp}: still running after SIGTERM"));
+                assert!(
+                    status.success(),
+                    "{m} udp={udp}: {status}; stderr:\n{}",
+                    srv.stderr()
+                );
+            }
+        }
+    }
+
+    #[test]
     fn select_closes_connections_whose_descriptor_it_cannot_watch_and_keeps_serving() {
+        // 1,100 client sockets in this process: keep the in-process select servers away.
+        let _heavy = super::DESCRIPTOR_HEAVY
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
         let srv = echo(&["--model", "event", "--workers", "1", "--poller", "select"]);
         let addr = srv.addr();
         // Enough connections that the server's descriptors pass FD_SETSIZE (1024).
@@ -1105,4 +1242,55 @@ fn event_stops_accepting_at_max_connections_across_workers() {
     assert_eq!(line(&mut BufReader::new(&mut c)), "C\n");
     drop(b);
     srv.stop();
+}
+
+#[test]
+fn a_closing_answer_reaches_a_client_that_is_still_sending() {
+    for f in flavours() {
+        let srv = start(f);
+        let c = srv.connect();
+        // The long answer and the close come while 256 KiB more input is on its way: closing
+        // with that input unread would make the kernel reset the connection and drop whatever
+        // of the answer is still queued. The lingering close reads it away first.
+        let mut w = c.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            let mut msg = b"BYE\n".to_vec();
+            msg.extend(std::iter::repeat_n(b'q', 256 * 1024));
+            let _ = w.write_all(&msg);
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let mut got = Vec::new();
+        let r = (&c).read_to_end(&mut got);
+        assert_eq!(got.len(), (8 << 20) + 4, "{f:?}: {r:?}");
+        assert!(got.ends_with(b"zBYE\n"), "{f:?}");
+        writer.join().unwrap();
+        srv.stop();
+    }
+}
+
+#[test]
+fn a_panicking_session_loses_its_connection_and_nothing_else() {
+    for f in flavours() {
+        let srv = start(f);
+        // Iterative serves one connection at a time: no bystander there.
+        let mut other = (f.model != Model::Iterative).then(|| srv.connect());
+        let mut c = srv.connect();
+        c.write_all(b"PANIC\n").unwrap();
+        let mut rest = Vec::new();
+        let _ = c.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "{f:?}");
+        if let Some(o) = other.as_mut() {
+            if let Err(e) = o.write_all(b"unharmed\n") {
+                panic!("{f:?}: {e}");
+            }
+            assert_eq!(line(&mut BufReader::new(o)), "UNHARMED\n", "{f:?}");
+        }
+        let mut after = srv.connect();
+        if let Err(e) = after.write_all(b"after\n") {
+            panic!("{f:?}: {e}");
+        }
+        assert_eq!(line(&mut BufReader::new(&mut after)), "AFTER\n", "{f:?}");
+        drop((other, after));
+        srv.stop();
+    }
 }

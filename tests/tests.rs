@@ -3,6 +3,7 @@
 
 mod chat;
 mod echo;
+mod http;
 mod models;
 mod static_files;
 mod support;

@@ -1,12 +1,42 @@
-//! `tincan hello`: not written yet.
+//! `tincan hello`: the seed-003 greeting server done properly. Every request, any method and
+//! path, gets a page greeting the client and quoting its request (JSON when asked for), over
+//! HTTP/1.0 or 1.1, with the same limits, logging and models as `tincan serve`.
+
+use std::sync::Arc;
 
 use clap::Args;
 
-use crate::error::{Error, Result};
+use super::serve::{merge_server_args, HttpArgs};
+use crate::cli::ServerArgs;
+use crate::config::Config;
+use crate::error::Result;
+use crate::protocol::http::{Hello, HttpService};
 
 #[derive(Args, Debug)]
-pub struct HelloArgs {}
+pub struct HelloArgs {
+    /// Read settings from a tincan.toml file (only the server and HTTP keys apply).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
 
-pub fn run(_args: HelloArgs) -> Result<()> {
-    Err(Error::Usage("`tincan hello` is not written yet".into()))
+    #[command(flatten)]
+    pub server: ServerArgs,
+
+    #[command(flatten)]
+    pub http: HttpArgs,
+}
+
+pub fn run(mut args: HelloArgs) -> Result<()> {
+    let cfg = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    merge_server_args(&mut args.server, &cfg);
+    let limits = args.http.limits(&cfg)?;
+    // The seed's port: 8080.
+    let (listeners, opts) = super::serve::glue::setup(&args.server, "127.0.0.1:8080")?;
+    let mut options = args.http.options(&cfg, opts.model)?;
+    // Answering pauses where the driver stops reading, so a pipelining flood waits in neither.
+    options.pipeline_pause = opts.high_water.max(1);
+    let service = HttpService::new(Arc::new(Hello), limits, options);
+    super::serve::glue::serve(listeners, service, &opts)
 }

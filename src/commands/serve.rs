@@ -1,12 +1,507 @@
-//! `tincan serve`: not written yet.
+//! `tincan serve [DIR]`: merge the flags with `tincan.toml`, check them, build the static-file
+//! handler and the HTTP service, bind, and run it under the chosen model. The HTTP flags
+//! ([`HttpArgs`]) are shared with `tincan hello`.
 
-use clap::Args;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
+use clap::{Args, ValueEnum};
+
+use crate::cli::ServerArgs;
+use crate::config::{parse_size, Config};
 use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::protocol::http::{AccessLog, Handler, HttpOptions, HttpService, Limits};
+
+/// `on` or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+impl Switch {
+    fn on(self) -> bool {
+        self == Switch::On
+    }
+}
+
+/// Flags of every HTTP server: limits, timeouts, headers, logging.
+#[derive(Args, Debug, Clone, Default)]
+pub struct HttpArgs {
+    /// Longest request line (bytes, or 8k, 1m); longer gets 414. [default: 8k]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub max_request_line: Option<u64>,
+    /// Longest single header line; longer gets 431. [default: 16k]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub max_header: Option<u64>,
+    /// Largest whole request head; larger gets 431. [default: 64k]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub max_head: Option<u64>,
+    /// Most header fields in one request; more gets 431. [default: 100]
+    #[arg(long, value_name = "N")]
+    pub max_headers: Option<usize>,
+    /// Largest request body (read and discarded); larger gets 413. [default: 1m]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub max_body: Option<u64>,
+    /// Seconds a client has to send a request head; then 408. [default: 60]
+    #[arg(long, value_name = "SECONDS")]
+    pub head_timeout: Option<f64>,
+    /// Seconds allowed between two reads of a request body; then 408. [default: 60]
+    #[arg(long, value_name = "SECONDS")]
+    pub body_timeout: Option<f64>,
+    /// Seconds an idle keep-alive connection is kept open. [default: 75]
+    #[arg(long, value_name = "SECONDS")]
+    pub keepalive_timeout: Option<f64>,
+    /// Requests served on one connection before it is closed. [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub max_requests_per_connection: Option<u32>,
+    /// Add a header to every response ("Name: value"); repeatable.
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    pub header: Vec<String>,
+    /// Access log in Combined Log Format: a file (appended), `-` for stdout, or `off`. [default: -]
+    #[arg(long, value_name = "PATH|-|off")]
+    pub access_log: Option<String>,
+    /// Do not send the `Server: tincan` header.
+    #[arg(long)]
+    pub hide_server: bool,
+}
+
+fn parse_size_arg(s: &str) -> std::result::Result<u64, String> {
+    parse_size(s)
+}
+
+/// Flags of the static-file handler.
+#[derive(Args, Debug, Clone, Default)]
+pub struct FileArgs {
+    /// Index file names tried for a directory, in order (comma-separated or repeated).
+    /// [default: index.html]
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    pub index: Vec<String>,
+    /// List directories that have no index file. [default: on]
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub listing: Option<Switch>,
+    /// Serve and list files whose names start with a dot.
+    #[arg(long)]
+    pub show_dotfiles: bool,
+    /// Serve symlinks that point outside the document root.
+    #[arg(long)]
+    pub follow_symlinks: bool,
+    /// Cache-Control for paths matching a glob: GLOB=VALUE (e.g. "*.css=max-age=3600");
+    /// repeatable, the first match wins.
+    #[arg(long, value_name = "GLOB=VALUE")]
+    pub cache_control: Vec<String>,
+    /// Gzip compressible files on the fly. [default: on]
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub compress: Option<Switch>,
+    /// Serve a page from the root as the body of an error: CODE=PATH (e.g. 404=/404.html).
+    #[arg(long, value_name = "CODE=PATH")]
+    pub error_page: Vec<String>,
+    /// Serve this file (a URL path under the root) for paths that do not exist (SPAs).
+    #[arg(long, value_name = "PATH")]
+    pub fallback: Option<String>,
+}
 
 #[derive(Args, Debug)]
-pub struct ServeArgs {}
+pub struct ServeArgs {
+    /// The directory to serve. [default: the current directory]
+    #[arg(value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 
-pub fn run(_args: ServeArgs) -> Result<()> {
-    Err(Error::Usage("`tincan serve` is not written yet".into()))
+    /// Read settings from a tincan.toml file (flags override it; see examples/tincan.toml).
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub server: ServerArgs,
+
+    #[command(flatten)]
+    pub http: HttpArgs,
+
+    #[command(flatten)]
+    pub files: FileArgs,
+}
+
+/// What the file flags and `tincan.toml` ask of the static handler; `None` keeps its default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileSettings {
+    pub root: PathBuf,
+    pub index: Option<Vec<String>>,
+    pub listing: Option<bool>,
+    pub show_dotfiles: bool,
+    pub follow_symlinks: bool,
+    pub cache_control: Vec<(String, String)>,
+    pub compress: Option<bool>,
+    pub error_pages: Vec<(u16, String)>,
+    pub fallback: Option<String>,
+}
+
+/// Fill the shared server flags the command line left unset from the config file.
+pub fn merge_server_args(s: &mut ServerArgs, cfg: &Config) {
+    if s.listen.is_empty() {
+        if let Some(l) = &cfg.listen {
+            s.listen = l.clone().into_vec();
+        }
+    }
+    s.model = s.model.or(cfg.model);
+    s.workers = s.workers.or(cfg.workers);
+    s.poller = s.poller.or(cfg.poller);
+    s.max_connections = s.max_connections.or(cfg.max_connections);
+    s.backlog = s.backlog.or(cfg.backlog);
+    s.reuse_port = s.reuse_port || cfg.reuse_port.unwrap_or(false);
+    s.grace = s.grace.or(cfg.grace);
+    s.send_timeout = s.send_timeout.or(cfg.send_timeout);
+    s.user = s.user.clone().or_else(|| cfg.user.clone());
+    s.group = s.group.clone().or_else(|| cfg.group.clone());
+    s.umask = s.umask.clone().or_else(|| cfg.umask.clone());
+}
+
+fn seconds(flag: &str, v: f64) -> Result<Duration> {
+    if !(v.is_finite() && v > 0.0 && v < 1e9) {
+        return Err(Error::Usage(format!(
+            "--{flag} must be a positive number of seconds, not {v}"
+        )));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn size(
+    flag: &str,
+    flag_v: Option<u64>,
+    cfg_v: &Option<crate::config::Size>,
+    default: u64,
+) -> Result<u64> {
+    let v = match (flag_v, cfg_v) {
+        (Some(v), _) => v,
+        (None, Some(s)) => s
+            .bytes()
+            .map_err(|e| Error::Usage(format!("{flag} in the config file: {e}")))?,
+        (None, None) => default,
+    };
+    if v == 0 {
+        return Err(Error::Usage(format!("--{flag} must be more than 0")));
+    }
+    Ok(v)
+}
+
+impl HttpArgs {
+    /// The limits these flags (over `cfg`, over the defaults) ask for.
+    pub fn limits(&self, cfg: &Config) -> Result<Limits> {
+        let d = Limits::default();
+        let as_usize = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        let max_headers = self
+            .max_headers
+            .or(cfg.max_headers)
+            .unwrap_or(d.max_headers);
+        if max_headers == 0 {
+            return Err(Error::Usage("--max-headers must be more than 0".into()));
+        }
+        let max_requests = self
+            .max_requests_per_connection
+            .or(cfg.max_requests_per_connection)
+            .unwrap_or(d.max_requests_per_connection);
+        if max_requests == 0 {
+            return Err(Error::Usage(
+                "--max-requests-per-connection must be more than 0".into(),
+            ));
+        }
+        let timeout = |flag: &str, f: Option<f64>, c: Option<f64>, def: Duration| match f.or(c) {
+            Some(v) => seconds(flag, v),
+            None => Ok(def),
+        };
+        Ok(Limits {
+            max_request_line: as_usize(size(
+                "max-request-line",
+                self.max_request_line,
+                &cfg.max_request_line,
+                d.max_request_line as u64,
+            )?),
+            max_header: as_usize(size(
+                "max-header",
+                self.max_header,
+                &cfg.max_header,
+                d.max_header as u64,
+            )?),
+            max_head: as_usize(size(
+                "max-head",
+                self.max_head,
+                &cfg.max_head,
+                d.max_head as u64,
+            )?),
+            max_headers,
+            max_body: size("max-body", self.max_body, &cfg.max_body, d.max_body)?,
+            head_timeout: timeout(
+                "head-timeout",
+                self.head_timeout,
+                cfg.head_timeout,
+                d.head_timeout,
+            )?,
+            body_timeout: timeout(
+                "body-timeout",
+                self.body_timeout,
+                cfg.body_timeout,
+                d.body_timeout,
+            )?,
+            keepalive_timeout: timeout(
+                "keepalive-timeout",
+                self.keepalive_timeout,
+                cfg.keepalive_timeout,
+                d.keepalive_timeout,
+            )?,
+            max_requests_per_connection: max_requests,
+        })
+    }
+
+    /// Connection options (headers, access log, Server token) for a server running `model`.
+    pub fn options(&self, cfg: &Config, model: Model) -> Result<HttpOptions> {
+        let mut raw = self.header.clone();
+        if raw.is_empty() {
+            if let Some(h) = &cfg.header {
+                raw = h.clone().into_vec();
+            }
+        }
+        let extra_headers = raw
+            .iter()
+            .map(|h| parse_header(h))
+            .collect::<Result<Vec<_>>>()?;
+        let spec = self
+            .access_log
+            .clone()
+            .or_else(|| cfg.access_log.clone())
+            .unwrap_or_else(|| "-".into());
+        let access_log = match spec.as_str() {
+            "off" | "" => None,
+            s => Some(AccessLog::open(s)?),
+        };
+        let server_tokens = !self.hide_server
+            && cfg.server_tokens.unwrap_or(true)
+            && !cfg.hide_server.unwrap_or(false);
+        // One connection at a time cannot hold an idle keep-alive client while others wait.
+        let keep_alive = model != Model::Iterative;
+        if !keep_alive {
+            tracing::info!(
+                "the iterative model serves one connection at a time, so keep-alive is off"
+            );
+        }
+        Ok(HttpOptions {
+            server_tokens,
+            keep_alive,
+            extra_headers,
+            access_log,
+            ..HttpOptions::default()
+        })
+    }
+}
+
+/// `"Name: value"` → (name, value), refusing what would break the response head.
+pub fn parse_header(h: &str) -> Result<(String, String)> {
+    let bad = || {
+        Error::Usage(format!(
+            "--header {h:?} is not `Name: value` (a token name, a one-line value)"
+        ))
+    };
+    let (name, value) = h.split_once(':').ok_or_else(bad)?;
+    let name = name.trim();
+    let value = value.trim();
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty()
+        || !name.bytes().all(token)
+        || value.bytes().any(|b| b.is_ascii_control() && b != b'\t')
+    {
+        return Err(bad());
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+fn pairs(flag: &str, items: &[String]) -> Result<Vec<(String, String)>> {
+    items
+        .iter()
+        .map(|i| {
+            i.split_once('=')
+                .filter(|(k, v)| !k.trim().is_empty() && !v.trim().is_empty())
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .ok_or_else(|| Error::Usage(format!("--{flag} {i:?} is not KEY=VALUE")))
+        })
+        .collect()
+}
+
+impl FileArgs {
+    /// What the flags (over `cfg`) ask of the static handler, for the document root `root`.
+    pub fn settings(&self, root: PathBuf, cfg: &Config) -> Result<FileSettings> {
+        let list = |flag: &Vec<String>, c: &Option<crate::config::OneOrMany>| {
+            if flag.is_empty() {
+                c.clone().map(|v| v.into_vec()).unwrap_or_default()
+            } else {
+                flag.clone()
+            }
+        };
+        let index = list(&self.index, &cfg.index);
+        let cache_control = pairs(
+            "cache-control",
+            &list(&self.cache_control, &cfg.cache_control),
+        )?;
+        let error_pages = pairs("error-page", &list(&self.error_page, &cfg.error_page))?
+            .into_iter()
+            .map(|(code, path)| match code.parse::<u16>() {
+                Ok(c) if (400..=599).contains(&c) => Ok((c, path)),
+                _ => Err(Error::Usage(format!(
+                    "--error-page {code}={path}: {code} is not an error status (400-599)"
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(FileSettings {
+            root,
+            index: (!index.is_empty()).then_some(index),
+            listing: self.listing.map(Switch::on).or(cfg.listing),
+            show_dotfiles: self.show_dotfiles || cfg.show_dotfiles.unwrap_or(false),
+            follow_symlinks: self.follow_symlinks || cfg.follow_symlinks.unwrap_or(false),
+            cache_control,
+            compress: self.compress.map(Switch::on).or(cfg.compress),
+            error_pages,
+            fallback: self.fallback.clone().or_else(|| cfg.fallback.clone()),
+        })
+    }
+}
+
+/// The document root: DIR, else `root` from the config file, else `.`; it must be a directory.
+fn document_root(dir: Option<PathBuf>, cfg: &Config) -> Result<PathBuf> {
+    let root = dir
+        .or_else(|| cfg.root.clone())
+        .unwrap_or_else(|| PathBuf::from("."));
+    match std::fs::metadata(&root) {
+        Ok(m) if m.is_dir() => Ok(root),
+        Ok(_) => Err(Error::Usage(format!(
+            "{} is not a directory; give the directory to serve (tincan serve DIR)",
+            root.display()
+        ))),
+        Err(_) => Err(Error::Usage(format!(
+            "{} does not exist; give the directory to serve (tincan serve DIR)",
+            root.display()
+        ))),
+    }
+}
+
+pub fn run(mut args: ServeArgs) -> Result<()> {
+    let cfg = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    merge_server_args(&mut args.server, &cfg);
+    let root = document_root(args.dir.take(), &cfg)?;
+    let limits = args.http.limits(&cfg)?;
+    let files = args.files.settings(root, &cfg)?;
+    let handler = glue::static_handler(files)?;
+    let (listeners, opts) = glue::setup(&args.server, "127.0.0.1:8000")?;
+    let mut options = args.http.options(&cfg, opts.model)?;
+    // Answering pauses where the driver stops reading, so a pipelining flood waits in neither.
+    options.pipeline_pause = opts.high_water.max(1);
+    let service = HttpService::new(handler, limits, options);
+    glue::serve(listeners, service, &opts)
+}
+
+/// The calls into the static-file handler and the drivers, in one place.
+pub(crate) mod glue {
+    use super::*;
+    use crate::protocol::http::static_files::{StaticConfig, StaticFiles};
+
+    pub fn static_handler(s: FileSettings) -> Result<Arc<dyn Handler>> {
+        let d = StaticConfig::default();
+        let cfg = StaticConfig {
+            root: s.root,
+            index: s.index.unwrap_or(d.index),
+            listing: s.listing.unwrap_or(d.listing),
+            show_dotfiles: s.show_dotfiles,
+            follow_symlinks: s.follow_symlinks,
+            cache_control: s.cache_control,
+            compress: s.compress.unwrap_or(d.compress),
+            error_pages: s.error_pages,
+            fallback: s.fallback,
+        };
+        Ok(Arc::new(StaticFiles::new(cfg)?))
+    }
+
+    pub fn setup(
+        server: &ServerArgs,
+        default_listen: &str,
+    ) -> Result<(Vec<crate::net::Listener>, crate::model::ServeOptions)> {
+        server.setup(default_listen)
+    }
+
+    pub fn serve(
+        listeners: Vec<crate::net::Listener>,
+        service: HttpService,
+        opts: &crate::model::ServeOptions,
+    ) -> Result<()> {
+        crate::model::serve(listeners, Arc::new(service), opts)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_must_be_name_colon_value() {
+        assert_eq!(
+            parse_header("X-Frame-Options: DENY").unwrap(),
+            ("X-Frame-Options".to_string(), "DENY".to_string())
+        );
+        assert_eq!(parse_header("X-Empty:").unwrap().1, "");
+        for bad in ["NoColon", ": v", "Bad Name: v", "X: a\r\nInjected: 1"] {
+            assert!(parse_header(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn flags_override_the_config_file_which_overrides_defaults() {
+        let cfg =
+            Config::parse("max_body = \"2m\"\nmax_header = 9000\nhead_timeout = 5\n").unwrap();
+        let args = HttpArgs {
+            max_header: Some(100),
+            ..HttpArgs::default()
+        };
+        let l = args.limits(&cfg).unwrap();
+        assert_eq!(l.max_body, 2 << 20);
+        assert_eq!(l.max_header, 100);
+        assert_eq!(l.head_timeout, Duration::from_secs(5));
+        assert_eq!(l.max_request_line, Limits::default().max_request_line);
+        let zero = HttpArgs {
+            head_timeout: Some(0.0),
+            ..HttpArgs::default()
+        };
+        assert!(zero.limits(&Config::default()).is_err());
+    }
+
+    #[test]
+    fn file_flags_become_static_settings() {
+        let cfg =
+            Config::parse("listing = false\ncache_control = [\"*.css=max-age=60\"]\n").unwrap();
+        let args = FileArgs {
+            error_page: vec!["404=/404.html".into()],
+            compress: Some(Switch::Off),
+            ..FileArgs::default()
+        };
+        let s = args.settings(PathBuf::from("/srv"), &cfg).unwrap();
+        assert_eq!(s.listing, Some(false));
+        assert_eq!(s.compress, Some(false));
+        assert_eq!(s.cache_control, vec![("*.css".into(), "max-age=60".into())]);
+        assert_eq!(s.error_pages, vec![(404, "/404.html".into())]);
+        let bad = FileArgs {
+            error_page: vec!["200=/x".into()],
+            ..FileArgs::default()
+        };
+        assert!(bad.settings(PathBuf::from("/srv"), &cfg).is_err());
+    }
+
+    #[test]
+    fn a_missing_directory_is_named_in_one_line() {
+        let e =
+            document_root(Some(PathBuf::from("/nonexistent/x")), &Config::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/nonexistent/x does not exist; give the directory to serve (tincan serve DIR)"
+        );
+    }
 }

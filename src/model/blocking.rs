@@ -17,12 +17,17 @@ use super::Ctx;
 use crate::protocol::{Peer, Service, Waker};
 use crate::sys::{self, EventFd};
 
-/// Serve one accepted connection until it closes (or the grace period after shutdown ends).
-pub(crate) fn run_connection<S: Service>(ctx: &Ctx<S>, sock: Socket, peer: Peer) {
-    if let Err(e) = sock.set_nonblocking(true) {
-        tracing::warn!("dropping a connection from {}: {e}", peer.remote);
-        return;
-    }
+/// Serve one accepted (non-blocking) connection until it closes, or until the grace period
+/// after shutdown ends.
+///
+/// `stopping` runs when this connection is the first to see the shutdown (the iterative model
+/// stops its listeners there, since it is busy here rather than in its accept loop).
+pub(crate) fn run_connection<S: Service>(
+    ctx: &Ctx<S>,
+    sock: Socket,
+    peer: Peer,
+    stopping: &dyn Fn(),
+) {
     let wake = match EventFd::new() {
         Ok(w) => Arc::new(w),
         Err(e) => {
@@ -42,6 +47,7 @@ pub(crate) fn run_connection<S: Service>(ctx: &Ctx<S>, sock: Socket, peer: Peer)
     let mut conn = Conn::new(sock, session, Limits::from(&ctx.opts), now);
     let mut grace_until = None;
     if ctx.shutdown.is_triggered() {
+        stopping();
         ctx.begin_shutdown();
         grace_until = Some(now + ctx.opts.grace);
         conn.shutdown(now);
@@ -83,6 +89,7 @@ pub(crate) fn run_connection<S: Service>(ctx: &Ctx<S>, sock: Socket, peer: Peer)
         let now = Instant::now();
         if fds[2].revents != 0 {
             ctx.shutdown.mark();
+            stopping();
             ctx.begin_shutdown();
             grace_until = Some(now + ctx.opts.grace);
             conn.shutdown(now);

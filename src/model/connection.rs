@@ -87,6 +87,17 @@ impl<T: Session> Conn<T> {
         }
     }
 
+    /// Run `f` on this connection; if the session panics, close this connection only (the
+    /// panic message has gone to stderr) instead of taking the worker and every other
+    /// connection down with it.
+    pub fn guarded(&mut self, f: impl FnOnce(&mut Conn<T>)) {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
+        if r.is_err() {
+            tracing::error!("a session panicked; closing its connection");
+            self.close();
+        }
+    }
+
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed
     }
@@ -175,7 +186,7 @@ impl<T: Session> Conn<T> {
         if let State::Lingering { .. } = self.state {
             for _ in 0..READ_BUDGET {
                 match cio::discard(&self.sock) {
-                    Ok(ReadOutcome::Data(_)) => continue,
+                    Ok(ReadOutcome::Data { .. }) => continue,
                     Ok(ReadOutcome::WouldBlock) => return,
                     Ok(ReadOutcome::Eof) | Err(_) => {
                         self.state = State::Closed;
@@ -190,12 +201,18 @@ impl<T: Session> Conn<T> {
                 break;
             }
             match cio::read_into(&self.sock, &mut self.input) {
-                Ok(ReadOutcome::Data(_)) => {
+                Ok(ReadOutcome::Data { drained, .. }) => {
                     let was_empty = self.out.is_empty();
                     let next = self.session.on_input(&mut self.input, &mut self.out, now);
                     self.apply(next, was_empty, now);
                     // Send as we go, so a fast sender's echo leaves while we still read.
                     self.progress(now);
+                    if drained {
+                        // Level-triggered pollers report more input if it comes; skip the read
+                        // that would only say WouldBlock. An idle connection keeps no buffer.
+                        self.input.shrink_if_empty();
+                        break;
+                    }
                 }
                 Ok(ReadOutcome::Eof) => {
                     self.read_eof = true;

@@ -19,7 +19,13 @@ const MAX_IOVECS: usize = 64;
 /// What one read produced.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum ReadOutcome {
-    Data(usize),
+    /// Bytes arrived; `drained` when the read returned less than it asked for, so the socket
+    /// is (very likely) empty and a level-triggered poller will say if more arrives: the
+    /// caller can skip the read that would only return `WouldBlock`.
+    Data {
+        n: usize,
+        drained: bool,
+    },
     Eof,
     WouldBlock,
 }
@@ -28,11 +34,15 @@ pub(crate) enum ReadOutcome {
 pub(crate) fn read_into(sock: &Socket, input: &mut ReadBuf) -> io::Result<ReadOutcome> {
     loop {
         let spare = input.spare(READ_CHUNK);
+        let asked = spare.len();
         match (&*sock).read(spare) {
             Ok(0) => return Ok(ReadOutcome::Eof),
             Ok(n) => {
                 input.commit(n);
-                return Ok(ReadOutcome::Data(n));
+                return Ok(ReadOutcome::Data {
+                    n,
+                    drained: n < asked,
+                });
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadOutcome::WouldBlock),
@@ -47,7 +57,12 @@ pub(crate) fn discard(sock: &Socket) -> io::Result<ReadOutcome> {
     loop {
         match (&*sock).read(&mut scratch) {
             Ok(0) => return Ok(ReadOutcome::Eof),
-            Ok(n) => return Ok(ReadOutcome::Data(n)),
+            Ok(n) => {
+                return Ok(ReadOutcome::Data {
+                    n,
+                    drained: n < scratch.len(),
+                })
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadOutcome::WouldBlock),
             Err(e) => return Err(e),

@@ -45,7 +45,17 @@ pub(crate) fn run<S: Service>(ctx: &Ctx<S>, listeners: Vec<Listener>) -> Result<
             }
             match l.accept() {
                 Ok((sock, peer)) => {
-                    blocking::run_connection(ctx, sock, peer);
+                    // A session that panics loses its own connection, not the server.
+                    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        blocking::run_connection(ctx, sock, peer, &|| {
+                            for l in &listeners {
+                                l.stop();
+                            }
+                        })
+                    }));
+                    if served.is_err() {
+                        tracing::error!("a session panicked; its connection was closed");
+                    }
                     // One at a time: go back to poll, which also notices a shutdown.
                     continue 'serve;
                 }

@@ -7,6 +7,25 @@
 //! - [`Model::Prefork`]: worker processes sharing the listening sockets; the parent supervises.
 //! - [`Model::Event`]: event-loop threads, each with its own poller (epoll, poll or select).
 //!
+//! What every driver does the same way (one state machine, `connection.rs`, fed by all four):
+//! - reads up to 16 KiB at a time into the session's [`ReadBuf`] and calls `on_input`; stops
+//!   reading while the outbox holds more than `high_water` bytes;
+//! - writes with `writev` over the leading in-memory chunks and `sendfile` for file regions; a
+//!   file that ends early closes the connection (never a wrong length on the wire);
+//! - the `wake_at` of the *last* [`Next`] is the session's deadline: every `Continue` replaces
+//!   it, so a session re-states its deadline from whichever call returns;
+//! - `CloseAfterFlush`: flush, `shutdown(SHUT_WR)`, read and discard until EOF or `linger`, then
+//!   close (so the peer reads the answer, not a reset); `Close`: close now;
+//! - no write progress for `send_timeout` while output is queued: close;
+//! - graceful shutdown: stop accepting, [`Service::on_shutdown`] once, then
+//!   [`Session::on_shutdown`] on each open session, then keep driving until they close or `grace`
+//!   passes; a Unix socket file the server created is removed when [`serve`] returns;
+//! - a session that panics loses its own connection only.
+//!
+//! [`ReadBuf`]: crate::protocol::ReadBuf
+//! [`Next`]: crate::protocol::Next
+//! [`Session::on_shutdown`]: crate::protocol::Session::on_shutdown
+//!
 //! [`Service`]: crate::protocol::Service
 //! [`Session`]: crate::protocol::Session
 
@@ -214,17 +233,11 @@ pub fn serve<S: Service>(
     service
         .check_model(opts.model)
         .map_err(ServeError::Refused)?;
-    let shutdown = Shutdown::try_new().map_err(|e| ServeError::Sys {
-        what: "creating the shutdown signal",
-        source: e,
-    })?;
-    shutdown.on_signals().map_err(|e| ServeError::Sys {
+    let shutdown = Shutdown::for_process().map_err(|e| ServeError::Sys {
         what: "installing the SIGINT/SIGTERM handlers",
         source: e,
     })?;
-    let r = serve_until(listeners, service, opts, shutdown.clone());
-    shutdown.forget_signals();
-    r
+    serve_until(listeners, service, opts, shutdown)
 }
 
 /// [`serve`] without signal handlers: runs until `shutdown` is triggered (tests, embedding).

@@ -108,6 +108,10 @@ pub(crate) fn run<S: Service>(
         }
         due = still;
     }
+    // New clients are refused from now on; the workers finish what they have.
+    for l in &listeners {
+        l.stop();
+    }
     stop_all(&ctx, &mut workers);
     ctx.begin_shutdown();
     Ok(())
@@ -162,7 +166,7 @@ fn worker<S: Service>(
     let mut opts = ctx.opts.clone();
     opts.workers = 1;
     let child = Ctx::new(Arc::clone(&ctx.service), &opts, shutdown);
-    match event::run_worker(&child, listeners, &AtomicUsize::new(0), max) {
+    match event::run_worker(&child, listeners, &AtomicUsize::new(0), max, false) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("prefork worker {} failed: {e}", sys::getpid());

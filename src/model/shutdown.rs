@@ -74,6 +74,22 @@ impl Shutdown {
         self.0.flag.load(Ordering::SeqCst)
     }
 
+    /// The process's own shutdown, triggered by SIGINT and SIGTERM. The handlers are installed
+    /// by the first call, which servers make before they print `listening on`: a script that
+    /// signals as soon as it reads that line gets a graceful stop, never the default action.
+    pub fn for_process() -> io::Result<Shutdown> {
+        static PROCESS: std::sync::OnceLock<Shutdown> = std::sync::OnceLock::new();
+        static INSTALL: Mutex<()> = Mutex::new(());
+        let _once = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = PROCESS.get() {
+            return Ok(s.clone());
+        }
+        let s = Shutdown::try_new()?;
+        s.on_signals()?;
+        let _ = PROCESS.set(s.clone());
+        Ok(s)
+    }
+
     /// Make SIGINT and SIGTERM trigger this shutdown. A second SIGINT after the first exits at
     /// once (code 1), for the impatient at a terminal.
     pub fn on_signals(&self) -> io::Result<()> {

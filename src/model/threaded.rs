@@ -105,7 +105,7 @@ pub(crate) fn run<S: Service>(
                 .stack_size(STACK_SIZE)
                 .spawn(move || {
                     let _guard = guard;
-                    blocking::run_connection(&ctx2, sock, peer);
+                    blocking::run_connection(&ctx2, sock, peer, &|| {});
                 });
             if let Err(e) = spawned {
                 // The closure (socket and guard) was dropped: the client sees a close.

@@ -155,6 +155,14 @@ impl Listener {
         }
     }
 
+    /// Stop listening now, while the descriptor stays open (other threads' pollers still hold
+    /// it): shutdown(2) on a listening socket makes the kernel refuse new connections at once
+    /// (and reset those still in the backlog), instead of completing handshakes nobody will
+    /// accept. Used when a graceful shutdown begins.
+    pub fn stop(&self) {
+        let _ = socket2::SockRef::from(self).shutdown(std::net::Shutdown::Read);
+    }
+
     pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
         match self {
             Listener::Tcp(l) => l.set_nonblocking(on),
@@ -162,27 +170,30 @@ impl Listener {
         }
     }
 
-    /// Accept one connection: the socket (blocking mode, TCP_NODELAY on for TCP, since every
-    /// protocol here answers in one write and waits) and who it is.
+    /// Accept one connection: the socket (non-blocking, as every driver wants it; TCP_NODELAY
+    /// on for TCP, since every protocol here answers in one write and then waits) and who it is.
     pub fn accept(&self) -> io::Result<(Socket, Peer)> {
         match self {
             Listener::Tcp(l) => {
                 let (s, remote) = l.accept()?;
+                // std sets this with one ioctl(FIONBIO), not a fcntl pair.
+                s.set_nonblocking(true)?;
                 let local = s
                     .local_addr()
-                    .map(PeerAddr::Tcp)
+                    .map(|a| PeerAddr::Tcp(unmapped(a)))
                     .unwrap_or_else(|_| self.peer_addr());
                 let _ = s.set_nodelay(true);
                 Ok((
                     Socket::from(s),
                     Peer {
-                        remote: PeerAddr::Tcp(remote),
+                        remote: PeerAddr::Tcp(unmapped(remote)),
                         local,
                     },
                 ))
             }
             Listener::Unix(l, p) => {
                 let (s, _) = l.accept()?;
+                s.set_nonblocking(true)?;
                 // Unix peers are unnamed; both ends are reported as the listening path.
                 let path = PeerAddr::Unix(p.display().to_string());
                 Ok((
@@ -197,11 +208,32 @@ impl Listener {
     }
 }
 
+/// An IPv4 client of a dual-stack `[::]` socket arrives as `[::ffff:1.2.3.4]:port`; report it
+/// as the `1.2.3.4:port` it is (logs, chat prefixes and greetings read naturally).
+fn unmapped(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, v6.port())),
+            None => a,
+        },
+        v4 => v4,
+    }
+}
+
 impl AsRawFd for Listener {
     fn as_raw_fd(&self) -> RawFd {
         match self {
             Listener::Tcp(l) => l.as_raw_fd(),
             Listener::Unix(l, _) => l.as_raw_fd(),
+        }
+    }
+}
+
+impl std::os::fd::AsFd for Listener {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Listener::Tcp(l) => l.as_fd(),
+            Listener::Unix(l, _) => l.as_fd(),
         }
     }
 }
@@ -399,6 +431,14 @@ mod tests {
             p("unix:/tmp/x.sock").unwrap(),
             ListenAddr::Unix("/tmp/x.sock".into())
         );
+    }
+
+    #[test]
+    fn ipv4_mapped_peers_are_reported_as_ipv4() {
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:5000".parse().unwrap();
+        assert_eq!(unmapped(mapped).to_string(), "127.0.0.1:5000");
+        let v6: SocketAddr = "[::1]:5000".parse().unwrap();
+        assert_eq!(unmapped(v6), v6);
     }
 
     #[test]

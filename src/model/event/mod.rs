@@ -67,8 +67,9 @@ pub(crate) fn run<S: Service>(
                 std::thread::Builder::new()
                     .name(format!("tincan-event-{i}"))
                     .spawn_scoped(s, move || {
-                        let r = run_worker(ctx, listeners, active, max);
-                        if r.is_err() {
+                        let r = run_worker(ctx, listeners, active, max, true);
+                        if let Err(e) = &r {
+                            tracing::error!("event worker {i} stopped: {e}; shutting down");
                             // One worker down means the server cannot keep its promises.
                             ctx.shutdown.trigger();
                         }
@@ -98,13 +99,17 @@ pub(crate) fn run<S: Service>(
 
 /// One event loop, on the calling thread, until shutdown and its grace period are over.
 /// `active` counts connections across the workers sharing `max` (the per-server cap).
+/// `owns_listeners`: this process decides when the listeners stop (false in a prefork worker,
+/// whose listening sockets are shared with its siblings and stopped by the parent).
 pub(crate) fn run_worker<S: Service>(
     ctx: &Ctx<S>,
     listeners: &[Listener],
     active: &AtomicUsize,
     max: usize,
+    owns_listeners: bool,
 ) -> Result<(), ServeError> {
     let mut w = Worker::new(ctx, listeners, active, max)?;
+    w.owns_listeners = owns_listeners;
     w.run()
 }
 
@@ -146,6 +151,9 @@ struct Worker<'a, S: Service> {
     resume_at: Option<Instant>,
     grace_until: Option<Instant>,
     limits: Limits,
+    owns_listeners: bool,
+    /// accept(2) said the listeners no longer listen.
+    listeners_stopped: bool,
 }
 
 impl<'a, S: Service> Worker<'a, S> {
@@ -177,6 +185,8 @@ impl<'a, S: Service> Worker<'a, S> {
             resume_at: None,
             grace_until: None,
             limits: Limits::from(&ctx.opts),
+            owns_listeners: false,
+            listeners_stopped: false,
         };
         let wake_fd = w.wakes.fd.as_raw_fd();
         w.poller
@@ -222,6 +232,7 @@ impl<'a, S: Service> Worker<'a, S> {
                     break;
                 }
             } else if !self.listening
+                && !self.listeners_stopped
                 && self.resume_at.is_none_or(|t| now >= t)
                 && self.active.load(Ordering::SeqCst) < self.max
             {
@@ -237,7 +248,7 @@ impl<'a, S: Service> Worker<'a, S> {
             }
             // A worker paused at the cap wakes now and then to see whether a slot freed in
             // another worker (the cap is per server, the pause per worker).
-            if !self.listening && self.grace_until.is_none() {
+            if !self.listening && !self.listeners_stopped && self.grace_until.is_none() {
                 let soon = now + Duration::from_millis(100);
                 deadline = Some(deadline.map_or(soon, |x| x.min(soon)));
             }
@@ -277,11 +288,17 @@ impl<'a, S: Service> Worker<'a, S> {
         self.ctx.shutdown.mark();
         self.grace_until = Some(now + self.ctx.opts.grace);
         let _ = self.listen(false);
+        if self.owns_listeners {
+            // Refuse new clients now rather than leave them in the backlog until we exit.
+            for l in self.listeners {
+                l.stop();
+            }
+        }
         let _ = self.poller.delete(self.ctx.shutdown.fd());
         self.ctx.begin_shutdown();
         for i in 0..self.slots.len() {
             if let Some(e) = self.slots[i].entry.as_mut() {
-                e.conn.shutdown(now);
+                e.conn.guarded(|c| c.shutdown(now));
                 self.update(i);
             }
         }
@@ -292,6 +309,10 @@ impl<'a, S: Service> Worker<'a, S> {
             return;
         };
         for _ in 0..ACCEPT_BUDGET {
+            if self.ctx.shutdown.is_triggered() {
+                // The listeners are being stopped; the shutdown event is next in line.
+                return;
+            }
             if self.active.load(Ordering::SeqCst) >= self.max {
                 // At the cap: stop watching the listeners; new clients wait in the backlog.
                 let _ = self.listen(false);
@@ -301,6 +322,13 @@ impl<'a, S: Service> Worker<'a, S> {
                 Ok((sock, peer)) => {
                     self.active.fetch_add(1, Ordering::SeqCst);
                     self.open(sock, peer, now);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    // The listening socket was stopped (shutdown has begun elsewhere): stop
+                    // watching it for good.
+                    let _ = self.listen(false);
+                    self.listeners_stopped = true;
+                    return;
                 }
                 Err(e) => {
                     if let Some(pause) = accept_failed(&e) {
@@ -323,11 +351,6 @@ impl<'a, S: Service> Worker<'a, S> {
                 crate::sys::FD_SETSIZE
             );
             let _ = sock.shutdown(std::net::Shutdown::Both);
-            self.active.fetch_sub(1, Ordering::SeqCst);
-            return;
-        }
-        if let Err(e) = sock.set_nonblocking(true) {
-            tracing::warn!("dropping the connection from {}: {e}", peer.remote);
             self.active.fetch_sub(1, Ordering::SeqCst);
             return;
         }
@@ -354,10 +377,20 @@ impl<'a, S: Service> Worker<'a, S> {
                 }
             })
         };
-        let session = self.ctx.service.open(&peer, waker);
+        let service = &self.ctx.service;
+        let opened =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| service.open(&peer, waker)));
+        let Ok(session) = opened else {
+            tracing::error!("opening a session for {} panicked; closing it", peer.remote);
+            let slot = &mut self.slots[index];
+            slot.gen = (slot.gen + 1) & 0x7fff_ffff;
+            self.free.push(index);
+            self.active.fetch_sub(1, Ordering::SeqCst);
+            return;
+        };
         let mut conn = Conn::new(sock, session, self.limits, now);
         if self.grace_until.is_some() {
-            conn.shutdown(now);
+            conn.guarded(|c| c.shutdown(now));
         }
         let interest = conn.interest();
         if let Err(e) = self.poller.add(fd, tok, interest, false) {
@@ -365,6 +398,9 @@ impl<'a, S: Service> Worker<'a, S> {
                 "dropping the connection from {}: cannot watch it: {e}",
                 peer.remote
             );
+            // The session (and any waker it handed out) is gone: retire the token.
+            let slot = &mut self.slots[index];
+            slot.gen = (slot.gen + 1) & 0x7fff_ffff;
             self.free.push(index);
             self.active.fetch_sub(1, Ordering::SeqCst);
             return;
@@ -393,7 +429,8 @@ impl<'a, S: Service> Worker<'a, S> {
             return;
         };
         if let Some(e) = self.slots[i].entry.as_mut() {
-            e.conn.ready(now, ev.readable, ev.writable, ev.hup);
+            e.conn
+                .guarded(|c| c.ready(now, ev.readable, ev.writable, ev.hup));
         }
         self.update(i);
     }
@@ -411,7 +448,7 @@ impl<'a, S: Service> Worker<'a, S> {
             };
             if let Some(e) = self.slots[i].entry.as_mut() {
                 e.wake_queued.store(false, Ordering::Release);
-                e.conn.wake(now);
+                e.conn.guarded(|c| c.wake(now));
             }
             self.update(i);
         }
@@ -434,7 +471,7 @@ impl<'a, S: Service> Worker<'a, S> {
                 continue; // superseded by an earlier deadline that already ran
             }
             e.scheduled = None;
-            e.conn.timers(now);
+            e.conn.guarded(|c| c.timers(now));
             self.update(i);
         }
     }

@@ -2,9 +2,21 @@
 //! limits, keep-alive and pipelining are ours) and the handlers behind it.
 //!
 //! - [`message`]: the Request/Response/Body/Handler contract between session and handlers.
+//! - [`parse`]: request heads (limits, target, Host) and body framing (no smuggling).
+//! - [`session`]: [`HttpService`]/[`HttpSession`]: one connection's request loop.
+//! - [`access_log`]: Combined Log Format lines to a file or stdout.
+//! - [`hello`]: the handler behind `tincan hello` (seed 003).
 //! - [`static_files`]: the static file handler behind `tincan serve`.
 
+pub mod access_log;
+pub mod hello;
 pub mod message;
+pub mod parse;
+pub mod session;
 pub mod static_files;
 
+pub use access_log::AccessLog;
+pub use hello::Hello;
 pub use message::{Body, Handler, Part, Request, Response, Version};
+pub use parse::Limits;
+pub use session::{HttpOptions, HttpService, HttpSession};

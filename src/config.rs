@@ -1,0 +1,199 @@
+//! `tincan.toml`: every `tincan serve` flag as a key, so a deployment needs no long command line.
+//! Keys are the flag names with `-` written `_`; repeatable flags take arrays; flags given on the
+//! command line override the file. Unknown keys are refused with the key named (a typo must not
+//! silently fall back to a default). `examples/tincan.toml` documents every key.
+//!
+//! This module only reads and types the file; the commands merge it with their flags.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::model::{Model, PollerKind};
+
+/// A byte size: a number of bytes, or text with a `k`/`m`/`g` suffix (`"8k"`, `"1MiB"`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Size {
+    Bytes(u64),
+    Text(String),
+}
+
+impl Size {
+    pub fn bytes(&self) -> std::result::Result<u64, String> {
+        match self {
+            Size::Bytes(n) => Ok(*n),
+            Size::Text(t) => parse_size(t),
+        }
+    }
+}
+
+/// `"8192"`, `"8k"`, `"8K"`, `"8KiB"`, `"16kb"`, `"1m"`, `"1g"` → bytes (binary multiples, as
+/// nginx's `8k`).
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    let (num, unit) = t.split_at(digits);
+    let n: u64 = num.parse().map_err(|_| {
+        format!("`{s}` is not a size (a number of bytes, optionally with k, m or g)")
+    })?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "`{s}` is not a size (a number of bytes, optionally with k, m or g)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("`{s}` is too large a size"))
+}
+
+/// One value or a list of them (`listen = ":80"` or `listen = [":80", "[::]:80"]`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// Everything `tincan.toml` may hold. Every field is optional: absent means "the flag's
+/// default".
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    // The document root (the DIR argument).
+    pub root: Option<PathBuf>,
+
+    // Shared server flags (`crate::cli::ServerArgs`).
+    pub listen: Option<OneOrMany>,
+    pub model: Option<Model>,
+    pub workers: Option<usize>,
+    pub poller: Option<PollerKind>,
+    pub max_connections: Option<usize>,
+    pub backlog: Option<i32>,
+    pub reuse_port: Option<bool>,
+    pub grace: Option<f64>,
+    pub send_timeout: Option<f64>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub umask: Option<String>,
+
+    // HTTP limits and timeouts (seconds).
+    pub max_request_line: Option<Size>,
+    pub max_header: Option<Size>,
+    pub max_head: Option<Size>,
+    pub max_headers: Option<usize>,
+    pub max_body: Option<Size>,
+    pub head_timeout: Option<f64>,
+    pub body_timeout: Option<f64>,
+    pub keepalive_timeout: Option<f64>,
+    pub max_requests_per_connection: Option<u32>,
+
+    // Responses and logging.
+    pub header: Option<OneOrMany>,
+    pub access_log: Option<String>,
+    /// `false` hides the `Server` header (as nginx's `server_tokens`).
+    pub server_tokens: Option<bool>,
+    /// The flag's spelling, accepted too: `hide_server = true`.
+    pub hide_server: Option<bool>,
+
+    // Files.
+    pub index: Option<OneOrMany>,
+    pub listing: Option<bool>,
+    pub show_dotfiles: Option<bool>,
+    pub follow_symlinks: Option<bool>,
+    pub cache_control: Option<OneOrMany>,
+    pub compress: Option<bool>,
+    pub error_page: Option<OneOrMany>,
+    pub fallback: Option<String>,
+}
+
+impl Config {
+    /// Read and check `path`. Every error is one sentence naming the file (and line, and the
+    /// key when one is unknown).
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("cannot read config file {}", path.display()), e))?;
+        Config::parse(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
+    }
+
+    /// Parse config text; the error is `line N: what is wrong`.
+    pub fn parse(text: &str) -> std::result::Result<Config, String> {
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let msg = e.message().trim_end_matches('\n').replace('\n', " ");
+            match e.span() {
+                Some(span) => {
+                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                    format!("line {line}: {msg}")
+                }
+                None => msg,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_key_in_the_example_file_parses() {
+        let text = include_str!("../examples/tincan.toml");
+        // The example is commented out; uncomment every `# key = value` line and parse it.
+        let uncommented: String = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.contains(" = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let cfg = Config::parse(&uncommented).unwrap();
+        assert_eq!(cfg.model, Some(Model::Event));
+        assert!(cfg.max_body.is_some() && cfg.cache_control.is_some() && cfg.root.is_some());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name_and_line() {
+        let err = Config::parse("listen = \":8000\"\nmax_bdy = 5\n").unwrap_err();
+        assert!(err.starts_with("line 2: "), "{err}");
+        assert!(err.contains("max_bdy"), "{err}");
+    }
+
+    #[test]
+    fn values_take_their_natural_toml_types() {
+        let cfg = Config::parse(
+            "listen = [\":80\", \"[::]:80\"]\nmax_body = \"2m\"\nmax_header = 9000\nhead_timeout = 5\nlisting = false\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.listen.unwrap().into_vec().len(), 2);
+        assert_eq!(cfg.max_body.unwrap().bytes(), Ok(2 << 20));
+        assert_eq!(cfg.max_header.unwrap().bytes(), Ok(9000));
+        assert_eq!(cfg.head_timeout, Some(5.0));
+        assert_eq!(cfg.listing, Some(false));
+        assert!(Config::parse("model = \"fast\"\n").is_err());
+    }
+
+    #[test]
+    fn sizes_read_like_nginx_sizes() {
+        assert_eq!(parse_size("8k"), Ok(8192));
+        assert_eq!(parse_size("8KiB"), Ok(8192));
+        assert_eq!(parse_size("1m"), Ok(1 << 20));
+        assert_eq!(parse_size("123"), Ok(123));
+        assert!(parse_size("12x").is_err());
+        assert!(parse_size("k").is_err());
+        assert!(parse_size("99999999999g").is_err());
+    }
+}

@@ -1,0 +1,245 @@
+//! The access log: one Combined Log Format line per response (what Apache and nginx write, so
+//! every log tool reads it), to stdout or a file opened for appending.
+//!
+//! Lines go through one buffered writer behind a mutex. Stdout is flushed per line (someone is
+//! watching it); a file is flushed when its buffer fills and at least once a second, by a small
+//! flusher thread started lazily in each process (so prefork workers flush their own).
+
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+enum Sink {
+    Stdout,
+    File(BufWriter<File>),
+}
+
+struct Inner {
+    sink: Sink,
+    /// The process that runs the flusher thread (a forked worker needs its own).
+    flusher_pid: u32,
+}
+
+/// A shared access log.
+pub struct AccessLog {
+    inner: Mutex<Inner>,
+    me: Weak<AccessLog>,
+}
+
+impl std::fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccessLog")
+    }
+}
+
+/// What one log line says about a request.
+#[derive(Debug, Default)]
+pub struct Entry<'a> {
+    pub client: &'a str,
+    /// The request line as received (`GET /x HTTP/1.1`), or empty if none was parsed.
+    pub request_line: &'a str,
+    pub status: u16,
+    /// Body bytes sent.
+    pub bytes: u64,
+    pub referer: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+}
+
+impl AccessLog {
+    /// `-` logs to stdout; anything else is a file path, opened for appending (created if
+    /// missing).
+    pub fn open(spec: &str) -> crate::Result<Arc<AccessLog>> {
+        let sink = if spec == "-" {
+            Sink::Stdout
+        } else {
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(Path::new(spec))
+                .map_err(|e| crate::Error::io(format!("cannot open access log {spec}"), e))?;
+            Sink::File(BufWriter::with_capacity(16 * 1024, f))
+        };
+        Ok(Arc::new_cyclic(|me| AccessLog {
+            inner: Mutex::new(Inner {
+                sink,
+                flusher_pid: 0,
+            }),
+            me: me.clone(),
+        }))
+    }
+
+    /// Write one line for `e`, stamped now.
+    pub fn log(&self, e: &Entry<'_>) {
+        let line = format_line(e, SystemTime::now());
+        let Ok(mut inner) = self.inner.lock() else {
+            return;
+        };
+        let pid = std::process::id();
+        let start_flusher = matches!(inner.sink, Sink::File(_)) && inner.flusher_pid != pid;
+        let res = match &mut inner.sink {
+            Sink::Stdout => {
+                let mut out = io::stdout().lock();
+                out.write_all(line.as_bytes()).and_then(|_| out.flush())
+            }
+            Sink::File(w) => w.write_all(line.as_bytes()),
+        };
+        if let Err(e) = res {
+            tracing::warn!("cannot write the access log: {e}");
+        }
+        if start_flusher {
+            inner.flusher_pid = pid;
+            let weak = self.me.clone();
+            let _ = std::thread::Builder::new()
+                .name("access-log-flush".into())
+                .spawn(move || flush_every_second(weak));
+        }
+    }
+
+    /// Flush buffered lines now.
+    pub fn flush(&self) {
+        if let Ok(mut inner) = self.inner.lock() {
+            if let Sink::File(w) = &mut inner.sink {
+                let _ = w.flush();
+            }
+        }
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        if let Ok(inner) = self.inner.get_mut() {
+            if let Sink::File(w) = &mut inner.sink {
+                let _ = w.flush();
+            }
+        }
+    }
+}
+
+fn flush_every_second(log: Weak<AccessLog>) {
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        match log.upgrade() {
+            Some(l) => l.flush(),
+            None => return,
+        }
+    }
+}
+
+/// `%h - - [%d/%b/%Y:%H:%M:%S +0000] "%r" %>s %b "%{Referer}i" "%{User-Agent}i"`, with quotes,
+/// backslashes and control bytes in client-supplied fields escaped as `\xHH` (as nginx does), so
+/// a client cannot forge log lines.
+pub fn format_line(e: &Entry<'_>, now: SystemTime) -> String {
+    let mut s = String::with_capacity(160);
+    let _ = write!(s, "{} - - [{}] \"", e.client, clf_time(now));
+    if e.request_line.is_empty() {
+        s.push('-');
+    } else {
+        escape_into(&mut s, e.request_line);
+    }
+    let _ = write!(s, "\" {} ", e.status);
+    if e.bytes == 0 {
+        s.push('-');
+    } else {
+        let _ = write!(s, "{}", e.bytes);
+    }
+    for v in [e.referer, e.user_agent] {
+        s.push_str(" \"");
+        match v {
+            Some(v) => escape_into(&mut s, v),
+            None => s.push('-'),
+        }
+        s.push('"');
+    }
+    s.push('\n');
+    s
+}
+
+fn escape_into(s: &mut String, v: &str) {
+    for c in v.chars() {
+        if c == '"' || c == '\\' || c.is_control() {
+            let mut b = [0; 4];
+            for byte in c.encode_utf8(&mut b).bytes() {
+                let _ = write!(s, "\\x{byte:02X}");
+            }
+        } else {
+            s.push(c);
+        }
+    }
+}
+
+/// `10/Oct/2000:13:55:36 +0000` in UTC.
+fn clf_time(t: SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000",
+        MONTHS[(month - 1) as usize],
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_in_combined_log_format() {
+        let t = UNIX_EPOCH + Duration::from_secs(971_185_336); // 2000-10-10 13:42:16 UTC
+        let e = Entry {
+            client: "127.0.0.1",
+            request_line: "GET /apache_pb.gif HTTP/1.0",
+            status: 200,
+            bytes: 2326,
+            referer: Some("http://www.example.com/start.html"),
+            user_agent: Some("Mozilla/4.08"),
+        };
+        assert_eq!(
+            format_line(&e, t),
+            "127.0.0.1 - - [10/Oct/2000:13:42:16 +0000] \"GET /apache_pb.gif HTTP/1.0\" 200 2326 \"http://www.example.com/start.html\" \"Mozilla/4.08\"\n"
+        );
+    }
+
+    #[test]
+    fn client_text_cannot_forge_a_log_line() {
+        let e = Entry {
+            client: "::1",
+            request_line: "",
+            status: 400,
+            bytes: 0,
+            referer: None,
+            user_agent: Some("x\" 200 \n1.2.3.4"),
+        };
+        let line = format_line(&e, UNIX_EPOCH);
+        assert!(
+            line.ends_with("\"-\" 400 - \"-\" \"x\\x22 200 \\x0A1.2.3.4\"\n"),
+            "{line}"
+        );
+        assert!(line.contains("[01/Jan/1970:00:00:00 +0000]"));
+        assert_eq!(line.matches('\n').count(), 1);
+    }
+
+    #[test]
+    fn leap_days_are_dated_right() {
+        // 2024-02-29 12:00:00 UTC
+        let t = UNIX_EPOCH + Duration::from_secs(1_709_208_000);
+        assert_eq!(clf_time(t), "29/Feb/2024:12:00:00 +0000");
+    }
+}

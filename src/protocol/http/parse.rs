@@ -1,0 +1,862 @@
+//! Request-head parsing around httparse, and request-body framing: the limits (each a named
+//! field of [`Limits`], each crossed with a precise status), the framing decision of RFC 9112
+//! §6.3 (no request smuggling), and an incremental chunked decoder that discards what it reads.
+//!
+//! Partial input is never an error: the scanner and the decoders return "need more" and keep
+//! their place, so a head trickled in one byte at a time is scanned once, not re-parsed per byte.
+
+use std::time::Duration;
+
+use super::message::{Request, Version};
+
+/// Every ceiling the HTTP session enforces. Defaults are no lower than nginx's, so real browsers
+/// (large cookies) pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    /// Longest request line (method, target, version), in bytes; longer → 414.
+    pub max_request_line: usize,
+    /// Longest single header line, in bytes; longer → 431.
+    pub max_header: usize,
+    /// Longest whole request head (request line + headers), in bytes; longer → 431.
+    pub max_head: usize,
+    /// Most header fields in one request; more → 431.
+    pub max_headers: usize,
+    /// Largest request body, in bytes; larger → 413 and close.
+    pub max_body: u64,
+    /// Time a client has to send a whole request head; then 408 and close.
+    pub head_timeout: Duration,
+    /// Time allowed between two reads of a request body; then 408 and close.
+    pub body_timeout: Duration,
+    /// Time an idle keep-alive connection is kept open; then closed silently.
+    pub keepalive_timeout: Duration,
+    /// Requests served on one connection; the last response carries `Connection: close`.
+    pub max_requests_per_connection: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            // nginx: large_client_header_buffers 4 8k (one line ≤ 8 KiB, head ≤ 32 KiB).
+            max_request_line: 8 * 1024,
+            max_header: 16 * 1024,
+            max_head: 64 * 1024,
+            max_headers: 100,
+            // nginx: client_max_body_size 1m.
+            max_body: 1024 * 1024,
+            head_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(75),
+            max_requests_per_connection: 1000,
+        }
+    }
+}
+
+/// A request the session refuses: the status to answer and the sentence for the error page.
+/// Every reject closes the connection after the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reject {
+    pub status: u16,
+    pub detail: &'static str,
+}
+
+impl Reject {
+    const fn new(status: u16, detail: &'static str) -> Reject {
+        Reject { status, detail }
+    }
+}
+
+const LINE_TOO_LONG: Reject =
+    Reject::new(414, "The request line is longer than this server accepts.");
+const HEADER_TOO_LONG: Reject = Reject::new(
+    431,
+    "A request header line is longer than this server accepts.",
+);
+const HEAD_TOO_LARGE: Reject = Reject::new(
+    431,
+    "The request headers are larger than this server accepts.",
+);
+const TOO_MANY_HEADERS: Reject = Reject::new(
+    431,
+    "The request has more header fields than this server accepts.",
+);
+const BAD_REQUEST: Reject = Reject::new(400, "The request could not be parsed.");
+const BODY_TOO_LARGE: Reject =
+    Reject::new(413, "The request body is larger than this server accepts.");
+const BAD_CHUNKED: Reject = Reject::new(400, "The chunked request body is malformed.");
+
+/// The methods this server knows (RFC 9110 §9). Known methods go to the handler (which may
+/// answer 405); any other token gets 501 (RFC 9110 §9.1).
+pub const KNOWN_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+/// Is `method` one of [`KNOWN_METHODS`]? (Methods are case-sensitive, RFC 9110 §9.1.)
+pub fn is_known_method(method: &str) -> bool {
+    KNOWN_METHODS.contains(&method)
+}
+
+/// Finds the end of a request head as bytes arrive, enforcing the line and size limits before
+/// the whole head is buffered. Keeps its place between calls (the buffer only grows at the end
+/// while a head is incomplete), so each byte is looked at once.
+#[derive(Debug, Default, Clone)]
+pub struct HeadScanner {
+    /// Next index of the buffer to examine.
+    pos: usize,
+    /// Start of the line being scanned.
+    line_start: usize,
+    /// Complete lines seen (the request line is line 0).
+    lines: usize,
+}
+
+impl HeadScanner {
+    /// Forget the current head (after it was consumed).
+    pub fn reset(&mut self) {
+        *self = HeadScanner::default();
+    }
+
+    /// Look at `buf` (the unconsumed input, starting at the head's first byte). Returns the
+    /// length of the head including its final empty line once it is complete, `None` while more
+    /// is needed, or the limit it crosses.
+    pub fn scan(&mut self, buf: &[u8], limits: &Limits) -> Result<Option<usize>, Reject> {
+        while self.pos < buf.len() {
+            let Some(nl) = buf[self.pos..].iter().position(|&b| b == b'\n') else {
+                self.pos = buf.len();
+                break;
+            };
+            let nl = self.pos + nl;
+            let line = &buf[self.line_start..nl];
+            // An empty line ("\r\n", or a bare "\n", which httparse accepts too) after the
+            // request line ends the head.
+            if self.lines > 0 && (line.is_empty() || line == b"\r") {
+                return self.done(nl + 1, limits);
+            }
+            self.end_line(line.len(), limits)?;
+            self.line_start = nl + 1;
+            self.pos = nl + 1;
+        }
+        // The line in progress already counts against its limit, so a client cannot make us
+        // buffer an endless line.
+        let partial = buf.len() - self.line_start;
+        let line_limit = if self.lines == 0 {
+            (limits.max_request_line, LINE_TOO_LONG)
+        } else {
+            (limits.max_header, HEADER_TOO_LONG)
+        };
+        // +2 for the CRLF the line will still need.
+        if partial > line_limit.0 + 2 {
+            return Err(line_limit.1);
+        }
+        if buf.len() > limits.max_head {
+            return Err(HEAD_TOO_LARGE);
+        }
+        Ok(None)
+    }
+
+    fn end_line(&mut self, len_with_cr: usize, limits: &Limits) -> Result<(), Reject> {
+        if self.lines == 0 {
+            if len_with_cr > limits.max_request_line + 1 {
+                return Err(LINE_TOO_LONG);
+            }
+        } else {
+            if len_with_cr > limits.max_header + 1 {
+                return Err(HEADER_TOO_LONG);
+            }
+            if self.lines > limits.max_headers {
+                return Err(TOO_MANY_HEADERS);
+            }
+        }
+        self.lines += 1;
+        Ok(())
+    }
+
+    fn done(&mut self, len: usize, limits: &Limits) -> Result<Option<usize>, Reject> {
+        if len > limits.max_head {
+            return Err(HEAD_TOO_LARGE);
+        }
+        Ok(Some(len))
+    }
+}
+
+/// How many bytes of leading empty lines `buf` starts with (RFC 9112 §2.2: a server SHOULD
+/// ignore at least one empty line before a request line; some clients send a CRLF after a body).
+pub fn leading_empty_lines(buf: &[u8]) -> usize {
+    buf.iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count()
+}
+
+/// How the request body is framed (RFC 9112 §6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// A parsed head and what the session needs to know about it.
+#[derive(Debug)]
+pub struct Head<'a> {
+    pub request: Request<'a>,
+    pub framing: Framing,
+    /// The client asked to keep the connection (1.1 without `close`, 1.0 with `keep-alive`).
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` on a 1.1 request.
+    pub expect_continue: bool,
+}
+
+/// Parse a complete head (`buf` is exactly what [`HeadScanner::scan`] measured) into
+/// `storage` (its length is the header-count limit). Checks the method, version, target,
+/// Host and body framing; the answer to a bad request is the returned [`Reject`].
+pub fn parse_head<'a>(
+    buf: &'a [u8],
+    storage: &'a mut [httparse::Header<'a>],
+    limits: &Limits,
+) -> Result<Head<'a>, Reject> {
+    let mut req = httparse::Request::new(storage);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(_)) => {}
+        // The scanner saw the empty line, so httparse can only lack bytes if the head is
+        // malformed in a way it reads as unfinished (e.g. only empty lines).
+        Ok(httparse::Status::Partial) => return Err(BAD_REQUEST),
+        Err(httparse::Error::TooManyHeaders) => return Err(TOO_MANY_HEADERS),
+        Err(httparse::Error::Version) => {
+            return Err(if version_token_looks_like_http(buf) {
+                Reject::new(505, "Only HTTP/1.0 and HTTP/1.1 are served here.")
+            } else {
+                BAD_REQUEST
+            })
+        }
+        Err(_) => return Err(BAD_REQUEST),
+    }
+    let method = req.method.unwrap_or("");
+    let target = req.path.unwrap_or("");
+    let version = match req.version {
+        Some(0) => Version::Http10,
+        Some(1) => Version::Http11,
+        _ => {
+            return Err(Reject::new(
+                505,
+                "Only HTTP/1.0 and HTTP/1.1 are served here.",
+            ))
+        }
+    };
+    let headers: &'a [httparse::Header<'a>] = req.headers;
+    if headers.len() > limits.max_headers {
+        return Err(TOO_MANY_HEADERS);
+    }
+    if !is_known_method(method) {
+        return Err(Reject::new(
+            501,
+            "This server does not implement that method.",
+        ));
+    }
+    let (path, query) = split_target(method, target)?;
+    let request = Request {
+        method,
+        target,
+        path,
+        query,
+        version,
+        headers,
+    };
+
+    // RFC 9112 §3.2: a 1.1 request without exactly one (valid) Host gets 400.
+    let mut hosts = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("host"));
+    match (hosts.next(), hosts.next()) {
+        (None, _) if version == Version::Http11 => {
+            return Err(Reject::new(400, "An HTTP/1.1 request needs a Host header."))
+        }
+        (None, _) => {}
+        (Some(h), None) if valid_host(h.value) => {}
+        (Some(_), None) => return Err(Reject::new(400, "The Host header is not a valid host.")),
+        (Some(_), Some(_)) => {
+            return Err(Reject::new(
+                400,
+                "The request has more than one Host header.",
+            ))
+        }
+    }
+
+    let framing = framing(&request, limits)?;
+    let has = |t: &str| tokens(headers, "connection").any(|c| c.eq_ignore_ascii_case(t));
+    let keep_alive = match version {
+        Version::Http11 => !has("close"),
+        Version::Http10 => has("keep-alive") && !has("close"),
+    };
+    let expect_continue = version == Version::Http11
+        && request
+            .header("expect")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"));
+    if version == Version::Http11
+        && !expect_continue
+        && headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case("expect"))
+    {
+        // RFC 9110 §10.1.1: an expectation we cannot meet.
+        return Err(Reject::new(
+            417,
+            "The only expectation this server meets is 100-continue.",
+        ));
+    }
+    Ok(Head {
+        request,
+        framing,
+        keep_alive,
+        expect_continue,
+    })
+}
+
+/// Does the request line end in something shaped like `HTTP/d.d` (so an unsupported version
+/// deserves 505 rather than 400)?
+fn version_token_looks_like_http(buf: &[u8]) -> bool {
+    let line_end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    let line = buf[..line_end]
+        .strip_suffix(b"\r")
+        .unwrap_or(&buf[..line_end]);
+    let token = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
+    matches!(token, [b'H', b'T', b'T', b'P', b'/', a, b'.', b]
+        if a.is_ascii_digit() && b.is_ascii_digit())
+}
+
+/// Split a request target into its path and query (RFC 9112 §3.2: origin-form, absolute-form,
+/// authority-form for CONNECT, asterisk-form for OPTIONS).
+fn split_target<'a>(method: &str, target: &'a str) -> Result<(&'a str, Option<&'a str>), Reject> {
+    const BAD_TARGET: Reject = Reject::new(400, "The request target is not valid.");
+    let rest = if target.starts_with('/') {
+        target
+    } else if target == "*" {
+        if method != "OPTIONS" {
+            return Err(BAD_TARGET);
+        }
+        return Ok(("*", None));
+    } else if let Some(after) = strip_scheme(target) {
+        // absolute-form: the authority is skipped; the path starts at the next '/'.
+        match after.find(['/', '?', '#']) {
+            Some(i) if after.as_bytes()[i] == b'/' => &after[i..],
+            Some(i) => {
+                // "http://host?q": the path is empty, which means "/".
+                let (_, query) = split_query(&after[i..]);
+                return Ok(("/", query));
+            }
+            None => "/",
+        }
+    } else if method == "CONNECT" && !target.is_empty() {
+        return Ok((target, None));
+    } else {
+        return Err(BAD_TARGET);
+    };
+    Ok(split_query(rest))
+}
+
+fn strip_scheme(target: &str) -> Option<&str> {
+    for scheme in ["http://", "https://"] {
+        if target.len() >= scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme) {
+            return Some(&target[scheme.len()..]);
+        }
+    }
+    None
+}
+
+fn split_query(s: &str) -> (&str, Option<&str>) {
+    // A fragment is never part of a request target (RFC 9112 §3.2); cut it if a client sent one.
+    let s = s.split('#').next().unwrap_or("");
+    match s.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (s, None),
+    }
+}
+
+/// `Host = uri-host [ ":" port ]` (RFC 9110 §7.2): reg-name or IP-literal characters only.
+fn valid_host(v: &[u8]) -> bool {
+    v.len() <= 255
+        && v.iter().all(|&b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                        | b':'
+                        | b'['
+                        | b']'
+                        | b'%'
+                )
+        })
+}
+
+/// The comma-separated tokens of every field named `name`, trimmed, empties dropped.
+fn tokens<'a>(
+    headers: &'a [httparse::Header<'a>],
+    name: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    headers
+        .iter()
+        .filter(move |h| h.name.eq_ignore_ascii_case(name))
+        .filter_map(|h| std::str::from_utf8(h.value).ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// RFC 9112 §6.3, strictly: Transfer-Encoding with Content-Length, more than one (or a
+/// malformed) Content-Length, or a Transfer-Encoding that does not end in a single `chunked`
+/// are all refused, so no front end and this server can disagree on where the body ends.
+fn framing(req: &Request<'_>, limits: &Limits) -> Result<Framing, Reject> {
+    let named = |n: &'static str| {
+        req.headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(n))
+    };
+    let has_te = named("transfer-encoding").next().is_some();
+    let mut cls = named("content-length");
+    let (cl, cl2) = (cls.next(), cls.next());
+    if has_te {
+        if cl.is_some() {
+            return Err(Reject::new(
+                400,
+                "A request may not carry both Content-Length and Transfer-Encoding.",
+            ));
+        }
+        // §6.1: a 1.0 request with Transfer-Encoding has faulty framing.
+        if req.version == Version::Http10 {
+            return Err(Reject::new(
+                400,
+                "HTTP/1.0 requests may not use Transfer-Encoding.",
+            ));
+        }
+        let (mut count, mut chunked, mut last_chunked) = (0, 0, false);
+        for t in tokens(req.headers, "transfer-encoding") {
+            count += 1;
+            last_chunked = t.eq_ignore_ascii_case("chunked");
+            chunked += usize::from(last_chunked);
+        }
+        if count == 0 || !last_chunked || chunked != 1 {
+            return Err(Reject::new(
+                400,
+                "The request's Transfer-Encoding must end in a single chunked.",
+            ));
+        }
+        return Ok(Framing::Chunked);
+    }
+    match (cl, cl2) {
+        (None, _) => Ok(Framing::None),
+        (Some(one), None) => {
+            let n = parse_content_length(one.value).ok_or(Reject::new(
+                400,
+                "The Content-Length header is not a number.",
+            ))?;
+            if n > limits.max_body {
+                return Err(BODY_TOO_LARGE);
+            }
+            Ok(if n == 0 {
+                Framing::None
+            } else {
+                Framing::Length(n)
+            })
+        }
+        (Some(_), Some(_)) => Err(Reject::new(
+            400,
+            "The request has more than one Content-Length header.",
+        )),
+    }
+}
+
+/// `Content-Length = 1*DIGIT` (RFC 9110 §8.6): digits only, no sign, no list, no overflow.
+fn parse_content_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+/// Reads and discards a request body framed by Content-Length or chunked, across any number
+/// of reads, counting it against the body limit.
+#[derive(Debug, Clone)]
+pub enum BodyReader {
+    Length(u64),
+    Chunked(Chunked),
+}
+
+impl BodyReader {
+    /// A reader for `framing` (`None` for a request without a body).
+    pub fn new(framing: Framing) -> Option<BodyReader> {
+        match framing {
+            Framing::None => None,
+            Framing::Length(n) => Some(BodyReader::Length(n)),
+            Framing::Chunked => Some(BodyReader::Chunked(Chunked::default())),
+        }
+    }
+
+    /// Discard from `buf`: returns how many bytes were consumed and whether the body ended.
+    pub fn feed(&mut self, buf: &[u8], limits: &Limits) -> Result<(usize, bool), Reject> {
+        match self {
+            BodyReader::Length(rem) => {
+                let n = (*rem).min(buf.len() as u64);
+                *rem -= n;
+                Ok((n as usize, *rem == 0))
+            }
+            BodyReader::Chunked(c) => c.feed(buf, limits),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum ChunkState {
+    /// Reading the hex chunk size.
+    #[default]
+    Size,
+    /// Skipping a chunk extension up to CR.
+    Ext,
+    /// Expecting the LF after the size line's CR.
+    SizeLf,
+    /// Skipping chunk data; bytes left.
+    Data(u64),
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line (or the final empty line).
+    TrailerStart,
+    Trailer,
+    TrailerLf,
+    EndLf,
+}
+
+/// The chunked transfer coding (RFC 9112 §7.1), decoded strictly (CRLF line ends, hex sizes
+/// that fit in 64 bits, bounded extensions and trailers) and discarded.
+#[derive(Debug, Clone, Default)]
+pub struct Chunked {
+    state: ChunkState,
+    size: u64,
+    digits: u32,
+    /// Length of the size line or trailer line in progress.
+    line: usize,
+    /// Bytes of trailer section seen.
+    trailer: usize,
+    /// Chunk data bytes declared so far.
+    total: u64,
+}
+
+impl Chunked {
+    /// Consume from `buf`; `(consumed, finished)`. Bytes after the body stay unconsumed.
+    pub fn feed(&mut self, buf: &[u8], limits: &Limits) -> Result<(usize, bool), Reject> {
+        use ChunkState::*;
+        let mut i = 0;
+        while i < buf.len() {
+            if let Data(rem) = self.state {
+                let n = rem.min((buf.len() - i) as u64);
+                i += n as usize;
+                self.state = if rem == n { DataCr } else { Data(rem - n) };
+                continue;
+            }
+            let b = buf[i];
+            i += 1;
+            self.state = match (self.state, b) {
+                (Size, b) if b.is_ascii_hexdigit() => {
+                    self.digits += 1;
+                    if self.digits > 16 {
+                        return Err(BAD_CHUNKED);
+                    }
+                    let d = (b as char).to_digit(16).unwrap_or(0) as u64;
+                    self.size = self.size << 4 | d;
+                    Size
+                }
+                (Size, b';' | b' ' | b'\t') if self.digits > 0 => {
+                    self.line = 0;
+                    Ext
+                }
+                (Size, b'\r') if self.digits > 0 => SizeLf,
+                (Ext, b'\r') => SizeLf,
+                (Ext, b'\n' | 0) => return Err(BAD_CHUNKED),
+                (Ext, _) => {
+                    self.line += 1;
+                    if self.line > limits.max_header {
+                        return Err(BAD_CHUNKED);
+                    }
+                    Ext
+                }
+                (SizeLf, b'\n') => {
+                    let size = self.size;
+                    self.size = 0;
+                    self.digits = 0;
+                    if size == 0 {
+                        TrailerStart
+                    } else {
+                        self.total = self.total.saturating_add(size);
+                        if self.total > limits.max_body {
+                            return Err(BODY_TOO_LARGE);
+                        }
+                        Data(size)
+                    }
+                }
+                (DataCr, b'\r') => DataLf,
+                (DataLf, b'\n') => Size,
+                (TrailerStart, b'\r') => EndLf,
+                (TrailerStart | Trailer, b) if b != b'\n' && b != b'\r' => {
+                    self.line += 1;
+                    self.trailer += 1;
+                    if self.line > limits.max_header || self.trailer > limits.max_head {
+                        return Err(HEAD_TOO_LARGE);
+                    }
+                    Trailer
+                }
+                (Trailer, b'\r') => TrailerLf,
+                (TrailerLf, b'\n') => {
+                    self.line = 0;
+                    TrailerStart
+                }
+                (EndLf, b'\n') => {
+                    *self = Chunked::default();
+                    return Ok((i, true));
+                }
+                _ => return Err(BAD_CHUNKED),
+            };
+        }
+        Ok((i, false))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
+    /// Scan then parse `raw`; the status the session would answer, or 0 for a good request.
+    fn status_of(raw: &[u8], limits: &Limits) -> u16 {
+        let mut sc = HeadScanner::default();
+        let len = match sc.scan(raw, limits) {
+            Err(r) => return r.status,
+            Ok(None) => return 1, // partial
+            Ok(Some(n)) => n,
+        };
+        let mut storage = vec![httparse::EMPTY_HEADER; limits.max_headers];
+        match parse_head(&raw[..len], &mut storage, limits) {
+            Ok(_) => 0,
+            Err(r) => r.status,
+        }
+    }
+
+    #[test]
+    fn heads_get_the_status_their_defect_deserves() {
+        let l = limits();
+        let cases: &[(&[u8], u16)] = &[
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 0),
+            (b"GET / HTTP/1.0\r\n\r\n", 0),
+            (b"GET / HTTP/1.1\nHost: a\n\n", 0),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n", 1),
+            (b"GET / HTTP/1.1\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost:\r\n\r\n", 0),
+            (b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", 0),
+            (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+            (b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505),
+            (b"GET / FOO\r\nHost: a\r\n\r\n", 400),
+            (b"BREW / HTTP/1.1\r\nHost: a\r\n\r\n", 501),
+            (b"get / HTTP/1.1\r\nHost: a\r\n\r\n", 501),
+            (b"DELETE / HTTP/1.1\r\nHost: a\r\n\r\n", 0),
+            (b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", 0),
+            (b"GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            (b"GET foo HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            (b"GET http://x/y HTTP/1.1\r\nHost: a\r\n\r\n", 0),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n", 0),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n\r\n", 417),
+            // Framing: RFC 9112 §6.1, §6.3.
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n", 0),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", 0),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 0),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x5\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1048577\r\n\r\n", 413),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1048576\r\n\r\n", 0),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", 400),
+            (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(
+                status_of(raw, &l),
+                *want,
+                "for {:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn each_head_limit_holds_at_its_edge_and_refuses_one_over() {
+        let l = Limits {
+            max_request_line: 100,
+            max_header: 200,
+            max_head: 1000,
+            max_headers: 5,
+            ..Limits::default()
+        };
+        let line = |n: usize| format!("GET /{} HTTP/1.1", "a".repeat(n - 14));
+        assert_eq!(line(100).len(), 100);
+        let req = |first: String, hdrs: &[String]| {
+            let mut s = first + "\r\nHost: h\r\n";
+            for h in hdrs {
+                s += h;
+                s += "\r\n";
+            }
+            s + "\r\n"
+        };
+        assert_eq!(status_of(req(line(100), &[]).as_bytes(), &l), 0);
+        assert_eq!(status_of(req(line(101), &[]).as_bytes(), &l), 414);
+        let hdr = |n: usize| format!("X: {}", "v".repeat(n - 3));
+        assert_eq!(status_of(req(line(20), &[hdr(200)]).as_bytes(), &l), 0);
+        assert_eq!(status_of(req(line(20), &[hdr(201)]).as_bytes(), &l), 431);
+        let four: Vec<String> = (0..4).map(|i| format!("X{i}: y")).collect();
+        let five: Vec<String> = (0..5).map(|i| format!("X{i}: y")).collect();
+        assert_eq!(status_of(req(line(20), &four).as_bytes(), &l), 0);
+        assert_eq!(status_of(req(line(20), &five).as_bytes(), &l), 431);
+        // Whole head: exactly 1000 bytes passes, 1001 does not.
+        let l2 = Limits {
+            max_head: 1000,
+            ..Limits::default()
+        };
+        let base = req(line(20), &[hdr(10)]).len();
+        let exact = req(line(20), &[hdr(10 + 1000 - base)]);
+        assert_eq!(exact.len(), 1000);
+        assert_eq!(status_of(exact.as_bytes(), &l2), 0);
+        let over = req(line(20), &[hdr(10 + 1001 - base)]);
+        assert_eq!(status_of(over.as_bytes(), &l2), 431);
+    }
+
+    #[test]
+    fn an_endless_line_is_refused_before_it_ends() {
+        let l = Limits::default();
+        let mut sc = HeadScanner::default();
+        let mut buf = b"GET /".to_vec();
+        buf.extend(std::iter::repeat_n(b'a', 9000));
+        assert_eq!(sc.scan(&buf, &l).unwrap_err().status, 414);
+        let mut sc = HeadScanner::default();
+        let mut buf = b"GET / HTTP/1.1\r\nCookie: ".to_vec();
+        buf.extend(std::iter::repeat_n(b'a', 17000));
+        assert_eq!(sc.scan(&buf, &l).unwrap_err().status, 431);
+    }
+
+    #[test]
+    fn a_head_trickled_byte_by_byte_is_found_once_complete() {
+        let raw = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\nGET /y";
+        let mut sc = HeadScanner::default();
+        let l = limits();
+        let mut found = None;
+        for n in 1..=raw.len() {
+            if let Some(len) = sc.scan(&raw[..n], &l).unwrap() {
+                found = Some((n, len));
+                break;
+            }
+        }
+        assert_eq!(found, Some((28, 28)));
+    }
+
+    #[test]
+    fn large_cookies_pass_by_default() {
+        let cookie = format!("Cookie: {}", "c".repeat(8 * 1024));
+        let mut raw = format!("GET / HTTP/1.1\r\nHost: a\r\n{cookie}\r\n");
+        for i in 0..4 {
+            raw += &format!("X-Big-{i}: {}\r\n", "v".repeat(8 * 1024));
+        }
+        raw += "\r\n";
+        assert!(raw.len() > 40 * 1024);
+        assert_eq!(status_of(raw.as_bytes(), &limits()), 0);
+    }
+
+    #[test]
+    fn targets_split_into_path_and_query() {
+        let cases = [
+            ("GET", "/a/b?x=1", ("/a/b", Some("x=1"))),
+            ("GET", "/a#frag", ("/a", None)),
+            ("GET", "http://example.com/p?q", ("/p", Some("q"))),
+            ("GET", "HTTP://example.com", ("/", None)),
+            ("GET", "http://example.com?q", ("/", Some("q"))),
+            ("OPTIONS", "*", ("*", None)),
+            ("CONNECT", "example.com:443", ("example.com:443", None)),
+        ];
+        for (m, t, want) in cases {
+            assert_eq!(split_target(m, t).unwrap(), want, "{m} {t}");
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_are_discarded_across_any_split() {
+        let l = limits();
+        let body = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\n0\r\nTrailer: x\r\n\r\nNEXT";
+        for split in 0..body.len() {
+            let mut c = Chunked::default();
+            let (n1, done1) = c.feed(&body[..split], &l).unwrap();
+            assert!(!done1 || n1 == body.len() - 4);
+            let (n2, done2) = if done1 {
+                (0, true)
+            } else {
+                c.feed(&body[split..], &l).unwrap()
+            };
+            assert!(done2, "split at {split}");
+            assert_eq!(n1 + n2, body.len() - 4, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn malformed_chunked_bodies_are_refused() {
+        let l = Limits {
+            max_body: 100,
+            ..limits()
+        };
+        let bad: &[&[u8]] = &[
+            b"x\r\n",
+            b"\r\n",
+            b"4\nWiki\r\n",
+            b"4\r\nWikiXX\r\n",
+            b"4\r\nWiki\n0\r\n\r\n",
+            b"11111111111111111\r\n",
+            b"-1\r\n",
+            b"0\r\n\n",
+        ];
+        for b in bad {
+            let mut c = Chunked::default();
+            assert_eq!(
+                c.feed(b, &l).unwrap_err().status,
+                400,
+                "{:?}",
+                String::from_utf8_lossy(b)
+            );
+        }
+        let mut c = Chunked::default();
+        assert_eq!(c.feed(b"65\r\n", &l).unwrap_err().status, 413);
+        let mut c = Chunked::default();
+        assert!(c.feed(b"64\r\n", &l).is_ok());
+    }
+
+    #[test]
+    fn content_length_bodies_stop_at_their_length() {
+        let mut r = BodyReader::new(Framing::Length(5)).unwrap();
+        assert_eq!(r.feed(b"abc", &limits()).unwrap(), (3, false));
+        assert_eq!(r.feed(b"deGET", &limits()).unwrap(), (2, true));
+    }
+}

@@ -1,0 +1,1156 @@
+//! One HTTP/1.x connection as a sans-I/O [`Session`]: find request heads in the input, refuse
+//! what the limits or RFC 9112 forbid, read and discard bodies, ask the [`Handler`] for a
+//! response, and write it with the headers the connection owns (`Date`, `Server`,
+//! `Content-Length`, `Connection`). Keep-alive, pipelining (responses in request order), the
+//! head/body/idle timers and graceful shutdown live here; the drivers only move bytes.
+//!
+//! Each request goes through these steps (the session loops over them while
+//! complete requests are buffered and the output is below the pause mark):
+//!
+//! 1. skip empty lines before a request line (RFC 9112 §2.2);
+//! 2. scan for the end of the head, enforcing the request-line, header-line and head limits as
+//!    bytes arrive ([`HeadScanner`]: 414/431 before the whole head is buffered);
+//! 3. parse it with httparse and check method (501), version (505), target, Host (400),
+//!    `Expect` (417) and body framing (400 on anything a smuggler could use; 413 over the limit);
+//! 4. a body: send `100 Continue` if asked, keep a copy of the head, read and discard the body
+//!    across reads ([`BodyReader`]);
+//! 5. ask the handler; decide keep-alive (version, `Connection`, the response, the request
+//!    count, shutdown, the model);
+//! 6. write the head and queue the body (bytes, or file regions for `sendfile`); nothing for
+//!    HEAD, 1xx, 204 and 304;
+//! 7. log the access line; go idle (keep-alive timer) or close after the output is flushed.
+//!
+//! Every refusal is a small HTML page with `Connection: close`, then
+//! [`Next::CloseAfterFlush`].
+
+use std::cell::RefCell;
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use super::access_log::{AccessLog, Entry};
+use super::message::{error_response, reason, Body, Handler, Part, Response, Version};
+use super::parse::{self, BodyReader, Head, HeadScanner, Limits, Reject};
+use crate::protocol::{Next, Outbox, Peer, ReadBuf, Service, Session, Waker};
+
+/// Connection-level choices that are not limits.
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    /// Send `Server: tincan` (`--hide-server` / `server_tokens = false` turns it off).
+    pub server_tokens: bool,
+    /// Allow persistent connections at all (off under the iterative model, which can hold only
+    /// one connection at a time).
+    pub keep_alive: bool,
+    /// `--header "Name: value"`: added to every response.
+    pub extra_headers: Vec<(String, String)>,
+    pub access_log: Option<Arc<AccessLog>>,
+    /// Stop answering pipelined requests while this much output is queued; the rest wait in the
+    /// session's stash and are answered as the output drains. Keep it at or above the drivers'
+    /// high-water mark, so reading is paused whenever answering is.
+    pub pipeline_pause: usize,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            server_tokens: true,
+            keep_alive: true,
+            extra_headers: Vec::new(),
+            access_log: None,
+            pipeline_pause: 256 * 1024,
+        }
+    }
+}
+
+struct Shared {
+    handler: Arc<dyn Handler>,
+    limits: Limits,
+    options: HttpOptions,
+}
+
+/// The HTTP/1.1 protocol: a handler plus the limits and options every connection shares.
+#[derive(Clone)]
+pub struct HttpService {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for HttpService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpService")
+            .field("limits", &self.shared.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpService {
+    pub fn new(handler: Arc<dyn Handler>, limits: Limits, options: HttpOptions) -> HttpService {
+        HttpService {
+            shared: Arc::new(Shared {
+                handler,
+                limits,
+                options,
+            }),
+        }
+    }
+
+    /// A session for `peer`, started at `now` (the head timer runs from the connection's start).
+    pub fn session_at(&self, peer: &Peer, now: Instant) -> HttpSession {
+        HttpSession {
+            shared: self.shared.clone(),
+            client: peer.ip(),
+            peer: peer.clone(),
+            phase: Phase::Head,
+            scanner: HeadScanner::default(),
+            started: false,
+            head_copy: Vec::new(),
+            stash: Vec::new(),
+            deadline: Some(now + self.shared.limits.head_timeout),
+            served: 0,
+            shutting_down: false,
+        }
+    }
+}
+
+impl Service for HttpService {
+    type Session = HttpSession;
+
+    fn open(&self, peer: &Peer, _waker: Waker) -> HttpSession {
+        self.session_at(peer, Instant::now())
+    }
+
+    fn on_shutdown(&self) {
+        if let Some(log) = &self.shared.options.access_log {
+            log.flush();
+        }
+    }
+}
+
+/// Where a connection is in its request cycle.
+#[derive(Debug)]
+enum Phase {
+    /// Waiting for (or reading) a request head; the head timer runs.
+    Head,
+    /// Reading and discarding a request body; the head is kept in `head_copy`.
+    Body(BodyReader),
+    /// Between requests on a kept-alive connection; the idle timer runs.
+    Idle,
+    /// A closing answer was queued; nothing more is read.
+    Done,
+}
+
+/// One connection's HTTP state.
+pub struct HttpSession {
+    shared: Arc<Shared>,
+    peer: Peer,
+    /// The client's address as the access log writes it.
+    client: String,
+    phase: Phase,
+    scanner: HeadScanner,
+    /// Bytes of the current head have arrived (a timeout then deserves a 408, not silence).
+    started: bool,
+    /// The head of a request whose body is being read (the buffer moves on under it).
+    head_copy: Vec<u8>,
+    /// Pipelined input set aside while answering was paused (the drivers hand input only to
+    /// `on_input`; this is answered from `on_drained`). While it holds bytes, new input is
+    /// appended to it so order is kept.
+    stash: Vec<u8>,
+    /// When the running timer (head, body or idle) expires.
+    deadline: Option<Instant>,
+    served: u32,
+    shutting_down: bool,
+}
+
+impl std::fmt::Debug for HttpSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSession")
+            .field("peer", &self.peer)
+            .field("phase", &self.phase)
+            .field("served", &self.served)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Header storage on the stack for the usual header-count limits.
+const STACK_HEADERS: usize = 128;
+
+/// Parse `buf` (a complete head) with header storage sized to the limit, and hand the result
+/// to `f`.
+fn with_head<R>(buf: &[u8], limits: &Limits, f: impl FnOnce(Result<Head<'_>, Reject>) -> R) -> R {
+    let n = limits.max_headers;
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let storage: &mut [httparse::Header<'_>] = if n <= STACK_HEADERS {
+        &mut stack[..n]
+    } else {
+        heap.resize(n, httparse::EMPTY_HEADER);
+        &mut heap[..]
+    };
+    f(parse::parse_head(buf, storage, limits))
+}
+
+/// The request line of a head, for the access log (lossy, bounded).
+fn request_line(buf: &[u8]) -> String {
+    let end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    let line = buf[..end].strip_suffix(b"\r").unwrap_or(&buf[..end]);
+    String::from_utf8_lossy(&line[..line.len().min(1024)]).into_owned()
+}
+
+impl HttpSession {
+    /// Answer from the stash (if any) and then `input`, keeping their order; set aside what a
+    /// pause leaves.
+    fn run(
+        &mut self,
+        input: Option<&mut ReadBuf>,
+        out: &mut Outbox,
+        now: Instant,
+        bounded: bool,
+    ) -> Next {
+        if self.stash.is_empty() {
+            let Some(input) = input else {
+                return Next::Continue {
+                    wake_at: self.deadline,
+                };
+            };
+            let next = self.process(input, out, now, bounded);
+            if !next.is_close()
+                && out.len() >= self.shared.options.pipeline_pause
+                && !input.is_empty()
+            {
+                self.stash.extend_from_slice(input.data());
+                input.clear();
+            }
+            return next;
+        }
+        let mut buf = ReadBuf::from_bytes(&self.stash);
+        self.stash.clear();
+        if let Some(input) = input {
+            buf.extend(input.data());
+            input.clear();
+        }
+        let next = self.process(&mut buf, out, now, bounded);
+        if !next.is_close() {
+            self.stash.extend_from_slice(buf.data());
+        }
+        next
+    }
+
+    /// The request loop: answer every complete request in `input`, in order.
+    fn process(
+        &mut self,
+        input: &mut ReadBuf,
+        out: &mut Outbox,
+        now: Instant,
+        bounded: bool,
+    ) -> Next {
+        loop {
+            if bounded && out.len() >= self.shared.options.pipeline_pause {
+                // The rest stays in `input` until the driver has sent some of this.
+                break;
+            }
+            match &mut self.phase {
+                Phase::Done => {
+                    input.clear();
+                    return Next::CloseAfterFlush;
+                }
+                Phase::Idle | Phase::Head => {
+                    if !self.started {
+                        let blank = parse::leading_empty_lines(input.data());
+                        input.consume(blank);
+                    }
+                    if input.is_empty() {
+                        break;
+                    }
+                    if matches!(self.phase, Phase::Idle) {
+                        self.phase = Phase::Head;
+                        self.deadline = Some(now + self.shared.limits.head_timeout);
+                    }
+                    self.started = true;
+                    let len = match self.scanner.scan(input.data(), &self.shared.limits) {
+                        Err(r) => {
+                            let line = request_line(input.data());
+                            return self.reject(r, &line, input, out);
+                        }
+                        Ok(None) => break,
+                        Ok(Some(len)) => len,
+                    };
+                    let shared = self.shared.clone();
+                    let closing = with_head(&input.data()[..len], &shared.limits, |head| {
+                        self.on_head(head, &input.data()[..len], out, now)
+                    });
+                    input.consume(len);
+                    if closing {
+                        input.clear();
+                        return Next::CloseAfterFlush;
+                    }
+                }
+                Phase::Body(reader) => {
+                    if input.is_empty() {
+                        break;
+                    }
+                    let (used, done) = match reader.feed(input.data(), &self.shared.limits) {
+                        Ok(r) => r,
+                        Err(r) => {
+                            let line = request_line(&self.head_copy);
+                            return self.reject(r, &line, input, out);
+                        }
+                    };
+                    input.consume(used);
+                    if !done {
+                        // As nginx's client_body_timeout: the body timer runs between reads.
+                        self.deadline = Some(now + self.shared.limits.body_timeout);
+                        break;
+                    }
+                    let head = std::mem::take(&mut self.head_copy);
+                    let shared = self.shared.clone();
+                    let closing = with_head(&head, &shared.limits, |h| match h {
+                        Ok(h) => self.respond(&h, out, now),
+                        // The same bytes parsed a moment ago; never expected.
+                        Err(r) => {
+                            self.answer_error(r, &request_line(&head), out);
+                            true
+                        }
+                    });
+                    self.head_copy = head;
+                    self.head_copy.clear();
+                    if closing {
+                        input.clear();
+                        return Next::CloseAfterFlush;
+                    }
+                }
+            }
+        }
+        Next::Continue {
+            wake_at: self.deadline,
+        }
+    }
+
+    /// A complete head arrived. Returns true when the connection closes after what is queued.
+    fn on_head(
+        &mut self,
+        head: Result<Head<'_>, Reject>,
+        raw: &[u8],
+        out: &mut Outbox,
+        now: Instant,
+    ) -> bool {
+        let head = match head {
+            Ok(h) => h,
+            Err(r) => {
+                self.answer_error(r, &request_line(raw), out);
+                return true;
+            }
+        };
+        match BodyReader::new(head.framing) {
+            None => self.respond(&head, out, now),
+            Some(reader) => {
+                // RFC 9110 §10.1.1: the client waits for this before sending the body. (A body
+                // over the limit was already refused by its Content-Length, without a 100.)
+                if head.expect_continue {
+                    out.push_bytes(b"HTTP/1.1 100 Continue\r\n\r\n");
+                }
+                self.head_copy.clear();
+                self.head_copy.extend_from_slice(raw);
+                self.phase = Phase::Body(reader);
+                self.deadline = Some(now + self.shared.limits.body_timeout);
+                false
+            }
+        }
+    }
+
+    /// Ask the handler, write its answer. Returns true when the connection closes after it.
+    fn respond(&mut self, head: &Head<'_>, out: &mut Outbox, now: Instant) -> bool {
+        let req = &head.request;
+        let resp = self.shared.handler.handle(req, &self.peer);
+        self.served = self.served.saturating_add(1);
+        let opts = &self.shared.options;
+        let close = resp.close
+            || !head.keep_alive
+            || !opts.keep_alive
+            || self.shutting_down
+            || self.served >= self.shared.limits.max_requests_per_connection;
+        let keep_alive_10 = !close && req.version == Version::Http10;
+        let status = resp.status;
+        let bytes = write_response(out, opts, resp, req.is_head(), close, keep_alive_10);
+        if let Some(log) = &opts.access_log {
+            let version = match req.version {
+                Version::Http10 => "HTTP/1.0",
+                Version::Http11 => "HTTP/1.1",
+            };
+            let line = format!("{} {} {}", req.method, req.target, version);
+            log.log(&Entry {
+                client: &self.client,
+                request_line: &line,
+                status,
+                bytes,
+                referer: req.header("referer"),
+                user_agent: req.header("user-agent"),
+            });
+        }
+        if close {
+            self.phase = Phase::Done;
+            self.deadline = None;
+        } else {
+            self.phase = Phase::Idle;
+            self.scanner.reset();
+            self.started = false;
+            // Idle keep-alive connections keep no large buffers (a big head with a body, a
+            // pipelining flood set aside).
+            if self.head_copy.capacity() > 8 * 1024 {
+                self.head_copy = Vec::new();
+            }
+            if self.stash.is_empty() && self.stash.capacity() > 64 * 1024 {
+                self.stash = Vec::new();
+            }
+            self.deadline = Some(now + self.shared.limits.keepalive_timeout);
+        }
+        close
+    }
+
+    /// Queue the answer to a refused request; the connection closes after it.
+    fn answer_error(&mut self, r: Reject, line: &str, out: &mut Outbox) {
+        tracing::debug!(peer = %self.peer.remote, status = r.status, "refused: {}", r.detail);
+        let mut resp = error_response(r.status, r.detail);
+        resp.close = true;
+        // A refused HEAD still gets no body (RFC 9110 §9.3.2).
+        let head_only = line.starts_with("HEAD ");
+        let bytes = write_response(out, &self.shared.options, resp, head_only, true, false);
+        if let Some(log) = &self.shared.options.access_log {
+            log.log(&Entry {
+                client: &self.client,
+                request_line: line,
+                status: r.status,
+                bytes,
+                referer: None,
+                user_agent: None,
+            });
+        }
+        self.phase = Phase::Done;
+        self.deadline = None;
+    }
+
+    fn reject(&mut self, r: Reject, line: &str, input: &mut ReadBuf, out: &mut Outbox) -> Next {
+        self.answer_error(r, line, out);
+        input.clear();
+        Next::CloseAfterFlush
+    }
+}
+
+impl Session for HttpSession {
+    fn on_input(&mut self, input: &mut ReadBuf, out: &mut Outbox, now: Instant) -> Next {
+        self.run(Some(input), out, now, true)
+    }
+
+    fn on_eof(&mut self, input: &mut ReadBuf, out: &mut Outbox, now: Instant) -> Next {
+        // Requests sent before the half-close still get their answers; a partial one is dropped.
+        let next = self.run(Some(input), out, now, false);
+        if next.is_close() {
+            return next;
+        }
+        input.clear();
+        Next::CloseAfterFlush
+    }
+
+    fn on_drained(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        if !self.stash.is_empty() && !matches!(self.phase, Phase::Done) {
+            // Pipelined requests set aside during a pause: answer the next ones now.
+            let next = self.run(None, out, now, true);
+            if next.is_close() || !out.is_empty() {
+                return next;
+            }
+        }
+        match self.phase {
+            Phase::Done => Next::CloseAfterFlush,
+            Phase::Idle => {
+                // Idle time counts from when the last response left, not when it was queued.
+                if out.is_empty() {
+                    self.deadline = Some(now + self.shared.limits.keepalive_timeout);
+                }
+                if self.shutting_down {
+                    return Next::CloseAfterFlush;
+                }
+                Next::Continue {
+                    wake_at: self.deadline,
+                }
+            }
+            _ => Next::Continue {
+                wake_at: self.deadline,
+            },
+        }
+    }
+
+    fn on_timer(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        let Some(deadline) = self.deadline else {
+            return Next::CONTINUE;
+        };
+        if !out.is_empty() {
+            // Output is waiting on the peer: the driver's send timeout governs; on_drained
+            // re-arms this timer.
+            return Next::CONTINUE;
+        }
+        if now < deadline {
+            return Next::wake_at(deadline);
+        }
+        match self.phase {
+            // An idle keep-alive connection (or one that never sent a byte) just closes.
+            Phase::Idle | Phase::Done => Next::Close,
+            Phase::Head if !self.started => Next::Close,
+            Phase::Head => {
+                self.answer_error(
+                    Reject {
+                        status: 408,
+                        detail: "The request head did not arrive in time.",
+                    },
+                    "",
+                    out,
+                );
+                Next::CloseAfterFlush
+            }
+            Phase::Body(_) => {
+                let line = request_line(&self.head_copy);
+                self.answer_error(
+                    Reject {
+                        status: 408,
+                        detail: "The request body did not arrive in time.",
+                    },
+                    &line,
+                    out,
+                );
+                Next::CloseAfterFlush
+            }
+        }
+    }
+
+    fn on_shutdown(&mut self, _out: &mut Outbox, _now: Instant) -> Next {
+        self.shutting_down = true;
+        match self.phase {
+            // Between requests: go now (after any response still being sent).
+            Phase::Idle | Phase::Done => Next::CloseAfterFlush,
+            Phase::Head if !self.started => Next::CloseAfterFlush,
+            // Mid-request: that response is finished with `Connection: close`.
+            _ => Next::Continue {
+                wake_at: self.deadline,
+            },
+        }
+    }
+}
+
+/// Headers the connection owns; a handler's copies are dropped so framing is never doubled.
+fn owned_by_session(name: &str) -> bool {
+    [
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "date",
+        "server",
+    ]
+    .iter()
+    .any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// A field a handler built from outside text must not split the head (CR/LF) or be empty.
+fn safe_field(name: &str, value: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+        && !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+}
+
+thread_local! {
+    /// The formatted `Date` for the current second (RFC 9110 §6.6.1), per thread.
+    static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+fn with_date<R>(f: impl FnOnce(&str) -> R) -> R {
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs {
+            d.0 = secs;
+            d.1 = httpdate::fmt_http_date(now);
+        }
+        f(&d.1)
+    })
+}
+
+/// Queue `resp` on the wire. Returns the body bytes queued (0 for HEAD and bodiless statuses).
+fn write_response(
+    out: &mut Outbox,
+    opts: &HttpOptions,
+    resp: Response,
+    head_only: bool,
+    close: bool,
+    keep_alive_10: bool,
+) -> u64 {
+    let status = resp.status;
+    // RFC 9110 §6.4.1: 1xx, 204 and 304 never carry content.
+    let bodiless = status < 200 || status == 204 || status == 304;
+    let len = resp.body.len();
+    out.with_tail(|b| {
+        let _ = write!(b, "HTTP/1.1 {status} {}\r\n", reason(status));
+        with_date(|d| {
+            b.extend_from_slice(b"Date: ");
+            b.extend_from_slice(d.as_bytes());
+            b.extend_from_slice(b"\r\n");
+        });
+        if opts.server_tokens {
+            b.extend_from_slice(b"Server: tincan\r\n");
+        }
+        let extra = opts
+            .extra_headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()));
+        let from_handler = resp.headers.iter().map(|(n, v)| (n.as_ref(), v.as_ref()));
+        for (n, v) in from_handler.chain(extra) {
+            if owned_by_session(n) || !safe_field(n, v) {
+                continue;
+            }
+            let _ = write!(b, "{n}: {v}\r\n");
+        }
+        // RFC 9110 §8.6: HEAD carries the length a GET would have had; 304's is omitted.
+        if !bodiless {
+            let _ = write!(b, "Content-Length: {len}\r\n");
+        }
+        if close {
+            b.extend_from_slice(b"Connection: close\r\n");
+        } else if keep_alive_10 {
+            b.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        b.extend_from_slice(b"\r\n");
+    });
+    if bodiless || head_only {
+        return 0;
+    }
+    match resp.body {
+        Body::Empty => {}
+        Body::Bytes(bytes) => out.push_shared(bytes),
+        Body::File { file, offset, len } => out.push_file(file, offset, len),
+        Body::Parts(parts) => {
+            for p in parts {
+                match p {
+                    Part::Bytes(bytes) => out.push_shared(bytes),
+                    Part::File { file, offset, len } => out.push_file(file, offset, len),
+                }
+            }
+        }
+    }
+    len
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::http::message::Request;
+    use crate::protocol::PeerAddr;
+    use std::time::Duration;
+
+    /// Answers `200` with the path as the body (and `close` for `/close`).
+    struct Echo;
+    impl Handler for Echo {
+        fn handle(&self, req: &Request<'_>, _peer: &Peer) -> Response {
+            let mut r = Response::new(200)
+                .header("Content-Type", "text/plain")
+                .header("Content-Length", "999")
+                .with_body(Body::Bytes(bytes::Bytes::from(format!(
+                    "{} {}",
+                    req.method, req.path
+                ))));
+            r.close = req.path == "/close";
+            r
+        }
+    }
+
+    fn peer() -> Peer {
+        Peer {
+            remote: PeerAddr::Tcp("127.0.0.1:5000".parse().unwrap()),
+            local: PeerAddr::Tcp("127.0.0.1:80".parse().unwrap()),
+        }
+    }
+
+    fn service(limits: Limits, options: HttpOptions) -> HttpService {
+        HttpService::new(Arc::new(Echo), limits, options)
+    }
+
+    /// Feed `raw` in one piece; (output, next).
+    fn run(svc: &HttpService, raw: &[u8]) -> (String, Next) {
+        let t0 = Instant::now();
+        let mut s = svc.session_at(&peer(), t0);
+        let mut input = ReadBuf::from_bytes(raw);
+        let mut out = Outbox::new();
+        let next = s.on_input(&mut input, &mut out, t0);
+        (String::from_utf8_lossy(&out.take_all()).into_owned(), next)
+    }
+
+    fn statuses(out: &str) -> Vec<&str> {
+        out.split("HTTP/1.1 ").skip(1).map(|r| &r[..3]).collect()
+    }
+
+    #[test]
+    fn pipelined_requests_in_one_read_get_responses_in_order() {
+        let svc = service(Limits::default(), HttpOptions::default());
+        let (out, next) = run(
+            &svc,
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nHEAD /b HTTP/1.1\r\nHost: x\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\n\r\n",
+        );
+        assert_eq!(statuses(&out), ["200", "200", "200"]);
+        let a = out.find("GET /a").unwrap();
+        let c = out.find("GET /c").unwrap();
+        assert!(a < c);
+        assert!(!out.contains("HEAD /b"), "HEAD sent a body: {out}");
+        assert_eq!(out.matches("Content-Length: 6\r\n").count(), 2);
+        assert_eq!(
+            out.matches("Content-Length: 7\r\n").count(),
+            1,
+            "HEAD keeps GET's length"
+        );
+        assert!(
+            !out.contains("999"),
+            "the handler's Content-Length must not leak"
+        );
+        assert!(matches!(next, Next::Continue { wake_at: Some(_) }));
+    }
+
+    #[test]
+    fn every_response_carries_date_server_and_length() {
+        let svc = service(Limits::default(), HttpOptions::default());
+        let (out, _) = run(&svc, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\nDate: "), "{out}");
+        assert!(out.contains(" GMT\r\n"));
+        assert!(out.contains("Server: tincan\r\n"));
+        assert!(out.ends_with("\r\n\r\nGET /"));
+        let hidden = service(
+            Limits::default(),
+            HttpOptions {
+                server_tokens: false,
+                extra_headers: vec![("X-Frame-Options".into(), "DENY".into())],
+                ..HttpOptions::default()
+            },
+        );
+        let (out, _) = run(&hidden, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(!out.contains("Server:"));
+        assert!(out.contains("X-Frame-Options: DENY\r\n"));
+    }
+
+    #[test]
+    fn http10_closes_unless_it_asks_for_keep_alive() {
+        let svc = service(Limits::default(), HttpOptions::default());
+        let (out, next) = run(&svc, b"GET / HTTP/1.0\r\n\r\n");
+        assert!(out.contains("Connection: close\r\n"));
+        assert_eq!(next, Next::CloseAfterFlush);
+        let (out, next) = run(&svc, b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+        assert!(out.contains("Connection: keep-alive\r\n"));
+        assert!(!next.is_close());
+        let (out, next) = run(&svc, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(statuses(&out), ["200"]);
+        assert_eq!(next, Next::CloseAfterFlush);
+    }
+
+    #[test]
+    fn keep_alive_off_closes_every_connection() {
+        let svc = service(
+            Limits::default(),
+            HttpOptions {
+                keep_alive: false,
+                ..HttpOptions::default()
+            },
+        );
+        let (out, next) = run(&svc, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(out.contains("Connection: close\r\n"));
+        assert_eq!(next, Next::CloseAfterFlush);
+    }
+
+    #[test]
+    fn the_last_allowed_request_gets_connection_close() {
+        let svc = service(
+            Limits {
+                max_requests_per_connection: 2,
+                ..Limits::default()
+            },
+            HttpOptions::default(),
+        );
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(3);
+        let (out, next) = run(&svc, &req);
+        assert_eq!(statuses(&out), ["200", "200"]);
+        assert_eq!(out.matches("Connection: close").count(), 1);
+        assert_eq!(next, Next::CloseAfterFlush);
+    }
+
+    #[test]
+    fn bodies_are_discarded_across_reads_and_the_connection_stays_usable() {
+        let svc = service(Limits::default(), HttpOptions::default());
+        let t0 = Instant::now();
+        let mut s = svc.session_at(&peer(), t0);
+        let mut out = Outbox::new();
+        let mut input =
+            ReadBuf::from_bytes(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n01234");
+        s.on_input(&mut input, &mut out, t0);
+        assert!(out.is_empty(), "no answer before the body ends");
+        input.extend(
+            b"56789POST /q HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+        );
+        s.on_input(&mut input, &mut out, t0);
+        input.extend(b"0\r\n\r\nGET /r HTTP/1.1\r\nHost: x\r\n\r\n");
+        let next = s.on_input(&mut input, &mut out, t0);
+        let text = String::from_utf8(out.take_all()).unwrap();
+        assert_eq!(statuses(&text), ["200", "200", "200"]);
+        assert!(text.contains("POST /p") && text.contains("POST /q") && text.contains("GET /r"));
+        assert!(!next.is_close());
+        assert!(input.is_empty());
+    }
+
+    #[test]
+    fn expect_100_continue_is_answered_before_the_body() {
+        let svc = service(Limits::default(), HttpOptions::default());
+        let t0 = Instant::now();
+        let mut s = svc.session_at(&peer(), t0);
+        let mut out = Outbox::new();
+        let mut input = ReadBuf::from_bytes(
+            b"PUT /u HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+        );
+        s.on_input(&mut input, &mut out, t0);
+        assert_eq!(out.take_all(), b"HTTP/1.1 100 Continue\r\n\r\n");
+        input.extend(b"abc");
+        s.on_input(&mut input, &mut out, t0);
+        assert!(String::from_utf8(out.take_all())
+            .unwrap()
+            .starts_with("HTTP/1.1 200 OK"));
+        let (out, next) = run(
+            &svc,
+            b"PUT /u HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\nExpect: 100-continue\r\n\r\n",
+        );
+        assert!(out.starts_with("HTTP/1.1 413 "), "{out}");
+        assert!(!out.contains("100 Continue"));
+        assert_eq!(next, Next::CloseAfterFlush);
+    }
+
+    #[test]
+    fn smuggling_attempts_get_400_and_close() {
+        let svc = service(Limits::default(), HttpOptions::default());
+        for raw in [
+            &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        ] {
+            let (out, next) = run(&svc, raw);
+            assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
+            assert!(out.contains("Connection: close\r\n"));
+            assert!(out.contains("text/html"));
+            assert_eq!(statuses(&out).len(), 1);
+            assert_eq!(next, Next::CloseAfterFlush);
+        }
+    }
+
+    #[test]
+    fn a_chunked_body_over_the_limit_gets_413() {
+        let svc = service(
+            Limits {
+                max_body: 4,
+                ..Limits::default()
+            },
+            HttpOptions::default(),
+        );
+        let (out, next) = run(
+            &svc,
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n1\r\n",
+        );
+        assert!(out.starts_with("HTTP/1.1 413 "), "{out}");
+        assert_eq!(next, Next::CloseAfterFlush);
+    }
+
+    #[test]
+    fn timers_answer_408_for_a_slow_head_and_close_idle_connections_silently() {
+        let limits = Limits {
+            head_timeout: Duration::from_secs(5),
+            keepalive_timeout: Duration::from_secs(7),
+            body_timeout: Duration::from_secs(3),
+            ..Limits::default()
+        };
+        let svc = service(limits, HttpOptions::default());
+        let t0 = Instant::now();
+        let mut out = Outbox::new();
+
+        // A partial head: 408 once the head timer (from the connection's start) expires.
+        let mut s = svc.session_at(&peer(), t0);
+        let mut input = ReadBuf::from_bytes(b"GET / HT");
+        let next = s.on_input(&mut input, &mut out, t0 + Duration::from_secs(1));
+        assert_eq!(next, Next::wake_at(t0 + Duration::from_secs(5)));
+        assert_eq!(
+            s.on_timer(&mut out, t0 + Duration::from_secs(4)),
+            Next::wake_at(t0 + Duration::from_secs(5))
+        );
+        assert_eq!(
+            s.on_timer(&mut out, t0 + Duration::from_secs(5)),
+            Next::CloseAfterFlush
+        );
+        assert!(String::from_utf8(out.take_all())
+            .unwrap()
+            .starts_with("HTTP/1.1 408 "));
+
+        // Idle after a response: silent close after the keep-alive timeout.
+        let mut s = svc.session_at(&peer(), t0);
+        let mut input = ReadBuf::from_bytes(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        s.on_input(&mut input, &mut out, t0);
+        out.take_all();
+        let t1 = t0 + Duration::from_secs(2);
+        assert_eq!(
+            s.on_drained(&mut out, t1),
+            Next::wake_at(t1 + Duration::from_secs(7))
+        );
+        assert_eq!(
+            s.on_timer(&mut out, t1 + Duration::from_secs(7)),
+            Next::Close
+        );
+        assert!(out.is_empty());
+
+        // A stalled body: 408.
+        let mut s = svc.session_at(&peer(), t0);
+        let mut input =
+            ReadBuf::from_bytes(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\nab");
+        let next = s.on_input(&mut input, &mut out, t0);
+        assert_eq!(next, Next::wake_at(t0 + Duration::from_secs(3)));
+        assert_eq!(
+            s.on_timer(&mut out, t0 + Duration::from_secs(3)),
+            Next::CloseAfterFlush
+        );
+        assert!(String::from_utf8(out.take_all())
+            .unwrap()
+            .starts_with("HTTP/1.1 408 "));
+
+        // Nothing sent at all: a silent close.
+        let mut s = svc.session_at(&peer(), t0);
+        assert_eq!(
+            s.on_timer(&mut out, t0 + Duration::from_secs(5)),
+            Next::Close
+        );
+    }
+
+    #[test]
+    fn shutdown_closes_idle_connections_and_finishes_a_request_in_flight() {
+        let svc = service(Limits::default(), HttpOptions::default());
+        let t0 = Instant::now();
+        let mut out = Outbox::new();
+        let mut s = svc.session_at(&peer(), t0);
+        assert!(s.on_shutdown(&mut out, t0).is_close());
+
+        let mut s = svc.session_at(&peer(), t0);
+        let mut input = ReadBuf::from_bytes(b"GET / HTTP/1.1\r\nHo");
+        s.on_input(&mut input, &mut out, t0);
+        assert!(!s.on_shutdown(&mut out, t0).is_close());
+        input.extend(b"st: x\r\n\r\n");
+        assert_eq!(s.on_input(&mut input, &mut out, t0), Next::CloseAfterFlush);
+        let text = String::from_utf8(out.take_all()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 ") && text.contains("Connection: close\r\n"));
+    }
+
+    #[test]
+    fn requests_before_a_half_close_are_answered() {
+        let svc = service(Limits::default(), HttpOptions::default());
+        let t0 = Instant::now();
+        let mut s = svc.session_at(&peer(), t0);
+        let mut out = Outbox::new();
+        let mut input = ReadBuf::from_bytes(
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\nGET /c",
+        );
+        let next = s.on_eof(&mut input, &mut out, t0);
+        assert_eq!(next, Next::CloseAfterFlush);
+        assert_eq!(
+            statuses(&String::from_utf8(out.take_all()).unwrap()),
+            ["200", "200"]
+        );
+    }
+
+    #[test]
+    fn a_pipelining_flood_pauses_while_output_is_queued() {
+        let svc = service(
+            Limits::default(),
+            HttpOptions {
+                pipeline_pause: 300,
+                ..HttpOptions::default()
+            },
+        );
+        let t0 = Instant::now();
+        let mut s = svc.session_at(&peer(), t0);
+        let mut out = Outbox::new();
+        let mut input = ReadBuf::from_bytes(&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(10));
+        s.on_input(&mut input, &mut out, t0);
+        let mut text = String::from_utf8(out.take_all()).unwrap();
+        let first = statuses(&text).len();
+        assert!((1..10).contains(&first), "answered {first}");
+        // The rest are answered as the output drains, without more input.
+        let mut drains = 0;
+        loop {
+            s.on_drained(&mut out, t0);
+            let more = String::from_utf8(out.take_all()).unwrap();
+            if more.is_empty() {
+                break;
+            }
+            text += &more;
+            drains += 1;
+        }
+        assert!(drains > 0);
+        assert_eq!(statuses(&text).len(), 10);
+        // Input arriving while requests are set aside is answered after them, in order.
+        let mut input = ReadBuf::from_bytes(&b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n".repeat(10));
+        s.on_input(&mut input, &mut out, t0);
+        let mut text = String::from_utf8(out.take_all()).unwrap();
+        input.extend(b"GET /last HTTP/1.1\r\nHost: x\r\n\r\n");
+        s.on_input(&mut input, &mut out, t0);
+        text += &String::from_utf8(out.take_all()).unwrap();
+        loop {
+            s.on_drained(&mut out, t0);
+            let more = String::from_utf8(out.take_all()).unwrap();
+            if more.is_empty() {
+                break;
+            }
+            text += &more;
+        }
+        assert_eq!(statuses(&text).len(), 11);
+        assert!(text.ends_with("GET /last"), "order kept");
+    }
+
+    #[test]
+    fn bodiless_statuses_send_no_length_and_no_body() {
+        struct NotModified;
+        impl Handler for NotModified {
+            fn handle(&self, _: &Request<'_>, _: &Peer) -> Response {
+                Response::new(304).with_body(Body::Bytes(bytes::Bytes::from_static(b"oops")))
+            }
+        }
+        let svc = HttpService::new(
+            Arc::new(NotModified),
+            Limits::default(),
+            HttpOptions::default(),
+        );
+        let (out, _) = run(&svc, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(out.starts_with("HTTP/1.1 304 Not Modified\r\n"));
+        assert!(!out.contains("Content-Length") && !out.contains("oops"));
+    }
+
+    /// xorshift64*: a deterministic stream for the mutation test.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    /// Split a session's output into responses and check each is well formed: a status line,
+    /// CRLF header lines, and exactly Content-Length body bytes.
+    fn check_wire(out: &[u8]) -> usize {
+        let mut rest = out;
+        let mut n = 0;
+        while !rest.is_empty() {
+            let end = rest
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .expect("a complete head");
+            let head = std::str::from_utf8(&rest[..end]).expect("an ASCII head");
+            assert!(head.starts_with("HTTP/1.1 "), "{head}");
+            let status: u16 = head[9..12].parse().unwrap();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .map_or(0, |v| v.parse::<usize>().unwrap());
+            assert!(status == 100 || head.contains("Content-Length: "), "{head}");
+            let after = &rest[end + 4..];
+            // A HEAD answer has a length and no body: the next thing is a response or nothing.
+            let head_answer = after.is_empty() || after.starts_with(b"HTTP/1.1 ");
+            let body = if head_answer { 0 } else { len };
+            assert!(after.len() >= body, "{head}: body cut short");
+            rest = &after[body..];
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn mutated_and_split_input_never_panics_and_never_garbles_the_wire() {
+        let seeds: &[&[u8]] = &[
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nHEAD /b HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nabcdeGET / HTTP/1.0\r\n\r\n",
+            b"PUT /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;e=1\r\nabc\r\n0\r\nT: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi",
+        ];
+        let limits = Limits {
+            max_request_line: 64,
+            max_header: 64,
+            max_head: 256,
+            max_headers: 6,
+            max_body: 64,
+            ..Limits::default()
+        };
+        let svc = service(limits, HttpOptions::default());
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let alphabet = b"\r\n :;,0123456789abcdefGETHOSTPhttp/1.\x00\xff\t";
+        let (mut answers, mut refusals) = (0, 0);
+        for _ in 0..3000 {
+            let mut input = seeds[rng.below(seeds.len())].to_vec();
+            for _ in 0..rng.below(4) {
+                let at = rng.below(input.len() + 1);
+                let b = alphabet[rng.below(alphabet.len())];
+                match rng.below(3) {
+                    0 if at < input.len() => input[at] = b,
+                    1 if at < input.len() => {
+                        input.remove(at);
+                    }
+                    _ => input.insert(at, b),
+                }
+            }
+            let t0 = Instant::now();
+            let mut s = svc.session_at(&peer(), t0);
+            let mut out = Outbox::new();
+            let mut buf = ReadBuf::new();
+            let mut pos = 0;
+            let mut next = Next::CONTINUE;
+            while pos < input.len() && !next.is_close() {
+                let n = 1 + rng.below(input.len() - pos);
+                buf.extend(&input[pos..pos + n]);
+                pos += n;
+                next = s.on_input(&mut buf, &mut out, t0);
+            }
+            if !next.is_close() {
+                next = s.on_eof(&mut buf, &mut out, t0);
+            }
+            assert!(next.is_close());
+            let wire = out.take_all();
+            answers += check_wire(&wire);
+            refusals += usize::from(wire.windows(11).any(|w| w.starts_with(b"HTTP/1.1 4")));
+        }
+        // The mutations must exercise both paths, or this test proves nothing.
+        assert!(
+            answers > 3000 && refusals > 300,
+            "{answers} answers, {refusals} refusals"
+        );
+    }
+
+    #[test]
+    fn a_refused_head_request_gets_no_body() {
+        let svc = service(Limits::default(), HttpOptions::default());
+        let (out, _) = run(
+            &svc,
+            b"HEAD / HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n",
+        );
+        assert!(out.starts_with("HTTP/1.1 413 "), "{out}");
+        assert!(out.ends_with("\r\n\r\n"), "{out}");
+    }
+
+    #[test]
+    fn unknown_methods_get_501_and_bad_versions_505() {
+        let svc = service(Limits::default(), HttpOptions::default());
+        assert!(run(&svc, b"BREW / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .0
+            .starts_with("HTTP/1.1 501 "));
+        assert!(run(&svc, b"GET / HTTP/3.0\r\nHost: x\r\n\r\n")
+            .0
+            .starts_with("HTTP/1.1 505 "));
+        assert!(run(&svc, b"GET / HTTP/1.1\r\n\r\n")
+            .0
+            .starts_with("HTTP/1.1 400 "));
+    }
+}
