@@ -16,6 +16,7 @@ pub use libfuzzer_sys::arbitrary::Unstructured;
 pub mod chat_session;
 pub mod echo_session;
 pub mod framing_decode;
+pub mod http_session;
 pub mod range_header;
 pub mod static_path;
 
@@ -29,6 +30,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("range_header", range_header::run),
     ("echo_session", echo_session::run),
     ("chat_session", chat_session::run),
+    ("http_session", http_session::run),
 ];
 
 /// A byte from the input, or 0 once it is exhausted.

@@ -12,6 +12,8 @@ pub mod access_log;
 pub mod hello;
 pub mod message;
 pub mod parse;
+#[cfg(test)]
+mod proptests;
 pub mod session;
 pub mod static_files;
 
