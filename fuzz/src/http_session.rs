@@ -137,6 +137,7 @@ pub fn run(data: &[u8]) {
         keep_alive: extra & 2 == 0,
         ..HttpOptions::default()
     };
+    let max_head = limits.max_head;
     let svc = HttpService::new(handler, limits, options);
     let cuts = cuts(&raw, input.len());
     let ending = match (flags >> 5) & 3 {
@@ -145,7 +146,7 @@ pub fn run(data: &[u8]) {
         2 => Ending::Timer,
         _ => Ending::Shutdown,
     };
-    check(&svc, &pieces(&input, &cuts), ending);
+    check(&svc, max_head, &pieces(&input, &cuts), ending);
 }
 
 /// The static handler over the fixture tree (built once per process).
@@ -172,8 +173,14 @@ pub enum Ending {
     Shutdown,
 }
 
-/// Drive one connection; the whole wire and whether it ended closed.
-pub fn drive(svc: &HttpService, reads: &[&[u8]], ending: Ending) -> (Vec<u8>, bool) {
+/// Drive one connection; the whole wire and whether it ended closed. Between reads, once the
+/// output has drained, at most an unfinished head (`max_head` bytes) may wait in the `ReadBuf`.
+pub fn drive(
+    svc: &HttpService,
+    max_head: usize,
+    reads: &[&[u8]],
+    ending: Ending,
+) -> (Vec<u8>, bool) {
     let t0 = Instant::now();
     let mut s = svc.session_at(&peer(), t0);
     let mut input = ReadBuf::new();
@@ -201,6 +208,11 @@ pub fn drive(svc: &HttpService, reads: &[&[u8]], ending: Ending) -> (Vec<u8>, bo
         if settle(&mut s, &mut out, &mut wire, next).is_close() {
             return (wire, true);
         }
+        assert!(
+            input.len() <= max_head,
+            "{} bytes left buffered with max_head {max_head}",
+            input.len()
+        );
     }
     let next = match ending {
         Ending::None => return (wire, false),
@@ -301,8 +313,8 @@ pub fn responses(wire: &[u8]) -> Vec<Answer> {
 }
 
 /// All the properties for one connection.
-pub fn check(svc: &HttpService, reads: &[&[u8]], ending: Ending) {
-    let (wire, closed) = drive(svc, reads, ending);
+pub fn check(svc: &HttpService, max_head: usize, reads: &[&[u8]], ending: Ending) {
+    let (wire, closed) = drive(svc, max_head, reads, ending);
     let answers = responses(&wire);
     if let Some(i) = answers.iter().position(|a| a.close) {
         assert_eq!(
