@@ -18,6 +18,7 @@ pub mod echo_session;
 pub mod framing_decode;
 pub mod http_session;
 pub mod range_header;
+pub mod static_headers;
 pub mod static_path;
 
 /// A target's body: one fuzzer input in, a panic if a property fails.
@@ -31,6 +32,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("echo_session", echo_session::run),
     ("chat_session", chat_session::run),
     ("http_session", http_session::run),
+    ("static_headers", static_headers::run),
 ];
 
 /// A byte from the input, or 0 once it is exhausted.
