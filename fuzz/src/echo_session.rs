@@ -11,11 +11,13 @@
 //! 4. after a closing `Next` the session is never called again (the harness stops, as drivers
 //!    do), and the input it refused is not kept;
 //! 5. null framing fed whole valid UTF-8 messages (each within `max_frame`) returns exactly the
-//!    messages, however they were split.
+//!    messages, however they were split;
+//! 6. a UDP datagram (`EchoService::answer_datagram`) is answered with exactly its bytes (after
+//!    the prefix, if asked) or not at all, and only when it is within the rules.
 
 use std::time::Instant;
 
-use tincan::protocol::echo::{EchoConfig, EchoSession};
+use tincan::protocol::echo::{EchoConfig, EchoService, EchoSession};
 use tincan::protocol::framing::{Decoder, Framing};
 use tincan::{Next, Outbox, PeerAddr, ReadBuf, Session};
 
@@ -36,6 +38,10 @@ pub fn run(data: &[u8]) {
         max_frame,
         prefix_peer: flags & 1 != 0,
     };
+    if flags & 16 != 0 {
+        datagram(&cfg, payload);
+        return;
+    }
     if flags & 2 != 0 {
         // Whole valid messages: the answer must be exactly the input.
         let text = String::from_utf8_lossy(payload).replace('\0', "");
@@ -175,4 +181,32 @@ pub fn check_answers(cfg: &EchoConfig, fed: &[u8], output: &[u8]) {
         "{}: prefixed answers are not the messages sent",
         cfg.framing
     );
+}
+
+/// Property 6: one datagram in, the same bytes (maybe prefixed) or nothing out.
+pub fn datagram(cfg: &EchoConfig, data: &[u8]) {
+    let svc = EchoService::new(cfg.clone());
+    let from = PeerAddr::Tcp(PEER.parse().expect("literal address"));
+    let mut out = Vec::new();
+    let body = match (cfg.framing, data.split_last()) {
+        (Framing::Null, Some((0, rest))) => rest,
+        _ => data,
+    };
+    let allowed = body.len() <= cfg.max_frame
+        && (cfg.framing != Framing::Null || std::str::from_utf8(body).is_ok());
+    match svc.answer_datagram(&from, data, &mut out) {
+        Ok(()) => {
+            assert!(allowed, "a datagram outside the rules was answered");
+            let prefix = if cfg.prefix_peer {
+                format!("{PEER}: ")
+            } else {
+                String::new()
+            };
+            assert_eq!(out, [prefix.as_bytes(), data].concat(), "datagram answer");
+        }
+        Err(_) => {
+            assert!(!allowed, "a datagram within the rules was refused");
+            assert!(out.is_empty(), "a refused datagram got an answer");
+        }
+    }
 }
