@@ -16,6 +16,8 @@ pub mod gateway;
 pub mod hello;
 pub mod message;
 pub mod parse;
+#[cfg(test)]
+mod proptests;
 pub mod proxy;
 pub mod session;
 pub mod static_files;

@@ -353,7 +353,11 @@ fn split_target<'a>(method: &str, target: &'a str) -> Result<(&'a str, Option<&'
 
 fn strip_scheme(target: &str) -> Option<&str> {
     for scheme in ["http://", "https://"] {
-        if target.len() >= scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme) {
+        // Compared as bytes: httparse lets non-ASCII UTF-8 into a target, and `target[..7]`
+        // would panic inside a multi-byte character. A match is ASCII, so the slice below is
+        // on a char boundary.
+        let prefix = target.as_bytes().get(..scheme.len());
+        if prefix.is_some_and(|p| p.eq_ignore_ascii_case(scheme.as_bytes())) {
             return Some(&target[scheme.len()..]);
         }
     }
@@ -825,6 +829,21 @@ mod tests {
         for (m, t, want) in cases {
             assert_eq!(split_target(m, t).unwrap(), want, "{m} {t}");
         }
+    }
+
+    #[test]
+    fn a_target_with_a_multibyte_character_where_a_scheme_would_end_is_refused_not_a_panic() {
+        // Found by fuzz/http_session: "GET up/ni@\u{21d}t.xt HTTP/1.1" panicked slicing
+        // target[..7] inside the two-byte character.
+        for t in ["up/ni@\u{21d}t.xt", "http:/\u{e9}", "https:/\u{1f600}x"] {
+            assert_eq!(
+                split_target("GET", t),
+                Err(Reject::new(400, "The request target is not valid.")),
+                "{t}"
+            );
+        }
+        let raw = "GET up/ni@\u{21d}t.xt HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(status_of(raw.as_bytes(), &limits()), 400);
     }
 
     #[test]
