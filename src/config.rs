@@ -120,6 +120,12 @@ pub struct Config {
     pub compress: Option<bool>,
     pub error_page: Option<OneOrMany>,
     pub fallback: Option<String>,
+
+    // Proxy and CGI routes.
+    pub proxy: Option<OneOrMany>,
+    pub cgi: Option<OneOrMany>,
+    pub upstream_workers: Option<usize>,
+    pub upstream_timeout: Option<f64>,
 }
 
 impl Config {

@@ -7,6 +7,7 @@
 //! |---|---|
 //! | [`cli`] | the command line (clap); flags shared by every server |
 //! | [`commands`] | one runner per subcommand: validate, bind, drop privileges, serve |
+//! | [`config`] | `tincan.toml`: every `serve`/`hello` flag as a key; flags override it |
 //! | [`net`] | parse `--listen` addresses, bind TCP/Unix/UDP sockets, drop root |
 //! | [`model`] | the four drivers: iterative, threaded, prefork, event (epoll/poll/select) |
 //! | [`protocol`] | the `Service`/`Session`/`Outbox` seam, and every protocol on it |
@@ -18,10 +19,13 @@
 //! | [`config`] | `tincan.toml`: every serve flag as a key, typed and checked |
 //! | [`error`] | the error every command returns; each message is one sentence |
 //! | [`logging`] | tracing to stderr |
+//! | [`sys`] | every `unsafe` system call, wrapped safely: epoll, poll, select, sendfile, fork, setuid |
 //!
 //! A custom protocol is a [`protocol::Service`] whose sessions implement [`protocol::Session`];
 //! [`model::serve`] runs it under any model. `examples/upper.rs` is the whole of one.
 
+// `unsafe` lives in `sys` alone (fork, setuid, epoll, sendfile...), each block with a SAFETY note.
+#![deny(unsafe_code)]
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod bench;

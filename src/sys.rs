@@ -305,6 +305,29 @@ pub fn fork() -> io::Result<Fork> {
     })
 }
 
+/// Block (`true`) or unblock (`false`) SIGINT and SIGTERM for the calling thread. Blocked
+/// signals stay pending and are delivered on unblocking; a forked child inherits the mask.
+pub fn block_stop_signals(block: bool) -> io::Result<()> {
+    // SAFETY: `set` is plain data, initialised by sigemptyset before any other use;
+    // pthread_sigmask only reads it and is given no old-mask pointer.
+    let r = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        let how = if block {
+            libc::SIG_BLOCK
+        } else {
+            libc::SIG_UNBLOCK
+        };
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut())
+    };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(())
+}
+
 /// How a child ended, from waitpid's status word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitKind {

@@ -964,7 +964,8 @@ mod binary {
     fn sigterm_sent_the_moment_the_address_is_printed_still_exits_cleanly() {
         // A script that signals as soon as it reads `listening on` must get a graceful stop,
         // not the default action of a signal that arrived before the handlers were installed.
-        for m in ALL_MODELS {
+        // Three rounds each: the prefork variant raced a worker's start-up under load.
+        for m in ALL_MODELS.iter().flat_map(|m| [m, m, m]) {
             for udp in [false, true] {
                 let mut args = vec!["echo", "--listen", "127.0.0.1:0"];
                 if udp {

@@ -6,5 +6,6 @@ mod chat;
 mod echo;
 mod http;
 mod models;
+mod proxy;
 mod static_files;
 mod support;

@@ -11,7 +11,9 @@ use clap::{Args, ValueEnum};
 use crate::cli::ServerArgs;
 use crate::config::{parse_size, Config};
 use crate::error::{Error, Result};
+use crate::model::outbound::{Outbound, OutboundConfig};
 use crate::model::Model;
+use crate::protocol::http::gateway::Gateway;
 use crate::protocol::http::{AccessLog, Handler, HttpOptions, HttpService, Limits};
 
 /// `on` or `off`.
@@ -42,7 +44,8 @@ pub struct HttpArgs {
     /// Most header fields in one request; more gets 431. [default: 100]
     #[arg(long, value_name = "N")]
     pub max_headers: Option<usize>,
-    /// Largest request body (read and discarded); larger gets 413. [default: 1m]
+    /// Largest request body (discarded, or forwarded to a --proxy/--cgi route); larger gets
+    /// 413. [default: 1m]
     #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
     pub max_body: Option<u64>,
     /// Seconds a client has to send a request head; then 408. [default: 60]
@@ -103,6 +106,70 @@ pub struct FileArgs {
     pub fallback: Option<String>,
 }
 
+/// Flags of the routes handed to other applications (reverse proxy, CGI).
+#[derive(Args, Debug, Clone, Default)]
+pub struct GatewayArgs {
+    /// Forward requests under PREFIX to an upstream HTTP server: PREFIX=http://HOST[:PORT][/PATH]
+    /// (or http://unix:/SOCKET[:/PATH]). The prefix is replaced by PATH when one is given, else
+    /// the path goes as is. Repeatable; the longest matching prefix wins.
+    #[arg(long, value_name = "PREFIX=URL")]
+    pub proxy: Vec<String>,
+    /// Run CGI/1.1 scripts from DIR for requests under PREFIX (e.g. /cgi-bin=./cgi-bin): the
+    /// next path segment names the script, the rest is PATH_INFO. Repeatable.
+    #[arg(long, value_name = "PREFIX=DIR")]
+    pub cgi: Vec<String>,
+    /// Proxied and CGI requests in progress at once (one worker thread each); more get 503.
+    /// [default: 16]
+    #[arg(long, value_name = "N")]
+    pub upstream_workers: Option<usize>,
+    /// Seconds an upstream or script may take to connect, or between two reads or writes;
+    /// then 504 (or a cut-off body). [default: 60]
+    #[arg(long, value_name = "SECONDS")]
+    pub upstream_timeout: Option<f64>,
+}
+
+impl GatewayArgs {
+    /// The proxy and CGI routes these flags (over `cfg`) ask for; `None` when there are none,
+    /// which leaves the static handler exactly as it is without them.
+    pub fn gateway(&self, cfg: &Config) -> Result<Option<Arc<Gateway>>> {
+        let list = |flag: &Vec<String>, c: &Option<crate::config::OneOrMany>| {
+            if flag.is_empty() {
+                c.clone().map(|v| v.into_vec()).unwrap_or_default()
+            } else {
+                flag.clone()
+            }
+        };
+        let proxies = list(&self.proxy, &cfg.proxy);
+        let cgis = list(&self.cgi, &cfg.cgi);
+        if proxies.is_empty() && cgis.is_empty() {
+            return Ok(None);
+        }
+        let proxies = pairs("proxy", &proxies)?;
+        let cgis: Vec<(String, PathBuf)> = pairs("cgi", &cgis)?
+            .into_iter()
+            .map(|(p, d)| (p, PathBuf::from(d)))
+            .collect();
+        let workers = self
+            .upstream_workers
+            .or(cfg.upstream_workers)
+            .unwrap_or(OutboundConfig::default().workers);
+        if workers == 0 {
+            return Err(Error::Usage("--upstream-workers must be at least 1".into()));
+        }
+        let timeout = match self.upstream_timeout.or(cfg.upstream_timeout) {
+            Some(v) => seconds("upstream-timeout", v)?,
+            None => OutboundConfig::default().timeout,
+        };
+        let pool = Outbound::new(OutboundConfig {
+            workers,
+            timeout,
+            ..OutboundConfig::default()
+        });
+        let gw = Gateway::new(&proxies, &cgis, pool).map_err(Error::Usage)?;
+        Ok(Some(Arc::new(gw)))
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// The directory to serve. [default: the current directory]
@@ -121,6 +188,10 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub files: FileArgs,
+
+    /// Boxed: rarely used, and it keeps `Command`'s variants close in size.
+    #[command(flatten)]
+    pub gateway: Box<GatewayArgs>,
 }
 
 /// What the file flags and `tincan.toml` ask of the static handler; `None` keeps its default.
@@ -392,10 +463,13 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
     let limits = args.http.limits(&cfg)?;
     let files = args.files.settings(root, &cfg)?;
     let handler = glue::static_handler(files)?;
+    // Checked before binding, so a bad route is refused before anything else is said.
+    let gateway = args.gateway.gateway(&cfg)?;
     let (listeners, opts) = glue::setup(&args.server, "127.0.0.1:8000")?;
     let mut options = args.http.options(&cfg, opts.model)?;
     // Answering pauses where the driver stops reading, so a pipelining flood waits in neither.
     options.pipeline_pause = opts.high_water.max(1);
+    options.gateway = gateway;
     let service = HttpService::new(handler, limits, options);
     glue::serve(listeners, service, &opts)
 }

@@ -34,6 +34,7 @@ mod connection;
 mod event;
 mod io;
 mod iterative;
+pub mod outbound;
 mod prefork;
 mod shutdown;
 mod threaded;

@@ -124,7 +124,15 @@ fn spawn<S: Service>(
     max: usize,
     parent: libc::pid_t,
 ) -> Result<libc::pid_t, ServeError> {
-    match sys::fork() {
+    // The child starts with SIGINT/SIGTERM blocked and unblocks them only once its own handlers
+    // are in place: a SIGTERM the parent forwards in between stays pending instead of reaching
+    // the parent's inherited handlers (which would lose it) or the default action.
+    let _ = sys::block_stop_signals(true);
+    let forked = sys::fork();
+    if !matches!(forked, Ok(Fork::Child)) {
+        let _ = sys::block_stop_signals(false);
+    }
+    match forked {
         Err(e) => Err(ServeError::Sys {
             what: "forking a prefork worker",
             source: e,
@@ -156,6 +164,12 @@ fn worker<S: Service>(
     if let Err(e) = shutdown.on_signals() {
         tracing::error!("prefork worker cannot install its signal handlers: {e}");
         return 1;
+    }
+    // Signals blocked across the fork (see `spawn`) are delivered to our handlers now.
+    let _ = sys::block_stop_signals(false);
+    if ctx.shutdown.is_triggered() {
+        // The supervisor was already stopping when it forked us.
+        return 0;
     }
     // A supervisor killed with SIGKILL cannot forward anything: have the kernel tell us.
     match sys::die_with_parent(libc::SIGTERM, parent) {

@@ -24,6 +24,8 @@ pub mod chat;
 pub mod echo;
 pub mod framing;
 pub mod http;
+#[cfg(test)]
+mod proptests;
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -7,11 +7,18 @@
 //! - [`access_log`]: Combined Log Format lines to a file or stdout.
 //! - [`hello`]: the handler behind `tincan hello` (seed 003).
 //! - [`static_files`]: the static file handler behind `tincan serve`.
+//! - [`gateway`]: routes handed to other applications: [`proxy`] (reverse proxy) and [`cgi`]
+//!   (RFC 3875), run by [`crate::model::outbound`].
 
 pub mod access_log;
+pub mod cgi;
+pub mod gateway;
 pub mod hello;
 pub mod message;
 pub mod parse;
+#[cfg(test)]
+mod proptests;
+pub mod proxy;
 pub mod session;
 pub mod static_files;
 

@@ -353,7 +353,11 @@ fn split_target<'a>(method: &str, target: &'a str) -> Result<(&'a str, Option<&'
 
 fn strip_scheme(target: &str) -> Option<&str> {
     for scheme in ["http://", "https://"] {
-        if target.len() >= scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme) {
+        // Compared as bytes: httparse lets non-ASCII UTF-8 into a target, and `target[..7]`
+        // would panic inside a multi-byte character. A match is ASCII, so the slice below is
+        // on a char boundary.
+        let prefix = target.as_bytes().get(..scheme.len());
+        if prefix.is_some_and(|p| p.eq_ignore_ascii_case(scheme.as_bytes())) {
             return Some(&target[scheme.len()..]);
         }
     }
@@ -503,13 +507,25 @@ impl BodyReader {
 
     /// Discard from `buf`: returns how many bytes were consumed and whether the body ended.
     pub fn feed(&mut self, buf: &[u8], limits: &Limits) -> Result<(usize, bool), Reject> {
+        self.feed_into(buf, limits, |_| {})
+    }
+
+    /// As [`feed`](Self::feed), handing each run of body bytes (chunked framing removed) to
+    /// `sink` (a proxied or CGI request keeps its body).
+    pub fn feed_into(
+        &mut self,
+        buf: &[u8],
+        limits: &Limits,
+        mut sink: impl FnMut(&[u8]),
+    ) -> Result<(usize, bool), Reject> {
         match self {
             BodyReader::Length(rem) => {
                 let n = (*rem).min(buf.len() as u64);
                 *rem -= n;
+                sink(&buf[..n as usize]);
                 Ok((n as usize, *rem == 0))
             }
-            BodyReader::Chunked(c) => c.feed(buf, limits),
+            BodyReader::Chunked(c) => c.feed_into(buf, limits, sink),
         }
     }
 }
@@ -552,11 +568,22 @@ pub struct Chunked {
 impl Chunked {
     /// Consume from `buf`; `(consumed, finished)`. Bytes after the body stay unconsumed.
     pub fn feed(&mut self, buf: &[u8], limits: &Limits) -> Result<(usize, bool), Reject> {
+        self.feed_into(buf, limits, |_| {})
+    }
+
+    /// As [`feed`](Self::feed), handing each run of chunk data to `sink`.
+    pub fn feed_into(
+        &mut self,
+        buf: &[u8],
+        limits: &Limits,
+        mut sink: impl FnMut(&[u8]),
+    ) -> Result<(usize, bool), Reject> {
         use ChunkState::*;
         let mut i = 0;
         while i < buf.len() {
             if let Data(rem) = self.state {
                 let n = rem.min((buf.len() - i) as u64);
+                sink(&buf[i..i + n as usize]);
                 i += n as usize;
                 self.state = if rem == n { DataCr } else { Data(rem - n) };
                 continue;
@@ -802,6 +829,21 @@ mod tests {
         for (m, t, want) in cases {
             assert_eq!(split_target(m, t).unwrap(), want, "{m} {t}");
         }
+    }
+
+    #[test]
+    fn a_target_with_a_multibyte_character_where_a_scheme_would_end_is_refused_not_a_panic() {
+        // Found by fuzz/http_session: "GET up/ni@\u{21d}t.xt HTTP/1.1" panicked slicing
+        // target[..7] inside the two-byte character.
+        for t in ["up/ni@\u{21d}t.xt", "http:/\u{e9}", "https:/\u{1f600}x"] {
+            assert_eq!(
+                split_target("GET", t),
+                Err(Reject::new(400, "The request target is not valid.")),
+                "{t}"
+            );
+        }
+        let raw = "GET up/ni@\u{21d}t.xt HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(status_of(raw.as_bytes(), &limits()), 400);
     }
 
     #[test]

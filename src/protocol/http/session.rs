@@ -13,12 +13,21 @@
 //! 3. parse it with httparse and check method (501), version (505), target, Host (400),
 //!    `Expect` (417) and body framing (400 on anything a smuggler could use; 413 over the limit);
 //! 4. a body: send `100 Continue` if asked, keep a copy of the head, read and discard the body
-//!    across reads ([`BodyReader`]);
+//!    across reads ([`BodyReader`]), or collect it when the request goes to a proxy or CGI
+//!    route (bounded by the same body limit);
 //! 5. ask the handler; decide keep-alive (version, `Connection`, the response, the request
 //!    count, shutdown, the model);
 //! 6. write the head and queue the body (bytes, or file regions for `sendfile`); nothing for
 //!    HEAD, 1xx, 204 and 304;
 //! 7. log the access line; go idle (keep-alive timer) or close after the output is flushed.
+//!
+//! A request for a proxy or CGI route ([`super::gateway`], configured only with `--proxy` or
+//! `--cgi`) takes a detour at step 5: the session hands it to the outbound pool and waits in
+//! `Phase::Deferred`, holding any pipelined input back; the answer arrives through the
+//! [`Waker`] (`on_wake`) and is written as it comes, as fast as the client takes it
+//! (`on_drained`): `Content-Length` when the upstream gave one, else chunked to HTTP/1.1
+//! clients and close-delimited to HTTP/1.0 ones. An upstream failure before the head is a
+//! 502/504 page; after it, the connection is closed so the client sees a short answer.
 //!
 //! Every refusal is a small HTML page with `Connection: close`, then
 //! [`Next::CloseAfterFlush`].
@@ -29,7 +38,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::access_log::{AccessLog, Entry};
-use super::message::{error_response, reason, Body, Handler, Part, Response, Version};
+use super::gateway::{Gateway, Pending, Progress, Routed};
+use super::message::{error_response, reason, Body, Handler, Part, Request, Response, Version};
 use super::parse::{self, BodyReader, Head, HeadScanner, Limits, Reject};
 use crate::protocol::{Next, Outbox, Peer, ReadBuf, Service, Session, Waker};
 
@@ -48,6 +58,8 @@ pub struct HttpOptions {
     /// session's stash and are answered as the output drains. Keep it at or above the drivers'
     /// high-water mark, so reading is paused whenever answering is.
     pub pipeline_pause: usize,
+    /// Proxy and CGI routes (`--proxy`, `--cgi`); `None` serves everything with the handler.
+    pub gateway: Option<Arc<Gateway>>,
 }
 
 impl Default for HttpOptions {
@@ -58,6 +70,7 @@ impl Default for HttpOptions {
             extra_headers: Vec::new(),
             access_log: None,
             pipeline_pause: 256 * 1024,
+            gateway: None,
         }
     }
 }
@@ -95,7 +108,14 @@ impl HttpService {
 
     /// A session for `peer`, started at `now` (the head timer runs from the connection's start).
     pub fn session_at(&self, peer: &Peer, now: Instant) -> HttpSession {
+        self.session_with(peer, Waker::noop(), now)
+    }
+
+    /// As [`session_at`](Self::session_at), with the waker outbound work (proxy, CGI) calls.
+    pub fn session_with(&self, peer: &Peer, waker: Waker, now: Instant) -> HttpSession {
         HttpSession {
+            waker,
+            collect: None,
             shared: self.shared.clone(),
             client: peer.ip(),
             peer: peer.clone(),
@@ -114,8 +134,8 @@ impl HttpService {
 impl Service for HttpService {
     type Session = HttpSession;
 
-    fn open(&self, peer: &Peer, _waker: Waker) -> HttpSession {
-        self.session_at(peer, Instant::now())
+    fn open(&self, peer: &Peer, waker: Waker) -> HttpSession {
+        self.session_with(peer, waker, Instant::now())
     }
 
     fn on_shutdown(&self) {
@@ -134,6 +154,8 @@ enum Phase {
     Body(BodyReader),
     /// Between requests on a kept-alive connection; the idle timer runs.
     Idle,
+    /// A proxied or CGI answer is being relayed; later input waits in the stash.
+    Deferred(Box<Deferred>),
     /// A closing answer was queued; nothing more is read.
     Done,
 }
@@ -158,6 +180,51 @@ pub struct HttpSession {
     deadline: Option<Instant>,
     served: u32,
     shutting_down: bool,
+    /// Wakes this session when outbound work has something for it.
+    waker: Waker,
+    /// The body of a proxied or CGI request, collected while it is read.
+    collect: Option<Vec<u8>>,
+}
+
+/// An outbound answer being relayed, and what the connection decided about it.
+struct Deferred {
+    pending: Pending,
+    /// How the body goes to the client, once the head is written.
+    wire: Option<WireLen>,
+    close: bool,
+    keep_alive_10: bool,
+    head_only: bool,
+    /// The client speaks HTTP/1.1 (so a body of unknown length can be chunked).
+    http11: bool,
+    /// The request's Host, and the CGI local redirects followed so far (RFC 3875 §6.2.2).
+    host: Option<String>,
+    redirects: u8,
+    /// The status sent (for the log), and body bytes sent.
+    status: u16,
+    bytes: u64,
+    /// Request line, Referer, User-Agent (only when an access log is kept).
+    log: Option<(String, Option<String>, Option<String>)>,
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deferred")
+            .field("wire", &self.wire)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a response body is delimited on the wire to the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WireLen {
+    /// `Content-Length`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked` (HTTP/1.1 clients, length unknown).
+    Chunked,
+    /// Neither: the body ends when the connection closes (HTTP/1.0 clients, length unknown), or
+    /// there is no body to delimit (HEAD).
+    Unframed,
 }
 
 impl std::fmt::Debug for HttpSession {
@@ -205,6 +272,17 @@ impl HttpSession {
         now: Instant,
         bounded: bool,
     ) -> Next {
+        if matches!(self.phase, Phase::Deferred(_)) {
+            // Requests pipelined behind a proxied one wait their turn (answers go in order).
+            if let Some(input) = input {
+                if !self.hold(input) {
+                    return Next::Close;
+                }
+            }
+            return Next::Continue {
+                wake_at: self.deadline,
+            };
+        }
         if self.stash.is_empty() {
             let Some(input) = input else {
                 return Next::Continue {
@@ -212,6 +290,12 @@ impl HttpSession {
                 };
             };
             let next = self.process(input, out, now, bounded);
+            if matches!(self.phase, Phase::Deferred(_)) && !next.is_close() {
+                if !self.hold(input) {
+                    return Next::Close;
+                }
+                return next;
+            }
             if !next.is_close()
                 && out.len() >= self.shared.options.pipeline_pause
                 && !input.is_empty()
@@ -230,8 +314,34 @@ impl HttpSession {
         let next = self.process(&mut buf, out, now, bounded);
         if !next.is_close() {
             self.stash.extend_from_slice(buf.data());
+            if matches!(self.phase, Phase::Deferred(_)) && self.stash.len() > self.hold_limit() {
+                return Next::Close;
+            }
         }
         next
+    }
+
+    /// Input pipelined behind a deferred answer is held back, up to one request's worth
+    /// (head and body limits): a client that sends more without reading is dropped rather
+    /// than buffered without end. False when over that.
+    fn hold(&mut self, input: &mut ReadBuf) -> bool {
+        if input.is_empty() {
+            return true;
+        }
+        if self.stash.len() + input.len() > self.hold_limit() {
+            tracing::debug!(peer = %self.peer.remote, "too much input pipelined behind a proxied request; closing");
+            return false;
+        }
+        self.stash.extend_from_slice(input.data());
+        input.clear();
+        true
+    }
+
+    fn hold_limit(&self) -> usize {
+        let l = &self.shared.limits;
+        l.max_head
+            .saturating_add(usize::try_from(l.max_body).unwrap_or(usize::MAX))
+            .max(self.shared.options.pipeline_pause)
     }
 
     /// The request loop: answer every complete request in `input`, in order.
@@ -252,6 +362,8 @@ impl HttpSession {
                     input.clear();
                     return Next::CloseAfterFlush;
                 }
+                // The rest waits until the deferred answer is complete (see `run`).
+                Phase::Deferred(_) => break,
                 Phase::Idle | Phase::Head => {
                     if !self.started {
                         let blank = parse::leading_empty_lines(input.data());
@@ -287,7 +399,13 @@ impl HttpSession {
                     if input.is_empty() {
                         break;
                     }
-                    let (used, done) = match reader.feed(input.data(), &self.shared.limits) {
+                    let collect = &mut self.collect;
+                    let fed = reader.feed_into(input.data(), &self.shared.limits, |b| {
+                        if let Some(c) = collect.as_mut() {
+                            c.extend_from_slice(b);
+                        }
+                    });
+                    let (used, done) = match fed {
                         Ok(r) => r,
                         Err(r) => {
                             let line = request_line(&self.head_copy);
@@ -303,7 +421,19 @@ impl HttpSession {
                     let head = std::mem::take(&mut self.head_copy);
                     let shared = self.shared.clone();
                     let closing = with_head(&head, &shared.limits, |h| match h {
-                        Ok(h) => self.respond(&h, out, now),
+                        Ok(h) => match self.collect.take() {
+                            // The body of a proxied or CGI request is complete: hand it over.
+                            Some(body) => match shared
+                                .options
+                                .gateway
+                                .as_ref()
+                                .and_then(|g| g.route(&h.request))
+                            {
+                                Some(routed) => self.defer(&h, routed, body, out, now),
+                                None => self.respond(&h, out, now),
+                            },
+                            None => self.respond(&h, out, now),
+                        },
                         // The same bytes parsed a moment ago; never expected.
                         Err(r) => {
                             self.answer_error(r, &request_line(&head), out);
@@ -339,9 +469,40 @@ impl HttpSession {
                 return true;
             }
         };
+        // Proxy and CGI routes: one branch when none are configured, nothing else added.
+        let routed = match &self.shared.options.gateway {
+            None => None,
+            Some(g) => g.route(&head.request),
+        };
         match BodyReader::new(head.framing) {
-            None => self.respond(&head, out, now),
+            None => match routed {
+                Some(r) => self.defer(&head, r, Vec::new(), out, now),
+                None => self.respond(&head, out, now),
+            },
             Some(reader) => {
+                if routed.is_some() {
+                    if head
+                        .request
+                        .header_all("transfer-encoding")
+                        .flat_map(|v| v.split(','))
+                        .filter(|t| !t.trim().is_empty())
+                        .count()
+                        > 1
+                    {
+                        // A coding under `chunked` could not be passed on once the chunked
+                        // layer is removed; nginx answers 501 too.
+                        self.answer_error(
+                            Reject {
+                                status: 501,
+                                detail: "Only the chunked transfer coding is accepted here.",
+                            },
+                            &request_line(raw),
+                            out,
+                        );
+                        return true;
+                    }
+                    self.collect = Some(Vec::new());
+                }
                 // RFC 9110 §10.1.1: the client waits for this before sending the body. (A body
                 // over the limit was already refused by its Content-Length, without a 100.)
                 if head.expect_continue {
@@ -360,22 +521,35 @@ impl HttpSession {
     fn respond(&mut self, head: &Head<'_>, out: &mut Outbox, now: Instant) -> bool {
         let req = &head.request;
         let resp = self.shared.handler.handle(req, &self.peer);
+        self.complete(head, resp, out, now)
+    }
+
+    /// Count the request and decide whether the connection closes after its answer.
+    fn closes_after(&mut self, head: &Head<'_>, resp_close: bool) -> bool {
         self.served = self.served.saturating_add(1);
-        let opts = &self.shared.options;
-        let close = resp.close
+        resp_close
             || !head.keep_alive
-            || !opts.keep_alive
+            || !self.shared.options.keep_alive
             || self.shutting_down
-            || self.served >= self.shared.limits.max_requests_per_connection;
+            || self.served >= self.shared.limits.max_requests_per_connection
+    }
+
+    /// Write `resp` as the answer to `head`, log it, and move on.
+    fn complete(
+        &mut self,
+        head: &Head<'_>,
+        resp: Response,
+        out: &mut Outbox,
+        now: Instant,
+    ) -> bool {
+        let req = &head.request;
+        let close = self.closes_after(head, resp.close);
+        let opts = &self.shared.options;
         let keep_alive_10 = !close && req.version == Version::Http10;
         let status = resp.status;
         let bytes = write_response(out, opts, resp, req.is_head(), close, keep_alive_10);
         if let Some(log) = &opts.access_log {
-            let version = match req.version {
-                Version::Http10 => "HTTP/1.0",
-                Version::Http11 => "HTTP/1.1",
-            };
-            let line = format!("{} {} {}", req.method, req.target, version);
+            let line = log_line(req);
             log.log(&Entry {
                 client: &self.client,
                 request_line: &line,
@@ -385,6 +559,11 @@ impl HttpSession {
                 user_agent: req.header("user-agent"),
             });
         }
+        self.next_request(close, now)
+    }
+
+    /// The answer is complete (or queued whole): go idle, or close after it.
+    fn next_request(&mut self, close: bool, now: Instant) -> bool {
         if close {
             self.phase = Phase::Done;
             self.deadline = None;
@@ -403,6 +582,238 @@ impl HttpSession {
             self.deadline = Some(now + self.shared.limits.keepalive_timeout);
         }
         close
+    }
+
+    /// Hand a proxied or CGI request (with its whole body) to the gateway. The answer arrives
+    /// later through the waker; until then the connection waits in [`Phase::Deferred`].
+    fn defer(
+        &mut self,
+        head: &Head<'_>,
+        routed: Routed,
+        body: Vec<u8>,
+        out: &mut Outbox,
+        now: Instant,
+    ) -> bool {
+        let Some(gateway) = self.shared.options.gateway.clone() else {
+            return self.respond(head, out, now);
+        };
+        let req = &head.request;
+        match gateway.start(routed, req, body, &self.peer, self.waker.clone()) {
+            Err(resp) => self.complete(head, resp, out, now),
+            Ok(pending) => {
+                let close = self.closes_after(head, false);
+                let log = self.shared.options.access_log.as_ref().map(|_| {
+                    (
+                        log_line(req),
+                        req.header("referer").map(str::to_string),
+                        req.header("user-agent").map(str::to_string),
+                    )
+                });
+                self.phase = Phase::Deferred(Box::new(Deferred {
+                    pending,
+                    wire: None,
+                    close,
+                    keep_alive_10: !close && req.version == Version::Http10,
+                    head_only: req.is_head(),
+                    http11: req.version == Version::Http11,
+                    host: req.header("host").map(str::to_string),
+                    redirects: 0,
+                    status: 0,
+                    bytes: 0,
+                    log,
+                }));
+                // The outbound timeout governs from here; no session timer runs.
+                self.deadline = None;
+                false
+            }
+        }
+    }
+
+    /// Move what outbound work has produced to the client, as far as the output allows.
+    fn pump(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        let pause = self.shared.options.pipeline_pause;
+        loop {
+            let Phase::Deferred(d) = &mut self.phase else {
+                return Next::Continue {
+                    wake_at: self.deadline,
+                };
+            };
+            if out.len() >= pause {
+                // on_drained comes back here once the client has taken some.
+                return Next::CONTINUE;
+            }
+            match d.pending.poll() {
+                Progress::Wait => return Next::CONTINUE,
+                Progress::Head {
+                    response,
+                    length,
+                    bodiless,
+                } => {
+                    let wire = match length {
+                        Some(n) => WireLen::Length(n),
+                        None if d.head_only || bodiless => WireLen::Unframed,
+                        None if d.http11 => WireLen::Chunked,
+                        None => {
+                            // An HTTP/1.0 client learns where the body ends from the close.
+                            d.close = true;
+                            d.keep_alive_10 = false;
+                            WireLen::Unframed
+                        }
+                    };
+                    d.status = response.status;
+                    d.wire = Some(wire);
+                    write_head(
+                        out,
+                        &self.shared.options,
+                        &response,
+                        wire,
+                        d.close,
+                        d.keep_alive_10,
+                    );
+                    if d.head_only || bodiless {
+                        return self.finish_deferred(out, now);
+                    }
+                }
+                Progress::Data(data) => {
+                    d.bytes += data.len() as u64;
+                    if d.wire == Some(WireLen::Chunked) {
+                        out.with_tail(|b| {
+                            let _ = write!(b, "{:x}\r\n", data.len());
+                        });
+                        out.push_shared(bytes::Bytes::from(data));
+                        out.push_bytes(b"\r\n");
+                    } else {
+                        out.push_shared(bytes::Bytes::from(data));
+                    }
+                }
+                Progress::LocalRedirect(path) => return self.local_redirect(path, out, now),
+                Progress::End => {
+                    if d.wire == Some(WireLen::Chunked) {
+                        out.push_bytes(b"0\r\n\r\n");
+                    }
+                    return self.finish_deferred(out, now);
+                }
+                Progress::Fail(resp) => {
+                    d.status = resp.status;
+                    d.bytes = resp.body.len();
+                    let (close, ka10, head_only) = (d.close, d.keep_alive_10, d.head_only);
+                    write_response(out, &self.shared.options, resp, head_only, close, ka10);
+                    if head_only {
+                        d.bytes = 0;
+                    }
+                    return self.finish_deferred(out, now);
+                }
+                Progress::Abort => {
+                    // Mid-body: the client must see a short answer, never a complete-looking
+                    // one, so no final chunk; the close ends it.
+                    d.close = true;
+                    self.log_deferred();
+                    self.phase = Phase::Done;
+                    self.deadline = None;
+                    self.stash.clear();
+                    return Next::CloseAfterFlush;
+                }
+            }
+        }
+    }
+
+    /// Write the access-log line of the deferred answer.
+    fn log_deferred(&self) {
+        let (Some(log), Phase::Deferred(d)) = (&self.shared.options.access_log, &self.phase) else {
+            return;
+        };
+        let Some((line, referer, ua)) = &d.log else {
+            return;
+        };
+        log.log(&Entry {
+            client: &self.client,
+            request_line: line,
+            status: d.status,
+            bytes: d.bytes,
+            referer: referer.as_deref(),
+            user_agent: ua.as_deref(),
+        });
+    }
+
+    /// The deferred answer is complete: go on with whatever was pipelined behind it.
+    fn finish_deferred(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        self.log_deferred();
+        let close = match &self.phase {
+            Phase::Deferred(d) => d.close,
+            _ => true,
+        };
+        // Dropping the Pending cancels whatever the job still does (a HEAD's unread body).
+        if self.next_request(close || self.shutting_down, now) {
+            self.stash.clear();
+            return Next::CloseAfterFlush;
+        }
+        self.after_deferred(out, now)
+    }
+
+    /// Answer for `path` instead, as RFC 3875 §6.2.2 asks of a CGI local redirect: the same
+    /// request (GET, or HEAD for a HEAD) for the new path, through the routes and the handler.
+    fn local_redirect(&mut self, path: String, out: &mut Outbox, now: Instant) -> Next {
+        /// A script redirecting to itself must end somewhere.
+        const MAX_LOCAL_REDIRECTS: u8 = 5;
+        let Phase::Deferred(d) = &mut self.phase else {
+            return Next::CONTINUE;
+        };
+        if d.redirects >= MAX_LOCAL_REDIRECTS || !path.bytes().all(|b| b.is_ascii_graphic()) {
+            let resp = error_response(502, "The script's local redirect could not be followed.");
+            d.status = resp.status;
+            d.bytes = if d.head_only { 0 } else { resp.body.len() };
+            let (close, ka10, head_only) = (d.close, d.keep_alive_10, d.head_only);
+            write_response(out, &self.shared.options, resp, head_only, close, ka10);
+            return self.finish_deferred(out, now);
+        }
+        let redirects = d.redirects + 1;
+        let mut head = Vec::with_capacity(64 + path.len());
+        let method = if d.head_only { "HEAD" } else { "GET" };
+        let minor = u8::from(d.http11);
+        let _ = write!(head, "{method} {path} HTTP/1.{minor}\r\n");
+        if let Some(h) = &d.host {
+            let _ = write!(head, "Host: {h}\r\n");
+        }
+        if d.close {
+            head.extend_from_slice(b"Connection: close\r\n");
+        } else if d.keep_alive_10 {
+            head.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        // Still the same request: it is counted once.
+        self.served = self.served.saturating_sub(1);
+        // Dropping the Deferred ends the script's job.
+        self.phase = Phase::Head;
+        let shared = self.shared.clone();
+        let closing = with_head(&head, &shared.limits, |h| match h {
+            Ok(h) => match shared
+                .options
+                .gateway
+                .as_ref()
+                .and_then(|g| g.route(&h.request))
+            {
+                Some(r) => self.defer(&h, r, Vec::new(), out, now),
+                None => self.respond(&h, out, now),
+            },
+            Err(r) => {
+                self.answer_error(r, &request_line(&head), out);
+                true
+            }
+        });
+        if let Phase::Deferred(d) = &mut self.phase {
+            d.redirects = redirects;
+            return Next::CONTINUE;
+        }
+        if closing {
+            self.stash.clear();
+            return Next::CloseAfterFlush;
+        }
+        self.after_deferred(out, now)
+    }
+
+    /// A deferred answer is complete and the connection stays: answer what waited behind it.
+    fn after_deferred(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        self.run(None, out, now, true)
     }
 
     /// Queue the answer to a refused request; the connection closes after it.
@@ -445,11 +856,38 @@ impl Session for HttpSession {
         if next.is_close() {
             return next;
         }
+        if let Phase::Deferred(d) = &mut self.phase {
+            // As nginx (`proxy_ignore_client_abort off`): a client that closes while its answer
+            // is being made has gone away (TCP cannot tell a half-close from a hang-up without
+            // writing). Dropping the job closes the upstream connection or kills the script,
+            // instead of keeping both until the timeout. Logged as 499, nginx's status for it.
+            if d.wire.is_none() {
+                d.status = 499;
+            }
+            self.log_deferred();
+            self.phase = Phase::Done;
+            self.deadline = None;
+            input.clear();
+            out.clear();
+            return Next::Close;
+        }
         input.clear();
         Next::CloseAfterFlush
     }
 
+    fn on_wake(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        if matches!(self.phase, Phase::Deferred(_)) {
+            return self.pump(out, now);
+        }
+        Next::Continue {
+            wake_at: self.deadline,
+        }
+    }
+
     fn on_drained(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        if matches!(self.phase, Phase::Deferred(_)) {
+            return self.pump(out, now);
+        }
         if !self.stash.is_empty() && !matches!(self.phase, Phase::Done) {
             // Pipelined requests set aside during a pause: answer the next ones now.
             let next = self.run(None, out, now, true);
@@ -492,6 +930,8 @@ impl Session for HttpSession {
         match self.phase {
             // An idle keep-alive connection (or one that never sent a byte) just closes.
             Phase::Idle | Phase::Done => Next::Close,
+            // The outbound timeout governs a deferred answer.
+            Phase::Deferred(_) => Next::CONTINUE,
             Phase::Head if !self.started => Next::Close,
             Phase::Head => {
                 self.answer_error(
@@ -572,6 +1012,15 @@ fn with_date<R>(f: impl FnOnce(&str) -> R) -> R {
     })
 }
 
+/// The request line as the access log writes it.
+fn log_line(req: &Request<'_>) -> String {
+    let version = match req.version {
+        Version::Http10 => "HTTP/1.0",
+        Version::Http11 => "HTTP/1.1",
+    };
+    format!("{} {} {}", req.method, req.target, version)
+}
+
 /// Queue `resp` on the wire. Returns the body bytes queued (0 for HEAD and bodiless statuses).
 fn write_response(
     out: &mut Outbox,
@@ -585,6 +1034,38 @@ fn write_response(
     // RFC 9110 §6.4.1: 1xx, 204 and 304 never carry content.
     let bodiless = status < 200 || status == 204 || status == 304;
     let len = resp.body.len();
+    write_head(out, opts, &resp, WireLen::Length(len), close, keep_alive_10);
+    if bodiless || head_only {
+        return 0;
+    }
+    match resp.body {
+        Body::Empty => {}
+        Body::Bytes(bytes) => out.push_shared(bytes),
+        Body::File { file, offset, len } => out.push_file(file, offset, len),
+        Body::Parts(parts) => {
+            for p in parts {
+                match p {
+                    Part::Bytes(bytes) => out.push_shared(bytes),
+                    Part::File { file, offset, len } => out.push_file(file, offset, len),
+                }
+            }
+        }
+    }
+    len
+}
+
+/// Queue the status line and headers of `resp`, with the framing `wire` says.
+fn write_head(
+    out: &mut Outbox,
+    opts: &HttpOptions,
+    resp: &Response,
+    wire: WireLen,
+    close: bool,
+    keep_alive_10: bool,
+) {
+    let status = resp.status;
+    // RFC 9110 §6.4.1: 1xx, 204 and 304 never carry content.
+    let bodiless = status < 200 || status == 204 || status == 304;
     out.with_tail(|b| {
         let _ = write!(b, "HTTP/1.1 {status} {}\r\n", reason(status));
         with_date(|d| {
@@ -608,7 +1089,13 @@ fn write_response(
         }
         // RFC 9110 §8.6: HEAD carries the length a GET would have had; 304's is omitted.
         if !bodiless {
-            let _ = write!(b, "Content-Length: {len}\r\n");
+            match wire {
+                WireLen::Length(len) => {
+                    let _ = write!(b, "Content-Length: {len}\r\n");
+                }
+                WireLen::Chunked => b.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+                WireLen::Unframed => {}
+            }
         }
         if close {
             b.extend_from_slice(b"Connection: close\r\n");
@@ -617,23 +1104,6 @@ fn write_response(
         }
         b.extend_from_slice(b"\r\n");
     });
-    if bodiless || head_only {
-        return 0;
-    }
-    match resp.body {
-        Body::Empty => {}
-        Body::Bytes(bytes) => out.push_shared(bytes),
-        Body::File { file, offset, len } => out.push_file(file, offset, len),
-        Body::Parts(parts) => {
-            for p in parts {
-                match p {
-                    Part::Bytes(bytes) => out.push_shared(bytes),
-                    Part::File { file, offset, len } => out.push_file(file, offset, len),
-                }
-            }
-        }
-    }
-    len
 }
 
 #[cfg(test)]

@@ -596,4 +596,6 @@ fn forbidden() -> Response {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

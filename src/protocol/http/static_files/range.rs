@@ -37,7 +37,9 @@ pub fn parse(value: &str, len: u64) -> RangeSet {
     let Some(specs) = value.trim().strip_prefix("bytes=") else {
         // The unit token is case-insensitive (§14.1).
         let v = value.trim();
-        if v.len() > 6 && v[..6].eq_ignore_ascii_case("bytes=") {
+        // Compared as bytes: `v[..6]` would panic when byte 6 falls inside a multi-byte
+        // character. A match means those six bytes are ASCII, so `v[6..]` is a char boundary.
+        if v.len() > 6 && v.as_bytes()[..6].eq_ignore_ascii_case(b"bytes=") {
             return parse(&format!("bytes={}", &v[6..]), len);
         }
         return RangeSet::Ignore;
@@ -301,6 +303,19 @@ mod tests {
              \r\n--XYZ--\r\n"
         );
         assert_eq!(body.len(), text.len() as u64);
+    }
+
+    #[test]
+    fn a_unit_cut_inside_a_multibyte_character_is_ignored_not_a_panic() {
+        // Found by fuzz/range_header: byte 6 of "bytes\u{1f600}=0-1" is inside the emoji.
+        for v in [
+            "bytes\u{1f600}=0-1",
+            "bytes\u{e9}=0-1",
+            "\u{e9}\u{e9}\u{e9}\u{e9}",
+        ] {
+            assert_eq!(parse(v, 100), RangeSet::Ignore, "{v}");
+        }
+        assert_eq!(parse("  ByTeS=0-1", 100), r(&[(0, 2)]));
     }
 
     #[test]

@@ -1,0 +1,712 @@
+//! Outbound work for sessions (a proxied upstream, a CGI child), done by the drivers' side on
+//! its own threads so no event loop ever blocks on it.
+//!
+//! A session asks by [`Outbound::submit`]ting a [`JobSpec`] with its [`Waker`]; a worker from a
+//! small bounded pool performs the blocking I/O (connect, write the request bytes the session
+//! built, read the answer; or spawn the CGI program, feed its stdin, read its stdout) and streams
+//! what it reads back through a [`Receiver`]. The stream is bounded by a byte budget: a worker
+//! that is that far ahead of its session blocks until the session takes some (backpressure all
+//! the way to the upstream's TCP window or the child's pipe). Every piece pushed wakes the
+//! session, which takes the bytes in `on_wake`/`on_drained`; protocols still never touch a socket
+//! or a process. Because only the [`Waker`] is used, this works the same under every model.
+//!
+//! Lifecycles: dropping the [`Receiver`] (the connection went away) cancels the job: the worker
+//! stops, closes the upstream connection or kills the child. Every child is waited for (no
+//! zombies), on success, failure, timeout and cancel alike.
+//!
+//! The pool is started lazily, in the process that first submits a job (under prefork that is
+//! each worker process; the parent never starts threads it would lose at fork).
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::protocol::Waker;
+
+/// Bytes read from an upstream or a child per read.
+const READ_CHUNK: usize = 32 * 1024;
+/// How often a worker waiting on a silent upstream or child looks whether its session is gone
+/// (so a client that hangs up frees the worker and kills the script promptly).
+const CANCEL_CHECK: Duration = Duration::from_millis(200);
+
+/// How the pool is sized and how long outbound I/O may stall.
+#[derive(Clone, Debug)]
+pub struct OutboundConfig {
+    /// Jobs running at once (one thread each); a job over this is refused (the session answers
+    /// 503) rather than queued behind slow upstreams.
+    pub workers: usize,
+    /// Connect timeout, and the longest wait for any single read or write (nginx's
+    /// `proxy_connect_timeout`/`proxy_read_timeout`/`proxy_send_timeout`, in one number).
+    pub timeout: Duration,
+    /// Bytes a job may have read and its session not yet taken; the worker blocks above it.
+    pub budget: usize,
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        OutboundConfig {
+            workers: 16,
+            timeout: Duration::from_secs(60),
+            budget: 256 * 1024,
+        }
+    }
+}
+
+/// Where an upstream listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// `host:port`, resolved by the worker (name lookups block; that is why they are here).
+    Tcp(String),
+    /// A Unix-domain stream socket.
+    Unix(PathBuf),
+}
+
+/// One piece of outbound work.
+#[derive(Debug)]
+pub enum JobSpec {
+    /// Connect to `target`, write `request`, read until the upstream closes.
+    Connect { target: Target, request: Vec<u8> },
+    /// Run `program` in `cwd` with exactly `env`, write `stdin` to it, read its stdout until EOF.
+    Spawn {
+        program: PathBuf,
+        cwd: PathBuf,
+        env: Vec<(OsString, OsString)>,
+        stdin: Vec<u8>,
+    },
+}
+
+/// Why a job ended early. The session maps it to a status when no response head was sent yet.
+#[derive(Debug)]
+pub enum Failure {
+    /// The upstream could not be reached (refused, unreachable, name unknown): 502.
+    Connect(String),
+    /// Nothing moved for the timeout (connect, read, write, or a silent child): 504.
+    Timeout,
+    /// The connection or pipe broke: 502.
+    Io(String),
+    /// The program could not be started: 502.
+    Spawn(String),
+}
+
+/// What a [`Receiver`] yields, in order: data, then exactly one end.
+#[derive(Debug)]
+pub enum Event {
+    Data(Vec<u8>),
+    /// The upstream closed (or the child closed its stdout) normally.
+    End,
+    Failed(Failure),
+}
+
+/// No worker is free: every one is busy with a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
+
+/// A bounded, handing-over queue between one worker and one session.
+struct Pipe {
+    state: Mutex<PipeState>,
+    space: Condvar,
+    waker: Waker,
+    budget: usize,
+}
+
+#[derive(Default)]
+struct PipeState {
+    queue: VecDeque<Event>,
+    bytes: usize,
+    cancelled: bool,
+}
+
+impl Pipe {
+    fn lock(&self) -> MutexGuard<'_, PipeState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hand `data` over, waiting while the session is a budget behind. False: cancelled.
+    fn push(&self, data: Vec<u8>) -> bool {
+        let mut st = self.lock();
+        while st.bytes >= self.budget && !st.cancelled {
+            st = self.space.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if st.cancelled {
+            return false;
+        }
+        st.bytes += data.len();
+        st.queue.push_back(Event::Data(data));
+        drop(st);
+        self.waker.wake();
+        true
+    }
+
+    fn finish(&self, ev: Event) {
+        let mut st = self.lock();
+        if st.cancelled {
+            return;
+        }
+        st.queue.push_back(ev);
+        drop(st);
+        self.waker.wake();
+    }
+
+    fn cancelled(&self) -> bool {
+        self.lock().cancelled
+    }
+}
+
+/// The session's end of a job. Dropping it cancels the job.
+pub struct Receiver {
+    pipe: Arc<Pipe>,
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Receiver")
+    }
+}
+
+impl Receiver {
+    /// The next event, if one is ready (never blocks).
+    pub fn try_recv(&self) -> Option<Event> {
+        let mut st = self.pipe.lock();
+        let ev = st.queue.pop_front()?;
+        if let Event::Data(d) = &ev {
+            let was_full = st.bytes >= self.pipe.budget;
+            st.bytes -= d.len();
+            if was_full && st.bytes < self.pipe.budget {
+                self.pipe.space.notify_all();
+            }
+        }
+        Some(ev)
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let mut st = self.pipe.lock();
+        st.cancelled = true;
+        st.queue.clear();
+        drop(st);
+        self.pipe.space.notify_all();
+    }
+}
+
+struct Queued {
+    spec: JobSpec,
+    pipe: Arc<Pipe>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    /// Jobs accepted and not finished (queued or running).
+    active: usize,
+    /// Worker threads alive.
+    threads: usize,
+    queue: VecDeque<Queued>,
+    /// The process the threads were started in: after a fork they do not exist in the child.
+    pid: u32,
+}
+
+struct Inner {
+    cfg: OutboundConfig,
+    state: Mutex<PoolState>,
+    work: Condvar,
+}
+
+/// The pool of outbound workers. Cheap to clone; shared by every connection.
+#[derive(Clone)]
+pub struct Outbound {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Outbound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbound")
+            .field("cfg", &self.inner.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Outbound {
+    pub fn new(cfg: OutboundConfig) -> Outbound {
+        Outbound {
+            inner: Arc::new(Inner {
+                cfg,
+                state: Mutex::new(PoolState::default()),
+                work: Condvar::new(),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &OutboundConfig {
+        &self.inner.cfg
+    }
+
+    /// Start `spec`; its results go to the returned receiver, and `waker` is called whenever
+    /// something arrives. `Err(Busy)` when every worker is taken.
+    pub fn submit(&self, spec: JobSpec, waker: Waker) -> Result<Receiver, Busy> {
+        let pipe = Arc::new(Pipe {
+            state: Mutex::new(PipeState::default()),
+            space: Condvar::new(),
+            waker,
+            budget: self.inner.cfg.budget.max(1),
+        });
+        let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        let pid = std::process::id();
+        if st.pid != pid {
+            // A fresh process (first use, or a forked worker): no thread of ours runs here.
+            *st = PoolState {
+                pid,
+                ..PoolState::default()
+            };
+        }
+        if st.active >= self.inner.cfg.workers {
+            return Err(Busy);
+        }
+        // One thread per running job: start one unless enough are alive (idle ones will take it).
+        if st.threads <= st.active {
+            let inner = Arc::clone(&self.inner);
+            let spawned = std::thread::Builder::new()
+                .name("tincan-outbound".into())
+                .spawn(move || worker(inner));
+            match spawned {
+                Ok(_) => st.threads += 1,
+                Err(e) if st.threads == 0 => {
+                    tracing::warn!("cannot start an outbound worker: {e}");
+                    return Err(Busy);
+                }
+                // Another worker will get to it when it finishes its job.
+                Err(e) => tracing::warn!("cannot start another outbound worker: {e}"),
+            }
+        }
+        st.active += 1;
+        st.queue.push_back(Queued {
+            spec,
+            pipe: Arc::clone(&pipe),
+        });
+        drop(st);
+        self.inner.work.notify_one();
+        Ok(Receiver { pipe })
+    }
+}
+
+/// A worker thread: take jobs until none comes for a while.
+fn worker(inner: Arc<Inner>) {
+    const IDLE_EXIT: Duration = Duration::from_secs(60);
+    loop {
+        let job = {
+            let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if let Some(j) = st.queue.pop_front() {
+                    break Some(j);
+                }
+                let (s, t) = inner
+                    .work
+                    .wait_timeout(st, IDLE_EXIT)
+                    .unwrap_or_else(|e| e.into_inner());
+                st = s;
+                if t.timed_out() && st.queue.is_empty() {
+                    st.threads -= 1;
+                    break None;
+                }
+            }
+        };
+        let Some(job) = job else { return };
+        let timeout = inner.cfg.timeout;
+        let pipe = job.pipe;
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match job.spec {
+            JobSpec::Connect { target, request } => connect_job(&target, &request, timeout, &pipe),
+            JobSpec::Spawn {
+                program,
+                cwd,
+                env,
+                stdin,
+            } => spawn_job(program, cwd, env, stdin, timeout, &pipe),
+        }));
+        let ev = match r {
+            Ok(Ok(())) => Event::End,
+            Ok(Err(f)) => Event::Failed(f),
+            Err(_) => Event::Failed(Failure::Io("the outbound worker panicked".into())),
+        };
+        // The slot is free before the session hears the end, so a client that got its answer
+        // and asks again is never refused for its own finished job.
+        inner.state.lock().unwrap_or_else(|e| e.into_inner()).active -= 1;
+        pipe.finish(ev);
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// A connected upstream stream of either family.
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn set_timeouts(&self, t: Duration) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => {
+                s.set_read_timeout(Some(t))?;
+                s.set_write_timeout(Some(t))
+            }
+            Stream::Unix(s) => {
+                s.set_read_timeout(Some(t))?;
+                s.set_write_timeout(Some(t))
+            }
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn open(target: &Target, timeout: Duration) -> Result<Stream, Failure> {
+    match target {
+        Target::Unix(path) => UnixStream::connect(path)
+            .map(Stream::Unix)
+            .map_err(|e| Failure::Connect(format!("{}: {e}", path.display()))),
+        Target::Tcp(hostport) => {
+            let addrs = hostport
+                .to_socket_addrs()
+                .map_err(|e| Failure::Connect(format!("{hostport}: {e}")))?;
+            let mut last = Failure::Connect(format!("{hostport}: no address"));
+            for a in addrs {
+                match TcpStream::connect_timeout(&a, timeout) {
+                    Ok(s) => {
+                        let _ = s.set_nodelay(true);
+                        return Ok(Stream::Tcp(s));
+                    }
+                    Err(e) if is_timeout(&e) => last = Failure::Timeout,
+                    Err(e) => last = Failure::Connect(format!("{a}: {e}")),
+                }
+            }
+            Err(last)
+        }
+    }
+}
+
+/// Connect, write the request, stream the answer back until the upstream closes.
+fn connect_job(
+    target: &Target,
+    request: &[u8],
+    timeout: Duration,
+    pipe: &Pipe,
+) -> Result<(), Failure> {
+    let mut s = open(target, timeout)?;
+    s.set_timeouts(timeout)
+        .map_err(|e| Failure::Io(e.to_string()))?;
+    if let Err(e) = s.write_all(request) {
+        if is_timeout(&e) {
+            return Err(Failure::Timeout);
+        }
+        // An upstream may answer early and close (a 413 for a body it will not read): read
+        // what it said before calling it a failure.
+        tracing::debug!("writing to the upstream failed: {e}");
+    }
+    // Reads wait in short slices; the timeout counts the silence across them.
+    s.set_timeouts(CANCEL_CHECK.min(timeout))
+        .map_err(|e| Failure::Io(e.to_string()))?;
+    let mut got_any = false;
+    let mut last_data = Instant::now();
+    let mut buf = Vec::new();
+    loop {
+        if pipe.cancelled() {
+            return Ok(());
+        }
+        if buf.is_empty() {
+            buf = vec![0; READ_CHUNK];
+        }
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                got_any = true;
+                last_data = Instant::now();
+                buf.truncate(n);
+                if !pipe.push(std::mem::take(&mut buf)) {
+                    return Ok(());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_timeout(&e) => {
+                if last_data.elapsed() >= timeout {
+                    return Err(Failure::Timeout);
+                }
+            }
+            // A reset after a complete close-delimited answer is still a broken stream.
+            Err(e) if got_any => return Err(Failure::Io(e.to_string())),
+            Err(e) => return Err(Failure::Io(format!("the upstream closed: {e}"))),
+        }
+    }
+}
+
+/// Kill (if still running) and reap a child: no zombie is ever left behind.
+fn reap(child: &mut Child, kill: bool) {
+    if kill {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+/// Run a CGI program: feed stdin (from a helper thread, so a script that writes before it reads
+/// cannot deadlock against us), stream stdout back, enforce the timeout, reap the child.
+fn spawn_job(
+    program: PathBuf,
+    cwd: PathBuf,
+    env: Vec<(OsString, OsString)>,
+    stdin: Vec<u8>,
+    timeout: Duration,
+    pipe: &Pipe,
+) -> Result<(), Failure> {
+    let mut cmd = Command::new(&program);
+    cmd.env_clear()
+        .envs(env)
+        .current_dir(&cwd)
+        .stdin(if stdin.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
+        .stdout(Stdio::piped())
+        // The script's complaints go to the server's stderr, as with most CGI hosts.
+        .stderr(Stdio::inherit());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Failure::Spawn(format!("{}: {e}", program.display())))?;
+    if let Some(mut input) = child.stdin.take() {
+        let fed = std::thread::Builder::new()
+            .name("tincan-cgi-stdin".into())
+            .spawn(move || {
+                // EPIPE (the script did not read it all) is the script's business.
+                let _ = input.write_all(&stdin);
+            });
+        if let Err(e) = fed {
+            reap(&mut child, true);
+            return Err(Failure::Spawn(format!(
+                "cannot feed the script's input: {e}"
+            )));
+        }
+    }
+    let Some(mut out) = child.stdout.take() else {
+        reap(&mut child, true);
+        return Err(Failure::Spawn("the script has no stdout".into()));
+    };
+    let fd = out.as_raw_fd();
+    let mut last_data = Instant::now();
+    loop {
+        if pipe.cancelled() {
+            reap(&mut child, true);
+            return Ok(());
+        }
+        let mut fds = [crate::sys::pollfd(fd, libc::POLLIN)];
+        match crate::sys::poll(&mut fds, Some(CANCEL_CHECK.min(timeout))) {
+            Ok(0) if last_data.elapsed() >= timeout => {
+                reap(&mut child, true);
+                return Err(Failure::Timeout);
+            }
+            // Silent so far: look at the session again.
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                reap(&mut child, true);
+                return Err(Failure::Io(e.to_string()));
+            }
+        }
+        let mut buf = vec![0; READ_CHUNK];
+        match out.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                last_data = Instant::now();
+                buf.truncate(n);
+                if !pipe.push(buf) {
+                    reap(&mut child, true);
+                    return Ok(());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                reap(&mut child, true);
+                return Err(Failure::Io(e.to_string()));
+            }
+        }
+    }
+    drop(out);
+    // Stdout is closed; the script should exit now. Give it the timeout, then kill it.
+    let deadline = Instant::now() + timeout;
+    loop {
+        if pipe.cancelled() {
+            reap(&mut child, true);
+            return Ok(());
+        }
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                if !status.success() {
+                    tracing::debug!("CGI program {} exited: {status}", program.display());
+                }
+                return Ok(());
+            }
+            Ok(None) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            _ => {
+                reap(&mut child, true);
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn collect(rx: &Receiver, limit: Duration) -> (Vec<u8>, Option<Event>) {
+        let deadline = Instant::now() + limit;
+        let mut data = Vec::new();
+        while Instant::now() < deadline {
+            match rx.try_recv() {
+                Some(Event::Data(d)) => data.extend(d),
+                Some(end) => return (data, Some(end)),
+                None => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+        (data, None)
+    }
+
+    #[test]
+    fn a_child_is_fed_its_input_and_its_output_streams_back() {
+        let pool = Outbound::new(OutboundConfig::default());
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let w = Arc::clone(&wakes);
+        let rx = pool
+            .submit(
+                JobSpec::Spawn {
+                    program: "/bin/cat".into(),
+                    cwd: "/".into(),
+                    env: vec![],
+                    stdin: b"hello".to_vec(),
+                },
+                Waker::new(move || {
+                    w.fetch_add(1, Ordering::SeqCst);
+                }),
+            )
+            .unwrap();
+        let (data, end) = collect(&rx, Duration::from_secs(5));
+        assert_eq!(data, b"hello");
+        assert!(matches!(end, Some(Event::End)));
+        assert!(wakes.load(Ordering::SeqCst) >= 2);
+    }
+
+    #[test]
+    fn a_silent_child_times_out_and_a_full_pool_says_busy() {
+        let pool = Outbound::new(OutboundConfig {
+            workers: 1,
+            timeout: Duration::from_millis(200),
+            ..OutboundConfig::default()
+        });
+        let rx = pool
+            .submit(
+                JobSpec::Spawn {
+                    program: "/bin/sh".into(),
+                    cwd: "/".into(),
+                    env: vec![],
+                    stdin: b"exec /bin/sleep 5".to_vec(),
+                },
+                Waker::noop(),
+            )
+            .unwrap();
+        assert!(pool
+            .submit(
+                JobSpec::Connect {
+                    target: Target::Tcp("127.0.0.1:1".into()),
+                    request: vec![]
+                },
+                Waker::noop()
+            )
+            .is_err());
+        let t0 = Instant::now();
+        let (_, end) = collect(&rx, Duration::from_secs(5));
+        assert!(
+            matches!(end, Some(Event::Failed(Failure::Timeout))),
+            "{end:?}"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_refused_connection_is_a_connect_failure() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let pool = Outbound::new(OutboundConfig::default());
+        let rx = pool
+            .submit(
+                JobSpec::Connect {
+                    target: Target::Tcp(addr.to_string()),
+                    request: b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+                },
+                Waker::noop(),
+            )
+            .unwrap();
+        let (_, end) = collect(&rx, Duration::from_secs(5));
+        assert!(
+            matches!(end, Some(Event::Failed(Failure::Connect(_)))),
+            "{end:?}"
+        );
+    }
+
+    #[test]
+    fn a_worker_blocks_at_the_budget_until_the_session_takes_bytes() {
+        let pool = Outbound::new(OutboundConfig {
+            budget: 64 * 1024,
+            ..OutboundConfig::default()
+        });
+        let rx = pool
+            .submit(
+                JobSpec::Spawn {
+                    program: "/bin/sh".into(),
+                    cwd: "/".into(),
+                    env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+                    stdin: b"head -c 1000000 /dev/zero".to_vec(),
+                },
+                Waker::noop(),
+            )
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let held = rx.pipe.lock().bytes;
+        assert!(held <= 64 * 1024 + READ_CHUNK, "{held} bytes held");
+        let (data, end) = collect(&rx, Duration::from_secs(10));
+        assert_eq!(data.len(), 1_000_000);
+        assert!(matches!(end, Some(Event::End)));
+    }
+}

@@ -1,0 +1,334 @@
+//! CGI/1.1 (RFC 3875), sans-I/O: find the script a request names, build its meta-variables,
+//! and parse the header block it prints. The child itself is run by
+//! [`crate::model::outbound`]; [`super::gateway`] ties the two together.
+//!
+//! - The script is the first path segment after the route's prefix, resolved with the static
+//!   handler's own rules ([`UrlPath`] then [`locate`]: one decoding, no climbing out of the
+//!   directory, no dotfiles, no symlinks leading out): missing → 404, not a regular executable
+//!   file → 403. The rest of the path is `PATH_INFO` (decoded, §4.1.5).
+//! - The environment is cleared except `PATH`; `HTTP_*` carries the request headers except
+//!   `Proxy` (httpoxy, CVE-2016-5385), `Content-Length`/`Content-Type` (their own variables)
+//!   and `Authorization` (§4.1.18 leaves it out unless the server is configured to pass it).
+//! - The response (§6): header lines up to an empty line; `Status:` sets the status, a
+//!   `Location:` without `Status:` is a client redirect (302), `Content-Length:` (if the script
+//!   gives one) frames the body, everything else but hop-by-hop fields is passed on. A script
+//!   that prints none of `Content-Type`, `Location`, `Status` is broken (502).
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use super::message::{Request, Text, Version};
+use super::proxy::{connection_tokens, is_hop_by_hop, BodyFraming, ResponseHead};
+use super::static_files::path::{locate, Refusal, UrlPath};
+use crate::protocol::{Peer, PeerAddr};
+
+/// A script found for a request.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Script {
+    /// The canonical path of the executable.
+    pub program: PathBuf,
+    /// `SCRIPT_NAME`: the URL path of the script (prefix and script segment).
+    pub script_name: String,
+    /// `PATH_INFO`: the decoded rest of the path (empty or starting with `/`).
+    pub path_info: String,
+}
+
+/// Why a request names no runnable script: the status and the sentence for the page.
+pub type Refused = (u16, &'static str);
+
+/// Find the script for `url` (already normalized), given that its first `depth` segments
+/// matched the route prefix `prefix` and `dir` (canonical) holds the scripts.
+pub fn resolve(dir: &Path, prefix: &str, url: &UrlPath, depth: usize) -> Result<Script, Refused> {
+    const MISSING: Refused = (404, "There is no such script.");
+    const FORBIDDEN: Refused = (403, "That script may not be run.");
+    let Some(name) = url.segments.get(depth) else {
+        return Err(MISSING);
+    };
+    let program = match locate(dir, Path::new(OsStr::from_bytes(name)), false, false) {
+        Ok(p) => p,
+        Err(Refusal::NotFound | Refusal::Hidden) => return Err(MISSING),
+        Err(Refusal::Forbidden) => return Err(FORBIDDEN),
+    };
+    let meta = std::fs::metadata(&program).map_err(|_| MISSING)?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(FORBIDDEN);
+    }
+    let mut script_name = prefix.trim_end_matches('/').to_string();
+    script_name.push('/');
+    script_name.push_str(&super::static_files::path::encode_segment(name));
+    let mut path_info = String::new();
+    for seg in &url.segments[depth + 1..] {
+        path_info.push('/');
+        path_info.push_str(&String::from_utf8_lossy(seg));
+    }
+    if url.trailing_slash && url.segments.len() > depth + 1 {
+        path_info.push('/');
+    }
+    Ok(Script {
+        program,
+        script_name,
+        path_info,
+    })
+}
+
+/// The meta-variables of RFC 3875 §4.1 for `req`, plus `PATH` (the server's, so `#!/usr/bin/env`
+/// scripts work).
+pub fn environment(
+    req: &Request<'_>,
+    script: &Script,
+    peer: &Peer,
+    body_len: usize,
+) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = Vec::with_capacity(24 + req.headers.len());
+    let mut set = |k: &str, v: String| env.push((k.into(), v.into()));
+    set(
+        "PATH",
+        std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+    );
+    set("GATEWAY_INTERFACE", "CGI/1.1".into());
+    set(
+        "SERVER_PROTOCOL",
+        match req.version {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+        }
+        .into(),
+    );
+    set(
+        "SERVER_SOFTWARE",
+        concat!("tincan/", env!("CARGO_PKG_VERSION")).into(),
+    );
+    set("REQUEST_METHOD", req.method.into());
+    set("SCRIPT_NAME", script.script_name.clone());
+    set("PATH_INFO", script.path_info.clone());
+    set("QUERY_STRING", req.query.unwrap_or("").into());
+    set("REQUEST_URI", req.target.into());
+    if body_len > 0 {
+        set("CONTENT_LENGTH", body_len.to_string());
+    }
+    if let Some(ct) = req.header("content-type") {
+        set("CONTENT_TYPE", ct.into());
+    }
+    match &peer.remote {
+        PeerAddr::Tcp(a) => {
+            set("REMOTE_ADDR", a.ip().to_string());
+            set("REMOTE_PORT", a.port().to_string());
+        }
+        PeerAddr::Unix(_) => set("REMOTE_ADDR", "127.0.0.1".into()),
+    }
+    // SERVER_NAME from Host (§4.1.14 allows it), else the address the connection came in on.
+    let (local_host, local_port) = match &peer.local {
+        PeerAddr::Tcp(a) => (a.ip().to_string(), a.port().to_string()),
+        PeerAddr::Unix(_) => ("localhost".to_string(), "0".to_string()),
+    };
+    let host = req
+        .header("host")
+        .map(|h| match h.rsplit_once(':') {
+            Some((name, port)) if !name.ends_with(']') || name.starts_with('[') => {
+                if port.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty() {
+                    name.to_string()
+                } else {
+                    h.to_string()
+                }
+            }
+            _ => h.to_string(),
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or(local_host);
+    set("SERVER_NAME", host);
+    set("SERVER_PORT", local_port);
+    // §4.1.18: request headers as HTTP_*; several fields of one name are joined with ", ".
+    let mut http: Vec<(String, Vec<u8>)> = Vec::new();
+    for h in req.headers {
+        let name = h.name.to_ascii_uppercase().replace('-', "_");
+        if matches!(
+            name.as_str(),
+            "PROXY" | "CONTENT_LENGTH" | "CONTENT_TYPE" | "AUTHORIZATION"
+        ) {
+            continue;
+        }
+        let key = format!("HTTP_{name}");
+        match http.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => {
+                v.extend_from_slice(b", ");
+                v.extend_from_slice(h.value);
+            }
+            None => http.push((key, h.value.to_vec())),
+        }
+    }
+    for (k, v) in http {
+        env.push((k.into(), OsString::from_vec(v)));
+    }
+    env
+}
+
+/// Parse the CGI header block at the start of `buf`. `Ok(None)`: need more output.
+pub fn parse_cgi_head(
+    buf: &[u8],
+    head_request: bool,
+    max_headers: usize,
+) -> Result<Option<(usize, ResponseHead)>, &'static str> {
+    let mut storage = vec![httparse::EMPTY_HEADER; max_headers];
+    let (n, fields) = match httparse::parse_headers(buf, &mut storage) {
+        Ok(httparse::Status::Complete((n, fields))) => (n, fields),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(BAD_SCRIPT),
+    };
+    let named = connection_tokens(fields.iter().map(|h| (h.name, h.value)));
+    let mut status = None;
+    let mut location = None;
+    let mut content_type = false;
+    let mut length = None;
+    let mut headers = Vec::with_capacity(fields.len());
+    for h in fields.iter() {
+        let lower = h.name.to_ascii_lowercase();
+        let value = std::str::from_utf8(h.value).map_err(|_| BAD_SCRIPT)?.trim();
+        match lower.as_str() {
+            "status" => {
+                let code = value.get(..3).and_then(|c| c.parse::<u16>().ok());
+                match code {
+                    Some(c) if (200..=599).contains(&c) => status = Some(c),
+                    _ => return Err(BAD_SCRIPT),
+                }
+                continue;
+            }
+            "content-length" => {
+                let n: u64 = value
+                    .parse()
+                    .ok()
+                    .filter(|_| value.bytes().all(|b| b.is_ascii_digit()))
+                    .ok_or(BAD_SCRIPT)?;
+                length = Some(n);
+                continue;
+            }
+            "location" => location = Some(value.to_string()),
+            "content-type" => content_type = true,
+            _ => {}
+        }
+        if is_hop_by_hop(h.name) || named.contains(&lower) {
+            continue;
+        }
+        headers.push((
+            Text::Owned(h.name.to_string()),
+            Text::Owned(value.to_string()),
+        ));
+    }
+    if status.is_none() && location.is_none() && !content_type {
+        return Err(BAD_SCRIPT);
+    }
+    // §6.2.2: a path (not a URL) and no status: the server answers for that path itself.
+    let local_redirect = match (&location, status) {
+        (Some(l), None) if l.starts_with('/') && !l.starts_with("//") => Some(l.clone()),
+        _ => None,
+    };
+    // §6.2.3/§6.2.4: a redirect without a status is a 302.
+    let status = status.unwrap_or(if location.is_some() { 302 } else { 200 });
+    let bodiless = status == 204 || status == 304;
+    let framing = if head_request || bodiless {
+        BodyFraming::None
+    } else {
+        match length {
+            Some(0) => BodyFraming::None,
+            Some(n) => BodyFraming::Length(n),
+            None => BodyFraming::Close,
+        }
+    };
+    Ok(Some((
+        n,
+        ResponseHead {
+            status,
+            headers,
+            framing,
+            length,
+            local_redirect,
+        },
+    )))
+}
+
+/// A script whose output is not a CGI response.
+pub const BAD_SCRIPT: &str = "The script's output is not a valid CGI response.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgi_heads_set_status_location_and_length() {
+        let p = |raw: &[u8]| parse_cgi_head(raw, false, 32);
+        let (n, h) = p(b"Content-Type: text/plain\r\n\r\nhi").unwrap().unwrap();
+        assert_eq!((n, h.status), (28, 200));
+        assert!(matches!(h.framing, BodyFraming::Close));
+        let (_, h) = p(b"Status: 404 Not Found\nContent-Type: text/plain\n\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.status, 404);
+        assert!(h.headers.iter().all(|(k, _)| k != "Status"));
+        let (_, h) = p(b"Location: http://example.com/\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.status, h.local_redirect), (302, None));
+        let (_, h) = p(b"Location: /other?x=1\r\n\r\n").unwrap().unwrap();
+        assert_eq!(h.local_redirect.as_deref(), Some("/other?x=1"));
+        let (_, h) = p(b"Status: 301 Moved\r\nLocation: /other\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!((h.status, h.local_redirect), (301, None));
+        let (_, h) = p(b"Content-Type: a/b\r\nContent-Length: 3\r\n\r\nabc")
+            .unwrap()
+            .unwrap();
+        assert!(matches!(h.framing, BodyFraming::Length(3)));
+        assert!(p(b"Content-Type: a/b\r\n").unwrap().is_none());
+        for bad in [
+            &b"X-Only: 1\r\n\r\n"[..],
+            b"Status: abc\r\n\r\n",
+            b"Status: 99 x\r\n\r\n",
+            b"Content-Type: a\r\nContent-Length: x\r\n\r\n",
+            b"not a header\r\n\r\n",
+        ] {
+            assert!(p(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn scripts_resolve_inside_their_directory_only() {
+        let dir = std::env::temp_dir().join(format!("tincan-cgi-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = dir.join("run.sh");
+        std::fs::write(&exe, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(dir.join("data.txt"), "x").unwrap();
+        let dir = std::fs::canonicalize(&dir).unwrap();
+        let url = |p: &str| UrlPath::parse(p, false).unwrap();
+        let s = resolve(&dir, "/cgi-bin", &url("/cgi-bin/run.sh/a/b%20c"), 1).unwrap();
+        assert_eq!(s.script_name, "/cgi-bin/run.sh");
+        assert_eq!(s.path_info, "/a/b c");
+        assert_eq!(
+            resolve(&dir, "/cgi-bin", &url("/cgi-bin/nope"), 1)
+                .unwrap_err()
+                .0,
+            404
+        );
+        assert_eq!(
+            resolve(&dir, "/cgi-bin", &url("/cgi-bin/data.txt"), 1)
+                .unwrap_err()
+                .0,
+            403
+        );
+        assert_eq!(
+            resolve(&dir, "/cgi-bin", &url("/cgi-bin"), 1)
+                .unwrap_err()
+                .0,
+            404
+        );
+        // `..` never leaves the route: it is resolved before matching.
+        assert!(UrlPath::parse("/cgi-bin/../../bin/sh", false)
+            .unwrap()
+            .segments
+            .iter()
+            .all(|s| s != b".."));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

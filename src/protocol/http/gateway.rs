@@ -1,0 +1,580 @@
+//! Routes that hand requests to other applications (seed 004): `--proxy PREFIX=URL` and
+//! `--cgi PREFIX=DIR`. The session asks [`Gateway::route`] for every request head (only when a
+//! gateway is configured; the static path pays nothing otherwise); a routed request's body is
+//! collected (bounded by `--max-body`), then [`Gateway::start`] builds the outbound job
+//! (request bytes for an upstream, program and environment for a CGI script) and submits it to
+//! the [`Outbound`] pool. The answer streams back through a [`Pending`], which the session polls
+//! in `on_wake`/`on_drained` and re-frames for the client.
+//!
+//! Routing: the request path is normalized first (the static handler's [`UrlPath`]: one
+//! percent-decoding, dot segments resolved, encoded slashes refused), then matched segment by
+//! segment against each prefix; the longest prefix wins (`/api` matches `/api` and `/api/x`,
+//! never `/apix`). Normalizing before matching means `/api/../secret` is `/secret`, as in
+//! nginx's `location` matching.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+
+use super::cgi::{self, Script};
+use super::message::{error_response, Request, Response};
+use super::proxy::{self, BodyFraming, ClientInfo, ResponseHead, Upstream, BAD_RESPONSE};
+use super::static_files::path::UrlPath;
+use crate::model::outbound::{Busy, Event, Failure, JobSpec, Outbound, Receiver};
+use crate::protocol::{Peer, Waker};
+
+/// Longest response head (upstream status line and headers, or a script's header block).
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Most header fields in one upstream or CGI response head.
+const MAX_RESPONSE_HEADERS: usize = 100;
+
+#[derive(Debug)]
+enum Kind {
+    Proxy(Upstream),
+    /// The canonical directory holding the scripts.
+    Cgi(PathBuf),
+}
+
+#[derive(Debug)]
+struct Route {
+    /// As configured (`/api`), without a trailing slash.
+    prefix: String,
+    /// The prefix's decoded segments.
+    segments: Vec<Vec<u8>>,
+    kind: Kind,
+}
+
+/// Every proxy and CGI route, and the pool that runs their jobs.
+#[derive(Debug)]
+pub struct Gateway {
+    /// Longest prefix first.
+    routes: Vec<Route>,
+    pool: Outbound,
+}
+
+/// A request the gateway takes: which route, and the normalized path.
+#[derive(Debug)]
+pub struct Routed {
+    index: usize,
+    url: UrlPath,
+}
+
+impl Gateway {
+    /// Build from `(prefix, upstream URL)` and `(prefix, directory)` pairs; each error is a
+    /// sentence naming the bad one.
+    pub fn new(
+        proxies: &[(String, String)],
+        cgis: &[(String, PathBuf)],
+        pool: Outbound,
+    ) -> Result<Gateway, String> {
+        let mut routes = Vec::new();
+        let prefix_of = |p: &str, flag: &str| -> Result<(String, Vec<Vec<u8>>), String> {
+            if !p.starts_with('/') {
+                return Err(format!("--{flag} {p}: the prefix must start with /"));
+            }
+            let url = UrlPath::parse(p, true)
+                .map_err(|_| format!("--{flag} {p}: the prefix is not a valid URL path"))?;
+            Ok((url.encoded(), url.segments))
+        };
+        for (p, url) in proxies {
+            let (prefix, segments) = prefix_of(p, "proxy")?;
+            let up = Upstream::parse(url).map_err(|e| format!("--proxy {p}={url}: {e}"))?;
+            routes.push(Route {
+                prefix,
+                segments,
+                kind: Kind::Proxy(up),
+            });
+        }
+        for (p, dir) in cgis {
+            let (prefix, segments) = prefix_of(p, "cgi")?;
+            let canon = std::fs::canonicalize(dir)
+                .ok()
+                .filter(|d| d.is_dir())
+                .ok_or_else(|| {
+                    format!(
+                        "--cgi {p}={}: the script directory does not exist",
+                        dir.display()
+                    )
+                })?;
+            routes.push(Route {
+                prefix,
+                segments,
+                kind: Kind::Cgi(canon),
+            });
+        }
+        for (i, r) in routes.iter().enumerate() {
+            if routes[..i].iter().any(|o| o.segments == r.segments) {
+                return Err(format!("the prefix {} is routed twice", r.prefix));
+            }
+        }
+        routes.sort_by_key(|r| std::cmp::Reverse(r.segments.len()));
+        Ok(Gateway { routes, pool })
+    }
+
+    /// Is `req` for a proxy or CGI route? `None` leaves it to the static handler.
+    pub fn route(&self, req: &Request<'_>) -> Option<Routed> {
+        if !req.path.starts_with('/') {
+            return None;
+        }
+        // A path the static rules refuse (encoded slash, NUL) is refused there too.
+        let url = UrlPath::parse(req.path, true).ok()?;
+        let index = self.routes.iter().position(|r| {
+            url.segments.len() >= r.segments.len()
+                && url.segments[..r.segments.len()] == r.segments[..]
+        })?;
+        Some(Routed { index, url })
+    }
+
+    /// Start the outbound job for a routed request with its whole `body`. An `Err` is the
+    /// answer to send at once (no such script, all workers busy, ...).
+    pub fn start(
+        &self,
+        routed: Routed,
+        req: &Request<'_>,
+        body: Vec<u8>,
+        peer: &Peer,
+        waker: Waker,
+    ) -> Result<Pending, Response> {
+        let route = &self.routes[routed.index];
+        let depth = route.segments.len();
+        let (spec, mode) = match &route.kind {
+            Kind::Proxy(up) => {
+                let rest = rest_of_path(req.path, &routed.url, depth);
+                let full = forwarded_path(req.path, &routed.url);
+                let path = up.upstream_path(&full, &rest);
+                let bytes =
+                    proxy::build_request(req, up, &path, &body, &ClientInfo { ip: &peer.ip() });
+                (
+                    JobSpec::Connect {
+                        target: up.target.clone(),
+                        request: bytes,
+                    },
+                    Mode::Proxy,
+                )
+            }
+            Kind::Cgi(dir) => {
+                let script: Script = cgi::resolve(dir, &route.prefix, &routed.url, depth)
+                    .map_err(|(status, why)| error_response(status, why))?;
+                let env = cgi::environment(req, &script, peer, body.len());
+                (
+                    JobSpec::Spawn {
+                        cwd: script
+                            .program
+                            .parent()
+                            .map_or_else(|| dir.clone(), |p| p.to_path_buf()),
+                        program: script.program,
+                        env,
+                        stdin: body,
+                    },
+                    Mode::Cgi,
+                )
+            }
+        };
+        let rx = self.pool.submit(spec, waker).map_err(|Busy| {
+            error_response(503, "Every upstream worker is busy; try again in a moment.")
+                .header("Retry-After", "1")
+        })?;
+        Ok(Pending {
+            rx,
+            mode,
+            head_request: req.is_head(),
+            state: State::Head(Vec::new()),
+            ready: VecDeque::new(),
+        })
+    }
+}
+
+/// The path past the prefix, as forwarded: the raw text when it holds nothing normalization
+/// changed (so `+`, `:` and friends reach the upstream as sent), else the normalized path
+/// re-encoded.
+fn rest_of_path(raw: &str, url: &UrlPath, depth: usize) -> String {
+    if is_plain(raw) {
+        // Plain means one raw segment per decoded segment.
+        let mut rest = String::new();
+        for seg in raw.split('/').skip(1 + depth) {
+            if !seg.is_empty() {
+                rest.push('/');
+                rest.push_str(seg);
+            }
+        }
+        if raw.ends_with('/') && url.segments.len() > depth {
+            rest.push('/');
+        }
+        if raw.ends_with('/') && url.segments.len() == depth && depth > 0 {
+            rest.push('/');
+        }
+        return rest;
+    }
+    let mut rest = String::new();
+    for seg in &url.segments[depth..] {
+        rest.push('/');
+        rest.push_str(&super::static_files::path::encode_segment(seg));
+    }
+    if url.trailing_slash && (url.segments.len() > depth || depth > 0) {
+        rest.push('/');
+    }
+    rest
+}
+
+/// The whole path, as forwarded when the upstream URL names no path of its own.
+fn forwarded_path(raw: &str, url: &UrlPath) -> String {
+    if is_plain(raw) {
+        return raw.to_string();
+    }
+    let mut p = url.encoded();
+    if url.trailing_slash && !url.is_root() {
+        p.push('/');
+    }
+    p
+}
+
+/// No dot segments, no empty segments, no encoded dots: the raw path is already normal.
+fn is_plain(raw: &str) -> bool {
+    let body = raw.strip_prefix('/').unwrap_or(raw);
+    let body = body.strip_suffix('/').unwrap_or(body);
+    (body.is_empty()
+        || body
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != ".."))
+        && !raw.contains("%2e")
+        && !raw.contains("%2E")
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Proxy,
+    Cgi,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Collecting the response head.
+    Head(Vec<u8>),
+    /// Relaying the body.
+    Body(BodyFraming),
+    Finished,
+}
+
+/// What the session does next with an outbound response.
+#[derive(Debug)]
+pub enum Progress {
+    /// Nothing new; a wake will come.
+    Wait,
+    /// The response head: write it (announcing `length` when known), then its body follows.
+    Head {
+        response: Response,
+        length: Option<u64>,
+        /// The response has no body at all (HEAD, 204, 304, or an empty one).
+        bodiless: bool,
+    },
+    /// Body bytes, framing removed.
+    Data(Vec<u8>),
+    /// A CGI script asked the server to answer for this path instead (RFC 3875 §6.2.2).
+    LocalRedirect(String),
+    /// The body ended where its framing said.
+    End,
+    /// It failed before any head: answer this instead.
+    Fail(Response),
+    /// It failed mid-body: the client must see a truncated response (close the connection).
+    Abort,
+}
+
+/// An outbound response in flight, as the session sees it.
+#[derive(Debug)]
+pub struct Pending {
+    rx: Receiver,
+    mode: Mode,
+    head_request: bool,
+    state: State,
+    /// Steps already decided and not yet handed to the session (the head and the body bytes
+    /// that came with it; the last body bytes and the end).
+    ready: VecDeque<Progress>,
+}
+
+/// Where the upstream's body stands after a piece of it.
+enum Outcome {
+    More,
+    End,
+    Broken,
+}
+
+impl Pending {
+    /// Take the next step. Never blocks.
+    pub fn poll(&mut self) -> Progress {
+        loop {
+            if let Some(p) = self.ready.pop_front() {
+                return p;
+            }
+            if matches!(self.state, State::Finished) {
+                return Progress::Wait;
+            }
+            let Some(ev) = self.rx.try_recv() else {
+                return Progress::Wait;
+            };
+            match (&mut self.state, ev) {
+                (State::Finished, _) => return Progress::Wait,
+                (State::Head(buf), Event::Data(d)) => {
+                    buf.extend_from_slice(&d);
+                    match self.parse_head() {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            if matches!(&self.state, State::Head(b) if b.len() > MAX_RESPONSE_HEAD)
+                            {
+                                return self.fail(502, BAD_RESPONSE);
+                            }
+                        }
+                        Err(why) => return self.fail(502, why),
+                    }
+                }
+                (State::Head(_), Event::End) => {
+                    let why = match self.mode {
+                        Mode::Proxy => {
+                            "The upstream server closed the connection without a complete response."
+                        }
+                        Mode::Cgi => {
+                            "The script ended without printing a complete CGI header block."
+                        }
+                    };
+                    return self.fail(502, why);
+                }
+                (State::Head(_), Event::Failed(f)) => {
+                    let (status, why) = failure_answer(f, self.mode);
+                    return self.fail(status, why);
+                }
+                (State::Body(framing), Event::Data(d)) => {
+                    let (data, outcome) = relay(framing, d);
+                    self.push_body(data, outcome);
+                }
+                (State::Body(framing), Event::End) => {
+                    // Only a close-delimited body may end by the upstream closing.
+                    let clean = matches!(framing, BodyFraming::Close);
+                    self.state = State::Finished;
+                    return if clean {
+                        Progress::End
+                    } else {
+                        Progress::Abort
+                    };
+                }
+                (State::Body(_), Event::Failed(f)) => {
+                    tracing::debug!("outbound body broke: {f:?}");
+                    self.state = State::Finished;
+                    return Progress::Abort;
+                }
+            }
+        }
+    }
+
+    fn push_body(&mut self, data: Vec<u8>, outcome: Outcome) {
+        if !data.is_empty() {
+            self.ready.push_back(Progress::Data(data));
+        }
+        match outcome {
+            Outcome::More => {}
+            Outcome::End => {
+                self.state = State::Finished;
+                self.ready.push_back(Progress::End);
+            }
+            Outcome::Broken => {
+                self.state = State::Finished;
+                self.ready.push_back(Progress::Abort);
+            }
+        }
+    }
+
+    fn fail(&mut self, status: u16, why: &'static str) -> Progress {
+        self.state = State::Finished;
+        Progress::Fail(error_response(status, why))
+    }
+
+    /// Try to parse the head collected so far; true once it is parsed (and queued).
+    fn parse_head(&mut self) -> Result<bool, &'static str> {
+        let State::Head(buf) = &mut self.state else {
+            return Ok(false);
+        };
+        loop {
+            let parsed = match self.mode {
+                Mode::Proxy => {
+                    proxy::parse_response_head(buf, self.head_request, MAX_RESPONSE_HEADERS)?
+                }
+                Mode::Cgi => cgi::parse_cgi_head(buf, self.head_request, MAX_RESPONSE_HEADERS)?,
+            };
+            let Some((n, head)) = parsed else {
+                return Ok(false);
+            };
+            if head.status < 200 {
+                // An interim response (100, 103): not relayed; the final one follows.
+                buf.drain(..n);
+                continue;
+            }
+            let rest = buf.split_off(n);
+            let ResponseHead {
+                status,
+                headers,
+                mut framing,
+                length,
+                local_redirect,
+            } = head;
+            if let Some(path) = local_redirect {
+                self.state = State::Finished;
+                self.ready.push_back(Progress::LocalRedirect(path));
+                return Ok(true);
+            }
+            let mut response = Response::new(status);
+            response.headers = headers;
+            let bodiless = matches!(framing, BodyFraming::None);
+            self.ready.push_back(Progress::Head {
+                response,
+                length,
+                bodiless,
+            });
+            if bodiless {
+                self.state = State::Finished;
+                return Ok(true);
+            }
+            // Body bytes that came with the head are relayed first.
+            let (data, outcome) = if rest.is_empty() {
+                (Vec::new(), Outcome::More)
+            } else {
+                relay(&mut framing, rest)
+            };
+            self.state = State::Body(framing);
+            self.push_body(data, outcome);
+            return Ok(true);
+        }
+    }
+}
+
+fn failure_answer(f: Failure, mode: Mode) -> (u16, &'static str) {
+    match (f, mode) {
+        (Failure::Timeout, Mode::Proxy) => (504, "The upstream server did not answer in time."),
+        (Failure::Timeout, Mode::Cgi) => (504, "The script did not answer in time."),
+        (Failure::Connect(e), _) => {
+            tracing::warn!("upstream unreachable: {e}");
+            (502, "The upstream server could not be reached.")
+        }
+        (Failure::Spawn(e), _) => {
+            tracing::warn!("CGI script could not start: {e}");
+            (502, "The script could not be started.")
+        }
+        (Failure::Io(e), _) => {
+            tracing::debug!("outbound I/O failed: {e}");
+            (502, "The upstream connection broke before a response.")
+        }
+    }
+}
+
+/// Remove the upstream's framing from `d`: the bytes to send, and whether the body is complete
+/// (anything after it is dropped) or its framing broken.
+fn relay(framing: &mut BodyFraming, mut d: Vec<u8>) -> (Vec<u8>, Outcome) {
+    match framing {
+        BodyFraming::None => (Vec::new(), Outcome::End),
+        BodyFraming::Close => (d, Outcome::More),
+        BodyFraming::Length(rem) => {
+            if (d.len() as u64) >= *rem {
+                d.truncate(*rem as usize);
+                *rem = 0;
+                return (d, Outcome::End);
+            }
+            *rem -= d.len() as u64;
+            (d, Outcome::More)
+        }
+        BodyFraming::Chunked(c) => {
+            let mut out = Vec::with_capacity(d.len());
+            match c.feed_into(&d, &proxy::chunk_limits(), |b| out.extend_from_slice(b)) {
+                Ok((_, true)) => (out, Outcome::End),
+                Ok((_, false)) => (out, Outcome::More),
+                Err(_) => (out, Outcome::Broken),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::outbound::{OutboundConfig, Target};
+    use crate::protocol::http::parse::{parse_head, Limits};
+
+    fn gateway() -> Gateway {
+        Gateway::new(
+            &[
+                ("/api".into(), "http://127.0.0.1:9/v1".into()),
+                ("/api/admin".into(), "http://127.0.0.1:10".into()),
+                ("/".into(), "http://127.0.0.1:11/".into()),
+            ],
+            &[],
+            Outbound::new(OutboundConfig::default()),
+        )
+        .unwrap()
+    }
+
+    /// Which upstream port a path goes to, and the rest of its path.
+    fn routed(g: &Gateway, path: &str) -> Option<(String, String)> {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut storage = [httparse::EMPTY_HEADER; 8];
+        let head = parse_head(raw.as_bytes(), &mut storage, &Limits::default()).unwrap();
+        let r = g.route(&head.request)?;
+        let route = &g.routes[r.index];
+        let Kind::Proxy(up) = &route.kind else {
+            return None;
+        };
+        let rest = rest_of_path(head.request.path, &r.url, route.segments.len());
+        let full = forwarded_path(head.request.path, &r.url);
+        let Target::Tcp(addr) = &up.target else {
+            return None;
+        };
+        let port = addr.rsplit(':').next().unwrap_or("").to_string();
+        Some((port, up.upstream_path(&full, &rest)))
+    }
+
+    #[test]
+    fn the_longest_prefix_wins_segment_by_segment_after_normalizing() {
+        let g = gateway();
+        // Upstream ports: 9 for /api, 10 for /api/admin, 11 for everything else.
+        let port = |p: &str| routed(&g, p);
+        assert_eq!(port("/api/x"), Some(("9".into(), "/v1/x".into())));
+        assert_eq!(port("/api"), Some(("9".into(), "/v1".into())));
+        assert_eq!(port("/api/"), Some(("9".into(), "/v1/".into())));
+        assert_eq!(
+            port("/api/admin/users"),
+            Some(("10".into(), "/api/admin/users".into()))
+        );
+        assert_eq!(
+            port("/apix"),
+            Some(("11".into(), "/apix".into())),
+            "/apix is not under /api"
+        );
+        assert_eq!(
+            port("/api/a+b:c"),
+            Some(("9".into(), "/v1/a+b:c".into())),
+            "plain paths go as sent"
+        );
+        assert_eq!(
+            port("/x/../api/y"),
+            Some(("9".into(), "/v1/y".into())),
+            "dot segments resolve first"
+        );
+        assert_eq!(port("/api/../admin"), Some(("11".into(), "/admin".into())));
+        assert_eq!(port("/api//x"), Some(("9".into(), "/v1/x".into())));
+        assert_eq!(
+            port("/api/%2e%2e/secret"),
+            Some(("11".into(), "/secret".into()))
+        );
+        assert_eq!(
+            routed(&g, "/api/a%2fb"),
+            None,
+            "an encoded slash is left to the static rules"
+        );
+    }
+
+    #[test]
+    fn a_prefix_routed_twice_or_without_a_slash_is_refused() {
+        let pool = Outbound::new(OutboundConfig::default());
+        let twice = [
+            ("/a".to_string(), "http://h".to_string()),
+            ("/a/".to_string(), "http://h".to_string()),
+        ];
+        assert!(Gateway::new(&twice, &[], pool.clone()).is_err());
+        let bare = [("a".to_string(), "http://h".to_string())];
+        assert!(Gateway::new(&bare, &[], pool).is_err());
+    }
+}

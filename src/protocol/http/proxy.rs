@@ -1,0 +1,540 @@
+//! The reverse proxy's byte logic (sans-I/O, like nginx's `proxy_pass`): parse an upstream URL,
+//! build the request sent upstream, and parse the upstream's response head and body framing.
+//! The bytes travel through [`crate::model::outbound`]; [`super::gateway`] ties the two together.
+//!
+//! What goes upstream (RFC 9110 §7.6, RFC 7239):
+//! - the method, the path with the matched prefix replaced by the upstream's path (or the whole
+//!   path when the upstream URL names none, as nginx), and the query, untouched;
+//! - the request's headers minus hop-by-hop ones (`Connection` and every header it names,
+//!   `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`), `Expect` (this
+//!   server already answered it) and the body's framing (re-framed with `Content-Length`);
+//! - `Host` = the upstream's authority (nginx's `proxy_set_header Host $proxy_host` default);
+//! - `X-Forwarded-For` (appended to), `X-Forwarded-Proto: http`, `X-Forwarded-Host`,
+//!   `Forwarded` (appended to) and `Via: 1.1 tincan` (appended to);
+//! - HTTP/1.1 with `Connection: close`: one upstream connection per request (no upstream
+//!   keep-alive pool in this version).
+
+use std::path::PathBuf;
+
+use super::message::{Request, Text, Version};
+use super::parse::{Chunked, Limits};
+use crate::model::outbound::Target;
+
+/// A parsed `http://HOST[:PORT][/path]` or `http://unix:/socket/path[:/path]` upstream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    pub target: Target,
+    /// What `Host` says to the upstream (`host:port`, port omitted when 80).
+    pub authority: String,
+    /// The path that replaces the matched prefix; `None` when the URL named no path (the
+    /// request's path is then forwarded whole).
+    pub path: Option<String>,
+}
+
+impl Upstream {
+    /// Parse an upstream URL; the error is a sentence for the user.
+    pub fn parse(url: &str) -> Result<Upstream, String> {
+        let bad = |why: &str| format!("the upstream `{url}` {why}");
+        let rest = match url.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
+            Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => return Err(bad(
+                "uses https, which this version cannot speak upstream (no TLS client); use http",
+            )),
+            _ => return Err(bad("is not an http:// URL")),
+        };
+        // nginx's spelling for a Unix socket: http://unix:/path/to.sock[:/uri]
+        if let Some(sock) = rest.strip_prefix("unix:") {
+            let (sock, path) = match sock.split_once(":/") {
+                Some((s, p)) => (s, Some(format!("/{p}"))),
+                None => (sock, None),
+            };
+            if !sock.starts_with('/') {
+                return Err(bad("needs an absolute socket path after unix:"));
+            }
+            return Ok(Upstream {
+                target: Target::Unix(PathBuf::from(sock)),
+                authority: "localhost".into(),
+                path,
+            });
+        }
+        let (authority, path) = match rest.find(['/', '?', '#']) {
+            Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], Some(rest[i..].to_string())),
+            Some(_) => return Err(bad("may not carry a query or fragment")),
+            None => (rest, None),
+        };
+        if let Some(p) = &path {
+            if p.contains(['?', '#', ' ']) {
+                return Err(bad("may not carry a query or fragment"));
+            }
+        }
+        if authority.is_empty() || authority.contains('@') {
+            return Err(bad("needs a host (and no user info)"));
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| bad("has an unclosed [IPv6] host"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p,
+                None if after.is_empty() => "80",
+                None => return Err(bad("has text after its [IPv6] host")),
+            };
+            (format!("[{h}]"), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), p),
+                None => (authority.to_string(), "80"),
+            }
+        };
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| bad("has a port that is not 1-65535"))?;
+        if host.is_empty()
+            || !host.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'[' | b']' | b':')
+            })
+        {
+            return Err(bad("has a host name that is not valid"));
+        }
+        let authority = if port == 80 {
+            host.clone()
+        } else {
+            format!("{host}:{port}")
+        };
+        Ok(Upstream {
+            target: Target::Tcp(format!("{host}:{port}")),
+            authority,
+            path,
+        })
+    }
+
+    /// The path sent upstream for a request whose path past the matched prefix is `rest`
+    /// (empty, or starting with `/`) and whose whole path is `full`.
+    pub fn upstream_path(&self, full: &str, rest: &str) -> String {
+        match &self.path {
+            None => full.to_string(),
+            Some(p) => {
+                let joined = format!("{}{rest}", p.trim_end_matches('/'));
+                if joined.is_empty() {
+                    "/".to_string()
+                } else if rest.is_empty() && p.ends_with('/') {
+                    // `/api=http://h/v1/` and a request for `/api` → `/v1/`.
+                    format!("{joined}/")
+                } else {
+                    joined
+                }
+            }
+        }
+    }
+}
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1) and `Proxy-*`: never forwarded in either direction.
+pub fn is_hop_by_hop(name: &str) -> bool {
+    const HOP: &[&str] = &[
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+        || name
+            .get(..6)
+            .is_some_and(|p| p.eq_ignore_ascii_case("proxy-"))
+}
+
+/// The header names listed in `Connection` fields (also hop-by-hop, RFC 9110 §7.6.1).
+pub fn connection_tokens<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Vec<String> {
+    headers
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+/// A `Forwarded` parameter value: a token as is, anything else quoted (RFC 7239 §4).
+fn forwarded_value(v: &str) -> String {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if !v.is_empty() && v.bytes().all(token) {
+        v.to_string()
+    } else {
+        format!("\"{}\"", v.replace(['"', '\\'], ""))
+    }
+}
+
+/// Everything about the client the forwarding headers report.
+pub struct ClientInfo<'a> {
+    /// The client's IP as text (`127.0.0.1`, `::1`, or `unix`).
+    pub ip: &'a str,
+}
+
+/// The request bytes sent upstream: head and body.
+pub fn build_request(
+    req: &Request<'_>,
+    up: &Upstream,
+    path: &str,
+    body: &[u8],
+    client: &ClientInfo<'_>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512 + body.len());
+    let line = |out: &mut Vec<u8>, n: &str, v: &[u8]| {
+        out.extend_from_slice(n.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v);
+        out.extend_from_slice(b"\r\n");
+    };
+    out.extend_from_slice(req.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    if let Some(q) = req.query {
+        out.push(b'?');
+        out.extend_from_slice(q.as_bytes());
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    line(&mut out, "Host", up.authority.as_bytes());
+    let named = connection_tokens(req.headers.iter().map(|h| (h.name, h.value)));
+    let mut xff: Option<String> = None;
+    let mut fwd: Option<String> = None;
+    let mut via: Option<String> = None;
+    for h in req.headers {
+        let n = h.name;
+        let lower = n.to_ascii_lowercase();
+        let joined = |acc: &mut Option<String>| {
+            let v = String::from_utf8_lossy(h.value);
+            *acc = Some(match acc.take() {
+                Some(a) => format!("{a}, {v}"),
+                None => v.into_owned(),
+            });
+        };
+        match lower.as_str() {
+            "host" | "content-length" | "expect" | "x-forwarded-proto" | "x-forwarded-host" => {}
+            "x-forwarded-for" => joined(&mut xff),
+            "forwarded" => joined(&mut fwd),
+            "via" => joined(&mut via),
+            _ if is_hop_by_hop(n) || named.contains(&lower) => {}
+            _ => line(&mut out, n, h.value),
+        }
+    }
+    let ip = client.ip;
+    let xff = match xff {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip.to_string(),
+    };
+    line(&mut out, "X-Forwarded-For", xff.as_bytes());
+    line(&mut out, "X-Forwarded-Proto", b"http");
+    let host = req.header("host").unwrap_or("");
+    if !host.is_empty() {
+        line(&mut out, "X-Forwarded-Host", host.as_bytes());
+    }
+    // RFC 7239 §6: an IPv6 address is bracketed and then quoted.
+    let for_ = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    };
+    let mut this = format!("for={}", forwarded_value(&for_));
+    if !host.is_empty() {
+        this.push_str(&format!(";host={}", forwarded_value(host)));
+    }
+    this.push_str(";proto=http");
+    let fwd = match fwd {
+        Some(prev) => format!("{prev}, {this}"),
+        None => this,
+    };
+    line(&mut out, "Forwarded", fwd.as_bytes());
+    let version = match req.version {
+        Version::Http10 => "1.0",
+        Version::Http11 => "1.1",
+    };
+    let via = match via {
+        Some(prev) => format!("{prev}, {version} tincan"),
+        None => format!("{version} tincan"),
+    };
+    line(&mut out, "Via", via.as_bytes());
+    // A body is always sent with a length; methods that usually carry one say 0 explicitly.
+    if !body.is_empty() || matches!(req.method, "POST" | "PUT" | "PATCH") {
+        line(
+            &mut out,
+            "Content-Length",
+            body.len().to_string().as_bytes(),
+        );
+    }
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+/// How an upstream response's body is delimited (RFC 9112 §6.3).
+#[derive(Debug)]
+pub enum BodyFraming {
+    /// No body (HEAD, 1xx, 204, 304).
+    None,
+    Length(u64),
+    Chunked(Box<Chunked>),
+    /// Until the upstream closes.
+    Close,
+}
+
+/// A parsed upstream response head.
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub headers: Vec<(Text, Text)>,
+    pub framing: BodyFraming,
+    /// The length to announce to the client, when known.
+    pub length: Option<u64>,
+    /// A CGI local redirect (RFC 3875 §6.2.2): the server answers for this path instead.
+    pub local_redirect: Option<String>,
+}
+
+/// Why an upstream's answer is unusable (a 502 when nothing was sent yet).
+pub const BAD_RESPONSE: &str = "The upstream server sent a response this server cannot read.";
+
+/// Parse one response head at the start of `buf`. `Ok(None)`: need more bytes. `Ok(Some((n,
+/// head)))`: the head took `n` bytes; an interim (1xx) head has `status < 200` and the caller
+/// skips it. `head_request`: the request was HEAD, so the response has no body whatever it says.
+pub fn parse_response_head(
+    buf: &[u8],
+    head_request: bool,
+    max_headers: usize,
+) -> Result<Option<(usize, ResponseHead)>, &'static str> {
+    let mut storage = vec![httparse::EMPTY_HEADER; max_headers];
+    let mut resp = httparse::Response::new(&mut storage);
+    let n = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(BAD_RESPONSE),
+    };
+    let status = resp.code.unwrap_or(0);
+    if !(100..=599).contains(&status) || status == 101 {
+        // 101 would switch protocols; this proxy does not tunnel.
+        return Err(BAD_RESPONSE);
+    }
+    let named = connection_tokens(resp.headers.iter().map(|h| (h.name, h.value)));
+    let mut headers = Vec::with_capacity(resp.headers.len());
+    let mut lengths = Vec::new();
+    let mut te_last_chunked = None;
+    for h in resp.headers.iter() {
+        let lower = h.name.to_ascii_lowercase();
+        if lower == "content-length" {
+            lengths.push(h.value);
+            continue;
+        }
+        if lower == "transfer-encoding" {
+            if let Ok(v) = std::str::from_utf8(h.value) {
+                if let Some(last) = v.split(',').map(str::trim).rfind(|t| !t.is_empty()) {
+                    te_last_chunked = Some(last.eq_ignore_ascii_case("chunked"));
+                }
+            }
+            continue;
+        }
+        if is_hop_by_hop(h.name) || named.contains(&lower) {
+            continue;
+        }
+        headers.push((
+            Text::Owned(h.name.to_string()),
+            Text::Owned(String::from_utf8_lossy(h.value).into_owned()),
+        ));
+    }
+    let length = if lengths.is_empty() {
+        None
+    } else {
+        // Several identical values are one length (RFC 9110 §8.6); differing ones are an error.
+        let first = parse_length(lengths[0]).ok_or(BAD_RESPONSE)?;
+        if lengths[1..].iter().any(|v| parse_length(v) != Some(first)) {
+            return Err(BAD_RESPONSE);
+        }
+        Some(first)
+    };
+    let bodiless = status < 200 || status == 204 || status == 304;
+    let framing = if head_request || bodiless {
+        BodyFraming::None
+    } else {
+        match te_last_chunked {
+            Some(true) => BodyFraming::Chunked(Box::default()),
+            // RFC 9112 §6.3 (4): any other coding: read until close.
+            Some(false) => BodyFraming::Close,
+            None => match length {
+                Some(0) => BodyFraming::None,
+                Some(n) => BodyFraming::Length(n),
+                None => BodyFraming::Close,
+            },
+        }
+    };
+    let length = match (&framing, te_last_chunked) {
+        // A chunked answer's length is unknown; a HEAD answer keeps the upstream's.
+        (BodyFraming::Chunked(_) | BodyFraming::Close, _) => None,
+        (_, Some(_)) => None,
+        _ => length,
+    };
+    Ok(Some((
+        n,
+        ResponseHead {
+            status,
+            headers,
+            framing,
+            length,
+            local_redirect: None,
+        },
+    )))
+}
+
+fn parse_length(v: &[u8]) -> Option<u64> {
+    let v = std::str::from_utf8(v).ok()?.trim();
+    if v.is_empty() || v.len() > 19 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
+/// Limits for decoding an upstream's chunked body: no body cap (it streams), bounded lines.
+pub fn chunk_limits() -> Limits {
+    Limits {
+        max_body: u64::MAX,
+        ..Limits::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_urls_parse_like_nginx_proxy_pass() {
+        let u = Upstream::parse("http://127.0.0.1:9000/v1").unwrap();
+        assert_eq!(u.target, Target::Tcp("127.0.0.1:9000".into()));
+        assert_eq!(u.authority, "127.0.0.1:9000");
+        assert_eq!(u.path.as_deref(), Some("/v1"));
+        let u = Upstream::parse("http://example.com").unwrap();
+        assert_eq!(u.target, Target::Tcp("example.com:80".into()));
+        assert_eq!(u.authority, "example.com");
+        assert_eq!(u.path, None);
+        let u = Upstream::parse("http://[::1]:81/").unwrap();
+        assert_eq!(u.target, Target::Tcp("[::1]:81".into()));
+        let u = Upstream::parse("http://unix:/run/app.sock:/api").unwrap();
+        assert_eq!(u.target, Target::Unix("/run/app.sock".into()));
+        assert_eq!(u.path.as_deref(), Some("/api"));
+        for bad in [
+            "https://x",
+            "ftp://x",
+            "x:80",
+            "http://",
+            "http://h:0",
+            "http://h:99999",
+            "http://u@h",
+            "http://h/?q",
+            "http://unix:rel.sock",
+        ] {
+            assert!(Upstream::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_matched_prefix_is_replaced_by_the_upstream_path() {
+        let with = |p: Option<&str>| Upstream {
+            target: Target::Tcp("h:80".into()),
+            authority: "h".into(),
+            path: p.map(String::from),
+        };
+        assert_eq!(with(Some("/v1")).upstream_path("/api/x", "/x"), "/v1/x");
+        assert_eq!(with(Some("/v1")).upstream_path("/api", ""), "/v1");
+        assert_eq!(with(Some("/v1/")).upstream_path("/api", ""), "/v1/");
+        assert_eq!(with(Some("/")).upstream_path("/api/x/", "/x/"), "/x/");
+        assert_eq!(with(Some("/")).upstream_path("/api", ""), "/");
+        assert_eq!(with(None).upstream_path("/api/x", "/x"), "/api/x");
+    }
+
+    fn request_bytes(raw: &[u8], body: &[u8]) -> String {
+        let mut storage = [httparse::EMPTY_HEADER; 32];
+        let head = super::super::parse::parse_head(raw, &mut storage, &Limits::default()).unwrap();
+        let up = Upstream::parse("http://10.0.0.1:8080/base").unwrap();
+        let out = build_request(
+            &head.request,
+            &up,
+            "/base/x",
+            body,
+            &ClientInfo { ip: "192.0.2.7" },
+        );
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_dropped_and_forwarding_headers_added() {
+        let s = request_bytes(
+            b"POST /api/x?a=1 HTTP/1.1\r\nHost: front.example\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Authorization: x\r\nTransfer-Encoding: chunked\r\nX-Forwarded-For: 203.0.113.1\r\nAccept: */*\r\n\r\n",
+            b"hello",
+        );
+        assert!(
+            s.starts_with("POST /base/x?a=1 HTTP/1.1\r\nHost: 10.0.0.1:8080\r\n"),
+            "{s}"
+        );
+        for gone in [
+            "X-Secret",
+            "Keep-Alive",
+            "TE:",
+            "Upgrade",
+            "Proxy-",
+            "Transfer-Encoding",
+            "front.example\r\nConnection",
+        ] {
+            assert!(!s.contains(gone), "{gone} leaked: {s}");
+        }
+        assert!(s.contains("Accept: */*\r\n"));
+        assert!(s.contains("X-Forwarded-For: 203.0.113.1, 192.0.2.7\r\n"));
+        assert!(s.contains("X-Forwarded-Proto: http\r\n"));
+        assert!(s.contains("X-Forwarded-Host: front.example\r\n"));
+        assert!(s.contains("Forwarded: for=192.0.2.7;host=front.example;proto=http\r\n"));
+        assert!(s.contains("Via: 1.1 tincan\r\n"));
+        assert!(s.contains("Content-Length: 5\r\n"));
+        assert!(s.ends_with("Connection: close\r\n\r\nhello"));
+    }
+
+    #[test]
+    fn response_heads_decide_the_body_framing() {
+        let p = |raw: &[u8], head: bool| parse_response_head(raw, head, 64);
+        let (n, h) = p(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close, X-A\r\nX-A: 1\r\nServer: up\r\n\r\nhello", false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 82);
+        assert!(matches!(h.framing, BodyFraming::Length(5)));
+        assert_eq!(h.length, Some(5));
+        assert!(h
+            .headers
+            .iter()
+            .all(|(k, _)| k != "X-A" && k != "Connection"));
+        let (_, h) = p(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(matches!(h.framing, BodyFraming::Chunked(_)));
+        assert_eq!(h.length, None);
+        let (_, h) = p(b"HTTP/1.0 200 OK\r\n\r\n", false).unwrap().unwrap();
+        assert!(matches!(h.framing, BodyFraming::Close));
+        let (_, h) = p(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", true)
+            .unwrap()
+            .unwrap();
+        assert!(matches!(h.framing, BodyFraming::None));
+        assert_eq!(h.length, Some(7));
+        let (_, h) = p(b"HTTP/1.1 100 Continue\r\n\r\n", false).unwrap().unwrap();
+        assert_eq!(h.status, 100);
+        assert!(p(b"HTTP/1.1 200 OK\r\nContent-Le", false)
+            .unwrap()
+            .is_none());
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"garbage\r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            b"HTTP/1.1 999 What\r\n\r\n",
+        ] {
+            assert!(p(bad, false).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}

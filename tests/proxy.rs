@@ -1,0 +1,839 @@
+//! `tincan serve --proxy` and `--cgi` under every model: a tiny upstream written here (answers
+//! framed by length, by chunks and by close; slow, garbage and huge answers) and `tincan hello`
+//! as a real one; shell CGI scripts in a temporary directory. Raw sockets check the bytes on the
+//! wire; curl checks a real client agrees.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::support::{connect, have, ModelFlags, Server, TempDir, ALL_MODELS};
+
+// ------------------------------------------------------------------------------------------
+// A client that reads one response at a time off a (possibly kept-alive) connection.
+
+struct Reply {
+    status: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Read one response; `head_request` means no body follows whatever the head says.
+fn read_reply(r: &mut BufReader<TcpStream>, head_request: bool) -> Reply {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        let n = r.read_line(&mut line).expect("read a head line");
+        assert!(n > 0, "the connection closed inside a head: {head:?}");
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let status: u16 = head[9..12].parse().expect("a status code");
+    let mut reply = Reply {
+        status,
+        head,
+        body: Vec::new(),
+    };
+    if head_request || status == 204 || status == 304 {
+        return reply;
+    }
+    if reply
+        .header("transfer-encoding")
+        .is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+    {
+        loop {
+            let mut size = String::new();
+            r.read_line(&mut size).unwrap();
+            let n = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
+            let mut chunk = vec![0; n + 2];
+            r.read_exact(&mut chunk).unwrap();
+            assert_eq!(&chunk[n..], b"\r\n", "chunk data ends in CRLF");
+            if n == 0 {
+                break;
+            }
+            reply.body.extend_from_slice(&chunk[..n]);
+        }
+    } else if let Some(len) = reply.header("content-length") {
+        let mut body = vec![0; len.parse().unwrap()];
+        r.read_exact(&mut body).unwrap();
+        reply.body = body;
+    } else {
+        r.read_to_end(&mut reply.body).unwrap();
+    }
+    reply
+}
+
+/// One request on a fresh connection.
+fn exchange(addr: SocketAddr, raw: &[u8]) -> Reply {
+    let mut s = connect(addr);
+    s.write_all(raw).unwrap();
+    let head_request = raw.starts_with(b"HEAD ");
+    read_reply(&mut BufReader::new(s), head_request)
+}
+
+fn get(addr: SocketAddr, path: &str) -> Reply {
+    exchange(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: front.test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+// ------------------------------------------------------------------------------------------
+// The test upstream: one thread per connection, one request per connection (the proxy sends
+// `Connection: close`), every request it saw recorded.
+
+struct Upstream {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+const BIG: usize = 5 << 20;
+
+fn upstream() -> Upstream {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || answer(s, &log));
+        }
+    });
+    Upstream { addr, seen }
+}
+
+fn answer(s: TcpStream, log: &Mutex<Vec<String>>) {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).unwrap();
+    let request = format!("{head}\r\n{}", String::from_utf8_lossy(&body));
+    log.lock().unwrap().push(request.clone());
+    let target = head.split(' ').nth(1).unwrap_or("");
+    let path = target.split('?').next().unwrap_or("").to_string();
+    let mut w = s;
+    let _ = match path.as_str() {
+        p if p.ends_with("/len") => w.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\nConnection: close, X-Hop\r\nX-Hop: secret\r\nKeep-Alive: timeout=5\r\nX-End: kept\r\nContent-Type: text/plain\r\n\r\nhello by length",
+        ),
+        p if p.ends_with("/chunked") => w.write_all(
+            b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\nX-End: kept\r\n\r\n5\r\nhello\r\n9;ext=1\r\n by chunk\r\n0\r\nX-Trailer: t\r\n\r\n",
+        ),
+        p if p.ends_with("/close") => {
+            w.write_all(b"HTTP/1.0 200 OK\r\nX-End: kept\r\n\r\nhello until close")
+        }
+        p if p.ends_with("/echo") => {
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{request}",
+                request.len()
+            );
+            w.write_all(resp.as_bytes())
+        }
+        p if p.ends_with("/slow") => {
+            std::thread::sleep(Duration::from_secs(3));
+            w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        }
+        p if p.ends_with("/bad") => w.write_all(b"this is not HTTP at all\r\n\r\n"),
+        p if p.ends_with("/short") => {
+            w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
+        }
+        p if p.ends_with("/big") => {
+            let _ = write!(w, "HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n");
+            let block = vec![b'z'; 64 * 1024];
+            let mut left = BIG;
+            while left > 0 {
+                let n = left.min(block.len());
+                if w.write_all(&block[..n]).is_err() {
+                    return;
+                }
+                left -= n;
+            }
+            Ok(())
+        }
+        _ => w.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
+    };
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn is_iterative(m: ModelFlags) -> bool {
+    m.0.contains(&"iterative")
+}
+
+fn serve(m: ModelFlags, root: &Path, extra: &[&str]) -> Server {
+    let mut args = vec![
+        "serve",
+        root.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--access-log",
+        "off",
+    ];
+    args.extend_from_slice(m.0);
+    args.extend_from_slice(extra);
+    Server::start(&args)
+}
+
+// ------------------------------------------------------------------------------------------
+// Proxy
+
+#[test]
+fn proxied_answers_keep_status_headers_and_bodies_and_drop_hop_by_hop_fields_under_every_model() {
+    let up = upstream();
+    let root = TempDir::new("proxy-root");
+    std::fs::write(root.path().join("file.txt"), "static file\n").unwrap();
+    let route = format!("/up=http://{}/base", up.addr);
+    let down = format!("/down=http://127.0.0.1:{}", free_port());
+    for &m in ALL_MODELS {
+        let s = serve(
+            m,
+            root.path(),
+            &[
+                "--proxy",
+                &route,
+                "--proxy",
+                &down,
+                "--upstream-timeout",
+                "0.5",
+            ],
+        );
+        let a = s.addr();
+
+        let r = get(a, "/up/len");
+        assert_eq!(r.status, 200, "{m}");
+        assert_eq!(r.text(), "hello by length");
+        assert_eq!(r.header("content-length"), Some("15"));
+        assert_eq!(r.header("x-end"), Some("kept"));
+        assert_eq!(r.header("content-type"), Some("text/plain"));
+        assert!(
+            r.header("x-hop").is_none() && r.header("keep-alive").is_none(),
+            "{m}: {}",
+            r.head
+        );
+        assert_eq!(
+            r.header("server"),
+            Some("tincan"),
+            "our Server header, not the upstream's"
+        );
+
+        let r = get(a, "/up/chunked");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (201, "hello by chunk"),
+            "{m}"
+        );
+        assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+
+        let r = get(a, "/up/close");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "hello until close"),
+            "{m}"
+        );
+        assert_eq!(
+            r.header("transfer-encoding"),
+            Some("chunked"),
+            "1.1 clients get chunks"
+        );
+        let r = exchange(a, b"GET /up/close HTTP/1.0\r\n\r\n");
+        assert_eq!(r.text(), "hello until close", "{m}");
+        assert!(r.header("transfer-encoding").is_none() && r.header("content-length").is_none());
+        assert_eq!(r.header("connection"), Some("close"));
+
+        let r = exchange(
+            a,
+            b"HEAD /up/len HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(
+            (r.status, r.header("content-length")),
+            (200, Some("15")),
+            "{m}"
+        );
+
+        // What the upstream was sent.
+        let r = exchange(
+            a,
+            b"POST /up/echo?q=1 HTTP/1.1\r\nHost: front.test\r\nConnection: close, X-Private\r\nX-Private: 1\r\nTE: trailers\r\nProxy-Authorization: secret\r\nX-Forwarded-For: 203.0.113.9\r\nContent-Length: 11\r\n\r\nhello=world",
+        );
+        let sent = r.text();
+        assert!(
+            sent.starts_with("POST /base/echo?q=1 HTTP/1.1\r\n"),
+            "{m}: {}\n{sent}",
+            r.head
+        );
+        assert!(sent.contains(&format!("Host: {}\r\n", up.addr)), "{sent}");
+        assert!(
+            sent.contains("X-Forwarded-For: 203.0.113.9, 127.0.0.1\r\n"),
+            "{sent}"
+        );
+        assert!(sent.contains("X-Forwarded-Proto: http\r\n"));
+        assert!(sent.contains("X-Forwarded-Host: front.test\r\n"));
+        assert!(sent.contains("Forwarded: for=127.0.0.1;host=front.test;proto=http\r\n"));
+        assert!(sent.contains("Via: 1.1 tincan\r\n"));
+        assert!(sent.contains("Connection: close\r\n"));
+        for gone in ["X-Private", "TE:", "Proxy-Authorization", "secret"] {
+            assert!(!sent.contains(gone), "{m}: {gone} was forwarded: {sent}");
+        }
+        assert!(
+            sent.ends_with("Content-Length: 11\r\nConnection: close\r\n\r\nhello=world"),
+            "{sent}"
+        );
+
+        // A chunked upload reaches the upstream whole, with a length.
+        let r = exchange(
+            a,
+            b"PUT /up/echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nchunk-\r\n4\r\nbody\r\n0\r\n\r\n",
+        );
+        let sent = r.text();
+        assert!(
+            sent.contains("Content-Length: 10\r\n") && sent.ends_with("chunk-body"),
+            "{m}: {sent}"
+        );
+        assert!(!sent.contains("Transfer-Encoding"), "{sent}");
+
+        // Failures: down, garbage, a cut-off body, too slow.
+        assert_eq!(get(a, "/down/x").status, 502, "{m}");
+        assert_eq!(get(a, "/up/bad").status, 502, "{m}");
+        let t0 = Instant::now();
+        assert_eq!(get(a, "/up/slow").status, 504, "{m}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "{m}: 504 after {:?}",
+            t0.elapsed()
+        );
+        let mut c = connect(a);
+        c.write_all(b"GET /up/short HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = c.read_to_end(&mut got);
+        let got = String::from_utf8_lossy(&got);
+        assert!(
+            got.starts_with("HTTP/1.1 200 ") && got.ends_with("only this"),
+            "{m}: {got}"
+        );
+
+        // A proxied request and a static one on the same kept-alive connection.
+        if !is_iterative(m) {
+            let mut c = BufReader::new(connect(a));
+            c.get_mut()
+                .write_all(b"GET /up/chunked HTTP/1.1\r\nHost: x\r\n\r\nGET /file.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let r1 = read_reply(&mut c, false);
+            let r2 = read_reply(&mut c, false);
+            assert_eq!(
+                (r1.status, r1.text().as_str()),
+                (201, "hello by chunk"),
+                "{m}"
+            );
+            assert_eq!(
+                (r2.status, r2.text().as_str()),
+                (200, "static file\n"),
+                "{m}"
+            );
+            c.get_mut()
+                .write_all(b"GET /up/len HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            assert_eq!(read_reply(&mut c, false).text(), "hello by length", "{m}");
+        }
+        // Paths outside every route are still the static handler's.
+        assert_eq!(get(a, "/file.txt").text(), "static file\n");
+        assert_eq!(get(a, "/upx").status, 404, "{m}: /upx is not under /up");
+    }
+    assert!(up.seen.lock().unwrap().len() >= 6 * 9);
+}
+
+#[test]
+fn tincan_hello_works_as_a_real_upstream_over_tcp_and_unix_sockets() {
+    let hello = Server::start(&["hello", "--listen", "127.0.0.1:0", "--access-log", "off"]);
+    let root = TempDir::new("proxy-hello");
+    let sock = root.path().join("hello.sock");
+    let unix_listen = format!("unix:{}", sock.display());
+    let unix_hello = Server::start(&["hello", "--listen", &unix_listen, "--access-log", "off"]);
+    let tcp_route = format!("/greet={}", hello.url("/"));
+    let unix_route = format!("/local=http://unix:{}:/", sock.display());
+    for &m in &[ALL_MODELS[0], ALL_MODELS[3]] {
+        let s = serve(
+            m,
+            root.path(),
+            &["--proxy", &tcp_route, "--proxy", &unix_route],
+        );
+        for prefix in ["/greet", "/local"] {
+            let raw = format!(
+                "GET {prefix}/there?x=1 HTTP/1.1\r\nHost: front.test\r\nUser-Agent: t\r\nConnection: close\r\n\r\n"
+            );
+            let r = exchange(s.addr(), raw.as_bytes());
+            let page = r.text();
+            assert_eq!(r.status, 200, "{m} {prefix}: {page}");
+            assert!(page.contains("GET /there?x=1 HTTP/1.1"), "{m}: {page}");
+            assert!(page.contains("X-Forwarded-For"), "{page}");
+        }
+    }
+    drop(unix_hello);
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+#[test]
+fn a_five_mib_upstream_body_streams_to_a_slow_client_with_bounded_memory() {
+    let up = upstream();
+    let root = TempDir::new("proxy-big");
+    let route = format!("/up=http://{}", up.addr);
+    for &m in ALL_MODELS {
+        let s = serve(m, root.path(), &["--proxy", &route]);
+        // Warm up (threads, pools), then measure while a client holds back.
+        assert_eq!(get(s.addr(), "/up/len").status, 200);
+        let before = rss_kib(s.pid());
+        // A small receive window, so the body cannot hide in the kernel's socket buffers.
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(8 * 1024).unwrap();
+        sock.connect(&s.addr().into()).unwrap();
+        let mut c: TcpStream = sock.into();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.write_all(b"GET /up/big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut first = [0; 4096];
+        let n = c.read(&mut first).unwrap();
+        assert!(first[..n].starts_with(b"HTTP/1.1 200 OK"), "{m}");
+        std::thread::sleep(Duration::from_millis(400));
+        // Under prefork the serving process is a child; the parent's RSS says nothing then.
+        let during = rss_kib(s.pid());
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).unwrap();
+        let total = n + rest.len();
+        let head_len = first[..n]
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap()
+            + 4;
+        assert_eq!(total - head_len, BIG, "{m}: body length");
+        assert!(rest.iter().all(|&b| b == b'z'));
+        if !m.0.contains(&"prefork") {
+            let grew = during.saturating_sub(before);
+            assert!(
+                grew < 2 * 1024,
+                "{m}: RSS grew {grew} KiB while a 5 MiB body waited"
+            );
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// CGI
+
+fn script(dir: &Path, name: &str, body: &str, mode: u32) {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Every process whose parent is `pid` and that is a zombie.
+fn zombies_of(pids: &[i32]) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let Some(after) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let mut f = after.1.split(' ');
+        let (state, ppid) = (f.next(), f.next().and_then(|p| p.parse::<i32>().ok()));
+        if state == Some("Z") && ppid.is_some_and(|p| pids.contains(&p)) {
+            found.push(stat);
+        }
+    }
+    found
+}
+
+/// The server and its worker processes (prefork).
+fn family(pid: i32) -> Vec<i32> {
+    let mut pids = vec![pid];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) {
+            if let Some((_, after)) = stat.rsplit_once(") ") {
+                if after.split(' ').nth(1).and_then(|p| p.parse().ok()) == Some(pid) {
+                    if let Ok(p) = e.file_name().to_string_lossy().parse() {
+                        pids.push(p);
+                    }
+                }
+            }
+        }
+    }
+    pids
+}
+
+fn cgi_dir() -> TempDir {
+    let t = TempDir::new("cgi");
+    let bin = t.path().join("cgi-bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::fs::create_dir(t.path().join("www")).unwrap();
+    std::fs::write(t.path().join("www/page.txt"), "a static page\n").unwrap();
+    script(
+        &bin,
+        "local.sh",
+        "printf 'Location: /cgi-bin/status.sh\\n\\n'",
+        0o755,
+    );
+    script(
+        &bin,
+        "tostatic.sh",
+        "printf 'Location: /page.txt\\n\\n'",
+        0o755,
+    );
+    script(
+        &bin,
+        "loop.sh",
+        "printf 'Location: /cgi-bin/loop.sh\\n\\n'",
+        0o755,
+    );
+    script(
+        &bin,
+        "env.sh",
+        "printf 'Content-Type: text/plain\\r\\nX-Script: yes\\r\\n\\r\\n'\nenv\necho BODY=$(cat)",
+        0o755,
+    );
+    script(
+        &bin,
+        "status.sh",
+        "printf 'Status: 201 Created\\nContent-Type: text/plain\\nContent-Length: 7\\n\\ncreated'",
+        0o755,
+    );
+    script(
+        &bin,
+        "redirect.sh",
+        "printf 'Location: http://example.test/\\n\\n'",
+        0o755,
+    );
+    script(&bin, "crash.sh", "kill -SEGV $$", 0o755);
+    script(&bin, "garbage.sh", "echo 'no headers here'", 0o755);
+    script(&bin, "slow.sh", "exec sleep 5", 0o755);
+    script(
+        &bin,
+        "noexec.sh",
+        "echo 'Content-Type: text/plain'; echo; echo ran",
+        0o644,
+    );
+    // Outside the script directory: must never run.
+    script(
+        t.path(),
+        "outside.sh",
+        "printf 'Content-Type: text/plain\\n\\nESCAPED'",
+        0o755,
+    );
+    std::os::unix::fs::symlink(t.path().join("outside.sh"), bin.join("link.sh")).unwrap();
+    t
+}
+
+#[test]
+fn cgi_scripts_get_rfc3875_variables_and_their_answers_are_relayed_under_every_model() {
+    let t = cgi_dir();
+    let route = format!("/cgi-bin={}", t.path().join("cgi-bin").display());
+    for &m in ALL_MODELS {
+        let s = serve(
+            m,
+            &t.path().join("www"),
+            &["--cgi", &route, "--upstream-timeout", "0.5"],
+        );
+        let a = s.addr();
+        let r = exchange(
+            a,
+            b"POST /cgi-bin/env.sh/more/path%20here?x=1&y=2 HTTP/1.1\r\nHost: front.test:8080\r\nContent-Type: text/plain\r\nX-Custom: custom value\r\nProxy: http://evil.test/\r\nConnection: close\r\nContent-Length: 12\r\n\r\nposted bytes",
+        );
+        assert_eq!(r.status, 200, "{m}: {}", r.text());
+        assert_eq!(r.header("x-script"), Some("yes"));
+        let env = r.text();
+        let port = a.port().to_string();
+        for want in [
+            "GATEWAY_INTERFACE=CGI/1.1",
+            "SERVER_PROTOCOL=HTTP/1.1",
+            "REQUEST_METHOD=POST",
+            "SCRIPT_NAME=/cgi-bin/env.sh",
+            "PATH_INFO=/more/path here",
+            "QUERY_STRING=x=1&y=2",
+            "CONTENT_LENGTH=12",
+            "CONTENT_TYPE=text/plain",
+            "REMOTE_ADDR=127.0.0.1",
+            "SERVER_NAME=front.test",
+            &format!("SERVER_PORT={port}"),
+            "HTTP_X_CUSTOM=custom value",
+            "SERVER_SOFTWARE=tincan/",
+            "REMOTE_PORT=",
+            "BODY=posted bytes",
+        ] {
+            assert!(env.contains(want), "{m}: {want} missing from:\n{env}");
+        }
+        assert!(!env.contains("HTTP_PROXY"), "{m}: httpoxy: {env}");
+        assert!(
+            !env.contains("HOME=") && !env.contains("CARGO"),
+            "{m}: env not cleared: {env}"
+        );
+
+        let r = get(a, "/cgi-bin/status.sh");
+        assert_eq!((r.status, r.text().as_str()), (201, "created"), "{m}");
+        assert_eq!(r.header("content-length"), Some("7"));
+        let r = get(a, "/cgi-bin/redirect.sh");
+        assert_eq!(
+            (r.status, r.header("location")),
+            (302, Some("http://example.test/"))
+        );
+        // Local redirects (RFC 3875 §6.2.2) are answered by the server, not sent to the client.
+        let r = get(a, "/cgi-bin/local.sh");
+        assert_eq!((r.status, r.text().as_str()), (201, "created"), "{m}");
+        let r = get(a, "/cgi-bin/tostatic.sh");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "a static page\n"),
+            "{m}"
+        );
+        assert_eq!(
+            get(a, "/cgi-bin/loop.sh").status,
+            502,
+            "{m}: a redirect loop ends"
+        );
+        let r = exchange(a, b"GET /cgi-bin/env.sh HTTP/1.0\r\n\r\n");
+        assert!(r.text().contains("SERVER_PROTOCOL=HTTP/1.0"), "{m}");
+        assert_eq!(r.header("connection"), Some("close"));
+
+        assert_eq!(get(a, "/cgi-bin/missing.sh").status, 404, "{m}");
+        assert_eq!(get(a, "/cgi-bin/noexec.sh").status, 403, "{m}");
+        assert_eq!(get(a, "/cgi-bin/crash.sh").status, 502, "{m}");
+        assert_eq!(get(a, "/cgi-bin/garbage.sh").status, 502, "{m}");
+        let t0 = Instant::now();
+        assert_eq!(get(a, "/cgi-bin/slow.sh").status, 504, "{m}");
+        assert!(t0.elapsed() < Duration::from_secs(4), "{m}");
+        for evil in [
+            "/cgi-bin/../outside.sh",
+            "/cgi-bin/%2e%2e/outside.sh",
+            "/cgi-bin/..%2foutside.sh",
+            "/cgi-bin/link.sh",
+            "/cgi-bin/./../outside.sh",
+        ] {
+            let r = get(a, evil);
+            assert!(
+                !r.text().contains("ESCAPED"),
+                "{m}: {evil} ran a script outside: {}",
+                r.status
+            );
+            assert!(r.status >= 400, "{m}: {evil} → {}", r.status);
+        }
+        // Every child was reaped, the killed slow one included.
+        std::thread::sleep(Duration::from_millis(100));
+        let z = zombies_of(&family(s.pid()));
+        assert!(z.is_empty(), "{m}: zombies: {z:?}");
+    }
+}
+
+#[test]
+fn curl_uploads_through_the_proxy_and_runs_cgi_scripts() {
+    if !have("curl") {
+        eprintln!("skipped: curl is not installed");
+        return;
+    }
+    let up = upstream();
+    let t = cgi_dir();
+    let proxy = format!("/up=http://{}", up.addr);
+    let cgi = format!("/cgi-bin={}", t.path().join("cgi-bin").display());
+    let s = serve(
+        ALL_MODELS[3],
+        &t.path().join("www"),
+        &["--proxy", &proxy, "--cgi", &cgi],
+    );
+    let run = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "10"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "curl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let body = "b".repeat(100_000);
+    let sent = run(&["--data-binary", &body, &s.url("/up/echo")]);
+    assert!(sent.contains("Content-Length: 100000\r\n") && sent.ends_with(&body));
+    let sent = run(&[
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        "chunked by curl",
+        &s.url("/up/echo"),
+    ]);
+    assert!(sent.ends_with("chunked by curl"), "{sent}");
+    assert_eq!(run(&[&s.url("/up/chunked")]), "hello by chunk");
+    assert_eq!(
+        run(&["--http1.0", &s.url("/up/close")]),
+        "hello until close"
+    );
+    let env = run(&["-d", "from curl", &s.url("/cgi-bin/env.sh?k=v")]);
+    assert!(
+        env.contains("QUERY_STRING=k=v") && env.contains("BODY=from curl"),
+        "{env}"
+    );
+}
+
+#[test]
+fn bad_proxy_and_cgi_flags_are_refused_in_one_line() {
+    let root = TempDir::new("proxy-flags");
+    for (flag, value, says) in [
+        ("--proxy", "/api=https://x", "https"),
+        ("--proxy", "/api", "PREFIX"),
+        ("--proxy", "api=http://x", "must start with /"),
+        ("--cgi", "/cgi=/nonexistent/dir", "does not exist"),
+    ] {
+        let out = Command::new(crate::support::bin())
+            .args([
+                "serve",
+                root.path().to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                flag,
+                value,
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value} was accepted");
+        // One sentence, and before anything is bound (no start-up chatter first).
+        assert!(
+            err.starts_with("tincan: ") && err.lines().count() == 1,
+            "{err}"
+        );
+        assert!(
+            err.contains(says) || err.contains("KEY=VALUE"),
+            "{flag} {value}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_full_upstream_pool_answers_503_instead_of_queueing() {
+    let up = upstream();
+    let root = TempDir::new("proxy-busy");
+    let route = format!("/up=http://{}", up.addr);
+    // Prefork has a pool per worker process and iterative one connection: neither can fill
+    // one pool from two connections reliably.
+    for &m in &[ALL_MODELS[1], ALL_MODELS[3]] {
+        let s = serve(
+            m,
+            root.path(),
+            &[
+                "--proxy",
+                &route,
+                "--upstream-workers",
+                "1",
+                "--upstream-timeout",
+                "1",
+            ],
+        );
+        let mut slow = connect(s.addr());
+        slow.write_all(b"GET /up/slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let r = get(s.addr(), "/up/len");
+        assert_eq!(r.status, 503, "{m}");
+        assert_eq!(r.header("retry-after"), Some("1"));
+        let r = read_reply(&mut BufReader::new(slow), false);
+        assert_eq!(r.status, 504, "{m}");
+        // The worker is free again.
+        assert_eq!(get(s.addr(), "/up/len").status, 200, "{m}");
+    }
+}
+
+/// Children of `pids` whose command name is `comm`.
+fn children_named(pids: &[i32], comm: &str) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let Some((left, after)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let name = left.split_once(" (").map_or("", |(_, c)| c);
+        let ppid = after.split(' ').nth(1).and_then(|p| p.parse::<i32>().ok());
+        if name == comm && ppid.is_some_and(|p| pids.contains(&p)) {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn a_client_that_hangs_up_gets_its_cgi_child_killed_and_reaped_promptly() {
+    let t = cgi_dir();
+    let route = format!("/cgi-bin={}", t.path().join("cgi-bin").display());
+    for &m in &[ALL_MODELS[1], ALL_MODELS[2], ALL_MODELS[3]] {
+        let s = serve(m, &t.path().join("www"), &["--cgi", &route]);
+        let mut c = connect(s.addr());
+        c.write_all(b"GET /cgi-bin/slow.sh HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while children_named(&family(s.pid()), "sleep") == 0 {
+            assert!(Instant::now() < deadline, "{m}: the script never started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(c);
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while children_named(&family(s.pid()), "sleep") > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{m}: the script outlived its client (the timeout is 60 s)"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let z = zombies_of(&family(s.pid()));
+        assert!(z.is_empty(), "{m}: zombies: {z:?}");
+    }
+}
