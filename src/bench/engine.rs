@@ -20,7 +20,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, IsTerminal, Read, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -123,7 +123,6 @@ fn per_sec(n: u64, d: Duration) -> f64 {
 struct Shared {
     replies: AtomicU64,
     errors: AtomicU64,
-    stop: AtomicBool,
 }
 
 /// Apply `load` to `addr` as `opts` says and return the merged counts.
@@ -386,7 +385,7 @@ impl<E: Exchange> Worker<E> {
                 self.stats = Stats::new();
                 (told_replies, told_errors) = (0, 0);
             }
-            if deadline.is_some_and(|d| now >= d) || shared.stop.load(Ordering::Relaxed) {
+            if deadline.is_some_and(|d| now >= d) {
                 let end = deadline.map_or(now, |d| d.min(now));
                 self.count_unfinished(end);
                 return Ok(end);
