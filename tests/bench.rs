@@ -104,6 +104,7 @@ fn open_loop_sends_about_the_set_rate() {
         out.stats.replies
     );
     assert_eq!(out.stats.errors.total(), 0);
+    assert_eq!(out.stats.starved, 0);
 }
 
 #[test]
@@ -279,6 +280,7 @@ fn when_asked_unanswered_requests_count_in_the_latency_at_their_wait() {
     // The one still waiting when the run ended is counted, not dropped.
     assert_eq!(out.stats.unfinished, 1);
     assert!(ms(out.stats.percentile(50.0)) >= 140.0);
+    assert_eq!(out.stats.starved, 1);
 }
 
 #[test]
@@ -436,5 +438,5 @@ fn bench_models_replot_redraws_the_table_and_chart_from_its_json() {
     let svg = std::fs::read_to_string(out.join("models.svg")).unwrap();
     // Three panels, one line per variant in each.
     assert_eq!(svg.matches("<polyline").count(), 6);
-    assert!(svg.contains("failed requests"));
+    assert!(svg.contains("starved connections"));
 }

@@ -294,6 +294,8 @@ struct Conn<E> {
     next_send: Instant,
     /// Set while a timer entry for this connection is in the heap.
     scheduled: bool,
+    /// Replies this connection got since counting started.
+    replies: u64,
 }
 
 struct Worker<E> {
@@ -342,6 +344,7 @@ impl WorkerSpec {
                     deadline: now,
                     next_send: launched + offset,
                     scheduled: false,
+                    replies: 0,
                 }
             })
             .collect();
@@ -383,6 +386,9 @@ impl<E: Exchange> Worker<E> {
                 // Forget the warm-up; requests in flight now are counted when they finish.
                 warming = false;
                 self.stats = Stats::new();
+                for c in &mut self.conns {
+                    c.replies = 0;
+                }
                 (told_replies, told_errors) = (0, 0);
             }
             if deadline.is_some_and(|d| now >= d) {
@@ -445,6 +451,7 @@ impl<E: Exchange> Worker<E> {
 
     /// The run ended: count the requests still waiting (and, if asked, their wait so far).
     fn count_unfinished(&mut self, end: Instant) {
+        self.stats.starved = self.conns.iter().filter(|c| c.replies == 0).count() as u64;
         for c in &self.conns {
             if c.state.in_flight() {
                 self.stats.unfinished += 1;
@@ -699,6 +706,7 @@ impl<E: Exchange> Worker<E> {
             return self.fail(i, ErrorKind::Parse, now);
         }
         self.stats.record(now.saturating_duration_since(c.started));
+        c.replies += 1;
         if !reply.ok {
             self.stats.errors.add(ErrorKind::Status);
         }

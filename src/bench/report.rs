@@ -89,8 +89,8 @@ pub fn table(run: &Run) -> String {
     );
     let _ = writeln!(
         t,
-        "  connects    {:>12}   (requests in flight at the end: {})",
-        s.connects, s.unfinished
+        "  connects    {:>12}   (in flight at the end: {}; connections with no reply: {})",
+        s.connects, s.unfinished, s.starved
     );
     let _ = write!(t, "  latency    ");
     for (name, _) in PERCENTILES {
@@ -156,6 +156,7 @@ pub fn json(run: &Run) -> Value {
         "read_bytes_per_sec": o.read_bytes_per_sec(),
         "connects": s.connects,
         "unfinished": s.unfinished,
+        "starved_connections": s.starved,
         "warmup_s": run.opts.warmup.as_secs_f64(),
         "latency_us": latency,
         "errors": errors,

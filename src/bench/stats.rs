@@ -102,6 +102,9 @@ pub struct Stats {
     pub connects: u64,
     /// Requests still waiting for their reply when the run ended (not errors, not replies).
     pub unfinished: u64,
+    /// Connections that got no reply at all while counting (a duration-bounded run): the
+    /// ones a server starved, e.g. all but one under the iterative model with echo.
+    pub starved: u64,
 }
 
 impl Default for Stats {
@@ -125,6 +128,7 @@ impl Stats {
             errors: ErrorCounts::default(),
             connects: 0,
             unfinished: 0,
+            starved: 0,
         }
     }
 
@@ -157,6 +161,7 @@ impl Stats {
         self.errors.merge(&other.errors);
         self.connects += other.connects;
         self.unfinished += other.unfinished;
+        self.starved += other.starved;
     }
 
     /// The latency at percentile `p` (0..=100); zero when nothing was recorded.
