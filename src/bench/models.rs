@@ -547,7 +547,12 @@ fn markdown(what: &str, chosen: &[Variant], a: &ModelsArgs, points: &[Point]) ->
                         let _ = write!(s, " ({} err)", p.errors);
                     }
                     if p.starved > 0 {
-                        let _ = write!(s, " ({}% starved)", p.starved * 100 / c.max(1) as u64);
+                        let pct = p.starved as f64 * 100.0 / c.max(1) as f64;
+                        if pct < 1.0 {
+                            let _ = write!(s, " (<1% starved)");
+                        } else {
+                            let _ = write!(s, " ({pct:.0}% starved)");
+                        }
                     }
                     let _ = write!(s, " |");
                 }
