@@ -5,5 +5,6 @@ mod chat;
 mod echo;
 mod http;
 mod models;
+mod qa;
 mod static_files;
 mod support;

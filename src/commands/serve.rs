@@ -392,8 +392,12 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
     let limits = args.http.limits(&cfg)?;
     let files = args.files.settings(root, &cfg)?;
     let handler = glue::static_handler(files)?;
+    // Every flag is checked (and the access log opened) before a socket is bound, so a bad
+    // --header or log path never follows a `listening on` line.
+    let mut options = args
+        .http
+        .options(&cfg, args.server.serve_options()?.model)?;
     let (listeners, opts) = glue::setup(&args.server, "127.0.0.1:8000")?;
-    let mut options = args.http.options(&cfg, opts.model)?;
     // Answering pauses where the driver stops reading, so a pipelining flood waits in neither.
     options.pipeline_pause = opts.high_water.max(1);
     let service = HttpService::new(handler, limits, options);

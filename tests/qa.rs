@@ -1,0 +1,41 @@
+//! Regressions found by outside-in QA: each test is an input a user or a hostile client gave
+//! that once broke something, and the answer it must get now.
+
+use std::time::Duration;
+
+use crate::support::run_tincan;
+
+/// `tincan ARGS` must fail before binding: exit 1, nothing on stdout, one line on stderr that
+/// contains `needle`.
+fn refused_before_binding(args: &[&str], needle: &str) {
+    let (status, out, err) = run_tincan(args, b"", Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1), "{args:?}: {err}");
+    assert!(!out.contains("listening on"), "{args:?} bound first: {out}");
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.contains("running as root"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{args:?}: {err}");
+    assert!(lines[0].starts_with("tincan: "), "{args:?}: {err}");
+    assert!(lines[0].contains(needle), "{args:?}: {err}");
+}
+
+#[test]
+fn a_bad_header_or_access_log_is_refused_before_listening() {
+    for cmd in ["serve", "hello"] {
+        refused_before_binding(
+            &[cmd, "--listen", "127.0.0.1:0", "--header", "NoColon"],
+            "--header",
+        );
+        refused_before_binding(
+            &[
+                cmd,
+                "--listen",
+                "127.0.0.1:0",
+                "--access-log",
+                "/nonexistent/dir/access.log",
+            ],
+            "access log",
+        );
+    }
+}
