@@ -174,9 +174,10 @@ fn size(
 ) -> Result<u64> {
     let v = match (flag_v, cfg_v) {
         (Some(v), _) => v,
-        (None, Some(s)) => s
-            .bytes()
-            .map_err(|e| Error::Usage(format!("{flag} in the config file: {e}")))?,
+        (None, Some(s)) => s.bytes().map_err(|e| {
+            let key = flag.replace('-', "_");
+            Error::Usage(format!("{key} in the config file: {e}"))
+        })?,
         (None, None) => default,
     };
     if v == 0 {
