@@ -39,3 +39,20 @@ fn a_bad_header_or_access_log_is_refused_before_listening() {
         );
     }
 }
+
+#[test]
+fn static_file_settings_are_refused_in_the_same_voice_as_other_flags() {
+    for (flag, value) in [
+        ("--fallback", "index.html"),
+        ("--error-page", "404=404.html"),
+        ("--index", "../index.html"),
+        ("--cache-control", "[=max-age=1"),
+    ] {
+        let args = ["serve", "--listen", "127.0.0.1:0", flag, value];
+        refused_before_binding(&args, flag);
+        let (_, _, err) = run_tincan(&args, b"", Duration::from_secs(10));
+        let line = err.lines().last().unwrap_or_default();
+        assert!(!line.ends_with('.'), "{line}");
+        assert!(line.starts_with(&format!("tincan: {flag} ")), "{line}");
+    }
+}
