@@ -56,3 +56,21 @@ fn static_file_settings_are_refused_in_the_same_voice_as_other_flags() {
         assert!(line.starts_with(&format!("tincan: {flag} ")), "{line}");
     }
 }
+
+#[test]
+fn talk_explains_an_unreachable_server_without_os_error_numbers() {
+    // Port 1 on this host: nothing listens there.
+    let (status, _, err) = run_tincan(&["talk", "127.0.0.1:1"], b"", Duration::from_secs(10));
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(
+        err.trim_end(),
+        "tincan: could not reach 127.0.0.1:1: connection refused; is the server running?"
+    );
+    let (status, _, err) = run_tincan(
+        &["talk", "127.0.0.1:1", "--connect-timeout", "0"],
+        b"",
+        Duration::from_secs(10),
+    );
+    assert_eq!(status.code(), Some(1));
+    assert!(err.contains("--connect-timeout"), "{err}");
+}

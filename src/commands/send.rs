@@ -595,8 +595,8 @@ fn ignore_broken_pipe(e: io::Error) -> io::Result<()> {
     }
 }
 
-/// A socket error as the end of a sentence, with a hint where one helps.
-fn describe(e: &io::Error) -> String {
+/// A socket error as the end of a sentence, with a hint where one helps (`talk` uses it too).
+pub(crate) fn describe(e: &io::Error) -> String {
     use io::ErrorKind as K;
     match e.kind() {
         K::ConnectionRefused => "connection refused; is the server running?".into(),
