@@ -46,13 +46,13 @@ pub struct HttpArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
     pub max_body: Option<u64>,
     /// Seconds a client has to send a request head; then 408. [default: 60]
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub head_timeout: Option<f64>,
     /// Seconds allowed between two reads of a request body; then 408. [default: 60]
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub body_timeout: Option<f64>,
     /// Seconds an idle keep-alive connection is kept open. [default: 75]
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub keepalive_timeout: Option<f64>,
     /// Requests served on one connection before it is closed. [default: 1000]
     #[arg(long, value_name = "N")]
@@ -159,8 +159,14 @@ pub fn merge_server_args(s: &mut ServerArgs, cfg: &Config) {
 
 fn seconds(flag: &str, v: f64) -> Result<Duration> {
     if !(v.is_finite() && v > 0.0 && v < 1e9) {
+        // 1e300 would otherwise be written out in 301 digits.
+        let shown = if v.is_finite() && v.abs() >= 1e9 {
+            format!("{v:e}")
+        } else {
+            v.to_string()
+        };
         return Err(Error::Usage(format!(
-            "--{flag} must be a positive number of seconds, not {v}"
+            "--{flag} must be a positive number of seconds (below 1e9), not {shown}"
         )));
     }
     Ok(Duration::from_secs_f64(v))
@@ -477,6 +483,12 @@ mod tests {
             ..HttpArgs::default()
         };
         assert!(zero.limits(&Config::default()).is_err());
+        let huge = HttpArgs {
+            keepalive_timeout: Some(1e300),
+            ..HttpArgs::default()
+        };
+        let e = huge.limits(&Config::default()).unwrap_err().to_string();
+        assert!(e.len() < 120 && e.ends_with("not 1e300"), "{e}");
     }
 
     #[test]
