@@ -74,3 +74,31 @@ fn talk_explains_an_unreachable_server_without_os_error_numbers() {
     assert_eq!(status.code(), Some(1));
     assert!(err.contains("--connect-timeout"), "{err}");
 }
+
+#[test]
+fn every_server_help_states_the_defaults_the_code_uses() {
+    let o = tincan::model::ServeOptions::default();
+    let backlog = tincan::net::BindOptions::default().backlog;
+    let want = [
+        format!("[default: {}]", o.model),
+        format!("[default: {}]", o.poller),
+        format!("[default: {}]", o.max_connections),
+        format!("[default: {}]", backlog),
+        format!("[default: {}]", o.grace.as_secs()),
+        format!("[default: {}]", o.send_timeout.as_secs()),
+        "serve 8000, hello 8080, echo 7007, chat 4040".to_string(),
+    ];
+    for cmd in ["serve", "hello", "echo", "chat"] {
+        let (status, out, _) = run_tincan(&[cmd, "--help"], b"", Duration::from_secs(10));
+        assert!(status.success());
+        // clap wraps long lines; compare with the wrapping undone.
+        let flat = out.split_whitespace().collect::<Vec<_>>().join(" ");
+        for w in &want {
+            assert!(flat.contains(w.as_str()), "tincan {cmd} --help lacks {w}");
+        }
+    }
+    for cmd in ["serve", "echo", "send", "hello"] {
+        let (_, out, _) = run_tincan(&[cmd, "--help"], b"", Duration::from_secs(10));
+        assert!(out.contains("Examples:\n  tincan "), "tincan {cmd} --help");
+    }
+}

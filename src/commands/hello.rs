@@ -13,6 +13,10 @@ use crate::error::Result;
 use crate::protocol::http::{Hello, HttpService};
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  tincan hello                              greet clients on 127.0.0.1:8080
+  curl -H 'Accept: application/json' http://127.0.0.1:8080/    the same as JSON")]
 pub struct HelloArgs {
     /// Read settings from a tincan.toml file (only the server and HTTP keys apply).
     #[arg(long, value_name = "PATH")]

@@ -21,6 +21,12 @@ use crate::protocol::framing::{Decoder, Framing};
 const MAX_DATAGRAM: usize = 65_507;
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  tincan send 127.0.0.1:7007 hello          send, print the echo, exit
+  tincan send 127.0.0.1:7007 --framing close < file    seed 000: send, half-close, read all
+  tincan send 127.0.0.1:7007 --framing null             seed 002's interactive client (q quits)
+  tincan send 127.0.0.1:7007 hi --udp       one datagram there and back")]
 pub struct SendArgs {
     /// Where the server listens: HOST:PORT, [V6]:PORT, :PORT (this host) or unix:/path.
     #[arg(value_name = "ADDR")]

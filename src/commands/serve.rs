@@ -104,6 +104,12 @@ pub struct FileArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  tincan serve                              the current directory on 127.0.0.1:8000
+  tincan serve examples/site -l :8080       a directory on every interface, port 8080
+  tincan serve /srv/www -l :80 --user nobody    bind port 80 as root, then drop to nobody
+  tincan serve --config tincan.toml         every setting from a file (flags override it)")]
 pub struct ServeArgs {
     /// The directory to serve. [default: the current directory]
     #[arg(value_name = "DIR")]
