@@ -6,5 +6,6 @@ mod echo;
 mod http;
 mod models;
 mod proxy;
+mod qa;
 mod static_files;
 mod support;

@@ -84,6 +84,10 @@ impl FromStr for Framing {
             "length" => Ok(Framing::Length),
             _ => match s.strip_prefix("fixed:").map(str::parse::<usize>) {
                 Some(Ok(n)) if n > 0 => Ok(Framing::Fixed(n)),
+                // All digits yet no usize: a size no --max-frame could allow.
+                Some(Err(_)) if s[6..].bytes().all(|b| b.is_ascii_digit()) => {
+                    Err(format!("'{s}' is too large a frame size"))
+                }
                 Some(_) => Err(format!(
                     "'{s}' needs a frame size of at least 1 byte, e.g. fixed:64"
                 )),
@@ -353,6 +357,17 @@ mod tests {
             frames(Framing::Line, 100, b"\xff\n").unwrap(),
             vec![vec![0xff]]
         );
+    }
+
+    #[test]
+    fn an_overflowing_fixed_size_is_called_too_large() {
+        let e = "fixed:99999999999999999999999"
+            .parse::<Framing>()
+            .unwrap_err();
+        assert!(e.contains("too large"), "{e}");
+        let e = "fixed:0".parse::<Framing>().unwrap_err();
+        assert!(e.contains("at least 1 byte"), "{e}");
+        assert!("fixed:x".parse::<Framing>().is_err());
     }
 
     #[test]
