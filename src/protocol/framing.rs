@@ -219,6 +219,14 @@ impl Decoder {
                     consumed: 4 + len,
                 }))
             }
+            Framing::Fixed(0) => {
+                // No frame is zero bytes long (`fixed:0` is refused when parsed; this guards the
+                // library API): never yield empty frames, and still bound what is buffered.
+                if input.len() > limit {
+                    return Err(FrameError::TooLong { limit });
+                }
+                Ok(None)
+            }
             Framing::Fixed(n) => {
                 if n > limit {
                     return Err(FrameError::TooLong { limit });
@@ -368,6 +376,15 @@ mod tests {
         let e = "fixed:0".parse::<Framing>().unwrap_err();
         assert!(e.contains("at least 1 byte"), "{e}");
         assert!("fixed:x".parse::<Framing>().is_err());
+    }
+
+    #[test]
+    fn fixed_zero_built_by_hand_yields_no_empty_frames_and_stays_bounded() {
+        assert_eq!(frames(Framing::Fixed(0), 4, b"abcd"), Ok(vec![]));
+        assert_eq!(
+            frames(Framing::Fixed(0), 4, b"abcde"),
+            Err(FrameError::TooLong { limit: 4 })
+        );
     }
 
     #[test]
