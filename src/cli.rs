@@ -43,26 +43,28 @@ pub enum Command {
 pub struct ServerArgs {
     /// Address to listen on: HOST:PORT, \[V6\]:PORT, :PORT (all interfaces) or unix:/path.
     /// Repeat for several. Port 0 picks a free port; the bound address is printed first.
+    /// [default: 127.0.0.1 on the command's port: serve 8000, hello 8080, echo 7007, chat 4040]
     #[arg(long = "listen", short = 'l', value_name = "ADDR")]
     pub listen: Vec<String>,
 
-    /// Concurrency model.
+    /// Concurrency model. [default: event]
     #[arg(long, value_enum)]
     pub model: Option<Model>,
 
-    /// Worker processes (prefork) or event-loop threads (event). Default: available cores.
+    /// Worker processes (prefork) or event-loop threads (event). [default: available cores]
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
 
-    /// Readiness API for the event model.
+    /// Readiness API for the event model. [default: epoll]
     #[arg(long, value_enum)]
     pub poller: Option<PollerKind>,
 
-    /// Connections served at once; further ones wait in the listen backlog.
+    /// Connections served at once; further ones wait in the listen backlog. [default: 10000]
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
 
-    /// Listen backlog.
+    /// Listen backlog: connections the kernel queues before they are accepted.
+    /// [default: 1024]
     #[arg(long, value_name = "N")]
     pub backlog: Option<i32>,
 
@@ -70,11 +72,12 @@ pub struct ServerArgs {
     #[arg(long)]
     pub reuse_port: bool,
 
-    /// Seconds in-flight work may take to finish after SIGINT/SIGTERM.
+    /// Seconds in-flight work may take to finish after SIGINT/SIGTERM. [default: 10]
     #[arg(long, value_name = "SECONDS")]
     pub grace: Option<f64>,
 
     /// Seconds a peer may refuse to accept output before its connection is closed.
+    /// [default: 60]
     #[arg(long, value_name = "SECONDS")]
     pub send_timeout: Option<f64>,
 
@@ -86,7 +89,8 @@ pub struct ServerArgs {
     #[arg(long, value_name = "NAME")]
     pub group: Option<String>,
 
-    /// File-creation mask to set after dropping privileges, in octal (e.g. 007).
+    /// File-creation mask to set after dropping privileges, in octal (e.g. 007). [default:
+    /// unchanged]
     #[arg(long, value_name = "OCTAL")]
     pub umask: Option<String>,
 }

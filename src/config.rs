@@ -140,7 +140,7 @@ impl Config {
     /// Parse config text; the error is `line N: what is wrong`.
     pub fn parse(text: &str) -> std::result::Result<Config, String> {
         toml::from_str(text).map_err(|e: toml::de::Error| {
-            let msg = e.message().trim_end_matches('\n').replace('\n', " ");
+            let msg = plain_words(e.message().trim_end_matches('\n')).replace('\n', " ");
             match e.span() {
                 Some(span) => {
                     let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
@@ -152,9 +152,54 @@ impl Config {
     }
 }
 
+/// serde names Rust types in its messages (`expected usize`, `untagged enum OneOrMany`); a
+/// user reads what the key takes instead.
+fn plain_words(msg: &str) -> String {
+    const WORDS: &[(&str, &str)] = &[
+        (
+            "data did not match any variant of untagged enum OneOrMany",
+            "expected a string or a list of strings",
+        ),
+        (
+            "data did not match any variant of untagged enum Size",
+            "expected a number of bytes or a size such as \"8k\"",
+        ),
+        ("expected usize", "expected a whole number, 0 or more"),
+        ("expected u64", "expected a whole number, 0 or more"),
+        ("expected u32", "expected a whole number, 0 or more"),
+        ("expected i32", "expected a whole number"),
+        ("expected f64", "expected a number (of seconds)"),
+    ];
+    let mut m = msg.to_string();
+    for (rust, plain) in WORDS {
+        m = m.replace(rust, plain);
+    }
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn type_errors_name_what_the_key_takes_not_a_rust_type() {
+        for (text, want) in [
+            ("listen = 8000\n", "a string or a list of strings"),
+            ("workers = -1\n", "a whole number"),
+            ("head_timeout = \"5s\"\n", "a number (of seconds)"),
+            ("max_body = true\n", "a size such as"),
+            ("max_requests_per_connection = 1.5\n", "a whole number"),
+        ] {
+            let err = Config::parse(text).unwrap_err();
+            assert!(
+                err.starts_with("line 1: ") && err.contains(want),
+                "{text}: {err}"
+            );
+            for rust in ["usize", "u32", "f64", "enum", "OneOrMany"] {
+                assert!(!err.contains(rust), "{text}: {err}");
+            }
+        }
+    }
 
     #[test]
     fn every_documented_key_in_the_example_file_parses() {

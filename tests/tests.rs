@@ -7,5 +7,6 @@ mod echo;
 mod http;
 mod models;
 mod proxy;
+mod qa;
 mod static_files;
 mod support;

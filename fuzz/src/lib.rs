@@ -16,6 +16,7 @@ pub use libfuzzer_sys::arbitrary::Unstructured;
 pub mod chat_session;
 pub mod echo_session;
 pub mod framing_decode;
+pub mod gateway;
 pub mod http_session;
 pub mod range_header;
 pub mod static_headers;
@@ -33,6 +34,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("chat_session", chat_session::run),
     ("http_session", http_session::run),
     ("static_headers", static_headers::run),
+    ("gateway", gateway::run),
 ];
 
 /// A byte from the input, or 0 once it is exhausted.

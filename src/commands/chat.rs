@@ -94,26 +94,11 @@ impl ChatArgs {
     }
 }
 
-/// A byte count: digits with an optional binary suffix (`K`/`KiB` = 1024, `M`/`MiB`, `G`/`GiB`).
+/// A byte count with an optional binary suffix (`64K`, `1MiB`): the same rule as every size
+/// in tincan ([`crate::config::parse_size`]), as a `usize`.
 pub fn parse_size(s: &str) -> std::result::Result<usize, String> {
-    let t = s.trim();
-    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, suffix) = t.split_at(digits_end);
-    let mult: usize = match suffix.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "'{s}' is not a size; use bytes, e.g. 65536, 64K or 1M"
-            ))
-        }
-    };
-    num.parse::<usize>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("'{s}' is not a size; use bytes, e.g. 65536, 64K or 1M"))
+    let n = crate::config::parse_size(s)?;
+    usize::try_from(n).map_err(|_| format!("`{s}` is too large a size"))
 }
 
 pub fn run(args: ChatArgs) -> Result<()> {

@@ -29,6 +29,12 @@ const UDP_SHUTDOWN_CHECK: Duration = Duration::from_millis(200);
 const UDP_BUFFER: usize = 65_536;
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  tincan echo                               RFC 862 echo on 127.0.0.1:7007
+  tincan echo -l :7 --user nobody           the real port 7 (as root), then drop to nobody
+  tincan echo --framing null --prefix-peer  seed 002's tincanchat echo server
+  tincan echo --udp                         answer each datagram with the same bytes")]
 pub struct EchoArgs {
     /// How messages are cut: raw (RFC 862: bytes back as they arrive), close (all back after the
     /// client half-closes), null (tincanchat: UTF-8 ending in NUL), line, length (4-byte

@@ -13,6 +13,10 @@ use crate::error::Result;
 use crate::protocol::http::{Hello, HttpService};
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  tincan hello                              greet clients on 127.0.0.1:8080
+  curl -H 'Accept: application/json' http://127.0.0.1:8080/    the same as JSON")]
 pub struct HelloArgs {
     /// Read settings from a tincan.toml file (only the server and HTTP keys apply).
     #[arg(long, value_name = "PATH")]
@@ -33,8 +37,11 @@ pub fn run(mut args: HelloArgs) -> Result<()> {
     merge_server_args(&mut args.server, &cfg);
     let limits = args.http.limits(&cfg)?;
     // The seed's port: 8080.
+    // Checked (and the access log opened) before binding: no `listening on` before an error.
+    let mut options = args
+        .http
+        .options(&cfg, args.server.serve_options()?.model)?;
     let (listeners, opts) = super::serve::glue::setup(&args.server, "127.0.0.1:8080")?;
-    let mut options = args.http.options(&cfg, opts.model)?;
     // Answering pauses where the driver stops reading, so a pipelining flood waits in neither.
     options.pipeline_pause = opts.high_water.max(1);
     let service = HttpService::new(Arc::new(Hello), limits, options);

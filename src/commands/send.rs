@@ -21,6 +21,12 @@ use crate::protocol::framing::{Decoder, Framing};
 const MAX_DATAGRAM: usize = 65_507;
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  tincan send 127.0.0.1:7007 hello          send, print the echo, exit
+  tincan send 127.0.0.1:7007 --framing close < file    seed 000: send, half-close, read all
+  tincan send 127.0.0.1:7007 --framing null             seed 002's interactive client (q quits)
+  tincan send 127.0.0.1:7007 hi --udp       one datagram there and back")]
 pub struct SendArgs {
     /// Where the server listens: HOST:PORT, [V6]:PORT, :PORT (this host) or unix:/path.
     #[arg(value_name = "ADDR")]
@@ -595,8 +601,8 @@ fn ignore_broken_pipe(e: io::Error) -> io::Result<()> {
     }
 }
 
-/// A socket error as the end of a sentence, with a hint where one helps.
-fn describe(e: &io::Error) -> String {
+/// A socket error as the end of a sentence, with a hint where one helps (`talk` uses it too).
+pub(crate) fn describe(e: &io::Error) -> String {
     use io::ErrorKind as K;
     match e.kind() {
         K::ConnectionRefused => "connection refused; is the server running?".into(),

@@ -49,13 +49,13 @@ pub struct HttpArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
     pub max_body: Option<u64>,
     /// Seconds a client has to send a request head; then 408. [default: 60]
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub head_timeout: Option<f64>,
     /// Seconds allowed between two reads of a request body; then 408. [default: 60]
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub body_timeout: Option<f64>,
     /// Seconds an idle keep-alive connection is kept open. [default: 75]
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub keepalive_timeout: Option<f64>,
     /// Requests served on one connection before it is closed. [default: 1000]
     #[arg(long, value_name = "N")]
@@ -171,6 +171,12 @@ impl GatewayArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  tincan serve                              the current directory on 127.0.0.1:8000
+  tincan serve examples/site -l :8080       a directory on every interface, port 8080
+  tincan serve /srv/www -l :80 --user nobody    bind port 80 as root, then drop to nobody
+  tincan serve --config tincan.toml         every setting from a file (flags override it)")]
 pub struct ServeArgs {
     /// The directory to serve. [default: the current directory]
     #[arg(value_name = "DIR")]
@@ -230,8 +236,14 @@ pub fn merge_server_args(s: &mut ServerArgs, cfg: &Config) {
 
 fn seconds(flag: &str, v: f64) -> Result<Duration> {
     if !(v.is_finite() && v > 0.0 && v < 1e9) {
+        // 1e300 would otherwise be written out in 301 digits.
+        let shown = if v.is_finite() && v.abs() >= 1e9 {
+            format!("{v:e}")
+        } else {
+            v.to_string()
+        };
         return Err(Error::Usage(format!(
-            "--{flag} must be a positive number of seconds, not {v}"
+            "--{flag} must be a positive number of seconds (below 1e9), not {shown}"
         )));
     }
     Ok(Duration::from_secs_f64(v))
@@ -245,9 +257,10 @@ fn size(
 ) -> Result<u64> {
     let v = match (flag_v, cfg_v) {
         (Some(v), _) => v,
-        (None, Some(s)) => s
-            .bytes()
-            .map_err(|e| Error::Usage(format!("{flag} in the config file: {e}")))?,
+        (None, Some(s)) => s.bytes().map_err(|e| {
+            let key = flag.replace('-', "_");
+            Error::Usage(format!("{key} in the config file: {e}"))
+        })?,
         (None, None) => default,
     };
     if v == 0 {
@@ -463,10 +476,13 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
     let limits = args.http.limits(&cfg)?;
     let files = args.files.settings(root, &cfg)?;
     let handler = glue::static_handler(files)?;
-    // Checked before binding, so a bad route is refused before anything else is said.
+    // Every flag is checked (routes, headers, the access log opened) before a socket is bound,
+    // so a bad value never follows a `listening on` line.
     let gateway = args.gateway.gateway(&cfg)?;
+    let mut options = args
+        .http
+        .options(&cfg, args.server.serve_options()?.model)?;
     let (listeners, opts) = glue::setup(&args.server, "127.0.0.1:8000")?;
-    let mut options = args.http.options(&cfg, opts.model)?;
     // Answering pauses where the driver stops reading, so a pipelining flood waits in neither.
     options.pipeline_pause = opts.high_water.max(1);
     options.gateway = gateway;
@@ -546,6 +562,12 @@ mod tests {
             ..HttpArgs::default()
         };
         assert!(zero.limits(&Config::default()).is_err());
+        let huge = HttpArgs {
+            keepalive_timeout: Some(1e300),
+            ..HttpArgs::default()
+        };
+        let e = huge.limits(&Config::default()).unwrap_err().to_string();
+        assert!(e.len() < 120 && e.ends_with("not 1e300"), "{e}");
     }
 
     #[test]

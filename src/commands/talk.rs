@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::send::describe;
 use crate::error::{Error, Result};
 use crate::protocol::framing::Framing;
 
@@ -80,6 +81,11 @@ enum Event {
 pub fn run(args: TalkArgs) -> Result<()> {
     let wait = seconds("--wait", args.wait)?;
     let connect_timeout = seconds("--connect-timeout", args.connect_timeout)?;
+    if connect_timeout.is_zero() {
+        return Err(Error::Usage(
+            "--connect-timeout takes a number of seconds more than 0".into(),
+        ));
+    }
     let target = with_default_port(&args.addr);
     let stream = connect(&target, connect_timeout)?;
     let shown = stream
@@ -195,7 +201,7 @@ pub fn run(args: TalkArgs) -> Result<()> {
 fn connect(target: &str, timeout: Duration) -> Result<TcpStream> {
     let addrs: Vec<SocketAddr> = target
         .to_socket_addrs()
-        .map_err(|e| Error::Client(format!("could not reach {target}: {e}")))?
+        .map_err(|e| Error::Client(format!("could not reach {target}: {}", describe(&e))))?
         .collect();
     let mut last = None;
     for a in &addrs {
@@ -208,7 +214,7 @@ fn connect(target: &str, timeout: Duration) -> Result<TcpStream> {
         }
     }
     Err(Error::Client(match last {
-        Some(e) => format!("could not reach {target}: {e}"),
+        Some(e) => format!("could not reach {target}: {}", describe(&e)),
         None => format!("could not reach {target}: it resolves to no address"),
     }))
 }
@@ -223,7 +229,7 @@ fn print_incoming(mut stream: TcpStream) -> String {
             Ok(0) => return "the server closed the connection".into(),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return e.to_string(),
+            Err(e) => return describe(&e),
         };
         data.extend_from_slice(&chunk[..n]);
         // Like the book's recv_msgs: every complete message is printed, the rest is kept.

@@ -117,3 +117,49 @@ pub(crate) fn run_connection<S: Service>(
         }
     }
 }
+
+/// The blocking models' accept: sleep in poll(2) on the listeners and the shutdown descriptor,
+/// and return the next connection, or `None` once shutdown is triggered. Accept errors that mean
+/// "someone else took it" are skipped; resource exhaustion backs off briefly instead of spinning.
+pub(crate) fn accept_next<S: Service>(
+    ctx: &Ctx<S>,
+    listeners: &[crate::net::Listener],
+) -> Result<Option<(Socket, Peer)>, super::ServeError> {
+    loop {
+        if ctx.shutdown.is_triggered() {
+            return Ok(None);
+        }
+        let mut fds: Vec<libc::pollfd> = listeners
+            .iter()
+            .map(|l| sys::pollfd(l.as_raw_fd(), libc::POLLIN))
+            .collect();
+        fds.push(sys::pollfd(ctx.shutdown.fd(), libc::POLLIN));
+        match sys::poll(&mut fds, None) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(super::ServeError::Sys {
+                    what: "poll",
+                    source: e,
+                })
+            }
+        }
+        if fds[listeners.len()].revents != 0 {
+            ctx.shutdown.mark();
+            return Ok(None);
+        }
+        for (l, fd) in listeners.iter().zip(&fds) {
+            if fd.revents == 0 {
+                continue;
+            }
+            match l.accept() {
+                Ok(conn) => return Ok(Some(conn)),
+                Err(e) => {
+                    if let Some(pause) = super::accept_failed(&e) {
+                        std::thread::sleep(pause.min(std::time::Duration::from_millis(100)));
+                    }
+                }
+            }
+        }
+    }
+}

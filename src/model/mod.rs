@@ -262,6 +262,14 @@ pub fn serve_until<S: Service>(
         .iter()
         .filter_map(|l| l.unix_path().map(PathBuf::from))
         .collect();
+    // Every model accepts without blocking: a listener that poll called readable may have lost
+    // its connection to another worker (or to a reset) by the time accept runs.
+    for l in &listeners {
+        l.set_nonblocking(true).map_err(|e| ServeError::Sys {
+            what: "making a listener non-blocking",
+            source: e,
+        })?;
+    }
     let ctx = Arc::new(Ctx::new(service, opts, shutdown));
     let r = match opts.model {
         Model::Iterative => iterative::run(&ctx, listeners),

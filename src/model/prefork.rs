@@ -37,12 +37,6 @@ pub(crate) fn run<S: Service>(
     ctx: Arc<Ctx<S>>,
     listeners: Vec<Listener>,
 ) -> Result<(), ServeError> {
-    for l in &listeners {
-        l.set_nonblocking(true).map_err(|e| ServeError::Sys {
-            what: "making a listener non-blocking",
-            source: e,
-        })?;
-    }
     let n = ctx.opts.workers.max(1);
     // The connection cap is per server; each process enforces its share.
     let per_worker = ctx.opts.max_connections.div_ceil(n).max(1);

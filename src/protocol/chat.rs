@@ -121,6 +121,15 @@ fn wire(text: &str) -> Bytes {
     Bytes::from(v)
 }
 
+/// Unicode format characters (category Cf) that print as nothing or reorder text: a name
+/// holding one could pass for another (`a\u{200b}lice` for `alice`) or flip a line's direction.
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00ad}' | '\u{034f}' | '\u{061c}' | '\u{115f}' | '\u{1160}' | '\u{180e}'
+        | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{206f}'
+        | '\u{3164}' | '\u{feff}' | '\u{ffa0}' | '\u{fff9}'..='\u{fffb}')
+}
+
 /// Why `/nick NAME` is refused, or `Ok` with the name to use.
 pub fn check_nick(name: &str) -> Result<&str, String> {
     let n = name.chars().count();
@@ -132,6 +141,9 @@ pub fn check_nick(name: &str) -> Result<&str, String> {
     }
     if name.chars().any(char::is_control) {
         return Err("a name may not contain control characters".into());
+    }
+    if name.chars().any(invisible) {
+        return Err("a name may not contain invisible or direction-changing characters".into());
     }
     if name.trim() != name {
         return Err("a name may not start or end with spaces".into());
@@ -1017,6 +1029,9 @@ mod tests {
             ("/nick 127.0.0.1:9", "':'"),
             ("/nick *server", "'*'"),
             ("/nick a\tb", "control"),
+            ("/nick a\u{200b}lice", "invisible"),
+            ("/nick \u{202e}ecila", "direction"),
+            ("/nick x\u{feff}", "invisible"),
             ("/nick  x", "spaces"),
         ] {
             let mut input = cmd.as_bytes().to_vec();

@@ -84,6 +84,10 @@ impl FromStr for Framing {
             "length" => Ok(Framing::Length),
             _ => match s.strip_prefix("fixed:").map(str::parse::<usize>) {
                 Some(Ok(n)) if n > 0 => Ok(Framing::Fixed(n)),
+                // All digits yet no usize: a size no --max-frame could allow.
+                Some(Err(_)) if s[6..].bytes().all(|b| b.is_ascii_digit()) => {
+                    Err(format!("'{s}' is too large a frame size"))
+                }
                 Some(_) => Err(format!(
                     "'{s}' needs a frame size of at least 1 byte, e.g. fixed:64"
                 )),
@@ -214,6 +218,14 @@ impl Decoder {
                     payload: 4..4 + len,
                     consumed: 4 + len,
                 }))
+            }
+            Framing::Fixed(0) => {
+                // No frame is zero bytes long (`fixed:0` is refused when parsed; this guards the
+                // library API): never yield empty frames, and still bound what is buffered.
+                if input.len() > limit {
+                    return Err(FrameError::TooLong { limit });
+                }
+                Ok(None)
             }
             Framing::Fixed(n) => {
                 if n > limit {
@@ -352,6 +364,26 @@ mod tests {
         assert_eq!(
             frames(Framing::Line, 100, b"\xff\n").unwrap(),
             vec![vec![0xff]]
+        );
+    }
+
+    #[test]
+    fn an_overflowing_fixed_size_is_called_too_large() {
+        let e = "fixed:99999999999999999999999"
+            .parse::<Framing>()
+            .unwrap_err();
+        assert!(e.contains("too large"), "{e}");
+        let e = "fixed:0".parse::<Framing>().unwrap_err();
+        assert!(e.contains("at least 1 byte"), "{e}");
+        assert!("fixed:x".parse::<Framing>().is_err());
+    }
+
+    #[test]
+    fn fixed_zero_built_by_hand_yields_no_empty_frames_and_stays_bounded() {
+        assert_eq!(frames(Framing::Fixed(0), 4, b"abcd"), Ok(vec![]));
+        assert_eq!(
+            frames(Framing::Fixed(0), 4, b"abcde"),
+            Err(FrameError::TooLong { limit: 4 })
         );
     }
 

@@ -51,12 +51,6 @@ pub(crate) fn run<S: Service>(
     ctx: Arc<Ctx<S>>,
     listeners: Vec<Listener>,
 ) -> Result<(), ServeError> {
-    for l in &listeners {
-        l.set_nonblocking(true).map_err(|e| ServeError::Sys {
-            what: "making a listener non-blocking",
-            source: e,
-        })?;
-    }
     let active = AtomicUsize::new(0);
     let workers = ctx.opts.workers.max(1);
     let max = ctx.opts.max_connections;

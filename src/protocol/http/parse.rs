@@ -118,6 +118,19 @@ impl HeadScanner {
     /// length of the head including its final empty line once it is complete, `None` while more
     /// is needed, or the limit it crosses.
     pub fn scan(&mut self, buf: &[u8], limits: &Limits) -> Result<Option<usize>, Reject> {
+        if self.lines == 0 {
+            // A request line never holds control bytes (RFC 9112 §3: tokens, SP, a target of
+            // visible characters). A TLS handshake or other binary traffic on this port is
+            // refused at once, as nginx does, rather than held until the head timeout.
+            let end = buf[self.pos..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(buf.len(), |n| self.pos + n);
+            let cr_ok = |i: usize| buf[i] == b'\r' && (i + 1 == end || i + 1 == buf.len());
+            if (self.pos..end).any(|i| (buf[i] < 0x20 || buf[i] == 0x7f) && !cr_ok(i)) {
+                return Err(BAD_REQUEST);
+            }
+        }
         while self.pos < buf.len() {
             let Some(nl) = buf[self.pos..].iter().position(|&b| b == b'\n') else {
                 self.pos = buf.len();
@@ -676,6 +689,26 @@ mod tests {
             Ok(_) => 0,
             Err(r) => r.status,
         }
+    }
+
+    #[test]
+    fn binary_bytes_in_a_request_line_are_refused_before_the_line_ends() {
+        // A TLS ClientHello sent to the plain-HTTP port: no newline ever comes.
+        let hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03";
+        assert_eq!(status_of(hello, &limits()), 400);
+        assert_eq!(status_of(b"GET /\x00", &limits()), 400);
+        assert_eq!(status_of(b"GET / HT\rTP/1.1", &limits()), 400);
+        // Byte by byte, the scanner refuses as soon as the bad byte arrives.
+        let mut sc = HeadScanner::default();
+        assert_eq!(sc.scan(b"GET /a", &limits()), Ok(None));
+        assert_eq!(sc.scan(b"GET /a\x1b", &limits()), Err(BAD_REQUEST));
+        // A request line still waiting for its LF after the CR is fine.
+        let mut sc = HeadScanner::default();
+        assert_eq!(sc.scan(b"GET / HTTP/1.1\r", &limits()), Ok(None));
+        assert_eq!(
+            status_of(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", &limits()),
+            0
+        );
     }
 
     #[test]

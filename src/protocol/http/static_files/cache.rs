@@ -26,12 +26,12 @@ impl CacheRules {
             .map(|(glob, value)| {
                 let pattern = glob::Pattern::new(glob).map_err(|e| {
                     Error::Usage(format!(
-                        "The cache-control path pattern `{glob}` is not a valid glob: {e}."
+                        "--cache-control pattern `{glob}` is not a valid glob ({e})"
                     ))
                 })?;
                 if value.is_empty() || value.bytes().any(|b| b.is_ascii_control()) {
                     return Err(Error::Usage(format!(
-                        "The cache-control value for `{glob}` must be non-empty text without control characters."
+                        "--cache-control value for `{glob}` must be non-empty text without control characters"
                     )));
                 }
                 Ok((pattern, value.clone()))

@@ -113,42 +113,49 @@ impl StaticFiles {
         let shown = cfg.root.display();
         let root = std::fs::canonicalize(&cfg.root).map_err(|e| {
             Error::Usage(match e.kind() {
-                io::ErrorKind::NotFound => format!("The document root `{shown}` does not exist."),
+                io::ErrorKind::NotFound => format!("the document root {shown} does not exist"),
                 io::ErrorKind::PermissionDenied => {
-                    format!("The document root `{shown}` cannot be opened: permission denied.")
+                    format!("the document root {shown} cannot be opened: permission denied")
                 }
-                _ => format!("The document root `{shown}` cannot be used: {e}."),
+                _ => format!("the document root {shown} cannot be used: {e}"),
             })
         })?;
         if !root.is_dir() {
             return Err(Error::Usage(format!(
-                "The document root `{shown}` is not a directory."
+                "the document root {shown} is not a directory"
             )));
         }
         for name in &cfg.index {
             if name.is_empty() || name.contains('/') || name == "." || name == ".." {
                 return Err(Error::Usage(format!(
-                    "The index file name `{name}` must be a plain file name, without slashes."
+                    "--index `{name}` must be a plain file name, without slashes"
                 )));
             }
         }
         for (status, page) in &cfg.error_pages {
             if !(400..=599).contains(status) {
                 return Err(Error::Usage(format!(
-                    "The error page for {status} cannot be set: only 4xx and 5xx statuses have error pages."
+                    "--error-page {status}: only 4xx and 5xx statuses have error pages"
                 )));
             }
             if !page.starts_with('/') {
                 return Err(Error::Usage(format!(
-                    "The error page `{page}` must be a URL path starting with `/`."
+                    "--error-page `{page}` must be a URL path starting with /"
                 )));
             }
         }
         if let Some(f) = &cfg.fallback {
             if !f.starts_with('/') {
                 return Err(Error::Usage(format!(
-                    "The fallback `{f}` must be a URL path starting with `/`."
+                    "--fallback `{f}` must be a URL path starting with /"
                 )));
+            }
+        }
+        // A page that is not there yet is allowed (it may be deployed later), but said.
+        let pages = cfg.error_pages.iter().map(|(_, p)| ("--error-page", p));
+        for (flag, page) in pages.chain(cfg.fallback.iter().map(|f| ("--fallback", f))) {
+            if !root.join(page.trim_start_matches('/')).is_file() {
+                tracing::warn!("{flag} {page}: there is no such file under the document root yet");
             }
         }
         let cache_rules = CacheRules::new(&cfg.cache_control)?;
