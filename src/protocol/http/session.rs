@@ -606,6 +606,9 @@ fn write_response(
             }
             let _ = write!(b, "{n}: {v}\r\n");
         }
+        if let Some(raw) = &resp.raw_headers {
+            b.extend_from_slice(raw);
+        }
         // RFC 9110 §8.6: HEAD carries the length a GET would have had; 304's is omitted.
         if !bodiless {
             let _ = write!(b, "Content-Length: {len}\r\n");
