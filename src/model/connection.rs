@@ -211,6 +211,7 @@ impl<T: Session> Conn<T> {
                         // Level-triggered pollers report more input if it comes; skip the read
                         // that would only say WouldBlock. An idle connection keeps no buffer.
                         self.input.shrink_if_empty();
+                        self.out.shrink_if_empty();
                         break;
                     }
                 }
@@ -224,6 +225,7 @@ impl<T: Session> Conn<T> {
                 Ok(ReadOutcome::WouldBlock) => {
                     // Going idle: an idle connection keeps no input buffer.
                     self.input.shrink_if_empty();
+                    self.out.shrink_if_empty();
                     break;
                 }
                 Err(e) => {
