@@ -97,7 +97,6 @@ impl HttpService {
     pub fn session_at(&self, peer: &Peer, now: Instant) -> HttpSession {
         HttpSession {
             shared: self.shared.clone(),
-            client: peer.ip(),
             peer: peer.clone(),
             phase: Phase::Head,
             scanner: HeadScanner::default(),
@@ -142,8 +141,6 @@ enum Phase {
 pub struct HttpSession {
     shared: Arc<Shared>,
     peer: Peer,
-    /// The client's address as the access log writes it.
-    client: String,
     phase: Phase,
     scanner: HeadScanner,
     /// Bytes of the current head have arrived (a timeout then deserves a 408, not silence).
@@ -377,7 +374,7 @@ impl HttpSession {
             };
             let line = format!("{} {} {}", req.method, req.target, version);
             log.log(&Entry {
-                client: &self.client,
+                client: &self.peer.ip(),
                 request_line: &line,
                 status,
                 bytes,
@@ -415,7 +412,7 @@ impl HttpSession {
         let bytes = write_response(out, &self.shared.options, resp, head_only, true, false);
         if let Some(log) = &self.shared.options.access_log {
             log.log(&Entry {
-                client: &self.client,
+                client: &self.peer.ip(),
                 request_line: line,
                 status: r.status,
                 bytes,
