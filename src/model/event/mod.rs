@@ -514,3 +514,15 @@ impl<'a, S: Service> Worker<'a, S> {
         }
     }
 }
+#[cfg(test)]
+mod tests {
+    /// 15,000 idle keep-alive connections cost their slab slots plus nothing else (buffers are
+    /// released when idle): keep a slot within what nginx spends per idle connection (about
+    /// 0.5 KiB), so a field added here has to be worth it.
+    #[test]
+    fn an_http_connection_slot_stays_within_nginx_idle_cost() {
+        use crate::protocol::http::HttpSession;
+        let slot = std::mem::size_of::<super::Slot<HttpSession>>();
+        assert!(slot <= 448, "a slot is {slot} bytes");
+    }
+}
