@@ -498,7 +498,8 @@ impl<'a, S: Service> Worker<'a, S> {
             }
         }
         if e.conn.is_closed() {
-            let _ = self.poller.delete(fd);
+            // The slot's socket is closed right below, when the entry is dropped.
+            let _ = self.poller.forget_closing(fd);
             slot.entry = None;
             slot.gen = (slot.gen + 1) & 0x7fff_ffff;
             self.free.push(i);
