@@ -162,7 +162,7 @@ impl FileCache {
         };
         if now.saturating_duration_since(entry.built) >= VALID_FOR
             || (plain.encoding && !entry.any_encoding)
-            || !super::mime::acceptable(plain.accept, &entry.content_type)
+            || !accepts(plain.accept, &entry.content_type)
         {
             return None;
         }
@@ -274,6 +274,15 @@ impl Inner {
 pub struct Plain<'r> {
     pub accept: Option<&'r str>,
     pub encoding: bool,
+}
+
+/// [`super::mime::acceptable`], without parsing (and allocating) for the usual `*/*`.
+fn accepts(accept: Option<&str>, content_type: &str) -> bool {
+    match accept {
+        None => true,
+        Some(a) if a.trim() == "*/*" => true,
+        a => super::mime::acceptable(a, content_type),
+    }
 }
 
 /// Read the whole file (`size` bytes) from offset 0; `None` if it is shorter (it changed).
