@@ -118,6 +118,8 @@ pub struct Config {
     pub follow_symlinks: Option<bool>,
     pub cache_control: Option<OneOrMany>,
     pub compress: Option<bool>,
+    /// Open-file cache budget (`"64m"`; 0 turns it off).
+    pub file_cache: Option<Size>,
     pub error_page: Option<OneOrMany>,
     pub fallback: Option<String>,
 

@@ -104,6 +104,10 @@ pub struct FileArgs {
     /// Serve this file (a URL path under the root) for paths that do not exist (SPAs).
     #[arg(long, value_name = "PATH")]
     pub fallback: Option<String>,
+    /// Memory for the open-file cache (answers to repeated plain GETs, revalidated at most
+    /// once a second; 0 turns it off). [default: 64m]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    pub file_cache: Option<u64>,
 }
 
 /// Flags of the routes handed to other applications (reverse proxy, CGI).
@@ -212,6 +216,7 @@ pub struct FileSettings {
     pub compress: Option<bool>,
     pub error_pages: Vec<(u16, String)>,
     pub fallback: Option<String>,
+    pub file_cache: Option<u64>,
 }
 
 /// Fill the shared server flags the command line left unset from the config file.
@@ -444,6 +449,14 @@ impl FileArgs {
             compress: self.compress.map(Switch::on).or(cfg.compress),
             error_pages,
             fallback: self.fallback.clone().or_else(|| cfg.fallback.clone()),
+            file_cache: match (self.file_cache, &cfg.file_cache) {
+                (Some(v), _) => Some(v),
+                (None, Some(s)) => Some(
+                    s.bytes()
+                        .map_err(|e| Error::Usage(format!("file-cache in the config file: {e}")))?,
+                ),
+                (None, None) => None,
+            },
         })
     }
 }
@@ -507,6 +520,7 @@ pub(crate) mod glue {
             compress: s.compress.unwrap_or(d.compress),
             error_pages: s.error_pages,
             fallback: s.fallback,
+            file_cache: s.file_cache.unwrap_or(d.file_cache),
         };
         Ok(Arc::new(StaticFiles::new(cfg)?))
     }

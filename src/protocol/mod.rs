@@ -242,6 +242,11 @@ impl ReadBuf {
     /// Driver side: a writable tail of at least `min` bytes to read into; follow with
     /// [`commit`](Self::commit).
     pub fn spare(&mut self, min: usize) -> &mut [u8] {
+        if self.buf.capacity() == 0 {
+            if let Some(b) = pool::take_read() {
+                self.buf = b;
+            }
+        }
         if self.buf.len() - self.end < min {
             if self.start > 0 {
                 self.buf.copy_within(self.start..self.end, 0);
@@ -264,10 +269,12 @@ impl ReadBuf {
         self.end += n;
     }
 
-    /// Release memory held by an empty buffer (idle keep-alive connections keep nothing).
+    /// Release memory held by an empty buffer (idle keep-alive connections keep nothing). The
+    /// buffer goes to this thread's pool, so the next read on any connection reuses it instead
+    /// of allocating (and zeroing) a new one.
     pub fn shrink_if_empty(&mut self) {
-        if self.is_empty() && !self.buf.is_empty() {
-            self.buf = Vec::new();
+        if self.is_empty() && self.buf.capacity() > 0 {
+            pool::give_read(std::mem::take(&mut self.buf));
             self.start = 0;
             self.end = 0;
         }
@@ -276,6 +283,85 @@ impl ReadBuf {
     /// Bytes of memory the buffer holds.
     pub fn capacity(&self) -> usize {
         self.buf.capacity()
+    }
+}
+
+impl Drop for ReadBuf {
+    fn drop(&mut self) {
+        if self.buf.capacity() > 0 {
+            pool::give_read(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
+/// Per-thread pools of idle I/O buffers. Connections hand their buffers back when they go idle
+/// (and when they close) and take one when they next need it, so an idle connection holds no
+/// buffer memory and a busy one allocates nothing per request. Each event worker is one thread,
+/// so this is a per-worker free list without locks. Bounded in count and buffer size.
+mod pool {
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+
+    use super::Chunk;
+
+    /// Buffers of each kind kept per thread.
+    const KEEP: usize = 32;
+    /// Larger buffers go back to the allocator.
+    const BUF_MAX: usize = 64 * 1024;
+
+    thread_local! {
+        /// Read buffers keep their length: their bytes are initialised spare room.
+        static READ: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+        /// Output buffers, cleared.
+        static WRITE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+        /// Empty chunk queues.
+        static QUEUES: RefCell<Vec<VecDeque<Chunk>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    fn take<T>(pool: &'static std::thread::LocalKey<RefCell<Vec<T>>>) -> Option<T> {
+        pool.try_with(|p| p.borrow_mut().pop()).ok().flatten()
+    }
+
+    fn give<T>(pool: &'static std::thread::LocalKey<RefCell<Vec<T>>>, item: T) {
+        // During thread exit the pool may be gone: then the item is simply dropped.
+        let _ = pool.try_with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < KEEP {
+                p.push(item);
+            }
+        });
+    }
+
+    pub fn take_read() -> Option<Vec<u8>> {
+        take(&READ)
+    }
+
+    pub fn give_read(buf: Vec<u8>) {
+        // Small buffers (a test's, a stash's) would only be grown again: not worth keeping.
+        if (4096..=BUF_MAX).contains(&buf.capacity()) {
+            give(&READ, buf);
+        }
+    }
+
+    pub fn take_write() -> Option<Vec<u8>> {
+        take(&WRITE)
+    }
+
+    pub fn give_write(mut buf: Vec<u8>) {
+        if buf.capacity() > 0 && buf.capacity() <= BUF_MAX {
+            buf.clear();
+            give(&WRITE, buf);
+        }
+    }
+
+    pub fn take_queue() -> Option<VecDeque<Chunk>> {
+        take(&QUEUES)
+    }
+
+    pub fn give_queue(q: VecDeque<Chunk>) {
+        if q.is_empty() && q.capacity() > 0 && q.capacity() <= 64 {
+            give(&QUEUES, q);
+        }
     }
 }
 
@@ -321,11 +407,14 @@ impl Chunk {
 pub struct Outbox {
     chunks: VecDeque<Chunk>,
     queued: usize,
-    spare: Vec<Vec<u8>>,
 }
 
-/// Buffers larger than this are not kept for reuse.
-const RECYCLE_MAX: usize = 64 * 1024;
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        self.clear();
+        self.shrink_if_empty();
+    }
+}
 
 impl Outbox {
     pub fn new() -> Outbox {
@@ -345,8 +434,8 @@ impl Outbox {
     /// appends is queued.
     pub fn with_tail<R>(&mut self, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
         if !matches!(self.chunks.back(), Some(Chunk::Bytes { .. })) {
-            let buf = self.spare.pop().unwrap_or_default();
-            self.chunks.push_back(Chunk::Bytes { buf, pos: 0 });
+            let buf = pool::take_write().unwrap_or_default();
+            self.push_chunk(Chunk::Bytes { buf, pos: 0 });
         }
         let Some(Chunk::Bytes { buf, .. }) = self.chunks.back_mut() else {
             unreachable!("a Bytes chunk was just ensured at the back")
@@ -358,7 +447,7 @@ impl Outbox {
         if after == 0 {
             // Nothing was written: do not leave an empty chunk behind.
             if let Some(Chunk::Bytes { buf, .. }) = self.chunks.pop_back() {
-                self.spare.push(buf);
+                pool::give_write(buf);
             }
         }
         r
@@ -383,7 +472,7 @@ impl Outbox {
             return;
         }
         self.queued += bytes.len();
-        self.chunks.push_back(Chunk::Shared { buf: bytes, pos: 0 });
+        self.push_chunk(Chunk::Shared { buf: bytes, pos: 0 });
     }
 
     /// Queue `len` bytes of `file` from `offset`.
@@ -392,7 +481,28 @@ impl Outbox {
             return;
         }
         self.queued += len as usize;
-        self.chunks.push_back(Chunk::File { file, offset, len });
+        self.push_chunk(Chunk::File { file, offset, len });
+    }
+
+    /// Queue a chunk, taking a pooled queue rather than allocating one.
+    fn push_chunk(&mut self, chunk: Chunk) {
+        if self.chunks.capacity() == 0 {
+            if let Some(q) = pool::take_queue() {
+                self.chunks = q;
+            }
+        }
+        self.chunks.push_back(chunk);
+    }
+
+    /// Release memory held by an empty outbox (idle keep-alive connections keep nothing): its
+    /// buffers go to this thread's pool for the next response on any connection.
+    pub fn shrink_if_empty(&mut self) {
+        if !self.chunks.is_empty() {
+            return;
+        }
+        if self.chunks.capacity() > 0 {
+            pool::give_queue(std::mem::take(&mut self.chunks));
+        }
     }
 
     /// Drop everything queued (a session that decided to close at once).
@@ -437,11 +547,8 @@ impl Outbox {
     }
 
     fn recycle(&mut self, chunk: Chunk) {
-        if let Chunk::Bytes { mut buf, .. } = chunk {
-            if buf.capacity() <= RECYCLE_MAX && self.spare.len() < 4 {
-                buf.clear();
-                self.spare.push(buf);
-            }
+        if let Chunk::Bytes { buf, .. } = chunk {
+            pool::give_write(buf);
         }
     }
 

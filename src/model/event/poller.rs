@@ -201,6 +201,18 @@ impl Poller {
         }
     }
 
+    /// Stop watching `fd` because it is about to be closed. epoll forgets a descriptor by
+    /// itself when its last reference closes, so this costs no system call there (it saves an
+    /// `epoll_ctl` per connection). A copy briefly held by a forked child (before its exec
+    /// closes it) keeps the registration alive a moment; its reports carry a retired token,
+    /// which the event loop ignores.
+    pub fn forget_closing(&mut self, fd: RawFd) -> io::Result<()> {
+        match self {
+            Poller::Epoll { .. } => Ok(()),
+            _ => self.delete(fd),
+        }
+    }
+
     /// Wait up to `timeout` and put what is ready into `out` (cleared first).
     pub fn wait(&mut self, out: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()> {
         out.clear();

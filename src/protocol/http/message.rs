@@ -66,6 +66,10 @@ pub struct Response {
     /// Headers the handler sets (`Content-Type`, `ETag`, ...). The session adds `Date`,
     /// `Server`, `Content-Length`/`Transfer-Encoding` and `Connection`; handlers must not.
     pub headers: Vec<(Text, Text)>,
+    /// More header lines, already formatted (`Name: value\r\n` each), written after
+    /// `headers`: how a cached answer is sent without building anything per request. The same
+    /// rules as for `headers` apply (none of the session's own fields; no bare CR or LF).
+    pub raw_headers: Option<bytes::Bytes>,
     pub body: Body,
     /// Close the connection after this response.
     pub close: bool,
@@ -76,6 +80,7 @@ impl Response {
         Response {
             status,
             headers: Vec::new(),
+            raw_headers: None,
             body: Body::Empty,
             close: false,
         }
@@ -94,10 +99,19 @@ impl Response {
 
     /// The value of a header the handler set (case-insensitive).
     pub fn get_header(&self, name: &str) -> Option<&str> {
+        let raw = self
+            .raw_headers
+            .as_deref()
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .into_iter()
+            .flat_map(|t| t.split("\r\n"))
+            .filter_map(|line| line.split_once(": "));
         self.headers
             .iter()
+            .map(|(n, v)| (n.as_ref(), v.as_ref()))
+            .chain(raw)
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_ref())
+            .map(|(_, v)| v)
     }
 }
 

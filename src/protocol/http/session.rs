@@ -117,7 +117,6 @@ impl HttpService {
             waker,
             collect: None,
             shared: self.shared.clone(),
-            client: peer.ip(),
             peer: peer.clone(),
             phase: Phase::Head,
             scanner: HeadScanner::default(),
@@ -164,8 +163,6 @@ enum Phase {
 pub struct HttpSession {
     shared: Arc<Shared>,
     peer: Peer,
-    /// The client's address as the access log writes it.
-    client: String,
     phase: Phase,
     scanner: HeadScanner,
     /// Bytes of the current head have arrived (a timeout then deserves a 408, not silence).
@@ -551,7 +548,7 @@ impl HttpSession {
         if let Some(log) = &opts.access_log {
             let line = log_line(req);
             log.log(&Entry {
-                client: &self.client,
+                client: &self.peer.ip(),
                 request_line: &line,
                 status,
                 bytes,
@@ -726,7 +723,7 @@ impl HttpSession {
             return;
         };
         log.log(&Entry {
-            client: &self.client,
+            client: &self.peer.ip(),
             request_line: line,
             status: d.status,
             bytes: d.bytes,
@@ -826,7 +823,7 @@ impl HttpSession {
         let bytes = write_response(out, &self.shared.options, resp, head_only, true, false);
         if let Some(log) = &self.shared.options.access_log {
             log.log(&Entry {
-                client: &self.client,
+                client: &self.peer.ip(),
                 request_line: line,
                 status: r.status,
                 bytes,
@@ -1086,6 +1083,9 @@ fn write_head(
                 continue;
             }
             let _ = write!(b, "{n}: {v}\r\n");
+        }
+        if let Some(raw) = &resp.raw_headers {
+            b.extend_from_slice(raw);
         }
         // RFC 9110 §8.6: HEAD carries the length a GET would have had; 304's is omitted.
         if !bodiless {

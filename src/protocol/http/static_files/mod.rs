@@ -30,6 +30,7 @@
 pub mod cache;
 pub mod conditional;
 pub mod encoding;
+pub mod file_cache;
 pub mod listing;
 pub mod mime;
 pub mod path;
@@ -51,6 +52,7 @@ use crate::protocol::Peer;
 use cache::CacheRules;
 use conditional::{Conditions, Outcome, Validators};
 use encoding::{AcceptEncoding, CacheKey, Coding, GzipCache};
+use file_cache::{FileCache, FileId, Fill};
 use path::{locate, PathError, Refusal, UrlPath};
 use range::{Content, RangeSet};
 
@@ -79,6 +81,8 @@ pub struct StaticConfig {
     pub error_pages: Vec<(u16, String)>,
     /// URL path of a file served (200) for paths that do not exist (single-page apps).
     pub fallback: Option<String>,
+    /// Byte budget of the open-file cache ([`file_cache`]); 0 turns it off.
+    pub file_cache: u64,
 }
 
 impl Default for StaticConfig {
@@ -93,6 +97,7 @@ impl Default for StaticConfig {
             compress: true,
             error_pages: Vec::new(),
             fallback: None,
+            file_cache: file_cache::DEFAULT_BUDGET,
         }
     }
 }
@@ -105,6 +110,7 @@ pub struct StaticFiles {
     root: PathBuf,
     cache_rules: CacheRules,
     gzip: GzipCache,
+    files: FileCache,
 }
 
 impl StaticFiles {
@@ -163,6 +169,7 @@ impl StaticFiles {
             root,
             cache_rules,
             gzip: GzipCache::new(encoding::GZIP_CACHE_BUDGET),
+            files: FileCache::new(cfg.file_cache),
             cfg,
         })
     }
@@ -216,7 +223,7 @@ impl StaticFiles {
             return forbidden();
         }
         // Steps 4 to 8.
-        self.serve_file(req, &url, &target, file, &meta)
+        self.serve_file(req, &url, &target, file, &meta, true)
     }
 
     fn locate(&self, url: &UrlPath) -> Result<PathBuf, Refusal> {
@@ -238,7 +245,7 @@ impl StaticFiles {
         };
         match self.locate(&url).and_then(|t| open(&t).map(|fm| (t, fm))) {
             Ok((target, (file, meta))) if meta.is_file() => {
-                self.serve_file(req, &url, &target, file, &meta)
+                self.serve_file(req, &url, &target, file, &meta, false)
             }
             _ => not_found(),
         }
@@ -265,7 +272,7 @@ impl StaticFiles {
             let child = url.child(name);
             match self.locate(&child).and_then(|t| open(&t).map(|fm| (t, fm))) {
                 Ok((target, (file, meta))) if meta.is_file() => {
-                    return self.serve_file(req, &child, &target, file, &meta)
+                    return self.serve_file(req, &child, &target, file, &meta, true)
                 }
                 Err(Refusal::Forbidden) => return forbidden(),
                 _ => {}
@@ -327,7 +334,8 @@ impl StaticFiles {
         resp
     }
 
-    /// Steps 4 to 8 for one regular file, already open.
+    /// Steps 4 to 8 for one regular file, already open. `cacheable`: the file is what the
+    /// request's own path names (not a fallback), so a plain answer may be cached under it.
     fn serve_file(
         &self,
         req: &Request<'_>,
@@ -335,6 +343,7 @@ impl StaticFiles {
         target: &Path,
         file: File,
         meta: &Metadata,
+        cacheable: bool,
     ) -> Response {
         // Step 4. The type follows the name the client asked for (a symlink `latest` to
         // `v2.tar.gz` is typed by `latest`, as nginx does).
@@ -475,7 +484,13 @@ impl StaticFiles {
             _ => RangeSet::Ignore,
         };
         match ranges {
-            RangeSet::Ignore => full(&content),
+            RangeSet::Ignore => {
+                let r = full(&content);
+                if cacheable && coding.is_none() && self.files.enabled() {
+                    self.remember(req, target, &file, meta, &r, &ctype);
+                }
+                r
+            }
             RangeSet::Unsatisfiable => {
                 error_response(416, "The requested range is outside the content.")
                     .header("Content-Range", format!("bytes */{len}"))
@@ -503,6 +518,49 @@ impl StaticFiles {
                 }
             }
         }
+    }
+
+    /// Keep a plain request's identity answer in the open-file cache. Only answers that a plain
+    /// request without `Accept-Encoding` gets, or that no coding could change, are kept.
+    fn remember(
+        &self,
+        req: &Request<'_>,
+        target: &Path,
+        file: &Arc<File>,
+        meta: &Metadata,
+        resp: &Response,
+        ctype: &str,
+    ) {
+        let Some(plain) = FileCache::plain(req) else {
+            return;
+        };
+        let no_sidecar = Coding::ALL.iter().all(|c| {
+            let mut p = target.as_os_str().to_owned();
+            p.push(".");
+            p.push(c.extension());
+            !Path::new(&p).exists()
+        });
+        let any_encoding = no_sidecar && !(self.cfg.compress && encoding::compressible(ctype));
+        if plain.encoding && !any_encoding {
+            return;
+        }
+        let id = FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        };
+        self.files.put(
+            req.path,
+            Fill {
+                file,
+                id,
+                headers: &resp.headers,
+                content_type: ctype,
+                any_encoding,
+            },
+            std::time::Instant::now(),
+        );
     }
 
     /// Open a precompressed sidecar if it is a regular file the root rules allow.
@@ -551,6 +609,9 @@ impl StaticFiles {
 
 impl Handler for StaticFiles {
     fn handle(&self, req: &Request<'_>, _peer: &Peer) -> Response {
+        if let Some(hit) = self.files.get(req, std::time::Instant::now()) {
+            return hit;
+        }
         let resp = self.respond(req);
         self.with_error_page(resp)
     }

@@ -790,3 +790,105 @@ fn special_files_are_not_served_and_do_not_block() {
     let h = handler(&t, |_| {});
     assert_eq!(get(&h, "/pipe").status, 403);
 }
+
+/// The headers of an answer as the session would write them (own and preformatted lines).
+fn header_lines(r: &Response) -> String {
+    let mut s: String = r
+        .headers
+        .iter()
+        .map(|(n, v)| format!("{n}: {v}\r\n"))
+        .collect();
+    if let Some(raw) = &r.raw_headers {
+        s.push_str(std::str::from_utf8(raw).unwrap());
+    }
+    s
+}
+
+#[test]
+fn a_repeated_plain_get_is_answered_from_the_cache_with_the_same_bytes() {
+    let t = tree();
+    let h = handler(&t, |_| {});
+    let first = get(&h, "/hello.txt");
+    assert!(
+        first.raw_headers.is_none(),
+        "the first answer takes the full path"
+    );
+    let second = get(&h, "/hello.txt");
+    assert!(
+        second.raw_headers.is_some(),
+        "the second comes from the cache"
+    );
+    assert!(second.headers.is_empty());
+    assert_eq!(second.status, 200);
+    assert_eq!(header_lines(&first), header_lines(&second));
+    assert_eq!(body(&first), body(&second));
+    assert!(
+        matches!(second.body, Body::Bytes(_)),
+        "a small file is kept in memory"
+    );
+    assert_eq!(second.get_header("etag"), first.get_header("ETag"));
+    // A directory's index is cached under the directory's path.
+    get(&h, "/");
+    assert!(get(&h, "/").raw_headers.is_some());
+}
+
+#[test]
+fn requests_that_change_the_answer_bypass_the_cache() {
+    let t = tree();
+    let h = handler(&t, |_| {});
+    get(&h, "/hello.txt");
+    let etag = get(&h, "/hello.txt")
+        .get_header("ETag")
+        .unwrap()
+        .to_string();
+    let not_modified = call(&h, "GET", "/hello.txt", &[("If-None-Match", &etag)]);
+    assert_eq!(not_modified.status, 304);
+    let part = call(&h, "GET", "/hello.txt", &[("Range", "bytes=0-4")]);
+    assert_eq!((part.status, text(&part).as_str()), (206, "hello"));
+    let refused = call(&h, "GET", "/hello.txt", &[("Accept", "image/png")]);
+    assert_eq!(refused.status, 406);
+    assert_eq!(call(&h, "POST", "/hello.txt", &[]).status, 405);
+    // A compressible file asked for with gzip is compressed, never the cached identity.
+    get(&h, "/big.txt");
+    assert!(get(&h, "/big.txt").raw_headers.is_some());
+    let gz = call(&h, "GET", "/big.txt", &[("Accept-Encoding", "gzip")]);
+    assert_eq!(gz.get_header("Content-Encoding"), Some("gzip"));
+    // So is a file with a precompressed sidecar.
+    get(&h, "/app.js");
+    let br = call(&h, "GET", "/app.js", &[("Accept-Encoding", "br")]);
+    assert_eq!(br.get_header("Content-Encoding"), Some("br"));
+    // An incompressible file without sidecars is the same answer whatever the client accepts.
+    get(&h, "/pic.png");
+    let png = call(&h, "GET", "/pic.png", &[("Accept-Encoding", "gzip, br")]);
+    assert!(png.raw_headers.is_some());
+}
+
+#[test]
+fn a_changed_file_is_served_fresh_once_the_entry_has_expired() {
+    let t = tree();
+    let h = handler(&t, |_| {});
+    get(&h, "/hello.txt");
+    assert!(get(&h, "/hello.txt").raw_headers.is_some());
+    std::fs::write(t.root().join("hello.txt"), "changed!").unwrap();
+    std::thread::sleep(file_cache::VALID_FOR);
+    let fresh = get(&h, "/hello.txt");
+    assert_eq!(text(&fresh), "changed!");
+    assert_eq!(text(&get(&h, "/hello.txt")), "changed!");
+    std::fs::remove_file(t.root().join("hello.txt")).unwrap();
+    std::thread::sleep(file_cache::VALID_FOR);
+    assert_eq!(get(&h, "/hello.txt").status, 404);
+}
+
+#[test]
+fn the_cache_keeps_to_its_budget_and_can_be_turned_off() {
+    let t = tree();
+    let off = handler(&t, |c| c.file_cache = 0);
+    get(&off, "/hello.txt");
+    assert!(get(&off, "/hello.txt").raw_headers.is_none());
+    let small = handler(&t, |c| c.file_cache = 1000);
+    get(&small, "/hello.txt");
+    get(&small, "/big.txt"); // 6,300 bytes: over the budget, not kept
+    assert!(get(&small, "/hello.txt").raw_headers.is_some());
+    assert!(get(&small, "/big.txt").raw_headers.is_none());
+    assert!(small.files.used() <= 1000);
+}
