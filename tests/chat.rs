@@ -675,7 +675,7 @@ fn talk_says_in_one_line_when_the_server_is_unreachable_or_goes_away() {
     assert!(!status.success());
     assert_eq!(
         err.trim(),
-        format!("tincan: could not reach {addr}: Connection refused (os error 111)")
+        format!("tincan: could not reach {addr}: connection refused; is the server running?")
     );
 
     let mut server = start(chat_models()[0], &[]);
