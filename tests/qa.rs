@@ -102,3 +102,20 @@ fn every_server_help_states_the_defaults_the_code_uses() {
         assert!(out.contains("Examples:\n  tincan "), "tincan {cmd} --help");
     }
 }
+
+#[test]
+fn umask_sets_the_mode_of_unix_socket_files_so_others_can_connect() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = crate::support::TempDir::new("qa-umask");
+    for (umask, want) in [("000", 0o777), ("007", 0o770)] {
+        let path = dir.path().join(format!("s{umask}.sock"));
+        let listen = format!("unix:{}", path.display());
+        let _server =
+            crate::support::Server::start(&["echo", "--listen", &listen, "--umask", umask]);
+        let mode = std::fs::metadata(&path)
+            .expect("the socket file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, want, "--umask {umask}: {mode:o}");
+    }
+}
