@@ -119,3 +119,34 @@ fn umask_sets_the_mode_of_unix_socket_files_so_others_can_connect() {
         assert_eq!(mode & 0o777, want, "--umask {umask}: {mode:o}");
     }
 }
+
+#[test]
+fn serving_a_root_the_new_user_cannot_read_is_warned_about_at_start() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: dropping to nobody needs root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = crate::support::TempDir::new("qa-private-root");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let root = dir.path().to_str().unwrap();
+    let server = crate::support::Server::start(&[
+        "serve",
+        root,
+        "--listen",
+        "127.0.0.1:0",
+        "--user",
+        "nobody",
+        "--access-log",
+        "off",
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !server.stderr().contains("cannot be read") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let err = server.stderr();
+    assert!(
+        err.contains("cannot be read after dropping privileges (permission denied)"),
+        "{err}"
+    );
+}
