@@ -150,3 +150,17 @@ fn serving_a_root_the_new_user_cannot_read_is_warned_about_at_start() {
         "{err}"
     );
 }
+
+#[test]
+fn negative_client_timeouts_are_refused_by_name_not_as_unexpected_arguments() {
+    for args in [
+        &["send", "127.0.0.1:1", "hi", "--timeout", "-1"][..],
+        &["talk", "127.0.0.1:1", "--wait", "-1"],
+        &["talk", "127.0.0.1:1", "--connect-timeout", "-2"],
+    ] {
+        let (status, _, err) = run_tincan(args, b"", Duration::from_secs(10));
+        assert_eq!(status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.starts_with("tincan: --"), "{args:?}: {err}");
+        assert!(!err.contains("unexpected argument"), "{args:?}: {err}");
+    }
+}

@@ -81,7 +81,8 @@ impl PrivilegeDrop {
     }
 
     /// Apply after binding. `owned_paths` (Unix socket files just created) are handed to the
-    /// new user so the server can still remove them at exit.
+    /// new user and given the `--umask` mode. (Removing them at exit still needs the new user to
+    /// have write access to their directory; a file left behind is replaced at the next start.)
     pub fn apply(&self, owned_paths: &[&Path]) -> Result<(), Error> {
         self.validate()?;
         // The socket files were made before the umask was set: give them the mode it asks for,
