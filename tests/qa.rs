@@ -164,3 +164,64 @@ fn negative_client_timeouts_are_refused_by_name_not_as_unexpected_arguments() {
         assert!(!err.contains("unexpected argument"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn an_unread_stdout_access_log_never_stalls_the_server_or_its_shutdown() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(crate::support::bin())
+        .args(["serve", ".", "--listen", "127.0.0.1:0", "--model", "event"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tincan");
+    // Read the `listening on` line, then never read stdout again (as a script might).
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    let mut s = crate::support::connect(addr.parse().unwrap());
+    // Each request logs ~500 bytes: 900 of them (under the 1000 a connection may make) are far
+    // more than a pipe holds (64 KiB).
+    let req = format!(
+        "GET /nonexistent?{} HTTP/1.1\r\nHost: x\r\nUser-Agent: {}\r\n\r\n",
+        "q".repeat(200),
+        "u".repeat(200)
+    );
+    for i in 0..900 {
+        s.write_all(req.as_bytes()).unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut b).unwrap_or(0) == 0 {
+                panic!("the server stopped answering at request {i}");
+            }
+            head.push(b[0]);
+        }
+        let text = String::from_utf8_lossy(&head);
+        let len: usize = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap();
+        let mut body = vec![0; len];
+        s.read_exact(&mut body).unwrap();
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            assert!(st.success(), "{st}");
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tincan did not exit on SIGTERM with its stdout unread");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
