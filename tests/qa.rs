@@ -169,12 +169,23 @@ fn negative_client_timeouts_are_refused_by_name_not_as_unexpected_arguments() {
 fn an_unread_stdout_access_log_never_stalls_the_server_or_its_shutdown() {
     use std::io::{BufRead, BufReader, Read, Write};
     use std::process::{Command, Stdio};
-    let mut child = Command::new(crate::support::bin())
-        .args(["serve", ".", "--listen", "127.0.0.1:0", "--model", "event"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn tincan");
+    /// Kills the server if the test fails before it has exited.
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut guard = Reaped(
+        Command::new(crate::support::bin())
+            .args(["serve", ".", "--listen", "127.0.0.1:0", "--model", "event"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn tincan"),
+    );
+    let child = &mut guard.0;
     // Read the `listening on` line, then never read stdout again (as a script might).
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
