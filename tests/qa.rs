@@ -102,3 +102,137 @@ fn every_server_help_states_the_defaults_the_code_uses() {
         assert!(out.contains("Examples:\n  tincan "), "tincan {cmd} --help");
     }
 }
+
+#[test]
+fn umask_sets_the_mode_of_unix_socket_files_so_others_can_connect() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = crate::support::TempDir::new("qa-umask");
+    for (umask, want) in [("000", 0o777), ("007", 0o770)] {
+        let path = dir.path().join(format!("s{umask}.sock"));
+        let listen = format!("unix:{}", path.display());
+        let _server =
+            crate::support::Server::start(&["echo", "--listen", &listen, "--umask", umask]);
+        let mode = std::fs::metadata(&path)
+            .expect("the socket file")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, want, "--umask {umask}: {mode:o}");
+    }
+}
+
+#[test]
+fn serving_a_root_the_new_user_cannot_read_is_warned_about_at_start() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: dropping to nobody needs root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = crate::support::TempDir::new("qa-private-root");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let root = dir.path().to_str().unwrap();
+    let server = crate::support::Server::start(&[
+        "serve",
+        root,
+        "--listen",
+        "127.0.0.1:0",
+        "--user",
+        "nobody",
+        "--access-log",
+        "off",
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !server.stderr().contains("cannot be read") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let err = server.stderr();
+    assert!(
+        err.contains("cannot be read after dropping privileges (permission denied)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn negative_client_timeouts_are_refused_by_name_not_as_unexpected_arguments() {
+    for args in [
+        &["send", "127.0.0.1:1", "hi", "--timeout", "-1"][..],
+        &["talk", "127.0.0.1:1", "--wait", "-1"],
+        &["talk", "127.0.0.1:1", "--connect-timeout", "-2"],
+    ] {
+        let (status, _, err) = run_tincan(args, b"", Duration::from_secs(10));
+        assert_eq!(status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.starts_with("tincan: --"), "{args:?}: {err}");
+        assert!(!err.contains("unexpected argument"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn an_unread_stdout_access_log_never_stalls_the_server_or_its_shutdown() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::{Command, Stdio};
+    /// Kills the server if the test fails before it has exited.
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut guard = Reaped(
+        Command::new(crate::support::bin())
+            .args(["serve", ".", "--listen", "127.0.0.1:0", "--model", "event"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn tincan"),
+    );
+    let child = &mut guard.0;
+    // Read the `listening on` line, then never read stdout again (as a script might).
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    let mut s = crate::support::connect(addr.parse().unwrap());
+    // Each request logs ~500 bytes: 900 of them (under the 1000 a connection may make) are far
+    // more than a pipe holds (64 KiB).
+    let req = format!(
+        "GET /nonexistent?{} HTTP/1.1\r\nHost: x\r\nUser-Agent: {}\r\n\r\n",
+        "q".repeat(200),
+        "u".repeat(200)
+    );
+    for i in 0..900 {
+        s.write_all(req.as_bytes()).unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut b).unwrap_or(0) == 0 {
+                panic!("the server stopped answering at request {i}");
+            }
+            head.push(b[0]);
+        }
+        let text = String::from_utf8_lossy(&head);
+        let len: usize = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap();
+        let mut body = vec![0; len];
+        s.read_exact(&mut body).unwrap();
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            assert!(st.success(), "{st}");
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tincan did not exit on SIGTERM with its stdout unread");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -47,7 +47,12 @@ pub struct SendArgs {
     pub udp: bool,
 
     /// Seconds to wait for connecting and for each read or write.
-    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    #[arg(
+        long,
+        default_value_t = 10.0,
+        value_name = "SECONDS",
+        allow_negative_numbers = true
+    )]
     pub timeout: f64,
 
     /// The longest reply message accepted, in bytes.

@@ -487,7 +487,7 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
     merge_server_args(&mut args.server, &cfg);
     let root = document_root(args.dir.take(), &cfg)?;
     let limits = args.http.limits(&cfg)?;
-    let files = args.files.settings(root, &cfg)?;
+    let files = args.files.settings(root.clone(), &cfg)?;
     let handler = glue::static_handler(files)?;
     // Every flag is checked (routes, headers, the access log opened) before a socket is bound,
     // so a bad value never follows a `listening on` line.
@@ -496,6 +496,18 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
         .http
         .options(&cfg, args.server.serve_options()?.model)?;
     let (listeners, opts) = glue::setup(&args.server, "127.0.0.1:8000")?;
+    if let Err(e) = std::fs::read_dir(&root) {
+        let e = match e.kind() {
+            std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+            _ => e.to_string(),
+        };
+        // Typically --user: the new user may not read what root could; every request would be
+        // a 403 with no hint why.
+        tracing::warn!(
+            "the document root {} cannot be read after dropping privileges ({e}); every request will be refused",
+            root.display()
+        );
+    }
     // Answering pauses where the driver stops reading, so a pipelining flood waits in neither.
     options.pipeline_pause = opts.high_water.max(1);
     options.gateway = gateway;

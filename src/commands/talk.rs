@@ -40,11 +40,21 @@ pub struct TalkArgs {
     pub addr: String,
 
     /// After the last line of non-interactive input, keep printing what arrives for this long.
-    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
     pub wait: f64,
 
     /// Give up connecting after this long.
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 5.0,
+        allow_negative_numbers = true
+    )]
     pub connect_timeout: f64,
 }
 

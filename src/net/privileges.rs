@@ -81,9 +81,24 @@ impl PrivilegeDrop {
     }
 
     /// Apply after binding. `owned_paths` (Unix socket files just created) are handed to the
-    /// new user so the server can still remove them at exit.
+    /// new user and given the `--umask` mode. (Removing them at exit still needs the new user to
+    /// have write access to their directory; a file left behind is replaced at the next start.)
     pub fn apply(&self, owned_paths: &[&Path]) -> Result<(), Error> {
         self.validate()?;
+        // The socket files were made before the umask was set: give them the mode it asks for,
+        // so `--umask 007` lets the group connect (connecting needs write permission).
+        if let Some(m) = &self.umask {
+            let mode = 0o777 & !parse_umask(m)?;
+            for p in owned_paths {
+                std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                    .map_err(|e| {
+                        Error::Setup(format!(
+                            "cannot set the mode of {} to {mode:03o} (--umask): {e}",
+                            p.display()
+                        ))
+                    })?;
+            }
+        }
         let (_, euid) = sys::uids();
         let Some(user) = &self.user else {
             if euid == 0 {

@@ -1,32 +1,48 @@
 //! The access log: one Combined Log Format line per response (what Apache and nginx write, so
 //! every log tool reads it), to stdout or a file opened for appending.
 //!
-//! Lines go through one buffered writer behind a mutex. Stdout is flushed per line (someone is
-//! watching it); a file is flushed when its buffer fills and at least once a second, by a small
-//! flusher thread started lazily in each process (so prefork workers flush their own).
+//! Lines go through one buffered writer behind a mutex. A file is flushed when its buffer fills
+//! and at least once a second, by a small flusher thread started lazily in each process (so
+//! prefork workers flush their own).
+//!
+//! Stdout may be a pipe nobody reads (a script that waited for `listening on` and moved on) or a
+//! paused terminal: a write there can block for ever. So the serving threads never write it
+//! themselves: lines go into a bounded queue that a writer thread (one per process) drains,
+//! flushing per line; when the queue is full, lines are dropped and that is said once.
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Lines that may wait for a slow stdout before new ones are dropped (about 1 MiB).
+pub const STDOUT_QUEUE_LINES: usize = 4096;
+
 enum Sink {
-    Stdout,
+    /// The queue to this process's stdout writer thread (`None` until the first line).
+    Stdout(Option<SyncSender<String>>),
     File(BufWriter<File>),
 }
 
 struct Inner {
     sink: Sink,
-    /// The process that runs the flusher thread (a forked worker needs its own).
+    /// The process that runs the flusher or stdout writer thread (a forked worker needs its
+    /// own).
     flusher_pid: u32,
+    /// Lines dropped because stdout was not being read.
+    dropped: u64,
 }
 
 /// A shared access log.
 pub struct AccessLog {
     inner: Mutex<Inner>,
     me: Weak<AccessLog>,
+    /// Lines queued for stdout and not yet written (for [`AccessLog::flush`]).
+    pending: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for AccessLog {
@@ -53,7 +69,7 @@ impl AccessLog {
     /// missing).
     pub fn open(spec: &str) -> crate::Result<Arc<AccessLog>> {
         let sink = if spec == "-" {
-            Sink::Stdout
+            Sink::Stdout(None)
         } else {
             let f = OpenOptions::new()
                 .create(true)
@@ -66,24 +82,46 @@ impl AccessLog {
             inner: Mutex::new(Inner {
                 sink,
                 flusher_pid: 0,
+                dropped: 0,
             }),
             me: me.clone(),
+            pending: Arc::new(AtomicUsize::new(0)),
         }))
     }
 
     /// Write one line for `e`, stamped now.
     pub fn log(&self, e: &Entry<'_>) {
         let line = format_line(e, SystemTime::now());
-        let Ok(mut inner) = self.inner.lock() else {
+        let Ok(mut guard) = self.inner.lock() else {
             return;
         };
+        let inner = &mut *guard;
         let pid = std::process::id();
         let start_flusher = matches!(inner.sink, Sink::File(_)) && inner.flusher_pid != pid;
-        let res = match &mut inner.sink {
-            Sink::Stdout => {
-                let mut out = io::stdout().lock();
-                out.write_all(line.as_bytes()).and_then(|_| out.flush())
+        if let Sink::Stdout(queue) = &mut inner.sink {
+            if inner.flusher_pid != pid {
+                // First line in this process (threads do not survive a prefork fork).
+                *queue = Some(stdout_writer(self.pending.clone()));
+                inner.flusher_pid = pid;
             }
+            let Some(tx) = queue else { return };
+            self.pending.fetch_add(1, Ordering::SeqCst);
+            match tx.try_send(line) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                    self.pending.fetch_sub(1, Ordering::SeqCst);
+                    inner.dropped += 1;
+                    if inner.dropped == 1 {
+                        tracing::warn!(
+                            "the access log on stdout is not being read; dropping lines until it is (use --access-log PATH or off)"
+                        );
+                    }
+                }
+            }
+            return;
+        }
+        let res = match &mut inner.sink {
+            Sink::Stdout(_) => Ok(()),
             Sink::File(w) => w.write_all(line.as_bytes()),
         };
         if let Err(e) = res {
@@ -98,8 +136,12 @@ impl AccessLog {
         }
     }
 
-    /// Flush buffered lines now.
+    /// Flush buffered lines now (for stdout: wait up to a second for the queue to drain).
     pub fn flush(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while self.pending.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         if let Ok(mut inner) = self.inner.lock() {
             if let Sink::File(w) = &mut inner.sink {
                 let _ = w.flush();
@@ -116,6 +158,33 @@ impl Drop for AccessLog {
             }
         }
     }
+}
+
+/// Start this process's stdout writer: it alone may block on a stdout nobody reads.
+fn stdout_writer(pending: Arc<AtomicUsize>) -> SyncSender<String> {
+    use std::os::fd::AsFd;
+    let (tx, rx) = mpsc::sync_channel::<String>(STDOUT_QUEUE_LINES);
+    // A duplicate of descriptor 1, so that a write blocked here holds no lock of std's `Stdout`
+    // (which exiting flushes, and would wait for).
+    let dup = io::stdout().as_fd().try_clone_to_owned().map(File::from);
+    let _ = std::thread::Builder::new()
+        .name("access-log-stdout".into())
+        .spawn(move || {
+            for line in rx {
+                let res = match &dup {
+                    Ok(f) => (&*f).write_all(line.as_bytes()),
+                    Err(_) => {
+                        let mut out = io::stdout().lock();
+                        out.write_all(line.as_bytes()).and_then(|_| out.flush())
+                    }
+                };
+                if let Err(e) = res {
+                    tracing::warn!("cannot write the access log: {e}");
+                }
+                pending.fetch_sub(1, Ordering::SeqCst);
+            }
+        });
+    tx
 }
 
 fn flush_every_second(log: Weak<AccessLog>) {

@@ -263,7 +263,17 @@ impl StaticFiles {
                 .filter(|q| !q.bytes().any(|b| b.is_ascii_control()))
             {
                 loc.push('?');
-                loc.push_str(q);
+                // RFC 3986 §2.1: a URI is ASCII; raw UTF-8 from the request goes out encoded.
+                for c in q.chars() {
+                    if c.is_ascii() {
+                        loc.push(c);
+                    } else {
+                        let mut b = [0; 4];
+                        for byte in c.encode_utf8(&mut b).bytes() {
+                            loc.push_str(&format!("%{byte:02X}"));
+                        }
+                    }
+                }
             }
             return error_response(301, "This directory lives at the address with a slash.")
                 .header("Location", loc);

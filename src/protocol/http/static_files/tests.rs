@@ -154,7 +154,10 @@ fn a_missing_root_is_a_usage_error_in_one_sentence() {
     let msg = err.to_string();
     assert!(matches!(err, Error::Usage(_)));
     assert!(
-        msg.contains("/definitely/not/here") && !msg.contains('\n'),
+        // Read after `tincan: `, in the voice of every other startup error.
+        msg.starts_with("the document root /definitely/not/here")
+            && !msg.ends_with('.')
+            && !msg.contains('\n'),
         "{msg}"
     );
     let t = tree();
@@ -387,6 +390,12 @@ fn directories_redirect_to_the_slash_form_keeping_the_query() {
     let r = get(&h, "/sub?sort=size");
     assert_eq!(r.status, 301);
     assert_eq!(r.get_header("Location"), Some("/sub/?sort=size"));
+    // A raw UTF-8 query leaves as ASCII (RFC 3986), its escapes untouched.
+    let r = get(&h, "/sub?q=\u{e9}t\u{e9}&r=%20");
+    assert_eq!(
+        r.get_header("Location"),
+        Some("/sub/?q=%C3%A9t%C3%A9&r=%20")
+    );
     // Never a protocol-relative Location, whatever the request path looked like.
     let r = get(&h, "//sub");
     assert_eq!(r.get_header("Location"), Some("/sub/"));
