@@ -52,7 +52,7 @@ pub struct ServerArgs {
     pub model: Option<Model>,
 
     /// Worker processes (prefork) or event-loop threads (event). [default: available cores]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub workers: Option<usize>,
 
     /// Readiness API for the event model. [default: epoll]
@@ -60,12 +60,12 @@ pub struct ServerArgs {
     pub poller: Option<PollerKind>,
 
     /// Connections served at once; further ones wait in the listen backlog. [default: 10000]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub max_connections: Option<usize>,
 
     /// Listen backlog: connections the kernel queues before they are accepted.
     /// [default: 1024]
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub backlog: Option<i32>,
 
     /// Set SO_REUSEPORT on the listening sockets.
@@ -73,12 +73,12 @@ pub struct ServerArgs {
     pub reuse_port: bool,
 
     /// Seconds in-flight work may take to finish after SIGINT/SIGTERM. [default: 10]
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub grace: Option<f64>,
 
     /// Seconds a peer may refuse to accept output before its connection is closed.
     /// [default: 60]
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub send_timeout: Option<f64>,
 
     /// After binding, switch to this user (by name or uid). Requires starting as root.
@@ -200,8 +200,15 @@ impl ServerArgs {
 fn seconds(flag: &str, v: f64, zero_ok: bool) -> crate::Result<Duration> {
     if !v.is_finite() || v < 0.0 || (!zero_ok && v == 0.0) || v > 1e9 {
         let least = if zero_ok { "0 or more" } else { "more than 0" };
+        // 1e300 is shown as 1e300, not as its 301 digits.
+        let shown = if v.is_finite() && v.abs() < 1e9 {
+            v.to_string()
+        } else {
+            format!("{v:e}")
+        };
+        let most = if v > 1e9 { " (at most 1e9)" } else { "" };
         return Err(Error::Usage(format!(
-            "{flag} {v} is not a number of seconds; give {least}"
+            "{flag} {shown} is not a number of seconds; give {least}{most}"
         )));
     }
     Ok(Duration::from_secs_f64(v))

@@ -3,10 +3,26 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser};
 
 fn main() -> ExitCode {
-    let cli = tincan::cli::Cli::parse();
+    let cli = match tincan::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => match e.kind() {
+            ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+            // Exit code 2, as for every command-line mistake clap catches.
+            _ => {
+                eprintln!(
+                    "tincan: {}",
+                    one_line(&e.render().to_string(), subcommand())
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
     tincan::logging::init();
     match tincan::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -15,4 +31,50 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Clap's multi-line error as one sentence: what is wrong, its tip if it has one, and the
+/// `--help` to read (`unexpected argument '--lisen' found; a similar argument exists:
+/// '--listen'; see 'tincan serve --help'`).
+fn one_line(rendered: &str, subcommand: Option<String>) -> String {
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("the command line is not valid");
+    let mut msg = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    let mut help = match subcommand {
+        Some(sub) => format!("tincan {sub} --help"),
+        None => "tincan --help".to_string(),
+    };
+    for l in lines {
+        if let Some(tip) = l.strip_prefix("tip: ") {
+            msg.push_str("; ");
+            msg.push_str(tip);
+        } else if let Some(values) = l
+            .strip_prefix("[possible values: ")
+            .and_then(|v| v.strip_suffix(']'))
+        {
+            msg.push_str("; use one of: ");
+            msg.push_str(values);
+        } else if msg.ends_with(':') && !l.starts_with("Usage: ") && !l.starts_with("For more") {
+            // The list a message announces ("required arguments were not provided:").
+            msg.push(' ');
+            msg.push_str(l);
+        } else if let Some(usage) = l.strip_prefix("Usage: ") {
+            let words: Vec<&str> = usage
+                .split_whitespace()
+                .take_while(|w| !w.starts_with(['[', '<', '-']))
+                .collect();
+            if !words.is_empty() {
+                help = format!("{} --help", words.join(" "));
+            }
+        }
+    }
+    format!("{msg}; see '{help}'")
+}
+
+/// The subcommand named on the command line, if it is one of ours (for the `--help` to suggest).
+fn subcommand() -> Option<String> {
+    let name = std::env::args().nth(1)?;
+    tincan::cli::Cli::command()
+        .find_subcommand(&name)
+        .map(|c| c.get_name().to_string())
 }

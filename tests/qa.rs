@@ -236,3 +236,57 @@ fn an_unread_stdout_access_log_never_stalls_the_server_or_its_shutdown() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn shared_server_flags_out_of_range_are_one_short_line_before_binding() {
+    let l = ["--listen", "127.0.0.1:0"];
+    let case = |extra: &[&str], needle: &str| {
+        let mut args = vec!["echo"];
+        args.extend_from_slice(&l);
+        args.extend_from_slice(extra);
+        refused_before_binding(&args, needle);
+    };
+    // Huge numbers are shown short, negative ones reach our own check (not clap's
+    // "unexpected argument"), and a typo'd worker count never forks thousands of processes.
+    case(
+        &["--grace", "1e300"],
+        "--grace 1e300 is not a number of seconds",
+    );
+    case(&["--grace", "-1"], "--grace -1 is not a number of seconds");
+    case(&["--send-timeout", "-2"], "--send-timeout -2 is not");
+    case(
+        &["--model", "prefork", "--workers", "100000"],
+        "--workers 100000 is more than tincan runs",
+    );
+}
+
+#[test]
+fn a_mistyped_flag_or_value_is_one_line_naming_the_help_to_read() {
+    for (args, needle) in [
+        (
+            &["serve", "--lisen", ":80"][..],
+            "a similar argument exists: '--listen'; see 'tincan serve --help'",
+        ),
+        (
+            &["echo", "--workers", "-1"][..],
+            "invalid value '-1' for '--workers <N>'",
+        ),
+        (
+            &["serve", "--model", "fast"][..],
+            "use one of: iterative, threaded, prefork, event",
+        ),
+        (
+            &["send"][..],
+            "required arguments were not provided: <ADDR>; see 'tincan send --help'",
+        ),
+    ] {
+        let (status, out, err) = run_tincan(args, b"", Duration::from_secs(10));
+        assert_eq!(status.code(), Some(2), "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with("tincan: ") && err.contains(needle),
+            "{args:?}: {err}"
+        );
+    }
+}

@@ -114,6 +114,10 @@ impl fmt::Display for PollerKind {
     }
 }
 
+/// The most worker processes or event-loop threads one server starts: beyond this, forking
+/// or spawning only exhausts the machine (and a typo like `--workers 100000` should not).
+pub const MAX_WORKERS: usize = 1024;
+
 /// Everything a driver needs to know, validated before any socket is touched.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
@@ -167,6 +171,12 @@ impl ServeOptions {
         let refuse = |m: &str| Err(ServeError::Refused(m.to_string()));
         if self.workers == 0 {
             return refuse("--workers must be at least 1");
+        }
+        if self.workers > MAX_WORKERS {
+            return Err(ServeError::Refused(format!(
+                "--workers {} is more than tincan runs ({MAX_WORKERS}); a few per core is plenty",
+                self.workers
+            )));
         }
         if self.max_connections == 0 {
             return refuse("--max-connections must be at least 1");

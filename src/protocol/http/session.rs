@@ -179,8 +179,10 @@ pub struct HttpSession {
     shutting_down: bool,
     /// Wakes this session when outbound work has something for it.
     waker: Waker,
-    /// The body of a proxied or CGI request, collected while it is read.
-    collect: Option<Vec<u8>>,
+    /// The body of a proxied or CGI request, collected while it is read. Boxed: only routed
+    /// requests use it, and every idle connection would otherwise carry its 24 bytes.
+    #[allow(clippy::box_collection)] // deliberately: 8 bytes per connection instead of 24
+    collect: Option<Box<Vec<u8>>>,
 }
 
 /// An outbound answer being relayed, and what the connection decided about it.
@@ -426,7 +428,7 @@ impl HttpSession {
                                 .as_ref()
                                 .and_then(|g| g.route(&h.request))
                             {
-                                Some(routed) => self.defer(&h, routed, body, out, now),
+                                Some(routed) => self.defer(&h, routed, *body, out, now),
                                 None => self.respond(&h, out, now),
                             },
                             None => self.respond(&h, out, now),
@@ -498,7 +500,7 @@ impl HttpSession {
                         );
                         return true;
                     }
-                    self.collect = Some(Vec::new());
+                    self.collect = Some(Box::default());
                 }
                 // RFC 9110 §10.1.1: the client waits for this before sending the body. (A body
                 // over the limit was already refused by its Content-Length, without a 100.)
