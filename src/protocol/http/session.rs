@@ -114,7 +114,9 @@ impl HttpService {
     /// As [`session_at`](Self::session_at), with the waker outbound work (proxy, CGI) calls.
     pub fn session_with(&self, peer: &Peer, waker: Waker, now: Instant) -> HttpSession {
         HttpSession {
-            waker,
+            // Only routes to other applications wake a session; without any, the waker (a heap
+            // allocation per connection) is dropped at once.
+            waker: self.shared.options.gateway.is_some().then_some(waker),
             collect: None,
             shared: self.shared.clone(),
             peer: peer.clone(),
@@ -177,8 +179,9 @@ pub struct HttpSession {
     deadline: Option<Instant>,
     served: u32,
     shutting_down: bool,
-    /// Wakes this session when outbound work has something for it.
-    waker: Waker,
+    /// Wakes this session when outbound work has something for it (kept only when a proxy or
+    /// CGI route exists).
+    waker: Option<Waker>,
     /// The body of a proxied or CGI request, collected while it is read. Boxed: only routed
     /// requests use it, and every idle connection would otherwise carry its 24 bytes.
     #[allow(clippy::box_collection)] // deliberately: 8 bytes per connection instead of 24
@@ -597,7 +600,8 @@ impl HttpSession {
             return self.respond(head, out, now);
         };
         let req = &head.request;
-        match gateway.start(routed, req, body, &self.peer, self.waker.clone()) {
+        let waker = self.waker.clone().unwrap_or_else(Waker::noop);
+        match gateway.start(routed, req, body, &self.peer, waker) {
             Err(resp) => self.complete(head, resp, out, now),
             Ok(pending) => {
                 let close = self.closes_after(head, false);
