@@ -307,15 +307,6 @@ fn two_hundred_clients_sending_two_hundred_messages_each_all_see_every_message_i
     }
 }
 
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
-}
-
 #[test]
 fn a_client_that_never_reads_is_dropped_without_slowing_the_room_or_growing_memory() {
     const CHATTERS: usize = 2;
@@ -333,7 +324,7 @@ fn a_client_that_never_reads_is_dropped_without_slowing_the_room_or_growing_memo
         let stalled = Client::join(addr);
         let mut chatters: Vec<Client> = (0..CHATTERS).map(|_| Client::join(addr)).collect();
         let mut probe = Client::join(addr);
-        let rss_before = rss_kib(server.pid());
+        let rss_before = crate::support::rss_kib(server.pid());
 
         let body = "x".repeat(SIZE);
         let t_chat = Instant::now();
@@ -395,7 +386,7 @@ fn a_client_that_never_reads_is_dropped_without_slowing_the_room_or_growing_memo
         let chat_time = t_chat.elapsed();
         done.store(true, std::sync::atomic::Ordering::SeqCst);
         let (worst, k) = pinger.join().expect("the probe kept up with the room");
-        let rss_after = rss_kib(server.pid());
+        let rss_after = crate::support::rss_kib(server.pid());
         let log = wait_for_log(&server, &format!("dropping chat client {}", stalled.me));
         assert!(log.contains("--max-queue"), "{log}");
         let sent_mib = ((CHATTERS * EACH * SIZE) >> 20) as u64;

@@ -558,16 +558,7 @@ fn curl_talks_http10_and_http11_reuses_connections_and_waits_for_100_continue() 
         let s = hello(m, &[]);
         let url = s.url("/c");
         let run = |args: &[&str]| {
-            let out = Command::new("curl")
-                .args(["-sS", "--max-time", "10"])
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{m}: curl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let out = crate::support::curl(&m.to_string(), args);
             (
                 String::from_utf8_lossy(&out.stdout).into_owned(),
                 String::from_utf8_lossy(&out.stderr).into_owned(),

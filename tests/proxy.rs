@@ -411,15 +411,6 @@ fn tincan_hello_works_as_a_real_upstream_over_tcp_and_unix_sockets() {
     drop(unix_hello);
 }
 
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
-}
-
 #[test]
 fn a_five_mib_upstream_body_streams_to_a_slow_client_with_bounded_memory() {
     let up = upstream();
@@ -429,7 +420,7 @@ fn a_five_mib_upstream_body_streams_to_a_slow_client_with_bounded_memory() {
         let s = serve(m, root.path(), &["--proxy", &route]);
         // Warm up (threads, pools), then measure while a client holds back.
         assert_eq!(get(s.addr(), "/up/len").status, 200);
-        let before = rss_kib(s.pid());
+        let before = crate::support::rss_kib(s.pid());
         // A small receive window, so the body cannot hide in the kernel's socket buffers.
         let sock =
             socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -444,7 +435,7 @@ fn a_five_mib_upstream_body_streams_to_a_slow_client_with_bounded_memory() {
         assert!(first[..n].starts_with(b"HTTP/1.1 200 OK"), "{m}");
         std::thread::sleep(Duration::from_millis(400));
         // Under prefork the serving process is a child; the parent's RSS says nothing then.
-        let during = rss_kib(s.pid());
+        let during = crate::support::rss_kib(s.pid());
         let mut rest = Vec::new();
         c.read_to_end(&mut rest).unwrap();
         let total = n + rest.len();
@@ -688,16 +679,7 @@ fn curl_uploads_through_the_proxy_and_runs_cgi_scripts() {
         &["--proxy", &proxy, "--cgi", &cgi],
     );
     let run = |args: &[&str]| {
-        let out = Command::new("curl")
-            .args(["-sS", "--max-time", "10"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "curl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = crate::support::curl("proxy/cgi", args);
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let body = "b".repeat(100_000);

@@ -629,19 +629,7 @@ fn curl_sees_ranges_compression_and_validators() {
     }
     let site = Site::new();
     let server = serve(ALL_MODELS[3], &site.root(), &[]);
-    let curl = |args: &[&str]| {
-        let out = Command::new("curl")
-            .args(["-sS", "--max-time", "10"])
-            .args(args)
-            .output()
-            .expect("run curl");
-        assert!(
-            out.status.success(),
-            "curl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
+    let curl = |args: &[&str]| crate::support::curl("static files", args).stdout;
     let url = |p: &str| server.url(p);
     assert_eq!(curl(&["-r", "7-12", &url("/hello.txt")]), b"tincan");
     let notes = std::fs::read(site.root().join("notes.txt")).unwrap();

@@ -255,6 +255,32 @@ pub fn have(prog: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Run curl (`-sS --max-time 10` plus `args`) and return its output; a failing curl fails the
+/// test with `what` (the model, the case) and curl's stderr.
+pub fn curl(what: &str, args: &[&str]) -> std::process::Output {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    assert!(
+        out.status.success(),
+        "{what}: curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Resident memory of process `pid` in KiB (VmRSS from /proc).
+pub fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
 /// A fresh temporary directory, removed when dropped.
 pub struct TempDir(pub PathBuf);
 
