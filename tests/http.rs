@@ -807,3 +807,61 @@ fn a_pipelined_flood_larger_than_the_buffers_gets_every_answer_in_order() {
         writer.join().unwrap();
     }
 }
+
+/// After reading the answer to EOF, send more and report how the server took it: `true` if
+/// the server had already closed (the kernel answers the late bytes with a reset), `false` if
+/// it was still reading input away (a lingering close).
+fn late_bytes_are_reset(c: &mut Conn) -> bool {
+    c.expect_nothing_more_then_close();
+    c.r.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let _ = c.w.write_all(b"late bytes");
+    std::thread::sleep(Duration::from_millis(100));
+    // The reset is reported once: to this write (EPIPE or ECONNRESET) or to the read below.
+    if c.w.write_all(b"more late bytes").is_err() {
+        return true;
+    }
+    let mut b = [0u8; 16];
+    match c.r.get_mut().read(&mut b) {
+        Ok(0) => false,
+        Ok(n) => panic!("unexpected bytes after the close: {:?}", &b[..n]),
+        Err(e) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+            true
+        }
+    }
+}
+
+#[test]
+fn a_connection_close_request_is_closed_at_once_and_a_refusal_lingers_under_every_model() {
+    for &m in ALL_MODELS {
+        let s = hello(m, &["--max-body", "4096"]);
+        // The client said its last word and all of it was read: close at once, as nginx does,
+        // with no shutdown and lingering read (the client's late bytes meet a closed socket).
+        let mut c = Conn::open(&s);
+        c.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let r = c.response(false);
+        assert_eq!(r.status, 200, "{m}");
+        assert!(r.closes(), "{m}");
+        assert!(late_bytes_are_reset(&mut c), "{m}: the server lingered");
+        // Refused before its body was read: the body may still be coming, so the server
+        // lingers, reading it away, and the client reads the 413 instead of a reset.
+        let mut c = Conn::open(&s);
+        c.send(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n");
+        let r = c.response(false);
+        assert_eq!(r.status, 413, "{m}");
+        assert!(
+            !late_bytes_are_reset(&mut c),
+            "{m}: the refusal did not linger"
+        );
+        // Bytes pipelined behind the last request are unread input: linger too.
+        let mut c = Conn::open(&s);
+        c.send(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\nGET /after HTTP/1.1\r\n");
+        assert_eq!(c.response(false).status, 200, "{m}");
+        assert!(
+            !late_bytes_are_reset(&mut c),
+            "{m}: closed over unread input"
+        );
+    }
+}

@@ -52,6 +52,8 @@ pub(crate) fn run_connection<S: Service>(
         grace_until = Some(now + ctx.opts.grace);
         conn.shutdown(now);
     }
+    // Most clients speak at once: read before the first poll(2) (as the event loop does).
+    conn.ready(now, true, false, false);
     let sock_fd = conn.sock.as_raw_fd();
     while !conn.is_closed() {
         let want = conn.interest();

@@ -18,8 +18,11 @@ const READ_BUDGET: usize = 16;
 enum State {
     /// The session is live.
     Open,
-    /// The session asked to close after its output: flush, then half-close.
-    Closing,
+    /// The session asked to close after its output: flush, then half-close and linger
+    /// (`linger`), or close at once (the peer's last message was read whole).
+    Closing {
+        linger: bool,
+    },
     /// Output sent and write side shut: discard input until EOF or the deadline, so the peer
     /// reads our answer instead of a reset.
     Lingering {
@@ -71,6 +74,8 @@ pub(crate) struct Conn<T: Session> {
     out: Outbox,
     state: State,
     read_eof: bool,
+    /// The last read filled the buffer, so more input may be waiting in the socket.
+    input_pending: bool,
     wake_at: Option<Instant>,
     /// When output last moved (or was first queued): the send timeout counts from here.
     last_progress: Instant,
@@ -96,6 +101,7 @@ impl<T: Session> Conn<T> {
             out: Outbox::new(),
             state: State::Open,
             read_eof: false,
+            input_pending: false,
             wake_at: None,
             last_progress: now,
             owe_drained: false,
@@ -143,7 +149,12 @@ impl<T: Session> Conn<T> {
         match next {
             Next::Continue { wake_at } => self.wake_at = wake_at,
             Next::CloseAfterFlush => {
-                self.state = State::Closing;
+                self.state = State::Closing { linger: true };
+                self.wake_at = None;
+            }
+            Next::CloseAfterReply => {
+                let linger = self.input_pending || !self.input.is_empty();
+                self.state = State::Closing { linger };
                 self.wake_at = None;
             }
             Next::Close => self.close(),
@@ -156,7 +167,7 @@ impl<T: Session> Conn<T> {
                 read: !self.read_eof && self.out.len() <= self.limits.high_water(),
                 write: !self.out.is_empty(),
             },
-            State::Closing => Interest {
+            State::Closing { .. } => Interest {
                 read: false,
                 write: !self.out.is_empty(),
             },
@@ -219,6 +230,7 @@ impl<T: Session> Conn<T> {
             }
             match cio::read_into(&self.sock, &mut self.input) {
                 Ok(ReadOutcome::Data { drained, .. }) => {
+                    self.input_pending = !drained;
                     let was_empty = self.out.is_empty();
                     let next = self.session.on_input(&mut self.input, &mut self.out, now);
                     self.apply(next, was_empty, now);
@@ -234,12 +246,14 @@ impl<T: Session> Conn<T> {
                 }
                 Ok(ReadOutcome::Eof) => {
                     self.read_eof = true;
+                    self.input_pending = false;
                     let was_empty = self.out.is_empty();
                     let next = self.session.on_eof(&mut self.input, &mut self.out, now);
                     self.apply(next, was_empty, now);
                     break;
                 }
                 Ok(ReadOutcome::WouldBlock) => {
+                    self.input_pending = false;
                     // Going idle: an idle connection keeps no input buffer.
                     self.input.shrink_if_empty();
                     self.out.shrink_if_empty();
@@ -263,7 +277,8 @@ impl<T: Session> Conn<T> {
                 return;
             }
             if !self.out.is_empty() {
-                match cio::flush(&self.sock, &mut self.out) {
+                let closing = matches!(self.state, State::Closing { .. });
+                match cio::flush(&self.sock, &mut self.out, closing) {
                     Ok(f) => {
                         if f.wrote > 0 {
                             self.last_progress = now;
@@ -289,7 +304,12 @@ impl<T: Session> Conn<T> {
                         return;
                     }
                 }
-                State::Closing => {
+                State::Closing { linger: false } => {
+                    // Dropping the socket closes it; the kernel sends what is queued, then FIN.
+                    self.state = State::Closed;
+                    return;
+                }
+                State::Closing { linger: true } => {
                     let _ = self.sock.shutdown(std::net::Shutdown::Write);
                     if self.limits.linger().is_zero() || self.read_eof {
                         self.state = State::Closed;

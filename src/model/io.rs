@@ -81,7 +81,11 @@ pub(crate) struct Flushed {
 
 /// Send as much of `out` as the socket takes now. A file region that ends early (the file
 /// shrank under us) is an error: sending fewer bytes than promised would corrupt the stream.
-pub(crate) fn flush(sock: &Socket, out: &mut Outbox) -> io::Result<Flushed> {
+///
+/// `closing`: the connection is closed (or half-closed) once `out` is sent. The last bytes are
+/// then sent with `MSG_MORE`, so the kernel holds them until the close and the FIN rides in
+/// their packet: one packet (and one ACK) fewer per connection, as nginx gets from `TCP_CORK`.
+pub(crate) fn flush(sock: &Socket, out: &mut Outbox, closing: bool) -> io::Result<Flushed> {
     let mut done = Flushed::default();
     while !out.is_empty() {
         let step = if let Some(Chunk::File { file, offset, len }) = out.front() {
@@ -101,13 +105,17 @@ pub(crate) fn flush(sock: &Socket, out: &mut Outbox) -> io::Result<Flushed> {
             let mut bufs = [IoSlice::new(&[]); MAX_IOVECS];
             let mut n = 0;
             let mut file_next = false;
+            let mut all = true;
             for c in out.chunks() {
                 match c.unsent() {
                     Some(b) if n < MAX_IOVECS => {
                         bufs[n] = IoSlice::new(b);
                         n += 1;
                     }
-                    Some(_) => break,
+                    Some(_) => {
+                        all = false;
+                        break;
+                    }
                     None => {
                         file_next = true;
                         break;
@@ -118,7 +126,9 @@ pub(crate) fn flush(sock: &Socket, out: &mut Outbox) -> io::Result<Flushed> {
             // for the whole process. MSG_MORE before a file region: the kernel holds a response
             // head back to share packets with the file's first bytes (what nginx gets from
             // TCP_CORK with `tcp_nopush`), instead of sending it in a small packet of its own.
-            let flags = libc::MSG_NOSIGNAL | if file_next { libc::MSG_MORE } else { 0 };
+            // The same for the last bytes before a close, to share a packet with the FIN.
+            let more = file_next || (closing && all);
+            let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
             sock.send_vectored_with_flags(&bufs[..n], flags)
         };
         match step {

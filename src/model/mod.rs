@@ -15,7 +15,8 @@
 //! - the `wake_at` of the *last* [`Next`] is the session's deadline: every `Continue` replaces
 //!   it, so a session re-states its deadline from whichever call returns;
 //! - `CloseAfterFlush`: flush, `shutdown(SHUT_WR)`, read and discard until EOF or `linger`, then
-//!   close (so the peer reads the answer, not a reset); `Close`: close now;
+//!   close (so the peer reads the answer, not a reset); `CloseAfterReply`: flush and close, with
+//!   no lingering read unless the last read filled the buffer; `Close`: close now;
 //! - no write progress for `send_timeout` while output is queued: close;
 //! - graceful shutdown: stop accepting, [`Service::on_shutdown`] once, then
 //!   [`Session::on_shutdown`] on each open session, then keep driving until they close or `grace`

@@ -119,7 +119,9 @@ impl Default for BindOptions {
 /// A bound, listening socket.
 #[derive(Debug)]
 pub enum Listener {
-    Tcp(TcpListener),
+    /// With the local address of every connection it accepts when it is bound to one address
+    /// (not a wildcard), so accepting needs no `getsockname` per connection.
+    Tcp(TcpListener, Option<SocketAddr>),
     /// The path is the socket file this process created (and removes at exit).
     Unix(UnixListener, PathBuf),
 }
@@ -128,7 +130,7 @@ impl Listener {
     /// What was really bound: `127.0.0.1:43121`, `[::1]:5000`, `unix:/tmp/x.sock`.
     pub fn local_addr_string(&self) -> String {
         match self {
-            Listener::Tcp(l) => match l.local_addr() {
+            Listener::Tcp(l, _) => match l.local_addr() {
                 Ok(a) => a.to_string(),
                 Err(_) => "?".into(),
             },
@@ -139,7 +141,7 @@ impl Listener {
     /// The local address as a [`PeerAddr`] (what accepted connections report as `local`).
     pub fn peer_addr(&self) -> PeerAddr {
         match self {
-            Listener::Tcp(l) => PeerAddr::Tcp(
+            Listener::Tcp(l, _) => PeerAddr::Tcp(
                 l.local_addr()
                     .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
             ),
@@ -151,7 +153,7 @@ impl Listener {
     pub fn unix_path(&self) -> Option<&Path> {
         match self {
             Listener::Unix(_, p) => Some(p),
-            Listener::Tcp(_) => None,
+            Listener::Tcp(..) => None,
         }
     }
 
@@ -165,7 +167,7 @@ impl Listener {
 
     pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
         match self {
-            Listener::Tcp(l) => l.set_nonblocking(on),
+            Listener::Tcp(l, _) => l.set_nonblocking(on),
             Listener::Unix(l, _) => l.set_nonblocking(on),
         }
     }
@@ -174,9 +176,10 @@ impl Listener {
     /// on for TCP, since every protocol here answers in one write and then waits) and who it is.
     pub fn accept(&self) -> io::Result<(Socket, Peer)> {
         match self {
-            Listener::Tcp(l) => {
+            Listener::Tcp(l, fixed_local) => {
                 // accept4(SOCK_NONBLOCK | SOCK_CLOEXEC): the socket is born non-blocking, with
                 // no ioctl per connection (a measurable share of a connection-per-request load).
+                // TCP_NODELAY is inherited from the listening socket (see `listen_tcp`).
                 let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
                 let (s, remote) = loop {
                     match socket2::SockRef::from(l).accept4(flags) {
@@ -190,13 +193,16 @@ impl Listener {
                         "a TCP peer without an IP address",
                     )
                 })?;
-                let local = s
-                    .local_addr()
-                    .ok()
-                    .and_then(|a| a.as_socket())
-                    .map(|a| PeerAddr::Tcp(unmapped(a)))
-                    .unwrap_or_else(|| self.peer_addr());
-                let _ = s.set_nodelay(true);
+                let local = match fixed_local {
+                    Some(a) => PeerAddr::Tcp(*a),
+                    // A wildcard listener: which of the machine's addresses was reached.
+                    None => s
+                        .local_addr()
+                        .ok()
+                        .and_then(|a| a.as_socket())
+                        .map(|a| PeerAddr::Tcp(unmapped(a)))
+                        .unwrap_or_else(|| self.peer_addr()),
+                };
                 Ok((
                     s,
                     Peer {
@@ -237,7 +243,7 @@ fn unmapped(a: SocketAddr) -> SocketAddr {
 impl AsRawFd for Listener {
     fn as_raw_fd(&self) -> RawFd {
         match self {
-            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Tcp(l, _) => l.as_raw_fd(),
             Listener::Unix(l, _) => l.as_raw_fd(),
         }
     }
@@ -246,7 +252,7 @@ impl AsRawFd for Listener {
 impl std::os::fd::AsFd for Listener {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         match self {
-            Listener::Tcp(l) => l.as_fd(),
+            Listener::Tcp(l, _) => l.as_fd(),
             Listener::Unix(l, _) => l.as_fd(),
         }
     }
@@ -328,9 +334,9 @@ pub fn bind(addr: &ListenAddr, opts: &BindOptions) -> crate::Result<Listener> {
         ListenAddr::Tcp(sa) => {
             let v6only = sa.is_ipv6().then_some(true);
             let s = tcp_socket(sa, Type::STREAM, opts, v6only)
-                .and_then(|s| s.listen(opts.backlog).map(|_| s))
+                .and_then(|s| listen_tcp(s, opts))
                 .map_err(|e| bind_error(addr, e))?;
-            Ok(Listener::Tcp(s.into()))
+            Ok(s)
         }
         ListenAddr::AllInterfaces(port) => {
             // One dual-stack socket on [::] (IPV6_V6ONLY off) takes IPv4 too; a machine without
@@ -343,13 +349,25 @@ pub fn bind(addr: &ListenAddr, opts: &BindOptions) -> crate::Result<Listener> {
                 }
                 r => r,
             };
-            let s = s
-                .and_then(|s| s.listen(opts.backlog).map(|_| s))
-                .map_err(|e| bind_error(addr, e))?;
-            Ok(Listener::Tcp(s.into()))
+            s.and_then(|s| listen_tcp(s, opts))
+                .map_err(|e| bind_error(addr, e))
         }
         ListenAddr::Unix(path) => bind_unix(addr, path, opts),
     }
+}
+
+/// Listen on a bound TCP socket. TCP_NODELAY is set here once: Linux copies it to every
+/// accepted socket, which saves a `setsockopt` per connection (every protocol here answers in
+/// one write and then waits, so Nagle's delay would only add latency).
+fn listen_tcp(s: Socket, opts: &BindOptions) -> io::Result<Listener> {
+    s.set_nodelay(true)?;
+    s.listen(opts.backlog)?;
+    let fixed_local = s
+        .local_addr()?
+        .as_socket()
+        .filter(|a| !a.ip().is_unspecified())
+        .map(unmapped);
+    Ok(Listener::Tcp(s.into(), fixed_local))
 }
 
 /// Bind a Unix socket, replacing a stale socket file only when nothing listens on it.
@@ -420,6 +438,33 @@ mod tests {
 
     fn p(s: &str) -> Result<ListenAddr, Error> {
         s.parse()
+    }
+
+    #[test]
+    fn accepted_connections_inherit_nodelay_and_know_their_local_address() {
+        let opts = BindOptions::default();
+        for (listen, wildcard) in [("127.0.0.1:0", false), (":0", true)] {
+            let l = bind(&listen.parse().unwrap(), &opts).unwrap();
+            let port = match l.peer_addr() {
+                PeerAddr::Tcp(a) => a.port(),
+                other => panic!("{other:?}"),
+            };
+            let Listener::Tcp(_, fixed) = &l else {
+                panic!("not TCP")
+            };
+            assert_eq!(fixed.is_none(), wildcard, "{listen}");
+            let _c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let (s, peer) = l.accept().unwrap();
+            assert!(
+                s.nodelay().unwrap(),
+                "{listen}: TCP_NODELAY was not inherited"
+            );
+            assert_eq!(
+                peer.local,
+                PeerAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], port))),
+                "{listen}"
+            );
+        }
     }
 
     #[test]

@@ -100,6 +100,13 @@ pub enum Next {
     /// Send everything queued, then shut down the write side, discard input briefly (a lingering
     /// close, so the peer reads the answer instead of a reset), and close.
     CloseAfterFlush,
+    /// The peer has sent its last message and the session read all of it (an HTTP request
+    /// with `Connection: close` and nothing behind it): send everything queued, then close
+    /// without the lingering read, as nginx does. It saves a `shutdown`, a `recv` and a trip
+    /// through the poller per connection. The driver still lingers if more input may be
+    /// waiting unread in the socket, since closing over unread input sends a reset that can
+    /// destroy the answer in flight.
+    CloseAfterReply,
     /// Close at once; queued output is dropped.
     Close,
 }
@@ -113,7 +120,7 @@ impl Next {
         Next::Continue { wake_at: Some(at) }
     }
 
-    /// True for the two closing variants.
+    /// True for the closing variants.
     pub fn is_close(&self) -> bool {
         !matches!(self, Next::Continue { .. })
     }

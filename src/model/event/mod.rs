@@ -376,15 +376,20 @@ impl<'a, S: Service> Worker<'a, S> {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| service.open(&peer, waker)));
         let Ok(session) = opened else {
             tracing::error!("opening a session for {} panicked; closing it", peer.remote);
-            let slot = &mut self.slots[index];
-            slot.gen = (slot.gen + 1) & 0x7fff_ffff;
-            self.free.push(index);
-            self.active.fetch_sub(1, Ordering::SeqCst);
+            self.retire_unregistered(index);
             return;
         };
         let mut conn = Conn::new(sock, session, self.limits, now);
         if self.grace_until.is_some() {
             conn.guarded(|c| c.shutdown(now));
+        }
+        // Most clients speak at once (an HTTP request follows the handshake's last ACK): read
+        // now instead of after a trip through the poller. A connection answered and closed by
+        // this read is never registered at all.
+        conn.guarded(|c| c.ready(now, true, false, false));
+        if conn.is_closed() {
+            self.retire_unregistered(index);
+            return;
         }
         let interest = conn.interest();
         if let Err(e) = self.poller.add(fd, tok, interest, false) {
@@ -393,10 +398,7 @@ impl<'a, S: Service> Worker<'a, S> {
                 peer.remote
             );
             // The session (and any waker it handed out) is gone: retire the token.
-            let slot = &mut self.slots[index];
-            slot.gen = (slot.gen + 1) & 0x7fff_ffff;
-            self.free.push(index);
-            self.active.fetch_sub(1, Ordering::SeqCst);
+            self.retire_unregistered(index);
             return;
         }
         self.slots[index].entry = Some(Entry {
@@ -407,6 +409,15 @@ impl<'a, S: Service> Worker<'a, S> {
         });
         self.live += 1;
         self.update(index);
+    }
+
+    /// Give back a slot whose connection ended before it was registered with the poller; its
+    /// token is retired, so a waker the session handed out names nothing.
+    fn retire_unregistered(&mut self, index: usize) {
+        let slot = &mut self.slots[index];
+        slot.gen = (slot.gen + 1) & 0x7fff_ffff;
+        self.free.push(index);
+        self.active.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// The entry a token names, if it is still the same connection.

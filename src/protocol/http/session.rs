@@ -128,6 +128,7 @@ impl HttpService {
             deadline: Some(now + self.shared.limits.head_timeout),
             served: 0,
             shutting_down: false,
+            refused: false,
         }
     }
 }
@@ -179,6 +180,8 @@ pub struct HttpSession {
     deadline: Option<Instant>,
     served: u32,
     shutting_down: bool,
+    /// A request was refused: its body (or more) may still be on the way, so closing lingers.
+    refused: bool,
     /// Wakes this session when outbound work has something for it (kept only when a proxy or
     /// CGI route exists).
     waker: Option<Waker>,
@@ -393,8 +396,7 @@ impl HttpSession {
                     });
                     input.consume(len);
                     if closing {
-                        input.clear();
-                        return Next::CloseAfterFlush;
+                        return self.close_after(input);
                     }
                 }
                 Phase::Body(reader) => {
@@ -445,8 +447,7 @@ impl HttpSession {
                     self.head_copy = head;
                     self.head_copy.clear();
                     if closing {
-                        input.clear();
-                        return Next::CloseAfterFlush;
+                        return self.close_after(input);
                     }
                 }
             }
@@ -747,8 +748,9 @@ impl HttpSession {
         };
         // Dropping the Pending cancels whatever the job still does (a HEAD's unread body).
         if self.next_request(close || self.shutting_down, now) {
+            let next = self.closing(self.stash.is_empty());
             self.stash.clear();
-            return Next::CloseAfterFlush;
+            return next;
         }
         self.after_deferred(out, now)
     }
@@ -819,6 +821,25 @@ impl HttpSession {
         self.run(None, out, now, true)
     }
 
+    /// The connection closes after what is queued; `input` holds what followed the last request.
+    fn close_after(&mut self, input: &mut ReadBuf) -> Next {
+        let next = self.closing(input.is_empty());
+        input.clear();
+        next
+    }
+
+    /// How to close: a request read whole with nothing behind it needs no lingering read
+    /// (nginx's rule: the client said its last word). After a refusal, or with bytes already
+    /// pipelined behind, the client may still be sending, and closing over unread input would
+    /// reset the connection before it read the answer.
+    fn closing(&self, nothing_behind: bool) -> Next {
+        if nothing_behind && !self.refused {
+            Next::CloseAfterReply
+        } else {
+            Next::CloseAfterFlush
+        }
+    }
+
     /// Queue the answer to a refused request; the connection closes after it.
     fn answer_error(&mut self, r: Reject, line: &str, out: &mut Outbox) {
         tracing::debug!(peer = %self.peer.remote, status = r.status, "refused: {}", r.detail);
@@ -839,6 +860,7 @@ impl HttpSession {
         }
         self.phase = Phase::Done;
         self.deadline = None;
+        self.refused = true;
     }
 
     fn reject(&mut self, r: Reject, line: &str, input: &mut ReadBuf, out: &mut Outbox) -> Next {
@@ -1211,12 +1233,14 @@ mod tests {
         let svc = service(Limits::default(), HttpOptions::default());
         let (out, next) = run(&svc, b"GET / HTTP/1.0\r\n\r\n");
         assert!(out.contains("Connection: close\r\n"));
-        assert_eq!(next, Next::CloseAfterFlush);
+        // Read whole with nothing behind it: no lingering read is needed.
+        assert_eq!(next, Next::CloseAfterReply);
         let (out, next) = run(&svc, b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
         assert!(out.contains("Connection: keep-alive\r\n"));
         assert!(!next.is_close());
         let (out, next) = run(&svc, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(statuses(&out), ["200"]);
+        // A request pipelined behind the last one: the client may still be sending; linger.
         assert_eq!(next, Next::CloseAfterFlush);
     }
 
@@ -1231,7 +1255,7 @@ mod tests {
         );
         let (out, next) = run(&svc, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(out.contains("Connection: close\r\n"));
-        assert_eq!(next, Next::CloseAfterFlush);
+        assert_eq!(next, Next::CloseAfterReply);
     }
 
     #[test]
@@ -1413,7 +1437,7 @@ mod tests {
         s.on_input(&mut input, &mut out, t0);
         assert!(!s.on_shutdown(&mut out, t0).is_close());
         input.extend(b"st: x\r\n\r\n");
-        assert_eq!(s.on_input(&mut input, &mut out, t0), Next::CloseAfterFlush);
+        assert_eq!(s.on_input(&mut input, &mut out, t0), Next::CloseAfterReply);
         let text = String::from_utf8(out.take_all()).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 ") && text.contains("Connection: close\r\n"));
     }
