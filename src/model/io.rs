@@ -88,10 +88,13 @@ pub(crate) struct Flushed {
 pub(crate) fn flush(sock: &Socket, out: &mut Outbox, closing: bool) -> io::Result<Flushed> {
     let mut done = Flushed::default();
     while !out.is_empty() {
+        // What this call offers the socket: taking less means its buffer is full.
+        let mut asked = 0usize;
         let step = if let Some(Chunk::File { file, offset, len }) = out.front() {
             let file = std::sync::Arc::clone(file);
             let (mut off, len) = (*offset, *len);
             let want = usize::try_from(len).unwrap_or(usize::MAX);
+            asked = want;
             match sys::sendfile(sock.as_fd(), &file, &mut off, want) {
                 Ok(0) => {
                     return Err(io::Error::new(
@@ -110,6 +113,7 @@ pub(crate) fn flush(sock: &Socket, out: &mut Outbox, closing: bool) -> io::Resul
                 match c.unsent() {
                     Some(b) if n < MAX_IOVECS => {
                         bufs[n] = IoSlice::new(b);
+                        asked += b.len();
                         n += 1;
                     }
                     Some(_) => {
@@ -135,6 +139,13 @@ pub(crate) fn flush(sock: &Socket, out: &mut Outbox, closing: bool) -> io::Resul
             Ok(n) => {
                 out.advance(n);
                 done.wrote += n;
+                if n < asked {
+                    // The socket buffer is full: the next call would only say EAGAIN (with a
+                    // large file, 4 sendfile calls in 10 did). The level-triggered pollers
+                    // report writability again once there is room.
+                    done.blocked = true;
+                    break;
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
