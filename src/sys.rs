@@ -587,6 +587,22 @@ pub fn umask(mask: u32) -> u32 {
     unsafe { libc::umask(mask as libc::mode_t) as u32 }
 }
 
+/// Receive and drop up to `len` bytes from a TCP socket without copying them (`MSG_TRUNC`,
+/// which Linux honours for TCP), without blocking. `Ok(0)` is the peer's EOF.
+pub fn recv_discard(fd: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+    // SAFETY: with MSG_TRUNC on a TCP socket the kernel drops the bytes instead of copying
+    // them, so the null buffer is never written.
+    let r = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            std::ptr::null_mut(),
+            len,
+            libc::MSG_TRUNC | libc::MSG_DONTWAIT,
+        )
+    };
+    usize::try_from(r).map_err(|_| io::Error::last_os_error())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -440,3 +440,66 @@ fn bench_models_replot_redraws_the_table_and_chart_from_its_json() {
     assert_eq!(svg.matches("<polyline").count(), 6);
     assert!(svg.contains("starved connections"));
 }
+
+/// A server that answers every request on a connection with a `Content-Length: len` head and
+/// then `sent` bytes of body (all of it when `sent == len`), then closes if it fell short.
+fn big_body_server(len: usize, sent: usize, answers: usize) -> std::net::SocketAddr {
+    use std::io::Write;
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let body = vec![b'b'; sent];
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
+        let mut served = 0;
+        for mut s in l.incoming().flatten() {
+            let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+            while served < answers {
+                // One request head per answer (they end with an empty line).
+                let mut line = String::new();
+                loop {
+                    line.clear();
+                    if std::io::BufRead::read_line(&mut r, &mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                if s.write_all(head.as_bytes()).is_err() || s.write_all(&body).is_err() {
+                    break;
+                }
+                served += 1;
+                if sent < len {
+                    break;
+                }
+            }
+            if served >= answers {
+                return;
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn large_bodies_are_counted_whole_without_being_copied_and_a_short_one_is_an_error() {
+    // 3 MiB + 5 bytes: mostly dropped in the kernel (MSG_TRUNC); every byte still counted.
+    let len = (3 << 20) + 5;
+    let addr = big_body_server(len, len, 12);
+    let mut o = opts(1);
+    o.duration = None;
+    o.requests = Some(12);
+    let out = http_run(addr, &o);
+    assert_eq!(out.stats.replies, 12);
+    assert_eq!(out.stats.errors.total(), 0, "{:?}", out.stats.errors);
+    let head = "HTTP/1.1 200 OK\r\nContent-Length: 3145733\r\n\r\n".len();
+    assert_eq!(out.stats.bytes_read, 12 * (head + len) as u64);
+    // A body cut short by the close is a read error, not a reply.
+    let addr = big_body_server(len, 1 << 20, 3);
+    let mut o = opts(1);
+    o.duration = None;
+    o.requests = Some(3);
+    let out = http_run(addr, &o);
+    assert_eq!(out.stats.replies, 0);
+    assert_eq!(out.stats.errors.get(ErrorKind::Read), 3);
+}

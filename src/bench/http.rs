@@ -172,6 +172,14 @@ impl Exchange for HttpExchange {
     fn reset(&mut self) {
         self.parser.state = State::Idle;
     }
+
+    fn skippable(&self) -> u64 {
+        self.parser.body_left()
+    }
+
+    fn skipped(&mut self, n: u64) -> Option<Reply> {
+        self.parser.skip(n)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -356,6 +364,36 @@ impl ResponseParser {
         }
     }
 
+    /// Body bytes still to come whose only use is to be counted (a Content-Length body, or
+    /// the data of the current chunk).
+    pub fn body_left(&self) -> u64 {
+        match self.state {
+            State::Body(left) | State::ChunkData(left) => left,
+            _ => 0,
+        }
+    }
+
+    /// `n` body bytes (at most [`body_left`](Self::body_left)) went by unread; the reply if
+    /// they ended it.
+    pub fn skip(&mut self, n: u64) -> Option<Reply> {
+        match self.state {
+            State::Body(left) if n >= left => Some(self.done()),
+            State::Body(left) => {
+                self.state = State::Body(left - n);
+                None
+            }
+            State::ChunkData(left) => {
+                self.state = if n >= left {
+                    State::ChunkEnd
+                } else {
+                    State::ChunkData(left - n)
+                };
+                None
+            }
+            _ => None,
+        }
+    }
+
     /// The server closed: a close-delimited body ends here; anything else was cut short.
     pub fn eof(&mut self) -> Result<Option<Reply>, ErrorKind> {
         match self.state {
@@ -417,6 +455,31 @@ mod tests {
             }
         }
         Ok((replies, pending.len()))
+    }
+
+    #[test]
+    fn skipped_body_bytes_end_a_reply_exactly_where_read_ones_would() {
+        let mut p = ResponseParser::new(false);
+        p.start();
+        let head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nabc";
+        let r = p.feed(head).unwrap();
+        assert_eq!((r.consumed, r.reply), (head.len(), None));
+        assert_eq!(p.body_left(), 99_997);
+        assert_eq!(p.skip(99_996), None);
+        assert_eq!(p.body_left(), 1);
+        assert!(p.skip(1).is_some_and(|r| r.ok && r.reuse));
+        assert_eq!(p.body_left(), 0);
+        // Chunked: only a chunk's data is skippable; sizes and the last chunk are parsed.
+        p.start();
+        let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n186a0\r\n";
+        assert_eq!(p.feed(head).unwrap().consumed, head.len());
+        assert_eq!(p.body_left(), 100_000);
+        assert_eq!(p.skip(100_000), None);
+        assert_eq!(p.body_left(), 0);
+        let tail = b"\r\n0\r\n\r\n";
+        let r = p.feed(tail).unwrap();
+        assert_eq!(r.consumed, tail.len());
+        assert!(r.reply.is_some());
     }
 
     #[test]

@@ -82,6 +82,17 @@ pub trait Exchange: Send + 'static {
     fn eof(&mut self) -> Result<Option<Reply>, ErrorKind>;
     /// The connection was replaced by a new one: forget any half-parsed reply.
     fn reset(&mut self);
+    /// Bytes coming next that nobody needs to look at (the rest of a body of known length).
+    /// The engine may drop up to this many in the kernel, without copying them, and report
+    /// how many with [`skipped`](Self::skipped).
+    fn skippable(&self) -> u64 {
+        0
+    }
+    /// `n` (at most [`skippable`](Self::skippable)) bytes were dropped unread; the reply if
+    /// it ended with them.
+    fn skipped(&mut self, _n: u64) -> Option<Reply> {
+        None
+    }
 }
 
 /// A protocol's load: shared by every thread, makes each connection's [`Exchange`].
