@@ -644,30 +644,20 @@ impl<E: Exchange> Worker<E> {
             } else {
                 0
             };
-            if skip >= SKIP_MIN {
-                // A large body only counted: drop it in the kernel rather than copy it here,
-                // so a big file measures the server, not this process's memcpy.
-                let want = usize::try_from(skip).unwrap_or(usize::MAX).min(SKIP_MAX);
-                let n = match crate::sys::recv_discard(std::os::fd::AsFd::as_fd(s), want) {
-                    Ok(0) => return self.eof(i),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(_) => return self.fail(i, ErrorKind::Read, Instant::now()),
-                };
-                self.stats.bytes_read += n as u64;
-                if let Some(r) = self.conns[i].ex.skipped(n as u64) {
-                    self.complete(i, r, Instant::now());
-                    if n < want && !closed {
-                        return;
-                    }
-                }
-                if self.conns[i].stream.is_none() {
-                    return;
-                }
-                continue;
-            }
-            let n = match s.read(scratch) {
+            // A large body that is only counted is dropped in the kernel rather than copied
+            // here, so a big file measures the server, not this process's memcpy.
+            let skipping = skip >= SKIP_MIN;
+            let asked = if skipping {
+                usize::try_from(skip).unwrap_or(usize::MAX).min(SKIP_MAX)
+            } else {
+                scratch.len()
+            };
+            let got = if skipping {
+                crate::sys::recv_discard(std::os::fd::AsFd::as_fd(s), asked)
+            } else {
+                s.read(scratch)
+            };
+            let n = match got {
                 Ok(0) => return self.eof(i),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -675,8 +665,18 @@ impl<E: Exchange> Worker<E> {
                 Err(_) => return self.fail(i, ErrorKind::Read, Instant::now()),
             };
             self.stats.bytes_read += n as u64;
-            let replied = self.input(i, &scratch[..n]);
-            if replied && n < scratch.len() && !closed {
+            let replied = if skipping {
+                match self.conns[i].ex.skipped(n as u64) {
+                    Some(r) => {
+                        self.complete(i, r, Instant::now());
+                        true
+                    }
+                    None => false,
+                }
+            } else {
+                self.input(i, &scratch[..n])
+            };
+            if replied && n < asked && !closed {
                 return;
             }
             if self.conns[i].stream.is_none() {
