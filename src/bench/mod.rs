@@ -2,7 +2,7 @@
 //!
 //! | module | its one job |
 //! |---|---|
-//! | [`engine`] | N threads, each a mio (epoll) loop over its share of the connections: connect, write, read, time, retry; closed or open loop |
+//! | [`engine`] | N threads, each a mio (epoll) loop over its share of the connections: connect, write, read (large bodies dropped in the kernel, uncopied), time, retry; closed or open loop |
 //! | [`http`] | the HTTP request and an incremental response parser (Content-Length, chunked, close) |
 //! | [`echo`] | one framed message out, one framed message back (line, null, length, fixed, raw, close) |
 //! | [`chat`] | a tincanchat message out, wait for its own broadcast back |

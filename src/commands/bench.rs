@@ -28,6 +28,10 @@ pub struct BenchArgs {
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// Load an HTTP server with one repeated request (GET by default).
+    ///
+    /// Response bodies are counted, not kept: past the first read, a body of known length is
+    /// dropped in the kernel without being copied, so a large file measures the server rather
+    /// than this generator.
     Http(HttpArgs),
     /// Load an echo server: one framed message out, one framed message back.
     Echo(EchoArgs),
