@@ -63,8 +63,8 @@ pub struct ServerArgs {
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub max_connections: Option<usize>,
 
-    /// Listen backlog: connections the kernel queues before they are accepted.
-    /// [default: 1024]
+    /// Listen backlog: connections the kernel queues before they are accepted (Linux caps it
+    /// at net.core.somaxconn). [default: 4096]
     #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub backlog: Option<i32>,
 

@@ -101,7 +101,9 @@ impl FromStr for ListenAddr {
 /// How listening sockets are set up.
 #[derive(Clone, Debug)]
 pub struct BindOptions {
-    /// The listen(2) backlog.
+    /// The listen(2) backlog (the kernel caps it at net.core.somaxconn, 4096 by default since
+    /// Linux 5.4): deep enough that a burst of clients is queued rather than made to retransmit
+    /// their SYNs.
     pub backlog: i32,
     /// SO_REUSEPORT: several processes may bind the same address.
     pub reuse_port: bool,
@@ -110,7 +112,7 @@ pub struct BindOptions {
 impl Default for BindOptions {
     fn default() -> Self {
         BindOptions {
-            backlog: 1024,
+            backlog: 4096,
             reuse_port: false,
         }
     }
