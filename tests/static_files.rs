@@ -846,3 +846,41 @@ fn dump_dom(browser: &str, url: &str) -> String {
     rx.recv_timeout(Duration::from_secs(20))
         .unwrap_or_else(|_| panic!("chromium exited but its output never ended for {url}"))
 }
+
+#[test]
+fn a_server_out_of_descriptors_answers_503_not_404_under_every_model() {
+    // 40 descriptors: the server clamps itself to one connection at a time (its reserve is 64),
+    // and the open-file cache keeps a descriptor for every file over 64 KiB it has served, so
+    // asking for one large file after another runs the process out of descriptors.
+    let dir = TempDir::new("nofile");
+    let body = vec![b'x'; 70 * 1024];
+    for i in 0..60 {
+        std::fs::write(dir.path().join(format!("big-{i}.bin")), &body).unwrap();
+    }
+    let root = dir.path().to_str().unwrap();
+    for &m in ALL_MODELS {
+        let mut args = vec![
+            "serve",
+            root,
+            "--listen",
+            "127.0.0.1:0",
+            "--access-log",
+            "off",
+        ];
+        args.extend_from_slice(m.0);
+        let s = Server::start_with_nofile(&args, 40);
+        let mut statuses = Vec::new();
+        for i in 0..60 {
+            let r = get(s.addr(), &format!("/big-{i}.bin"));
+            if r.status == 503 {
+                assert_eq!(r.header("Retry-After"), Some("1"), "{m}");
+            }
+            statuses.push(r.status);
+        }
+        assert!(statuses.contains(&503), "{m}: never ran out: {statuses:?}");
+        assert!(
+            statuses.iter().all(|&st| st == 200 || st == 503),
+            "{m}: an existing file got another answer: {statuses:?}"
+        );
+    }
+}

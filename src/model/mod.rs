@@ -252,6 +252,37 @@ pub fn serve<S: Service>(
     serve_until(listeners, service, opts, shutdown)
 }
 
+/// Descriptors kept free for everything that is not a connection: listeners, pollers, open
+/// files being served, log files, upstream sockets, a CGI child's pipes.
+const FD_RESERVE: u64 = 64;
+
+/// `opts` with `max_connections` lowered to what `fd_limit` descriptors can hold (a connection
+/// costs its socket, and under the threaded model also its wake descriptor; prefork's limit is
+/// per worker process), or `None` when it already fits. Past the limit, accepted connections
+/// would be dropped and files could not be opened; below it, extra clients wait in the backlog.
+fn fit_to_descriptors(opts: &ServeOptions, fd_limit: u64) -> Option<ServeOptions> {
+    let per_conn = if opts.model == Model::Threaded { 2 } else { 1 };
+    let processes = if opts.model == Model::Prefork {
+        opts.workers.max(1) as u64
+    } else {
+        1
+    };
+    let room = fd_limit.saturating_sub(FD_RESERVE) / per_conn * processes;
+    let room = usize::try_from(room).unwrap_or(usize::MAX).max(1);
+    if opts.max_connections <= room {
+        return None;
+    }
+    tracing::warn!(
+        "--max-connections {} does not fit in the descriptor limit of {fd_limit}; serving at \
+         most {room} connections at once (raise `ulimit -n` to serve more)",
+        opts.max_connections
+    );
+    Some(ServeOptions {
+        max_connections: room,
+        ..opts.clone()
+    })
+}
+
 /// [`serve`] without signal handlers: runs until `shutdown` is triggered (tests, embedding).
 pub fn serve_until<S: Service>(
     listeners: Vec<Listener>,
@@ -268,7 +299,10 @@ pub fn serve_until<S: Service>(
     }
     // Every connection costs a descriptor or two; the default soft limit (1024) is far below
     // what the hard limit allows.
-    let _ = crate::sys::raise_fd_limit();
+    let fitted = crate::sys::raise_fd_limit()
+        .ok()
+        .and_then(|l| fit_to_descriptors(opts, l));
+    let opts = fitted.as_ref().unwrap_or(opts);
     let unix_paths: Vec<PathBuf> = listeners
         .iter()
         .filter_map(|l| l.unix_path().map(PathBuf::from))
@@ -293,4 +327,41 @@ pub fn serve_until<S: Service>(
         let _ = std::fs::remove_file(p);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(model: Model, workers: usize, max: usize) -> ServeOptions {
+        ServeOptions {
+            model,
+            workers,
+            max_connections: max,
+            ..ServeOptions::default()
+        }
+    }
+
+    #[test]
+    fn max_connections_is_lowered_to_what_the_descriptor_limit_holds() {
+        // A thread per connection costs two descriptors: 20,000 hold 9,968 of them.
+        let o = fit_to_descriptors(&with(Model::Threaded, 1, 10_000), 20_000).unwrap();
+        assert_eq!(o.max_connections, (20_000 - 64) / 2);
+        // An event loop costs one: 10,000 fit in 20,000.
+        assert!(fit_to_descriptors(&with(Model::Event, 4, 10_000), 20_000).is_none());
+        assert_eq!(
+            fit_to_descriptors(&with(Model::Event, 4, 10_000), 1024)
+                .unwrap()
+                .max_connections,
+            960
+        );
+        // Prefork's limit is per worker process.
+        assert!(fit_to_descriptors(&with(Model::Prefork, 2, 1_900), 1024).is_none());
+        assert_eq!(
+            fit_to_descriptors(&with(Model::Prefork, 2, 3_000), 1024)
+                .unwrap()
+                .max_connections,
+            1_920
+        );
+    }
 }

@@ -59,6 +59,26 @@ impl Server {
     }
 
     pub fn start_in(args: &[&str], dir: Option<&Path>) -> Server {
+        let mut cmd = Command::new(bin());
+        cmd.args(args);
+        if let Some(d) = dir {
+            cmd.current_dir(d);
+        }
+        Server::launch(cmd, args)
+    }
+
+    /// Start `tincan ARGS...` with at most `nofile` open descriptors (soft and hard limit, so
+    /// the server cannot raise it), through util-linux's `prlimit`, which execs it.
+    pub fn start_with_nofile(args: &[&str], nofile: u32) -> Server {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(bin())
+            .args(args);
+        Server::launch(cmd, args)
+    }
+
+    fn launch(mut cmd: Command, args: &[&str]) -> Server {
         let listens = args
             .iter()
             .filter(|a| **a == "--listen" || **a == "-l")
@@ -70,14 +90,9 @@ impl Server {
             unique()
         ));
         let stderr = std::fs::File::create(&stderr_path).expect("create stderr file");
-        let mut cmd = Command::new(bin());
-        cmd.args(args)
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr);
-        if let Some(d) = dir {
-            cmd.current_dir(d);
-        }
         let mut child = cmd.spawn().expect("spawn tincan");
         let out = child.stdout.take().unwrap();
         let (tx, rx) = channel();

@@ -51,6 +51,7 @@ pub fn resolve(dir: &Path, prefix: &str, url: &UrlPath, depth: usize) -> Result<
         Ok(p) => p,
         Err(Refusal::NotFound | Refusal::Hidden) => return Err(MISSING),
         Err(Refusal::Forbidden) => return Err(FORBIDDEN),
+        Err(Refusal::Busy) => return Err((503, "The server is short of resources; try again.")),
     };
     let meta = std::fs::metadata(&program).map_err(|_| MISSING)?;
     if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {

@@ -202,12 +202,14 @@ impl StaticFiles {
             Err(Refusal::NotFound) => return self.missing(req),
             Err(Refusal::Hidden) => return not_found(),
             Err(Refusal::Forbidden) => return forbidden(),
+            Err(Refusal::Busy) => return busy(),
         };
         let (file, meta) = match open(&target) {
             Ok(fm) => fm,
             Err(Refusal::NotFound) => return self.missing(req),
             Err(Refusal::Hidden) => return not_found(),
             Err(Refusal::Forbidden) => return forbidden(),
+            Err(Refusal::Busy) => return busy(),
         };
         // Step 3.
         if meta.is_dir() {
@@ -285,6 +287,7 @@ impl StaticFiles {
                     return self.serve_file(req, &child, &target, file, &meta, true)
                 }
                 Err(Refusal::Forbidden) => return forbidden(),
+                Err(Refusal::Busy) => return busy(),
                 _ => {}
             }
         }
@@ -636,9 +639,16 @@ fn open(path: &Path) -> Result<(File, Metadata), Refusal> {
         .open(path)
         .map_err(|e| match e.kind() {
             io::ErrorKind::PermissionDenied => Refusal::Forbidden,
+            _ if out_of_resources(&e) => Refusal::Busy,
             _ => Refusal::NotFound,
         })?;
-    let meta = file.metadata().map_err(|_| Refusal::NotFound)?;
+    let meta = file.metadata().map_err(|e| {
+        if out_of_resources(&e) {
+            Refusal::Busy
+        } else {
+            Refusal::NotFound
+        }
+    })?;
     Ok((file, meta))
 }
 
@@ -671,6 +681,25 @@ fn not_found() -> Response {
 
 fn forbidden() -> Response {
     error_response(403, "This address may not be served.")
+}
+
+/// EMFILE, ENFILE, ENOMEM: the file is there, the server cannot open it this moment.
+fn out_of_resources(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+    )
+}
+
+/// A passing shortage (descriptors, memory): 503 and a hint to retry, as RFC 9110 §15.6.4
+/// allows, instead of a 404 a cache would keep.
+fn busy() -> Response {
+    let mut r = error_response(
+        503,
+        "The server is out of file descriptors for the moment; try again shortly.",
+    );
+    r.headers.push(("Retry-After".into(), "1".into()));
+    r
 }
 
 #[cfg(test)]

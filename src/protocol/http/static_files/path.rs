@@ -192,6 +192,8 @@ pub enum Refusal {
     Forbidden,
     /// Reached through a symlink to a dotfile while dotfiles are hidden: 404.
     Hidden,
+    /// The server is out of descriptors or memory right now: 503, never a false 404.
+    Busy,
 }
 
 /// Find `rel` under `root` (which must already be canonical): the canonical path to open.
