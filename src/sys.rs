@@ -603,6 +603,22 @@ pub fn recv_discard(fd: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
     usize::try_from(r).map_err(|_| io::Error::last_os_error())
 }
 
+/// Restrict `pid` (0: the calling thread) to the CPUs listed. Threads it creates afterwards
+/// inherit the mask.
+pub fn pin_to_cpus(pid: libc::pid_t, cpus: &[usize]) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        // SAFETY: CPU_SET writes one bit of the live local set; c is checked against its size.
+        if c < libc::CPU_SETSIZE as usize {
+            unsafe { libc::CPU_SET(c, &mut set) };
+        }
+    }
+    // SAFETY: `set` is a live, initialised cpu_set_t of the size passed.
+    cvt(unsafe { libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set) })?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

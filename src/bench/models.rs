@@ -82,6 +82,42 @@ pub struct ModelsArgs {
     /// Echo message size in bytes.
     #[arg(long, short = 's', default_value_t = 64, value_name = "BYTES")]
     pub size: usize,
+    /// Let the scheduler place the server and the load anywhere. By default (with two CPUs or
+    /// more) the server runs on CPU 0 and the load on the others: unpinned, the figures swing
+    /// by a factor of two between runs with where the threads happen to land.
+    #[arg(long)]
+    pub no_pin: bool,
+}
+
+/// Where the server and the load run: CPU 0 for the server, the rest for the load.
+#[derive(Clone, Copy, Debug)]
+struct Pinning {
+    cpus: usize,
+}
+
+impl Pinning {
+    /// Pin the calling thread (and so every load thread it starts later) to CPUs 1..n.
+    fn choose(a: &ModelsArgs) -> Option<Pinning> {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if a.no_pin || cpus < 2 {
+            return None;
+        }
+        let load: Vec<usize> = (1..cpus).collect();
+        match crate::sys::pin_to_cpus(0, &load) {
+            Ok(()) => Some(Pinning { cpus }),
+            Err(e) => {
+                eprintln!(
+                    "tincan: warning: cannot pin the load to CPUs 1-{}: {e}",
+                    cpus - 1
+                );
+                None
+            }
+        }
+    }
+
+    fn load_threads(&self) -> usize {
+        self.cpus - 1
+    }
 }
 
 /// One way of running the server.
@@ -141,7 +177,14 @@ struct ServerProc {
 }
 
 impl ServerProc {
-    fn start(exe: &Path, args: &[String], dir: &Path) -> std::result::Result<ServerProc, String> {
+    /// Start `exe ARGS` in `dir`; `pin`: on CPU 0 (set the moment it exists, before it starts
+    /// any thread or worker, which inherit it).
+    fn start(
+        exe: &Path,
+        args: &[String],
+        dir: &Path,
+        pin: bool,
+    ) -> std::result::Result<ServerProc, String> {
         let mut child = Command::new(exe)
             .args(args)
             .current_dir(dir)
@@ -152,6 +195,14 @@ impl ServerProc {
             .process_group(0)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+        if pin {
+            let pid = libc::pid_t::try_from(child.id()).unwrap_or(0);
+            if pid > 0 {
+                if let Err(e) = crate::sys::pin_to_cpus(pid, &[0]) {
+                    eprintln!("tincan: warning: cannot pin the server to CPU 0: {e}");
+                }
+            }
+        }
         let out = child.stdout.take().ok_or("no stdout pipe")?;
         let err = child.stderr.take().ok_or("no stderr pipe")?;
         // The first stderr line says why a server would not start; keep draining the rest.
@@ -287,6 +338,7 @@ pub fn run(mut a: ModelsArgs) -> Result<()> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::io("cannot find the tincan binary itself", e))?;
     let root = DocRoot::new()?;
+    let pin = Pinning::choose(&a);
     std::fs::create_dir_all(&a.out)
         .map_err(|e| Error::io(format!("cannot create {}", a.out.display()), e))?;
 
@@ -298,6 +350,13 @@ pub fn run(mut a: ModelsArgs) -> Result<()> {
         a.duration,
         total as f64 * (a.duration + 1.0)
     );
+    let rig = Rig {
+        exe: &exe,
+        root: root.0.as_path(),
+        duration,
+        timeout,
+        pin,
+    };
     let mut points = Vec::new();
     for v in &chosen {
         for &c in &a.connections {
@@ -310,7 +369,7 @@ pub fn run(mut a: ModelsArgs) -> Result<()> {
                 points.push(p);
                 continue;
             }
-            let p = measure(&exe, root.0.as_path(), v, c, duration, timeout, &a);
+            let p = measure(&rig, v, c, &a);
             match &p.failed {
                 Some(why) => eprintln!("{:>13} c={c:<6} failed: {why}", v.name),
                 None => eprintln!(
@@ -425,15 +484,23 @@ fn write_outputs(
     Ok(())
 }
 
-fn measure(
-    exe: &Path,
-    root: &Path,
-    v: &Variant,
-    connections: usize,
+/// What every point is measured with.
+struct Rig<'a> {
+    exe: &'a Path,
+    root: &'a Path,
     duration: Duration,
     timeout: Duration,
-    a: &ModelsArgs,
-) -> Point {
+    pin: Option<Pinning>,
+}
+
+fn measure(rig: &Rig<'_>, v: &Variant, connections: usize, a: &ModelsArgs) -> Point {
+    let Rig {
+        exe,
+        root,
+        duration,
+        timeout,
+        pin,
+    } = *rig;
     let mut args: Vec<String> = match a.protocol {
         Protocol::Http => vec![
             "serve".into(),
@@ -457,13 +524,15 @@ fn measure(
         starved: 0,
         failed: Some(why),
     };
-    let server = match ServerProc::start(exe, &args, root) {
+    let server = match ServerProc::start(exe, &args, root, pin.is_some()) {
         Ok(s) => s,
         Err(why) => return failed(why),
     };
     let opts = LoadOptions {
         connections,
-        threads: a.threads.unwrap_or(LoadOptions::default().threads),
+        threads: a
+            .threads
+            .unwrap_or_else(|| pin.map_or(LoadOptions::default().threads, |p| p.load_threads())),
         duration: Some(duration),
         requests: None,
         rate: None,
@@ -522,11 +591,17 @@ fn markdown(what: &str, chosen: &[Variant], a: &ModelsArgs, points: &[Point]) ->
     let _ = writeln!(
         s,
         "## tincan models: {what}\n\n{:.1} s per point, {} worker(s) per prefork/event server, \
-         load generator on the same machine (`tincan bench models`). Cells: replies/s · p99 \
+         load generator on the same machine ({}; `tincan bench models`). Cells: replies/s · p99 \
          (errors: connect failures and timeouts; starved: connections that got no reply at all). \
          The p99 counts the wait of every unanswered request too (timed out, or still waiting \
          at the end).\n",
-        a.duration, a.workers
+        a.duration,
+        a.workers,
+        if a.no_pin {
+            "unpinned"
+        } else {
+            "server on CPU 0, load on the other CPUs"
+        }
     );
     let _ = write!(s, "| model |");
     for c in &a.connections {
