@@ -238,6 +238,10 @@ start_py() {
     wait_port "$PY_PORT" || { log "  python3 ${args[*]}: $(tail -2 "$WORK/py.err")"; return 1; }
 }
 
+# Time the hypervisor takes from this machine (the steal column of /proc/stat) makes every
+# figure smaller and noisier; it is measured over the run and reported under the table.
+grep '^cpu[0-9]' /proc/stat >"$WORK/stat.start" 2>/dev/null || : >"$WORK/stat.start"
+
 # --- 1. static files: nginx vs tincan serve -----------------------------------------------
 log "static files: nginx vs tincan serve, wrk and tincan bench, ${DUR}s x $REPS"
 TINCAN_OK=1
@@ -341,8 +345,9 @@ stop "$REDIS_PID"
 [ $ECHO_OK = 1 ] && stop "$TINCAN_PID"
 
 # --- report -------------------------------------------------------------------------------
+grep '^cpu[0-9]' /proc/stat >"$WORK/stat.end" 2>/dev/null || : >"$WORK/stat.end"
 mkdir -p "$OUT"
-python3 - "$RESULTS" "$OUT/compare.json" "$QUICK" "$DUR" "$REPS" <<'EOF'
+python3 - "$RESULTS" "$OUT/compare.json" "$QUICK" "$DUR" "$REPS" "$WORK/stat.start" "$WORK/stat.end" <<'EOF'
 import json, statistics, sys, platform, os, time
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 out_path, quick, dur, reps = sys.argv[2], sys.argv[3] == "1", float(sys.argv[4]), int(sys.argv[5])
@@ -430,11 +435,34 @@ lines.append("| target | met | ratios |")
 lines.append("|---|---|---|")
 for t in targets:
     lines.append("| %s | %s | %s |" % (t["target"], {True: "yes", False: "**no**", None: "n/a"}[t["met"]], t["detail"]))
+def cpu_stats(path):
+    out = {}
+    for line in open(path):
+        f = line.split()
+        if len(f) > 8:
+            out[f[0]] = [int(x) for x in f[1:]]
+    return out
+steal = {}
+try:
+    a, b = cpu_stats(sys.argv[6]), cpu_stats(sys.argv[7])
+    for cpu in sorted(a):
+        if cpu in b:
+            d = [y - x for x, y in zip(a[cpu], b[cpu])]
+            total = sum(d[:8])
+            if total > 0:
+                steal[cpu] = round(100.0 * d[7] / total, 1)
+except (OSError, ValueError, IndexError):
+    pass
+if steal:
+    lines.append("")
+    lines.append("CPU time taken by the hypervisor (steal) during the run: " +
+                 ", ".join(f"{c} {v}%" for c, v in steal.items()) +
+                 ". Above a few percent every figure is lower and noisier; ratios within the run still compare.")
 print("\n".join(lines))
 json.dump({
     "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     "machine": {"cpus": os.cpu_count(), "kernel": platform.release()},
-    "quick": quick, "duration_s": dur, "reps": reps,
+    "quick": quick, "duration_s": dur, "reps": reps, "steal_pct": steal,
     "medians": [dict(server=s, case=c, **v) for (s, c), v in med.items()],
     "ratios": ratios,
     "targets": targets,
