@@ -31,6 +31,15 @@ fn opts(connections: usize) -> LoadOptions {
     }
 }
 
+/// Options for a run that stops after `requests` requests (no time limit).
+fn counted(connections: usize, requests: u64) -> LoadOptions {
+    LoadOptions {
+        duration: None,
+        requests: Some(requests),
+        ..opts(connections)
+    }
+}
+
 fn http_run(addr: std::net::SocketAddr, o: &LoadOptions) -> Outcome {
     let url = Url::parse(&format!("http://{addr}/")).unwrap();
     let req = build_request("GET", &url, &[], o.keepalive).unwrap();
@@ -110,10 +119,8 @@ fn open_loop_sends_about_the_set_rate() {
 #[test]
 fn closed_loop_with_a_request_count_stops_at_exactly_that_count() {
     let r = Responder::start(HELLO).unwrap();
-    let mut o = opts(7);
+    let mut o = counted(7, 1000);
     o.threads = 2;
-    o.duration = None;
-    o.requests = Some(1000);
     let out = http_run(r.addr(), &o);
     assert_eq!(out.stats.replies, 1000);
     assert_eq!(r.served(), 1000);
@@ -122,9 +129,7 @@ fn closed_loop_with_a_request_count_stops_at_exactly_that_count() {
 #[test]
 fn keepalive_off_opens_one_connection_per_request() {
     let r = Responder::start(HELLO).unwrap();
-    let mut o = opts(3);
-    o.duration = None;
-    o.requests = Some(60);
+    let mut o = counted(3, 60);
     o.keepalive = false;
     let out = http_run(r.addr(), &o);
     assert_eq!(out.stats.replies, 60);
@@ -137,9 +142,7 @@ fn refused_connections_count_as_connect_errors() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let mut o = opts(2);
-    o.duration = None;
-    o.requests = Some(10);
+    let o = counted(2, 10);
     let out = http_run(port, &o);
     assert_eq!(out.stats.replies, 0);
     assert_eq!(out.stats.errors.get(ErrorKind::Connect), 10);
@@ -150,9 +153,7 @@ fn refused_connections_count_as_connect_errors() {
 fn a_500_answer_is_a_reply_and_a_status_error() {
     let r = Responder::start(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n")
         .unwrap();
-    let mut o = opts(2);
-    o.duration = None;
-    o.requests = Some(50);
+    let o = counted(2, 50);
     let out = http_run(r.addr(), &o);
     assert_eq!(out.stats.replies, 50);
     assert_eq!(out.stats.errors.get(ErrorKind::Status), 50);
@@ -162,9 +163,7 @@ fn a_500_answer_is_a_reply_and_a_status_error() {
 #[test]
 fn a_garbage_answer_is_a_parse_error() {
     let r = Responder::start(b"SSH-2.0-nope\r\n\r\n").unwrap();
-    let mut o = opts(1);
-    o.duration = None;
-    o.requests = Some(5);
+    let o = counted(1, 5);
     let out = http_run(r.addr(), &o);
     assert_eq!(out.stats.replies, 0);
     assert_eq!(out.stats.errors.get(ErrorKind::Parse), 5);
@@ -181,9 +180,7 @@ fn a_server_that_closes_without_answering_counts_read_errors() {
             let _ = s.read(&mut buf);
         }
     });
-    let mut o = opts(1);
-    o.duration = None;
-    o.requests = Some(20);
+    let o = counted(1, 20);
     let out = http_run(addr, &o);
     assert_eq!(out.stats.replies, 0);
     assert_eq!(out.stats.errors.get(ErrorKind::Read), 20);
@@ -224,9 +221,7 @@ fn an_echo_load_against_a_line_echo_gets_one_line_per_message() {
             }
         }
     });
-    let mut o = opts(1);
-    o.duration = None;
-    o.requests = Some(200);
+    let o = counted(1, 200);
     let load = EchoLoad::new(Framing::Line, b"PING", 1024);
     let out = run(addr, Arc::new(load), &o).unwrap();
     assert_eq!(out.stats.replies, 200);
@@ -486,9 +481,7 @@ fn large_bodies_are_counted_whole_without_being_copied_and_a_short_one_is_an_err
     // 3 MiB + 5 bytes: mostly dropped in the kernel (MSG_TRUNC); every byte still counted.
     let len = (3 << 20) + 5;
     let addr = big_body_server(len, len, 12);
-    let mut o = opts(1);
-    o.duration = None;
-    o.requests = Some(12);
+    let o = counted(1, 12);
     let out = http_run(addr, &o);
     assert_eq!(out.stats.replies, 12);
     assert_eq!(out.stats.errors.total(), 0, "{:?}", out.stats.errors);
@@ -496,9 +489,7 @@ fn large_bodies_are_counted_whole_without_being_copied_and_a_short_one_is_an_err
     assert_eq!(out.stats.bytes_read, 12 * (head + len) as u64);
     // A body cut short by the close is a read error, not a reply.
     let addr = big_body_server(len, 1 << 20, 3);
-    let mut o = opts(1);
-    o.duration = None;
-    o.requests = Some(3);
+    let o = counted(1, 3);
     let out = http_run(addr, &o);
     assert_eq!(out.stats.replies, 0);
     assert_eq!(out.stats.errors.get(ErrorKind::Read), 3);

@@ -344,24 +344,19 @@ mod tests {
 
     #[test]
     fn max_connections_is_lowered_to_what_the_descriptor_limit_holds() {
+        let cap = |model, workers, max, limit| {
+            fit_to_descriptors(&with(model, workers, max), limit).map(|o| o.max_connections)
+        };
         // A thread per connection costs two descriptors: 20,000 hold 9,968 of them.
-        let o = fit_to_descriptors(&with(Model::Threaded, 1, 10_000), 20_000).unwrap();
-        assert_eq!(o.max_connections, (20_000 - 64) / 2);
+        assert_eq!(
+            cap(Model::Threaded, 1, 10_000, 20_000),
+            Some((20_000 - 64) / 2)
+        );
         // An event loop costs one: 10,000 fit in 20,000.
-        assert!(fit_to_descriptors(&with(Model::Event, 4, 10_000), 20_000).is_none());
-        assert_eq!(
-            fit_to_descriptors(&with(Model::Event, 4, 10_000), 1024)
-                .unwrap()
-                .max_connections,
-            960
-        );
+        assert_eq!(cap(Model::Event, 4, 10_000, 20_000), None);
+        assert_eq!(cap(Model::Event, 4, 10_000, 1024), Some(960));
         // Prefork's limit is per worker process.
-        assert!(fit_to_descriptors(&with(Model::Prefork, 2, 1_900), 1024).is_none());
-        assert_eq!(
-            fit_to_descriptors(&with(Model::Prefork, 2, 3_000), 1024)
-                .unwrap()
-                .max_connections,
-            1_920
-        );
+        assert_eq!(cap(Model::Prefork, 2, 1_900, 1024), None);
+        assert_eq!(cap(Model::Prefork, 2, 3_000, 1024), Some(1_920));
     }
 }
