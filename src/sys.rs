@@ -603,6 +603,24 @@ pub fn recv_discard(fd: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
     usize::try_from(r).map_err(|_| io::Error::last_os_error())
 }
 
+/// Send the ACK a TCP socket owes now, and go on delaying later ones (`TCP_QUICKACK` with 2:
+/// Linux flushes a pending ACK for any non-zero value and leaves delayed-ACK mode only for
+/// odd ones). Not a TCP socket: an error the caller may ignore.
+pub fn ack_now(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let val: libc::c_int = 2;
+    // SAFETY: a live descriptor and a pointer to a c_int of the size passed.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            (&val as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
 /// Restrict `pid` (0: the calling thread) to the CPUs listed. Threads it creates afterwards
 /// inherit the mask.
 pub fn pin_to_cpus(pid: libc::pid_t, cpus: &[usize]) -> io::Result<()> {

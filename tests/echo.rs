@@ -220,6 +220,25 @@ fn a_client_that_vanishes_mid_message_leaves_the_others_unharmed() {
     }
 }
 
+/// A client with Nagle on that writes a line in two parts waits for the ACK of the first part
+/// before the second leaves. The server has nothing to echo after the first part, so it must
+/// send that ACK at once rather than hold it for an answer to ride on.
+#[test]
+fn a_line_written_in_two_parts_with_nagle_on_is_not_held_for_a_delayed_ack_under_every_model() {
+    for &model in support::ALL_MODELS {
+        let server = start_echo(model, &["--framing", "line"]);
+        let mut s = connect(server.addr());
+        let took = support::median_time(7, || {
+            support::split_write(&mut s, b"hel", b"lo\n");
+            assert_eq!(read_exact(&mut s, 6), b"hello\n", "{model}");
+        });
+        assert!(
+            took < Duration::from_millis(20),
+            "{model}: a round took {took:?}: the second write waited for a delayed ACK"
+        );
+    }
+}
+
 #[test]
 fn prefix_peer_answers_with_the_clients_ip_and_port() {
     let server = Server::start(&[

@@ -302,6 +302,43 @@ fn requests_are_parsed_framed_and_refused_exactly_under_every_model() {
     }
 }
 
+/// A client with Nagle on that writes the head and then the body (Python's http.client does so
+/// for a file body) waits for the ACK of the head before the body leaves. The server has
+/// nothing to answer until the body is in, so it must send that ACK at once. On a kept-alive
+/// connection and on a new one.
+#[test]
+fn a_body_written_after_its_head_with_nagle_on_is_not_held_for_a_delayed_ack_under_every_model() {
+    let head = b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\n";
+    for &m in ALL_MODELS {
+        let s = hello(m, &[]);
+        // The iterative model serves one connection at a time and closes it after one answer.
+        let mut kept = (!is_iterative(m)).then(|| Conn::open(&s));
+        for fresh in [false, true] {
+            let took = support::median_time(7, || {
+                let mut new;
+                let c = match kept.as_mut() {
+                    Some(c) if !fresh => c,
+                    _ => {
+                        new = Conn::open(&s);
+                        &mut new
+                    }
+                };
+                support::split_write(&mut c.w, head, b"hello");
+                assert_eq!(c.response(false).status, 200, "{m}");
+            });
+            assert!(
+                took < Duration::from_millis(20),
+                "{m}: a request on {} took {took:?}: the body waited for a delayed ACK",
+                if kept.is_some() && !fresh {
+                    "a kept-alive connection"
+                } else {
+                    "a new connection"
+                }
+            );
+        }
+    }
+}
+
 #[test]
 fn pipelined_requests_and_kept_alive_connections_get_every_answer_in_order_under_every_model() {
     for &m in ALL_MODELS {

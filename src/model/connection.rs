@@ -2,6 +2,7 @@
 //! outbox, and the rules for calling the session (the contract in [`crate::protocol`]). Drivers
 //! differ only in how they learn that the socket is ready; they all feed this state machine.
 
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use socket2::Socket;
@@ -231,9 +232,15 @@ impl<T: Session> Conn<T> {
             match cio::read_into(&self.sock, &mut self.input) {
                 Ok(ReadOutcome::Data { drained, .. }) => {
                     self.input_pending = !drained;
-                    let was_empty = self.out.is_empty();
+                    let (was_empty, queued) = (self.out.is_empty(), self.out.len());
                     let next = self.session.on_input(&mut self.input, &mut self.out, now);
                     self.apply(next, was_empty, now);
+                    if self.state == State::Open && self.out.len() == queued {
+                        // No answer to carry the ACK (a request still arriving, or one that
+                        // waits on something else): send it now, or a peer holding its next
+                        // bytes for that ACK (Nagle) would wait out the delayed-ACK timer.
+                        let _ = crate::sys::ack_now(self.sock.as_fd());
+                    }
                     // Send as we go, so a fast sender's echo leaves while we still read.
                     self.progress(now);
                     if drained {

@@ -323,3 +323,25 @@ fn unique() -> u64 {
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
 }
+
+/// Write `first` and `second` back to back with Nagle's algorithm on. Nagle holds `second`
+/// until `first` is acknowledged, so a server that sits on that ACK (delayed ACKs, with nothing
+/// to answer yet) stalls the exchange by the delayed-ACK timer: 40 ms or more on Linux.
+pub fn split_write(w: &mut TcpStream, first: &[u8], second: &[u8]) {
+    w.set_nodelay(false).unwrap();
+    w.write_all(first).unwrap();
+    w.write_all(second).unwrap();
+}
+
+/// The median time `round` takes over `rounds` runs.
+pub fn median_time(rounds: usize, mut round: impl FnMut()) -> Duration {
+    let mut took: Vec<Duration> = (0..rounds)
+        .map(|_| {
+            let t = Instant::now();
+            round();
+            t.elapsed()
+        })
+        .collect();
+    took.sort();
+    took[rounds / 2]
+}
