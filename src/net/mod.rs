@@ -358,12 +358,19 @@ pub fn bind(addr: &ListenAddr, opts: &BindOptions) -> crate::Result<Listener> {
     }
 }
 
-/// Listen on a bound TCP socket. TCP_NODELAY is set here once: Linux copies it to every
-/// accepted socket, which saves a `setsockopt` per connection (every protocol here answers in
-/// one write and then waits, so Nagle's delay would only add latency).
+/// Listen on a bound TCP socket. Two options are set here once, and Linux copies them to every
+/// accepted socket, which saves a `setsockopt` per connection:
+/// - TCP_NODELAY: every protocol here answers in one write and then waits, so Nagle's delay
+///   would only add latency;
+/// - delayed ACKs from the first byte (TCP_QUICKACK off): a request answered at once has its
+///   ACK ride on the answer instead of costing a packet of its own, as Linux already does from
+///   a connection's second exchange on. A read that leaves nothing to answer sends its ACK at
+///   once (see `Conn::on_readable`), so a peer whose Nagle waits for that ACK is not stalled.
 fn listen_tcp(s: Socket, opts: &BindOptions) -> io::Result<Listener> {
     s.set_nodelay(true)?;
     s.listen(opts.backlog)?;
+    // After listen(), which resets the delayed-ACK state.
+    s.set_quickack(false)?;
     let fixed_local = s
         .local_addr()?
         .as_socket()
@@ -443,7 +450,7 @@ mod tests {
     }
 
     #[test]
-    fn accepted_connections_inherit_nodelay_and_know_their_local_address() {
+    fn accepted_connections_inherit_nodelay_and_delayed_acks_and_know_their_local_address() {
         let opts = BindOptions::default();
         for (listen, wildcard) in [("127.0.0.1:0", false), (":0", true)] {
             let l = bind(&listen.parse().unwrap(), &opts).unwrap();
@@ -460,6 +467,10 @@ mod tests {
             assert!(
                 s.nodelay().unwrap(),
                 "{listen}: TCP_NODELAY was not inherited"
+            );
+            assert!(
+                !s.quickack().unwrap(),
+                "{listen}: delayed ACKs (TCP_QUICKACK off) were not inherited"
             );
             assert_eq!(
                 peer.local,
