@@ -490,6 +490,7 @@ fn server_args(listen: &[&str]) -> tincan::cli::ServerArgs {
         reuse_port: false,
         grace: None,
         send_timeout: None,
+        busy_poll: None,
         user: None,
         group: None,
         umask: None,
@@ -535,8 +536,12 @@ fn all_interfaces_takes_ipv4_and_ipv6_on_one_socket() {
 #[test]
 fn impossible_server_flags_are_usage_errors_in_a_sentence() {
     type Case = (fn(&mut tincan::cli::ServerArgs), &'static str);
-    let cases: [Case; 6] = [
+    let cases: [Case; 7] = [
         (|a| a.workers = Some(0), "--workers must be at least 1"),
+        (
+            |a| a.busy_poll = Some(1001),
+            "--busy-poll 1001 is more than 1000 microseconds; polling longer only burns CPU",
+        ),
         (
             |a| a.max_connections = Some(0),
             "--max-connections must be at least 1",
@@ -561,6 +566,18 @@ fn impossible_server_flags_are_usage_errors_in_a_sentence() {
         let e = a.setup("127.0.0.1:0").expect_err("refused").to_string();
         assert_eq!(e, want);
     }
+    // The edges themselves are accepted.
+    let mut a = server_args(&["127.0.0.1:0"]);
+    a.busy_poll = Some(1000);
+    let (_, o) = a.setup("127.0.0.1:0").expect("--busy-poll 1000");
+    assert_eq!(o.busy_poll, tincan::model::MAX_BUSY_POLL);
+    a.busy_poll = Some(0);
+    assert!(a
+        .setup("127.0.0.1:0")
+        .expect("--busy-poll 0")
+        .1
+        .busy_poll
+        .is_zero());
     let e = server_args(&["nonsense"])
         .setup("127.0.0.1:0")
         .err()
@@ -1293,5 +1310,91 @@ fn a_panicking_session_loses_its_connection_and_nothing_else() {
         assert_eq!(line(&mut BufReader::new(&mut after)), "AFTER\n", "{f:?}");
         drop((other, after));
         srv.stop();
+    }
+}
+
+/// Times the event loop's threads went to sleep (voluntary context switches, summed over the
+/// threads of process `pid`).
+fn sleeps(pid: i32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|t| std::fs::read_to_string(t.unwrap().path().join("status")).unwrap_or_default())
+        .filter_map(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// With `--busy-poll`, a worker whose next request comes within the window is found awake
+/// (polling) instead of asleep; without it, it sleeps between every two requests. Counted, not
+/// timed: the worker's voluntary context switches over 2,000 back-to-back round trips, with the
+/// server on CPU 0 and this client on CPU 1 (sharing a CPU, the client would preempt the
+/// worker instead of waking it, and there would be nothing to count).
+#[test]
+fn busy_polling_keeps_a_busy_event_worker_awake_and_zero_turns_it_off() {
+    const ROUNDS: u64 = 2000;
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("skipped: one CPU, so the client and the worker cannot run apart");
+        return;
+    }
+    let pin = |pid: i32, cpu: usize| tincan::sys::pin_to_cpus(pid, &[cpu]).expect("pin");
+    pin(0, 1);
+    for poller in ["epoll", "poll", "select"] {
+        let mut per_round = Vec::new();
+        for window in ["1000", "0"] {
+            let server = crate::support::Server::start(&[
+                "echo",
+                "--listen",
+                "127.0.0.1:0",
+                "--framing",
+                "line",
+                "--model",
+                "event",
+                "--workers",
+                "1",
+                "--poller",
+                poller,
+                "--busy-poll",
+                window,
+            ]);
+            for task in std::fs::read_dir(format!("/proc/{}/task", server.pid())).unwrap() {
+                pin(
+                    task.unwrap().file_name().to_str().unwrap().parse().unwrap(),
+                    0,
+                );
+            }
+            let mut c = crate::support::connect(server.addr());
+            c.set_nodelay(true).unwrap();
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let mut round = |c: &mut TcpStream| {
+                // A client that thinks for 50 µs between requests: a worker that does not poll
+                // is asleep by the time the next one comes.
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_micros(50) {
+                    std::hint::spin_loop();
+                }
+                c.write_all(b"ping\n").unwrap();
+                let mut l = String::new();
+                r.read_line(&mut l).unwrap();
+                assert_eq!(l, "ping\n");
+            };
+            for _ in 0..100 {
+                round(&mut c); // the window opens
+            }
+            let before = sleeps(server.pid());
+            for _ in 0..ROUNDS {
+                round(&mut c);
+            }
+            per_round.push((sleeps(server.pid()) - before) as f64 / ROUNDS as f64);
+        }
+        let [polling, off] = per_round[..] else {
+            unreachable!()
+        };
+        assert!(
+            off > 0.6 && polling < 0.2,
+            "{poller}: sleeps per round trip with --busy-poll 1000: {polling:.2}, with 0: {off:.2}"
+        );
     }
 }

@@ -86,6 +86,7 @@ fn every_server_help_states_the_defaults_the_code_uses() {
         format!("[default: {}]", backlog),
         format!("[default: {}]", o.grace.as_secs()),
         format!("[default: {}]", o.send_timeout.as_secs()),
+        format!("[default: {}]", o.busy_poll.as_micros()),
         "serve 8000, hello 8080, echo 7007, chat 4040".to_string(),
     ];
     for cmd in ["serve", "hello", "echo", "chat"] {

@@ -119,6 +119,9 @@ impl fmt::Display for PollerKind {
 /// or spawning only exhausts the machine (and a typo like `--workers 100000` should not).
 pub const MAX_WORKERS: usize = 1024;
 
+/// The longest `--busy-poll` window: a worker idle for longer than this should sleep.
+pub const MAX_BUSY_POLL: Duration = Duration::from_millis(1);
+
 /// Everything a driver needs to know, validated before any socket is touched.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
@@ -136,6 +139,9 @@ pub struct ServeOptions {
     pub high_water: usize,
     /// After a closing answer, how long input is read and discarded before the close.
     pub linger: Duration,
+    /// Event and prefork workers: the longest an idle worker polls before it sleeps, while
+    /// polling pays (see `event::spin`). Zero (the default): sleep at once.
+    pub busy_poll: Duration,
 }
 
 impl Default for ServeOptions {
@@ -149,6 +155,7 @@ impl Default for ServeOptions {
             send_timeout: Duration::from_secs(60),
             high_water: 256 * 1024,
             linger: Duration::from_secs(2),
+            busy_poll: Duration::ZERO,
         }
     }
 }
@@ -184,6 +191,13 @@ impl ServeOptions {
         }
         if self.send_timeout.is_zero() {
             return refuse("--send-timeout must be more than 0 seconds");
+        }
+        if self.busy_poll > MAX_BUSY_POLL {
+            return Err(ServeError::Refused(format!(
+                "--busy-poll {} is more than {} microseconds; polling longer only burns CPU",
+                self.busy_poll.as_micros(),
+                MAX_BUSY_POLL.as_micros()
+            )));
         }
         if self.high_water == 0 {
             return refuse("the outbox high-water mark must be at least 1 byte");

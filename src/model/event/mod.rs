@@ -8,6 +8,7 @@
 //! a min-heap of deadlines for timers. The same loop runs inside each prefork worker process.
 
 pub(crate) mod poller;
+mod spin;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 use socket2::Socket;
 
 use self::poller::{Event, Poller};
+use self::spin::Spin;
 use super::connection::{Conn, Interest, Limits};
 use super::{accept_failed, Ctx, ServeError};
 use crate::net::Listener;
@@ -137,6 +139,8 @@ struct Worker<'a, S: Service> {
     active: &'a AtomicUsize,
     max: usize,
     poller: Poller,
+    /// How long to poll before sleeping (`--busy-poll`).
+    spin: Spin,
     slots: Vec<Slot<S::Session>>,
     free: Vec<usize>,
     live: usize,
@@ -173,6 +177,7 @@ impl<'a, S: Service> Worker<'a, S> {
             active,
             max: max.max(1),
             poller,
+            spin: Spin::new(ctx.opts.busy_poll),
             slots: Vec::new(),
             free: Vec::new(),
             live: 0,
@@ -251,7 +256,7 @@ impl<'a, S: Service> Worker<'a, S> {
                 deadline = Some(deadline.map_or(soon, |x| x.min(soon)));
             }
             let timeout = deadline.map(|d| d.saturating_duration_since(now));
-            match self.poller.wait(&mut events, timeout) {
+            match self.wait(&mut events, now, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -276,6 +281,38 @@ impl<'a, S: Service> Worker<'a, S> {
         self.slots.clear();
         self.active.fetch_sub(self.live, Ordering::SeqCst);
         self.live = 0;
+        Ok(())
+    }
+
+    /// Wait for readiness until `timeout` from `now`: poll for the spin window first, then
+    /// sleep, and let the window learn from how long the sleep was (see [`spin`]).
+    fn wait(
+        &mut self,
+        events: &mut Vec<Event>,
+        now: Instant,
+        timeout: Option<Duration>,
+    ) -> std::io::Result<()> {
+        if !self.spin.enabled() {
+            return self.poller.wait(events, timeout);
+        }
+        let window = self.spin.window().min(timeout.unwrap_or(Duration::MAX));
+        let mut asleep = now;
+        if !window.is_zero() {
+            loop {
+                self.poller.wait(events, Some(Duration::ZERO))?;
+                if !events.is_empty() {
+                    return Ok(());
+                }
+                asleep = Instant::now();
+                if asleep >= now + window {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        }
+        let timeout = timeout.map(|t| t.saturating_sub(asleep - now));
+        self.poller.wait(events, timeout)?;
+        self.spin.slept(asleep.elapsed(), !events.is_empty());
         Ok(())
     }
 
