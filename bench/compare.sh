@@ -72,6 +72,16 @@ if [ "$CPUS" -ge 2 ]; then SRV_CPU=0; LOAD_CPU=1; else SRV_CPU=0; LOAD_CPU=0; lo
 # Servers are started as `taskset -c "$SRV_CPU" PROGRAM ... &` directly, never through a shell
 # function: taskset execs the program, so $! is the server's own pid and `kill $!` stops it.
 load() { taskset -c $LOAD_CPU "$@"; }
+# busy CPU: the busy and total ticks of one CPU so far (from /proc/stat), to say afterwards which
+# core was the limit of a run: the server's or the load generator's.
+cpu_ticks() { awk -v c="cpu$1" '$1 == c { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t }' /proc/stat; }
+# busy_since "BUSY TOTAL" CPU: percent busy since that reading.
+busy_since() {
+    local a=($1) b
+    b=($(cpu_ticks "$2"))
+    python3 -c "import sys; b, t = int(sys.argv[1]), int(sys.argv[2]); print(round(100 * b / t) if t > 0 else -1)" \
+        $((b[0] - a[0])) $((b[1] - a[1]))
+}
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
@@ -128,9 +138,12 @@ RESULTS=$WORK/results.jsonl
 : >"$RESULTS"
 
 # record SERVER CASE REP JSON-FIELDS
+# (with the busy percentages of the server's and the load's core over the run, from mark_cpus)
 record() {
-    printf '{"server":"%s","case":"%s","rep":%s,%s}\n' "$1" "$2" "$3" "$4" >>"$RESULTS"
+    printf '{"server":"%s","case":"%s","rep":%s,"srv_busy":%s,"load_busy":%s,%s}\n' "$1" "$2" "$3" \
+        "$(busy_since "$SRV_MARK" "$SRV_CPU")" "$(busy_since "$LOAD_MARK" "$LOAD_CPU")" "$4" >>"$RESULTS"
 }
+mark_cpus() { SRV_MARK=$(cpu_ticks "$SRV_CPU"); LOAD_MARK=$(cpu_ticks "$LOAD_CPU"); }
 
 cat >"$WORK/report.lua" <<'EOF'
 done = function(summary, latency, requests)
@@ -146,6 +159,7 @@ wrk_run() {
     local server=$1 case=$2 rep=$3 conns=$4 url=$5
     shift 5
     local line
+    mark_cpus
     line=$(load wrk -t1 -c"$conns" -d"${DUR}s" --timeout 5s -s "$WORK/report.lua" "$@" "$url" 2>&1 | grep '^WRKJSON' | sed 's/^WRKJSON //') || true
     if [ -z "$line" ]; then
         log "  wrk gave no figures for $server $case"
@@ -159,6 +173,7 @@ wrk_run() {
 tb_run() {
     local server=$1 case=$2 rep=$3 json
     shift 3
+    mark_cpus
     json=$(load "$TINCAN" bench "$@" --threads 1 --json 2>/dev/null) || json=
     if [ -z "$json" ]; then
         log "  tincan bench gave no figures for $server $case"
@@ -247,12 +262,15 @@ log "static files: nginx vs tincan serve, wrk and tincan bench, ${DUR}s x $REPS"
 TINCAN_OK=1
 start_nginx
 start_tincan serve "$DOC" --workers 1 --access-log off || TINCAN_OK=0
-# The large files are measured twice. wrk copies every byte it receives, so with 100 KiB and
-# 10 MiB bodies wrk's own core is the limit (100% busy while either server idles 30-70%) and
-# the ratio measures wrk. `tincan bench` drops body bytes in the kernel (MSG_TRUNC) after
-# counting them, so the server's core is the limit; the targets are judged on those rows.
+# The keep-alive cases are measured twice. wrk copies every byte it receives, so with 100 KiB
+# and 10 MiB bodies wrk's own core is the limit (100% busy while either server idles 30-70%)
+# and the ratio measures wrk; with 1 KiB, wrk's core is the limit for tincan (97-99% busy
+# while tincan's idles 5-15%) but not for nginx. `tincan bench` costs less per request and
+# drops body bytes in the kernel (MSG_TRUNC) after counting them, so the server's core is the
+# limit; the targets are judged on those rows. Each row says how busy both cores were.
 CASES=(
     "1k.bin 50 keepalive wrk" "1k.bin 500 keepalive wrk"
+    "1k.bin 50 keepalive tb" "1k.bin 500 keepalive tb"
     "100k.bin 50 keepalive wrk" "100k.bin 500 keepalive wrk"
     "10m.bin 50 keepalive wrk" "10m.bin 500 keepalive wrk"
     "100k.bin 50 keepalive tb" "100k.bin 500 keepalive tb"
@@ -368,6 +386,8 @@ for key, rs in groups.items():
         "errors": sum(max(r["errors"], 0) + r["non2xx"] for r in rs),
         "runs": len(rs),
         "tool": rs[0]["tool"],
+        "srv_busy": statistics.median(r.get("srv_busy", -1) for r in rs),
+        "load_busy": statistics.median(r.get("load_busy", -1) for r in rs),
     }
 
 def fmt_rps(v):
@@ -384,8 +404,10 @@ for r in rows:
 
 lines = []
 lines.append(f"## tincan vs the anchors ({'quick, ' if quick else ''}{reps} rep(s) x {dur:g} s, medians; server on CPU 0, load on CPU 1)\n")
-lines.append("| case | anchor | anchor req/s | tincan req/s | ratio | anchor p99 | tincan p99 | errors (anchor/tincan) |")
-lines.append("|---|---|---:|---:|---:|---:|---:|---:|")
+lines.append("| case | anchor | anchor req/s | tincan req/s | ratio | anchor p99 | tincan p99 | errors (anchor/tincan) | busy % server/load core (anchor; tincan) |")
+lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+def busy(m):
+    return "%.0f/%.0f" % (m["srv_busy"], m["load_busy"]) if m and m["srv_busy"] >= 0 else "n/a"
 ratios = []
 for case in cases:
     anchors = [s for (s, c) in med if c == case and s != "tincan"]
@@ -396,11 +418,11 @@ for case in cases:
         ratios.append({"case": case, "anchor": a, "ratio": ratio,
                        "anchor_rps": m["rps"], "tincan_rps": t["rps"] if t else None,
                        "anchor_p99_us": m["p99_us"], "tincan_p99_us": t["p99_us"] if t else None})
-        lines.append("| {} | {} | {} | {} | {} | {} | {} | {}/{} |".format(
+        lines.append("| {} | {} | {} | {} | {} | {} | {} | {}/{} | {}; {} |".format(
             case, a, fmt_rps(m["rps"]), fmt_rps(t["rps"]) if t else "n/a",
             f"**{ratio:.2f}x**" if ratio is not None else "n/a",
             fmt_us(m["p99_us"]), fmt_us(t["p99_us"]) if t else "n/a",
-            m["errors"], t["errors"] if t else "n/a"))
+            m["errors"], t["errors"] if t else "n/a", busy(m), busy(t)))
 # The issue's targets, each judged on the medians of this run.
 def ratio_of(case, anchor="nginx"):
     for r in ratios:
@@ -425,7 +447,8 @@ def target(name, cases, need, anchor="nginx", p99=False):
             detail += "; p99 higher than %s's in %s" % (anchor, ", ".join(g["case"] for g in slower))
     targets.append({"target": name, "met": met, "detail": detail})
 
-target("1 KiB keep-alive >= 1.3x nginx, p99 no higher", ["1k.bin c=50 keepalive", "1k.bin c=500 keepalive"], 1.3, p99=True)
+target("1 KiB keep-alive >= 1.3x nginx, p99 no higher (tincan bench: the server's core is the limit)", ["1k.bin c=50 keepalive (tincan bench)", "1k.bin c=500 keepalive (tincan bench)"], 1.3, p99=True)
+target("1 KiB keep-alive, wrk (wrk's core is the limit for tincan; for reference)", ["1k.bin c=50 keepalive", "1k.bin c=500 keepalive"], 1.3, p99=True)
 target("100 KiB and 10 MiB >= 1.0x nginx (tincan bench: the server's core is the limit)", ["100k.bin c=50 keepalive (tincan bench)", "100k.bin c=500 keepalive (tincan bench)", "10m.bin c=50 keepalive (tincan bench)", "10m.bin c=500 keepalive (tincan bench)"], 1.0)
 target("100 KiB and 10 MiB, wrk (wrk's core is the limit; for reference)", ["100k.bin c=50 keepalive", "100k.bin c=500 keepalive", "10m.bin c=50 keepalive", "10m.bin c=500 keepalive"], 1.0)
 target("new connection per request >= 1.0x nginx", ["1k.bin c=50 close", "1k.bin c=1 close"], 1.0)
