@@ -88,6 +88,8 @@ pub struct Config {
     pub reuse_port: Option<bool>,
     pub grace: Option<f64>,
     pub send_timeout: Option<f64>,
+    /// Microseconds an idle event worker polls before it sleeps (`--busy-poll`).
+    pub busy_poll: Option<u64>,
     pub user: Option<String>,
     pub group: Option<String>,
     pub umask: Option<String>,
@@ -120,6 +122,8 @@ pub struct Config {
     pub compress: Option<bool>,
     /// Open-file cache budget (`"64m"`; 0 turns it off).
     pub file_cache: Option<Size>,
+    /// Open descriptors the open-file cache may hold.
+    pub file_cache_fds: Option<usize>,
     pub error_page: Option<OneOrMany>,
     pub fallback: Option<String>,
 

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{connect, have, ModelFlags, Server, TempDir, ALL_MODELS};
+use crate::support::{self, connect, have, ModelFlags, Server, TempDir, ALL_MODELS};
 
 // ------------------------------------------------------------------------------------------
 // A client that reads one response at a time off a (possibly kept-alive) connection.
@@ -201,17 +201,7 @@ fn is_iterative(m: ModelFlags) -> bool {
 }
 
 fn serve(m: ModelFlags, root: &Path, extra: &[&str]) -> Server {
-    let mut args = vec![
-        "serve",
-        root.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--access-log",
-        "off",
-    ];
-    args.extend_from_slice(m.0);
-    args.extend_from_slice(extra);
-    Server::start(&args)
+    Server::start(&support::serve_args(root.to_str().unwrap(), m, extra))
 }
 
 // ------------------------------------------------------------------------------------------

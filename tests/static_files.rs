@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{connect, have, ModelFlags, Server, TempDir, ALL_MODELS};
+use crate::support::{self, connect, have, ModelFlags, Server, TempDir, ALL_MODELS};
 
 const SECRET: &str = "TOP-SECRET-4f6b1c";
 const HELLO: &str = "hello, tincan\n";
@@ -847,40 +847,52 @@ fn dump_dom(browser: &str, url: &str) -> String {
         .unwrap_or_else(|_| panic!("chromium exited but its output never ended for {url}"))
 }
 
-#[test]
-fn a_server_out_of_descriptors_answers_503_not_404_under_every_model() {
-    // 40 descriptors: the server clamps itself to one connection at a time (its reserve is 64),
-    // and the open-file cache keeps a descriptor for every file over 64 KiB it has served, so
-    // asking for one large file after another runs the process out of descriptors.
-    let dir = TempDir::new("nofile");
+/// The answers to a GET of each of 60 files over 64 KiB (so the open-file cache would keep a
+/// descriptor for each), from a server limited to 40 descriptors under model `m`, plus `extra`
+/// flags. At 40 the server clamps itself to one connection at a time (its reserve is 64).
+fn large_files_with_40_descriptors(dir: &TempDir, m: ModelFlags, extra: &[&str]) -> Vec<u16> {
     let body = vec![b'x'; 70 * 1024];
     for i in 0..60 {
         std::fs::write(dir.path().join(format!("big-{i}.bin")), &body).unwrap();
     }
-    let root = dir.path().to_str().unwrap();
-    for &m in ALL_MODELS {
-        let mut args = vec![
-            "serve",
-            root,
-            "--listen",
-            "127.0.0.1:0",
-            "--access-log",
-            "off",
-        ];
-        args.extend_from_slice(m.0);
-        let s = Server::start_with_nofile(&args, 40);
-        let mut statuses = Vec::new();
-        for i in 0..60 {
+    let args = support::serve_args(dir.path().to_str().unwrap(), m, extra);
+    eprintln!("tincan {}", args.join(" ")); // names the model if a request fails
+    let s = Server::start_with_nofile(&args, 40);
+    (0..60)
+        .map(|i| {
             let r = get(s.addr(), &format!("/big-{i}.bin"));
             if r.status == 503 {
                 assert_eq!(r.header("Retry-After"), Some("1"), "{m}");
             }
-            statuses.push(r.status);
-        }
+            r.status
+        })
+        .collect()
+}
+
+#[test]
+fn a_server_out_of_descriptors_answers_503_not_404_under_every_model() {
+    // Told to keep up to 1024 descriptors in its cache, far more than its limit allows, the
+    // server runs out of descriptors serving one large file after another.
+    let dir = TempDir::new("nofile");
+    for &m in ALL_MODELS {
+        let statuses = large_files_with_40_descriptors(&dir, m, &["--file-cache-fds", "1024"]);
         assert!(statuses.contains(&503), "{m}: never ran out: {statuses:?}");
         assert!(
             statuses.iter().all(|&st| st == 200 || st == 503),
             "{m}: an existing file got another answer: {statuses:?}"
+        );
+    }
+}
+
+#[test]
+fn the_file_cache_keeps_only_its_share_of_the_descriptor_limit_under_every_model() {
+    // By default it keeps at most a quarter of them (10 of 40), so every file is served.
+    let dir = TempDir::new("nofile-share");
+    for &m in ALL_MODELS {
+        let statuses = large_files_with_40_descriptors(&dir, m, &[]);
+        assert!(
+            statuses.iter().all(|&st| st == 200),
+            "{m}: not every file was served: {statuses:?}"
         );
     }
 }

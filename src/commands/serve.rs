@@ -108,6 +108,11 @@ pub struct FileArgs {
     /// once a second; 0 turns it off). [default: 64m]
     #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
     pub file_cache: Option<u64>,
+    /// Open descriptors the file cache may keep for files over 64 KiB, so that the cache
+    /// cannot take the descriptors connections need. [default: a quarter of the descriptor
+    /// limit, at most 1024]
+    #[arg(long, value_name = "N")]
+    pub file_cache_fds: Option<usize>,
 }
 
 /// Flags of the routes handed to other applications (reverse proxy, CGI).
@@ -217,6 +222,7 @@ pub struct FileSettings {
     pub error_pages: Vec<(u16, String)>,
     pub fallback: Option<String>,
     pub file_cache: Option<u64>,
+    pub file_cache_fds: Option<usize>,
 }
 
 /// Fill the shared server flags the command line left unset from the config file.
@@ -234,6 +240,7 @@ pub fn merge_server_args(s: &mut ServerArgs, cfg: &Config) {
     s.reuse_port = s.reuse_port || cfg.reuse_port.unwrap_or(false);
     s.grace = s.grace.or(cfg.grace);
     s.send_timeout = s.send_timeout.or(cfg.send_timeout);
+    s.busy_poll = s.busy_poll.or(cfg.busy_poll);
     s.user = s.user.clone().or_else(|| cfg.user.clone());
     s.group = s.group.clone().or_else(|| cfg.group.clone());
     s.umask = s.umask.clone().or_else(|| cfg.umask.clone());
@@ -457,6 +464,7 @@ impl FileArgs {
                 ),
                 (None, None) => None,
             },
+            file_cache_fds: self.file_cache_fds.or(cfg.file_cache_fds),
         })
     }
 }
@@ -533,6 +541,7 @@ pub(crate) mod glue {
             error_pages: s.error_pages,
             fallback: s.fallback,
             file_cache: s.file_cache.unwrap_or(d.file_cache),
+            file_cache_fds: s.file_cache_fds,
         };
         Ok(Arc::new(StaticFiles::new(cfg)?))
     }

@@ -157,7 +157,7 @@ pub(crate) fn accept_next<S: Service>(
             match l.accept() {
                 Ok(conn) => return Ok(Some(conn)),
                 Err(e) => {
-                    if let Some(pause) = super::accept_failed(&e) {
+                    if let Some(pause) = super::accept_failed(ctx, &e) {
                         std::thread::sleep(pause.min(std::time::Duration::from_millis(100)));
                     }
                 }

@@ -234,14 +234,18 @@ impl<S: Service> Ctx<S> {
 
 /// Decide what an accept(2) failure means. `None`: nothing to do (the connection went away
 /// before we took it, or another worker took it). `Some(pause)`: out of descriptors or memory;
-/// logged, and the caller backs off instead of spinning on a listener that stays readable.
-pub(crate) fn accept_failed(e: &std::io::Error) -> Option<Duration> {
+/// logged, and the caller backs off instead of spinning on a listener that stays readable. Out
+/// of descriptors, the service is asked to close those it keeps only for speed.
+pub(crate) fn accept_failed<S: Service>(ctx: &Ctx<S>, e: &std::io::Error) -> Option<Duration> {
     use std::io::ErrorKind;
     match e.kind() {
         ErrorKind::WouldBlock | ErrorKind::Interrupted | ErrorKind::ConnectionAborted => None,
         _ => match e.raw_os_error() {
             Some(libc::ECONNABORTED) | Some(libc::EPROTO) | Some(libc::EPERM) => None,
-            _ => {
+            code => {
+                if matches!(code, Some(libc::EMFILE) | Some(libc::ENFILE)) {
+                    ctx.service.on_out_of_descriptors();
+                }
                 tracing::warn!("accept failed: {e}; pausing new connections briefly");
                 Some(Duration::from_millis(50))
             }

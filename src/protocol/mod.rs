@@ -89,6 +89,11 @@ pub trait Service: Send + Sync + 'static {
     /// The server is shutting down: called once, before the drivers call
     /// [`Session::on_shutdown`] on each open session.
     fn on_shutdown(&self) {}
+
+    /// A driver could not accept a connection because the process is out of descriptors:
+    /// close any kept only for speed (caches), or nothing may ever free one. Called from the
+    /// accepting thread, possibly from several at once.
+    fn on_out_of_descriptors(&self) {}
 }
 
 /// What the driver does after a session call returns.

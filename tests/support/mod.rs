@@ -238,6 +238,22 @@ pub fn run_tincan(args: &[&str], stdin: &[u8], limit: Duration) -> (ExitStatus, 
     )
 }
 
+/// The arguments of `tincan serve ROOT` on a free port, access log off, under model `m`, plus
+/// `extra` flags.
+pub fn serve_args<'a>(root: &'a str, m: ModelFlags, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "serve",
+        root,
+        "--listen",
+        "127.0.0.1:0",
+        "--access-log",
+        "off",
+    ];
+    args.extend_from_slice(m.0);
+    args.extend_from_slice(extra);
+    args
+}
+
 /// Connect with a 10 s read/write timeout (a hung server fails the test instead of hanging it).
 pub fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));

@@ -366,7 +366,7 @@ impl<'a, S: Service> Worker<'a, S> {
                     return;
                 }
                 Err(e) => {
-                    if let Some(pause) = accept_failed(&e) {
+                    if let Some(pause) = accept_failed(self.ctx, &e) {
                         let _ = self.listen(false);
                         self.resume_at = Some(now + pause);
                     }

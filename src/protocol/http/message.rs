@@ -168,6 +168,10 @@ impl Body {
 /// files, which the drivers accept as the cost of serving files).
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: &Request<'_>, peer: &Peer) -> Response;
+
+    /// The server ran out of descriptors: close those kept only for speed (see
+    /// [`Service::on_out_of_descriptors`](crate::protocol::Service::on_out_of_descriptors)).
+    fn release_descriptors(&self) {}
 }
 
 /// The reason phrase for a status code (RFC 9110 §15).

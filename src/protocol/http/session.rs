@@ -140,6 +140,10 @@ impl Service for HttpService {
         self.session_with(peer, waker, Instant::now())
     }
 
+    fn on_out_of_descriptors(&self) {
+        self.shared.handler.release_descriptors();
+    }
+
     fn on_shutdown(&self) {
         if let Some(log) = &self.shared.options.access_log {
             log.flush();

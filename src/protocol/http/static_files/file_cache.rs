@@ -4,8 +4,10 @@
 //! What is kept, per raw (still percent-encoded) request path: the handler's header lines
 //! already formatted (`ETag`, `Last-Modified`, `Content-Type`, ...), and the body: the file's
 //! bytes for files up to [`INLINE_MAX`] (they leave in the same `writev` as the head), or the
-//! open file for larger ones (sent with `sendfile`; [`FD_ENTRIES_MAX`] bounds the descriptors
-//! held).
+//! open file for larger ones (sent with `sendfile`). The descriptors it holds are bounded
+//! (`--file-cache-fds`; by default a quarter of the process's descriptor limit, at most
+//! [`FD_ENTRIES_MAX`]), so the cache cannot take the descriptors connections and the files
+//! being sent need.
 //!
 //! Freshness, as nginx's `open_file_cache_valid 1s`: an entry is used for at most
 //! [`VALID_FOR`] after the full lookup (path checks, symlink rules, `open`, `fstat`) that built
@@ -21,7 +23,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -34,8 +36,16 @@ pub const VALID_FOR: Duration = Duration::from_secs(1);
 /// Files up to this size are kept in memory; larger ones as an open descriptor.
 pub const INLINE_MAX: u64 = 64 * 1024;
 
-/// At most this many entries hold an open descriptor (large files).
+/// By default, at most this many entries hold an open descriptor (large files)...
 pub const FD_ENTRIES_MAX: usize = 1024;
+
+/// ...and at most this share of the descriptor limit (1/4).
+const FD_SHARE: u64 = 4;
+
+/// The descriptors the cache holds by default with a limit of `fd_limit`.
+pub fn default_fds(fd_limit: u64) -> usize {
+    usize::try_from(fd_limit / FD_SHARE).map_or(FD_ENTRIES_MAX, |n| n.min(FD_ENTRIES_MAX))
+}
 
 /// The default budget (`--file-cache`).
 pub const DEFAULT_BUDGET: u64 = 64 * 1024 * 1024;
@@ -83,6 +93,10 @@ struct Inner {
 /// The cache; shared by every worker thread.
 pub struct FileCache {
     budget: usize,
+    /// Descriptors it may hold, as configured; `None`: [`default_fds`] of the limit in force
+    /// when the first one is kept (the server raises the limit after the cache is made).
+    fds: Option<usize>,
+    fd_cap: OnceLock<usize>,
     inner: RwLock<Inner>,
 }
 
@@ -105,10 +119,13 @@ pub struct Fill<'a> {
 }
 
 impl FileCache {
-    /// A cache holding at most `budget` bytes; 0 disables it.
-    pub fn new(budget: u64) -> FileCache {
+    /// A cache holding at most `budget` bytes (0 disables it) and `fds` open descriptors
+    /// (`None`: [`default_fds`]).
+    pub fn new(budget: u64, fds: Option<usize>) -> FileCache {
         FileCache {
             budget: usize::try_from(budget).unwrap_or(usize::MAX),
+            fds,
+            fd_cap: OnceLock::new(),
             inner: RwLock::new(Inner {
                 map: HashMap::new(),
                 used: 0,
@@ -228,7 +245,8 @@ impl FileCache {
             inner.forget(&old);
         }
         let is_fd = matches!(entry.body, Stored::Open(..));
-        if inner.used + cost > self.budget || (is_fd && inner.fds >= FD_ENTRIES_MAX) {
+        let fd_cap = if is_fd { self.fd_cap() } else { usize::MAX };
+        if inner.used + cost > self.budget || (is_fd && inner.fds >= fd_cap) {
             let due = inner
                 .last_sweep
                 .is_none_or(|t| now.saturating_duration_since(t) >= VALID_FOR);
@@ -247,7 +265,7 @@ impl FileCache {
                     inner.forget(&old);
                 }
             }
-            if inner.used + cost > self.budget || (is_fd && inner.fds >= FD_ENTRIES_MAX) {
+            if inner.used + cost > self.budget || (is_fd && inner.fds >= fd_cap) {
                 return;
             }
         }
@@ -259,6 +277,44 @@ impl FileCache {
     /// Bytes the cache is charged for now (tests).
     pub fn used(&self) -> usize {
         self.inner.read().unwrap_or_else(|e| e.into_inner()).used
+    }
+
+    /// Let go of every open descriptor it holds (the process is out of them); files being sent
+    /// keep theirs until they are sent.
+    pub fn shed(&self) {
+        let mut inner = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if inner.fds == 0 {
+            return;
+        }
+        let open: Vec<Box<str>> = inner
+            .map
+            .iter()
+            .filter(|(_, e)| matches!(e.body, Stored::Open(..)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &open {
+            if let Some(old) = inner.map.remove(k) {
+                inner.forget(&old);
+            }
+        }
+        tracing::warn!(
+            "out of file descriptors: the file cache closed the {} it held open",
+            open.len()
+        );
+    }
+
+    /// Open descriptors the cache holds now (tests).
+    pub fn held_fds(&self) -> usize {
+        self.inner.read().unwrap_or_else(|e| e.into_inner()).fds
+    }
+
+    /// The most descriptors it may hold.
+    fn fd_cap(&self) -> usize {
+        *self.fd_cap.get_or_init(|| {
+            self.fds.unwrap_or_else(|| {
+                default_fds(crate::sys::fd_limit().unwrap_or(FD_ENTRIES_MAX as u64 * FD_SHARE))
+            })
+        })
     }
 }
 

@@ -83,6 +83,8 @@ pub struct StaticConfig {
     pub fallback: Option<String>,
     /// Byte budget of the open-file cache ([`file_cache`]); 0 turns it off.
     pub file_cache: u64,
+    /// Open descriptors the cache may hold (`None`: [`file_cache::default_fds`]).
+    pub file_cache_fds: Option<usize>,
 }
 
 impl Default for StaticConfig {
@@ -98,6 +100,7 @@ impl Default for StaticConfig {
             error_pages: Vec::new(),
             fallback: None,
             file_cache: file_cache::DEFAULT_BUDGET,
+            file_cache_fds: None,
         }
     }
 }
@@ -169,7 +172,7 @@ impl StaticFiles {
             root,
             cache_rules,
             gzip: GzipCache::new(encoding::GZIP_CACHE_BUDGET),
-            files: FileCache::new(cfg.file_cache),
+            files: FileCache::new(cfg.file_cache, cfg.file_cache_fds),
             cfg,
         })
     }
@@ -202,14 +205,14 @@ impl StaticFiles {
             Err(Refusal::NotFound) => return self.missing(req),
             Err(Refusal::Hidden) => return not_found(),
             Err(Refusal::Forbidden) => return forbidden(),
-            Err(Refusal::Busy) => return busy(),
+            Err(Refusal::Busy) => return self.busy(),
         };
         let (file, meta) = match open(&target) {
             Ok(fm) => fm,
             Err(Refusal::NotFound) => return self.missing(req),
             Err(Refusal::Hidden) => return not_found(),
             Err(Refusal::Forbidden) => return forbidden(),
-            Err(Refusal::Busy) => return busy(),
+            Err(Refusal::Busy) => return self.busy(),
         };
         // Step 3.
         if meta.is_dir() {
@@ -287,7 +290,7 @@ impl StaticFiles {
                     return self.serve_file(req, &child, &target, file, &meta, true)
                 }
                 Err(Refusal::Forbidden) => return forbidden(),
-                Err(Refusal::Busy) => return busy(),
+                Err(Refusal::Busy) => return self.busy(),
                 _ => {}
             }
         }
@@ -620,6 +623,15 @@ impl StaticFiles {
     }
 }
 
+impl StaticFiles {
+    /// The process is out of descriptors: let the cache's go (so the next request can have
+    /// one) and answer 503.
+    fn busy(&self) -> Response {
+        self.files.shed();
+        busy()
+    }
+}
+
 impl Handler for StaticFiles {
     fn handle(&self, req: &Request<'_>, _peer: &Peer) -> Response {
         if let Some(hit) = self.files.get(req, std::time::Instant::now()) {
@@ -627,6 +639,10 @@ impl Handler for StaticFiles {
         }
         let resp = self.respond(req);
         self.with_error_page(resp)
+    }
+
+    fn release_descriptors(&self) {
+        self.files.shed();
     }
 }
 

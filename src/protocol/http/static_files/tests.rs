@@ -901,3 +901,37 @@ fn the_cache_keeps_to_its_budget_and_can_be_turned_off() {
     assert!(get(&small, "/big.txt").raw_headers.is_none());
     assert!(small.files.used() <= 1000);
 }
+
+#[test]
+fn the_cache_keeps_at_most_its_share_of_descriptors() {
+    let t = tree();
+    let big = vec![b'x'; 70 * 1024]; // over INLINE_MAX: kept as an open descriptor
+    for i in 0..3 {
+        std::fs::write(t.root().join(format!("large-{i}.bin")), &big).unwrap();
+    }
+    let h = handler(&t, |c| c.file_cache_fds = Some(2));
+    for i in 0..3 {
+        get(&h, &format!("/large-{i}.bin"));
+    }
+    assert_eq!(h.files.held_fds(), 2);
+    assert!(get(&h, "/large-0.bin").raw_headers.is_some());
+    assert!(get(&h, "/large-1.bin").raw_headers.is_some());
+    assert!(
+        get(&h, "/large-2.bin").raw_headers.is_none(),
+        "a third descriptor"
+    );
+    // Small files cost no descriptor and are still kept.
+    get(&h, "/hello.txt");
+    assert!(get(&h, "/hello.txt").raw_headers.is_some());
+    // Out of descriptors, the server asks the handler to let go of them; the rest stays.
+    h.release_descriptors();
+    assert_eq!(h.files.held_fds(), 0);
+    assert!(get(&h, "/large-0.bin").raw_headers.is_none());
+    assert!(get(&h, "/hello.txt").raw_headers.is_some());
+
+    // By default: a quarter of the limit, at most 1024.
+    assert_eq!(file_cache::default_fds(40), 10);
+    assert_eq!(file_cache::default_fds(4096), 1024);
+    assert_eq!(file_cache::default_fds(1_048_576), 1024);
+    assert_eq!(file_cache::default_fds(3), 0);
+}
