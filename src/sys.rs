@@ -390,26 +390,26 @@ pub fn exit_child(code: i32) -> ! {
 // ---------------------------------------------------------------------------------------------
 // Resource limits.
 
-/// The soft limit on open descriptors: the most this process may hold at once.
-pub fn fd_limit() -> io::Result<u64> {
+/// The soft and hard limits on open descriptors.
+fn nofile() -> io::Result<libc::rlimit> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: `lim` is a live local the kernel fills in.
     cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
-    Ok(lim.rlim_cur)
+    Ok(lim)
+}
+
+/// The soft limit on open descriptors: the most this process may hold at once.
+pub fn fd_limit() -> io::Result<u64> {
+    Ok(nofile()?.rlim_cur)
 }
 
 /// Raise the soft limit on open descriptors to the hard limit (every connection costs one or
 /// two); returns the limit in force.
 pub fn raise_fd_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a live local the kernel fills in.
-    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    let lim = nofile()?;
     if lim.rlim_cur < lim.rlim_max {
         let want = libc::rlimit {
             rlim_cur: lim.rlim_max,

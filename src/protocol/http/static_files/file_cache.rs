@@ -93,9 +93,8 @@ struct Inner {
 /// The cache; shared by every worker thread.
 pub struct FileCache {
     budget: usize,
-    /// Descriptors it may hold, as configured; `None`: [`default_fds`] of the limit in force
+    /// Descriptors it may hold: as configured, or else [`default_fds`] of the limit in force
     /// when the first one is kept (the server raises the limit after the cache is made).
-    fds: Option<usize>,
     fd_cap: OnceLock<usize>,
     inner: RwLock<Inner>,
 }
@@ -122,10 +121,13 @@ impl FileCache {
     /// A cache holding at most `budget` bytes (0 disables it) and `fds` open descriptors
     /// (`None`: [`default_fds`]).
     pub fn new(budget: u64, fds: Option<usize>) -> FileCache {
+        let fd_cap = OnceLock::new();
+        if let Some(n) = fds {
+            let _ = fd_cap.set(n);
+        }
         FileCache {
             budget: usize::try_from(budget).unwrap_or(usize::MAX),
-            fds,
-            fd_cap: OnceLock::new(),
+            fd_cap,
             inner: RwLock::new(Inner {
                 map: HashMap::new(),
                 used: 0,
@@ -311,9 +313,7 @@ impl FileCache {
     /// The most descriptors it may hold.
     fn fd_cap(&self) -> usize {
         *self.fd_cap.get_or_init(|| {
-            self.fds.unwrap_or_else(|| {
-                default_fds(crate::sys::fd_limit().unwrap_or(FD_ENTRIES_MAX as u64 * FD_SHARE))
-            })
+            default_fds(crate::sys::fd_limit().unwrap_or(FD_ENTRIES_MAX as u64 * FD_SHARE))
         })
     }
 }
