@@ -83,6 +83,9 @@ pub(crate) struct Conn<T: Session> {
     /// Output was queued since the last `on_drained`: call it when the outbox empties.
     owe_drained: bool,
     shutdown_told: bool,
+    /// The socket takes `TCP_QUICKACK` (cleared after the first refusal: a Unix socket has no
+    /// ACKs to hurry, so it is not asked again on every read).
+    quickack: bool,
     limits: Limits,
 }
 
@@ -107,6 +110,7 @@ impl<T: Session> Conn<T> {
             last_progress: now,
             owe_drained: false,
             shutdown_told: false,
+            quickack: true,
             limits,
         }
     }
@@ -235,11 +239,11 @@ impl<T: Session> Conn<T> {
                     let (was_empty, queued) = (self.out.is_empty(), self.out.len());
                     let next = self.session.on_input(&mut self.input, &mut self.out, now);
                     self.apply(next, was_empty, now);
-                    if self.state == State::Open && self.out.len() == queued {
+                    if self.quickack && self.state == State::Open && self.out.len() == queued {
                         // No answer to carry the ACK (a request still arriving, or one that
                         // waits on something else): send it now, or a peer holding its next
                         // bytes for that ACK (Nagle) would wait out the delayed-ACK timer.
-                        let _ = crate::sys::ack_now(self.sock.as_fd());
+                        self.quickack = crate::sys::ack_now(self.sock.as_fd()).is_ok();
                     }
                     // Send as we go, so a fast sender's echo leaves while we still read.
                     self.progress(now);
@@ -377,6 +381,66 @@ impl<T: Session> Conn<T> {
             let next = self.session.on_shutdown(&mut self.out, now);
             self.apply(next, was_empty, now);
             self.progress(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Next, Outbox, ReadBuf, Session};
+    use std::io::Write;
+
+    /// Consumes everything and never answers: every read leaves an ACK to hurry.
+    struct Sink;
+
+    impl Session for Sink {
+        fn on_input(&mut self, input: &mut ReadBuf, _out: &mut Outbox, _now: Instant) -> Next {
+            let n = input.len();
+            input.consume(n);
+            Next::CONTINUE
+        }
+
+        fn on_eof(&mut self, _input: &mut ReadBuf, _out: &mut Outbox, _now: Instant) -> Next {
+            Next::Close
+        }
+    }
+
+    fn limits() -> Limits {
+        Limits::from(&ServeOptions::default())
+    }
+
+    /// Feed one message to a connection over `ours` (the peer writes on `theirs`).
+    fn feed(conn: &mut Conn<Sink>, theirs: &mut impl Write) {
+        theirs.write_all(b"part of a message").unwrap();
+        conn.ready(Instant::now(), true, false, false);
+        assert!(!conn.is_closed());
+    }
+
+    #[test]
+    fn a_unix_socket_is_not_asked_to_hurry_acks_again_after_refusing() {
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut conn = Conn::new(
+            Socket::from(std::os::fd::OwnedFd::from(ours)),
+            Sink,
+            limits(),
+            Instant::now(),
+        );
+        feed(&mut conn, &mut theirs);
+        assert!(!conn.quickack, "a Unix socket accepted TCP_QUICKACK");
+    }
+
+    #[test]
+    fn a_tcp_socket_keeps_hurrying_acks() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut theirs = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (ours, _) = l.accept().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut conn = Conn::new(Socket::from(ours), Sink, limits(), Instant::now());
+        for _ in 0..2 {
+            feed(&mut conn, &mut theirs);
+            assert!(conn.quickack);
         }
     }
 }
