@@ -16,7 +16,6 @@
 //! | [`protocol::chat`] | the tincanchat room: broadcast with one global order, bounded queues |
 //! | [`protocol::http`] | HTTP/1.1: parsing, limits, static files, listings, `hello` |
 //! | [`bench`] | the load generator behind `tincan bench` |
-//! | [`config`] | `tincan.toml`: every serve flag as a key, typed and checked |
 //! | [`error`] | the error every command returns; each message is one sentence |
 //! | [`logging`] | tracing to stderr |
 //! | [`sys`] | every `unsafe` system call, wrapped safely: epoll, poll, select, sendfile, fork, setuid |

@@ -443,4 +443,76 @@ mod tests {
             assert!(conn.quickack);
         }
     }
+
+    /// The steady state: a keep-alive connection asking again and again for a small
+    /// file the cache holds is answered from the read to the write without allocating (the
+    /// cached head and body are shared, the buffers are the connection's own). The few
+    /// allowed rounds cover what happens once a second (the cache entry's revalidation, the
+    /// `Date` line).
+    #[test]
+    fn a_repeated_get_of_a_cached_small_file_allocates_nothing() {
+        use crate::protocol::http::static_files::{StaticConfig, StaticFiles};
+        use crate::protocol::http::{HttpOptions, HttpService, Limits as HttpLimits};
+        use crate::protocol::{Peer, PeerAddr};
+        use crate::sys::counting_alloc::allocations;
+        use std::io::Read;
+
+        let root = std::env::temp_dir().join(format!("tincan-alloc-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("small.txt"), "x".repeat(1024)).unwrap();
+        let files = StaticFiles::new(StaticConfig {
+            root: root.clone(),
+            ..StaticConfig::default()
+        })
+        .unwrap();
+        let svc = HttpService::new(
+            std::sync::Arc::new(files),
+            HttpLimits::default(),
+            HttpOptions::default(),
+        );
+        let peer = Peer {
+            remote: PeerAddr::Tcp("127.0.0.1:40000".parse().unwrap()),
+            local: PeerAddr::Tcp("127.0.0.1:8080".parse().unwrap()),
+        };
+        let (ours, mut theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let now = Instant::now();
+        let mut conn = Conn::new(
+            Socket::from(std::os::fd::OwnedFd::from(ours)),
+            svc.session_at(&peer, now),
+            limits(),
+            now,
+        );
+        let mut answer = [0u8; 4096];
+        let mut round = |conn: &mut Conn<_>, answer: &mut [u8]| -> usize {
+            theirs
+                .write_all(b"GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            conn.ready(Instant::now(), true, false, false);
+            theirs.read(answer).unwrap()
+        };
+        for _ in 0..3 {
+            assert!(round(&mut conn, &mut answer) > 1024);
+        }
+        assert!(answer.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        let before = allocations();
+        drop(std::hint::black_box(vec![0u8; 1]));
+        assert!(
+            allocations() > before,
+            "the counting allocator is not in use"
+        );
+        let (rounds, mut allocating) = (500, 0);
+        for _ in 0..rounds {
+            let before = allocations();
+            assert!(round(&mut conn, &mut answer) > 1024);
+            if allocations() > before {
+                allocating += 1;
+            }
+        }
+        let _ = std::fs::remove_dir_all(&root);
+        assert!(
+            allocating <= 4,
+            "{allocating} of {rounds} requests for a cached file allocated"
+        );
+    }
 }
