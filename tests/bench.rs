@@ -257,6 +257,35 @@ fn bench_refuses_a_run_without_an_end_or_with_a_bad_url() {
 }
 
 #[test]
+fn a_run_that_never_connects_prints_its_figures_then_says_why_and_fails() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}/");
+    let (status, out, err) = run_tincan(
+        &["bench", "http", &url, "-c", "2", "-d", "1.5", "--progress"],
+        b"",
+        Duration::from_secs(20),
+    );
+    assert!(
+        !status.success(),
+        "exit 0 with no connection made; stderr: {err}"
+    );
+    assert!(
+        out.contains("(connect "),
+        "the table is still printed: {out}"
+    );
+    assert!(
+        err.contains(&format!("could not connect to {url}: connection refused")),
+        "{err}"
+    );
+    // Into a pipe, --progress writes whole lines, not carriage returns.
+    assert!(err.contains("1 s") && err.contains("replies"), "{err}");
+    assert!(!err.contains('\r'), "{err:?}");
+}
+
+#[test]
 fn when_asked_unanswered_requests_count_in_the_latency_at_their_wait() {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();

@@ -229,11 +229,18 @@ fn progress_loop<T>(
     let mut last = 0u64;
     let mut tick = start;
     let mut printed = false;
+    // On a terminal each line overwrites the last; in a log (`--progress` into a file) each
+    // is a line of its own.
+    let (lead, end) = if std::io::stderr().is_terminal() {
+        ("\r", "")
+    } else {
+        ("", "\n")
+    };
     loop {
         tick += Duration::from_secs(1);
         while Instant::now() < tick {
             if handles.iter().all(|h| h.is_finished()) {
-                if printed {
+                if printed && end.is_empty() {
                     eprintln!();
                 }
                 return;
@@ -247,7 +254,7 @@ fn progress_loop<T>(
             format!(", {} s left", d.saturating_duration_since(tick).as_secs())
         });
         eprint!(
-            "\r{secs:>4} s  {replies:>10} replies  {:>10} /s  {errors} errors{left}   ",
+            "{lead}{secs:>4} s  {replies:>10} replies  {:>10} /s  {errors} errors{left}   {end}",
             replies - last
         );
         printed = true;

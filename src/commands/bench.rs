@@ -239,6 +239,17 @@ fn execute<L: Load>(
     } else {
         print!("{}", report::table(&run));
     }
+    let s = &outcome.stats;
+    if s.replies == 0 && s.connects == 0 && s.errors.get(bench::ErrorKind::Connect) > 0 {
+        // Every attempt failed to connect: the figures above are all zero, so say why once.
+        let why = match std::net::TcpStream::connect_timeout(&addr, opts.connect_timeout) {
+            Err(e) => super::send::describe(&e),
+            Ok(_) => "every attempt failed, though it answers now".into(),
+        };
+        return Err(Error::Client(format!(
+            "could not connect to {target}: {why}"
+        )));
+    }
     Ok(outcome)
 }
 
