@@ -1313,6 +1313,23 @@ fn a_panicking_session_loses_its_connection_and_nothing_else() {
     }
 }
 
+/// Whether there are two CPUs to run `who` apart on; says the test is skipped if not.
+fn two_cpus(who: &str) -> bool {
+    let two = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
+    if !two {
+        eprintln!("skipped: one CPU, so {who} cannot run apart");
+    }
+    two
+}
+
+/// Pin every thread process `pid` has now to `cpu` (threads it starts later inherit it).
+fn pin_threads(pid: i32, cpu: usize) {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let tid = task.unwrap().file_name().to_str().unwrap().parse().unwrap();
+        tincan::sys::pin_to_cpus(tid, &[cpu]).expect("pin a server thread");
+    }
+}
+
 /// Times the event loop's threads went to sleep (voluntary context switches, summed over the
 /// threads of process `pid`).
 fn sleeps(pid: i32) -> u64 {
@@ -1335,8 +1352,7 @@ fn sleeps(pid: i32) -> u64 {
 #[test]
 fn busy_polling_keeps_a_busy_event_worker_awake_and_zero_turns_it_off() {
     const ROUNDS: u64 = 2000;
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        eprintln!("skipped: one CPU, so the client and the worker cannot run apart");
+    if !two_cpus("the client and the worker") {
         return;
     }
     let pin = |pid: i32, cpu: usize| tincan::sys::pin_to_cpus(pid, &[cpu]).expect("pin");
@@ -1359,12 +1375,7 @@ fn busy_polling_keeps_a_busy_event_worker_awake_and_zero_turns_it_off() {
                 "--busy-poll",
                 window,
             ]);
-            for task in std::fs::read_dir(format!("/proc/{}/task", server.pid())).unwrap() {
-                pin(
-                    task.unwrap().file_name().to_str().unwrap().parse().unwrap(),
-                    0,
-                );
-            }
+            pin_threads(server.pid(), 0);
             let mut c = crate::support::connect(server.addr());
             c.set_nodelay(true).unwrap();
             let mut r = BufReader::new(c.try_clone().unwrap());
@@ -1397,4 +1408,62 @@ fn busy_polling_keeps_a_busy_event_worker_awake_and_zero_turns_it_off() {
             "{poller}: sleeps per round trip with --busy-poll 1000: {polling:.2}, with 0: {off:.2}"
         );
     }
+}
+
+/// Under `threaded`, a thousand connections kept busy on one core must not leave the ones still
+/// waiting to be accepted unanswered: with one acceptor thread among a thousand busy ones, it
+/// got a thousandth of the core and a third of the connections had no answer within 2 s. The
+/// server runs on CPU 0 and the load on CPU 1, as `bench models` measures it.
+#[test]
+fn threaded_accepts_a_thousand_connections_while_the_first_ones_keep_it_busy() {
+    use tincan::bench::http::{build_request, HttpLoad, Url};
+    use tincan::bench::LoadOptions;
+    const CONNECTIONS: usize = 1000;
+    if !two_cpus("the load and the server") {
+        return;
+    }
+    let dir = crate::support::TempDir::new("threaded-burst");
+    std::fs::write(dir.path().join("1k.bin"), vec![b'x'; 1024]).unwrap();
+    let root = dir.path().to_str().unwrap();
+    let server = crate::support::Server::start(&[
+        "serve",
+        root,
+        "--listen",
+        "127.0.0.1:0",
+        "--model",
+        "threaded",
+        "--access-log",
+        "off",
+    ]);
+    // Only the acceptor runs yet; every connection thread inherits its CPU.
+    pin_threads(server.pid(), 0);
+    let addr = server.addr();
+    let outcome = std::thread::spawn(move || {
+        tincan::sys::pin_to_cpus(0, &[1]).expect("pin the load");
+        let url = Url::parse(&format!("http://{addr}/1k.bin")).unwrap();
+        let req = build_request("GET", &url, &[], true).unwrap();
+        let opts = LoadOptions {
+            connections: CONNECTIONS,
+            threads: 1,
+            duration: Some(Duration::from_secs(3)),
+            timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(2),
+            warmup: Duration::from_secs(1),
+            count_unanswered: true,
+            progress: false,
+            ..LoadOptions::default()
+        };
+        tincan::bench::run(addr, Arc::new(HttpLoad::new(req, "GET")), &opts).unwrap()
+    })
+    .join()
+    .unwrap();
+    let s = &outcome.stats;
+    assert!(
+        s.replies > 0 && s.starved <= CONNECTIONS as u64 / 100,
+        "{} of {CONNECTIONS} connections got no answer ({} replies, errors {:?}); server log:\n{}",
+        s.starved,
+        s.replies,
+        s.errors,
+        server.stderr()
+    );
 }

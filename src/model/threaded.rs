@@ -1,6 +1,8 @@
 //! The threaded model: a thread per connection, at most `max_connections` at once. At the cap
 //! the acceptor stops accepting (further clients wait in the listen backlog) instead of creating
-//! threads without bound.
+//! threads without bound. A new connection thread first accepts the next waiting connection, if
+//! there is one, and starts its thread: on one core with a thousand busy connection threads, the
+//! lone acceptor would get a thousandth of the CPU and leave a burst of clients unanswered.
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -17,6 +19,18 @@ const STACK_SIZE: usize = 256 * 1024;
 struct Slots {
     active: Mutex<usize>,
     freed: Condvar,
+}
+
+impl Slots {
+    /// Take a slot if fewer than `max` are taken.
+    fn take(self: &Arc<Slots>, max: usize) -> Option<SlotGuard> {
+        let mut n = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(SlotGuard(Arc::clone(self)))
+    }
 }
 
 /// Held by a connection thread; frees its slot when dropped (even if the session panics).
@@ -39,42 +53,28 @@ pub(crate) fn run<S: Service>(
         active: Mutex::new(0),
         freed: Condvar::new(),
     });
+    let listeners = Arc::new(listeners);
     'serve: loop {
-        // Wait for a free slot before accepting: at the cap, clients queue in the backlog.
-        {
-            let mut n = slots.active.lock().unwrap_or_else(|e| e.into_inner());
-            while *n >= max {
-                if ctx.shutdown.is_triggered() {
-                    break 'serve;
-                }
-                n = slots
-                    .freed
-                    .wait_timeout(n, Duration::from_millis(50))
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
+        // Hold a free slot before accepting: at the cap, clients queue in the backlog.
+        let guard = loop {
+            if ctx.shutdown.is_triggered() {
+                break 'serve;
             }
-        }
-        if ctx.shutdown.is_triggered() {
-            break;
-        }
+            if let Some(g) = slots.take(max) {
+                break g;
+            }
+            let n = slots.active.lock().unwrap_or_else(|e| e.into_inner());
+            drop(
+                slots
+                    .freed
+                    .wait_timeout_while(n, Duration::from_millis(50), |n| *n >= max)
+                    .unwrap_or_else(|e| e.into_inner()),
+            );
+        };
         let Some((sock, peer)) = blocking::accept_next(&ctx, &listeners)? else {
             break;
         };
-        *slots.active.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-        let guard = SlotGuard(Arc::clone(&slots));
-        let ctx2 = Arc::clone(&ctx);
-        let spawned = std::thread::Builder::new()
-            .name("tincan-conn".into())
-            .stack_size(STACK_SIZE)
-            .spawn(move || {
-                let _guard = guard;
-                blocking::run_connection(&ctx2, sock, peer, &|| {});
-            });
-        if let Err(e) = spawned {
-            // The closure (socket and guard) was dropped: the client sees a close.
-            tracing::warn!("cannot start a thread for a connection: {e}; closing it");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        spawn(&ctx, &slots, &listeners, max, guard, sock, peer);
     }
     // Stop accepting at once: new clients are refused instead of waiting out the grace period.
     drop(listeners);
@@ -98,4 +98,68 @@ pub(crate) fn run<S: Service>(
             .0;
     }
     Ok(())
+}
+
+/// Start a thread for an accepted connection. Before it serves its own connection, the new
+/// thread takes the next waiting one, if any, and starts a thread for that in turn: accepting
+/// is passed along the chain of new threads, which the scheduler runs soon, instead of resting
+/// on one acceptor that gets a thousandth of the core once a thousand connections are busy.
+fn spawn<S: Service>(
+    ctx: &Arc<Ctx<S>>,
+    slots: &Arc<Slots>,
+    listeners: &Arc<Vec<Listener>>,
+    max: usize,
+    guard: SlotGuard,
+    sock: socket2::Socket,
+    peer: crate::protocol::Peer,
+) {
+    let (ctx2, slots2, listeners2) = (Arc::clone(ctx), Arc::clone(slots), Arc::clone(listeners));
+    let spawned = std::thread::Builder::new()
+        .name("tincan-conn".into())
+        .stack_size(STACK_SIZE)
+        .spawn(move || {
+            let _guard = guard;
+            if let Some((next, next_peer, next_guard)) =
+                take_waiting(&ctx2, &slots2, &listeners2, max)
+            {
+                spawn(
+                    &ctx2,
+                    &slots2,
+                    &listeners2,
+                    max,
+                    next_guard,
+                    next,
+                    next_peer,
+                );
+            }
+            drop((slots2, listeners2));
+            blocking::run_connection(&ctx2, sock, peer, &|| {});
+        });
+    if let Err(e) = spawned {
+        // The closure (socket and guard) was dropped: the client sees a close.
+        tracing::warn!("cannot start a thread for a connection: {e}; closing it");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A connection already waiting on one of the listeners, with a slot for it; `None` when none
+/// waits (the listeners are non-blocking), the cap is reached, or the server is stopping.
+fn take_waiting<S: Service>(
+    ctx: &Ctx<S>,
+    slots: &Arc<Slots>,
+    listeners: &[Listener],
+    max: usize,
+) -> Option<(socket2::Socket, crate::protocol::Peer, SlotGuard)> {
+    if ctx.shutdown.is_triggered() {
+        return None;
+    }
+    let guard = slots.take(max)?;
+    for l in listeners {
+        // Nothing waiting is the usual answer; any other failure the acceptor meets too, and
+        // deals with.
+        if let Ok((sock, peer)) = l.accept() {
+            return Some((sock, peer, guard));
+        }
+    }
+    None
 }
