@@ -133,7 +133,13 @@ pub(crate) fn flush(sock: &Socket, out: &mut Outbox, closing: bool) -> io::Resul
             // The same for the last bytes before a close, to share a packet with the FIN.
             let more = file_next || (closing && all);
             let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
-            sock.send_vectored_with_flags(&bufs[..n], flags)
+            if n == 1 {
+                // One piece (an echo, a chat line): send(2) spares sendmsg(2)'s copy of the
+                // message header and iovec from user memory.
+                sock.send_with_flags(&bufs[0], flags)
+            } else {
+                sock.send_vectored_with_flags(&bufs[..n], flags)
+            }
         };
         match step {
             Ok(n) => {
