@@ -1355,6 +1355,7 @@ fn busy_polling_keeps_a_busy_event_worker_awake_and_zero_turns_it_off() {
     if !two_cpus("the client and the worker") {
         return;
     }
+    let _one_at_a_time = crate::support::heavy();
     let pin = |pid: i32, cpu: usize| tincan::sys::pin_to_cpus(pid, &[cpu]).expect("pin");
     pin(0, 1);
     for poller in ["epoll", "poll", "select"] {
@@ -1422,6 +1423,7 @@ fn threaded_accepts_a_thousand_connections_while_the_first_ones_keep_it_busy() {
     if !two_cpus("the load and the server") {
         return;
     }
+    let _one_at_a_time = crate::support::heavy();
     let dir = crate::support::TempDir::new("threaded-burst");
     std::fs::write(dir.path().join("1k.bin"), vec![b'x'; 1024]).unwrap();
     let root = dir.path().to_str().unwrap();

@@ -9,6 +9,14 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
+/// Held by the tests that load both cores for seconds (a thousand busy connections, a room
+/// chatting at 4 MB/s, CPU-pinned measurements), so they run one at a time rather than on top
+/// of each other; the light tests still run beside them.
+pub fn heavy() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The `tincan` binary cargo built for these tests.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_tincan")
