@@ -13,6 +13,14 @@ use crate::sys;
 /// How much a single read asks for: enough for a request head or a chat burst in one call.
 pub(crate) const READ_CHUNK: usize = 16 * 1024;
 
+/// Bytes one connection may send in one turn before the others get theirs: a connection with
+/// a large file yields here and the poller reports it writable again in its round. Without it,
+/// each `sendfile` took as much as the socket would (several MiB on loopback) and 500 clients
+/// of a 10 MiB file saw a p99 of 1.1-1.5 s at 0.5 s median; with 4 MiB, 0.92-0.97 s at the same
+/// throughput or better; with 2 MiB (nginx's `sendfile_max_chunk`), 0.72-0.83 s but 7-12% less
+/// throughput.
+const TURN: usize = 4 << 20;
+
 /// At most this many chunks go into one writev (Linux allows 1024; more buys nothing).
 const MAX_IOVECS: usize = 64;
 
@@ -75,7 +83,8 @@ pub(crate) fn discard(sock: &Socket) -> io::Result<ReadOutcome> {
 pub(crate) struct Flushed {
     /// Bytes that left.
     pub wrote: usize,
-    /// The socket would block with output still queued.
+    /// Stop here with output still queued: the socket would block, or the connection has had
+    /// its turn ([`TURN`]); either way the poller says when to go on.
     pub blocked: bool,
 }
 
@@ -86,14 +95,25 @@ pub(crate) struct Flushed {
 /// then sent with `MSG_MORE`, so the kernel holds them until the close and the FIN rides in
 /// their packet: one packet (and one ACK) fewer per connection, as nginx gets from `TCP_CORK`.
 pub(crate) fn flush(sock: &Socket, out: &mut Outbox, closing: bool) -> io::Result<Flushed> {
+    flush_turn(sock, out, closing, TURN)
+}
+
+/// [`flush`], sending at most about `turn` bytes.
+fn flush_turn(sock: &Socket, out: &mut Outbox, closing: bool, turn: usize) -> io::Result<Flushed> {
     let mut done = Flushed::default();
     while !out.is_empty() {
+        if done.wrote >= turn {
+            done.blocked = true;
+            break;
+        }
         // What this call offers the socket: taking less means its buffer is full.
         let mut asked = 0usize;
         let step = if let Some(Chunk::File { file, offset, len }) = out.front() {
             let file = std::sync::Arc::clone(file);
             let (mut off, len) = (*offset, *len);
-            let want = usize::try_from(len).unwrap_or(usize::MAX);
+            let want = usize::try_from(len)
+                .unwrap_or(usize::MAX)
+                .min(turn - done.wrote);
             asked = want;
             match sys::sendfile(sock.as_fd(), &file, &mut off, want) {
                 Ok(0) => {
@@ -162,4 +182,32 @@ pub(crate) fn flush(sock: &Socket, out: &mut Outbox, closing: bool) -> io::Resul
         }
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A file region longer than a turn leaves in turns: one call sends a turn's worth (the
+    /// socket has room for more) and says to stop; the next call goes on from there.
+    #[test]
+    fn a_large_file_is_sent_a_turn_at_a_time() {
+        const TURN_HERE: usize = 16 * 1024;
+        let path = std::env::temp_dir().join(format!("tincan-turn-{}", std::process::id()));
+        std::fs::write(&path, vec![7u8; 4 * TURN_HERE]).unwrap();
+        let file = Arc::new(std::fs::File::open(&path).unwrap());
+        std::fs::remove_file(&path).unwrap();
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let sock = Socket::from(std::os::fd::OwnedFd::from(ours));
+        let mut out = Outbox::new();
+        out.push_file(file, 0, 4 * TURN_HERE as u64);
+        let f = flush_turn(&sock, &mut out, false, TURN_HERE).unwrap();
+        assert_eq!((f.wrote, f.blocked), (TURN_HERE, true));
+        assert_eq!(out.len(), 3 * TURN_HERE);
+        let f = flush_turn(&sock, &mut out, false, TURN_HERE).unwrap();
+        assert_eq!(f.wrote, TURN_HERE);
+        drop(theirs);
+    }
 }
