@@ -294,7 +294,7 @@ impl<T: Session> Conn<T> {
                         if f.wrote > 0 {
                             self.last_progress = now;
                         }
-                        if f.blocked {
+                        if f.paused {
                             return;
                         }
                     }

@@ -85,7 +85,7 @@ pub(crate) struct Flushed {
     pub wrote: usize,
     /// Stop here with output still queued: the socket would block, or the connection has had
     /// its turn ([`TURN`]); either way the poller says when to go on.
-    pub blocked: bool,
+    pub paused: bool,
 }
 
 /// Send as much of `out` as the socket takes now. A file region that ends early (the file
@@ -103,7 +103,7 @@ fn flush_turn(sock: &Socket, out: &mut Outbox, closing: bool, turn: usize) -> io
     let mut done = Flushed::default();
     while !out.is_empty() {
         if done.wrote >= turn {
-            done.blocked = true;
+            done.paused = true;
             break;
         }
         // What this call offers the socket: taking less means its buffer is full.
@@ -169,13 +169,13 @@ fn flush_turn(sock: &Socket, out: &mut Outbox, closing: bool, turn: usize) -> io
                     // The socket buffer is full: the next call would only say EAGAIN (with a
                     // large file, 4 sendfile calls in 10 did). The level-triggered pollers
                     // report writability again once there is room.
-                    done.blocked = true;
+                    done.paused = true;
                     break;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                done.blocked = true;
+                done.paused = true;
                 break;
             }
             Err(e) => return Err(e),
@@ -204,7 +204,7 @@ mod tests {
         let mut out = Outbox::new();
         out.push_file(file, 0, 4 * TURN_HERE as u64);
         let f = flush_turn(&sock, &mut out, false, TURN_HERE).unwrap();
-        assert_eq!((f.wrote, f.blocked), (TURN_HERE, true));
+        assert_eq!((f.wrote, f.paused), (TURN_HERE, true));
         assert_eq!(out.len(), 3 * TURN_HERE);
         let f = flush_turn(&sock, &mut out, false, TURN_HERE).unwrap();
         assert_eq!(f.wrote, TURN_HERE);
