@@ -1440,28 +1440,45 @@ fn threaded_accepts_a_thousand_connections_while_the_first_ones_keep_it_busy() {
     // Only the acceptor runs yet; every connection thread inherits its CPU.
     pin_threads(server.pid(), 0);
     let addr = server.addr();
-    let outcome = std::thread::spawn(move || {
-        tincan::sys::pin_to_cpus(0, &[1]).expect("pin the load");
-        let url = Url::parse(&format!("http://{addr}/1k.bin")).unwrap();
-        let req = build_request("GET", &url, &[], true).unwrap();
-        let opts = LoadOptions {
-            connections: CONNECTIONS,
-            threads: 1,
-            duration: Some(Duration::from_secs(3)),
-            timeout: Duration::from_secs(2),
-            connect_timeout: Duration::from_secs(2),
-            warmup: Duration::from_secs(1),
-            count_unanswered: true,
-            progress: false,
-            ..LoadOptions::default()
-        };
-        tincan::bench::run(addr, Arc::new(HttpLoad::new(req, "GET")), &opts).unwrap()
-    })
-    .join()
-    .unwrap();
+    let run = move || {
+        std::thread::spawn(move || {
+            tincan::sys::pin_to_cpus(0, &[1]).expect("pin the load");
+            let url = Url::parse(&format!("http://{addr}/1k.bin")).unwrap();
+            let req = build_request("GET", &url, &[], true).unwrap();
+            let opts = LoadOptions {
+                connections: CONNECTIONS,
+                threads: 1,
+                duration: Some(Duration::from_secs(3)),
+                timeout: Duration::from_secs(2),
+                connect_timeout: Duration::from_secs(2),
+                warmup: Duration::from_secs(1),
+                count_unanswered: true,
+                progress: false,
+                ..LoadOptions::default()
+            };
+            tincan::bench::run(addr, Arc::new(HttpLoad::new(req, "GET")), &opts).unwrap()
+        })
+        .join()
+        .unwrap()
+    };
+    // A run in which the load itself hardly ran (other tests and the host took its CPU: 577
+    // replies in 3 s once in CI) says nothing about the server; measure again. The starving
+    // server answered 100,000 requests or more in its runs.
+    const ENOUGH: u64 = 20_000;
+    let mut outcome = run();
+    for _ in 0..2 {
+        if outcome.stats.replies >= ENOUGH {
+            break;
+        }
+        eprintln!(
+            "only {} replies: the machine was too busy to tell; measuring again",
+            outcome.stats.replies
+        );
+        outcome = run();
+    }
     let s = &outcome.stats;
     assert!(
-        s.replies > 0 && s.starved <= CONNECTIONS as u64 / 100,
+        s.replies >= ENOUGH && s.starved <= CONNECTIONS as u64 / 100,
         "{} of {CONNECTIONS} connections got no answer ({} replies, errors {:?}); server log:\n{}",
         s.starved,
         s.replies,
