@@ -730,8 +730,11 @@ fn graceful_shutdown_closes_stragglers_when_the_grace_period_ends() {
 fn a_session_asking_for_a_wake_up_gets_on_timer() {
     for f in flavours() {
         let srv = start(f);
-        let mut c = srv.connect();
+        // The clock starts before connect(): the server's own reading of the time, to which it
+        // adds the 100 ms, can only come after the handshake. Started after connect(), a client
+        // descheduled between the two would see the server's clock run ahead of its own.
         let t0 = Instant::now();
+        let mut c = srv.connect();
         c.write_all(b"TIMER 100\n").unwrap();
         assert_eq!(line(&mut BufReader::new(&mut c)), "TIMER FIRED\n", "{f:?}");
         let took = t0.elapsed();
