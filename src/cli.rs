@@ -79,6 +79,15 @@ pub struct ServerArgs {
     #[arg(long)]
     pub reuse_port: bool,
 
+    /// Seconds the kernel may hold a new TCP connection until its first bytes arrive before
+    /// handing it to the server (TCP_DEFER_ACCEPT, nginx's `deferred`; 0: at once). Meanwhile
+    /// it takes no descriptor or connection slot, and the server wakes once per connection
+    /// instead of twice: less server CPU, but the wake-up no longer overlaps the client's
+    /// first write, so one client at a time waits longer. For protocols whose client speaks
+    /// first. At most 600. [default: 0]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    pub defer_accept: Option<i64>,
+
     /// Seconds in-flight work may take to finish after SIGINT/SIGTERM. [default: 10]
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub grace: Option<f64>,
@@ -132,6 +141,14 @@ impl ServerArgs {
         if self.backlog.is_some_and(|b| b < 1) {
             return Err(Error::Usage("--backlog must be at least 1".into()));
         }
+        if let Some(s) = self.defer_accept {
+            if !(0..=i64::from(net::MAX_DEFER_ACCEPT)).contains(&s) {
+                return Err(Error::Usage(format!(
+                    "--defer-accept must be whole seconds from 0 (off) to {}, not {s}",
+                    net::MAX_DEFER_ACCEPT
+                )));
+            }
+        }
         self.privileges().validate()?;
         Ok(o)
     }
@@ -140,6 +157,11 @@ impl ServerArgs {
         BindOptions {
             backlog: self.backlog.unwrap_or(BindOptions::default().backlog),
             reuse_port: self.reuse_port,
+            // Checked in serve_options(), which setup() calls first.
+            defer_accept: self
+                .defer_accept
+                .and_then(|s| u32::try_from(s).ok())
+                .unwrap_or(BindOptions::default().defer_accept),
         }
     }
 

@@ -86,6 +86,8 @@ pub struct Config {
     pub max_connections: Option<usize>,
     pub backlog: Option<i32>,
     pub reuse_port: Option<bool>,
+    /// Seconds a silent new connection is kept in the kernel (`--defer-accept`).
+    pub defer_accept: Option<i64>,
     pub grace: Option<f64>,
     pub send_timeout: Option<f64>,
     /// Microseconds an idle event worker polls before it sleeps (`--busy-poll`).

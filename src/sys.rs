@@ -618,13 +618,45 @@ pub fn recv_discard(fd: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
 /// Linux flushes a pending ACK for any non-zero value and leaves delayed-ACK mode only for
 /// odd ones). Not a TCP socket: an error the caller may ignore.
 pub fn ack_now(fd: BorrowedFd<'_>) -> io::Result<()> {
-    let val: libc::c_int = 2;
+    set_tcp_option(fd, libc::TCP_QUICKACK, 2)
+}
+
+/// Hand over a listening socket's new connections only once their first bytes arrive, or
+/// after about `secs` seconds (`TCP_DEFER_ACCEPT`; 0 turns it off). Meanwhile the kernel keeps
+/// the half-accepted connection itself: no descriptor, no wake-up.
+pub fn set_defer_accept(fd: BorrowedFd<'_>, secs: u32) -> io::Result<()> {
+    set_tcp_option(
+        fd,
+        libc::TCP_DEFER_ACCEPT,
+        secs.try_into().unwrap_or(libc::c_int::MAX),
+    )
+}
+
+/// The seconds set by [`set_defer_accept`], as the kernel rounded them (to its SYN-ACK
+/// retransmission schedule).
+pub fn defer_accept(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut val: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a live descriptor, and a c_int with its size for the kernel to fill.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&mut val as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(u32::try_from(val).unwrap_or(0))
+}
+
+fn set_tcp_option(fd: BorrowedFd<'_>, opt: libc::c_int, val: libc::c_int) -> io::Result<()> {
     // SAFETY: a live descriptor and a pointer to a c_int of the size passed.
     cvt(unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
             libc::IPPROTO_TCP,
-            libc::TCP_QUICKACK,
+            opt,
             (&val as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )

@@ -488,6 +488,7 @@ fn server_args(listen: &[&str]) -> tincan::cli::ServerArgs {
         max_connections: None,
         backlog: None,
         reuse_port: false,
+        defer_accept: None,
         grace: None,
         send_timeout: None,
         busy_poll: None,
@@ -536,7 +537,7 @@ fn all_interfaces_takes_ipv4_and_ipv6_on_one_socket() {
 #[test]
 fn impossible_server_flags_are_usage_errors_in_a_sentence() {
     type Case = (fn(&mut tincan::cli::ServerArgs), &'static str);
-    let cases: [Case; 7] = [
+    let cases: [Case; 9] = [
         (|a| a.workers = Some(0), "--workers must be at least 1"),
         (
             |a| a.busy_poll = Some(1001),
@@ -555,6 +556,14 @@ fn impossible_server_flags_are_usage_errors_in_a_sentence() {
             "--send-timeout 0 is not a number of seconds; give more than 0",
         ),
         (|a| a.backlog = Some(0), "--backlog must be at least 1"),
+        (
+            |a| a.defer_accept = Some(-1),
+            "--defer-accept must be whole seconds from 0 (off) to 600, not -1",
+        ),
+        (
+            |a| a.defer_accept = Some(601),
+            "--defer-accept must be whole seconds from 0 (off) to 600, not 601",
+        ),
         (
             |a| a.umask = Some("9".into()),
             "--umask 9 is not an octal file mode mask; use three octal digits such as 007",

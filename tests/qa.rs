@@ -87,6 +87,11 @@ fn every_server_help_states_the_defaults_the_code_uses() {
         format!("[default: {}]", o.grace.as_secs()),
         format!("[default: {}]", o.send_timeout.as_secs()),
         format!("[default: {}]", o.busy_poll.as_micros()),
+        format!(
+            "At most {}. [default: {}]",
+            tincan::net::MAX_DEFER_ACCEPT,
+            tincan::net::BindOptions::default().defer_accept
+        ),
         "serve 8000, hello 8080, echo 7007, chat 4040".to_string(),
     ];
     for cmd in ["serve", "hello", "echo", "chat"] {

@@ -896,3 +896,57 @@ fn the_file_cache_keeps_only_its_share_of_the_descriptor_limit_under_every_model
         );
     }
 }
+
+/// With `--defer-accept 5` (TCP_DEFER_ACCEPT) a client that connects and says nothing is kept by
+/// the kernel, so it holds no connection slot, and under `--model iterative` does not stall the
+/// next client. By default (off) the silent client holds the only slot until it leaves.
+#[test]
+fn a_silent_connection_holds_no_slot_while_its_accept_is_deferred() {
+    let site = Site::new();
+    let one_slot: [ModelFlags; 3] = [
+        ModelFlags(&["--model", "iterative"]),
+        ModelFlags(&["--model", "threaded", "--max-connections", "1"]),
+        ModelFlags(&[
+            "--model",
+            "event",
+            "--workers",
+            "1",
+            "--max-connections",
+            "1",
+        ]),
+    ];
+    for m in one_slot {
+        for deferred in [true, false] {
+            let mut extra = vec!["--access-log", "off", "--head-timeout", "30"];
+            if deferred {
+                extra.extend(["--defer-accept", "5"]);
+            }
+            let server = serve(m, &site.root(), &extra);
+            let silent = connect(server.addr());
+            // Undeferred, the server takes the silent client in well within this.
+            std::thread::sleep(Duration::from_millis(200));
+            let mut c = connect(server.addr());
+            c.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut first = [0u8; 12];
+            if deferred {
+                // Well before the kernel's five seconds run out for the silent client.
+                c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+                c.read_exact(&mut first).unwrap_or_else(|e| {
+                    panic!("{m}: a silent client kept the request waiting: {e}")
+                });
+            } else {
+                c.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+                let r = c.read(&mut first);
+                assert!(
+                    r.is_err(),
+                    "{m}, not deferred: answered while the silent client held the slot: {r:?}"
+                );
+                drop(silent);
+                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                c.read_exact(&mut first).unwrap();
+            }
+            assert_eq!(&first, b"HTTP/1.1 200", "{m}");
+        }
+    }
+}

@@ -238,6 +238,7 @@ pub fn merge_server_args(s: &mut ServerArgs, cfg: &Config) {
     s.max_connections = s.max_connections.or(cfg.max_connections);
     s.backlog = s.backlog.or(cfg.backlog);
     s.reuse_port = s.reuse_port || cfg.reuse_port.unwrap_or(false);
+    s.defer_accept = s.defer_accept.or(cfg.defer_accept);
     s.grace = s.grace.or(cfg.grace);
     s.send_timeout = s.send_timeout.or(cfg.send_timeout);
     s.busy_poll = s.busy_poll.or(cfg.busy_poll);

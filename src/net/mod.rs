@@ -107,13 +107,22 @@ pub struct BindOptions {
     pub backlog: i32,
     /// SO_REUSEPORT: several processes may bind the same address.
     pub reuse_port: bool,
+    /// TCP_DEFER_ACCEPT, in seconds (0: off): the kernel hands over a connection once its first
+    /// bytes arrive, or after about this long. Until then a silent connection costs no
+    /// descriptor and no connection slot, and the server is woken once per connection (with
+    /// the request to read) instead of twice. Only for protocols whose client speaks first.
+    pub defer_accept: u32,
 }
+
+/// The longest `defer_accept` taken: ten minutes, beyond any head timeout worth having.
+pub const MAX_DEFER_ACCEPT: u32 = 600;
 
 impl Default for BindOptions {
     fn default() -> Self {
         BindOptions {
             backlog: 4096,
             reuse_port: false,
+            defer_accept: 0,
         }
     }
 }
@@ -366,11 +375,16 @@ pub fn bind(addr: &ListenAddr, opts: &BindOptions) -> crate::Result<Listener> {
 ///   ACK ride on the answer instead of costing a packet of its own, as Linux already does from
 ///   a connection's second exchange on. A read that leaves nothing to answer sends its ACK at
 ///   once (see `Conn::on_readable`), so a peer whose Nagle waits for that ACK is not stalled.
+///
+/// And TCP_DEFER_ACCEPT when `opts.defer_accept` asks for it.
 fn listen_tcp(s: Socket, opts: &BindOptions) -> io::Result<Listener> {
     s.set_nodelay(true)?;
     s.listen(opts.backlog)?;
     // After listen(), which resets the delayed-ACK state.
     s.set_quickack(false)?;
+    if opts.defer_accept > 0 {
+        crate::sys::set_defer_accept(std::os::fd::AsFd::as_fd(&s), opts.defer_accept)?;
+    }
     let fixed_local = s
         .local_addr()?
         .as_socket()
@@ -477,6 +491,54 @@ mod tests {
                 PeerAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], port))),
                 "{listen}"
             );
+        }
+    }
+
+    #[test]
+    fn a_deferred_listener_hands_over_a_connection_when_its_first_bytes_arrive() {
+        use std::io::Write;
+        let readable = |l: &Listener, ms: u64| {
+            let mut fds = [crate::sys::pollfd(l.as_raw_fd(), libc::POLLIN)];
+            crate::sys::poll(&mut fds, Some(std::time::Duration::from_millis(ms))).unwrap();
+            fds[0].revents & libc::POLLIN != 0
+        };
+        for defer in [0, 5] {
+            let opts = BindOptions {
+                defer_accept: defer,
+                ..BindOptions::default()
+            };
+            let l = bind(&"127.0.0.1:0".parse().unwrap(), &opts).unwrap();
+            let Listener::Tcp(tcp, _) = &l else {
+                panic!("not TCP")
+            };
+            assert_eq!(
+                crate::sys::defer_accept(std::os::fd::AsFd::as_fd(tcp)).unwrap() > 0,
+                defer > 0
+            );
+            let port = match l.peer_addr() {
+                PeerAddr::Tcp(a) => a.port(),
+                other => panic!("{other:?}"),
+            };
+            // The client's connect() returns at once either way: the handshake is done.
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            if defer == 0 {
+                assert!(
+                    readable(&l, 2000),
+                    "an undeferred connection was not handed over"
+                );
+                continue;
+            }
+            assert!(
+                !readable(&l, 300),
+                "a connection that sent nothing was handed over despite TCP_DEFER_ACCEPT"
+            );
+            c.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+            assert!(readable(&l, 2000), "its first bytes did not hand it over");
+            let (s, _) = l.accept().unwrap();
+            let mut buf = [0; 64];
+            // The bytes that released it are there to read at once (the socket is non-blocking).
+            let n = std::io::Read::read(&mut std::net::TcpStream::from(s), &mut buf).unwrap();
+            assert_eq!(n, 16);
         }
     }
 
