@@ -523,3 +523,49 @@ fn large_bodies_are_counted_whole_without_being_copied_and_a_short_one_is_an_err
     assert_eq!(out.stats.replies, 0);
     assert_eq!(out.stats.errors.get(ErrorKind::Read), 3);
 }
+
+/// A warm-up spreads the opening of the connections over its first half instead of sending
+/// every SYN at once (which, at 10,000 connections, overflows a listen backlog of 4096).
+#[test]
+fn a_warmup_opens_the_connections_spread_over_its_first_half() {
+    use std::io::Write;
+    use std::sync::Mutex;
+    use std::time::Instant;
+    const CONNS: usize = 40;
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    {
+        let accepted = Arc::clone(&accepted);
+        std::thread::spawn(move || {
+            for s in l.incoming().take(CONNS) {
+                let Ok(mut s) = s else { continue };
+                accepted.lock().unwrap().push(Instant::now());
+                // Answer each request (one at a time: a closed loop) until the client leaves.
+                std::thread::spawn(move || {
+                    let mut buf = [0; 4096];
+                    while let Ok(n @ 1..) = s.read(&mut buf) {
+                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n")
+                            && s.write_all(HELLO).is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+    }
+    let mut o = opts(CONNS);
+    o.warmup = Duration::from_millis(800);
+    o.duration = Some(Duration::from_millis(200));
+    let out = http_run(addr, &o);
+    assert!(out.stats.replies > 0, "{:?}", out.stats);
+    let times = accepted.lock().unwrap().clone();
+    assert_eq!(times.len(), CONNS);
+    let span = *times.iter().max().unwrap() - *times.iter().min().unwrap();
+    // Evenly over the first 400 ms: the last opens 390 ms after the first.
+    assert!(
+        span >= Duration::from_millis(250) && span <= Duration::from_millis(600),
+        "the {CONNS} connections opened over {span:?}"
+    );
+}

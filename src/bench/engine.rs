@@ -69,7 +69,8 @@ pub struct LoadOptions {
     /// Wait this long before reconnecting after a connect error.
     pub retry_delay: Duration,
     /// Load runs this long before counting starts (connections open, caches warm); the
-    /// duration comes after it.
+    /// duration comes after it. In a closed loop the connections open over its first half,
+    /// evenly spread.
     pub warmup: Duration,
     /// Also put the wait of every unanswered request (timed out, or still waiting at the end)
     /// into the latency histogram. Off, percentiles describe replies only, as wrk's do; on, a
@@ -388,8 +389,23 @@ impl<E: Exchange> Worker<E> {
         let mut events = Events::with_capacity(1024);
         let mut scratch = vec![0u8; READ_CHUNK];
         let now = Instant::now();
-        for i in 0..self.conns.len() {
-            self.next_request(i, now);
+        // With a warm-up (closed loop), the connections open over its first half, evenly spread,
+        // not in one burst: 10,000 SYNs at once overflow a listen backlog of 4096, and the
+        // dropped ones come back a second later or as connect timeouts, which measures the
+        // backlog rather than the server. Without a warm-up all start at once, as wrk's do.
+        let spread = match self.interval {
+            None => count_from.saturating_duration_since(now) / 2,
+            Some(_) => Duration::ZERO,
+        };
+        let n = self.conns.len();
+        for i in 0..n {
+            let at = now + spread.mul_f64(i as f64 / n as f64);
+            if at <= now {
+                self.next_request(i, now);
+            } else {
+                self.conns[i].scheduled = true;
+                self.timers.push(Reverse((at, i)));
+            }
         }
         let mut next_sweep = now + SWEEP_EVERY;
         let (mut told_replies, mut told_errors) = (0, 0);

@@ -73,7 +73,8 @@ pub struct ModelsArgs {
     /// Seconds a request may wait for its reply before it counts as a timeout.
     #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
     pub timeout: f64,
-    /// Seconds of load before each point's counting starts (connections opened).
+    /// Seconds of load before each point's counting starts. The connections open over its first
+    /// half, evenly spread (10,000 at once would overflow the listen backlog).
     #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
     pub warmup: f64,
     /// Measure nothing: redraw models.md and models.svg in --out from this models.json.

@@ -75,7 +75,8 @@ pub struct LoadArgs {
     /// Off: a new connection for every request.
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     pub keepalive: OnOff,
-    /// Seconds of load before counting starts (connections opened, caches warmed).
+    /// Seconds of load before counting starts (connections opened, caches warmed). The
+    /// connections open over its first half, evenly spread; with none, all at once.
     #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
     pub warmup: f64,
     /// Put the wait of unanswered requests (timed out, or still waiting at the end) into the
