@@ -451,14 +451,28 @@ mod tests {
     /// `Date` line).
     #[test]
     fn a_repeated_get_of_a_cached_small_file_allocates_nothing() {
+        repeated_gets_allocate_nothing(false);
+    }
+
+    /// The same with an access log (to a file): its line is formatted into a kept buffer.
+    #[test]
+    fn a_logged_repeated_get_allocates_nothing() {
+        repeated_gets_allocate_nothing(true);
+    }
+
+    fn repeated_gets_allocate_nothing(logged: bool) {
         use crate::protocol::http::static_files::{StaticConfig, StaticFiles};
         use crate::protocol::http::{HttpOptions, HttpService, Limits as HttpLimits};
         use crate::protocol::{Peer, PeerAddr};
         use crate::sys::counting_alloc::allocations;
         use std::io::Read;
 
-        let root = std::env::temp_dir().join(format!("tincan-alloc-{}", std::process::id()));
+        let root =
+            std::env::temp_dir().join(format!("tincan-alloc-{}-{logged}", std::process::id()));
         std::fs::create_dir_all(&root).unwrap();
+        let log_path = root.join("access.log");
+        let access_log = logged
+            .then(|| crate::protocol::http::AccessLog::open(log_path.to_str().unwrap()).unwrap());
         std::fs::write(root.join("small.txt"), "x".repeat(1024)).unwrap();
         let files = StaticFiles::new(StaticConfig {
             root: root.clone(),
@@ -468,7 +482,10 @@ mod tests {
         let svc = HttpService::new(
             std::sync::Arc::new(files),
             HttpLimits::default(),
-            HttpOptions::default(),
+            HttpOptions {
+                access_log: access_log.clone(),
+                ..HttpOptions::default()
+            },
         );
         let peer = Peer {
             remote: PeerAddr::Tcp("127.0.0.1:40000".parse().unwrap()),
@@ -509,10 +526,19 @@ mod tests {
                 allocating += 1;
             }
         }
+        if let Some(log) = &access_log {
+            log.flush();
+            let lines = std::fs::read_to_string(&log_path).unwrap();
+            assert_eq!(lines.lines().count(), rounds + 3, "lines logged");
+            assert!(
+                lines.ends_with("\"GET /small.txt HTTP/1.1\" 200 1024 \"-\" \"-\"\n"),
+                "{lines}"
+            );
+        }
         let _ = std::fs::remove_dir_all(&root);
         assert!(
             allocating <= 4,
-            "{allocating} of {rounds} requests for a cached file allocated"
+            "{allocating} of {rounds} requests for a cached file allocated (logged: {logged})"
         );
     }
 }

@@ -66,9 +66,15 @@ pub struct Peer {
 impl Peer {
     /// The client's IP address as text (`"127.0.0.1"`), or `"unix"` for Unix sockets.
     pub fn ip(&self) -> String {
+        self.ip_addr()
+            .map_or_else(|| "unix".to_string(), |ip| ip.to_string())
+    }
+
+    /// The client's IP address; `None` for Unix sockets.
+    pub fn ip_addr(&self) -> Option<std::net::IpAddr> {
         match &self.remote {
-            PeerAddr::Tcp(a) => a.ip().to_string(),
-            PeerAddr::Unix(_) => "unix".to_string(),
+            PeerAddr::Tcp(a) => Some(a.ip()),
+            PeerAddr::Unix(_) => None,
         }
     }
 }

@@ -9,27 +9,38 @@
 //! paused terminal: a write there can block for ever. So the serving threads never write it
 //! themselves: lines go into a bounded queue that a writer thread (one per process) drains,
 //! flushing per line; when the queue is full, lines are dropped and that is said once.
+//!
+//! A line allocates nothing once the log is warm: it is formatted into a buffer the log keeps
+//! (a file) or into one the stdout writer has sent back after writing it.
 
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Lines that may wait for a slow stdout before new ones are dropped (about 1 MiB).
 pub const STDOUT_QUEUE_LINES: usize = 4096;
 
+/// A line buffer longer than this is not kept for the next line (a 16 KiB User-Agent would
+/// otherwise stay allocated in every buffer it passed through).
+const KEEP_LINE_CAPACITY: usize = 1024;
+
 enum Sink {
-    /// The queue to this process's stdout writer thread (`None` until the first line).
-    Stdout(Option<SyncSender<String>>),
+    /// The queue to this process's stdout writer thread, and the buffers it sends back once
+    /// written (`None` until the first line).
+    Stdout(Option<(SyncSender<String>, Receiver<String>)>),
     File(BufWriter<File>),
 }
 
 struct Inner {
     sink: Sink,
+    /// The file sink's line buffer, reused.
+    line: String,
     /// The process that runs the flusher or stdout writer thread (a forked worker needs its
     /// own).
     flusher_pid: u32,
@@ -54,9 +65,11 @@ impl std::fmt::Debug for AccessLog {
 /// What one log line says about a request.
 #[derive(Debug, Default)]
 pub struct Entry<'a> {
-    pub client: &'a str,
-    /// The request line as received (`GET /x HTTP/1.1`), or empty if none was parsed.
-    pub request_line: &'a str,
+    /// The client's address; `None` for a Unix-socket peer (logged as `unix`).
+    pub client: Option<IpAddr>,
+    /// The request line as received, in parts written with a space between them
+    /// (`["GET", "/x", "HTTP/1.1"]`, or the raw line as one part); empty if none was parsed.
+    pub request_line: &'a [&'a str],
     pub status: u16,
     /// Body bytes sent.
     pub bytes: u64,
@@ -81,6 +94,7 @@ impl AccessLog {
         Ok(Arc::new_cyclic(|me| AccessLog {
             inner: Mutex::new(Inner {
                 sink,
+                line: String::new(),
                 flusher_pid: 0,
                 dropped: 0,
             }),
@@ -91,48 +105,53 @@ impl AccessLog {
 
     /// Write one line for `e`, stamped now.
     pub fn log(&self, e: &Entry<'_>) {
-        let line = format_line(e, SystemTime::now());
+        let now = SystemTime::now();
         let Ok(mut guard) = self.inner.lock() else {
             return;
         };
         let inner = &mut *guard;
         let pid = std::process::id();
-        let start_flusher = matches!(inner.sink, Sink::File(_)) && inner.flusher_pid != pid;
-        if let Sink::Stdout(queue) = &mut inner.sink {
-            if inner.flusher_pid != pid {
-                // First line in this process (threads do not survive a prefork fork).
-                *queue = Some(stdout_writer(self.pending.clone()));
-                inner.flusher_pid = pid;
-            }
-            let Some(tx) = queue else { return };
-            self.pending.fetch_add(1, Ordering::SeqCst);
-            match tx.try_send(line) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                    self.pending.fetch_sub(1, Ordering::SeqCst);
-                    inner.dropped += 1;
-                    if inner.dropped == 1 {
-                        tracing::warn!(
-                            "the access log on stdout is not being read; dropping lines until it is (use --access-log PATH or off)"
-                        );
+        match &mut inner.sink {
+            Sink::Stdout(queue) => {
+                if inner.flusher_pid != pid {
+                    // First line in this process (threads do not survive a prefork fork).
+                    *queue = Some(stdout_writer(self.pending.clone()));
+                    inner.flusher_pid = pid;
+                }
+                let Some((tx, written)) = queue else { return };
+                let mut line = written.try_recv().unwrap_or_default();
+                format_into(&mut line, e, now);
+                self.pending.fetch_add(1, Ordering::SeqCst);
+                match tx.try_send(line) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                        self.pending.fetch_sub(1, Ordering::SeqCst);
+                        inner.dropped += 1;
+                        if inner.dropped == 1 {
+                            tracing::warn!(
+                                "the access log on stdout is not being read; dropping lines until it is (use --access-log PATH or off)"
+                            );
+                        }
                     }
                 }
             }
-            return;
-        }
-        let res = match &mut inner.sink {
-            Sink::Stdout(_) => Ok(()),
-            Sink::File(w) => w.write_all(line.as_bytes()),
-        };
-        if let Err(e) = res {
-            tracing::warn!("cannot write the access log: {e}");
-        }
-        if start_flusher {
-            inner.flusher_pid = pid;
-            let weak = self.me.clone();
-            let _ = std::thread::Builder::new()
-                .name("access-log-flush".into())
-                .spawn(move || flush_every_second(weak));
+            Sink::File(w) => {
+                inner.line.clear();
+                format_into(&mut inner.line, e, now);
+                if let Err(e) = w.write_all(inner.line.as_bytes()) {
+                    tracing::warn!("cannot write the access log: {e}");
+                }
+                if inner.line.capacity() > KEEP_LINE_CAPACITY {
+                    inner.line = String::new();
+                }
+                if inner.flusher_pid != pid {
+                    inner.flusher_pid = pid;
+                    let weak = self.me.clone();
+                    let _ = std::thread::Builder::new()
+                        .name("access-log-flush".into())
+                        .spawn(move || flush_every_second(weak));
+                }
+            }
         }
     }
 
@@ -160,17 +179,19 @@ impl Drop for AccessLog {
     }
 }
 
-/// Start this process's stdout writer: it alone may block on a stdout nobody reads.
-fn stdout_writer(pending: Arc<AtomicUsize>) -> SyncSender<String> {
+/// Start this process's stdout writer: it alone may block on a stdout nobody reads. It sends
+/// each line's buffer back, emptied, to be written into again.
+fn stdout_writer(pending: Arc<AtomicUsize>) -> (SyncSender<String>, Receiver<String>) {
     use std::os::fd::AsFd;
     let (tx, rx) = mpsc::sync_channel::<String>(STDOUT_QUEUE_LINES);
+    let (back, written) = mpsc::sync_channel::<String>(STDOUT_QUEUE_LINES);
     // A duplicate of descriptor 1, so that a write blocked here holds no lock of std's `Stdout`
     // (which exiting flushes, and would wait for).
     let dup = io::stdout().as_fd().try_clone_to_owned().map(File::from);
     let _ = std::thread::Builder::new()
         .name("access-log-stdout".into())
         .spawn(move || {
-            for line in rx {
+            for mut line in rx {
                 let res = match &dup {
                     Ok(f) => (&*f).write_all(line.as_bytes()),
                     Err(_) => {
@@ -182,9 +203,13 @@ fn stdout_writer(pending: Arc<AtomicUsize>) -> SyncSender<String> {
                     tracing::warn!("cannot write the access log: {e}");
                 }
                 pending.fetch_sub(1, Ordering::SeqCst);
+                if line.capacity() <= KEEP_LINE_CAPACITY {
+                    line.clear();
+                    let _ = back.try_send(line);
+                }
             }
         });
-    tx
+    (tx, written)
 }
 
 fn flush_every_second(log: Weak<AccessLog>) {
@@ -201,12 +226,31 @@ fn flush_every_second(log: Weak<AccessLog>) {
 /// backslashes and control bytes in client-supplied fields escaped as `\xHH` (as nginx does), so
 /// a client cannot forge log lines.
 pub fn format_line(e: &Entry<'_>, now: SystemTime) -> String {
-    let mut s = String::with_capacity(160);
-    let _ = write!(s, "{} - - [{}] \"", e.client, clf_time(now));
-    if e.request_line.is_empty() {
+    let mut s = String::new();
+    format_into(&mut s, e, now);
+    s
+}
+
+/// [`format_line`], appended to `s`.
+fn format_into(s: &mut String, e: &Entry<'_>, now: SystemTime) {
+    match e.client {
+        Some(ip) => {
+            let _ = write!(s, "{ip}");
+        }
+        None => s.push_str("unix"),
+    }
+    s.push_str(" - - [");
+    clf_time_into(s, now);
+    s.push_str("] \"");
+    if e.request_line.iter().all(|p| p.is_empty()) {
         s.push('-');
     } else {
-        escape_into(&mut s, e.request_line);
+        for (i, part) in e.request_line.iter().enumerate() {
+            if i > 0 {
+                s.push(' ');
+            }
+            escape_into(s, part);
+        }
     }
     let _ = write!(s, "\" {} ", e.status);
     if e.bytes == 0 {
@@ -217,13 +261,12 @@ pub fn format_line(e: &Entry<'_>, now: SystemTime) -> String {
     for v in [e.referer, e.user_agent] {
         s.push_str(" \"");
         match v {
-            Some(v) => escape_into(&mut s, v),
+            Some(v) => escape_into(s, v),
             None => s.push('-'),
         }
         s.push('"');
     }
     s.push('\n');
-    s
 }
 
 fn escape_into(s: &mut String, v: &str) {
@@ -239,8 +282,8 @@ fn escape_into(s: &mut String, v: &str) {
     }
 }
 
-/// `10/Oct/2000:13:55:36 +0000` in UTC.
-fn clf_time(t: SystemTime) -> String {
+/// `10/Oct/2000:13:55:36 +0000` in UTC, appended to `s`.
+fn clf_time_into(s: &mut String, t: SystemTime) {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
@@ -256,13 +299,14 @@ fn clf_time(t: SystemTime) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
+    let _ = write!(
+        s,
         "{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000",
         MONTHS[(month - 1) as usize],
         rem / 3600,
         rem / 60 % 60,
         rem % 60
-    )
+    );
 }
 
 #[cfg(test)]
@@ -273,8 +317,8 @@ mod tests {
     fn lines_are_in_combined_log_format() {
         let t = UNIX_EPOCH + Duration::from_secs(971_185_336); // 2000-10-10 13:42:16 UTC
         let e = Entry {
-            client: "127.0.0.1",
-            request_line: "GET /apache_pb.gif HTTP/1.0",
+            client: Some([127, 0, 0, 1].into()),
+            request_line: &["GET", "/apache_pb.gif", "HTTP/1.0"],
             status: 200,
             bytes: 2326,
             referer: Some("http://www.example.com/start.html"),
@@ -289,8 +333,8 @@ mod tests {
     #[test]
     fn client_text_cannot_forge_a_log_line() {
         let e = Entry {
-            client: "::1",
-            request_line: "",
+            client: Some(std::net::Ipv6Addr::LOCALHOST.into()),
+            request_line: &[],
             status: 400,
             bytes: 0,
             referer: None,
@@ -301,14 +345,27 @@ mod tests {
             line.ends_with("\"-\" 400 - \"-\" \"x\\x22 200 \\x0A1.2.3.4\"\n"),
             "{line}"
         );
-        assert!(line.contains("[01/Jan/1970:00:00:00 +0000]"));
+        assert!(
+            line.starts_with("::1 - - [01/Jan/1970:00:00:00 +0000]"),
+            "{line}"
+        );
         assert_eq!(line.matches('\n').count(), 1);
+        // A raw line given whole is escaped the same way; a Unix-socket peer is `unix`.
+        let raw = Entry {
+            request_line: &["GET /\"x HTTP/1.1"],
+            ..Entry::default()
+        };
+        let line = format_line(&raw, UNIX_EPOCH);
+        assert!(line.starts_with("unix - - ["), "{line}");
+        assert!(line.contains("\"GET /\\x22x HTTP/1.1\""), "{line}");
     }
 
     #[test]
     fn leap_days_are_dated_right() {
         // 2024-02-29 12:00:00 UTC
         let t = UNIX_EPOCH + Duration::from_secs(1_709_208_000);
-        assert_eq!(clf_time(t), "29/Feb/2024:12:00:00 +0000");
+        let mut s = String::new();
+        clf_time_into(&mut s, t);
+        assert_eq!(s, "29/Feb/2024:12:00:00 +0000");
     }
 }

@@ -20,7 +20,7 @@ use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::message::{Request, Text, Version};
+use super::message::{Request, Text};
 use super::proxy::{connection_tokens, is_hop_by_hop, BodyFraming, ResponseHead};
 use super::static_files::path::{locate, Refusal, UrlPath};
 use crate::protocol::{Peer, PeerAddr};
@@ -90,14 +90,7 @@ pub fn environment(
         std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
     );
     set("GATEWAY_INTERFACE", "CGI/1.1".into());
-    set(
-        "SERVER_PROTOCOL",
-        match req.version {
-            Version::Http10 => "HTTP/1.0",
-            Version::Http11 => "HTTP/1.1",
-        }
-        .into(),
-    );
+    set("SERVER_PROTOCOL", req.version.as_str().into());
     set(
         "SERVER_SOFTWARE",
         concat!("tincan/", env!("CARGO_PKG_VERSION")).into(),

@@ -2,7 +2,7 @@
 //! method or path, gets a page greeting the client's address and quoting its request line and
 //! headers, escaped; JSON instead when the client's `Accept` prefers it.
 
-use super::message::{html_escape, Body, Handler, Request, Response, Version};
+use super::message::{html_escape, Body, Handler, Request, Response};
 use crate::protocol::{Peer, PeerAddr};
 
 /// Greets every client.
@@ -11,10 +11,7 @@ pub struct Hello;
 
 impl Handler for Hello {
     fn handle(&self, req: &Request<'_>, peer: &Peer) -> Response {
-        let version = match req.version {
-            Version::Http10 => "HTTP/1.0",
-            Version::Http11 => "HTTP/1.1",
-        };
+        let version = req.version.as_str();
         let request_line = format!("{} {} {}", req.method, req.target, version);
         let client = match &peer.remote {
             PeerAddr::Tcp(a) => a.to_string(),

@@ -17,6 +17,16 @@ pub enum Version {
     Http11,
 }
 
+impl Version {
+    /// As written on the request line: `HTTP/1.0` or `HTTP/1.1`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+        }
+    }
+}
+
 /// One request head, borrowed from the connection's read buffer. The body (if any) has already
 /// been read and discarded by the session when a handler sees this.
 #[derive(Debug)]

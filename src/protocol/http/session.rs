@@ -556,10 +556,9 @@ impl HttpSession {
         let status = resp.status;
         let bytes = write_response(out, opts, resp, req.is_head(), close, keep_alive_10);
         if let Some(log) = &opts.access_log {
-            let line = log_line(req);
             log.log(&Entry {
-                client: &self.peer.ip(),
-                request_line: &line,
+                client: self.peer.ip_addr(),
+                request_line: &[req.method, req.target, req.version.as_str()],
                 status,
                 bytes,
                 referer: req.header("referer"),
@@ -734,8 +733,8 @@ impl HttpSession {
             return;
         };
         log.log(&Entry {
-            client: &self.peer.ip(),
-            request_line: line,
+            client: self.peer.ip_addr(),
+            request_line: &[line.as_str()],
             status: d.status,
             bytes: d.bytes,
             referer: referer.as_deref(),
@@ -854,8 +853,8 @@ impl HttpSession {
         let bytes = write_response(out, &self.shared.options, resp, head_only, true, false);
         if let Some(log) = &self.shared.options.access_log {
             log.log(&Entry {
-                client: &self.peer.ip(),
-                request_line: line,
+                client: self.peer.ip_addr(),
+                request_line: &[line],
                 status: r.status,
                 bytes,
                 referer: None,
@@ -1043,11 +1042,7 @@ fn with_date<R>(f: impl FnOnce(&str) -> R) -> R {
 
 /// The request line as the access log writes it.
 fn log_line(req: &Request<'_>) -> String {
-    let version = match req.version {
-        Version::Http10 => "HTTP/1.0",
-        Version::Http11 => "HTTP/1.1",
-    };
-    format!("{} {} {}", req.method, req.target, version)
+    format!("{} {} {}", req.method, req.target, req.version.as_str())
 }
 
 /// Queue `resp` on the wire. Returns the body bytes queued (0 for HEAD and bodiless statuses).
