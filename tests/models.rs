@@ -587,6 +587,8 @@ fn impossible_server_flags_are_usage_errors_in_a_sentence() {
         .1
         .busy_poll
         .is_zero());
+    a.defer_accept = Some(tincan::net::MAX_DEFER_ACCEPT.into());
+    a.setup("127.0.0.1:0").expect("--defer-accept 600");
     let e = server_args(&["nonsense"])
         .setup("127.0.0.1:0")
         .err()
