@@ -15,8 +15,10 @@
 #
 # The server runs on CPU 0 and the load generator on CPU 1 (taskset). Every figure is the
 # median of --reps runs, interleaved (nginx, tincan, nginx, tincan, ...) so drift hits both.
+# A ratio is the median of the per-repetition ratios (tincan's figure over the anchor's in the
+# same repetition). One connection without keep-alive, the noisiest row, gets 3 x --reps pairs.
 # Ratios go to stdout as a Markdown table, every figure to DIR/compare.json.
-# Default: about 9-11 minutes; --quick: about 3 minutes. Each server is stopped by its pid.
+# Default: about 10-12 minutes; --quick: about 3 minutes. Each server is stopped by its pid.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -289,17 +291,27 @@ static_run() { # SERVER CASE REP CONNS URL MODE TOOL
         wrk_run "$server" "$case_name" "$rep" "$conns" "$url" "${extra[@]}"
     fi
 }
+static_pair() { # REP "FILE CONNS MODE TOOL"
+    local rep=$1
+    set -- $2
+    local file=$1 conns=$2 mode=$3 tool=$4
+    local case_name="$file c=$conns $mode"
+    [ "$tool" = tb ] && case_name="$case_name (tincan bench)"
+    static_run nginx "$case_name" "$rep" "$conns" "http://127.0.0.1:$NGINX_PORT/$file" "$mode" "$tool"
+    if [ $TINCAN_OK = 1 ]; then
+        static_run tincan "$case_name" "$rep" "$conns" "http://$TINCAN_ADDR/$file" "$mode" "$tool"
+    fi
+}
 for rep in $(seq 1 "$REPS"); do
     for c in "${CASES[@]}"; do
-        set -- $c
-        file=$1 conns=$2 mode=$3 tool=$4
-        case_name="$file c=$conns $mode"
-        [ "$tool" = tb ] && case_name="$case_name (tincan bench)"
-        static_run nginx "$case_name" "$rep" "$conns" "http://127.0.0.1:$NGINX_PORT/$file" "$mode" "$tool"
-        if [ $TINCAN_OK = 1 ]; then
-            static_run tincan "$case_name" "$rep" "$conns" "http://$TINCAN_ADDR/$file" "$mode" "$tool"
-        fi
+        static_pair "$rep" "$c"
     done
+done
+# One connection without keep-alive is latency-bound: each request waits for two wake-ups
+# across cores, and on a virtual machine what those cost is the host's business. Single pairs
+# of runs range from 0.9x to 1.3x on a quiet host, so this row gets three times the pairs.
+for rep in $(seq $((REPS + 1)) $((3 * REPS))); do
+    static_pair "$rep" "1k.bin 1 close wrk"
 done
 stop "$NGINX_PID"
 [ $TINCAN_OK = 1 ] && stop "$TINCAN_PID"
@@ -414,8 +426,13 @@ for case in cases:
     t = med.get(("tincan", case))
     for a in anchors:
         m = med[(a, case)]
-        ratio = (t["rps"] / m["rps"]) if t and m["rps"] > 0 else None
-        ratios.append({"case": case, "anchor": a, "ratio": ratio,
+        # The median of the per-repetition ratios: each repetition runs the anchor and then
+        # tincan back to back, so a disturbance of the host that spans one pair moves one
+        # ratio, not both servers' medians separately.
+        ta = {r["rep"]: rps(r) for r in groups.get(("tincan", case), [])}
+        pair = [ta[r["rep"]] / rps(r) for r in groups[(a, case)] if r["rep"] in ta and rps(r) > 0]
+        ratio = statistics.median(pair) if pair else None
+        ratios.append({"case": case, "anchor": a, "ratio": ratio, "rep_ratios": [round(x, 3) for x in pair],
                        "anchor_rps": m["rps"], "tincan_rps": t["rps"] if t else None,
                        "anchor_p99_us": m["p99_us"], "tincan_p99_us": t["p99_us"] if t else None})
         lines.append("| {} | {} | {} | {} | {} | {} | {} | {}/{} | {}; {} |".format(
