@@ -664,6 +664,42 @@ fn set_tcp_option(fd: BorrowedFd<'_>, opt: libc::c_int, val: libc::c_int) -> io:
     Ok(())
 }
 
+/// Open `path` read-only without following a symbolic link in any of its components
+/// (`openat2` with `RESOLVE_NO_SYMLINKS`), `O_NONBLOCK | O_NOCTTY | O_CLOEXEC`. A symlink on the
+/// way is `ELOOP`. `Ok(None)`: this kernel (before 5.6) or a seccomp filter does not offer
+/// `openat2`; the caller opens some other way.
+pub fn open_no_symlinks(path: &std::path::Path) -> io::Result<Option<File>> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in a path"))?;
+    // SAFETY: open_how is plain data; all-zero is valid (no mode, no resolve flags).
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_NO_SYMLINKS;
+    // SAFETY: a NUL-terminated path that outlives the call, and a live open_how with its size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            // No such system call, or a sandbox that forbids it (seccomp answers EPERM or
+            // ENOSYS); E2BIG would be an open_how this kernel does not know.
+            Some(libc::ENOSYS | libc::EPERM | libc::E2BIG) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    let fd = RawFd::try_from(r).map_err(|_| io::Error::other("openat2 returned no descriptor"))?;
+    // SAFETY: openat2 just returned this descriptor to us and nothing else owns it.
+    Ok(Some(unsafe { File::from_raw_fd(fd) }))
+}
+
 /// Restrict `pid` (0: the calling thread) to the CPUs listed. Threads it creates afterwards
 /// inherit the mask.
 pub fn pin_to_cpus(pid: libc::pid_t, cpus: &[usize]) -> io::Result<()> {

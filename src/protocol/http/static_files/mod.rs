@@ -48,6 +48,7 @@ use bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::protocol::http::message::{error_response, Body, Handler, Request, Response};
 use crate::protocol::Peer;
+use crate::sys;
 
 use cache::CacheRules;
 use conditional::{Conditions, Outcome, Validators};
@@ -207,7 +208,7 @@ impl StaticFiles {
             Err(Refusal::Forbidden) => return forbidden(),
             Err(Refusal::Busy) => return self.busy(),
         };
-        let (file, meta) = match open(&target) {
+        let (file, meta) = match open(&target, &self.root) {
             Ok(fm) => fm,
             Err(Refusal::NotFound) => return self.missing(req),
             Err(Refusal::Hidden) => return not_found(),
@@ -240,6 +241,12 @@ impl StaticFiles {
         )
     }
 
+    fn locate_open(&self, url: &UrlPath) -> Result<(PathBuf, (File, Metadata)), Refusal> {
+        let target = self.locate(url)?;
+        let opened = open(&target, &self.root)?;
+        Ok((target, opened))
+    }
+
     /// Nothing at the path: the SPA fallback if configured, else 404.
     fn missing(&self, req: &Request<'_>) -> Response {
         let Some(fallback) = &self.cfg.fallback else {
@@ -248,7 +255,7 @@ impl StaticFiles {
         let Ok(url) = UrlPath::parse(fallback, true) else {
             return not_found();
         };
-        match self.locate(&url).and_then(|t| open(&t).map(|fm| (t, fm))) {
+        match self.locate_open(&url) {
             Ok((target, (file, meta))) if meta.is_file() => {
                 self.serve_file(req, &url, &target, file, &meta, false)
             }
@@ -285,7 +292,7 @@ impl StaticFiles {
         }
         for name in &self.cfg.index {
             let child = url.child(name);
-            match self.locate(&child).and_then(|t| open(&t).map(|fm| (t, fm))) {
+            match self.locate_open(&child) {
                 Ok((target, (file, meta))) if meta.is_file() => {
                     return self.serve_file(req, &child, &target, file, &meta, true)
                 }
@@ -585,7 +592,7 @@ impl StaticFiles {
         if !self.cfg.follow_symlinks && !canon.starts_with(&self.root) {
             return None;
         }
-        let (f, m) = open(&canon).ok()?;
+        let (f, m) = open(&canon, &self.root).ok()?;
         m.is_file().then_some((f, m))
     }
 
@@ -601,7 +608,7 @@ impl StaticFiles {
             return resp;
         };
         let Ok((file, meta)) = locate(&self.root, &url.relative(), self.cfg.follow_symlinks, true)
-            .and_then(|t| open(&t))
+            .and_then(|t| open(&t, &self.root))
         else {
             return resp;
         };
@@ -648,16 +655,26 @@ impl Handler for StaticFiles {
 
 /// Open read-only and non-blocking (a FIFO would otherwise block until a writer comes), then
 /// `fstat` the open file so what is described is what is sent.
-fn open(path: &Path) -> Result<(File, Metadata), Refusal> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::PermissionDenied => Refusal::Forbidden,
-            _ if out_of_resources(&e) => Refusal::Busy,
-            _ => Refusal::NotFound,
-        })?;
+/// Open what [`locate`] found. A target under `root` is opened without following any symlink
+/// (`openat2`, [`sys::open_no_symlinks`]): its canonical path has none, so one found now was
+/// put there after the check (a directory swapped for a link out of the root), and the
+/// answer is 403 instead of the file it leads to. A kernel without `openat2` opens it plainly.
+fn open(path: &Path, root: &Path) -> Result<(File, Metadata), Refusal> {
+    let opened = if path.starts_with(root) {
+        match sys::open_no_symlinks(path) {
+            Ok(Some(f)) => Ok(f),
+            Ok(None) => open_plain(path),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(Refusal::Forbidden),
+            Err(e) => Err(e),
+        }
+    } else {
+        open_plain(path)
+    };
+    let file = opened.map_err(|e| match e.kind() {
+        io::ErrorKind::PermissionDenied => Refusal::Forbidden,
+        _ if out_of_resources(&e) => Refusal::Busy,
+        _ => Refusal::NotFound,
+    })?;
     let meta = file.metadata().map_err(|e| {
         if out_of_resources(&e) {
             Refusal::Busy
@@ -666,6 +683,13 @@ fn open(path: &Path) -> Result<(File, Metadata), Refusal> {
         }
     })?;
     Ok((file, meta))
+}
+
+fn open_plain(path: &Path) -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
 }
 
 fn mtime(meta: &Metadata) -> SystemTime {

@@ -15,10 +15,11 @@
 //! - Any segment that starts with `.` is a dotfile and hidden (404) unless `show_dotfiles`.
 //! - On disk, the joined path is canonicalized and must still lie under the (canonical) root,
 //!   otherwise a symlink leads out and the answer is 403 unless `follow_symlinks`. The canonical
-//!   path is what gets opened, so no symlink is followed after the check. (A writer inside the
-//!   root could still swap a directory for a symlink between the check and the open; closing
-//!   that needs `openat2(RESOLVE_BENEATH)`. The root is assumed not to be writable by the
-//!   people sending requests.)
+//!   path is what gets opened, with `openat2(RESOLVE_NO_SYMLINKS)`: a writer inside the root
+//!   who swaps a directory for a symlink between the check and the open gets a 403, not the
+//!   file the link leads to. (On a kernel before 5.6 the open is plain and that race is open.
+//!   A CGI program is still run by path, so the same race exists for a writer in its
+//!   directory.)
 
 use std::ffi::OsStr;
 use std::io;

@@ -337,6 +337,24 @@ fn symlinks_inside_the_root_are_served_and_outside_only_when_followed() {
     assert_eq!((r.status, text(&r)), (200, SECRET.to_string()));
 }
 
+/// The race `locate` cannot close alone: between its check and the open, a writer inside the
+/// root swaps a directory for a symlink out of it. The open refuses what it would now reach.
+#[test]
+fn a_directory_swapped_for_a_link_out_after_the_check_is_not_followed() {
+    let t = tree();
+    let root = std::fs::canonicalize(t.root()).unwrap();
+    let target = locate(&root, Path::new("sub/a.txt"), false, false).unwrap();
+    std::fs::rename(root.join("sub"), root.join("sub.before")).unwrap();
+    std::fs::write(t.top.join("a.txt"), SECRET).unwrap();
+    symlink(&t.top, root.join("sub")).unwrap();
+    // What a plain open of the checked path now reaches:
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), SECRET);
+    assert_eq!(open(&target, &root).err(), Some(Refusal::Forbidden));
+    // A path with no symlink in it opens as before.
+    let (_, meta) = open(&root.join("sub.before/a.txt"), &root).unwrap();
+    assert!(meta.is_file());
+}
+
 #[test]
 fn dotfiles_are_hidden_even_through_symlinks_unless_shown() {
     let t = tree();
