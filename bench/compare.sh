@@ -9,7 +9,8 @@
 #   measured with wrk, and the large files again with `tincan bench`, which drops body bytes
 #   in the kernel after counting them, so that the server rather than wrk's copying is the limit.
 # - Python: `python3 -m http.server` and the seeds' servers (bench/seeds/) vs tincan, one
-#   connection, a new connection per request, measured with `tincan bench` (short, bounded).
+#   connection, a new connection per request, measured with `tincan bench` (short, bounded),
+#   in pairs with tincan as the static files are.
 # - round trips: redis-server inline PING vs `tincan echo --framing line`, 1 and 100
 #   connections, both driven by `tincan bench echo --framing line --message PING`.
 #
@@ -17,16 +18,19 @@
 # median of --reps runs, interleaved (nginx, tincan, nginx, tincan, ...) so drift hits both.
 # A ratio is the median of the per-repetition ratios (tincan's figure over the anchor's in the
 # same repetition). One connection without keep-alive, the noisiest row, gets 3 x --reps pairs.
-# Ratios go to stdout as a Markdown table, every figure to DIR/compare.json.
-# Default: about 10-12 minutes; --quick: about 3 minutes. Each server is stopped by its pid.
+# On this 2-core VM a single pair of runs moves by 10-15% with the host's noise (steal comes
+# in bursts), so the default is five short pairs (3 s) rather than three long ones: a burst
+# then spoils one ratio of five. Ratios go to stdout as a Markdown table, every figure (and
+# every per-repetition ratio) to DIR/compare.json.
+# Default: about 13 minutes; --quick: about 3 minutes. Each server is stopped by its pid.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 QUICK=0
-REPS=3
-DUR=5
-PYDUR=3
+REPS=5
+DUR=3
+PYDUR=2
 OUT=bench/results
 INSTALL=1
 while [ $# -gt 0 ]; do
@@ -244,8 +248,10 @@ start_tincan() {
     return 1
 }
 
-# start_py ARGS...: `python3 ARGS` with the word PORT replaced by a free port; sets PY_PID, PY_PORT.
+# start_py ARGS...: `python3 ARGS` with the word PORT replaced by a free port; sets PY_PID, PY_PORT
+# (and PY_ARGS, to start it again).
 start_py() {
+    PY_ARGS=("$@")
     PY_PORT=$(free_port)
     local args=() a
     for a in "$@"; do [ "$a" = PORT ] && args+=("$PY_PORT") || args+=("$a"); done
@@ -317,41 +323,65 @@ stop "$NGINX_PID"
 [ $TINCAN_OK = 1 ] && stop "$TINCAN_PID"
 
 # --- 2. Python servers: one connection, a new one per request ------------------------------
-log "Python servers vs tincan: 1 connection, no keep-alive, ${PYDUR}s each"
-py_case() { # SERVER URLPATH SCRIPT ARGS...
-    local server=$1 path=$2
-    shift 2
-    if start_py "$@"; then
-        tb_run "$server" "py 1k.bin c=1 close" 1 http "http://127.0.0.1:$PY_PORT$path" -c 1 -d "$PYDUR" --keepalive off --timeout 3
-    fi
-    stop "$PY_PID"
+# Each anchor is measured in --reps pairs with tincan (anchor, tincan, anchor, ...), as the
+# static files are, so that one disturbed run of tincan does not spoil every Python ratio. A
+# pair's repetition number is 100 x the anchor's place + the repetition, so pairs never mix.
+log "Python servers vs tincan: 1 connection, no keep-alive, ${PYDUR}s x $REPS pairs each"
+# py_pairs N SERVER CASE TINCAN_URL_OR_ADDR ANCHOR_URL_OR_ADDR BENCH_ARGS...: the pairs of one
+# anchor (the word PORT in its URL is the Python server's port). The seeds' servers die on the
+# first connection that closes without a request (a load generator stopping at its deadline
+# leaves one): a dead anchor is started again before its next repetition, and the log says so.
+py_pairs() {
+    local n=$1 server=$2 case_name=$3 t_target=$4 a_target=$5 k
+    shift 5
+    for k in $(seq 1 "$REPS"); do
+        if ! kill -0 "$PY_PID" 2>/dev/null; then
+            log "  $server had exited ($(tail -1 "$WORK/py.err")); starting it again"
+            start_py "${PY_ARGS[@]}" || return 0
+        fi
+        tb_run "$server" "$case_name" $((n * 100 + k)) "${@:1:1}" "${a_target//PORT/$PY_PORT}" "${@:2}"
+        if [ -n "$t_target" ]; then
+            tb_run tincan "$case_name" $((n * 100 + k)) "${@:1:1}" "$t_target" "${@:2}"
+        fi
+    done
 }
-py_case python-http.server /1k.bin -m http.server --bind 127.0.0.1 --directory "$DOC" PORT
-py_case seed004-files /1k.bin "$ROOT/bench/seeds/seed004_files.py" PORT "$DOC"
-py_case seed003-hello / "$ROOT/bench/seeds/seed003_hello.py" PORT
+T_TARGET= T_PID=
 if start_tincan serve "$DOC" --workers 1 --access-log off; then
-    tb_run tincan "py 1k.bin c=1 close" 1 http "http://$TINCAN_ADDR/1k.bin" -c 1 -d "$PYDUR" --keepalive off --timeout 3
-    stop "$TINCAN_PID"
+    T_TARGET="http://$TINCAN_ADDR/1k.bin" T_PID=$TINCAN_PID
 fi
+HTTP_ARGS=(-c 1 -d "$PYDUR" --keepalive off --timeout 3)
+if start_py -m http.server --bind 127.0.0.1 --directory "$DOC" PORT; then
+    py_pairs 1 python-http.server "py 1k.bin c=1 close" "$T_TARGET" "http://127.0.0.1:PORT/1k.bin" http "${HTTP_ARGS[@]}"
+fi
+stop "$PY_PID"
+if start_py "$ROOT/bench/seeds/seed004_files.py" PORT "$DOC"; then
+    py_pairs 2 seed004-files "py 1k.bin c=1 close" "$T_TARGET" "http://127.0.0.1:PORT/1k.bin" http "${HTTP_ARGS[@]}"
+fi
+stop "$PY_PID"
+if start_py "$ROOT/bench/seeds/seed003_hello.py" PORT; then
+    py_pairs 3 seed003-hello "py 1k.bin c=1 close" "$T_TARGET" "http://127.0.0.1:PORT/" http "${HTTP_ARGS[@]}"
+fi
+stop "$PY_PID"
+if [ -n "$T_PID" ]; then stop "$T_PID"; fi
 # Seed 001's echo servers: one message per connection.
+T_TARGET= T_PID=
+if start_tincan echo --framing raw --workers 1; then T_TARGET=$TINCAN_ADDR T_PID=$TINCAN_PID; fi
+n=4
 for s in loop socketserver; do
     if start_py "$ROOT/bench/seeds/seed001_$s.py" PORT; then
-        tb_run "seed001-$s" "echo raw c=1 close" 1 echo "127.0.0.1:$PY_PORT" --framing raw --message PING -c 1 -d "$PYDUR" --keepalive off --timeout 3
+        py_pairs $n "seed001-$s" "echo raw c=1 close" "$T_TARGET" "127.0.0.1:PORT" echo --framing raw --message PING -c 1 -d "$PYDUR" --keepalive off --timeout 3
     fi
     stop "$PY_PID"
+    n=$((n + 1))
 done
+if [ -n "$T_PID" ]; then stop "$T_PID"; fi
+T_TARGET= T_PID=
+if start_tincan echo --framing close --workers 1; then T_TARGET=$TINCAN_ADDR T_PID=$TINCAN_PID; fi
 if start_py "$ROOT/bench/seeds/seed001_selectors.py" PORT; then
-    tb_run "seed001-selectors" "echo close c=1" 1 echo "127.0.0.1:$PY_PORT" --framing close --message PING -c 1 -d "$PYDUR" --timeout 3
-    stop "$PY_PID"
+    py_pairs 6 seed001-selectors "echo close c=1" "$T_TARGET" "127.0.0.1:PORT" echo --framing close --message PING -c 1 -d "$PYDUR" --timeout 3
 fi
-if start_tincan echo --framing raw --workers 1; then
-    tb_run tincan "echo raw c=1 close" 1 echo "$TINCAN_ADDR" --framing raw --message PING -c 1 -d "$PYDUR" --keepalive off --timeout 3
-    stop "$TINCAN_PID"
-fi
-if start_tincan echo --framing close --workers 1; then
-    tb_run tincan "echo close c=1" 1 echo "$TINCAN_ADDR" --framing close --message PING -c 1 -d "$PYDUR" --timeout 3
-    stop "$TINCAN_PID"
-fi
+stop "$PY_PID"
+if [ -n "$T_PID" ]; then stop "$T_PID"; fi
 
 # --- 3. round trips: Redis PING vs tincan echo --framing line ------------------------------
 log "round trips: redis-server PING vs tincan echo --framing line, ${DUR}s x $REPS"
