@@ -650,6 +650,23 @@ pub fn defer_accept(fd: BorrowedFd<'_>) -> io::Result<u32> {
     Ok(u32::try_from(val).unwrap_or(0))
 }
 
+/// Let a socket bound to an address without a port get its port at `connect`
+/// (`IP_BIND_ADDRESS_NO_PORT`), where the whole four-tuple decides whether a port is free.
+pub fn bind_address_no_port(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: a live descriptor and a pointer to a c_int of the size passed.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })?;
+    Ok(())
+}
+
 fn set_tcp_option(fd: BorrowedFd<'_>, opt: libc::c_int, val: libc::c_int) -> io::Result<()> {
     // SAFETY: a live descriptor and a pointer to a c_int of the size passed.
     cvt(unsafe {

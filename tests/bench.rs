@@ -28,6 +28,7 @@ fn opts(connections: usize) -> LoadOptions {
         retry_delay: Duration::from_millis(20),
         warmup: Duration::ZERO,
         count_unanswered: false,
+        sources: Vec::new(),
     }
 }
 
@@ -134,6 +135,50 @@ fn keepalive_off_opens_one_connection_per_request() {
     let out = http_run(r.addr(), &o);
     assert_eq!(out.stats.replies, 60);
     assert_eq!(out.stats.connects, 60);
+}
+
+/// `--source`: each new connection comes from the next address given, so a loopback run that
+/// closes first is not held to one address's share of ports.
+#[test]
+fn connections_come_from_the_given_sources_in_turn() {
+    use std::io::Write;
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let peers = std::thread::spawn(move || {
+        let mut peers = Vec::new();
+        for mut s in l.incoming().flatten().take(6) {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf);
+            peers.push(s.peer_addr().unwrap().ip().to_string());
+            s.write_all(HELLO).unwrap();
+        }
+        peers
+    });
+    let mut o = counted(1, 6);
+    o.keepalive = false;
+    o.sources = vec!["127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap()];
+    let out = http_run(addr, &o);
+    assert_eq!((out.stats.replies, out.stats.connects), (6, 6));
+    let mut peers = peers.join().unwrap();
+    peers.sort();
+    assert_eq!(
+        peers,
+        [
+            "127.0.0.2",
+            "127.0.0.2",
+            "127.0.0.2",
+            "127.0.0.3",
+            "127.0.0.3",
+            "127.0.0.3"
+        ]
+    );
+
+    // A source of the other family cannot reach the target: a usage error, not connect errors.
+    o.sources = vec!["::1".parse().unwrap()];
+    let url = Url::parse(&format!("http://{addr}/")).unwrap();
+    let req = build_request("GET", &url, &[], false).unwrap();
+    let e = run(addr, Arc::new(HttpLoad::new(req, "GET")), &o).expect_err("refused");
+    assert!(e.to_string().contains("--source ::1 cannot reach"), "{e}");
 }
 
 #[test]
