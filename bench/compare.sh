@@ -315,7 +315,7 @@ for rep in $(seq 1 "$REPS"); do
 done
 # One connection without keep-alive is latency-bound: each request waits for two wake-ups
 # across cores, and on a virtual machine what those cost is the host's business. Single pairs
-# of runs range from 0.9x to 1.3x on a quiet host, so this row gets three times the pairs.
+# of runs range from 0.88x to 1.39x on a quiet host, so this row gets three times the pairs.
 for rep in $(seq $((REPS + 1)) $((3 * REPS))); do
     static_pair "$rep" "1k.bin 1 close wrk"
 done
