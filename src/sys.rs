@@ -618,15 +618,16 @@ pub fn recv_discard(fd: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
 /// Linux flushes a pending ACK for any non-zero value and leaves delayed-ACK mode only for
 /// odd ones). Not a TCP socket: an error the caller may ignore.
 pub fn ack_now(fd: BorrowedFd<'_>) -> io::Result<()> {
-    set_tcp_option(fd, libc::TCP_QUICKACK, 2)
+    set_int_option(fd, libc::IPPROTO_TCP, libc::TCP_QUICKACK, 2)
 }
 
 /// Hand over a listening socket's new connections only once their first bytes arrive, or
 /// after about `secs` seconds (`TCP_DEFER_ACCEPT`; 0 turns it off). Meanwhile the kernel keeps
 /// the half-accepted connection itself: no descriptor, no wake-up.
 pub fn set_defer_accept(fd: BorrowedFd<'_>, secs: u32) -> io::Result<()> {
-    set_tcp_option(
+    set_int_option(
         fd,
+        libc::IPPROTO_TCP,
         libc::TCP_DEFER_ACCEPT,
         secs.try_into().unwrap_or(libc::c_int::MAX),
     )
@@ -653,26 +654,21 @@ pub fn defer_accept(fd: BorrowedFd<'_>) -> io::Result<u32> {
 /// Let a socket bound to an address without a port get its port at `connect`
 /// (`IP_BIND_ADDRESS_NO_PORT`), where the whole four-tuple decides whether a port is free.
 pub fn bind_address_no_port(fd: BorrowedFd<'_>) -> io::Result<()> {
-    let one: libc::c_int = 1;
-    // SAFETY: a live descriptor and a pointer to a c_int of the size passed.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    })?;
-    Ok(())
+    set_int_option(fd, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1)
 }
 
-fn set_tcp_option(fd: BorrowedFd<'_>, opt: libc::c_int, val: libc::c_int) -> io::Result<()> {
+/// Set an integer socket option at `level`.
+fn set_int_option(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    opt: libc::c_int,
+    val: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: a live descriptor and a pointer to a c_int of the size passed.
     cvt(unsafe {
         libc::setsockopt(
             fd.as_raw_fd(),
-            libc::IPPROTO_TCP,
+            level,
             opt,
             (&val as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
