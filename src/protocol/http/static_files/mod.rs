@@ -201,15 +201,8 @@ impl StaticFiles {
             Err(PathError::Hidden) => return not_found(),
         };
         // Step 2.
-        let target = match self.locate(&url) {
-            Ok(t) => t,
-            Err(Refusal::NotFound) => return self.missing(req),
-            Err(Refusal::Hidden) => return not_found(),
-            Err(Refusal::Forbidden) => return forbidden(),
-            Err(Refusal::Busy) => return self.busy(),
-        };
-        let (file, meta) = match open(&target, &self.root) {
-            Ok(fm) => fm,
+        let (target, (file, meta)) = match self.locate_open(&url) {
+            Ok(found) => found,
             Err(Refusal::NotFound) => return self.missing(req),
             Err(Refusal::Hidden) => return not_found(),
             Err(Refusal::Forbidden) => return forbidden(),
@@ -241,6 +234,7 @@ impl StaticFiles {
         )
     }
 
+    /// Steps 2 and 3's lookup: where the path leads, opened.
     fn locate_open(&self, url: &UrlPath) -> Result<(PathBuf, (File, Metadata)), Refusal> {
         let target = self.locate(url)?;
         let opened = open(&target, &self.root)?;
@@ -653,12 +647,12 @@ impl Handler for StaticFiles {
     }
 }
 
-/// Open read-only and non-blocking (a FIFO would otherwise block until a writer comes), then
-/// `fstat` the open file so what is described is what is sent.
-/// Open what [`locate`] found. A target under `root` is opened without following any symlink
-/// (`openat2`, [`sys::open_no_symlinks`]): its canonical path has none, so one found now was
-/// put there after the check (a directory swapped for a link out of the root), and the
-/// answer is 403 instead of the file it leads to. A kernel without `openat2` opens it plainly.
+/// Open what [`locate`] found, read-only and non-blocking (a FIFO would otherwise block until
+/// a writer comes), then `fstat` the open file so what is described is what is sent. A target
+/// under `root` is opened without following any symlink (`openat2`,
+/// [`sys::open_no_symlinks`]): its canonical path has none, so one found now was put there
+/// after the check (a directory swapped for a link out of the root), and the answer is 403
+/// instead of the file it leads to. A kernel without `openat2` opens it plainly.
 fn open(path: &Path, root: &Path) -> Result<(File, Metadata), Refusal> {
     let opened = if path.starts_with(root) {
         match sys::open_no_symlinks(path) {
