@@ -338,6 +338,8 @@ struct Worker<E> {
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     /// Open loop: time between two requests on one connection.
     interval: Option<Duration>,
+    /// Open loop: wakes the poll at the next intended send.
+    alarm: Option<Alarm>,
     /// The next of `opts.sources` to connect from.
     next_source: usize,
 }
@@ -377,6 +379,11 @@ impl WorkerSpec {
                 }
             })
             .collect();
+        // The open loop's schedule needs a finer clock than epoll's timeout.
+        let alarm = match interval {
+            Some(_) => Some(Alarm::new(&poll)?),
+            None => None,
+        };
         let mut w = Worker {
             conns,
             poll,
@@ -387,10 +394,50 @@ impl WorkerSpec {
             in_flight: 0,
             timers: BinaryHeap::new(),
             interval,
+            alarm,
             next_source: 0,
         };
         let finished = w.drive(self.deadline, self.start, shared)?;
         Ok((w.stats, finished))
+    }
+}
+
+/// The open loop's clock. epoll's timeout is whole milliseconds, rounded up, so a worker that
+/// slept until its next intended send woke up to 1 ms late, and every latency (timed from the
+/// intended send) carried that delay: 1,000 requests a second on one connection measured a p50
+/// of 0.65 ms against nginx or tincan, which answer in 40 µs. A timerfd watched by the same
+/// poll wakes it on time (its expiry has no timer slack); the poll's own timeout stays as the
+/// backstop.
+struct Alarm {
+    fd: crate::sys::TimerFd,
+    /// When it is set to ring, if it is set.
+    set: Option<Instant>,
+}
+
+/// The alarm's token: past any connection's index, so the event loop skips it.
+const ALARM: Token = Token(usize::MAX);
+
+impl Alarm {
+    fn new(poll: &Poll) -> Result<Alarm> {
+        let fd = crate::sys::TimerFd::new()
+            .map_err(|e| Error::io("cannot create a timer for the open loop", e))?;
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        poll.registry()
+            .register(&mut mio::unix::SourceFd(&raw), ALARM, Interest::READABLE)
+            .map_err(|e| Error::io("cannot watch the open loop's timer", e))?;
+        Ok(Alarm { fd, set: None })
+    }
+
+    /// Make sure the poll wakes by `wake`. An alarm already set for earlier (and still to
+    /// come) is kept: it wakes the loop early, which then sets it again.
+    fn ring_at(&mut self, wake: Instant, now: Instant) {
+        if wake <= now || self.set.is_some_and(|s| s > now && s <= wake) {
+            return;
+        }
+        // A timer that cannot be set leaves the poll's own (coarser) timeout in charge.
+        if self.fd.arm(wake - now).is_ok() {
+            self.set = Some(wake);
+        }
     }
 }
 
@@ -453,6 +500,9 @@ impl<E: Exchange> Worker<E> {
             }
             if let Some(d) = deadline {
                 wake = wake.min(d);
+            }
+            if let Some(alarm) = self.alarm.as_mut() {
+                alarm.ring_at(wake, now);
             }
             let timeout = wake.saturating_duration_since(now);
             match self.poll.poll(&mut events, Some(timeout)) {
