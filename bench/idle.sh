@@ -62,10 +62,10 @@ rss_kib() {
 # The active clients connect from 127.0.0.2, the idle ones from 127.0.0.1. Both servers close a
 # keep-alive connection after 1,000 requests (nginx's `keepalive_requests`, tincan's
 # `--max-requests-per-connection`), so the active clients reconnect about 100 times a second;
-# from the idle crowd's address each `connect` searched past its 15,000 ports (0.3 ms of the
-# generator's core per connect, `__inet_hash_connect` in `perf`) while the other 49 connections
-# waited, and the p99 "beside the idle ones" measured that search: 2.3-3.1 ms against 0.9 ms
-# alone, for either server.
+# from the idle crowd's address each `connect` searched for a free port past its 15,000
+# (`__inet_hash_connect` and `__inet_check_established`: 5% of the generator's core in
+# `perf record -a`) while the other 49 connections waited, and the p99 "beside the idle ones"
+# measured that search (tincan: 2.3-3.1 ms, against 0.9-1.4 ms alone).
 active_p99() { # URL -> p99 in µs of 50 keep-alive clients for 3 s
     taskset -c 1 "$TINCAN" bench http "$1" -c 50 -d 3 --threads 1 --source 127.0.0.2 --json 2>/dev/null |
         python3 -c 'import sys,json; d=json.load(sys.stdin); print(d["latency_us"]["p99"], d["replies_per_sec"], d["errors"]["total"])'

@@ -119,9 +119,9 @@ fn open_loop_sends_about_the_set_rate() {
 
 /// In the open loop a request's latency runs from its intended send time, so a generator that
 /// wakes late for its schedule adds its own lateness to every figure. Sleeping on epoll's
-/// timeout (whole milliseconds, rounded up) made sends 0.5 ms apart go out 0.5-1 ms late: a p50
-/// of 0.75 ms against a responder that answers in tens of microseconds. Tries three times, since
-/// other tests can hold both cores; a generator that sleeps past its schedule fails all three.
+/// timeout (whole milliseconds, rounded up) put the p50 of this run at 1.6-2.7 ms, against a
+/// responder that answers in tens of microseconds. Tries three times, since other tests can
+/// hold both cores; a generator that sleeps past its schedule fails all three.
 #[test]
 fn the_open_loop_sends_on_time_to_well_under_a_millisecond() {
     let r = Responder::start(HELLO).unwrap();
