@@ -585,6 +585,14 @@ fn large_bodies_are_counted_whole_without_being_copied_and_a_short_one_is_an_err
     assert_eq!(out.stats.errors.total(), 0, "{:?}", out.stats.errors);
     let head = "HTTP/1.1 200 OK\r\nContent-Length: 3145733\r\n\r\n".len();
     assert_eq!(out.stats.bytes_read, 12 * (head + len) as u64);
+    // Copied: the read that starts each reply (16 KiB at most) and a tail shorter than the
+    // drop threshold (16 KiB); the rest is dropped unread. A 64 KiB first read copied 48 KiB
+    // of each reply here.
+    let copied = out.stats.bytes_read - out.stats.bytes_dropped;
+    assert!(
+        copied <= 12 * 32 * 1024,
+        "{copied} bytes copied of 12 replies"
+    );
     // A body cut short by the close is a read error, not a reply.
     let addr = big_body_server(len, 1 << 20, 3);
     let o = counted(1, 3);

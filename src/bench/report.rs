@@ -152,6 +152,7 @@ pub fn json(run: &Run) -> Value {
         "replies": s.replies,
         "replies_per_sec": o.replies_per_sec(),
         "bytes_read": s.bytes_read,
+        "bytes_dropped": s.bytes_dropped,
         "bytes_written": s.bytes_written,
         "read_bytes_per_sec": o.read_bytes_per_sec(),
         "connects": s.connects,

@@ -96,6 +96,9 @@ pub struct Stats {
     /// Whole replies received, whatever their status.
     pub replies: u64,
     pub bytes_read: u64,
+    /// Of `bytes_read`, the body bytes dropped in the kernel unread (`MSG_TRUNC`): counted,
+    /// never copied into this process.
+    pub bytes_dropped: u64,
     pub bytes_written: u64,
     pub errors: ErrorCounts,
     /// Connections opened (one per request without keep-alive).
@@ -124,6 +127,7 @@ impl Stats {
             .expect("the histogram bounds are constants that hdrhistogram accepts"),
             replies: 0,
             bytes_read: 0,
+            bytes_dropped: 0,
             bytes_written: 0,
             errors: ErrorCounts::default(),
             connects: 0,
@@ -157,6 +161,7 @@ impl Stats {
         }
         self.replies += other.replies;
         self.bytes_read += other.bytes_read;
+        self.bytes_dropped += other.bytes_dropped;
         self.bytes_written += other.bytes_written;
         self.errors.merge(&other.errors);
         self.connects += other.connects;
