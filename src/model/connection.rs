@@ -86,6 +86,7 @@ pub(crate) struct Conn<T: Session> {
     /// The socket takes `TCP_QUICKACK` (cleared after the first refusal: a Unix socket has no
     /// ACKs to hurry, so it is not asked again on every read).
     quickack: bool,
+    cork: cio::Cork,
     limits: Limits,
 }
 
@@ -111,6 +112,7 @@ impl<T: Session> Conn<T> {
             owe_drained: false,
             shutdown_told: false,
             quickack: true,
+            cork: cio::Cork::Off,
             limits,
         }
     }
@@ -289,7 +291,7 @@ impl<T: Session> Conn<T> {
             }
             if !self.out.is_empty() {
                 let closing = matches!(self.state, State::Closing { .. });
-                match cio::flush(&self.sock, &mut self.out, closing) {
+                match cio::flush(&self.sock, &mut self.out, closing, &mut self.cork) {
                     Ok(f) => {
                         if f.wrote > 0 {
                             self.last_progress = now;

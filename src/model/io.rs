@@ -21,6 +21,9 @@ pub(crate) const READ_CHUNK: usize = 16 * 1024;
 /// throughput.
 const TURN: usize = 4 << 20;
 
+/// A file region longer than this is corked before its first call: it will not leave in one.
+const CORK_AHEAD: u64 = 1 << 20;
+
 /// At most this many chunks go into one writev (Linux allows 1024; more buys nothing).
 const MAX_IOVECS: usize = 64;
 
@@ -78,6 +81,40 @@ pub(crate) fn discard(sock: &Socket) -> io::Result<ReadOutcome> {
     }
 }
 
+/// A socket's `TCP_CORK` while a file region goes out in several calls: the kernel sends only
+/// whole segments until the cork comes off, as nginx's `tcp_nopush` does.
+///
+/// Without it, each `sendfile` call pushed out its last partial segment. At 10 MiB and 500
+/// connections on loopback (`tincan bench`, 3 s, `nstat` over the run, both directions) the
+/// uncorked server sent 41.7-42.9 thousand segments per GB against nginx's 31.2, and its
+/// connections fired 270-279 tail-loss probes per GB against nginx's 37-51; corked, 32.6-33.3
+/// thousand segments and 163-205 probes, at the same 5.3-5.5 GB/s (two runs each).
+///
+/// The cork goes on before a region longer than [`CORK_AHEAD`] and after any call that leaves
+/// part of a region behind; a reply that leaves in one call costs no extra system calls. It
+/// comes off with the region's last bytes, which sends the tail at once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum Cork {
+    #[default]
+    Off,
+    On,
+    /// Not a TCP socket (a Unix socket): not asked again.
+    Refused,
+}
+
+impl Cork {
+    fn set(&mut self, sock: &Socket, on: bool) {
+        if *self == Cork::Refused || (*self == Cork::On) == on {
+            return;
+        }
+        *self = match sock.set_cork(on) {
+            Ok(()) if on => Cork::On,
+            Ok(()) => Cork::Off,
+            Err(_) => Cork::Refused,
+        };
+    }
+}
+
 /// What a flush achieved.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Flushed {
@@ -94,12 +131,25 @@ pub(crate) struct Flushed {
 /// `closing`: the connection is closed (or half-closed) once `out` is sent. The last bytes are
 /// then sent with `MSG_MORE`, so the kernel holds them until the close and the FIN rides in
 /// their packet: one packet (and one ACK) fewer per connection, as nginx gets from `TCP_CORK`.
-pub(crate) fn flush(sock: &Socket, out: &mut Outbox, closing: bool) -> io::Result<Flushed> {
-    flush_turn(sock, out, closing, TURN)
+///
+/// `cork`: the socket's [`Cork`], kept by the caller between flushes.
+pub(crate) fn flush(
+    sock: &Socket,
+    out: &mut Outbox,
+    closing: bool,
+    cork: &mut Cork,
+) -> io::Result<Flushed> {
+    flush_turn(sock, out, closing, cork, TURN)
 }
 
 /// [`flush`], sending at most about `turn` bytes.
-fn flush_turn(sock: &Socket, out: &mut Outbox, closing: bool, turn: usize) -> io::Result<Flushed> {
+fn flush_turn(
+    sock: &Socket,
+    out: &mut Outbox,
+    closing: bool,
+    cork: &mut Cork,
+    turn: usize,
+) -> io::Result<Flushed> {
     let mut done = Flushed::default();
     while !out.is_empty() {
         if done.wrote >= turn {
@@ -115,12 +165,19 @@ fn flush_turn(sock: &Socket, out: &mut Outbox, closing: bool, turn: usize) -> io
                 .unwrap_or(usize::MAX)
                 .min(turn - done.wrote);
             asked = want;
+            if len > CORK_AHEAD {
+                cork.set(sock, true);
+            }
             match sys::sendfile(sock.as_fd(), &file, &mut off, want) {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "the file shrank while it was being sent",
                     ))
+                }
+                Ok(n) => {
+                    cork.set(sock, n as u64 != len);
+                    Ok(n)
                 }
                 r => r,
             }
@@ -189,25 +246,81 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    /// An open file of `len` bytes whose name is already gone.
+    fn unlinked_file(name: &str, len: usize) -> Arc<std::fs::File> {
+        let path = std::env::temp_dir().join(format!("tincan-{name}-{}", std::process::id()));
+        std::fs::write(&path, vec![7u8; len]).unwrap();
+        let file = Arc::new(std::fs::File::open(&path).unwrap());
+        std::fs::remove_file(&path).unwrap();
+        file
+    }
+
     /// A file region longer than a turn leaves in turns: one call sends a turn's worth (the
     /// socket has room for more) and says to stop; the next call goes on from there.
     #[test]
     fn a_large_file_is_sent_a_turn_at_a_time() {
         const TURN_HERE: usize = 16 * 1024;
-        let path = std::env::temp_dir().join(format!("tincan-turn-{}", std::process::id()));
-        std::fs::write(&path, vec![7u8; 4 * TURN_HERE]).unwrap();
-        let file = Arc::new(std::fs::File::open(&path).unwrap());
-        std::fs::remove_file(&path).unwrap();
+        let file = unlinked_file("turn", 4 * TURN_HERE);
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
         let sock = Socket::from(std::os::fd::OwnedFd::from(ours));
         let mut out = Outbox::new();
         out.push_file(file, 0, 4 * TURN_HERE as u64);
-        let f = flush_turn(&sock, &mut out, false, TURN_HERE).unwrap();
+        let mut cork = Cork::Off;
+        let f = flush_turn(&sock, &mut out, false, &mut cork, TURN_HERE).unwrap();
         assert_eq!((f.wrote, f.paused), (TURN_HERE, true));
         assert_eq!(out.len(), 3 * TURN_HERE);
-        let f = flush_turn(&sock, &mut out, false, TURN_HERE).unwrap();
+        // A Unix socket has no cork; it is asked once.
+        assert_eq!(cork, Cork::Refused);
+        let f = flush_turn(&sock, &mut out, false, &mut cork, TURN_HERE).unwrap();
         assert_eq!(f.wrote, TURN_HERE);
         drop(theirs);
+    }
+
+    /// A file region that leaves in several calls goes out corked, so the kernel sends whole
+    /// segments; the cork comes off with the region's last bytes. A short region that leaves
+    /// in one call never touches the cork.
+    #[test]
+    fn a_file_region_left_behind_is_corked_until_it_is_out() {
+        const LEN: usize = 64 * 1024;
+        let file = unlinked_file("cork", 4 * LEN);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut theirs = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (ours, _) = listener.accept().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let sock = Socket::from(ours);
+        let mut cork = Cork::Off;
+
+        let mut out = Outbox::new();
+        out.push_file(Arc::clone(&file), 0, 1024);
+        flush_turn(&sock, &mut out, false, &mut cork, LEN).unwrap();
+        assert!(out.is_empty());
+        assert_eq!(cork, Cork::Off);
+
+        out.push_file(file, 0, 4 * LEN as u64);
+        let f = flush_turn(&sock, &mut out, false, &mut cork, LEN).unwrap();
+        assert!(f.paused && !out.is_empty());
+        assert_eq!(cork, Cork::On);
+        assert!(sock.cork().unwrap(), "the socket itself is corked");
+
+        let mut sink = vec![0u8; 4 * LEN];
+        let mut got = 0;
+        while !out.is_empty() {
+            flush_turn(&sock, &mut out, false, &mut cork, LEN).unwrap();
+            got += std::io::Read::read(&mut theirs, &mut sink).unwrap();
+        }
+        assert_eq!(cork, Cork::Off);
+        assert!(
+            !sock.cork().unwrap(),
+            "the cork is off once the region is out"
+        );
+        // Uncorking sent the tail: the peer gets every byte without waiting out the cork's
+        // 200 ms.
+        theirs
+            .set_read_timeout(Some(std::time::Duration::from_millis(100)))
+            .unwrap();
+        while got < 1024 + 4 * LEN {
+            got += std::io::Read::read(&mut theirs, &mut sink).unwrap();
+        }
     }
 }
