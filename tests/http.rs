@@ -505,6 +505,38 @@ fn head_body_and_idle_timers_fire_under_every_model() {
     }
 }
 
+/// A client that connects and never sends a byte is closed when the head timeout runs out,
+/// counted from the accept, so silent connections cannot hold every connection slot (or, under
+/// `iterative`, the whole server) for ever.
+#[test]
+fn a_connection_that_never_speaks_is_closed_at_the_head_timeout_under_every_model() {
+    for &m in ALL_MODELS {
+        let s = hello(m, &["--head-timeout", "0.5", "--max-connections", "1"]);
+        let t0 = Instant::now();
+        let mut silent = connect(s.addr());
+        silent
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut got = Vec::new();
+        let closed = silent.read_to_end(&mut got);
+        assert!(
+            closed.is_ok() && got.is_empty(),
+            "{m}: a silent connection was not closed quietly: {closed:?} {got:?}"
+        );
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+            "{m}: closed after {took:?}, not at the 0.5 s head timeout"
+        );
+        // Its slot is free again: the next client is answered.
+        let r = once(
+            &s,
+            b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(r.status, 200, "{m}");
+    }
+}
+
 #[test]
 fn responses_carry_extra_headers_and_can_hide_the_server_token() {
     let s = hello(

@@ -45,6 +45,7 @@ pub(crate) fn run_connection<S: Service>(
     let session = ctx.service.open(&peer, waker);
     let now = Instant::now();
     let mut conn = Conn::new(sock, session, Limits::from(&ctx.opts), now);
+    conn.open(now);
     let mut grace_until = None;
     if ctx.shutdown.is_triggered() {
         stopping();

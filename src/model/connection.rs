@@ -117,6 +117,13 @@ impl<T: Session> Conn<T> {
         }
     }
 
+    /// Start the session ([`Session::on_open`]): before the first read, so its timer runs
+    /// even if the peer never sends a byte.
+    pub fn open(&mut self, now: Instant) {
+        let next = self.session.on_open(&mut self.out, now);
+        self.apply(next, true, now);
+    }
+
     /// Run `f` on this connection; if the session panics, close this connection only (the
     /// panic message has gone to stderr) instead of taking the worker and every other
     /// connection down with it.

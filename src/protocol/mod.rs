@@ -139,6 +139,13 @@ impl Next {
 
 /// One connection's protocol state. Never blocks, never touches a socket.
 pub trait Session: Send + 'static {
+    /// The connection was accepted and nothing has been read yet: queue a greeting, or say
+    /// when to be woken if the peer never speaks (a head timeout must run from the accept,
+    /// or a client that connects and stays silent would hold its connection for ever).
+    fn on_open(&mut self, _out: &mut Outbox, _now: Instant) -> Next {
+        Next::CONTINUE
+    }
+
     /// Bytes arrived (they are appended to `input`); consume what can be used, queue output.
     fn on_input(&mut self, input: &mut ReadBuf, out: &mut Outbox, now: Instant) -> Next;
 

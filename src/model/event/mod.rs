@@ -421,6 +421,7 @@ impl<'a, S: Service> Worker<'a, S> {
             return;
         };
         let mut conn = Conn::new(sock, session, self.limits, now);
+        conn.guarded(|c| c.open(now));
         if self.grace_until.is_some() {
             conn.guarded(|c| c.shutdown(now));
         }

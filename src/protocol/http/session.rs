@@ -874,6 +874,15 @@ impl HttpSession {
 }
 
 impl Session for HttpSession {
+    /// The head timer runs from the accept: a client that connects and never sends a byte is
+    /// closed when it expires, as nginx's `client_header_timeout` does (silently, since no
+    /// request began).
+    fn on_open(&mut self, _out: &mut Outbox, _now: Instant) -> Next {
+        Next::Continue {
+            wake_at: self.deadline,
+        }
+    }
+
     fn on_input(&mut self, input: &mut ReadBuf, out: &mut Outbox, now: Instant) -> Next {
         self.run(Some(input), out, now, true)
     }
