@@ -143,7 +143,7 @@ impl HeadScanner {
             if self.lines > 0 && (line.is_empty() || line == b"\r") {
                 return self.done(nl + 1, limits);
             }
-            self.end_line(line.len(), limits)?;
+            self.end_line(line.strip_suffix(b"\r").unwrap_or(line).len(), limits)?;
             self.line_start = nl + 1;
             self.pos = nl + 1;
         }
@@ -155,8 +155,8 @@ impl HeadScanner {
         } else {
             (limits.max_header, HEADER_TOO_LONG)
         };
-        // +2 for the CRLF the line will still need.
-        if partial > line_limit.0 + 2 {
+        // +1 for the CR it may end in (an LF would have ended it).
+        if partial > line_limit.0 + 1 {
             return Err(line_limit.1);
         }
         if buf.len() > limits.max_head {
@@ -165,13 +165,14 @@ impl HeadScanner {
         Ok(None)
     }
 
-    fn end_line(&mut self, len_with_cr: usize, limits: &Limits) -> Result<(), Reject> {
+    /// A line of `len` bytes (its CR and LF not counted) has ended.
+    fn end_line(&mut self, len: usize, limits: &Limits) -> Result<(), Reject> {
         if self.lines == 0 {
-            if len_with_cr > limits.max_request_line + 1 {
+            if len > limits.max_request_line {
                 return Err(LINE_TOO_LONG);
             }
         } else {
-            if len_with_cr > limits.max_header + 1 {
+            if len > limits.max_header {
                 return Err(HEADER_TOO_LONG);
             }
             if self.lines > limits.max_headers {
@@ -293,22 +294,25 @@ pub fn parse_head<'a>(
     }
 
     let framing = framing(&request, limits)?;
-    let has = |t: &str| tokens(headers, "connection").any(|c| c.eq_ignore_ascii_case(t));
+    let has = |t: &str| tokens(headers, "connection").any(|c| c.eq_ignore_ascii_case(t.as_bytes()));
     let keep_alive = match version {
         Version::Http11 => !has("close"),
         Version::Http10 => has("keep-alive") && !has("close"),
     };
-    let expect_continue = version == Version::Http11
-        && request
-            .header("expect")
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"));
-    if version == Version::Http11
-        && !expect_continue
-        && headers
-            .iter()
-            .any(|h| h.name.eq_ignore_ascii_case("expect"))
-    {
-        // RFC 9110 §10.1.1: an expectation we cannot meet.
+    // RFC 9110 §10.1.1: `Expect` is a list (empty members ignored, lines taken together);
+    // 100-continue is the one expectation defined, and any other is one we cannot meet. A
+    // 1.0 request's expectations are ignored (a 1.0 client cannot read a 100).
+    let (mut expect_continue, mut expect_other) = (false, false);
+    if version == Version::Http11 {
+        for m in tokens(headers, "expect") {
+            if m.eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = true;
+            } else {
+                expect_other = true;
+            }
+        }
+    }
+    if expect_other {
         return Err(Reject::new(
             417,
             "The only expectation this server meets is 100-continue.",
@@ -322,16 +326,24 @@ pub fn parse_head<'a>(
     })
 }
 
-/// Does the request line end in something shaped like `HTTP/d.d` (so an unsupported version
-/// deserves 505 rather than 400)?
+/// Is the request line well formed (`method SP target SP version`, RFC 9112 §3) with a version
+/// shaped like `HTTP/d.d`, so that only the version is wrong and deserves 505? A malformed
+/// line (a space inside the target, two spaces) is a 400 whatever it ends in.
 fn version_token_looks_like_http(buf: &[u8]) -> bool {
     let line_end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
     let line = buf[..line_end]
         .strip_suffix(b"\r")
         .unwrap_or(&buf[..line_end]);
-    let token = line.rsplit(|&b| b == b' ').next().unwrap_or(b"");
-    matches!(token, [b'H', b'T', b'T', b'P', b'/', a, b'.', b]
-        if a.is_ascii_digit() && b.is_ascii_digit())
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    !method.is_empty()
+        && !target.is_empty()
+        && matches!(version, [b'H', b'T', b'T', b'P', b'/', a, b'.', b]
+            if a.is_ascii_digit() && b.is_ascii_digit())
 }
 
 /// Split a request target into its path and query (RFC 9112 §3.2: origin-form, absolute-form,
@@ -388,45 +400,69 @@ fn split_query(s: &str) -> (&str, Option<&str>) {
 
 /// `Host = uri-host [ ":" port ]` (RFC 9110 §7.2): reg-name or IP-literal characters only.
 fn valid_host(v: &[u8]) -> bool {
-    v.len() <= 255
-        && v.iter().all(|&b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b'!'
-                        | b'$'
-                        | b'&'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b'+'
-                        | b','
-                        | b';'
-                        | b'='
-                        | b':'
-                        | b'['
-                        | b']'
-                        | b'%'
-                )
-        })
+    // RFC 9112 §3.2, RFC 3986 §3.2.2: `Host = uri-host [ ":" port ]`, empty allowed.
+    if v.len() > 255 {
+        return false;
+    }
+    let (host, port) = if let Some(rest) = v.strip_prefix(b"[") {
+        // IP-literal: hex digits, colons and dots (IPv6, with an embedded IPv4), or IPvFuture.
+        let Some(close) = rest.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let lit = &rest[..close];
+        let ok = !lit.is_empty()
+            && lit.iter().all(|&b| {
+                b.is_ascii_alphanumeric() || matches!(b, b':' | b'.' | b'-' | b'_' | b'~')
+            });
+        if !ok {
+            return false;
+        }
+        match &rest[close + 1..] {
+            [] => (&b""[..], None),
+            [b':', port @ ..] => (&b""[..], Some(port)),
+            _ => return false,
+        }
+    } else {
+        match v.iter().rposition(|&b| b == b':') {
+            Some(i) => (&v[..i], Some(&v[i + 1..])),
+            None => (v, None),
+        }
+    };
+    let reg_name = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b);
+    let pct_ok = host
+        .iter()
+        .enumerate()
+        .filter(|(_, &b)| b == b'%')
+        .all(|(i, _)| {
+            host.get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+        });
+    host.iter().all(|&b| reg_name(b) || b == b'%')
+        && pct_ok
+        && port.is_none_or(|p| p.iter().all(u8::is_ascii_digit))
 }
 
-/// The comma-separated tokens of every field named `name`, trimmed, empties dropped.
+/// The members of every list field named `name` (RFC 9110 §5.6.1): split on commas, trimmed of
+/// whitespace, empty members dropped, and the field lines taken together (§5.3). Bytes, not
+/// text: a member holding obs-text still counts (as a member that matches nothing), so a
+/// `Transfer-Encoding: \xffgzip` line cannot vanish and leave `chunked` looking final.
+pub(crate) fn list_members<'a>(
+    fields: impl Iterator<Item = (&'a str, &'a [u8])> + 'a,
+    name: &'a str,
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    fields
+        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+        .flat_map(|(_, v)| v.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// [`list_members`] of a request's fields.
 fn tokens<'a>(
     headers: &'a [httparse::Header<'a>],
     name: &'a str,
-) -> impl Iterator<Item = &'a str> + 'a {
-    headers
-        .iter()
-        .filter(move |h| h.name.eq_ignore_ascii_case(name))
-        .filter_map(|h| std::str::from_utf8(h.value).ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    list_members(headers.iter().map(|h| (h.name, h.value)), name)
 }
 
 /// RFC 9112 §6.3, strictly: Transfer-Encoding with Content-Length, more than one (or a
@@ -458,13 +494,22 @@ fn framing(req: &Request<'_>, limits: &Limits) -> Result<Framing, Reject> {
         let (mut count, mut chunked, mut last_chunked) = (0, 0, false);
         for t in tokens(req.headers, "transfer-encoding") {
             count += 1;
-            last_chunked = t.eq_ignore_ascii_case("chunked");
+            last_chunked = t.eq_ignore_ascii_case(b"chunked");
             chunked += usize::from(last_chunked);
         }
         if count == 0 || !last_chunked || chunked != 1 {
             return Err(Reject::new(
                 400,
                 "The request's Transfer-Encoding must end in a single chunked.",
+            ));
+        }
+        // The framing is sound, but a coding under `chunked` (`gzip, chunked`) would have to
+        // be undone to read the body, and no coding but chunked is implemented: RFC 9112
+        // §6.1 says 501, as nginx answers.
+        if count > 1 {
+            return Err(Reject::new(
+                501,
+                "Only the chunked transfer coding is accepted here.",
             ));
         }
         return Ok(Framing::Chunked);
@@ -492,12 +537,16 @@ fn framing(req: &Request<'_>, limits: &Limits) -> Result<Framing, Reject> {
     }
 }
 
-/// `Content-Length = 1*DIGIT` (RFC 9110 §8.6): digits only, no sign, no list, no overflow.
+/// `Content-Length = 1*DIGIT` (RFC 9110 §8.6): digits only, no sign, no list, no overflow
+/// (leading zeros are digits like any other: `0005` is 5).
 fn parse_content_length(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    std::str::from_utf8(v).ok()?.parse().ok()
+    let start = v.iter().position(|&b| b != b'0').unwrap_or(v.len());
+    v[start..].iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 /// Reads and discards a request body framed by Content-Length or chunked, across any number
@@ -605,8 +654,10 @@ impl Chunked {
             i += 1;
             self.state = match (self.state, b) {
                 (Size, b) if b.is_ascii_hexdigit() => {
-                    self.digits += 1;
-                    if self.digits > 16 {
+                    // `chunk-size = 1*HEXDIG`: leading zeros are valid, so the value, not the
+                    // digit count, must fit in 64 bits; the line limit bounds the zeros.
+                    self.digits = self.digits.saturating_add(1);
+                    if self.size > u64::MAX >> 4 || self.digits as usize > limits.max_header {
                         return Err(BAD_CHUNKED);
                     }
                     let d = (b as char).to_digit(16).unwrap_or(0) as u64;
@@ -725,9 +776,27 @@ mod tests {
             (b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
             (b"GET / HTTP/1.1\r\nHost:\r\n\r\n", 0),
             (b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", 0),
+            (b"GET / HTTP/1.1\r\nHost: [::1]\r\n\r\n", 0),
+            (b"GET / HTTP/1.1\r\nHost: a.b-c_d:8080\r\n\r\n", 0),
+            (b"GET / HTTP/1.1\r\nHost: a%41:\r\n\r\n", 0),
+            // RFC 9112 §3.2: a Host that is not `uri-host [":" port]` gets 400.
+            (b"GET / HTTP/1.1\r\nHost: a:80x\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a:1:2\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: a]b\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: %zz\r\n\r\n", 400),
             (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
             (b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505),
             (b"GET / FOO\r\nHost: a\r\n\r\n", 400),
+            // A malformed request line is a 400 even when it ends in a version.
+            (b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            (b"GET /  HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            (b"GET /a b HTTP/2.0\r\nHost: a\r\n\r\n", 400),
+            // Leading zeros are digits: RFC 9110 §8.6, RFC 9112 §7.1.
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 00000000000000000005\r\n\r\n", 0),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 000\r\n\r\n", 0),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551616\r\n\r\n", 400),
             (b"BREW / HTTP/1.1\r\nHost: a\r\n\r\n", 501),
             (b"get / HTTP/1.1\r\nHost: a\r\n\r\n", 501),
             (b"DELETE / HTTP/1.1\r\nHost: a\r\n\r\n", 0),
@@ -738,10 +807,20 @@ mod tests {
             (b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n", 400),
             (b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n", 0),
             (b"GET / HTTP/1.1\r\nHost: a\r\nExpect: teapot\r\n\r\n", 417),
+            // Expect is a list: empty members are ignored, lines are taken together.
+            (b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue,\r\n\r\n", 0),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nExpect: , 100-continue\r\n\r\n", 0),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nExpect:\r\n\r\n", 0),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nExpect: foo\r\n\r\n", 417),
+            (b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue, foo\r\n\r\n", 417),
+            (b"GET / HTTP/1.0\r\nExpect: foo\r\n\r\n", 0),
             // Framing: RFC 9112 §6.1, §6.3.
             (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n", 0),
             (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", 0),
-            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 0),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
+            // A line the parser cannot read as text still counts (it was once skipped).
+            (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: \xffgzip\r\n\r\n", 400),
             (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
             (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", 400),
             (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", 400),
@@ -767,6 +846,21 @@ mod tests {
         }
     }
 
+    /// `Connection: close` is honoured whatever else shares its list, bytes that are not text
+    /// included (RFC 9112 §9.6: the server MUST close).
+    #[test]
+    fn a_close_option_counts_beside_any_other_member() {
+        for raw in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close, \xff\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: \xff, close\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: x\r\nConnection: ,Close\r\n\r\n",
+        ] {
+            let mut storage = vec![httparse::EMPTY_HEADER; 10];
+            let head = parse_head(raw, &mut storage, &limits()).unwrap();
+            assert!(!head.keep_alive, "{:?}", String::from_utf8_lossy(raw));
+        }
+    }
+
     #[test]
     fn each_head_limit_holds_at_its_edge_and_refuses_one_over() {
         let l = Limits {
@@ -778,6 +872,7 @@ mod tests {
         };
         let line = |n: usize| format!("GET /{} HTTP/1.1", "a".repeat(n - 14));
         assert_eq!(line(100).len(), 100);
+        let hdr = |n: usize| format!("X: {}", "v".repeat(n - 3));
         let req = |first: String, hdrs: &[String]| {
             let mut s = first + "\r\nHost: h\r\n";
             for h in hdrs {
@@ -788,7 +883,15 @@ mod tests {
         };
         assert_eq!(status_of(req(line(100), &[]).as_bytes(), &l), 0);
         assert_eq!(status_of(req(line(101), &[]).as_bytes(), &l), 414);
-        let hdr = |n: usize| format!("X: {}", "v".repeat(n - 3));
+        // The same edges with bare LF line ends: the limit counts the line, not its ending.
+        let lf = |r: String| r.replace("\r\n", "\n");
+        assert_eq!(status_of(lf(req(line(100), &[])).as_bytes(), &l), 0);
+        assert_eq!(status_of(lf(req(line(101), &[])).as_bytes(), &l), 414);
+        assert_eq!(status_of(lf(req(line(20), &[hdr(200)])).as_bytes(), &l), 0);
+        assert_eq!(
+            status_of(lf(req(line(20), &[hdr(201)])).as_bytes(), &l),
+            431
+        );
         assert_eq!(status_of(req(line(20), &[hdr(200)]).as_bytes(), &l), 0);
         assert_eq!(status_of(req(line(20), &[hdr(201)]).as_bytes(), &l), 431);
         let four: Vec<String> = (0..4).map(|i| format!("X{i}: y")).collect();
@@ -926,6 +1029,15 @@ mod tests {
         assert_eq!(c.feed(b"65\r\n", &l).unwrap_err().status, 413);
         let mut c = Chunked::default();
         assert!(c.feed(b"64\r\n", &l).is_ok());
+        // Leading zeros are hex digits like any other; the value must fit, not the digits.
+        let mut c = Chunked::default();
+        assert_eq!(
+            c.feed(b"00000000000000005\r\nhello\r\n0\r\n\r\n", &l),
+            Ok((31, true))
+        );
+        let mut c = Chunked::default();
+        let zeros = "0".repeat(l.max_header + 1) + "5\r\n";
+        assert_eq!(c.feed(zeros.as_bytes(), &l).unwrap_err().status, 400);
     }
 
     #[test]

@@ -147,13 +147,11 @@ pub fn is_hop_by_hop(name: &str) -> bool {
 }
 
 /// The header names listed in `Connection` fields (also hop-by-hop, RFC 9110 §7.6.1).
-pub fn connection_tokens<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Vec<String> {
-    headers
-        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
-        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
+pub fn connection_tokens<'a>(
+    headers: impl Iterator<Item = (&'a str, &'a [u8])> + 'a,
+) -> Vec<String> {
+    super::parse::list_members(headers, "connection")
+        .map(|t| String::from_utf8_lossy(t).to_ascii_lowercase())
         .collect()
 }
 

@@ -488,26 +488,6 @@ impl HttpSession {
             },
             Some(reader) => {
                 if routed.is_some() {
-                    if head
-                        .request
-                        .header_all("transfer-encoding")
-                        .flat_map(|v| v.split(','))
-                        .filter(|t| !t.trim().is_empty())
-                        .count()
-                        > 1
-                    {
-                        // A coding under `chunked` could not be passed on once the chunked
-                        // layer is removed; nginx answers 501 too.
-                        self.answer_error(
-                            Reject {
-                                status: 501,
-                                detail: "Only the chunked transfer coding is accepted here.",
-                            },
-                            &request_line(raw),
-                            out,
-                        );
-                        return true;
-                    }
                     self.collect = Some(Box::default());
                 }
                 // RFC 9110 §10.1.1: the client waits for this before sending the body. (A body
