@@ -535,6 +535,12 @@ fn cgi_dir() -> TempDir {
         0o755,
     );
     script(&bin, "crash.sh", "kill -SEGV $$", 0o755);
+    script(
+        &bin,
+        "midcrash.sh",
+        "printf 'Content-Type: text/plain\\n\\n'; echo partial; kill -SEGV $$",
+        0o755,
+    );
     script(&bin, "garbage.sh", "echo 'no headers here'", 0o755);
     script(&bin, "slow.sh", "exec sleep 5", 0o755);
     script(
@@ -760,6 +766,53 @@ fn a_full_upstream_pool_answers_503_instead_of_queueing() {
         assert_eq!(r.status, 504, "{m}");
         // The worker is free again.
         assert_eq!(get(s.addr(), "/up/len").status, 200, "{m}");
+    }
+}
+
+/// A finished request gives its `--upstream-workers` slot back at once: a local redirect (a
+/// second job for the same request) and the next request on the connection are never told
+/// 503 by their own finished job.
+#[test]
+fn a_finished_cgi_request_never_keeps_its_slot_under_every_model() {
+    let t = cgi_dir();
+    let route = format!("/cgi-bin={}", t.path().join("cgi-bin").display());
+    for &m in ALL_MODELS {
+        let s = serve(
+            m,
+            &t.path().join("www"),
+            &["--cgi", &route, "--upstream-workers", "1"],
+        );
+        for i in 0..10 {
+            let r = get(s.addr(), "/cgi-bin/local.sh");
+            assert_eq!((i, r.status), (i, 201), "{m}: {:?}", r.body);
+            let r = get(s.addr(), "/cgi-bin/status.sh");
+            assert_eq!((i, r.status), (i, 201), "{m}");
+        }
+    }
+}
+
+/// A script that dies from a signal after its head broke its answer: the client sees a
+/// truncated body (no last chunk) and the connection closes, never a complete-looking reply.
+#[test]
+fn a_script_that_crashes_mid_body_gives_a_visibly_broken_answer_under_every_model() {
+    let t = cgi_dir();
+    let route = format!("/cgi-bin={}", t.path().join("cgi-bin").display());
+    for &m in ALL_MODELS {
+        let s = serve(m, &t.path().join("www"), &["--cgi", &route]);
+        let mut c = connect(s.addr());
+        c.write_all(b"GET /cgi-bin/midcrash.sh HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got)
+            .unwrap_or_else(|e| panic!("{m}: the connection was not closed: {e}"));
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200"), "{m}: {text}");
+        assert!(text.contains("partial"), "{m}: {text}");
+        assert!(
+            !text.ends_with("0\r\n\r\n"),
+            "{m}: a crashed script's answer ended like a whole one: {text:?}"
+        );
     }
 }
 

@@ -127,8 +127,8 @@ pub struct GatewayArgs {
     /// next path segment names the script, the rest is PATH_INFO. Repeatable.
     #[arg(long, value_name = "PREFIX=DIR")]
     pub cgi: Vec<String>,
-    /// Proxied and CGI requests in progress at once (one worker thread each); more get 503.
-    /// [default: 16]
+    /// Proxied and CGI requests in progress at once (one worker thread each), per process
+    /// (under prefork, per worker process); more get 503. [default: 16]
     #[arg(long, value_name = "N")]
     pub upstream_workers: Option<usize>,
     /// Seconds an upstream or script may take to connect, or between two reads or writes;

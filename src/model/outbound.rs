@@ -10,8 +10,14 @@
 //! session, which takes the bytes in `on_wake`/`on_drained`; protocols still never touch a socket
 //! or a process. Because only the [`Waker`] is used, this works the same under every model.
 //!
-//! Lifecycles: dropping the [`Receiver`] (the connection went away) cancels the job: the worker
-//! stops, closes the upstream connection or kills the child. Every child is waited for (no
+//! Lifecycles: a job holds one of the pool's slots from [`Outbound::submit`] until it ends or
+//! its [`Receiver`] is dropped, whichever comes first, so a session that has its whole answer
+//! can submit the next job at once. Dropping the receiver before [`Receiver::complete`] (the
+//! connection went away, the answer broke) cancels the job: the upstream connection is shut
+//! down at once, the child's whole process group killed. A CGI child whose answer is complete
+//! is not killed: it may finish its work, within the timeout, while its further output is
+//! read and dropped. Every child runs in a process group of its own, so a timeout or a cancel
+//! also ends what it started (`sleep` in a shell script), and every child is waited for (no
 //! zombies), on success, failure, timeout and cancel alike.
 //!
 //! The pool is started lazily, in the process that first submits a job (under prefork that is
@@ -114,6 +120,7 @@ struct Pipe {
     space: Condvar,
     waker: Waker,
     budget: usize,
+    pool: Arc<Inner>,
 }
 
 #[derive(Default)]
@@ -121,6 +128,13 @@ struct PipeState {
     queue: VecDeque<Event>,
     bytes: usize,
     cancelled: bool,
+    /// The session had its whole answer before it let go (see [`Receiver::complete`]).
+    complete: bool,
+    /// The job still counts against the pool's `workers`.
+    slot: bool,
+    /// A second handle on the upstream connection, shut down when the receiver goes so the
+    /// worker's blocking read returns at once.
+    upstream: Option<Stream>,
 }
 
 impl Pipe {
@@ -157,6 +171,20 @@ impl Pipe {
     fn cancelled(&self) -> bool {
         self.lock().cancelled
     }
+
+    /// Was the job let go after its answer was complete (rather than abandoned)?
+    fn completed(&self) -> bool {
+        self.lock().complete
+    }
+
+    /// Give the job's slot back to the pool, once.
+    fn release_slot(&self) {
+        let held = std::mem::take(&mut self.lock().slot);
+        if held {
+            let mut st = self.pool.lock();
+            st.active = st.active.saturating_sub(1);
+        }
+    }
 }
 
 /// The session's end of a job. Dropping it cancels the job.
@@ -171,6 +199,12 @@ impl std::fmt::Debug for Receiver {
 }
 
 impl Receiver {
+    /// The session has the whole answer: dropping the receiver now releases the job rather
+    /// than cancelling it (a CGI script is left to exit by itself, within the timeout).
+    pub fn complete(&self) {
+        self.pipe.lock().complete = true;
+    }
+
     /// The next event, if one is ready (never blocks).
     pub fn try_recv(&self) -> Option<Event> {
         let mut st = self.pipe.lock();
@@ -191,8 +225,15 @@ impl Drop for Receiver {
         let mut st = self.pipe.lock();
         st.cancelled = true;
         st.queue.clear();
+        let upstream = st.upstream.take();
         drop(st);
         self.pipe.space.notify_all();
+        if let Some(up) = upstream {
+            up.shutdown();
+        }
+        // The session holds the job no longer: its slot is free for the next request, even
+        // while the worker winds it down.
+        self.pipe.release_slot();
     }
 }
 
@@ -203,10 +244,15 @@ struct Queued {
 
 #[derive(Default)]
 struct PoolState {
-    /// Jobs accepted and not finished (queued or running).
+    /// Jobs holding a slot: accepted, not finished, their receiver not dropped.
     active: usize,
     /// Worker threads alive.
     threads: usize,
+    /// Worker threads waiting for a job.
+    idle: usize,
+    /// Workers letting a finished CGI child exit by itself (at most `workers` at once; past
+    /// that, a finished child that will not exit is killed at once).
+    lingering: usize,
     queue: VecDeque<Queued>,
     /// The process the threads were started in: after a fork they do not exist in the child.
     pid: u32,
@@ -216,6 +262,12 @@ struct Inner {
     cfg: OutboundConfig,
     state: Mutex<PoolState>,
     work: Condvar,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The pool of outbound workers. Cheap to clone; shared by every connection.
@@ -251,12 +303,16 @@ impl Outbound {
     /// something arrives. `Err(Busy)` when every worker is taken.
     pub fn submit(&self, spec: JobSpec, waker: Waker) -> Result<Receiver, Busy> {
         let pipe = Arc::new(Pipe {
-            state: Mutex::new(PipeState::default()),
+            state: Mutex::new(PipeState {
+                slot: true,
+                ..PipeState::default()
+            }),
             space: Condvar::new(),
             waker,
             budget: self.inner.cfg.budget.max(1),
+            pool: Arc::clone(&self.inner),
         });
-        let mut st = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.inner.lock();
         let pid = std::process::id();
         if st.pid != pid {
             // A fresh process (first use, or a forked worker): no thread of ours runs here.
@@ -268,8 +324,9 @@ impl Outbound {
         if st.active >= self.inner.cfg.workers {
             return Err(Busy);
         }
-        // One thread per running job: start one unless enough are alive (idle ones will take it).
-        if st.threads <= st.active {
+        // Start a thread unless an idle one will take the job (threads still winding down a
+        // released job are not idle).
+        if st.idle <= st.queue.len() {
             let inner = Arc::clone(&self.inner);
             let spawned = std::thread::Builder::new()
                 .name("tincan-outbound".into())
@@ -300,8 +357,9 @@ fn worker(inner: Arc<Inner>) {
     const IDLE_EXIT: Duration = Duration::from_secs(60);
     loop {
         let job = {
-            let mut st = inner.state.lock().unwrap_or_else(|e| e.into_inner());
-            loop {
+            let mut st = inner.lock();
+            st.idle += 1;
+            let job = loop {
                 if let Some(j) = st.queue.pop_front() {
                     break Some(j);
                 }
@@ -314,13 +372,17 @@ fn worker(inner: Arc<Inner>) {
                     st.threads -= 1;
                     break None;
                 }
-            }
+            };
+            st.idle -= 1;
+            job
         };
         let Some(job) = job else { return };
         let timeout = inner.cfg.timeout;
         let pipe = job.pipe;
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match job.spec {
-            JobSpec::Connect { target, request } => connect_job(&target, &request, timeout, &pipe),
+            JobSpec::Connect { target, request } => {
+                connect_job(&target, &request, timeout, &pipe).map(|()| None)
+            }
             JobSpec::Spawn {
                 program,
                 cwd,
@@ -328,15 +390,22 @@ fn worker(inner: Arc<Inner>) {
                 stdin,
             } => spawn_job(program, cwd, env, stdin, timeout, &pipe),
         }));
-        let ev = match r {
-            Ok(Ok(())) => Event::End,
-            Ok(Err(f)) => Event::Failed(f),
-            Err(_) => Event::Failed(Failure::Io("the outbound worker panicked".into())),
+        pipe.lock().upstream = None;
+        let (ev, linger) = match r {
+            Ok(Ok(linger)) => (Event::End, linger),
+            Ok(Err(f)) => (Event::Failed(f), None),
+            Err(_) => (
+                Event::Failed(Failure::Io("the outbound worker panicked".into())),
+                None,
+            ),
         };
         // The slot is free before the session hears the end, so a client that got its answer
         // and asks again is never refused for its own finished job.
-        inner.state.lock().unwrap_or_else(|e| e.into_inner()).active -= 1;
+        pipe.release_slot();
         pipe.finish(ev);
+        if let Some(l) = linger {
+            l.run(&inner);
+        }
     }
 }
 
@@ -354,6 +423,21 @@ enum Stream {
 }
 
 impl Stream {
+    fn try_clone(&self) -> io::Result<Stream> {
+        Ok(match self {
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+        })
+    }
+
+    /// End the connection both ways: a read blocked on it returns at once.
+    fn shutdown(&self) {
+        let _ = match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+        };
+    }
+
     fn set_timeouts(&self, t: Duration) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => {
@@ -424,6 +508,13 @@ fn connect_job(
     let mut s = open(target, timeout)?;
     s.set_timeouts(timeout)
         .map_err(|e| Failure::Io(e.to_string()))?;
+    {
+        let mut st = pipe.lock();
+        if st.cancelled {
+            return Ok(());
+        }
+        st.upstream = s.try_clone().ok();
+    }
     if let Err(e) = s.write_all(request) {
         if is_timeout(&e) {
             return Err(Failure::Timeout);
@@ -468,16 +559,112 @@ fn connect_job(
     }
 }
 
-/// Kill (if still running) and reap a child: no zombie is ever left behind.
-fn reap(child: &mut Child, kill: bool) {
-    if kill {
-        let _ = child.kill();
+/// Kill a child's whole process group (it leads one of its own: what it started dies with
+/// it), then reap the child: no zombie is ever left behind.
+fn kill_and_reap(child: &mut Child) {
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // A negative pid names the process group; the child made it, so it is never ours.
+        let _ = crate::sys::kill(-pid, libc::SIGKILL);
     }
+    let _ = child.kill();
     let _ = child.wait();
 }
 
+/// How long a child that closed its stdout is given to report how it ended, before its
+/// answer is taken as complete and the child left to exit by itself.
+const EXIT_WAIT: Duration = Duration::from_millis(100);
+
+/// A CGI child whose answer is complete but which has not exited: given until `deadline` to
+/// finish its work (its further output read and dropped), then killed with its group.
+struct Linger {
+    child: Child,
+    out: Option<std::process::ChildStdout>,
+    deadline: Instant,
+}
+
+impl Linger {
+    /// Linger if the pool has room for another, else kill at once.
+    fn start(
+        inner: &Inner,
+        mut child: Child,
+        out: Option<std::process::ChildStdout>,
+        timeout: Duration,
+    ) -> Option<Linger> {
+        let mut st = inner.lock();
+        if st.lingering >= inner.cfg.workers {
+            drop(st);
+            tracing::debug!("too many finished CGI scripts still running; killing one");
+            kill_and_reap(&mut child);
+            return None;
+        }
+        st.lingering += 1;
+        Some(Linger {
+            child,
+            out,
+            deadline: Instant::now() + timeout,
+        })
+    }
+
+    fn run(mut self, inner: &Inner) {
+        if let Some(mut out) = self.out.take() {
+            // Drain, so a script still writing (a body nobody wants, after HEAD) is not killed
+            // by SIGPIPE before it is done.
+            let fd = out.as_raw_fd();
+            let mut sink = vec![0; READ_CHUNK];
+            loop {
+                let left = self.deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                let mut fds = [crate::sys::pollfd(fd, libc::POLLIN)];
+                match crate::sys::poll(&mut fds, Some(left)) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
+                match out.read(&mut sink) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < self.deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                _ => {
+                    tracing::debug!("a finished CGI script outlived the timeout; killing it");
+                    kill_and_reap(&mut self.child);
+                    break;
+                }
+            }
+        }
+        let mut st = inner.lock();
+        st.lingering = st.lingering.saturating_sub(1);
+    }
+}
+
+/// Wait up to `limit` for a child to exit.
+fn wait_briefly(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let until = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(1)),
+            _ => return None,
+        }
+    }
+}
+
 /// Run a CGI program: feed stdin (from a helper thread, so a script that writes before it reads
-/// cannot deadlock against us), stream stdout back, enforce the timeout, reap the child.
+/// cannot deadlock against us), stream stdout back, enforce the timeout, reap the child. A
+/// child killed by a signal broke its answer, even after a complete-looking output. Returns the
+/// child to wait for when its answer is complete but it has not exited yet.
 fn spawn_job(
     program: PathBuf,
     cwd: PathBuf,
@@ -485,11 +672,14 @@ fn spawn_job(
     stdin: Vec<u8>,
     timeout: Duration,
     pipe: &Pipe,
-) -> Result<(), Failure> {
+) -> Result<Option<Linger>, Failure> {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
     let mut cmd = Command::new(&program);
     cmd.env_clear()
         .envs(env)
         .current_dir(&cwd)
+        // Its own process group, so a kill reaches whatever the script started.
+        .process_group(0)
         .stdin(if stdin.is_empty() {
             Stdio::null()
         } else {
@@ -509,27 +699,36 @@ fn spawn_job(
                 let _ = input.write_all(&stdin);
             });
         if let Err(e) = fed {
-            reap(&mut child, true);
+            kill_and_reap(&mut child);
             return Err(Failure::Spawn(format!(
                 "cannot feed the script's input: {e}"
             )));
         }
     }
     let Some(mut out) = child.stdout.take() else {
-        reap(&mut child, true);
+        kill_and_reap(&mut child);
         return Err(Failure::Spawn("the script has no stdout".into()));
+    };
+    let inner = &pipe.pool;
+    // The session let go: with its whole answer, the script may finish; else it dies.
+    let let_go = |mut child: Child, out| {
+        if pipe.completed() {
+            Linger::start(inner, child, Some(out), timeout)
+        } else {
+            kill_and_reap(&mut child);
+            None
+        }
     };
     let fd = out.as_raw_fd();
     let mut last_data = Instant::now();
     loop {
         if pipe.cancelled() {
-            reap(&mut child, true);
-            return Ok(());
+            return Ok(let_go(child, out));
         }
         let mut fds = [crate::sys::pollfd(fd, libc::POLLIN)];
         match crate::sys::poll(&mut fds, Some(CANCEL_CHECK.min(timeout))) {
             Ok(0) if last_data.elapsed() >= timeout => {
-                reap(&mut child, true);
+                kill_and_reap(&mut child);
                 return Err(Failure::Timeout);
             }
             // Silent so far: look at the session again.
@@ -537,7 +736,7 @@ fn spawn_job(
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                reap(&mut child, true);
+                kill_and_reap(&mut child);
                 return Err(Failure::Io(e.to_string()));
             }
         }
@@ -548,40 +747,34 @@ fn spawn_job(
                 last_data = Instant::now();
                 buf.truncate(n);
                 if !pipe.push(buf) {
-                    reap(&mut child, true);
-                    return Ok(());
+                    return Ok(let_go(child, out));
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
-                reap(&mut child, true);
+                kill_and_reap(&mut child);
                 return Err(Failure::Io(e.to_string()));
             }
         }
     }
     drop(out);
-    // Stdout is closed; the script should exit now. Give it the timeout, then kill it.
-    let deadline = Instant::now() + timeout;
-    loop {
-        if pipe.cancelled() {
-            reap(&mut child, true);
-            return Ok(());
-        }
-        match child.try_wait() {
-            Ok(Some(status)) => {
+    // Stdout is closed: the script has normally just exited. How it ended decides whether
+    // its output was a whole answer.
+    match wait_briefly(&mut child, EXIT_WAIT) {
+        Some(status) => match status.signal() {
+            Some(sig) => Err(Failure::Io(format!(
+                "the CGI program {} was killed by signal {sig}",
+                program.display()
+            ))),
+            None => {
                 if !status.success() {
                     tracing::debug!("CGI program {} exited: {status}", program.display());
                 }
-                return Ok(());
+                Ok(None)
             }
-            Ok(None) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            _ => {
-                reap(&mut child, true);
-                return Ok(());
-            }
-        }
+        },
+        // It closed its output and goes on working: the answer is complete.
+        None => Ok(Linger::start(inner, child, None, timeout)),
     }
 }
 
@@ -663,21 +856,176 @@ mod tests {
         assert!(t0.elapsed() < Duration::from_secs(3));
     }
 
+    fn sh(script: &str) -> JobSpec {
+        JobSpec::Spawn {
+            program: "/bin/sh".into(),
+            cwd: "/".into(),
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            stdin: script.as_bytes().to_vec(),
+        }
+    }
+
+    /// A GET of `/` from an upstream at `addr`.
+    fn get_from(addr: std::net::SocketAddr) -> JobSpec {
+        JobSpec::Connect {
+            target: Target::Tcp(addr.to_string()),
+            request: b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+        }
+    }
+
+    /// A process is gone (or a zombie waiting for whoever inherited it).
+    fn gone(pid: &str) -> bool {
+        match std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z'),
+        }
+    }
+
+    /// Wait for the job's first output, then let go of it as a session with its whole
+    /// answer does.
+    fn take_first_data_and_let_go(rx: Receiver) {
+        let until = Instant::now() + Duration::from_secs(5);
+        while !matches!(rx.try_recv(), Some(Event::Data(_))) {
+            assert!(Instant::now() < until, "the job sent nothing");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        rx.complete();
+    }
+
+    fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        cond()
+    }
+
+    /// A timed-out script is killed with everything it started: no `sleep` it ran in the
+    /// background (or the foreground) outlives it.
+    #[test]
+    fn a_timeout_kills_the_scripts_whole_process_group() {
+        let dir = std::env::temp_dir().join(format!("tincan-pgrp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pidfile = dir.join("pid");
+        let pool = Outbound::new(OutboundConfig {
+            timeout: Duration::from_millis(300),
+            ..OutboundConfig::default()
+        });
+        let rx = pool
+            .submit(
+                sh(&format!(
+                    "sleep 300 & echo $! > {}; sleep 300",
+                    pidfile.display()
+                )),
+                Waker::noop(),
+            )
+            .unwrap();
+        let (_, end) = collect(&rx, Duration::from_secs(5));
+        assert!(
+            matches!(end, Some(Event::Failed(Failure::Timeout))),
+            "{end:?}"
+        );
+        let pid = std::fs::read_to_string(&pidfile).unwrap();
+        assert!(
+            wait_for(Duration::from_secs(2), || gone(&pid)),
+            "the script's background sleep {pid} survived the kill"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A script killed by a signal broke its answer, even though its output looked whole.
+    #[test]
+    fn a_script_killed_by_a_signal_fails_its_job() {
+        let pool = Outbound::new(OutboundConfig::default());
+        let rx = pool
+            .submit(sh("echo partial; kill -SEGV $$"), Waker::noop())
+            .unwrap();
+        let (data, end) = collect(&rx, Duration::from_secs(5));
+        assert_eq!(data, b"partial\n");
+        assert!(
+            matches!(end, Some(Event::Failed(Failure::Io(_)))),
+            "{end:?}"
+        );
+    }
+
+    /// A session that has its whole answer lets go of the job: the script is not killed (it
+    /// finishes its work, its late output dropped), and the slot is free at once.
+    #[test]
+    fn a_complete_answer_frees_its_slot_at_once_and_lets_the_script_finish() {
+        let dir = std::env::temp_dir().join(format!("tincan-linger-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let done = dir.join("done");
+        let pool = Outbound::new(OutboundConfig {
+            workers: 1,
+            ..OutboundConfig::default()
+        });
+        let rx = pool
+            .submit(
+                sh(&format!(
+                    "echo answer; sleep 0.3; echo late output; touch {}",
+                    done.display()
+                )),
+                Waker::noop(),
+            )
+            .unwrap();
+        take_first_data_and_let_go(rx);
+        // The next job is taken at once, while the first script still runs.
+        let next = pool.submit(sh("echo again"), Waker::noop());
+        assert!(next.is_ok(), "a finished job kept its slot");
+        assert!(
+            wait_for(Duration::from_secs(3), || done.exists()),
+            "the script was killed after its answer was complete"
+        );
+        drop(next);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Letting go of an upstream job frees its slot at once, though the upstream keeps the
+    /// connection open, and the worker's read ends at once.
+    #[test]
+    fn a_released_upstream_job_frees_its_slot_at_once() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let held = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .unwrap();
+            // Wait for the worker to hang up (a read of 0) instead of closing first.
+            let mut b = [0u8; 1024];
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let t0 = Instant::now();
+            while matches!(c.read(&mut b), Ok(n) if n > 0) {}
+            t0.elapsed()
+        });
+        let pool = Outbound::new(OutboundConfig {
+            workers: 1,
+            ..OutboundConfig::default()
+        });
+        let rx = pool.submit(get_from(addr), Waker::noop()).unwrap();
+        take_first_data_and_let_go(rx);
+        assert!(pool.submit(sh("true"), Waker::noop()).is_ok());
+        let waited = held.join().unwrap();
+        assert!(
+            waited < Duration::from_secs(1),
+            "the upstream was held {waited:?}"
+        );
+    }
+
     #[test]
     fn a_refused_connection_is_a_connect_failure() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         drop(l);
         let pool = Outbound::new(OutboundConfig::default());
-        let rx = pool
-            .submit(
-                JobSpec::Connect {
-                    target: Target::Tcp(addr.to_string()),
-                    request: b"GET / HTTP/1.1\r\n\r\n".to_vec(),
-                },
-                Waker::noop(),
-            )
-            .unwrap();
+        let rx = pool.submit(get_from(addr), Waker::noop()).unwrap();
         let (_, end) = collect(&rx, Duration::from_secs(5));
         assert!(
             matches!(end, Some(Event::Failed(Failure::Connect(_)))),

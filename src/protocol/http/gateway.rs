@@ -349,6 +349,7 @@ impl Pending {
                     let clean = matches!(framing, BodyFraming::Close);
                     self.state = State::Finished;
                     return if clean {
+                        self.rx.complete();
                         Progress::End
                     } else {
                         Progress::Abort
@@ -371,6 +372,7 @@ impl Pending {
             Outcome::More => {}
             Outcome::End => {
                 self.state = State::Finished;
+                self.rx.complete();
                 self.ready.push_back(Progress::End);
             }
             Outcome::Broken => {
@@ -415,6 +417,7 @@ impl Pending {
             } = head;
             if let Some(path) = local_redirect {
                 self.state = State::Finished;
+                self.rx.complete();
                 self.ready.push_back(Progress::LocalRedirect(path));
                 return Ok(true);
             }
@@ -428,6 +431,7 @@ impl Pending {
             });
             if bodiless {
                 self.state = State::Finished;
+                self.rx.complete();
                 return Ok(true);
             }
             // Body bytes that came with the head are relayed first.
