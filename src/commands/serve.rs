@@ -140,7 +140,7 @@ pub struct GatewayArgs {
 impl GatewayArgs {
     /// The proxy and CGI routes these flags (over `cfg`) ask for; `None` when there are none,
     /// which leaves the static handler exactly as it is without them.
-    pub fn gateway(&self, cfg: &Config) -> Result<Option<Arc<Gateway>>> {
+    pub fn gateway(&self, cfg: &Config, root: &std::path::Path) -> Result<Option<Arc<Gateway>>> {
         let list = |flag: &Vec<String>, c: &Option<crate::config::OneOrMany>| {
             if flag.is_empty() {
                 c.clone().map(|v| v.into_vec()).unwrap_or_default()
@@ -175,7 +175,7 @@ impl GatewayArgs {
             ..OutboundConfig::default()
         });
         let gw = Gateway::new(&proxies, &cgis, pool).map_err(Error::Usage)?;
-        Ok(Some(Arc::new(gw)))
+        Ok(Some(Arc::new(gw.with_document_root(root))))
     }
 }
 
@@ -500,7 +500,7 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
     let handler = glue::static_handler(files)?;
     // Every flag is checked (routes, headers, the access log opened) before a socket is bound,
     // so a bad value never follows a `listening on` line.
-    let gateway = args.gateway.gateway(&cfg)?;
+    let gateway = args.gateway.gateway(&cfg, &root)?;
     let mut options = args
         .http
         .options(&cfg, args.server.serve_options()?.model)?;

@@ -7,8 +7,10 @@
 //!   directory, no dotfiles, no symlinks leading out): missing → 404, not a regular executable
 //!   file → 403. The rest of the path is `PATH_INFO` (decoded, §4.1.5).
 //! - The environment is cleared except `PATH`; `HTTP_*` carries the request headers except
-//!   `Proxy` (httpoxy, CVE-2016-5385), `Content-Length`/`Content-Type` (their own variables)
-//!   and `Authorization` (§4.1.18 leaves it out unless the server is configured to pass it).
+//!   `Proxy` (httpoxy, CVE-2016-5385), `Content-Length`/`Content-Type` (their own variables),
+//!   `Authorization` (§4.1.18 leaves it out unless the server is configured to pass it),
+//!   `Transfer-Encoding` (the body arrives de-chunked) and names with `_` (which would pose
+//!   as the `-` spelling).
 //! - The response (§6): header lines up to an empty line; `Status:` sets the status, a
 //!   `Location:` without `Status:` is a client redirect (302), `Content-Length:` (if the script
 //!   gives one) frames the body, everything else but hop-by-hop fields is passed on. A script
@@ -65,7 +67,8 @@ pub fn resolve(dir: &Path, prefix: &str, url: &UrlPath, depth: usize) -> Result<
         path_info.push('/');
         path_info.push_str(&String::from_utf8_lossy(seg));
     }
-    if url.trailing_slash && url.segments.len() > depth + 1 {
+    // §4.1.5: `/env.sh/` has a PATH_INFO of `/` (one void segment), unlike `/env.sh`.
+    if url.trailing_slash {
         path_info.push('/');
     }
     Ok(Script {
@@ -82,8 +85,15 @@ pub fn environment(
     script: &Script,
     peer: &Peer,
     body_len: usize,
+    doc_root: Option<&Path>,
 ) -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> = Vec::with_capacity(24 + req.headers.len());
+    // §4.1.6: the path-info mapped as the server would map a request for it.
+    if let (false, Some(root)) = (script.path_info.is_empty(), doc_root) {
+        let mut translated = root.as_os_str().to_os_string();
+        translated.push(&script.path_info);
+        env.push(("PATH_TRANSLATED".into(), translated));
+    }
     let mut set = |k: &str, v: String| env.push((k.into(), v.into()));
     set(
         "PATH",
@@ -106,12 +116,18 @@ pub fn environment(
     if let Some(ct) = req.header("content-type") {
         set("CONTENT_TYPE", ct.into());
     }
+    // §4.1.9: REMOTE_HOST is the client's name, or its address when no name is looked up
+    // (none is: a lookup per request would block).
     match &peer.remote {
         PeerAddr::Tcp(a) => {
             set("REMOTE_ADDR", a.ip().to_string());
+            set("REMOTE_HOST", a.ip().to_string());
             set("REMOTE_PORT", a.port().to_string());
         }
-        PeerAddr::Unix(_) => set("REMOTE_ADDR", "127.0.0.1".into()),
+        PeerAddr::Unix(_) => {
+            set("REMOTE_ADDR", "127.0.0.1".into());
+            set("REMOTE_HOST", "localhost".into());
+        }
     }
     // SERVER_NAME from Host (§4.1.14 allows it), else the address the connection came in on.
     let (local_host, local_port) = match &peer.local {
@@ -119,7 +135,7 @@ pub fn environment(
         PeerAddr::Unix(_) => ("localhost".to_string(), "0".to_string()),
     };
     let host = req
-        .header("host")
+        .host()
         .map(|h| match h.rsplit_once(':') {
             Some((name, port)) if !name.ends_with(']') || name.starts_with('[') => {
                 if port.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty() {
@@ -137,10 +153,17 @@ pub fn environment(
     // §4.1.18: request headers as HTTP_*; several fields of one name are joined with ", ".
     let mut http: Vec<(String, Vec<u8>)> = Vec::new();
     for h in req.headers {
+        // `X_User` would become the same HTTP_X_USER as `X-User`, letting a client pose as
+        // a header a front end strips: names with `_` are dropped (as Apache and nginx do).
+        if h.name.contains('_') {
+            continue;
+        }
         let name = h.name.to_ascii_uppercase().replace('-', "_");
+        // TRANSFER_ENCODING: the body on stdin is already de-chunked (CONTENT_LENGTH says
+        // how long it is).
         if matches!(
             name.as_str(),
-            "PROXY" | "CONTENT_LENGTH" | "CONTENT_TYPE" | "AUTHORIZATION"
+            "PROXY" | "CONTENT_LENGTH" | "CONTENT_TYPE" | "AUTHORIZATION" | "TRANSFER_ENCODING"
         ) {
             continue;
         }
@@ -173,6 +196,7 @@ pub fn parse_cgi_head(
     };
     let named = connection_tokens(fields.iter().map(|h| (h.name, h.value)));
     let mut status = None;
+    let mut reason = None;
     let mut location = None;
     let mut content_type = false;
     let mut length = None;
@@ -182,9 +206,13 @@ pub fn parse_cgi_head(
         let value = std::str::from_utf8(h.value).map_err(|_| BAD_SCRIPT)?.trim();
         match lower.as_str() {
             "status" => {
-                let code = value.get(..3).and_then(|c| c.parse::<u16>().ok());
-                match code {
-                    Some(c) if (200..=599).contains(&c) => status = Some(c),
+                // §6.3.3: `Status: 3DIGIT SP reason-phrase`.
+                let (code, phrase) = value.split_once(' ').unwrap_or((value, ""));
+                match code.parse::<u16>() {
+                    Ok(c) if code.len() == 3 && (200..=599).contains(&c) => {
+                        status = Some(c);
+                        reason = super::message::foreign_reason(c, phrase);
+                    }
                     _ => return Err(BAD_SCRIPT),
                 }
                 continue;
@@ -234,6 +262,7 @@ pub fn parse_cgi_head(
         n,
         ResponseHead {
             status,
+            reason,
             headers,
             framing,
             length,
@@ -275,15 +304,69 @@ mod tests {
             .unwrap();
         assert!(matches!(h.framing, BodyFraming::Length(3)));
         assert!(p(b"Content-Type: a/b\r\n").unwrap().is_none());
+        // The script's own reason phrase is kept.
+        let (_, h) = p(b"Status: 418 I am a teapot\r\n\r\n").unwrap().unwrap();
+        assert_eq!(
+            (h.status, h.reason.as_deref()),
+            (418, Some("I am a teapot"))
+        );
+        let (_, h) = p(b"Status: 404 Not Found\r\n\r\n").unwrap().unwrap();
+        assert_eq!(h.reason, None);
         for bad in [
             &b"X-Only: 1\r\n\r\n"[..],
             b"Status: abc\r\n\r\n",
             b"Status: 99 x\r\n\r\n",
             b"Content-Type: a\r\nContent-Length: x\r\n\r\n",
             b"not a header\r\n\r\n",
+            // §6.3.3: exactly three digits.
+            b"Status: 2000 Weird\r\n\r\n",
+            b"Status: 20\r\n\r\n",
         ] {
             assert!(p(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
+    }
+
+    /// The meta-variables a request gives: SERVER_NAME from an absolute-form target, the
+    /// SHOULD-level PATH_TRANSLATED and REMOTE_HOST, and no HTTP_* variable from a name with
+    /// `_` (it would pose as the `-` one) or from the Transfer-Encoding already undone.
+    #[test]
+    fn the_environment_follows_rfc3875_and_cannot_be_spoofed_with_underscores() {
+        let raw = b"POST http://a.example/cgi-bin/run.sh/x HTTP/1.1\r\nHost: b.example\r\nX_Remote_User: admin\r\nX-Multi: 1\r\nX-Multi: 2\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut storage = [httparse::EMPTY_HEADER; 16];
+        let head = super::super::parse::parse_head(
+            raw,
+            &mut storage,
+            &super::super::parse::Limits::default(),
+        )
+        .unwrap();
+        let script = Script {
+            program: "/bin/true".into(),
+            script_name: "/cgi-bin/run.sh".into(),
+            path_info: "/x".into(),
+        };
+        let peer = Peer {
+            remote: PeerAddr::Tcp("192.0.2.7:5000".parse().unwrap()),
+            local: PeerAddr::Tcp("127.0.0.1:8000".parse().unwrap()),
+        };
+        let env = environment(
+            &head.request,
+            &script,
+            &peer,
+            3,
+            Some(Path::new("/srv/www")),
+        );
+        let get = |k: &str| {
+            env.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.to_string_lossy().into_owned())
+        };
+        assert_eq!(get("SERVER_NAME").as_deref(), Some("a.example"));
+        assert_eq!(get("PATH_TRANSLATED").as_deref(), Some("/srv/www/x"));
+        assert_eq!(get("REMOTE_HOST").as_deref(), Some("192.0.2.7"));
+        assert_eq!(get("HTTP_X_MULTI").as_deref(), Some("1, 2"));
+        assert_eq!(get("HTTP_X_REMOTE_USER"), None);
+        assert_eq!(get("HTTP_TRANSFER_ENCODING"), None);
+        assert_eq!(get("CONTENT_LENGTH").as_deref(), Some("3"));
     }
 
     #[test]
@@ -299,6 +382,11 @@ mod tests {
         let s = resolve(&dir, "/cgi-bin", &url("/cgi-bin/run.sh/a/b%20c"), 1).unwrap();
         assert_eq!(s.script_name, "/cgi-bin/run.sh");
         assert_eq!(s.path_info, "/a/b c");
+        // §4.1.5: a PATH_INFO of `/` is one void segment, not none.
+        let s = resolve(&dir, "/cgi-bin", &url("/cgi-bin/run.sh/"), 1).unwrap();
+        assert_eq!(s.path_info, "/");
+        let s = resolve(&dir, "/cgi-bin", &url("/cgi-bin/run.sh"), 1).unwrap();
+        assert_eq!(s.path_info, "");
         assert_eq!(
             resolve(&dir, "/cgi-bin", &url("/cgi-bin/nope"), 1)
                 .unwrap_err()

@@ -49,6 +49,8 @@ pub struct Gateway {
     /// Longest prefix first.
     routes: Vec<Route>,
     pool: Outbound,
+    /// The static root, against which a CGI request's `PATH_TRANSLATED` is formed.
+    doc_root: Option<PathBuf>,
 }
 
 /// A request the gateway takes: which route, and the normalized path.
@@ -107,7 +109,17 @@ impl Gateway {
             }
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.segments.len()));
-        Ok(Gateway { routes, pool })
+        Ok(Gateway {
+            routes,
+            pool,
+            doc_root: None,
+        })
+    }
+
+    /// Form CGI scripts' `PATH_TRANSLATED` against `root` (the directory served).
+    pub fn with_document_root(mut self, root: &std::path::Path) -> Gateway {
+        self.doc_root = std::fs::canonicalize(root).ok();
+        self
     }
 
     /// Is `req` for a proxy or CGI route? `None` leaves it to the static handler.
@@ -133,7 +145,7 @@ impl Gateway {
         body: Vec<u8>,
         peer: &Peer,
         waker: Waker,
-    ) -> Result<Pending, Response> {
+    ) -> Result<Pending, Box<Response>> {
         let route = &self.routes[routed.index];
         let depth = route.segments.len();
         let (spec, mode) = match &route.kind {
@@ -153,8 +165,9 @@ impl Gateway {
             }
             Kind::Cgi(dir) => {
                 let script: Script = cgi::resolve(dir, &route.prefix, &routed.url, depth)
-                    .map_err(|(status, why)| error_response(status, why))?;
-                let env = cgi::environment(req, &script, peer, body.len());
+                    .map_err(|(status, why)| Box::new(error_response(status, why)))?;
+                let env =
+                    cgi::environment(req, &script, peer, body.len(), self.doc_root.as_deref());
                 (
                     JobSpec::Spawn {
                         cwd: script
@@ -170,8 +183,10 @@ impl Gateway {
             }
         };
         let rx = self.pool.submit(spec, waker).map_err(|Busy| {
-            error_response(503, "Every upstream worker is busy; try again in a moment.")
-                .header("Retry-After", "1")
+            Box::new(
+                error_response(503, "Every upstream worker is busy; try again in a moment.")
+                    .header("Retry-After", "1"),
+            )
         })?;
         Ok(Pending {
             rx,
@@ -410,6 +425,7 @@ impl Pending {
             let rest = buf.split_off(n);
             let ResponseHead {
                 status,
+                reason,
                 headers,
                 mut framing,
                 length,
@@ -422,6 +438,7 @@ impl Pending {
                 return Ok(true);
             }
             let mut response = Response::new(status);
+            response.reason = reason;
             response.headers = headers;
             let bodiless = matches!(framing, BodyFraming::None);
             self.ready.push_back(Progress::Head {

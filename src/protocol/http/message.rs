@@ -64,6 +64,26 @@ impl<'a> Request<'a> {
     pub fn is_head(&self) -> bool {
         self.method == "HEAD"
     }
+
+    /// The host (and port) the request is for: an absolute-form target's authority, which
+    /// RFC 9112 §3.2.2 says wins over `Host`, else the `Host` field. `None` when neither names
+    /// one.
+    pub fn host(&self) -> Option<&'a str> {
+        let t = self.target;
+        let scheme = ["http://", "https://"]
+            .into_iter()
+            .find(|s| t.get(..s.len()).is_some_and(|p| p.eq_ignore_ascii_case(s)));
+        let host = match scheme {
+            Some(s) => {
+                let rest = &t[s.len()..];
+                let end = rest.find(['/', '?']).unwrap_or(rest.len());
+                let authority = &rest[..end];
+                authority.rsplit_once('@').map_or(authority, |(_, h)| h)
+            }
+            None => self.header("host")?,
+        };
+        (!host.is_empty()).then_some(host)
+    }
 }
 
 /// A header name or value: static where it can be, owned where it must be.
@@ -73,6 +93,9 @@ pub type Text = Cow<'static, str>;
 #[derive(Debug)]
 pub struct Response {
     pub status: u16,
+    /// The reason phrase, when it is not the standard one for `status` (an upstream's or a
+    /// script's own, passed on as nginx does).
+    pub reason: Option<Text>,
     /// Headers the handler sets (`Content-Type`, `ETag`, ...). The session adds `Date`,
     /// `Server`, `Content-Length`/`Transfer-Encoding` and `Connection`; handlers must not.
     pub headers: Vec<(Text, Text)>,
@@ -89,6 +112,7 @@ impl Response {
     pub fn new(status: u16) -> Response {
         Response {
             status,
+            reason: None,
             headers: Vec::new(),
             raw_headers: None,
             body: Body::Empty,
@@ -184,40 +208,85 @@ pub trait Handler: Send + Sync + 'static {
     fn release_descriptors(&self) {}
 }
 
-/// The reason phrase for a status code (RFC 9110 §15).
+/// The reason phrase for a status code (RFC 9110 §15, and the IANA registry's others); empty
+/// for a code without one (RFC 9112 §4 allows an empty reason).
 pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
+        101 => "Switching Protocols",
+        102 => "Processing",
+        103 => "Early Hints",
         200 => "OK",
         201 => "Created",
+        202 => "Accepted",
+        203 => "Non-Authoritative Information",
         204 => "No Content",
+        205 => "Reset Content",
         206 => "Partial Content",
+        207 => "Multi-Status",
+        208 => "Already Reported",
+        226 => "IM Used",
+        300 => "Multiple Choices",
         301 => "Moved Permanently",
         302 => "Found",
+        303 => "See Other",
         304 => "Not Modified",
+        305 => "Use Proxy",
         307 => "Temporary Redirect",
         308 => "Permanent Redirect",
         400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
         408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
         411 => "Length Required",
         412 => "Precondition Failed",
         413 => "Content Too Large",
         414 => "URI Too Long",
+        415 => "Unsupported Media Type",
         416 => "Range Not Satisfiable",
         417 => "Expectation Failed",
+        418 => "I'm a teapot",
+        421 => "Misdirected Request",
+        422 => "Unprocessable Content",
+        423 => "Locked",
+        424 => "Failed Dependency",
+        425 => "Too Early",
+        426 => "Upgrade Required",
+        428 => "Precondition Required",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        451 => "Unavailable For Legal Reasons",
         500 => "Internal Server Error",
         501 => "Not Implemented",
         502 => "Bad Gateway",
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         505 => "HTTP Version Not Supported",
-        _ => "Unknown",
+        506 => "Variant Also Negotiates",
+        507 => "Insufficient Storage",
+        508 => "Loop Detected",
+        511 => "Network Authentication Required",
+        _ => "",
     }
+}
+
+/// A reason phrase someone else wrote, if it may go on our status line as it is: `reason-phrase
+/// = 1*( HTAB / SP / VCHAR / obs-text )` (RFC 9112 §4), kept to printable ASCII, and different
+/// from the standard one (which needs no copy).
+pub fn foreign_reason(status: u16, phrase: &str) -> Option<Text> {
+    let phrase = phrase.trim();
+    let printable = phrase
+        .bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
+    (printable && !phrase.is_empty() && phrase != reason(status))
+        .then(|| Text::Owned(phrase.to_string()))
 }
 
 /// Escape text for HTML element content and attribute values.

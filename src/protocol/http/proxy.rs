@@ -215,6 +215,9 @@ pub fn build_request(
             "forwarded" => joined(&mut fwd),
             "via" => joined(&mut via),
             _ if is_hop_by_hop(n) || named.contains(&lower) => {}
+            // A name with `_` could pose as one with `-` behind a server that treats them
+            // alike (CGI's HTTP_X_USER is both): dropped, as nginx does by default.
+            _ if n.contains('_') => {}
             _ => line(&mut out, n, h.value),
         }
     }
@@ -225,13 +228,16 @@ pub fn build_request(
     };
     line(&mut out, "X-Forwarded-For", xff.as_bytes());
     line(&mut out, "X-Forwarded-Proto", b"http");
-    let host = req.header("host").unwrap_or("");
+    let host = req.host().unwrap_or("");
     if !host.is_empty() {
         line(&mut out, "X-Forwarded-Host", host.as_bytes());
     }
-    // RFC 7239 §6: an IPv6 address is bracketed and then quoted.
+    // RFC 7239 §6: an IPv6 address is bracketed and then quoted; a client with no IP (a Unix
+    // socket's) is `unknown`.
     let for_ = if ip.contains(':') {
         format!("[{ip}]")
+    } else if ip.parse::<std::net::IpAddr>().is_err() {
+        "unknown".to_string()
     } else {
         ip.to_string()
     };
@@ -282,6 +288,8 @@ pub enum BodyFraming {
 #[derive(Debug)]
 pub struct ResponseHead {
     pub status: u16,
+    /// The upstream's (or script's) own reason phrase, when it differs from the standard one.
+    pub reason: Option<Text>,
     pub headers: Vec<(Text, Text)>,
     pub framing: BodyFraming,
     /// The length to announce to the client, when known.
@@ -316,7 +324,7 @@ pub fn parse_response_head(
     let named = connection_tokens(resp.headers.iter().map(|h| (h.name, h.value)));
     let mut headers = Vec::with_capacity(resp.headers.len());
     let mut lengths = Vec::new();
-    let mut te_last_chunked = None;
+    let mut te = false;
     for h in resp.headers.iter() {
         let lower = h.name.to_ascii_lowercase();
         if lower == "content-length" {
@@ -324,11 +332,7 @@ pub fn parse_response_head(
             continue;
         }
         if lower == "transfer-encoding" {
-            if let Ok(v) = std::str::from_utf8(h.value) {
-                if let Some(last) = v.split(',').map(str::trim).rfind(|t| !t.is_empty()) {
-                    te_last_chunked = Some(last.eq_ignore_ascii_case("chunked"));
-                }
-            }
+            te = true;
             continue;
         }
         if is_hop_by_hop(h.name) || named.contains(&lower) {
@@ -339,6 +343,22 @@ pub fn parse_response_head(
             Text::Owned(String::from_utf8_lossy(h.value).into_owned()),
         ));
     }
+    // Only `chunked` can be undone here. Any other coding (`gzip, chunked`, `gzip`) would
+    // reach the client as if it were the content, with nothing saying how it is coded: a
+    // corrupt answer, so a 502 instead (RFC 9112 §6.1 lets a recipient refuse a coding it
+    // does not understand).
+    let te_last_chunked = if te {
+        let mut members = super::parse::list_members(
+            resp.headers.iter().map(|h| (h.name, h.value)),
+            "transfer-encoding",
+        );
+        match (members.next(), members.next()) {
+            (Some(m), None) if m.eq_ignore_ascii_case(b"chunked") => Some(true),
+            _ => return Err(BAD_RESPONSE),
+        }
+    } else {
+        None
+    };
     let length = if lengths.is_empty() {
         None
     } else {
@@ -374,6 +394,9 @@ pub fn parse_response_head(
         n,
         ResponseHead {
             status,
+            reason: resp
+                .reason
+                .and_then(|r| super::message::foreign_reason(status, r)),
             headers,
             framing,
             length,
@@ -531,8 +554,56 @@ mod tests {
             b"garbage\r\n\r\n",
             b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
             b"HTTP/1.1 999 What\r\n\r\n",
+            // A coding other than chunked cannot be undone here: relayed, it would corrupt
+            // the content.
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
         ] {
             assert!(p(bad, false).is_err(), "{}", String::from_utf8_lossy(bad));
         }
+    }
+
+    /// The upstream's own reason phrase reaches the client (as nginx relays it); the standard
+    /// one and a missing one leave the server's.
+    #[test]
+    fn an_upstream_reason_phrase_is_kept() {
+        let reason = |raw: &[u8]| {
+            parse_response_head(raw, false, 8)
+                .unwrap()
+                .unwrap()
+                .1
+                .reason
+        };
+        assert_eq!(
+            reason(b"HTTP/1.1 401 Whatever Reason\r\n\r\n").as_deref(),
+            Some("Whatever Reason")
+        );
+        assert_eq!(reason(b"HTTP/1.1 200 OK\r\n\r\n"), None);
+        assert_eq!(reason(b"HTTP/1.1 429 \r\n\r\n"), None);
+    }
+
+    /// An absolute-form target's authority is the request's host (RFC 9112 §3.2.2), a name
+    /// with `_` is not forwarded, and a client with no IP is `for=unknown` (RFC 7239 §6).
+    #[test]
+    fn forwarding_uses_the_targets_authority_and_drops_underscored_names() {
+        let s = request_bytes(
+            b"GET http://a.example/api/x HTTP/1.1\r\nHost: b.example\r\nX_Auth_User: admin\r\nX-Auth-User: real\r\n\r\n",
+            b"",
+        );
+        assert!(s.contains("X-Forwarded-Host: a.example\r\n"), "{s}");
+        assert!(s.contains(";host=a.example;"), "{s}");
+        assert!(!s.contains("X_Auth_User"), "{s}");
+        assert!(s.contains("X-Auth-User: real\r\n"), "{s}");
+        let mut storage = [httparse::EMPTY_HEADER; 8];
+        let raw = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n";
+        let head = super::super::parse::parse_head(raw, &mut storage, &Limits::default()).unwrap();
+        let up = Upstream::parse("http://10.0.0.1:8080").unwrap();
+        let out = build_request(&head.request, &up, "/", b"", &ClientInfo { ip: "unix" });
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains("Forwarded: for=unknown;host=h;proto=http\r\n"),
+            "{out}"
+        );
     }
 }

@@ -586,7 +586,7 @@ impl HttpSession {
         let req = &head.request;
         let waker = self.waker.clone().unwrap_or_else(Waker::noop);
         match gateway.start(routed, req, body, &self.peer, waker) {
-            Err(resp) => self.complete(head, resp, out, now),
+            Err(resp) => self.complete(head, *resp, out, now),
             Ok(pending) => {
                 let close = self.closes_after(head, false);
                 let log = self.shared.options.access_log.as_ref().map(|_| {
@@ -1080,7 +1080,8 @@ fn write_head(
     // RFC 9110 §6.4.1: 1xx, 204 and 304 never carry content.
     let bodiless = status < 200 || status == 204 || status == 304;
     out.with_tail(|b| {
-        let _ = write!(b, "HTTP/1.1 {status} {}\r\n", reason(status));
+        let phrase = resp.reason.as_deref().unwrap_or(reason(status));
+        let _ = write!(b, "HTTP/1.1 {status} {phrase}\r\n");
         with_date(|d| {
             b.extend_from_slice(b"Date: ");
             b.extend_from_slice(d.as_bytes());
