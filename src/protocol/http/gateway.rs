@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 
 use super::cgi::{self, Script};
-use super::message::{error_response, Request, Response};
+use super::message::{error_response, Request, Response, Text};
 use super::proxy::{self, BodyFraming, ClientInfo, ResponseHead, Upstream, BAD_RESPONSE};
 use super::static_files::path::UrlPath;
 use crate::model::outbound::{Busy, Event, Failure, JobSpec, Outbound, Receiver};
@@ -148,8 +148,10 @@ impl Gateway {
     ) -> Result<Pending, Box<Response>> {
         let route = &self.routes[routed.index];
         let depth = route.segments.len();
+        let mut redirect = None;
         let (spec, mode) = match &route.kind {
             Kind::Proxy(up) => {
+                redirect = Some(redirect_map(up, &route.prefix, req.host()));
                 let rest = rest_of_path(req.path, &routed.url, depth);
                 let full = forwarded_path(req.path, &routed.url);
                 let path = up.upstream_path(&full, &rest);
@@ -191,10 +193,85 @@ impl Gateway {
         Ok(Pending {
             rx,
             mode,
+            redirect,
             head_request: req.is_head(),
             state: State::Head(Vec::new()),
             ready: VecDeque::new(),
         })
+    }
+}
+
+/// nginx's `proxy_redirect default`: a `Location` or `Refresh` that points into the upstream
+/// URL the route forwards to (`http://127.0.0.1:9000/v1/x`) is turned into this server's URL
+/// for the same resource (`http://front.example/api/x`), so a client is never sent to an
+/// address only the server can reach.
+#[derive(Debug)]
+struct RedirectMap {
+    /// `http://AUTHORITY[/path]` as the upstream would write it.
+    from: String,
+    /// Our URL for the route's prefix: absolute when the request named a host (as nginx
+    /// writes it), else a path.
+    to: String,
+}
+
+fn redirect_map(up: &Upstream, prefix: &str, host: Option<&str>) -> RedirectMap {
+    let from = format!(
+        "http://{}{}",
+        up.authority,
+        up.path.as_deref().unwrap_or("").trim_end_matches('/')
+    );
+    // Without a path of its own the upstream sees the whole path: only the origin changes.
+    let path = if up.path.is_some() {
+        prefix.trim_end_matches('/')
+    } else {
+        ""
+    };
+    let to = match host {
+        Some(h) => format!("http://{h}{path}"),
+        None => path.to_string(),
+    };
+    RedirectMap { from, to }
+}
+
+impl RedirectMap {
+    /// `url` in our terms, if it points into the upstream (on a segment boundary).
+    fn map(&self, url: &str) -> Option<String> {
+        let head = url.get(..self.from.len())?;
+        if !head.eq_ignore_ascii_case(&self.from) {
+            return None;
+        }
+        let rest = &url[self.from.len()..];
+        if !(rest.is_empty() || rest.starts_with(['/', '?', '#'])) {
+            return None;
+        }
+        let mut out = self.to.clone();
+        if rest.is_empty() && out.is_empty() {
+            out.push('/');
+        }
+        if out.is_empty() && !rest.starts_with('/') {
+            out.push('/');
+        }
+        out.push_str(rest);
+        Some(out)
+    }
+
+    fn apply(&self, headers: &mut [(Text, Text)]) {
+        for (name, value) in headers.iter_mut() {
+            if name.eq_ignore_ascii_case("location") {
+                if let Some(v) = self.map(value) {
+                    *value = v.into();
+                }
+            } else if name.eq_ignore_ascii_case("refresh") {
+                // `Refresh: 5; url=http://...`
+                let lower = value.to_ascii_lowercase();
+                if let Some(i) = lower.find("url=") {
+                    let (before, url) = value.split_at(i + 4);
+                    if let Some(v) = self.map(url.trim()) {
+                        *value = format!("{before}{v}").into();
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -298,6 +375,8 @@ pub enum Progress {
 pub struct Pending {
     rx: Receiver,
     mode: Mode,
+    /// A proxied answer's redirects are rewritten from the upstream's URL to ours.
+    redirect: Option<RedirectMap>,
     head_request: bool,
     state: State,
     /// Steps already decided and not yet handed to the session (the head and the body bytes
@@ -440,6 +519,9 @@ impl Pending {
             let mut response = Response::new(status);
             response.reason = reason;
             response.headers = headers;
+            if let Some(map) = &self.redirect {
+                map.apply(&mut response.headers);
+            }
             let bodiless = matches!(framing, BodyFraming::None);
             self.ready.push_back(Progress::Head {
                 response,
@@ -584,6 +666,42 @@ mod tests {
             routed(&g, "/api/a%2fb"),
             None,
             "an encoded slash is left to the static rules"
+        );
+    }
+
+    /// `proxy_redirect default`: redirects into the upstream's URL come back as ours, on
+    /// segment boundaries only; others are left alone.
+    #[test]
+    fn upstream_redirects_are_rewritten_to_this_servers_url() {
+        let up = Upstream::parse("http://127.0.0.1:9101/v1").unwrap();
+        let m = redirect_map(&up, "/api", Some("front:9180"));
+        let mut h: Vec<(Text, Text)> = vec![
+            ("Location".into(), "http://127.0.0.1:9101/v1/foo?x=1".into()),
+            ("Refresh".into(), "5; url=http://127.0.0.1:9101/v1/".into()),
+            ("X-Other".into(), "http://127.0.0.1:9101/v1/foo".into()),
+        ];
+        m.apply(&mut h);
+        assert_eq!(h[0].1, "http://front:9180/api/foo?x=1");
+        assert_eq!(h[1].1, "5; url=http://front:9180/api/");
+        assert_eq!(h[2].1, "http://127.0.0.1:9101/v1/foo", "only redirects");
+        assert_eq!(
+            m.map("http://127.0.0.1:9101/v1x"),
+            None,
+            "not a segment boundary"
+        );
+        assert_eq!(m.map("http://elsewhere.example/v1/a"), None);
+        assert_eq!(m.map("/v1/relative"), None);
+        // Without a host, a path; without an upstream path, only the origin changes.
+        let m = redirect_map(&up, "/api", None);
+        assert_eq!(
+            m.map("http://127.0.0.1:9101/v1/a").as_deref(),
+            Some("/api/a")
+        );
+        let whole = Upstream::parse("http://up.internal").unwrap();
+        let m = redirect_map(&whole, "/api", Some("front"));
+        assert_eq!(
+            m.map("http://up.internal/api/a").as_deref(),
+            Some("http://front/api/a")
         );
     }
 
