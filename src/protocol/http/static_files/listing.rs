@@ -120,16 +120,24 @@ pub fn read(dir: &Path, scope: Scope<'_>) -> std::io::Result<(Vec<Entry>, bool)>
             truncated = true;
             break;
         }
+        // A listing links only to what a click would be served: a name the path rules refuse
+        // (a backslash: 400) is left out, and so are links that dangle or lead out of the root
+        // (404 and 403).
+        if name.contains(&b'\\') {
+            continue;
+        }
         let Ok(ft) = ent.file_type() else { continue };
         let (kind, meta) = if ft.is_symlink() {
-            // Size and time of what the link points at, if it may be served; a dangling or
-            // refused link shows as empty.
+            // Size and time of what the link points at.
             let path = ent.path();
             let meta = if scope.may_describe(&path) {
                 fs::metadata(&path).ok()
             } else {
                 None
             };
+            if meta.is_none() {
+                continue;
+            }
             (Kind::Symlink, meta)
         } else if ft.is_dir() {
             (Kind::Dir, ent.metadata().ok())
@@ -173,14 +181,17 @@ pub fn sort(entries: &mut [Entry], sort: Sort) {
     });
 }
 
-/// The JSON listing: an array of `{name, type, size, modified}` (RFC 3339, UTC), sorted like
-/// the HTML one.
+/// The JSON listing: an array of `{name, href, type, size, modified}` (RFC 3339, UTC), sorted
+/// like the HTML one. `href` is the entry's URL relative to the listing, percent-encoded (the
+/// one way to reach a name that is not UTF-8, which `name` shows with U+FFFD).
 pub fn json(entries: &[Entry]) -> String {
     let items: Vec<serde_json::Value> = entries
         .iter()
         .map(|e| {
+            let slash = if e.is_dir { "/" } else { "" };
             serde_json::json!({
                 "name": String::from_utf8_lossy(&e.name),
+                "href": format!("{}{slash}", encode_segment(&e.name)),
                 "type": e.kind.as_str(),
                 "size": e.size,
                 "modified": e.modified.map(rfc3339),

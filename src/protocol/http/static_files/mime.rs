@@ -10,14 +10,54 @@ use super::encoding::parse_q;
 /// The `Content-Type` for a file at `path`. Unknown extensions are `application/octet-stream`,
 /// which browsers download rather than sniff (with `nosniff`, they must not sniff anyway).
 pub fn content_type(path: &Path) -> String {
-    let essence = mime_guess::from_path(path)
-        .first_raw()
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let essence = ext
+        .as_deref()
+        .and_then(registered)
+        .or_else(|| mime_guess::from_path(path).first_raw())
         .unwrap_or("application/octet-stream");
+    if inherent_coding(path).is_some() {
+        // Gzip bytes: no charset describes them.
+        return essence.to_string();
+    }
     if wants_charset(essence) {
         format!("{essence}; charset=utf-8")
     } else {
         essence.to_string()
     }
+}
+
+/// Types where mime_guess's table is out of date or wrong, as the registrations (and nginx's
+/// `mime.types`) now have them.
+fn registered(ext: &str) -> Option<&'static str> {
+    Some(match ext {
+        // RFC 9239: JavaScript is text/javascript, modules included.
+        "js" | "mjs" | "cjs" => "text/javascript",
+        // RFC 8081.
+        "otf" => "font/otf",
+        "ttf" => "font/ttf",
+        "woff" => "font/woff",
+        "woff2" => "font/woff2",
+        "ts" | "m2ts" => "video/mp2t",
+        "m4a" => "audio/mp4",
+        "rpm" => "application/x-redhat-package-manager",
+        "diff" | "patch" => "text/x-diff",
+        "wasm" => "application/wasm",
+        "svgz" => "image/svg+xml",
+        _ => return None,
+    })
+}
+
+/// The content coding a file's bytes carry by their very format (`.svgz` is gzipped SVG):
+/// sent as `Content-Encoding` so a browser undoes it, as Apache's `AddEncoding` does.
+pub fn inherent_coding(path: &Path) -> Option<&'static str> {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .filter(|e| e.eq_ignore_ascii_case("svgz"))
+        .map(|_| "gzip")
 }
 
 /// Text formats whose bytes are, on a modern site, UTF-8: say so, or browsers guess

@@ -315,6 +315,15 @@ impl StaticFiles {
                 return error_response(500, "The directory could not be read.");
             }
         };
+        // A listing has no validator, so (RFC 9110 §13.1.1, §13.1.2) `If-Match` with a list
+        // of tags cannot hold (412), and `If-None-Match: *` fails for a resource that exists
+        // (304 for GET and HEAD); the date conditions need a Last-Modified and are ignored.
+        if joined(req, "If-Match").is_some_and(|v| v.trim() != "*") {
+            return error_response(412, "A precondition in the request does not hold.");
+        }
+        if joined(req, "If-None-Match").is_some_and(|v| v.split(',').any(|t| t.trim() == "*")) {
+            return Response::new(304).header("Vary", "Accept");
+        }
         let sort = listing::Sort::from_query(req.query);
         listing::sort(&mut entries, sort);
         let accept = joined(req, "Accept");
@@ -374,14 +383,12 @@ impl StaticFiles {
 
         // Step 5.
         let ae = AcceptEncoding::parse(joined(req, "Accept-Encoding").as_deref());
-        // Only codings the client accepts are probed for (no stat calls for clients such as
-        // `ab` that send no Accept-Encoding). So `Vary` is certain for compressible types and
-        // for files whose sidecar was found; an identity answer for an incompressible type with
-        // an unprobed sidecar may lack it, which at worst makes a cache keep the identity
-        // representation, never a wrong one.
+        // Every sidecar is looked for, even of codings the client refuses: one that exists
+        // means another client could get another answer here, so `Vary` must say so (RFC
+        // 9110 §12.5.5) on the identity answer too. (A repeated plain GET skips all of this:
+        // the open-file cache answers it.)
         let sidecars: Vec<(Coding, PathBuf)> = Coding::ALL
             .iter()
-            .filter(|&&c| ae.q(c) > 0)
             .filter_map(|&c| {
                 let mut p = target.as_os_str().to_owned();
                 p.push(".");
@@ -391,7 +398,9 @@ impl StaticFiles {
             })
             .collect();
         let size = meta.len();
+        let inherent = mime::inherent_coding(&url.relative());
         let gzip_possible = self.cfg.compress
+            && inherent.is_none()
             && encoding::compressible(&ctype)
             && (encoding::GZIP_MIN_SIZE..=encoding::GZIP_MAX_SIZE).contains(&size);
         let vary = !sidecars.is_empty() || (self.cfg.compress && encoding::compressible(&ctype));
@@ -399,7 +408,11 @@ impl StaticFiles {
         let file = Arc::new(file);
         let mut coding = None;
         let mut selected: Option<(Content, Validators)> = None;
-        let available: Vec<Coding> = sidecars.iter().map(|(c, _)| *c).collect();
+        let available: Vec<Coding> = sidecars
+            .iter()
+            .map(|(c, _)| *c)
+            .filter(|&c| ae.q(c) > 0)
+            .collect();
         if let Some(c) = ae.pick(&available) {
             let sidecar = sidecars.iter().find(|(sc, _)| *sc == c).map(|(_, p)| p);
             if let Some((sf, sm)) = sidecar.and_then(|p| self.open_sidecar(p)) {
@@ -487,8 +500,8 @@ impl StaticFiles {
                 .header("Content-Type", ctype.clone())
                 .header("Accept-Ranges", "bytes")
                 .header("X-Content-Type-Options", "nosniff");
-            if let Some(c) = coding {
-                r = r.header("Content-Encoding", c.token());
+            if let Some(c) = coding.map(Coding::token).or(inherent) {
+                r = r.header("Content-Encoding", c);
             }
             r.with_body(content.body())
         };
@@ -513,12 +526,19 @@ impl StaticFiles {
                     .header("Content-Range", format!("bytes */{len}"))
                     .header("Accept-Ranges", "bytes")
             }
+            // Several ranges of a coded representation: the parts would be slices of, say, the
+            // gzip stream inside a multipart body that is not gzip itself, and clients that
+            // undo the Content-Encoding fail on it. The whole coded answer goes instead (§14.2
+            // lets a server ignore Range), as nginx does.
+            RangeSet::Ranges(rs) if (coding.is_some() || inherent.is_some()) && rs.len() > 1 => {
+                full(&content)
+            }
             RangeSet::Ranges(rs) => {
                 let mut r = build(206)
                     .header("Accept-Ranges", "bytes")
                     .header("X-Content-Type-Options", "nosniff");
-                if let Some(c) = coding {
-                    r = r.header("Content-Encoding", c.token());
+                if let Some(c) = coding.map(Coding::token).or(inherent) {
+                    r = r.header("Content-Encoding", c);
                 }
                 if let [(a, b)] = rs[..] {
                     r.header("Content-Type", ctype.clone())

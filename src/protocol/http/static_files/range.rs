@@ -3,8 +3,8 @@
 //! `multipart/byteranges` (§14.6).
 //!
 //! Defences against the "Apache Killer" (CVE-2011-3192; §14.2 allows refusing such sets): a
-//! header with more than [`MAX_RANGE_SPECS`] specs is ignored outright; the satisfiable ranges
-//! are sorted and overlapping or adjacent ones coalesced; if more than [`MAX_RANGES`] remain, the
+//! header with more than [`MAX_RANGE_SPECS`] specs is ignored outright; overlapping or adjacent
+//! satisfiable ranges are coalesced (the parts keep the order of the specs); if more than [`MAX_RANGES`] remain, the
 //! whole representation is sent with 200. No request can make the answer larger than about the
 //! file plus a few part headers.
 
@@ -28,7 +28,8 @@ pub enum RangeSet {
     Ignore,
     /// Well-formed but no spec overlaps the content: 416 with `bytes */len`.
     Unsatisfiable,
-    /// Half-open `[start, end)` ranges, sorted, disjoint and not adjacent.
+    /// Half-open `[start, end)` ranges, disjoint and not adjacent, in the order of the specs
+    /// that asked for them.
     Ranges(Vec<(u64, u64)>),
 }
 
@@ -99,18 +100,30 @@ pub fn parse(value: &str, len: u64) -> RangeSet {
     if ranges.is_empty() {
         return RangeSet::Unsatisfiable;
     }
-    ranges.sort_unstable();
-    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
-    for (a, b) in ranges {
+    // Coalesce overlapping and adjacent ranges (§14.6 allows it whatever their order), then
+    // send the parts in the order their specs came (§14.6: SHOULD), each coalesced part at
+    // the place of its first spec.
+    let mut by_start: Vec<(u64, u64, usize)> = ranges
+        .into_iter()
+        .enumerate()
+        .map(|(i, (a, b))| (a, b, i))
+        .collect();
+    by_start.sort_unstable();
+    let mut merged: Vec<(u64, u64, usize)> = Vec::with_capacity(by_start.len());
+    for (a, b, i) in by_start {
         match merged.last_mut() {
-            Some(last) if a <= last.1 => last.1 = last.1.max(b),
-            _ => merged.push((a, b)),
+            Some(last) if a <= last.1 => {
+                last.1 = last.1.max(b);
+                last.2 = last.2.min(i);
+            }
+            _ => merged.push((a, b, i)),
         }
     }
     if merged.len() > MAX_RANGES {
         return RangeSet::Ignore;
     }
-    RangeSet::Ranges(merged)
+    merged.sort_unstable_by_key(|&(_, _, i)| i);
+    RangeSet::Ranges(merged.into_iter().map(|(a, b, _)| (a, b)).collect())
 }
 
 /// A non-negative decimal (1*DIGIT) that fits in u64.
@@ -250,10 +263,16 @@ mod tests {
     }
 
     #[test]
-    fn overlapping_and_adjacent_ranges_are_coalesced_in_order() {
+    fn overlapping_and_adjacent_ranges_are_coalesced_and_parts_keep_the_specs_order() {
+        // §14.6: parts in the order of their specs; a coalesced part where its first spec was.
         assert_eq!(
             parse("bytes=50-59,0-9,5-14,15-19,-5", 100),
-            r(&[(0, 20), (50, 60), (95, 100)])
+            r(&[(50, 60), (0, 20), (95, 100)])
+        );
+        assert_eq!(parse("bytes=100-104,0-4", 200), r(&[(100, 105), (0, 5)]));
+        assert_eq!(
+            parse("bytes=0-0,-1,100-104", 200),
+            r(&[(0, 1), (199, 200), (100, 105)])
         );
         // The Apache Killer: many overlapping ranges collapse into one.
         let killer = (0..90)
