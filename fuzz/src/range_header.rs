@@ -4,7 +4,9 @@
 //! Properties:
 //! 1. `parse` never panics (whatever UTF-8 a client put in the field);
 //! 2. satisfiable ranges are non-empty, inside the representation (`start < end <= len`),
-//!    sorted, disjoint and not adjacent, and at most `MAX_RANGES` of them;
+//!    disjoint and not adjacent, and at most `MAX_RANGES` of them;
+//!    the parts come in the order of the specs that asked for them (RFC 9110 §14.6), a coalesced
+//!    part at the place of its first spec;
 //! 3. no amplification: the selected bytes add up to at most `len`, and a multipart body built
 //!    from them is at most `len` plus a bounded header per part;
 //! 4. the unit is case-insensitive: `BYTES=` answers as `bytes=` does.
@@ -74,12 +76,16 @@ pub fn check(value: &str, len: u64) {
         for &(a, b) in v {
             assert!(a < b && b <= len, "{value:?}/{len}: range {a}..{b}");
         }
-        for w in v.windows(2) {
-            assert!(
-                w[0].1 < w[1].0,
-                "{value:?}/{len}: {w:?} overlap, touch or are out of order"
-            );
+        let mut sorted = v.clone();
+        sorted.sort_unstable();
+        for w in sorted.windows(2) {
+            assert!(w[0].1 < w[1].0, "{value:?}/{len}: {w:?} overlap or touch");
         }
+        let firsts: Vec<usize> = v.iter().map(|&r| first_spec(value, len, r)).collect();
+        assert!(
+            firsts.windows(2).all(|w| w[0] < w[1]),
+            "{value:?}/{len}: parts {v:?} are not in the order of their specs ({firsts:?})"
+        );
         let total: u64 = v.iter().map(|(a, b)| b - a).sum();
         assert!(total <= len, "{value:?}/{len}: {total} bytes selected");
         if len <= 64 * 1024 {
@@ -108,4 +114,19 @@ pub fn check(value: &str, len: u64) {
             "{value:?}/{len}: BYTES= differs from bytes="
         );
     }
+}
+
+/// The index of the first spec of `value` whose own range lies inside `part`: where RFC 9110
+/// §14.6 puts that part. Each spec is resolved alone, as a one-spec header.
+fn first_spec(value: &str, len: u64, part: (u64, u64)) -> usize {
+    // `parse` answered with ranges, so the value starts with `bytes=` in some spelling.
+    let specs = &value.trim()[6..];
+    specs
+        .split(',')
+        .filter(|s| !s.trim_matches([' ', '\t']).is_empty())
+        .position(|spec| match range::parse(&format!("bytes={spec}"), len) {
+            RangeSet::Ranges(one) => one[0].0 >= part.0 && one[0].1 <= part.1,
+            _ => false,
+        })
+        .unwrap_or_else(|| panic!("{value:?}/{len}: part {part:?} answers no spec"))
 }
