@@ -309,6 +309,39 @@ fn proxied_answers_keep_status_headers_and_bodies_and_drop_hop_by_hop_fields_und
             "{sent}"
         );
 
+        // Expect: 100-continue on a proxied upload: the 100 comes before the body is sent,
+        // and the upstream gets the body (not the expectation, which was met here).
+        let mut c = BufReader::new(connect(a));
+        c.get_mut()
+            .write_all(b"POST /up/echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+            .unwrap();
+        let interim = read_reply(&mut c, true);
+        assert_eq!(interim.status, 100, "{m}: {}", interim.head);
+        c.get_mut().write_all(b"hello").unwrap();
+        let sent = read_reply(&mut c, false).text();
+        assert!(sent.ends_with("\r\n\r\nhello"), "{m}: {sent}");
+        assert!(
+            !sent.to_ascii_lowercase().contains("expect:"),
+            "{m}: {sent}"
+        );
+
+        // The host of an absolute-form target stands for Host (RFC 9112 §3.2.2): it must be
+        // valid, and it is the one the upstream hears of.
+        let r = exchange(
+            a,
+            b"GET http://u:p@evil.example:abc/up/len HTTP/1.1\r\nHost: front.test\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(r.status, 400, "{m}");
+        let r = exchange(
+            a,
+            b"POST http://other.test/up/echo HTTP/1.1\r\nHost: front.test\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert!(
+            r.text().contains("X-Forwarded-Host: other.test\r\n"),
+            "{m}: {}",
+            r.text()
+        );
+
         // A chunked upload reaches the upstream whole, with a length.
         let r = exchange(
             a,

@@ -35,7 +35,8 @@ pub struct HttpArgs {
     /// Longest request line (bytes, or 8k, 1m); longer gets 414. [default: 8k]
     #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
     pub max_request_line: Option<u64>,
-    /// Longest single header line; longer gets 431. [default: 16k]
+    /// Longest single header line; longer gets 431. Also bounds the chunk extensions of one
+    /// chunked request body, taken together (more gets 400). [default: 16k]
     #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
     pub max_header: Option<u64>,
     /// Largest whole request head; larger gets 431. [default: 64k]

@@ -56,7 +56,10 @@ pub(crate) fn run<S: Service>(
             }
         }
     }
-    tracing::info!("prefork: {n} worker processes started");
+    tracing::info!(
+        "prefork: {n} worker process{} started",
+        if n == 1 { "" } else { "es" }
+    );
     while !ctx.shutdown.wait_timeout(TICK) {
         loop {
             match sys::try_reap() {

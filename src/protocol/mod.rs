@@ -233,6 +233,11 @@ impl ReadBuf {
         &self.buf[self.start..self.end]
     }
 
+    /// The same bytes, to rewrite in place (a session normalising what it is about to parse).
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..self.end]
+    }
+
     pub fn len(&self) -> usize {
         self.end - self.start
     }

@@ -283,6 +283,12 @@ pub fn parse_head<'a>(
             return Err(Reject::new(400, "An HTTP/1.1 request needs a Host header."))
         }
         (None, _) => {}
+        // The target URI is `http://` + Host + path (RFC 9112 §3.3), and an `http` URI with an
+        // empty host MUST be refused (RFC 9110 §4.2.1); an absolute-form target names its own.
+        (Some(h), None) if h.value.is_empty() && absolute_form(target) => {}
+        (Some(h), None) if h.value.is_empty() => {
+            return Err(Reject::new(400, "The Host header is empty."))
+        }
         (Some(h), None) if valid_host(h.value) => {}
         (Some(_), None) => return Err(Reject::new(400, "The Host header is not a valid host.")),
         (Some(_), Some(_)) => {
@@ -293,7 +299,14 @@ pub fn parse_head<'a>(
         }
     }
 
-    let framing = framing(&request, limits)?;
+    // A CONNECT request has no content (RFC 9110 §9.3.6): what follows its head would be
+    // tunnel data, never a body or a next request. It is answered (405 here), and the
+    // connection closes after the answer.
+    let framing = if method == "CONNECT" {
+        Framing::None
+    } else {
+        framing(&request, limits)?
+    };
     let has = |t: &str| tokens(headers, "connection").any(|c| c.eq_ignore_ascii_case(t.as_bytes()));
     let keep_alive = match version {
         Version::Http11 => !has("close"),
@@ -324,6 +337,25 @@ pub fn parse_head<'a>(
         keep_alive,
         expect_continue,
     })
+}
+
+/// RFC 9110 §2.5: a message in a higher minor version of HTTP/1 (`HTTP/1.2` .. `HTTP/1.9`) is
+/// processed as the highest minor version implemented, 1.1 here, as nginx does. Rewrites the
+/// version digit of a well-formed request line in place, before [`parse_head`] (httparse knows
+/// only 1.0 and 1.1); other versions are left for `parse_head` to refuse (505 or 400).
+pub fn lower_minor_version(head: &mut [u8]) {
+    let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
+    let line_len = if line_end > 0 && head[line_end - 1] == b'\r' {
+        line_end - 1
+    } else {
+        line_end
+    };
+    if version_token_looks_like_http(head) && line_len >= 8 {
+        let v = &mut head[line_len - 8..line_len];
+        if v.starts_with(b"HTTP/1.") && matches!(v[7], b'2'..=b'9') {
+            v[7] = b'1';
+        }
+    }
 }
 
 /// Is the request line well formed (`method SP target SP version`, RFC 9112 §3) with a version
@@ -358,7 +390,16 @@ fn split_target<'a>(method: &str, target: &'a str) -> Result<(&'a str, Option<&'
         }
         return Ok(("*", None));
     } else if let Some(after) = strip_scheme(target) {
-        // absolute-form: the authority is skipped; the path starts at the next '/'.
+        // absolute-form: the authority takes the place of Host (RFC 9112 §3.2.2), so it is held
+        // to Host's grammar; an `http` URI with an empty host MUST be refused and userinfo
+        // SHOULD be (RFC 9110 §4.2.1, §4.2.4). The path starts at the next '/'.
+        let authority = &after[..after.find(['/', '?', '#']).unwrap_or(after.len())];
+        if !valid_host(authority.as_bytes()) {
+            return Err(Reject::new(
+                400,
+                "The host in the request target is not a valid host.",
+            ));
+        }
         match after.find(['/', '?', '#']) {
             Some(i) if after.as_bytes()[i] == b'/' => &after[i..],
             Some(i) => {
@@ -374,6 +415,11 @@ fn split_target<'a>(method: &str, target: &'a str) -> Result<(&'a str, Option<&'
         return Err(BAD_TARGET);
     };
     Ok(split_query(rest))
+}
+
+/// Is `target` in absolute-form (`http://...`, `https://...`)?
+fn absolute_form(target: &str) -> bool {
+    strip_scheme(target).is_some()
 }
 
 fn strip_scheme(target: &str) -> Option<&str> {
@@ -398,9 +444,9 @@ fn split_query(s: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// `Host = uri-host [ ":" port ]` (RFC 9110 §7.2): reg-name or IP-literal characters only.
+/// `Host = uri-host [ ":" port ]` (RFC 9110 §7.2): reg-name or IP-literal characters only, and
+/// a host that is not empty (an `http` URI's host never is, RFC 9110 §4.2.1).
 fn valid_host(v: &[u8]) -> bool {
-    // RFC 9112 §3.2, RFC 3986 §3.2.2: `Host = uri-host [ ":" port ]`, empty allowed.
     if v.len() > 255 {
         return false;
     }
@@ -437,7 +483,8 @@ fn valid_host(v: &[u8]) -> bool {
             host.get(i + 1..i + 3)
                 .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
         });
-    host.iter().all(|&b| reg_name(b) || b == b'%')
+    (!host.is_empty() || v.starts_with(b"["))
+        && host.iter().all(|&b| reg_name(b) || b == b'%')
         && pct_ok
         && port.is_none_or(|p| p.iter().all(u8::is_ascii_digit))
 }
@@ -592,11 +639,18 @@ impl BodyReader {
     }
 }
 
+/// `tchar` (RFC 9110 §5.6.2): the bytes of a token, such as a field name.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum ChunkState {
     /// Reading the hex chunk size.
     #[default]
     Size,
+    /// Whitespace after the size (BWS), before `;` or the line's end.
+    SizeWs,
     /// Skipping a chunk extension up to CR.
     Ext,
     /// Expecting the LF after the size line's CR.
@@ -607,13 +661,22 @@ enum ChunkState {
     DataLf,
     /// At the start of a trailer line (or the final empty line).
     TrailerStart,
-    Trailer,
+    /// In a trailer field's name, up to its colon.
+    TrailerName,
+    /// In a trailer field's value, up to CR.
+    TrailerValue,
     TrailerLf,
     EndLf,
 }
 
 /// The chunked transfer coding (RFC 9112 §7.1), decoded strictly (CRLF line ends, hex sizes
-/// that fit in 64 bits, bounded extensions and trailers) and discarded.
+/// that fit in 64 bits, trailer fields held to the header grammar) and discarded.
+///
+/// What the framing may cost beyond the data is bounded too, or a body under the body limit
+/// could take gigabytes of reading (Node.js's CVE-2024-22019): the chunk extensions, the
+/// whitespace after sizes and the leading zeros of sizes of one body, taken together, may be
+/// as long as one header line (`max_header`), and the trailer section as long as a head
+/// (`max_head`).
 #[derive(Debug, Clone, Default)]
 pub struct Chunked {
     state: ChunkState,
@@ -621,13 +684,39 @@ pub struct Chunked {
     digits: u32,
     /// Length of the size line or trailer line in progress.
     line: usize,
+    /// Extension, whitespace and leading-zero bytes of this body's size lines.
+    overhead: usize,
     /// Bytes of trailer section seen.
     trailer: usize,
     /// Chunk data bytes declared so far.
     total: u64,
 }
 
+const CHUNK_OVERHEAD: Reject = Reject::new(
+    400,
+    "The chunked request body's extensions are longer than this server accepts.",
+);
+
 impl Chunked {
+    /// One more byte of size-line overhead (see the type's doc).
+    fn overhead_byte(&mut self, limits: &Limits) -> Result<(), Reject> {
+        self.overhead += 1;
+        if self.overhead > limits.max_header {
+            return Err(CHUNK_OVERHEAD);
+        }
+        Ok(())
+    }
+
+    /// One more byte of a trailer line.
+    fn trailer_byte(&mut self, limits: &Limits) -> Result<(), Reject> {
+        self.line += 1;
+        self.trailer += 1;
+        if self.line > limits.max_header || self.trailer > limits.max_head {
+            return Err(HEAD_TOO_LARGE);
+        }
+        Ok(())
+    }
+
     /// Consume from `buf`; `(consumed, finished)`. Bytes after the body stay unconsumed.
     pub fn feed(&mut self, buf: &[u8], limits: &Limits) -> Result<(usize, bool), Reject> {
         self.feed_into(buf, limits, |_| {})
@@ -655,27 +744,37 @@ impl Chunked {
             self.state = match (self.state, b) {
                 (Size, b) if b.is_ascii_hexdigit() => {
                     // `chunk-size = 1*HEXDIG`: leading zeros are valid, so the value, not the
-                    // digit count, must fit in 64 bits; the line limit bounds the zeros.
+                    // digit count, must fit in 64 bits; the overhead limit bounds the zeros.
+                    if self.digits > 0 && self.size == 0 {
+                        self.overhead_byte(limits)?;
+                    }
                     self.digits = self.digits.saturating_add(1);
-                    if self.size > u64::MAX >> 4 || self.digits as usize > limits.max_header {
+                    if self.size > u64::MAX >> 4 {
                         return Err(BAD_CHUNKED);
                     }
                     let d = (b as char).to_digit(16).unwrap_or(0) as u64;
                     self.size = self.size << 4 | d;
                     Size
                 }
-                (Size, b';' | b' ' | b'\t') if self.digits > 0 => {
-                    self.line = 0;
+                // `chunk-ext = *( BWS ";" BWS ext-name [ BWS "=" BWS ext-val ] )`: after the
+                // size, only whitespace, then `;` or the line's end.
+                (Size, b' ' | b'\t') if self.digits > 0 => {
+                    self.overhead_byte(limits)?;
+                    SizeWs
+                }
+                (SizeWs, b' ' | b'\t') => {
+                    self.overhead_byte(limits)?;
+                    SizeWs
+                }
+                (Size | SizeWs, b';') if self.digits > 0 => {
+                    self.overhead_byte(limits)?;
                     Ext
                 }
-                (Size, b'\r') if self.digits > 0 => SizeLf,
+                (Size | SizeWs, b'\r') if self.digits > 0 => SizeLf,
                 (Ext, b'\r') => SizeLf,
                 (Ext, b'\n' | 0) => return Err(BAD_CHUNKED),
                 (Ext, _) => {
-                    self.line += 1;
-                    if self.line > limits.max_header {
-                        return Err(BAD_CHUNKED);
-                    }
+                    self.overhead_byte(limits)?;
                     Ext
                 }
                 (SizeLf, b'\n') => {
@@ -695,15 +794,22 @@ impl Chunked {
                 (DataCr, b'\r') => DataLf,
                 (DataLf, b'\n') => Size,
                 (TrailerStart, b'\r') => EndLf,
-                (TrailerStart | Trailer, b) if b != b'\n' && b != b'\r' => {
-                    self.line += 1;
-                    self.trailer += 1;
-                    if self.line > limits.max_header || self.trailer > limits.max_head {
-                        return Err(HEAD_TOO_LARGE);
-                    }
-                    Trailer
+                // A trailer field is held to the header section's grammar (RFC 9112 §7.1.2,
+                // §5): a token name with no whitespace before its colon, no obs-fold (a line
+                // starting with whitespace), no control bytes in the value.
+                (TrailerStart | TrailerName, b) if is_tchar(b) => {
+                    self.trailer_byte(limits)?;
+                    TrailerName
                 }
-                (Trailer, b'\r') => TrailerLf,
+                (TrailerName, b':') => {
+                    self.trailer_byte(limits)?;
+                    TrailerValue
+                }
+                (TrailerValue, b'\r') => TrailerLf,
+                (TrailerValue, b) if b == b'\t' || (b >= 0x20 && b != 0x7f) => {
+                    self.trailer_byte(limits)?;
+                    TrailerValue
+                }
                 (TrailerLf, b'\n') => {
                     self.line = 0;
                     TrailerStart
@@ -727,7 +833,8 @@ mod tests {
         Limits::default()
     }
 
-    /// Scan then parse `raw`; the status the session would answer, or 0 for a good request.
+    /// Scan then parse `raw` as the session does; the status it would answer, or 0 for a good
+    /// request.
     fn status_of(raw: &[u8], limits: &Limits) -> u16 {
         let mut sc = HeadScanner::default();
         let len = match sc.scan(raw, limits) {
@@ -735,8 +842,10 @@ mod tests {
             Ok(None) => return 1, // partial
             Ok(Some(n)) => n,
         };
+        let mut raw = raw[..len].to_vec();
+        lower_minor_version(&mut raw);
         let mut storage = vec![httparse::EMPTY_HEADER; limits.max_headers];
-        match parse_head(&raw[..len], &mut storage, limits) {
+        match parse_head(&raw, &mut storage, limits) {
             Ok(_) => 0,
             Err(r) => r.status,
         }
@@ -774,7 +883,19 @@ mod tests {
             (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
             (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
             (b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400),
-            (b"GET / HTTP/1.1\r\nHost:\r\n\r\n", 0),
+            // RFC 9110 §4.2.1: an `http` URI with an empty host is refused, from Host or
+            // from an absolute-form target (whose authority wins, §3.2.2 of RFC 9112).
+            (b"GET / HTTP/1.1\r\nHost:\r\n\r\n", 400),
+            (b"GET / HTTP/1.0\r\nHost:\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: :80\r\n\r\n", 400),
+            (b"GET http://a/x HTTP/1.1\r\nHost:\r\n\r\n", 0),
+            (b"GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            (b"GET http://:80/x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            (b"GET http://u:p@evil.example/x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            (b"GET http://a,b;c=d/x HTTP/1.1\r\nHost: a\r\n\r\n", 0),
+            (b"GET http://evil.example:abc/x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            (b"GET http://[::1]:8080/x HTTP/1.1\r\nHost: a\r\n\r\n", 0),
+            (b"GET https://a.example?q HTTP/1.1\r\nHost: a\r\n\r\n", 0),
             (b"GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", 0),
             (b"GET / HTTP/1.1\r\nHost: [::1]\r\n\r\n", 0),
             (b"GET / HTTP/1.1\r\nHost: a.b-c_d:8080\r\n\r\n", 0),
@@ -787,7 +908,13 @@ mod tests {
             (b"GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n", 400),
             (b"GET / HTTP/1.1\r\nHost: %zz\r\n\r\n", 400),
             (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
-            (b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505),
+            (b"GET / HTTP/3.0\r\nHost: a\r\n\r\n", 505),
+            (b"GET / HTTP/0.9\r\nHost: a\r\n\r\n", 505),
+            // A higher minor version of 1 is served as 1.1 (RFC 9110 §2.5; see
+            // `lower_minor_version`, applied before parsing).
+            (b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", 0),
+            (b"GET / HTTP/1.9\nHost: a\n\n", 0),
+            (b"GET /a b HTTP/1.2\r\nHost: a\r\n\r\n", 400),
             (b"GET / FOO\r\nHost: a\r\n\r\n", 400),
             // A malformed request line is a 400 even when it ends in a version.
             (b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
@@ -1015,6 +1142,16 @@ mod tests {
             b"11111111111111111\r\n",
             b"-1\r\n",
             b"0\r\n\n",
+            // After the size only whitespace, then `;` or the line's end.
+            b"5 xyz\r\n",
+            b"5\tx\r\n",
+            // Trailer fields follow the header grammar: no obs-fold, a colon, a token name.
+            b"0\r\nT: a\r\n b\r\n\r\n",
+            b"0\r\nT v\r\n\r\n",
+            b"0\r\n: v\r\n\r\n",
+            b"0\r\nT : v\r\n\r\n",
+            b"0\r\nT: a\x00b\r\n\r\n",
+            b"0\r\nT: a\rb\r\n\r\n",
         ];
         for b in bad {
             let mut c = Chunked::default();
@@ -1038,6 +1175,56 @@ mod tests {
         let mut c = Chunked::default();
         let zeros = "0".repeat(l.max_header + 1) + "5\r\n";
         assert_eq!(c.feed(zeros.as_bytes(), &l).unwrap_err().status, 400);
+        // Whitespace before `;` or the line's end is BWS; a trailer with obs-text is fine.
+        for good in [
+            &b"5 \r\nhello\r\n0\r\n\r\n"[..],
+            b"5 \t;a=b\r\nhello\r\n0\r\n\r\n",
+            b"0\r\nX-T: a \xe9\tb\r\nY:\r\n\r\n",
+        ] {
+            let mut c = Chunked::default();
+            assert_eq!(
+                c.feed(good, &l),
+                Ok((good.len(), true)),
+                "{:?}",
+                String::from_utf8_lossy(good)
+            );
+        }
+    }
+
+    /// The framing around a body's data is bounded across the whole body, not per line: a
+    /// body under the body limit cannot cost gigabytes of extensions (CVE-2024-22019).
+    #[test]
+    fn a_bodys_chunk_extensions_together_stop_at_one_header_lines_length() {
+        let l = Limits {
+            max_header: 100,
+            ..limits()
+        };
+        // Ten chunks with 10 bytes of extension each (`;` and nine more): exactly 100.
+        let body = |ext_total: usize| {
+            let mut b = Vec::new();
+            for i in 0..10 {
+                let n = if i < 9 { 10 } else { ext_total - 90 };
+                b.extend_from_slice(format!("1;{}\r\nx\r\n", "e".repeat(n - 1)).as_bytes());
+            }
+            b.extend_from_slice(b"0\r\n\r\n");
+            b
+        };
+        let ok = body(100);
+        assert_eq!(Chunked::default().feed(&ok, &l), Ok((ok.len(), true)));
+        let over = body(101);
+        assert_eq!(Chunked::default().feed(&over, &l), Err(CHUNK_OVERHEAD));
+        // Leading zeros and whitespace count too; the one digit a size needs does not.
+        let zeros = format!("{}1\r\nx\r\n", "0".repeat(100)) + &"1\r\nx\r\n".repeat(50);
+        let zeros = zeros + "0\r\n\r\n";
+        assert_eq!(
+            Chunked::default().feed(zeros.as_bytes(), &l),
+            Ok((zeros.len(), true))
+        );
+        let more = format!("{}1 \r\nx\r\n0\r\n\r\n", "0".repeat(100));
+        assert_eq!(
+            Chunked::default().feed(more.as_bytes(), &l),
+            Err(CHUNK_OVERHEAD)
+        );
     }
 
     #[test]

@@ -128,7 +128,7 @@ impl HttpService {
             deadline: Some(now + self.shared.limits.head_timeout),
             served: 0,
             shutting_down: false,
-            refused: false,
+            more_may_come: false,
         }
     }
 }
@@ -184,8 +184,9 @@ pub struct HttpSession {
     deadline: Option<Instant>,
     served: u32,
     shutting_down: bool,
-    /// A request was refused: its body (or more) may still be on the way, so closing lingers.
-    refused: bool,
+    /// The client may still be sending (a refused request's body, a body answered before it
+    /// came, a CONNECT's tunnel data), so closing lingers.
+    more_may_come: bool,
     /// Wakes this session when outbound work has something for it (kept only when a proxy or
     /// CGI route exists).
     waker: Option<Waker>,
@@ -394,6 +395,7 @@ impl HttpSession {
                         Ok(None) => break,
                         Ok(Some(len)) => len,
                     };
+                    parse::lower_minor_version(&mut input.data_mut()[..len]);
                     let shared = self.shared.clone();
                     let closing = with_head(&input.data()[..len], &shared.limits, |head| {
                         self.on_head(head, &input.data()[..len], out, now)
@@ -486,6 +488,18 @@ impl HttpSession {
                 Some(r) => self.defer(&head, r, Vec::new(), out, now),
                 None => self.respond(&head, out, now),
             },
+            // RFC 9110 §10.1.1: a client that asked `Expect: 100-continue` waits before it
+            // sends the body, and a server that already knows its final status may answer
+            // without the 100. Only proxy and CGI routes read a body, so any other answer is
+            // known now: it goes at once (a 405 for an upload, as nginx), instead of a 100 that
+            // invites a body only to throw it away. The body may still follow, so the
+            // connection closes after the answer, lingering.
+            Some(_) if head.expect_continue && routed.is_none() => {
+                self.more_may_come = true;
+                let mut resp = self.shared.handler.handle(&head.request, &self.peer);
+                resp.close = true;
+                self.complete(&head, resp, out, now)
+            }
             Some(reader) => {
                 if routed.is_some() {
                     self.collect = Some(Box::default());
@@ -514,7 +528,12 @@ impl HttpSession {
     /// Count the request and decide whether the connection closes after its answer.
     fn closes_after(&mut self, head: &Head<'_>, resp_close: bool) -> bool {
         self.served = self.served.saturating_add(1);
+        // What follows a CONNECT head is tunnel data, never a next request (RFC 9110 §9.3.6);
+        // no tunnel is opened here, so the connection ends with the answer.
+        let connect = head.request.method == "CONNECT";
+        self.more_may_come |= connect;
         resp_close
+            || connect
             || !head.keep_alive
             || !self.shared.options.keep_alive
             || self.shutting_down
@@ -603,7 +622,7 @@ impl HttpSession {
                     keep_alive_10: !close && req.version == Version::Http10,
                     head_only: req.is_head(),
                     http11: req.version == Version::Http11,
-                    host: req.header("host").map(str::to_string),
+                    host: req.host().map(str::to_string),
                     redirects: 0,
                     status: 0,
                     bytes: 0,
@@ -816,7 +835,7 @@ impl HttpSession {
     /// pipelined behind, the client may still be sending, and closing over unread input would
     /// reset the connection before it read the answer.
     fn closing(&self, nothing_behind: bool) -> Next {
-        if nothing_behind && !self.refused {
+        if nothing_behind && !self.more_may_come {
             Next::CloseAfterReply
         } else {
             Next::CloseAfterFlush
@@ -843,7 +862,7 @@ impl HttpSession {
         }
         self.phase = Phase::Done;
         self.deadline = None;
-        self.refused = true;
+        self.more_may_come = true;
     }
 
     fn reject(&mut self, r: Reject, line: &str, input: &mut ReadBuf, out: &mut Outbox) -> Next {
@@ -1287,7 +1306,9 @@ mod tests {
     }
 
     #[test]
-    fn expect_100_continue_is_answered_before_the_body() {
+    fn expect_100_continue_without_a_body_reader_gets_its_final_answer_at_once() {
+        // No proxy or CGI route reads this body, so the answer is known without it: no 100
+        // (RFC 9110 §10.1.1), the answer, and a lingering close (the body may still come).
         let svc = service(Limits::default(), HttpOptions::default());
         let t0 = Instant::now();
         let mut s = svc.session_at(&peer(), t0);
@@ -1295,13 +1316,19 @@ mod tests {
         let mut input = ReadBuf::from_bytes(
             b"PUT /u HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
         );
-        s.on_input(&mut input, &mut out, t0);
-        assert_eq!(out.take_all(), b"HTTP/1.1 100 Continue\r\n\r\n");
-        input.extend(b"abc");
-        s.on_input(&mut input, &mut out, t0);
-        assert!(String::from_utf8(out.take_all())
-            .unwrap()
-            .starts_with("HTTP/1.1 200 OK"));
+        let next = s.on_input(&mut input, &mut out, t0);
+        let text = String::from_utf8(out.take_all()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("Connection: close\r\n"), "{text}");
+        assert!(!text.contains("100 Continue"));
+        assert_eq!(next, Next::CloseAfterFlush);
+        // Without the expectation the body is read and discarded, then answered.
+        let (text, next) = run(
+            &svc,
+            b"PUT /u HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+        );
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(!next.is_close());
         let (out, next) = run(
             &svc,
             b"PUT /u HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\nExpect: 100-continue\r\n\r\n",
@@ -1641,5 +1668,33 @@ mod tests {
         assert!(run(&svc, b"GET / HTTP/1.1\r\n\r\n")
             .0
             .starts_with("HTTP/1.1 400 "));
+    }
+
+    #[test]
+    fn a_higher_minor_version_is_answered_as_http_1_1() {
+        // RFC 9110 §2.5: served, and kept alive as 1.1 is.
+        let svc = service(Limits::default(), HttpOptions::default());
+        let (out, next) = run(
+            &svc,
+            b"GET /v HTTP/1.2\r\nHost: x\r\n\r\nGET /w HTTP/1.9\r\nHost: x\r\n\r\n",
+        );
+        assert_eq!(statuses(&out), ["200", "200"], "{out}");
+        assert!(out.contains("GET /v") && out.contains("GET /w"), "{out}");
+        assert!(!out.contains("Connection: close"), "{out}");
+        assert!(!next.is_close());
+    }
+
+    #[test]
+    fn a_connect_is_answered_and_whatever_follows_it_is_never_read_as_a_request() {
+        // RFC 9110 §9.3.6: a CONNECT has no content; the bytes after its head are a tunnel's.
+        let svc = service(Limits::default(), HttpOptions::default());
+        let (out, next) = run(
+            &svc,
+            b"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\nContent-Length: 3\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+        );
+        assert_eq!(statuses(&out).len(), 1, "{out}");
+        assert!(out.contains("Connection: close\r\n"), "{out}");
+        assert!(!out.contains("/smuggled"), "{out}");
+        assert_eq!(next, Next::CloseAfterFlush);
     }
 }
