@@ -15,6 +15,10 @@
 //! device, inode, size and mtime are unchanged). So a changed file is served changed within a
 //! second, and every rule of the handler still applies at least once a second.
 //!
+//! An entry that holds a descriptor is checked with one `fstat` on every hit: a file
+//! overwritten in place keeps its inode, and the descriptor would read the new bytes under the
+//! old length and ETag. A change sends the request down the full path.
+//!
 //! Only plain requests use it (GET or HEAD; no `Range`, no `If-*`; no `Accept-Encoding` unless
 //! no other coding of that file could be chosen; an `Accept` only if it allows the type), so the
 //! answer is byte for byte what the full path gives. Memory is bounded by a byte budget
@@ -60,6 +64,19 @@ pub struct FileId {
     pub ino: u64,
     pub size: u64,
     pub mtime_ns: i128,
+}
+
+impl FileId {
+    /// The identity of the file `meta` describes.
+    pub fn of(meta: &std::fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        }
+    }
 }
 
 /// A cached body.
@@ -184,6 +201,16 @@ impl FileCache {
             || !accepts(plain.accept, &entry.content_type)
         {
             return None;
+        }
+        // A descriptor entry's head (length, ETag) was made for the contents it had then. A
+        // file overwritten in place (`cp`, `rsync --inplace`) keeps its inode, so the open
+        // descriptor now reads other bytes: one `fstat` (no path lookup) tells, and a change
+        // takes the full path. (An inline entry holds its own copy of the bytes, which stay
+        // consistent with its head.)
+        if let Stored::Open(f, _) = &entry.body {
+            if !f.metadata().is_ok_and(|m| FileId::of(&m) == entry.id) {
+                return None;
+            }
         }
         let mut r = Response::new(200);
         r.raw_headers = Some(entry.head.clone());

@@ -581,12 +581,7 @@ impl StaticFiles {
         if plain.encoding && !any_encoding {
             return;
         }
-        let id = FileId {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.len(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-        };
+        let id = FileId::of(meta);
         self.files.put(
             req.path,
             Fill {

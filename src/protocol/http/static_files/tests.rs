@@ -927,6 +927,34 @@ fn a_changed_file_is_served_fresh_once_the_entry_has_expired() {
     assert_eq!(get(&h, "/hello.txt").status, 404);
 }
 
+/// A large file (kept as an open descriptor) overwritten in place keeps its inode: the cached
+/// head would describe the old contents while the descriptor reads the new. Found by an
+/// outside pass: `cp v2 f` within the second served v1's length and ETag over v2's bytes.
+#[test]
+fn a_large_file_overwritten_in_place_is_never_served_under_its_old_head() {
+    use std::io::Write as _;
+    let t = tree();
+    let h = handler(&t, |_| {});
+    let path = t.root().join("in-place.bin");
+    std::fs::write(&path, vec![b'1'; 100_000]).unwrap();
+    get(&h, "/in-place.bin");
+    let cached = get(&h, "/in-place.bin");
+    assert!(matches!(cached.body, Body::File { .. }), "kept as a descriptor");
+    let old_etag = cached.get_header("etag").unwrap().to_string();
+    // Overwrite in place (same inode), as cp does: truncate, then write.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(&[b'2'; 120_000]).unwrap();
+    drop(f);
+    let fresh = get(&h, "/in-place.bin");
+    assert!(fresh.raw_headers.is_none(), "the full path, not the cache");
+    assert_eq!(body(&fresh), vec![b'2'; 120_000]);
+    assert_ne!(fresh.get_header("ETag").unwrap(), old_etag);
+}
+
 #[test]
 fn the_cache_keeps_to_its_budget_and_can_be_turned_off() {
     let t = tree();
