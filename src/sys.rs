@@ -641,6 +641,18 @@ pub fn setuid(uid: libc::uid_t) -> io::Result<()> {
     Ok(())
 }
 
+/// May this process (its effective ids) read `path`, and search it too when `search`? As
+/// `faccessat(AT_EACCESS)`; `false` on any error.
+pub fn may_read(path: &std::path::Path, search: bool) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mode = libc::R_OK | if search { libc::X_OK } else { 0 };
+    // SAFETY: `c` is a NUL-terminated path that outlives the call; no pointers are kept.
+    unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), mode, libc::AT_EACCESS) == 0 }
+}
+
 /// Set the file-creation mask; returns the previous one.
 pub fn umask(mask: u32) -> u32 {
     // SAFETY: umask cannot fail; integer argument only.

@@ -4,7 +4,7 @@
 //! Properties:
 //! 1. nothing panics, whatever UTF-8 the fields hold;
 //! 2. q-values are thousandths in `0..=1000`, and `pick` chooses a coding the client accepts
-//!    (q > 0) with the highest q;
+//!    (q > 0) with the highest q, never one ranked below identity;
 //! 3. `evaluate` follows RFC 9110 §13.2.2 on the cases that have one answer whatever the other
 //!    fields say: no precondition serves (ranges only if asked); a representation's own ETag in
 //!    `If-None-Match` (or `*`) is 304 for GET/HEAD and 412 otherwise; its own strong ETag or
@@ -51,17 +51,19 @@ pub fn run(data: &[u8]) {
     for &(c, q) in &qs {
         assert!(q <= 1000, "{accept:?}: q {q} for {c:?}");
     }
+    let floor = ae.identity_q().max(1);
     match ae.pick(&Coding::ALL) {
         Some(c) => {
             let q = ae.q(c);
             assert!(q > 0, "{accept:?}: picked {c:?} at q=0");
+            assert!(q >= floor, "{accept:?}: picked {c:?} below identity");
             assert!(
                 qs.iter().all(|&(_, other)| other <= q),
                 "{accept:?}: not the best"
             );
         }
         None => assert!(
-            qs.iter().all(|&(_, q)| q == 0),
+            qs.iter().all(|&(_, q)| q < floor),
             "{accept:?}: nothing picked"
         ),
     }

@@ -16,7 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// The validators of one selected representation.
 #[derive(Clone, Debug)]
 pub struct Validators {
-    /// The entity-tag with its quotes (`"1f-17a..."`); always strong.
+    /// The entity-tag with its quotes (`"1f-17a..."`), strong unless [`weak`](Self::weak)
+    /// made it `W/"..."`.
     pub etag: String,
     /// Modification time, truncated to whole seconds (what HTTP dates can carry).
     pub last_modified: SystemTime,
@@ -38,6 +39,14 @@ impl Validators {
             etag: format!("\"{size:x}-{ns:x}{suffix}\""),
             last_modified: UNIX_EPOCH + Duration::from_secs(since.as_secs().min(now.as_secs())),
         }
+    }
+
+    /// The same validators with a weak entity-tag (§8.8.3): for bytes this server makes, such
+    /// as gzip on the fly, which another build could make differently. A weak tag still
+    /// answers `If-None-Match` (weak comparison) but never `If-Match` or `If-Range`.
+    pub fn weak(mut self) -> Validators {
+        self.etag.insert_str(0, "W/");
+        self
     }
 
     pub fn http_date(&self) -> String {
@@ -117,7 +126,7 @@ fn if_range_matches(value: &str, v: &Validators) -> bool {
                     weak: false,
                     opaque,
                 }],
-            ) => tag_opaque(&v.etag) == Some(opaque),
+            ) => tag_opaque(&v.etag) == Some((false, *opaque)),
             _ => false,
         }
     } else {
@@ -168,20 +177,24 @@ fn parse_tags(s: &str) -> Option<Vec<Tag<'_>>> {
     }
 }
 
-/// The opaque part of our own (strong, quoted) tag.
-fn tag_opaque(etag: &str) -> Option<&str> {
-    etag.strip_prefix('"')?.strip_suffix('"')
+/// Our own tag, `"opaque"` or `W/"opaque"`: whether it is weak, and its opaque part.
+fn tag_opaque(etag: &str) -> Option<(bool, &str)> {
+    let (weak, quoted) = match etag.strip_prefix("W/") {
+        Some(q) => (true, q),
+        None => (false, etag),
+    };
+    Some((weak, quoted.strip_prefix('"')?.strip_suffix('"')?))
 }
 
 /// Does `list` match our `etag`? Strong comparison needs both tags strong (§8.8.3.2).
 fn matches_any(list: &str, etag: &str, strong: bool) -> bool {
-    let Some(ours) = tag_opaque(etag) else {
+    let Some((ours_weak, ours)) = tag_opaque(etag) else {
         return false;
     };
     parse_tags(list).is_some_and(|tags| {
         tags.iter().any(|t| match t {
             Tag::Any => true,
-            Tag::Tag { weak, opaque } => *opaque == ours && !(strong && *weak),
+            Tag::Tag { weak, opaque } => *opaque == ours && !(strong && (*weak || ours_weak)),
         })
     })
 }
@@ -246,6 +259,42 @@ mod tests {
     }
 
     /// (name, conditions, safe, expected) — the §13.2.2 precedence table.
+    #[test]
+    fn a_weak_validator_answers_if_none_match_but_never_if_match_or_if_range() {
+        let w = v().weak();
+        assert!(w.etag.starts_with("W/\""), "{}", w.etag);
+        let strong_form = w.etag.trim_start_matches("W/").to_string();
+        let with = |f: &dyn Fn(&mut Conditions)| {
+            let mut c = Conditions {
+                has_range: true,
+                ..Conditions::default()
+            };
+            f(&mut c);
+            evaluate(&c, &w, true)
+        };
+        // §8.8.3.2: weak comparison matches either form; strong comparison neither.
+        assert_eq!(
+            with(&|c| c.if_none_match = Some(w.etag.clone())),
+            Outcome::NotModified
+        );
+        assert_eq!(
+            with(&|c| c.if_none_match = Some(strong_form.clone())),
+            Outcome::NotModified
+        );
+        assert_eq!(
+            with(&|c| c.if_match = Some(strong_form.clone())),
+            Outcome::PreconditionFailed
+        );
+        assert_eq!(
+            with(&|c| c.if_match = Some("*".into())),
+            Outcome::Proceed { use_range: true }
+        );
+        assert_eq!(
+            with(&|c| c.if_range = Some(strong_form.clone())),
+            Outcome::Proceed { use_range: false }
+        );
+    }
+
     #[test]
     fn preconditions_follow_rfc_9110_precedence() {
         let v = v();

@@ -4,6 +4,7 @@
 //!
 //! Choices where the RFC leaves room:
 //! - Among acceptable codings the highest q wins; ties go to the smaller format (br, zstd, gzip).
+//!   A coding ranked below `identity` (`gzip;q=0.1, identity`) loses to it.
 //! - `identity` is always served when nothing else is acceptable, even if the client marked it
 //!   `q=0`: §12.5.3 allows it, and a 406 for a plain file helps nobody (nginx does the same).
 //! - Sidecars are used whether or not on-the-fly compression is on: putting them there is the
@@ -110,12 +111,30 @@ impl AcceptEncoding {
             .map_or(0, |(_, q)| *q)
     }
 
-    /// The best coding among `available` (in server preference order) with q > 0.
+    /// The q-value the client gives `identity` by name (its own entry, else `*`'s), or 0 when
+    /// it names neither. Identity is still acceptable then (§12.5.3), but a client that ranks
+    /// only codings (`br;q=0.5, gzip;q=0.9`) wants one of them, so an unnamed identity ranks
+    /// below every coding.
+    pub fn identity_q(&self) -> u16 {
+        let own = |name: &str| {
+            self.entries
+                .iter()
+                .filter(|(c, _)| c == name)
+                .map(|(_, q)| *q)
+                .max()
+        };
+        own("identity").or_else(|| own("*")).unwrap_or(0)
+    }
+
+    /// The best coding among `available` (in server preference order) with q > 0 and at
+    /// least the q the client gave identity by name (a tie goes to the coding). `None`: send
+    /// identity.
     pub fn pick(&self, available: &[Coding]) -> Option<Coding> {
+        let floor = self.identity_q().max(1);
         let mut best: Option<(Coding, u16)> = None;
         for &c in available {
             let q = self.q(c);
-            if q > 0 && best.is_none_or(|(_, bq)| q > bq) {
+            if q >= floor && best.is_none_or(|(_, bq)| q > bq) {
                 best = Some((c, q));
             }
         }
@@ -344,6 +363,12 @@ mod tests {
             (Some("br, gzip"), &[Gzip], Some(Gzip)),
             (Some("br"), &[Gzip], None),
             (Some("gzip"), &[], None),
+            // A coding ranked below identity loses to it; a tie goes to the coding.
+            (Some("gzip;q=0.001, identity"), all, None),
+            (Some("identity;q=0.5, *;q=0.1"), all, None),
+            (Some("identity;q=0.5, gzip;q=0.5"), all, Some(Gzip)),
+            (Some("identity;q=0, gzip;q=0.1"), all, Some(Gzip)),
+            (Some("*;q=0.5, gzip"), all, Some(Gzip)),
         ];
         for (header, avail, want) in table {
             assert_eq!(

@@ -144,7 +144,13 @@ pub fn read(dir: &Path, scope: Scope<'_>) -> std::io::Result<(Vec<Entry>, bool)>
         } else {
             (Kind::File, ent.metadata().ok())
         };
-        let is_dir = meta.as_ref().is_some_and(|m| m.is_dir());
+        // Nor to what would be refused: a FIFO, socket or device (403/404), or what this
+        // process may not read (a directory it may not search either): 403.
+        let Some(m) = &meta else { continue };
+        if !(m.is_file() || m.is_dir()) || !crate::sys::may_read(&ent.path(), m.is_dir()) {
+            continue;
+        }
+        let is_dir = m.is_dir();
         out.push(Entry {
             name,
             kind,

@@ -80,6 +80,13 @@ struct MediaRange<'a> {
     q: u16,
 }
 
+impl MediaRange<'_> {
+    fn is_octet_stream(&self) -> bool {
+        self.kind.eq_ignore_ascii_case("application")
+            && self.subtype.eq_ignore_ascii_case("octet-stream")
+    }
+}
+
 fn parse_accept(value: &str) -> Vec<MediaRange<'_>> {
     value
         .split(',')
@@ -111,15 +118,18 @@ fn quality(ranges: &[MediaRange<'_>], mime: &str) -> Option<u16> {
     ranges
         .iter()
         .filter_map(|r| {
-            let specificity = if r.kind.eq_ignore_ascii_case(kind) {
-                if r.subtype.eq_ignore_ascii_case(subtype) {
-                    2
-                } else if r.subtype == "*" {
+            let specificity = if r.kind.eq_ignore_ascii_case(kind)
+                && (r.subtype.eq_ignore_ascii_case(subtype) || r.subtype == "*")
+            {
+                if r.subtype == "*" {
                     1
                 } else {
-                    return None;
+                    2
                 }
-            } else if r.kind == "*" {
+            } else if r.kind == "*" || r.is_octet_stream() {
+                // Every file is a stream of octets: a client asking for
+                // `application/octet-stream` (download scripts, GitHub's release API) wants the
+                // bytes whatever their type, so it counts as `*/*` would.
                 0
             } else {
                 return None;
@@ -201,6 +211,23 @@ mod tests {
             ),
             (Some("garbage"), "image/png", true),
             (Some("text/html;level=1;q=0.5"), "text/html", true),
+            // `application/octet-stream` asks for the bytes, whatever the type.
+            (Some("application/octet-stream"), "application/zip", true),
+            (
+                Some("Application/Octet-Stream"),
+                "text/plain; charset=utf-8",
+                true,
+            ),
+            (
+                Some("application/octet-stream;q=0"),
+                "application/zip",
+                false,
+            ),
+            (
+                Some("application/octet-stream, application/zip;q=0"),
+                "application/zip",
+                false,
+            ),
         ];
         for (accept, mime, want) in table {
             assert_eq!(acceptable(*accept, mime), *want, "{accept:?} / {mime}");

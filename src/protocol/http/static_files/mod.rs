@@ -17,11 +17,12 @@
 //!    and mtime describe the very file that is sent; `Content-Type` ([`mime`]); 406 if `Accept`
 //!    clearly excludes it.
 //! 5. **Representation** ([`encoding`]): a precompressed sidecar, or gzip made on the fly for
-//!    compressible types (cached), or the file itself; each with its own strong ETag.
+//!    compressible types (cached), or the file itself; each with its own ETag, strong but for
+//!    gzip made on the fly (weak, and whole: no ranges, as nginx).
 //! 6. **Preconditions** ([`conditional`]): RFC 9110 §13.2.2 order, 304 or 412.
 //! 7. **Ranges** ([`range`]): 206 (single or `multipart/byteranges`), 416, or the whole thing.
-//!    Ranges apply to the selected representation (a gzip response's ranges are ranges of the
-//!    gzip bytes, consistent with its ETag, §14.1.1).
+//!    Ranges apply to the selected representation (a sidecar's ranges are ranges of its
+//!    coded bytes, consistent with its ETag, §14.1.1).
 //! 8. **Headers**: `Cache-Control` by glob ([`cache`]), `Vary: Accept-Encoding` whenever the
 //!    answer could have differed by coding, `Accept-Ranges`, `X-Content-Type-Options: nosniff`.
 //! 9. **Error pages**: a configured page (`error_pages`) replaces the default body of an error
@@ -407,6 +408,7 @@ impl StaticFiles {
 
         let file = Arc::new(file);
         let mut coding = None;
+        let mut made_here = false;
         let mut selected: Option<(Content, Validators)> = None;
         let available: Vec<Coding> = sidecars
             .iter()
@@ -427,18 +429,22 @@ impl StaticFiles {
                 coding = Some(c);
             }
         }
-        if selected.is_none() && gzip_possible && ae.q(Coding::Gzip) > 0 {
+        if selected.is_none() && gzip_possible && ae.pick(&[Coding::Gzip]).is_some() {
             let key = CacheKey {
                 path: target.to_path_buf(),
                 size,
                 mtime_ns: mtime_ns(meta),
             };
             if let Some(gz) = self.gzip.get(&key, &file) {
+                // Bytes made here, which another build of the compressor could make
+                // differently: a weak ETag, and no ranges (a resumed download could splice
+                // two different streams), as nginx's gzip filter does.
                 selected = Some((
                     Content::Bytes(gz),
-                    Validators::new(size, mtime(meta), "-gzip"),
+                    Validators::new(size, mtime(meta), "-gzip").weak(),
                 ));
                 coding = Some(Coding::Gzip);
+                made_here = true;
             }
         }
         let (content, validators) = selected.unwrap_or_else(|| {
@@ -495,11 +501,11 @@ impl StaticFiles {
         };
 
         let full = |content: &Content| {
-            let mut r = build(200);
-            r = r
-                .header("Content-Type", ctype.clone())
-                .header("Accept-Ranges", "bytes")
-                .header("X-Content-Type-Options", "nosniff");
+            let mut r = build(200).header("Content-Type", ctype.clone());
+            if !made_here {
+                r = r.header("Accept-Ranges", "bytes");
+            }
+            r = r.header("X-Content-Type-Options", "nosniff");
             if let Some(c) = coding.map(Coding::token).or(inherent) {
                 r = r.header("Content-Encoding", c);
             }
@@ -509,7 +515,7 @@ impl StaticFiles {
         // Step 7. HEAD is treated as GET here so that it gets the same header fields
         // (§9.3.2); the session drops the body.
         let len = content.len();
-        let ranges = match (use_range, req.header("Range")) {
+        let ranges = match (use_range && !made_here, req.header("Range")) {
             (true, Some(v)) => range::parse(v, len),
             _ => RangeSet::Ignore,
         };

@@ -47,6 +47,9 @@ pub fn parse(value: &str, len: u64) -> RangeSet {
     };
     let mut ranges = Vec::new();
     let mut count = 0;
+    // §14.1.2: of an empty representation, a non-zero suffix-range is satisfiable; no 206
+    // can carry an empty range, so the answer is the whole (empty) representation, 200.
+    let mut empty_suffix = false;
     for spec in specs.split(',') {
         let spec = spec.trim_matches([' ', '\t']);
         if spec.is_empty() {
@@ -65,6 +68,7 @@ pub fn parse(value: &str, len: u64) -> RangeSet {
             let Some(n) = number(last) else {
                 return RangeSet::Ignore;
             };
+            empty_suffix |= n > 0 && len == 0;
             if n == 0 || len == 0 {
                 None
             } else {
@@ -98,7 +102,11 @@ pub fn parse(value: &str, len: u64) -> RangeSet {
         return RangeSet::Ignore;
     }
     if ranges.is_empty() {
-        return RangeSet::Unsatisfiable;
+        return if empty_suffix {
+            RangeSet::Ignore
+        } else {
+            RangeSet::Unsatisfiable
+        };
     }
     // Coalesce overlapping and adjacent ranges (§14.6 allows it whatever their order), then
     // send the parts in the order their specs came (§14.6: SHOULD), each coalesced part at
@@ -241,7 +249,10 @@ mod tests {
             ("bytes=100-200", 100, RangeSet::Unsatisfiable),
             ("bytes=-0", 100, RangeSet::Unsatisfiable),
             ("bytes=0-", 0, RangeSet::Unsatisfiable),
-            ("bytes=-5", 0, RangeSet::Unsatisfiable),
+            // §14.1.2: a non-zero suffix of an empty file is satisfiable: the whole, 200.
+            ("bytes=-5", 0, RangeSet::Ignore),
+            ("bytes=0-0, -1", 0, RangeSet::Ignore),
+            ("bytes=-0", 0, RangeSet::Unsatisfiable),
             // One satisfiable spec is enough.
             ("bytes=200-300,0-0", 100, r(&[(0, 1)])),
             // Malformed or another unit: ignored.

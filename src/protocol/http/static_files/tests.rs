@@ -460,6 +460,12 @@ fn listings_show_only_entries_that_could_be_served() {
     let t = tree();
     symlink("nothing-here", t.root().join("dangling")).unwrap();
     std::fs::write(t.root().join("back\\slash.txt"), "x").unwrap();
+    // Neither a file nor a directory: a FIFO gets 403 and a socket 404, so neither is listed.
+    let _sock = std::os::unix::net::UnixListener::bind(t.root().join("sock")).unwrap();
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(t.root().join("pipe"))
+        .status()
+        .is_ok_and(|s| s.success());
     let h = handler(&t, |c| c.index.clear());
     let r = call(&h, "GET", "/", &[("Accept", "application/json")]);
     let v: serde_json::Value = serde_json::from_slice(&body(&r)).unwrap();
@@ -480,9 +486,11 @@ fn listings_show_only_entries_that_could_be_served() {
         "env-link",
         "dangling",
         "back\\slash.txt",
+        "sock",
     ] {
         assert!(find(refused).is_none(), "{refused} is listed");
     }
+    assert!(!fifo || find("pipe").is_none(), "a FIFO is listed");
     // Every link of the HTML listing is served.
     let page = text(&get(&h, "/"));
     for href in page
@@ -761,9 +769,17 @@ fn compressible_files_are_gzipped_on_the_fly_and_cached() {
         &h,
         "GET",
         "/big.txt",
-        &[("Accept-Encoding", "gzip;q=0.8, identity")],
+        &[("Accept-Encoding", "gzip, identity;q=0.8")],
     );
     assert_eq!(gz.get_header("Content-Encoding"), Some("gzip"));
+    // Identity ranked above gzip wins (§12.5.3).
+    let id = call(
+        &h,
+        "GET",
+        "/big.txt",
+        &[("Accept-Encoding", "gzip;q=0.8, identity")],
+    );
+    assert_eq!(id.get_header("Content-Encoding"), None);
     let bytes = body(&gz);
     assert!(bytes.len() < plain.body.len() as usize / 4);
     assert_eq!(gunzip(&bytes), body(&plain));
@@ -772,6 +788,29 @@ fn compressible_files_are_gzipped_on_the_fly_and_cached() {
     let head = call(&h, "HEAD", "/big.txt", &[("Accept-Encoding", "gzip")]);
     assert_eq!(head.body.len(), bytes.len() as u64);
     assert_eq!(head.get_header("ETag"), gz.get_header("ETag"));
+    // Bytes made here: a weak ETag (a 304 still works), no ranges (the whole answer, not a
+    // slice another build might not reproduce), and no Accept-Ranges to invite them.
+    let etag = gz.get_header("ETag").unwrap().to_string();
+    assert!(etag.starts_with("W/\""), "{etag}");
+    assert_eq!(gz.get_header("Accept-Ranges"), None);
+    assert_eq!(plain.get_header("Accept-Ranges"), Some("bytes"));
+    let cond = [
+        ("Accept-Encoding", "gzip"),
+        ("If-None-Match", etag.as_str()),
+    ];
+    assert_eq!(call(&h, "GET", "/big.txt", &cond).status, 304);
+    let ranged = [("Accept-Encoding", "gzip"), ("Range", "bytes=0-9")];
+    let whole = call(&h, "GET", "/big.txt", &ranged);
+    assert_eq!(whole.status, 200);
+    assert_eq!(body(&whole), bytes);
+    let resume = [
+        ("Accept-Encoding", "gzip"),
+        ("Range", "bytes=10-"),
+        ("If-Range", etag.as_str()),
+    ];
+    assert_eq!(call(&h, "GET", "/big.txt", &resume).status, 200);
+    let must = [("Accept-Encoding", "gzip"), ("If-Match", etag.as_str())];
+    assert_eq!(call(&h, "GET", "/big.txt", &must).status, 412);
 
     let refused = call(&h, "GET", "/big.txt", &[("Accept-Encoding", "gzip;q=0")]);
     assert_eq!(refused.get_header("Content-Encoding"), None);
@@ -939,7 +978,10 @@ fn a_large_file_overwritten_in_place_is_never_served_under_its_old_head() {
     std::fs::write(&path, vec![b'1'; 100_000]).unwrap();
     get(&h, "/in-place.bin");
     let cached = get(&h, "/in-place.bin");
-    assert!(matches!(cached.body, Body::File { .. }), "kept as a descriptor");
+    assert!(
+        matches!(cached.body, Body::File { .. }),
+        "kept as a descriptor"
+    );
     let old_etag = cached.get_header("etag").unwrap().to_string();
     // Overwrite in place (same inode), as cp does: truncate, then write.
     let mut f = std::fs::OpenOptions::new()
