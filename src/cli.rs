@@ -229,7 +229,7 @@ impl ServerArgs {
 }
 
 /// A flag in seconds as a Duration; negative, NaN or absurd values are usage errors.
-fn seconds(flag: &str, v: f64, zero_ok: bool) -> crate::Result<Duration> {
+pub fn seconds(flag: &str, v: f64, zero_ok: bool) -> crate::Result<Duration> {
     if !v.is_finite() || v < 0.0 || (!zero_ok && v == 0.0) || v > 1e9 {
         let least = if zero_ok { "0 or more" } else { "more than 0" };
         // 1e300 is shown as 1e300, not as its 301 digits.

@@ -431,6 +431,62 @@ fn a_client_that_never_reads_is_dropped_without_slowing_the_room_or_growing_memo
     }
 }
 
+/// A burst of legal messages (a paste: 20 of 65,000 bytes, back to back, 1.3 MB against the
+/// default 1 MiB --max-queue) reaches every reader whole. Found by an outside pass: under the
+/// threaded model and the poll and select loops, such a burst dropped listeners that were
+/// reading, as "not reading fast enough"; the sender is now paused while they catch up.
+#[test]
+fn a_burst_from_one_client_reaches_every_reader_and_drops_nobody_under_every_chat_model() {
+    const EACH: usize = 20;
+    const SIZE: usize = 65_000;
+    for model in chat_models() {
+        let server = start(model, &["--notices", "off"]);
+        let addr = server.addr();
+        let listeners: Vec<Client> = (0..3).map(|_| Client::join(addr)).collect();
+        let mut sender = Client::join(addr);
+        let readers: Vec<_> = listeners
+            .into_iter()
+            .map(|mut c| {
+                std::thread::spawn(move || {
+                    c.s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                    (0..EACH)
+                        .map(|_| c.with_frame(|f| f.len()).unwrap_or(0))
+                        .filter(|&n| n > SIZE)
+                        .count()
+                })
+            })
+            .collect();
+        let mut w = sender.s.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            let mut burst = Vec::with_capacity(EACH * (SIZE + 1));
+            for i in 0..EACH {
+                burst.extend(std::iter::repeat_n(b'a' + i as u8, SIZE));
+                burst.push(0);
+            }
+            w.write_all(&burst).unwrap();
+        });
+        // The sender reads its own copies too, as the book's client does.
+        let own = (0..EACH)
+            .filter(|_| sender.with_frame(|f| f.len()).unwrap_or(0) > SIZE)
+            .count();
+        writer.join().unwrap();
+        assert_eq!(own, EACH, "{model}: the sender's own copies");
+        for r in readers {
+            assert_eq!(
+                r.join().unwrap(),
+                EACH,
+                "{model}: a reader missed messages; server log:\n{}",
+                server.stderr()
+            );
+        }
+        assert!(
+            !server.stderr().contains("dropping chat client"),
+            "{model}: {}",
+            server.stderr()
+        );
+    }
+}
+
 #[test]
 fn frames_split_across_writes_and_many_in_one_write_are_relayed_whole() {
     for model in chat_models() {

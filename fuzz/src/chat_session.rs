@@ -65,6 +65,7 @@ pub fn run(data: &[u8]) {
         max_message,
         max_queue,
         notices,
+        ..ChatConfig::default()
     });
     let now = Instant::now();
     let mut clients: Vec<Client> = Vec::new();

@@ -38,8 +38,11 @@ Lines from the server itself start with \"* \":
 Join, leave and rename notices can be turned off with --notices off.
 
 A client that sends invalid UTF-8 or a message over --max-message is disconnected (the reason is
-logged, and sent to it); nobody else notices. A client that stops reading is disconnected once
-more than --max-queue bytes wait for it, so it cannot slow the room or grow the server's memory.
+logged, and sent to it); nobody else notices. A sender faster than some reader is paused while a
+client that still reads has more than half of --max-queue waiting, so a burst (a paste) reaches
+everyone. A client that stops reading holds nobody for longer than --max-stall, and is
+disconnected once more than --max-queue bytes wait for it, so it cannot stop the room or grow the
+server's memory.
 Runs under --model event (any poller) or --model threaded; iterative and prefork are refused.";
 
 /// On or off.
@@ -69,6 +72,17 @@ pub struct ChatArgs {
     /// Announce joins, leaves and renames to the room.
     #[arg(long, value_enum, value_name = "on|off", default_value = "on")]
     pub notices: OnOff,
+
+    /// Seconds a client that is behind but still reading may hold the senders back. A sender
+    /// pauses while someone who reads has over half of --max-queue waiting; one that has read
+    /// nothing for this long no longer holds anyone, and is dropped if its queue overflows.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value = "1",
+        allow_negative_numbers = true
+    )]
+    pub max_stall: f64,
 }
 
 impl ChatArgs {
@@ -86,10 +100,17 @@ impl ChatArgs {
                 self.max_queue, self.max_message
             )));
         }
+        if self.server.defer_accept.is_some_and(|s| s > 0) {
+            return Err(Error::Usage(
+                "--defer-accept keeps a client out until it sends something, and a chat client                  may only listen; leave it off for tincan chat"
+                    .into(),
+            ));
+        }
         Ok(ChatConfig {
             max_message: self.max_message,
             max_queue: self.max_queue,
             notices: self.notices == OnOff::On,
+            max_stall: crate::cli::seconds("--max-stall", self.max_stall, true)?,
         })
     }
 }

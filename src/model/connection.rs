@@ -178,7 +178,9 @@ impl<T: Session> Conn<T> {
     pub fn interest(&self) -> Interest {
         match self.state {
             State::Open => Interest {
-                read: !self.read_eof && self.out.len() <= self.limits.high_water(),
+                read: !self.read_eof
+                    && self.out.len() <= self.limits.high_water()
+                    && !self.session.reading_paused(),
                 write: !self.out.is_empty(),
             },
             State::Closing { .. } => Interest {

@@ -31,7 +31,7 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -60,6 +60,22 @@ pub struct ChatConfig {
     pub max_queue: usize,
     /// Announce joins, leaves and renames to the room (`--notices on|off`).
     pub notices: bool,
+    /// How long a member that is behind but reading holds the senders back (`--max-stall`):
+    /// one that has taken nothing for longer no longer does, and is dropped if its queue
+    /// overflows.
+    pub max_stall: Duration,
+}
+
+impl ChatConfig {
+    /// A member with more than this queued is behind: senders pause for it while it reads.
+    fn pause_mark(&self) -> usize {
+        self.max_queue / 2
+    }
+
+    /// Paused senders go on once every member that held them has this much or less queued.
+    fn resume_mark(&self) -> usize {
+        self.max_queue / 4
+    }
 }
 
 impl Default for ChatConfig {
@@ -68,6 +84,7 @@ impl Default for ChatConfig {
             max_message: 64 * 1024,
             max_queue: 1024 * 1024,
             notices: true,
+            max_stall: Duration::from_secs(1),
         }
     }
 }
@@ -170,7 +187,19 @@ struct Member {
     wake_pending: bool,
     /// Set when the member was dropped as too slow; its session closes on its next call.
     dropped: bool,
+    /// When its session last had room to take lines (its socket took what it had): a member
+    /// that is behind holds the senders back only while this is recent (`max_stall`).
+    took: Instant,
     waker: Waker,
+}
+
+impl Member {
+    /// Is this member behind but still reading, so that senders should wait for it?
+    fn holds_senders(&self, config: &ChatConfig, now: Instant, mark: usize) -> bool {
+        !self.dropped
+            && self.queued > mark
+            && now.saturating_duration_since(self.took) <= config.max_stall
+    }
 }
 
 #[derive(Default)]
@@ -183,6 +212,9 @@ struct RoomInner {
     /// Lines broadcast so far: the position in the global order.
     seq: u64,
     shutting_down: bool,
+    /// Senders paused because a member that reads was behind (ids and wakers), woken when no
+    /// member holds them any more.
+    paused: Vec<(usize, Waker)>,
 }
 
 /// The hub every session of one [`ChatService`] shares.
@@ -257,6 +289,32 @@ impl Room {
         }
     }
 
+    /// Does a member other than `sender` that still reads have more than `mark` queued?
+    fn held_locked(&self, inner: &RoomInner, sender: usize, now: Instant, mark: usize) -> bool {
+        inner.members.iter().enumerate().any(|(id, m)| {
+            id != sender
+                && m.as_ref()
+                    .is_some_and(|m| m.holds_senders(&self.config, now, mark))
+        })
+    }
+
+    /// Wake the paused senders if no member holds them any more (after a member took lines,
+    /// or left).
+    fn release_locked(&self, inner: &mut RoomInner, now: Instant, wakes: &mut Wakes) {
+        if inner.paused.is_empty() {
+            return;
+        }
+        let mark = self.config.resume_mark();
+        let held = inner
+            .members
+            .iter()
+            .flatten()
+            .any(|m| m.holds_senders(&self.config, now, mark));
+        if !held {
+            wakes.extend(inner.paused.drain(..).map(|(_, w)| w));
+        }
+    }
+
     /// Send `line` to one member only (answers to `/who`, refusals).
     fn send_to_locked(&self, inner: &mut RoomInner, id: usize, line: &Bytes, wakes: &mut Wakes) {
         if let Some(Some(m)) = inner.members.get_mut(id) {
@@ -277,6 +335,7 @@ impl Room {
                 // a wake this early, the next broadcast wakes it again.
                 wake_pending: false,
                 dropped: false,
+                took: Instant::now(),
                 waker,
             };
             let id = match inner.free.pop() {
@@ -319,6 +378,9 @@ impl Room {
             };
             inner.free.push(id);
             inner.count -= 1;
+            inner.paused.retain(|(p, _)| *p != id);
+            // A member that held the senders may be the one leaving.
+            self.release_locked(&mut inner, Instant::now(), &mut wakes);
             // While shutting down everyone is leaving; nobody needs to be told.
             if self.config.notices && !inner.shutting_down {
                 self.broadcast_locked(
@@ -394,6 +456,7 @@ impl Service for ChatService {
             label,
             decoder: Decoder::new(Framing::Null, self.room.config.max_message),
             batch: Vec::new(),
+            paused: false,
         }
     }
 
@@ -428,6 +491,9 @@ pub struct ChatSession {
     decoder: Decoder,
     /// Reused between calls: lines taken from the room queue, pushed after the lock is released.
     batch: Vec<Bytes>,
+    /// A member that reads is behind: no more input is read from this client until it catches
+    /// up (see [`Session::reading_paused`]).
+    paused: bool,
 }
 
 /// What [`ChatSession::pull`] found.
@@ -443,15 +509,21 @@ impl ChatSession {
     }
 
     /// Move queued lines into `out` while it holds less than `target` bytes.
-    fn pull(&mut self, out: &mut Outbox, target: usize) -> Pulled {
+    fn pull(&mut self, out: &mut Outbox, target: usize, now: Instant) -> Pulled {
         let mut budget = target.saturating_sub(out.len());
+        let mut wakes = Wakes::new();
         {
-            let mut inner = self.room.lock();
+            let mut guard = self.room.lock();
+            let inner = &mut *guard;
             let Some(Some(m)) = inner.members.get_mut(self.id) else {
                 return Pulled::Dropped;
             };
             if m.dropped {
                 return Pulled::Dropped;
+            }
+            if budget > 0 {
+                // Its socket took what it had: it is reading.
+                m.took = now;
             }
             while budget > 0 {
                 let Some(line) = m.queue.pop_front() else {
@@ -464,17 +536,45 @@ impl ChatSession {
             // INVARIANT: `wake_pending` is false only when the queue is empty. If lines remain,
             // the outbox is at its target, so the driver will call `on_drained` and we pull then.
             m.wake_pending = !m.queue.is_empty();
+            if m.queued <= self.room.config.resume_mark() {
+                self.room.release_locked(inner, now, &mut wakes);
+            }
         }
+        wakes.iter().for_each(Waker::wake);
         for line in self.batch.drain(..) {
             out.push_shared(line);
         }
         Pulled::Ok
     }
 
+    /// A paused sender looks again: it goes on once no member that reads is still behind.
+    /// While paused it asks to be woken after `max_stall`, when a holder that stopped reading
+    /// no longer counts.
+    fn recheck(&mut self, now: Instant) -> Next {
+        if !self.paused {
+            return Next::CONTINUE;
+        }
+        let id = self.id;
+        let mark = self.room.config.resume_mark();
+        let held = self.room.with(|room, inner, _| {
+            let held = room.held_locked(inner, id, now, mark);
+            if !held {
+                inner.paused.retain(|(p, _)| *p != id);
+            }
+            held
+        });
+        self.paused = held;
+        if held {
+            Next::wake_at(now + self.room.config.max_stall)
+        } else {
+            Next::CONTINUE
+        }
+    }
+
     /// Pull what is queued; close if the room dropped this member.
-    fn deliver(&mut self, out: &mut Outbox) -> Next {
-        match self.pull(out, OUTBOX_TARGET) {
-            Pulled::Ok => Next::CONTINUE,
+    fn deliver(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        match self.pull(out, OUTBOX_TARGET, now) {
+            Pulled::Ok => self.recheck(now),
             Pulled::Dropped => {
                 // Output already waiting means the socket is not taking any: close now and free
                 // it. An empty outbox may still get the reason out.
@@ -495,7 +595,7 @@ impl ChatSession {
     }
 
     /// Act on one whole message from this client.
-    fn handle(&mut self, msg: &str) {
+    fn handle(&mut self, msg: &str, now: Instant) {
         if msg == "/who" {
             self.room.with(|room, inner, wakes| {
                 let names: Vec<String> = inner
@@ -525,8 +625,21 @@ impl ChatSession {
             Framing::Null.encode(msg.as_bytes(), &mut v);
             let line = Bytes::from(v);
             let id = self.id;
-            self.room
-                .with(|room, inner, wakes| room.broadcast_locked(inner, &line, Some(id), wakes));
+            let mark = self.room.config.pause_mark();
+            let held = self.room.with(|room, inner, wakes| {
+                room.broadcast_locked(inner, &line, Some(id), wakes);
+                // Back-pressure for a sender faster than a reader: pause it while a member
+                // that reads has more than half its queue waiting, instead of overflowing that
+                // member's queue and dropping it.
+                let held = room.held_locked(inner, id, now, mark);
+                if held && !inner.paused.iter().any(|(p, _)| *p == id) {
+                    if let Some(Some(m)) = inner.members.get(id) {
+                        inner.paused.push((id, m.waker.clone()));
+                    }
+                }
+                held
+            });
+            self.paused |= held;
         }
     }
 
@@ -594,7 +707,14 @@ impl ChatSession {
 }
 
 impl Session for ChatSession {
-    fn on_input(&mut self, input: &mut ReadBuf, out: &mut Outbox, _now: Instant) -> Next {
+    /// While paused for a member that is behind, the driver reads nothing more from this
+    /// client: what is already read is handled, the rest waits in its socket, and TCP slows
+    /// the client down.
+    fn reading_paused(&self) -> bool {
+        self.paused
+    }
+
+    fn on_input(&mut self, input: &mut ReadBuf, out: &mut Outbox, now: Instant) -> Next {
         loop {
             match self.decoder.decode(input.data()) {
                 Ok(Some(frame)) => {
@@ -604,7 +724,7 @@ impl Session for ChatSession {
                         return self.refuse(&FrameError::InvalidUtf8, out);
                     };
                     // Handled straight from the read buffer: the line is built once, in `handle`.
-                    self.handle(msg);
+                    self.handle(msg, now);
                     input.consume(frame.consumed);
                 }
                 Ok(None) => break,
@@ -619,13 +739,14 @@ impl Session for ChatSession {
         // then has an outbox over the driver's high-water mark, and the driver stops reading its
         // input until it catches up. That is the back-pressure that keeps a fast sender from
         // overflowing its own queue (and everyone else's) instead of being dropped.
-        match self.pull(out, usize::MAX) {
+        match self.pull(out, usize::MAX, now) {
+            Pulled::Ok if self.paused => Next::wake_at(now + self.room.config.max_stall),
             Pulled::Ok => Next::CONTINUE,
-            Pulled::Dropped => self.deliver(out),
+            Pulled::Dropped => self.deliver(out, now),
         }
     }
 
-    fn on_eof(&mut self, input: &mut ReadBuf, out: &mut Outbox, _now: Instant) -> Next {
+    fn on_eof(&mut self, input: &mut ReadBuf, out: &mut Outbox, now: Instant) -> Next {
         if !input.is_empty() {
             tracing::debug!(
                 "chat client {} closed with {} bytes of an unfinished message",
@@ -634,23 +755,28 @@ impl Session for ChatSession {
             );
             input.clear();
         }
-        match self.deliver(out) {
+        match self.deliver(out, now) {
             Next::Continue { .. } => Next::CloseAfterFlush,
             other => other,
         }
     }
 
-    fn on_drained(&mut self, out: &mut Outbox, _now: Instant) -> Next {
-        self.deliver(out)
+    fn on_drained(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        self.deliver(out, now)
     }
 
-    fn on_wake(&mut self, out: &mut Outbox, _now: Instant) -> Next {
-        self.deliver(out)
+    fn on_wake(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        self.deliver(out, now)
     }
 
-    fn on_shutdown(&mut self, out: &mut Outbox, _now: Instant) -> Next {
+    fn on_timer(&mut self, _out: &mut Outbox, now: Instant) -> Next {
+        self.recheck(now)
+    }
+
+    fn on_shutdown(&mut self, out: &mut Outbox, now: Instant) -> Next {
         // Everything still queued (bounded by --max-queue) goes out, the farewell last.
-        match self.pull(out, usize::MAX) {
+        self.paused = false;
+        match self.pull(out, usize::MAX, now) {
             Pulled::Ok => Next::CloseAfterFlush,
             Pulled::Dropped => Next::Close,
         }
@@ -899,6 +1025,84 @@ mod tests {
         // Everyone else carries on.
         a.send(b"still here\0");
         assert_eq!(split(&a.out.take_all()), vec!["127.0.0.1:5001: still here"]);
+    }
+
+    /// A burst from one client (a paste) must not cost the room a member that reads, only
+    /// slower than the burst arrives: the sender pauses while a reader is behind, and goes on
+    /// once it has caught up. Found by an outside pass: 20 messages of 65,000 bytes dropped
+    /// every listener under the threaded model.
+    /// A room with a 10,000-byte `--max-queue`, a sender, and a second member that pulled at
+    /// `t0` (it is reading) but whose socket is now full (its outbox at the target), so lines
+    /// wait in its room queue; and a 1,000-byte message.
+    fn room_with_a_full_reader() -> (ChatService, Instant, Client, Client, Vec<u8>) {
+        let svc = ChatService::new(ChatConfig {
+            max_queue: 10_000,
+            notices: false,
+            ..ChatConfig::default()
+        });
+        let t0 = Instant::now();
+        let a = join(&svc, 5001);
+        let mut reader = join(&svc, 5002);
+        reader.out.push_bytes(&vec![b'x'; OUTBOX_TARGET]);
+        reader.s.on_wake(&mut reader.out, t0);
+        let mut msg = vec![b'q'; 1000];
+        msg.push(0);
+        (svc, t0, a, reader, msg)
+    }
+
+    #[test]
+    fn a_sender_pauses_while_a_reading_member_is_behind_and_resumes_when_it_catches_up() {
+        let (_svc, t0, mut a, mut reader, msg) = room_with_a_full_reader();
+        let mut sent = 0;
+        while !a.s.reading_paused() {
+            let mut rb = ReadBuf::from_bytes(&msg);
+            let next = a.s.on_input(&mut rb, &mut a.out, t0);
+            sent += 1;
+            assert!(sent <= 6, "no pause after {sent} messages");
+            if a.s.reading_paused() {
+                // It asks to look again after --max-stall.
+                assert_eq!(next, Next::wake_at(t0 + Duration::from_secs(1)));
+            }
+        }
+        // Paused past half the queue (5,000 bytes: the fifth 1,017-byte line), far below the
+        // drop at 10,000.
+        assert_eq!(sent, 5);
+        let woken = a.woken();
+        // The reader's socket drains; it pulls below a quarter of the queue: a is woken, and on
+        // its wake goes on.
+        reader.out.take_all();
+        assert!(!reader.s.on_drained(&mut reader.out, t0).is_close());
+        assert!(a.woken() > woken, "the paused sender is woken");
+        assert_eq!(a.s.on_wake(&mut a.out, t0), Next::CONTINUE);
+        assert!(!a.s.reading_paused());
+        assert_eq!(split(&reader.out.take_all()).len(), 5, "nothing was lost");
+    }
+
+    /// A member that stops reading holds the senders only for `max_stall`; after that it is the
+    /// one that overflows and is dropped, and the room goes on.
+    #[test]
+    fn a_member_that_stopped_reading_holds_nobody_past_max_stall() {
+        let (_svc, t0, mut a, mut stalled, msg) = room_with_a_full_reader();
+        for _ in 0..5 {
+            a.s.on_input(&mut ReadBuf::from_bytes(&msg), &mut a.out, t0);
+        }
+        assert!(a.s.reading_paused());
+        // Still within --max-stall: still paused.
+        let early = t0 + Duration::from_millis(900);
+        assert_eq!(
+            a.s.on_timer(&mut a.out, early),
+            Next::wake_at(early + Duration::from_secs(1))
+        );
+        assert!(a.s.reading_paused());
+        // Past it, the stalled member no longer counts.
+        let late = t0 + Duration::from_millis(1100);
+        assert_eq!(a.s.on_timer(&mut a.out, late), Next::CONTINUE);
+        assert!(!a.s.reading_paused());
+        for _ in 0..5 {
+            a.s.on_input(&mut ReadBuf::from_bytes(&msg), &mut a.out, late);
+            assert!(!a.s.reading_paused());
+        }
+        assert_eq!(stalled.s.on_wake(&mut stalled.out, late), Next::Close);
     }
 
     #[test]

@@ -149,6 +149,14 @@ pub trait Session: Send + 'static {
     /// Bytes arrived (they are appended to `input`); consume what can be used, queue output.
     fn on_input(&mut self, input: &mut ReadBuf, out: &mut Outbox, now: Instant) -> Next;
 
+    /// True while the session wants no more input (a chat sender held back for a slower
+    /// reader): the driver stops reading from the socket, as it does while the outbox is over
+    /// its high-water mark, and asks again after every call. A session that pauses must end
+    /// the pause itself, from a wake or a timer.
+    fn reading_paused(&self) -> bool {
+        false
+    }
+
     /// The peer half-closed its side; `input` holds whatever it left unconsumed.
     fn on_eof(&mut self, input: &mut ReadBuf, out: &mut Outbox, now: Instant) -> Next;
 

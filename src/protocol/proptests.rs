@@ -185,6 +185,7 @@ proptest! {
             max_message: 64,
             max_queue: 64 * 1024,
             notices: false,
+            ..ChatConfig::default()
         });
         let peer = Peer {
             remote: PeerAddr::Tcp("127.0.0.1:5001".parse().expect("literal address")),
