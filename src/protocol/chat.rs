@@ -20,9 +20,13 @@
 //!    (with a final notice if its outbox is empty, i.e. the socket may still take it).
 //! 5. Back-pressure on senders: after its own input, a session moves *everything* queued into
 //!    its outbox. A client that sends faster than it reads thus has an outbox over the driver's
-//!    high-water mark, and the driver stops reading from it until it catches up, so the room
-//!    runs at the pace of its slowest active member instead of dropping it. Only a client that
-//!    falls behind without sending anything is dropped. Per member, memory is bounded by
+//!    high-water mark, and the driver stops reading from it until it catches up. A sender
+//!    that reads fast but outruns *another* member is paused too ([`Session::reading_paused`]):
+//!    while a member that is still reading (it took lines within `--max-stall`) has more than
+//!    half of `--max-queue` waiting, no more input is read from the sender, which is woken when
+//!    every such member is down to a quarter. So the room runs at the pace of its slowest
+//!    reading member instead of dropping it; a member that stops reading holds the room for at
+//!    most `--max-stall`, then overflows and is dropped. Per member, memory is bounded by
 //!    `--max-queue` (queue) plus `--max-queue` and one driver read (outbox).
 //!
 //! What the server itself says is defined in one place, [`Notice`]; every such line starts with
