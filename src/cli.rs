@@ -124,6 +124,14 @@ impl ServerArgs {
         }
         if let Some(p) = self.poller {
             o.poller = p;
+            if matches!(o.model, Model::Iterative | Model::Threaded) {
+                tracing::warn!(
+                    "--poller is for the event loops (--model event or prefork); --model {} \
+                     waits with poll(2) per connection, so --poller {} changes nothing",
+                    o.model,
+                    p
+                );
+            }
         }
         if let Some(m) = self.max_connections {
             o.max_connections = m;
@@ -253,4 +261,28 @@ fn announce(addrs: impl Iterator<Item = String>) -> crate::Result<()> {
         writeln!(out, "listening on {a}").map_err(|e| Error::io("writing to stdout", e))?;
     }
     out.flush().map_err(|e| Error::io("writing to stdout", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The flags' defaults, written as text for `--help`, are the library's own constants.
+    #[test]
+    fn size_flags_take_suffixes_and_default_to_the_library_limits() {
+        use crate::protocol::echo::DEFAULT_MAX_FRAME;
+        let Command::Echo(echo) = Cli::parse_from(["tincan", "echo"]).command else {
+            unreachable!()
+        };
+        assert_eq!(echo.max_frame, DEFAULT_MAX_FRAME);
+        let Command::Send(send) = Cli::parse_from(["tincan", "send", "x:1"]).command else {
+            unreachable!()
+        };
+        assert_eq!(send.max_frame, DEFAULT_MAX_FRAME);
+        let Command::Echo(echo) = Cli::parse_from(["tincan", "echo", "--max-frame", "4M"]).command
+        else {
+            unreachable!()
+        };
+        assert_eq!(echo.max_frame, 4 << 20);
+    }
 }

@@ -161,8 +161,8 @@ pub struct EchoArgs {
     /// The message to send, e.g. PING (the reply may differ: any one framed message counts).
     #[arg(long, short = 'm', value_name = "TEXT")]
     pub message: Option<String>,
-    /// The longest reply accepted, in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20)]
+    /// The longest reply accepted (bytes; K/M suffixes).
+    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = crate::commands::chat::parse_size)]
     pub max_frame: usize,
     #[command(flatten)]
     pub load: LoadArgs,
@@ -175,8 +175,8 @@ pub struct ChatArgs {
     /// Message size in bytes (at least the round-trip token).
     #[arg(long, short = 's', value_name = "BYTES", default_value_t = 64)]
     pub size: usize,
-    /// The longest broadcast accepted, in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024)]
+    /// The longest broadcast accepted (bytes; K/M suffixes).
+    #[arg(long, value_name = "SIZE", default_value = "64K", value_parser = crate::commands::chat::parse_size)]
     pub max_frame: usize,
     #[command(flatten)]
     pub load: LoadArgs,

@@ -15,7 +15,7 @@ use clap::Args;
 use crate::cli::ServerArgs;
 use crate::error::{Error, Result};
 use crate::model::{ServeOptions, Shutdown};
-use crate::protocol::echo::{EchoConfig, EchoService, DEFAULT_MAX_FRAME};
+use crate::protocol::echo::{EchoConfig, EchoService};
 use crate::protocol::framing::Framing;
 use crate::protocol::PeerAddr;
 
@@ -42,8 +42,9 @@ pub struct EchoArgs {
     #[arg(long, default_value = "raw", value_name = "FRAMING")]
     pub framing: Framing,
 
-    /// The longest message accepted, in bytes; a longer one closes that connection.
-    #[arg(long, default_value_t = DEFAULT_MAX_FRAME, value_name = "BYTES")]
+    /// The longest message accepted (bytes; K/M suffixes: 4M = 4 MiB); a longer one closes
+    /// that connection. Give `tincan send` the same to send or receive larger messages.
+    #[arg(long, default_value = "1M", value_name = "SIZE", value_parser = crate::commands::chat::parse_size)]
     pub max_frame: usize,
 
     /// Answer "{ip:port}: {message}", as seed 002's multithreaded server does.

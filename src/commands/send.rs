@@ -14,7 +14,6 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::error::{Error, Result};
-use crate::protocol::echo::DEFAULT_MAX_FRAME;
 use crate::protocol::framing::{Decoder, Framing};
 
 /// The largest UDP payload over IPv4 (65,535 minus the IP and UDP headers).
@@ -55,8 +54,8 @@ pub struct SendArgs {
     )]
     pub timeout: f64,
 
-    /// The longest reply message accepted, in bytes.
-    #[arg(long, default_value_t = DEFAULT_MAX_FRAME, value_name = "BYTES")]
+    /// The longest message sent or reply accepted (bytes; K/M suffixes: 4M = 4 MiB).
+    #[arg(long, default_value = "1M", value_name = "SIZE", value_parser = crate::commands::chat::parse_size)]
     pub max_frame: usize,
 
     /// Run the interactive loop (null framing) even when standard input is not a terminal.
@@ -380,8 +379,9 @@ impl Client {
             Ok(())
         });
         let mut reader = conn;
-        // Messages print one a line; fixed frames are bytes, printed as they are.
-        let newline = matches!(framing, Framing::Null | Framing::Line | Framing::Length);
+        // Text messages print one a line; length-prefixed and fixed frames are bytes (length is
+        // the binary-safe framing: `send < big.bin > copy.bin`), printed as they are.
+        let newline = matches!(framing, Framing::Null | Framing::Line);
         let read = if half_close {
             self.read_to_end(&mut reader, out)
         } else {

@@ -29,7 +29,12 @@ pub const MAX_INCOMING: usize = 16 * 1024 * 1024;
 #[command(after_long_help = "\
 Type a line and press enter to send it; what anyone in the room says (you included) is printed
 as it arrives. A line that is exactly q, or the end of input (Ctrl-D), quits. Empty lines are
-not sent. See `tincan chat --help` for /nick and /who.
+not sent. See `tincan chat --help` for /nick and /who. Control characters in what arrives are
+shown escaped (\\u{1b}), and a line break inside a message starts an indented line, so nobody
+in the room can drive your terminal or pose as the server.
+
+tincan talk connects over TCP; a room listening on a unix: socket is reached with any client
+that speaks NUL-terminated lines over it (socat, for one).
 
 With standard input not a terminal, every line is sent and then, with --wait, what arrives is
 printed for that many seconds before quitting. Exit status: 0 after a clean quit, 1 (with one
@@ -95,6 +100,13 @@ pub fn run(args: TalkArgs) -> Result<()> {
         return Err(Error::Usage(
             "--connect-timeout takes a number of seconds more than 0".into(),
         ));
+    }
+    if args.addr.starts_with("unix:") {
+        return Err(Error::Usage(format!(
+            "tincan talk connects over TCP only, and {} is a Unix socket; listen the room on a \
+             TCP address too (tincan chat -l 127.0.0.1:4040 -l {}), or use socat",
+            args.addr, args.addr
+        )));
     }
     let target = with_default_port(&args.addr);
     let stream = connect(&target, connect_timeout)?;
@@ -247,7 +259,7 @@ fn print_incoming(mut stream: TcpStream) -> String {
         let mut start = 0;
         while let Some(i) = data[start..].iter().position(|&b| b == 0) {
             let msg = String::from_utf8_lossy(&data[start..start + i]);
-            let _ = writeln!(out, "{msg}");
+            let _ = writeln!(out, "{}", displayable(&msg));
             start += i + 1;
         }
         let _ = out.flush();
@@ -259,9 +271,50 @@ fn print_incoming(mut stream: TcpStream) -> String {
     }
 }
 
+/// A message as it may reach a terminal: what anyone in the room typed must not drive the
+/// terminal or pose as the server. Control characters (but tab) and the direction overrides
+/// are shown escaped (`\u{1b}`), so no escape sequence can recolour the screen, retitle the
+/// window or move the cursor; a line break inside a message starts an indented line, so no
+/// continuation can look like a line of its own (`* alice left`).
+fn displayable(msg: &str) -> String {
+    let mut shown = String::with_capacity(msg.len());
+    for c in msg.chars() {
+        match c {
+            '\t' => shown.push(c),
+            '\n' => shown.push_str("\n  "),
+            c if c.is_control()
+                || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}'
+                    | '\u{2066}'..='\u{2069}') =>
+            {
+                shown.push_str(&c.escape_unicode().to_string());
+            }
+            c => shown.push(c),
+        }
+    }
+    shown
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_others_send_cannot_drive_the_terminal_or_pose_as_the_server() {
+        assert_eq!(displayable("bob: hi\tthere"), "bob: hi\tthere");
+        assert_eq!(
+            displayable("esc \u{1b}[31mRED\u{1b}[0m"),
+            "esc \\u{1b}[31mRED\\u{1b}[0m"
+        );
+        assert_eq!(
+            displayable("x: hi\n* 127.0.0.1:1 left"),
+            "x: hi\n  * 127.0.0.1:1 left"
+        );
+        assert_eq!(displayable("\u{1b}]0;PWNED\u{7}"), "\\u{1b}]0;PWNED\\u{7}");
+        assert_eq!(displayable("a\rb"), "a\\u{d}b");
+        assert_eq!(displayable("\u{9b}2J"), "\\u{9b}2J");
+        assert_eq!(displayable("abc\u{202e}def"), "abc\\u{202e}def");
+        assert_eq!(displayable("caf\u{e9} \u{1f600}"), "caf\u{e9} \u{1f600}");
+    }
 
     #[test]
     fn a_host_alone_gets_the_tincanchat_port() {

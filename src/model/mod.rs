@@ -213,6 +213,8 @@ pub(crate) struct Ctx<S: Service> {
     pub opts: ServeOptions,
     pub shutdown: Shutdown,
     service_told: Once,
+    /// Say on stderr that a stop has begun (off in prefork workers: their parent says it).
+    pub announce_stop: bool,
 }
 
 impl<S: Service> Ctx<S> {
@@ -222,13 +224,24 @@ impl<S: Service> Ctx<S> {
             opts: opts.clone(),
             shutdown,
             service_told: Once::new(),
+            announce_stop: true,
         }
     }
 
     /// Graceful shutdown has begun: tell the service, once, before any session hears of it
     /// (callers on other threads block here until it has returned).
     pub fn begin_shutdown(&self) {
-        self.service_told.call_once(|| self.service.on_shutdown());
+        self.service_told.call_once(|| {
+            // A stop that waits on a connection mid-request should not look like a hang.
+            if self.announce_stop {
+                tracing::info!(
+                    "stopping: open connections have up to {} s (--grace) to finish; a second \
+                 Ctrl-C stops at once",
+                    self.opts.grace.as_secs_f64()
+                );
+            }
+            self.service.on_shutdown()
+        });
     }
 }
 
@@ -290,11 +303,16 @@ fn fit_to_descriptors(opts: &ServeOptions, fd_limit: u64) -> Option<ServeOptions
     if opts.max_connections <= room {
         return None;
     }
-    tracing::warn!(
-        "--max-connections {} does not fit in the descriptor limit of {fd_limit}; serving at \
-         most {room} connections at once (raise `ulimit -n` to serve more)",
-        opts.max_connections
-    );
+    if opts.max_connections == ServeOptions::default().max_connections {
+        // The default asked for more than fits: lowering it is the default's job, not news.
+        tracing::debug!("serving at most {room} connections at once (descriptor limit {fd_limit})");
+    } else {
+        tracing::warn!(
+            "--max-connections {} does not fit in the descriptor limit of {fd_limit}; serving \
+             at most {room} connections at once (raise `ulimit -n` to serve more)",
+            opts.max_connections
+        );
+    }
     Some(ServeOptions {
         max_connections: room,
         ..opts.clone()

@@ -176,7 +176,8 @@ fn worker<S: Service>(
     }
     let mut opts = ctx.opts.clone();
     opts.workers = 1;
-    let child = Ctx::new(Arc::clone(&ctx.service), &opts, shutdown);
+    let mut child = Ctx::new(Arc::clone(&ctx.service), &opts, shutdown);
+    child.announce_stop = false;
     match event::run_worker(&child, listeners, &AtomicUsize::new(0), max, false) {
         Ok(()) => 0,
         Err(e) => {

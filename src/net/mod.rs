@@ -74,9 +74,26 @@ impl FromStr for ListenAddr {
         let Some((host, port)) = t.rsplit_once(':') else {
             return Err(not_an_address(s));
         };
-        let port: u16 = port.parse().map_err(|_| not_an_address(s))?;
+        let port: u16 = match port.parse::<u64>() {
+            Ok(n) => u16::try_from(n).map_err(|_| {
+                Error::Usage(format!(
+                    "port {n} in '{s}' is out of range; a port is 0 to 65535"
+                ))
+            })?,
+            Err(_) => return Err(not_an_address(s)),
+        };
         if host.is_empty() || host.contains(':') || host.contains(char::is_whitespace) {
             return Err(not_an_address(s));
+        }
+        // Four dot-separated numbers are meant as an IPv4 address, not a name to look up.
+        if host.split('.').count() == 4
+            && host
+                .split('.')
+                .all(|p| p.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(Error::Usage(format!(
+                "'{host}' in '{s}' is not a valid IPv4 address; each of its four numbers is 0 to 255"
+            )));
         }
         // `localhost` is loopback IPv4 whatever /etc/hosts lists first, so `localhost:8000`
         // means the same on every machine.
@@ -577,7 +594,16 @@ mod tests {
 
     #[test]
     fn bad_listen_addresses_are_usage_errors_naming_the_forms() {
-        for bad in ["foo", "127.0.0.1:99999", ":x", "unix:", "[::1]", "1.2.3.4:"] {
+        assert_eq!(
+            p("127.0.0.1:99999").unwrap_err().to_string(),
+            "port 99999 in '127.0.0.1:99999' is out of range; a port is 0 to 65535"
+        );
+        assert_eq!(
+            p("300.1.1.1:80").unwrap_err().to_string(),
+            "'300.1.1.1' in '300.1.1.1:80' is not a valid IPv4 address; each of its four numbers \
+             is 0 to 255"
+        );
+        for bad in ["foo", ":x", "unix:", "[::1]", "1.2.3.4:"] {
             let e = p(bad).unwrap_err().to_string();
             assert!(
                 e.contains("HOST:PORT") || e.contains("resolve"),

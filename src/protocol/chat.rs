@@ -651,18 +651,28 @@ impl ChatSession {
         let id = self.id;
         let notices = self.room.config.notices;
         let renamed = self.room.with(|room, inner, wakes| {
-            let refused =
-                match check_nick(name) {
-                    Err(why) => Some(why),
-                    Ok(name)
-                        if inner.members.iter().enumerate().any(|(i, m)| {
-                            i != id && m.as_ref().is_some_and(|m| m.label == name)
-                        }) =>
-                    {
-                        Some(format!("{name} is taken"))
-                    }
-                    Ok(_) => None,
-                };
+            // Names are compared without case, so `Bob` cannot pass for `bob`.
+            let same = |a: &str, b: &str| a.to_lowercase() == b.to_lowercase();
+            let refused = match check_nick(name) {
+                Err(why) => Some(why),
+                Ok(name)
+                    if inner
+                        .members
+                        .get(id)
+                        .and_then(Option::as_ref)
+                        .is_some_and(|m| m.label == name) =>
+                {
+                    Some(format!("you are already {name}"))
+                }
+                Ok(name)
+                    if inner.members.iter().enumerate().any(|(i, m)| {
+                        i != id && m.as_ref().is_some_and(|m| same(&m.label, name))
+                    }) =>
+                {
+                    Some(format!("{name} is taken"))
+                }
+                Ok(_) => None,
+            };
             if let Some(why) = refused {
                 room.send_to_locked(
                     inner,
@@ -1224,6 +1234,22 @@ mod tests {
     }
 
     #[test]
+    fn taking_the_name_one_already_has_announces_nothing() {
+        let svc = ChatService::new(ChatConfig::default());
+        let mut a = join(&svc, 5001);
+        let mut b = join(&svc, 5002);
+        a.send(b"/nick bob\0");
+        a.out.take_all();
+        b.lines();
+        a.send(b"/nick bob\0");
+        assert_eq!(
+            split(&a.out.take_all()),
+            vec!["* nick refused: you are already bob"]
+        );
+        assert!(b.lines().is_empty(), "nobody else hears of it");
+    }
+
+    #[test]
     fn bad_and_taken_nicks_are_refused_to_the_asker_only() {
         let svc = quiet();
         let mut a = join(&svc, 5001);
@@ -1232,6 +1258,9 @@ mod tests {
         a.out.take_all();
         for (cmd, why) in [
             ("/nick alice", "alice is taken"),
+            ("/nick Alice", "Alice is taken"),
+            ("/nick ALICE", "ALICE is taken"),
+            ("/nick 127.0.0.1:5002", "':'"),
             ("/nick", "usage"),
             ("/nick ", "usage"),
             ("/nick 127.0.0.1:9", "':'"),
