@@ -350,11 +350,15 @@ pub fn lower_minor_version(head: &mut [u8]) {
     } else {
         line_end
     };
-    if version_token_looks_like_http(head) && line_len >= 8 {
-        let v = &mut head[line_len - 8..line_len];
-        if v.starts_with(b"HTTP/1.") && matches!(v[7], b'2'..=b'9') {
-            v[7] = b'1';
-        }
+    // The usual `HTTP/1.1` is told apart by its last byte, before any further look.
+    let Some(v) = line_len.checked_sub(8).map(|start| &head[start..line_len]) else {
+        return;
+    };
+    if matches!(v[7], b'2'..=b'9')
+        && v.starts_with(b"HTTP/1.")
+        && version_token_looks_like_http(head)
+    {
+        head[line_len - 1] = b'1';
     }
 }
 
