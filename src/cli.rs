@@ -124,13 +124,17 @@ impl ServerArgs {
         }
         if let Some(p) = self.poller {
             o.poller = p;
+            // serve_options() runs more than once per start: say it once.
+            static SAID: std::sync::Once = std::sync::Once::new();
             if matches!(o.model, Model::Iterative | Model::Threaded) {
-                tracing::warn!(
-                    "--poller is for the event loops (--model event or prefork); --model {} \
+                SAID.call_once(|| {
+                    tracing::warn!(
+                        "--poller is for the event loops (--model event or prefork); --model {} \
                      waits with poll(2) per connection, so --poller {} changes nothing",
-                    o.model,
-                    p
-                );
+                        o.model,
+                        p
+                    )
+                });
             }
         }
         if let Some(m) = self.max_connections {

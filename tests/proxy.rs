@@ -332,6 +332,7 @@ fn proxied_answers_keep_status_headers_and_bodies_and_drop_hop_by_hop_fields_und
             b"GET http://u:p@evil.example:abc/up/len HTTP/1.1\r\nHost: front.test\r\nConnection: close\r\n\r\n",
         );
         assert_eq!(r.status, 400, "{m}");
+
         let r = exchange(
             a,
             b"POST http://other.test/up/echo HTTP/1.1\r\nHost: front.test\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",

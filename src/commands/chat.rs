@@ -75,7 +75,8 @@ pub struct ChatArgs {
 
     /// Seconds a client that is behind but still reading may hold the senders back. A sender
     /// pauses while someone who reads has over half of --max-queue waiting; one that has read
-    /// nothing for this long no longer holds anyone, and is dropped if its queue overflows.
+    /// nothing for this long no longer holds anyone, and is dropped if its queue overflows
+    /// (at most 60).
     #[arg(
         long,
         value_name = "SECONDS",
@@ -102,7 +103,8 @@ impl ChatArgs {
         }
         if self.server.defer_accept.is_some_and(|s| s > 0) {
             return Err(Error::Usage(
-                "--defer-accept keeps a client out until it sends something, and a chat client                  may only listen; leave it off for tincan chat"
+                "--defer-accept keeps a client out until it sends something, and a chat client \
+                 may only listen; leave it off for tincan chat"
                     .into(),
             ));
         }
@@ -110,9 +112,22 @@ impl ChatArgs {
             max_message: self.max_message,
             max_queue: self.max_queue,
             notices: self.notices == OnOff::On,
-            max_stall: crate::cli::seconds("--max-stall", self.max_stall, true)?,
+            max_stall: max_stall(self.max_stall)?,
         })
     }
+}
+
+/// The longest `--max-stall`: a reader silent for a minute is not catching up on a burst.
+pub const MAX_STALL_LIMIT: f64 = 60.0;
+
+fn max_stall(v: f64) -> Result<std::time::Duration> {
+    if v > MAX_STALL_LIMIT {
+        return Err(Error::Usage(format!(
+            "--max-stall {v} is more than {MAX_STALL_LIMIT} seconds; a reader silent that long \
+             is not catching up, and everyone else would wait for it"
+        )));
+    }
+    crate::cli::seconds("--max-stall", v, true)
 }
 
 /// A byte count with an optional binary suffix (`64K`, `1MiB`): the same rule as every size
@@ -136,6 +151,18 @@ pub fn run(args: ChatArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn max_stall_holds_at_its_edge_and_refuses_one_over() {
+        assert_eq!(max_stall(60.0).unwrap(), std::time::Duration::from_secs(60));
+        assert_eq!(max_stall(0.0).unwrap(), std::time::Duration::ZERO);
+        let e = max_stall(60.5).unwrap_err().to_string();
+        assert!(
+            e.contains("--max-stall 60.5 is more than 60 seconds"),
+            "{e}"
+        );
+        assert!(max_stall(-1.0).is_err());
+    }
 
     #[test]
     fn sizes_take_binary_suffixes_and_refuse_nonsense() {

@@ -36,7 +36,8 @@ pub struct HttpArgs {
     #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
     pub max_request_line: Option<u64>,
     /// Longest single header line; longer gets 431. Also bounds the chunk extensions of one
-    /// chunked request body, taken together (more gets 400). [default: 16k]
+    /// chunked request body, taken together, unless an eighth of its data is more (past
+    /// that: 400). [default: 16k]
     #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
     pub max_header: Option<u64>,
     /// Largest whole request head; larger gets 431. [default: 64k]

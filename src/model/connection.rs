@@ -86,6 +86,10 @@ pub(crate) struct Conn<T: Session> {
     /// The socket takes `TCP_QUICKACK` (cleared after the first refusal: a Unix socket has no
     /// ACKs to hurry, so it is not asked again on every read).
     quickack: bool,
+    /// The session paused its input with bytes of it still unconsumed: hand them back when
+    /// it goes on ([`Session::reading_paused`]), or they would wait for bytes that may never
+    /// come.
+    input_held: bool,
     cork: cio::Cork,
     limits: Limits,
 }
@@ -112,6 +116,7 @@ impl<T: Session> Conn<T> {
             owe_drained: false,
             shutdown_told: false,
             quickack: true,
+            input_held: false,
             cork: cio::Cork::Off,
             limits,
         }
@@ -250,6 +255,7 @@ impl<T: Session> Conn<T> {
                     let (was_empty, queued) = (self.out.is_empty(), self.out.len());
                     let next = self.session.on_input(&mut self.input, &mut self.out, now);
                     self.apply(next, was_empty, now);
+                    self.input_held = !self.input.is_empty() && self.session.reading_paused();
                     if self.quickack && self.state == State::Open && self.out.len() == queued {
                         // No answer to carry the ACK (a request still arriving, or one that
                         // waits on something else): send it now, or a peer holding its next
@@ -322,6 +328,7 @@ impl<T: Session> Conn<T> {
                     self.owe_drained = false;
                     let next = self.session.on_drained(&mut self.out, now);
                     self.apply(next, true, now);
+                    self.resume_held_input(now);
                     if self.out.is_empty() && self.state == State::Open {
                         return;
                     }
@@ -368,6 +375,7 @@ impl<T: Session> Conn<T> {
                 let was_empty = self.out.is_empty();
                 let next = self.session.on_timer(&mut self.out, now);
                 self.apply(next, was_empty, now);
+                self.resume_held_input(now);
                 self.progress(now);
             }
             _ => {}
@@ -380,8 +388,21 @@ impl<T: Session> Conn<T> {
             let was_empty = self.out.is_empty();
             let next = self.session.on_wake(&mut self.out, now);
             self.apply(next, was_empty, now);
+            self.resume_held_input(now);
             self.progress(now);
         }
+    }
+
+    /// The session paused with input unconsumed and has now gone on: give it that input
+    /// again, since the peer may have nothing more to send that would bring it back.
+    fn resume_held_input(&mut self, now: Instant) {
+        if !self.input_held || self.state != State::Open || self.session.reading_paused() {
+            return;
+        }
+        let was_empty = self.out.is_empty();
+        let next = self.session.on_input(&mut self.input, &mut self.out, now);
+        self.apply(next, was_empty, now);
+        self.input_held = !self.input.is_empty() && self.session.reading_paused();
     }
 
     /// Graceful shutdown began: tell the session once.

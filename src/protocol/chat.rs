@@ -302,6 +302,17 @@ impl Room {
         })
     }
 
+    /// Note `id` as a paused sender, to be woken by [`Self::release_locked`] (once).
+    fn register_paused_locked(&self, inner: &mut RoomInner, id: usize) {
+        if inner.paused.iter().any(|(p, _)| *p == id) {
+            return;
+        }
+        if let Some(Some(m)) = inner.members.get(id) {
+            let waker = m.waker.clone();
+            inner.paused.push((id, waker));
+        }
+    }
+
     /// Wake the paused senders if no member holds them any more (after a member took lines,
     /// or left).
     fn release_locked(&self, inner: &mut RoomInner, now: Instant, wakes: &mut Wakes) {
@@ -551,24 +562,15 @@ impl ChatSession {
         Pulled::Ok
     }
 
-    /// A paused sender looks again: it goes on once no member that reads is still behind.
-    /// While paused it asks to be woken after `max_stall`, when a holder that stopped reading
-    /// no longer counts.
+    /// A paused sender looks again: it goes on once no member that reads is more than a
+    /// quarter behind (the driver then hands it the input it held back). While paused it stays
+    /// registered for a wake, and asks for a timer after `max_stall`, when a holder that
+    /// stopped reading no longer counts.
     fn recheck(&mut self, now: Instant) -> Next {
         if !self.paused {
             return Next::CONTINUE;
         }
-        let id = self.id;
-        let mark = self.room.config.resume_mark();
-        let held = self.room.with(|room, inner, _| {
-            let held = room.held_locked(inner, id, now, mark);
-            if !held {
-                inner.paused.retain(|(p, _)| *p != id);
-            }
-            held
-        });
-        self.paused = held;
-        if held {
+        if self.held_back(now, self.room.config.resume_mark()) {
             Next::wake_at(now + self.room.config.max_stall)
         } else {
             Next::CONTINUE
@@ -598,8 +600,9 @@ impl ChatSession {
         }
     }
 
-    /// Act on one whole message from this client.
-    fn handle(&mut self, msg: &str, now: Instant) {
+    /// Act on one whole message from this client. False: held back, not acted on (a member
+    /// that reads is behind, see [`Self::held_back`]); the message stays in the input.
+    fn handle(&mut self, msg: &str, now: Instant) -> bool {
         if msg == "/who" {
             self.room.with(|room, inner, wakes| {
                 let names: Vec<String> = inner
@@ -630,21 +633,40 @@ impl ChatSession {
             let line = Bytes::from(v);
             let id = self.id;
             let mark = self.room.config.pause_mark();
+            // The check and the broadcast under one lock: senders racing on other threads
+            // cannot all pass the check and overshoot together.
             let held = self.room.with(|room, inner, wakes| {
-                room.broadcast_locked(inner, &line, Some(id), wakes);
-                // Back-pressure for a sender faster than a reader: pause it while a member
-                // that reads has more than half its queue waiting, instead of overflowing that
-                // member's queue and dropping it.
-                let held = room.held_locked(inner, id, now, mark);
-                if held && !inner.paused.iter().any(|(p, _)| *p == id) {
-                    if let Some(Some(m)) = inner.members.get(id) {
-                        inner.paused.push((id, m.waker.clone()));
-                    }
+                if room.held_locked(inner, id, now, mark) {
+                    room.register_paused_locked(inner, id);
+                    return true;
                 }
-                held
+                room.broadcast_locked(inner, &line, Some(id), wakes);
+                false
             });
-            self.paused |= held;
+            if held {
+                self.paused = true;
+                return false;
+            }
         }
+        true
+    }
+
+    /// Is a member that reads more than `mark` behind? Then this sender is (or stays) paused
+    /// and registered to be woken when that changes. Back-pressure for a sender faster than a
+    /// reader: it waits, instead of overflowing that member's queue and getting it dropped.
+    fn held_back(&mut self, now: Instant, mark: usize) -> bool {
+        let id = self.id;
+        let held = self.room.with(|room, inner, _| {
+            let held = room.held_locked(inner, id, now, mark);
+            if held {
+                room.register_paused_locked(inner, id);
+            } else {
+                inner.paused.retain(|(p, _)| *p != id);
+            }
+            held
+        });
+        self.paused = held;
+        held
     }
 
     fn nick(&mut self, name: &str) {
@@ -730,6 +752,10 @@ impl Session for ChatSession {
 
     fn on_input(&mut self, input: &mut ReadBuf, out: &mut Outbox, now: Instant) -> Next {
         loop {
+            if self.paused {
+                // What is read stays in `input`; the driver hands it back once we go on.
+                break;
+            }
             match self.decoder.decode(input.data()) {
                 Ok(Some(frame)) => {
                     // The decoder checked the payload is UTF-8; a failure here would be a
@@ -738,7 +764,10 @@ impl Session for ChatSession {
                         return self.refuse(&FrameError::InvalidUtf8, out);
                     };
                     // Handled straight from the read buffer: the line is built once, in `handle`.
-                    self.handle(msg, now);
+                    if !self.handle(msg, now) {
+                        // Held back: it stays in `input`, and the driver hands it back.
+                        break;
+                    }
                     input.consume(frame.consumed);
                 }
                 Ok(None) => break,
@@ -843,8 +872,13 @@ mod tests {
 
     impl Client {
         fn send(&mut self, bytes: &[u8]) -> Next {
+            self.send_at(bytes, Instant::now())
+        }
+
+        /// Send at `now`: past `max_stall` after a member last read, it holds nobody.
+        fn send_at(&mut self, bytes: &[u8], now: Instant) -> Next {
             let mut rb = ReadBuf::from_bytes(bytes);
-            self.s.on_input(&mut rb, &mut self.out, Instant::now())
+            self.s.on_input(&mut rb, &mut self.out, now)
         }
 
         fn wake(&mut self) -> Next {
@@ -1022,8 +1056,14 @@ mod tests {
         }
         assert!(slow.out.len() >= OUTBOX_TARGET);
         let woken = slow.woken();
+        // The slow member, reading until its outbox filled, has paused the sender; past
+        // --max-stall, a member whose socket takes nothing holds it no more.
+        let later = Instant::now() + Duration::from_secs(2);
+        a.s.on_timer(&mut a.out, later);
+        assert!(!a.s.reading_paused());
         for _ in 0..30 {
-            a.send(&input);
+            a.send_at(&input, later);
+            assert!(!a.s.reading_paused());
             a.out.take_all();
         }
         assert!(
@@ -1047,18 +1087,18 @@ mod tests {
     /// every listener under the threaded model.
     /// A room with a 10,000-byte `--max-queue`, a sender, and a second member that pulled at
     /// `t0` (it is reading) but whose socket is now full (its outbox at the target), so lines
-    /// wait in its room queue; and a 1,000-byte message.
+    /// wait in its room queue; and a 1,000-byte message (1,017 bytes as a line).
     fn room_with_a_full_reader() -> (ChatService, Instant, Client, Client, Vec<u8>) {
         let svc = ChatService::new(ChatConfig {
             max_queue: 10_000,
             notices: false,
             ..ChatConfig::default()
         });
-        let t0 = Instant::now();
         let a = join(&svc, 5001);
         let mut reader = join(&svc, 5002);
-        reader.out.push_bytes(&vec![b'x'; OUTBOX_TARGET]);
+        let t0 = Instant::now();
         reader.s.on_wake(&mut reader.out, t0);
+        reader.out.push_bytes(&vec![b'x'; OUTBOX_TARGET]);
         let mut msg = vec![b'q'; 1000];
         msg.push(0);
         (svc, t0, a, reader, msg)
@@ -1067,29 +1107,59 @@ mod tests {
     #[test]
     fn a_sender_pauses_while_a_reading_member_is_behind_and_resumes_when_it_catches_up() {
         let (_svc, t0, mut a, mut reader, msg) = room_with_a_full_reader();
-        let mut sent = 0;
-        while !a.s.reading_paused() {
-            let mut rb = ReadBuf::from_bytes(&msg);
-            let next = a.s.on_input(&mut rb, &mut a.out, t0);
-            sent += 1;
-            assert!(sent <= 6, "no pause after {sent} messages");
-            if a.s.reading_paused() {
-                // It asks to look again after --max-stall.
-                assert_eq!(next, Next::wake_at(t0 + Duration::from_secs(1)));
-            }
-        }
-        // Paused past half the queue (5,000 bytes: the fifth 1,017-byte line), far below the
-        // drop at 10,000.
-        assert_eq!(sent, 5);
+        // Seven messages in one read: five go out (5,085 bytes wait for the reader, past half
+        // its queue), then the sender pauses with the last two still in its input, far below
+        // the drop at 10,000.
+        let mut input = ReadBuf::from_bytes(&msg.repeat(7));
+        let next = a.s.on_input(&mut input, &mut a.out, t0);
+        assert!(a.s.reading_paused());
+        assert_eq!(input.len(), 2 * msg.len(), "the rest waits, unread");
+        // It asks to look again after --max-stall.
+        assert_eq!(next, Next::wake_at(t0 + Duration::from_secs(1)));
+        assert_eq!(split(&a.out.take_all()).len(), 5);
         let woken = a.woken();
         // The reader's socket drains; it pulls below a quarter of the queue: a is woken, and on
-        // its wake goes on.
+        // its wake goes on (the driver then hands it its input again).
         reader.out.take_all();
         assert!(!reader.s.on_drained(&mut reader.out, t0).is_close());
         assert!(a.woken() > woken, "the paused sender is woken");
         assert_eq!(a.s.on_wake(&mut a.out, t0), Next::CONTINUE);
         assert!(!a.s.reading_paused());
-        assert_eq!(split(&reader.out.take_all()).len(), 5, "nothing was lost");
+        assert_eq!(a.s.on_input(&mut input, &mut a.out, t0), Next::CONTINUE);
+        assert!(input.is_empty());
+        assert_eq!(split(&reader.out.take_all()).len(), 5);
+        assert_eq!(reader.lines().len(), 2);
+    }
+
+    /// A sender woken with others but still held (another sender got there first) stays
+    /// registered, so the next catch-up wakes it rather than its timer. Found in review.
+    #[test]
+    fn a_sender_still_held_after_its_wake_is_woken_at_the_next_catch_up() {
+        let (svc, t0, mut a, mut reader, msg) = room_with_a_full_reader();
+        let mut b = join(&svc, 5003);
+        b.lines();
+        let mut input = ReadBuf::from_bytes(&msg.repeat(6));
+        a.s.on_input(&mut input, &mut a.out, t0);
+        let mut b_input = ReadBuf::from_bytes(&msg);
+        b.s.on_input(&mut b_input, &mut b.out, t0);
+        assert!(a.s.reading_paused() && b.s.reading_paused());
+        // The reader catches up; both are woken. a goes first and puts three lines in the
+        // reader's queue (3,051 bytes: over a quarter, under half).
+        reader.out.take_all();
+        reader.s.on_drained(&mut reader.out, t0);
+        a.s.on_wake(&mut a.out, t0);
+        let mut more = ReadBuf::from_bytes(&msg.repeat(3));
+        a.s.on_input(&mut more, &mut a.out, t0);
+        assert!(!a.s.reading_paused());
+        // b looks: still held. When the reader catches up again, b is woken.
+        b.s.on_wake(&mut b.out, t0);
+        assert!(b.s.reading_paused());
+        let woken = b.woken();
+        reader.out.take_all();
+        reader.s.on_drained(&mut reader.out, t0);
+        assert!(b.woken() > woken, "b was forgotten");
+        b.s.on_wake(&mut b.out, t0);
+        assert!(!b.s.reading_paused());
     }
 
     /// A member that stops reading holds the senders only for `max_stall`; after that it is the
@@ -1097,9 +1167,8 @@ mod tests {
     #[test]
     fn a_member_that_stopped_reading_holds_nobody_past_max_stall() {
         let (_svc, t0, mut a, mut stalled, msg) = room_with_a_full_reader();
-        for _ in 0..5 {
-            a.s.on_input(&mut ReadBuf::from_bytes(&msg), &mut a.out, t0);
-        }
+        let mut input = ReadBuf::from_bytes(&msg.repeat(6));
+        a.s.on_input(&mut input, &mut a.out, t0);
         assert!(a.s.reading_paused());
         // Still within --max-stall: still paused.
         let early = t0 + Duration::from_millis(900);
@@ -1112,10 +1181,10 @@ mod tests {
         let late = t0 + Duration::from_millis(1100);
         assert_eq!(a.s.on_timer(&mut a.out, late), Next::CONTINUE);
         assert!(!a.s.reading_paused());
-        for _ in 0..5 {
-            a.s.on_input(&mut ReadBuf::from_bytes(&msg), &mut a.out, late);
-            assert!(!a.s.reading_paused());
-        }
+        input.extend(&msg.repeat(4));
+        a.s.on_input(&mut input, &mut a.out, late);
+        assert!(!a.s.reading_paused());
+        assert!(input.is_empty());
         assert_eq!(stalled.s.on_wake(&mut stalled.out, late), Next::Close);
     }
 
@@ -1128,8 +1197,9 @@ mod tests {
         });
         let mut a = join(&svc, 5001);
         let mut slow = join(&svc, 5002);
+        let later = Instant::now() + Duration::from_secs(2);
         for _ in 0..10 {
-            a.send(b"0123456789\0");
+            a.send_at(b"0123456789\0", later);
         }
         assert_eq!(slow.wake(), Next::CloseAfterFlush);
         let lines = split(&slow.out.take_all());

@@ -74,11 +74,11 @@ impl<'a> Request<'a> {
             .into_iter()
             .find(|s| t.get(..s.len()).is_some_and(|p| p.eq_ignore_ascii_case(s)));
         let host = match scheme {
+            // The authority exactly as the parser checked it (up to `/`, `?` or `#`), so the
+            // host used is the host that passed `Host`'s grammar (no userinfo: refused there).
             Some(s) => {
                 let rest = &t[s.len()..];
-                let end = rest.find(['/', '?']).unwrap_or(rest.len());
-                let authority = &rest[..end];
-                authority.rsplit_once('@').map_or(authority, |(_, h)| h)
+                &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())]
             }
             None => self.header("host")?,
         };
@@ -326,4 +326,42 @@ pub fn error_response(status: u16, detail: &str) -> Response {
     Response::new(status)
         .header("Content-Type", "text/html; charset=utf-8")
         .with_body(Body::Bytes(error_page(status, detail)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host_of(target: &str, host_header: Option<&str>) -> Option<String> {
+        let headers: Vec<httparse::Header<'_>> = host_header
+            .map(|h| httparse::Header {
+                name: "Host",
+                value: h.as_bytes(),
+            })
+            .into_iter()
+            .collect();
+        let req = Request {
+            method: "GET",
+            target,
+            path: "/",
+            query: None,
+            version: Version::Http11,
+            headers: &headers,
+        };
+        req.host().map(str::to_string)
+    }
+
+    /// The host is the authority the parser checked: up to `/`, `?` or `#`. A review found
+    /// `http://a#@evil:abc/` passing the check as `a` and used as `evil:abc`.
+    #[test]
+    fn the_host_is_the_authority_the_parser_checked() {
+        assert_eq!(host_of("http://a#@evil:abc/", Some("f")), Some("a".into()));
+        assert_eq!(
+            host_of("http://a.example:81/x?q", Some("f")),
+            Some("a.example:81".into())
+        );
+        assert_eq!(host_of("HTTPS://b?x", None), Some("b".into()));
+        assert_eq!(host_of("/x", Some("front")), Some("front".into()));
+        assert_eq!(host_of("/x", None), None);
+    }
 }

@@ -678,9 +678,10 @@ enum ChunkState {
 ///
 /// What the framing may cost beyond the data is bounded too, or a body under the body limit
 /// could take gigabytes of reading (Node.js's CVE-2024-22019): the chunk extensions, the
-/// whitespace after sizes and the leading zeros of sizes of one body, taken together, may be
-/// as long as one header line (`max_header`), and the trailer section as long as a head
-/// (`max_head`).
+/// whitespace after sizes and the leading zeros of sizes of one size line may be as long as one
+/// header line (`max_header`), and of a whole request body as long as one header line or an
+/// eighth of the data, whichever is more (a body with no limit, an upstream's streamed answer,
+/// is bounded per line only); the trailer section may be as long as a head (`max_head`).
 #[derive(Debug, Clone, Default)]
 pub struct Chunked {
     state: ChunkState,
@@ -705,7 +706,18 @@ impl Chunked {
     /// One more byte of size-line overhead (see the type's doc).
     fn overhead_byte(&mut self, limits: &Limits) -> Result<(), Reject> {
         self.overhead += 1;
-        if self.overhead > limits.max_header {
+        self.line += 1;
+        // One size line is at most a header line long, always.
+        if self.line > limits.max_header {
+            return Err(BAD_CHUNKED);
+        }
+        // Taken together: a request body under a body limit gets one header line's worth, or
+        // an eighth of its data if that is more. A body without a limit (an upstream's answer,
+        // streamed) is bounded per line only: its framing cannot outgrow a limit it has not.
+        let allowed = usize::try_from(self.total / 8)
+            .unwrap_or(usize::MAX)
+            .max(limits.max_header);
+        if limits.max_body != u64::MAX && self.overhead > allowed {
             return Err(CHUNK_OVERHEAD);
         }
         Ok(())
@@ -785,6 +797,7 @@ impl Chunked {
                     let size = self.size;
                     self.size = 0;
                     self.digits = 0;
+                    self.line = 0;
                     if size == 0 {
                         TrailerStart
                     } else {
@@ -1224,10 +1237,35 @@ mod tests {
             Chunked::default().feed(zeros.as_bytes(), &l),
             Ok((zeros.len(), true))
         );
-        let more = format!("{}1 \r\nx\r\n0\r\n\r\n", "0".repeat(100));
+        let more = format!("{}1\r\nx\r\n1 \r\nx\r\n0\r\n\r\n", "0".repeat(100));
         assert_eq!(
             Chunked::default().feed(more.as_bytes(), &l),
             Err(CHUNK_OVERHEAD)
+        );
+        // One line alone may not pass a header line's length.
+        let long = format!("1;{}\r\nx\r\n0\r\n\r\n", "e".repeat(100));
+        assert_eq!(
+            Chunked::default().feed(long.as_bytes(), &l),
+            Err(BAD_CHUNKED)
+        );
+        // A body with more data may have more framing: an eighth of the data so far.
+        let chunk = format!("{:x};{}\r\n{}\r\n", 800, "e".repeat(49), "d".repeat(800));
+        let big = chunk.repeat(20) + "0\r\n\r\n";
+        assert_eq!(
+            Chunked::default().feed(big.as_bytes(), &l),
+            Ok((big.len(), true)),
+            "1,000 bytes of extensions over 16,000 of data"
+        );
+        // An upstream's answer (no body limit) is bounded per line only: a long stream with
+        // an extension on every chunk is relayed whole.
+        let stream = Limits {
+            max_body: u64::MAX,
+            ..l.clone()
+        };
+        let sse = "1;e\r\nx\r\n".repeat(10_000) + "0\r\n\r\n";
+        assert_eq!(
+            Chunked::default().feed(sse.as_bytes(), &stream),
+            Ok((sse.len(), true))
         );
     }
 
