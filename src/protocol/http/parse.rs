@@ -689,8 +689,10 @@ pub struct Chunked {
     digits: u32,
     /// Length of the size line or trailer line in progress.
     line: usize,
-    /// Extension, whitespace and leading-zero bytes of this body's size lines.
-    overhead: usize,
+    /// Extension, whitespace and leading-zero bytes of this body's size lines (saturating;
+    /// 32 bits, beside `digits`, so a body reader, and so every HTTP connection's slot, keeps
+    /// its size).
+    overhead: u32,
     /// Bytes of trailer section seen.
     trailer: usize,
     /// Chunk data bytes declared so far.
@@ -705,7 +707,7 @@ const CHUNK_OVERHEAD: Reject = Reject::new(
 impl Chunked {
     /// One more byte of size-line overhead (see the type's doc).
     fn overhead_byte(&mut self, limits: &Limits) -> Result<(), Reject> {
-        self.overhead += 1;
+        self.overhead = self.overhead.saturating_add(1);
         self.line += 1;
         // One size line is at most a header line long, always.
         if self.line > limits.max_header {
@@ -717,7 +719,7 @@ impl Chunked {
         let allowed = usize::try_from(self.total / 8)
             .unwrap_or(usize::MAX)
             .max(limits.max_header);
-        if limits.max_body != u64::MAX && self.overhead > allowed {
+        if limits.max_body != u64::MAX && self.overhead as usize > allowed {
             return Err(CHUNK_OVERHEAD);
         }
         Ok(())
