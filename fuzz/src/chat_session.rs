@@ -8,7 +8,10 @@
 //!    ending in NUL, and every line is a server notice (`"* ..."`) or `"LABEL: text"` where
 //!    LABEL is an address the room handed out or a name `check_nick` accepts (so nobody can
 //!    forge a notice or another client's label);
-//! 3. while a session continues, what it leaves in its `ReadBuf` is at most `max_message`;
+//! 3. while a session continues, what it leaves in its `ReadBuf` is at most `max_message`,
+//!    or, while it is paused for a slower reader (`reading_paused`), at most that plus the one
+//!    read it was handed; a paused session is handed no input, and gets what it held back
+//!    once it goes on (as the drivers do);
 //! 4. the room counts exactly the live sessions; after a closing `Next` the session is dropped
 //!    (as drivers do) and never called again.
 
@@ -123,21 +126,22 @@ pub fn run(data: &[u8]) {
                         .collect()
                 };
                 let c = &mut clients[who];
-                c.input.extend(&bytes);
-                let next = c.session.on_input(&mut c.input, &mut c.out, now);
-                if !next.is_close() {
-                    assert!(
-                        c.input.len() <= max_message,
-                        "{} bytes left buffered with max_message {max_message}",
-                        c.input.len()
-                    );
+                if c.session.reading_paused() {
+                    // The driver reads nothing from a paused session.
+                    None
+                } else {
+                    c.input.extend(&bytes);
+                    let next = c.session.on_input(&mut c.input, &mut c.out, now);
+                    // Paused, it may keep what it had (at most a partial message) and this read.
+                    check_buffered(c, &next, max_message, max_message + bytes.len());
+                    Some(next)
                 }
-                Some(next)
             }
             4 => {
                 let c = &mut clients[who];
                 c.woken.store(false, Ordering::SeqCst);
-                Some(c.session.on_wake(&mut c.out, now))
+                let next = c.session.on_wake(&mut c.out, now);
+                Some(resume(c, next, now, max_message))
             }
             5 => {
                 // The driver wrote everything out: the stall ends and `on_drained` follows.
@@ -148,7 +152,8 @@ pub fn run(data: &[u8]) {
                 } else {
                     let bytes = c.out.take_all();
                     check_lines(&bytes, &labels);
-                    Some(c.session.on_drained(&mut c.out, now))
+                    let next = c.session.on_drained(&mut c.out, now);
+                    Some(resume(c, next, now, max_message))
                 }
             }
             6 => {
@@ -178,6 +183,7 @@ pub fn run(data: &[u8]) {
                 for (i, c) in clients.iter_mut().enumerate() {
                     if c.woken.swap(false, Ordering::SeqCst) {
                         let next = c.session.on_wake(&mut c.out, now);
+                        let next = resume(c, next, now, max_message);
                         flush(c, &labels);
                         if next.is_close() {
                             closed.push(i);
@@ -220,6 +226,37 @@ pub fn run(data: &[u8]) {
     }
     drop(clients);
     assert!(svc.room().is_empty(), "every session left the room");
+}
+
+/// Property 3 after `on_input`: at most `max_message` left, or `paused_bound` if it paused.
+fn check_buffered(c: &Client, next: &tincan::Next, max_message: usize, paused_bound: usize) {
+    if next.is_close() {
+        return;
+    }
+    let bound = if c.session.reading_paused() {
+        max_message.max(paused_bound)
+    } else {
+        max_message
+    };
+    assert!(
+        c.input.len() <= bound,
+        "{} bytes left buffered with max_message {max_message} (paused: {})",
+        c.input.len(),
+        c.session.reading_paused()
+    );
+}
+
+/// As the drivers do after a session call: a session that held input back and is no longer
+/// paused is handed that input again.
+fn resume(c: &mut Client, next: tincan::Next, now: Instant, max_message: usize) -> tincan::Next {
+    if next.is_close() || c.input.is_empty() || c.session.reading_paused() {
+        return next;
+    }
+    // What it held back is all it is handed: the buffer cannot grow.
+    let held = c.input.len();
+    let next = c.session.on_input(&mut c.input, &mut c.out, now);
+    check_buffered(c, &next, max_message, held);
+    next
 }
 
 /// The driver writes what it can: everything, unless the client is stalled.
