@@ -936,3 +936,28 @@ fn a_connection_close_request_is_closed_at_once_and_a_refusal_lingers_under_ever
         );
     }
 }
+
+/// A slow client that stops sending gets its 408, and the lingering close after it ends once
+/// the client has been silent for half a second rather than after the whole linger (2 s): under
+/// the iterative model, which serves one connection at a time, the next client waited the head
+/// timeout plus 2 s (found by an outside pass); now the head timeout plus about 0.5 s.
+#[test]
+fn a_silent_client_after_its_408_holds_the_iterative_server_half_a_second_not_two() {
+    let m = ALL_MODELS[0];
+    assert!(is_iterative(m));
+    let s = hello(m, &["--head-timeout", "1"]);
+    let mut slow = Conn::open(&s);
+    slow.send(b"GET / HTTP/1.1\r\nHo");
+    std::thread::sleep(Duration::from_millis(50));
+    let t0 = Instant::now();
+    let mut next = Conn::open(&s);
+    next.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(next.response(false).status, 200);
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800) && waited < Duration::from_millis(2000),
+        "the next client waited {waited:?} (head timeout 1 s, then at most 0.5 s of quiet)"
+    );
+    // The slow one got its answer.
+    assert_eq!(slow.response(false).status, 408);
+}

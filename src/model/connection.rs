@@ -67,6 +67,13 @@ impl Limits {
     }
 }
 
+/// A lingering close ends early once the peer has been silent this long: it is there to read
+/// away what a client was still sending when its answer went out, and a client that sends
+/// nothing has nothing to lose to a reset. (nginx's `lingering_timeout` is 5 s; here a silent
+/// slow client would otherwise hold the iterative model, which serves one connection at a
+/// time, for the whole linger after every 408.)
+const LINGER_QUIET: Duration = Duration::from_millis(500);
+
 /// A connection and its session.
 pub(crate) struct Conn<T: Session> {
     pub sock: Socket,
@@ -200,12 +207,18 @@ impl<T: Session> Conn<T> {
         }
     }
 
+    /// When a lingering close ends: at `until`, or once the peer has sent nothing for
+    /// [`LINGER_QUIET`] (nginx's `lingering_timeout`), whichever comes first.
+    fn linger_end(&self, until: Instant) -> Instant {
+        until.min(self.last_progress + LINGER_QUIET)
+    }
+
     /// The next instant [`timers`](Self::timers) has something to do.
     pub fn deadline(&self) -> Option<Instant> {
         let send = (!self.out.is_empty()).then(|| self.last_progress + self.limits.send_timeout());
         let own = match self.state {
             State::Open => self.wake_at,
-            State::Lingering { until } => Some(until),
+            State::Lingering { until } => Some(self.linger_end(until)),
             _ => None,
         };
         match (send, own) {
@@ -235,7 +248,11 @@ impl<T: Session> Conn<T> {
         if let State::Lingering { .. } = self.state {
             for _ in 0..READ_BUDGET {
                 match cio::discard(&self.sock) {
-                    Ok(ReadOutcome::Data { .. }) => continue,
+                    Ok(ReadOutcome::Data { .. }) => {
+                        // Still sending: the quiet period starts again.
+                        self.last_progress = now;
+                        continue;
+                    }
                     Ok(ReadOutcome::WouldBlock) => return,
                     Ok(ReadOutcome::Eof) | Err(_) => {
                         self.state = State::Closed;
@@ -346,6 +363,9 @@ impl<T: Session> Conn<T> {
                         self.state = State::Lingering {
                             until: now + self.limits.linger(),
                         };
+                        // The output is out, so the send timeout's anchor is free: it marks
+                        // when the peer last sent something (see LINGER_QUIET).
+                        self.last_progress = now;
                         self.on_readable(now);
                     }
                     return;
@@ -369,7 +389,9 @@ impl<T: Session> Conn<T> {
             return;
         }
         match self.state {
-            State::Lingering { until } if now >= until => self.state = State::Closed,
+            State::Lingering { until } if now >= self.linger_end(until) => {
+                self.state = State::Closed
+            }
             State::Open if self.wake_at.is_some_and(|t| now >= t) => {
                 self.wake_at = None;
                 let was_empty = self.out.is_empty();
