@@ -203,7 +203,7 @@ pub fn run<L: Load>(addr: SocketAddr, load: Arc<L>, opts: &LoadOptions) -> Resul
     }
 
     if opts.progress {
-        progress_loop(&handles, &shared, launched, deadline);
+        progress_loop(&handles, &shared, launched, start, deadline);
     }
 
     let mut stats = Stats::new();
@@ -242,13 +242,18 @@ fn share_by(n: u64, total: u64, first: u64, count: u64) -> u64 {
     upto(first + count) - upto(first)
 }
 
+/// One line a second on stderr from `start` (the launch); lines of the warm-up (before
+/// `count_from`) say so, and the totals after it count from its end, as the result does.
 fn progress_loop<T>(
     handles: &[std::thread::JoinHandle<T>],
     shared: &Shared,
     start: Instant,
+    count_from: Instant,
     deadline: Option<Instant>,
 ) {
     let mut last = 0u64;
+    // Replies and errors of the warm-up, taken off the totals once counting has begun.
+    let mut base: Option<(u64, u64)> = (count_from <= start).then_some((0, 0));
     let mut tick = start;
     let mut printed = false;
     // On a terminal each line overwrites the last; in a log (`--progress` into a file) each
@@ -269,18 +274,32 @@ fn progress_loop<T>(
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let replies = shared.replies.load(Ordering::Relaxed);
-        let errors = shared.errors.load(Ordering::Relaxed);
+        let (all_replies, all_errors) = (
+            shared.replies.load(Ordering::Relaxed),
+            shared.errors.load(Ordering::Relaxed),
+        );
+        // A line within the warm-up (the one at its end included) shows its totals, marked.
+        let (warm, (r0, e0)) = match base {
+            Some(b) => ("", b),
+            None => ("  (warm-up, not counted)", (0, 0)),
+        };
+        if base.is_none() && tick >= count_from {
+            base = Some((all_replies, all_errors));
+        }
+        let (replies, errors) = (
+            all_replies.saturating_sub(r0),
+            all_errors.saturating_sub(e0),
+        );
         let secs = tick.duration_since(start).as_secs();
         let left = deadline.map_or(String::new(), |d| {
             format!(", {} s left", d.saturating_duration_since(tick).as_secs())
         });
         eprint!(
-            "{lead}{secs:>4} s  {replies:>10} replies  {:>10} /s  {errors} errors{left}   {end}",
-            replies - last
+            "{lead}{secs:>4} s  {replies:>10} replies  {:>10} /s  {errors} errors{left}{warm}   {end}",
+            all_replies - last
         );
         printed = true;
-        last = replies;
+        last = all_replies;
     }
 }
 
@@ -332,6 +351,9 @@ struct Conn<E> {
     scheduled: bool,
     /// Replies this connection got since counting started.
     replies: u64,
+    /// Requests due on it since counting started (counting one in flight then): only a
+    /// connection asked something can be starved. In a slow open loop some are never asked.
+    asked: u32,
 }
 
 struct Worker<E> {
@@ -385,6 +407,7 @@ impl WorkerSpec {
                     next_send: launched + offset,
                     scheduled: false,
                     replies: 0,
+                    asked: 0,
                 }
             })
             .collect();
@@ -489,6 +512,7 @@ impl<E: Exchange> Worker<E> {
                 self.stats = Stats::new();
                 for c in &mut self.conns {
                     c.replies = 0;
+                    c.asked = u32::from(c.state.in_flight());
                 }
                 (told_replies, told_errors) = (0, 0);
             }
@@ -555,7 +579,19 @@ impl<E: Exchange> Worker<E> {
 
     /// The run ended: count the requests still waiting (and, if asked, their wait so far).
     fn count_unfinished(&mut self, end: Instant) {
-        self.stats.starved = self.conns.iter().filter(|c| c.replies == 0).count() as u64;
+        // Starved: asked, and never answered, though it had the time (a connection whose only
+        // request was sent in the run's last --timeout and is still in flight is only late).
+        let timeout = self.opts.timeout;
+        let only_late = |c: &Conn<E>| {
+            c.asked == 1
+                && c.state.in_flight()
+                && end.saturating_duration_since(c.started) < timeout
+        };
+        self.stats.starved = self
+            .conns
+            .iter()
+            .filter(|c| c.asked > 0 && c.replies == 0 && !only_late(c))
+            .count() as u64;
         for c in &self.conns {
             if c.state.in_flight() {
                 self.stats.unfinished += 1;
@@ -628,6 +664,7 @@ impl<E: Exchange> Worker<E> {
         self.quota -= 1;
         self.in_flight += 1;
         let c = &mut self.conns[i];
+        c.asked = c.asked.saturating_add(1);
         c.ex.begin();
         c.written = 0;
         c.started = intended;

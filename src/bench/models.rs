@@ -53,7 +53,13 @@ pub struct ModelsArgs {
     )]
     pub connections: Vec<usize>,
     /// Seconds of load at each point.
-    #[arg(long, short = 'd', default_value_t = 5.0, value_name = "SECONDS")]
+    #[arg(
+        long,
+        short = 'd',
+        default_value_t = 5.0,
+        value_name = "SECONDS",
+        allow_negative_numbers = true
+    )]
     pub duration: f64,
     /// Where to write models.md, models.json and models.svg.
     #[arg(long, default_value = "bench/results", value_name = "DIR")]
@@ -71,11 +77,21 @@ pub struct ModelsArgs {
     #[arg(long, short = 't', value_name = "N")]
     pub threads: Option<usize>,
     /// Seconds a request may wait for its reply before it counts as a timeout.
-    #[arg(long, default_value_t = 2.0, value_name = "SECONDS")]
+    #[arg(
+        long,
+        default_value_t = 2.0,
+        value_name = "SECONDS",
+        allow_negative_numbers = true
+    )]
     pub timeout: f64,
     /// Seconds of load before each point's counting starts. The connections open over its first
     /// half, evenly spread (10,000 at once would overflow the listen backlog).
-    #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        value_name = "SECONDS",
+        allow_negative_numbers = true
+    )]
     pub warmup: f64,
     /// Measure nothing: redraw models.md and models.svg in --out from this models.json.
     #[arg(long, value_name = "FILE")]
@@ -315,7 +331,15 @@ pub fn run(mut a: ModelsArgs) -> Result<()> {
         .ok()
         .filter(|d| !d.is_zero())
         .ok_or_else(|| Error::Usage("--timeout must be a positive number of seconds".into()))?;
-    let mut chosen = variants(a.workers.max(1));
+    if Duration::try_from_secs_f64(a.warmup).is_err() {
+        return Err(Error::Usage(
+            "--warmup must be a number of seconds, 0 or more".into(),
+        ));
+    }
+    if a.workers == 0 {
+        return Err(Error::Usage("--workers must be at least 1".into()));
+    }
+    let mut chosen = variants(a.workers);
     if !a.only.is_empty() {
         for name in &a.only {
             if !chosen.iter().any(|v| &v.name == name) {

@@ -58,6 +58,19 @@ fn mode(opts: &LoadOptions) -> String {
     }
 }
 
+/// An open loop that could not keep its schedule says so: its rate is what was sent, not what
+/// was asked (the latencies, timed from each intended send, show the cost).
+fn shortfall(run: &Run) -> Option<String> {
+    let asked = run.opts.rate?;
+    let got = run.outcome.replies_per_sec();
+    (got < asked * 0.9).then(|| {
+        format!(
+            "  behind schedule: {got:.1} replies/s of the {asked} asked ({:.0}% short)\n",
+            (1.0 - got / asked) * 100.0
+        )
+    })
+}
+
 /// The table printed at the end of a run.
 pub fn table(run: &Run) -> String {
     let o = run.outcome;
@@ -80,6 +93,9 @@ pub fn table(run: &Run) -> String {
         s.replies,
         o.replies_per_sec()
     );
+    if let Some(line) = shortfall(run) {
+        t.push_str(&line);
+    }
     let _ = writeln!(
         t,
         "  read        {:>12}   {:>12}/s   (written {})",
@@ -98,15 +114,18 @@ pub fn table(run: &Run) -> String {
     }
     let _ = writeln!(t, " {:>9} {:>9}", "max", "mean");
     let _ = write!(t, "             ");
+    // No reply, no latency: a dash, not a 0 that reads as "instant".
+    let shown = |d: Duration| {
+        if s.has_samples() {
+            fmt_latency(d)
+        } else {
+            "-".to_string()
+        }
+    };
     for (_, p) in PERCENTILES {
-        let _ = write!(t, " {:>9}", fmt_latency(s.percentile(p)));
+        let _ = write!(t, " {:>9}", shown(s.percentile(p)));
     }
-    let _ = writeln!(
-        t,
-        " {:>9} {:>9}",
-        fmt_latency(s.max()),
-        fmt_latency(s.mean())
-    );
+    let _ = writeln!(t, " {:>9} {:>9}", shown(s.max()), shown(s.mean()));
     let total = s.errors.total();
     let _ = write!(t, "  errors      {total:>12}");
     if total > 0 {

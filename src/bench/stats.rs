@@ -53,6 +53,18 @@ impl ErrorKind {
         }
     }
 
+    /// What the kind means, in a few words, for a one-line summary.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            ErrorKind::Connect => "the connection could not be opened",
+            ErrorKind::Read => "the connection failed or closed before a whole reply",
+            ErrorKind::Write => "the request could not be written",
+            ErrorKind::Timeout => "no whole reply within --timeout",
+            ErrorKind::Status => "a reply whose status was not 2xx or 3xx",
+            ErrorKind::Parse => "a reply that could not be parsed",
+        }
+    }
+
     fn index(self) -> usize {
         self as usize
     }
@@ -134,6 +146,11 @@ impl Stats {
             unfinished: 0,
             starved: 0,
         }
+    }
+
+    /// Was any latency recorded (a reply, or with `--count-unanswered` a wait)?
+    pub fn has_samples(&self) -> bool {
+        !self.latency.is_empty()
     }
 
     /// Record one whole reply that took `latency`.

@@ -57,27 +57,42 @@ pub struct LoadArgs {
     #[arg(long, short = 'c', value_name = "N", default_value_t = 50)]
     pub connections: usize,
     /// Seconds to run (default 10, unless --requests is given).
-    #[arg(long, short = 'd', value_name = "SECONDS")]
+    #[arg(
+        long,
+        short = 'd',
+        value_name = "SECONDS",
+        allow_negative_numbers = true
+    )]
     pub duration: Option<f64>,
     /// Stop after this many requests (with --duration: whichever comes first).
     #[arg(long, short = 'n', value_name = "N")]
     pub requests: Option<u64>,
     /// Open loop: send this many requests per second in total, timing each from when it was
     /// due (no coordinated omission). Default: closed loop.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub rate: Option<f64>,
     /// Load threads (default: available cores; never more than connections).
     #[arg(long, short = 't', value_name = "N")]
     pub threads: Option<usize>,
     /// Seconds a request may wait for its whole reply (or a connect for its answer).
-    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 5.0,
+        allow_negative_numbers = true
+    )]
     pub timeout: f64,
     /// Off: a new connection for every request.
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     pub keepalive: OnOff,
     /// Seconds of load before counting starts (connections opened, caches warmed). The
     /// connections open over its first half, evenly spread; with none, all at once.
-    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
     pub warmup: f64,
     /// Put the wait of unanswered requests (timed out, or still waiting at the end) into the
     /// latency percentiles too, so a server that starves connections cannot hide it.
@@ -111,6 +126,18 @@ impl LoadArgs {
         };
         if self.requests == Some(0) {
             return Err(Error::Usage("--requests must be at least 1".into()));
+        }
+        if self.requests.is_some() && self.warmup > 0.0 {
+            // The warm-up would spend the requests before counting began (an outside pass saw
+            // `-n 1000 --warmup 1` end in 0.4 s with every request uncounted).
+            return Err(Error::Usage(
+                "--requests counts every request from the first, so it cannot follow a \
+                 --warmup; use --duration with --warmup, or --requests alone"
+                    .into(),
+            ));
+        }
+        if self.threads == Some(0) {
+            return Err(Error::Usage("--threads must be at least 1".into()));
         }
         let timeout = secs("--timeout", self.timeout)?;
         let defaults = LoadOptions::default();
@@ -233,6 +260,17 @@ fn execute<L: Load>(
     load_args: &LoadArgs,
 ) -> Result<Outcome> {
     let opts = load_args.options()?;
+    for ip in &opts.sources {
+        // A source this machine does not have fails every connect with the same error; say
+        // so once, before the run, rather than count a run of connect errors.
+        if let Err(e) = std::net::UdpSocket::bind((*ip, 0)) {
+            return Err(Error::Usage(format!(
+                "cannot use source address {ip}: {}; give addresses of this machine (any \
+                 127.x.y.z works on loopback)",
+                super::send::describe(&e)
+            )));
+        }
+    }
     check_fd_limit(opts.connections);
     let outcome = bench::run(addr, Arc::new(load), &opts)?;
     let run = Run {
@@ -256,6 +294,20 @@ fn execute<L: Load>(
         return Err(Error::Client(format!(
             "could not connect to {target}: {why}"
         )));
+    }
+    if s.replies == 0 {
+        // Nothing to measure: the figures above are all zero, so say why once, and fail.
+        let why = if s.errors.total() == 0 {
+            "the run ended before any reply came back; give it more --duration".to_string()
+        } else {
+            let kinds: Vec<String> = bench::ErrorKind::ALL
+                .iter()
+                .filter(|k| s.errors.get(**k) > 0)
+                .map(|k| format!("{} {} ({})", s.errors.get(*k), k, k.meaning()))
+                .collect();
+            format!("every request failed: {}", kinds.join(", "))
+        };
+        return Err(Error::Client(format!("no reply from {target}: {why}")));
     }
     Ok(outcome)
 }
@@ -282,6 +334,14 @@ fn echo(a: EchoArgs) -> Result<()> {
             )));
         }
     }
+    if msg.len() > a.max_frame {
+        return Err(Error::Usage(format!(
+            "the {}-byte message is longer than --max-frame {}, so no reply could be accepted; \
+             raise --max-frame",
+            msg.len(),
+            a.max_frame
+        )));
+    }
     if a.framing.delimiter().is_some_and(|d| msg.contains(&d)) {
         return Err(Error::Usage(format!(
             "the message contains the {} framing's delimiter",
@@ -289,7 +349,12 @@ fn echo(a: EchoArgs) -> Result<()> {
         )));
     }
     let load = EchoLoad::new(a.framing, &msg, a.max_frame);
-    execute("echo", &a.addr, addr, load, &a.load).map(drop)
+    // The close framing ends every message with the connection: say keep-alive off.
+    let mut load_args = a.load.clone();
+    if a.framing == Framing::Close {
+        load_args.keepalive = OnOff::Off;
+    }
+    execute("echo", &a.addr, addr, load, &load_args).map(drop)
 }
 
 fn chat(a: ChatArgs) -> Result<()> {
