@@ -17,12 +17,13 @@
 # The server runs on CPU 0 and the load generator on CPU 1 (taskset). Every figure is the
 # median of --reps runs, interleaved (nginx, tincan, nginx, tincan, ...) so drift hits both.
 # A ratio is the median of the per-repetition ratios (tincan's figure over the anchor's in the
-# same repetition). One connection without keep-alive, the noisiest row, gets 3 x --reps pairs.
+# same repetition). One connection without keep-alive and the 10 MiB `tincan bench` rows, the
+# noisiest, get 3 x --reps pairs; the order within a pair alternates between repetitions.
 # On this 2-core VM a single pair of runs moves by 10-15% with the host's noise (steal comes
 # in bursts), so the default is five short pairs (3 s) rather than three long ones: a burst
 # then spoils one ratio of five. Ratios go to stdout as a Markdown table, every figure (and
 # every per-repetition ratio) to DIR/compare.json.
-# Default: about 15 minutes; --quick: about 3 minutes. Each server is stopped by its pid.
+# Default: about 18 minutes; --quick: about 3 minutes. Each server is stopped by its pid.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -313,6 +314,16 @@ static_pair() { # REP "FILE CONNS MODE TOOL"
     local file=$1 conns=$2 mode=$3 tool=$4
     local case_name="$file c=$conns $mode"
     [ "$tool" = tb ] && case_name="$case_name (tincan bench)"
+    # The order alternates by repetition (nginx first in odd ones, tincan first in even ones):
+    # the second run of a pair meets what the first left behind (sockets closing, TCP memory
+    # being freed), and a fixed order would put that on one server. With 10 MiB files at 500
+    # connections, six pairs each way outside the script gave medians of 1.10x (nginx first)
+    # and 1.14x (tincan first).
+    if [ $((rep % 2)) = 0 ] && [ $TINCAN_OK = 1 ]; then
+        static_run tincan "$case_name" "$rep" "$conns" "http://$TINCAN_ADDR/$file" "$mode" "$tool"
+        static_run nginx "$case_name" "$rep" "$conns" "http://127.0.0.1:$NGINX_PORT/$file" "$mode" "$tool"
+        return
+    fi
     static_run nginx "$case_name" "$rep" "$conns" "http://127.0.0.1:$NGINX_PORT/$file" "$mode" "$tool"
     if [ $TINCAN_OK = 1 ]; then
         static_run tincan "$case_name" "$rep" "$conns" "http://$TINCAN_ADDR/$file" "$mode" "$tool"
@@ -326,8 +337,14 @@ done
 # One connection without keep-alive is latency-bound: each request waits for two wake-ups
 # across cores, and on a virtual machine what those cost is the host's business. Single pairs
 # of runs range from 0.88x to 1.39x on a quiet host, so this row gets three times the pairs.
+# So do the 10 MiB rows measured by `tincan bench`: both servers spend the core in the
+# kernel's sendfile path, a 3 s run holds only a few rounds of 10 MiB replies at 500
+# connections, and single pairs ranged from 0.70x to 1.51x (2026-11-22) and 0.88x to 1.40x
+# (2026-12-04), so five pairs left the median at the mercy of two.
 for rep in $(seq $((REPS + 1)) $((3 * REPS))); do
     static_pair "$rep" "1k.bin 1 close wrk"
+    static_pair "$rep" "10m.bin 50 keepalive tb"
+    static_pair "$rep" "10m.bin 500 keepalive tb"
 done
 stop "$NGINX_PID"
 [ $TINCAN_OK = 1 ] && stop "$TINCAN_PID"
