@@ -536,8 +536,9 @@ impl ChatSession {
             if m.dropped {
                 return Pulled::Dropped;
             }
-            if budget > 0 {
-                // Its socket took what it had: it is reading.
+            if budget > 0 && out.len() < OUTBOX_TARGET {
+                // Its socket took what it had: it is reading. (A client's own input pulls with
+                // no budget limit, and says nothing of whether it reads.)
                 m.took = now;
             }
             while budget > 0 {
