@@ -319,12 +319,8 @@ impl Room {
         if inner.paused.is_empty() {
             return;
         }
-        let mark = self.config.resume_mark();
-        let held = inner
-            .members
-            .iter()
-            .flatten()
-            .any(|m| m.holds_senders(&self.config, now, mark));
+        // No member is excluded: a paused sender behind on its own queue holds the others too.
+        let held = self.held_locked(inner, usize::MAX, now, self.config.resume_mark());
         if !held {
             wakes.extend(inner.paused.drain(..).map(|(_, w)| w));
         }
