@@ -199,7 +199,9 @@ fn concurrent_flavours() -> Vec<Flavour> {
 
 /// Descriptor numbers are shared by every test in this process: while a test holds a thousand
 /// connections, a select server (which cannot watch descriptors past 1023) would see its
-/// clients refused. Select servers hold this for reading, the thousand-client tests for writing.
+/// clients refused (or, past 1023 at its start, its own wake eventfd). Select servers hold this
+/// for reading; every test that holds a thousand sockets in this process (clients, servers or
+/// the load generator's connections) holds it for writing.
 static DESCRIPTOR_HEAVY: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 struct TestServer {
@@ -1447,6 +1449,9 @@ fn threaded_accepts_a_thousand_connections_while_the_first_ones_keep_it_busy() {
         return;
     }
     let _one_at_a_time = crate::support::heavy();
+    // A thousand client sockets in this process: a select server started now by another test
+    // would find even its own eventfd past FD_SETSIZE (CI, 2026-12-05: "descriptor 1025").
+    let _descriptors = DESCRIPTOR_HEAVY.write().unwrap_or_else(|e| e.into_inner());
     let dir = crate::support::TempDir::new("threaded-burst");
     std::fs::write(dir.path().join("1k.bin"), vec![b'x'; 1024]).unwrap();
     let root = dir.path().to_str().unwrap();
