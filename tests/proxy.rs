@@ -298,6 +298,25 @@ fn proxied_answers_keep_status_headers_and_bodies_and_drop_hop_by_hop_fields_und
         );
         assert!(sent.contains("X-Forwarded-Proto: http\r\n"));
         assert!(sent.contains("X-Forwarded-Host: front.test\r\n"));
+        // TRACE would reflect the client's headers; nothing tunnels a CONNECT (and one with a
+        // path is no CONNECT at all): neither reaches the upstream.
+        let r = exchange(
+            a,
+            b"TRACE /up/echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        assert_eq!(r.status, 405, "{m}: {}", r.head);
+        let r = exchange(a, b"CONNECT /up/echo HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(r.status, 400, "{m}: {}", r.head);
+        // An encoded slash is part of its segment (an API's `group%2Fproject`): it goes
+        // upstream as sent, where a static path would get 400.
+        let r = get(a, "/up/@scope%2Fname/./echo");
+        assert!(
+            r.text()
+                .starts_with("GET /base/@scope%2Fname/echo HTTP/1.1\r\n"),
+            "{m}: {}\n{}",
+            r.head,
+            r.text()
+        );
         assert!(sent.contains("Forwarded: for=127.0.0.1;host=front.test;proto=http\r\n"));
         assert!(sent.contains("Via: 1.1 tincan\r\n"));
         assert!(sent.contains("Connection: close\r\n"));

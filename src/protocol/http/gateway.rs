@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use super::cgi::{self, Script};
 use super::message::{error_response, Request, Response, Text};
 use super::proxy::{self, BodyFraming, ClientInfo, ResponseHead, Upstream, BAD_RESPONSE};
-use super::static_files::path::UrlPath;
+use super::static_files::path::{encode_pchar, UrlPath};
 use crate::model::outbound::{Busy, Event, Failure, JobSpec, Outbound, Receiver};
 use crate::protocol::{Peer, Waker};
 
@@ -124,15 +124,23 @@ impl Gateway {
 
     /// Is `req` for a proxy or CGI route? `None` leaves it to the static handler.
     pub fn route(&self, req: &Request<'_>) -> Option<Routed> {
-        if !req.path.starts_with('/') {
+        // TRACE would echo the client's credentials back through a script or upstream, and
+        // no tunnel is opened for CONNECT: both get the static handler's 405, as from nginx.
+        if !req.path.starts_with('/') || matches!(req.method, "TRACE" | "CONNECT") {
             return None;
         }
-        // A path the static rules refuse (encoded slash, NUL) is refused there too.
-        let url = UrlPath::parse(req.path, true).ok()?;
+        // A path the static rules refuse (NUL, malformed escape) is refused there too. An
+        // encoded slash or backslash stays inside its segment, and goes upstream as it came
+        // (as nginx passes `%2F` on); only a proxy route takes it: a CGI route maps segments to
+        // files, so there it is refused with the static rules (as Apache does by default).
+        let url = UrlPath::parse_keeping_encoded_separators(req.path, true).ok()?;
         let index = self.routes.iter().position(|r| {
             url.segments.len() >= r.segments.len()
                 && url.segments[..r.segments.len()] == r.segments[..]
         })?;
+        if matches!(self.routes[index].kind, Kind::Cgi(_)) && url.has_encoded_separator() {
+            return None;
+        }
         Some(Routed { index, url })
     }
 
@@ -299,7 +307,7 @@ fn rest_of_path(raw: &str, url: &UrlPath, depth: usize) -> String {
     let mut rest = String::new();
     for seg in &url.segments[depth..] {
         rest.push('/');
-        rest.push_str(&super::static_files::path::encode_segment(seg));
+        rest.push_str(&encode_pchar(seg));
     }
     if url.trailing_slash && (url.segments.len() > depth || depth > 0) {
         rest.push('/');
@@ -312,8 +320,12 @@ fn forwarded_path(raw: &str, url: &UrlPath) -> String {
     if is_plain(raw) {
         return raw.to_string();
     }
-    let mut p = url.encoded();
-    if url.trailing_slash && !url.is_root() {
+    let mut p = String::new();
+    for seg in &url.segments {
+        p.push('/');
+        p.push_str(&encode_pchar(seg));
+    }
+    if url.trailing_slash || url.is_root() {
         p.push('/');
     }
     p
@@ -610,18 +622,31 @@ mod tests {
         .unwrap()
     }
 
-    /// Which upstream port a path goes to, and the rest of its path.
-    fn routed(g: &Gateway, path: &str) -> Option<(String, String)> {
+    /// Route a GET for `path`, and hand `f` the request and where it went.
+    fn route_get<R>(
+        g: &Gateway,
+        path: &str,
+        f: impl FnOnce(&Request<'_>, Routed) -> R,
+    ) -> Option<R> {
         let raw = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
         let mut storage = [httparse::EMPTY_HEADER; 8];
         let head = parse_head(raw.as_bytes(), &mut storage, &Limits::default()).unwrap();
         let r = g.route(&head.request)?;
+        Some(f(&head.request, r))
+    }
+
+    /// Which upstream port a path goes to, and the rest of its path.
+    fn routed(g: &Gateway, path: &str) -> Option<(String, String)> {
+        route_get(g, path, |req, r| forwarded_to(g, req, r)).flatten()
+    }
+
+    fn forwarded_to(g: &Gateway, req: &Request<'_>, r: Routed) -> Option<(String, String)> {
         let route = &g.routes[r.index];
         let Kind::Proxy(up) = &route.kind else {
             return None;
         };
-        let rest = rest_of_path(head.request.path, &r.url, route.segments.len());
-        let full = forwarded_path(head.request.path, &r.url);
+        let rest = rest_of_path(req.path, &r.url, route.segments.len());
+        let full = forwarded_path(req.path, &r.url);
         let Target::Tcp(addr) = &up.target else {
             return None;
         };
@@ -633,40 +658,64 @@ mod tests {
     fn the_longest_prefix_wins_segment_by_segment_after_normalizing() {
         let g = gateway();
         // Upstream ports: 9 for /api, 10 for /api/admin, 11 for everything else.
-        let port = |p: &str| routed(&g, p);
-        assert_eq!(port("/api/x"), Some(("9".into(), "/v1/x".into())));
-        assert_eq!(port("/api"), Some(("9".into(), "/v1".into())));
-        assert_eq!(port("/api/"), Some(("9".into(), "/v1/".into())));
-        assert_eq!(
-            port("/api/admin/users"),
-            Some(("10".into(), "/api/admin/users".into()))
-        );
-        assert_eq!(
-            port("/apix"),
-            Some(("11".into(), "/apix".into())),
-            "/apix is not under /api"
-        );
-        assert_eq!(
-            port("/api/a+b:c"),
-            Some(("9".into(), "/v1/a+b:c".into())),
-            "plain paths go as sent"
-        );
-        assert_eq!(
-            port("/x/../api/y"),
-            Some(("9".into(), "/v1/y".into())),
-            "dot segments resolve first"
-        );
-        assert_eq!(port("/api/../admin"), Some(("11".into(), "/admin".into())));
-        assert_eq!(port("/api//x"), Some(("9".into(), "/v1/x".into())));
-        assert_eq!(
-            port("/api/%2e%2e/secret"),
-            Some(("11".into(), "/secret".into()))
-        );
-        assert_eq!(
-            routed(&g, "/api/a%2fb"),
-            None,
-            "an encoded slash is left to the static rules"
-        );
+        let cases = [
+            ("/api/x", "9", "/v1/x", ""),
+            ("/api", "9", "/v1", ""),
+            ("/api/", "9", "/v1/", ""),
+            ("/api/admin/users", "10", "/api/admin/users", ""),
+            ("/apix", "11", "/apix", "/apix is not under /api"),
+            ("/api/a+b:c", "9", "/v1/a+b:c", "plain paths go as sent"),
+            ("/x/../api/y", "9", "/v1/y", "dot segments resolve first"),
+            ("/api/../admin", "11", "/admin", ""),
+            ("/api//x", "9", "/v1/x", ""),
+            ("/api/%2e%2e/secret", "11", "/secret", ""),
+            (
+                "/api/a%2fb%5C",
+                "9",
+                "/v1/a%2fb%5C",
+                "an encoded slash or backslash goes upstream as sent",
+            ),
+            (
+                "/api/./@s%2Fn/a+b;c=d",
+                "9",
+                "/v1/@s%2Fn/a+b;c=d",
+                "a path normalized first is escaped no more than pchar needs",
+            ),
+            (
+                "/api%2Fx",
+                "11",
+                "/api%2Fx",
+                "an encoded slash never splits a segment, so /api%2Fx is not under /api",
+            ),
+            ("/x/../a%2fb", "11", "/a%2Fb", ""),
+        ];
+        for (path, port, upstream, why) in cases {
+            assert_eq!(
+                routed(&g, path),
+                Some((port.to_string(), upstream.to_string())),
+                "{path}: {why}"
+            );
+        }
+    }
+
+    /// A CGI route maps segments to files: an encoded separator there is left to the static
+    /// rules (400), as is a NUL or a malformed escape anywhere.
+    #[test]
+    fn a_cgi_route_refuses_encoded_separators_a_proxy_route_keeps() {
+        let dir = std::env::temp_dir();
+        let g = Gateway::new(
+            &[("/p".into(), "http://127.0.0.1:9".into())],
+            &[("/cgi".into(), dir)],
+            Outbound::new(OutboundConfig::default()),
+        )
+        .unwrap();
+        let route = |path: &str| route_get(&g, path, |_, r| r.index);
+        assert!(route("/cgi/env.sh/a").is_some());
+        assert_eq!(route("/cgi/env.sh/a%2Fb"), None);
+        assert_eq!(route("/cgi/..%5C..%5Cbin"), None);
+        assert!(route("/p/a%2Fb").is_some());
+        assert_eq!(route("/p/a%00b"), None);
+        assert_eq!(route("/p/a%zzb"), None);
     }
 
     /// `proxy_redirect default`: redirects into the upstream's URL come back as ours, on

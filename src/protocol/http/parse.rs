@@ -386,7 +386,17 @@ fn version_token_looks_like_http(buf: &[u8]) -> bool {
 /// authority-form for CONNECT, asterisk-form for OPTIONS).
 fn split_target<'a>(method: &str, target: &'a str) -> Result<(&'a str, Option<&'a str>), Reject> {
     const BAD_TARGET: Reject = Reject::new(400, "The request target is not valid.");
-    let rest = if target.starts_with('/') {
+    let rest = if method == "CONNECT" {
+        // CONNECT names a host and a port and nothing else (RFC 9112 §3.2.3): a path or a
+        // URI in its place is not a CONNECT at all.
+        let has_port = target
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        if !has_port || absolute_form(target) || !valid_host(target.as_bytes()) {
+            return Err(BAD_TARGET);
+        }
+        return Ok((target, None));
+    } else if target.starts_with('/') {
         target
     } else if target == "*" {
         if method != "OPTIONS" {
@@ -413,8 +423,6 @@ fn split_target<'a>(method: &str, target: &'a str) -> Result<(&'a str, Option<&'
             }
             None => "/",
         }
-    } else if method == "CONNECT" && !target.is_empty() {
-        return Ok((target, None));
     } else {
         return Err(BAD_TARGET);
     };
@@ -1110,6 +1118,16 @@ mod tests {
         ];
         for (m, t, want) in cases {
             assert_eq!(split_target(m, t).unwrap(), want, "{m} {t}");
+        }
+        // CONNECT takes the authority-form only (RFC 9112 §3.2.3), and only it takes that.
+        for (m, t) in [
+            ("CONNECT", "/api/echo"),
+            ("CONNECT", "http://example.com/"),
+            ("CONNECT", "*"),
+            ("CONNECT", "a b:1"),
+            ("GET", "example.com:443"),
+        ] {
+            assert!(split_target(m, t).is_err(), "{m} {t}");
         }
     }
 

@@ -6,7 +6,9 @@
 //!   simply does not exist; it never becomes `.`.
 //! - An encoded slash or backslash (`%2f`, `%5c`) is refused with 400 before decoding: it would
 //!   let one segment smuggle a separator past the dot-segment rules (nginx merges them into
-//!   separators instead; refusing is simpler to reason about and no real link needs them).
+//!   separators instead; refusing is simpler to reason about and no link to a file needs them).
+//!   A path passed on to a proxy upstream keeps them inside their segment instead
+//!   ([`UrlPath::parse_keeping_encoded_separators`]): an API may well name `group%2Fproject`.
 //! - A NUL or a backslash anywhere in the decoded path, and malformed escapes (`%zz`, a trailing
 //!   `%`), are 400 too: no file name on a Unix root legitimately needs them in a URL.
 //! - Dot segments are resolved as RFC 3986 §5.2.4 does, except that `..` at the root stays at the
@@ -53,6 +55,29 @@ const URL_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
     .remove(b'_')
     .remove(b'~');
 
+/// Bytes a forwarded path keeps as they are: RFC 3986 `pchar` (unreserved, sub-delims, `:`
+/// and `@`), which is what a client may send unescaped and an upstream expects to see so.
+const URL_PCHAR: &percent_encoding::AsciiSet = &URL_SEGMENT
+    .remove(b'!')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b';')
+    .remove(b'=')
+    .remove(b':')
+    .remove(b'@');
+
+/// Percent-encode one segment of a path passed on to an upstream: only what `pchar` does not
+/// allow (`/`, `?`, `#`, `%`, `\\`, spaces, controls, non-ASCII) is escaped.
+pub fn encode_pchar(segment: &[u8]) -> String {
+    percent_encoding::percent_encode(segment, URL_PCHAR).to_string()
+}
+
 /// Percent-encode one path segment (a file name) for use in a URL.
 pub fn encode_segment(name: &[u8]) -> String {
     percent_encoding::percent_encode(name, URL_SEGMENT).to_string()
@@ -61,20 +86,36 @@ pub fn encode_segment(name: &[u8]) -> String {
 impl UrlPath {
     /// Parse the request-target's path (still percent-encoded, starting with `/`).
     pub fn parse(raw: &str, show_dotfiles: bool) -> Result<UrlPath, PathError> {
+        UrlPath::parse_with(raw, show_dotfiles, false)
+    }
+
+    /// As [`parse`](Self::parse), but an encoded slash or backslash (`%2F`, `%5C`) is kept
+    /// inside its segment as a `/` or `\\` byte instead of refused: for a path that is passed
+    /// on to an upstream (APIs name `group%2Fproject` or `@scope%2Fname`), never for one that
+    /// names a file.
+    pub fn parse_keeping_encoded_separators(
+        raw: &str,
+        show_dotfiles: bool,
+    ) -> Result<UrlPath, PathError> {
+        UrlPath::parse_with(raw, show_dotfiles, true)
+    }
+
+    fn parse_with(raw: &str, show_dotfiles: bool, keep: bool) -> Result<UrlPath, PathError> {
         if !raw.starts_with('/') {
             return Err(PathError::Bad("The request path must start with a slash."));
         }
-        let decoded = decode_once(raw.as_bytes())?;
-        if decoded.contains(&0) {
-            return Err(PathError::Bad("The request path contains a NUL byte."));
-        }
-        if decoded.contains(&b'\\') {
+        if raw.contains('\\') {
             return Err(PathError::Bad("The request path contains a backslash."));
         }
         let mut segments: Vec<Vec<u8>> = Vec::new();
         let mut trailing_slash = true;
-        for seg in decoded.split(|&b| b == b'/').skip(1) {
-            match seg {
+        // Split first, then decode each segment: a separator that arrived encoded never splits.
+        for raw_seg in raw.as_bytes().split(|&b| b == b'/').skip(1) {
+            let seg = decode_once(raw_seg, keep)?;
+            if seg.contains(&0) {
+                return Err(PathError::Bad("The request path contains a NUL byte."));
+            }
+            match &seg[..] {
                 b"" | b"." => trailing_slash = true,
                 b".." => {
                     // At the root, `..` has nowhere to go and stays put (RFC 3986 §5.2.4 and
@@ -82,8 +123,8 @@ impl UrlPath {
                     segments.pop();
                     trailing_slash = true;
                 }
-                name => {
-                    segments.push(name.to_vec());
+                _ => {
+                    segments.push(seg);
                     trailing_slash = false;
                 }
             }
@@ -95,6 +136,14 @@ impl UrlPath {
             segments,
             trailing_slash,
         })
+    }
+
+    /// A segment holds a separator that arrived encoded (only after
+    /// [`parse_keeping_encoded_separators`](Self::parse_keeping_encoded_separators)).
+    pub fn has_encoded_separator(&self) -> bool {
+        self.segments
+            .iter()
+            .any(|s| s.iter().any(|&b| b == b'/' || b == b'\\'))
     }
 
     /// The path relative to the root (empty for the root itself).
@@ -145,7 +194,7 @@ impl UrlPath {
 
 /// Strict single percent-decoding: `%` must be followed by two hex digits; `%2f` and `%5c`
 /// (either case) are refused because they would hide a separator inside a segment.
-fn decode_once(raw: &[u8]) -> Result<Vec<u8>, PathError> {
+fn decode_once(raw: &[u8], keep_separators: bool) -> Result<Vec<u8>, PathError> {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
@@ -164,7 +213,7 @@ fn decode_once(raw: &[u8]) -> Result<Vec<u8>, PathError> {
             ));
         };
         let v = h << 4 | l;
-        if v == b'/' || v == b'\\' {
+        if (v == b'/' || v == b'\\') && !keep_separators {
             return Err(PathError::Bad(
                 "The request path contains an encoded slash or backslash.",
             ));
