@@ -168,6 +168,13 @@ fn answer(s: TcpStream, log: &Mutex<Vec<String>>) {
             w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         }
         p if p.ends_with("/bad") => w.write_all(b"this is not HTTP at all\r\n\r\n"),
+        p if p.ends_with("/bighead") => w.write_all(
+            format!(
+                "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 2\r\n\r\nok",
+                "a".repeat(70_000)
+            )
+            .as_bytes(),
+        ),
         p if p.ends_with("/short") => {
             w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
         }
@@ -283,7 +290,7 @@ fn proxied_answers_keep_status_headers_and_bodies_and_drop_hop_by_hop_fields_und
         // What the upstream was sent.
         let r = exchange(
             a,
-            b"POST /up/echo?q=1 HTTP/1.1\r\nHost: front.test\r\nConnection: close, X-Private\r\nX-Private: 1\r\nTE: trailers\r\nProxy-Authorization: secret\r\nX-Forwarded-For: 203.0.113.9\r\nContent-Length: 11\r\n\r\nhello=world",
+            b"POST /up/echo?q=1 HTTP/1.1\r\nHost: front.test\r\nConnection: close, X-Private\r\nX-Private: 1\r\nTE: trailers\r\nProxy-Authorization: secret\r\nProxy: http://evil.test/\r\nX-Forwarded-For: 203.0.113.9\r\nContent-Length: 11\r\n\r\nhello=world",
         );
         let sent = r.text();
         assert!(
@@ -320,7 +327,13 @@ fn proxied_answers_keep_status_headers_and_bodies_and_drop_hop_by_hop_fields_und
         assert!(sent.contains("Forwarded: for=127.0.0.1;host=front.test;proto=http\r\n"));
         assert!(sent.contains("Via: 1.1 tincan\r\n"));
         assert!(sent.contains("Connection: close\r\n"));
-        for gone in ["X-Private", "TE:", "Proxy-Authorization", "secret"] {
+        for gone in [
+            "X-Private",
+            "TE:",
+            "Proxy-Authorization",
+            "secret",
+            "evil.test",
+        ] {
             assert!(!sent.contains(gone), "{m}: {gone} was forwarded: {sent}");
         }
         assert!(
@@ -377,6 +390,11 @@ fn proxied_answers_keep_status_headers_and_bodies_and_drop_hop_by_hop_fields_und
         // Failures: down, garbage, a cut-off body, too slow.
         assert_eq!(get(a, "/down/x").status, 502, "{m}");
         assert_eq!(get(a, "/up/bad").status, 502, "{m}");
+        assert_eq!(
+            get(a, "/up/bighead").status,
+            502,
+            "{m}: a 70,000-byte head is over the 64 KiB limit however it arrives"
+        );
         let t0 = Instant::now();
         assert_eq!(get(a, "/up/slow").status, 504, "{m}");
         assert!(

@@ -125,8 +125,11 @@ pub fn environment(
             set("REMOTE_PORT", a.port().to_string());
         }
         PeerAddr::Unix(_) => {
-            set("REMOTE_ADDR", "127.0.0.1".into());
-            set("REMOTE_HOST", "localhost".into());
+            // Not 127.0.0.1: a script that trusts local addresses must not be fooled by
+            // whoever can reach the socket file. "unix", as in the access log and in
+            // X-Forwarded-For.
+            set("REMOTE_ADDR", peer.ip());
+            set("REMOTE_HOST", peer.ip());
         }
     }
     // SERVER_NAME from Host (§4.1.14 allows it), else the address the connection came in on.
@@ -150,7 +153,9 @@ pub fn environment(
         .unwrap_or(local_host);
     set("SERVER_NAME", host);
     set("SERVER_PORT", local_port);
-    // §4.1.18: request headers as HTTP_*; several fields of one name are joined with ", ".
+    // §4.1.18: request headers as HTTP_*; several fields of one name are joined with ", ",
+    // except Cookie, whose pairs are joined with "; " (RFC 6265 §5.4; a comma would glue two
+    // cookies into one value).
     let mut http: Vec<(String, Vec<u8>)> = Vec::new();
     for h in req.headers {
         // `X_User` would become the same HTTP_X_USER as `X-User`, letting a client pose as
@@ -170,7 +175,7 @@ pub fn environment(
         let key = format!("HTTP_{name}");
         match http.iter_mut().find(|(k, _)| *k == key) {
             Some((_, v)) => {
-                v.extend_from_slice(b", ");
+                v.extend_from_slice(if name == "COOKIE" { b"; " } else { b", " });
                 v.extend_from_slice(h.value);
             }
             None => http.push((key, h.value.to_vec())),
@@ -331,7 +336,7 @@ mod tests {
     /// `_` (it would pose as the `-` one) or from the Transfer-Encoding already undone.
     #[test]
     fn the_environment_follows_rfc3875_and_cannot_be_spoofed_with_underscores() {
-        let raw = b"POST http://a.example/cgi-bin/run.sh/x HTTP/1.1\r\nHost: b.example\r\nX_Remote_User: admin\r\nX-Multi: 1\r\nX-Multi: 2\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let raw = b"POST http://a.example/cgi-bin/run.sh/x HTTP/1.1\r\nHost: b.example\r\nX_Remote_User: admin\r\nX-Multi: 1\r\nX-Multi: 2\r\nCookie: a=1\r\nCookie: b=2\r\nTransfer-Encoding: chunked\r\n\r\n";
         let mut storage = [httparse::EMPTY_HEADER; 16];
         let head = super::super::parse::parse_head(
             raw,
@@ -367,6 +372,16 @@ mod tests {
         assert_eq!(get("HTTP_X_REMOTE_USER"), None);
         assert_eq!(get("HTTP_TRANSFER_ENCODING"), None);
         assert_eq!(get("CONTENT_LENGTH").as_deref(), Some("3"));
+        assert_eq!(get("HTTP_COOKIE").as_deref(), Some("a=1; b=2"));
+
+        // A client on a Unix socket has no address to trust.
+        let peer = Peer {
+            remote: PeerAddr::Unix("/run/app.sock".into()),
+            local: PeerAddr::Unix("/run/app.sock".into()),
+        };
+        let env = environment(&head.request, &script, &peer, 3, None);
+        let remote = env.iter().find(|(n, _)| n == "REMOTE_ADDR").map(|(_, v)| v);
+        assert_eq!(remote.and_then(|v| v.to_str()), Some("unix"));
     }
 
     #[test]

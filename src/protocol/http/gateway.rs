@@ -508,6 +508,11 @@ impl Pending {
             let Some((n, head)) = parsed else {
                 return Ok(false);
             };
+            // A head completed by the read that carried it past the limit is still too big
+            // (nginx: "upstream sent too big header", 502).
+            if n > MAX_RESPONSE_HEAD {
+                return Err(BAD_RESPONSE);
+            }
             if head.status < 200 {
                 // An interim response (100, 103): not relayed; the final one follows.
                 buf.drain(..n);

@@ -131,8 +131,11 @@ impl Upstream {
 }
 
 /// Hop-by-hop fields (RFC 9110 §7.6.1) and `Proxy-*`: never forwarded in either direction.
+/// Nor is `Proxy`, which no standard defines and which CGI-style upstreams turn into
+/// `HTTP_PROXY`, their outbound proxy (httpoxy, CVE-2016-5385).
 pub fn is_hop_by_hop(name: &str) -> bool {
     const HOP: &[&str] = &[
+        "proxy",
         "connection",
         "keep-alive",
         "te",
