@@ -472,6 +472,62 @@ fn tincan_hello_works_as_a_real_upstream_over_tcp_and_unix_sockets() {
     drop(unix_hello);
 }
 
+/// An upstream that refuses a body answers before reading it, and may never read it: its
+/// answer is relayed at once, not turned into a 504 while the proxy waits to send the rest.
+#[test]
+fn an_upstream_answer_before_the_body_is_read_is_relayed_under_every_model() {
+    const BODY: usize = 8 << 20;
+    // A small receive buffer, so the body cannot all sit in the upstream's kernel.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(8 * 1024).unwrap();
+    sock.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    sock.listen(16).unwrap();
+    let l: TcpListener = sock.into();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = s;
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
+                    head.push(b[0]);
+                }
+                let _ = s.write_all(
+                    b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 8\r\n\r\ntoo big\n",
+                );
+                // Hold the connection open without reading, as a busy application might, for
+                // longer than the proxy waits for progress.
+                std::thread::sleep(Duration::from_secs(5));
+            });
+        }
+    });
+    let root = TempDir::new("proxy-early");
+    let route = format!("/up=http://{addr}");
+    let head = format!(
+        "POST /up/upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {BODY}\r\n\r\n"
+    );
+    let mut raw = head.into_bytes();
+    raw.resize(raw.len() + BODY, b'u');
+    for &m in ALL_MODELS {
+        let s = serve(
+            m,
+            root.path(),
+            &[
+                "--proxy",
+                &route,
+                "--max-body",
+                "16m",
+                "--upstream-timeout",
+                "1",
+            ],
+        );
+        let r = exchange(s.addr(), &raw);
+        assert_eq!((r.status, r.text().as_str()), (413, "too big\n"), "{m}");
+    }
+}
+
 #[test]
 fn a_five_mib_upstream_body_streams_to_a_slow_client_with_bounded_memory() {
     let up = upstream();

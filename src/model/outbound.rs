@@ -27,7 +27,7 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -452,6 +452,15 @@ impl Stream {
     }
 }
 
+impl AsFd for Stream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        }
+    }
+}
+
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
@@ -515,13 +524,12 @@ fn connect_job(
         }
         st.upstream = s.try_clone().ok();
     }
-    if let Err(e) = s.write_all(request) {
-        if is_timeout(&e) {
-            return Err(Failure::Timeout);
-        }
+    match send_until_answered(&s, request, timeout, pipe) {
+        Ok(()) => {}
+        Err(e) if is_timeout(&e) => return Err(Failure::Timeout),
         // An upstream may answer early and close (a 413 for a body it will not read): read
         // what it said before calling it a failure.
-        tracing::debug!("writing to the upstream failed: {e}");
+        Err(e) => tracing::debug!("writing to the upstream failed: {e}"),
     }
     // Reads wait in short slices; the timeout counts the silence across them.
     s.set_timeouts(CANCEL_CHECK.min(timeout))
@@ -557,6 +565,59 @@ fn connect_job(
             Err(e) => return Err(Failure::Io(format!("the upstream closed: {e}"))),
         }
     }
+}
+
+/// Send `request`, but stop as soon as the upstream has something to say: one that refuses a
+/// body (a 413) answers before reading it and may never read it, and waiting to push the rest
+/// would turn its answer into a timeout (nginx reads the answer while it sends, too).
+/// `timeout` counts the time without progress either way.
+fn send_until_answered(
+    s: &Stream,
+    request: &[u8],
+    timeout: Duration,
+    pipe: &Pipe,
+) -> io::Result<()> {
+    let fd = s.as_fd().as_raw_fd();
+    let mut sent = 0;
+    let mut last_progress = Instant::now();
+    while sent < request.len() {
+        if pipe.cancelled() {
+            return Ok(());
+        }
+        let mut fds = [crate::sys::pollfd(fd, libc::POLLIN | libc::POLLOUT)];
+        match crate::sys::poll(&mut fds, Some(CANCEL_CHECK.min(timeout))) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        let ready = fds[0].revents;
+        if ready & libc::POLLIN != 0 {
+            // An answer (or the end of the stream) before the whole request: read it.
+            return Ok(());
+        }
+        if ready == 0 {
+            if last_progress.elapsed() >= timeout {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            continue;
+        }
+        // MSG_DONTWAIT: never block with an answer possibly waiting; MSG_NOSIGNAL: a closed
+        // upstream is an EPIPE, not a SIGPIPE.
+        let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+        match socket2::SockRef::from(s).send_with_flags(&request[sent..], flags) {
+            Ok(n) => {
+                sent += n;
+                last_progress = Instant::now();
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Kill a child's whole process group (it leads one of its own: what it started dies with
