@@ -14,7 +14,8 @@ use crate::protocol::Service;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4040";
 
 /// Room for a label (`[v6 address]:port` or a 32-character name), `": "` and the NUL that a
-/// relayed message carries on top of its text; `--max-queue` must hold one longest message.
+/// relayed message carries on top of its text, and for its place in a queue; `--max-queue`
+/// must hold one longest message.
 const LINE_OVERHEAD: usize = 4 * MAX_NICK_CHARS + 64;
 
 const CHAT_HELP: &str = "\
@@ -64,8 +65,9 @@ pub struct ChatArgs {
     #[arg(long, value_name = "SIZE", default_value = "64K", value_parser = parse_size)]
     pub max_message: usize,
 
-    /// Bytes of relayed messages that may wait for one client to read them; a client with more
-    /// waiting is disconnected as too slow (K/M suffixes allowed).
+    /// Bytes of relayed messages that may wait for one client to read them, each message
+    /// counted with 32 bytes more for its place in the queue; a client with more waiting is
+    /// disconnected as too slow (K/M suffixes allowed).
     #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_size)]
     pub max_queue: usize,
 

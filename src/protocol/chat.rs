@@ -60,7 +60,8 @@ pub struct ChatConfig {
     /// Longest message a client may send, in bytes, NUL excluded (`--max-message`).
     pub max_message: usize,
     /// Bytes of broadcast lines that may wait in one member's queue before the member is dropped
-    /// as too slow (`--max-queue`). Counted per member even though the bytes are shared.
+    /// as too slow (`--max-queue`). Counted per member even though the bytes are shared, and
+    /// with each line's handle ([`queued_cost`]).
     pub max_queue: usize,
     /// Announce joins, leaves and renames to the room (`--notices on|off`).
     pub notices: bool,
@@ -180,11 +181,19 @@ pub fn check_nick(name: &str) -> Result<&str, String> {
     Ok(name)
 }
 
+/// What one queued line costs a member: its bytes (shared with the other members' copies)
+/// plus the handle its queue keeps. Counting the bytes alone let a member that never reads
+/// hold about eight times `--max-queue` in handles when the lines were short.
+fn queued_cost(line: &Bytes) -> usize {
+    line.len() + std::mem::size_of::<Bytes>()
+}
+
 /// One connected client, as the room sees it.
 struct Member {
     label: String,
     queue: std::collections::VecDeque<Bytes>,
-    /// Bytes in `queue`, held under `ChatConfig::max_queue`.
+    /// What `queue` holds, in [`queued_cost`] (bytes plus each line's handle), held under
+    /// `ChatConfig::max_queue`.
     queued: usize,
     /// The session has been woken (or will look at its queue on its own, on `on_drained`) and
     /// has not yet found the queue empty: further pushes need not wake it again.
@@ -251,7 +260,7 @@ impl Room {
         if m.dropped {
             return;
         }
-        if m.queued + line.len() > config.max_queue {
+        if m.queued + queued_cost(line) > config.max_queue {
             m.dropped = true;
             m.queue.clear();
             m.queued = 0;
@@ -267,7 +276,7 @@ impl Room {
             wakes.push(m.waker.clone());
             return;
         }
-        m.queued += line.len();
+        m.queued += queued_cost(line);
         m.queue.push_back(line.clone());
         if !m.wake_pending {
             m.wake_pending = true;
@@ -541,9 +550,13 @@ impl ChatSession {
                 let Some(line) = m.queue.pop_front() else {
                     break;
                 };
-                m.queued -= line.len();
+                m.queued -= queued_cost(&line);
                 budget = budget.saturating_sub(line.len());
                 self.batch.push(line);
+            }
+            if m.queue.is_empty() && m.queue.capacity() > 64 {
+                // A member that caught up gives back what a long wait grew.
+                m.queue = std::collections::VecDeque::new();
             }
             // INVARIANT: `wake_pending` is false only when the queue is empty. If lines remain,
             // the outbox is at its target, so the driver will call `on_drained` and we pull then.
@@ -1084,7 +1097,7 @@ mod tests {
     /// every listener under the threaded model.
     /// A room with a 10,000-byte `--max-queue`, a sender, and a second member that pulled at
     /// `t0` (it is reading) but whose socket is now full (its outbox at the target), so lines
-    /// wait in its room queue; and a 1,000-byte message (1,017 bytes as a line).
+    /// wait in its room queue; and a 1,000-byte message (1,017 bytes as a line, 1,049 queued).
     fn room_with_a_full_reader() -> (ChatService, Instant, Client, Client, Vec<u8>) {
         let svc = ChatService::new(ChatConfig {
             max_queue: 10_000,
@@ -1104,7 +1117,7 @@ mod tests {
     #[test]
     fn a_sender_pauses_while_a_reading_member_is_behind_and_resumes_when_it_catches_up() {
         let (_svc, t0, mut a, mut reader, msg) = room_with_a_full_reader();
-        // Seven messages in one read: five go out (5,085 bytes wait for the reader, past half
+        // Seven messages in one read: five go out (5,245 bytes wait for the reader, past half
         // its queue), then the sender pauses with the last two still in its input, far below
         // the drop at 10,000.
         let mut input = ReadBuf::from_bytes(&msg.repeat(7));
@@ -1141,7 +1154,7 @@ mod tests {
         b.s.on_input(&mut b_input, &mut b.out, t0);
         assert!(a.s.reading_paused() && b.s.reading_paused());
         // The reader catches up; both are woken. a goes first and puts three lines in the
-        // reader's queue (3,051 bytes: over a quarter, under half).
+        // reader's queue (3,147 bytes: over a quarter, under half).
         reader.out.take_all();
         reader.s.on_drained(&mut reader.out, t0);
         a.s.on_wake(&mut a.out, t0);
@@ -1157,6 +1170,24 @@ mod tests {
         assert!(b.woken() > woken, "b was forgotten");
         b.s.on_wake(&mut b.out, t0);
         assert!(!b.s.reading_paused());
+    }
+
+    /// `--max-queue` bounds memory, not only text: each queued line also costs the handle its
+    /// queue keeps. Counting bytes alone, a member that never read short lines held about eight
+    /// times the limit (an outside pass: 840 MB for 100 such members at the default 1 MiB).
+    #[test]
+    fn short_lines_count_their_queue_handles_against_max_queue() {
+        let (_svc, t0, mut a, mut stalled, _) = room_with_a_full_reader();
+        let late = t0 + Duration::from_secs(2);
+        a.s.on_timer(&mut a.out, late);
+        // "127.0.0.1:5001: a" and its NUL: 18 bytes, 50 with the handle; 10,000 hold 200.
+        for _ in 0..200 {
+            a.send_at(b"a\0", late);
+            a.out.take_all();
+        }
+        assert_eq!(stalled.s.on_wake(&mut stalled.out, late), Next::CONTINUE);
+        a.send_at(b"a\0", late);
+        assert_eq!(stalled.s.on_wake(&mut stalled.out, late), Next::Close);
     }
 
     /// A member that stops reading holds the senders only for `max_stall`; after that it is the
