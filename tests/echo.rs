@@ -220,6 +220,40 @@ fn a_client_that_vanishes_mid_message_leaves_the_others_unharmed() {
     }
 }
 
+/// `--idle-timeout`: a client that talks keeps its connection; one that falls silent (even in
+/// the middle of a message) is closed, so it cannot hold a slot, or the iterative model, for
+/// ever.
+#[test]
+fn a_silent_client_is_closed_at_the_idle_timeout_and_a_talking_one_is_not_under_every_model() {
+    for &model in support::ALL_MODELS {
+        let server = start_echo(model, &["--framing", "line", "--idle-timeout", "0.5"]);
+        let addr = server.addr();
+        let mut talking = connect(addr);
+        // 0.75 s of talking in all, longer than the timeout.
+        for i in 0..3 {
+            std::thread::sleep(Duration::from_millis(250));
+            talking.write_all(format!("{i}\n").as_bytes()).unwrap();
+            assert_eq!(
+                read_exact(&mut talking, 2),
+                format!("{i}\n").as_bytes(),
+                "{model}"
+            );
+        }
+        drop(talking);
+        let mut silent = connect(addr);
+        silent.write_all(b"half a li").unwrap();
+        let t = Instant::now();
+        assert_eq!(read_until_closed(&mut silent), b"", "{model}");
+        let waited = t.elapsed();
+        assert!(
+            waited >= Duration::from_millis(400) && waited < Duration::from_secs(5),
+            "{model}: closed after {waited:?}"
+        );
+        // The slot is free again (under iterative, the whole service is).
+        echo_roundtrip(addr, "line", b"next\n", false);
+    }
+}
+
 /// A client with Nagle on that writes a line in two parts waits for the ACK of the first part
 /// before the second leaves. The server has nothing to echo after the first part, so it must
 /// send that ACK at once rather than hold it for an answer to ride on.

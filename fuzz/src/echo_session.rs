@@ -37,6 +37,7 @@ pub fn run(data: &[u8]) {
         framing,
         max_frame,
         prefix_peer: flags & 1 != 0,
+        ..EchoConfig::default()
     };
     if flags & 16 != 0 {
         datagram(&cfg, payload);
@@ -49,6 +50,7 @@ pub fn run(data: &[u8]) {
             framing: Framing::Null,
             max_frame: max_frame.max(text.len()),
             prefix_peer: false,
+            ..EchoConfig::default()
         };
         let mut wire = Vec::new();
         for m in text.split('|') {

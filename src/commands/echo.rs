@@ -51,6 +51,16 @@ pub struct EchoArgs {
     #[arg(long)]
     pub prefix_peer: bool,
 
+    /// Close a TCP or Unix connection that has sent nothing (and had no answer left to take)
+    /// for this many seconds; 0 never closes one.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value = "300",
+        allow_negative_numbers = true
+    )]
+    pub idle_timeout: f64,
+
     /// Serve UDP: each datagram is answered by one datagram with the same bytes.
     #[arg(long)]
     pub udp: bool,
@@ -60,10 +70,12 @@ pub struct EchoArgs {
 }
 
 pub fn run(args: EchoArgs) -> Result<()> {
+    let idle = crate::cli::seconds("--idle-timeout", args.idle_timeout, true)?;
     let config = EchoConfig {
         framing: args.framing,
         max_frame: args.max_frame,
         prefix_peer: args.prefix_peer,
+        idle_timeout: (!idle.is_zero()).then_some(idle),
     };
     config.validate().map_err(Error::Usage)?;
     let service = Arc::new(EchoService::new(config));

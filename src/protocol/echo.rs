@@ -12,7 +12,7 @@
 //! logged reason, so no client can make the server buffer without end. The same rules answer
 //! UDP datagrams ([`EchoService::answer_datagram`]), one datagram back per datagram in (RFC 862).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::protocol::framing::{Decoder, FrameError, Framing};
 use crate::protocol::{Next, Outbox, Peer, PeerAddr, ReadBuf, Service, Session, Waker};
@@ -28,7 +28,14 @@ pub struct EchoConfig {
     pub max_frame: usize,
     /// Answer `"{peer}: {msg}"` instead of `msg` (seed 002's multithreaded server).
     pub prefix_peer: bool,
+    /// Close a connection that has sent nothing and had nothing to take for this long
+    /// (`--idle-timeout`); `None`: never. A silent client otherwise holds its slot (and, under
+    /// the iterative model, the whole service) for as long as it likes.
+    pub idle_timeout: Option<Duration>,
 }
+
+/// The default `--idle-timeout`: five minutes.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Default for EchoConfig {
     fn default() -> Self {
@@ -36,6 +43,7 @@ impl Default for EchoConfig {
             framing: Framing::Raw,
             max_frame: DEFAULT_MAX_FRAME,
             prefix_peer: false,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
         }
     }
 }
@@ -146,6 +154,9 @@ pub struct EchoSession {
     partial: bool,
     /// The server is shutting down: close as soon as no message is half-received.
     shutting_down: bool,
+    idle_timeout: Option<Duration>,
+    /// When the client last sent something or took all its answers.
+    last_activity: Instant,
 }
 
 impl EchoSession {
@@ -158,6 +169,22 @@ impl EchoSession {
             received: 0,
             partial: false,
             shutting_down: false,
+            idle_timeout: config.idle_timeout,
+            last_activity: Instant::now(),
+        }
+    }
+
+    /// Go on, with the idle deadline counted from `now` (the timer is asked for again with
+    /// every answer: a `Continue` without one would cancel it).
+    fn active(&mut self, now: Instant) -> Next {
+        self.last_activity = now;
+        self.idle_deadline()
+    }
+
+    fn idle_deadline(&self) -> Next {
+        match self.idle_timeout {
+            Some(d) => Next::wake_at(self.last_activity + d),
+            None => Next::CONTINUE,
         }
     }
 
@@ -189,7 +216,11 @@ impl EchoSession {
 }
 
 impl Session for EchoSession {
-    fn on_input(&mut self, input: &mut ReadBuf, out: &mut Outbox, _now: Instant) -> Next {
+    fn on_open(&mut self, _out: &mut Outbox, now: Instant) -> Next {
+        self.active(now)
+    }
+
+    fn on_input(&mut self, input: &mut ReadBuf, out: &mut Outbox, now: Instant) -> Next {
         self.received = self.received.saturating_add(input.len());
         if let Err(e) = self.answer_frames(input, out) {
             input.clear();
@@ -200,7 +231,33 @@ impl Session for EchoSession {
         if self.shutting_down && !self.partial && self.decoder.framing() != Framing::Close {
             return Next::CloseAfterFlush;
         }
-        Next::CONTINUE
+        if self.shutting_down {
+            // The grace period bounds it now.
+            return Next::CONTINUE;
+        }
+        self.active(now)
+    }
+
+    fn on_drained(&mut self, _out: &mut Outbox, now: Instant) -> Next {
+        if self.shutting_down {
+            return Next::CONTINUE;
+        }
+        self.active(now)
+    }
+
+    fn on_timer(&mut self, _out: &mut Outbox, now: Instant) -> Next {
+        match self.idle_timeout {
+            Some(d) if !self.shutting_down && now >= self.last_activity + d => {
+                tracing::debug!(
+                    peer = %self.peer,
+                    "closing an echo connection idle for {:?} (--idle-timeout)",
+                    d
+                );
+                Next::CloseAfterFlush
+            }
+            _ if self.shutting_down => Next::CONTINUE,
+            _ => self.idle_deadline(),
+        }
     }
 
     fn on_eof(&mut self, input: &mut ReadBuf, out: &mut Outbox, _now: Instant) -> Next {
@@ -281,6 +338,8 @@ mod tests {
             framing,
             max_frame,
             prefix_peer,
+            // The idle deadline has tests of its own; here every answer is a plain CONTINUE.
+            idle_timeout: None,
         };
         cfg.validate().expect("valid test config");
         EchoSession::new(&cfg, peer())
@@ -509,6 +568,7 @@ mod tests {
                 framing,
                 max_frame: 16,
                 prefix_peer: true,
+                ..EchoConfig::default()
             };
             assert!(cfg.validate().unwrap_err().contains("--prefix-peer"));
         }
@@ -516,6 +576,7 @@ mod tests {
             framing: Framing::Fixed(32),
             max_frame: 16,
             prefix_peer: false,
+            ..EchoConfig::default()
         };
         assert!(too_big.validate().is_err());
     }
@@ -528,6 +589,7 @@ mod tests {
                 framing,
                 max_frame: 8,
                 prefix_peer,
+                ..EchoConfig::default()
             })
         };
         let mut out = Vec::new();

@@ -153,7 +153,7 @@ proptest! {
         msgs in proptest::collection::vec("[^\u{0}]{0,16}", 0..8),
         cuts in cut_points(),
     ) {
-        let cfg = EchoConfig { framing: Framing::Null, max_frame: 64, prefix_peer: false };
+        let cfg = EchoConfig { framing: Framing::Null, max_frame: 64, ..EchoConfig::default() };
         let mut wire = Vec::new();
         for m in &msgs {
             Framing::Null.encode(m.as_bytes(), &mut wire);
@@ -170,7 +170,7 @@ proptest! {
         bytes in stream_bytes(128),
         cuts in cut_points(),
     ) {
-        let cfg = EchoConfig { framing, max_frame: max, prefix_peer: false };
+        let cfg = EchoConfig { framing, max_frame: max, ..EchoConfig::default() };
         let reads = split(&bytes, &cuts);
         let (got, _) = echo(&cfg, &reads);
         prop_assert!(bytes.starts_with(&got), "{} answered more than it was sent", framing);
