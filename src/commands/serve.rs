@@ -12,7 +12,7 @@ use crate::cli::ServerArgs;
 use crate::config::{parse_size, Config};
 use crate::error::{Error, Result};
 use crate::model::outbound::{Outbound, OutboundConfig};
-use crate::model::Model;
+use crate::model::{Model, PollerKind, SELECT_FILE_CACHE_FDS};
 use crate::protocol::http::gateway::Gateway;
 use crate::protocol::http::{AccessLog, Handler, HttpOptions, HttpService, Limits};
 
@@ -498,14 +498,24 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
     merge_server_args(&mut args.server, &cfg);
     let root = document_root(args.dir.take(), &cfg)?;
     let limits = args.http.limits(&cfg)?;
-    let files = args.files.settings(root.clone(), &cfg)?;
+    let mut files = args.files.settings(root.clone(), &cfg)?;
+    let serve_options = args.server.serve_options()?;
+    if serve_options.poller == PollerKind::Select
+        && matches!(serve_options.model, Model::Event | Model::Prefork)
+    {
+        // Every descriptor a select loop opens must stay below FD_SETSIZE: the file cache
+        // keeps to the share the connection cap leaves it.
+        files.file_cache_fds = Some(
+            files
+                .file_cache_fds
+                .map_or(SELECT_FILE_CACHE_FDS, |n| n.min(SELECT_FILE_CACHE_FDS)),
+        );
+    }
     let handler = glue::static_handler(files)?;
     // Every flag is checked (routes, headers, the access log opened) before a socket is bound,
     // so a bad value never follows a `listening on` line.
     let gateway = args.gateway.gateway(&cfg, &root)?;
-    let mut options = args
-        .http
-        .options(&cfg, args.server.serve_options()?.model)?;
+    let mut options = args.http.options(&cfg, serve_options.model)?;
     let (listeners, opts) = glue::setup(&args.server, "127.0.0.1:8000")?;
     if let Err(e) = std::fs::read_dir(&root) {
         let e = match e.kind() {

@@ -300,6 +300,21 @@ fn fit_to_descriptors(opts: &ServeOptions, fd_limit: u64) -> Option<ServeOptions
     };
     let room = fd_limit.saturating_sub(FD_RESERVE) / per_conn * processes;
     let room = usize::try_from(room).unwrap_or(usize::MAX).max(1);
+    let select_room = select_connections(opts).map(|n| n * processes as usize);
+    if let Some(sel) = select_room.filter(|&sel| sel < room && opts.max_connections > sel) {
+        // select(2) cannot watch a descriptor at or past FD_SETSIZE: a connection given one
+        // would be accepted only to be closed unanswered. Past the cap, clients wait in the
+        // backlog instead.
+        tracing::warn!(
+            "--poller select watches descriptors below {} only; serving at most {sel} \
+             connections at once (use --poller epoll or poll for more)",
+            crate::sys::FD_SETSIZE
+        );
+        return Some(ServeOptions {
+            max_connections: sel,
+            ..opts.clone()
+        });
+    }
     if opts.max_connections <= room {
         return None;
     }
@@ -317,6 +332,19 @@ fn fit_to_descriptors(opts: &ServeOptions, fd_limit: u64) -> Option<ServeOptions
         max_connections: room,
         ..opts.clone()
     })
+}
+
+/// Descriptors a select(2) event loop leaves to a file cache (HTTP keeps large files open):
+/// a quarter of FD_SETSIZE, as the cache takes a quarter of the descriptor limit elsewhere.
+pub const SELECT_FILE_CACHE_FDS: usize = crate::sys::FD_SETSIZE / 4;
+
+/// Connections one process can serve with a select(2) event loop (`None`: not select): every
+/// descriptor it opens must stay below FD_SETSIZE, so after the reserve and the file cache's
+/// share (704 of 1024).
+fn select_connections(opts: &ServeOptions) -> Option<usize> {
+    let event_loop = matches!(opts.model, Model::Event | Model::Prefork);
+    (event_loop && opts.poller == PollerKind::Select)
+        .then(|| crate::sys::FD_SETSIZE - FD_RESERVE as usize - SELECT_FILE_CACHE_FDS)
 }
 
 /// [`serve`] without signal handlers: runs until `shutdown` is triggered (tests, embedding).
@@ -394,5 +422,27 @@ mod tests {
         // Prefork's limit is per worker process.
         assert_eq!(cap(Model::Prefork, 2, 1_900, 1024), None);
         assert_eq!(cap(Model::Prefork, 2, 3_000, 1024), Some(1_920));
+    }
+
+    /// Under select, a connection past FD_SETSIZE would be accepted and closed unanswered:
+    /// the cap keeps every descriptor below it (the reserve and the file cache's share
+    /// aside), per process.
+    #[test]
+    fn select_caps_connections_below_fd_setsize_per_process() {
+        let cap = |model, workers, max| {
+            let o = ServeOptions {
+                poller: PollerKind::Select,
+                ..with(model, workers, max)
+            };
+            fit_to_descriptors(&o, 20_000).map(|o| o.max_connections)
+        };
+        assert_eq!(cap(Model::Event, 2, 10_000), Some(704));
+        assert_eq!(cap(Model::Event, 2, 704), None);
+        assert_eq!(cap(Model::Prefork, 2, 10_000), Some(1_408));
+        assert_eq!(
+            cap(Model::Threaded, 2, 5_000),
+            None,
+            "select is not used there"
+        );
     }
 }
