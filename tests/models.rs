@@ -1034,9 +1034,19 @@ mod binary {
             .write()
             .unwrap_or_else(|e| e.into_inner());
         let srv = echo(&["--model", "event", "--workers", "1", "--poller", "select"]);
-        let addr = srv.addr();
+        serves_exactly(srv.addr(), 704);
+        let err = srv.stderr();
+        assert!(
+            err.contains("serving at most 704 connections at once"),
+            "stderr:\n{err}"
+        );
+        assert!(!err.contains("beyond what select can watch"), "{err}");
+    }
+
+    /// `n` clients are served at once, and the next waits (in the backlog) until one leaves.
+    fn serves_exactly(addr: SocketAddr, n: usize) {
         let mut conns = Vec::new();
-        for i in 0..704 {
+        for i in 0..n {
             let mut c = connect(addr);
             c.write_all(b"x").unwrap();
             let mut b = [0u8; 1];
@@ -1054,22 +1064,32 @@ mod binary {
         let mut b = [0u8; 1];
         assert!(
             waiting.read(&mut b).is_err(),
-            "a 705th connection was served"
+            "connection {} was served at once",
+            n + 1
         );
-        conns.truncate(700);
+        conns.pop();
         waiting
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         assert!(
             matches!(waiting.read(&mut b), Ok(1)),
-            "the waiting client was not served once slots freed"
+            "the waiting client was not served once a slot freed"
         );
-        let err = srv.stderr();
-        assert!(
-            err.contains("serving at most 704 connections at once"),
-            "stderr:\n{err}"
-        );
-        assert!(!err.contains("beyond what select can watch"), "{err}");
+    }
+
+    /// The cap is per server: prefork's workers split it so that the shares add up to it
+    /// exactly (5 over 2 workers: 3 and 2), not each the rounded-up half.
+    #[test]
+    fn prefork_workers_share_max_connections_exactly() {
+        let srv = echo(&[
+            "--model",
+            "prefork",
+            "--workers",
+            "2",
+            "--max-connections",
+            "5",
+        ]);
+        serves_exactly(srv.addr(), 5);
     }
 
     /// uid, gid and supplementary groups of a running process, from /proc.

@@ -38,17 +38,19 @@ pub(crate) fn run<S: Service>(
     listeners: Vec<Listener>,
 ) -> Result<(), ServeError> {
     let n = ctx.opts.workers.max(1);
-    // The connection cap is per server; each process enforces its share.
-    let per_worker = ctx.opts.max_connections.div_ceil(n).max(1);
+    // The connection cap is per server; each process enforces its share, and the shares add
+    // up to the cap exactly (10 over 4 workers: 3, 3, 2, 2), one at least.
+    let (cap, shares) = (ctx.opts.max_connections, n);
+    let share = |i: usize| (cap / shares + usize::from(i < cap % shares)).max(1);
     let parent = sys::getpid();
-    // pid → when it started.
-    let mut workers: HashMap<libc::pid_t, Instant> = HashMap::new();
-    // Restarts waiting out the backoff.
-    let mut due: Vec<Instant> = Vec::new();
-    for _ in 0..n {
-        match spawn(&ctx, &listeners, per_worker, parent) {
+    // pid → when it started, and its share of the cap.
+    let mut workers: HashMap<libc::pid_t, (Instant, usize)> = HashMap::new();
+    // Restarts waiting out the backoff, with the share of the worker they replace.
+    let mut due: Vec<(Instant, usize)> = Vec::new();
+    for i in 0..n {
+        match spawn(&ctx, &listeners, share(i), parent) {
             Ok(pid) => {
-                workers.insert(pid, Instant::now());
+                workers.insert(pid, (Instant::now(), share(i)));
             }
             Err(e) => {
                 stop_all(&ctx, &mut workers);
@@ -64,17 +66,18 @@ pub(crate) fn run<S: Service>(
         loop {
             match sys::try_reap() {
                 Ok(Some((pid, how))) => {
-                    if let Some(started) = workers.remove(&pid) {
+                    if let Some((started, max)) = workers.remove(&pid) {
                         let soon = started.elapsed() < RESPAWN_BACKOFF;
                         tracing::warn!(
                             "prefork worker {pid} ended ({how}); starting another{}",
                             if soon { " in a second" } else { "" }
                         );
-                        due.push(if soon {
+                        let at = if soon {
                             Instant::now() + RESPAWN_BACKOFF
                         } else {
                             Instant::now()
-                        });
+                        };
+                        due.push((at, max));
                     }
                 }
                 Ok(None) => break,
@@ -88,18 +91,18 @@ pub(crate) fn run<S: Service>(
         }
         let now = Instant::now();
         let mut still = Vec::new();
-        for t in due.drain(..) {
+        for (t, max) in due.drain(..) {
             if t > now || ctx.shutdown.is_triggered() {
-                still.push(t);
+                still.push((t, max));
                 continue;
             }
-            match spawn(&ctx, &listeners, per_worker, parent) {
+            match spawn(&ctx, &listeners, max, parent) {
                 Ok(pid) => {
-                    workers.insert(pid, Instant::now());
+                    workers.insert(pid, (Instant::now(), max));
                 }
                 Err(e) => {
                     tracing::warn!("cannot start a prefork worker: {e}; trying again shortly");
-                    still.push(now + RESPAWN_BACKOFF);
+                    still.push((now + RESPAWN_BACKOFF, max));
                 }
             }
         }
@@ -189,7 +192,7 @@ fn worker<S: Service>(
 
 /// Forward SIGTERM, wait up to the grace period (and a little) for the workers, then SIGKILL
 /// whatever is left, and reap everything.
-fn stop_all<S: Service>(ctx: &Ctx<S>, workers: &mut HashMap<libc::pid_t, Instant>) {
+fn stop_all<S: Service>(ctx: &Ctx<S>, workers: &mut HashMap<libc::pid_t, (Instant, usize)>) {
     for pid in workers.keys() {
         let _ = sys::kill(*pid, libc::SIGTERM);
     }
