@@ -749,3 +749,77 @@ fn bench_sends_one_host_no_fragment_and_refuses_requests_after_a_warmup() {
     assert!(!status.success());
     assert!(err.contains("--requests counts every request"), "{err}");
 }
+
+/// The processes whose parent is `pid`, from /proc.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut kids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces, so split after its ')'.
+        let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        if after.split_whitespace().nth(1) == Some(&pid.to_string()) {
+            kids.extend(e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()));
+        }
+    }
+    kids
+}
+
+/// Is `pid` gone (or a zombie waiting for its new parent to reap it)?
+fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+        s.rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+    })
+}
+
+/// Ctrl-C during `bench models` stops the server it is measuring (which runs in a process
+/// group of its own, so a terminal's SIGINT never reaches it) and removes its temporary root,
+/// and the command exits 130. It used to leave the server listening.
+#[test]
+fn interrupting_bench_models_stops_its_server_and_removes_its_root() {
+    let out = TempDir::new("models-interrupted");
+    let mut bench = std::process::Command::new(crate::support::bin())
+        .args(["bench", "models", "--connections", "1", "--duration", "30"])
+        .args(["--only", "event-epoll", "--out"])
+        .arg(out.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = bench.id();
+    let root = std::env::temp_dir().join(format!("tincan-bench-models-{pid}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let server = loop {
+        if let Some(&s) = children_of(pid).first() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no server was started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Let it get to the measuring.
+    std::thread::sleep(Duration::from_millis(1500));
+    tincan::sys::kill(pid as i32, libc::SIGINT).unwrap();
+    let status = bench.wait().unwrap();
+    let mut err = String::new();
+    bench
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !gone(server) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server {server} is still running: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!root.exists(), "{} was left behind", root.display());
+}

@@ -187,6 +187,36 @@ struct Point {
     failed: Option<String>,
 }
 
+/// What a Ctrl-C must clean up: the process group of the server being measured (it is in a
+/// group of its own, so the terminal's SIGINT does not reach it) and the temporary root.
+static LEFT_BEHIND: std::sync::Mutex<(Option<u32>, Option<PathBuf>)> =
+    std::sync::Mutex::new((None, None));
+
+fn left_behind() -> std::sync::MutexGuard<'static, (Option<u32>, Option<PathBuf>)> {
+    LEFT_BEHIND.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// On SIGINT or SIGTERM: stop the server being measured (its whole group), remove the
+/// temporary root, and exit 130 as an interrupted command does. Without this, Ctrl-C left a
+/// `tincan serve` listening and its directory in /tmp.
+fn clean_up_on_interrupt() -> Result<()> {
+    let stop = crate::model::Shutdown::for_process()
+        .map_err(|e| Error::io("could not install the SIGINT/SIGTERM handlers", e))?;
+    std::thread::spawn(move || {
+        while !stop.wait_timeout(Duration::from_secs(3600)) {}
+        let (group, root) = std::mem::take(&mut *left_behind());
+        if let Some(pid) = group.and_then(|p| libc::pid_t::try_from(p).ok()) {
+            let _ = crate::sys::kill(-pid, libc::SIGTERM);
+        }
+        if let Some(root) = root {
+            let _ = std::fs::remove_dir_all(root);
+        }
+        eprintln!("tincan: interrupted; the server under test was stopped");
+        std::process::exit(130);
+    });
+    Ok(())
+}
+
 /// A server child in its own process group, stopped (the whole group) when dropped.
 struct ServerProc {
     child: Child,
@@ -212,6 +242,7 @@ impl ServerProc {
             .process_group(0)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+        left_behind().0 = Some(child.id());
         if pin {
             let pid = libc::pid_t::try_from(child.id()).unwrap_or(0);
             if pid > 0 {
@@ -274,6 +305,7 @@ impl ServerProc {
 
 impl Drop for ServerProc {
     fn drop(&mut self) {
+        left_behind().0 = None;
         let group = format!("-{}", self.child.id());
         let signal = |sig: &str| {
             let _ = Command::new("kill")
@@ -301,6 +333,7 @@ impl DocRoot {
     fn new() -> Result<DocRoot> {
         let p = std::env::temp_dir().join(format!("tincan-bench-models-{}", std::process::id()));
         std::fs::create_dir_all(&p).map_err(|e| Error::io("cannot create a temp dir", e))?;
+        left_behind().1 = Some(p.clone());
         std::fs::write(p.join("1k.bin"), vec![b'x'; FILE_SIZE])
             .map_err(|e| Error::io("cannot write the 1 KiB file", e))?;
         Ok(DocRoot(p))
@@ -309,6 +342,7 @@ impl DocRoot {
 
 impl Drop for DocRoot {
     fn drop(&mut self) {
+        left_behind().1 = None;
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -362,6 +396,7 @@ pub fn run(mut a: ModelsArgs) -> Result<()> {
     }
     let exe = std::env::current_exe()
         .map_err(|e| Error::io("cannot find the tincan binary itself", e))?;
+    clean_up_on_interrupt()?;
     let root = DocRoot::new()?;
     let pin = Pinning::choose(&a);
     std::fs::create_dir_all(&a.out)
