@@ -346,6 +346,19 @@ fn udp_datagrams_are_answered_with_the_same_bytes() {
         b"next\0",
         "nothing answered the refused datagrams"
     );
+    // A flood of bad datagrams is no flood of log lines: one a second for each reason, with
+    // a count of the rest.
+    for _ in 0..500 {
+        sock.send(b"seventeen bytes!!\0").expect("send");
+    }
+    sock.send(b"after\0").expect("send");
+    let n = sock.recv(&mut buf).expect("an answer");
+    assert_eq!(&buf[..n], b"after\0");
+    let lines = server
+        .stderr()
+        .matches("exceeded the 16-byte limit")
+        .count();
+    assert!(lines <= 3, "{lines} log lines for 501 bad datagrams");
 
     let (status, out, err) = run_tincan(
         &[
@@ -361,19 +374,27 @@ fn udp_datagrams_are_answered_with_the_same_bytes() {
     );
     assert!(status.success(), "{err}");
     assert_eq!(out, "by udp\n");
+
+    // Framings that would do nothing to a datagram are refused, not silently ignored.
+    let (status, _, err) = run_tincan(
+        &[
+            "echo",
+            "--udp",
+            "--framing",
+            "fixed:10",
+            "-l",
+            "127.0.0.1:0",
+        ],
+        b"",
+        Duration::from_secs(10),
+    );
+    assert!(!status.success());
+    assert!(err.contains("does not apply to --udp"), "{err}");
 }
 
 #[test]
 fn udp_echo_with_prefix_peer_names_the_sender() {
-    let server = Server::start(&[
-        "echo",
-        "--udp",
-        "--listen",
-        "127.0.0.1:0",
-        "--framing",
-        "line",
-        "--prefix-peer",
-    ]);
+    let server = Server::start(&["echo", "--udp", "--listen", "127.0.0.1:0", "--prefix-peer"]);
     let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
     sock.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");

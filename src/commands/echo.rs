@@ -14,9 +14,10 @@ use clap::Args;
 
 use crate::cli::ServerArgs;
 use crate::error::{Error, Result};
+use crate::logging::{more_like_it, Throttle};
 use crate::model::{ServeOptions, Shutdown};
 use crate::protocol::echo::{EchoConfig, EchoService};
-use crate::protocol::framing::Framing;
+use crate::protocol::framing::{FrameError, Framing};
 use crate::protocol::PeerAddr;
 
 /// Where `tincan echo` listens unless told otherwise (RFC 862's port 7 needs root; see README).
@@ -77,7 +78,7 @@ pub fn run(args: EchoArgs) -> Result<()> {
         prefix_peer: args.prefix_peer,
         idle_timeout: (!idle.is_zero()).then_some(idle),
     };
-    config.validate().map_err(Error::Usage)?;
+    config.validate_for(args.udp).map_err(Error::Usage)?;
     let service = Arc::new(EchoService::new(config));
     if args.udp {
         // setup_udp installs the process's signal handlers before it announces the address.
@@ -162,7 +163,22 @@ fn udp_worker(socket: &UdpSocket, service: &EchoService, shutdown: &Shutdown) {
                     tracing::debug!(peer = %from, "UDP answer not sent: {e}");
                 }
             }
-            Err(e) => tracing::warn!(peer = %from, "dropping echo datagram: {e}"),
+            Err(e) => {
+                // One line a second for each reason, however fast bad datagrams come.
+                static TOO_LONG: Throttle = Throttle::new();
+                static NOT_UTF8: Throttle = Throttle::new();
+                let throttle = match e {
+                    FrameError::TooLong { .. } => &TOO_LONG,
+                    FrameError::InvalidUtf8 => &NOT_UTF8,
+                };
+                if let Some(skipped) = throttle.admit() {
+                    tracing::warn!(
+                        peer = %from,
+                        "dropping echo datagram: {e}{}",
+                        more_like_it(skipped)
+                    );
+                }
+            }
         }
     }
 }

@@ -51,8 +51,26 @@ impl Default for EchoConfig {
 impl EchoConfig {
     /// Refuse combinations that cannot be answered faithfully, with the sentence a user reads.
     pub fn validate(&self) -> Result<(), String> {
+        self.validate_for(false)
+    }
+
+    /// As [`validate`](Self::validate), for TCP and Unix connections or (`udp`) datagrams:
+    /// a datagram is one message, so only `raw` and `null` (its UTF-8 check) mean anything
+    /// there, and `--prefix-peer` needs no other boundary.
+    pub fn validate_for(&self, udp: bool) -> Result<(), String> {
         if self.max_frame == 0 {
             return Err("--max-frame must be at least 1 byte".into());
+        }
+        if udp {
+            if !matches!(self.framing, Framing::Raw | Framing::Null) {
+                return Err(format!(
+                    "--framing {} does not apply to --udp: each datagram is one message, \
+                     answered whole; use --framing raw (the default) or null (UTF-8 text \
+                     ending in NUL)",
+                    self.framing
+                ));
+            }
+            return Ok(());
         }
         if self.prefix_peer {
             match self.framing {
