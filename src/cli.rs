@@ -39,9 +39,11 @@ pub enum Command {
 }
 
 /// Flags shared by every server subcommand.
+// The `--help` text is these doc comments as written: `[V6]` is a literal, not a doc link.
+#[allow(rustdoc::broken_intra_doc_links)]
 #[derive(Args, Debug, Clone)]
 pub struct ServerArgs {
-    /// Address to listen on: HOST:PORT, \[V6\]:PORT, :PORT (all interfaces) or unix:/path.
+    /// Address to listen on: HOST:PORT, [V6]:PORT, :PORT (all interfaces) or unix:/path.
     /// Repeat for several. Port 0 picks a free port; the bound address is printed first.
     /// [default: 127.0.0.1 on the command's port: serve 8000, hello 8080, echo 7007, chat 4040]
     #[arg(long = "listen", short = 'l', value_name = "ADDR")]

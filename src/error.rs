@@ -16,7 +16,7 @@ pub enum Error {
     /// A client command could not reach or keep its server.
     #[error("{0}")]
     Client(String),
-    #[error("{context}: {source}")]
+    #[error("{context}: {}", plain(source))]
     Io {
         context: String,
         #[source]
@@ -34,3 +34,29 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An OS error as the end of a sentence: "No such file or directory (os error 2)" becomes
+/// "no such file or directory". The number helps nobody who reads the line.
+pub fn plain(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    let s = s.split(" (os error").next().unwrap_or(&s);
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_os_error_reads_as_the_end_of_a_sentence() {
+        let e = std::io::Error::from_raw_os_error(libc::ENOENT);
+        assert_eq!(super::plain(&e), "no such file or directory");
+        let io = super::Error::io("cannot open access log /x/y", e);
+        assert_eq!(
+            io.to_string(),
+            "cannot open access log /x/y: no such file or directory"
+        );
+    }
+}

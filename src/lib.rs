@@ -1,6 +1,6 @@
 //! tincan: a web server and socket-server toolkit.
 //!
-//! The crate is built around one seam (see `ARCHITECTURE` in the README): protocols are sans-I/O
+//! The crate is built around one seam (see "Design" in the README): protocols are sans-I/O
 //! sessions, concurrency models are drivers, and neither knows the other's business.
 //!
 //! | module | its one job |
@@ -9,15 +9,15 @@
 //! | [`commands`] | one runner per subcommand: validate, bind, drop privileges, serve |
 //! | [`config`] | `tincan.toml`: every `serve`/`hello` flag as a key; flags override it |
 //! | [`net`] | parse `--listen` addresses, bind TCP/Unix/UDP sockets, drop root |
-//! | [`model`] | the four drivers: iterative, threaded, prefork, event (epoll/poll/select) |
+//! | [`model`] | the four drivers: iterative, threaded, prefork, event (epoll/poll/select); `outbound`, the worker pool for upstream and CGI jobs |
 //! | [`protocol`] | the `Service`/`Session`/`Outbox` seam, and every protocol on it |
 //! | [`protocol::framing`] | message codecs: raw, close, null, line, length, fixed |
 //! | [`protocol::echo`] | RFC 862 echo over any framing |
 //! | [`protocol::chat`] | the tincanchat room: broadcast with one global order, bounded queues |
-//! | [`protocol::http`] | HTTP/1.1: parsing, limits, static files, listings, `hello` |
+//! | [`protocol::http`] | HTTP/1.1: parsing, limits, static files, listings, `hello`; the reverse proxy, CGI and the gateway that routes to them; the access log |
 //! | [`bench`] | the load generator behind `tincan bench` |
 //! | [`error`] | the error every command returns; each message is one sentence |
-//! | [`logging`] | tracing to stderr |
+//! | [`logging`] | tracing to stderr; a throttle for warnings a peer can cause at will |
 //! | [`sys`] | every `unsafe` system call, wrapped safely: epoll, poll, select, sendfile, fork, setuid |
 //!
 //! A custom protocol is a [`protocol::Service`] whose sessions implement [`protocol::Session`];

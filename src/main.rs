@@ -68,7 +68,47 @@ fn one_line(rendered: &str, subcommand: Option<String>) -> String {
             }
         }
     }
-    format!("{msg}; see '{help}'")
+    format!("{}; see '{help}'", in_words(&msg))
+}
+
+/// Rust's parse errors, and clap's advice for a value that starts with '-', as a user would
+/// say them.
+fn in_words(msg: &str) -> String {
+    const PLAIN: &[(&str, &str)] = &[
+        ("invalid digit found in string", "not a whole number"),
+        ("invalid float literal", "not a number"),
+        ("number too large to fit in target type", "too large"),
+        ("cannot parse integer from empty string", "empty"),
+        (
+            "invalid port value",
+            "the port must be a number from 0 to 65535",
+        ),
+        ("invalid IP address syntax", "not an IP address"),
+        (
+            "invalid socket address syntax",
+            "not an address of the form HOST:PORT",
+        ),
+    ];
+    // "unexpected argument '-1' found; to pass '-1' as a value, use '-- -1'": a negative
+    // number where none is allowed.
+    if let Some(rest) = msg.strip_prefix("unexpected argument '-") {
+        let value = rest.split('\'').next().unwrap_or("");
+        if !value.is_empty() && value.parse::<f64>().is_ok() {
+            return format!("-{value} is negative; give a number of 0 or more");
+        }
+    }
+    // "invalid value '-1' for '--workers <N>': invalid digit found in string".
+    if let Some(rest) = msg.strip_prefix("invalid value '-") {
+        let value = rest.split('\'').next().unwrap_or("");
+        if let (true, Some((head, _))) = (value.parse::<f64>().is_ok(), msg.rsplit_once(": ")) {
+            return format!("{head}: a negative number; give 0 or more");
+        }
+    }
+    let mut out = msg.to_string();
+    for (rust, words) in PLAIN {
+        out = out.replace(rust, words);
+    }
+    out
 }
 
 /// The subcommand named on the command line, if it is one of ours (for the `--help` to suggest).

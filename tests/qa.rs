@@ -296,3 +296,53 @@ fn a_mistyped_flag_or_value_is_one_line_naming_the_help_to_read() {
         );
     }
 }
+
+/// From an outside pass over the CLI: error lines carried Rust's and the OS's wording
+/// (`(os error 2)`, `invalid digit found in string`, `invalid port value`, clap's `use '-- -1'`
+/// for a negative number), or named the wrong fault.
+#[test]
+fn error_lines_say_what_is_wrong_in_words() {
+    for (args, needle) in [
+        (
+            &[
+                "serve",
+                "-l",
+                "127.0.0.1:0",
+                "--access-log",
+                "/nonexistent/dir/log",
+            ][..],
+            "cannot open access log /nonexistent/dir/log: no such file or directory",
+        ),
+        (
+            &["serve", "--grace", "abc"],
+            "'--grace <SECONDS>': not a number",
+        ),
+        (
+            &["serve", "--workers", "x"],
+            "'--workers <N>': not a whole number",
+        ),
+        (
+            &["bench", "http", "http://127.0.0.1:1/", "-c", "-1"],
+            "-1 is negative; give a number of 0 or more",
+        ),
+        (
+            &["send", "127.0.0.1:99999", "hi"],
+            "the port in '127.0.0.1:99999' must be a number from 1 to 65535",
+        ),
+        (&["talk", "127.0.0.1:0"], "must be a number from 1 to 65535"),
+        (&["bench", "echo", "127.0.0.1"], "'127.0.0.1' has no port"),
+        (
+            &["serve", "-l", "127.0.0.1:0", "--cgi", "/cgi-bin=Cargo.toml"],
+            "that is a file; give the directory that holds the scripts",
+        ),
+    ] {
+        let (status, _, err) = run_tincan(args, b"", Duration::from_secs(10));
+        assert!(!status.success(), "{args:?}");
+        let line = err
+            .lines()
+            .find(|l| l.starts_with("tincan: "))
+            .unwrap_or_default();
+        assert!(line.contains(needle), "{args:?}: {err}");
+        assert!(!line.contains("os error"), "{args:?}: {err}");
+    }
+}

@@ -399,6 +399,12 @@ pub fn run(mut a: ModelsArgs) -> Result<()> {
     clean_up_on_interrupt()?;
     let root = DocRoot::new()?;
     let pin = Pinning::choose(&a);
+    if a.out.exists() && !a.out.is_dir() {
+        return Err(Error::Usage(format!(
+            "--out {} is a file; give a directory for the table, chart and figures",
+            a.out.display()
+        )));
+    }
     std::fs::create_dir_all(&a.out)
         .map_err(|e| Error::io(format!("cannot create {}", a.out.display()), e))?;
 
@@ -501,6 +507,12 @@ fn write_outputs(
     points: &[Point],
     with_json: bool,
 ) -> Result<()> {
+    if a.out.exists() && !a.out.is_dir() {
+        return Err(Error::Usage(format!(
+            "--out {} is a file; give a directory for the table, chart and figures",
+            a.out.display()
+        )));
+    }
     std::fs::create_dir_all(&a.out)
         .map_err(|e| Error::io(format!("cannot create {}", a.out.display()), e))?;
     let what = match a.protocol {

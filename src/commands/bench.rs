@@ -3,7 +3,7 @@
 //! servers it measures; `models` compares tincan's own models and pollers.
 
 use std::io::IsTerminal;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -246,10 +246,8 @@ pub fn check_fd_limit(connections: usize) {
 }
 
 fn resolve(addr: &str) -> Result<SocketAddr> {
-    addr.to_socket_addrs()
-        .map_err(|e| Error::Usage(format!("cannot resolve '{addr}': {e}")))?
-        .next()
-        .ok_or_else(|| Error::Usage(format!("'{addr}' resolves to no address")))
+    let addrs = crate::net::resolve_host_port(addr).map_err(Error::Usage)?;
+    Ok(addrs[0])
 }
 
 fn execute<L: Load>(

@@ -6,7 +6,7 @@
 //! operation so a silent server cannot hang it.
 
 use std::io::{self, BufRead, IsTerminal, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::net::{Shutdown, SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -155,14 +155,7 @@ impl Target {
         let Target::Inet(s) = self else {
             return Ok(Vec::new());
         };
-        let addrs: Vec<SocketAddr> = s
-            .to_socket_addrs()
-            .map_err(|e| Error::Client(format!("could not resolve {s}: {e}")))?
-            .collect();
-        if addrs.is_empty() {
-            return Err(Error::Client(format!("{s} resolves to no address")));
-        }
-        Ok(addrs)
+        crate::net::resolve_host_port(s).map_err(Error::Client)
     }
 }
 
@@ -616,16 +609,8 @@ pub(crate) fn describe(e: &io::Error) -> String {
         K::ConnectionReset => "the server reset the connection".into(),
         K::BrokenPipe => "the server closed the connection".into(),
         K::TimedOut | K::WouldBlock => "timed out".into(),
-        _ => {
-            // "Network is unreachable (os error 101)" → "network is unreachable".
-            let s = e.to_string();
-            let s = s.split(" (os error").next().unwrap_or(&s).to_string();
-            let mut c = s.chars();
-            match c.next() {
-                Some(f) => f.to_lowercase().chain(c).collect(),
-                None => s,
-            }
-        }
+        // "Network is unreachable (os error 101)" → "network is unreachable".
+        _ => crate::error::plain(e),
     }
 }
 

@@ -524,8 +524,13 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
         };
         // Typically --user: the new user may not read what root could; every request would be
         // a 403 with no hint why.
+        let by_whom = if args.server.user.is_some() {
+            "after dropping privileges"
+        } else {
+            "by this user"
+        };
         tracing::warn!(
-            "the document root {} cannot be read after dropping privileges ({e}); every request will be refused",
+            "the document root {} cannot be read {by_whom} ({e}); every request will be refused",
             root.display()
         );
     }

@@ -4,7 +4,7 @@
 //! directions, as the book's client does. Plain blocking `std::net` I/O: clients are not drivers.
 
 use std::io::{BufRead, IsTerminal, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -221,10 +221,7 @@ pub fn run(args: TalkArgs) -> Result<()> {
 }
 
 fn connect(target: &str, timeout: Duration) -> Result<TcpStream> {
-    let addrs: Vec<SocketAddr> = target
-        .to_socket_addrs()
-        .map_err(|e| Error::Client(format!("could not reach {target}: {}", describe(&e))))?
-        .collect();
+    let addrs = crate::net::resolve_host_port(target).map_err(Error::Client)?;
     let mut last = None;
     for a in &addrs {
         match TcpStream::connect_timeout(a, timeout) {

@@ -165,7 +165,7 @@ impl Default for ServeOptions {
 pub enum ServeError {
     #[error("{0}")]
     Refused(String),
-    #[error("{what} failed: {source}")]
+    #[error("{what} failed: {}", crate::error::plain(source))]
     Sys {
         what: &'static str,
         #[source]

@@ -115,6 +115,35 @@ impl FromStr for ListenAddr {
     }
 }
 
+/// The addresses a client's `HOST:PORT` (or `[V6]:PORT`) names, or the sentence that says
+/// what is wrong with it: no port, a port out of range, a host that does not resolve.
+pub fn resolve_host_port(s: &str) -> std::result::Result<Vec<SocketAddr>, String> {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!(
+            "'{s}' has no port; give HOST:PORT, e.g. 127.0.0.1:7007"
+        ));
+    };
+    if port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(format!(
+            "the port in '{s}' must be a number from 1 to 65535"
+        ));
+    }
+    match s.to_socket_addrs() {
+        Ok(it) => {
+            let addrs: Vec<SocketAddr> = it.collect();
+            if addrs.is_empty() {
+                Err(format!("'{s}' resolves to no address"))
+            } else {
+                Ok(addrs)
+            }
+        }
+        Err(e) => Err(format!(
+            "cannot resolve host '{host}' in '{s}': {}",
+            crate::error::plain(&e)
+        )),
+    }
+}
+
 /// How listening sockets are set up.
 #[derive(Clone, Debug)]
 pub struct BindOptions {

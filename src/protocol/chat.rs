@@ -61,7 +61,7 @@ pub struct ChatConfig {
     pub max_message: usize,
     /// Bytes of broadcast lines that may wait in one member's queue before the member is dropped
     /// as too slow (`--max-queue`). Counted per member even though the bytes are shared, and
-    /// with each line's handle ([`queued_cost`]).
+    /// with each line's handle (`queued_cost`).
     pub max_queue: usize,
     /// Announce joins, leaves and renames to the room (`--notices on|off`).
     pub notices: bool,

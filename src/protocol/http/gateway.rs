@@ -88,15 +88,21 @@ impl Gateway {
         }
         for (p, dir) in cgis {
             let (prefix, segments) = prefix_of(p, "cgi")?;
-            let canon = std::fs::canonicalize(dir)
-                .ok()
-                .filter(|d| d.is_dir())
-                .ok_or_else(|| {
-                    format!(
+            let canon = match std::fs::canonicalize(dir) {
+                Ok(d) if d.is_dir() => d,
+                Ok(_) => {
+                    return Err(format!(
+                        "--cgi {p}={}: that is a file; give the directory that holds the scripts",
+                        dir.display()
+                    ))
+                }
+                Err(_) => {
+                    return Err(format!(
                         "--cgi {p}={}: the script directory does not exist",
                         dir.display()
-                    )
-                })?;
+                    ))
+                }
+            };
             routes.push(Route {
                 prefix,
                 segments,
