@@ -779,6 +779,8 @@ fn gone(pid: u32) -> bool {
 /// and the command exits 130. It used to leave the server listening.
 #[test]
 fn interrupting_bench_models_stops_its_server_and_removes_its_root() {
+    // It loads both cores (pinned) while it measures: not on top of the other heavy tests.
+    let _one_at_a_time = crate::support::heavy();
     let out = TempDir::new("models-interrupted");
     let mut bench = std::process::Command::new(crate::support::bin())
         .args(["bench", "models", "--connections", "1", "--duration", "30"])

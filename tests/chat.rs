@@ -432,7 +432,7 @@ fn a_client_that_never_reads_is_dropped_without_slowing_the_room_or_growing_memo
 }
 
 /// Bursts of legal messages (pastes: 20 of 65,000 bytes each from three clients at once,
-/// back to back, 3.9 MB against the default 1 MiB --max-queue) reach every reader whole.
+/// back to back, 3.9 MB against the default 2 MiB --max-queue) reach every reader whole.
 /// Found by an outside pass: under the threaded model and the poll and select loops, one such
 /// burst dropped listeners that were reading, as "not reading fast enough"; senders are now
 /// paused while they catch up (and, in review, several senders at once could still overshoot).

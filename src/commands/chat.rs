@@ -68,7 +68,7 @@ pub struct ChatArgs {
     /// Bytes of relayed messages that may wait for one client to read them, each message
     /// counted with 32 bytes more for its place in the queue; a client with more waiting is
     /// disconnected as too slow (K/M suffixes allowed).
-    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "2M", value_parser = parse_size)]
     pub max_queue: usize,
 
     /// Announce joins, leaves and renames to the room.

@@ -505,11 +505,12 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
     {
         // Every descriptor a select loop opens must stay below FD_SETSIZE: the file cache
         // keeps to the share the connection cap leaves it.
-        files.file_cache_fds = Some(
-            files
-                .file_cache_fds
-                .map_or(SELECT_FILE_CACHE_FDS, |n| n.min(SELECT_FILE_CACHE_FDS)),
-        );
+        let default = || {
+            let limit = crate::sys::fd_limit().unwrap_or(crate::sys::FD_SETSIZE as u64);
+            crate::protocol::http::static_files::file_cache::default_fds(limit)
+        };
+        let fds = files.file_cache_fds.unwrap_or_else(default);
+        files.file_cache_fds = Some(fds.min(SELECT_FILE_CACHE_FDS));
     }
     let handler = glue::static_handler(files)?;
     // Every flag is checked (routes, headers, the access log opened) before a socket is bound,

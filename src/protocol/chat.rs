@@ -87,7 +87,7 @@ impl Default for ChatConfig {
     fn default() -> Self {
         ChatConfig {
             max_message: 64 * 1024,
-            max_queue: 1024 * 1024,
+            max_queue: 2 * 1024 * 1024,
             notices: true,
             max_stall: Duration::from_secs(1),
         }
