@@ -168,6 +168,9 @@ fn answer(s: TcpStream, log: &Mutex<Vec<String>>) {
             w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
         }
         p if p.ends_with("/bad") => w.write_all(b"this is not HTTP at all\r\n\r\n"),
+        p if p.ends_with("/latin") => {
+            w.write_all(b"HTTP/1.1 200 OK\r\nX-Latin: caf\xe9\r\nContent-Length: 2\r\n\r\nok")
+        }
         p if p.ends_with("/bighead") => w.write_all(
             format!(
                 "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 2\r\n\r\nok",
@@ -305,6 +308,17 @@ fn proxied_answers_keep_status_headers_and_bodies_and_drop_hop_by_hop_fields_und
         );
         assert!(sent.contains("X-Forwarded-Proto: http\r\n"));
         assert!(sent.contains("X-Forwarded-Host: front.test\r\n"));
+        // A field value that is not UTF-8 (obs-text, RFC 9110 §5.5) goes on byte for byte.
+        let mut c = connect(a);
+        c.write_all(b"GET /up/latin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut raw = Vec::new();
+        let _ = c.read_to_end(&mut raw);
+        assert!(
+            raw.windows(15).any(|w| w == b"X-Latin: caf\xe9\r\n"),
+            "{m}: {}",
+            String::from_utf8_lossy(&raw)
+        );
         // TRACE would reflect the client's headers; nothing tunnels a CONNECT (and one with a
         // path is no CONNECT at all): neither reaches the upstream.
         let r = exchange(

@@ -23,7 +23,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::message::{Request, Text};
-use super::proxy::{connection_tokens, is_hop_by_hop, BodyFraming, ResponseHead};
+use super::proxy::{connection_tokens, is_hop_by_hop, push_field, BodyFraming, ResponseHead};
 use super::static_files::path::{locate, Refusal, UrlPath};
 use crate::protocol::{Peer, PeerAddr};
 
@@ -34,8 +34,9 @@ pub struct Script {
     pub program: PathBuf,
     /// `SCRIPT_NAME`: the URL path of the script (prefix and script segment).
     pub script_name: String,
-    /// `PATH_INFO`: the decoded rest of the path (empty or starting with `/`).
-    pub path_info: String,
+    /// `PATH_INFO`: the decoded rest of the path (empty or starting with `/`), as bytes: a
+    /// name that is not UTF-8 reaches the script as it is, not with U+FFFD in it.
+    pub path_info: OsString,
 }
 
 /// Why a request names no runnable script: the status and the sentence for the page.
@@ -62,15 +63,16 @@ pub fn resolve(dir: &Path, prefix: &str, url: &UrlPath, depth: usize) -> Result<
     let mut script_name = prefix.trim_end_matches('/').to_string();
     script_name.push('/');
     script_name.push_str(&super::static_files::path::encode_segment(name));
-    let mut path_info = String::new();
+    let mut path_info = Vec::new();
     for seg in &url.segments[depth + 1..] {
-        path_info.push('/');
-        path_info.push_str(&String::from_utf8_lossy(seg));
+        path_info.push(b'/');
+        path_info.extend_from_slice(seg);
     }
     // §4.1.5: `/env.sh/` has a PATH_INFO of `/` (one void segment), unlike `/env.sh`.
     if url.trailing_slash {
-        path_info.push('/');
+        path_info.push(b'/');
     }
+    let path_info = OsString::from_vec(path_info);
     Ok(Script {
         program,
         script_name,
@@ -107,7 +109,17 @@ pub fn environment(
     );
     set("REQUEST_METHOD", req.method.into());
     set("SCRIPT_NAME", script.script_name.clone());
-    set("PATH_INFO", script.path_info.clone());
+    env.push(("PATH_INFO".into(), script.path_info.clone()));
+    // What nginx's fastcgi_params and Apache add beyond RFC 3875, which PHP and other
+    // CGI programs expect: the script's file, the document root, the scheme, and the
+    // REDIRECT_STATUS a PHP built with force-cgi-redirect requires.
+    env.push(("SCRIPT_FILENAME".into(), script.program.clone().into()));
+    if let Some(root) = doc_root {
+        env.push(("DOCUMENT_ROOT".into(), root.into()));
+    }
+    let mut set = |k: &str, v: String| env.push((k.into(), v.into()));
+    set("REQUEST_SCHEME", "http".into());
+    set("REDIRECT_STATUS", "200".into());
     set("QUERY_STRING", req.query.unwrap_or("").into());
     set("REQUEST_URI", req.target.into());
     if body_len > 0 {
@@ -206,9 +218,23 @@ pub fn parse_cgi_head(
     let mut content_type = false;
     let mut length = None;
     let mut headers = Vec::with_capacity(fields.len());
+    let mut raw_headers = Vec::new();
     for h in fields.iter() {
         let lower = h.name.to_ascii_lowercase();
-        let value = std::str::from_utf8(h.value).map_err(|_| BAD_SCRIPT)?.trim();
+        // A value that is not UTF-8 (a Latin-1 file name) is relayed byte for byte; only the
+        // fields read here must be text.
+        let Ok(value) = std::str::from_utf8(h.value).map(str::trim) else {
+            if matches!(
+                lower.as_str(),
+                "status" | "content-length" | "location" | "content-type"
+            ) {
+                return Err(BAD_SCRIPT);
+            }
+            if !is_hop_by_hop(h.name) && !named.contains(&lower) {
+                push_field(&mut headers, &mut raw_headers, h.name, h.value.trim_ascii());
+            }
+            continue;
+        };
         match lower.as_str() {
             "status" => {
                 // §6.3.3: `Status: 3DIGIT SP reason-phrase`.
@@ -269,6 +295,7 @@ pub fn parse_cgi_head(
             status,
             reason,
             headers,
+            raw_headers,
             framing,
             length,
             local_redirect,
@@ -289,6 +316,16 @@ mod tests {
         let (n, h) = p(b"Content-Type: text/plain\r\n\r\nhi").unwrap().unwrap();
         assert_eq!((n, h.status), (28, 200));
         assert!(matches!(h.framing, BodyFraming::Close));
+        // A Latin-1 file name is relayed byte for byte, not refused as 502.
+        let (_, h) =
+            p(b"Content-Type: text/plain\nContent-Disposition: a; filename=\"caf\xe9\"\n\n")
+                .unwrap()
+                .unwrap();
+        assert_eq!(
+            h.raw_headers,
+            b"Content-Disposition: a; filename=\"caf\xe9\"\r\n"
+        );
+        assert!(p(b"Status: 200 caf\xe9\nContent-Type: text/plain\n\n").is_err());
         let (_, h) = p(b"Status: 404 Not Found\nContent-Type: text/plain\n\n")
             .unwrap()
             .unwrap();
@@ -373,6 +410,11 @@ mod tests {
         assert_eq!(get("HTTP_TRANSFER_ENCODING"), None);
         assert_eq!(get("CONTENT_LENGTH").as_deref(), Some("3"));
         assert_eq!(get("HTTP_COOKIE").as_deref(), Some("a=1; b=2"));
+        // Beyond RFC 3875, as nginx's fastcgi_params: what PHP and friends expect.
+        assert_eq!(get("SCRIPT_FILENAME").as_deref(), Some("/bin/true"));
+        assert_eq!(get("DOCUMENT_ROOT").as_deref(), Some("/srv/www"));
+        assert_eq!(get("REQUEST_SCHEME").as_deref(), Some("http"));
+        assert_eq!(get("REDIRECT_STATUS").as_deref(), Some("200"));
 
         // A client on a Unix socket has no address to trust.
         let peer = Peer {
@@ -402,6 +444,9 @@ mod tests {
         assert_eq!(s.path_info, "/");
         let s = resolve(&dir, "/cgi-bin", &url("/cgi-bin/run.sh"), 1).unwrap();
         assert_eq!(s.path_info, "");
+        // A name that is not UTF-8 reaches the script byte for byte.
+        let s = resolve(&dir, "/cgi-bin", &url("/cgi-bin/run.sh/caf%E9"), 1).unwrap();
+        assert_eq!(s.path_info.as_bytes(), b"/caf\xe9");
         assert_eq!(
             resolve(&dir, "/cgi-bin", &url("/cgi-bin/nope"), 1)
                 .unwrap_err()

@@ -529,6 +529,7 @@ impl Pending {
                 status,
                 reason,
                 headers,
+                raw_headers,
                 mut framing,
                 length,
                 local_redirect,
@@ -542,6 +543,9 @@ impl Pending {
             let mut response = Response::new(status);
             response.reason = reason;
             response.headers = headers;
+            if !raw_headers.is_empty() {
+                response.raw_headers = Some(bytes::Bytes::from(raw_headers));
+            }
             if let Some(map) = &self.redirect {
                 map.apply(&mut response.headers);
             }

@@ -294,6 +294,9 @@ pub struct ResponseHead {
     /// The upstream's (or script's) own reason phrase, when it differs from the standard one.
     pub reason: Option<Text>,
     pub headers: Vec<(Text, Text)>,
+    /// Fields whose values are not UTF-8 (RFC 9110 §5.5 allows obs-text), already formatted
+    /// (`Name: value\r\n`): relayed byte for byte, as nginx does, not with U+FFFD in them.
+    pub raw_headers: Vec<u8>,
     pub framing: BodyFraming,
     /// The length to announce to the client, when known.
     pub length: Option<u64>,
@@ -326,6 +329,7 @@ pub fn parse_response_head(
     }
     let named = connection_tokens(resp.headers.iter().map(|h| (h.name, h.value)));
     let mut headers = Vec::with_capacity(resp.headers.len());
+    let mut raw_headers = Vec::new();
     let mut lengths = Vec::new();
     let mut te = false;
     for h in resp.headers.iter() {
@@ -341,10 +345,7 @@ pub fn parse_response_head(
         if is_hop_by_hop(h.name) || named.contains(&lower) {
             continue;
         }
-        headers.push((
-            Text::Owned(h.name.to_string()),
-            Text::Owned(String::from_utf8_lossy(h.value).into_owned()),
-        ));
+        push_field(&mut headers, &mut raw_headers, h.name, h.value);
     }
     // Only `chunked` can be undone here. Any other coding (`gzip, chunked`, `gzip`) would
     // reach the client as if it were the content, with nothing saying how it is coded: a
@@ -401,11 +402,26 @@ pub fn parse_response_head(
                 .reason
                 .and_then(|r| super::message::foreign_reason(status, r)),
             headers,
+            raw_headers,
             framing,
             length,
             local_redirect: None,
         },
     )))
+}
+
+/// Keep a relayed field: as text when its value is UTF-8, else as a raw line.
+pub fn push_field(headers: &mut Vec<(Text, Text)>, raw: &mut Vec<u8>, name: &str, value: &[u8]) {
+    match std::str::from_utf8(value) {
+        Ok(v) => headers.push((Text::Owned(name.to_string()), Text::Owned(v.to_string()))),
+        Err(_) => {
+            // httparse let no CR, LF or NUL into a value, so the line cannot be split.
+            raw.extend_from_slice(name.as_bytes());
+            raw.extend_from_slice(b": ");
+            raw.extend_from_slice(value);
+            raw.extend_from_slice(b"\r\n");
+        }
+    }
 }
 
 fn parse_length(v: &[u8]) -> Option<u64> {
