@@ -25,8 +25,9 @@ by NUL, in one order that every client sees alike. LABEL is the client's ip:port
 a name.
 
 Commands (a message that is exactly one of these):
-  /nick NAME   be known as NAME (1-32 characters; no control characters, no ':', not starting
-               with '*' or a space; not a name someone else has); announced to everyone
+  /nick NAME   be known as NAME (1-32 characters; no control, invisible or line-breaking
+               characters, no ':', not starting with '*' or a space; not a name someone else
+               has); announced to everyone
   /who         list who is connected (answered to you only; at most 100 names, then a count)
 Everything else, including other text starting with '/', is an ordinary message.
 

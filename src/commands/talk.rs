@@ -280,7 +280,7 @@ fn displayable(msg: &str) -> String {
             '\t' => shown.push(c),
             '\n' => shown.push_str("\n  "),
             c if c.is_control()
-                || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}'
+                || matches!(c, '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}'
                     | '\u{2066}'..='\u{2069}') =>
             {
                 shown.push_str(&c.escape_unicode().to_string());
@@ -310,6 +310,7 @@ mod tests {
         assert_eq!(displayable("a\rb"), "a\\u{d}b");
         assert_eq!(displayable("\u{9b}2J"), "\\u{9b}2J");
         assert_eq!(displayable("abc\u{202e}def"), "abc\\u{202e}def");
+        assert_eq!(displayable("x\u{2028}* srv"), "x\\u{2028}* srv");
         assert_eq!(displayable("caf\u{e9} \u{1f600}"), "caf\u{e9} \u{1f600}");
     }
 

@@ -152,6 +152,22 @@ fn invisible(c: char) -> bool {
         | '\u{3164}' | '\u{feff}' | '\u{ffa0}' | '\u{fff9}'..='\u{fffb}')
 }
 
+/// The longest run of combining marks in `name` (the common blocks: diacritics, their
+/// extensions and supplement, marks for symbols, half marks): a tall stack of them
+/// overwrites the lines around the name on screen.
+fn combining_run(name: &str) -> usize {
+    let combining = |c: char| {
+        matches!(c, '\u{0300}'..='\u{036f}' | '\u{1ab0}'..='\u{1aff}' | '\u{1dc0}'..='\u{1dff}'
+            | '\u{20d0}'..='\u{20ff}' | '\u{fe20}'..='\u{fe2f}')
+    };
+    let (mut longest, mut run) = (0, 0);
+    for c in name.chars() {
+        run = if combining(c) { run + 1 } else { 0 };
+        longest = longest.max(run);
+    }
+    longest
+}
+
 /// Why `/nick NAME` is refused, or `Ok` with the name to use.
 pub fn check_nick(name: &str) -> Result<&str, String> {
     let n = name.chars().count();
@@ -161,8 +177,15 @@ pub fn check_nick(name: &str) -> Result<&str, String> {
     if n > MAX_NICK_CHARS {
         return Err(format!("a name has at most {MAX_NICK_CHARS} characters"));
     }
-    if name.chars().any(char::is_control) {
-        return Err("a name may not contain control characters".into());
+    // U+2028 and U+2029 break lines in many clients without being controls.
+    if name
+        .chars()
+        .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}'))
+    {
+        return Err("a name may not contain control characters or line breaks".into());
+    }
+    if combining_run(name) > 2 {
+        return Err("a name may not stack more than two combining marks on a letter".into());
     }
     if name.chars().any(invisible) {
         return Err("a name may not contain invisible or direction-changing characters".into());
@@ -175,8 +198,11 @@ pub fn check_nick(name: &str) -> Result<&str, String> {
     if name.contains(':') {
         return Err("a name may not contain ':'".into());
     }
-    if name.starts_with('*') {
-        return Err("a name may not start with '*'".into());
+    // Look-alikes of '*' too: a full-width '＊srv' reads as a server notice.
+    if name.starts_with([
+        '*', '\u{ff0a}', '\u{2217}', '\u{204e}', '\u{fe61}', '\u{2731}',
+    ]) {
+        return Err("a name may not start with '*' or a look-alike of it".into());
     }
     Ok(name)
 }
@@ -1368,6 +1394,9 @@ mod tests {
             ("/nick \u{202e}ecila", "direction"),
             ("/nick x\u{feff}", "invisible"),
             ("/nick  x", "spaces"),
+            ("/nick a\u{2028}b", "line breaks"),
+            ("/nick \u{ff0a}srv", "look-alike"),
+            ("/nick e\u{301}\u{301}\u{301}", "combining"),
         ] {
             let mut input = cmd.as_bytes().to_vec();
             input.push(0);
@@ -1382,6 +1411,9 @@ mod tests {
         let long = format!("/nick {}\0", "é".repeat(MAX_NICK_CHARS + 1));
         b.send(long.as_bytes());
         assert!(split(&b.out.take_all())[0].contains("at most"));
+        // Two combining marks on a letter are ordinary writing (Vietnamese has them).
+        b.send("/nick e\u{302}\u{301}\0".as_bytes());
+        assert!(split(&b.out.take_all())[0].contains("is now known as"));
         let ok = format!("/nick {}\0", "é".repeat(MAX_NICK_CHARS));
         b.send(ok.as_bytes());
         assert!(split(&b.out.take_all())[0].contains("is now known as"));
