@@ -1,6 +1,7 @@
 //! The command line: one subcommand per service or client. Each subcommand's own flags live
 //! beside its runner in [`crate::commands`]; the flags every server shares live here.
 
+use std::fmt;
 use std::io::Write;
 use std::time::Duration;
 
@@ -113,6 +114,22 @@ pub struct ServerArgs {
     pub umask: Option<String>,
 }
 
+/// A flag only the event loops (event, prefork) read, given with a model that has none: say
+/// so, once (`serve_options` runs more than once per start), rather than ignore it silently.
+fn event_loop_flag(said: &'static std::sync::Once, flag: &str, value: &dyn fmt::Display, m: Model) {
+    let how = match m {
+        Model::Iterative => "serves one connection at a time",
+        Model::Threaded => "runs a thread per connection, each waiting with poll(2)",
+        Model::Event | Model::Prefork => return,
+    };
+    said.call_once(|| {
+        tracing::warn!(
+            "{flag} is for the event loops (--model event or prefork); --model {m} {how}, so \
+             {flag} {value} changes nothing"
+        )
+    });
+}
+
 impl ServerArgs {
     /// The [`ServeOptions`] these flags ask for (defaults from [`ServeOptions::default`]),
     /// validated before any socket is touched.
@@ -123,22 +140,15 @@ impl ServerArgs {
         }
         if let Some(w) = self.workers {
             o.workers = w;
+            static SAID: std::sync::Once = std::sync::Once::new();
+            event_loop_flag(&SAID, "--workers", &w, o.model);
         }
         if let Some(p) = self.poller {
             o.poller = p;
-            // serve_options() runs more than once per start: say it once.
             static SAID: std::sync::Once = std::sync::Once::new();
-            if matches!(o.model, Model::Iterative | Model::Threaded) {
-                SAID.call_once(|| {
-                    tracing::warn!(
-                        "--poller is for the event loops (--model event or prefork); --model {} \
-                     waits with poll(2) per connection, so --poller {} changes nothing",
-                        o.model,
-                        p
-                    )
-                });
-            }
+            event_loop_flag(&SAID, "--poller", &p, o.model);
         }
+
         if let Some(m) = self.max_connections {
             o.max_connections = m;
         }
@@ -150,6 +160,8 @@ impl ServerArgs {
         }
         if let Some(us) = self.busy_poll {
             o.busy_poll = Duration::from_micros(us);
+            static SAID: std::sync::Once = std::sync::Once::new();
+            event_loop_flag(&SAID, "--busy-poll", &us, o.model);
         }
         o.validate().map_err(|e| Error::Usage(e.to_string()))?;
         if self.backlog.is_some_and(|b| b < 1) {

@@ -36,7 +36,12 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     let digits = t.bytes().take_while(u8::is_ascii_digit).count();
     let (num, unit) = t.split_at(digits);
     let n: u64 = num.parse().map_err(|_| {
-        format!("`{s}` is not a size (a number of bytes, optionally with k, m or g)")
+        if digits > 0 {
+            // Digits that do not fit in 64 bits.
+            format!("`{s}` is too large a size")
+        } else {
+            format!("`{s}` is not a size (a number of bytes, optionally with k, m or g)")
+        }
     })?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,

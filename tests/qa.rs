@@ -335,6 +335,22 @@ fn error_lines_say_what_is_wrong_in_words() {
             &["serve", "-l", "127.0.0.1:0", "--cgi", "/cgi-bin=Cargo.toml"],
             "that is a file; give the directory that holds the scripts",
         ),
+        (
+            &["serve", "-l", "127.0.0.1:0", "--upstream-workers", "0"],
+            "--upstream-workers must be at least 1",
+        ),
+        (
+            &["serve", "-l", "127.0.0.1:0", "--proxy", "/api"],
+            "\"/api\" is not PREFIX=URL",
+        ),
+        (
+            &["echo", "--framing", "fixed:x"],
+            "a frame size in bytes after 'fixed:'",
+        ),
+        (
+            &["serve", "--max-body", "99999999999999999999"],
+            "is too large a size",
+        ),
     ] {
         let (status, _, err) = run_tincan(args, b"", Duration::from_secs(10));
         assert!(!status.success(), "{args:?}");
@@ -344,5 +360,35 @@ fn error_lines_say_what_is_wrong_in_words() {
             .unwrap_or_default();
         assert!(line.contains(needle), "{args:?}: {err}");
         assert!(!line.contains("os error"), "{args:?}: {err}");
+    }
+}
+
+/// Flags only the event loops read, given with a model that has none, are said to change
+/// nothing (an outside pass found `--workers` and `--busy-poll` silently ignored there).
+#[test]
+fn event_loop_flags_given_to_another_model_are_said_to_change_nothing() {
+    let srv = crate::support::Server::start(&[
+        "echo",
+        "--listen",
+        "127.0.0.1:0",
+        "--model",
+        "threaded",
+        "--workers",
+        "4",
+        "--busy-poll",
+        "100",
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let want = [
+        "--workers 4 changes nothing",
+        "--busy-poll 100 changes nothing",
+    ];
+    while !want.iter().all(|w| srv.stderr().contains(w)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stderr: {}",
+            srv.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

@@ -152,14 +152,7 @@ impl GatewayArgs {
         };
         let proxies = list(&self.proxy, &cfg.proxy);
         let cgis = list(&self.cgi, &cfg.cgi);
-        if proxies.is_empty() && cgis.is_empty() {
-            return Ok(None);
-        }
-        let proxies = pairs("proxy", &proxies)?;
-        let cgis: Vec<(String, PathBuf)> = pairs("cgi", &cgis)?
-            .into_iter()
-            .map(|(p, d)| (p, PathBuf::from(d)))
-            .collect();
+        // Checked even with no route to use them: a bad value is a mistake either way.
         let workers = self
             .upstream_workers
             .or(cfg.upstream_workers)
@@ -171,6 +164,14 @@ impl GatewayArgs {
             Some(v) => seconds("upstream-timeout", v)?,
             None => OutboundConfig::default().timeout,
         };
+        if proxies.is_empty() && cgis.is_empty() {
+            return Ok(None);
+        }
+        let proxies = pairs("proxy", "PREFIX=URL", &proxies)?;
+        let cgis: Vec<(String, PathBuf)> = pairs("cgi", "PREFIX=DIR", &cgis)?
+            .into_iter()
+            .map(|(p, d)| (p, PathBuf::from(d)))
+            .collect();
         let pool = Outbound::new(OutboundConfig {
             workers,
             timeout,
@@ -413,14 +414,15 @@ pub fn parse_header(h: &str) -> Result<(String, String)> {
     Ok((name.to_string(), value.to_string()))
 }
 
-fn pairs(flag: &str, items: &[String]) -> Result<Vec<(String, String)>> {
+/// `NAME=VALUE` items of a repeatable flag; `form` is how its help writes them (`PREFIX=URL`).
+fn pairs(flag: &str, form: &str, items: &[String]) -> Result<Vec<(String, String)>> {
     items
         .iter()
         .map(|i| {
             i.split_once('=')
                 .filter(|(k, v)| !k.trim().is_empty() && !v.trim().is_empty())
                 .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .ok_or_else(|| Error::Usage(format!("--{flag} {i:?} is not KEY=VALUE")))
+                .ok_or_else(|| Error::Usage(format!("--{flag} {i:?} is not {form}")))
         })
         .collect()
 }
@@ -438,17 +440,22 @@ impl FileArgs {
         let index = list(&self.index, &cfg.index);
         let cache_control = pairs(
             "cache-control",
+            "GLOB=VALUE",
             &list(&self.cache_control, &cfg.cache_control),
         )?;
-        let error_pages = pairs("error-page", &list(&self.error_page, &cfg.error_page))?
-            .into_iter()
-            .map(|(code, path)| match code.parse::<u16>() {
-                Ok(c) if (400..=599).contains(&c) => Ok((c, path)),
-                _ => Err(Error::Usage(format!(
-                    "--error-page {code}={path}: {code} is not an error status (400-599)"
-                ))),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let error_pages = pairs(
+            "error-page",
+            "CODE=PATH",
+            &list(&self.error_page, &cfg.error_page),
+        )?
+        .into_iter()
+        .map(|(code, path)| match code.parse::<u16>() {
+            Ok(c) if (400..=599).contains(&c) => Ok((c, path)),
+            _ => Err(Error::Usage(format!(
+                "--error-page {code}={path}: {code} is not an error status (400-599)"
+            ))),
+        })
+        .collect::<Result<Vec<_>>>()?;
         Ok(FileSettings {
             root,
             index: (!index.is_empty()).then_some(index),

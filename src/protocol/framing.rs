@@ -88,8 +88,11 @@ impl FromStr for Framing {
                 Some(Err(_)) if s[6..].bytes().all(|b| b.is_ascii_digit()) => {
                     Err(format!("'{s}' is too large a frame size"))
                 }
-                Some(_) => Err(format!(
+                Some(Ok(_)) => Err(format!(
                     "'{s}' needs a frame size of at least 1 byte, e.g. fixed:64"
+                )),
+                Some(Err(_)) => Err(format!(
+                    "'{s}' needs a frame size in bytes after 'fixed:', e.g. fixed:64"
                 )),
                 None => Err(format!("'{s}' is not a framing; {usage}")),
             },
