@@ -1003,3 +1003,40 @@ fn a_client_that_hangs_up_gets_its_cgi_child_killed_and_reaped_promptly() {
         assert!(z.is_empty(), "{m}: zombies: {z:?}");
     }
 }
+
+/// A client that pipelines more than one request's worth behind a proxied request that is
+/// still being answered is dropped, and that request still gets its access-log line (it got
+/// none: an outside pass found it missing, not even a 499).
+#[test]
+fn a_pipelining_flood_behind_a_proxied_request_is_dropped_and_logged_under_every_model() {
+    let up = upstream();
+    let root = TempDir::new("proxy-flood");
+    let route = format!("/up=http://{}", up.addr);
+    let log = root.path().join("access.log");
+    for &m in ALL_MODELS {
+        let _ = std::fs::remove_file(&log);
+        let dir = root.path().to_str().unwrap();
+        let mut args = vec!["serve", dir, "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(m.0);
+        args.extend(["--proxy", &route, "--access-log", log.to_str().unwrap()]);
+        let s = Server::start(&args);
+        let mut c = connect(s.addr());
+        c.write_all(b"GET /up/slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        // Over what is held behind it (a head and a body at the limits: about 1.1 MB).
+        let flood = b"GET /file.txt HTTP/1.1\r\nHost: x\r\n\r\n".repeat(40_000);
+        let _ = c.write_all(&flood);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("\"GET /up/slow HTTP/1.1\"") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{m}: no log line for the proxied request: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}

@@ -286,7 +286,7 @@ impl HttpSession {
             // Requests pipelined behind a proxied one wait their turn (answers go in order).
             if let Some(input) = input {
                 if !self.hold(input) {
-                    return Next::Close;
+                    return self.drop_deferred();
                 }
             }
             return Next::Continue {
@@ -302,7 +302,7 @@ impl HttpSession {
             let next = self.process(input, out, now, bounded);
             if matches!(self.phase, Phase::Deferred(_)) && !next.is_close() {
                 if !self.hold(input) {
-                    return Next::Close;
+                    return self.drop_deferred();
                 }
                 return next;
             }
@@ -325,7 +325,7 @@ impl HttpSession {
         if !next.is_close() {
             self.stash.extend_from_slice(buf.data());
             if matches!(self.phase, Phase::Deferred(_)) && self.stash.len() > self.hold_limit() {
-                return Next::Close;
+                return self.drop_deferred();
             }
         }
         next
@@ -345,6 +345,22 @@ impl HttpSession {
         self.stash.extend_from_slice(input.data());
         input.clear();
         true
+    }
+
+    /// Close a connection whose client pipelined more than [`hold`](Self::hold) keeps behind
+    /// its deferred answer: the request still gets its access-log line (400 if its answer had
+    /// not begun), and dropping the job cancels the upstream request or the script.
+    fn drop_deferred(&mut self) -> Next {
+        if let Phase::Deferred(d) = &mut self.phase {
+            if d.wire.is_none() {
+                d.status = 400;
+            }
+        }
+        self.log_deferred();
+        self.phase = Phase::Done;
+        self.deadline = None;
+        self.stash.clear();
+        Next::Close
     }
 
     fn hold_limit(&self) -> usize {
