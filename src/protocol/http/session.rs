@@ -286,7 +286,7 @@ impl HttpSession {
             // Requests pipelined behind a proxied one wait their turn (answers go in order).
             if let Some(input) = input {
                 if !self.hold(input) {
-                    return self.drop_deferred();
+                    return self.drop_deferred(400);
                 }
             }
             return Next::Continue {
@@ -302,7 +302,7 @@ impl HttpSession {
             let next = self.process(input, out, now, bounded);
             if matches!(self.phase, Phase::Deferred(_)) && !next.is_close() {
                 if !self.hold(input) {
-                    return self.drop_deferred();
+                    return self.drop_deferred(400);
                 }
                 return next;
             }
@@ -325,7 +325,7 @@ impl HttpSession {
         if !next.is_close() {
             self.stash.extend_from_slice(buf.data());
             if matches!(self.phase, Phase::Deferred(_)) && self.stash.len() > self.hold_limit() {
-                return self.drop_deferred();
+                return self.drop_deferred(400);
             }
         }
         next
@@ -347,13 +347,13 @@ impl HttpSession {
         true
     }
 
-    /// Close a connection whose client pipelined more than [`hold`](Self::hold) keeps behind
-    /// its deferred answer: the request still gets its access-log line (400 if its answer had
-    /// not begun), and dropping the job cancels the upstream request or the script.
-    fn drop_deferred(&mut self) -> Next {
+    /// Close the connection with its deferred answer unfinished: the request still gets its
+    /// access-log line (with `unanswered` as the status if its answer had not begun), and
+    /// dropping the job cancels the upstream request or the script.
+    fn drop_deferred(&mut self, unanswered: u16) -> Next {
         if let Phase::Deferred(d) = &mut self.phase {
             if d.wire.is_none() {
-                d.status = 400;
+                d.status = unanswered;
             }
         }
         self.log_deferred();
@@ -908,20 +908,14 @@ impl Session for HttpSession {
         if next.is_close() {
             return next;
         }
-        if let Phase::Deferred(d) = &mut self.phase {
+        if matches!(self.phase, Phase::Deferred(_)) {
             // As nginx (`proxy_ignore_client_abort off`): a client that closes while its answer
             // is being made has gone away (TCP cannot tell a half-close from a hang-up without
             // writing). Dropping the job closes the upstream connection or kills the script,
             // instead of keeping both until the timeout. Logged as 499, nginx's status for it.
-            if d.wire.is_none() {
-                d.status = 499;
-            }
-            self.log_deferred();
-            self.phase = Phase::Done;
-            self.deadline = None;
             input.clear();
             out.clear();
-            return Next::Close;
+            return self.drop_deferred(499);
         }
         input.clear();
         Next::CloseAfterFlush
