@@ -825,3 +825,33 @@ fn interrupting_bench_models_stops_its_server_and_removes_its_root() {
     }
     assert!(!root.exists(), "{} was left behind", root.display());
 }
+
+/// Ctrl-C during `tincan bench echo` ends the run with the figures so far (as `ab` does),
+/// and exit status 130 says it did not run its course. They used to be lost.
+#[test]
+fn interrupting_a_bench_run_reports_what_it_measured() {
+    let server = Server::start(&["echo", "--listen", "127.0.0.1:0", "--framing", "line"]);
+    let bench = std::process::Command::new(crate::support::bin())
+        .args([
+            "bench",
+            "echo",
+            &server.addr().to_string(),
+            "--framing",
+            "line",
+        ])
+        .args(["-c", "2", "-d", "30"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    tincan::sys::kill(bench.id() as i32, libc::SIGINT).unwrap();
+    let out = bench.wait_with_output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stdout.contains("replies"), "{stdout}");
+    assert!(stderr.contains("interrupted after"), "{stderr}");
+}

@@ -149,6 +149,15 @@ struct Shared {
     errors: AtomicU64,
 }
 
+/// Set (by the SIGINT/SIGTERM handler `tincan bench` installs) to end every run now, as if
+/// its duration were over: the figures so far are reported instead of lost.
+pub static INTERRUPTED: std::sync::LazyLock<Arc<std::sync::atomic::AtomicBool>> =
+    std::sync::LazyLock::new(|| Arc::new(std::sync::atomic::AtomicBool::new(false)));
+
+fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Apply `load` to `addr` as `opts` says and return the merged counts.
 pub fn run<L: Load>(addr: SocketAddr, load: Arc<L>, opts: &LoadOptions) -> Result<Outcome> {
     if opts.connections == 0 {
@@ -516,7 +525,7 @@ impl<E: Exchange> Worker<E> {
                 }
                 (told_replies, told_errors) = (0, 0);
             }
-            if deadline.is_some_and(|d| now >= d) {
+            if deadline.is_some_and(|d| now >= d) || interrupted() {
                 let end = deadline.map_or(now, |d| d.min(now));
                 self.count_unfinished(end);
                 return Ok(end);
