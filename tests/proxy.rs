@@ -486,8 +486,10 @@ fn tincan_hello_works_as_a_real_upstream_over_tcp_and_unix_sockets() {
     drop(unix_hello);
 }
 
-/// An upstream that refuses a body answers before reading it, and may never read it: its
-/// answer is relayed at once, not turned into a 504 while the proxy waits to send the rest.
+/// An upstream may answer before it has read the whole body. One that refuses it (a 413)
+/// may never read the rest: its answer is relayed at once, not turned into a 504 while the
+/// proxy waits to send. One that streams (a chunked head first, then it reads the body, then
+/// it answers) must still get the whole body: sending goes on while the answer comes.
 #[test]
 fn an_upstream_answer_before_the_body_is_read_is_relayed_under_every_model() {
     const BODY: usize = 8 << 20;
@@ -508,6 +510,20 @@ fn an_upstream_answer_before_the_body_is_read_is_relayed_under_every_model() {
                 while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
                     head.push(b[0]);
                 }
+                if head.starts_with(b"POST /up/stream ") {
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+                    let mut got = 0;
+                    let mut chunk = vec![0u8; 64 * 1024];
+                    while got < BODY {
+                        match s.read(&mut chunk) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => got += n,
+                        }
+                    }
+                    let msg = format!("received {got}");
+                    let _ = write!(s, "{:x}\r\n{msg}\r\n0\r\n\r\n", msg.len());
+                    return;
+                }
                 let _ = s.write_all(
                     b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 8\r\n\r\ntoo big\n",
                 );
@@ -519,11 +535,15 @@ fn an_upstream_answer_before_the_body_is_read_is_relayed_under_every_model() {
     });
     let root = TempDir::new("proxy-early");
     let route = format!("/up=http://{addr}");
-    let head = format!(
-        "POST /up/upload HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {BODY}\r\n\r\n"
-    );
-    let mut raw = head.into_bytes();
-    raw.resize(raw.len() + BODY, b'u');
+    let post = |path: &str| {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {BODY}\r\n\r\n"
+        );
+        let mut raw = head.into_bytes();
+        raw.resize(raw.len() + BODY, b'u');
+        raw
+    };
+    let (refused, streamed) = (post("/up/upload"), post("/up/stream"));
     for &m in ALL_MODELS {
         let s = serve(
             m,
@@ -537,8 +557,14 @@ fn an_upstream_answer_before_the_body_is_read_is_relayed_under_every_model() {
                 "1",
             ],
         );
-        let r = exchange(s.addr(), &raw);
+        let r = exchange(s.addr(), &refused);
         assert_eq!((r.status, r.text().as_str()), (413, "too big\n"), "{m}");
+        let r = exchange(s.addr(), &streamed);
+        assert_eq!(
+            (r.status, r.text()),
+            (200, format!("received {BODY}")),
+            "{m}"
+        );
     }
 }
 

@@ -508,6 +508,12 @@ fn open(target: &Target, timeout: Duration) -> Result<Stream, Failure> {
 }
 
 /// Connect, write the request, stream the answer back until the upstream closes.
+///
+/// Sending and reading go on together (poll(2) on both directions, non-blocking sends), as in
+/// nginx: an upstream may answer before it has read the whole body, either to refuse it (a
+/// 413, after which it may never read the rest) or because it streams (a chunked head
+/// first). Its answer is relayed as it comes while the rest of the request still goes out;
+/// a send error ends only the sending. `timeout` counts the time without progress either way.
 fn connect_job(
     target: &Target,
     request: &[u8],
@@ -515,7 +521,9 @@ fn connect_job(
     pipe: &Pipe,
 ) -> Result<(), Failure> {
     let mut s = open(target, timeout)?;
-    s.set_timeouts(timeout)
+    // A read happens only after poll(2) said readable; the timeout is a backstop, so that no
+    // read can ever hold the worker.
+    s.set_timeouts(CANCEL_CHECK.min(timeout))
         .map_err(|e| Failure::Io(e.to_string()))?;
     {
         let mut st = pipe.lock();
@@ -524,100 +532,80 @@ fn connect_job(
         }
         st.upstream = s.try_clone().ok();
     }
-    match send_until_answered(&s, request, timeout, pipe) {
-        Ok(()) => {}
-        Err(e) if is_timeout(&e) => return Err(Failure::Timeout),
-        // An upstream may answer early and close (a 413 for a body it will not read): read
-        // what it said before calling it a failure.
-        Err(e) => tracing::debug!("writing to the upstream failed: {e}"),
-    }
-    // Reads wait in short slices; the timeout counts the silence across them.
-    s.set_timeouts(CANCEL_CHECK.min(timeout))
-        .map_err(|e| Failure::Io(e.to_string()))?;
+    let fd = s.as_fd().as_raw_fd();
+    let (mut sent, mut sending) = (0, true);
     let mut got_any = false;
-    let mut last_data = Instant::now();
+    let mut last_progress = Instant::now();
     let mut buf = Vec::new();
     loop {
         if pipe.cancelled() {
             return Ok(());
         }
+        sending &= sent < request.len();
+        let want = libc::POLLIN | if sending { libc::POLLOUT } else { 0 };
+        let mut fds = [crate::sys::pollfd(fd, want)];
+        match crate::sys::poll(&mut fds, Some(CANCEL_CHECK.min(timeout))) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Failure::Io(e.to_string())),
+        }
+        let ready = fds[0].revents;
+        if ready == 0 {
+            if last_progress.elapsed() >= timeout {
+                return Err(Failure::Timeout);
+            }
+            continue;
+        }
+        let trouble = libc::POLLERR | libc::POLLHUP;
+        if sending && ready & (libc::POLLOUT | trouble) != 0 {
+            // MSG_DONTWAIT: never block with an answer possibly waiting; MSG_NOSIGNAL: a
+            // closed upstream is an EPIPE, not a SIGPIPE.
+            let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+            match socket2::SockRef::from(&s).send_with_flags(&request[sent..], flags) {
+                Ok(n) => {
+                    sent += n;
+                    last_progress = Instant::now();
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    // It answered early and closed (a 413 for a body it will not read): read
+                    // what it said before calling it a failure.
+                    tracing::debug!("writing to the upstream failed: {e}");
+                    sending = false;
+                }
+            }
+        }
+        if ready & (libc::POLLIN | trouble) == 0 {
+            continue;
+        }
         if buf.is_empty() {
             buf = vec![0; READ_CHUNK];
         }
+        // poll(2) said readable (or closed): the read does not wait.
         match s.read(&mut buf) {
             Ok(0) => return Ok(()),
             Ok(n) => {
                 got_any = true;
-                last_data = Instant::now();
+                last_progress = Instant::now();
                 buf.truncate(n);
                 if !pipe.push(std::mem::take(&mut buf)) {
                     return Ok(());
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if is_timeout(&e) => {
-                if last_data.elapsed() >= timeout {
-                    return Err(Failure::Timeout);
-                }
-            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                ) => {}
             // A reset after a complete close-delimited answer is still a broken stream.
             Err(e) if got_any => return Err(Failure::Io(e.to_string())),
             Err(e) => return Err(Failure::Io(format!("the upstream closed: {e}"))),
         }
     }
-}
-
-/// Send `request`, but stop as soon as the upstream has something to say: one that refuses a
-/// body (a 413) answers before reading it and may never read it, and waiting to push the rest
-/// would turn its answer into a timeout (nginx reads the answer while it sends, too).
-/// `timeout` counts the time without progress either way.
-fn send_until_answered(
-    s: &Stream,
-    request: &[u8],
-    timeout: Duration,
-    pipe: &Pipe,
-) -> io::Result<()> {
-    let fd = s.as_fd().as_raw_fd();
-    let mut sent = 0;
-    let mut last_progress = Instant::now();
-    while sent < request.len() {
-        if pipe.cancelled() {
-            return Ok(());
-        }
-        let mut fds = [crate::sys::pollfd(fd, libc::POLLIN | libc::POLLOUT)];
-        match crate::sys::poll(&mut fds, Some(CANCEL_CHECK.min(timeout))) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-        let ready = fds[0].revents;
-        if ready & libc::POLLIN != 0 {
-            // An answer (or the end of the stream) before the whole request: read it.
-            return Ok(());
-        }
-        if ready == 0 {
-            if last_progress.elapsed() >= timeout {
-                return Err(io::ErrorKind::TimedOut.into());
-            }
-            continue;
-        }
-        // MSG_DONTWAIT: never block with an answer possibly waiting; MSG_NOSIGNAL: a closed
-        // upstream is an EPIPE, not a SIGPIPE.
-        let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
-        match socket2::SockRef::from(s).send_with_flags(&request[sent..], flags) {
-            Ok(n) => {
-                sent += n;
-                last_progress = Instant::now();
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Kill a child's whole process group (it leads one of its own: what it started dies with
