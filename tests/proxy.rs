@@ -330,6 +330,9 @@ fn proxied_answers_keep_status_headers_and_bodies_and_drop_hop_by_hop_fields_und
         assert_eq!(r.status, 400, "{m}: {}", r.head);
         // An encoded slash is part of its segment (an API's `group%2Fproject`): it goes
         // upstream as sent, where a static path would get 400.
+        // ...but never as a way out of the route's base path (found in review).
+        let r = get(a, "/up/..%2F..%2Fsecret.txt");
+        assert_eq!(r.status, 400, "{m}: {}", r.head);
         let r = get(a, "/up/@scope%2Fname/./echo");
         assert!(
             r.text()

@@ -685,9 +685,9 @@ mod tests {
             ("/api//x", "9", "/v1/x", ""),
             ("/api/%2e%2e/secret", "11", "/secret", ""),
             (
-                "/api/a%2fb%5C",
+                "/api/a%2fb%5Cc",
                 "9",
-                "/v1/a%2fb%5C",
+                "/v1/a%2fb%5Cc",
                 "an encoded slash or backslash goes upstream as sent",
             ),
             (
@@ -731,6 +731,19 @@ mod tests {
         assert!(route("/p/a%2Fb").is_some());
         assert_eq!(route("/p/a%00b"), None);
         assert_eq!(route("/p/a%zzb"), None);
+        // Found in review: to an upstream that decodes first, these would climb out of the
+        // route's base path.
+        for climbing in [
+            "/p/..%2Fsecret.txt",
+            "/p/%2e%2e%2Fsecret.txt",
+            "/p/.%2F..%2Fsecret.txt",
+            "/p/x/..%2F..%2F..%2Fsecret.txt",
+            "/p/a%5C..%5Cb",
+            "/p/a%2F%2Fb",
+            "/p/a%2F",
+        ] {
+            assert_eq!(route(climbing), None, "{climbing}");
+        }
     }
 
     /// `proxy_redirect default`: redirects into the upstream's URL come back as ours, on

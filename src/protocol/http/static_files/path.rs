@@ -115,6 +115,15 @@ impl UrlPath {
             if seg.contains(&0) {
                 return Err(PathError::Bad("The request path contains a NUL byte."));
             }
+            // A kept separator must join names: `..%2F` or `%2F%2F` would be a dot segment
+            // or an empty one to an upstream that decodes before it resolves (many do), and
+            // could climb out of the path it is given.
+            let parts = || seg.split(|&b| b == b'/' || b == b'\\');
+            if keep && parts().count() > 1 && parts().any(|p| matches!(p, b"" | b"." | b"..")) {
+                return Err(PathError::Bad(
+                    "The request path hides a dot segment or an empty one behind an encoded slash.",
+                ));
+            }
             match &seg[..] {
                 b"" | b"." => trailing_slash = true,
                 b".." => {
