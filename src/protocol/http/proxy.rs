@@ -410,10 +410,23 @@ pub fn parse_response_head(
     )))
 }
 
-/// Keep a relayed field: as text when its value is UTF-8, else as a raw line.
+/// Keep a relayed field: as text when its value is UTF-8, else as a raw line. A redirect's
+/// non-ASCII bytes are percent-encoded instead (a URI has no other way to carry them), so
+/// that it is still rewritten to this server's URL; a field the session writes itself is
+/// left to it, as the text ones are.
 pub fn push_field(headers: &mut Vec<(Text, Text)>, raw: &mut Vec<u8>, name: &str, value: &[u8]) {
+    let text = |v: String| (Text::Owned(name.to_string()), Text::Owned(v));
     match std::str::from_utf8(value) {
-        Ok(v) => headers.push((Text::Owned(name.to_string()), Text::Owned(v.to_string()))),
+        Ok(v) => headers.push(text(v.to_string())),
+        Err(_)
+            if ["location", "refresh"]
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name)) =>
+        {
+            let escaped = percent_encoding::percent_encode(value, percent_encoding::CONTROLS);
+            headers.push(text(escaped.to_string()));
+        }
+        Err(_) if super::session::owned_by_session(name) => {}
         Err(_) => {
             // httparse let no CR, LF or NUL into a value, so the line cannot be split.
             raw.extend_from_slice(name.as_bytes());
@@ -443,6 +456,20 @@ pub fn chunk_limits() -> Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Values that are not UTF-8: a redirect is percent-encoded (so it can still be rewritten),
+    /// the session's own fields are dropped (it writes them), the rest go as raw lines.
+    #[test]
+    fn fields_that_are_not_utf8_keep_their_bytes_but_not_the_sessions_fields() {
+        let (mut headers, mut raw) = (Vec::new(), Vec::new());
+        push_field(&mut headers, &mut raw, "Location", b"http://up/caf\xe9");
+        push_field(&mut headers, &mut raw, "Date", b"today\xff");
+        push_field(&mut headers, &mut raw, "Server", b"evil\xe9");
+        push_field(&mut headers, &mut raw, "X-Latin", b"caf\xe9");
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers[0].1, "http://up/caf%E9");
+        assert_eq!(raw, b"X-Latin: caf\xe9\r\n");
+    }
 
     #[test]
     fn upstream_urls_parse_like_nginx_proxy_pass() {

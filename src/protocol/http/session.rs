@@ -1020,7 +1020,7 @@ impl Session for HttpSession {
 }
 
 /// Headers the connection owns; a handler's copies are dropped so framing is never doubled.
-fn owned_by_session(name: &str) -> bool {
+pub(crate) fn owned_by_session(name: &str) -> bool {
     [
         "content-length",
         "transfer-encoding",
