@@ -90,18 +90,25 @@ fn in_words(msg: &str) -> String {
         ),
     ];
     // "unexpected argument '-1' found; to pass '-1' as a value, use '-- -1'": a negative
-    // number where none is allowed.
+    // number given to a flag that takes none (clap reads it as a flag). Only when it follows
+    // a flag: `tincan echo -1` is a stray argument, and clap's words stand.
     if let Some(rest) = msg.strip_prefix("unexpected argument '-") {
-        let value = rest.split('\'').next().unwrap_or("");
-        if !value.is_empty() && value.parse::<f64>().is_ok() {
-            return format!("-{value} is negative; give a number of 0 or more");
+        let value = format!("-{}", rest.split('\'').next().unwrap_or(""));
+        let args: Vec<String> = std::env::args().collect();
+        let flag = args
+            .windows(2)
+            .find(|w| w[1] == value)
+            .map(|w| w[0].clone())
+            .filter(|f| f.starts_with('-'));
+        if let (true, Some(flag)) = (value[1..].parse::<f64>().is_ok(), flag) {
+            return format!("{flag} {value}: a negative number is not allowed here");
         }
     }
     // "invalid value '-1' for '--workers <N>': invalid digit found in string".
     if let Some(rest) = msg.strip_prefix("invalid value '-") {
         let value = rest.split('\'').next().unwrap_or("");
         if let (true, Some((head, _))) = (value.parse::<f64>().is_ok(), msg.rsplit_once(": ")) {
-            return format!("{head}: a negative number; give 0 or more");
+            return format!("{head}: a negative number is not allowed here");
         }
     }
     let mut out = msg.to_string();

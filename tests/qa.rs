@@ -323,7 +323,7 @@ fn error_lines_say_what_is_wrong_in_words() {
         ),
         (
             &["bench", "http", "http://127.0.0.1:1/", "-c", "-1"],
-            "-1 is negative; give a number of 0 or more",
+            "-c -1: a negative number is not allowed here",
         ),
         (
             &["send", "127.0.0.1:99999", "hi"],

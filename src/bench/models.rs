@@ -204,11 +204,13 @@ fn clean_up_on_interrupt() -> Result<()> {
         .map_err(|e| Error::io("could not install the SIGINT/SIGTERM handlers", e))?;
     std::thread::spawn(move || {
         while !stop.wait_timeout(Duration::from_secs(3600)) {}
-        let (group, root) = std::mem::take(&mut *left_behind());
-        if let Some(pid) = group.and_then(|p| libc::pid_t::try_from(p).ok()) {
+        // Held to the exit: no server is started (that happens under this lock) after the
+        // one stopped here.
+        let guard = left_behind();
+        if let Some(pid) = guard.0.and_then(|p| libc::pid_t::try_from(p).ok()) {
             let _ = crate::sys::kill(-pid, libc::SIGTERM);
         }
-        if let Some(root) = root {
+        if let Some(root) = &guard.1 {
             let _ = std::fs::remove_dir_all(root);
         }
         eprintln!("tincan: interrupted; the server under test was stopped");
@@ -232,6 +234,9 @@ impl ServerProc {
         dir: &Path,
         pin: bool,
     ) -> std::result::Result<ServerProc, String> {
+        // Started and recorded under the lock the interrupt watcher takes: it sees every
+        // server that runs.
+        let mut recorded = left_behind();
         let mut child = Command::new(exe)
             .args(args)
             .current_dir(dir)
@@ -242,7 +247,8 @@ impl ServerProc {
             .process_group(0)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
-        left_behind().0 = Some(child.id());
+        recorded.0 = Some(child.id());
+        drop(recorded);
         if pin {
             let pid = libc::pid_t::try_from(child.id()).unwrap_or(0);
             if pid > 0 {
@@ -305,7 +311,14 @@ impl ServerProc {
 
 impl Drop for ServerProc {
     fn drop(&mut self) {
+        self.stop();
+        // Forgotten only once it is gone: an interrupt meanwhile stops it too.
         left_behind().0 = None;
+    }
+}
+
+impl ServerProc {
+    fn stop(&mut self) {
         let group = format!("-{}", self.child.id());
         let signal = |sig: &str| {
             let _ = Command::new("kill")

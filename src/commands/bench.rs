@@ -288,9 +288,8 @@ fn execute<L: Load>(
     let outcome = bench::run(addr, Arc::new(load), &opts)?;
     let interrupted = bench::engine::INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed);
     if interrupted && outcome.elapsed.is_zero() {
-        return Err(Error::Client(
-            "interrupted during the warm-up; nothing was measured".into(),
-        ));
+        eprintln!("tincan: interrupted during the warm-up; nothing was measured");
+        std::process::exit(130);
     }
     if interrupted {
         eprintln!(

@@ -138,7 +138,8 @@ impl Target {
             }
             return Ok(Target::Unix(PathBuf::from(path)));
         }
-        if let Some(port) = s.strip_prefix(':') {
+        // `:7007` is this host; `::1` is an IPv6 address without its brackets and port.
+        if let Some(port) = s.strip_prefix(':').filter(|p| !p.contains(':')) {
             return Ok(Target::Inet(format!("127.0.0.1:{port}")));
         }
         if s.rsplit_once(':')

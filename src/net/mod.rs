@@ -118,12 +118,19 @@ impl FromStr for ListenAddr {
 /// The addresses a client's `HOST:PORT` (or `[V6]:PORT`) names, or the sentence that says
 /// what is wrong with it: no port, a port out of range, a host that does not resolve.
 pub fn resolve_host_port(s: &str) -> std::result::Result<Vec<SocketAddr>, String> {
+    let no_port = || format!("'{s}' has no port; give HOST:PORT, e.g. 127.0.0.1:7007");
     let Some((host, port)) = s.rsplit_once(':') else {
-        return Err(format!(
-            "'{s}' has no port; give HOST:PORT, e.g. 127.0.0.1:7007"
-        ));
+        return Err(no_port());
     };
-    if port.parse::<u16>().map_or(true, |p| p == 0) {
+    if s.ends_with(']') {
+        return Err(no_port());
+    }
+    if host.contains(':') && !host.starts_with('[') {
+        return Err(format!(
+            "'{s}': an IPv6 address goes in brackets, e.g. [::1]:7007"
+        ));
+    }
+    if !port.bytes().all(|b| b.is_ascii_digit()) || port.parse::<u16>().map_or(true, |p| p == 0) {
         return Err(format!(
             "the port in '{s}' must be a number from 1 to 65535"
         ));
@@ -507,6 +514,22 @@ mod tests {
 
     fn p(s: &str) -> Result<ListenAddr, Error> {
         s.parse()
+    }
+
+    #[test]
+    fn a_clients_address_is_resolved_or_its_fault_named() {
+        let err = |s: &str| resolve_host_port(s).unwrap_err();
+        assert!(err("127.0.0.1").contains("has no port"));
+        assert!(err("[::1]").contains("has no port"));
+        assert!(err("127.0.0.1:99999").contains("from 1 to 65535"));
+        assert!(err("127.0.0.1:0").contains("from 1 to 65535"));
+        assert!(err("[::1]:+7").contains("from 1 to 65535"));
+        assert!(err("::1").contains("in brackets"));
+        assert_eq!(
+            resolve_host_port("[::1]:7").unwrap(),
+            vec!["[::1]:7".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(resolve_host_port("127.0.0.1:7").unwrap().len(), 1);
     }
 
     #[test]

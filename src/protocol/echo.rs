@@ -263,7 +263,12 @@ impl Session for EchoSession {
         self.active(now)
     }
 
-    fn on_timer(&mut self, _out: &mut Outbox, now: Instant) -> Next {
+    fn on_timer(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        if !out.is_empty() {
+            // Answers are still leaving (a slow reader, paused at the high-water mark): that
+            // is not idleness, and the send timeout watches a reader that takes nothing.
+            return self.active(now);
+        }
         match self.idle_timeout {
             Some(d) if !self.shutting_down && now >= self.last_activity + d => {
                 tracing::debug!(
