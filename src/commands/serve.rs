@@ -524,7 +524,9 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
     // so a bad value never follows a `listening on` line.
     let gateway = args.gateway.gateway(&cfg, &root)?;
     let mut options = args.http.options(&cfg, serve_options.model)?;
-    let (listeners, opts) = glue::setup(&args.server, "127.0.0.1:8000")?;
+    let (listeners, mut opts) = glue::setup(&args.server, "127.0.0.1:8000")?;
+    // A connection sending a file holds it open: where descriptors are scarce, it counts.
+    opts.files_per_connection = 1;
     if let Err(e) = std::fs::read_dir(&root) {
         let e = match e.kind() {
             std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),

@@ -142,6 +142,10 @@ pub struct ServeOptions {
     /// Event and prefork workers: the longest an idle worker polls before it sleeps, while
     /// polling pays (see `event::spin`). Zero (the default): sleep at once.
     pub busy_poll: Duration,
+    /// Descriptors a connection may hold besides its socket (HTTP: the file it is sending);
+    /// counted where descriptors are scarce (under select, whose every socket must stay
+    /// below FD_SETSIZE).
+    pub files_per_connection: usize,
 }
 
 impl Default for ServeOptions {
@@ -156,6 +160,7 @@ impl Default for ServeOptions {
             high_water: 256 * 1024,
             linger: Duration::from_secs(2),
             busy_poll: Duration::ZERO,
+            files_per_connection: 0,
         }
     }
 }
@@ -339,12 +344,14 @@ fn fit_to_descriptors(opts: &ServeOptions, fd_limit: u64) -> Option<ServeOptions
 pub const SELECT_FILE_CACHE_FDS: usize = crate::sys::FD_SETSIZE / 4;
 
 /// Connections one process can serve with a select(2) event loop (`None`: not select): every
-/// descriptor it opens must stay below FD_SETSIZE, so after the reserve and the file cache's
-/// share (704 of 1024).
+/// socket it opens must stay below FD_SETSIZE, so after the reserve and the file cache's
+/// share, and with the files connections hold (704 of 1024 for echo or chat, 352 for HTTP).
 fn select_connections(opts: &ServeOptions) -> Option<usize> {
     let event_loop = matches!(opts.model, Model::Event | Model::Prefork);
-    (event_loop && opts.poller == PollerKind::Select)
-        .then(|| crate::sys::FD_SETSIZE - FD_RESERVE as usize - SELECT_FILE_CACHE_FDS)
+    (event_loop && opts.poller == PollerKind::Select).then(|| {
+        (crate::sys::FD_SETSIZE - FD_RESERVE as usize - SELECT_FILE_CACHE_FDS)
+            / (1 + opts.files_per_connection)
+    })
 }
 
 /// [`serve`] without signal handlers: runs until `shutdown` is triggered (tests, embedding).
@@ -437,6 +444,16 @@ mod tests {
             fit_to_descriptors(&o, 20_000).map(|o| o.max_connections)
         };
         assert_eq!(cap(Model::Event, 2, 10_000), Some(704));
+        // An HTTP connection may hold the file it sends, too.
+        let http = ServeOptions {
+            poller: PollerKind::Select,
+            files_per_connection: 1,
+            ..with(Model::Event, 2, 10_000)
+        };
+        assert_eq!(
+            fit_to_descriptors(&http, 20_000).map(|o| o.max_connections),
+            Some(352)
+        );
         assert_eq!(cap(Model::Event, 2, 704), None);
         assert_eq!(cap(Model::Prefork, 2, 10_000), Some(1_408));
         assert_eq!(
