@@ -716,3 +716,44 @@ fn tincan_send_over_udp_to_nobody_says_so_in_one_line() {
         "{err}"
     );
 }
+
+/// Seed 002's echo servers answer one message per connection (read to the NUL, answer,
+/// close), so its client connects for each; `send --connection-per-message` does the same.
+/// Pipelined on one connection, the second message was lost or glued to the first.
+#[test]
+fn send_connects_per_message_for_a_server_that_answers_one_per_connection() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten().take(2) {
+            // The seed's server: recv until a chunk holds a NUL, send it back, close.
+            let mut s = s;
+            let mut msg = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !msg.contains(&0) {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => msg.extend_from_slice(&buf[..n]),
+                }
+            }
+            let end = msg
+                .iter()
+                .position(|&b| b == 0)
+                .map_or(msg.len(), |i| i + 1);
+            let _ = s.write_all(&msg[..end]);
+        }
+    });
+    let (status, out, err) = run_tincan(
+        &[
+            "send",
+            &addr.to_string(),
+            "--framing",
+            "null",
+            "--connection-per-message",
+        ],
+        b"first\nsecond\n",
+        Duration::from_secs(10),
+    );
+    assert!(status.success(), "{err}");
+    assert_eq!(out, "first\nsecond\n");
+}

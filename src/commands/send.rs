@@ -58,6 +58,11 @@ pub struct SendArgs {
     #[arg(long, default_value = "1M", value_name = "SIZE", value_parser = crate::commands::chat::parse_size)]
     pub max_frame: usize,
 
+    /// Open a new connection for each message (null, line, length or fixed framing), as seed
+    /// 002's client does: its servers answer one message per connection.
+    #[arg(long)]
+    pub connection_per_message: bool,
+
     /// Run the interactive loop (null framing) even when standard input is not a terminal.
     #[arg(long)]
     pub interactive: bool,
@@ -73,11 +78,19 @@ pub fn run(args: SendArgs) -> Result<()> {
     if args.max_frame == 0 {
         return Err(Error::Usage("--max-frame must be at least 1 byte".into()));
     }
+    if args.connection_per_message && matches!(args.framing, Framing::Raw | Framing::Close) {
+        return Err(Error::Usage(format!(
+            "--connection-per-message needs message boundaries; --framing {} sends everything \
+             as one message already",
+            args.framing
+        )));
+    }
     let client = Client {
         target: Target::parse(&args.addr)?,
         timeout: Duration::from_secs_f64(args.timeout),
         framing: args.framing,
         max_frame: args.max_frame,
+        per_message: args.connection_per_message,
     };
     let interactive = args.message.is_none()
         && (args.interactive || (args.framing == Framing::Null && io::stdin().is_terminal()));
@@ -238,6 +251,8 @@ struct Client {
     timeout: Duration,
     framing: Framing,
     max_frame: usize,
+    /// A connection per message (`--connection-per-message`).
+    per_message: bool,
 }
 
 impl Client {
@@ -352,6 +367,9 @@ impl Client {
     /// reading would fill both socket buffers and stall both ends.
     fn stream(&self, input: Input, out: &mut impl Write) -> Result<()> {
         let msgs = self.messages(input)?;
+        if self.per_message {
+            return self.one_per_connection(&msgs, out);
+        }
         let conn = self.connect()?;
         let mut writer = conn
             .try_clone()
@@ -394,6 +412,27 @@ impl Client {
         read?;
         sent.map_err(|e| self.broken(&e))?;
         let _ = reader.shutdown(Shutdown::Both);
+        Ok(())
+    }
+
+    /// Each message on a connection of its own: connect, send, read its one reply, close.
+    fn one_per_connection(&self, msgs: &[Vec<u8>], out: &mut impl Write) -> Result<()> {
+        let newline = matches!(self.framing, Framing::Null | Framing::Line);
+        let mut wire = Vec::new();
+        for m in msgs {
+            let mut conn = self.connect()?;
+            wire.clear();
+            self.framing.encode(m, &mut wire);
+            conn.write_all(&wire).map_err(|e| self.broken(&e))?;
+            self.read_replies(&mut conn, 1, |reply| {
+                out.write_all(reply)?;
+                if newline {
+                    out.write_all(b"\n")?;
+                }
+                Ok(())
+            })?;
+            let _ = conn.shutdown(Shutdown::Both);
+        }
         Ok(())
     }
 
@@ -625,6 +664,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             framing,
             max_frame: 8,
+            per_message: false,
         }
     }
 
