@@ -48,7 +48,8 @@ pub struct EchoArgs {
     #[arg(long, default_value = "1M", value_name = "SIZE", value_parser = crate::commands::chat::parse_size)]
     pub max_frame: usize,
 
-    /// Answer "{ip:port}: {message}", as seed 002's multithreaded server does.
+    /// Answer "{ip:port}: {message}", as seed 002's multithreaded server does (it writes the
+    /// address as Python prints a tuple, "('ip', port)"; clients only print the label).
     #[arg(long)]
     pub prefix_peer: bool,
 
