@@ -12,7 +12,7 @@ use crate::cli::ServerArgs;
 use crate::config::{parse_size, Config};
 use crate::error::{Error, Result};
 use crate::model::outbound::{Outbound, OutboundConfig};
-use crate::model::{Model, PollerKind, SELECT_FILE_CACHE_FDS};
+use crate::model::{Model, SELECT_FILE_CACHE_FDS};
 use crate::protocol::http::gateway::Gateway;
 use crate::protocol::http::{AccessLog, Handler, HttpOptions, HttpService, Limits};
 
@@ -507,9 +507,7 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
     let limits = args.http.limits(&cfg)?;
     let mut files = args.files.settings(root.clone(), &cfg)?;
     let serve_options = args.server.serve_options()?;
-    if serve_options.poller == PollerKind::Select
-        && matches!(serve_options.model, Model::Event | Model::Prefork)
-    {
+    if serve_options.watches_with_select() {
         // Every descriptor a select loop opens must stay below FD_SETSIZE: the file cache
         // keeps to the share the connection cap leaves it.
         let default = || {

@@ -148,6 +148,14 @@ pub struct ServeOptions {
     pub files_per_connection: usize,
 }
 
+impl ServeOptions {
+    /// Its event loops (event, or prefork's workers) wait with select(2), so every socket
+    /// they watch must stay below FD_SETSIZE.
+    pub fn watches_with_select(&self) -> bool {
+        matches!(self.model, Model::Event | Model::Prefork) && self.poller == PollerKind::Select
+    }
+}
+
 impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
@@ -347,8 +355,7 @@ pub const SELECT_FILE_CACHE_FDS: usize = crate::sys::FD_SETSIZE / 4;
 /// socket it opens must stay below FD_SETSIZE, so after the reserve and the file cache's
 /// share, and with the files connections hold (704 of 1024 for echo or chat, 352 for HTTP).
 fn select_connections(opts: &ServeOptions) -> Option<usize> {
-    let event_loop = matches!(opts.model, Model::Event | Model::Prefork);
-    (event_loop && opts.poller == PollerKind::Select).then(|| {
+    opts.watches_with_select().then(|| {
         (crate::sys::FD_SETSIZE - FD_RESERVE as usize - SELECT_FILE_CACHE_FDS)
             / (1 + opts.files_per_connection)
     })
