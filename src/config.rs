@@ -137,8 +137,10 @@ pub struct Config {
     // Proxy and CGI routes.
     pub proxy: Option<OneOrMany>,
     pub cgi: Option<OneOrMany>,
-    pub upstream_workers: Option<usize>,
     pub upstream_timeout: Option<f64>,
+    pub upstream_keepalive: Option<usize>,
+    pub upstream_fail_timeout: Option<f64>,
+    pub tunnel_idle_timeout: Option<f64>,
 }
 
 impl Config {

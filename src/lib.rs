@@ -9,8 +9,8 @@
 //! | [`commands`] | one runner per subcommand: validate, bind, drop privileges, serve |
 //! | [`config`] | `tincan.toml`: every `serve`/`hello` flag as a key; flags override it |
 //! | [`net`] | parse `--listen` addresses, bind TCP/Unix/UDP sockets, drop root |
-//! | [`model`] | the four drivers: iterative, threaded, prefork, event (epoll/poll/select); `outbound`, the worker pool for upstream and CGI jobs |
-//! | [`protocol`] | the `Service`/`Session`/`Outbox` seam, and every protocol on it |
+//! | [`model`] | the four drivers: iterative, threaded, prefork, event (epoll/poll/select); `link`, the outbound streams they open and watch for sessions (upstream sockets, CGI pipes, kept connections, the child reaper) |
+//! | [`protocol`] | the `Service`/`Session`/`Outbox` seam (and `protocol::link`, its outbound streams), and every protocol on it |
 //! | [`protocol::framing`] | message codecs: raw, close, null, line, length, fixed |
 //! | [`protocol::echo`] | RFC 862 echo over any framing |
 //! | [`protocol::chat`] | the tincanchat room: broadcast with one global order, bounded queues |

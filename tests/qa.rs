@@ -336,8 +336,8 @@ fn error_lines_say_what_is_wrong_in_words() {
             "that is a file; give the directory that holds the scripts",
         ),
         (
-            &["serve", "-l", "127.0.0.1:0", "--upstream-workers", "0"],
-            "--upstream-workers must be at least 1",
+            &["serve", "-l", "127.0.0.1:0", "--upstream-fail-timeout", "0"],
+            "--upstream-fail-timeout must be a positive number of seconds",
         ),
         (
             &["serve", "-l", "127.0.0.1:0", "--proxy", "/api"],

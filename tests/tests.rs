@@ -10,3 +10,4 @@ mod proxy;
 mod qa;
 mod static_files;
 mod support;
+mod upstreams;

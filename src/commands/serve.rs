@@ -11,9 +11,8 @@ use clap::{Args, ValueEnum};
 use crate::cli::ServerArgs;
 use crate::config::{parse_size, Config};
 use crate::error::{Error, Result};
-use crate::model::outbound::{Outbound, OutboundConfig};
 use crate::model::{Model, SELECT_FILE_CACHE_FDS};
-use crate::protocol::http::gateway::Gateway;
+use crate::protocol::http::gateway::{Gateway, GatewayConfig};
 use crate::protocol::http::{AccessLog, Handler, HttpOptions, HttpService, Limits};
 
 /// `on` or `off`.
@@ -122,21 +121,30 @@ pub struct FileArgs {
 pub struct GatewayArgs {
     /// Forward requests under PREFIX to an upstream HTTP server: PREFIX=http://HOST[:PORT][/PATH]
     /// (or http://unix:/SOCKET[:/PATH]). The prefix is replaced by PATH when one is given, else
-    /// the path goes as is. Repeatable; the longest matching prefix wins.
+    /// the path goes as is. Several URLs, separated by commas, are used in turn. Repeatable;
+    /// the longest matching prefix wins.
     #[arg(long, value_name = "PREFIX=URL")]
     pub proxy: Vec<String>,
     /// Run CGI/1.1 scripts from DIR for requests under PREFIX (e.g. /cgi-bin=./cgi-bin): the
     /// next path segment names the script, the rest is PATH_INFO. Repeatable.
     #[arg(long, value_name = "PREFIX=DIR")]
     pub cgi: Vec<String>,
-    /// Proxied and CGI requests in progress at once (one worker thread each), per process
-    /// (under prefork, per worker process); more get 503. [default: 16]
-    #[arg(long, value_name = "N")]
-    pub upstream_workers: Option<usize>,
     /// Seconds an upstream or script may take to connect, or between two reads or writes;
     /// then 504 (or a cut-off body). [default: 60]
     #[arg(long, value_name = "SECONDS")]
     pub upstream_timeout: Option<f64>,
+    /// Idle connections kept open per upstream for the next requests, per process; 0 opens
+    /// a new connection for every request. [default: 32]
+    #[arg(long, value_name = "N")]
+    pub upstream_keepalive: Option<usize>,
+    /// Seconds an upstream that refused or timed out a connection is left out of its route
+    /// (requests go to the route's other upstreams meanwhile). [default: 10]
+    #[arg(long, value_name = "SECONDS")]
+    pub upstream_fail_timeout: Option<f64>,
+    /// Seconds an upgraded connection (a WebSocket through --proxy) may carry nothing either
+    /// way before it is closed. [default: 600]
+    #[arg(long, value_name = "SECONDS")]
+    pub tunnel_idle_timeout: Option<f64>,
 }
 
 impl GatewayArgs {
@@ -153,17 +161,23 @@ impl GatewayArgs {
         let proxies = list(&self.proxy, &cfg.proxy);
         let cgis = list(&self.cgi, &cfg.cgi);
         // Checked even with no route to use them: a bad value is a mistake either way.
-        let workers = self
-            .upstream_workers
-            .or(cfg.upstream_workers)
-            .unwrap_or(OutboundConfig::default().workers);
-        if workers == 0 {
-            return Err(Error::Usage("--upstream-workers must be at least 1".into()));
-        }
+        let defaults = GatewayConfig::default();
         let timeout = match self.upstream_timeout.or(cfg.upstream_timeout) {
             Some(v) => seconds("upstream-timeout", v)?,
-            None => OutboundConfig::default().timeout,
+            None => defaults.timeout,
         };
+        let fail_timeout = match self.upstream_fail_timeout.or(cfg.upstream_fail_timeout) {
+            Some(v) => seconds("upstream-fail-timeout", v)?,
+            None => defaults.fail_timeout,
+        };
+        let tunnel_idle = match self.tunnel_idle_timeout.or(cfg.tunnel_idle_timeout) {
+            Some(v) => seconds("tunnel-idle-timeout", v)?,
+            None => defaults.tunnel_idle,
+        };
+        let keepalive = self
+            .upstream_keepalive
+            .or(cfg.upstream_keepalive)
+            .unwrap_or(defaults.keepalive);
         if proxies.is_empty() && cgis.is_empty() {
             return Ok(None);
         }
@@ -172,12 +186,20 @@ impl GatewayArgs {
             .into_iter()
             .map(|(p, d)| (p, PathBuf::from(d)))
             .collect();
-        let pool = Outbound::new(OutboundConfig {
-            workers,
-            timeout,
-            ..OutboundConfig::default()
-        });
-        let gw = Gateway::new(&proxies, &cgis, pool).map_err(Error::Usage)?;
+        let gw = Gateway::new(
+            &proxies,
+            &cgis,
+            GatewayConfig {
+                timeout,
+                keepalive,
+                fail_timeout,
+                tunnel_idle,
+            },
+        )
+        .map_err(|e| match e.flag() {
+            Some(flag) => Error::Usage(format!("--{flag} {e}")),
+            None => Error::Usage(e.to_string()),
+        })?;
         Ok(Some(Arc::new(gw.with_document_root(root))))
     }
 }

@@ -1,6 +1,7 @@
 //! The per-connection loop of the blocking models (iterative, threaded): one thread owns one
-//! connection and sleeps in poll(2) on three descriptors (the socket, the session's wake eventfd
-//! and the server's shutdown descriptor) with the timeout set by the nearest deadline.
+//! connection and sleeps in poll(2) on its descriptors (the socket, the session's wake eventfd,
+//! the server's shutdown descriptor, and the session's outbound links) with the timeout set by
+//! the nearest deadline.
 //!
 //! Polling rather than blocking in read(2) is what lets a thread-per-connection server honour
 //! timers, wakes (chat broadcasts) and graceful shutdown; the socket itself is non-blocking so a
@@ -56,6 +57,7 @@ pub(crate) fn run_connection<S: Service>(
     // Most clients speak at once: read before the first poll(2) (as the event loop does).
     conn.ready(now, true, false, false);
     let sock_fd = conn.sock.as_raw_fd();
+    let mut subs: Vec<usize> = Vec::new();
     while !conn.is_closed() {
         let want = conn.interest();
         let mut events = 0;
@@ -71,11 +73,25 @@ pub(crate) fn run_connection<S: Service>(
         } else {
             ctx.shutdown.fd()
         };
-        let mut fds = [
+        let mut fds = vec![
             sys::pollfd(sock_fd, events),
             sys::pollfd(wake.as_raw_fd(), libc::POLLIN),
             sys::pollfd(shutdown_fd, libc::POLLIN),
         ];
+        // The session's links are watched here too, beside the socket (see `protocol::link`).
+        subs.clear();
+        conn.link_watches(|w| {
+            let mut ev = 0;
+            if w.want.read {
+                ev |= libc::POLLIN;
+            }
+            if w.want.write {
+                ev |= libc::POLLOUT;
+            }
+            // Nothing wanted: not watched at all (poll would still report a hang-up).
+            fds.push(sys::pollfd(if ev == 0 { -1 } else { w.fd }, ev));
+            subs.push(w.sub);
+        });
         let deadline = match (conn.deadline(), grace_until) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -100,6 +116,18 @@ pub(crate) fn run_connection<S: Service>(
         if fds[1].revents != 0 {
             wake.drain();
             conn.wake(now);
+        }
+        for (f, &sub) in fds[3..].iter().zip(&subs) {
+            let rev = f.revents;
+            if rev != 0 {
+                conn.link_ready(
+                    sub,
+                    now,
+                    rev & libc::POLLIN != 0,
+                    rev & libc::POLLOUT != 0,
+                    rev & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0,
+                );
+            }
         }
         let rev = fds[0].revents;
         if rev != 0 {

@@ -2,14 +2,20 @@
 //! outbox, and the rules for calling the session (the contract in [`crate::protocol`]). Drivers
 //! differ only in how they learn that the socket is ready; they all feed this state machine.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, RawFd};
 use std::time::{Duration, Instant};
 
 use socket2::Socket;
 
 use super::io::{self as cio, ReadOutcome};
+use super::link::{self, LinkIo, READ_SIDE, WRITE_SIDE};
 use super::ServeOptions;
-use crate::protocol::{Next, Outbox, ReadBuf, Session};
+use crate::protocol::link::DriverStep;
+use crate::protocol::{LinkError, LinkEvent, Links, Next, Outbox, ReadBuf, Session};
+
+/// Links one connection may hold at once: each has up to two descriptors, and the event
+/// driver's token has room for 254 of them.
+pub(crate) const MAX_LINKS: usize = 127;
 
 /// Reads per readiness event before other connections get a turn (16 × 16 KiB).
 const READ_BUDGET: usize = 16;
@@ -99,6 +105,91 @@ pub(crate) struct Conn<T: Session> {
     input_held: bool,
     cork: cio::Cork,
     limits: Limits,
+    /// The driver's half of the session's links, by slot (nothing for sessions with none).
+    links: LinkTable,
+    /// Inside [`sync_links`](Self::sync_links): a session call it makes must not start
+    /// another.
+    syncing: bool,
+}
+
+/// The driver's half of a connection's links, allocated with the first: every idle
+/// connection carries only its pointer.
+#[derive(Default)]
+struct LinkTable(Option<Box<LinkTableInner>>);
+
+#[derive(Default)]
+struct LinkTableInner {
+    sides: Vec<Option<LinkSide>>,
+    /// Link descriptors ended since the driver last asked: a poller must forget them (one
+    /// keyed by descriptor before the number is reused, and any before a kept connection
+    /// goes to another worker).
+    closed: Vec<RawFd>,
+}
+
+impl LinkTable {
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |t| t.sides.len())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn resize_with(&mut self, n: usize, f: impl FnMut() -> Option<LinkSide>) {
+        self.0
+            .get_or_insert_with(Box::default)
+            .sides
+            .resize_with(n, f);
+    }
+
+    fn get_mut(&mut self, i: usize) -> Option<&mut Option<LinkSide>> {
+        self.0.as_mut()?.sides.get_mut(i)
+    }
+
+    fn iter(&self) -> std::slice::Iter<'_, Option<LinkSide>> {
+        self.0.as_ref().map_or([].iter(), |t| t.sides.iter())
+    }
+
+    fn closed(&mut self) -> &mut Vec<RawFd> {
+        &mut self.0.get_or_insert_with(Box::default).closed
+    }
+}
+
+impl std::ops::Index<usize> for LinkTable {
+    type Output = Option<LinkSide>;
+    fn index(&self, i: usize) -> &Option<LinkSide> {
+        &self.0.as_ref().expect("a link table with slots").sides[i]
+    }
+}
+
+impl std::ops::IndexMut<usize> for LinkTable {
+    fn index_mut(&mut self, i: usize) -> &mut Option<LinkSide> {
+        &mut self.0.as_mut().expect("a link table with slots").sides[i]
+    }
+}
+
+/// One open link, as the driver holds it.
+struct LinkSide {
+    io: LinkIo,
+    /// Interest each side is registered with in the event driver's poller.
+    reg: [Option<Interest>; 2],
+    /// Output was queued since the last `Drained`.
+    owe_drained: bool,
+    /// The read side reached its end (reported, or awaited for a child's exit).
+    read_eof: bool,
+    /// A child's output ended and how it ended is still awaited.
+    exit_wait: bool,
+}
+
+/// One descriptor a driver should watch for a link, and how.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LinkWatch {
+    /// `1 + 2 * slot + side`: never 0, which is the client socket.
+    pub sub: usize,
+    pub fd: RawFd,
+    pub want: Interest,
+    /// The interest it is registered with (event driver), `None` if not registered.
+    pub registered: Option<Interest>,
 }
 
 /// Which readiness the connection wants next.
@@ -126,6 +217,8 @@ impl<T: Session> Conn<T> {
             input_held: false,
             cork: cio::Cork::Off,
             limits,
+            links: LinkTable::default(),
+            syncing: false,
         }
     }
 
@@ -185,6 +278,7 @@ impl<T: Session> Conn<T> {
             }
             Next::Close => self.close(),
         }
+        self.sync_links(now);
     }
 
     pub fn interest(&self) -> Interest {
@@ -221,10 +315,14 @@ impl<T: Session> Conn<T> {
             State::Lingering { until } => Some(self.linger_end(until)),
             _ => None,
         };
-        match (send, own) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let links = self
+            .links
+            .iter()
+            .flatten()
+            .filter(|l| l.exit_wait)
+            .filter_map(|l| l.io.deadline())
+            .min();
+        [send, own, links].into_iter().flatten().min()
     }
 
     /// The socket is ready (`hup`: the poller reported hang-up or error).
@@ -375,8 +473,19 @@ impl<T: Session> Conn<T> {
         }
     }
 
-    /// Deadlines: the send timeout, the lingering close, the session's own `wake_at`.
+    /// Deadlines: the send timeout, the lingering close, the session's own `wake_at`, a
+    /// child's exit awaited.
     pub fn timers(&mut self, now: Instant) {
+        if self.is_closed() {
+            return;
+        }
+        for i in 0..self.links.len() {
+            if self.links[i].as_ref().is_some_and(|l| l.exit_wait) {
+                self.child_ending(i, now);
+                // The answer may have ended here: send it (and close, if that was decided).
+                self.progress(now);
+            }
+        }
         if self.is_closed() {
             return;
         }
@@ -425,6 +534,331 @@ impl<T: Session> Conn<T> {
         let next = self.session.on_input(&mut self.input, &mut self.out, now);
         self.apply(next, was_empty, now);
         self.input_held = !self.input.is_empty() && self.session.reading_paused();
+    }
+
+    /// Carry out what the session changed in its links: open the dialled ones, end the ones it
+    /// is done with, write what it queued; then report what that produced (connected at once,
+    /// drained, failed), which may change the links again.
+    fn sync_links(&mut self, now: Instant) {
+        if self.syncing || self.is_closed() {
+            return;
+        }
+        self.syncing = true;
+        let mut events: Vec<(usize, LinkEvent)> = Vec::new();
+        while let Some(links) = self.session.links() {
+            if links.is_empty() {
+                break;
+            }
+            if self.links.len() < links.len() {
+                self.links.resize_with(links.len(), || None);
+            }
+            for i in 0..links.len() {
+                match links.driver_step(i) {
+                    Some(DriverStep::Open(_)) if i >= MAX_LINKS => {
+                        links.driver_gone(i);
+                        let why = format!("more than {MAX_LINKS} links on one connection");
+                        events.push((i, LinkEvent::Failed(LinkError::Connect(why))));
+                        continue;
+                    }
+                    Some(DriverStep::Open(dial)) => match link::open(dial) {
+                        Ok(o) => {
+                            self.links[i] = Some(LinkSide {
+                                io: o.io,
+                                reg: [None; 2],
+                                owe_drained: false,
+                                read_eof: false,
+                                exit_wait: false,
+                            });
+                            if o.ready {
+                                events.push((i, LinkEvent::Connected { reused: o.reused }));
+                            }
+                        }
+                        Err(e) => {
+                            links.driver_gone(i);
+                            events.push((i, LinkEvent::Failed(e)));
+                            continue;
+                        }
+                    },
+                    Some(DriverStep::End { released, keep }) => {
+                        if let Some(side) = self.links[i].take() {
+                            Self::forget(self.links.closed(), &side);
+                            side.io.end(released, keep, now);
+                        }
+                        continue;
+                    }
+                    None => {}
+                }
+                let Some(side) = self.links[i].as_mut() else {
+                    continue;
+                };
+                if side.io.connecting() || !links.is_live(i) {
+                    continue;
+                }
+                let finishing = links.finishing(i);
+                let (out, _) = links.buffers(i);
+                if !out.is_empty() {
+                    side.owe_drained = true;
+                    if let Err(e) = side.io.write(out) {
+                        let side = self.links[i].take().expect("checked above");
+                        Self::forget(self.links.closed(), &side);
+                        side.io.end(false, false, now);
+                        links.driver_gone(i);
+                        events.push((i, LinkEvent::Failed(LinkError::Io(e.to_string()))));
+                        continue;
+                    }
+                }
+                if out.is_empty() {
+                    if finishing {
+                        side.io.finish_writing();
+                    }
+                    if side.owe_drained {
+                        side.owe_drained = false;
+                        events.push((i, LinkEvent::Drained));
+                    }
+                }
+            }
+            if events.is_empty() {
+                break;
+            }
+            for (i, ev) in events.drain(..) {
+                if self.state != State::Open {
+                    break;
+                }
+                let was_empty = self.out.is_empty();
+                let next = self.session.on_link(Links::id(i), ev, &mut self.out, now);
+                self.apply(next, was_empty, now);
+                self.resume_held_input(now);
+            }
+            if self.state != State::Open {
+                break;
+            }
+        }
+        self.syncing = false;
+    }
+
+    /// Note a link's registered descriptors as closing.
+    fn forget(closed: &mut Vec<RawFd>, side: &LinkSide) {
+        for s in [READ_SIDE, WRITE_SIDE] {
+            if let (Some(_), Some(fd)) = (side.reg[s], side.io.fd(s)) {
+                closed.push(fd);
+            }
+        }
+    }
+
+    /// Report `ev` on link `i` to the session.
+    fn deliver(&mut self, i: usize, ev: LinkEvent, now: Instant) {
+        if self.state != State::Open {
+            return;
+        }
+        let was_empty = self.out.is_empty();
+        let next = self.session.on_link(Links::id(i), ev, &mut self.out, now);
+        self.apply(next, was_empty, now);
+        // A link that drained or connected may be what a paused session waited for.
+        self.resume_held_input(now);
+    }
+
+    /// Link `i` failed: end it and tell the session.
+    fn fail_link(&mut self, i: usize, e: LinkError, now: Instant) {
+        if let Some(side) = self.links[i].take() {
+            Self::forget(self.links.closed(), &side);
+            side.io.end(false, false, now);
+        }
+        if let Some(links) = self.session.links() {
+            links.driver_gone(i);
+        }
+        self.deliver(i, LinkEvent::Failed(e), now);
+    }
+
+    /// A link descriptor is ready (`sub` as in [`LinkWatch`]).
+    pub fn link_ready(
+        &mut self,
+        sub: usize,
+        now: Instant,
+        readable: bool,
+        writable: bool,
+        hup: bool,
+    ) {
+        if sub == 0 || self.state != State::Open {
+            return;
+        }
+        let (i, side) = ((sub - 1) / 2, (sub - 1) % 2);
+        let Some(l) = self.links.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        if l.io.connecting() {
+            if writable || hup {
+                match l.io.finish_connect() {
+                    Ok(()) if l.io.connecting() => {}
+                    Ok(()) => {
+                        self.deliver(i, LinkEvent::Connected { reused: false }, now);
+                        // Send what was queued while connecting.
+                        self.sync_links(now);
+                    }
+                    Err(e) => self.fail_link(i, e, now),
+                }
+            }
+            self.progress(now);
+            return;
+        }
+        if side == READ_SIDE && (readable || hup) {
+            self.read_link(i, now);
+        }
+        if writable || (side == WRITE_SIDE && hup) {
+            // Writing is what sync does; a child that closed its stdin shows as an error there.
+            if side == WRITE_SIDE && hup {
+                if let Some(l) = self.links.get_mut(i).and_then(Option::as_mut) {
+                    l.io.finish_writing();
+                }
+                if let Some(links) = self.session.links() {
+                    links.buffers(i).0.clear();
+                }
+            }
+            self.sync_links(now);
+        }
+        self.progress(now);
+    }
+
+    fn read_link(&mut self, i: usize, now: Instant) {
+        for _ in 0..link::READ_BUDGET {
+            if self.state != State::Open {
+                return;
+            }
+            let Some(links) = self.session.links() else {
+                return;
+            };
+            let Some(l) = self.links.get_mut(i).and_then(Option::as_mut) else {
+                return;
+            };
+            if l.read_eof || !links.wants_input(i) {
+                return;
+            }
+            let (_, input) = links.buffers(i);
+            match l.io.read(input) {
+                Ok(link::Got::Data { drained }) => {
+                    self.deliver(i, LinkEvent::Data, now);
+                    if drained {
+                        return;
+                    }
+                }
+                Ok(link::Got::WouldBlock) => return,
+                Ok(link::Got::Eof) => {
+                    l.read_eof = true;
+                    if matches!(l.io, LinkIo::Child { .. }) {
+                        // Its registration goes with the stdout closed here.
+                        let forget = l.reg[READ_SIDE].take().and(l.io.fd(READ_SIDE));
+                        l.io.output_ended(now);
+                        l.exit_wait = true;
+                        if let Some(fd) = forget {
+                            self.links.closed().push(fd);
+                        }
+                        self.child_ending(i, now);
+                    } else {
+                        self.deliver(i, LinkEvent::Eof, now);
+                    }
+                    return;
+                }
+                Err(e) => {
+                    self.fail_link(i, LinkError::Io(e.to_string()), now);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A child's output ended: once it is known how the child ended, report `Eof` (or the
+    /// signal that killed it).
+    fn child_ending(&mut self, i: usize, now: Instant) {
+        let Some(l) = self.links.get_mut(i).and_then(Option::as_mut) else {
+            return;
+        };
+        match l.io.child_outcome(now) {
+            None => {}
+            Some(Ok(())) => {
+                l.exit_wait = false;
+                self.deliver(i, LinkEvent::Eof, now);
+            }
+            Some(Err(e)) => {
+                l.exit_wait = false;
+                self.fail_link(i, e, now);
+            }
+        }
+    }
+
+    /// The link descriptors to watch and how; `sub` names each in [`link_ready`].
+    pub fn link_watches(&mut self, mut f: impl FnMut(LinkWatch)) {
+        if self.links.is_empty() {
+            return;
+        }
+        let open = self.state == State::Open;
+        let Some(links) = self.session.links() else {
+            return;
+        };
+        for (i, l) in self.links.iter().enumerate() {
+            let Some(l) = l else { continue };
+            for side in [READ_SIDE, WRITE_SIDE] {
+                let Some(fd) = l.io.fd(side) else { continue };
+                let queued = !links.buffers(i).0.is_empty();
+                let want = if !open {
+                    Interest::default()
+                } else if l.io.connecting() {
+                    Interest {
+                        read: false,
+                        write: true,
+                    }
+                } else if matches!(l.io, LinkIo::Child { .. }) {
+                    Interest {
+                        read: side == READ_SIDE && !l.read_eof && links.wants_input(i),
+                        write: side == WRITE_SIDE && queued,
+                    }
+                } else {
+                    Interest {
+                        read: !l.read_eof && links.wants_input(i),
+                        write: queued,
+                    }
+                };
+                f(LinkWatch {
+                    sub: 1 + 2 * i + side,
+                    fd,
+                    want,
+                    registered: l.reg[side],
+                });
+            }
+        }
+    }
+
+    /// The event driver registered (or removed) link descriptor `sub` with `interest`.
+    pub fn link_registered(&mut self, sub: usize, interest: Option<Interest>) {
+        let (i, side) = ((sub - 1) / 2, (sub - 1) % 2);
+        if let Some(l) = self.links.get_mut(i).and_then(Option::as_mut) {
+            l.reg[side] = interest;
+        }
+    }
+
+    /// Link descriptors closed since the last call, to forget in a poller keyed by descriptor.
+    pub fn take_closed_fds(&mut self) -> Vec<RawFd> {
+        self.links
+            .0
+            .as_mut()
+            .map(|t| std::mem::take(&mut t.closed))
+            .unwrap_or_default()
+    }
+
+    /// Every link descriptor still registered (the connection is going: forget them all).
+    pub fn registered_link_fds(&self) -> Vec<RawFd> {
+        let mut v = Vec::new();
+        for l in self.links.iter().flatten() {
+            for s in [READ_SIDE, WRITE_SIDE] {
+                if let (Some(_), Some(fd)) = (l.reg[s], l.io.fd(s)) {
+                    v.push(fd);
+                }
+            }
+        }
+        v
+    }
+
+    /// Does this connection hold any link?
+    pub fn has_links(&self) -> bool {
+        !self.links.is_empty()
     }
 
     /// Graceful shutdown began: tell the session once.

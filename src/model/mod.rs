@@ -35,7 +35,7 @@ mod connection;
 mod event;
 mod io;
 mod iterative;
-pub mod outbound;
+mod link;
 mod prefork;
 mod shutdown;
 mod threaded;
@@ -271,6 +271,8 @@ pub(crate) fn accept_failed<S: Service>(ctx: &Ctx<S>, e: &std::io::Error) -> Opt
             code => {
                 if matches!(code, Some(libc::EMFILE) | Some(libc::ENFILE)) {
                     ctx.service.on_out_of_descriptors();
+                    // Kept upstream connections are kept only for speed too.
+                    link::pool_clear();
                 }
                 tracing::warn!("accept failed: {e}; pausing new connections briefly");
                 Some(Duration::from_millis(50))

@@ -24,6 +24,7 @@ pub mod chat;
 pub mod echo;
 pub mod framing;
 pub mod http;
+pub mod link;
 #[cfg(test)]
 mod proptests;
 
@@ -33,6 +34,8 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+
+pub use link::{Dial, LinkError, LinkEvent, LinkId, Links};
 
 /// Which concurrency model is driving a service; lets a service refuse models it cannot honour.
 pub use crate::model::Model;
@@ -172,6 +175,18 @@ pub trait Session: Send + 'static {
 
     /// Someone called this session's [`Waker`]; look at what arrived (maybe nothing).
     fn on_wake(&mut self, _out: &mut Outbox, _now: Instant) -> Next {
+        Next::CONTINUE
+    }
+
+    /// The session's outbound streams ([`link`]), if it has any: the driver looks at them after
+    /// every call and carries out what changed. `None` (the default) for sessions that never
+    /// open one.
+    fn links(&mut self) -> Option<&mut Links> {
+        None
+    }
+
+    /// Something happened on one of the session's links.
+    fn on_link(&mut self, _id: LinkId, _ev: LinkEvent, _out: &mut Outbox, _now: Instant) -> Next {
         Next::CONTINUE
     }
 

@@ -294,6 +294,21 @@ pub fn have(prog: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Fail the test, with what to install, unless the shell command `check` succeeds: a test
+/// whose client is missing must not pass by doing nothing.
+pub fn require(check: &str) {
+    let ok = Command::new("sh")
+        .args(["-c", check])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "this test needs `{check}` to succeed; .ci/run installs what it needs"
+    );
+}
+
 /// Run curl (`-sS --max-time 10` plus `args`) and return its output; a failing curl fails the
 /// test with `what` (the model, the case) and curl's stderr.
 pub fn curl(what: &str, args: &[&str]) -> std::process::Output {

@@ -44,12 +44,21 @@ const READ: Interest = Interest {
     write: false,
 };
 
-fn token(index: usize, gen: u32) -> u64 {
-    (u64::from(gen) << 32) | index as u64
+/// Slot generations wrap within this mask (22 bits: the token also carries the descriptor).
+const GEN_MASK: u32 = 0x3f_ffff;
+
+/// A token names a slot, its generation, and which of its descriptors: 0 for the client
+/// socket, `1 + 2 * link + side` for a link's ([`super::connection::LinkWatch`]).
+fn token(index: usize, gen: u32, sub: usize) -> u64 {
+    (u64::from(gen & GEN_MASK) << 40) | ((sub as u64 & 0xff) << 32) | (index as u64 & 0xffff_ffff)
 }
 
-fn split(token: u64) -> (usize, u32) {
-    ((token & 0xffff_ffff) as usize, (token >> 32) as u32)
+fn split(token: u64) -> (usize, u32, usize) {
+    (
+        (token & 0xffff_ffff) as usize,
+        ((token >> 40) as u32) & GEN_MASK,
+        ((token >> 32) & 0xff) as usize,
+    )
 }
 
 /// Run `opts.workers` event loops on threads until shutdown. Returns the first worker error.
@@ -396,7 +405,7 @@ impl<'a, S: Service> Worker<'a, S> {
             });
             self.slots.len() - 1
         });
-        let tok = token(index, self.slots[index].gen);
+        let tok = token(index, self.slots[index].gen, 0);
         let wake_queued = Arc::new(AtomicBool::new(false));
         let waker = {
             let (q, flag) = (Arc::clone(&self.wakes), Arc::clone(&wake_queued));
@@ -457,14 +466,14 @@ impl<'a, S: Service> Worker<'a, S> {
     /// token is retired, so a waker the session handed out names nothing.
     fn retire_unregistered(&mut self, index: usize) {
         let slot = &mut self.slots[index];
-        slot.gen = (slot.gen + 1) & 0x7fff_ffff;
+        slot.gen = (slot.gen + 1) & GEN_MASK;
         self.free.push(index);
         self.active.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// The entry a token names, if it is still the same connection.
     fn lookup(&mut self, tok: u64) -> Option<usize> {
-        let (index, gen) = split(tok);
+        let (index, gen, _) = split(tok);
         match self.slots.get(index) {
             Some(s) if s.gen == gen && s.entry.is_some() => Some(index),
             _ => None,
@@ -475,9 +484,15 @@ impl<'a, S: Service> Worker<'a, S> {
         let Some(i) = self.lookup(tok) else {
             return;
         };
+        let sub = split(tok).2;
         if let Some(e) = self.slots[i].entry.as_mut() {
-            e.conn
-                .guarded(|c| c.ready(now, ev.readable, ev.writable, ev.hup));
+            if sub == 0 {
+                e.conn
+                    .guarded(|c| c.ready(now, ev.readable, ev.writable, ev.hup));
+            } else {
+                e.conn
+                    .guarded(|c| c.link_ready(sub, now, ev.readable, ev.writable, ev.hup));
+            }
         }
         self.update(i);
     }
@@ -530,7 +545,7 @@ impl<'a, S: Service> Worker<'a, S> {
         let Some(e) = slot.entry.as_mut() else {
             return;
         };
-        let tok = token(i, slot.gen);
+        let tok = token(i, slot.gen, 0);
         let fd = e.conn.sock.as_raw_fd();
         if !e.conn.is_closed() {
             let want = e.conn.interest();
@@ -544,11 +559,17 @@ impl<'a, S: Service> Worker<'a, S> {
                 }
             }
         }
+        if e.conn.has_links() {
+            Self::update_links(&mut self.poller, &mut e.conn, i, slot.gen);
+        }
         if e.conn.is_closed() {
+            for lfd in e.conn.registered_link_fds() {
+                let _ = self.poller.delete(lfd);
+            }
             // The slot's socket is closed right below, when the entry is dropped.
             let _ = self.poller.forget_closing(fd);
             slot.entry = None;
-            slot.gen = (slot.gen + 1) & 0x7fff_ffff;
+            slot.gen = (slot.gen + 1) & GEN_MASK;
             self.free.push(i);
             self.live -= 1;
             self.active.fetch_sub(1, Ordering::SeqCst);
@@ -558,6 +579,39 @@ impl<'a, S: Service> Worker<'a, S> {
             if e.scheduled.is_none_or(|s| d < s) {
                 e.scheduled = Some(d);
                 self.timers.push(Reverse((d, tok)));
+            }
+        }
+    }
+
+    /// Bring the poller up to date with a connection's links: forget the ended ones (a kept
+    /// connection is still open, so it must leave this poller before another worker takes
+    /// it), register new ones, change what changed. A descriptor with nothing wanted is not
+    /// watched at all, so a hang-up nobody reads cannot spin the loop.
+    fn update_links(poller: &mut Poller, conn: &mut Conn<S::Session>, i: usize, gen: u32) {
+        for fd in conn.take_closed_fds() {
+            let _ = poller.delete(fd);
+        }
+        let mut watches = Vec::new();
+        conn.link_watches(|w| watches.push(w));
+        for w in watches {
+            let empty = !w.want.read && !w.want.write;
+            let tok = token(i, gen, w.sub);
+            let r = match (w.registered, empty) {
+                (None, true) => continue,
+                (Some(_), true) => poller.delete(w.fd).map(|()| None),
+                (None, false) => poller.add(w.fd, tok, w.want, false).map(|()| Some(w.want)),
+                (Some(r), false) if r == w.want => continue,
+                (Some(_), false) => poller.modify(w.fd, tok, w.want).map(|()| Some(w.want)),
+            };
+            match r {
+                Ok(reg) => conn.link_registered(w.sub, reg),
+                Err(err) => {
+                    tracing::warn!(
+                        "closing a connection whose upstream link the poller refused: {err}"
+                    );
+                    conn.close();
+                    return;
+                }
             }
         }
     }

@@ -1,6 +1,6 @@
 //! CGI/1.1 (RFC 3875), sans-I/O: find the script a request names, build its meta-variables,
 //! and parse the header block it prints. The child itself is run by
-//! [`crate::model::outbound`]; [`super::gateway`] ties the two together.
+//! a link the session's driver opens ([`crate::protocol::link`]); [`super::gateway`] ties the two together.
 //!
 //! - The script is the first path segment after the route's prefix, resolved with the static
 //!   handler's own rules ([`UrlPath`] then [`locate`]: one decoding, no climbing out of the
@@ -86,7 +86,7 @@ pub fn environment(
     req: &Request<'_>,
     script: &Script,
     peer: &Peer,
-    body_len: usize,
+    body_len: u64,
     doc_root: Option<&Path>,
 ) -> Vec<(OsString, OsString)> {
     let mut env: Vec<(OsString, OsString)> = Vec::with_capacity(24 + req.headers.len());
@@ -299,6 +299,8 @@ pub fn parse_cgi_head(
             framing,
             length,
             local_redirect,
+            keep_alive: false,
+            upgrade: None,
         },
     )))
 }

@@ -1,35 +1,83 @@
-//! Routes that hand requests to other applications (seed 004): `--proxy PREFIX=URL` and
+//! Routes that hand requests to other applications: `--proxy PREFIX=URL[,URL...]` and
 //! `--cgi PREFIX=DIR`. The session asks [`Gateway::route`] for every request head (only when a
-//! gateway is configured; the static path pays nothing otherwise); a routed request's body is
-//! collected (bounded by `--max-body`), then [`Gateway::start`] builds the outbound job
-//! (request bytes for an upstream, program and environment for a CGI script) and submits it to
-//! the [`Outbound`] pool. The answer streams back through a [`Pending`], which the session polls
-//! in `on_wake`/`on_drained` and re-frames for the client.
+//! gateway is configured; the static path pays nothing otherwise); [`Gateway::start`] turns a
+//! routed request into an [`Exchange`]: what the session asks its driver to open (a
+//! [`Dial`]: a connection to the upstream, or the script's process), the bytes to send first
+//! (the request head), and a [`Pending`] that parses the answer as it arrives. The session
+//! streams the request body into the link as it reads it and the answer back to the client as
+//! it comes; nothing here owns a socket, a process or a thread.
 //!
 //! Routing: the request path is normalized first (the static handler's [`UrlPath`]: one
 //! percent-decoding, dot segments resolved, encoded slashes refused), then matched segment by
 //! segment against each prefix; the longest prefix wins (`/api` matches `/api` and `/api/x`,
 //! never `/apix`). Normalizing before matching means `/api/../secret` is `/secret`, as in
 //! nginx's `location` matching.
+//!
+//! Several upstreams on one route are used in turn (round robin); one that refuses or times out
+//! a connection is left out for `fail_timeout` (nginx's `max_fails=1 fail_timeout=10s`), and
+//! the request goes to the next one, each at most once.
 
 use std::collections::VecDeque;
+use std::net::ToSocketAddrs;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use super::cgi::{self, Script};
 use super::message::{error_response, Request, Response, Text};
-use super::proxy::{self, BodyFraming, ClientInfo, ResponseHead, Upstream, BAD_RESPONSE};
+use super::proxy::{
+    self, BodyFraming, ClientInfo, RequestBody, ResponseHead, Target, Upstream, BAD_RESPONSE,
+};
 use super::static_files::path::{encode_pchar, UrlPath};
-use crate::model::outbound::{Busy, Event, Failure, JobSpec, Outbound, Receiver};
-use crate::protocol::{Peer, Waker};
+use crate::protocol::{Dial, LinkError, Peer};
 
 /// Longest response head (upstream status line and headers, or a script's header block).
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Most header fields in one upstream or CGI response head.
 const MAX_RESPONSE_HEADERS: usize = 100;
 
+/// How outbound exchanges behave, whatever the route.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Connect timeout, and the longest an upstream or script may leave an exchange without
+    /// progress (nginx's `proxy_connect_timeout`/`proxy_read_timeout`/`proxy_send_timeout`,
+    /// in one number).
+    pub timeout: Duration,
+    /// Idle connections kept per upstream for reuse (`--upstream-keepalive`; 0: none).
+    pub keepalive: usize,
+    /// How long a tunnel (an upgraded connection) may carry nothing either way.
+    pub tunnel_idle: Duration,
+    /// How long an upstream that refused or timed out a connection is left out.
+    pub fail_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            timeout: Duration::from_secs(60),
+            keepalive: 32,
+            fail_timeout: Duration::from_secs(10),
+            tunnel_idle: Duration::from_secs(600),
+        }
+    }
+}
+
+/// One upstream of a proxy route, resolved at start.
+#[derive(Debug)]
+struct Server {
+    up: Upstream,
+    dial: Dial,
+    /// Left out until this many milliseconds after `Gateway::epoch` (0: never failed).
+    down_until: AtomicU64,
+}
+
 #[derive(Debug)]
 enum Kind {
-    Proxy(Upstream),
+    Proxy {
+        servers: Vec<Server>,
+        /// The next server in the round.
+        next: AtomicUsize,
+    },
     /// The canonical directory holding the scripts.
     Cgi(PathBuf),
 }
@@ -43,64 +91,145 @@ struct Route {
     kind: Kind,
 }
 
-/// Every proxy and CGI route, and the pool that runs their jobs.
+/// Every proxy and CGI route.
 #[derive(Debug)]
 pub struct Gateway {
     /// Longest prefix first.
     routes: Vec<Route>,
-    pool: Outbound,
     /// The static root, against which a CGI request's `PATH_TRANSLATED` is formed.
     doc_root: Option<PathBuf>,
+    cfg: GatewayConfig,
+    epoch: Instant,
 }
 
 /// A request the gateway takes: which route, and the normalized path.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Routed {
     index: usize,
     url: UrlPath,
 }
 
+/// Why a gateway could not be built from its routes.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("the prefix {prefix} must start with /")]
+    PrefixSlash { prefix: String },
+    #[error("the prefix {prefix} is not a valid URL path")]
+    PrefixPath { prefix: String },
+    #[error("{prefix}={url}: {why}")]
+    Upstream {
+        prefix: String,
+        url: String,
+        why: String,
+    },
+    #[error("{prefix}={dir}: that is a file; give the directory that holds the scripts")]
+    CgiFile { prefix: String, dir: String },
+    #[error("{prefix}={dir}: the script directory does not exist")]
+    CgiMissing { prefix: String, dir: String },
+    #[error("the prefix {prefix} is routed twice")]
+    Twice { prefix: String },
+}
+
+impl GatewayError {
+    /// The flag the route came from (`proxy` or `cgi`), for the user's error line.
+    pub fn flag(&self) -> Option<&'static str> {
+        match self {
+            GatewayError::Upstream { .. } => Some("proxy"),
+            GatewayError::CgiFile { .. } | GatewayError::CgiMissing { .. } => Some("cgi"),
+            _ => None,
+        }
+    }
+}
+
+/// Resolve an upstream's address once, at start (as nginx resolves `proxy_pass` hosts).
+fn dial_for(up: &Upstream, keep: usize) -> Result<Dial, String> {
+    match &up.target {
+        Target::Unix(path) => Ok(Dial::Unix {
+            path: path.clone(),
+            keep,
+            fresh: false,
+        }),
+        Target::Tcp(hostport) => {
+            let addr = hostport
+                .to_socket_addrs()
+                .map_err(|e| format!("its host does not resolve ({e})"))?
+                .next()
+                .ok_or_else(|| "its host does not resolve to any address".to_string())?;
+            Ok(Dial::Tcp {
+                addr,
+                keep,
+                fresh: false,
+            })
+        }
+    }
+}
+
 impl Gateway {
-    /// Build from `(prefix, upstream URL)` and `(prefix, directory)` pairs; each error is a
-    /// sentence naming the bad one.
+    /// Build from `(prefix, upstream URLs)` and `(prefix, directory)` pairs; several upstream
+    /// URLs are separated by commas and must share their path.
     pub fn new(
         proxies: &[(String, String)],
         cgis: &[(String, PathBuf)],
-        pool: Outbound,
-    ) -> Result<Gateway, String> {
+        cfg: GatewayConfig,
+    ) -> Result<Gateway, GatewayError> {
         let mut routes = Vec::new();
-        let prefix_of = |p: &str, flag: &str| -> Result<(String, Vec<Vec<u8>>), String> {
+        let prefix_of = |p: &str| -> Result<(String, Vec<Vec<u8>>), GatewayError> {
             if !p.starts_with('/') {
-                return Err(format!("--{flag} {p}: the prefix must start with /"));
+                return Err(GatewayError::PrefixSlash { prefix: p.into() });
             }
             let url = UrlPath::parse(p, true)
-                .map_err(|_| format!("--{flag} {p}: the prefix is not a valid URL path"))?;
+                .map_err(|_| GatewayError::PrefixPath { prefix: p.into() })?;
             Ok((url.encoded(), url.segments))
         };
-        for (p, url) in proxies {
-            let (prefix, segments) = prefix_of(p, "proxy")?;
-            let up = Upstream::parse(url).map_err(|e| format!("--proxy {p}={url}: {e}"))?;
+        for (p, urls) in proxies {
+            let (prefix, segments) = prefix_of(p)?;
+            let bad = |why: String| GatewayError::Upstream {
+                prefix: p.clone(),
+                url: urls.clone(),
+                why,
+            };
+            let mut servers: Vec<Server> = Vec::new();
+            for url in urls.split(',').map(str::trim) {
+                let up = Upstream::parse(url).map_err(bad)?;
+                if let Some(first) = servers.first() {
+                    if first.up.path != up.path {
+                        return Err(bad(
+                            "the upstreams of one route must all have the same path".into(),
+                        ));
+                    }
+                }
+                let dial = dial_for(&up, cfg.keepalive)
+                    .map_err(|why| bad(format!("the upstream `{url}`: {why}")))?;
+                servers.push(Server {
+                    up,
+                    dial,
+                    down_until: AtomicU64::new(0),
+                });
+            }
             routes.push(Route {
                 prefix,
                 segments,
-                kind: Kind::Proxy(up),
+                kind: Kind::Proxy {
+                    servers,
+                    next: AtomicUsize::new(0),
+                },
             });
         }
         for (p, dir) in cgis {
-            let (prefix, segments) = prefix_of(p, "cgi")?;
+            let (prefix, segments) = prefix_of(p)?;
             let canon = match std::fs::canonicalize(dir) {
                 Ok(d) if d.is_dir() => d,
                 Ok(_) => {
-                    return Err(format!(
-                        "--cgi {p}={}: that is a file; give the directory that holds the scripts",
-                        dir.display()
-                    ))
+                    return Err(GatewayError::CgiFile {
+                        prefix: p.clone(),
+                        dir: dir.display().to_string(),
+                    })
                 }
                 Err(_) => {
-                    return Err(format!(
-                        "--cgi {p}={}: the script directory does not exist",
-                        dir.display()
-                    ))
+                    return Err(GatewayError::CgiMissing {
+                        prefix: p.clone(),
+                        dir: dir.display().to_string(),
+                    })
                 }
             };
             routes.push(Route {
@@ -111,14 +240,17 @@ impl Gateway {
         }
         for (i, r) in routes.iter().enumerate() {
             if routes[..i].iter().any(|o| o.segments == r.segments) {
-                return Err(format!("the prefix {} is routed twice", r.prefix));
+                return Err(GatewayError::Twice {
+                    prefix: r.prefix.clone(),
+                });
             }
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.segments.len()));
         Ok(Gateway {
             routes,
-            pool,
             doc_root: None,
+            cfg,
+            epoch: Instant::now(),
         })
     }
 
@@ -126,6 +258,10 @@ impl Gateway {
     pub fn with_document_root(mut self, root: &std::path::Path) -> Gateway {
         self.doc_root = std::fs::canonicalize(root).ok();
         self
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        &self.cfg
     }
 
     /// Is `req` for a proxy or CGI route? `None` leaves it to the static handler.
@@ -150,69 +286,161 @@ impl Gateway {
         Some(Routed { index, url })
     }
 
-    /// Start the outbound job for a routed request with its whole `body`. An `Err` is the
-    /// answer to send at once (no such script, all workers busy, ...).
+    /// Is the routed request for a CGI script (whose input must have a known length)?
+    pub fn is_cgi(&self, routed: &Routed) -> bool {
+        matches!(self.routes[routed.index].kind, Kind::Cgi(_))
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The next server of a proxy route to try: in turn, skipping those tried (`tried`, a bit
+    /// per server) and those left out after a failure, unless every untried one is.
+    fn pick(&self, route: usize, tried: u64) -> Option<usize> {
+        let Kind::Proxy { servers, next } = &self.routes[route].kind else {
+            return None;
+        };
+        let n = servers.len();
+        let start = next.fetch_add(1, Ordering::Relaxed);
+        let now = self.now_ms();
+        let untried = |i: &usize| *i >= 64 || tried & (1 << i) == 0;
+        let order = (0..n).map(|k| (start + k) % n);
+        let live = order
+            .clone()
+            .filter(untried)
+            .find(|&i| servers[i].down_until.load(Ordering::Relaxed) <= now);
+        // All left out: try one anyway on a first attempt (nginx does the same, rather than
+        // answer 502 without asking anyone).
+        live.or_else(|| (tried == 0).then(|| order.clone().find(untried)).flatten())
+    }
+
+    /// Start the exchange for a routed request, whose body comes as `body` says. An `Err` is
+    /// the answer to send at once (no such script).
     pub fn start(
         &self,
         routed: Routed,
         req: &Request<'_>,
-        body: Vec<u8>,
         peer: &Peer,
-        waker: Waker,
-    ) -> Result<Pending, Box<Response>> {
+        body: RequestBody,
+    ) -> Result<Exchange, Box<Response>> {
         let route = &self.routes[routed.index];
         let depth = route.segments.len();
-        let mut redirect = None;
-        let (spec, mode) = match &route.kind {
-            Kind::Proxy(up) => {
-                redirect = Some(redirect_map(up, &route.prefix, req.host()));
+        match &route.kind {
+            Kind::Proxy { servers, .. } => {
+                let s = self.pick(routed.index, 0).unwrap_or(0);
+                let up = &servers[s].up;
                 let rest = rest_of_path(req.path, &routed.url, depth);
                 let full = forwarded_path(req.path, &routed.url);
                 let path = up.upstream_path(&full, &rest);
-                let bytes =
-                    proxy::build_request(req, up, &path, &body, &ClientInfo { ip: &peer.ip() });
-                (
-                    JobSpec::Connect {
-                        target: up.target.clone(),
-                        request: bytes,
-                    },
+                // One Host for the whole route (the first upstream's), as nginx sends the
+                // upstream group's name: the head can then go to any of them.
+                let host_up = &servers[0].up;
+                let head =
+                    proxy::build_request(req, host_up, &path, body, &ClientInfo { ip: &peer.ip() });
+                let redirect = Some(redirect_map(host_up, &route.prefix, req.host()));
+                let mut pending = Pending::new(
                     Mode::Proxy,
-                )
+                    redirect,
+                    req.is_head(),
+                    self.label(routed.index, s),
+                );
+                pending.upgrading = proxy::upgrade_request(req).is_some();
+                Ok(Exchange {
+                    dial: servers[s].dial.clone(),
+                    head,
+                    pending,
+                    chunked: matches!(body, RequestBody::Chunked),
+                    finish_after_body: false,
+                    route: routed.index,
+                    server: s,
+                })
             }
             Kind::Cgi(dir) => {
                 let script: Script = cgi::resolve(dir, &route.prefix, &routed.url, depth)
                     .map_err(|(status, why)| Box::new(error_response(status, why)))?;
-                let env =
-                    cgi::environment(req, &script, peer, body.len(), self.doc_root.as_deref());
-                (
-                    JobSpec::Spawn {
+                let len = match body {
+                    RequestBody::Length(n) => n,
+                    _ => 0,
+                };
+                let env = cgi::environment(req, &script, peer, len, self.doc_root.as_deref());
+                let label = format!("{} (script {})", route.prefix, script.program.display());
+                Ok(Exchange {
+                    dial: Dial::Spawn {
                         cwd: script
                             .program
                             .parent()
                             .map_or_else(|| dir.clone(), |p| p.to_path_buf()),
                         program: script.program,
                         env,
-                        stdin: body,
                     },
-                    Mode::Cgi,
-                )
+                    head: Vec::new(),
+                    pending: Pending::new(Mode::Cgi, None, req.is_head(), label.into()),
+                    chunked: false,
+                    finish_after_body: true,
+                    route: routed.index,
+                    server: 0,
+                })
             }
-        };
-        let rx = self.pool.submit(spec, waker).map_err(|Busy| {
-            Box::new(
-                error_response(503, "Every upstream worker is busy; try again in a moment.")
-                    .header("Retry-After", "1"),
-            )
-        })?;
-        Ok(Pending {
-            rx,
-            mode,
-            redirect,
-            head_request: req.is_head(),
-            state: State::Head(Vec::new()),
-            ready: VecDeque::new(),
-        })
+        }
     }
+
+    /// What a failure log line names: the route and the upstream.
+    fn label(&self, route: usize, server: usize) -> std::sync::Arc<str> {
+        let r = &self.routes[route];
+        match &r.kind {
+            Kind::Proxy { servers, .. } => {
+                format!("{} (upstream {})", r.prefix, servers[server].up.display()).into()
+            }
+            Kind::Cgi(_) => r.prefix.clone().into(),
+        }
+    }
+
+    /// A connection to `server` of `route` failed or timed out: leave it out for the fail
+    /// timeout, and name the next one to try (`tried`: a bit per server already tried), with
+    /// its label.
+    pub fn failover(
+        &self,
+        route: usize,
+        server: usize,
+        tried: u64,
+    ) -> Option<(usize, Dial, std::sync::Arc<str>)> {
+        let Kind::Proxy { servers, .. } = &self.routes[route].kind else {
+            return None;
+        };
+        let until = self
+            .now_ms()
+            .saturating_add(u64::try_from(self.cfg.fail_timeout.as_millis()).unwrap_or(u64::MAX));
+        servers[server]
+            .down_until
+            .store(until.max(1), Ordering::Relaxed);
+        let next = self.pick(route, tried)?;
+        Some((next, servers[next].dial.clone(), self.label(route, next)))
+    }
+
+    /// How many servers a route has.
+    pub fn servers(&self, route: usize) -> usize {
+        match &self.routes[route].kind {
+            Kind::Proxy { servers, .. } => servers.len(),
+            Kind::Cgi(_) => 1,
+        }
+    }
+}
+
+/// A routed request, ready to go: what to open, what to send first, how to read the answer.
+#[derive(Debug)]
+pub struct Exchange {
+    pub dial: Dial,
+    /// The request head for an upstream; empty for a script.
+    pub head: Vec<u8>,
+    pub pending: Pending,
+    /// The body goes upstream re-chunked (the client sent it chunked).
+    pub chunked: bool,
+    /// The link's write side closes after the body (a script's stdin).
+    pub finish_after_body: bool,
+    /// Which route and server, for [`Gateway::failover`].
+    pub route: usize,
+    pub server: usize,
 }
 
 /// nginx's `proxy_redirect default`: a `Location` or `Refresh` that points into the upstream
@@ -367,7 +595,7 @@ enum State {
 /// What the session does next with an outbound response.
 #[derive(Debug)]
 pub enum Progress {
-    /// Nothing new; a wake will come.
+    /// Nothing new; more input (or its end) will come.
     Wait,
     /// The response head: write it (announcing `length` when known), then its body follows.
     Head {
@@ -380,6 +608,13 @@ pub enum Progress {
     Data(Vec<u8>),
     /// A CGI script asked the server to answer for this path instead (RFC 3875 §6.2.2).
     LocalRedirect(String),
+    /// The upstream agreed to switch protocols (101): relay the head, then tunnel bytes both
+    /// ways, starting with `rest` (what came after the head).
+    Switch {
+        response: Response,
+        upgrade: String,
+        rest: Vec<u8>,
+    },
     /// The body ended where its framing said.
     End,
     /// It failed before any head: answer this instead.
@@ -388,18 +623,49 @@ pub enum Progress {
     Abort,
 }
 
-/// An outbound response in flight, as the session sees it.
+/// Why an exchange ended early. The session maps it to a status when no response head was sent.
+#[derive(Debug)]
+pub enum Failure {
+    /// The upstream could not be reached (refused, unreachable): 502.
+    Connect(String),
+    /// Nothing moved for the timeout (connect, read, write, or a silent child): 504.
+    Timeout,
+    /// The connection or pipe broke: 502.
+    Io(String),
+    /// The program could not be started: 502.
+    Spawn(String),
+}
+
+impl From<LinkError> for Failure {
+    fn from(e: LinkError) -> Failure {
+        match e {
+            LinkError::Connect(s) => Failure::Connect(s),
+            LinkError::Spawn(s) => Failure::Spawn(s),
+            LinkError::Io(s) => Failure::Io(s),
+        }
+    }
+}
+
+/// An outbound response in flight: fed what the link reads, it yields what the client gets.
 #[derive(Debug)]
 pub struct Pending {
-    rx: Receiver,
     mode: Mode,
     /// A proxied answer's redirects are rewritten from the upstream's URL to ours.
     redirect: Option<RedirectMap>,
     head_request: bool,
+    /// The request asked to switch protocols, so a 101 may come.
+    upgrading: bool,
     state: State,
-    /// Steps already decided and not yet handed to the session (the head and the body bytes
-    /// that came with it; the last body bytes and the end).
+    /// Steps decided and not yet handed to the session.
     ready: VecDeque<Progress>,
+    /// Bytes of the answer seen (a reused connection that fails before any may be retried).
+    seen: u64,
+    /// The answer ended where its framing said, and the upstream keeps the connection open.
+    reusable: bool,
+    /// Upstream keep-alive as its head said (HTTP/1.1 without `Connection: close`).
+    keeps: bool,
+    /// The route and upstream, for the log line a failure leaves.
+    label: std::sync::Arc<str>,
 }
 
 /// Where the upstream's body stands after a piece of it.
@@ -410,69 +676,162 @@ enum Outcome {
 }
 
 impl Pending {
-    /// Take the next step. Never blocks.
+    fn new(
+        mode: Mode,
+        redirect: Option<RedirectMap>,
+        head_request: bool,
+        label: std::sync::Arc<str>,
+    ) -> Pending {
+        Pending {
+            mode,
+            redirect,
+            head_request,
+            upgrading: false,
+            state: State::Head(Vec::new()),
+            ready: VecDeque::new(),
+            seen: 0,
+            reusable: false,
+            keeps: false,
+            label,
+        }
+    }
+
+    /// The next step, if one is decided.
     pub fn poll(&mut self) -> Progress {
-        loop {
-            if let Some(p) = self.ready.pop_front() {
-                return p;
+        self.ready.pop_front().unwrap_or(Progress::Wait)
+    }
+
+    /// Has any byte of the answer arrived?
+    pub fn started(&self) -> bool {
+        self.seen > 0
+    }
+
+    /// Is the answer complete?
+    pub fn finished(&self) -> bool {
+        matches!(self.state, State::Finished)
+    }
+
+    /// May the connection carry another request (the answer ended by its framing, and the
+    /// upstream did not ask to close)?
+    pub fn reusable(&self) -> bool {
+        self.reusable
+    }
+
+    /// Now on another upstream (a failover): its failures name it.
+    pub fn relabel(&mut self, label: std::sync::Arc<str>) {
+        self.label = label;
+    }
+
+    /// Bytes of the answer arrived.
+    pub fn feed(&mut self, d: &[u8]) {
+        if d.is_empty() {
+            return;
+        }
+        self.seen += d.len() as u64;
+        match &mut self.state {
+            State::Finished => {
+                // Bytes after a complete answer: the upstream cannot be trusted with another.
+                self.reusable = false;
             }
-            if matches!(self.state, State::Finished) {
-                return Progress::Wait;
-            }
-            let Some(ev) = self.rx.try_recv() else {
-                return Progress::Wait;
-            };
-            match (&mut self.state, ev) {
-                (State::Finished, _) => return Progress::Wait,
-                (State::Head(buf), Event::Data(d)) => {
-                    buf.extend_from_slice(&d);
-                    match self.parse_head() {
-                        Ok(true) => {}
-                        Ok(false) => {
-                            if matches!(&self.state, State::Head(b) if b.len() > MAX_RESPONSE_HEAD)
-                            {
-                                return self.fail(502, BAD_RESPONSE);
-                            }
+            State::Head(buf) => {
+                buf.extend_from_slice(d);
+                match self.parse_head() {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        if matches!(&self.state, State::Head(b) if b.len() > MAX_RESPONSE_HEAD) {
+                            self.fail_with(502, BAD_RESPONSE, "sent a too big header");
                         }
-                        Err(why) => return self.fail(502, why),
                     }
-                }
-                (State::Head(_), Event::End) => {
-                    let why = match self.mode {
-                        Mode::Proxy => {
-                            "The upstream server closed the connection without a complete response."
-                        }
-                        Mode::Cgi => {
-                            "The script ended without printing a complete CGI header block."
-                        }
-                    };
-                    return self.fail(502, why);
-                }
-                (State::Head(_), Event::Failed(f)) => {
-                    let (status, why) = failure_answer(f, self.mode);
-                    return self.fail(status, why);
-                }
-                (State::Body(framing), Event::Data(d)) => {
-                    let (data, outcome) = relay(framing, d);
-                    self.push_body(data, outcome);
-                }
-                (State::Body(framing), Event::End) => {
-                    // Only a close-delimited body may end by the upstream closing.
-                    let clean = matches!(framing, BodyFraming::Close);
-                    self.state = State::Finished;
-                    return if clean {
-                        self.rx.complete();
-                        Progress::End
-                    } else {
-                        Progress::Abort
-                    };
-                }
-                (State::Body(_), Event::Failed(f)) => {
-                    tracing::debug!("outbound body broke: {f:?}");
-                    self.state = State::Finished;
-                    return Progress::Abort;
+                    Err(why) => self.fail_with(502, why, "sent an invalid header"),
                 }
             }
+            State::Body(framing) => {
+                let (data, outcome) = relay(framing, d.to_vec());
+                self.push_body(data, outcome);
+            }
+        }
+    }
+
+    /// The upstream closed (or the script's output ended).
+    pub fn end(&mut self) {
+        match &self.state {
+            State::Finished => {}
+            State::Head(_) => {
+                let why = match self.mode {
+                    Mode::Proxy => {
+                        "The upstream server closed the connection without a complete response."
+                    }
+                    Mode::Cgi => "The script ended without printing a complete CGI header block.",
+                };
+                self.fail_with(502, why, "closed the connection before a complete header");
+            }
+            State::Body(framing) => {
+                // Only a close-delimited body may end by the upstream closing.
+                let clean = matches!(framing, BodyFraming::Close);
+                self.state = State::Finished;
+                self.reusable = false;
+                if clean {
+                    self.ready.push_back(Progress::End);
+                } else {
+                    self.log_failure("closed the connection before the whole body");
+                    self.ready.push_back(Progress::Abort);
+                }
+            }
+        }
+    }
+
+    /// The exchange failed.
+    pub fn fail(&mut self, f: Failure) {
+        self.reusable = false;
+        match &self.state {
+            State::Finished => {}
+            State::Head(_) => {
+                let (status, why, log) = failure_answer(&f, self.mode);
+                self.log_failure(&format!("{log}: {}", failure_detail(&f)));
+                self.state = State::Finished;
+                self.ready
+                    .push_back(Progress::Fail(error_response(status, why)));
+            }
+            State::Body(_) => {
+                self.log_failure(&format!("broke off the body: {}", failure_detail(&f)));
+                self.state = State::Finished;
+                self.ready.push_back(Progress::Abort);
+            }
+        }
+    }
+
+    fn fail_with(&mut self, status: u16, why: &'static str, log: &str) {
+        self.log_failure(log);
+        self.state = State::Finished;
+        self.reusable = false;
+        self.ready
+            .push_back(Progress::Fail(error_response(status, why)));
+    }
+
+    /// One warning line per failure, at most one a second per process (a dead upstream under
+    /// load would otherwise flood the log), as nginx's "upstream timed out" lines.
+    fn log_failure(&self, what: &str) {
+        static LAST: AtomicU64 = AtomicU64::new(0);
+        static SKIPPED: AtomicU64 = AtomicU64::new(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if LAST.swap(now, Ordering::Relaxed) == now {
+            SKIPPED.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let skipped = SKIPPED.swap(0, Ordering::Relaxed);
+        let who = match self.mode {
+            Mode::Proxy => "upstream",
+            Mode::Cgi => "script",
+        };
+        if skipped > 0 {
+            tracing::warn!(
+                "{}: the {who} {what} ({skipped} more failures not logged)",
+                self.label
+            );
+        } else {
+            tracing::warn!("{}: the {who} {what}", self.label);
         }
     }
 
@@ -484,19 +843,15 @@ impl Pending {
             Outcome::More => {}
             Outcome::End => {
                 self.state = State::Finished;
-                self.rx.complete();
+                self.reusable = self.keeps;
                 self.ready.push_back(Progress::End);
             }
             Outcome::Broken => {
+                self.log_failure("sent a broken chunked body");
                 self.state = State::Finished;
                 self.ready.push_back(Progress::Abort);
             }
         }
-    }
-
-    fn fail(&mut self, status: u16, why: &'static str) -> Progress {
-        self.state = State::Finished;
-        Progress::Fail(error_response(status, why))
     }
 
     /// Try to parse the head collected so far; true once it is parsed (and queued).
@@ -506,9 +861,12 @@ impl Pending {
         };
         loop {
             let parsed = match self.mode {
-                Mode::Proxy => {
-                    proxy::parse_response_head(buf, self.head_request, MAX_RESPONSE_HEADERS)?
-                }
+                Mode::Proxy => proxy::parse_response_head(
+                    buf,
+                    self.head_request,
+                    self.upgrading,
+                    MAX_RESPONSE_HEADERS,
+                )?,
                 Mode::Cgi => cgi::parse_cgi_head(buf, self.head_request, MAX_RESPONSE_HEADERS)?,
             };
             let Some((n, head)) = parsed else {
@@ -518,6 +876,19 @@ impl Pending {
             // (nginx: "upstream sent too big header", 502).
             if n > MAX_RESPONSE_HEAD {
                 return Err(BAD_RESPONSE);
+            }
+            if let Some(to) = head.upgrade {
+                // The upstream switched protocols: from here the link is a tunnel.
+                let mut response = Response::new(101);
+                response.headers = head.headers;
+                let rest = buf.split_off(n);
+                self.state = State::Finished;
+                self.ready.push_back(Progress::Switch {
+                    response,
+                    upgrade: to,
+                    rest,
+                });
+                return Ok(true);
             }
             if head.status < 200 {
                 // An interim response (100, 103): not relayed; the final one follows.
@@ -533,10 +904,12 @@ impl Pending {
                 mut framing,
                 length,
                 local_redirect,
+                keep_alive,
+                upgrade: _,
             } = head;
+            self.keeps = keep_alive;
             if let Some(path) = local_redirect {
                 self.state = State::Finished;
-                self.rx.complete();
                 self.ready.push_back(Progress::LocalRedirect(path));
                 return Ok(true);
             }
@@ -557,7 +930,8 @@ impl Pending {
             });
             if bodiless {
                 self.state = State::Finished;
-                self.rx.complete();
+                // Bytes after a bodiless head are not an answer to anything.
+                self.reusable = self.keeps && rest.is_empty();
                 return Ok(true);
             }
             // Body bytes that came with the head are relayed first.
@@ -573,22 +947,37 @@ impl Pending {
     }
 }
 
-fn failure_answer(f: Failure, mode: Mode) -> (u16, &'static str) {
+fn failure_detail(f: &Failure) -> String {
+    match f {
+        Failure::Timeout => "timed out".into(),
+        Failure::Connect(e) | Failure::Io(e) | Failure::Spawn(e) => e.clone(),
+    }
+}
+
+/// The status, the page's sentence, and what the log line says.
+fn failure_answer(f: &Failure, mode: Mode) -> (u16, &'static str, &'static str) {
     match (f, mode) {
-        (Failure::Timeout, Mode::Proxy) => (504, "The upstream server did not answer in time."),
-        (Failure::Timeout, Mode::Cgi) => (504, "The script did not answer in time."),
-        (Failure::Connect(e), _) => {
-            tracing::warn!("upstream unreachable: {e}");
-            (502, "The upstream server could not be reached.")
-        }
-        (Failure::Spawn(e), _) => {
-            tracing::warn!("CGI script could not start: {e}");
-            (502, "The script could not be started.")
-        }
-        (Failure::Io(e), _) => {
-            tracing::debug!("outbound I/O failed: {e}");
-            (502, "The upstream connection broke before a response.")
-        }
+        (Failure::Timeout, Mode::Proxy) => (
+            504,
+            "The upstream server did not answer in time.",
+            "did not answer in time",
+        ),
+        (Failure::Timeout, Mode::Cgi) => (
+            504,
+            "The script did not answer in time.",
+            "did not answer in time",
+        ),
+        (Failure::Connect(_), _) => (
+            502,
+            "The upstream server could not be reached.",
+            "could not be reached",
+        ),
+        (Failure::Spawn(_), _) => (502, "The script could not be started.", "could not start"),
+        (Failure::Io(_), _) => (
+            502,
+            "The upstream connection broke before a response.",
+            "broke the connection before a response",
+        ),
     }
 }
 
@@ -621,8 +1010,8 @@ fn relay(framing: &mut BodyFraming, mut d: Vec<u8>) -> (Vec<u8>, Outcome) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::outbound::{OutboundConfig, Target};
     use crate::protocol::http::parse::{parse_head, Limits};
+    use crate::protocol::http::proxy::Target;
 
     fn gateway() -> Gateway {
         Gateway::new(
@@ -632,7 +1021,7 @@ mod tests {
                 ("/".into(), "http://127.0.0.1:11/".into()),
             ],
             &[],
-            Outbound::new(OutboundConfig::default()),
+            GatewayConfig::default(),
         )
         .unwrap()
     }
@@ -657,9 +1046,10 @@ mod tests {
 
     fn forwarded_to(g: &Gateway, req: &Request<'_>, r: Routed) -> Option<(String, String)> {
         let route = &g.routes[r.index];
-        let Kind::Proxy(up) = &route.kind else {
+        let Kind::Proxy { servers, .. } = &route.kind else {
             return None;
         };
+        let up = &servers[0].up;
         let rest = rest_of_path(req.path, &r.url, route.segments.len());
         let full = forwarded_path(req.path, &r.url);
         let Target::Tcp(addr) = &up.target else {
@@ -721,7 +1111,7 @@ mod tests {
         let g = Gateway::new(
             &[("/p".into(), "http://127.0.0.1:9".into())],
             &[("/cgi".into(), dir)],
-            Outbound::new(OutboundConfig::default()),
+            GatewayConfig::default(),
         )
         .unwrap();
         let route = |path: &str| route_get(&g, path, |_, r| r.index);
@@ -784,13 +1174,56 @@ mod tests {
 
     #[test]
     fn a_prefix_routed_twice_or_without_a_slash_is_refused() {
-        let pool = Outbound::new(OutboundConfig::default());
+        let cfg = GatewayConfig::default();
         let twice = [
-            ("/a".to_string(), "http://h".to_string()),
-            ("/a/".to_string(), "http://h".to_string()),
+            ("/a".to_string(), "http://127.0.0.1".to_string()),
+            ("/a/".to_string(), "http://127.0.0.1".to_string()),
         ];
-        assert!(Gateway::new(&twice, &[], pool.clone()).is_err());
-        let bare = [("a".to_string(), "http://h".to_string())];
-        assert!(Gateway::new(&bare, &[], pool).is_err());
+        assert!(matches!(
+            Gateway::new(&twice, &[], cfg.clone()),
+            Err(GatewayError::Twice { .. })
+        ));
+        let bare = [("a".to_string(), "http://127.0.0.1".to_string())];
+        assert!(matches!(
+            Gateway::new(&bare, &[], cfg.clone()),
+            Err(GatewayError::PrefixSlash { .. })
+        ));
+        let paths = [(
+            "/a".to_string(),
+            "http://127.0.0.1:1/x,http://127.0.0.1:2/y".to_string(),
+        )];
+        assert!(matches!(
+            Gateway::new(&paths, &[], cfg.clone()),
+            Err(GatewayError::Upstream { .. })
+        ));
+        let unresolvable = [("/a".to_string(), "http://no-such-host.invalid".to_string())];
+        let e = Gateway::new(&unresolvable, &[], cfg).unwrap_err();
+        assert!(e.to_string().contains("does not resolve"), "{e}");
+    }
+
+    /// Several upstreams on a route are used in turn; one that failed is left out for the
+    /// fail timeout, and a request goes to each at most once.
+    #[test]
+    fn upstreams_are_used_in_turn_and_a_failed_one_is_left_out() {
+        let g = Gateway::new(
+            &[(
+                "/a".to_string(),
+                "http://127.0.0.1:1,http://127.0.0.1:2,http://127.0.0.1:3".to_string(),
+            )],
+            &[],
+            GatewayConfig::default(),
+        )
+        .unwrap();
+        let picks: Vec<usize> = (0..6).map(|_| g.pick(0, 0).unwrap()).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+        // Server 1 refused: the next untried one is named, and 1 is skipped for a while.
+        let (next, _, label) = g.failover(0, 1, 0b010).unwrap();
+        assert_ne!(next, 1);
+        assert!(label.contains("127.0.0.1:"), "{label}");
+        for _ in 0..6 {
+            assert_ne!(g.pick(0, 0), Some(1));
+        }
+        // Every server tried: nothing is left.
+        assert_eq!(g.failover(0, 0, 0b111).map(|f| f.0), None);
     }
 }

@@ -8,7 +8,7 @@
 //! - [`hello`]: the handler behind `tincan hello` (seed 003).
 //! - [`static_files`]: the static file handler behind `tincan serve`.
 //! - [`gateway`]: routes handed to other applications: [`proxy`] (reverse proxy) and [`cgi`]
-//!   (RFC 3875), run by [`crate::model::outbound`].
+//!   (RFC 3875), over links the session's driver opens ([`crate::protocol::link`]).
 
 pub mod access_log;
 pub mod cgi;

@@ -1,24 +1,44 @@
 //! The reverse proxy's byte logic (sans-I/O, like nginx's `proxy_pass`): parse an upstream URL,
 //! build the request sent upstream, and parse the upstream's response head and body framing.
-//! The bytes travel through [`crate::model::outbound`]; [`super::gateway`] ties the two together.
+//! The bytes travel over a link the session's driver opens ([`crate::protocol::link`]);
+//! [`super::gateway`] ties the two together.
 //!
 //! What goes upstream (RFC 9110 §7.6, RFC 7239):
 //! - the method, the path with the matched prefix replaced by the upstream's path (or the whole
 //!   path when the upstream URL names none, as nginx), and the query, untouched;
 //! - the request's headers minus hop-by-hop ones (`Connection` and every header it names,
 //!   `Keep-Alive`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`), `Expect` (this
-//!   server already answered it) and the body's framing (re-framed with `Content-Length`);
+//!   server already answered it) and the body's framing (`Content-Length` as the client gave
+//!   it, or `Transfer-Encoding: chunked`, the body re-chunked as it streams);
 //! - `Host` = the upstream's authority (nginx's `proxy_set_header Host $proxy_host` default);
 //! - `X-Forwarded-For` (appended to), `X-Forwarded-Proto: http`, `X-Forwarded-Host`,
 //!   `Forwarded` (appended to) and `Via: 1.1 tincan` (appended to);
-//! - HTTP/1.1 with `Connection: close`: one upstream connection per request (no upstream
-//!   keep-alive pool in this version).
+//! - HTTP/1.1, persistent: the connection is kept for the next request when the answer ends
+//!   by its framing and the upstream does not say `Connection: close`.
 
 use std::path::PathBuf;
 
 use super::message::{Request, Text, Version};
 use super::parse::{Chunked, Limits};
-use crate::model::outbound::Target;
+
+/// Where an upstream listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// `host:port`, resolved once at start.
+    Tcp(String),
+    /// A Unix-domain stream socket.
+    Unix(PathBuf),
+}
+
+/// How a proxied request's body travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestBody {
+    None,
+    /// `Content-Length` bytes, forwarded as they come.
+    Length(u64),
+    /// A body of unknown length, re-chunked as it comes.
+    Chunked,
+}
 
 /// A parsed `http://HOST[:PORT][/path]` or `http://unix:/socket/path[:/path]` upstream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +52,14 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// The upstream as a log line names it (`127.0.0.1:9000`, `unix:/run/app.sock`).
+    pub fn display(&self) -> String {
+        match &self.target {
+            Target::Tcp(a) => a.clone(),
+            Target::Unix(p) => format!("unix:{}", p.display()),
+        }
+    }
+
     /// Parse an upstream URL; the error is a sentence for the user.
     pub fn parse(url: &str) -> Result<Upstream, String> {
         let bad = |why: &str| format!("the upstream `{url}` {why}");
@@ -168,6 +196,20 @@ fn forwarded_value(v: &str) -> String {
     }
 }
 
+/// The protocols a request asks to switch to (`Upgrade`, with `upgrade` among its `Connection`
+/// tokens, RFC 9110 §7.8), when the proxy passes the request on: any but `h2c`, which RFC 9113
+/// deprecates (and which this server would have to speak itself).
+pub fn upgrade_request<'a>(req: &Request<'a>) -> Option<&'a str> {
+    let value = req.header("upgrade")?;
+    let asked = connection_tokens(req.headers.iter().map(|h| (h.name, h.value)))
+        .iter()
+        .any(|t| t == "upgrade");
+    let h2c = value
+        .split(',')
+        .any(|p| p.trim().eq_ignore_ascii_case("h2c"));
+    (asked && !h2c && !value.trim().is_empty()).then_some(value)
+}
+
 /// Everything about the client the forwarding headers report.
 pub struct ClientInfo<'a> {
     /// The client's IP as text (`127.0.0.1`, `::1`, or `unix`).
@@ -179,10 +221,10 @@ pub fn build_request(
     req: &Request<'_>,
     up: &Upstream,
     path: &str,
-    body: &[u8],
+    body: RequestBody,
     client: &ClientInfo<'_>,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(512 + body.len());
+    let mut out = Vec::with_capacity(512);
     let line = |out: &mut Vec<u8>, n: &str, v: &[u8]| {
         out.extend_from_slice(n.as_bytes());
         out.extend_from_slice(b": ");
@@ -263,16 +305,23 @@ pub fn build_request(
         None => format!("{version} tincan"),
     };
     line(&mut out, "Via", via.as_bytes());
-    // A body is always sent with a length; methods that usually carry one say 0 explicitly.
-    if !body.is_empty() || matches!(req.method, "POST" | "PUT" | "PATCH") {
-        line(
-            &mut out,
-            "Content-Length",
-            body.len().to_string().as_bytes(),
-        );
+    match body {
+        RequestBody::Length(n) => line(&mut out, "Content-Length", n.to_string().as_bytes()),
+        RequestBody::Chunked => line(&mut out, "Transfer-Encoding", b"chunked"),
+        // Methods that usually carry a body say 0 explicitly.
+        RequestBody::None if matches!(req.method, "POST" | "PUT" | "PATCH") => {
+            line(&mut out, "Content-Length", b"0")
+        }
+        RequestBody::None => {}
     }
-    out.extend_from_slice(b"Connection: close\r\n\r\n");
-    out.extend_from_slice(body);
+    if let Some(protocols) = upgrade_request(req) {
+        // Hop-by-hop, so dropped above: an upgrade is asked of the upstream anew.
+        line(&mut out, "Upgrade", protocols.as_bytes());
+        line(&mut out, "Connection", b"upgrade");
+    }
+    // HTTP/1.1 connections persist unless one side says otherwise (RFC 9112 §9.3): nothing
+    // to add for the connection to be kept.
+    out.extend_from_slice(b"\r\n");
     out
 }
 
@@ -302,6 +351,11 @@ pub struct ResponseHead {
     pub length: Option<u64>,
     /// A CGI local redirect (RFC 3875 §6.2.2): the server answers for this path instead.
     pub local_redirect: Option<String>,
+    /// The upstream keeps the connection after this answer (HTTP/1.1 without `Connection:
+    /// close`, or HTTP/1.0 with `keep-alive`; RFC 9112 §9.3).
+    pub keep_alive: bool,
+    /// A 101 to an upgrade the request asked for: the protocol switched to (its `Upgrade`).
+    pub upgrade: Option<String>,
 }
 
 /// Why an upstream's answer is unusable (a 502 when nothing was sent yet).
@@ -313,6 +367,7 @@ pub const BAD_RESPONSE: &str = "The upstream server sent a response this server 
 pub fn parse_response_head(
     buf: &[u8],
     head_request: bool,
+    upgrading: bool,
     max_headers: usize,
 ) -> Result<Option<(usize, ResponseHead)>, &'static str> {
     let mut storage = vec![httparse::EMPTY_HEADER; max_headers];
@@ -323,11 +378,31 @@ pub fn parse_response_head(
         Err(_) => return Err(BAD_RESPONSE),
     };
     let status = resp.code.unwrap_or(0);
-    if !(100..=599).contains(&status) || status == 101 {
-        // 101 would switch protocols; this proxy does not tunnel.
+    let upgrade = if status == 101 {
+        // A switch nobody asked for cannot be relayed (RFC 9110 §15.2.2); one that was asked
+        // for must say to what.
+        let to = resp
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("upgrade"))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .filter(|v| !v.trim().is_empty());
+        match (upgrading, to) {
+            (true, Some(v)) => Some(v.trim().to_string()),
+            _ => return Err(BAD_RESPONSE),
+        }
+    } else {
+        None
+    };
+    if !(100..=599).contains(&status) {
         return Err(BAD_RESPONSE);
     }
     let named = connection_tokens(resp.headers.iter().map(|h| (h.name, h.value)));
+    let keep_alive = if named.iter().any(|t| t == "close") {
+        false
+    } else {
+        resp.version == Some(1) || named.iter().any(|t| t == "keep-alive")
+    };
     let mut headers = Vec::with_capacity(resp.headers.len());
     let mut raw_headers = Vec::new();
     let mut lengths = Vec::new();
@@ -406,6 +481,8 @@ pub fn parse_response_head(
             framing,
             length,
             local_redirect: None,
+            keep_alive,
+            upgrade,
         },
     )))
 }
@@ -516,7 +593,7 @@ mod tests {
         assert_eq!(with(None).upstream_path("/api/x", "/x"), "/api/x");
     }
 
-    fn request_bytes(raw: &[u8], body: &[u8]) -> String {
+    fn request_bytes(raw: &[u8], body: RequestBody) -> String {
         let mut storage = [httparse::EMPTY_HEADER; 32];
         let head = super::super::parse::parse_head(raw, &mut storage, &Limits::default()).unwrap();
         let up = Upstream::parse("http://10.0.0.1:8080/base").unwrap();
@@ -534,7 +611,7 @@ mod tests {
     fn hop_by_hop_headers_are_dropped_and_forwarding_headers_added() {
         let s = request_bytes(
             b"POST /api/x?a=1 HTTP/1.1\r\nHost: front.example\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Authorization: x\r\nTransfer-Encoding: chunked\r\nX-Forwarded-For: 203.0.113.1\r\nAccept: */*\r\n\r\n",
-            b"hello",
+            RequestBody::Chunked,
         );
         assert!(
             s.starts_with("POST /base/x?a=1 HTTP/1.1\r\nHost: 10.0.0.1:8080\r\n"),
@@ -546,24 +623,36 @@ mod tests {
             "TE:",
             "Upgrade",
             "Proxy-",
-            "Transfer-Encoding",
             "front.example\r\nConnection",
         ] {
             assert!(!s.contains(gone), "{gone} leaked: {s}");
         }
+        // The client's own framing is never relayed; ours says how the body comes.
+        assert_eq!(s.matches("Transfer-Encoding").count(), 1, "{s}");
         assert!(s.contains("Accept: */*\r\n"));
         assert!(s.contains("X-Forwarded-For: 203.0.113.1, 192.0.2.7\r\n"));
         assert!(s.contains("X-Forwarded-Proto: http\r\n"));
         assert!(s.contains("X-Forwarded-Host: front.example\r\n"));
         assert!(s.contains("Forwarded: for=192.0.2.7;host=front.example;proto=http\r\n"));
         assert!(s.contains("Via: 1.1 tincan\r\n"));
-        assert!(s.contains("Content-Length: 5\r\n"));
-        assert!(s.ends_with("Connection: close\r\n\r\nhello"));
+        // The body is re-chunked as it streams; the connection is left to persist.
+        assert!(
+            s.ends_with("Via: 1.1 tincan\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            "{s}"
+        );
+        assert!(!s.contains("Connection"), "{s}");
+        let s = request_bytes(
+            b"PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n",
+            RequestBody::Length(5),
+        );
+        assert!(s.ends_with("Content-Length: 5\r\n\r\n"), "{s}");
+        let s = request_bytes(b"POST /x HTTP/1.1\r\nHost: h\r\n\r\n", RequestBody::None);
+        assert!(s.ends_with("Content-Length: 0\r\n\r\n"), "{s}");
     }
 
     #[test]
     fn response_heads_decide_the_body_framing() {
-        let p = |raw: &[u8], head: bool| parse_response_head(raw, head, 64);
+        let p = |raw: &[u8], head: bool| parse_response_head(raw, head, false, 64);
         let (n, h) = p(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close, X-A\r\nX-A: 1\r\nServer: up\r\n\r\nhello", false)
             .unwrap()
             .unwrap();
@@ -615,7 +704,7 @@ mod tests {
     #[test]
     fn an_upstream_reason_phrase_is_kept() {
         let reason = |raw: &[u8]| {
-            parse_response_head(raw, false, 8)
+            parse_response_head(raw, false, false, 8)
                 .unwrap()
                 .unwrap()
                 .1
@@ -635,7 +724,7 @@ mod tests {
     fn forwarding_uses_the_targets_authority_and_drops_underscored_names() {
         let s = request_bytes(
             b"GET http://a.example/api/x HTTP/1.1\r\nHost: b.example\r\nX_Auth_User: admin\r\nX-Auth-User: real\r\n\r\n",
-            b"",
+            RequestBody::None,
         );
         assert!(s.contains("X-Forwarded-Host: a.example\r\n"), "{s}");
         assert!(s.contains(";host=a.example;"), "{s}");
@@ -645,7 +734,13 @@ mod tests {
         let raw = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n";
         let head = super::super::parse::parse_head(raw, &mut storage, &Limits::default()).unwrap();
         let up = Upstream::parse("http://10.0.0.1:8080").unwrap();
-        let out = build_request(&head.request, &up, "/", b"", &ClientInfo { ip: "unix" });
+        let out = build_request(
+            &head.request,
+            &up,
+            "/",
+            RequestBody::None,
+            &ClientInfo { ip: "unix" },
+        );
         let out = String::from_utf8(out).unwrap();
         assert!(
             out.contains("Forwarded: for=unknown;host=h;proto=http\r\n"),

@@ -22,12 +22,18 @@
 //! 7. log the access line; go idle (keep-alive timer) or close after the output is flushed.
 //!
 //! A request for a proxy or CGI route ([`super::gateway`], configured only with `--proxy` or
-//! `--cgi`) takes a detour at step 5: the session hands it to the outbound pool and waits in
-//! `Phase::Deferred`, holding any pipelined input back; the answer arrives through the
-//! [`Waker`] (`on_wake`) and is written as it comes, as fast as the client takes it
-//! (`on_drained`): `Content-Length` when the upstream gave one, else chunked to HTTP/1.1
-//! clients and close-delimited to HTTP/1.0 ones. An upstream failure before the head is a
-//! 502/504 page; after it, the connection is closed so the client sees a short answer.
+//! `--cgi`) takes a detour at step 4: the session asks its driver for a link to the upstream
+//! or script ([`crate::protocol::link`]), sends the request head, and waits in
+//! `Phase::Deferred`, holding any pipelined input back. The request body streams into the link
+//! as it is read (re-chunked when the client chunked it; a chunked body for a script, which
+//! needs its length first, is collected within the body limit), and reading from the client
+//! pauses while the link is backed up. The answer is written as it comes (`on_link`), as fast
+//! as the client takes it (`on_drained`): `Content-Length` when the upstream gave one, else
+//! chunked to HTTP/1.1 clients and close-delimited to HTTP/1.0 ones. An upstream failure
+//! before the head is a 502/504 page; after it, the connection is closed so the client sees a
+//! short answer. A kept upstream connection that closes before any answer is retried once on
+//! a fresh one, and a connection refused or timed out goes to the route's next upstream, both
+//! only while no body byte has gone.
 //!
 //! Every refusal is a small HTML page with `Connection: close`, then
 //! [`Next::CloseAfterFlush`].
@@ -38,10 +44,13 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::access_log::{AccessLog, Entry};
-use super::gateway::{Gateway, Pending, Progress, Routed};
+use super::gateway::{Failure, Gateway, Pending, Progress, Routed};
 use super::message::{error_response, reason, Body, Handler, Part, Request, Response, Version};
 use super::parse::{self, BodyReader, Head, HeadScanner, Limits, Reject};
-use crate::protocol::{Next, Outbox, Peer, ReadBuf, Service, Session, Waker};
+use super::proxy::RequestBody;
+use crate::protocol::{
+    Dial, LinkError, LinkEvent, LinkId, Links, Next, Outbox, Peer, ReadBuf, Service, Session, Waker,
+};
 
 /// Connection-level choices that are not limits.
 #[derive(Clone, Debug)]
@@ -111,12 +120,11 @@ impl HttpService {
         self.session_with(peer, Waker::noop(), now)
     }
 
-    /// As [`session_at`](Self::session_at), with the waker outbound work (proxy, CGI) calls.
-    pub fn session_with(&self, peer: &Peer, waker: Waker, now: Instant) -> HttpSession {
+    /// As [`session_at`](Self::session_at); HTTP sessions are never woken from outside (their
+    /// outbound work comes through their links), so the waker is not kept.
+    pub fn session_with(&self, peer: &Peer, _waker: Waker, now: Instant) -> HttpSession {
         HttpSession {
-            // Only routes to other applications wake a session; without any, the waker (a heap
-            // allocation per connection) is dropped at once.
-            waker: self.shared.options.gateway.is_some().then_some(waker),
+            links: None,
             collect: None,
             shared: self.shared.clone(),
             peer: peer.clone(),
@@ -162,6 +170,9 @@ enum Phase {
     Idle,
     /// A proxied or CGI answer is being relayed; later input waits in the stash.
     Deferred(Box<Deferred>),
+    /// The upstream switched protocols (101): bytes go both ways between the client and the
+    /// link until either side closes or the tunnel idles out.
+    Tunnel(LinkId),
     /// A closing answer was queued; nothing more is read.
     Done,
 }
@@ -187,18 +198,42 @@ pub struct HttpSession {
     /// The client may still be sending (a refused request's body, a body answered before it
     /// came, a CONNECT's tunnel data), so closing lingers.
     more_may_come: bool,
-    /// Wakes this session when outbound work has something for it (kept only when a proxy or
-    /// CGI route exists).
-    waker: Option<Waker>,
-    /// The body of a proxied or CGI request, collected while it is read. Boxed: only routed
-    /// requests use it, and every idle connection would otherwise carry its 24 bytes.
+    /// The links to upstreams and scripts (made on the first routed request, then kept: a
+    /// released link must still be seen by the driver after its exchange is over).
+    links: Option<Box<Links>>,
+    /// The chunked body of a CGI request, collected while it is read (a script needs its
+    /// length first). Boxed: only those requests use it, and every idle connection would
+    /// otherwise carry its 24 bytes.
     #[allow(clippy::box_collection)] // deliberately: 8 bytes per connection instead of 24
     collect: Option<Box<Vec<u8>>>,
 }
 
-/// An outbound answer being relayed, and what the connection decided about it.
+/// An outbound exchange in progress, and what the connection decided about it.
 struct Deferred {
     pending: Pending,
+    link: LinkId,
+    /// What the link was opened with, and which route and server it goes to.
+    dial: Dial,
+    route: usize,
+    server: usize,
+    /// The route's servers tried so far, a bit each.
+    tried: u64,
+    /// The request head as sent, kept while a retry or failover could resend it: no body byte
+    /// has gone and no answer byte has come.
+    resend: Option<Vec<u8>>,
+    connected: bool,
+    /// The link is a kept connection (one retry allowed if it fails before any answer).
+    reused: bool,
+    retried: bool,
+    /// The request body still coming from the client.
+    upload: Option<Upload>,
+    /// The link ended (`None`: by its `Eof`) and `pending` has not been told yet: the input
+    /// still in the link goes first.
+    link_end: Option<Option<LinkError>>,
+    /// The link's write side closes after the body (a script's stdin).
+    finish_after_body: bool,
+    /// The answer ended as it should (a script whose answer is complete may finish its work).
+    answered: bool,
     /// How the body goes to the client, once the head is written.
     wire: Option<WireLen>,
     close: bool,
@@ -214,6 +249,14 @@ struct Deferred {
     bytes: u64,
     /// Request line, Referer, User-Agent (only when an access log is kept).
     log: Option<(String, Option<String>, Option<String>)>,
+}
+
+/// A request body streaming from the client into the link.
+#[derive(Debug)]
+struct Upload {
+    reader: BodyReader,
+    /// Re-chunk it (the client sent it chunked).
+    chunked: bool,
 }
 
 impl std::fmt::Debug for Deferred {
@@ -282,16 +325,22 @@ impl HttpSession {
         now: Instant,
         bounded: bool,
     ) -> Next {
+        if matches!(self.phase, Phase::Tunnel(_)) {
+            if let Some(input) = input {
+                self.stash.extend_from_slice(input.data());
+                input.clear();
+            }
+            return self.tunnel(out, now);
+        }
         if matches!(self.phase, Phase::Deferred(_)) {
-            // Requests pipelined behind a proxied one wait their turn (answers go in order).
+            // The body of the request in flight goes to its link; requests pipelined behind it
+            // wait their turn (answers go in order).
             if let Some(input) = input {
                 if !self.hold(input) {
                     return self.drop_deferred(400);
                 }
             }
-            return Next::Continue {
-                wake_at: self.deadline,
-            };
+            return self.upload(out, now);
         }
         if self.stash.is_empty() {
             let Some(input) = input else {
@@ -304,7 +353,7 @@ impl HttpSession {
                 if !self.hold(input) {
                     return self.drop_deferred(400);
                 }
-                return next;
+                return self.upload(out, now);
             }
             if !next.is_close()
                 && out.len() >= self.shared.options.pipeline_pause
@@ -324,8 +373,11 @@ impl HttpSession {
         let next = self.process(&mut buf, out, now, bounded);
         if !next.is_close() {
             self.stash.extend_from_slice(buf.data());
-            if matches!(self.phase, Phase::Deferred(_)) && self.stash.len() > self.hold_limit() {
-                return self.drop_deferred(400);
+            if matches!(self.phase, Phase::Deferred(_)) {
+                if self.stash.len() > self.hold_limit() {
+                    return self.drop_deferred(400);
+                }
+                return self.upload(out, now);
             }
         }
         next
@@ -354,6 +406,9 @@ impl HttpSession {
         if let Phase::Deferred(d) = &mut self.phase {
             if d.wire.is_none() {
                 d.status = unanswered;
+            }
+            if let Some(links) = self.links.as_mut() {
+                links.close(d.link);
             }
         }
         self.log_deferred();
@@ -388,8 +443,9 @@ impl HttpSession {
                     input.clear();
                     return Next::CloseAfterFlush;
                 }
-                // The rest waits until the deferred answer is complete (see `run`).
-                Phase::Deferred(_) => break,
+                // The rest waits until the deferred answer is complete, or goes through the
+                // tunnel (see `run`).
+                Phase::Deferred(_) | Phase::Tunnel(_) => break,
                 Phase::Idle | Phase::Head => {
                     if !self.started {
                         let blank = parse::leading_empty_lines(input.data());
@@ -449,13 +505,17 @@ impl HttpSession {
                     let closing = with_head(&head, &shared.limits, |h| match h {
                         Ok(h) => match self.collect.take() {
                             // The body of a proxied or CGI request is complete: hand it over.
+                            // The chunked body of a CGI request is complete: start the script.
                             Some(body) => match shared
                                 .options
                                 .gateway
                                 .as_ref()
                                 .and_then(|g| g.route(&h.request))
                             {
-                                Some(routed) => self.defer(&h, routed, *body, out, now),
+                                Some(routed) => {
+                                    let len = RequestBody::Length(body.len() as u64);
+                                    self.defer(&h, routed, len, None, Some(&body), out, now)
+                                }
                                 None => self.respond(&h, out, now),
                             },
                             None => self.respond(&h, out, now),
@@ -501,7 +561,7 @@ impl HttpSession {
         };
         match BodyReader::new(head.framing) {
             None => match routed {
-                Some(r) => self.defer(&head, r, Vec::new(), out, now),
+                Some(r) => self.defer(&head, r, RequestBody::None, None, None, out, now),
                 None => self.respond(&head, out, now),
             },
             // RFC 9110 §10.1.1: a client that asked `Expect: 100-continue` waits before it
@@ -517,6 +577,25 @@ impl HttpSession {
                 self.complete(&head, resp, out, now)
             }
             Some(reader) => {
+                // A routed body streams to its link as it comes, except a chunked one for a
+                // script: RFC 3875 gives a script its input's length first.
+                let streams = match (&routed, &self.shared.options.gateway) {
+                    (Some(r), Some(g)) => {
+                        !(g.is_cgi(r) && matches!(reader, BodyReader::Chunked(_)))
+                    }
+                    _ => false,
+                };
+                if let (true, Some(r)) = (streams, &routed) {
+                    let r = r.clone();
+                    if head.expect_continue {
+                        out.push_bytes(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    }
+                    let body = match &reader {
+                        BodyReader::Length(n) => RequestBody::Length(*n),
+                        BodyReader::Chunked(_) => RequestBody::Chunked,
+                    };
+                    return self.defer(&head, r, body, Some(reader), None, out, now);
+                }
                 if routed.is_some() {
                     self.collect = Some(Box::default());
                 }
@@ -605,13 +684,17 @@ impl HttpSession {
         close
     }
 
-    /// Hand a proxied or CGI request (with its whole body) to the gateway. The answer arrives
-    /// later through the waker; until then the connection waits in [`Phase::Deferred`].
+    /// Start the exchange for a proxied or CGI request: ask the driver for its link, queue the
+    /// head (and a collected body), and wait in [`Phase::Deferred`]; a streamed body follows
+    /// through [`upload`](Self::upload).
+    #[allow(clippy::too_many_arguments)]
     fn defer(
         &mut self,
         head: &Head<'_>,
         routed: Routed,
-        body: Vec<u8>,
+        body: RequestBody,
+        reader: Option<BodyReader>,
+        collected: Option<&[u8]>,
         out: &mut Outbox,
         now: Instant,
     ) -> bool {
@@ -619,10 +702,9 @@ impl HttpSession {
             return self.respond(head, out, now);
         };
         let req = &head.request;
-        let waker = self.waker.clone().unwrap_or_else(Waker::noop);
-        match gateway.start(routed, req, body, &self.peer, waker) {
+        match gateway.start(routed, req, &self.peer, body) {
             Err(resp) => self.complete(head, *resp, out, now),
-            Ok(pending) => {
+            Ok(ex) => {
                 let close = self.closes_after(head, false);
                 let log = self.shared.options.access_log.as_ref().map(|_| {
                     (
@@ -631,8 +713,35 @@ impl HttpSession {
                         req.header("user-agent").map(str::to_string),
                     )
                 });
+                let links = self.links.get_or_insert_with(Box::default);
+                let link = links.open(ex.dial.clone());
+                links.out(link).push_bytes(&ex.head);
+                if let Some(b) = collected {
+                    links.out(link).push_bytes(b);
+                }
+                if reader.is_none() && ex.finish_after_body {
+                    links.finish(link);
+                }
+                // Only an upstream's head can be sent again, and only before any body.
+                let resend = (!ex.head.is_empty() && collected.is_none()).then_some(ex.head);
                 self.phase = Phase::Deferred(Box::new(Deferred {
-                    pending,
+                    pending: ex.pending,
+                    link,
+                    dial: ex.dial,
+                    route: ex.route,
+                    server: ex.server,
+                    tried: 1u64.checked_shl(ex.server as u32).unwrap_or(0),
+                    resend,
+                    connected: false,
+                    reused: false,
+                    retried: false,
+                    upload: reader.map(|reader| Upload {
+                        reader,
+                        chunked: ex.chunked,
+                    }),
+                    link_end: None,
+                    finish_after_body: ex.finish_after_body,
+                    answered: false,
                     wire: None,
                     close,
                     keep_alive_10: !close && req.version == Version::Http10,
@@ -644,10 +753,222 @@ impl HttpSession {
                     bytes: 0,
                     log,
                 }));
-                // The outbound timeout governs from here; no session timer runs.
-                self.deadline = None;
+                // The upstream timeout governs from here (connect, then any silence).
+                self.deadline = Some(now + gateway.config().timeout);
                 false
             }
+        }
+    }
+
+    /// Stream what the client has sent of the body (in the stash) into the link, as far as
+    /// the link takes it: reading from the client pauses meanwhile ([`Session::reading_paused`]).
+    fn upload(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        let cont = |s: &Self| Next::Continue {
+            wake_at: s.deadline,
+        };
+        let high = self.shared.options.pipeline_pause;
+        let (Phase::Deferred(d), Some(links)) = (&mut self.phase, self.links.as_mut()) else {
+            return cont(self);
+        };
+        let Some(up) = d.upload.as_mut() else {
+            return cont(self);
+        };
+        if !d.connected || self.stash.is_empty() {
+            return cont(self);
+        }
+        let mut used = 0;
+        let mut refused = None;
+        let mut done = false;
+        while used < self.stash.len() && links.out(d.link).len() < high {
+            let lout = links.out(d.link);
+            let chunked = up.chunked;
+            let fed = up
+                .reader
+                .feed_into(&self.stash[used..], &self.shared.limits, |b| {
+                    if chunked {
+                        lout.with_tail(|t| {
+                            let _ = write!(t, "{:x}\r\n", b.len());
+                        });
+                        lout.push_bytes(b);
+                        lout.push_bytes(b"\r\n");
+                    } else {
+                        lout.push_bytes(b);
+                    }
+                });
+            match fed {
+                Ok((n, end)) => {
+                    used += n;
+                    if end {
+                        done = true;
+                        break;
+                    }
+                    if n == 0 {
+                        break;
+                    }
+                }
+                Err(r) => {
+                    refused = Some(r);
+                    break;
+                }
+            }
+        }
+        if used > 0 {
+            // A body byte has gone: the head can no longer be sent again elsewhere.
+            d.resend = None;
+            self.deadline = Some(now + self.shared.limits.body_timeout);
+        }
+        self.stash.drain(..used);
+        if done {
+            if up.chunked {
+                links.out(d.link).push_bytes(b"0\r\n\r\n");
+            }
+            if d.finish_after_body {
+                links.finish(d.link);
+            }
+            d.upload = None;
+            if let Some(g) = &self.shared.options.gateway {
+                self.deadline = Some(now + g.config().timeout);
+            }
+        }
+        if let Some(r) = refused {
+            return self.upload_refused(r, out);
+        }
+        cont(self)
+    }
+
+    /// The client's body broke its framing or crossed the body limit mid-way: the upstream
+    /// request is abandoned, and the client gets the refusal if its answer has not begun
+    /// (else the connection closes and it sees a short answer).
+    fn upload_refused(&mut self, r: Reject, out: &mut Outbox) -> Next {
+        let Phase::Deferred(d) = &mut self.phase else {
+            return Next::Close;
+        };
+        if d.wire.is_some() {
+            return self.drop_deferred(r.status);
+        }
+        if let Some(links) = self.links.as_mut() {
+            links.close(d.link);
+        }
+        let line = d.log.as_ref().map(|l| l.0.clone()).unwrap_or_default();
+        self.stash.clear();
+        // The access line is the refusal's (the exchange never answered).
+        d.log = None;
+        self.answer_error(r, &line, out);
+        Next::CloseAfterFlush
+    }
+
+    /// Something happened on a link (see [`Session::on_link`]).
+    fn link_event(&mut self, id: LinkId, ev: LinkEvent, out: &mut Outbox, now: Instant) -> Next {
+        let cont = Next::Continue {
+            wake_at: self.deadline,
+        };
+        let Some(gateway) = self.shared.options.gateway.clone() else {
+            return cont;
+        };
+        let timeout = gateway.config().timeout;
+        if let Phase::Tunnel(link) = self.phase {
+            if link != id {
+                return cont;
+            }
+            return match ev {
+                LinkEvent::Data | LinkEvent::Drained | LinkEvent::Connected { .. } => {
+                    self.tunnel(out, now)
+                }
+                // The upstream ended the tunnel: what it sent goes out, then the connection.
+                LinkEvent::Eof => {
+                    let next = self.tunnel(out, now);
+                    if let Some(links) = self.links.as_mut() {
+                        if !links.input(link).is_empty() {
+                            return next;
+                        }
+                        links.close(link);
+                    }
+                    self.phase = Phase::Done;
+                    self.deadline = None;
+                    Next::CloseAfterFlush
+                }
+                LinkEvent::Failed(e) => {
+                    tracing::debug!("a tunnel's upstream broke: {e}");
+                    self.phase = Phase::Done;
+                    Next::Close
+                }
+            };
+        }
+        let (Phase::Deferred(d), Some(links)) = (&mut self.phase, self.links.as_mut()) else {
+            // A link from an exchange already over: it has nothing more to say.
+            if let Some(links) = self.links.as_mut() {
+                links.close(id);
+            }
+            return cont;
+        };
+        if d.link != id {
+            links.close(id);
+            return cont;
+        }
+        match ev {
+            LinkEvent::Connected { reused } => {
+                d.connected = true;
+                d.reused = reused;
+                self.deadline = Some(now + timeout);
+                self.upload(out, now)
+            }
+            LinkEvent::Data => {
+                self.deadline = Some(now + timeout);
+                self.pump(out, now)
+            }
+            LinkEvent::Drained => {
+                if d.upload.is_some() {
+                    self.deadline = Some(now + timeout);
+                }
+                self.upload(out, now)
+            }
+            LinkEvent::Eof | LinkEvent::Failed(_) => {
+                let quiet = !d.pending.started() && links.input(id).is_empty();
+                let refused = matches!(ev, LinkEvent::Failed(LinkError::Connect(_)));
+                if quiet && d.resend.is_some() {
+                    if refused || !d.connected {
+                        // Refused: the next upstream of the route, if one is left.
+                        if let Some((s, dial, label)) = gateway.failover(d.route, d.server, d.tried)
+                        {
+                            d.server = s;
+                            d.tried |= 1u64.checked_shl(s as u32).unwrap_or(0);
+                            d.pending.relabel(label);
+                            return self.redial(dial, now, timeout);
+                        }
+                    } else if d.reused && !d.retried {
+                        // A kept connection the upstream had closed meanwhile: once more, on a
+                        // fresh one (nginx and Go's transport do the same).
+                        d.retried = true;
+                        let dial = d.dial.fresh();
+                        return self.redial(dial, now, timeout);
+                    }
+                }
+                d.link_end = Some(match ev {
+                    LinkEvent::Failed(e) => Some(e),
+                    _ => None,
+                });
+                self.pump(out, now)
+            }
+        }
+    }
+
+    /// Send the kept request head again on a new link.
+    fn redial(&mut self, dial: Dial, now: Instant, timeout: std::time::Duration) -> Next {
+        let (Phase::Deferred(d), Some(links)) = (&mut self.phase, self.links.as_mut()) else {
+            return Next::CONTINUE;
+        };
+        links.close(d.link);
+        let link = links.open(dial.clone());
+        if let Some(head) = &d.resend {
+            links.out(link).push_bytes(head);
+        }
+        d.link = link;
+        d.dial = dial;
+        d.connected = false;
+        d.reused = false;
+        self.deadline = Some(now + timeout);
+        Next::Continue {
+            wake_at: self.deadline,
         }
     }
 
@@ -661,16 +982,47 @@ impl HttpSession {
                 };
             };
             if out.len() >= pause {
-                // on_drained comes back here once the client has taken some.
-                return Next::CONTINUE;
+                // on_drained comes back here once the client has taken some; meanwhile the
+                // link's input fills and the driver stops reading the upstream.
+                return Next::Continue {
+                    wake_at: self.deadline,
+                };
             }
             match d.pending.poll() {
-                Progress::Wait => return Next::CONTINUE,
+                Progress::Wait => {
+                    // Decide more from what the link has brought, then from its end.
+                    let Some(links) = self.links.as_mut() else {
+                        return Next::CONTINUE;
+                    };
+                    let input = links.input(d.link);
+                    if !input.is_empty() {
+                        d.pending.feed(input.data());
+                        input.clear();
+                        d.resend = None;
+                        continue;
+                    }
+                    match d.link_end.take() {
+                        Some(None) => d.pending.end(),
+                        Some(Some(e)) => d.pending.fail(Failure::from(e)),
+                        None => {
+                            return Next::Continue {
+                                wake_at: self.deadline,
+                            }
+                        }
+                    }
+                }
                 Progress::Head {
                     response,
                     length,
                     bodiless,
                 } => {
+                    if d.upload.is_some() {
+                        // Answered before the whole body came (a 413 from the upstream, say):
+                        // the rest of the body is not read, so the connection ends with this.
+                        d.close = true;
+                        d.keep_alive_10 = false;
+                        self.more_may_come = true;
+                    }
                     let wire = match length {
                         Some(n) => WireLen::Length(n),
                         None if d.head_only || bodiless => WireLen::Unframed,
@@ -693,6 +1045,7 @@ impl HttpSession {
                         d.keep_alive_10,
                     );
                     if d.head_only || bodiless {
+                        d.answered = true;
                         return self.finish_deferred(out, now);
                     }
                 }
@@ -709,13 +1062,46 @@ impl HttpSession {
                     }
                 }
                 Progress::LocalRedirect(path) => return self.local_redirect(path, out, now),
+                Progress::Switch {
+                    mut response,
+                    upgrade,
+                    rest,
+                } => {
+                    // RFC 9110 §15.2.2: the 101 names the protocol; both fields are hop-by-hop,
+                    // so written here for this hop.
+                    response.headers.push(("Upgrade".into(), upgrade.into()));
+                    response.raw_headers =
+                        Some(bytes::Bytes::from_static(b"Connection: upgrade\r\n"));
+                    write_head(
+                        out,
+                        &self.shared.options,
+                        &response,
+                        WireLen::Unframed,
+                        false,
+                        false,
+                    );
+                    out.push_bytes(&rest);
+                    d.status = 101;
+                    d.wire = Some(WireLen::Unframed);
+                    let link = d.link;
+                    self.log_deferred();
+                    self.phase = Phase::Tunnel(link);
+                    self.more_may_come = true;
+                    return self.tunnel(out, now);
+                }
                 Progress::End => {
                     if d.wire == Some(WireLen::Chunked) {
                         out.push_bytes(b"0\r\n\r\n");
                     }
+                    d.answered = true;
                     return self.finish_deferred(out, now);
                 }
                 Progress::Fail(resp) => {
+                    if d.upload.is_some() {
+                        d.close = true;
+                        d.keep_alive_10 = false;
+                        self.more_may_come = true;
+                    }
                     d.status = resp.status;
                     d.bytes = resp.body.len();
                     let (close, ka10, head_only) = (d.close, d.keep_alive_10, d.head_only);
@@ -729,7 +1115,11 @@ impl HttpSession {
                     // Mid-body: the client must see a short answer, never a complete-looking
                     // one, so no final chunk; the close ends it.
                     d.close = true;
+                    let link = d.link;
                     self.log_deferred();
+                    if let Some(links) = self.links.as_mut() {
+                        links.close(link);
+                    }
                     self.phase = Phase::Done;
                     self.deadline = None;
                     self.stash.clear();
@@ -761,16 +1151,35 @@ impl HttpSession {
     fn finish_deferred(&mut self, out: &mut Outbox, now: Instant) -> Next {
         self.log_deferred();
         let close = match &self.phase {
-            Phase::Deferred(d) => d.close,
+            Phase::Deferred(d) => {
+                // A script whose answer is complete may finish its work; an upstream's
+                // connection is kept if the whole exchange went by the rules.
+                let script = d.finish_after_body;
+                let keep = d.answered && (script || (d.upload.is_none() && d.pending.reusable()));
+                let (link, close) = (d.link, d.close);
+                self.end_link(link, keep);
+                close
+            }
             _ => true,
         };
-        // Dropping the Pending cancels whatever the job still does (a HEAD's unread body).
         if self.next_request(close || self.shutting_down, now) {
             let next = self.closing(self.stash.is_empty());
             self.stash.clear();
             return next;
         }
         self.after_deferred(out, now)
+    }
+
+    /// The exchange on `link` is over: `keep` releases it (for reuse, or to let a script
+    /// finish), else it is closed (a script is killed).
+    fn end_link(&mut self, link: LinkId, keep: bool) {
+        if let Some(links) = self.links.as_mut() {
+            if keep {
+                links.release(link);
+            } else {
+                links.close(link);
+            }
+        }
     }
 
     /// Answer for `path` instead, as RFC 3875 §6.2.2 asks of a CGI local redirect: the same
@@ -805,7 +1214,11 @@ impl HttpSession {
         head.extend_from_slice(b"\r\n");
         // Still the same request: it is counted once.
         self.served = self.served.saturating_sub(1);
-        // Dropping the Deferred ends the script's job.
+        // The script's answer is complete: it may finish its work.
+        let link = d.link;
+        if let Some(links) = self.links.as_mut() {
+            links.release(link);
+        }
         self.phase = Phase::Head;
         let shared = self.shared.clone();
         let closing = with_head(&head, &shared.limits, |h| match h {
@@ -815,7 +1228,7 @@ impl HttpSession {
                 .as_ref()
                 .and_then(|g| g.route(&h.request))
             {
-                Some(r) => self.defer(&h, r, Vec::new(), out, now),
+                Some(r) => self.defer(&h, r, RequestBody::None, None, None, out, now),
                 None => self.respond(&h, out, now),
             },
             Err(r) => {
@@ -888,6 +1301,80 @@ impl HttpSession {
     }
 }
 
+impl HttpSession {
+    /// Move what each side of a tunnel sent to the other, as far as the other takes it: client
+    /// input (in the stash) into the link, the link's input to the client. Each side's
+    /// reading pauses while the other is behind.
+    fn tunnel(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        let Phase::Tunnel(link) = self.phase else {
+            return Next::CONTINUE;
+        };
+        let high = self.shared.options.pipeline_pause;
+        let Some(links) = self.links.as_mut() else {
+            return Next::Close;
+        };
+        let mut moved = false;
+        if !self.stash.is_empty() && links.queued(link) < high {
+            links.out(link).push_bytes(&self.stash);
+            self.stash.clear();
+            moved = true;
+        }
+        let input = links.input(link);
+        if !input.is_empty() && out.len() < high {
+            out.push_bytes(input.data());
+            input.clear();
+            moved = true;
+        }
+        links.pause(link, out.len() >= high);
+        if moved {
+            if let Some(g) = &self.shared.options.gateway {
+                self.deadline = Some(now + g.config().tunnel_idle);
+            }
+        }
+        Next::Continue {
+            wake_at: self.deadline,
+        }
+    }
+
+    /// The exchange's deadline passed: a connection that never completed goes to the next
+    /// upstream (or 504); a body the client stopped sending is a 408; an upstream or script
+    /// that went silent is a 504 (or a short answer if it had begun).
+    fn exchange_timed_out(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        let Some(gateway) = self.shared.options.gateway.clone() else {
+            return Next::CONTINUE;
+        };
+        let (Phase::Deferred(d), Some(links)) = (&mut self.phase, self.links.as_mut()) else {
+            return Next::CONTINUE;
+        };
+        if !d.connected && d.resend.is_some() {
+            if let Some((s, dial, label)) = gateway.failover(d.route, d.server, d.tried) {
+                d.server = s;
+                d.tried |= 1u64.checked_shl(s as u32).unwrap_or(0);
+                d.pending.relabel(label);
+                return self.redial(dial, now, gateway.config().timeout);
+            }
+        }
+        let waiting_on_client = d.connected
+            && d.upload.is_some()
+            && links.queued(d.link) == 0
+            && d.wire.is_none()
+            && !d.pending.started();
+        if waiting_on_client {
+            return self.upload_refused(
+                Reject {
+                    status: 408,
+                    detail: "The request body did not arrive in time.",
+                },
+                out,
+            );
+        }
+        links.close(d.link);
+        d.link_end = None;
+        d.pending.fail(Failure::Timeout);
+        self.pump(out, now)
+    }
+}
+
 impl Session for HttpSession {
     /// The head timer runs from the accept: a client that connects and never sends a byte is
     /// closed when it expires, as nginx's `client_header_timeout` does (silently, since no
@@ -903,6 +1390,17 @@ impl Session for HttpSession {
     }
 
     fn on_eof(&mut self, input: &mut ReadBuf, out: &mut Outbox, now: Instant) -> Next {
+        if let (Phase::Tunnel(link), Some(links)) = (&self.phase, self.links.as_mut()) {
+            // The client is done sending: so is the tunnel's upstream side, once what it sent
+            // is through; the upstream's answer may still come.
+            let link = *link;
+            links.out(link).push_bytes(&self.stash);
+            links.out(link).push_bytes(input.data());
+            links.finish(link);
+            self.stash.clear();
+            input.clear();
+            return self.tunnel(out, now);
+        }
         // Requests sent before the half-close still get their answers; a partial one is dropped.
         let next = self.run(Some(input), out, now, false);
         if next.is_close() {
@@ -921,18 +1419,34 @@ impl Session for HttpSession {
         Next::CloseAfterFlush
     }
 
-    fn on_wake(&mut self, out: &mut Outbox, now: Instant) -> Next {
-        if matches!(self.phase, Phase::Deferred(_)) {
-            return self.pump(out, now);
-        }
-        Next::Continue {
-            wake_at: self.deadline,
+    fn links(&mut self) -> Option<&mut Links> {
+        self.links.as_deref_mut()
+    }
+
+    fn on_link(&mut self, id: LinkId, ev: LinkEvent, out: &mut Outbox, now: Instant) -> Next {
+        self.link_event(id, ev, out, now)
+    }
+
+    /// While a streamed body waits for its link (connecting, or backed up past the pause
+    /// mark), the client is not read: its TCP window carries the backpressure.
+    fn reading_paused(&self) -> bool {
+        match (&self.phase, &self.links) {
+            (Phase::Deferred(d), Some(links)) if d.upload.is_some() => {
+                !d.connected || links.queued(d.link) >= self.shared.options.pipeline_pause
+            }
+            (Phase::Tunnel(link), Some(links)) => {
+                !self.stash.is_empty() || links.queued(*link) >= self.shared.options.pipeline_pause
+            }
+            _ => false,
         }
     }
 
     fn on_drained(&mut self, out: &mut Outbox, now: Instant) -> Next {
         if matches!(self.phase, Phase::Deferred(_)) {
             return self.pump(out, now);
+        }
+        if matches!(self.phase, Phase::Tunnel(_)) {
+            return self.tunnel(out, now);
         }
         if !self.stash.is_empty() && !matches!(self.phase, Phase::Done) {
             // Pipelined requests set aside during a pause: answer the next ones now.
@@ -976,8 +1490,11 @@ impl Session for HttpSession {
         match self.phase {
             // An idle keep-alive connection (or one that never sent a byte) just closes.
             Phase::Idle | Phase::Done => Next::Close,
-            // The outbound timeout governs a deferred answer.
-            Phase::Deferred(_) => Next::CONTINUE,
+            Phase::Deferred(_) => self.exchange_timed_out(out, now),
+            Phase::Tunnel(_) => {
+                tracing::debug!(peer = %self.peer.remote, "closing a tunnel idle past --tunnel-idle-timeout");
+                Next::Close
+            }
             Phase::Head if !self.started => Next::Close,
             Phase::Head => {
                 self.answer_error(
