@@ -539,6 +539,26 @@ fn a_connection_that_never_speaks_is_closed_at_the_head_timeout_under_every_mode
     }
 }
 
+/// A request line without a version (HTTP/0.9's `GET /x`, with or without header lines after
+/// it) can never end a head: it is refused with 400 as soon as its line ends, not held until
+/// the head timeout for a 408.
+#[test]
+fn a_request_line_without_a_version_is_refused_at_once_under_every_model() {
+    for &m in ALL_MODELS {
+        let s = hello(m, &["--head-timeout", "30"]);
+        for raw in [&b"GET /x\r\n"[..], b"GET /x\n", b"GET /x\r\nHost: t\r\n"] {
+            let what = format!("{m}: {:?}", String::from_utf8_lossy(raw));
+            let t0 = Instant::now();
+            refused(&s, raw, 400, &what);
+            let took = t0.elapsed();
+            assert!(
+                took < Duration::from_secs(2),
+                "{what}: answered after {took:?}, not at once (head timeout 30 s)"
+            );
+        }
+    }
+}
+
 #[test]
 fn responses_carry_extra_headers_and_can_hide_the_server_token() {
     let s = hello(

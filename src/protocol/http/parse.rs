@@ -80,6 +80,10 @@ const TOO_MANY_HEADERS: Reject = Reject::new(
     "The request has more header fields than this server accepts.",
 );
 const BAD_REQUEST: Reject = Reject::new(400, "The request could not be parsed.");
+const NO_VERSION: Reject = Reject::new(
+    400,
+    "The request line has no HTTP version; HTTP/0.9 is not served here.",
+);
 const BODY_TOO_LARGE: Reject =
     Reject::new(413, "The request body is larger than this server accepts.");
 const BAD_CHUNKED: Reject = Reject::new(400, "The chunked request body is malformed.");
@@ -143,7 +147,15 @@ impl HeadScanner {
             if self.lines > 0 && (line.is_empty() || line == b"\r") {
                 return self.done(nl + 1, limits);
             }
-            self.end_line(line.strip_suffix(b"\r").unwrap_or(line).len(), limits)?;
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let request_line = self.lines == 0;
+            self.end_line(line.len(), limits)?;
+            // An HTTP/0.9 request (`GET /x`, RFC 1945 §4.1) has no version and no headers:
+            // whatever follows would never end a head, so the client would wait out the head
+            // timeout for a 408. Refuse it when its line ends, as nginx does.
+            if request_line && !ends_in_a_version(line) {
+                return Err(NO_VERSION);
+            }
             self.line_start = nl + 1;
             self.pos = nl + 1;
         }
@@ -189,6 +201,16 @@ impl HeadScanner {
         }
         Ok(Some(len))
     }
+}
+
+/// Does a request line (without its CR LF) end in a version word after a method and a target
+/// (`method SP target SP HTTP/...`, RFC 9112 §3)? Lines that do not are 400 whatever else they
+/// hold; the version itself is checked by [`parse_head`] (505 for one not served).
+fn ends_in_a_version(line: &[u8]) -> bool {
+    let mut words = line.rsplitn(2, |&b| b == b' ');
+    let version = words.next().unwrap_or_default();
+    let before = words.next().unwrap_or_default();
+    version.starts_with(b"HTTP/") && before.contains(&b' ')
 }
 
 /// How many bytes of leading empty lines `buf` starts with (RFC 9112 §2.2: a server SHOULD
@@ -895,6 +917,38 @@ mod tests {
         assert_eq!(
             status_of(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", &limits()),
             0
+        );
+    }
+
+    #[test]
+    fn a_request_line_without_a_version_is_refused_when_it_ends() {
+        // HTTP/0.9 sends `GET /x` and no headers: refused at its LF, not held for a 408.
+        for line in [
+            &b"GET /x\r\n"[..],
+            b"GET /x\n",
+            b"GET\r\n",
+            b"\r\n",
+            b"GET /x\r\nHost: a\r\n",
+            b"GET HTTP/1.1\r\n",
+            b"GET / FOO\r\n",
+            b"GET /x HTTP/1.1 \r\n",
+        ] {
+            let mut sc = HeadScanner::default();
+            assert_eq!(
+                sc.scan(line, &limits()),
+                Err(NO_VERSION),
+                "for {:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        // Until the line ends, a version may still come.
+        let mut sc = HeadScanner::default();
+        assert_eq!(sc.scan(b"GET /x", &limits()), Ok(None));
+        assert_eq!(sc.scan(b"GET /x HTTP/1.1\r\n", &limits()), Ok(None));
+        // A version that is there but not served is still a 505, from `parse_head`.
+        assert_eq!(
+            status_of(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", &limits()),
+            505
         );
     }
 
