@@ -361,32 +361,31 @@ fn pipelined_requests_and_kept_alive_connections_get_every_answer_in_order_under
         // Three requests in one packet, HEAD in the middle.
         let mut c = Conn::open(&s);
         c.send(b"GET /one HTTP/1.1\r\nHost: t\r\n\r\nHEAD /two HTTP/1.1\r\nHost: t\r\n\r\nGET /three HTTP/1.1\r\nHost: t\r\n\r\n");
+        // Iterative keeps no connection open for a next request, but answers every one
+        // already sent, the last with `Connection: close`.
         let r1 = c.response(false);
         assert!(
             String::from_utf8_lossy(&r1.body).contains("GET /one "),
             "{m}"
         );
-        if ka {
-            let r2 = c.response(true);
-            assert_eq!(r2.status, 200, "{m}");
-            assert!(
-                r2.header("content-length")
-                    .unwrap()
-                    .parse::<usize>()
-                    .unwrap()
-                    > 0
-            );
-            let r3 = c.response(false);
-            assert!(
-                String::from_utf8_lossy(&r3.body).contains("GET /three "),
-                "{m}: in order"
-            );
-        } else {
-            assert!(r1.closes());
-            assert!(
-                c.closed(),
-                "{m}: iterative answers one request per connection"
-            );
+        let r2 = c.response(true);
+        assert_eq!(r2.status, 200, "{m}");
+        assert!(
+            r2.header("content-length")
+                .unwrap()
+                .parse::<usize>()
+                .unwrap()
+                > 0
+        );
+        let r3 = c.response(false);
+        assert!(
+            String::from_utf8_lossy(&r3.body).contains("GET /three "),
+            "{m}: in order"
+        );
+        assert!(!r1.closes() && !r2.closes(), "{m}");
+        if !ka {
+            assert!(r3.closes(), "{m}");
+            assert!(c.closed(), "{m}: closed after the last request sent");
         }
 
         // A body (Content-Length, then chunked, split across writes) is discarded and the
@@ -442,6 +441,29 @@ fn pipelined_requests_and_kept_alive_connections_get_every_answer_in_order_under
             "expect over the limit",
         );
     }
+}
+
+/// Keep-alive is off under the iterative model (one connection at a time), yet requests a
+/// client pipelined in one write are all answered, in order, before the close; one sent after
+/// the last answer meets a closed connection.
+#[test]
+fn the_iterative_model_answers_every_pipelined_request_before_it_closes() {
+    let m = ALL_MODELS[0];
+    assert!(is_iterative(m));
+    let s = hello(m, &[]);
+    let mut c = Conn::open(&s);
+    c.send(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\nGET /second HTTP/1.1\r\nHost: t\r\n\r\n");
+    let r1 = c.response(false);
+    assert!(String::from_utf8_lossy(&r1.body).contains("GET /first "));
+    assert!(!r1.closes(), "the first answer promised the second");
+    let r2 = c.response(false);
+    assert!(String::from_utf8_lossy(&r2.body).contains("GET /second "));
+    assert!(r2.closes(), "the last answer says the connection closes");
+    c.expect_nothing_more_then_close();
+    // The next client is served at once: nothing held the server.
+    let r = once(&s, b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(r.status, 200);
+    assert!(r.closes());
 }
 
 #[test]

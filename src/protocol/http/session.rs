@@ -58,7 +58,9 @@ pub struct HttpOptions {
     /// Send `Server: tincan` (`--hide-server` / `server_tokens = false` turns it off).
     pub server_tokens: bool,
     /// Allow persistent connections at all (off under the iterative model, which can hold only
-    /// one connection at a time).
+    /// one connection at a time). Off, a connection still answers the requests a client had
+    /// pipelined before an answer was made (their heads already read), the last one with
+    /// `Connection: close`: only waiting for a next request is refused.
     pub keep_alive: bool,
     /// `--header "Name: value"`: added to every response.
     pub extra_headers: Vec<(String, String)>,
@@ -137,6 +139,7 @@ impl HttpService {
             served: 0,
             shutting_down: false,
             more_may_come: false,
+            next_in_hand: false,
         }
     }
 }
@@ -198,6 +201,9 @@ pub struct HttpSession {
     /// The client may still be sending (a refused request's body, a body answered before it
     /// came, a CONNECT's tunnel data), so closing lingers.
     more_may_come: bool,
+    /// With keep-alive off: the next request's whole head is already read, so the answer being
+    /// made does not end the connection.
+    next_in_hand: bool,
     /// The links to upstreams and scripts (made on the first routed request, then kept: a
     /// released link must still be seen by the driver after its exchange is over).
     links: Option<Box<Links>>,
@@ -468,6 +474,7 @@ impl HttpSession {
                         Ok(Some(len)) => len,
                     };
                     parse::lower_minor_version(&mut input.data_mut()[..len]);
+                    self.next_in_hand = self.head_in_hand(&input.data()[len..]);
                     let shared = self.shared.clone();
                     let closing = with_head(&input.data()[..len], &shared.limits, |head| {
                         self.on_head(head, &input.data()[..len], out, now)
@@ -495,6 +502,7 @@ impl HttpSession {
                         }
                     };
                     input.consume(used);
+                    self.next_in_hand = self.head_in_hand(input.data());
                     if !done {
                         // As nginx's client_body_timeout: the body timer runs between reads.
                         self.deadline = Some(now + self.shared.limits.body_timeout);
@@ -620,6 +628,22 @@ impl HttpSession {
         self.complete(head, resp, out, now)
     }
 
+    /// With keep-alive off, is a next request's whole head in `rest` (the input behind the
+    /// request being answered)? A client that pipelined it gets its answer, not a close it
+    /// would have to retry after (RFC 9112 §9.3.2); one still arriving is not waited for, so an
+    /// idle client holds no connection.
+    fn head_in_hand(&self, rest: &[u8]) -> bool {
+        if self.shared.options.keep_alive {
+            return false;
+        }
+        let rest = &rest[parse::leading_empty_lines(rest)..];
+        !rest.is_empty()
+            && matches!(
+                HeadScanner::default().scan(rest, &self.shared.limits),
+                Ok(Some(_))
+            )
+    }
+
     /// Count the request and decide whether the connection closes after its answer.
     fn closes_after(&mut self, head: &Head<'_>, resp_close: bool) -> bool {
         self.served = self.served.saturating_add(1);
@@ -630,7 +654,7 @@ impl HttpSession {
         resp_close
             || connect
             || !head.keep_alive
-            || !self.shared.options.keep_alive
+            || (!self.shared.options.keep_alive && !std::mem::take(&mut self.next_in_hand))
             || self.shutting_down
             || self.served >= self.shared.limits.max_requests_per_connection
     }
@@ -1791,6 +1815,32 @@ mod tests {
         let (out, next) = run(&svc, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(out.contains("Connection: close\r\n"));
         assert_eq!(next, Next::CloseAfterReply);
+    }
+
+    #[test]
+    fn keep_alive_off_still_answers_what_was_pipelined_and_closes_after_the_last() {
+        let svc = service(
+            Limits::default(),
+            HttpOptions {
+                keep_alive: false,
+                ..HttpOptions::default()
+            },
+        );
+        let get = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n";
+        let post = b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc\r\n";
+        let (out, next) = run(&svc, &[&get[..], post, get].concat());
+        assert_eq!(statuses(&out), ["200", "200", "200"]);
+        assert_eq!(out.matches("Connection: close\r\n").count(), 1, "{out}");
+        assert!(
+            out.find("Connection: close").unwrap() > out.find("POST /b").unwrap(),
+            "only the last answer closes: {out}"
+        );
+        assert_eq!(next, Next::CloseAfterReply);
+        // A next request still arriving is not waited for: the answer before it closes.
+        let (out, next) = run(&svc, &[&get[..], b"GET /b HTTP/1.1\r\nHo"].concat());
+        assert_eq!(statuses(&out), ["200"]);
+        assert!(out.contains("Connection: close\r\n"));
+        assert_eq!(next, Next::CloseAfterFlush);
     }
 
     #[test]
