@@ -98,9 +98,8 @@ fn get(addr: SocketAddr, path: &str) -> Reply {
 }
 
 // ------------------------------------------------------------------------------------------
-// The test upstream: one thread per connection, one request per connection (it closes after
-// each answer, so a kept connection is found closed and the request retried on a fresh one),
-// every request it saw recorded.
+// The test upstream: one thread per connection, requests one after another on it (the proxy
+// keeps connections), every request it saw recorded.
 
 struct Upstream {
     addr: SocketAddr,
@@ -126,11 +125,19 @@ fn upstream() -> Upstream {
 fn answer(s: TcpStream, log: &Mutex<Vec<String>>) {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut r = BufReader::new(s.try_clone().unwrap());
+    // As a real server: one request after another on the connection, until the client closes
+    // it or an answer that must end with the connection (by close, cut short, garbled, or
+    // saying `Connection: close`) has gone.
+    while answer_one(&mut r, &s, log) {}
+}
+
+/// Answer one request; false when the connection is done.
+fn answer_one(r: &mut BufReader<TcpStream>, s: &TcpStream, log: &Mutex<Vec<String>>) -> bool {
     let mut head = String::new();
     loop {
         let mut line = String::new();
         if r.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
+            return false;
         }
         if line == "\r\n" {
             break;
@@ -162,7 +169,10 @@ fn answer(s: TcpStream, log: &Mutex<Vec<String>>) {
     let target = head.split(' ').nth(1).unwrap_or("");
     let path = target.split('?').next().unwrap_or("").to_string();
     let mut w = s;
-    let _ = match path.as_str() {
+    let keeps = ["/echo", "/chunked", "/slow", "/latin", "/big"]
+        .iter()
+        .any(|p| path.ends_with(p));
+    let written = match path.as_str() {
         p if p.ends_with("/len") => w.write_all(
             b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\nConnection: close, X-Hop\r\nX-Hop: secret\r\nKeep-Alive: timeout=5\r\nX-End: kept\r\nContent-Type: text/plain\r\n\r\nhello by length",
         ),
@@ -204,7 +214,7 @@ fn answer(s: TcpStream, log: &Mutex<Vec<String>>) {
             while left > 0 {
                 let n = left.min(block.len());
                 if w.write_all(&block[..n]).is_err() {
-                    return;
+                    return false;
                 }
                 left -= n;
             }
@@ -212,6 +222,7 @@ fn answer(s: TcpStream, log: &Mutex<Vec<String>>) {
         }
         _ => w.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
     };
+    keeps && written.is_ok()
 }
 
 fn free_port() -> u16 {

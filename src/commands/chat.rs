@@ -145,7 +145,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
     // Refuse a model the room cannot honour before binding anything, so no `listening on` line
     // is ever printed for a server that will not run.
     let model = args.server.serve_options()?.model;
-    service.check_model(model).map_err(Error::Usage)?;
+    model.honours(service.needs()).map_err(Error::Usage)?;
     let (listeners, opts) = args.server.setup(DEFAULT_LISTEN)?;
     crate::model::serve(listeners, Arc::new(service), &opts)?;
     Ok(())

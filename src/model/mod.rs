@@ -46,7 +46,7 @@ use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use crate::net::Listener;
-use crate::protocol::Service;
+use crate::protocol::{Needs, Service};
 
 pub use shutdown::Shutdown;
 
@@ -71,6 +71,27 @@ impl Model {
         Model::Prefork,
         Model::Event,
     ];
+
+    /// Can this model give a service what it `needs`? The error is the user's sentence.
+    pub fn honours(self, needs: Needs) -> Result<(), String> {
+        let who = if needs.name.is_empty() {
+            "this service"
+        } else {
+            needs.name
+        };
+        match self {
+            Model::Iterative if needs.concurrent => Err(format!(
+                "{who} needs every client connected at once, and --model iterative serves one \
+                 at a time; use --model event or --model threaded"
+            )),
+            Model::Prefork if needs.shared_memory => Err(format!(
+                "{who} cannot run under --model prefork: worker processes share no memory, so \
+                 clients in different workers could not reach each other; use --model event or \
+                 --model threaded"
+            )),
+            _ => Ok(()),
+        }
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -288,8 +309,8 @@ pub fn serve<S: Service>(
     service: Arc<S>,
     opts: &ServeOptions,
 ) -> Result<(), ServeError> {
-    service
-        .check_model(opts.model)
+    opts.model
+        .honours(service.needs())
         .map_err(ServeError::Refused)?;
     let shutdown = Shutdown::for_process().map_err(|e| ServeError::Sys {
         what: "installing the SIGINT/SIGTERM handlers",
@@ -370,8 +391,8 @@ pub fn serve_until<S: Service>(
     opts: &ServeOptions,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
-    service
-        .check_model(opts.model)
+    opts.model
+        .honours(service.needs())
         .map_err(ServeError::Refused)?;
     opts.validate()?;
     if listeners.is_empty() {
@@ -412,6 +433,31 @@ pub fn serve_until<S: Service>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A service's needs are refused by the models that cannot give them, in a sentence that
+    /// names the service and what to use instead; everything else runs anywhere.
+    #[test]
+    fn models_refuse_what_they_cannot_honour_with_a_reason() {
+        let room = Needs {
+            name: "the chat room",
+            concurrent: true,
+            shared_memory: true,
+        };
+        let e = Model::Iterative.honours(room).unwrap_err();
+        assert!(
+            e.starts_with("the chat room needs") && e.contains("one at a time"),
+            "{e}"
+        );
+        let e = Model::Prefork.honours(room).unwrap_err();
+        assert!(
+            e.contains("share no memory") && e.contains("--model event"),
+            "{e}"
+        );
+        assert!(Model::Event.honours(room).is_ok() && Model::Threaded.honours(room).is_ok());
+        for m in Model::ALL {
+            assert!(m.honours(Needs::default()).is_ok(), "{m}");
+        }
+    }
 
     fn with(model: Model, workers: usize, max: usize) -> ServeOptions {
         ServeOptions {

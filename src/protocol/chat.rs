@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::framing::{Decoder, FrameError, Framing};
-use super::{Model, Next, Outbox, Peer, PeerAddr, ReadBuf, Service, Session, Waker};
+use super::{Needs, Next, Outbox, Peer, PeerAddr, ReadBuf, Service, Session, Waker};
 
 /// The session stops moving messages from its room queue into its outbox once the outbox holds
 /// this many bytes; the rest follow on `on_drained`. This keeps the per-connection outbox small
@@ -506,16 +506,12 @@ impl Service for ChatService {
         }
     }
 
-    fn check_model(&self, model: Model) -> Result<(), String> {
-        match model {
-            Model::Iterative => Err("the chat room needs every client connected at once, and \
-                 --model iterative serves one at a time; use --model event or --model threaded"
-                .into()),
-            Model::Prefork => Err("the chat room cannot run under --model prefork: worker \
-                 processes share no memory, so clients in different workers could not hear \
-                 each other; use --model event or --model threaded"
-                .into()),
-            Model::Threaded | Model::Event => Ok(()),
+    /// One room in one memory, every member connected at once.
+    fn needs(&self) -> Needs {
+        Needs {
+            name: "the chat room",
+            concurrent: true,
+            shared_memory: true,
         }
     }
 
@@ -1456,18 +1452,10 @@ mod tests {
     }
 
     #[test]
-    fn iterative_and_prefork_are_refused_with_a_reason() {
-        let svc = quiet();
-        assert!(svc
-            .check_model(Model::Iterative)
-            .unwrap_err()
-            .contains("one at a time"));
-        assert!(svc
-            .check_model(Model::Prefork)
-            .unwrap_err()
-            .contains("share no memory"));
-        assert!(svc.check_model(Model::Event).is_ok());
-        assert!(svc.check_model(Model::Threaded).is_ok());
+    fn the_room_needs_every_client_at_once_in_one_memory() {
+        let n = quiet().needs();
+        assert!(n.concurrent && n.shared_memory);
+        assert_eq!(n.name, "the chat room");
     }
 
     #[test]

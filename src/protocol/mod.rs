@@ -37,8 +37,19 @@ use std::time::Instant;
 
 pub use link::{Dial, LinkError, LinkEvent, LinkId, Links};
 
-/// Which concurrency model is driving a service; lets a service refuse models it cannot honour.
-pub use crate::model::Model;
+/// What a service needs from its driver beyond the seam itself; a driver that cannot give it
+/// refuses the service at start with a sentence saying why (see `model::Model::honours`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// What the user calls the service, for that sentence ("the chat room").
+    pub name: &'static str,
+    /// Every client connected at once (members of a room talk to each other): one connection
+    /// at a time will not do.
+    pub concurrent: bool,
+    /// One memory for every connection (a room's members and order): separate worker
+    /// processes will not do.
+    pub shared_memory: bool,
+}
 
 /// Where a connection comes from (or is accepted on).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,9 +101,9 @@ pub trait Service: Send + Sync + 'static {
     /// only if something outside the session (a hub, outbound work) will need to.
     fn open(&self, peer: &Peer, waker: Waker) -> Self::Session;
 
-    /// Refuse a model this service cannot honour, with the sentence the user will read.
-    fn check_model(&self, _model: Model) -> Result<(), String> {
-        Ok(())
+    /// What this service needs that not every driver gives (nothing, by default).
+    fn needs(&self) -> Needs {
+        Needs::default()
     }
 
     /// The server is shutting down: called once, before the drivers call

@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# bench/proxy.sh: the reverse proxy, tincan vs nginx, in front of the same upstream, one run.
+#
+#   bench/proxy.sh [--reps N] [--duration SECONDS] [--idle N] [--out DIR]
+#
+# The upstream is nginx serving a 1 KiB file (1 worker, keep-alive without limit). In front of
+# it, in turn: nginx `proxy_pass` with an upstream `keepalive 64` pool (HTTP/1.1, Connection
+# cleared), and `tincan serve --proxy /=http://UPSTREAM` (event model, 1 worker, upstream
+# keep-alive on by default). Both proxies run on CPU 0; wrk and the upstream share CPU 1.
+# For each of c=50 and c=500 keep-alive connections: --reps interleaved pairs of wrk runs
+# (nginx, tincan, tincan, nginx, ...); reported: median requests/s, median p99, non-2xx
+# answers and socket errors, and the median of the per-pair ratios (tincan / nginx).
+# Then the memory per idle proxied keep-alive connection: --idle clients each make one
+# proxied request and stay open; (RSS after - RSS before) / N for each proxy.
+# Every server is stopped by its pid. Default: about 2 minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+REPS=3
+DUR=5
+IDLE=2000
+OUT=bench/results
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --reps) REPS=$2; shift ;;
+        --duration) DUR=$2; shift ;;
+        --idle) IDLE=$2; shift ;;
+        --out) OUT=$2; shift ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        *) echo "proxy.sh: unknown argument '$1'" >&2; exit 2 ;;
+    esac
+    shift
+done
+log() { printf '%s\n' "$*" >&2; }
+need() { command -v "$1" >/dev/null || { log "proxy.sh needs $1 (apt-get install $2)"; exit 1; }; }
+need nginx nginx
+need wrk wrk
+need taskset util-linux
+cargo build --release --quiet
+TINCAN=${CARGO_TARGET_DIR:-$ROOT/target}/release/tincan
+ulimit -n "$(ulimit -Hn)"
+
+WORK=$(mktemp -d /tmp/tincan-proxy.XXXXXX)
+PIDS=()
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+    local i
+    for i in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    log "nothing listens on $1"; exit 1
+}
+
+mkdir -p "$WORK/www" "$WORK/empty" "$OUT"
+chmod 755 "$WORK" "$WORK/www"
+head -c 1024 /dev/urandom | base64 -w0 | head -c 1024 >"$WORK/www/1k.txt"
+chmod 644 "$WORK/www/1k.txt"
+
+nginx_conf() { # nginx_conf NAME PORT LOCATION-BODY [UPSTREAM-BLOCK]
+    cat >"$WORK/$1.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $WORK/$1.pid;
+error_log $WORK/$1.err warn;
+events { worker_connections 16384; }
+http {
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 65;
+    client_body_temp_path $WORK/$1-body;
+    proxy_temp_path $WORK/$1-proxy;
+    ${4:-}
+    server { listen 127.0.0.1:$2 backlog=4096; $3 }
+}
+EOF
+}
+
+UP=$(free_port)
+nginx_conf upstream "$UP" "root $WORK/www; location / { }"
+taskset -c 1 "$(command -v nginx)" -c "$WORK/upstream.conf" -e "$WORK/upstream.err" &
+PIDS+=($!)
+wait_port "$UP"
+
+NG=$(free_port)
+nginx_conf front "$NG" \
+    "location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }" \
+    "upstream up { server 127.0.0.1:$UP; keepalive 64; }"
+
+start_nginx() {
+    taskset -c 0 "$(command -v nginx)" -c "$WORK/front.conf" -e "$WORK/front.err" &
+    SRV=$!
+    PIDS+=($SRV)
+    wait_port "$NG"
+    PORT=$NG
+}
+start_tincan() {
+    TP=$(free_port)
+    taskset -c 0 "$TINCAN" serve "$WORK/empty" --listen "127.0.0.1:$TP" --model event \
+        --workers 1 --access-log off --max-connections 20000 \
+        --proxy "/=http://127.0.0.1:$UP" 2>"$WORK/tincan.err" >/dev/null &
+    SRV=$!
+    PIDS+=($SRV)
+    wait_port "$TP"
+    PORT=$TP
+}
+stop_srv() { kill "$SRV" 2>/dev/null || true; wait "$SRV" 2>/dev/null || true; }
+# rss PID: resident KiB of a process and its children (nginx's worker is a child).
+rss() {
+    local total=0 p
+    for p in "$1" $(pgrep -P "$1" || true); do
+        total=$((total + $(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+
+# run SERVER CONNS -> "rps p99_ms non2xx errors"
+run() {
+    "start_$1"
+    # A warm-up fills the upstream pools.
+    taskset -c 1 wrk -t1 -c "$2" -d1s "http://127.0.0.1:$PORT/1k.txt" >/dev/null 2>&1 || true
+    local outp
+    outp=$(taskset -c 1 wrk -t1 -c "$2" -d"${DUR}s" --latency "http://127.0.0.1:$PORT/1k.txt" 2>&1)
+    stop_srv
+    local rps p99 non2xx errs
+    rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$outp")
+    p99=$(awk '$1 == "99%" { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 } print v }' <<<"$outp")
+    non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$outp")
+    errs=$(awk '/Socket errors/ { n = 0; for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) n += $i; print n }' <<<"$outp")
+    echo "$rps ${p99:-0} ${non2xx:-0} ${errs:-0}"
+}
+
+median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+
+echo "| proxied 1 KiB | nginx req/s | tincan req/s | ratio | nginx p99 ms | tincan p99 ms | non-2xx (nginx/tincan) | socket errors (nginx/tincan) |"
+echo "|---|---|---|---|---|---|---|---|"
+for C in 50 500; do
+    : >"$WORK/n" ; : >"$WORK/t"; : >"$WORK/r"
+    for rep in $(seq 1 "$REPS"); do
+        if [ $((rep % 2)) -eq 1 ]; then order="nginx tincan"; else order="tincan nginx"; fi
+        for s in $order; do
+            read -r rps p99 non errs < <(run "$s" "$C")
+            echo "$rps $p99 $non $errs" >>"$WORK/${s:0:1}"
+            log "c=$C rep $rep $s: $rps req/s, p99 $p99 ms, non-2xx $non, errors $errs"
+        done
+        paste -d' ' "$WORK/n" "$WORK/t" | tail -1 | awk '{ printf "%.4f\n", $5 / $1 }' >>"$WORK/r"
+    done
+    nr=$(cut -d' ' -f1 "$WORK/n" | median); tr=$(cut -d' ' -f1 "$WORK/t" | median)
+    np=$(cut -d' ' -f2 "$WORK/n" | median); tp=$(cut -d' ' -f2 "$WORK/t" | median)
+    nn=$(awk '{ s += $3 } END { print s }' "$WORK/n"); tn=$(awk '{ s += $3 } END { print s }' "$WORK/t")
+    ne=$(awk '{ s += $4 } END { print s }' "$WORK/n"); te=$(awk '{ s += $4 } END { print s }' "$WORK/t")
+    ratio=$(median <"$WORK/r")
+    printf '| c=%s | %.0f | %.0f | %.2fx | %s | %s | %s / %s | %s / %s |\n' \
+        "$C" "$nr" "$tr" "$ratio" "$np" "$tp" "$nn" "$tn" "$ne" "$te"
+done
+
+# Memory per idle proxied keep-alive connection.
+echo
+echo "| idle proxied keep-alive connections ($IDLE) | nginx KiB each | tincan KiB each |"
+echo "|---|---|---|"
+per=()
+for s in nginx tincan; do
+    "start_$s"
+    sleep 0.3
+    before=$(rss "$SRV")
+    rm -f "$WORK/release"
+    python3 bench/idle_clients.py 127.0.0.1 "$PORT" "$IDLE" /1k.txt "$WORK/release" >"$WORK/idle.out" &
+    CL=$!
+    for _ in $(seq 1 200); do grep -q ready "$WORK/idle.out" 2>/dev/null && break; sleep 0.1; done
+    sleep 0.5
+    after=$(rss "$SRV")
+    touch "$WORK/release"
+    wait "$CL" 2>/dev/null || true
+    stop_srv
+    per+=("$(awk -v a="$after" -v b="$before" -v n="$IDLE" 'BEGIN { printf "%.2f", (a - b) / n }')")
+    log "$s: $(cat "$WORK/idle.out"); RSS $before -> $after KiB"
+done
+echo "| per connection | ${per[0]} | ${per[1]} |"

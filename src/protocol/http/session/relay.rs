@@ -1,0 +1,749 @@
+//! Relaying an exchange with an upstream or a script: the request's link is opened and its
+//! head sent ([`HttpSession::defer`]), the body streamed into it ([`HttpSession::upload`]),
+//! the answer parsed and written as it comes ([`HttpSession::pump`]), a kept connection that
+//! failed retried or a refusing upstream failed over ([`HttpSession::link_event`]), and an
+//! upgraded connection tunnelled ([`HttpSession::tunnel`]).
+
+use std::io::Write as _;
+use std::time::Instant;
+
+use super::write::{log_line, write_head, write_response, WireLen};
+use super::{request_line, with_head, HttpSession, Phase};
+use crate::protocol::http::access_log::Entry;
+use crate::protocol::http::gateway::{Failure, Pending, Progress, Routed};
+use crate::protocol::http::message::{error_response, Version};
+use crate::protocol::http::parse::{BodyReader, Head, Reject};
+use crate::protocol::http::proxy::RequestBody;
+use crate::protocol::{Dial, LinkError, LinkEvent, LinkId, Next, Outbox};
+
+/// An outbound exchange in progress, and what the connection decided about it.
+pub(super) struct Deferred {
+    pub(super) pending: Pending,
+    pub(super) link: LinkId,
+    /// What the link was opened with, and which route and server it goes to.
+    pub(super) dial: Dial,
+    pub(super) route: usize,
+    pub(super) server: usize,
+    /// The route's servers tried so far, a bit each.
+    pub(super) tried: u64,
+    /// The request head as sent, kept while a retry or failover could resend it: no body byte
+    /// has gone and no answer byte has come.
+    pub(super) resend: Option<Vec<u8>>,
+    pub(super) connected: bool,
+    /// The link is a kept connection (one retry allowed if it fails before any answer).
+    pub(super) reused: bool,
+    pub(super) retried: bool,
+    /// The request body still coming from the client.
+    pub(super) upload: Option<Upload>,
+    /// The link ended (`None`: by its `Eof`) and `pending` has not been told yet: the input
+    /// still in the link goes first.
+    pub(super) link_end: Option<Option<LinkError>>,
+    /// The link's write side closes after the body (a script's stdin).
+    pub(super) finish_after_body: bool,
+    /// The answer ended as it should (a script whose answer is complete may finish its work).
+    pub(super) answered: bool,
+    /// How the body goes to the client, once the head is written.
+    pub(super) wire: Option<WireLen>,
+    pub(super) close: bool,
+    pub(super) keep_alive_10: bool,
+    pub(super) head_only: bool,
+    /// The client speaks HTTP/1.1 (so a body of unknown length can be chunked).
+    pub(super) http11: bool,
+    /// The request's Host, and the CGI local redirects followed so far (RFC 3875 §6.2.2).
+    pub(super) host: Option<String>,
+    pub(super) redirects: u8,
+    /// The status sent (for the log), and body bytes sent.
+    pub(super) status: u16,
+    pub(super) bytes: u64,
+    /// Request line, Referer, User-Agent (only when an access log is kept).
+    pub(super) log: Option<(String, Option<String>, Option<String>)>,
+}
+
+/// A request body streaming from the client into the link.
+#[derive(Debug)]
+pub(super) struct Upload {
+    pub(super) reader: BodyReader,
+    /// Re-chunk it (the client sent it chunked).
+    pub(super) chunked: bool,
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deferred")
+            .field("wire", &self.wire)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpSession {
+    /// Close the connection with its deferred answer unfinished: the request still gets its
+    /// access-log line (with `unanswered` as the status if its answer had not begun), and
+    /// dropping the job cancels the upstream request or the script.
+    pub(super) fn drop_deferred(&mut self, unanswered: u16) -> Next {
+        if let Phase::Deferred(d) = &mut self.phase {
+            if d.wire.is_none() {
+                d.status = unanswered;
+            }
+            if let Some(links) = self.links.as_mut() {
+                links.close(d.link);
+            }
+        }
+        self.log_deferred();
+        self.phase = Phase::Done;
+        self.deadline = None;
+        self.stash.clear();
+        Next::Close
+    }
+
+    /// Start the exchange for a proxied or CGI request: ask the driver for its link, queue the
+    /// head (and a collected body), and wait in [`Phase::Deferred`]; a streamed body follows
+    /// through [`upload`](Self::upload).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn defer(
+        &mut self,
+        head: &Head<'_>,
+        routed: Routed,
+        body: RequestBody,
+        reader: Option<BodyReader>,
+        collected: Option<&[u8]>,
+        out: &mut Outbox,
+        now: Instant,
+    ) -> bool {
+        let Some(gateway) = self.shared.options.gateway.clone() else {
+            return self.respond(head, out, now);
+        };
+        let req = &head.request;
+        match gateway.start(routed, req, &self.peer, body) {
+            Err(resp) => self.complete(head, *resp, out, now),
+            Ok(ex) => {
+                let close = self.closes_after(head, false);
+                let log = self.shared.options.access_log.as_ref().map(|_| {
+                    (
+                        log_line(req),
+                        req.header("referer").map(str::to_string),
+                        req.header("user-agent").map(str::to_string),
+                    )
+                });
+                let links = self.links.get_or_insert_with(Box::default);
+                let link = links.open(ex.dial.clone());
+                links.out(link).push_bytes(&ex.head);
+                if let Some(b) = collected {
+                    links.out(link).push_bytes(b);
+                }
+                if reader.is_none() && ex.finish_after_body {
+                    links.finish(link);
+                }
+                // Only an upstream's head can be sent again, and only before any body.
+                let resend = (!ex.head.is_empty() && collected.is_none()).then_some(ex.head);
+                self.phase = Phase::Deferred(Box::new(Deferred {
+                    pending: ex.pending,
+                    link,
+                    dial: ex.dial,
+                    route: ex.route,
+                    server: ex.server,
+                    tried: 1u64.checked_shl(ex.server as u32).unwrap_or(0),
+                    resend,
+                    connected: false,
+                    reused: false,
+                    retried: false,
+                    upload: reader.map(|reader| Upload {
+                        reader,
+                        chunked: ex.chunked,
+                    }),
+                    link_end: None,
+                    finish_after_body: ex.finish_after_body,
+                    answered: false,
+                    wire: None,
+                    close,
+                    keep_alive_10: !close && req.version == Version::Http10,
+                    head_only: req.is_head(),
+                    http11: req.version == Version::Http11,
+                    host: req.host().map(str::to_string),
+                    redirects: 0,
+                    status: 0,
+                    bytes: 0,
+                    log,
+                }));
+                // The upstream timeout governs from here (connect, then any silence).
+                self.deadline = Some(now + gateway.config().timeout);
+                false
+            }
+        }
+    }
+
+    /// Stream what the client has sent of the body (in the stash) into the link, as far as
+    /// the link takes it: reading from the client pauses meanwhile ([`Session::reading_paused`]).
+    pub(super) fn upload(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        let cont = |s: &Self| Next::Continue {
+            wake_at: s.deadline,
+        };
+        let high = self.shared.options.pipeline_pause;
+        let (Phase::Deferred(d), Some(links)) = (&mut self.phase, self.links.as_mut()) else {
+            return cont(self);
+        };
+        let Some(up) = d.upload.as_mut() else {
+            return cont(self);
+        };
+        if !d.connected || self.stash.is_empty() {
+            return cont(self);
+        }
+        let mut used = 0;
+        let mut refused = None;
+        let mut done = false;
+        while used < self.stash.len() && links.out(d.link).len() < high {
+            let lout = links.out(d.link);
+            let chunked = up.chunked;
+            let fed = up
+                .reader
+                .feed_into(&self.stash[used..], &self.shared.limits, |b| {
+                    if chunked {
+                        lout.with_tail(|t| {
+                            let _ = write!(t, "{:x}\r\n", b.len());
+                        });
+                        lout.push_bytes(b);
+                        lout.push_bytes(b"\r\n");
+                    } else {
+                        lout.push_bytes(b);
+                    }
+                });
+            match fed {
+                Ok((n, end)) => {
+                    used += n;
+                    if end {
+                        done = true;
+                        break;
+                    }
+                    if n == 0 {
+                        break;
+                    }
+                }
+                Err(r) => {
+                    refused = Some(r);
+                    break;
+                }
+            }
+        }
+        if used > 0 {
+            // A body byte has gone: the head can no longer be sent again elsewhere.
+            d.resend = None;
+            self.deadline = Some(now + self.shared.limits.body_timeout);
+        }
+        self.stash.drain(..used);
+        if done {
+            if up.chunked {
+                links.out(d.link).push_bytes(b"0\r\n\r\n");
+            }
+            if d.finish_after_body {
+                links.finish(d.link);
+            }
+            d.upload = None;
+            if let Some(g) = &self.shared.options.gateway {
+                self.deadline = Some(now + g.config().timeout);
+            }
+        }
+        if let Some(r) = refused {
+            return self.upload_refused(r, out);
+        }
+        cont(self)
+    }
+
+    /// The client's body broke its framing or crossed the body limit mid-way: the upstream
+    /// request is abandoned, and the client gets the refusal if its answer has not begun
+    /// (else the connection closes and it sees a short answer).
+    pub(super) fn upload_refused(&mut self, r: Reject, out: &mut Outbox) -> Next {
+        let Phase::Deferred(d) = &mut self.phase else {
+            return Next::Close;
+        };
+        if d.wire.is_some() {
+            return self.drop_deferred(r.status);
+        }
+        if let Some(links) = self.links.as_mut() {
+            links.close(d.link);
+        }
+        let line = d.log.as_ref().map(|l| l.0.clone()).unwrap_or_default();
+        self.stash.clear();
+        // The access line is the refusal's (the exchange never answered).
+        d.log = None;
+        self.answer_error(r, &line, out);
+        Next::CloseAfterFlush
+    }
+
+    /// Something happened on a link (see [`Session::on_link`]).
+    pub(super) fn link_event(
+        &mut self,
+        id: LinkId,
+        ev: LinkEvent,
+        out: &mut Outbox,
+        now: Instant,
+    ) -> Next {
+        let cont = Next::Continue {
+            wake_at: self.deadline,
+        };
+        let Some(gateway) = self.shared.options.gateway.clone() else {
+            return cont;
+        };
+        let timeout = gateway.config().timeout;
+        if let Phase::Tunnel(link) = self.phase {
+            if link != id {
+                return cont;
+            }
+            return match ev {
+                LinkEvent::Data | LinkEvent::Drained | LinkEvent::Connected { .. } => {
+                    self.tunnel(out, now)
+                }
+                // The upstream ended the tunnel: what it sent goes out, then the connection.
+                LinkEvent::Eof => {
+                    let next = self.tunnel(out, now);
+                    if let Some(links) = self.links.as_mut() {
+                        if !links.input(link).is_empty() {
+                            return next;
+                        }
+                        links.close(link);
+                    }
+                    self.phase = Phase::Done;
+                    self.deadline = None;
+                    Next::CloseAfterFlush
+                }
+                LinkEvent::Failed(e) => {
+                    tracing::debug!("a tunnel's upstream broke: {e}");
+                    self.phase = Phase::Done;
+                    Next::Close
+                }
+            };
+        }
+        let (Phase::Deferred(d), Some(links)) = (&mut self.phase, self.links.as_mut()) else {
+            // A link from an exchange already over: it has nothing more to say.
+            if let Some(links) = self.links.as_mut() {
+                links.close(id);
+            }
+            return cont;
+        };
+        if d.link != id {
+            links.close(id);
+            return cont;
+        }
+        match ev {
+            LinkEvent::Connected { reused } => {
+                d.connected = true;
+                d.reused = reused;
+                self.deadline = Some(now + timeout);
+                self.upload(out, now)
+            }
+            LinkEvent::Data => {
+                self.deadline = Some(now + timeout);
+                self.pump(out, now)
+            }
+            LinkEvent::Drained => {
+                if d.upload.is_some() {
+                    self.deadline = Some(now + timeout);
+                }
+                self.upload(out, now)
+            }
+            LinkEvent::Eof | LinkEvent::Failed(_) => {
+                let quiet = !d.pending.started() && links.input(id).is_empty();
+                let refused = matches!(ev, LinkEvent::Failed(LinkError::Connect(_)));
+                if quiet && d.resend.is_some() {
+                    if refused || !d.connected {
+                        // Refused: the next upstream of the route, if one is left.
+                        if let Some((s, dial, label)) = gateway.failover(d.route, d.server, d.tried)
+                        {
+                            d.server = s;
+                            d.tried |= 1u64.checked_shl(s as u32).unwrap_or(0);
+                            d.pending.relabel(label);
+                            return self.redial(dial, now, timeout);
+                        }
+                    } else if d.reused && !d.retried {
+                        // A kept connection the upstream had closed meanwhile: once more, on a
+                        // fresh one (nginx and Go's transport do the same).
+                        d.retried = true;
+                        let dial = d.dial.fresh();
+                        return self.redial(dial, now, timeout);
+                    }
+                }
+                d.link_end = Some(match ev {
+                    LinkEvent::Failed(e) => Some(e),
+                    _ => None,
+                });
+                self.pump(out, now)
+            }
+        }
+    }
+
+    /// Send the kept request head again on a new link.
+    pub(super) fn redial(
+        &mut self,
+        dial: Dial,
+        now: Instant,
+        timeout: std::time::Duration,
+    ) -> Next {
+        let (Phase::Deferred(d), Some(links)) = (&mut self.phase, self.links.as_mut()) else {
+            return Next::CONTINUE;
+        };
+        links.close(d.link);
+        let link = links.open(dial.clone());
+        if let Some(head) = &d.resend {
+            links.out(link).push_bytes(head);
+        }
+        d.link = link;
+        d.dial = dial;
+        d.connected = false;
+        d.reused = false;
+        self.deadline = Some(now + timeout);
+        Next::Continue {
+            wake_at: self.deadline,
+        }
+    }
+
+    /// Move what outbound work has produced to the client, as far as the output allows.
+    pub(super) fn pump(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        let pause = self.shared.options.pipeline_pause;
+        loop {
+            let Phase::Deferred(d) = &mut self.phase else {
+                return Next::Continue {
+                    wake_at: self.deadline,
+                };
+            };
+            if out.len() >= pause {
+                // on_drained comes back here once the client has taken some; meanwhile the
+                // link's input fills and the driver stops reading the upstream.
+                return Next::Continue {
+                    wake_at: self.deadline,
+                };
+            }
+            match d.pending.poll() {
+                Progress::Wait => {
+                    // Decide more from what the link has brought, then from its end.
+                    let Some(links) = self.links.as_mut() else {
+                        return Next::CONTINUE;
+                    };
+                    let input = links.input(d.link);
+                    if !input.is_empty() {
+                        d.pending.feed(input.data());
+                        input.clear();
+                        d.resend = None;
+                        continue;
+                    }
+                    match d.link_end.take() {
+                        Some(None) => d.pending.end(),
+                        Some(Some(e)) => d.pending.fail(Failure::from(e)),
+                        None => {
+                            return Next::Continue {
+                                wake_at: self.deadline,
+                            }
+                        }
+                    }
+                }
+                Progress::Head {
+                    response,
+                    length,
+                    bodiless,
+                } => {
+                    if d.upload.is_some() {
+                        // Answered before the whole body came (a 413 from the upstream, say):
+                        // the rest of the body is not read, so the connection ends with this.
+                        d.close = true;
+                        d.keep_alive_10 = false;
+                        self.more_may_come = true;
+                    }
+                    let wire = match length {
+                        Some(n) => WireLen::Length(n),
+                        None if d.head_only || bodiless => WireLen::Unframed,
+                        None if d.http11 => WireLen::Chunked,
+                        None => {
+                            // An HTTP/1.0 client learns where the body ends from the close.
+                            d.close = true;
+                            d.keep_alive_10 = false;
+                            WireLen::Unframed
+                        }
+                    };
+                    d.status = response.status;
+                    d.wire = Some(wire);
+                    write_head(
+                        out,
+                        &self.shared.options,
+                        &response,
+                        wire,
+                        d.close,
+                        d.keep_alive_10,
+                    );
+                    if d.head_only || bodiless {
+                        d.answered = true;
+                        return self.finish_deferred(out, now);
+                    }
+                }
+                Progress::Data(data) => {
+                    d.bytes += data.len() as u64;
+                    if d.wire == Some(WireLen::Chunked) {
+                        out.with_tail(|b| {
+                            let _ = write!(b, "{:x}\r\n", data.len());
+                        });
+                        out.push_shared(bytes::Bytes::from(data));
+                        out.push_bytes(b"\r\n");
+                    } else {
+                        out.push_shared(bytes::Bytes::from(data));
+                    }
+                }
+                Progress::LocalRedirect(path) => return self.local_redirect(path, out, now),
+                Progress::Switch {
+                    mut response,
+                    upgrade,
+                    rest,
+                } => {
+                    // RFC 9110 §15.2.2: the 101 names the protocol; both fields are hop-by-hop,
+                    // so written here for this hop.
+                    response.headers.push(("Upgrade".into(), upgrade.into()));
+                    response.raw_headers =
+                        Some(bytes::Bytes::from_static(b"Connection: upgrade\r\n"));
+                    write_head(
+                        out,
+                        &self.shared.options,
+                        &response,
+                        WireLen::Unframed,
+                        false,
+                        false,
+                    );
+                    out.push_bytes(&rest);
+                    d.status = 101;
+                    d.wire = Some(WireLen::Unframed);
+                    let link = d.link;
+                    self.log_deferred();
+                    self.phase = Phase::Tunnel(link);
+                    self.more_may_come = true;
+                    return self.tunnel(out, now);
+                }
+                Progress::End => {
+                    if d.wire == Some(WireLen::Chunked) {
+                        out.push_bytes(b"0\r\n\r\n");
+                    }
+                    d.answered = true;
+                    return self.finish_deferred(out, now);
+                }
+                Progress::Fail(resp) => {
+                    if d.upload.is_some() {
+                        d.close = true;
+                        d.keep_alive_10 = false;
+                        self.more_may_come = true;
+                    }
+                    d.status = resp.status;
+                    d.bytes = resp.body.len();
+                    let (close, ka10, head_only) = (d.close, d.keep_alive_10, d.head_only);
+                    write_response(out, &self.shared.options, resp, head_only, close, ka10);
+                    if head_only {
+                        d.bytes = 0;
+                    }
+                    return self.finish_deferred(out, now);
+                }
+                Progress::Abort => {
+                    // Mid-body: the client must see a short answer, never a complete-looking
+                    // one, so no final chunk; the close ends it.
+                    d.close = true;
+                    let link = d.link;
+                    self.log_deferred();
+                    if let Some(links) = self.links.as_mut() {
+                        links.close(link);
+                    }
+                    self.phase = Phase::Done;
+                    self.deadline = None;
+                    self.stash.clear();
+                    return Next::CloseAfterFlush;
+                }
+            }
+        }
+    }
+
+    /// Write the access-log line of the deferred answer.
+    pub(super) fn log_deferred(&self) {
+        let (Some(log), Phase::Deferred(d)) = (&self.shared.options.access_log, &self.phase) else {
+            return;
+        };
+        let Some((line, referer, ua)) = &d.log else {
+            return;
+        };
+        log.log(&Entry {
+            client: self.peer.ip_addr(),
+            request_line: &[line.as_str()],
+            status: d.status,
+            bytes: d.bytes,
+            referer: referer.as_deref(),
+            user_agent: ua.as_deref(),
+        });
+    }
+
+    /// The deferred answer is complete: go on with whatever was pipelined behind it.
+    pub(super) fn finish_deferred(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        self.log_deferred();
+        let close = match &self.phase {
+            Phase::Deferred(d) => {
+                // A script whose answer is complete may finish its work; an upstream's
+                // connection is kept if the whole exchange went by the rules.
+                let script = d.finish_after_body;
+                let keep = d.answered && (script || (d.upload.is_none() && d.pending.reusable()));
+                let (link, close) = (d.link, d.close);
+                self.end_link(link, keep);
+                close
+            }
+            _ => true,
+        };
+        if self.next_request(close || self.shutting_down, now) {
+            let next = self.closing(self.stash.is_empty());
+            self.stash.clear();
+            return next;
+        }
+        self.after_deferred(out, now)
+    }
+
+    /// The exchange on `link` is over: `keep` releases it (for reuse, or to let a script
+    /// finish), else it is closed (a script is killed).
+    pub(super) fn end_link(&mut self, link: LinkId, keep: bool) {
+        if let Some(links) = self.links.as_mut() {
+            if keep {
+                links.release(link);
+            } else {
+                links.close(link);
+            }
+        }
+    }
+
+    /// Answer for `path` instead, as RFC 3875 §6.2.2 asks of a CGI local redirect: the same
+    /// request (GET, or HEAD for a HEAD) for the new path, through the routes and the handler.
+    pub(super) fn local_redirect(&mut self, path: String, out: &mut Outbox, now: Instant) -> Next {
+        /// A script redirecting to itself must end somewhere.
+        const MAX_LOCAL_REDIRECTS: u8 = 5;
+        let Phase::Deferred(d) = &mut self.phase else {
+            return Next::CONTINUE;
+        };
+        if d.redirects >= MAX_LOCAL_REDIRECTS || !path.bytes().all(|b| b.is_ascii_graphic()) {
+            let resp = error_response(502, "The script's local redirect could not be followed.");
+            d.status = resp.status;
+            d.bytes = if d.head_only { 0 } else { resp.body.len() };
+            let (close, ka10, head_only) = (d.close, d.keep_alive_10, d.head_only);
+            write_response(out, &self.shared.options, resp, head_only, close, ka10);
+            return self.finish_deferred(out, now);
+        }
+        let redirects = d.redirects + 1;
+        let mut head = Vec::with_capacity(64 + path.len());
+        let method = if d.head_only { "HEAD" } else { "GET" };
+        let minor = u8::from(d.http11);
+        let _ = write!(head, "{method} {path} HTTP/1.{minor}\r\n");
+        if let Some(h) = &d.host {
+            let _ = write!(head, "Host: {h}\r\n");
+        }
+        if d.close {
+            head.extend_from_slice(b"Connection: close\r\n");
+        } else if d.keep_alive_10 {
+            head.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        // Still the same request: it is counted once.
+        self.served = self.served.saturating_sub(1);
+        // The script's answer is complete: it may finish its work.
+        let link = d.link;
+        if let Some(links) = self.links.as_mut() {
+            links.release(link);
+        }
+        self.phase = Phase::Head;
+        let shared = self.shared.clone();
+        let closing = with_head(&head, &shared.limits, |h| match h {
+            Ok(h) => match shared
+                .options
+                .gateway
+                .as_ref()
+                .and_then(|g| g.route(&h.request))
+            {
+                Some(r) => self.defer(&h, r, RequestBody::None, None, None, out, now),
+                None => self.respond(&h, out, now),
+            },
+            Err(r) => {
+                self.answer_error(r, &request_line(&head), out);
+                true
+            }
+        });
+        if let Phase::Deferred(d) = &mut self.phase {
+            d.redirects = redirects;
+            return Next::CONTINUE;
+        }
+        if closing {
+            self.stash.clear();
+            return Next::CloseAfterFlush;
+        }
+        self.after_deferred(out, now)
+    }
+
+    /// A deferred answer is complete and the connection stays: answer what waited behind it.
+    pub(super) fn after_deferred(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        self.run(None, out, now, true)
+    }
+
+    /// Move what each side of a tunnel sent to the other, as far as the other takes it: client
+    /// input (in the stash) into the link, the link's input to the client. Each side's
+    /// reading pauses while the other is behind.
+    pub(super) fn tunnel(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        let Phase::Tunnel(link) = self.phase else {
+            return Next::CONTINUE;
+        };
+        let high = self.shared.options.pipeline_pause;
+        let Some(links) = self.links.as_mut() else {
+            return Next::Close;
+        };
+        let mut moved = false;
+        if !self.stash.is_empty() && links.queued(link) < high {
+            links.out(link).push_bytes(&self.stash);
+            self.stash.clear();
+            moved = true;
+        }
+        let input = links.input(link);
+        if !input.is_empty() && out.len() < high {
+            out.push_bytes(input.data());
+            input.clear();
+            moved = true;
+        }
+        links.pause(link, out.len() >= high);
+        if moved {
+            if let Some(g) = &self.shared.options.gateway {
+                self.deadline = Some(now + g.config().tunnel_idle);
+            }
+        }
+        Next::Continue {
+            wake_at: self.deadline,
+        }
+    }
+
+    /// The exchange's deadline passed: a connection that never completed goes to the next
+    /// upstream (or 504); a body the client stopped sending is a 408; an upstream or script
+    /// that went silent is a 504 (or a short answer if it had begun).
+    pub(super) fn exchange_timed_out(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        let Some(gateway) = self.shared.options.gateway.clone() else {
+            return Next::CONTINUE;
+        };
+        let (Phase::Deferred(d), Some(links)) = (&mut self.phase, self.links.as_mut()) else {
+            return Next::CONTINUE;
+        };
+        if !d.connected && d.resend.is_some() {
+            if let Some((s, dial, label)) = gateway.failover(d.route, d.server, d.tried) {
+                d.server = s;
+                d.tried |= 1u64.checked_shl(s as u32).unwrap_or(0);
+                d.pending.relabel(label);
+                return self.redial(dial, now, gateway.config().timeout);
+            }
+        }
+        let waiting_on_client = d.connected
+            && d.upload.is_some()
+            && links.queued(d.link) == 0
+            && d.wire.is_none()
+            && !d.pending.started();
+        if waiting_on_client {
+            return self.upload_refused(
+                Reject {
+                    status: 408,
+                    detail: "The request body did not arrive in time.",
+                },
+                out,
+            );
+        }
+        links.close(d.link);
+        d.link_end = None;
+        d.pending.fail(Failure::Timeout);
+        self.pump(out, now)
+    }
+}

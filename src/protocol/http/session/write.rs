@@ -1,0 +1,155 @@
+//! Writing responses: the status line and the fields the connection owns (`Date`, `Server`,
+//! the framing, `Connection`), then the body as bytes or file regions.
+
+use std::cell::RefCell;
+use std::io::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::HttpOptions;
+use crate::protocol::http::message::{reason, Body, Part, Request, Response};
+use crate::protocol::Outbox;
+
+/// How a response body is delimited on the wire to the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum WireLen {
+    /// `Content-Length`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked` (HTTP/1.1 clients, length unknown).
+    Chunked,
+    /// Neither: the body ends when the connection closes (HTTP/1.0 clients, length unknown), or
+    /// there is no body to delimit (HEAD).
+    Unframed,
+}
+
+/// Headers the connection owns; a handler's copies are dropped so framing is never doubled.
+pub(crate) fn owned_by_session(name: &str) -> bool {
+    [
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "date",
+        "server",
+    ]
+    .iter()
+    .any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// A field a handler built from outside text must not split the head (CR/LF) or be empty.
+pub(super) fn safe_field(name: &str, value: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+        && !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+}
+
+thread_local! {
+    /// The formatted `Date` for the current second (RFC 9110 §6.6.1), per thread.
+    static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
+pub(super) fn with_date<R>(f: impl FnOnce(&str) -> R) -> R {
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs {
+            d.0 = secs;
+            d.1 = httpdate::fmt_http_date(now);
+        }
+        f(&d.1)
+    })
+}
+
+/// The request line as the access log writes it.
+pub(super) fn log_line(req: &Request<'_>) -> String {
+    format!("{} {} {}", req.method, req.target, req.version.as_str())
+}
+
+/// Queue `resp` on the wire. Returns the body bytes queued (0 for HEAD and bodiless statuses).
+pub(super) fn write_response(
+    out: &mut Outbox,
+    opts: &HttpOptions,
+    resp: Response,
+    head_only: bool,
+    close: bool,
+    keep_alive_10: bool,
+) -> u64 {
+    let status = resp.status;
+    // RFC 9110 §6.4.1: 1xx, 204 and 304 never carry content.
+    let bodiless = status < 200 || status == 204 || status == 304;
+    let len = resp.body.len();
+    write_head(out, opts, &resp, WireLen::Length(len), close, keep_alive_10);
+    if bodiless || head_only {
+        return 0;
+    }
+    match resp.body {
+        Body::Empty => {}
+        Body::Bytes(bytes) => out.push_shared(bytes),
+        Body::File { file, offset, len } => out.push_file(file, offset, len),
+        Body::Parts(parts) => {
+            for p in parts {
+                match p {
+                    Part::Bytes(bytes) => out.push_shared(bytes),
+                    Part::File { file, offset, len } => out.push_file(file, offset, len),
+                }
+            }
+        }
+    }
+    len
+}
+
+/// Queue the status line and headers of `resp`, with the framing `wire` says.
+pub(super) fn write_head(
+    out: &mut Outbox,
+    opts: &HttpOptions,
+    resp: &Response,
+    wire: WireLen,
+    close: bool,
+    keep_alive_10: bool,
+) {
+    let status = resp.status;
+    // RFC 9110 §6.4.1: 1xx, 204 and 304 never carry content.
+    let bodiless = status < 200 || status == 204 || status == 304;
+    out.with_tail(|b| {
+        let phrase = resp.reason.as_deref().unwrap_or(reason(status));
+        let _ = write!(b, "HTTP/1.1 {status} {phrase}\r\n");
+        with_date(|d| {
+            b.extend_from_slice(b"Date: ");
+            b.extend_from_slice(d.as_bytes());
+            b.extend_from_slice(b"\r\n");
+        });
+        if opts.server_tokens {
+            b.extend_from_slice(b"Server: tincan\r\n");
+        }
+        let extra = opts
+            .extra_headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()));
+        let from_handler = resp.headers.iter().map(|(n, v)| (n.as_ref(), v.as_ref()));
+        for (n, v) in from_handler.chain(extra) {
+            if owned_by_session(n) || !safe_field(n, v) {
+                continue;
+            }
+            let _ = write!(b, "{n}: {v}\r\n");
+        }
+        if let Some(raw) = &resp.raw_headers {
+            b.extend_from_slice(raw);
+        }
+        // RFC 9110 §8.6: HEAD carries the length a GET would have had; 304's is omitted.
+        if !bodiless {
+            match wire {
+                WireLen::Length(len) => {
+                    let _ = write!(b, "Content-Length: {len}\r\n");
+                }
+                WireLen::Chunked => b.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+                WireLen::Unframed => {}
+            }
+        }
+        if close {
+            b.extend_from_slice(b"Connection: close\r\n");
+        } else if keep_alive_10 {
+            b.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        b.extend_from_slice(b"\r\n");
+    });
+}
