@@ -507,3 +507,37 @@ fn websocket_upgrades_tunnel_through_the_proxy_under_every_model() {
     c.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
 }
+
+/// 64 clients that ask for a 20 MiB proxied answer and never read it hold nothing that others
+/// need (slowhttptest's slow-read attack): every other request is answered at once, as the
+/// upstream's connections and the answers' buffers are per request, not from a pool.
+#[test]
+fn clients_that_never_read_a_large_proxied_answer_keep_nobody_else_waiting() {
+    let _heavy = support::heavy();
+    let root = TempDir::new("proxy-slowread");
+    for i in CONCURRENT {
+        let m = ALL_MODELS[i];
+        let up = keepalive_upstream();
+        let route = format!("/up=http://{}", up.addr);
+        let s = serve(m, &root, &["--proxy", &route]);
+        let stuck: Vec<TcpStream> = (0..64)
+            .map(|_| {
+                let mut c = connect(s.addr());
+                c.write_all(b"GET /up/big?n=20971520 HTTP/1.1\r\nHost: f\r\n\r\n")
+                    .unwrap();
+                c
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let t0 = Instant::now();
+        for _ in 0..50 {
+            assert_eq!(fetch(s.addr(), "/up/x"), (200, b"hello".to_vec()), "{m}");
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{m}: {:?}",
+            t0.elapsed()
+        );
+        drop(stuck);
+    }
+}

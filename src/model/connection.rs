@@ -153,6 +153,14 @@ impl LinkTable {
     fn closed(&mut self) -> &mut Vec<RawFd> {
         &mut self.0.get_or_insert_with(Box::default).closed
     }
+
+    /// No link is open: free the table, unless descriptors still wait for the poller to
+    /// forget them.
+    fn shrink(&mut self) {
+        if self.0.as_ref().is_some_and(|t| t.closed.is_empty()) {
+            self.0 = None;
+        }
+    }
 }
 
 impl std::ops::Index<usize> for LinkTable {
@@ -618,6 +626,10 @@ impl<T: Session> Conn<T> {
                 }
             }
             if events.is_empty() {
+                links.shrink_if_idle();
+                if self.links.iter().all(Option::is_none) {
+                    self.links.shrink();
+                }
                 break;
             }
             for (i, ev) in events.drain(..) {
@@ -836,11 +848,16 @@ impl<T: Session> Conn<T> {
 
     /// Link descriptors closed since the last call, to forget in a poller keyed by descriptor.
     pub fn take_closed_fds(&mut self) -> Vec<RawFd> {
-        self.links
+        let fds = self
+            .links
             .0
             .as_mut()
             .map(|t| std::mem::take(&mut t.closed))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if self.links.iter().all(Option::is_none) {
+            self.links.shrink();
+        }
+        fds
     }
 
     /// Every link descriptor still registered (the connection is going: forget them all).

@@ -7,8 +7,9 @@
 //!
 //! - **Kept connections**: a link released after a complete exchange goes to a per-process
 //!   pool, at most `keep` per address (the `Dial` says how many), and is given to the next dial
-//!   of that address. A kept connection is checked before reuse (a peek that must find nothing
-//!   to read: an upstream that closed it, or sent something unasked, loses it) and dropped after
+//!   of that address. A kept connection idle for a second or more is checked before reuse (a peek
+//!   that must find nothing to read: an upstream that closed it, or sent something unasked,
+//!   loses it; a request that then meets a closed one is retried, see the HTTP session) and dropped after
 //!   [`KEEP_IDLE`] unused, as nginx's upstream `keepalive_timeout`.
 //! - **Children**: each runs in a process group of its own; a link closed before its child
 //!   ended kills the group. Every child is waited for by the reaper, a thread the drivers start
@@ -35,6 +36,8 @@ use crate::protocol::{Dial, LinkError, Outbox, ReadBuf};
 const READ_CHUNK: usize = 32 * 1024;
 /// Reads per readiness report before other work gets a turn.
 pub(crate) const READ_BUDGET: usize = 8;
+/// A kept connection idle at least this long is checked for a close before reuse.
+const RECHECK_AFTER: Duration = Duration::from_secs(1);
 /// A kept upstream connection unused this long is closed (nginx: `keepalive_timeout 60s`).
 pub(crate) const KEEP_IDLE: Duration = Duration::from_secs(60);
 /// A child whose output ended but which has not exited is given this long, then killed.
@@ -442,7 +445,10 @@ fn pool_take(key: &PoolKey) -> Option<File> {
             list.retain(|k| now.duration_since(k.since) < KEEP_IDLE);
             list.pop()?
         };
-        if idle_and_open(&kept.fd) {
+        // Used again within a moment: an upstream closes an idle connection after its own
+        // keep-alive timeout (seconds), and one that closes at once says `Connection: close`
+        // (RFC 9112 §9.6), so the check's system call is spent only on connections that sat.
+        if now.duration_since(kept.since) < RECHECK_AFTER || idle_and_open(&kept.fd) {
             return Some(kept.fd);
         }
     }

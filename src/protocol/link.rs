@@ -144,6 +144,14 @@ struct Slot {
     finish: bool,
 }
 
+impl Slot {
+    /// Give the buffers back (to the thread's pools): an ended link keeps no memory.
+    fn release_buffers(&mut self) {
+        self.out = Outbox::new();
+        self.input = ReadBuf::new();
+    }
+}
+
 impl std::fmt::Debug for Slot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Slot")
@@ -245,8 +253,7 @@ impl Links {
             State::Dialing(_) => State::Free,
             _ => to,
         };
-        s.out.clear();
-        s.input.clear();
+        s.release_buffers();
     }
 
     /// Bytes queued on `id` and not yet written.
@@ -301,8 +308,15 @@ impl Links {
     pub fn driver_gone(&mut self, i: usize) {
         if let Some(s) = self.slots.get_mut(i) {
             s.state = State::Free;
-            s.out.clear();
-            s.input.clear();
+            s.release_buffers();
+        }
+    }
+
+    /// Every link is ended and seen to by the driver: keep no slots (an idle keep-alive
+    /// client that once went through a proxy costs nothing for it).
+    pub fn shrink_if_idle(&mut self) {
+        if self.slots.iter().all(|s| matches!(s.state, State::Free)) {
+            self.slots = Vec::new();
         }
     }
 

@@ -67,6 +67,8 @@ impl Default for GatewayConfig {
 struct Server {
     up: Upstream,
     dial: Dial,
+    /// What a failure's log line names: the route and this upstream (made once, at start).
+    label: std::sync::Arc<str>,
     /// Left out until this many milliseconds after `Gateway::epoch` (0: never failed).
     down_until: AtomicU64,
 }
@@ -200,7 +202,9 @@ impl Gateway {
                 }
                 let dial = dial_for(&up, cfg.keepalive)
                     .map_err(|why| bad(format!("the upstream `{url}`: {why}")))?;
+                let label = format!("{} (upstream {})", p.trim_end_matches('/'), up.display());
                 servers.push(Server {
+                    label: label.into(),
                     up,
                     dial,
                     down_until: AtomicU64::new(0),
@@ -389,9 +393,7 @@ impl Gateway {
     fn label(&self, route: usize, server: usize) -> std::sync::Arc<str> {
         let r = &self.routes[route];
         match &r.kind {
-            Kind::Proxy { servers, .. } => {
-                format!("{} (upstream {})", r.prefix, servers[server].up.display()).into()
-            }
+            Kind::Proxy { servers, .. } => servers[server].label.clone(),
             Kind::Cgi(_) => r.prefix.clone().into(),
         }
     }
@@ -881,6 +883,9 @@ impl Pending {
                 // The upstream switched protocols: from here the link is a tunnel.
                 let mut response = Response::new(101);
                 response.headers = head.headers;
+                if !head.raw_headers.is_empty() {
+                    response.raw_headers = Some(bytes::Bytes::from(head.raw_headers));
+                }
                 let rest = buf.split_off(n);
                 self.state = State::Finished;
                 self.ready.push_back(Progress::Switch {

@@ -317,9 +317,17 @@ pub fn error_page(status: u16, detail: &str) -> bytes::Bytes {
     let reason = reason(status);
     let detail = html_escape(detail);
     bytes::Bytes::from(format!(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{status} {reason}</title></head>\n<body><h1>{status} {reason}</h1>\n<p>{detail}</p>\n</body></html>\n"
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{status} {reason}</title>\n<style>{PAGE_STYLE}</style></head>\n<body><h1>{status} {reason}</h1>\n<p>{detail}</p>\n<p><a href=\"/\">Go to the home page</a></p>\n</body></html>\n"
     ))
 }
+
+/// The look every page the server writes itself shares (listings and error pages): readable
+/// type, a measure that fits a phone, long words wrapped, a dark scheme when asked for.
+pub const PAGE_STYLE: &str = "body{font:15px/1.5 system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;max-width:60rem;padding:0 1rem;color:#222;background:#fdfdfd}\
+h1{font-size:1.3rem;font-weight:600;overflow-wrap:anywhere}p{overflow-wrap:anywhere}\
+a{color:#0b5cad;text-decoration:none}a:hover{text-decoration:underline}\
+footer{margin-top:1rem;color:#777;font-size:.85rem}\
+@media (prefers-color-scheme:dark){body{background:#1b1b1b;color:#ddd}a{color:#7ab7ff}}";
 
 /// An error response with the default HTML page.
 pub fn error_response(status: u16, detail: &str) -> Response {

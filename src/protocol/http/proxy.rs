@@ -370,8 +370,16 @@ pub fn parse_response_head(
     upgrading: bool,
     max_headers: usize,
 ) -> Result<Option<(usize, ResponseHead)>, &'static str> {
-    let mut storage = vec![httparse::EMPTY_HEADER; max_headers];
-    let mut resp = httparse::Response::new(&mut storage);
+    // On the stack for the usual limit (every answer would otherwise zero a heap block).
+    let mut stack = [httparse::EMPTY_HEADER; 128];
+    let mut heap = Vec::new();
+    let storage: &mut [httparse::Header<'_>] = if max_headers <= stack.len() {
+        &mut stack[..max_headers]
+    } else {
+        heap.resize(max_headers, httparse::EMPTY_HEADER);
+        &mut heap
+    };
+    let mut resp = httparse::Response::new(storage);
     let n = match resp.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -487,31 +495,33 @@ pub fn parse_response_head(
     )))
 }
 
-/// Keep a relayed field: as text when its value is UTF-8, else as a raw line. A redirect's
-/// non-ASCII bytes are percent-encoded instead (a URI has no other way to carry them), so
-/// that it is still rewritten to this server's URL; a field the session writes itself is
-/// left to it, as the text ones are.
+/// Keep a relayed field. A redirect (`Location`, `Refresh`) is kept as text, to be rewritten
+/// to this server's URL (its non-ASCII bytes percent-encoded: a URI has no other way to carry
+/// them); every other field is copied byte for byte into `raw`, one line, without a string
+/// per name and value (httparse let no CR, LF or NUL into a value, so the line cannot be
+/// split, and obs-text goes on unchanged, as nginx relays it). A field the session writes
+/// itself is left to it.
 pub fn push_field(headers: &mut Vec<(Text, Text)>, raw: &mut Vec<u8>, name: &str, value: &[u8]) {
-    let text = |v: String| (Text::Owned(name.to_string()), Text::Owned(v));
-    match std::str::from_utf8(value) {
-        Ok(v) => headers.push(text(v.to_string())),
-        Err(_)
-            if ["location", "refresh"]
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(name)) =>
-        {
-            let escaped = percent_encoding::percent_encode(value, percent_encoding::CONTROLS);
-            headers.push(text(escaped.to_string()));
-        }
-        Err(_) if super::session::owned_by_session(name) => {}
-        Err(_) => {
-            // httparse let no CR, LF or NUL into a value, so the line cannot be split.
-            raw.extend_from_slice(name.as_bytes());
-            raw.extend_from_slice(b": ");
-            raw.extend_from_slice(value);
-            raw.extend_from_slice(b"\r\n");
-        }
+    if super::session::owned_by_session(name) {
+        return;
     }
+    if ["location", "refresh"]
+        .iter()
+        .any(|n| n.eq_ignore_ascii_case(name))
+    {
+        let v = match std::str::from_utf8(value) {
+            Ok(v) => v.to_string(),
+            Err(_) => {
+                percent_encoding::percent_encode(value, percent_encoding::CONTROLS).to_string()
+            }
+        };
+        headers.push((Text::Owned(name.to_string()), Text::Owned(v)));
+        return;
+    }
+    raw.extend_from_slice(name.as_bytes());
+    raw.extend_from_slice(b": ");
+    raw.extend_from_slice(value);
+    raw.extend_from_slice(b"\r\n");
 }
 
 fn parse_length(v: &[u8]) -> Option<u64> {

@@ -493,8 +493,13 @@ impl HttpSession {
                     // RFC 9110 §15.2.2: the 101 names the protocol; both fields are hop-by-hop,
                     // so written here for this hop.
                     response.headers.push(("Upgrade".into(), upgrade.into()));
-                    response.raw_headers =
-                        Some(bytes::Bytes::from_static(b"Connection: upgrade\r\n"));
+                    let mut raw = response
+                        .raw_headers
+                        .take()
+                        .map(Vec::from)
+                        .unwrap_or_default();
+                    raw.extend_from_slice(b"Connection: upgrade\r\n");
+                    response.raw_headers = Some(bytes::Bytes::from(raw));
                     write_head(
                         out,
                         &self.shared.options,

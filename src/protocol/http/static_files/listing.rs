@@ -2,7 +2,12 @@
 //! as JSON for programs (when `Accept` ranks `application/json` above `text/html`, or with
 //! `?format=json` for clients that cannot set headers). Columns name, size and modified, sortable with
 //! `?sort=name|size|modified&order=asc|desc` through links in the column headers (no script);
-//! `..` first except at the root; directories before files; dotfiles hidden unless shown.
+//! `..` first except at the root; directories before files, names in natural order (`9.txt`
+//! before `10.txt`); dotfiles hidden unless shown. The heading is a trail of links to each
+//! parent; times say their zone (UTC); a filter box narrows the rows as one types, in the page
+//! itself (a small inline script, allowed by its hash alone in the Content-Security-Policy;
+//! without script the page works as before). Long names wrap and a narrow screen (a phone)
+//! keeps only the name column, so the page is never wider than its window.
 //! Names are HTML-escaped, and links percent-encode every byte outside RFC 3986's unreserved
 //! set, so `#`, `%`, `?`, `,`, `[`, `]`, `:`, spaces and non-ASCII names all link correctly.
 
@@ -11,7 +16,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::protocol::http::message::html_escape;
+use crate::protocol::http::message::{html_escape, PAGE_STYLE};
 
 use super::path::encode_segment;
 
@@ -162,16 +167,55 @@ pub fn read(dir: &Path, scope: Scope<'_>) -> std::io::Result<(Vec<Entry>, bool)>
     Ok((out, truncated))
 }
 
-/// Sort entries: directories first, then by the key (names case-insensitively, ties by bytes).
+/// Names as people order them: case-insensitively, and runs of digits by their value
+/// (`9.txt` < `10.txt` < `010b`), as miniserve and file managers do.
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (mut x, mut y) = (a.chars().peekable(), b.chars().peekable());
+    loop {
+        match (x.peek().copied(), y.peek().copied()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(c), Some(d)) if c.is_ascii_digit() && d.is_ascii_digit() => {
+                let take = |it: &mut std::iter::Peekable<std::str::Chars<'_>>| {
+                    let mut run = String::new();
+                    while let Some(c) = it.peek().copied().filter(char::is_ascii_digit) {
+                        run.push(c);
+                        it.next();
+                    }
+                    run
+                };
+                let (m, n) = (take(&mut x), take(&mut y));
+                let (mt, nt) = (m.trim_start_matches('0'), n.trim_start_matches('0'));
+                // A longer run without leading zeros is a larger number; then digit by digit.
+                let ord = mt.len().cmp(&nt.len()).then_with(|| mt.cmp(nt));
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+            }
+            (Some(c), Some(d)) => {
+                let ord = c.to_lowercase().cmp(d.to_lowercase());
+                if ord != Ordering::Equal {
+                    return ord;
+                }
+                x.next();
+                y.next();
+            }
+        }
+    }
+}
+
+/// Sort entries: directories first, then by the key (names in natural order, ties by bytes).
 pub fn sort(entries: &mut [Entry], sort: Sort) {
     entries.sort_by(|a, b| {
         b.is_dir.cmp(&a.is_dir).then_with(|| {
             let by_name = || {
-                let (la, lb) = (
-                    String::from_utf8_lossy(&a.name).to_lowercase(),
-                    String::from_utf8_lossy(&b.name).to_lowercase(),
-                );
-                la.cmp(&lb).then_with(|| a.name.cmp(&b.name))
+                natural_cmp(
+                    &String::from_utf8_lossy(&a.name),
+                    &String::from_utf8_lossy(&b.name),
+                )
+                .then_with(|| a.name.cmp(&b.name))
             };
             let ord = match sort.key {
                 SortKey::Name => by_name(),
@@ -207,16 +251,43 @@ pub fn json(entries: &[Entry]) -> String {
     serde_json::Value::Array(items).to_string()
 }
 
-const STYLE: &str = "body{font:15px/1.5 system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;max-width:60rem;padding:0 1rem;color:#222;background:#fdfdfd}\
-h1{font-size:1.3rem;font-weight:600;word-break:break-all}\
-table{border-collapse:collapse;width:100%}\
+/// The listing's own rules, after the page style it shares with error pages
+/// ([`PAGE_STYLE`]). Names wrap anywhere (a 115-character name must not widen the page); below
+/// 40rem only the name column is kept, as miniserve does on a phone.
+const STYLE: &str = "table{border-collapse:collapse;width:100%}\
 th,td{padding:.3rem .6rem;text-align:left;border-bottom:1px solid #eee}\
 th{font-weight:600;border-bottom:2px solid #ddd;white-space:nowrap}\
+td.name{overflow-wrap:anywhere}\
 td.size,th.size{text-align:right;white-space:nowrap}td.modified{white-space:nowrap;color:#555}\
-a{color:#0b5cad;text-decoration:none}a:hover{text-decoration:underline}\
 tr:hover td{background:#f3f7fb}tr.dir a{font-weight:600}\
-footer{margin-top:1rem;color:#777;font-size:.85rem}\
-@media (prefers-color-scheme:dark){body{background:#1b1b1b;color:#ddd}a{color:#7ab7ff}th,td{border-color:#333}tr:hover td{background:#262b31}td.modified{color:#aaa}}";
+#filter{font:inherit;padding:.3rem .5rem;margin:0 0 .6rem;width:100%;max-width:20rem;box-sizing:border-box}\
+@media (max-width:40rem){body{margin:1rem auto}th.size,td.size,th.modified,td.modified{display:none}}\
+@media (prefers-color-scheme:dark){th,td{border-color:#333}tr:hover td{background:#262b31}td.modified{color:#aaa}}";
+
+/// The filter box's script: hides the rows whose name does not contain what is typed.
+pub const FILTER_SCRIPT: &str = "document.getElementById('filter').addEventListener('input',function(){var q=this.value.toLowerCase();document.querySelectorAll('tbody tr').forEach(function(r){if(r.classList.contains('parent'))return;var n=r.querySelector('td.name').textContent.toLowerCase();r.style.display=n.indexOf(q)<0?'none':''})});";
+
+/// `sha256-…` of [`FILTER_SCRIPT`], the one script the listing's Content-Security-Policy
+/// allows (checked by a test).
+pub const FILTER_SCRIPT_HASH: &str = "sha256-ZbP0n7JbPEulmwL74VNi8XqM+t1dONrlnAggRFcfv0Y=";
+
+/// The listing's Content-Security-Policy: its inline style, and its one script by hash.
+pub fn content_security_policy() -> String {
+    format!("default-src 'none'; style-src 'unsafe-inline'; script-src '{FILTER_SCRIPT_HASH}'")
+}
+
+/// The heading's trail: `/` and each directory of `url_path` (decoded, ending in `/`) as a link
+/// to itself.
+fn breadcrumbs(url_path: &str) -> String {
+    let mut s = String::from("<a href=\"/\">/</a>");
+    let mut href = String::from("/");
+    for seg in url_path.split('/').filter(|p| !p.is_empty()) {
+        href.push_str(&encode_segment(seg.as_bytes()));
+        href.push('/');
+        s.push_str(&format!("<a href=\"{href}\">{}</a>/", html_escape(seg)));
+    }
+    s
+}
 
 /// The HTML listing of URL path `url_path` (decoded, ending in `/`).
 pub fn html(
@@ -231,10 +302,11 @@ pub fn html(
     s.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
     s.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
     s.push_str(&format!(
-        "<title>Index of {title}</title>\n<style>{STYLE}</style>\n</head>\n"
+        "<title>Index of {title}</title>\n<style>{PAGE_STYLE}{STYLE}</style>\n</head>\n"
     ));
     s.push_str(&format!(
-        "<body>\n<h1>Index of {title}</h1>\n<table>\n<thead><tr>"
+        "<body>\n<h1>Index of {}</h1>\n<input id=\"filter\" type=\"search\" placeholder=\"Filter\" aria-label=\"Filter by name\" autocomplete=\"off\">\n<table>\n<thead><tr>",
+        breadcrumbs(url_path)
     ));
     for (key, label, class) in [
         (SortKey::Name, "Name", "name"),
@@ -259,7 +331,7 @@ pub fn html(
     }
     s.push_str("</tr></thead>\n<tbody>\n");
     if !at_root {
-        s.push_str("<tr class=\"dir parent\"><td><a href=\"../\">../</a></td><td class=\"size\">-</td><td class=\"modified\"></td></tr>\n");
+        s.push_str("<tr class=\"dir parent\"><td class=\"name\"><a href=\"../\">../</a></td><td class=\"size\">-</td><td class=\"modified\"></td></tr>\n");
     }
     let (mut dirs, mut files) = (0, 0);
     for e in entries {
@@ -281,7 +353,7 @@ pub fn html(
             ""
         };
         s.push_str(&format!(
-            "<tr class=\"{class}\"><td><a{link} href=\"{href}{slash}\">{}{slash}</a></td><td class=\"size\">{size}</td><td class=\"modified\">{modified}</td></tr>\n",
+            "<tr class=\"{class}\"><td class=\"name\"><a{link} href=\"{href}{slash}\">{}{slash}</a></td><td class=\"size\">{size}</td><td class=\"modified\">{modified}</td></tr>\n",
             html_escape(&name)
         ));
     }
@@ -300,7 +372,10 @@ pub fn html(
             " (only the first {MAX_LISTING_ENTRIES} entries are listed)"
         ));
     }
-    s.push_str(" · served by tincan</footer>\n</body>\n</html>\n");
+    s.push_str(" · served by tincan</footer>\n");
+    s.push_str(&format!(
+        "<script>{FILTER_SCRIPT}</script>\n</body>\n</html>\n"
+    ));
     s
 }
 
@@ -353,10 +428,11 @@ pub fn rfc3339(t: SystemTime) -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
-/// What the HTML listing shows: `2026-11-21 23:13 UTC` (minutes are enough for people).
+/// What the HTML listing shows: `2026-11-21 23:13 UTC` (minutes are enough for people; the
+/// zone is said, since a reader's own is unknown).
 fn display_time(t: SystemTime) -> String {
     let (y, mo, d, h, mi, _) = civil(t);
-    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}")
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02} UTC")
 }
 
 #[cfg(test)]
@@ -448,6 +524,42 @@ mod tests {
         assert!(root.contains("only the first"));
     }
 
+    /// The policy's hash is the script's (CSP Level 3 §8.4: base64 of SHA-256 of its text), so
+    /// a browser runs it and nothing else.
+    #[test]
+    fn the_policy_allows_exactly_the_filter_script() {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(FILTER_SCRIPT.as_bytes());
+        let want = format!(
+            "sha256-{}",
+            base64::engine::general_purpose::STANDARD.encode(digest)
+        );
+        assert_eq!(FILTER_SCRIPT_HASH, want);
+        assert!(content_security_policy().contains(&want));
+        let page = html("/", &sample(), true, Sort::from_query(None), false);
+        assert!(page.contains(&format!("<script>{FILTER_SCRIPT}</script>")));
+    }
+
+    #[test]
+    fn names_sort_naturally_and_the_heading_links_every_parent() {
+        let mut e = vec![
+            entry("10.txt", false, 1, 0),
+            entry("9.txt", false, 1, 0),
+            entry("File2", false, 1, 0),
+            entry("file10", false, 1, 0),
+            entry("a", false, 1, 0),
+        ];
+        sort(&mut e, Sort::from_query(None));
+        assert_eq!(names(&e), ["9.txt", "10.txt", "a", "File2", "file10"]);
+        let page = html("/a b/c/", &[], false, Sort::from_query(None), false);
+        assert!(
+            page.contains("<h1>Index of <a href=\"/\">/</a><a href=\"/a%20b/\">a b</a>/<a href=\"/a%20b/c/\">c</a>/</h1>"),
+            "{page}"
+        );
+        assert!(page.contains("id=\"filter\""));
+    }
+
     #[test]
     fn column_headers_link_to_the_other_order() {
         let page = html("/", &[], true, Sort::from_query(Some("sort=size")), false);
@@ -486,7 +598,7 @@ mod tests {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
         let t = UNIX_EPOCH + Duration::from_secs(1_709_210_096); // 2024-02-29T12:34:56Z
         assert_eq!(rfc3339(t), "2024-02-29T12:34:56Z");
-        assert_eq!(display_time(t), "2024-02-29 12:34");
+        assert_eq!(display_time(t), "2024-02-29 12:34 UTC");
         let t = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(rfc3339(t), "2000-02-29T00:00:00Z");
     }

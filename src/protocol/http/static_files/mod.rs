@@ -347,11 +347,12 @@ impl StaticFiles {
         let mut resp = Response::new(200)
             .header("Content-Type", ctype)
             .header("X-Content-Type-Options", "nosniff")
-            // The page needs nothing but its own inline style: even a name that slipped past
-            // escaping could not run script or load anything.
+            // The page needs nothing but its own inline style and its filter script (allowed by
+            // hash): even a name that slipped past escaping could not run script or load
+            // anything.
             .header(
                 "Content-Security-Policy",
-                "default-src 'none'; style-src 'unsafe-inline'",
+                listing::content_security_policy(),
             )
             .header("Vary", "Accept")
             .with_body(Body::Bytes(Bytes::from(body)));
