@@ -768,11 +768,8 @@ fn python_http_client_and_h11_accept_every_answer() {
 fn headless_chromium_renders_the_demo_page_and_a_listing() {
     let browser = ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
-        .find(|b| have(b));
-    let Some(browser) = browser else {
-        eprintln!("skipped: no chromium on PATH");
-        return;
-    };
+        .find(|b| have(b))
+        .expect("chromium on PATH (.ci/run installs it)");
     let site = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/site");
     for &model in &[ALL_MODELS[1], ALL_MODELS[3]] {
         let server = serve(model, &site, &[]);
@@ -799,6 +796,77 @@ fn headless_chromium_renders_the_demo_page_and_a_listing() {
             file.contains("Percent, brackets, comma and hash in one name."),
             "{file}"
         );
+    }
+}
+
+/// The listing fits its window at a desktop width and at a phone's, even with a 115-character
+/// name, and its filter box hides the rows that do not match: a page in the same root holds
+/// the listing in frames of each width and writes what it measured into its own DOM, which
+/// `--dump-dom` prints. (Chromium is required: `.ci/run` installs it.)
+#[test]
+fn the_listing_fits_a_phone_and_a_desktop_and_its_filter_works_in_chromium() {
+    let browser = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| have(b))
+        .expect("chromium on PATH (.ci/run installs it)");
+    let root = TempDir::new("listing-width");
+    let dir = root.path().join("files");
+    std::fs::create_dir(&dir).unwrap();
+    let long = format!("{}.txt", "a-very-long-file-name-".repeat(6));
+    assert!(long.len() >= 115);
+    for name in [long.as_str(), "9.txt", "10.txt", "notes.md", "photo.jpg"] {
+        std::fs::write(dir.join(name), "x").unwrap();
+    }
+    std::fs::write(
+        root.path().join("measure.html"),
+        r#"<!DOCTYPE html><html><body><div id="out">pending</div>
+<iframe id="w1280" src="/files/" width="1280" height="700"></iframe>
+<iframe id="w390" src="/files/" width="390" height="700"></iframe>
+<script>
+var done = 0, report = [];
+function measure(id) {
+  var f = document.getElementById(id), d = f.contentDocument.documentElement;
+  report.push(id + ":" + d.scrollWidth + "/" + d.clientWidth);
+  if (id == "w390") {
+    var box = f.contentDocument.getElementById("filter");
+    box.value = "NOTES";
+    box.dispatchEvent(new Event("input"));
+    var shown = [];
+    f.contentDocument.querySelectorAll("tbody tr").forEach(function (r) {
+      if (r.style.display != "none") shown.push(r.querySelector("td.name").textContent);
+    });
+    report.push("shown:" + shown.join(","));
+  }
+  if (++done == 2) document.getElementById("out").textContent = report.sort().join(" ");
+}
+["w1280", "w390"].forEach(function (id) {
+  document.getElementById(id).addEventListener("load", function () { measure(id); });
+});
+</script></body></html>"#,
+    )
+    .unwrap();
+    for &model in &[ALL_MODELS[1], ALL_MODELS[3]] {
+        let server = serve(model, root.path(), &[]);
+        let page = dump_dom(browser, &server.url("/measure.html"));
+        let out = page
+            .split("<div id=\"out\">")
+            .nth(1)
+            .and_then(|r| r.split("</div>").next())
+            .unwrap_or_else(|| panic!("{model}: no result in {page}"));
+        for width in ["w1280", "w390"] {
+            let m = out
+                .split(' ')
+                .find_map(|p| p.strip_prefix(&format!("{width}:")))
+                .unwrap_or_else(|| panic!("{model}: {width} not measured: {out}"));
+            let (scroll, client) = m.split_once('/').unwrap();
+            let (scroll, client): (u32, u32) = (scroll.parse().unwrap(), client.parse().unwrap());
+            assert!(
+                scroll <= client,
+                "{model}: at {width} the page is {scroll} px wide in a {client} px window"
+            );
+        }
+        // The parent link stays; only the matching file is shown.
+        assert!(out.contains("shown:../,notes.md"), "{model}: {out}");
     }
 }
 

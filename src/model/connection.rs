@@ -379,7 +379,11 @@ impl<T: Session> Conn<T> {
                     let next = self.session.on_input(&mut self.input, &mut self.out, now);
                     self.apply(next, was_empty, now);
                     self.input_held = !self.input.is_empty() && self.session.reading_paused();
-                    if self.quickack && self.state == State::Open && self.out.len() == queued {
+                    if self.quickack
+                        && self.state == State::Open
+                        && self.out.len() == queued
+                        && self.session.mid_message()
+                    {
                         // No answer to carry the ACK (a request still arriving, or one that
                         // waits on something else): send it now, or a peer holding its next
                         // bytes for that ACK (Nagle) would wait out the delayed-ACK timer.

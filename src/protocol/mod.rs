@@ -171,6 +171,15 @@ pub trait Session: Send + 'static {
         false
     }
 
+    /// May the peer still be sending part of what the session is reading (a request head or
+    /// body cut across segments)? While it may, a read that queues no answer makes the driver
+    /// ACK at once, so a peer holding its next bytes for that ACK (Nagle) is not left waiting
+    /// out the delayed-ACK timer; once the session has all it needs and waits on something
+    /// else (an upstream), the ACK can ride on the answer and the system call is saved.
+    fn mid_message(&self) -> bool {
+        true
+    }
+
     /// The peer half-closed its side; `input` holds whatever it left unconsumed.
     fn on_eof(&mut self, input: &mut ReadBuf, out: &mut Outbox, now: Instant) -> Next;
 

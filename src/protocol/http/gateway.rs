@@ -79,6 +79,8 @@ enum Kind {
         servers: Vec<Server>,
         /// The next server in the round.
         next: AtomicUsize,
+        /// What the first server's redirects into itself start with ([`RedirectMap`]).
+        redirect_from: std::sync::Arc<str>,
     },
     /// The canonical directory holding the scripts.
     Cgi(PathBuf),
@@ -214,6 +216,7 @@ impl Gateway {
                 prefix,
                 segments,
                 kind: Kind::Proxy {
+                    redirect_from: redirect_from(&servers[0].up),
                     servers,
                     next: AtomicUsize::new(0),
                 },
@@ -302,7 +305,7 @@ impl Gateway {
     /// The next server of a proxy route to try: in turn, skipping those tried (`tried`, a bit
     /// per server) and those left out after a failure, unless every untried one is.
     fn pick(&self, route: usize, tried: u64) -> Option<usize> {
-        let Kind::Proxy { servers, next } = &self.routes[route].kind else {
+        let Kind::Proxy { servers, next, .. } = &self.routes[route].kind else {
             return None;
         };
         let n = servers.len();
@@ -331,7 +334,12 @@ impl Gateway {
         let route = &self.routes[routed.index];
         let depth = route.segments.len();
         match &route.kind {
-            Kind::Proxy { servers, .. } => {
+            Kind::Proxy {
+                servers,
+                redirect_from,
+                ..
+            } => {
+                let mut ipbuf = [0u8; 48];
                 let s = self.pick(routed.index, 0).unwrap_or(0);
                 let up = &servers[s].up;
                 let rest = rest_of_path(req.path, &routed.url, depth);
@@ -340,9 +348,21 @@ impl Gateway {
                 // One Host for the whole route (the first upstream's), as nginx sends the
                 // upstream group's name: the head can then go to any of them.
                 let host_up = &servers[0].up;
-                let head =
-                    proxy::build_request(req, host_up, &path, body, &ClientInfo { ip: &peer.ip() });
-                let redirect = Some(redirect_map(host_up, &route.prefix, req.host()));
+                let head = proxy::build_request(
+                    req,
+                    host_up,
+                    &path,
+                    body,
+                    &ClientInfo {
+                        ip: client_ip(peer, &mut ipbuf),
+                    },
+                );
+                let redirect = Some(redirect_map_from(
+                    redirect_from.clone(),
+                    host_up,
+                    &route.prefix,
+                    req.host(),
+                ));
                 let mut pending = Pending::new(
                     Mode::Proxy,
                     redirect,
@@ -445,6 +465,20 @@ pub struct Exchange {
     pub server: usize,
 }
 
+/// The client's IP as text, written into `buf` (no allocation per request); `unix` for a Unix
+/// socket's client.
+fn client_ip<'a>(peer: &Peer, buf: &'a mut [u8; 48]) -> &'a str {
+    use std::io::Write as _;
+    let Some(ip) = peer.ip_addr() else {
+        return "unix";
+    };
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    // 48 bytes hold any IPv6 address's text (at most 45).
+    let _ = write!(cur, "{ip}");
+    let n = cur.position() as usize;
+    std::str::from_utf8(&buf[..n]).unwrap_or("unknown")
+}
+
 /// nginx's `proxy_redirect default`: a `Location` or `Refresh` that points into the upstream
 /// URL the route forwards to (`http://127.0.0.1:9000/v1/x`) is turned into this server's URL
 /// for the same resource (`http://front.example/api/x`), so a client is never sent to an
@@ -452,18 +486,34 @@ pub struct Exchange {
 #[derive(Debug)]
 struct RedirectMap {
     /// `http://AUTHORITY[/path]` as the upstream would write it.
-    from: String,
+    from: std::sync::Arc<str>,
     /// Our URL for the route's prefix: absolute when the request named a host (as nginx
     /// writes it), else a path.
     to: String,
 }
 
+#[cfg(test)]
 fn redirect_map(up: &Upstream, prefix: &str, host: Option<&str>) -> RedirectMap {
-    let from = format!(
+    redirect_map_from(redirect_from(up), up, prefix, host)
+}
+
+/// `http://AUTHORITY[/path]`: what an upstream's redirects into itself start with (made once
+/// per route).
+fn redirect_from(up: &Upstream) -> std::sync::Arc<str> {
+    format!(
         "http://{}{}",
         up.authority,
         up.path.as_deref().unwrap_or("").trim_end_matches('/')
-    );
+    )
+    .into()
+}
+
+fn redirect_map_from(
+    from: std::sync::Arc<str>,
+    up: &Upstream,
+    prefix: &str,
+    host: Option<&str>,
+) -> RedirectMap {
     // Without a path of its own the upstream sees the whole path: only the origin changes.
     let path = if up.path.is_some() {
         prefix.trim_end_matches('/')
@@ -481,7 +531,7 @@ impl RedirectMap {
     /// `url` in our terms, if it points into the upstream (on a segment boundary).
     fn map(&self, url: &str) -> Option<String> {
         let head = url.get(..self.from.len())?;
-        if !head.eq_ignore_ascii_case(&self.from) {
+        if !head.eq_ignore_ascii_case(&self.from[..]) {
             return None;
         }
         let rest = &url[self.from.len()..];

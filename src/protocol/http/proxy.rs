@@ -187,12 +187,12 @@ pub fn connection_tokens<'a>(
 }
 
 /// A `Forwarded` parameter value: a token as is, anything else quoted (RFC 7239 §4).
-fn forwarded_value(v: &str) -> String {
+fn forwarded_value(v: &str) -> std::borrow::Cow<'_, str> {
     let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
     if !v.is_empty() && v.bytes().all(token) {
-        v.to_string()
+        v.into()
     } else {
-        format!("\"{}\"", v.replace(['"', '\\'], ""))
+        format!("\"{}\"", v.replace(['"', '\\'], "")).into()
     }
 }
 
@@ -241,70 +241,84 @@ pub fn build_request(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     line(&mut out, "Host", up.authority.as_bytes());
     let named = connection_tokens(req.headers.iter().map(|h| (h.name, h.value)));
-    let mut xff: Option<String> = None;
-    let mut fwd: Option<String> = None;
-    let mut via: Option<String> = None;
+    // Earlier proxies' values, appended to below (slices of the request: nothing copied).
+    let mut xff: Vec<&[u8]> = Vec::new();
+    let mut fwd: Vec<&[u8]> = Vec::new();
+    let mut via: Vec<&[u8]> = Vec::new();
     for h in req.headers {
         let n = h.name;
-        let lower = n.to_ascii_lowercase();
-        let joined = |acc: &mut Option<String>| {
-            let v = String::from_utf8_lossy(h.value);
-            *acc = Some(match acc.take() {
-                Some(a) => format!("{a}, {v}"),
-                None => v.into_owned(),
-            });
-        };
-        match lower.as_str() {
-            "host" | "content-length" | "expect" | "x-forwarded-proto" | "x-forwarded-host" => {}
-            "x-forwarded-for" => joined(&mut xff),
-            "forwarded" => joined(&mut fwd),
-            "via" => joined(&mut via),
-            _ if is_hop_by_hop(n) || named.contains(&lower) => {}
+        let is = |name: &str| n.eq_ignore_ascii_case(name);
+        if [
+            "host",
+            "content-length",
+            "expect",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+        ]
+        .iter()
+        .any(|x| is(x))
+        {
+            continue;
+        }
+        if is("x-forwarded-for") {
+            xff.push(h.value);
+        } else if is("forwarded") {
+            fwd.push(h.value);
+        } else if is("via") {
+            via.push(h.value);
+        } else if is_hop_by_hop(n) || named.iter().any(|t| is(t)) {
+            // Not for the next hop (RFC 9110 §7.6.1).
+        } else if n.contains('_') {
             // A name with `_` could pose as one with `-` behind a server that treats them
             // alike (CGI's HTTP_X_USER is both): dropped, as nginx does by default.
-            _ if n.contains('_') => {}
-            _ => line(&mut out, n, h.value),
+        } else {
+            line(&mut out, n, h.value);
         }
     }
-    let ip = client.ip;
-    let xff = match xff {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip.to_string(),
+    // `NAME: earlier, earlier, ours`.
+    let appended = |out: &mut Vec<u8>, name: &str, earlier: &[&[u8]], ours: &[&[u8]]| {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        for v in earlier {
+            out.extend_from_slice(v);
+            out.extend_from_slice(b", ");
+        }
+        for part in ours {
+            out.extend_from_slice(part);
+        }
+        out.extend_from_slice(b"\r\n");
     };
-    line(&mut out, "X-Forwarded-For", xff.as_bytes());
-    line(&mut out, "X-Forwarded-Proto", b"http");
+    let ip = client.ip;
+    appended(&mut out, "X-Forwarded-For", &xff, &[ip.as_bytes()]);
+    out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
     let host = req.host().unwrap_or("");
     if !host.is_empty() {
         line(&mut out, "X-Forwarded-Host", host.as_bytes());
     }
     // RFC 7239 §6: an IPv6 address is bracketed and then quoted; a client with no IP (a Unix
     // socket's) is `unknown`.
-    let for_ = if ip.contains(':') {
-        format!("[{ip}]")
+    let mut this = Vec::with_capacity(64);
+    this.extend_from_slice(b"for=");
+    if ip.contains(':') {
+        this.extend_from_slice(b"\"[");
+        this.extend_from_slice(ip.as_bytes());
+        this.extend_from_slice(b"]\"");
     } else if ip.parse::<std::net::IpAddr>().is_err() {
-        "unknown".to_string()
+        this.extend_from_slice(b"unknown");
     } else {
-        ip.to_string()
-    };
-    let mut this = format!("for={}", forwarded_value(&for_));
-    if !host.is_empty() {
-        this.push_str(&format!(";host={}", forwarded_value(host)));
+        this.extend_from_slice(ip.as_bytes());
     }
-    this.push_str(";proto=http");
-    let fwd = match fwd {
-        Some(prev) => format!("{prev}, {this}"),
-        None => this,
+    if !host.is_empty() {
+        this.extend_from_slice(b";host=");
+        this.extend_from_slice(forwarded_value(host).as_bytes());
+    }
+    this.extend_from_slice(b";proto=http");
+    appended(&mut out, "Forwarded", &fwd, &[&this]);
+    let version: &[u8] = match req.version {
+        Version::Http10 => b"1.0 tincan",
+        Version::Http11 => b"1.1 tincan",
     };
-    line(&mut out, "Forwarded", fwd.as_bytes());
-    let version = match req.version {
-        Version::Http10 => "1.0",
-        Version::Http11 => "1.1",
-    };
-    let via = match via {
-        Some(prev) => format!("{prev}, {version} tincan"),
-        None => format!("{version} tincan"),
-    };
-    line(&mut out, "Via", via.as_bytes());
+    appended(&mut out, "Via", &via, &[version]);
     match body {
         RequestBody::Length(n) => line(&mut out, "Content-Length", n.to_string().as_bytes()),
         RequestBody::Chunked => line(&mut out, "Transfer-Encoding", b"chunked"),
@@ -371,7 +385,7 @@ pub fn parse_response_head(
     max_headers: usize,
 ) -> Result<Option<(usize, ResponseHead)>, &'static str> {
     // On the stack for the usual limit (every answer would otherwise zero a heap block).
-    let mut stack = [httparse::EMPTY_HEADER; 128];
+    let mut stack = [httparse::EMPTY_HEADER; 100];
     let mut heap = Vec::new();
     let storage: &mut [httparse::Header<'_>] = if max_headers <= stack.len() {
         &mut stack[..max_headers]
@@ -411,21 +425,20 @@ pub fn parse_response_head(
     } else {
         resp.version == Some(1) || named.iter().any(|t| t == "keep-alive")
     };
-    let mut headers = Vec::with_capacity(resp.headers.len());
-    let mut raw_headers = Vec::new();
-    let mut lengths = Vec::new();
+    let mut headers = Vec::new();
+    let mut raw_headers = Vec::with_capacity(buf.len().min(4096));
+    let mut lengths: Vec<&[u8]> = Vec::new();
     let mut te = false;
     for h in resp.headers.iter() {
-        let lower = h.name.to_ascii_lowercase();
-        if lower == "content-length" {
+        if h.name.eq_ignore_ascii_case("content-length") {
             lengths.push(h.value);
             continue;
         }
-        if lower == "transfer-encoding" {
+        if h.name.eq_ignore_ascii_case("transfer-encoding") {
             te = true;
             continue;
         }
-        if is_hop_by_hop(h.name) || named.contains(&lower) {
+        if is_hop_by_hop(h.name) || named.iter().any(|t| h.name.eq_ignore_ascii_case(t)) {
             continue;
         }
         push_field(&mut headers, &mut raw_headers, h.name, h.value);

@@ -717,6 +717,12 @@ impl Session for HttpSession {
         Next::CloseAfterFlush
     }
 
+    /// A request whose exchange has begun and whose body has all come waits on the upstream,
+    /// not on the client: its answer carries the ACK.
+    fn mid_message(&self) -> bool {
+        !matches!(&self.phase, Phase::Deferred(d) if d.upload.is_none())
+    }
+
     fn links(&mut self) -> Option<&mut Links> {
         self.links.as_deref_mut()
     }
