@@ -38,6 +38,7 @@ pub mod net;
 pub mod protocol;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod tls;
 
 pub use error::{Error, Result};
 pub use model::{serve, Model, PollerKind, ServeOptions};

@@ -598,7 +598,11 @@ pub(crate) mod glue {
         server: &ServerArgs,
         default_listen: &str,
     ) -> Result<(Vec<crate::net::Listener>, crate::model::ServeOptions)> {
-        server.setup(default_listen)
+        let app = crate::tls::TlsApp {
+            alpn: vec![crate::protocol::http::ALPN_HTTP11.to_vec()],
+            plain_reply: Some(crate::protocol::http::plain_request_on_tls_port()),
+        };
+        server.setup_with(default_listen, &app)
     }
 
     pub fn serve(

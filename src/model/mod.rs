@@ -39,6 +39,7 @@ mod link;
 mod prefork;
 mod shutdown;
 mod threaded;
+mod tls;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -49,6 +50,7 @@ use crate::net::Listener;
 use crate::protocol::Service;
 
 pub use shutdown::Shutdown;
+pub use tls::TlsSettings;
 
 /// How connections are served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Deserialize)]
@@ -146,6 +148,8 @@ pub struct ServeOptions {
     /// counted where descriptors are scarce (under select, whose every socket must stay
     /// below FD_SETSIZE).
     pub files_per_connection: usize,
+    /// Speak TLS on every listener (sessions still see plaintext): see `model::tls`.
+    pub tls: Option<TlsSettings>,
 }
 
 impl ServeOptions {
@@ -169,6 +173,7 @@ impl Default for ServeOptions {
             linger: Duration::from_secs(2),
             busy_poll: Duration::ZERO,
             files_per_connection: 0,
+            tls: None,
         }
     }
 }
