@@ -497,3 +497,55 @@ fn a_self_signed_certificate_is_made_once_and_trusted_as_the_start_line_says() {
         "the certificate was made anew on the second start"
     );
 }
+
+#[test]
+fn tincan_toml_takes_the_tls_keys_and_hsts_needs_tls() {
+    support::require("curl --version");
+    let pki = Pki::new();
+    let (root, _) = site();
+    let toml = root.path().join("tincan.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "tls_cert = [{:?}, {:?}]\ntls_key = [{:?}, {:?}]\nhsts = 31536000\n\
+             access_log = \"off\"\n",
+            pki.path("a.pem"),
+            pki.path("b.pem"),
+            pki.path("a.key"),
+            pki.path("b.key")
+        ),
+    )
+    .unwrap();
+    let args = [
+        "serve",
+        root.path().to_str().unwrap(),
+        "--config",
+        toml.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let srv = Server::start(&args);
+    let port: u16 = srv.addrs[0].rsplit(':').next().unwrap().parse().unwrap();
+    assert!(srv.addrs[0].starts_with("https://"), "{}", srv.addrs[0]);
+    let out = curl(
+        "toml",
+        &pki,
+        port,
+        &["-sI", &format!("https://b.test:{port}/small.txt")],
+    );
+    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(
+        head.contains("strict-transport-security: max-age=31536000"),
+        "{head}"
+    );
+    drop(srv);
+    let (status, _, stderr) = support::run_tincan(
+        &["hello", "--listen", "127.0.0.1:0", "--hsts", "60"],
+        b"",
+        Duration::from_secs(10),
+    );
+    assert!(
+        !status.success() && stderr.contains("--hsts needs TLS"),
+        "{stderr}"
+    );
+}
