@@ -216,6 +216,8 @@ Examples:
   tincan serve                              the current directory on 127.0.0.1:8000
   tincan serve examples/site -l :8080       a directory on every interface, port 8080
   tincan serve /srv/www -l :80 --user nobody    bind port 80 as root, then drop to nobody
+  tincan serve /srv/www -l :443 --tls-cert site.pem --tls-key site.key    HTTPS
+  tincan serve --tls-self-signed ~/.tincan/tls    HTTPS on 127.0.0.1:8000, self-signed (localhost)
   tincan serve --config tincan.toml         every setting from a file (flags override it)")]
 pub struct ServeArgs {
     /// The directory to serve. [default: the current directory]

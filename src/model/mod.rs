@@ -22,6 +22,9 @@
 //!   [`Session::on_shutdown`] on each open session, then keep driving until they close or `grace`
 //!   passes; a Unix socket file the server created is removed when [`serve`] returns;
 //! - a session that panics loses its own connection only.
+//! - with [`ServeOptions::tls`], every connection speaks TLS (`tls.rs`, rustls between the
+//!   socket and the session): the session sees plaintext, file regions are read and
+//!   encrypted in pieces instead of sent with `sendfile`.
 //!
 //! [`ReadBuf`]: crate::protocol::ReadBuf
 //! [`Next`]: crate::protocol::Next
