@@ -310,11 +310,16 @@ impl ServerArgs {
                 let a = l.local_addr_string();
                 a.rsplit_once(':').map(|(_, p)| p.to_string())
             });
+            let port = port.unwrap_or_default();
+            let c = cert.display();
+            // HTTP clients take a CA file; other clients are shown with openssl's.
+            let how = if app.plain_reply.is_some() {
+                format!("curl --cacert {c} https://localhost:{port}/")
+            } else {
+                format!("openssl s_client -connect localhost:{port} -CAfile {c}")
+            };
             say(&format!(
-                "the certificate is self-signed: trust {} (curl --cacert {} https://localhost:{}/)",
-                cert.display(),
-                cert.display(),
-                port.unwrap_or_default()
+                "the certificate is self-signed: trust {c} ({how})"
             ))?;
         }
         Ok((listeners, opts))
