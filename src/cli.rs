@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -12,6 +13,7 @@ use crate::error::Error;
 use crate::model::{Model, PollerKind, ServeOptions};
 use crate::net::privileges::PrivilegeDrop;
 use crate::net::{self, BindOptions, ListenAddr, Listener};
+use crate::tls::{CertFiles, CertSource, TlsApp};
 
 /// A web server and socket-server toolkit.
 #[derive(Parser, Debug)]
@@ -112,6 +114,23 @@ pub struct ServerArgs {
     /// unchanged]
     #[arg(long, value_name = "OCTAL")]
     pub umask: Option<String>,
+
+    /// Speak TLS (HTTPS for `serve` and `hello`) on every --listen, with this certificate
+    /// chain (PEM, leaf first) and the key given by the --tls-key beside it. Repeat the pair
+    /// for several certificates: each client gets the one whose names match the name it asks
+    /// for (SNI); the first pair serves clients that ask for no name or an unknown one.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Vec<PathBuf>,
+
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of the --tls-cert before it.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Vec<PathBuf>,
+
+    /// Speak TLS with a self-signed certificate for localhost, 127.0.0.1 and ::1, made at the
+    /// first start and kept in DIR as cert.pem and key.pem (reused after). For trying HTTPS
+    /// out: clients must be told to trust DIR/cert.pem (curl --cacert DIR/cert.pem).
+    #[arg(long, value_name = "DIR", conflicts_with = "tls_cert")]
+    pub tls_self_signed: Option<PathBuf>,
 }
 
 /// A flag only the event loops (event, prefork) read, given with a model that has none: say
@@ -207,12 +226,59 @@ impl ServerArgs {
         }
     }
 
+    /// Where the TLS certificates come from, if the flags ask for TLS.
+    pub fn tls_source(&self) -> crate::Result<Option<CertSource>> {
+        if let Some(dir) = &self.tls_self_signed {
+            return Ok(Some(CertSource::SelfSigned(dir.clone())));
+        }
+        let (certs, keys) = (&self.tls_cert, &self.tls_key);
+        if certs.len() != keys.len() {
+            return Err(Error::Usage(format!(
+                "--tls-cert and --tls-key come in pairs, but {} {} and {} {} were given",
+                certs.len(),
+                if certs.len() == 1 {
+                    "certificate"
+                } else {
+                    "certificates"
+                },
+                keys.len(),
+                if keys.len() == 1 { "key" } else { "keys" },
+            )));
+        }
+        if certs.is_empty() {
+            return Ok(None);
+        }
+        let pairs = certs
+            .iter()
+            .zip(keys)
+            .map(|(c, k)| CertFiles {
+                cert: c.clone(),
+                key: k.clone(),
+            })
+            .collect();
+        Ok(Some(CertSource::Files(pairs)))
+    }
+
     /// Parse --listen (or default_listen when none given), bind each, drop privileges if
     /// --user, print `listening on ADDR` per listener on stdout (flushed; they are the first
     /// stdout lines, printed once the server can really serve), and build ServeOptions from the
     /// flags (defaults from ServeOptions::default()).
     pub fn setup(&self, default_listen: &str) -> crate::Result<(Vec<Listener>, ServeOptions)> {
-        let opts = self.serve_options()?;
+        self.setup_with(default_listen, &TlsApp::default())
+    }
+
+    /// [`setup`](Self::setup) for a service that tells TLS what it speaks (ALPN, its answer to
+    /// plaintext on a TLS port). Certificates and keys are read and checked before binding.
+    pub fn setup_with(
+        &self,
+        default_listen: &str,
+        app: &TlsApp,
+    ) -> crate::Result<(Vec<Listener>, ServeOptions)> {
+        let mut opts = self.serve_options()?;
+        let source = self.tls_source()?;
+        if let Some(src) = &source {
+            opts.tls = Some(crate::tls::settings(src, app)?);
+        }
         let addrs = self.addresses(default_listen)?;
         let bind_opts = self.bind_options();
         let listeners = addrs
@@ -229,7 +295,33 @@ impl ServerArgs {
         // Signals must stop us gracefully from the moment a script can see the address.
         crate::model::Shutdown::for_process()
             .map_err(|e| crate::Error::io("installing the SIGINT/SIGTERM handlers", e))?;
-        announce(listeners.iter().map(|l| l.local_addr_string()))?;
+        let scheme = if opts.tls.is_some() { "https://" } else { "" };
+        announce(listeners.iter().map(|l| {
+            let a = l.local_addr_string();
+            if a.starts_with("unix:") {
+                a
+            } else {
+                format!("{scheme}{a}")
+            }
+        }))?;
+        if let Some(CertSource::SelfSigned(dir)) = &source {
+            let cert = dir.join("cert.pem");
+            let port = listeners.iter().find_map(|l| {
+                let a = l.local_addr_string();
+                a.rsplit_once(':').map(|(_, p)| p.to_string())
+            });
+            let port = port.unwrap_or_default();
+            let c = cert.display();
+            // HTTP clients take a CA file; other clients are shown with openssl's.
+            let how = if app.plain_reply.is_some() {
+                format!("curl --cacert {c} https://localhost:{port}/")
+            } else {
+                format!("openssl s_client -connect localhost:{port} -CAfile {c}")
+            };
+            say(&format!(
+                "the certificate is self-signed: trust {c} ({how})"
+            ))?;
+        }
         Ok((listeners, opts))
     }
 
@@ -239,6 +331,13 @@ impl ServerArgs {
         default_listen: &str,
     ) -> crate::Result<(Vec<std::net::UdpSocket>, ServeOptions)> {
         let opts = self.serve_options()?;
+        if self.tls_source()?.is_some() {
+            return Err(Error::Usage(
+                "--udp has no TLS (DTLS is not supported); leave out --tls-cert and \
+                 --tls-self-signed"
+                    .into(),
+            ));
+        }
         let addrs = self.addresses(default_listen)?;
         let bind_opts = self.bind_options();
         let sockets = addrs
@@ -270,6 +369,14 @@ pub fn seconds(flag: &str, v: f64, zero_ok: bool) -> crate::Result<Duration> {
         )));
     }
     Ok(Duration::from_secs_f64(v))
+}
+
+/// Print one line on stdout and flush.
+fn say(line: &str) -> crate::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io("writing to stdout", e))
 }
 
 /// Print `listening on ADDR` lines and flush, so a script reading stdout sees them at once.

@@ -100,6 +100,11 @@ pub struct Config {
     pub user: Option<String>,
     pub group: Option<String>,
     pub umask: Option<String>,
+    /// TLS certificate chains and their keys, in pairs (`--tls-cert`, `--tls-key`).
+    pub tls_cert: Option<OneOrMany>,
+    pub tls_key: Option<OneOrMany>,
+    /// A directory for the self-signed certificate (`--tls-self-signed`).
+    pub tls_self_signed: Option<PathBuf>,
 
     // HTTP limits and timeouts (seconds).
     pub max_request_line: Option<Size>,
@@ -119,6 +124,8 @@ pub struct Config {
     pub server_tokens: Option<bool>,
     /// The flag's spelling, accepted too: `hide_server = true`.
     pub hide_server: Option<bool>,
+    /// Seconds of `Strict-Transport-Security` (`--hsts`; needs TLS).
+    pub hsts: Option<u64>,
 
     // Files.
     pub index: Option<OneOrMany>,

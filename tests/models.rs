@@ -497,6 +497,9 @@ fn server_args(listen: &[&str]) -> tincan::cli::ServerArgs {
         user: None,
         group: None,
         umask: None,
+        tls_cert: Vec::new(),
+        tls_key: Vec::new(),
+        tls_self_signed: None,
     }
 }
 

@@ -10,4 +10,5 @@ mod proxy;
 mod qa;
 mod static_files;
 mod support;
+mod tls;
 mod upstreams;

@@ -38,9 +38,11 @@ pub fn run(mut args: HelloArgs) -> Result<()> {
     let limits = args.http.limits(&cfg)?;
     // The seed's port: 8080.
     // Checked (and the access log opened) before binding: no `listening on` before an error.
-    let mut options = args
-        .http
-        .options(&cfg, args.server.serve_options()?.model)?;
+    let mut options = args.http.options(
+        &cfg,
+        args.server.serve_options()?.model,
+        args.server.tls_source()?.is_some(),
+    )?;
     let (listeners, opts) = super::serve::glue::setup(&args.server, "127.0.0.1:8080")?;
     // Answering pauses where the driver stops reading, so a pipelining flood waits in neither.
     options.pipeline_pause = opts.high_water.max(1);

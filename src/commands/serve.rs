@@ -70,6 +70,12 @@ pub struct HttpArgs {
     /// Do not send the `Server: tincan` header.
     #[arg(long)]
     pub hide_server: bool,
+    /// With TLS: tell browsers to use only HTTPS for this host for SECONDS
+    /// (`Strict-Transport-Security: max-age=SECONDS`, RFC 6797; 31536000 is a year, 0 makes
+    /// them forget). Refused without --tls-cert or --tls-self-signed: browsers ignore it over
+    /// plain HTTP.
+    #[arg(long, value_name = "SECONDS")]
+    pub hsts: Option<u64>,
 }
 
 fn parse_size_arg(s: &str) -> std::result::Result<u64, String> {
@@ -210,6 +216,8 @@ Examples:
   tincan serve                              the current directory on 127.0.0.1:8000
   tincan serve examples/site -l :8080       a directory on every interface, port 8080
   tincan serve /srv/www -l :80 --user nobody    bind port 80 as root, then drop to nobody
+  tincan serve /srv/www -l :443 --tls-cert site.pem --tls-key site.key    HTTPS
+  tincan serve --tls-self-signed ~/.tincan/tls    HTTPS on 127.0.0.1:8000, self-signed (localhost)
   tincan serve --config tincan.toml         every setting from a file (flags override it)")]
 pub struct ServeArgs {
     /// The directory to serve. [default: the current directory]
@@ -270,6 +278,17 @@ pub fn merge_server_args(s: &mut ServerArgs, cfg: &Config) {
     s.user = s.user.clone().or_else(|| cfg.user.clone());
     s.group = s.group.clone().or_else(|| cfg.group.clone());
     s.umask = s.umask.clone().or_else(|| cfg.umask.clone());
+    // Certificates come from the flags or from the file, never half from each.
+    if s.tls_cert.is_empty() && s.tls_key.is_empty() && s.tls_self_signed.is_none() {
+        let paths = |v: &Option<crate::config::OneOrMany>| -> Vec<PathBuf> {
+            v.clone()
+                .map(|v| v.into_vec().into_iter().map(PathBuf::from).collect())
+                .unwrap_or_default()
+        };
+        s.tls_cert = paths(&cfg.tls_cert);
+        s.tls_key = paths(&cfg.tls_key);
+        s.tls_self_signed = cfg.tls_self_signed.clone();
+    }
 }
 
 fn seconds(flag: &str, v: f64) -> Result<Duration> {
@@ -375,18 +394,33 @@ impl HttpArgs {
         })
     }
 
-    /// Connection options (headers, access log, Server token) for a server running `model`.
-    pub fn options(&self, cfg: &Config, model: Model) -> Result<HttpOptions> {
+    /// Connection options (headers, access log, Server token) for a server running `model`,
+    /// over TLS or not.
+    pub fn options(&self, cfg: &Config, model: Model, tls: bool) -> Result<HttpOptions> {
         let mut raw = self.header.clone();
         if raw.is_empty() {
             if let Some(h) = &cfg.header {
                 raw = h.clone().into_vec();
             }
         }
-        let extra_headers = raw
+        let mut extra_headers = raw
             .iter()
             .map(|h| parse_header(h))
             .collect::<Result<Vec<_>>>()?;
+        if let Some(age) = self.hsts.or(cfg.hsts) {
+            if !tls {
+                return Err(Error::Usage(
+                    "--hsts needs TLS (--tls-cert or --tls-self-signed): browsers ignore \
+                     Strict-Transport-Security over plain HTTP"
+                        .into(),
+                ));
+            }
+            // RFC 6797 §6.1: the header a host sends over a secure transport.
+            extra_headers.push((
+                "Strict-Transport-Security".to_string(),
+                format!("max-age={age}"),
+            ));
+        }
         let spec = self
             .access_log
             .clone()
@@ -543,7 +577,8 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
     // Every flag is checked (routes, headers, the access log opened) before a socket is bound,
     // so a bad value never follows a `listening on` line.
     let gateway = args.gateway.gateway(&cfg, &root)?;
-    let mut options = args.http.options(&cfg, serve_options.model)?;
+    let tls = args.server.tls_source()?.is_some();
+    let mut options = args.http.options(&cfg, serve_options.model, tls)?;
     let (listeners, mut opts) = glue::setup(&args.server, "127.0.0.1:8000")?;
     // A connection sending a file holds it open: where descriptors are scarce, it counts.
     opts.files_per_connection = 1;
@@ -598,7 +633,11 @@ pub(crate) mod glue {
         server: &ServerArgs,
         default_listen: &str,
     ) -> Result<(Vec<crate::net::Listener>, crate::model::ServeOptions)> {
-        server.setup(default_listen)
+        let app = crate::tls::TlsApp {
+            alpn: vec![crate::protocol::http::ALPN_HTTP11.to_vec()],
+            plain_reply: Some(crate::protocol::http::plain_request_on_tls_port()),
+        };
+        server.setup_with(default_listen, &app)
     }
 
     pub fn serve(

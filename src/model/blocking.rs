@@ -46,6 +46,9 @@ pub(crate) fn run_connection<S: Service>(
     let session = ctx.service.open(&peer, waker);
     let now = Instant::now();
     let mut conn = Conn::new(sock, session, Limits::from(&ctx.opts), now);
+    if let Some(tls) = &ctx.opts.tls {
+        conn.use_tls(tls);
+    }
     conn.open(now);
     let mut grace_until = None;
     if ctx.shutdown.is_triggered() {

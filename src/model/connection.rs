@@ -9,6 +9,7 @@ use socket2::Socket;
 
 use super::io::{self as cio, ReadOutcome};
 use super::link::{self, LinkIo, READ_SIDE, WRITE_SIDE};
+use super::tls::{TlsLayer, TlsRead, TlsSettings};
 use super::ServeOptions;
 use crate::protocol::link::DriverStep;
 use crate::protocol::{LinkError, LinkEvent, Links, Next, Outbox, ReadBuf, Session};
@@ -110,6 +111,8 @@ pub(crate) struct Conn<T: Session> {
     /// Inside [`sync_links`](Self::sync_links): a session call it makes must not start
     /// another.
     syncing: bool,
+    /// TLS between the socket and the session (`None`: plaintext).
+    tls: Option<Box<TlsLayer>>,
 }
 
 /// The driver's half of a connection's links, allocated with the first: every idle
@@ -227,7 +230,30 @@ impl<T: Session> Conn<T> {
             limits,
             links: LinkTable::default(),
             syncing: false,
+            tls: None,
         }
+    }
+
+    /// Speak TLS on this connection: call before [`open`](Self::open). A connection rustls
+    /// refuses to start is closed.
+    pub fn use_tls(&mut self, settings: &TlsSettings) {
+        match TlsLayer::new(settings) {
+            Ok(t) => self.tls = Some(Box::new(t)),
+            Err(e) => {
+                tracing::warn!("cannot start TLS on a connection: {e}");
+                self.close();
+            }
+        }
+    }
+
+    /// Output waits to be sent: in the outbox, or encrypted in the TLS layer.
+    fn output_pending(&self) -> bool {
+        !self.out.is_empty() || self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
+    /// The outbox can go out now (under TLS, once the handshake is done).
+    fn outbox_sendable(&self) -> bool {
+        !self.out.is_empty() && !self.tls.as_ref().is_some_and(|t| t.handshaking())
     }
 
     /// Start the session ([`Session::on_open`]): before the first read, so its timer runs
@@ -286,6 +312,13 @@ impl<T: Session> Conn<T> {
             }
             Next::Close => self.close(),
         }
+        if matches!(self.state, State::Closing { .. })
+            && self.tls.as_ref().is_some_and(|t| t.handshaking())
+        {
+            // Nothing the session queued can be sent before the handshake is done (a head
+            // timeout that fell during it, or the peer's EOF): there is nobody to tell.
+            self.close();
+        }
         self.sync_links(now);
     }
 
@@ -295,11 +328,11 @@ impl<T: Session> Conn<T> {
                 read: !self.read_eof
                     && self.out.len() <= self.limits.high_water()
                     && !self.session.reading_paused(),
-                write: !self.out.is_empty(),
+                write: self.outbox_sendable() || self.tls.as_ref().is_some_and(|t| t.wants_write()),
             },
             State::Closing { .. } => Interest {
                 read: false,
-                write: !self.out.is_empty(),
+                write: self.output_pending(),
             },
             State::Lingering { .. } => Interest {
                 read: true,
@@ -317,7 +350,9 @@ impl<T: Session> Conn<T> {
 
     /// The next instant [`timers`](Self::timers) has something to do.
     pub fn deadline(&self) -> Option<Instant> {
-        let send = (!self.out.is_empty()).then(|| self.last_progress + self.limits.send_timeout());
+        let send = self
+            .output_pending()
+            .then(|| self.last_progress + self.limits.send_timeout());
         let own = match self.state {
             State::Open => self.wake_at,
             State::Lingering { until } => Some(self.linger_end(until)),
@@ -372,8 +407,9 @@ impl<T: Session> Conn<T> {
             if self.state != State::Open || !self.interest().read {
                 break;
             }
-            match cio::read_into(&self.sock, &mut self.input) {
-                Ok(ReadOutcome::Data { drained, .. }) => {
+            match self.read_some() {
+                Ok(None) => return,
+                Ok(Some(ReadOutcome::Data { drained, .. })) => {
                     self.input_pending = !drained;
                     let (was_empty, queued) = (self.out.is_empty(), self.out.len());
                     let next = self.session.on_input(&mut self.input, &mut self.out, now);
@@ -399,7 +435,7 @@ impl<T: Session> Conn<T> {
                         break;
                     }
                 }
-                Ok(ReadOutcome::Eof) => {
+                Ok(Some(ReadOutcome::Eof)) => {
                     self.read_eof = true;
                     self.input_pending = false;
                     let was_empty = self.out.is_empty();
@@ -407,7 +443,7 @@ impl<T: Session> Conn<T> {
                     self.apply(next, was_empty, now);
                     break;
                 }
-                Ok(ReadOutcome::WouldBlock) => {
+                Ok(Some(ReadOutcome::WouldBlock)) => {
                     self.input_pending = false;
                     // Going idle: an idle connection keeps no input buffer.
                     self.input.shrink_if_empty();
@@ -424,6 +460,37 @@ impl<T: Session> Conn<T> {
         self.progress(now);
     }
 
+    /// One read: from the socket, or through the TLS layer. `None`: the peer is not speaking
+    /// TLS to a TLS port, and the connection is answered (the service's plain reply) and
+    /// closing, or closed.
+    fn read_some(&mut self) -> std::io::Result<Option<ReadOutcome>> {
+        let Some(tls) = self.tls.as_mut() else {
+            return cio::read_into(&self.sock, &mut self.input).map(Some);
+        };
+        match tls.read_into(&self.sock, &mut self.input)? {
+            TlsRead::Io(r) => Ok(Some(r)),
+            TlsRead::NotTls { letter } => {
+                let reply = tls.plain_reply().filter(|_| letter);
+                self.tls = None;
+                match reply {
+                    Some(r) => {
+                        tracing::debug!("plaintext on a TLS port; answering in plaintext");
+                        self.out.clear();
+                        self.out.push_shared(r);
+                        self.state = State::Closing { linger: true };
+                        self.wake_at = None;
+                        self.progress(Instant::now());
+                    }
+                    None => {
+                        tracing::debug!("closing a connection that does not speak TLS");
+                        self.close();
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+
     /// Flush what can go now; call `on_drained` when the outbox empties; finish a closing
     /// connection once its output is out.
     pub fn progress(&mut self, now: Instant) {
@@ -431,9 +498,13 @@ impl<T: Session> Conn<T> {
             if self.is_closed() {
                 return;
             }
-            if !self.out.is_empty() {
+            if self.output_pending() {
                 let closing = matches!(self.state, State::Closing { .. });
-                match cio::flush(&self.sock, &mut self.out, closing, &mut self.cork) {
+                let flushed = match self.tls.as_mut() {
+                    Some(tls) => tls.flush(&self.sock, &mut self.out, cio::TURN),
+                    None => cio::flush(&self.sock, &mut self.out, closing, &mut self.cork),
+                };
+                match flushed {
                     Ok(f) => {
                         if f.wrote > 0 {
                             self.last_progress = now;
@@ -459,6 +530,10 @@ impl<T: Session> Conn<T> {
                     if self.out.is_empty() && self.state == State::Open {
                         return;
                     }
+                }
+                State::Closing { .. } if self.tls.as_mut().is_some_and(|t| t.notify_close()) => {
+                    // The last bytes out are the TLS close_notify (RFC 8446 §6.1).
+                    continue;
                 }
                 State::Closing { linger: false } => {
                     // Dropping the socket closes it; the kernel sends what is queued, then FIN.
@@ -501,7 +576,7 @@ impl<T: Session> Conn<T> {
         if self.is_closed() {
             return;
         }
-        if !self.out.is_empty() && now >= self.last_progress + self.limits.send_timeout() {
+        if self.output_pending() && now >= self.last_progress + self.limits.send_timeout() {
             tracing::debug!(
                 "closing a connection whose peer took no output for {:?}",
                 self.limits.send_timeout()

@@ -19,7 +19,7 @@ pub(crate) const READ_CHUNK: usize = 16 * 1024;
 /// of a 10 MiB file saw a p99 of 1.1-1.5 s at 0.5 s median; with 4 MiB, 0.92-0.97 s at the same
 /// throughput or better; with 2 MiB (nginx's `sendfile_max_chunk`), 0.72-0.83 s but 7-12% less
 /// throughput.
-const TURN: usize = 4 << 20;
+pub(crate) const TURN: usize = 4 << 20;
 
 /// A file region longer than this is corked before its first call: it will not leave in one.
 const CORK_AHEAD: u64 = 1 << 20;

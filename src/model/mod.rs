@@ -22,6 +22,9 @@
 //!   [`Session::on_shutdown`] on each open session, then keep driving until they close or `grace`
 //!   passes; a Unix socket file the server created is removed when [`serve`] returns;
 //! - a session that panics loses its own connection only.
+//! - with [`ServeOptions::tls`], every connection speaks TLS (`tls.rs`, rustls between the
+//!   socket and the session): the session sees plaintext, file regions are read and
+//!   encrypted in pieces instead of sent with `sendfile`.
 //!
 //! [`ReadBuf`]: crate::protocol::ReadBuf
 //! [`Next`]: crate::protocol::Next
@@ -39,6 +42,7 @@ mod link;
 mod prefork;
 mod shutdown;
 mod threaded;
+mod tls;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -49,6 +53,7 @@ use crate::net::Listener;
 use crate::protocol::{Needs, Service};
 
 pub use shutdown::Shutdown;
+pub use tls::TlsSettings;
 
 /// How connections are served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Deserialize)]
@@ -167,6 +172,8 @@ pub struct ServeOptions {
     /// counted where descriptors are scarce (under select, whose every socket must stay
     /// below FD_SETSIZE).
     pub files_per_connection: usize,
+    /// Speak TLS on every listener (sessions still see plaintext): see `model::tls`.
+    pub tls: Option<TlsSettings>,
 }
 
 impl ServeOptions {
@@ -190,6 +197,7 @@ impl Default for ServeOptions {
             linger: Duration::from_secs(2),
             busy_poll: Duration::ZERO,
             files_per_connection: 0,
+            tls: None,
         }
     }
 }

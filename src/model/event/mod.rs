@@ -430,6 +430,9 @@ impl<'a, S: Service> Worker<'a, S> {
             return;
         };
         let mut conn = Conn::new(sock, session, self.limits, now);
+        if let Some(tls) = &self.ctx.opts.tls {
+            conn.use_tls(tls);
+        }
         conn.guarded(|c| c.open(now));
         if self.grace_until.is_some() {
             conn.guarded(|c| c.shutdown(now));

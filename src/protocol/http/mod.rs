@@ -27,3 +27,18 @@ pub use hello::Hello;
 pub use message::{Body, Handler, Part, Request, Response, Version};
 pub use parse::Limits;
 pub use session::{HttpOptions, HttpService, HttpSession};
+
+/// The ALPN name of HTTP/1.1 (RFC 7301 §6), offered on TLS listeners.
+pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+
+/// The answer to a plaintext HTTP request that reached a TLS port, sent in plaintext before the
+/// connection closes (as nginx's 400 "The plain HTTP request was sent to HTTPS port"), so the
+/// user reads what to change instead of a broken connection.
+pub fn plain_request_on_tls_port() -> bytes::Bytes {
+    const BODY: &str = "This port speaks HTTPS: ask for https:// instead of http://.\n";
+    bytes::Bytes::from(format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    ))
+}

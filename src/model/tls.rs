@@ -1,0 +1,297 @@
+//! TLS between the socket and the session: the connection's bytes pass through a rustls
+//! `ServerConnection` on their way in and out, so sessions see plaintext and every service runs
+//! over TLS under every model. rustls is sans-I/O; this module is the I/O around it.
+//!
+//! - In: a read of up to 16 KiB from the socket is handed to rustls record by record, and every
+//!   byte of plaintext it yields goes at once into the session's [`ReadBuf`]. rustls never keeps
+//!   plaintext back, so nothing waits where a level-triggered poller cannot see it.
+//! - Out: the outbox's byte chunks and file regions are encrypted a piece at a time
+//!   ([`PIECE`], one TLS record) and written with the socket's `send`; a file region is read
+//!   with `pread` into a 16 KiB buffer on the stack, never whole. rustls holds at most its
+//!   64 KiB of ciphertext ([`BATCH`]) per connection. The per-turn share of [`super::io`]
+//!   holds here too.
+//! - Kernel TLS (`TCP_ULP "tls"`, which would let `sendfile` carry file regions again) is not
+//!   used: the kernels this runs on are built without `CONFIG_TLS`.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use socket2::Socket;
+
+use super::io::{Flushed, ReadOutcome};
+use crate::protocol::{Chunk, Outbox, ReadBuf};
+
+/// Plaintext encrypted in one step: one full TLS record (RFC 8446 §5.1: at most 2^14 bytes).
+const PIECE: usize = 16 * 1024;
+
+/// Plaintext encrypted before the ciphertext is written: four records, which fit rustls's
+/// default 64 KiB send buffer, so that a large body leaves in one `writev` per 64 KiB.
+const BATCH: usize = 4 * PIECE;
+
+/// Bytes read from the socket in one call.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Socket reads per call to [`TlsLayer::read_into`] that yield no plaintext (a handshake in
+/// several packets) before the other connections get a turn.
+const HANDSHAKE_READS: usize = 16;
+
+/// The first byte of a TLS record that carries a ClientHello (RFC 8446 §5.1, `handshake(22)`).
+const HANDSHAKE_RECORD: u8 = 22;
+
+/// What a server's TLS listeners use: the rustls configuration (certificates, versions,
+/// ALPN, session resumption) and the service's answer to plaintext on a TLS port.
+#[derive(Clone)]
+pub struct TlsSettings {
+    pub config: Arc<rustls::ServerConfig>,
+    /// Sent as is, before closing, to a client whose first byte is a letter rather than a TLS
+    /// record (an HTTP request on an HTTPS port: nginx's 400 "The plain HTTP request was sent
+    /// to HTTPS port"). `None`: such a client is closed at once.
+    pub plain_reply: Option<bytes::Bytes>,
+}
+
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("alpn", &self.config.alpn_protocols)
+            .field("plain_reply", &self.plain_reply.is_some())
+            .finish()
+    }
+}
+
+/// What a read produced.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum TlsRead {
+    Io(ReadOutcome),
+    /// The client's first byte is not a TLS handshake record; `letter`: it is an ASCII letter
+    /// (a plaintext protocol, HTTP most likely).
+    NotTls {
+        letter: bool,
+    },
+}
+
+/// One connection's TLS state.
+pub(crate) struct TlsLayer {
+    conn: rustls::ServerConnection,
+    /// Nothing has arrived yet: the first byte is looked at before rustls sees it.
+    fresh: bool,
+    /// `close_notify` is queued (RFC 8446 §6.1).
+    notified: bool,
+    plain_reply: Option<bytes::Bytes>,
+}
+
+impl TlsLayer {
+    pub fn new(settings: &TlsSettings) -> Result<TlsLayer, rustls::Error> {
+        Ok(TlsLayer {
+            conn: rustls::ServerConnection::new(Arc::clone(&settings.config))?,
+            fresh: true,
+            notified: false,
+            plain_reply: settings.plain_reply.clone(),
+        })
+    }
+
+    /// The answer to a plaintext client, if the service has one.
+    pub fn plain_reply(&self) -> Option<bytes::Bytes> {
+        self.plain_reply.clone()
+    }
+
+    /// The handshake is not done: no application data can go out yet.
+    pub fn handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
+    /// rustls holds ciphertext (handshake messages, records, an alert) for the socket.
+    pub fn wants_write(&self) -> bool {
+        self.conn.wants_write()
+    }
+
+    /// Queue `close_notify` once, before the write side is shut.
+    pub fn notify_close(&mut self) -> bool {
+        if self.notified {
+            return false;
+        }
+        self.notified = true;
+        self.conn.send_close_notify();
+        true
+    }
+
+    /// Read from the socket until plaintext arrives (appended to `input`), the socket is empty,
+    /// or the peer has closed. A TLS error (a garbage handshake, a bad record) is an error for
+    /// this connection only; rustls's alert is sent on the way out.
+    pub fn read_into(&mut self, sock: &Socket, input: &mut ReadBuf) -> io::Result<TlsRead> {
+        let mut buf = [0u8; READ_CHUNK];
+        for _ in 0..HANDSHAKE_READS {
+            let n = match (&*sock).read(&mut buf) {
+                Ok(0) => return Ok(TlsRead::Io(ReadOutcome::Eof)),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(TlsRead::Io(ReadOutcome::WouldBlock))
+                }
+                Err(e) => return Err(e),
+            };
+            if self.fresh {
+                self.fresh = false;
+                if buf[0] != HANDSHAKE_RECORD {
+                    return Ok(TlsRead::NotTls {
+                        letter: buf[0].is_ascii_alphabetic(),
+                    });
+                }
+            }
+            let (got, closed) = self.take_records(sock, &buf[..n], input)?;
+            if closed && got == 0 {
+                return Ok(TlsRead::Io(ReadOutcome::Eof));
+            }
+            if got > 0 {
+                return Ok(TlsRead::Io(ReadOutcome::Data {
+                    n: got,
+                    drained: n < READ_CHUNK,
+                }));
+            }
+        }
+        // A handshake still arriving: the poller reports the rest.
+        Ok(TlsRead::Io(ReadOutcome::WouldBlock))
+    }
+
+    /// Give rustls `bytes` and move the plaintext they carry into `input`. Returns the
+    /// plaintext bytes added, and whether the peer sent `close_notify`.
+    fn take_records(
+        &mut self,
+        sock: &Socket,
+        mut bytes: &[u8],
+        input: &mut ReadBuf,
+    ) -> io::Result<(usize, bool)> {
+        let (mut got, mut closed) = (0, false);
+        while !bytes.is_empty() {
+            // `&[u8]` as `Read` advances the slice past what rustls took.
+            let took = self.conn.read_tls(&mut bytes)?;
+            if took == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a TLS record larger than rustls accepts",
+                ));
+            }
+            if let Err(e) = self.conn.process_new_packets() {
+                // rustls queued an alert saying why; send it, best effort.
+                let _ = self.conn.write_tls(&mut SendTo(sock));
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+            loop {
+                let spare = input.spare(PIECE);
+                match self.conn.reader().read(spare) {
+                    Ok(0) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(k) => {
+                        input.commit(k);
+                        got += k;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        closed = true;
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok((got, closed))
+    }
+
+    /// Encrypt and send as much of `out` as the socket takes now, at most about `turn` bytes
+    /// of plaintext. Nothing of `out` goes before the handshake is done; rustls's own output
+    /// (handshake, alerts, `close_notify`) always goes first.
+    pub fn flush(&mut self, sock: &Socket, out: &mut Outbox, turn: usize) -> io::Result<Flushed> {
+        let mut done = Flushed::default();
+        let mut fed = 0usize;
+        loop {
+            while self.conn.wants_write() {
+                match self.conn.write_tls(&mut SendTo(sock)) {
+                    Ok(n) => done.wrote += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        done.paused = true;
+                        return Ok(done);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if out.is_empty() {
+                return Ok(done);
+            }
+            if self.conn.is_handshaking() || fed >= turn {
+                // The poller says when to go on: readable for the handshake, writable else.
+                done.paused = true;
+                return Ok(done);
+            }
+            let mut batch = 0;
+            while batch < BATCH && !out.is_empty() {
+                let n = self.encrypt_piece(out)?;
+                if n == 0 {
+                    break;
+                }
+                out.advance(n);
+                batch += n;
+            }
+            fed += batch;
+        }
+    }
+
+    /// Encrypt the next piece of `out` (at most [`PIECE`] bytes); returns the bytes taken.
+    fn encrypt_piece(&mut self, out: &Outbox) -> io::Result<usize> {
+        match out.front() {
+            Some(Chunk::File { file, offset, len }) => {
+                let want = usize::try_from(*len).unwrap_or(usize::MAX).min(PIECE);
+                let mut buf = [0u8; PIECE];
+                let n = loop {
+                    match file.read_at(&mut buf[..want], *offset) {
+                        Ok(0) => {
+                            return Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "the file shrank while it was being sent",
+                            ))
+                        }
+                        Ok(n) => break n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                };
+                self.conn.writer().write(&buf[..n])
+            }
+            _ => {
+                let mut bufs = [IoSlice::new(&[]); 16];
+                let (mut k, mut total) = (0, 0);
+                for c in out.chunks() {
+                    let Some(b) = c.unsent() else { break };
+                    if k == bufs.len() || total >= PIECE {
+                        break;
+                    }
+                    let b = &b[..b.len().min(PIECE - total)];
+                    bufs[k] = IoSlice::new(b);
+                    total += b.len();
+                    k += 1;
+                }
+                self.conn.writer().write_vectored(&bufs[..k])
+            }
+        }
+    }
+}
+
+/// The socket as rustls's output: `send` with `MSG_NOSIGNAL`, so a peer gone away is an
+/// `EPIPE` for this connection and never a `SIGPIPE` for the process.
+struct SendTo<'a>(&'a Socket);
+
+impl Write for SendTo<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.send_with_flags(buf, libc::MSG_NOSIGNAL)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.0.send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

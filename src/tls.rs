@@ -1,0 +1,273 @@
+//! Certificates for the TLS listeners: read PEM certificate chains and keys (checked at start,
+//! each error naming its file), choose one per connection by SNI, make and keep a self-signed
+//! one, and build the rustls server configuration the drivers use ([`crate::model::TlsSettings`]).
+//!
+//! The configuration: TLS 1.3 and 1.2 only, on rustls's `ring` provider; resumption by tickets
+//! (RFC 8446 §4.6.1, RFC 5077) and by a server-side session cache; ALPN as the service asks;
+//! 0-RTT off (RFC 8446 §8: early data can be replayed).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+use crate::error::{Error, Result};
+use crate::model::TlsSettings;
+
+/// Sessions the server-side cache remembers (for TLS 1.2 clients without tickets); nginx's
+/// `ssl_session_cache shared:SSL:1m` holds about 4000.
+const SESSION_CACHE: usize = 4096;
+
+/// One `--tls-cert FILE --tls-key FILE` pair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Where the certificates come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CertSource {
+    /// `--tls-cert`/`--tls-key` pairs; the first serves clients without (or with an unknown)
+    /// SNI name.
+    Files(Vec<CertFiles>),
+    /// `--tls-self-signed DIR`: made at first start, kept as `DIR/cert.pem` and `DIR/key.pem`.
+    SelfSigned(PathBuf),
+}
+
+/// What the service on the TLS listeners wants of TLS.
+#[derive(Clone, Debug, Default)]
+pub struct TlsApp {
+    /// ALPN protocols offered, in order of preference (`http/1.1` for HTTP services).
+    pub alpn: Vec<Vec<u8>>,
+    /// The answer to a plaintext request on a TLS port (see [`TlsSettings::plain_reply`]).
+    pub plain_reply: Option<bytes::Bytes>,
+}
+
+/// The provider every TLS listener uses: rustls's `ring` build, which needs a C compiler alone
+/// (aws-lc-rs needs CMake too). rustls 0.23.48 deprecates it for its lack of post-quantum key
+/// exchange; X25519, P-256 and P-384 remain.
+#[allow(deprecated)]
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Read one certificate chain and its key; `Err` names the file at fault.
+pub fn load_pair(files: &CertFiles) -> Result<Arc<CertifiedKey>> {
+    let cert = &files.cert;
+    let key = &files.key;
+    let chain = read_chain(cert)?;
+    let key_der =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error(key, "private key", e))?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|e| Error::Usage(format!("cannot use the key in {}: {e}", key.display())))?;
+    if let Err(e) = webpki::EndEntityCert::try_from(&chain[0]) {
+        return Err(Error::Usage(format!(
+            "the first certificate in {} is not a valid X.509 certificate ({e:?})",
+            cert.display()
+        )));
+    }
+    let certified = CertifiedKey::new(chain, signing);
+    match certified.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
+        Err(_) => {
+            return Err(Error::Usage(format!(
+                "the key in {} does not belong to the certificate in {}",
+                key.display(),
+                cert.display()
+            )))
+        }
+    }
+    Ok(Arc::new(certified))
+}
+
+fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let chain = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<std::result::Result<Vec<_>, _>>())
+        .map_err(|e| pem_error(path, "certificate", e))?;
+    if chain.is_empty() {
+        return Err(Error::Usage(format!(
+            "{} holds no PEM certificate (\"-----BEGIN CERTIFICATE-----\")",
+            path.display()
+        )));
+    }
+    Ok(chain)
+}
+
+/// A PEM reading failure as one line naming the file.
+fn pem_error(path: &Path, what: &str, e: rustls_pki_types::pem::Error) -> Error {
+    use rustls_pki_types::pem::Error as P;
+    let why = match e {
+        P::Io(io) => return Error::io(format!("cannot read {}", path.display()), io),
+        P::NoItemsFound => format!("it holds no PEM {what}"),
+        other => format!("it is not valid PEM ({other:?})"),
+    };
+    Error::Usage(format!("cannot use {}: {why}", path.display()))
+}
+
+/// Certificates chosen by the name the client asks for (SNI, RFC 6066 §3), matched against
+/// each certificate's own names (wildcards included); the first serves everyone else.
+#[derive(Debug)]
+struct BySni {
+    keys: Vec<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for BySni {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if self.keys.len() > 1 {
+            if let Some(name) = hello
+                .server_name()
+                .and_then(|n| ServerName::try_from(n).ok())
+            {
+                let fits = |k: &&Arc<CertifiedKey>| {
+                    k.end_entity_cert()
+                        .ok()
+                        .and_then(|c| webpki::EndEntityCert::try_from(c).ok())
+                        .is_some_and(|ee| ee.verify_is_valid_for_subject_name(&name).is_ok())
+                };
+                if let Some(k) = self.keys.iter().find(fits) {
+                    return Some(Arc::clone(k));
+                }
+            }
+        }
+        self.keys.first().cloned()
+    }
+}
+
+/// The certificate files a source stands for, made first if it is a self-signed one not yet
+/// made.
+pub fn cert_files(source: &CertSource) -> Result<Vec<CertFiles>> {
+    match source {
+        CertSource::Files(f) => Ok(f.clone()),
+        CertSource::SelfSigned(dir) => Ok(vec![self_signed(dir)?]),
+    }
+}
+
+/// The TLS settings for `source` and `app`: every file read and checked now.
+pub fn settings(source: &CertSource, app: &TlsApp) -> Result<TlsSettings> {
+    let keys = cert_files(source)?
+        .iter()
+        .map(load_pair)
+        .collect::<Result<Vec<_>>>()?;
+    let config = server_config(keys, app)?;
+    Ok(TlsSettings {
+        config,
+        plain_reply: app.plain_reply.clone(),
+    })
+}
+
+fn server_config(keys: Vec<Arc<CertifiedKey>>, app: &TlsApp) -> Result<Arc<rustls::ServerConfig>> {
+    let setup = |e: rustls::Error| Error::Setup(format!("cannot set TLS up: {e}"));
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(setup)?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(BySni { keys }));
+    cfg.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
+    // Ticket keys are made here, before prefork's fork: every worker accepts every ticket.
+    cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(setup)?;
+    cfg.alpn_protocols = app.alpn.clone();
+    cfg.max_early_data_size = 0;
+    Ok(Arc::new(cfg))
+}
+
+/// The names the self-signed certificate is for.
+pub const SELF_SIGNED_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+/// `DIR/cert.pem` and `DIR/key.pem`, made (ECDSA P-256, for [`SELF_SIGNED_NAMES`]) if either
+/// is missing; an existing pair is reused, so a client that trusts it once keeps trusting it.
+pub fn self_signed(dir: &Path) -> Result<CertFiles> {
+    let files = CertFiles {
+        cert: dir.join("cert.pem"),
+        key: dir.join("key.pem"),
+    };
+    if files.cert.exists() && files.key.exists() {
+        return Ok(files);
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    let names: Vec<String> = SELF_SIGNED_NAMES.iter().map(|s| s.to_string()).collect();
+    let made = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| Error::Setup(format!("cannot make a self-signed certificate: {e}")))?;
+    write_private(&files.key, made.signing_key.serialize_pem().as_bytes())?;
+    std::fs::write(&files.cert, made.cert.pem())
+        .map_err(|e| Error::io(format!("cannot write {}", files.cert.display()), e))?;
+    tracing::info!(
+        "made a self-signed certificate for {} in {}",
+        SELF_SIGNED_NAMES.join(", "),
+        files.cert.display()
+    );
+    Ok(files)
+}
+
+/// Write a key readable by its owner alone.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |e| Error::io(format!("cannot write {}", path.display()), e);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(fail)?;
+    f.write_all(bytes).map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("tincan-tls-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn a_self_signed_certificate_is_made_once_and_reused() {
+        let dir = temp("self");
+        let first = self_signed(&dir).unwrap();
+        let pem = std::fs::read(&first.cert).unwrap();
+        load_pair(&first).unwrap();
+        let again = self_signed(&dir).unwrap();
+        assert_eq!(std::fs::read(&again.cert).unwrap(), pem, "made anew");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&first.key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn errors_name_the_file_at_fault() {
+        let dir = temp("errors");
+        let a = self_signed(&dir.join("a")).unwrap();
+        let b = self_signed(&dir.join("b")).unwrap();
+        let missing = CertFiles {
+            cert: dir.join("nope.pem"),
+            key: a.key.clone(),
+        };
+        let e = load_pair(&missing).unwrap_err().to_string();
+        assert!(e.contains("nope.pem") && e.contains("no such file"), "{e}");
+        let swapped = CertFiles {
+            cert: a.cert.clone(),
+            key: b.key.clone(),
+        };
+        let e = load_pair(&swapped).unwrap_err().to_string();
+        assert!(e.contains("does not belong"), "{e}");
+        let not_a_key = CertFiles {
+            cert: a.cert.clone(),
+            key: a.cert.clone(),
+        };
+        let e = load_pair(&not_a_key).unwrap_err().to_string();
+        assert!(e.contains("holds no PEM private key"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
