@@ -14,10 +14,11 @@
 //!   `Connection: close`.
 
 use tincan::protocol::http::cgi::parse_cgi_head;
-use tincan::protocol::http::parse::{parse_head, HeadScanner, Limits};
 use tincan::protocol::http::proxy::{
-    build_request, is_hop_by_hop, parse_response_head, BodyFraming, ClientInfo, ResponseHead,
-    Upstream,
+    build_request, parse_response_head, ClientInfo, ResponseHead, Upstream,
+};
+use tincan::protocol::http::wire::{
+    is_hop_by_hop, parse_head, status_has_body, HeadScanner, Limits,
 };
 
 use crate::{byte, u16_, Unstructured};
@@ -77,21 +78,20 @@ fn check_head(head: &ResponseHead, head_request: bool) {
             "a line break in {name}: {value:?}"
         );
     }
-    let bodiless = head.status < 200 || head.status == 204 || head.status == 304;
-    match &head.framing {
-        BodyFraming::None => {}
+    let bodiless = !status_has_body(head.status);
+    match head.framing.remaining() {
+        _ if head.framing.is_finished() => {}
         _ if head_request || bodiless => {
             panic!("a body framed for HEAD or status {}", head.status)
         }
-        BodyFraming::Length(n) => {
-            assert!(*n > 0, "Length(0) instead of no body");
+        Some(n) => {
             assert_eq!(
                 head.length,
-                Some(*n),
+                Some(n),
                 "announced length differs from framing"
             );
         }
-        BodyFraming::Chunked(_) | BodyFraming::Close => {
+        None => {
             assert_eq!(
                 head.length, None,
                 "a length announced for an unbounded body"

@@ -12,8 +12,8 @@ use super::{request_line, with_head, HttpSession, Phase};
 use crate::protocol::http::access_log::Entry;
 use crate::protocol::http::gateway::{Failure, Pending, Progress, Routed};
 use crate::protocol::http::message::{error_response, Version};
-use crate::protocol::http::parse::{BodyReader, Head, Reject};
 use crate::protocol::http::proxy::RequestBody;
+use crate::protocol::http::wire::{Decoder, Head, Reject};
 use crate::protocol::{Dial, LinkError, LinkEvent, LinkId, Next, Outbox};
 
 /// An outbound exchange in progress, and what the connection decided about it.
@@ -62,7 +62,7 @@ pub(super) struct Deferred {
 /// A request body streaming from the client into the link.
 #[derive(Debug)]
 pub(super) struct Upload {
-    pub(super) reader: BodyReader,
+    pub(super) reader: Decoder,
     /// Re-chunk it (the client sent it chunked).
     pub(super) chunked: bool,
 }
@@ -105,7 +105,7 @@ impl HttpSession {
         head: &Head<'_>,
         routed: Routed,
         body: RequestBody,
-        reader: Option<BodyReader>,
+        reader: Option<Decoder>,
         collected: Option<&[u8]>,
         out: &mut Outbox,
         now: Instant,
@@ -196,7 +196,7 @@ impl HttpSession {
             let chunked = up.chunked;
             let fed = up
                 .reader
-                .feed_into(&self.stash[used..], &self.shared.limits, |b| {
+                .decode(&self.stash[used..], &self.shared.limits, |b| {
                     if chunked {
                         lout.with_tail(|t| {
                             let _ = write!(t, "{:x}\r\n", b.len());
