@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 use super::message::{Request, Text, Version};
 use super::wire::fields::{connection_tokens, is_hop_by_hop, is_tchar};
-use super::wire::Decoder;
+use super::wire::{Decoder, Encoder};
 
 /// Where an upstream listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -278,11 +278,11 @@ pub fn build_request(
     };
     line(&mut out, "Via", via.as_bytes());
     match body {
-        RequestBody::Length(n) => line(&mut out, "Content-Length", n.to_string().as_bytes()),
-        RequestBody::Chunked => line(&mut out, "Transfer-Encoding", b"chunked"),
+        RequestBody::Length(n) => Encoder::Length(n).write_field(&mut out),
+        RequestBody::Chunked => Encoder::Chunked.write_field(&mut out),
         // Methods that usually carry a body say 0 explicitly.
         RequestBody::None if matches!(req.method, "POST" | "PUT" | "PATCH") => {
-            line(&mut out, "Content-Length", b"0")
+            Encoder::Length(0).write_field(&mut out)
         }
         RequestBody::None => {}
     }
