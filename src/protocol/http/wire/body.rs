@@ -284,7 +284,8 @@ enum ChunkState {
 }
 
 /// The chunked transfer coding (RFC 9112 §7.1), decoded strictly (CRLF line ends, hex sizes
-/// that fit in 64 bits, trailer fields held to the header grammar) and discarded.
+/// that fit in 64 bits, trailer fields held to the header grammar); its data is handed on and
+/// its trailer fields are dropped.
 ///
 /// What the framing may cost beyond the data is bounded too, or a body under the body limit
 /// could take gigabytes of reading (Node.js's CVE-2024-22019): the chunk extensions, the
