@@ -1,20 +1,21 @@
 //! HTTP/1.1 for the load generator: the target URL, the one request every connection repeats,
-//! and an incremental response parser that finds where each response ends (RFC 9112 §6.3:
-//! no body for HEAD/1xx/204/304, then chunked, then Content-Length, else until close) without
-//! buffering bodies, so a 10 MiB file costs no more memory than a 1 KiB one.
+//! and an incremental response parser that finds where each response ends without buffering
+//! bodies, so a 10 MiB file costs no more memory than a 1 KiB one. Where a body ends is the
+//! server's own wire core's decision ([`Decoder::for_response`], RFC 9112 §6.3), so the client
+//! and the server it measures read framing by the same rules.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
 use super::stats::ErrorKind;
 use super::{Exchange, Load, Parsed, Reply};
+use crate::protocol::http::wire::fields::connection_tokens;
+use crate::protocol::http::wire::{Decoder, Limits};
 
 /// The most response-head bytes accepted before the response counts as malformed.
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// The most headers one response may carry.
 pub const MAX_RESPONSE_HEADERS: usize = 64;
-/// The longest chunk-size or trailer line accepted (RFC 9112 §7.1).
-pub const MAX_CHUNK_LINE: usize = 4 * 1024;
 
 /// A parsed `http://host[:port]/path` target.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -224,20 +225,13 @@ impl Exchange for HttpExchange {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum State {
     /// No request outstanding: any byte is unexpected.
     Idle,
     Head,
-    /// A Content-Length body with this many bytes still to come.
-    Body(u64),
-    ChunkSize,
-    ChunkData(u64),
-    /// The CRLF after a chunk's data.
-    ChunkEnd,
-    Trailers,
-    /// A body delimited by the connection's close (RFC 9112 §6.3 rule 8).
-    UntilClose,
+    /// In the body, whatever delimits it.
+    Body(Decoder),
 }
 
 /// Finds where one HTTP/1.x response ends, fed the bytes as they arrive.
@@ -248,6 +242,8 @@ pub struct ResponseParser {
     /// Whether the connection may carry another request after this response.
     reuse: bool,
     ok: bool,
+    /// Chunk lines as long as the server's own header lines; no body ceiling.
+    limits: Limits,
 }
 
 impl ResponseParser {
@@ -258,6 +254,7 @@ impl ResponseParser {
             head_only,
             reuse: true,
             ok: true,
+            limits: Limits::streaming(),
         }
     }
 
@@ -280,7 +277,7 @@ impl ResponseParser {
         let mut pos = 0;
         loop {
             let rest = &buf[pos..];
-            match self.state {
+            match &mut self.state {
                 State::Idle => {
                     return if rest.is_empty() {
                         Ok(Parsed::need(pos))
@@ -304,103 +301,38 @@ impl ResponseParser {
                     };
                     pos += n;
                     let code = resp.code.unwrap_or(0);
-                    let mut length: Option<u64> = None;
-                    let mut chunked = false;
-                    let mut close = false;
-                    let mut keep_alive = false;
-                    for h in resp.headers.iter() {
-                        if h.name.eq_ignore_ascii_case("content-length") {
-                            let v = std::str::from_utf8(h.value)
-                                .ok()
-                                .and_then(|v| v.trim().parse::<u64>().ok())
-                                .ok_or(ErrorKind::Parse)?;
-                            // RFC 9112 §6.3 rule 5: differing lengths are unrecoverable.
-                            if length.is_some_and(|l| l != v) {
-                                return Err(ErrorKind::Parse);
-                            }
-                            length = Some(v);
-                        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                            chunked = last_token_is(h.value, "chunked");
-                        } else if h.name.eq_ignore_ascii_case("connection") {
-                            close |= has_token(h.value, "close");
-                            keep_alive |= has_token(h.value, "keep-alive");
-                        }
-                    }
                     if (100..200).contains(&code) && code != 101 {
                         // An interim response (100 Continue): the real one follows.
                         continue;
                     }
+                    let fields = resp.headers.iter().map(|h| (h.name, h.value));
+                    let (body, _) = Decoder::for_response(code, self.head_only, fields.clone())
+                        .map_err(|_| ErrorKind::Parse)?;
+                    let options = connection_tokens(fields);
+                    let close = options.iter().any(|t| t == "close");
+                    let keep_alive = options.iter().any(|t| t == "keep-alive");
                     self.ok = (200..400).contains(&code);
                     // HTTP/1.0 closes unless it asked to keep alive; 1.1 keeps alive unless told.
-                    self.reuse = !close && (resp.version == Some(1) || keep_alive);
-                    self.state = if self.head_only || code == 204 || code == 304 {
-                        return Ok(Parsed::reply(pos, self.done()));
-                    } else if chunked {
-                        State::ChunkSize
-                    } else if let Some(len) = length {
-                        if len == 0 {
-                            return Ok(Parsed::reply(pos, self.done()));
-                        }
-                        State::Body(len)
-                    } else {
-                        self.reuse = false;
-                        State::UntilClose
-                    };
-                }
-                State::Body(left) => {
-                    let take = left.min(rest.len() as u64);
-                    pos += take as usize;
-                    if take == left {
+                    // After a 101 the connection speaks another protocol, and a body that ends
+                    // at the close leaves nothing to reuse.
+                    self.reuse = !close
+                        && (resp.version == Some(1) || keep_alive)
+                        && code != 101
+                        && (body.is_finished() || !body.ends_at_close());
+                    if body.is_finished() {
                         return Ok(Parsed::reply(pos, self.done()));
                     }
-                    self.state = State::Body(left - take);
+                    self.state = State::Body(body);
+                }
+                State::Body(body) => {
+                    let (n, end) = body
+                        .discard(rest, &self.limits)
+                        .map_err(|_| ErrorKind::Parse)?;
+                    pos += n;
+                    if end {
+                        return Ok(Parsed::reply(pos, self.done()));
+                    }
                     return Ok(Parsed::need(pos));
-                }
-                State::ChunkSize => {
-                    let Some(line) = take_line(rest)? else {
-                        return Ok(Parsed::need(pos));
-                    };
-                    pos += line.len();
-                    let text = std::str::from_utf8(line).map_err(|_| ErrorKind::Parse)?;
-                    // chunk-size [ chunk-ext ] CRLF (RFC 9112 §7.1); extensions are ignored.
-                    let size = text.split(';').next().unwrap_or("").trim();
-                    let size = u64::from_str_radix(size, 16).map_err(|_| ErrorKind::Parse)?;
-                    self.state = if size == 0 {
-                        State::Trailers
-                    } else {
-                        State::ChunkData(size)
-                    };
-                }
-                State::ChunkData(left) => {
-                    let take = left.min(rest.len() as u64);
-                    pos += take as usize;
-                    if take < left {
-                        self.state = State::ChunkData(left - take);
-                        return Ok(Parsed::need(pos));
-                    }
-                    self.state = State::ChunkEnd;
-                }
-                State::ChunkEnd => {
-                    let Some(line) = take_line(rest)? else {
-                        return Ok(Parsed::need(pos));
-                    };
-                    if line != b"\r\n" && line != b"\n" {
-                        return Err(ErrorKind::Parse);
-                    }
-                    pos += line.len();
-                    self.state = State::ChunkSize;
-                }
-                State::Trailers => {
-                    let Some(line) = take_line(rest)? else {
-                        return Ok(Parsed::need(pos));
-                    };
-                    pos += line.len();
-                    if line == b"\r\n" || line == b"\n" {
-                        return Ok(Parsed::reply(pos, self.done()));
-                    }
-                }
-                State::UntilClose => {
-                    return Ok(Parsed::need(buf.len()));
                 }
             }
         }
@@ -409,8 +341,8 @@ impl ResponseParser {
     /// Body bytes still to come whose only use is to be counted (a Content-Length body, or
     /// the data of the current chunk).
     pub fn body_left(&self) -> u64 {
-        match self.state {
-            State::Body(left) | State::ChunkData(left) => left,
+        match &self.state {
+            State::Body(body) => body.skippable(),
             _ => 0,
         }
     }
@@ -418,57 +350,21 @@ impl ResponseParser {
     /// `n` body bytes (at most [`body_left`](Self::body_left)) went by unread; the reply if
     /// they ended it.
     pub fn skip(&mut self, n: u64) -> Option<Reply> {
-        match self.state {
-            State::Body(left) if n >= left => Some(self.done()),
-            State::Body(left) => {
-                self.state = State::Body(left - n);
-                None
-            }
-            State::ChunkData(left) => {
-                self.state = if n >= left {
-                    State::ChunkEnd
-                } else {
-                    State::ChunkData(left - n)
-                };
-                None
-            }
-            _ => None,
-        }
+        let ended = match &mut self.state {
+            State::Body(body) => body.skip(n),
+            _ => false,
+        };
+        ended.then(|| self.done())
     }
 
     /// The server closed: a close-delimited body ends here; anything else was cut short.
     pub fn eof(&mut self) -> Result<Option<Reply>, ErrorKind> {
-        match self.state {
-            State::UntilClose => Ok(Some(self.done())),
+        match &self.state {
+            State::Body(body) if body.ends_at_close() => Ok(Some(self.done())),
             State::Idle => Ok(None),
             _ => Err(ErrorKind::Read),
         }
     }
-}
-
-/// The first line of `buf`, newline included; `None` when no whole line is there yet.
-fn take_line(buf: &[u8]) -> Result<Option<&[u8]>, ErrorKind> {
-    match buf.iter().position(|&b| b == b'\n') {
-        Some(i) if i < MAX_CHUNK_LINE => Ok(Some(&buf[..=i])),
-        Some(_) => Err(ErrorKind::Parse),
-        None if buf.len() >= MAX_CHUNK_LINE => Err(ErrorKind::Parse),
-        None => Ok(None),
-    }
-}
-
-fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value.split(|&b| b == b',').map(|t| t.trim_ascii())
-}
-
-fn has_token(value: &[u8], token: &str) -> bool {
-    tokens(value).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
-}
-
-fn last_token_is(value: &[u8], token: &str) -> bool {
-    tokens(value)
-        .filter(|t| !t.is_empty())
-        .last()
-        .is_some_and(|t| t.eq_ignore_ascii_case(token.as_bytes()))
 }
 
 #[cfg(test)]
@@ -612,6 +508,14 @@ mod tests {
             .unwrap_err(),
             ErrorKind::Parse
         );
+        // The server's own framing rules: a length is digits only, and a coding other than
+        // chunked could not be removed, so where the body ends is unknown.
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\nx"[..],
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        ] {
+            assert_eq!(run(false, bad, 100).unwrap_err(), ErrorKind::Parse);
+        }
         let mut huge = b"HTTP/1.1 200 OK\r\nX: ".to_vec();
         huge.resize(MAX_RESPONSE_HEAD + 10, b'a');
         assert_eq!(run(false, &huge, 4096).unwrap_err(), ErrorKind::Parse);

@@ -23,8 +23,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::message::{Request, Text};
-use super::proxy::{connection_tokens, is_hop_by_hop, push_field, BodyFraming, ResponseHead};
+use super::proxy::{push_field, ResponseHead};
 use super::static_files::path::{locate, Refusal, UrlPath};
+use super::wire::fields::{connection_tokens, content_length, is_hop_by_hop, status_has_body};
+use super::wire::Decoder;
 use crate::protocol::{Peer, PeerAddr};
 
 /// A script found for a request.
@@ -216,7 +218,7 @@ pub fn parse_cgi_head(
     let mut reason = None;
     let mut location = None;
     let mut content_type = false;
-    let mut length = None;
+    let mut lengths = Vec::new();
     let mut headers = Vec::with_capacity(fields.len());
     let mut raw_headers = Vec::new();
     for h in fields.iter() {
@@ -249,12 +251,7 @@ pub fn parse_cgi_head(
                 continue;
             }
             "content-length" => {
-                let n: u64 = value
-                    .parse()
-                    .ok()
-                    .filter(|_| value.bytes().all(|b| b.is_ascii_digit()))
-                    .ok_or(BAD_SCRIPT)?;
-                length = Some(n);
+                lengths.push(value.as_bytes());
                 continue;
             }
             "location" => location = Some(value.to_string()),
@@ -279,15 +276,13 @@ pub fn parse_cgi_head(
     };
     // §6.2.3/§6.2.4: a redirect without a status is a 302.
     let status = status.unwrap_or(if location.is_some() { 302 } else { 200 });
-    let bodiless = status == 204 || status == 304;
-    let framing = if head_request || bodiless {
-        BodyFraming::None
+    // RFC 3875 §6.3.2 and RFC 9110 §8.6: the script's own length, if it gave one, ends the
+    // body; else its output does.
+    let length = content_length(lengths).map_err(|_| BAD_SCRIPT)?;
+    let framing = if head_request || !status_has_body(status) {
+        Decoder::none()
     } else {
-        match length {
-            Some(0) => BodyFraming::None,
-            Some(n) => BodyFraming::Length(n),
-            None => BodyFraming::Close,
-        }
+        length.map_or_else(Decoder::until_close, Decoder::length)
     };
     Ok(Some((
         n,
@@ -317,7 +312,7 @@ mod tests {
         let p = |raw: &[u8]| parse_cgi_head(raw, false, 32);
         let (n, h) = p(b"Content-Type: text/plain\r\n\r\nhi").unwrap().unwrap();
         assert_eq!((n, h.status), (28, 200));
-        assert!(matches!(h.framing, BodyFraming::Close));
+        assert!(h.framing == Decoder::until_close());
         // A Latin-1 file name is relayed byte for byte, not refused as 502.
         let (_, h) =
             p(b"Content-Type: text/plain\nContent-Disposition: a; filename=\"caf\xe9\"\n\n")
@@ -346,7 +341,7 @@ mod tests {
         let (_, h) = p(b"Content-Type: a/b\r\nContent-Length: 3\r\n\r\nabc")
             .unwrap()
             .unwrap();
-        assert!(matches!(h.framing, BodyFraming::Length(3)));
+        assert!(h.framing.remaining() == Some(3));
         assert!(p(b"Content-Type: a/b\r\n").unwrap().is_none());
         // The script's own reason phrase is kept.
         let (_, h) = p(b"Status: 418 I am a teapot\r\n\r\n").unwrap().unwrap();
@@ -377,10 +372,10 @@ mod tests {
     fn the_environment_follows_rfc3875_and_cannot_be_spoofed_with_underscores() {
         let raw = b"POST http://a.example/cgi-bin/run.sh/x HTTP/1.1\r\nHost: b.example\r\nX_Remote_User: admin\r\nX-Multi: 1\r\nX-Multi: 2\r\nCookie: a=1\r\nCookie: b=2\r\nTransfer-Encoding: chunked\r\n\r\n";
         let mut storage = [httparse::EMPTY_HEADER; 16];
-        let head = super::super::parse::parse_head(
+        let head = super::super::wire::parse_head(
             raw,
             &mut storage,
-            &super::super::parse::Limits::default(),
+            &super::super::wire::Limits::default(),
         )
         .unwrap();
         let script = Script {

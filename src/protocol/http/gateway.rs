@@ -25,10 +25,9 @@ use std::time::{Duration, Instant};
 
 use super::cgi::{self, Script};
 use super::message::{error_response, Request, Response, Text};
-use super::proxy::{
-    self, BodyFraming, ClientInfo, RequestBody, ResponseHead, Target, Upstream, BAD_RESPONSE,
-};
+use super::proxy::{self, ClientInfo, RequestBody, ResponseHead, Target, Upstream, BAD_RESPONSE};
 use super::static_files::path::{encode_pchar, UrlPath};
+use super::wire::{Decoder, Limits};
 use crate::protocol::{Dial, LinkError, Peer};
 
 /// Longest response head (upstream status line and headers, or a script's header block).
@@ -640,7 +639,7 @@ enum State {
     /// Collecting the response head.
     Head(Vec<u8>),
     /// Relaying the body.
-    Body(BodyFraming),
+    Body(Decoder),
     Finished,
 }
 
@@ -819,7 +818,7 @@ impl Pending {
             }
             State::Body(framing) => {
                 // Only a close-delimited body may end by the upstream closing.
-                let clean = matches!(framing, BodyFraming::Close);
+                let clean = framing.ends_at_close();
                 self.state = State::Finished;
                 self.reusable = false;
                 if clean {
@@ -977,7 +976,7 @@ impl Pending {
             if let Some(map) = &self.redirect {
                 map.apply(&mut response.headers);
             }
-            let bodiless = matches!(framing, BodyFraming::None);
+            let bodiless = framing.is_finished();
             self.ready.push_back(Progress::Head {
                 response,
                 length,
@@ -1037,36 +1036,26 @@ fn failure_answer(f: &Failure, mode: Mode) -> (u16, &'static str, &'static str) 
 }
 
 /// Remove the upstream's framing from `d`: the bytes to send, and whether the body is complete
-/// (anything after it is dropped) or its framing broken.
-fn relay(framing: &mut BodyFraming, mut d: Vec<u8>) -> (Vec<u8>, Outcome) {
-    match framing {
-        BodyFraming::None => (Vec::new(), Outcome::End),
-        BodyFraming::Close => (d, Outcome::More),
-        BodyFraming::Length(rem) => {
-            if (d.len() as u64) >= *rem {
-                d.truncate(*rem as usize);
-                *rem = 0;
-                return (d, Outcome::End);
-            }
-            *rem -= d.len() as u64;
-            (d, Outcome::More)
-        }
-        BodyFraming::Chunked(c) => {
-            let mut out = Vec::with_capacity(d.len());
-            match c.feed_into(&d, &proxy::chunk_limits(), |b| out.extend_from_slice(b)) {
-                Ok((_, true)) => (out, Outcome::End),
-                Ok((_, false)) => (out, Outcome::More),
-                Err(_) => (out, Outcome::Broken),
-            }
-        }
+/// (anything after it is dropped) or its framing broken. An answer streams through, so it has
+/// no body ceiling; its chunked lines are bounded all the same.
+fn relay(framing: &mut Decoder, d: Vec<u8>) -> (Vec<u8>, Outcome) {
+    if framing.ends_at_close() && !framing.is_finished() {
+        // Close-delimited: every byte is body, passed on without a copy.
+        return (d, Outcome::More);
+    }
+    let mut out = Vec::with_capacity(d.len());
+    match framing.decode(&d, &Limits::streaming(), |b| out.extend_from_slice(b)) {
+        Ok((_, true)) => (out, Outcome::End),
+        Ok((_, false)) => (out, Outcome::More),
+        Err(_) => (out, Outcome::Broken),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::http::parse::{parse_head, Limits};
     use crate::protocol::http::proxy::Target;
+    use crate::protocol::http::wire::parse_head;
 
     fn gateway() -> Gateway {
         Gateway::new(

@@ -2,7 +2,8 @@
 //! limits, keep-alive and pipelining are ours) and the handlers behind it.
 //!
 //! - [`message`]: the Request/Response/Body/Handler contract between session and handlers.
-//! - [`parse`]: request heads (limits, target, Host) and body framing (no smuggling).
+//! - [`wire`]: the HTTP/1 wire core every part below shares: request heads, limits, the field
+//!   policy, and one body decoder and encoder.
 //! - [`session`]: [`HttpService`]/[`HttpSession`]: one connection's request loop.
 //! - [`access_log`]: Combined Log Format lines to a file or stdout.
 //! - [`hello`]: the handler behind `tincan hello` (seed 003).
@@ -15,18 +16,18 @@ pub mod cgi;
 pub mod gateway;
 pub mod hello;
 pub mod message;
-pub mod parse;
 #[cfg(test)]
 mod proptests;
 pub mod proxy;
 pub mod session;
 pub mod static_files;
+pub mod wire;
 
 pub use access_log::AccessLog;
 pub use hello::Hello;
 pub use message::{Body, Handler, Part, Request, Response, Version};
-pub use parse::Limits;
 pub use session::{HttpOptions, HttpService, HttpSession};
+pub use wire::Limits;
 
 /// The ALPN name of HTTP/1.1 (RFC 7301 §6), offered on TLS listeners.
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";

@@ -19,7 +19,8 @@
 use std::path::PathBuf;
 
 use super::message::{Request, Text, Version};
-use super::parse::{Chunked, Limits};
+use super::wire::fields::{connection_tokens, is_hop_by_hop, is_tchar};
+use super::wire::{Decoder, Encoder};
 
 /// Where an upstream listens.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -158,38 +159,9 @@ impl Upstream {
     }
 }
 
-/// Hop-by-hop fields (RFC 9110 §7.6.1) and `Proxy-*`: never forwarded in either direction.
-/// Nor is `Proxy`, which no standard defines and which CGI-style upstreams turn into
-/// `HTTP_PROXY`, their outbound proxy (httpoxy, CVE-2016-5385).
-pub fn is_hop_by_hop(name: &str) -> bool {
-    const HOP: &[&str] = &[
-        "proxy",
-        "connection",
-        "keep-alive",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ];
-    HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
-        || name
-            .get(..6)
-            .is_some_and(|p| p.eq_ignore_ascii_case("proxy-"))
-}
-
-/// The header names listed in `Connection` fields (also hop-by-hop, RFC 9110 §7.6.1).
-pub fn connection_tokens<'a>(
-    headers: impl Iterator<Item = (&'a str, &'a [u8])> + 'a,
-) -> Vec<String> {
-    super::parse::list_members(headers, "connection")
-        .map(|t| String::from_utf8_lossy(t).to_ascii_lowercase())
-        .collect()
-}
-
 /// A `Forwarded` parameter value: a token as is, anything else quoted (RFC 7239 §4).
 fn forwarded_value(v: &str) -> std::borrow::Cow<'_, str> {
-    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    if !v.is_empty() && v.bytes().all(token) {
+    if !v.is_empty() && v.bytes().all(is_tchar) {
         v.into()
     } else {
         format!("\"{}\"", v.replace(['"', '\\'], "")).into()
@@ -320,11 +292,11 @@ pub fn build_request(
     };
     appended(&mut out, "Via", &via, &[version]);
     match body {
-        RequestBody::Length(n) => line(&mut out, "Content-Length", n.to_string().as_bytes()),
-        RequestBody::Chunked => line(&mut out, "Transfer-Encoding", b"chunked"),
+        RequestBody::Length(n) => Encoder::Length(n).write_field(&mut out),
+        RequestBody::Chunked => Encoder::Chunked.write_field(&mut out),
         // Methods that usually carry a body say 0 explicitly.
         RequestBody::None if matches!(req.method, "POST" | "PUT" | "PATCH") => {
-            line(&mut out, "Content-Length", b"0")
+            Encoder::Length(0).write_field(&mut out)
         }
         RequestBody::None => {}
     }
@@ -339,17 +311,6 @@ pub fn build_request(
     out
 }
 
-/// How an upstream response's body is delimited (RFC 9112 §6.3).
-#[derive(Debug)]
-pub enum BodyFraming {
-    /// No body (HEAD, 1xx, 204, 304).
-    None,
-    Length(u64),
-    Chunked(Box<Chunked>),
-    /// Until the upstream closes.
-    Close,
-}
-
 /// A parsed upstream response head.
 #[derive(Debug)]
 pub struct ResponseHead {
@@ -360,7 +321,8 @@ pub struct ResponseHead {
     /// Fields whose values are not UTF-8 (RFC 9110 §5.5 allows obs-text), already formatted
     /// (`Name: value\r\n`): relayed byte for byte, as nginx does, not with U+FFFD in them.
     pub raw_headers: Vec<u8>,
-    pub framing: BodyFraming,
+    /// The body's decoder ([`Decoder::none`] for HEAD, 1xx, 204, 304 or an empty body).
+    pub framing: Decoder,
     /// The length to announce to the client, when known.
     pub length: Option<u64>,
     /// A CGI local redirect (RFC 3875 §6.2.2): the server answers for this path instead.
@@ -427,68 +389,30 @@ pub fn parse_response_head(
     };
     let mut headers = Vec::new();
     let mut raw_headers = Vec::with_capacity(buf.len().min(4096));
-    let mut lengths: Vec<&[u8]> = Vec::new();
-    let mut te = false;
     for h in resp.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            lengths.push(h.value);
-            continue;
-        }
-        if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            te = true;
-            continue;
-        }
-        if is_hop_by_hop(h.name) || named.iter().any(|t| h.name.eq_ignore_ascii_case(t)) {
+        // The framing fields describe this hop's bytes: the decoder removes that framing, and
+        // the session frames the body anew for its client.
+        if h.name.eq_ignore_ascii_case("content-length")
+            || is_hop_by_hop(h.name)
+            || named.iter().any(|t| h.name.eq_ignore_ascii_case(t))
+        {
             continue;
         }
         push_field(&mut headers, &mut raw_headers, h.name, h.value);
     }
-    // Only `chunked` can be undone here. Any other coding (`gzip, chunked`, `gzip`) would
-    // reach the client as if it were the content, with nothing saying how it is coded: a
-    // corrupt answer, so a 502 instead (RFC 9112 §6.1 lets a recipient refuse a coding it
-    // does not understand).
-    let te_last_chunked = if te {
-        let mut members = super::parse::list_members(
-            resp.headers.iter().map(|h| (h.name, h.value)),
-            "transfer-encoding",
-        );
-        match (members.next(), members.next()) {
-            (Some(m), None) if m.eq_ignore_ascii_case(b"chunked") => Some(true),
-            _ => return Err(BAD_RESPONSE),
-        }
-    } else {
-        None
-    };
-    let length = if lengths.is_empty() {
+    let fields = resp.headers.iter().map(|h| (h.name, h.value));
+    let (framing, length) =
+        Decoder::for_response(status, head_request, fields).map_err(|_| BAD_RESPONSE)?;
+    // A chunked or close-delimited answer's length is unknown; an answer to HEAD (or a 304)
+    // keeps the upstream's, to announce the length a GET would have had.
+    let chunked = resp
+        .headers
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+    let length = if chunked || (!framing.is_finished() && framing.remaining().is_none()) {
         None
     } else {
-        // Several identical values are one length (RFC 9110 §8.6); differing ones are an error.
-        let first = parse_length(lengths[0]).ok_or(BAD_RESPONSE)?;
-        if lengths[1..].iter().any(|v| parse_length(v) != Some(first)) {
-            return Err(BAD_RESPONSE);
-        }
-        Some(first)
-    };
-    let bodiless = status < 200 || status == 204 || status == 304;
-    let framing = if head_request || bodiless {
-        BodyFraming::None
-    } else {
-        match te_last_chunked {
-            Some(true) => BodyFraming::Chunked(Box::default()),
-            // RFC 9112 §6.3 (4): any other coding: read until close.
-            Some(false) => BodyFraming::Close,
-            None => match length {
-                Some(0) => BodyFraming::None,
-                Some(n) => BodyFraming::Length(n),
-                None => BodyFraming::Close,
-            },
-        }
-    };
-    let length = match (&framing, te_last_chunked) {
-        // A chunked answer's length is unknown; a HEAD answer keeps the upstream's.
-        (BodyFraming::Chunked(_) | BodyFraming::Close, _) => None,
-        (_, Some(_)) => None,
-        _ => length,
+        length
     };
     Ok(Some((
         n,
@@ -535,22 +459,6 @@ pub fn push_field(headers: &mut Vec<(Text, Text)>, raw: &mut Vec<u8>, name: &str
     raw.extend_from_slice(b": ");
     raw.extend_from_slice(value);
     raw.extend_from_slice(b"\r\n");
-}
-
-fn parse_length(v: &[u8]) -> Option<u64> {
-    let v = std::str::from_utf8(v).ok()?.trim();
-    if v.is_empty() || v.len() > 19 || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    v.parse().ok()
-}
-
-/// Limits for decoding an upstream's chunked body: no body cap (it streams), bounded lines.
-pub fn chunk_limits() -> Limits {
-    Limits {
-        max_body: u64::MAX,
-        ..Limits::default()
-    }
 }
 
 #[cfg(test)]
@@ -618,7 +526,7 @@ mod tests {
 
     fn request_bytes(raw: &[u8], body: RequestBody) -> String {
         let mut storage = [httparse::EMPTY_HEADER; 32];
-        let head = super::super::parse::parse_head(raw, &mut storage, &Limits::default()).unwrap();
+        let head = super::super::wire::parse_head(raw, &mut storage, &Default::default()).unwrap();
         let up = Upstream::parse("http://10.0.0.1:8080/base").unwrap();
         let out = build_request(
             &head.request,
@@ -680,7 +588,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(n, 82);
-        assert!(matches!(h.framing, BodyFraming::Length(5)));
+        assert!(h.framing.remaining() == Some(5));
         assert_eq!(h.length, Some(5));
         assert!(h
             .headers
@@ -692,14 +600,14 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert!(matches!(h.framing, BodyFraming::Chunked(_)));
+        assert!(h.framing.is_chunked());
         assert_eq!(h.length, None);
         let (_, h) = p(b"HTTP/1.0 200 OK\r\n\r\n", false).unwrap().unwrap();
-        assert!(matches!(h.framing, BodyFraming::Close));
+        assert!(h.framing == Decoder::until_close());
         let (_, h) = p(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", true)
             .unwrap()
             .unwrap();
-        assert!(matches!(h.framing, BodyFraming::None));
+        assert!(h.framing.is_finished());
         assert_eq!(h.length, Some(7));
         let (_, h) = p(b"HTTP/1.1 100 Continue\r\n\r\n", false).unwrap().unwrap();
         assert_eq!(h.status, 100);
@@ -755,7 +663,7 @@ mod tests {
         assert!(s.contains("X-Auth-User: real\r\n"), "{s}");
         let mut storage = [httparse::EMPTY_HEADER; 8];
         let raw = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n";
-        let head = super::super::parse::parse_head(raw, &mut storage, &Limits::default()).unwrap();
+        let head = super::super::wire::parse_head(raw, &mut storage, &Default::default()).unwrap();
         let up = Upstream::parse("http://10.0.0.1:8080").unwrap();
         let out = build_request(
             &head.request,

@@ -13,7 +13,7 @@
 //! 3. parse it with httparse and check method (501), version (505), target, Host (400),
 //!    `Expect` (417) and body framing (400 on anything a smuggler could use; 413 over the limit);
 //! 4. a body: send `100 Continue` if asked, keep a copy of the head, read and discard the body
-//!    across reads ([`BodyReader`]), or collect it when the request goes to a proxy or CGI
+//!    across reads ([`Decoder`]), or collect it when the request goes to a proxy or CGI
 //!    route (bounded by the same body limit);
 //! 5. ask the handler; decide keep-alive (version, `Connection`, the response, the request
 //!    count, shutdown, the model);
@@ -44,8 +44,8 @@ use std::time::Instant;
 use super::access_log::{AccessLog, Entry};
 use super::gateway::Gateway;
 use super::message::{error_response, Handler, Response, Version};
-use super::parse::{self, BodyReader, Head, HeadScanner, Limits, Reject};
 use super::proxy::RequestBody;
+use super::wire::{self, Decoder, Head, HeadScanner, Limits, Reject};
 use crate::protocol::{
     LinkEvent, LinkId, Links, Next, Outbox, Peer, ReadBuf, Service, Session, Waker,
 };
@@ -175,7 +175,7 @@ enum Phase {
     /// Waiting for (or reading) a request head; the head timer runs.
     Head,
     /// Reading and discarding a request body; the head is kept in `head_copy`.
-    Body(BodyReader),
+    Body(Decoder),
     /// Between requests on a kept-alive connection; the idle timer runs.
     Idle,
     /// A proxied or CGI answer is being relayed; later input waits in the stash.
@@ -246,7 +246,7 @@ fn with_head<R>(buf: &[u8], limits: &Limits, f: impl FnOnce(Result<Head<'_>, Rej
         heap.resize(n, httparse::EMPTY_HEADER);
         &mut heap[..]
     };
-    f(parse::parse_head(buf, storage, limits))
+    f(wire::parse_head(buf, storage, limits))
 }
 
 /// The request line of a head, for the access log (lossy, bounded).
@@ -370,7 +370,7 @@ impl HttpSession {
                 Phase::Deferred(_) | Phase::Tunnel(_) => break,
                 Phase::Idle | Phase::Head => {
                     if !self.started {
-                        let blank = parse::leading_empty_lines(input.data());
+                        let blank = wire::leading_empty_lines(input.data());
                         input.consume(blank);
                     }
                     if input.is_empty() {
@@ -389,7 +389,7 @@ impl HttpSession {
                         Ok(None) => break,
                         Ok(Some(len)) => len,
                     };
-                    parse::lower_minor_version(&mut input.data_mut()[..len]);
+                    wire::lower_minor_version(&mut input.data_mut()[..len]);
                     self.next_in_hand = self.head_in_hand(&input.data()[len..]);
                     let shared = self.shared.clone();
                     let closing = with_head(&input.data()[..len], &shared.limits, |head| {
@@ -405,7 +405,7 @@ impl HttpSession {
                         break;
                     }
                     let collect = &mut self.collect;
-                    let fed = reader.feed_into(input.data(), &self.shared.limits, |b| {
+                    let fed = reader.decode(input.data(), &self.shared.limits, |b| {
                         if let Some(c) = collect.as_mut() {
                             c.extend_from_slice(b);
                         }
@@ -483,7 +483,8 @@ impl HttpSession {
             None => None,
             Some(g) => g.route(&head.request),
         };
-        match BodyReader::new(head.framing) {
+        let reader = (!head.body.is_finished()).then(|| head.body.clone());
+        match reader {
             None => match routed {
                 Some(r) => self.defer(&head, r, RequestBody::None, None, None, out, now),
                 None => self.respond(&head, out, now),
@@ -504,9 +505,7 @@ impl HttpSession {
                 // A routed body streams to its link as it comes, except a chunked one for a
                 // script: RFC 3875 gives a script its input's length first.
                 let streams = match (&routed, &self.shared.options.gateway) {
-                    (Some(r), Some(g)) => {
-                        !(g.is_cgi(r) && matches!(reader, BodyReader::Chunked(_)))
-                    }
+                    (Some(r), Some(g)) => !(g.is_cgi(r) && reader.is_chunked()),
                     _ => false,
                 };
                 if let (true, Some(r)) = (streams, &routed) {
@@ -514,9 +513,9 @@ impl HttpSession {
                     if head.expect_continue {
                         out.push_bytes(b"HTTP/1.1 100 Continue\r\n\r\n");
                     }
-                    let body = match &reader {
-                        BodyReader::Length(n) => RequestBody::Length(*n),
-                        BodyReader::Chunked(_) => RequestBody::Chunked,
+                    let body = match reader.remaining() {
+                        Some(n) => RequestBody::Length(n),
+                        None => RequestBody::Chunked,
                     };
                     return self.defer(&head, r, body, Some(reader), None, out, now);
                 }
@@ -552,7 +551,7 @@ impl HttpSession {
         if self.shared.options.keep_alive {
             return false;
         }
-        let rest = &rest[parse::leading_empty_lines(rest)..];
+        let rest = &rest[wire::leading_empty_lines(rest)..];
         !rest.is_empty()
             && matches!(
                 HeadScanner::default().scan(rest, &self.shared.limits),

@@ -7,13 +7,13 @@
 use std::io::Write as _;
 use std::time::Instant;
 
-use super::write::{log_line, write_head, write_response, WireLen};
+use super::write::{log_line, write_head, write_response};
 use super::{request_line, with_head, HttpSession, Phase};
 use crate::protocol::http::access_log::Entry;
 use crate::protocol::http::gateway::{Failure, Pending, Progress, Routed};
 use crate::protocol::http::message::{error_response, Version};
-use crate::protocol::http::parse::{BodyReader, Head, Reject};
 use crate::protocol::http::proxy::RequestBody;
+use crate::protocol::http::wire::{Decoder, Encoder, Head, Reject};
 use crate::protocol::{Dial, LinkError, LinkEvent, LinkId, Next, Outbox};
 
 /// An outbound exchange in progress, and what the connection decided about it.
@@ -43,7 +43,7 @@ pub(super) struct Deferred {
     /// The answer ended as it should (a script whose answer is complete may finish its work).
     pub(super) answered: bool,
     /// How the body goes to the client, once the head is written.
-    pub(super) wire: Option<WireLen>,
+    pub(super) wire: Option<Encoder>,
     pub(super) close: bool,
     pub(super) keep_alive_10: bool,
     pub(super) head_only: bool,
@@ -62,9 +62,10 @@ pub(super) struct Deferred {
 /// A request body streaming from the client into the link.
 #[derive(Debug)]
 pub(super) struct Upload {
-    pub(super) reader: BodyReader,
-    /// Re-chunk it (the client sent it chunked).
-    pub(super) chunked: bool,
+    pub(super) reader: Decoder,
+    /// How it goes to the link: re-chunked when the client chunked it, else as it is (the
+    /// link's head announced its length).
+    pub(super) wire: Encoder,
 }
 
 impl std::fmt::Debug for Deferred {
@@ -105,7 +106,7 @@ impl HttpSession {
         head: &Head<'_>,
         routed: Routed,
         body: RequestBody,
-        reader: Option<BodyReader>,
+        reader: Option<Decoder>,
         collected: Option<&[u8]>,
         out: &mut Outbox,
         now: Instant,
@@ -149,7 +150,11 @@ impl HttpSession {
                     retried: false,
                     upload: reader.map(|reader| Upload {
                         reader,
-                        chunked: ex.chunked,
+                        wire: if ex.chunked {
+                            Encoder::Chunked
+                        } else {
+                            Encoder::Unframed
+                        },
                     }),
                     link_end: None,
                     finish_after_body: ex.finish_after_body,
@@ -193,19 +198,11 @@ impl HttpSession {
         let mut done = false;
         while used < self.stash.len() && links.out(d.link).len() < high {
             let lout = links.out(d.link);
-            let chunked = up.chunked;
+            let wire = up.wire;
             let fed = up
                 .reader
-                .feed_into(&self.stash[used..], &self.shared.limits, |b| {
-                    if chunked {
-                        lout.with_tail(|t| {
-                            let _ = write!(t, "{:x}\r\n", b.len());
-                        });
-                        lout.push_bytes(b);
-                        lout.push_bytes(b"\r\n");
-                    } else {
-                        lout.push_bytes(b);
-                    }
+                .decode(&self.stash[used..], &self.shared.limits, |b| {
+                    wire.encode(lout, b)
                 });
             match fed {
                 Ok((n, end)) => {
@@ -231,9 +228,7 @@ impl HttpSession {
         }
         self.stash.drain(..used);
         if done {
-            if up.chunked {
-                links.out(d.link).push_bytes(b"0\r\n\r\n");
-            }
+            up.wire.finish(links.out(d.link));
             if d.finish_after_body {
                 links.finish(d.link);
             }
@@ -447,14 +442,14 @@ impl HttpSession {
                         self.more_may_come = true;
                     }
                     let wire = match length {
-                        Some(n) => WireLen::Length(n),
-                        None if d.head_only || bodiless => WireLen::Unframed,
-                        None if d.http11 => WireLen::Chunked,
+                        Some(n) => Encoder::Length(n),
+                        None if d.head_only || bodiless => Encoder::Unframed,
+                        None if d.http11 => Encoder::Chunked,
                         None => {
                             // An HTTP/1.0 client learns where the body ends from the close.
                             d.close = true;
                             d.keep_alive_10 = false;
-                            WireLen::Unframed
+                            Encoder::Unframed
                         }
                     };
                     d.status = response.status;
@@ -474,15 +469,9 @@ impl HttpSession {
                 }
                 Progress::Data(data) => {
                     d.bytes += data.len() as u64;
-                    if d.wire == Some(WireLen::Chunked) {
-                        out.with_tail(|b| {
-                            let _ = write!(b, "{:x}\r\n", data.len());
-                        });
-                        out.push_shared(bytes::Bytes::from(data));
-                        out.push_bytes(b"\r\n");
-                    } else {
-                        out.push_shared(bytes::Bytes::from(data));
-                    }
+                    d.wire
+                        .unwrap_or(Encoder::Unframed)
+                        .encode_shared(out, bytes::Bytes::from(data));
                 }
                 Progress::LocalRedirect(path) => return self.local_redirect(path, out, now),
                 Progress::Switch {
@@ -504,13 +493,13 @@ impl HttpSession {
                         out,
                         &self.shared.options,
                         &response,
-                        WireLen::Unframed,
+                        Encoder::Unframed,
                         false,
                         false,
                     );
                     out.push_bytes(&rest);
                     d.status = 101;
-                    d.wire = Some(WireLen::Unframed);
+                    d.wire = Some(Encoder::Unframed);
                     let link = d.link;
                     self.log_deferred();
                     self.phase = Phase::Tunnel(link);
@@ -518,8 +507,8 @@ impl HttpSession {
                     return self.tunnel(out, now);
                 }
                 Progress::End => {
-                    if d.wire == Some(WireLen::Chunked) {
-                        out.push_bytes(b"0\r\n\r\n");
+                    if let Some(wire) = d.wire {
+                        wire.finish(out);
                     }
                     d.answered = true;
                     return self.finish_deferred(out, now);

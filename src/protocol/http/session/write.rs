@@ -7,19 +7,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::HttpOptions;
 use crate::protocol::http::message::{reason, Body, Part, Request, Response};
+use crate::protocol::http::wire::{status_has_body, Encoder};
 use crate::protocol::Outbox;
-
-/// How a response body is delimited on the wire to the client.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum WireLen {
-    /// `Content-Length`.
-    Length(u64),
-    /// `Transfer-Encoding: chunked` (HTTP/1.1 clients, length unknown).
-    Chunked,
-    /// Neither: the body ends when the connection closes (HTTP/1.0 clients, length unknown), or
-    /// there is no body to delimit (HEAD).
-    Unframed,
-}
 
 /// Headers the connection owns; a handler's copies are dropped so framing is never doubled.
 pub(crate) fn owned_by_session(name: &str) -> bool {
@@ -74,12 +63,9 @@ pub(super) fn write_response(
     close: bool,
     keep_alive_10: bool,
 ) -> u64 {
-    let status = resp.status;
-    // RFC 9110 §6.4.1: 1xx, 204 and 304 never carry content.
-    let bodiless = status < 200 || status == 204 || status == 304;
     let len = resp.body.len();
-    write_head(out, opts, &resp, WireLen::Length(len), close, keep_alive_10);
-    if bodiless || head_only {
+    write_head(out, opts, &resp, Encoder::Length(len), close, keep_alive_10);
+    if !status_has_body(resp.status) || head_only {
         return 0;
     }
     match resp.body {
@@ -103,13 +89,11 @@ pub(super) fn write_head(
     out: &mut Outbox,
     opts: &HttpOptions,
     resp: &Response,
-    wire: WireLen,
+    wire: Encoder,
     close: bool,
     keep_alive_10: bool,
 ) {
     let status = resp.status;
-    // RFC 9110 §6.4.1: 1xx, 204 and 304 never carry content.
-    let bodiless = status < 200 || status == 204 || status == 304;
     out.with_tail(|b| {
         let phrase = resp.reason.as_deref().unwrap_or(reason(status));
         let _ = write!(b, "HTTP/1.1 {status} {phrase}\r\n");
@@ -136,14 +120,8 @@ pub(super) fn write_head(
             b.extend_from_slice(raw);
         }
         // RFC 9110 §8.6: HEAD carries the length a GET would have had; 304's is omitted.
-        if !bodiless {
-            match wire {
-                WireLen::Length(len) => {
-                    let _ = write!(b, "Content-Length: {len}\r\n");
-                }
-                WireLen::Chunked => b.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-                WireLen::Unframed => {}
-            }
+        if status_has_body(status) {
+            wire.write_field(b);
         }
         if close {
             b.extend_from_slice(b"Connection: close\r\n");
