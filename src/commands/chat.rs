@@ -49,7 +49,7 @@ Runs under --model event (any poller) or --model threaded; iterative is refused,
 prefork unless the room is on Redis.
 
 One room on many servers (--redis): every tincan chat started with the same --redis and --room
-serves one room, through a Redis Stream (Redis 7 or later). Every client on every server sees
+serves one room, through a Redis Stream (Redis 5 or later). Every client on every server sees
 every message in the stream's one order, its own included once it comes back from Redis; join,
 leave and rename notices cross servers, nicks are unique across them and /who lists everyone
 (sorted by name). Each prefork worker is one more server of the room. For example:
@@ -59,7 +59,7 @@ A link to Redis that breaks is dialled again (with backoff) and reading resumes 
 off, so nothing is lost or shown twice. While Redis cannot be reached, a message is answered
 to its sender alone, and every client is told once when the room goes offline and when it is
 back:
-  * not delivered: cannot reach Redis at redis://127.0.0.1:6379: ...
+  * not delivered: cannot reach Redis at redis://127.0.0.1:6379 (connection refused); ...
   * room offline: ...                * room back online
   * missed N messages: ...           (a server that was away past --redis-history)";
 

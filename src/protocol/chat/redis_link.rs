@@ -21,9 +21,12 @@
 //!   sender; while the writer cannot reach Redis, every post is. Every client is told once when
 //!   the room goes offline (a link failed again after its immediate redial) and once when both
 //!   links are back.
-//! - The stream keeps about `--redis-history` entries. An instance whose reader was away for
-//!   longer tells its clients how many they missed (from `XINFO STREAM`'s `entries-added` and
-//!   `max-deleted-entry-id`, Redis 7).
+//! - The stream keeps about `--redis-history` entries (`MAXLEN ~`). Each entry is numbered
+//!   room-wide (`s`, from `INCR` in the same script as its `XADD`, so numbers follow the
+//!   stream's order): a reader that finds a number skipped knows that many entries were trimmed
+//!   before it could read them, and tells its clients how many they missed, where they missed
+//!   them. A number lower than the last one means Redis lost the room (a restart without
+//!   persistence) and counting starts again.
 //!
 //! Who is in the room: the sorted set `tincan:chat:{room}:who` holds `"{instance}/{member}
 //! {label}"` scored by an expiry time, and a nick is the key `tincan:chat:{room}:nick:{lowercase
@@ -290,11 +293,11 @@ impl Link {
     }
 }
 
-/// Where the reader starts: after the last entry when the writer first connected, and how
-/// many entries the stream had had by then.
+/// Where the reader starts: after the last entry when the writer first connected, and that
+/// entry's room-wide number.
 struct Start {
     last: StreamId,
-    added: u64,
+    seq: u64,
 }
 
 fn start(room: &Arc<Room>, pid: u32) -> Started {
@@ -375,32 +378,45 @@ fn pairs(v: &Value) -> Vec<(&Value, &Value)> {
     }
 }
 
-/// `XINFO STREAM key`: the last id, entries ever added, and the highest id trimmed away; a
-/// stream not yet created has added nothing.
-fn stream_info(c: &mut Connection, key: &str) -> Result<(StreamId, u64, StreamId), RedisError> {
-    let v = match redis::cmd("XINFO").arg("STREAM").arg(key).query::<Value>(c) {
-        Ok(v) => v,
-        Err(e) if !is_link_failure(&e) => return Ok(Default::default()),
-        Err(e) => return Err(e),
+/// `XADD` with the entry's room-wide number: `KEYS` = stream, counter; `ARGV` = history, then
+/// the entry's fields.
+const XADD_NUMBERED: &str = "local s = redis.call('INCR', KEYS[2]) \
+    return redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 's', s, unpack(ARGV, 2))";
+
+/// The last entry of the stream: where a new reader starts (`0-0` and number 0 if none).
+fn last_entry(c: &mut Connection, key: &str) -> Result<Start, RedisError> {
+    let v: Value = redis::cmd("XREVRANGE")
+        .arg(key)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query(c)?;
+    let mut start = Start {
+        last: StreamId::default(),
+        seq: 0,
     };
-    let (mut last, mut added, mut deleted) = Default::default();
-    for (k, v) in pairs(&v) {
-        match text(k).as_deref() {
-            Some("last-generated-id") => {
-                last = text(v)
-                    .and_then(|s| StreamId::parse(&s))
-                    .unwrap_or_default()
-            }
-            Some("entries-added") => added = text(v).and_then(|s| s.parse().ok()).unwrap_or(0),
-            Some("max-deleted-entry-id") => {
-                deleted = text(v)
-                    .and_then(|s| StreamId::parse(&s))
-                    .unwrap_or_default()
-            }
-            _ => {}
+    if let Value::Array(entries) = &v {
+        if let Some((id, fields)) = entries.first().and_then(entry) {
+            start.last = id;
+            start.seq = field(fields, "s").and_then(|s| s.parse().ok()).unwrap_or(0);
         }
     }
-    Ok((last, added, deleted))
+    Ok(start)
+}
+
+/// An entry's id and fields.
+fn entry(v: &Value) -> Option<(StreamId, &Value)> {
+    let Value::Array(e) = v else { return None };
+    let id = text(e.first()?).and_then(|s| StreamId::parse(&s))?;
+    Some((id, e.get(1)?))
+}
+
+fn field(fields: &Value, name: &str) -> Option<String> {
+    pairs(fields)
+        .into_iter()
+        .find(|(k, _)| text(k).as_deref() == Some(name))
+        .and_then(|(_, v)| text(v))
 }
 
 fn now_ms() -> u64 {
@@ -496,10 +512,17 @@ impl Writer {
 
     fn dial(&mut self) -> Result<(), RedisError> {
         let mut c = connect(&self.room.link().cfg.url)?;
+        if self.start.is_none() {
+            // A Redis that restarted has forgotten this instance's names: give them back
+            // before answering anything (a `/who`), rather than at the next refresh.
+            if let Err(e) = self.refresh_on(&mut c) {
+                tracing::debug!("cannot refresh the chat room's names in Redis: {e}");
+            }
+        }
         if let Some(tx) = self.start.take() {
-            match stream_info(&mut c, &self.room.link().cfg.key("stream")) {
-                Ok((last, added, _)) => {
-                    let _ = tx.send(Start { last, added });
+            match last_entry(&mut c, &self.room.link().cfg.key("stream")) {
+                Ok(start) => {
+                    let _ = tx.send(start);
                 }
                 Err(e) => {
                     self.start = Some(tx);
@@ -627,12 +650,12 @@ impl Writer {
 
     fn xadd(&mut self, e: &Entry, n: u64) -> redis::Cmd {
         let cfg = &self.room.link().cfg;
-        redis::cmd("XADD")
+        redis::cmd("EVAL")
+            .arg(XADD_NUMBERED)
+            .arg(2)
             .arg(cfg.key("stream"))
-            .arg("MAXLEN")
-            .arg("~")
+            .arg(cfg.key("seq"))
             .arg(cfg.history)
-            .arg("*")
             .arg("i")
             .arg(&self.instance)
             .arg("n")
@@ -786,10 +809,25 @@ impl Writer {
     /// refreshing theirs.
     fn refresh(&mut self) {
         self.refresh_at = Instant::now() + REFRESH;
-        if self.conn.is_none() {
+        let Some(mut c) = self.conn.take() else {
             return;
+        };
+        match self.refresh_on(&mut c) {
+            // A broken link is dialled again by the next post, or when the room next refreshes.
+            Err(e) if is_link_failure(&e) => {
+                tracing::debug!("cannot refresh the chat room's names in Redis: {e}")
+            }
+            r => {
+                if let Err(e) = r {
+                    tracing::warn!("cannot refresh the chat room's names in Redis: {e}");
+                }
+                self.conn = Some(c);
+            }
         }
-        let cfg = self.room.link().cfg.clone();
+    }
+
+    fn refresh_on(&self, c: &mut Connection) -> Result<(), RedisError> {
+        let cfg = &self.room.link().cfg;
         let ttl = TTL.as_millis() as u64;
         let mut pipe = redis::pipe();
         pipe.cmd("ZREMRANGEBYSCORE")
@@ -808,13 +846,7 @@ impl Writer {
                 ));
             }
         }
-        let kept = match self.attempt(|c| pipe.query::<Vec<i64>>(c)) {
-            Ok(kept) => kept,
-            Err(e) => {
-                tracing::debug!("cannot refresh the chat room's names in Redis: {e}");
-                return;
-            }
-        };
+        let kept: Vec<i64> = pipe.query(c)?;
         // A name that lapsed while Redis was away is taken back, unless someone holds it now.
         let mut lapsed = redis::pipe();
         for ((key, owner), _) in nicks.iter().zip(kept).filter(|(_, k)| *k == 0) {
@@ -827,7 +859,7 @@ impl Writer {
                 .arg(ttl)
                 .ignore();
         }
-        let _ = self.attempt(|c| lapsed.query::<()>(c));
+        lapsed.query::<()>(c)
     }
 }
 
@@ -835,14 +867,12 @@ struct Reader {
     room: Arc<Room>,
     conn: Option<Connection>,
     last: StreamId,
-    /// Entries up to `last`, counted from the stream's first: with `XINFO`, how many were
-    /// trimmed before this instance could read them.
-    consumed: u64,
+    /// The room-wide number of the entry `last`: a jump past the next one is entries trimmed
+    /// before this instance read them.
+    seq: u64,
     /// The highest `n` seen from each instance: a post sent twice is shown once.
     seen: HashMap<String, u64>,
     backoff: Duration,
-    /// The link broke since the last read: look for a gap before reading again.
-    broke: bool,
 }
 
 impl Reader {
@@ -851,10 +881,9 @@ impl Reader {
             room,
             conn: None,
             last: s.last,
-            consumed: s.added,
+            seq: s.seq,
             seen: HashMap::new(),
             backoff: BACKOFF_FIRST,
-            broke: false,
         }
     }
 
@@ -885,7 +914,6 @@ impl Reader {
                 if is_link_failure(&e) {
                     tracing::debug!("chat room's Redis reader lost its link: {e}; dialling again");
                     self.conn = None;
-                    self.broke = true;
                 } else {
                     tracing::warn!("chat room's Redis reader: {e}");
                     thread::sleep(BACKOFF_MAX);
@@ -897,20 +925,6 @@ impl Reader {
     fn read(&mut self) -> Result<(), RedisError> {
         let key = self.room.link().cfg.key("stream");
         let c = self.conn.as_mut().expect("connected");
-        if std::mem::take(&mut self.broke) {
-            let (_, added, deleted) = stream_info(c, &key)?;
-            if deleted > self.last && added > 0 {
-                // Everything up to `deleted` is gone, our `consumed` included; what is left
-                // of the trimmed part we never read.
-                let len: u64 = redis::cmd("XLEN").arg(&key).query(c)?;
-                let missed = added.saturating_sub(len).saturating_sub(self.consumed);
-                if missed > 0 {
-                    self.room
-                        .announce(&[wire(&Notice::Missed(missed).to_string())]);
-                    self.consumed += missed;
-                }
-            }
-        }
         let v: Value = redis::cmd("XREAD")
             .arg("COUNT")
             .arg(BATCH)
@@ -925,16 +939,15 @@ impl Reader {
             let Value::Array(entries) = entries else {
                 continue;
             };
-            for e in entries {
-                let Value::Array(e) = e else { continue };
-                let (Some(id), Some(fields)) = (e.first(), e.get(1)) else {
-                    continue;
-                };
-                let Some(id) = text(id).and_then(|s| StreamId::parse(&s)) else {
-                    continue;
-                };
+            for (id, fields) in entries.iter().filter_map(entry) {
                 self.last = id;
-                self.consumed += 1;
+                if let Some(seq) = field(fields, "s").and_then(|s| s.parse::<u64>().ok()) {
+                    if seq > self.seq + 1 && self.seq > 0 {
+                        let missed = seq - self.seq - 1;
+                        lines.push(wire(&Notice::Missed(missed).to_string()));
+                    }
+                    self.seq = seq;
+                }
                 if let Some(line) = self.line(fields) {
                     lines.push(line);
                 }
