@@ -13,7 +13,7 @@
 //! | [`protocol`] | the `Service`/`Session`/`Outbox` seam (and `protocol::link`, its outbound streams), and every protocol on it |
 //! | [`protocol::framing`] | message codecs: raw, close, null, line, length, fixed |
 //! | [`protocol::echo`] | RFC 862 echo over any framing |
-//! | [`protocol::chat`] | the tincanchat room: broadcast with one global order, bounded queues |
+//! | [`protocol::chat`] | the tincanchat room: broadcast with one global order, bounded queues; `chat::redis_link`, one room across instances on a Redis Stream |
 //! | [`protocol::http`] | HTTP/1.1: parsing, limits, static files, listings, `hello`; the reverse proxy, CGI and the gateway that routes to them; the access log |
 //! | [`bench`] | the load generator behind `tincan bench` |
 //! | [`error`] | the error every command returns; each message is one sentence |

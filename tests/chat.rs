@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::support::{self, ModelFlags, Server, ALL_MODELS};
 
 /// The models the chat room runs under: threaded and every event poller.
-fn chat_models() -> Vec<ModelFlags> {
+pub(crate) fn chat_models() -> Vec<ModelFlags> {
     ALL_MODELS
         .iter()
         .copied()
@@ -27,19 +27,19 @@ fn start(model: ModelFlags, extra: &[&str]) -> Server {
 }
 
 /// A raw tincanchat client: NUL-framed lines in and out, like the book's `recv_msgs` with `rest`.
-struct Client {
-    s: TcpStream,
+pub(crate) struct Client {
+    pub(crate) s: TcpStream,
     /// Bytes read and not yet returned start at `rest[pos]`.
     rest: Vec<u8>,
     pos: usize,
     /// Its label in the room (`127.0.0.1:PORT`).
-    me: String,
+    pub(crate) me: String,
 }
 
 impl Client {
     /// Connect and wait until the room knows this client: a `/who` answer can only come from a
     /// registered member, so everything sent to the room after this reaches it.
-    fn join(addr: SocketAddr) -> Client {
+    pub(crate) fn join(addr: SocketAddr) -> Client {
         let s = support::connect(addr);
         let me = s.local_addr().unwrap().to_string();
         let mut c = Client {
@@ -53,14 +53,14 @@ impl Client {
         c
     }
 
-    fn send(&mut self, msg: &str) {
+    pub(crate) fn send(&mut self, msg: &str) {
         let mut v = msg.as_bytes().to_vec();
         v.push(0);
         self.s.write_all(&v).expect("send a message");
     }
 
     /// The next line (NUL stripped); `None` when the server closed.
-    fn line(&mut self) -> Option<String> {
+    pub(crate) fn line(&mut self) -> Option<String> {
         self.with_frame(|f| {
             std::str::from_utf8(f)
                 .expect("UTF-8 from server")
@@ -90,7 +90,7 @@ impl Client {
     }
 
     /// Read lines until one matches; return it. Panics if the server closes first.
-    fn until(&mut self, pred: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn until(&mut self, pred: impl Fn(&str) -> bool) -> String {
         loop {
             match self.line() {
                 Some(l) if pred(&l) => return l,
@@ -101,12 +101,12 @@ impl Client {
     }
 
     /// The next line that is not a server notice.
-    fn message(&mut self) -> String {
+    pub(crate) fn message(&mut self) -> String {
         self.until(|l| !l.starts_with("* "))
     }
 
     /// Read until the server closes; the lines that came first.
-    fn rest_until_closed(&mut self) -> Vec<String> {
+    pub(crate) fn rest_until_closed(&mut self) -> Vec<String> {
         let mut v = Vec::new();
         while let Some(l) = self.line() {
             v.push(l);

@@ -3,6 +3,7 @@
 
 mod bench;
 mod chat;
+mod chat_redis;
 mod echo;
 mod http;
 mod models;

@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 
 use crate::cli::ServerArgs;
 use crate::error::{Error, Result};
-use crate::protocol::chat::{ChatConfig, ChatService, MAX_NICK_CHARS};
+use crate::protocol::chat::{redis_link, ChatConfig, ChatService, RedisRoom, MAX_NICK_CHARS};
 use crate::protocol::Service;
 
 /// Where `tincan chat` listens by default: the book's port, on loopback only.
@@ -45,7 +45,23 @@ client that still reads has more than half of --max-queue waiting, so a burst (a
 everyone. A client that stops reading holds nobody for longer than --max-stall, and is
 disconnected once more than --max-queue bytes wait for it, so it cannot stop the room or grow the
 server's memory.
-Runs under --model event (any poller) or --model threaded; iterative and prefork are refused.";
+Runs under --model event (any poller) or --model threaded; iterative is refused, and so is
+prefork unless the room is on Redis.
+
+One room on many servers (--redis): every tincan chat started with the same --redis and --room
+serves one room, through a Redis Stream (Redis 5 or later). Every client on every server sees
+every message in the stream's one order, its own included once it comes back from Redis; join,
+leave and rename notices cross servers, nicks are unique across them and /who lists everyone
+(sorted by name). Each prefork worker is one more server of the room. For example:
+  tincan chat --listen 127.0.0.1:4040 --redis redis://127.0.0.1:6379 --room lobby
+  tincan chat --listen 127.0.0.1:4041 --redis redis://127.0.0.1:6379 --room lobby
+A link to Redis that breaks is dialled again (with backoff) and reading resumes where it left
+off, so nothing is lost or shown twice. While Redis cannot be reached, a message is answered
+to its sender alone, and every client is told once when the room goes offline and when it is
+back:
+  * not delivered: cannot reach Redis at redis://127.0.0.1:6379 (connection refused); ...
+  * room offline: ...                * room back online
+  * missed N messages: ...           (a server that was away past --redis-history)";
 
 /// On or off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -87,6 +103,26 @@ pub struct ChatArgs {
         allow_negative_numbers = true
     )]
     pub max_stall: f64,
+
+    /// Serve one room with every tincan chat on this Redis and --room, through a Redis Stream:
+    /// redis://HOST:PORT or redis://HOST:PORT/DB. Allows --model prefork (each worker is one
+    /// more server of the room).
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
+
+    /// The room's name in Redis (with --redis): servers with the same name share one room.
+    #[arg(long, value_name = "NAME", default_value = "lobby", requires = "redis")]
+    pub room: String,
+
+    /// Messages the room's stream keeps in Redis, about (with --redis); a server away for longer
+    /// tells its clients how many they missed.
+    #[arg(
+        long,
+        value_name = "COUNT",
+        default_value = "10000",
+        requires = "redis"
+    )]
+    pub redis_history: u64,
 }
 
 impl ChatArgs {
@@ -116,7 +152,46 @@ impl ChatArgs {
             max_queue: self.max_queue,
             notices: self.notices == OnOff::On,
             max_stall: max_stall(self.max_stall)?,
+            redis: self.redis_room()?,
         })
+    }
+
+    /// `--redis`, `--room` and `--redis-history`, checked.
+    fn redis_room(&self) -> Result<Option<RedisRoom>> {
+        let Some(url) = &self.redis else {
+            return Ok(None);
+        };
+        if !url.starts_with("redis://") {
+            return Err(Error::Usage(format!(
+                "--redis {url} is not a Redis address; write redis://HOST:PORT or \
+                 redis://HOST:PORT/DB"
+            )));
+        }
+        if let Err(e) = redis::Client::open(url.as_str()) {
+            return Err(Error::Usage(format!(
+                "--redis {url} is not a Redis address ({e}); write redis://HOST:PORT or \
+                 redis://HOST:PORT/DB"
+            )));
+        }
+        let room = &self.room;
+        if room.is_empty()
+            || room.chars().count() > 64
+            || room.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(Error::Usage(format!(
+                "--room {room:?} must be 1 to 64 characters without spaces or control characters"
+            )));
+        }
+        if self.redis_history == 0 {
+            return Err(Error::Usage(
+                "--redis-history must keep at least 1 message".into(),
+            ));
+        }
+        Ok(Some(RedisRoom {
+            url: url.clone(),
+            room: room.clone(),
+            history: self.redis_history,
+        }))
     }
 }
 
@@ -141,7 +216,13 @@ pub fn parse_size(s: &str) -> std::result::Result<usize, String> {
 }
 
 pub fn run(args: ChatArgs) -> Result<()> {
-    let service = ChatService::new(args.config()?);
+    let config = args.config()?;
+    // A room on a Redis that is not there would only tell every client it is offline: say so
+    // now, before listening.
+    if let Some(room) = &config.redis {
+        redis_link::check(room).map_err(Error::Setup)?;
+    }
+    let service = ChatService::new(config);
     // Refuse a model the room cannot honour before binding anything, so no `listening on` line
     // is ever printed for a server that will not run.
     let model = args.server.serve_options()?.model;

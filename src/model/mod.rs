@@ -431,6 +431,7 @@ pub fn serve_until<S: Service>(
         Model::Event => event::run(Arc::clone(&ctx), listeners),
         Model::Prefork => prefork::run(Arc::clone(&ctx), listeners),
     };
+    ctx.service.on_stopped();
     // The socket files we created go with us (a forked worker never gets here).
     for p in unix_paths {
         let _ = std::fs::remove_file(p);

@@ -181,13 +181,16 @@ fn worker<S: Service>(
     opts.workers = 1;
     let mut child = Ctx::new(Arc::clone(&ctx.service), &opts, shutdown);
     child.announce_stop = false;
-    match event::run_worker(&child, listeners, &AtomicUsize::new(0), max, false) {
+    let code = match event::run_worker(&child, listeners, &AtomicUsize::new(0), max, false) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("prefork worker {} failed: {e}", sys::getpid());
             1
         }
-    }
+    };
+    // A worker exits without returning to `serve`: the service's last work is done here.
+    child.service.on_stopped();
+    code
 }
 
 /// Forward SIGTERM, wait up to the grace period (and a little) for the workers, then SIGKILL

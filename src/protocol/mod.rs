@@ -114,6 +114,11 @@ pub trait Service: Send + Sync + 'static {
     /// close any kept only for speed (caches), or nothing may ever free one. Called from the
     /// accepting thread, possibly from several at once.
     fn on_out_of_descriptors(&self) {}
+
+    /// Serving has ended in this process (every session is gone): finish background work that
+    /// must outlive the sessions, such as posting their last words elsewhere, before the
+    /// process exits. Called once per process, a prefork worker included.
+    fn on_stopped(&self) {}
 }
 
 /// What the driver does after a session call returns.

@@ -29,6 +29,11 @@
 //!    most `--max-stall`, then overflows and is dropped. Per member, memory is bounded by
 //!    `--max-queue` (queue) plus `--max-queue` and one driver read (outbox).
 //!
+//! With `--redis`, the room spans every instance on one Redis and room name: a session hands
+//! what its client says to the room's Redis link instead of broadcasting it, and the link's
+//! reader broadcasts what comes back from the stream, so steps 2 to 5 hold per instance in the
+//! stream's order ([`redis_link`] says how).
+//!
 //! What the server itself says is defined in one place, [`Notice`]; every such line starts with
 //! `"* "`. Commands: a message that is exactly `/who`, or `/nick NAME`; anything else (including
 //! other text starting with `/`) is an ordinary message.
@@ -41,6 +46,10 @@ use bytes::Bytes;
 
 use super::framing::{Decoder, FrameError, Framing};
 use super::{Needs, Next, Outbox, Peer, PeerAddr, ReadBuf, Service, Session, Waker};
+
+pub mod redis_link;
+pub use redis_link::RedisRoom;
+use redis_link::{Link, Post};
 
 /// The session stops moving messages from its room queue into its outbox once the outbox holds
 /// this many bytes; the rest follow on `on_drained`. This keeps the per-connection outbox small
@@ -69,6 +78,8 @@ pub struct ChatConfig {
     /// one that has taken nothing for longer no longer does, and is dropped if its queue
     /// overflows.
     pub max_stall: Duration,
+    /// Serve one room with every instance on this Redis and room name (`--redis`, `--room`).
+    pub redis: Option<RedisRoom>,
 }
 
 impl ChatConfig {
@@ -90,6 +101,7 @@ impl Default for ChatConfig {
             max_queue: 2 * 1024 * 1024,
             notices: true,
             max_stall: Duration::from_secs(1),
+            redis: None,
         }
     }
 }
@@ -114,6 +126,14 @@ pub enum Notice<'a> {
     Disconnected(&'a str),
     /// `* server shutting down`, to everyone, when the server stops gracefully.
     ShuttingDown,
+    /// `* not delivered: …`, to a sender whose message could not be posted to Redis.
+    NotDelivered(&'a str),
+    /// `* room offline: …`, to everyone on this instance, once, when its Redis link is lost.
+    Offline(&'a str),
+    /// `* room back online`, to everyone on this instance, once the link is back.
+    Online,
+    /// `* missed 12 messages: …`, when this instance fell further behind than the stream keeps.
+    Missed(u64),
 }
 
 impl fmt::Display for Notice<'_> {
@@ -132,12 +152,24 @@ impl fmt::Display for Notice<'_> {
             Notice::NickRefused(why) => write!(f, "* nick refused: {why}"),
             Notice::Disconnected(why) => write!(f, "* disconnected: {why}"),
             Notice::ShuttingDown => f.write_str("* server shutting down"),
+            Notice::NotDelivered(why) => write!(f, "* not delivered: {why}"),
+            Notice::Offline(why) => write!(
+                f,
+                "* room offline: {why}; messages are not delivered until it is back"
+            ),
+            Notice::Online => f.write_str("* room back online"),
+            Notice::Missed(n) => write!(
+                f,
+                "* missed {n} message{}: they were older than the room's history (--redis-history) \
+                 when this server could read again",
+                if *n == 1 { "" } else { "s" }
+            ),
         }
     }
 }
 
 /// Put one line on the wire: UTF-8 and a NUL (tincanchat framing), encoded once and shared.
-fn wire(text: &str) -> Bytes {
+pub(crate) fn wire(text: &str) -> Bytes {
     let mut v = Vec::with_capacity(text.len() + 1);
     Framing::Null.encode(text.as_bytes(), &mut v);
     Bytes::from(v)
@@ -217,6 +249,8 @@ fn queued_cost(line: &Bytes) -> usize {
 /// One connected client, as the room sees it.
 struct Member {
     label: String,
+    /// Never reused, unlike its slot: what the Redis link answers names the member by it.
+    serial: u64,
     queue: std::collections::VecDeque<Bytes>,
     /// What `queue` holds, in [`queued_cost`] (bytes plus each line's handle), held under
     /// `ChatConfig::max_queue`.
@@ -254,12 +288,18 @@ struct RoomInner {
     /// Senders paused because a member that reads was behind (ids and wakers), woken when no
     /// member holds them any more.
     paused: Vec<(usize, Waker)>,
+    /// Bytes handed to the Redis link and not yet posted: past the pause mark, senders wait for
+    /// Redis as they wait for a member that is behind.
+    outgoing: usize,
+    serials: u64,
 }
 
 /// The hub every session of one [`ChatService`] shares.
 pub struct Room {
     config: ChatConfig,
     inner: Mutex<RoomInner>,
+    /// With `--redis`, the link every message goes through.
+    link: Option<Link>,
 }
 
 /// Wakers to call once the room lock is released.
@@ -330,11 +370,12 @@ impl Room {
 
     /// Does a member other than `sender` that still reads have more than `mark` queued?
     fn held_locked(&self, inner: &RoomInner, sender: usize, now: Instant, mark: usize) -> bool {
-        inner.members.iter().enumerate().any(|(id, m)| {
-            id != sender
-                && m.as_ref()
-                    .is_some_and(|m| m.holds_senders(&self.config, now, mark))
-        })
+        inner.outgoing > mark
+            || inner.members.iter().enumerate().any(|(id, m)| {
+                id != sender
+                    && m.as_ref()
+                        .is_some_and(|m| m.holds_senders(&self.config, now, mark))
+            })
     }
 
     /// Note `id` as a paused sender, to be woken by [`Self::release_locked`] (once).
@@ -369,12 +410,15 @@ impl Room {
         }
     }
 
-    fn join(&self, label: String, waker: Waker) -> (usize, String) {
+    fn join(self: &Arc<Room>, label: String, waker: Waker) -> (usize, u64, String) {
         let mut wakes = Wakes::new();
-        let (id, label) = {
+        let (id, serial, label) = {
             let mut inner = self.lock();
+            inner.serials += 1;
+            let serial = inner.serials;
             let member = Member {
                 label,
+                serial,
                 queue: Default::default(),
                 queued: 0,
                 // The joiner is woken below like everyone else; if its driver could not deliver
@@ -401,7 +445,7 @@ impl Room {
                 m.label = format!("unix#{id}");
             }
             let label = m.label.clone();
-            if self.config.notices {
+            if self.config.notices && self.link.is_none() {
                 self.broadcast_locked(
                     &mut inner,
                     &wire(&Notice::Joined(&label).to_string()),
@@ -409,26 +453,35 @@ impl Room {
                     &mut wakes,
                 );
             }
-            (id, label)
+            (id, serial, label)
         };
         wakes.iter().for_each(Waker::wake);
-        (id, label)
+        if let Some(link) = &self.link {
+            let label = label.clone();
+            link.post(self, Post::Join { serial, label });
+        }
+        (id, serial, label)
     }
 
-    fn leave(&self, id: usize) {
+    fn leave(self: &Arc<Room>, id: usize) {
         let mut wakes = Wakes::new();
         {
             let mut inner = self.lock();
             let Some(m) = inner.members.get_mut(id).and_then(Option::take) else {
                 return;
             };
+            if let Some(link) = &self.link {
+                // Told to the other instances even while this one shuts down: only its own
+                // clients are all leaving.
+                link.post(self, Post::Leave { serial: m.serial });
+            }
             inner.free.push(id);
             inner.count -= 1;
             inner.paused.retain(|(p, _)| *p != id);
             // A member that held the senders may be the one leaving.
             self.release_locked(&mut inner, Instant::now(), &mut wakes);
             // While shutting down everyone is leaving; nobody needs to be told.
-            if self.config.notices && !inner.shutting_down {
+            if self.config.notices && !inner.shutting_down && self.link.is_none() {
                 self.broadcast_locked(
                     &mut inner,
                     &wire(&Notice::Left(&m.label).to_string()),
@@ -449,6 +502,50 @@ impl Room {
         };
         wakes.iter().for_each(Waker::wake);
         r
+    }
+
+    /// The Redis link (only called on the link's own paths, which exist only with one).
+    fn link(&self) -> &Link {
+        self.link.as_ref().expect("a room with a Redis link")
+    }
+
+    /// Broadcast `lines` to every member here, in order, as one step of the global order each
+    /// (what the Redis reader read, and the link's own notices).
+    fn announce(&self, lines: &[Bytes]) {
+        self.with(|room, inner, wakes| {
+            for line in lines {
+                room.broadcast_locked(inner, line, None, wakes);
+            }
+        });
+    }
+
+    /// Send `line` to member `id` alone, if it is still the member `serial` (answers from the
+    /// Redis writer, which runs on no member's thread, so the member is woken).
+    fn tell(&self, id: usize, serial: u64, line: &Bytes) {
+        self.with(|room, inner, wakes| {
+            if let Some(Some(m)) = inner.members.get_mut(id) {
+                if m.serial == serial {
+                    Room::push(&room.config, id, m, line, None, wakes);
+                }
+            }
+        });
+    }
+
+    /// The Redis writer granted member `id` (if still `serial`) the name `name`.
+    fn renamed(&self, id: usize, serial: u64, name: &str) {
+        if let Some(Some(m)) = self.lock().members.get_mut(id) {
+            if m.serial == serial {
+                m.label = name.to_string();
+            }
+        }
+    }
+
+    /// The Redis writer posted posts costing `cost`: senders paused for it may go on.
+    fn posted(&self, cost: usize) {
+        self.with(|room, inner, wakes| {
+            inner.outgoing = inner.outgoing.saturating_sub(cost);
+            room.release_locked(inner, Instant::now(), wakes);
+        });
     }
 
     /// Members connected now.
@@ -475,6 +572,7 @@ impl ChatService {
     pub fn new(config: ChatConfig) -> ChatService {
         ChatService {
             room: Arc::new(Room {
+                link: config.redis.clone().map(Link::new),
                 config,
                 inner: Mutex::new(RoomInner::default()),
             }),
@@ -494,11 +592,12 @@ impl Service for ChatService {
             PeerAddr::Tcp(a) => a.to_string(),
             PeerAddr::Unix(_) => String::new(),
         };
-        let (id, label) = self.room.join(label, waker);
+        let (id, serial, label) = self.room.join(label, waker);
         tracing::debug!("chat client {label} joined (member {id})");
         ChatSession {
             room: self.room.clone(),
             id,
+            serial,
             label,
             decoder: Decoder::new(Framing::Null, self.room.config.max_message),
             batch: Vec::new(),
@@ -506,12 +605,20 @@ impl Service for ChatService {
         }
     }
 
-    /// One room in one memory, every member connected at once.
+    /// One room in one memory, every member connected at once; with a Redis link, the room is
+    /// in Redis and each process (a prefork worker too) is one more instance of it.
     fn needs(&self) -> Needs {
         Needs {
             name: "the chat room",
             concurrent: true,
-            shared_memory: true,
+            shared_memory: self.room.link.is_none(),
+        }
+    }
+
+    /// Post what the last sessions left behind (their leave notices) before the process ends.
+    fn on_stopped(&self) {
+        if let Some(link) = &self.room.link {
+            link.stop(Duration::from_secs(2));
         }
     }
 
@@ -528,6 +635,7 @@ impl Service for ChatService {
 pub struct ChatSession {
     room: Arc<Room>,
     id: usize,
+    serial: u64,
     /// The label its messages carry (`ip:port`, or the name set with `/nick`).
     label: String,
     decoder: Decoder,
@@ -635,6 +743,9 @@ impl ChatSession {
     /// Act on one whole message from this client. False: held back, not acted on (a member
     /// that reads is behind, see [`Self::held_back`]); the message stays in the input.
     fn handle(&mut self, msg: &str, now: Instant) -> bool {
+        if self.room.link.is_some() {
+            return self.handle_linked(msg, now);
+        }
         if msg == "/who" {
             self.room.with(|room, inner, wakes| {
                 let names: Vec<String> = inner
@@ -680,6 +791,66 @@ impl ChatSession {
                 return false;
             }
         }
+        true
+    }
+
+    /// [`Self::handle`] with a Redis link: everything goes to the link, and comes back (to
+    /// everyone, or as an answer to this client alone) from there.
+    fn handle_linked(&mut self, msg: &str, now: Instant) -> bool {
+        let (id, serial) = (self.id, self.serial);
+        let post = if msg == "/who" {
+            Post::Who { id, serial }
+        } else if msg == "/nick" || msg.starts_with("/nick ") {
+            let name = msg
+                .strip_prefix("/nick")
+                .unwrap_or_default()
+                .strip_prefix(' ')
+                .unwrap_or_default();
+            let refused = match check_nick(name) {
+                Err(why) => Some(why),
+                Ok(name) => self.room.with(|_, inner, _| {
+                    inner
+                        .members
+                        .get(id)
+                        .and_then(Option::as_ref)
+                        .is_some_and(|m| m.label == name)
+                        .then(|| format!("you are already {name}"))
+                }),
+            };
+            if let Some(why) = refused {
+                self.room.with(|room, inner, wakes| {
+                    let line = wire(&Notice::NickRefused(&why).to_string());
+                    room.send_to_locked(inner, id, &line, wakes);
+                });
+                return true;
+            }
+            Post::Nick {
+                id,
+                serial,
+                name: name.to_string(),
+            }
+        } else {
+            Post::Message {
+                id,
+                serial,
+                text: msg.to_string(),
+            }
+        };
+        let mark = self.room.config.pause_mark();
+        let cost = post.cost();
+        let held = self.room.with(|room, inner, _| {
+            if room.held_locked(inner, id, now, mark) {
+                room.register_paused_locked(inner, id);
+                return true;
+            }
+            inner.outgoing += cost;
+            false
+        });
+        if held {
+            self.paused = true;
+            return false;
+        }
+        self.room.link().post(&self.room, post);
         true
     }
 
@@ -1456,6 +1627,21 @@ mod tests {
         let n = quiet().needs();
         assert!(n.concurrent && n.shared_memory);
         assert_eq!(n.name, "the chat room");
+    }
+
+    /// With Redis holding the room, each process is one more instance: prefork may run it.
+    #[test]
+    fn a_room_on_redis_needs_no_shared_memory() {
+        let n = ChatService::new(ChatConfig {
+            redis: Some(RedisRoom {
+                url: "redis://127.0.0.1:1".into(),
+                room: "lobby".into(),
+                history: 10,
+            }),
+            ..ChatConfig::default()
+        })
+        .needs();
+        assert!(n.concurrent && !n.shared_memory);
     }
 
     #[test]
