@@ -136,6 +136,7 @@ fn a_slow_open_loop_counts_only_asked_connections_as_starved() {
 /// responder that answers in tens of microseconds. Tries three times, since other tests can
 /// hold both cores; a generator that sleeps past its schedule fails all three.
 #[test]
+#[ignore = "a timing measurement, not a correctness check: bench/timing.sh runs it alone"]
 fn the_open_loop_sends_on_time_to_well_under_a_millisecond() {
     let r = Responder::start(HELLO).unwrap();
     let mut o = opts(1);

@@ -131,10 +131,7 @@ fn wait_for_log(server: &Server, needle: &str) -> String {
 
 #[test]
 fn the_books_python_chat_client_receives_every_message_under_every_chat_model() {
-    if !support::have("python3") {
-        eprintln!("skipped: python3 is not installed");
-        return;
-    }
+    support::require("command -v python3");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/chat_client.py");
     const CLIENTS: usize = 5;
     const EACH: usize = 20;
@@ -811,10 +808,7 @@ fn pane_shows(sock: &str, pane: &str, needle: &str) -> String {
 
 #[test]
 fn talk_in_a_terminal_shows_both_sides_of_a_conversation_and_quits_on_q() {
-    if !support::have("tmux") {
-        eprintln!("skipped: tmux is not installed");
-        return;
-    }
+    support::require("command -v tmux");
     let server = start(chat_models()[0], &[]);
     let addr = server.addr().to_string();
     let sock = format!("tincan-test-{}", std::process::id());

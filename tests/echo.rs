@@ -561,10 +561,7 @@ fn tincan_send_reports_a_server_that_resets_in_one_line() {
 
 /// Run a seed's Python client; `None` (after printing why) if python3 is missing.
 fn python(script: &str, args: &[&str], env: &[(&str, &str)], stdin: &[u8]) -> Option<String> {
-    if !support::have("python3") {
-        println!("skipped: python3 is not installed, so the seeds' clients cannot run");
-        return None;
-    }
+    support::require("command -v python3");
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/").to_string() + script;
     let mut child = Command::new("python3")
         .arg(&path)

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{self, connect, have, ModelFlags, Server, TempDir, ALL_MODELS};
+use crate::support::{self, connect, ModelFlags, Server, TempDir, ALL_MODELS};
 
 /// A parsed response.
 #[derive(Debug)]
@@ -629,10 +629,7 @@ fn hello_greets_http10_and_http11_clients_and_speaks_json_when_asked() {
 
 #[test]
 fn python_http_client_and_h11_validate_every_answer_under_every_model() {
-    if !have("python3") {
-        eprintln!("skipped: python3 is not installed");
-        return;
-    }
+    support::require("python3 -c 'import h11'");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/clients.py");
     for &m in ALL_MODELS {
         let s = hello(m, &[]);
@@ -649,10 +646,11 @@ fn python_http_client_and_h11_validate_every_answer_under_every_model() {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        if out.status.code() == Some(3) {
-            eprintln!("skipped h11 (http.client passed): {text}");
-            continue;
-        }
+        assert_ne!(
+            out.status.code(),
+            Some(3),
+            "{m}: h11 is not installed (.ci/run installs it): {text}"
+        );
         assert!(
             out.status.success(),
             "{m}: {text}{}",
@@ -663,10 +661,7 @@ fn python_http_client_and_h11_validate_every_answer_under_every_model() {
 
 #[test]
 fn curl_talks_http10_and_http11_reuses_connections_and_waits_for_100_continue() {
-    if !have("curl") {
-        eprintln!("skipped: curl is not installed");
-        return;
-    }
+    support::require("command -v curl");
     for &m in ALL_MODELS {
         let s = hello(m, &[]);
         let url = s.url("/c");
@@ -695,10 +690,7 @@ fn curl_talks_http10_and_http11_reuses_connections_and_waits_for_100_continue() 
 
 #[test]
 fn apache_bench_completes_without_failures_under_every_model() {
-    if !have("ab") {
-        eprintln!("skipped: ab (apache2-utils) is not installed");
-        return;
-    }
+    support::require("command -v ab");
     for &m in ALL_MODELS {
         let s = hello(m, &[]);
         let url = s.url("/ab");

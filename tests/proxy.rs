@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{self, connect, have, ModelFlags, Server, TempDir, ALL_MODELS};
+use crate::support::{self, connect, ModelFlags, Server, TempDir, ALL_MODELS};
 
 // ------------------------------------------------------------------------------------------
 // A client that reads one response at a time off a (possibly kept-alive) connection.
@@ -860,10 +860,7 @@ fn cgi_scripts_get_rfc3875_variables_and_their_answers_are_relayed_under_every_m
 
 #[test]
 fn curl_uploads_through_the_proxy_and_runs_cgi_scripts() {
-    if !have("curl") {
-        eprintln!("skipped: curl is not installed");
-        return;
-    }
+    support::require("command -v curl");
     let up = upstream();
     let t = cgi_dir();
     let proxy = format!("/up=http://{}", up.addr);
