@@ -83,7 +83,7 @@ pub(crate) fn run_connection<S: Service>(
         ];
         // The session's links are watched here too, beside the socket (see `protocol::link`).
         subs.clear();
-        conn.link_watches(|w| {
+        let _ = conn.link_watches(|w| -> Result<_, ()> {
             let mut ev = 0;
             if w.want.read {
                 ev |= libc::POLLIN;
@@ -94,6 +94,7 @@ pub(crate) fn run_connection<S: Service>(
             // Nothing wanted: not watched at all (poll would still report a hang-up).
             fds.push(sys::pollfd(if ev == 0 { -1 } else { w.fd }, ev));
             subs.push(w.sub);
+            Ok(w.registered)
         });
         let deadline = match (conn.deadline(), grace_until) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -875,17 +875,25 @@ impl<T: Session> Conn<T> {
         }
     }
 
-    /// The link descriptors to watch and how; `sub` names each in [`link_ready`].
-    pub fn link_watches(&mut self, mut f: impl FnMut(LinkWatch)) {
+    /// The link descriptors to watch and how; `sub` names each in [`link_ready`]. `f` returns
+    /// the interest the descriptor is registered with afterwards (the event driver's poller;
+    /// the blocking driver registers nothing and returns what it was given), or an error that
+    /// stops the walk.
+    pub fn link_watches<E>(
+        &mut self,
+        mut f: impl FnMut(LinkWatch) -> Result<Option<Interest>, E>,
+    ) -> Result<(), E> {
         if self.links.is_empty() {
-            return;
+            return Ok(());
         }
         let open = self.state == State::Open;
         let Some(links) = self.session.links() else {
-            return;
+            return Ok(());
         };
-        for (i, l) in self.links.iter().enumerate() {
-            let Some(l) = l else { continue };
+        for i in 0..self.links.len() {
+            let Some(l) = self.links.get_mut(i).and_then(Option::as_mut) else {
+                continue;
+            };
             for side in [READ_SIDE, WRITE_SIDE] {
                 let Some(fd) = l.io.fd(side) else { continue };
                 let queued = !links.buffers(i).0.is_empty();
@@ -907,36 +915,27 @@ impl<T: Session> Conn<T> {
                         write: queued,
                     }
                 };
-                f(LinkWatch {
+                l.reg[side] = f(LinkWatch {
                     sub: 1 + 2 * i + side,
                     fd,
                     want,
                     registered: l.reg[side],
-                });
+                })?;
             }
         }
+        Ok(())
     }
 
-    /// The event driver registered (or removed) link descriptor `sub` with `interest`.
-    pub fn link_registered(&mut self, sub: usize, interest: Option<Interest>) {
-        let (i, side) = ((sub - 1) / 2, (sub - 1) % 2);
-        if let Some(l) = self.links.get_mut(i).and_then(Option::as_mut) {
-            l.reg[side] = interest;
+    /// Hand `f` each link descriptor ended since the last call, for the poller to forget.
+    pub fn drain_closed_fds(&mut self, mut f: impl FnMut(RawFd)) {
+        if let Some(t) = self.links.0.as_mut() {
+            for fd in t.closed.drain(..) {
+                f(fd);
+            }
         }
-    }
-
-    /// Link descriptors closed since the last call, to forget in a poller keyed by descriptor.
-    pub fn take_closed_fds(&mut self) -> Vec<RawFd> {
-        let fds = self
-            .links
-            .0
-            .as_mut()
-            .map(|t| std::mem::take(&mut t.closed))
-            .unwrap_or_default();
         if self.links.iter().all(Option::is_none) {
             self.links.shrink();
         }
-        fds
     }
 
     /// Every link descriptor still registered (the connection is going: forget them all).

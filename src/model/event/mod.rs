@@ -591,31 +591,23 @@ impl<'a, S: Service> Worker<'a, S> {
     /// it), register new ones, change what changed. A descriptor with nothing wanted is not
     /// watched at all, so a hang-up nobody reads cannot spin the loop.
     fn update_links(poller: &mut Poller, conn: &mut Conn<S::Session>, i: usize, gen: u32) {
-        for fd in conn.take_closed_fds() {
+        conn.drain_closed_fds(|fd| {
             let _ = poller.delete(fd);
-        }
-        let mut watches = Vec::new();
-        conn.link_watches(|w| watches.push(w));
-        for w in watches {
+        });
+        let walked = conn.link_watches(|w| {
             let empty = !w.want.read && !w.want.write;
             let tok = token(i, gen, w.sub);
-            let r = match (w.registered, empty) {
-                (None, true) => continue,
+            match (w.registered, empty) {
+                (None, true) => Ok(None),
                 (Some(_), true) => poller.delete(w.fd).map(|()| None),
                 (None, false) => poller.add(w.fd, tok, w.want, false).map(|()| Some(w.want)),
-                (Some(r), false) if r == w.want => continue,
+                (Some(r), false) if r == w.want => Ok(Some(r)),
                 (Some(_), false) => poller.modify(w.fd, tok, w.want).map(|()| Some(w.want)),
-            };
-            match r {
-                Ok(reg) => conn.link_registered(w.sub, reg),
-                Err(err) => {
-                    tracing::warn!(
-                        "closing a connection whose upstream link the poller refused: {err}"
-                    );
-                    conn.close();
-                    return;
-                }
             }
+        });
+        if let Err(err) = walked {
+            tracing::warn!("closing a connection whose upstream link the poller refused: {err}");
+            conn.close();
         }
     }
 }
