@@ -541,3 +541,64 @@ fn clients_that_never_read_a_large_proxied_answer_keep_nobody_else_waiting() {
         drop(stuck);
     }
 }
+
+/// An upstream that closes a kept connection after 200 ms idle (its own keep-alive timeout):
+/// the next request, a POST with a body (which is never retried), goes on a live connection
+/// under every model, because a kept connection's close is seen (the event worker's poller
+/// watches its pool; the others check before reuse) instead of being written into.
+#[test]
+fn an_upstream_closing_idle_connections_costs_no_request_with_a_body() {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                // One request per connection, then the connection sits until the 200 ms
+                // idle timeout closes it (no `Connection: close`: the client cannot know).
+                let mut r = BufReader::new(s.try_clone().unwrap());
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; len];
+                r.read_exact(&mut body).unwrap();
+                let mut w = s;
+                let _ = write!(w, "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
+                let _ = w.write_all(&body);
+                w.set_read_timeout(Some(Duration::from_millis(200)))
+                    .unwrap();
+                let _ = r.read(&mut [0u8; 1]);
+            });
+        }
+    });
+    let root = TempDir::new("proxy-idle-close");
+    let route = format!("/up=http://{addr}");
+    for &m in ALL_MODELS {
+        let s = serve(m, &root, &["--proxy", &route]);
+        for round in 0..3 {
+            let mut c = connect(s.addr());
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            c.write_all(
+                b"POST /up/x HTTP/1.1\r\nHost: f\r\nConnection: close\r\nContent-Length: 4\r\n\r\nbody",
+            )
+            .unwrap();
+            let mut answer = String::new();
+            c.read_to_string(&mut answer).unwrap();
+            assert!(
+                answer.starts_with("HTTP/1.1 200 ") && answer.ends_with("body"),
+                "{m}, round {round}: {answer}"
+            );
+            // Past the upstream's idle timeout: the kept connection is closed by now.
+            std::thread::sleep(Duration::from_millis(400));
+        }
+    }
+}

@@ -8,11 +8,17 @@ use std::time::{Duration, Instant};
 use socket2::Socket;
 
 use super::io::{self as cio, ReadOutcome};
-use super::link::{self, LinkIo, READ_SIDE, WRITE_SIDE};
+use super::link::{self, LinkIo, PoolScope, READ_SIDE, WRITE_SIDE};
 use super::tls::{TlsLayer, TlsRead, TlsSettings};
 use super::ServeOptions;
 use crate::protocol::link::DriverStep;
 use crate::protocol::{LinkError, LinkEvent, Links, Next, Outbox, ReadBuf, Session};
+
+/// Registered for reading only: how a kept connection is watched in a worker's pool.
+const READ_ONLY: Interest = Interest {
+    read: true,
+    write: false,
+};
 
 /// Links one connection may hold at once: each has up to two descriptors, and the event
 /// driver's token has room for 254 of them.
@@ -111,6 +117,8 @@ pub(crate) struct Conn<T: Session> {
     /// Inside [`sync_links`](Self::sync_links): a session call it makes must not start
     /// another.
     syncing: bool,
+    /// Where kept upstream connections go ([`PoolScope`]; one byte, in the flags' padding).
+    scope: PoolScope,
     /// TLS between the socket and the session (`None`: plaintext).
     tls: Option<Box<TlsLayer>>,
 }
@@ -124,9 +132,11 @@ struct LinkTable(Option<Box<LinkTableInner>>);
 struct LinkTableInner {
     sides: Vec<Option<LinkSide>>,
     /// Link descriptors ended since the driver last asked: a poller must forget them (one
-    /// keyed by descriptor before the number is reused, and any before a kept connection
-    /// goes to another worker).
+    /// keyed by descriptor before the number is reused).
     closed: Vec<RawFd>,
+    /// Link descriptors that went, still registered, to the event worker's pool of kept
+    /// connections: the worker now watches them for the pool.
+    pooled: Vec<RawFd>,
 }
 
 impl LinkTable {
@@ -154,13 +164,21 @@ impl LinkTable {
     }
 
     fn closed(&mut self) -> &mut Vec<RawFd> {
-        &mut self.0.get_or_insert_with(Box::default).closed
+        &mut self.table().closed
+    }
+
+    fn table(&mut self) -> &mut LinkTableInner {
+        self.0.get_or_insert_with(Box::default)
     }
 
     /// No link is open: free the table, unless descriptors still wait for the poller to
     /// forget them.
     fn shrink(&mut self) {
-        if self.0.as_ref().is_some_and(|t| t.closed.is_empty()) {
+        if self
+            .0
+            .as_ref()
+            .is_some_and(|t| t.closed.is_empty() && t.pooled.is_empty())
+        {
             self.0 = None;
         }
     }
@@ -230,6 +248,7 @@ impl<T: Session> Conn<T> {
             limits,
             links: LinkTable::default(),
             syncing: false,
+            scope: PoolScope::Shared,
             tls: None,
         }
     }
@@ -254,6 +273,12 @@ impl<T: Session> Conn<T> {
     /// The outbox can go out now (under TLS, once the handshake is done).
     fn outbox_sendable(&self) -> bool {
         !self.out.is_empty() && !self.tls.as_ref().is_some_and(|t| t.handshaking())
+    }
+
+    /// For an event worker: kept upstream connections stay in its own pool, registered with
+    /// its poller ([`PoolScope::Worker`]).
+    pub fn use_worker_pool(&mut self) {
+        self.scope = PoolScope::Worker;
     }
 
     /// Start the session ([`Session::on_open`]): before the first read, so its timer runs
@@ -647,29 +672,31 @@ impl<T: Session> Conn<T> {
                         events.push((i, LinkEvent::Failed(LinkError::Connect(why))));
                         continue;
                     }
-                    Some(DriverStep::Open(dial)) => match link::open(dial) {
-                        Ok(o) => {
-                            self.links[i] = Some(LinkSide {
-                                io: o.io,
-                                reg: [None; 2],
-                                owe_drained: false,
-                                read_eof: false,
-                                exit_wait: false,
-                            });
-                            if o.ready {
-                                events.push((i, LinkEvent::Connected { reused: o.reused }));
+                    Some(DriverStep::Open(dial)) => {
+                        match link::open(dial, self.scope, self.links.closed()) {
+                            Ok(o) => {
+                                self.links[i] = Some(LinkSide {
+                                    io: o.io,
+                                    // A kept connection from the worker's pool is still watched.
+                                    reg: [o.registered.then_some(READ_ONLY), None],
+                                    owe_drained: false,
+                                    read_eof: false,
+                                    exit_wait: false,
+                                });
+                                if o.ready {
+                                    events.push((i, LinkEvent::Connected { reused: o.reused }));
+                                }
+                            }
+                            Err(e) => {
+                                links.driver_gone(i);
+                                events.push((i, LinkEvent::Failed(e)));
+                                continue;
                             }
                         }
-                        Err(e) => {
-                            links.driver_gone(i);
-                            events.push((i, LinkEvent::Failed(e)));
-                            continue;
-                        }
-                    },
+                    }
                     Some(DriverStep::End { released, keep }) => {
                         if let Some(side) = self.links[i].take() {
-                            Self::forget(self.links.closed(), &side);
-                            side.io.end(released, keep, now);
+                            Self::end_side(&mut self.links, self.scope, side, released, keep, now);
                         }
                         continue;
                     }
@@ -687,8 +714,7 @@ impl<T: Session> Conn<T> {
                     side.owe_drained = true;
                     if let Err(e) = side.io.write(out) {
                         let side = self.links[i].take().expect("checked above");
-                        Self::forget(self.links.closed(), &side);
-                        side.io.end(false, false, now);
+                        Self::end_side(&mut self.links, self.scope, side, false, false, now);
                         links.driver_gone(i);
                         events.push((i, LinkEvent::Failed(LinkError::Io(e.to_string()))));
                         continue;
@@ -727,11 +753,27 @@ impl<T: Session> Conn<T> {
         self.syncing = false;
     }
 
-    /// Note a link's registered descriptors as closing.
-    fn forget(closed: &mut Vec<RawFd>, side: &LinkSide) {
-        for s in [READ_SIDE, WRITE_SIDE] {
-            if let (Some(_), Some(fd)) = (side.reg[s], side.io.fd(s)) {
-                closed.push(fd);
+    /// End a link's descriptors (see [`LinkIo::end`]) and note for the driver which it must
+    /// forget and which went, still registered, to its worker's pool.
+    fn end_side(
+        table: &mut LinkTable,
+        scope: PoolScope,
+        side: LinkSide,
+        released: bool,
+        keep: bool,
+        now: Instant,
+    ) {
+        let registered = [READ_SIDE, WRITE_SIDE].map(|s| side.reg[s].and(side.io.fd(s)));
+        let read_only = side.reg == [Some(READ_ONLY), None];
+        let t = table.table();
+        let pooled = side
+            .io
+            .end(released, keep, now, scope, read_only, &mut t.closed);
+        for fd in registered.into_iter().flatten() {
+            if Some(fd) == pooled {
+                t.pooled.push(fd);
+            } else {
+                t.closed.push(fd);
             }
         }
     }
@@ -751,8 +793,7 @@ impl<T: Session> Conn<T> {
     /// Link `i` failed: end it and tell the session.
     fn fail_link(&mut self, i: usize, e: LinkError, now: Instant) {
         if let Some(side) = self.links[i].take() {
-            Self::forget(self.links.closed(), &side);
-            side.io.end(false, false, now);
+            Self::end_side(&mut self.links, self.scope, side, false, false, now);
         }
         if let Some(links) = self.session.links() {
             links.driver_gone(i);
@@ -924,6 +965,16 @@ impl<T: Session> Conn<T> {
             }
         }
         Ok(())
+    }
+
+    /// Hand `f` each link descriptor that went, still registered, to the worker's pool since
+    /// the last call.
+    pub fn drain_pooled_fds(&mut self, mut f: impl FnMut(RawFd)) {
+        if let Some(t) = self.links.0.as_mut() {
+            for fd in t.pooled.drain(..) {
+                f(fd);
+            }
+        }
     }
 
     /// Hand `f` each link descriptor ended since the last call, for the poller to forget.

@@ -7,10 +7,12 @@
 //!
 //! - **Kept connections**: a link released after a complete exchange goes to a per-process
 //!   pool, at most `keep` per address (the `Dial` says how many), and is given to the next dial
-//!   of that address. A kept connection idle for a second or more is checked before reuse (a peek
-//!   that must find nothing to read: an upstream that closed it, or sent something unasked,
-//!   loses it; a request that then meets a closed one is retried, see the HTTP session) and dropped after
-//!   [`KEEP_IDLE`] unused, as nginx's upstream `keepalive_timeout`.
+//!   of that address. A kept connection is checked before reuse (a peek that must find nothing
+//!   to read: an upstream that closed it, or sent something unasked, loses it; a request that
+//!   then meets a closed one is retried, see the HTTP session) and dropped after [`KEEP_IDLE`]
+//!   unused, as nginx's upstream `keepalive_timeout`. An event worker keeps its own pool, its
+//!   connections still registered with its poller, which reports an upstream's close at once;
+//!   those are peeked at only after they sat a second ([`PoolScope::Worker`]).
 //! - **Children**: each runs in a process group of its own; a link closed before its child
 //!   ended kills the group. Every child is waited for by the reaper, a thread the drivers start
 //!   in the process that first needs it, so no zombie outlives its request by more than the
@@ -36,7 +38,10 @@ use crate::protocol::{Dial, LinkError, Outbox, ReadBuf};
 const READ_CHUNK: usize = 32 * 1024;
 /// Reads per readiness report before other work gets a turn.
 pub(crate) const READ_BUDGET: usize = 8;
-/// A kept connection idle at least this long is checked for a close before reuse.
+/// A kept connection in a worker's pool idle at least this long is checked for a close before
+/// reuse: the worker's poller reports a close, but one may still be on its way (an upstream
+/// closes an idle connection after its own keep-alive timeout, seconds; one that closes at
+/// once says `Connection: close`, RFC 9112 §9.6).
 const RECHECK_AFTER: Duration = Duration::from_secs(1);
 /// A kept upstream connection unused this long is closed (nginx: `keepalive_timeout 60s`).
 pub(crate) const KEEP_IDLE: Duration = Duration::from_secs(60);
@@ -84,6 +89,22 @@ pub(crate) struct Opened {
     /// Usable at once (a kept connection, a child, a Unix socket that connected at once).
     pub ready: bool,
     pub reused: bool,
+    /// A kept connection from this worker's pool, still registered with its poller for
+    /// reading (so nothing needs registering again).
+    pub registered: bool,
+}
+
+/// Which pool a connection's kept links go to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PoolScope {
+    /// The process's pool, shared by its threads (the threaded and iterative models, whose
+    /// connections each have a thread and a poll(2) of their own): a kept connection is
+    /// watched by nobody and checked when taken.
+    Shared,
+    /// This thread's pool (an event worker): a kept connection stays registered with the
+    /// worker's poller, which notices an upstream that closes it, and goes to the worker's
+    /// next request without a system call (nginx keeps its upstream connections so, per worker).
+    Worker,
 }
 
 fn set_nonblocking(f: &File) -> io::Result<()> {
@@ -92,17 +113,35 @@ fn set_nonblocking(f: &File) -> io::Result<()> {
 }
 
 /// Open `dial` without blocking.
-pub(crate) fn open(dial: Dial) -> Result<Opened, LinkError> {
+/// `forget`: descriptors of kept connections that were closed here (expired), which a poller
+/// may still have registered.
+pub(crate) fn open(
+    dial: Dial,
+    scope: PoolScope,
+    forget: &mut Vec<RawFd>,
+) -> Result<Opened, LinkError> {
     match dial {
-        Dial::Tcp { addr, keep, fresh } => connect(PoolKey::Tcp(addr), keep, fresh),
-        Dial::Unix { path, keep, fresh } => connect(PoolKey::Unix(path), keep, fresh),
+        Dial::Tcp { addr, keep, fresh } => connect(PoolKey::Tcp(addr), keep, fresh, scope, forget),
+        Dial::Unix { path, keep, fresh } => {
+            connect(PoolKey::Unix(path), keep, fresh, scope, forget)
+        }
         Dial::Spawn { program, cwd, env } => spawn(program, cwd, env),
     }
 }
 
-fn connect(key: PoolKey, keep: usize, fresh: bool) -> Result<Opened, LinkError> {
+fn connect(
+    key: PoolKey,
+    keep: usize,
+    fresh: bool,
+    scope: PoolScope,
+    forget: &mut Vec<RawFd>,
+) -> Result<Opened, LinkError> {
     if !fresh && keep > 0 {
-        if let Some(fd) = pool_take(&key) {
+        let kept = match scope {
+            PoolScope::Shared => pool_take(&key).map(|fd| (fd, false)),
+            PoolScope::Worker => worker_take(&key, forget),
+        };
+        if let Some((fd, registered)) = kept {
             return Ok(Opened {
                 io: LinkIo::Sock {
                     fd,
@@ -113,6 +152,7 @@ fn connect(key: PoolKey, keep: usize, fresh: bool) -> Result<Opened, LinkError> 
                 },
                 ready: true,
                 reused: true,
+                registered,
             });
         }
     }
@@ -143,6 +183,7 @@ fn connect(key: PoolKey, keep: usize, fresh: bool) -> Result<Opened, LinkError> 
         },
         ready,
         reused: false,
+        registered: false,
     })
 }
 
@@ -184,6 +225,7 @@ fn spawn(
         },
         ready: true,
         reused: false,
+        registered: false,
     })
 }
 
@@ -372,7 +414,20 @@ impl LinkIo {
     /// End the link: keep a connection for reuse (`keep`), or close it; a child the session
     /// `released` (its answer complete) or whose output ended is left to finish under the
     /// reaper, any other is killed with its group.
-    pub fn end(self, released: bool, keep: bool, now: Instant) {
+    ///
+    /// Under [`PoolScope::Worker`], `registered` says the socket is registered with the
+    /// worker's poller for reading only; it then stays so in the pool, and its descriptor is
+    /// returned for the worker to note as pooled. `forget` receives kept descriptors closed
+    /// here (the oldest, pushed out).
+    pub fn end(
+        self,
+        released: bool,
+        keep: bool,
+        now: Instant,
+        scope: PoolScope,
+        registered: bool,
+        forget: &mut Vec<RawFd>,
+    ) -> Option<RawFd> {
         match self {
             LinkIo::Sock {
                 fd,
@@ -382,8 +437,16 @@ impl LinkIo {
                 write_shut,
             } => {
                 if keep && cap > 0 && !connecting && !write_shut {
-                    pool_put(key, fd, cap, now);
+                    match scope {
+                        PoolScope::Shared => pool_put(key, fd, cap, now),
+                        PoolScope::Worker => {
+                            let raw = fd.as_raw_fd();
+                            worker_put(key, fd, cap, registered, now, forget);
+                            return registered.then_some(raw);
+                        }
+                    }
                 }
+                None
             }
             LinkIo::Child {
                 mut child,
@@ -391,11 +454,12 @@ impl LinkIo {
                 out_ended,
                 ..
             } => {
-                let Some(mut c) = child.0.take() else { return };
+                let mut c = child.0.take()?;
                 if out_ended.is_none() && !released {
                     kill_group(&mut c);
                 }
                 reap(c, stdout, now + CHILD_LINGER);
+                None
             }
         }
     }
@@ -427,6 +491,8 @@ fn kill_group(child: &mut Child) {
 struct Kept {
     fd: File,
     since: Instant,
+    /// Registered with this worker's poller (worker pools only).
+    registered: bool,
 }
 
 fn pool() -> &'static Mutex<HashMap<PoolKey, Vec<Kept>>> {
@@ -445,10 +511,8 @@ fn pool_take(key: &PoolKey) -> Option<File> {
             list.retain(|k| now.duration_since(k.since) < KEEP_IDLE);
             list.pop()?
         };
-        // Used again within a moment: an upstream closes an idle connection after its own
-        // keep-alive timeout (seconds), and one that closes at once says `Connection: close`
-        // (RFC 9112 §9.6), so the check's system call is spent only on connections that sat.
-        if now.duration_since(kept.since) < RECHECK_AFTER || idle_and_open(&kept.fd) {
+        // Nobody watched it while it was kept: look whether the upstream closed it since.
+        if idle_and_open(&kept.fd) {
             return Some(kept.fd);
         }
     }
@@ -472,7 +536,94 @@ fn pool_put(key: PoolKey, fd: File, cap: usize, now: Instant) {
         // The oldest goes: it is the likeliest to be closed by the upstream soon.
         list.remove(0);
     }
-    list.push(Kept { fd, since: now });
+    list.push(Kept {
+        fd,
+        since: now,
+        registered: false,
+    });
+}
+
+thread_local! {
+    /// An event worker's own kept connections ([`PoolScope::Worker`]).
+    static WORKER_POOL: std::cell::RefCell<HashMap<PoolKey, Vec<Kept>>> =
+        std::cell::RefCell::new(HashMap::new());
+}
+
+/// Close `k`, telling `forget` if a poller has it.
+fn drop_kept(k: Kept, forget: &mut Vec<RawFd>) {
+    if k.registered {
+        forget.push(k.fd.as_raw_fd());
+    }
+}
+
+fn worker_take(key: &PoolKey, forget: &mut Vec<RawFd>) -> Option<(File, bool)> {
+    let now = Instant::now();
+    WORKER_POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        let list = p.get_mut(key)?;
+        while let Some(k) = list.pop() {
+            if now.duration_since(k.since) >= KEEP_IDLE {
+                drop_kept(k, forget);
+                continue;
+            }
+            // The poller reports a registered one that the upstream closed; one that sat a
+            // while may have a close still on its way, as in the shared pool.
+            if now.duration_since(k.since) < RECHECK_AFTER || idle_and_open(&k.fd) {
+                return Some((k.fd, k.registered));
+            }
+            drop_kept(k, forget);
+        }
+        None
+    })
+}
+
+fn worker_put(
+    key: PoolKey,
+    fd: File,
+    cap: usize,
+    registered: bool,
+    now: Instant,
+    forget: &mut Vec<RawFd>,
+) {
+    WORKER_POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        let list = p.entry(key).or_default();
+        if list.len() >= cap {
+            // The oldest goes: it is the likeliest to be closed by the upstream soon.
+            drop_kept(list.remove(0), forget);
+        }
+        list.push(Kept {
+            fd,
+            since: now,
+            registered,
+        });
+    });
+}
+
+/// A kept connection in this worker's pool stirred (the upstream closed it, or sent what
+/// nobody asked for): close it. False if the pool no longer had it.
+pub(crate) fn worker_discard(fd: RawFd) -> bool {
+    WORKER_POOL.with(|p| {
+        for list in p.borrow_mut().values_mut() {
+            if let Some(i) = list.iter().position(|k| k.fd.as_raw_fd() == fd) {
+                list.remove(i);
+                return true;
+            }
+        }
+        false
+    })
+}
+
+/// Close this worker's kept connections (out of descriptors), telling `forget` which a poller
+/// has.
+pub(crate) fn worker_clear(forget: &mut Vec<RawFd>) {
+    WORKER_POOL.with(|p| {
+        for (_, list) in p.borrow_mut().drain() {
+            for k in list {
+                drop_kept(k, forget);
+            }
+        }
+    });
 }
 
 /// Close every kept connection (the process is out of descriptors, or a test wants a clean

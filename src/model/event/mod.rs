@@ -12,7 +12,7 @@ mod spin;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,6 +22,7 @@ use socket2::Socket;
 use self::poller::{Event, Poller};
 use self::spin::Spin;
 use super::connection::{Conn, Interest, Limits};
+use super::link;
 use super::{accept_failed, Ctx, ServeError};
 use crate::net::Listener;
 use crate::protocol::{Peer, Service, Waker};
@@ -29,6 +30,10 @@ use crate::sys::EventFd;
 
 /// Tokens at and above this are not connections.
 const LISTENER_BASE: u64 = 1 << 63;
+/// Tokens from here (below `LISTENER_BASE`) name a link's descriptor: `LINK_BASE + fd`. The
+/// owner is looked up in the worker's table, so a kept upstream connection can pass from the
+/// pool to a connection, and back, without its registration changing.
+const LINK_BASE: u64 = 1 << 62;
 const WAKE_TOKEN: u64 = u64::MAX;
 const SHUTDOWN_TOKEN: u64 = u64::MAX - 1;
 
@@ -122,6 +127,17 @@ pub(crate) fn run_worker<S: Service>(
     w.run()
 }
 
+/// The owner of a registered link descriptor.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum LinkOwner {
+    #[default]
+    None,
+    /// A connection (its token) and which of its descriptors (`sub`).
+    Conn { token: u64, sub: usize },
+    /// The worker's pool of kept upstream connections.
+    Pooled,
+}
+
 /// Wakes addressed to this worker's connections.
 struct WakeQueue {
     fd: EventFd,
@@ -162,6 +178,8 @@ struct Worker<'a, S: Service> {
     resume_at: Option<Instant>,
     grace_until: Option<Instant>,
     limits: Limits,
+    /// Who owns each link descriptor this worker has registered, by descriptor.
+    link_owner: Vec<LinkOwner>,
     owns_listeners: bool,
     /// accept(2) said the listeners no longer listen.
     listeners_stopped: bool,
@@ -197,6 +215,7 @@ impl<'a, S: Service> Worker<'a, S> {
             resume_at: None,
             grace_until: None,
             limits: Limits::from(&ctx.opts),
+            link_owner: Vec::new(),
             owns_listeners: false,
             listeners_stopped: false,
         };
@@ -281,6 +300,7 @@ impl<'a, S: Service> Worker<'a, S> {
                     SHUTDOWN_TOKEN => self.begin_shutdown(now),
                     WAKE_TOKEN => self.deliver_wakes(now),
                     t if t >= LISTENER_BASE => self.accept((t - LISTENER_BASE) as usize, now),
+                    t if t >= LINK_BASE => self.link_ready(t - LINK_BASE, ev, now),
                     t => self.ready(t, ev, now),
                 }
             }
@@ -375,6 +395,15 @@ impl<'a, S: Service> Worker<'a, S> {
                     return;
                 }
                 Err(e) => {
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) {
+                        // Kept upstream connections are kept only for speed.
+                        let mut forget = Vec::new();
+                        link::worker_clear(&mut forget);
+                        for fd in forget {
+                            let _ = self.poller.delete(fd);
+                            self.set_owner(fd, LinkOwner::None);
+                        }
+                    }
                     if let Some(pause) = accept_failed(self.ctx, &e) {
                         let _ = self.listen(false);
                         self.resume_at = Some(now + pause);
@@ -430,6 +459,7 @@ impl<'a, S: Service> Worker<'a, S> {
             return;
         };
         let mut conn = Conn::new(sock, session, self.limits, now);
+        conn.use_worker_pool();
         if let Some(tls) = &self.ctx.opts.tls {
             conn.use_tls(tls);
         }
@@ -487,17 +517,54 @@ impl<'a, S: Service> Worker<'a, S> {
         let Some(i) = self.lookup(tok) else {
             return;
         };
-        let sub = split(tok).2;
         if let Some(e) = self.slots[i].entry.as_mut() {
-            if sub == 0 {
-                e.conn
-                    .guarded(|c| c.ready(now, ev.readable, ev.writable, ev.hup));
-            } else {
-                e.conn
-                    .guarded(|c| c.link_ready(sub, now, ev.readable, ev.writable, ev.hup));
-            }
+            e.conn
+                .guarded(|c| c.ready(now, ev.readable, ev.writable, ev.hup));
         }
         self.update(i);
+    }
+
+    /// A link descriptor is ready: its connection's, or a kept one in the pool that stirred
+    /// (the upstream closed it, or sent what nobody asked for), which is closed.
+    fn link_ready(&mut self, fd: u64, ev: &Event, now: Instant) {
+        let fd = fd as RawFd;
+        match self
+            .link_owner
+            .get(fd as usize)
+            .copied()
+            .unwrap_or_default()
+        {
+            LinkOwner::Conn { token, sub } => {
+                let Some(i) = self.lookup(token) else {
+                    return;
+                };
+                if let Some(e) = self.slots[i].entry.as_mut() {
+                    e.conn
+                        .guarded(|c| c.link_ready(sub, now, ev.readable, ev.writable, ev.hup));
+                }
+                self.update(i);
+            }
+            LinkOwner::Pooled => {
+                // Forgotten before it is closed: the number may be reused at once.
+                let _ = self.poller.delete(fd);
+                self.set_owner(fd, LinkOwner::None);
+                link::worker_discard(fd);
+            }
+            LinkOwner::None => {
+                // A report queued before the descriptor was forgotten: nothing to do.
+            }
+        }
+    }
+
+    fn set_owner(&mut self, fd: RawFd, owner: LinkOwner) {
+        let Ok(i) = usize::try_from(fd) else { return };
+        if i >= self.link_owner.len() {
+            if owner == LinkOwner::None {
+                return;
+            }
+            self.link_owner.resize(i + 1, LinkOwner::None);
+        }
+        self.link_owner[i] = owner;
     }
 
     fn deliver_wakes(&mut self, now: Instant) {
@@ -563,11 +630,14 @@ impl<'a, S: Service> Worker<'a, S> {
             }
         }
         if e.conn.has_links() {
-            Self::update_links(&mut self.poller, &mut e.conn, i, slot.gen);
+            Self::update_links(&mut self.poller, &mut self.link_owner, &mut e.conn, tok);
         }
         if e.conn.is_closed() {
             for lfd in e.conn.registered_link_fds() {
                 let _ = self.poller.delete(lfd);
+                if let Some(o) = self.link_owner.get_mut(lfd as usize) {
+                    *o = LinkOwner::None;
+                }
             }
             // The slot's socket is closed right below, when the entry is dropped.
             let _ = self.poller.forget_closing(fd);
@@ -590,20 +660,47 @@ impl<'a, S: Service> Worker<'a, S> {
     /// connection is still open, so it must leave this poller before another worker takes
     /// it), register new ones, change what changed. A descriptor with nothing wanted is not
     /// watched at all, so a hang-up nobody reads cannot spin the loop.
-    fn update_links(poller: &mut Poller, conn: &mut Conn<S::Session>, i: usize, gen: u32) {
+    fn update_links(
+        poller: &mut Poller,
+        owners: &mut Vec<LinkOwner>,
+        conn: &mut Conn<S::Session>,
+        conn_token: u64,
+    ) {
+        let mut own = |fd: RawFd, owner: LinkOwner| {
+            let Ok(i) = usize::try_from(fd) else { return };
+            if i >= owners.len() {
+                owners.resize(i + 1, LinkOwner::None);
+            }
+            owners[i] = owner;
+        };
         conn.drain_closed_fds(|fd| {
             let _ = poller.delete(fd);
+            own(fd, LinkOwner::None);
         });
+        conn.drain_pooled_fds(|fd| own(fd, LinkOwner::Pooled));
         let walked = conn.link_watches(|w| {
             let empty = !w.want.read && !w.want.write;
-            let tok = token(i, gen, w.sub);
-            match (w.registered, empty) {
+            let tok = LINK_BASE + w.fd as u64;
+            let reg = match (w.registered, empty) {
                 (None, true) => Ok(None),
                 (Some(_), true) => poller.delete(w.fd).map(|()| None),
                 (None, false) => poller.add(w.fd, tok, w.want, false).map(|()| Some(w.want)),
                 (Some(r), false) if r == w.want => Ok(Some(r)),
                 (Some(_), false) => poller.modify(w.fd, tok, w.want).map(|()| Some(w.want)),
+            };
+            if let Ok(r) = &reg {
+                own(
+                    w.fd,
+                    match r {
+                        Some(_) => LinkOwner::Conn {
+                            token: conn_token,
+                            sub: w.sub,
+                        },
+                        None => LinkOwner::None,
+                    },
+                );
             }
+            reg
         });
         if let Err(err) = walked {
             tracing::warn!("closing a connection whose upstream link the poller refused: {err}");
@@ -615,11 +712,12 @@ impl<'a, S: Service> Worker<'a, S> {
 mod tests {
     /// 15,000 idle keep-alive connections cost their slab slots plus nothing else (buffers are
     /// released when idle): keep a slot within what nginx spends per idle connection (about
-    /// 0.5 KiB), so a field added here has to be worth it.
+    /// 0.5 KiB), so a field added here has to be worth it. (456: the TLS layer's pointer and
+    /// the kept-connection pool's scope, which saves two epoll_ctl calls per proxied request.)
     #[test]
     fn an_http_connection_slot_stays_within_nginx_idle_cost() {
         use crate::protocol::http::HttpSession;
         let slot = std::mem::size_of::<super::Slot<HttpSession>>();
-        assert!(slot <= 448, "a slot is {slot} bytes");
+        assert!(slot <= 456, "a slot is {slot} bytes");
     }
 }
