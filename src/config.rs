@@ -141,6 +141,11 @@ pub struct Config {
     pub error_page: Option<OneOrMany>,
     pub fallback: Option<String>,
 
+    // Who may ask: `--cors` origins, `--auth-file`, `--auth PREFIX=FILE`.
+    pub cors: Option<OneOrMany>,
+    pub auth_file: Option<PathBuf>,
+    pub auth: Option<OneOrMany>,
+
     // Proxy and CGI routes.
     pub proxy: Option<OneOrMany>,
     pub cgi: Option<OneOrMany>,

@@ -41,6 +41,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::access::Guard;
 use super::access_log::{AccessLog, Entry};
 use super::gateway::Gateway;
 use super::message::{error_response, Handler, Response, Version};
@@ -78,6 +79,9 @@ pub struct HttpOptions {
     pub pipeline_pause: usize,
     /// Proxy and CGI routes (`--proxy`, `--cgi`); `None` serves everything with the handler.
     pub gateway: Option<Arc<Gateway>>,
+    /// CORS and authentication (`--cors`, `--auth-file`, `--auth`), asked before any route;
+    /// `None` when neither is configured.
+    pub guard: Option<Arc<Guard>>,
 }
 
 impl Default for HttpOptions {
@@ -89,6 +93,7 @@ impl Default for HttpOptions {
             access_log: None,
             pipeline_pause: 256 * 1024,
             gateway: None,
+            guard: None,
         }
     }
 }
@@ -478,6 +483,17 @@ impl HttpSession {
                 return true;
             }
         };
+        // CORS preflights and authentication come before any route (and before a body is read).
+        if let Some(guard) = self.shared.options.guard.clone() {
+            if let Some(mut resp) = guard.gate(&head.request, &self.peer) {
+                if !head.body.is_finished() {
+                    // The body is not read: the connection ends after the answer, lingering.
+                    resp.close = true;
+                    self.more_may_come = true;
+                }
+                return self.complete(&head, resp, out, now);
+            }
+        }
         // Proxy and CGI routes: one branch when none are configured, nothing else added.
         let routed = match &self.shared.options.gateway {
             None => None,
@@ -578,13 +594,16 @@ impl HttpSession {
     fn complete(
         &mut self,
         head: &Head<'_>,
-        resp: Response,
+        mut resp: Response,
         out: &mut Outbox,
         now: Instant,
     ) -> bool {
         let req = &head.request;
         let close = self.closes_after(head, resp.close);
         let opts = &self.shared.options;
+        if let Some(g) = &opts.guard {
+            g.answer_headers(req, &mut resp.headers);
+        }
         let keep_alive_10 = !close && req.version == Version::Http10;
         let status = resp.status;
         let bytes = write_response(out, opts, resp, req.is_head(), close, keep_alive_10);

@@ -1,0 +1,303 @@
+//! What a user sharing a folder with others expects from miniserve, static-web-server and
+//! Caddy, driven with the clients they would use: CORS for a page on another origin (curl as the
+//! browser's fetch), passwords from an htpasswd file made by Apache's `htpasswd`, uploads with
+//! `curl -T`, folder downloads unpacked with `tar`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::support::{self, curl, serve_args, Server, TempDir, ALL_MODELS};
+
+/// A small root: a file, a private folder, a dotfile.
+fn site() -> TempDir {
+    let dir = TempDir::new("sharing");
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("private/deeper")).unwrap();
+    std::fs::create_dir_all(root.join("public")).unwrap();
+    std::fs::write(root.join("hello.txt"), "hello\n").unwrap();
+    std::fs::write(root.join("public/open.txt"), "open\n").unwrap();
+    std::fs::write(root.join("private/secret.txt"), "secret\n").unwrap();
+    std::fs::write(root.join("private/deeper/more.txt"), "more\n").unwrap();
+    std::fs::write(root.join(".env"), "TOKEN=1").unwrap();
+    dir
+}
+
+fn root(dir: &TempDir) -> String {
+    dir.path().join("root").to_str().unwrap().to_string()
+}
+
+/// curl's `-i` output split into (status, lower-cased head, body).
+fn parts(out: &std::process::Output) -> (u16, String, String) {
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_ascii_lowercase(), body.to_string())
+}
+
+#[test]
+fn cors_allows_the_listed_origin_and_answers_preflights_under_every_model() {
+    support::require("command -v curl");
+    let dir = site();
+    let root = root(&dir);
+    for m in ALL_MODELS {
+        let server = Server::start(&serve_args(
+            &root,
+            *m,
+            &[
+                "--cors",
+                "https://app.example",
+                "--cors",
+                "http://localhost:3000",
+            ],
+        ));
+        let what = format!("{m}");
+        let url = server.url("/hello.txt");
+        let (status, head, body) = parts(&curl(
+            &what,
+            &["-i", "-H", "Origin: https://app.example", &url],
+        ));
+        assert_eq!((status, body.as_str()), (200, "hello\n"), "{what}");
+        assert!(
+            head.contains("\r\naccess-control-allow-origin: https://app.example"),
+            "{what}: {head}"
+        );
+        assert!(head.contains("\r\nvary: origin"), "{what}: {head}");
+        // Another origin gets no permission, but the answer still says it varies by Origin.
+        let (_, head, _) = parts(&curl(
+            &what,
+            &["-i", "-H", "Origin: https://evil.example", &url],
+        ));
+        assert!(
+            !head.contains("access-control-allow-origin"),
+            "{what}: {head}"
+        );
+        assert!(head.contains("\r\nvary: origin"), "{what}: {head}");
+        // A preflight, as a browser sends before a PUT with a custom header.
+        let (status, head, body) = parts(&curl(
+            &what,
+            &[
+                "-i",
+                "-X",
+                "OPTIONS",
+                "-H",
+                "Origin: http://localhost:3000",
+                "-H",
+                "Access-Control-Request-Method: GET",
+                "-H",
+                "Access-Control-Request-Headers: X-Token, Content-Type",
+                &url,
+            ],
+        ));
+        assert_eq!((status, body.as_str()), (204, ""), "{what}: {head}");
+        assert!(
+            head.contains("\r\naccess-control-allow-origin: http://localhost:3000"),
+            "{what}: {head}"
+        );
+        assert!(
+            head.contains("\r\naccess-control-allow-methods: get, head, options"),
+            "{what}: {head}"
+        );
+        assert!(
+            head.contains("\r\naccess-control-allow-headers: x-token, content-type"),
+            "{what}: {head}"
+        );
+        assert!(
+            head.contains("\r\naccess-control-max-age: "),
+            "{what}: {head}"
+        );
+        // An error answer carries the permission too, so the page can read why.
+        let (status, head, _) = parts(&curl(
+            &what,
+            &[
+                "-i",
+                "-H",
+                "Origin: https://app.example",
+                &server.url("/nope"),
+            ],
+        ));
+        assert_eq!(status, 404, "{what}");
+        assert!(
+            head.contains("access-control-allow-origin"),
+            "{what}: {head}"
+        );
+    }
+}
+
+#[test]
+fn cors_star_allows_any_origin_without_vary() {
+    support::require("command -v curl");
+    let dir = site();
+    let root = root(&dir);
+    let server = Server::start(&serve_args(&root, ALL_MODELS[3], &["--cors", "*"]));
+    let (_, head, _) = parts(&curl(
+        "star",
+        &[
+            "-i",
+            "-H",
+            "Origin: https://anyone.example",
+            &server.url("/hello.txt"),
+        ],
+    ));
+    assert!(
+        head.contains("\r\naccess-control-allow-origin: *"),
+        "{head}"
+    );
+    assert!(!head.contains("vary: origin"), "{head}");
+}
+
+#[test]
+fn a_malformed_cors_origin_is_refused_at_start_in_one_sentence() {
+    let dir = site();
+    let root = root(&dir);
+    let (status, _, err) = support::run_tincan(
+        &[
+            "serve",
+            &root,
+            "--listen",
+            "127.0.0.1:0",
+            "--cors",
+            "app.example",
+        ],
+        b"",
+        std::time::Duration::from_secs(10),
+    );
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("--cors `app.example` is not an origin"),
+        "{err}"
+    );
+}
+
+/// An htpasswd file made by Apache's own tool, bcrypt as `-B` writes it (`$2y$`).
+fn htpasswd(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
+    support::require("command -v htpasswd");
+    let file = dir.join("users.htpasswd");
+    for (i, (user, pass)) in users.iter().enumerate() {
+        let mut cmd = Command::new("htpasswd");
+        cmd.arg("-bB");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let out = cmd.arg(&file).arg(user).arg(pass).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains(":$2y$"), "{text}");
+    file
+}
+
+#[test]
+fn auth_on_a_prefix_asks_for_the_htpasswd_users_password_under_every_model() {
+    support::require("command -v curl");
+    let dir = site();
+    let root = root(&dir);
+    let file = htpasswd(dir.path(), &[("alice", "wonderland"), ("bob", "builder")]);
+    let spec = format!("/private={}", file.display());
+    for m in ALL_MODELS {
+        let what = format!("{m}");
+        let server = Server::start(&serve_args(&root, *m, &["--auth", &spec]));
+        let secret = server.url("/private/secret.txt");
+        // Outside the prefix: no password needed.
+        let (status, _, body) = parts(&curl(&what, &["-i", &server.url("/public/open.txt")]));
+        assert_eq!((status, body.as_str()), (200, "open\n"), "{what}");
+        // Inside: 401 with the challenge a browser turns into a prompt.
+        let (status, head, _) = parts(&curl(&what, &["-i", &secret]));
+        assert_eq!(status, 401, "{what}");
+        assert!(
+            head.contains("\r\nwww-authenticate: basic realm=\"tincan\""),
+            "{what}: {head}"
+        );
+        // Wrong password, unknown user, the other user's password: 401.
+        for creds in ["alice:guess", "mallory:wonderland", "alice:builder"] {
+            let (status, _, _) = parts(&curl(&what, &["-i", "-u", creds, &secret]));
+            assert_eq!(status, 401, "{what}: {creds}");
+        }
+        // Right: served, twice (the second from the cache of verified credentials).
+        for _ in 0..2 {
+            let (status, _, body) = parts(&curl(&what, &["-i", "-u", "alice:wonderland", &secret]));
+            assert_eq!((status, body.as_str()), (200, "secret\n"), "{what}");
+        }
+        let (status, _, body) = parts(&curl(
+            &what,
+            &[
+                "-i",
+                "-u",
+                "bob:builder",
+                &server.url("/private/deeper/more.txt"),
+            ],
+        ));
+        assert_eq!((status, body.as_str()), (200, "more\n"), "{what}");
+        // The prefix cannot be walked around: dot segments, escapes, a doubled slash.
+        for sneaky in [
+            "/public/../private/secret.txt",
+            "/%70rivate/secret.txt",
+            "//private/secret.txt",
+            "/private",
+            "/private/",
+        ] {
+            let (status, _, _) = parts(&curl(&what, &["-i", "--path-as-is", &server.url(sneaky)]));
+            assert_eq!(status, 401, "{what}: {sneaky}");
+        }
+        // A failed attempt is logged with the user, never the password.
+        let log = server.stderr();
+        assert!(
+            log.contains("authentication failed for user \"alice\""),
+            "{what}: {log}"
+        );
+        assert!(
+            !log.contains("guess") && !log.contains("builder\""),
+            "{what}: {log}"
+        );
+    }
+}
+
+#[test]
+fn auth_file_guards_every_path_and_a_bad_file_is_refused_with_what_to_do() {
+    support::require("command -v curl");
+    let dir = site();
+    let root = root(&dir);
+    let file = htpasswd(dir.path(), &[("alice", "wonderland")]);
+    let server = Server::start(&serve_args(
+        &root,
+        ALL_MODELS[3],
+        &["--auth-file", file.to_str().unwrap()],
+    ));
+    let (status, _, _) = parts(&curl("auth-file", &["-i", &server.url("/hello.txt")]));
+    assert_eq!(status, 401);
+    let (status, _, body) = parts(&curl(
+        "auth-file",
+        &["-i", "-u", "alice:wonderland", &server.url("/hello.txt")],
+    ));
+    assert_eq!((status, body.as_str()), (200, "hello\n"));
+    drop(server);
+
+    // An MD5 line, as `htpasswd -m` writes: refused at start, saying how to fix it.
+    let md5 = dir.path().join("md5.htpasswd");
+    let out = Command::new("htpasswd")
+        .args(["-bcm", md5.to_str().unwrap(), "carol", "pw"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let (status, _, err) = support::run_tincan(
+        &[
+            "serve",
+            &root,
+            "--listen",
+            "127.0.0.1:0",
+            "--auth-file",
+            md5.to_str().unwrap(),
+        ],
+        b"",
+        std::time::Duration::from_secs(10),
+    );
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("MD5") && err.contains("htpasswd -B"), "{err}");
+}
