@@ -140,6 +140,9 @@ pub struct Config {
     pub file_cache_fds: Option<usize>,
     pub error_page: Option<OneOrMany>,
     pub fallback: Option<String>,
+    /// `--upload` prefixes and `--upload-overwrite`.
+    pub upload: Option<OneOrMany>,
+    pub upload_overwrite: Option<bool>,
 
     // Who may ask: `--cors` origins, `--auth-file`, `--auth PREFIX=FILE`.
     pub cors: Option<OneOrMany>,

@@ -301,3 +301,183 @@ fn auth_file_guards_every_path_and_a_bad_file_is_refused_with_what_to_do() {
     assert!(!status.success(), "{err}");
     assert!(err.contains("MD5") && err.contains("htpasswd -B"), "{err}");
 }
+
+/// Bytes that compress badly and show any reordering or loss.
+fn noise(n: usize) -> Vec<u8> {
+    let mut x: u32 = 2_463_534_242;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// Names in `dir`, sorted.
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn uploads_with_curl_land_whole_or_not_at_all_under_every_model() {
+    support::require("command -v curl");
+    let dir = site();
+    let root = root(&dir);
+    let incoming = dir.path().join("root/incoming");
+    std::fs::create_dir_all(&incoming).unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, incoming.join("out")).unwrap();
+    let big = dir.path().join("photo.jpg");
+    // Over 1 MiB: curl asks `Expect: 100-continue` first.
+    std::fs::write(&big, noise(1_300_000)).unwrap();
+    let huge = dir.path().join("huge.bin");
+    std::fs::write(&huge, noise(3_000_000)).unwrap();
+    let (big_s, huge_s) = (big.to_str().unwrap(), huge.to_str().unwrap());
+    for m in ALL_MODELS {
+        let what = format!("{m}");
+        for f in std::fs::read_dir(&incoming).unwrap() {
+            let f = f.unwrap();
+            if f.file_name() != "out" {
+                std::fs::remove_file(f.path()).unwrap();
+            }
+        }
+        let server = Server::start(&serve_args(
+            &root,
+            *m,
+            &["--upload", "/incoming", "--max-body", "2m"],
+        ));
+        let code = |args: &[&str]| -> u16 {
+            let mut a = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+            a.extend_from_slice(args);
+            String::from_utf8_lossy(&curl(&what, &a).stdout)
+                .parse()
+                .unwrap()
+        };
+        // `curl -T FILE URL/` puts FILE's name at the end of the URL.
+        assert_eq!(
+            code(&["-T", big_s, &server.url("/incoming/")]),
+            201,
+            "{what}"
+        );
+        assert_eq!(
+            std::fs::read(incoming.join("photo.jpg")).unwrap(),
+            std::fs::read(&big).unwrap(),
+            "{what}"
+        );
+        let got = curl(&what, &[&server.url("/incoming/photo.jpg")]).stdout;
+        assert!(
+            got == std::fs::read(&big).unwrap(),
+            "{what}: served back whole"
+        );
+        // It exists now: not replaced.
+        assert_eq!(
+            code(&["-T", huge_s, &server.url("/incoming/photo.jpg")]),
+            413,
+            "{what}"
+        );
+        assert_eq!(
+            code(&["-T", big_s, &server.url("/incoming/photo.jpg")]),
+            409,
+            "{what}"
+        );
+        // Chunked, from a pipe, with a name that needs escaping.
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "printf 'piped body' | curl -sS --max-time 10 -o /dev/null -w '%{{http_code}}' -T - '{}'",
+                server.url("/incoming/a%20note.txt")
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "201", "{what}");
+        assert_eq!(
+            std::fs::read_to_string(incoming.join("a note.txt")).unwrap(),
+            "piped body",
+            "{what}"
+        );
+        // Over --max-body (chunked, so only found mid-way): 413, and nothing left behind.
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "cat '{huge_s}' | curl -sS --max-time 10 -o /dev/null -w '%{{http_code}}' -T - '{}'",
+                server.url("/incoming/huge.bin")
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "413", "{what}");
+        // The same rules as reads: no climbing out, no dotfiles, no symlink out of the root,
+        // nothing outside the prefix, no folder made on the way.
+        for (path, want) in [
+            ("/incoming/../hello2.txt", 405),
+            ("/incoming/.profile", 403),
+            ("/incoming/out/x.txt", 403),
+            ("/public/x.txt", 405),
+            ("/incoming/new/x.txt", 409),
+        ] {
+            assert_eq!(
+                code(&["--path-as-is", "-T", big_s, &server.url(path)]),
+                want,
+                "{what}: {path}"
+            );
+        }
+        assert!(!dir.path().join("root/hello2.txt").exists(), "{what}");
+        assert_eq!(names_in(&outside), Vec::<String>::new(), "{what}");
+        let mut want = vec!["a note.txt", "out", "photo.jpg"];
+        want.sort();
+        assert_eq!(names_in(&incoming), want, "{what}: no temporary file left");
+    }
+}
+
+#[test]
+fn upload_overwrite_replaces_a_file_with_204() {
+    support::require("command -v curl");
+    let dir = site();
+    let root = root(&dir);
+    let server = Server::start(&serve_args(
+        &root,
+        ALL_MODELS[3],
+        &["--upload", "/", "--upload-overwrite"],
+    ));
+    let out = curl(
+        "overwrite",
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "PUT",
+            "--data-binary",
+            "new\n",
+            &server.url("/hello.txt"),
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "204");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("root/hello.txt")).unwrap(),
+        "new\n"
+    );
+    // Without uploads, PUT is 405 with the methods that are allowed.
+    let plain = Server::start(&serve_args(&root, ALL_MODELS[3], &[]));
+    let (status, head, _) = parts(&curl(
+        "no upload",
+        &[
+            "-i",
+            "-X",
+            "PUT",
+            "--data-binary",
+            "x",
+            &plain.url("/hello.txt"),
+        ],
+    ));
+    assert_eq!(status, 405);
+    assert!(head.contains("\r\nallow: get, head, options"), "{head}");
+}

@@ -122,6 +122,15 @@ pub struct FileArgs {
     /// limit, at most 1024]
     #[arg(long, value_name = "N")]
     pub file_cache_fds: Option<usize>,
+    /// Accept uploads with PUT into the part of the root under PREFIX (`/` for all of it;
+    /// repeatable), e.g. `curl -T photo.jpg http://HOST/PREFIX/`. Folders must exist; a file
+    /// that exists is not replaced (409) without --upload-overwrite; --max-body bounds the size
+    /// (raise it: the default is 1m). Off unless given.
+    #[arg(long, value_name = "PREFIX")]
+    pub upload: Vec<String>,
+    /// Let an upload replace a file that exists (204 instead of 409).
+    #[arg(long)]
+    pub upload_overwrite: bool,
 }
 
 /// Flags of the routes handed to other applications (reverse proxy, CGI).
@@ -279,6 +288,7 @@ Examples:
   tincan serve --tls-self-signed ~/.tincan/tls    HTTPS on 127.0.0.1:8000, self-signed (localhost)
   tincan serve ./share --auth-file users.htpasswd   passwords (make it: htpasswd -cB users.htpasswd alice)
   tincan serve ./public --cors https://app.example  let a page on that origin fetch() the files
+  tincan serve ./share --upload /incoming --max-body 1g    uploads: curl -T f.jpg http://127.0.0.1:8000/incoming/
   tincan serve --config tincan.toml         every setting from a file (flags override it)")]
 pub struct ServeArgs {
     /// The directory to serve. [default: the current directory]
@@ -321,6 +331,9 @@ pub struct FileSettings {
     pub fallback: Option<String>,
     pub file_cache: Option<u64>,
     pub file_cache_fds: Option<usize>,
+    /// `--upload` prefixes (none: uploads off) and `--upload-overwrite`.
+    pub upload: Vec<String>,
+    pub upload_overwrite: bool,
 }
 
 /// Fill the shared server flags the command line left unset from the config file.
@@ -596,6 +609,8 @@ impl FileArgs {
                 (None, None) => None,
             },
             file_cache_fds: self.file_cache_fds.or(cfg.file_cache_fds),
+            upload: list(&self.upload, &cfg.upload),
+            upload_overwrite: self.upload_overwrite || cfg.upload_overwrite.unwrap_or(false),
         })
     }
 }
@@ -638,12 +653,15 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
         let fds = files.file_cache_fds.unwrap_or_else(default);
         files.file_cache_fds = Some(fds.min(SELECT_FILE_CACHE_FDS));
     }
+    let files_upload = files.upload.clone();
     let handler = glue::static_handler(files)?;
     // Every flag is checked (routes, headers, the access log opened) before a socket is bound,
     // so a bad value never follows a `listening on` line.
     let gateway = args.gateway.gateway(&cfg, &root)?;
     let methods = if gateway.is_some() {
         "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+    } else if !files_upload.is_empty() {
+        static_files::ALLOW_UPLOAD
     } else {
         static_files::ALLOW
     };
@@ -681,6 +699,7 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
 /// The calls into the static-file handler and the drivers, in one place.
 pub(crate) mod glue {
     use super::*;
+    use crate::protocol::http::static_files::upload::UploadConfig;
     use crate::protocol::http::static_files::{StaticConfig, StaticFiles};
 
     pub fn static_handler(s: FileSettings) -> Result<Arc<dyn Handler>> {
@@ -697,6 +716,8 @@ pub(crate) mod glue {
             fallback: s.fallback,
             file_cache: s.file_cache.unwrap_or(d.file_cache),
             file_cache_fds: s.file_cache_fds,
+            upload: UploadConfig::new(&s.upload, s.upload_overwrite)
+                .map_err(|e| Error::Usage(format!("--upload {e}")))?,
         };
         Ok(Arc::new(StaticFiles::new(cfg)?))
     }

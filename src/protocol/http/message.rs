@@ -198,10 +198,38 @@ impl Body {
     }
 }
 
+/// Where the body of a request a handler takes goes, piece by piece as the session decodes
+/// it (bounded by the body limit: a body over it is refused mid-way and the sink dropped).
+pub trait BodySink: Send {
+    /// More of the body. A failure (a full disk) is kept by the sink and answered by
+    /// [`finish`](Self::finish); the rest of the body is still read.
+    fn write(&mut self, data: &[u8]);
+    /// The whole body has come: the answer.
+    fn finish(self: Box<Self>) -> Response;
+}
+// A sink dropped unfinished (the client went away, a timeout, a body over the limit) must
+// leave nothing behind: that is its Drop's job.
+
+/// What a handler does with the body of a request it is asked about before the body is read.
+pub enum BodyUse {
+    /// Not wanted: the session reads and discards it, then calls [`Handler::handle`].
+    Discard,
+    /// Streamed into this sink, whose `finish` answers.
+    Take(Box<dyn BodySink>),
+    /// Refused before a byte of it is read (the connection closes after the answer).
+    Refuse(Response),
+}
+
 /// Answers requests. Shared by all connections; must not block for long (it may open and stat
 /// files, which the drivers accept as the cost of serving files).
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: &Request<'_>, peer: &Peer) -> Response;
+
+    /// A request with a body, before the body is read: take it, refuse it, or let the session
+    /// discard it (the default: bodies mean nothing to a file server but an upload).
+    fn body_use(&self, _req: &Request<'_>, _peer: &Peer) -> BodyUse {
+        BodyUse::Discard
+    }
 
     /// The server ran out of descriptors: close those kept only for speed (see
     /// [`Service::on_out_of_descriptors`](crate::protocol::Service::on_out_of_descriptors)).

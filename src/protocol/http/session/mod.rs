@@ -13,8 +13,9 @@
 //! 3. parse it with httparse and check method (501), version (505), target, Host (400),
 //!    `Expect` (417) and body framing (400 on anything a smuggler could use; 413 over the limit);
 //! 4. a body: send `100 Continue` if asked, keep a copy of the head, read and discard the body
-//!    across reads ([`Decoder`]), or collect it when the request goes to a proxy or CGI
-//!    route (bounded by the same body limit);
+//!    across reads ([`Decoder`]), collect it when the request goes to a CGI route, or stream
+//!    it into the handler's sink when the handler takes it (an upload: `Handler::body_use`),
+//!    each bounded by the same body limit;
 //! 5. ask the handler; decide keep-alive (version, `Connection`, the response, the request
 //!    count, shutdown, the model);
 //! 6. write the head and queue the body (bytes, or file regions for `sendfile`); nothing for
@@ -44,7 +45,7 @@ use std::time::Instant;
 use super::access::Guard;
 use super::access_log::{AccessLog, Entry};
 use super::gateway::Gateway;
-use super::message::{error_response, Handler, Response, Version};
+use super::message::{error_response, BodySink, BodyUse, Handler, Response, Version};
 use super::proxy::RequestBody;
 use super::wire::{self, Decoder, Head, HeadScanner, Limits, Reject};
 use crate::protocol::{
@@ -219,11 +220,17 @@ pub struct HttpSession {
     /// The links to upstreams and scripts (made on the first routed request, then kept: a
     /// released link must still be seen by the driver after its exchange is over).
     links: Option<Box<Links>>,
-    /// The chunked body of a CGI request, collected while it is read (a script needs its
-    /// length first). Boxed: only those requests use it, and every idle connection would
-    /// otherwise carry its 24 bytes.
-    #[allow(clippy::box_collection)] // deliberately: 8 bytes per connection instead of 24
-    collect: Option<Box<Vec<u8>>>,
+    /// Where the body being read goes, when it is not discarded: collected (the chunked body
+    /// of a CGI request: a script needs its length first) or into the handler's sink (an
+    /// upload). Boxed: only those requests use it, and every idle connection would otherwise
+    /// carry its 24 bytes.
+    collect: Option<Box<BodyTo>>,
+}
+
+/// The destination of a request body that is not discarded.
+enum BodyTo {
+    Collect(Vec<u8>),
+    Sink(Box<dyn BodySink>),
 }
 
 impl std::fmt::Debug for HttpSession {
@@ -411,8 +418,10 @@ impl HttpSession {
                     }
                     let collect = &mut self.collect;
                     let fed = reader.decode(input.data(), &self.shared.limits, |b| {
-                        if let Some(c) = collect.as_mut() {
-                            c.extend_from_slice(b);
+                        match collect.as_deref_mut() {
+                            Some(BodyTo::Collect(c)) => c.extend_from_slice(b),
+                            Some(BodyTo::Sink(s)) => s.write(b),
+                            None => {}
                         }
                     });
                     let (used, done) = match fed {
@@ -432,10 +441,14 @@ impl HttpSession {
                     let head = std::mem::take(&mut self.head_copy);
                     let shared = self.shared.clone();
                     let closing = with_head(&head, &shared.limits, |h| match h {
-                        Ok(h) => match self.collect.take() {
-                            // The body of a proxied or CGI request is complete: hand it over.
+                        Ok(h) => match self.collect.take().map(|b| *b) {
+                            // An upload is complete: its sink answers.
+                            Some(BodyTo::Sink(sink)) => {
+                                let resp = sink.finish();
+                                self.complete(&h, resp, out, now)
+                            }
                             // The chunked body of a CGI request is complete: start the script.
-                            Some(body) => match shared
+                            Some(BodyTo::Collect(body)) => match shared
                                 .options
                                 .gateway
                                 .as_ref()
@@ -500,6 +513,29 @@ impl HttpSession {
             Some(g) => g.route(&head.request),
         };
         let reader = (!head.body.is_finished()).then(|| head.body.clone());
+        if let (Some(reader), None) = (&reader, &routed) {
+            match self.shared.handler.body_use(&head.request, &self.peer) {
+                BodyUse::Discard => {}
+                BodyUse::Refuse(mut resp) => {
+                    // Refused before the body: it is not read, so the connection ends here.
+                    self.more_may_come = true;
+                    resp.close = true;
+                    return self.complete(&head, resp, out, now);
+                }
+                BodyUse::Take(sink) => {
+                    self.collect = Some(Box::new(BodyTo::Sink(sink)));
+                    // RFC 9110 §10.1.1: the client waits for this before sending the body.
+                    if head.expect_continue {
+                        out.push_bytes(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    }
+                    self.head_copy.clear();
+                    self.head_copy.extend_from_slice(raw);
+                    self.phase = Phase::Body(reader.clone());
+                    self.deadline = Some(now + self.shared.limits.body_timeout);
+                    return false;
+                }
+            }
+        }
         match reader {
             None => match routed {
                 Some(r) => self.defer(&head, r, RequestBody::None, None, None, out, now),
@@ -536,7 +572,7 @@ impl HttpSession {
                     return self.defer(&head, r, body, Some(reader), None, out, now);
                 }
                 if routed.is_some() {
-                    self.collect = Some(Box::default());
+                    self.collect = Some(Box::new(BodyTo::Collect(Vec::new())));
                 }
                 // RFC 9110 §10.1.1: the client waits for this before sending the body. (A body
                 // over the limit was already refused by its Content-Length, without a 100.)
@@ -664,6 +700,8 @@ impl HttpSession {
     /// Queue the answer to a refused request; the connection closes after it.
     fn answer_error(&mut self, r: Reject, line: &str, out: &mut Outbox) {
         tracing::debug!(peer = %self.peer.remote, status = r.status, "refused: {}", r.detail);
+        // An upload cut short is abandoned now (its sink removes what it wrote).
+        self.collect = None;
         let mut resp = error_response(r.status, r.detail);
         resp.close = true;
         // A refused HEAD still gets no body (RFC 9110 §9.3.2).

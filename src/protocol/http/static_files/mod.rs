@@ -5,8 +5,8 @@
 //! The pipeline, one step per request, in order:
 //!
 //! 0. **Method**: GET and HEAD are served; OPTIONS gets 204 with `Allow` whatever the path
-//!    (including `*`); anything else 405 with `Allow`, before the path is looked at, as nginx
-//!    does for static locations.
+//!    (including `*`); PUT under an `--upload` prefix writes a file ([`upload`]); anything
+//!    else 405 with `Allow`, before the path is looked at, as nginx does for static locations.
 //! 1. **Path** ([`path`]): percent-decode once, refuse NUL, backslashes and encoded slashes
 //!    (400), resolve dot segments without climbing above the root, hide dotfiles (404).
 //! 2. **Locate** ([`path::locate`]): canonicalize under the root; a symlink leading out is 403
@@ -36,6 +36,7 @@ pub mod listing;
 pub mod mime;
 pub mod path;
 pub mod range;
+pub mod upload;
 
 use std::fs::{File, Metadata};
 use std::io;
@@ -47,7 +48,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::protocol::http::message::{error_response, Body, Handler, Request, Response};
+use crate::protocol::http::message::{
+    error_response, Body, BodySink, BodyUse, Handler, Request, Response,
+};
 use crate::protocol::Peer;
 use crate::sys;
 
@@ -60,6 +63,9 @@ use range::{Content, RangeSet};
 
 /// The methods a static path allows (RFC 9110 §10.2.1 `Allow`).
 pub const ALLOW: &str = "GET, HEAD, OPTIONS";
+
+/// The methods a path under an `--upload` prefix allows.
+pub const ALLOW_UPLOAD: &str = "GET, HEAD, PUT, OPTIONS";
 
 /// How to serve a document root.
 #[derive(Clone, Debug)]
@@ -87,6 +93,8 @@ pub struct StaticConfig {
     pub file_cache: u64,
     /// Open descriptors the cache may hold (`None`: [`file_cache::default_fds`]).
     pub file_cache_fds: Option<usize>,
+    /// Where `PUT` may write ([`upload`]); no prefixes: nowhere.
+    pub upload: upload::UploadConfig,
 }
 
 impl Default for StaticConfig {
@@ -103,6 +111,7 @@ impl Default for StaticConfig {
             fallback: None,
             file_cache: file_cache::DEFAULT_BUDGET,
             file_cache_fds: None,
+            upload: upload::UploadConfig::default(),
         }
     }
 }
@@ -189,7 +198,18 @@ impl StaticFiles {
         // Step 0.
         match req.method {
             "GET" | "HEAD" => {}
-            "OPTIONS" => return Response::new(204).header("Allow", ALLOW),
+            "OPTIONS" => return Response::new(204).header("Allow", self.allow(req)),
+            // A PUT without a body (an empty file); one with a body went through `body_use`.
+            "PUT" => {
+                if let Some(begun) = self.upload(req) {
+                    return match begun {
+                        Ok(up) => Box::new(up).finish(),
+                        Err(r) => r,
+                    };
+                }
+                return error_response(405, "This path serves files: use GET or HEAD.")
+                    .header("Allow", self.allow(req));
+            }
             _ => {
                 return error_response(405, "This path serves files: use GET or HEAD.")
                     .header("Allow", ALLOW)
@@ -224,6 +244,30 @@ impl StaticFiles {
         }
         // Steps 4 to 8.
         self.serve_file(req, &url, &target, file, &meta, true)
+    }
+
+    /// An upload to the request's path, if uploads are on and the path is under a prefix.
+    fn upload(&self, req: &Request<'_>) -> Option<Result<upload::Upload, Response>> {
+        if self.cfg.upload.prefixes.is_empty() {
+            return None;
+        }
+        upload::begin(
+            &self.root,
+            &self.cfg.upload,
+            req.path,
+            self.cfg.show_dotfiles,
+        )
+    }
+
+    /// `Allow` for the request's path: PUT too under an upload prefix.
+    fn allow(&self, req: &Request<'_>) -> &'static str {
+        let under = !self.cfg.upload.prefixes.is_empty()
+            && UrlPath::parse(req.path, true).is_ok_and(|u| self.cfg.upload.covers(&u));
+        if under {
+            ALLOW_UPLOAD
+        } else {
+            ALLOW
+        }
     }
 
     fn locate(&self, url: &UrlPath) -> Result<PathBuf, Refusal> {
@@ -666,6 +710,17 @@ impl Handler for StaticFiles {
 
     fn release_descriptors(&self) {
         self.files.shed();
+    }
+
+    fn body_use(&self, req: &Request<'_>, _peer: &Peer) -> BodyUse {
+        if req.method != "PUT" {
+            return BodyUse::Discard;
+        }
+        match self.upload(req) {
+            Some(Ok(up)) => BodyUse::Take(Box::new(up)),
+            Some(Err(r)) => BodyUse::Refuse(self.with_error_page(r)),
+            None => BodyUse::Discard,
+        }
     }
 }
 
