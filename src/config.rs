@@ -143,6 +143,8 @@ pub struct Config {
     /// `--upload` prefixes and `--upload-overwrite`.
     pub upload: Option<OneOrMany>,
     pub upload_overwrite: Option<bool>,
+    /// Folders offered as `.tar.gz` (`--archives on`).
+    pub archives: Option<bool>,
 
     // Who may ask: `--cors` origins, `--auth-file`, `--auth PREFIX=FILE`.
     pub cors: Option<OneOrMany>,

@@ -481,3 +481,174 @@ fn upload_overwrite_replaces_a_file_with_204() {
     assert_eq!(status, 405);
     assert!(head.contains("\r\nallow: get, head, options"), "{head}");
 }
+
+#[test]
+fn a_folder_downloads_as_tar_gz_holding_what_the_listing_shows_under_every_model() {
+    support::require("command -v curl && command -v tar && command -v diff");
+    let dir = site();
+    let root = root(&dir);
+    let r = dir.path().join("root");
+    std::fs::write(r.join("private/deeper/noise.bin"), noise(700_000)).unwrap();
+    let long = "n".repeat(150);
+    std::fs::write(r.join(format!("public/{long}.txt")), "long name").unwrap();
+    std::fs::write(r.join("public/.hidden"), "no").unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("o.txt"), "outside").unwrap();
+    std::os::unix::fs::symlink(&outside, r.join("public/out")).unwrap();
+    // A link to its own folder: entered once, not for ever.
+    std::os::unix::fs::symlink(".", r.join("private/loop")).unwrap();
+    // What the archive of /private/ must hold: the folder without the link that loops back.
+    let want = dir.path().join("want/private");
+    std::fs::create_dir_all(want.join("deeper")).unwrap();
+    std::fs::copy(r.join("private/secret.txt"), want.join("secret.txt")).unwrap();
+    std::fs::copy(
+        r.join("private/deeper/more.txt"),
+        want.join("deeper/more.txt"),
+    )
+    .unwrap();
+    std::fs::copy(
+        r.join("private/deeper/noise.bin"),
+        want.join("deeper/noise.bin"),
+    )
+    .unwrap();
+    for m in ALL_MODELS {
+        let what = format!("{m}");
+        let server = Server::start(&serve_args(&root, *m, &["--archives", "on"]));
+        let listing = curl(&what, &[&server.url("/private/")]).stdout;
+        assert!(
+            String::from_utf8_lossy(&listing).contains("href=\"?download=tar.gz\""),
+            "{what}"
+        );
+        let got = dir.path().join("got");
+        let _ = std::fs::remove_dir_all(&got);
+        std::fs::create_dir_all(&got).unwrap();
+        // Twice on one connection: the stream ends properly and the next request is served.
+        let url = server.url("/private/?download=tar.gz");
+        let tgz = dir.path().join("p.tar.gz");
+        let tgz2 = dir.path().join("p2.tar.gz");
+        let out = curl(
+            &what,
+            &[
+                "-D",
+                "-",
+                "-o",
+                tgz.to_str().unwrap(),
+                &url,
+                "-o",
+                tgz2.to_str().unwrap(),
+                &url,
+            ],
+        );
+        let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        assert!(
+            head.contains("content-type: application/gzip"),
+            "{what}: {head}"
+        );
+        assert!(
+            head.contains("content-disposition: attachment; filename=\"private.tar.gz\""),
+            "{what}: {head}"
+        );
+        assert_eq!(
+            std::fs::read(&tgz).unwrap(),
+            std::fs::read(&tgz2).unwrap(),
+            "{what}"
+        );
+        let x = Command::new("tar")
+            .arg("xzf")
+            .arg(&tgz)
+            .arg("-C")
+            .arg(&got)
+            .output()
+            .unwrap();
+        assert!(
+            x.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&x.stderr)
+        );
+        let d = Command::new("diff")
+            .arg("-r")
+            .arg(&want)
+            .arg(got.join("private"))
+            .output()
+            .unwrap();
+        assert!(
+            d.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&d.stdout)
+        );
+        // The public folder: a long name kept whole; no dotfile, no link out of the root.
+        let list = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "curl -sS --max-time 10 '{}' | tar tzf -",
+                server.url("/public/?download=tar.gz")
+            ))
+            .output()
+            .unwrap();
+        let names = String::from_utf8_lossy(&list.stdout).into_owned();
+        assert_eq!(
+            names,
+            format!("public/\npublic/{long}.txt\npublic/open.txt\n"),
+            "{what}"
+        );
+        // HTTP/1.0: no chunking, the close ends it.
+        let list = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "curl -sS --http1.0 --max-time 10 '{}' | tar tzf - | wc -l",
+                server.url("/public/?download=tar.gz")
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "3", "{what}");
+    }
+}
+
+#[test]
+fn archives_are_off_by_default_and_stream_in_bounded_memory() {
+    support::require("command -v curl && command -v head");
+    let dir = site();
+    let root = root(&dir);
+    let off = Server::start(&serve_args(&root, ALL_MODELS[3], &[]));
+    let (status, _, body) = parts(&curl("off", &["-i", &off.url("/public/?download=tar.gz")]));
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("Index of"),
+        "off: the listing, not an archive"
+    );
+    drop(off);
+    // 48 MiB that do not compress: held whole, the archive would move RSS by as much.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "head -c 50331648 /dev/urandom > '{}'",
+            dir.path().join("root/public/big.bin").display()
+        ))
+        .status()
+        .unwrap();
+    assert!(out.success());
+    let server = Server::start(&serve_args(&root, ALL_MODELS[3], &["--archives", "on"]));
+    let before = support::rss_kib(server.pid());
+    let out = curl(
+        "big",
+        &[
+            "--max-time",
+            "120",
+            "--limit-rate",
+            "20m",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}",
+            &server.url("/public/?download=tar.gz"),
+        ],
+    );
+    let size: u64 = String::from_utf8_lossy(&out.stdout).parse().unwrap();
+    assert!(size > 50_000_000, "{size}");
+    let grew = support::rss_kib(server.pid()).saturating_sub(before);
+    assert!(
+        grew < 16 * 1024,
+        "RSS grew by {grew} KiB for a 48 MiB archive"
+    );
+}

@@ -131,6 +131,10 @@ pub struct FileArgs {
     /// Let an upload replace a file that exists (204 instead of 409).
     #[arg(long)]
     pub upload_overwrite: bool,
+    /// Offer each listed folder as a .tar.gz (a link on the listing; GET /dir/?download=tar.gz),
+    /// made while it is sent, holding what the listing shows. [default: off]
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub archives: Option<Switch>,
 }
 
 /// Flags of the routes handed to other applications (reverse proxy, CGI).
@@ -289,6 +293,7 @@ Examples:
   tincan serve ./share --auth-file users.htpasswd   passwords (make it: htpasswd -cB users.htpasswd alice)
   tincan serve ./public --cors https://app.example  let a page on that origin fetch() the files
   tincan serve ./share --upload /incoming --max-body 1g    uploads: curl -T f.jpg http://127.0.0.1:8000/incoming/
+  tincan serve ./share --archives on        each folder also as a .tar.gz (a link on its listing)
   tincan serve --config tincan.toml         every setting from a file (flags override it)")]
 pub struct ServeArgs {
     /// The directory to serve. [default: the current directory]
@@ -334,6 +339,7 @@ pub struct FileSettings {
     /// `--upload` prefixes (none: uploads off) and `--upload-overwrite`.
     pub upload: Vec<String>,
     pub upload_overwrite: bool,
+    pub archives: Option<bool>,
 }
 
 /// Fill the shared server flags the command line left unset from the config file.
@@ -611,6 +617,7 @@ impl FileArgs {
             file_cache_fds: self.file_cache_fds.or(cfg.file_cache_fds),
             upload: list(&self.upload, &cfg.upload),
             upload_overwrite: self.upload_overwrite || cfg.upload_overwrite.unwrap_or(false),
+            archives: self.archives.map(Switch::on).or(cfg.archives),
         })
     }
 }
@@ -718,6 +725,7 @@ pub(crate) mod glue {
             file_cache_fds: s.file_cache_fds,
             upload: UploadConfig::new(&s.upload, s.upload_overwrite)
                 .map_err(|e| Error::Usage(format!("--upload {e}")))?,
+            archives: s.archives.unwrap_or(d.archives),
         };
         Ok(Arc::new(StaticFiles::new(cfg)?))
     }

@@ -163,6 +163,25 @@ pub enum Body {
     },
     /// Several pieces in order (a `multipart/byteranges` body).
     Parts(Vec<Part>),
+    /// Made while it is sent (a folder archive), length unknown: chunked to HTTP/1.1 clients,
+    /// ended by the close for HTTP/1.0 ones. The session asks for a piece whenever the client
+    /// has taken the last, so memory stays bounded whatever the body's size.
+    Stream(Streamed),
+}
+
+/// A body made piece by piece as the client takes it.
+pub trait BodyStream: Send {
+    /// The next piece, about `want` bytes (more or less); `None` once the body is complete.
+    fn next_piece(&mut self, want: usize) -> Option<bytes::Bytes>;
+}
+
+/// A [`BodyStream`] in a [`Body`].
+pub struct Streamed(pub Box<dyn BodyStream>);
+
+impl std::fmt::Debug for Streamed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Streamed")
+    }
 }
 
 /// One piece of a [`Body::Parts`].
@@ -177,10 +196,10 @@ pub enum Part {
 }
 
 impl Body {
-    /// Bytes the body will put on the wire.
+    /// Bytes the body will put on the wire (0 for a stream, whose length is not known).
     pub fn len(&self) -> u64 {
         match self {
-            Body::Empty => 0,
+            Body::Empty | Body::Stream(_) => 0,
             Body::Bytes(b) => b.len() as u64,
             Body::File { len, .. } => *len,
             Body::Parts(parts) => parts

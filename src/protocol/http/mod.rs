@@ -27,7 +27,9 @@ pub mod wire;
 
 pub use access_log::AccessLog;
 pub use hello::Hello;
-pub use message::{Body, BodySink, BodyUse, Handler, Part, Request, Response, Version};
+pub use message::{
+    Body, BodySink, BodyStream, BodyUse, Handler, Part, Request, Response, Streamed, Version,
+};
 pub use session::{HttpOptions, HttpService, HttpSession};
 pub use wire::Limits;
 

@@ -45,9 +45,11 @@ use std::time::Instant;
 use super::access::Guard;
 use super::access_log::{AccessLog, Entry};
 use super::gateway::Gateway;
-use super::message::{error_response, BodySink, BodyUse, Handler, Response, Version};
+use super::message::{
+    error_response, Body, BodySink, BodyUse, Handler, Response, Streamed, Version,
+};
 use super::proxy::RequestBody;
-use super::wire::{self, Decoder, Head, HeadScanner, Limits, Reject};
+use super::wire::{self, status_has_body, Decoder, Encoder, Head, HeadScanner, Limits, Reject};
 use crate::protocol::{
     LinkEvent, LinkId, Links, Next, Outbox, Peer, ReadBuf, Service, Session, Waker,
 };
@@ -59,7 +61,7 @@ mod write;
 
 use relay::Deferred;
 pub(crate) use write::owned_by_session;
-use write::write_response;
+use write::{log_line, write_head, write_response};
 
 /// Connection-level choices that are not limits.
 #[derive(Clone, Debug)]
@@ -189,9 +191,34 @@ enum Phase {
     /// The upstream switched protocols (101): bytes go both ways between the client and the
     /// link until either side closes or the tunnel idles out.
     Tunnel(LinkId),
+    /// A body made while it is sent (a folder archive) is going out, a piece each time the
+    /// client has taken the last; later input waits in the stash.
+    Streaming(Box<Streaming>),
     /// A closing answer was queued; nothing more is read.
     Done,
 }
+
+/// A [`Body::Stream`] answer in progress.
+struct Streaming {
+    body: Streamed,
+    wire: Encoder,
+    close: bool,
+    status: u16,
+    bytes: u64,
+    /// Request line, Referer, User-Agent (only when an access log is kept).
+    log: Option<(String, Option<String>, Option<String>)>,
+}
+
+impl std::fmt::Debug for Streaming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streaming")
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The piece of a streamed body asked for at a time.
+const STREAM_PIECE: usize = 64 * 1024;
 
 /// One connection's HTTP state.
 pub struct HttpSession {
@@ -285,6 +312,17 @@ impl HttpSession {
             }
             return self.tunnel(out, now);
         }
+        if matches!(self.phase, Phase::Streaming(_)) {
+            // Requests pipelined behind a streamed answer wait their turn.
+            if let Some(input) = input {
+                if !self.hold(input) {
+                    return Next::Close;
+                }
+            }
+            return Next::Continue {
+                wake_at: self.deadline,
+            };
+        }
         if matches!(self.phase, Phase::Deferred(_)) {
             // The body of the request in flight goes to its link; requests pipelined behind it
             // wait their turn (answers go in order).
@@ -302,6 +340,12 @@ impl HttpSession {
                 };
             };
             let next = self.process(input, out, now, bounded);
+            if matches!(self.phase, Phase::Streaming(_)) && !next.is_close() {
+                if !self.hold(input) {
+                    return Next::Close;
+                }
+                return self.stream_pump(out, now);
+            }
             if matches!(self.phase, Phase::Deferred(_)) && !next.is_close() {
                 if !self.hold(input) {
                     return self.drop_deferred(400);
@@ -326,6 +370,9 @@ impl HttpSession {
         let next = self.process(&mut buf, out, now, bounded);
         if !next.is_close() {
             self.stash.extend_from_slice(buf.data());
+            if matches!(self.phase, Phase::Streaming(_)) {
+                return self.stream_pump(out, now);
+            }
             if matches!(self.phase, Phase::Deferred(_)) {
                 if self.stash.len() > self.hold_limit() {
                     return self.drop_deferred(400);
@@ -379,7 +426,7 @@ impl HttpSession {
                 }
                 // The rest waits until the deferred answer is complete, or goes through the
                 // tunnel (see `run`).
-                Phase::Deferred(_) | Phase::Tunnel(_) => break,
+                Phase::Deferred(_) | Phase::Tunnel(_) | Phase::Streaming(_) => break,
                 Phase::Idle | Phase::Head => {
                     if !self.started {
                         let blank = wire::leading_empty_lines(input.data());
@@ -642,6 +689,9 @@ impl HttpSession {
         }
         let keep_alive_10 = !close && req.version == Version::Http10;
         let status = resp.status;
+        if matches!(resp.body, Body::Stream(_)) && status_has_body(status) && !req.is_head() {
+            return self.start_stream(head, resp, close, out);
+        }
         let bytes = write_response(out, opts, resp, req.is_head(), close, keep_alive_10);
         if let Some(log) = &opts.access_log {
             log.log(&Entry {
@@ -654,6 +704,89 @@ impl HttpSession {
             });
         }
         self.next_request(close, now)
+    }
+
+    /// Write the head of an answer whose body is made while it is sent, and go on sending it
+    /// from `pump`: chunked to an HTTP/1.1 client, ended by the close for an HTTP/1.0 one.
+    fn start_stream(
+        &mut self,
+        head: &Head<'_>,
+        mut resp: Response,
+        close: bool,
+        out: &mut Outbox,
+    ) -> bool {
+        let Body::Stream(body) = std::mem::replace(&mut resp.body, Body::Empty) else {
+            return false;
+        };
+        let req = &head.request;
+        let (wire, close) = if req.version == Version::Http11 {
+            (Encoder::Chunked, close)
+        } else {
+            (Encoder::Unframed, true)
+        };
+        let opts = &self.shared.options;
+        write_head(out, opts, &resp, wire, close, false);
+        let log = opts.access_log.as_ref().map(|_| {
+            (
+                log_line(req),
+                req.header("referer").map(str::to_string),
+                req.header("user-agent").map(str::to_string),
+            )
+        });
+        self.phase = Phase::Streaming(Box::new(Streaming {
+            body,
+            wire,
+            close,
+            status: resp.status,
+            bytes: 0,
+            log,
+        }));
+        // The send timeout governs a stream: there is no request timer.
+        self.deadline = None;
+        false
+    }
+
+    /// Queue pieces of a streamed body while the output is below the pause mark; at its end,
+    /// log it and go on with the next request.
+    fn stream_pump(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        let high = self.shared.options.pipeline_pause;
+        let Phase::Streaming(s) = &mut self.phase else {
+            return Next::CONTINUE;
+        };
+        while out.len() < high {
+            match s.body.0.next_piece(STREAM_PIECE) {
+                Some(piece) if piece.is_empty() => {}
+                Some(piece) => {
+                    s.bytes += piece.len() as u64;
+                    s.wire.encode_shared(out, piece);
+                }
+                None => {
+                    s.wire.finish(out);
+                    if let (Some(log), Some((line, referer, agent))) =
+                        (&self.shared.options.access_log, &s.log)
+                    {
+                        log.log(&Entry {
+                            client: self.peer.ip_addr(),
+                            request_line: &[line],
+                            status: s.status,
+                            bytes: s.bytes,
+                            referer: referer.as_deref(),
+                            user_agent: agent.as_deref(),
+                        });
+                    }
+                    let close = s.close;
+                    if self.next_request(close || self.shutting_down, now) {
+                        let next = self.closing(self.stash.is_empty());
+                        self.stash.clear();
+                        return next;
+                    }
+                    return self.run(None, out, now, true);
+                }
+            }
+        }
+        Next::Continue {
+            wake_at: self.deadline,
+        }
     }
 
     /// The answer is complete (or queued whole): go idle, or close after it.
@@ -802,6 +935,9 @@ impl Session for HttpSession {
     }
 
     fn on_drained(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        if matches!(self.phase, Phase::Streaming(_)) {
+            return self.stream_pump(out, now);
+        }
         if matches!(self.phase, Phase::Deferred(_)) {
             return self.pump(out, now);
         }
@@ -850,6 +986,8 @@ impl Session for HttpSession {
         match self.phase {
             // An idle keep-alive connection (or one that never sent a byte) just closes.
             Phase::Idle | Phase::Done => Next::Close,
+            // No timer runs while a stream is sent (the send timeout does): a stale wake-up.
+            Phase::Streaming(_) => Next::CONTINUE,
             Phase::Deferred(_) => self.exchange_timed_out(out, now),
             Phase::Tunnel(_) => {
                 tracing::debug!(peer = %self.peer.remote, "closing a tunnel idle past --tunnel-idle-timeout");
