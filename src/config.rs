@@ -140,6 +140,16 @@ pub struct Config {
     pub file_cache_fds: Option<usize>,
     pub error_page: Option<OneOrMany>,
     pub fallback: Option<String>,
+    /// `--upload` prefixes and `--upload-overwrite`.
+    pub upload: Option<OneOrMany>,
+    pub upload_overwrite: Option<bool>,
+    /// Folders offered as `.tar.gz` (`--archives on`).
+    pub archives: Option<bool>,
+
+    // Who may ask: `--cors` origins, `--auth-file`, `--auth PREFIX=FILE`.
+    pub cors: Option<OneOrMany>,
+    pub auth_file: Option<PathBuf>,
+    pub auth: Option<OneOrMany>,
 
     // Proxy and CGI routes.
     pub proxy: Option<OneOrMany>,

@@ -9,6 +9,7 @@ mod http;
 mod models;
 mod proxy;
 mod qa;
+mod sharing;
 mod static_files;
 mod support;
 mod tls;

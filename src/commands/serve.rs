@@ -12,7 +12,9 @@ use crate::cli::ServerArgs;
 use crate::config::{parse_size, Config};
 use crate::error::{Error, Result};
 use crate::model::{Model, SELECT_FILE_CACHE_FDS};
+use crate::protocol::http::access::{Cors, Guard};
 use crate::protocol::http::gateway::{Gateway, GatewayConfig};
+use crate::protocol::http::static_files;
 use crate::protocol::http::{AccessLog, Handler, HttpOptions, HttpService, Limits};
 
 /// `on` or `off`.
@@ -120,6 +122,19 @@ pub struct FileArgs {
     /// limit, at most 1024]
     #[arg(long, value_name = "N")]
     pub file_cache_fds: Option<usize>,
+    /// Accept uploads with PUT into the part of the root under PREFIX (`/` for all of it;
+    /// repeatable), e.g. `curl -T photo.jpg http://HOST/PREFIX/`. Folders must exist; a file
+    /// that exists is not replaced (409) without --upload-overwrite; --max-body bounds the size
+    /// (raise it: the default is 1m). Off unless given.
+    #[arg(long, value_name = "PREFIX")]
+    pub upload: Vec<String>,
+    /// Let an upload replace a file that exists (204 instead of 409).
+    #[arg(long)]
+    pub upload_overwrite: bool,
+    /// Offer each listed folder as a .tar.gz (a link on the listing; GET /dir/?download=tar.gz),
+    /// made while it is sent, holding what the listing shows. [default: off]
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub archives: Option<Switch>,
 }
 
 /// Flags of the routes handed to other applications (reverse proxy, CGI).
@@ -210,6 +225,63 @@ impl GatewayArgs {
     }
 }
 
+/// Flags of who may ask: cross-origin reads and passwords.
+#[derive(Args, Debug, Clone, Default)]
+pub struct AccessArgs {
+    /// Let pages from ORIGIN (scheme://host[:port]) read answers with fetch() or
+    /// XMLHttpRequest: `Access-Control-Allow-Origin` on every answer, and CORS preflights
+    /// (OPTIONS with Access-Control-Request-Method) answered 204. Repeatable; `*` allows any
+    /// origin.
+    #[arg(long, value_name = "ORIGIN")]
+    pub cors: Vec<String>,
+    /// Ask for a user name and password (HTTP Basic) on every path, checked against an
+    /// htpasswd FILE with bcrypt or argon2 hashes (make it with `htpasswd -cB FILE USER`).
+    /// Use it with TLS: Basic authentication sends the password readable by anyone on the way.
+    #[arg(long, value_name = "FILE")]
+    pub auth_file: Option<PathBuf>,
+    /// As --auth-file, for the paths under PREFIX only: PREFIX=FILE (e.g. /private=users.htpasswd).
+    /// Repeatable; the longest matching prefix decides.
+    #[arg(long, value_name = "PREFIX=FILE")]
+    pub auth: Vec<String>,
+}
+
+impl AccessArgs {
+    /// The guard these flags (over `cfg`) ask for; `None` when they ask for nothing. `methods`
+    /// is what a CORS preflight is told the server accepts.
+    pub fn guard(&self, cfg: &Config, methods: &str) -> Result<Option<Arc<Guard>>> {
+        let list = |flag: &Vec<String>, c: &Option<crate::config::OneOrMany>| {
+            if flag.is_empty() {
+                c.clone().map(|v| v.into_vec()).unwrap_or_default()
+            } else {
+                flag.clone()
+            }
+        };
+        let origins = list(&self.cors, &cfg.cors);
+        let cors = if origins.is_empty() {
+            None
+        } else {
+            Some(Cors::new(&origins, methods).map_err(|e| Error::Usage(format!("--cors {e}")))?)
+        };
+        let mut auth: Vec<(String, PathBuf)> =
+            pairs("auth", "PREFIX=FILE", &list(&self.auth, &cfg.auth))?
+                .into_iter()
+                .map(|(p, f)| (p, PathBuf::from(f)))
+                .collect();
+        if let Some(f) = self.auth_file.clone().or_else(|| cfg.auth_file.clone()) {
+            auth.push(("/".into(), f));
+        }
+        let guard = Guard::new(cors, &auth).map_err(|e| {
+            let flag = if self.auth.is_empty() && cfg.auth.is_none() {
+                "--auth-file"
+            } else {
+                "--auth"
+            };
+            Error::Usage(format!("{flag}: {e}"))
+        })?;
+        Ok((!guard.is_empty()).then(|| Arc::new(guard)))
+    }
+}
+
 #[derive(Args, Debug)]
 #[command(after_help = "\
 Examples:
@@ -218,6 +290,10 @@ Examples:
   tincan serve /srv/www -l :80 --user nobody    bind port 80 as root, then drop to nobody
   tincan serve /srv/www -l :443 --tls-cert site.pem --tls-key site.key    HTTPS
   tincan serve --tls-self-signed ~/.tincan/tls    HTTPS on 127.0.0.1:8000, self-signed (localhost)
+  tincan serve ./share --auth-file users.htpasswd   passwords (make it: htpasswd -cB users.htpasswd alice)
+  tincan serve ./public --cors https://app.example  let a page on that origin fetch() the files
+  tincan serve ./share --upload /incoming --max-body 1g    uploads: curl -T f.jpg http://127.0.0.1:8000/incoming/
+  tincan serve ./share --archives on        each folder also as a .tar.gz (a link on its listing)
   tincan serve --config tincan.toml         every setting from a file (flags override it)")]
 pub struct ServeArgs {
     /// The directory to serve. [default: the current directory]
@@ -236,6 +312,10 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub files: FileArgs,
+
+    /// Boxed, as `gateway`: it keeps `Command`'s variants close in size.
+    #[command(flatten)]
+    pub access: Box<AccessArgs>,
 
     /// Boxed: rarely used, and it keeps `Command`'s variants close in size.
     #[command(flatten)]
@@ -256,6 +336,10 @@ pub struct FileSettings {
     pub fallback: Option<String>,
     pub file_cache: Option<u64>,
     pub file_cache_fds: Option<usize>,
+    /// `--upload` prefixes (none: uploads off) and `--upload-overwrite`.
+    pub upload: Vec<String>,
+    pub upload_overwrite: bool,
+    pub archives: Option<bool>,
 }
 
 /// Fill the shared server flags the command line left unset from the config file.
@@ -531,6 +615,9 @@ impl FileArgs {
                 (None, None) => None,
             },
             file_cache_fds: self.file_cache_fds.or(cfg.file_cache_fds),
+            upload: list(&self.upload, &cfg.upload),
+            upload_overwrite: self.upload_overwrite || cfg.upload_overwrite.unwrap_or(false),
+            archives: self.archives.map(Switch::on).or(cfg.archives),
         })
     }
 }
@@ -573,12 +660,22 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
         let fds = files.file_cache_fds.unwrap_or_else(default);
         files.file_cache_fds = Some(fds.min(SELECT_FILE_CACHE_FDS));
     }
+    let files_upload = files.upload.clone();
     let handler = glue::static_handler(files)?;
     // Every flag is checked (routes, headers, the access log opened) before a socket is bound,
     // so a bad value never follows a `listening on` line.
     let gateway = args.gateway.gateway(&cfg, &root)?;
+    let methods = if gateway.is_some() {
+        "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+    } else if !files_upload.is_empty() {
+        static_files::ALLOW_UPLOAD
+    } else {
+        static_files::ALLOW
+    };
+    let guard = args.access.guard(&cfg, methods)?;
     let tls = args.server.tls_source()?.is_some();
     let mut options = args.http.options(&cfg, serve_options.model, tls)?;
+    options.guard = guard;
     let (listeners, mut opts) = glue::setup(&args.server, "127.0.0.1:8000")?;
     // A connection sending a file holds it open: where descriptors are scarce, it counts.
     opts.files_per_connection = 1;
@@ -609,6 +706,7 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
 /// The calls into the static-file handler and the drivers, in one place.
 pub(crate) mod glue {
     use super::*;
+    use crate::protocol::http::static_files::upload::UploadConfig;
     use crate::protocol::http::static_files::{StaticConfig, StaticFiles};
 
     pub fn static_handler(s: FileSettings) -> Result<Arc<dyn Handler>> {
@@ -625,6 +723,9 @@ pub(crate) mod glue {
             fallback: s.fallback,
             file_cache: s.file_cache.unwrap_or(d.file_cache),
             file_cache_fds: s.file_cache_fds,
+            upload: UploadConfig::new(&s.upload, s.upload_overwrite)
+                .map_err(|e| Error::Usage(format!("--upload {e}")))?,
+            archives: s.archives.unwrap_or(d.archives),
         };
         Ok(Arc::new(StaticFiles::new(cfg)?))
     }

@@ -163,6 +163,25 @@ pub enum Body {
     },
     /// Several pieces in order (a `multipart/byteranges` body).
     Parts(Vec<Part>),
+    /// Made while it is sent (a folder archive), length unknown: chunked to HTTP/1.1 clients,
+    /// ended by the close for HTTP/1.0 ones. The session asks for a piece whenever the client
+    /// has taken the last, so memory stays bounded whatever the body's size.
+    Stream(Streamed),
+}
+
+/// A body made piece by piece as the client takes it.
+pub trait BodyStream: Send {
+    /// The next piece, about `want` bytes (more or less); `None` once the body is complete.
+    fn next_piece(&mut self, want: usize) -> Option<bytes::Bytes>;
+}
+
+/// A [`BodyStream`] in a [`Body`].
+pub struct Streamed(pub Box<dyn BodyStream>);
+
+impl std::fmt::Debug for Streamed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Streamed")
+    }
 }
 
 /// One piece of a [`Body::Parts`].
@@ -177,10 +196,10 @@ pub enum Part {
 }
 
 impl Body {
-    /// Bytes the body will put on the wire.
+    /// Bytes the body will put on the wire (0 for a stream, whose length is not known).
     pub fn len(&self) -> u64 {
         match self {
-            Body::Empty => 0,
+            Body::Empty | Body::Stream(_) => 0,
             Body::Bytes(b) => b.len() as u64,
             Body::File { len, .. } => *len,
             Body::Parts(parts) => parts
@@ -198,10 +217,38 @@ impl Body {
     }
 }
 
+/// Where the body of a request a handler takes goes, piece by piece as the session decodes
+/// it (bounded by the body limit: a body over it is refused mid-way and the sink dropped).
+pub trait BodySink: Send {
+    /// More of the body. A failure (a full disk) is kept by the sink and answered by
+    /// [`finish`](Self::finish); the rest of the body is still read.
+    fn write(&mut self, data: &[u8]);
+    /// The whole body has come: the answer.
+    fn finish(self: Box<Self>) -> Response;
+}
+// A sink dropped unfinished (the client went away, a timeout, a body over the limit) must
+// leave nothing behind: that is its Drop's job.
+
+/// What a handler does with the body of a request it is asked about before the body is read.
+pub enum BodyUse {
+    /// Not wanted: the session reads and discards it, then calls [`Handler::handle`].
+    Discard,
+    /// Streamed into this sink, whose `finish` answers.
+    Take(Box<dyn BodySink>),
+    /// Refused before a byte of it is read (the connection closes after the answer).
+    Refuse(Response),
+}
+
 /// Answers requests. Shared by all connections; must not block for long (it may open and stat
 /// files, which the drivers accept as the cost of serving files).
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, req: &Request<'_>, peer: &Peer) -> Response;
+
+    /// A request with a body, before the body is read: take it, refuse it, or let the session
+    /// discard it (the default: bodies mean nothing to a file server but an upload).
+    fn body_use(&self, _req: &Request<'_>, _peer: &Peer) -> BodyUse {
+        BodyUse::Discard
+    }
 
     /// The server ran out of descriptors: close those kept only for speed (see
     /// [`Service::on_out_of_descriptors`](crate::protocol::Service::on_out_of_descriptors)).

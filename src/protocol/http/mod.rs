@@ -5,12 +5,14 @@
 //! - [`wire`]: the HTTP/1 wire core every part below shares: request heads, limits, the field
 //!   policy, and one body decoder and encoder.
 //! - [`session`]: [`HttpService`]/[`HttpSession`]: one connection's request loop.
+//! - [`access`]: CORS and Basic authentication, checked before any route.
 //! - [`access_log`]: Combined Log Format lines to a file or stdout.
 //! - [`hello`]: the handler behind `tincan hello` (seed 003).
 //! - [`static_files`]: the static file handler behind `tincan serve`.
 //! - [`gateway`]: routes handed to other applications: [`proxy`] (reverse proxy) and [`cgi`]
 //!   (RFC 3875), over links the session's driver opens ([`crate::protocol::link`]).
 
+pub mod access;
 pub mod access_log;
 pub mod cgi;
 pub mod gateway;
@@ -25,7 +27,9 @@ pub mod wire;
 
 pub use access_log::AccessLog;
 pub use hello::Hello;
-pub use message::{Body, Handler, Part, Request, Response, Version};
+pub use message::{
+    Body, BodySink, BodyStream, BodyUse, Handler, Part, Request, Response, Streamed, Version,
+};
 pub use session::{HttpOptions, HttpService, HttpSession};
 pub use wire::Limits;
 

@@ -13,8 +13,9 @@
 //! 3. parse it with httparse and check method (501), version (505), target, Host (400),
 //!    `Expect` (417) and body framing (400 on anything a smuggler could use; 413 over the limit);
 //! 4. a body: send `100 Continue` if asked, keep a copy of the head, read and discard the body
-//!    across reads ([`Decoder`]), or collect it when the request goes to a proxy or CGI
-//!    route (bounded by the same body limit);
+//!    across reads ([`Decoder`]), collect it when the request goes to a CGI route, or stream
+//!    it into the handler's sink when the handler takes it (an upload: `Handler::body_use`),
+//!    each bounded by the same body limit;
 //! 5. ask the handler; decide keep-alive (version, `Connection`, the response, the request
 //!    count, shutdown, the model);
 //! 6. write the head and queue the body (bytes, or file regions for `sendfile`); nothing for
@@ -41,11 +42,14 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::access::Guard;
 use super::access_log::{AccessLog, Entry};
 use super::gateway::Gateway;
-use super::message::{error_response, Handler, Response, Version};
+use super::message::{
+    error_response, Body, BodySink, BodyUse, Handler, Response, Streamed, Version,
+};
 use super::proxy::RequestBody;
-use super::wire::{self, Decoder, Head, HeadScanner, Limits, Reject};
+use super::wire::{self, status_has_body, Decoder, Encoder, Head, HeadScanner, Limits, Reject};
 use crate::protocol::{
     LinkEvent, LinkId, Links, Next, Outbox, Peer, ReadBuf, Service, Session, Waker,
 };
@@ -57,7 +61,7 @@ mod write;
 
 use relay::Deferred;
 pub(crate) use write::owned_by_session;
-use write::write_response;
+use write::{log_line, write_head, write_response};
 
 /// Connection-level choices that are not limits.
 #[derive(Clone, Debug)]
@@ -78,6 +82,9 @@ pub struct HttpOptions {
     pub pipeline_pause: usize,
     /// Proxy and CGI routes (`--proxy`, `--cgi`); `None` serves everything with the handler.
     pub gateway: Option<Arc<Gateway>>,
+    /// CORS and authentication (`--cors`, `--auth-file`, `--auth`), asked before any route;
+    /// `None` when neither is configured.
+    pub guard: Option<Arc<Guard>>,
 }
 
 impl Default for HttpOptions {
@@ -89,6 +96,7 @@ impl Default for HttpOptions {
             access_log: None,
             pipeline_pause: 256 * 1024,
             gateway: None,
+            guard: None,
         }
     }
 }
@@ -183,9 +191,34 @@ enum Phase {
     /// The upstream switched protocols (101): bytes go both ways between the client and the
     /// link until either side closes or the tunnel idles out.
     Tunnel(LinkId),
+    /// A body made while it is sent (a folder archive) is going out, a piece each time the
+    /// client has taken the last; later input waits in the stash.
+    Streaming(Box<Streaming>),
     /// A closing answer was queued; nothing more is read.
     Done,
 }
+
+/// A [`Body::Stream`] answer in progress.
+struct Streaming {
+    body: Streamed,
+    wire: Encoder,
+    close: bool,
+    status: u16,
+    bytes: u64,
+    /// Request line, Referer, User-Agent (only when an access log is kept).
+    log: Option<(String, Option<String>, Option<String>)>,
+}
+
+impl std::fmt::Debug for Streaming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streaming")
+            .field("bytes", &self.bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The piece of a streamed body asked for at a time.
+const STREAM_PIECE: usize = 64 * 1024;
 
 /// One connection's HTTP state.
 pub struct HttpSession {
@@ -214,11 +247,17 @@ pub struct HttpSession {
     /// The links to upstreams and scripts (made on the first routed request, then kept: a
     /// released link must still be seen by the driver after its exchange is over).
     links: Option<Box<Links>>,
-    /// The chunked body of a CGI request, collected while it is read (a script needs its
-    /// length first). Boxed: only those requests use it, and every idle connection would
-    /// otherwise carry its 24 bytes.
-    #[allow(clippy::box_collection)] // deliberately: 8 bytes per connection instead of 24
-    collect: Option<Box<Vec<u8>>>,
+    /// Where the body being read goes, when it is not discarded: collected (the chunked body
+    /// of a CGI request: a script needs its length first) or into the handler's sink (an
+    /// upload). Boxed: only those requests use it, and every idle connection would otherwise
+    /// carry its 24 bytes.
+    collect: Option<Box<BodyTo>>,
+}
+
+/// The destination of a request body that is not discarded.
+enum BodyTo {
+    Collect(Vec<u8>),
+    Sink(Box<dyn BodySink>),
 }
 
 impl std::fmt::Debug for HttpSession {
@@ -273,6 +312,17 @@ impl HttpSession {
             }
             return self.tunnel(out, now);
         }
+        if matches!(self.phase, Phase::Streaming(_)) {
+            // Requests pipelined behind a streamed answer wait their turn.
+            if let Some(input) = input {
+                if !self.hold(input) {
+                    return Next::Close;
+                }
+            }
+            return Next::Continue {
+                wake_at: self.deadline,
+            };
+        }
         if matches!(self.phase, Phase::Deferred(_)) {
             // The body of the request in flight goes to its link; requests pipelined behind it
             // wait their turn (answers go in order).
@@ -290,6 +340,12 @@ impl HttpSession {
                 };
             };
             let next = self.process(input, out, now, bounded);
+            if matches!(self.phase, Phase::Streaming(_)) && !next.is_close() {
+                if !self.hold(input) {
+                    return Next::Close;
+                }
+                return self.stream_pump(out, now);
+            }
             if matches!(self.phase, Phase::Deferred(_)) && !next.is_close() {
                 if !self.hold(input) {
                     return self.drop_deferred(400);
@@ -314,6 +370,9 @@ impl HttpSession {
         let next = self.process(&mut buf, out, now, bounded);
         if !next.is_close() {
             self.stash.extend_from_slice(buf.data());
+            if matches!(self.phase, Phase::Streaming(_)) {
+                return self.stream_pump(out, now);
+            }
             if matches!(self.phase, Phase::Deferred(_)) {
                 if self.stash.len() > self.hold_limit() {
                     return self.drop_deferred(400);
@@ -367,7 +426,7 @@ impl HttpSession {
                 }
                 // The rest waits until the deferred answer is complete, or goes through the
                 // tunnel (see `run`).
-                Phase::Deferred(_) | Phase::Tunnel(_) => break,
+                Phase::Deferred(_) | Phase::Tunnel(_) | Phase::Streaming(_) => break,
                 Phase::Idle | Phase::Head => {
                     if !self.started {
                         let blank = wire::leading_empty_lines(input.data());
@@ -406,8 +465,10 @@ impl HttpSession {
                     }
                     let collect = &mut self.collect;
                     let fed = reader.decode(input.data(), &self.shared.limits, |b| {
-                        if let Some(c) = collect.as_mut() {
-                            c.extend_from_slice(b);
+                        match collect.as_deref_mut() {
+                            Some(BodyTo::Collect(c)) => c.extend_from_slice(b),
+                            Some(BodyTo::Sink(s)) => s.write(b),
+                            None => {}
                         }
                     });
                     let (used, done) = match fed {
@@ -427,10 +488,14 @@ impl HttpSession {
                     let head = std::mem::take(&mut self.head_copy);
                     let shared = self.shared.clone();
                     let closing = with_head(&head, &shared.limits, |h| match h {
-                        Ok(h) => match self.collect.take() {
-                            // The body of a proxied or CGI request is complete: hand it over.
+                        Ok(h) => match self.collect.take().map(|b| *b) {
+                            // An upload is complete: its sink answers.
+                            Some(BodyTo::Sink(sink)) => {
+                                let resp = sink.finish();
+                                self.complete(&h, resp, out, now)
+                            }
                             // The chunked body of a CGI request is complete: start the script.
-                            Some(body) => match shared
+                            Some(BodyTo::Collect(body)) => match shared
                                 .options
                                 .gateway
                                 .as_ref()
@@ -478,12 +543,46 @@ impl HttpSession {
                 return true;
             }
         };
+        // CORS preflights and authentication come before any route (and before a body is read).
+        if let Some(guard) = self.shared.options.guard.clone() {
+            if let Some(mut resp) = guard.gate(&head.request, &self.peer) {
+                if !head.body.is_finished() {
+                    // The body is not read: the connection ends after the answer, lingering.
+                    resp.close = true;
+                    self.more_may_come = true;
+                }
+                return self.complete(&head, resp, out, now);
+            }
+        }
         // Proxy and CGI routes: one branch when none are configured, nothing else added.
         let routed = match &self.shared.options.gateway {
             None => None,
             Some(g) => g.route(&head.request),
         };
         let reader = (!head.body.is_finished()).then(|| head.body.clone());
+        if let (Some(reader), None) = (&reader, &routed) {
+            match self.shared.handler.body_use(&head.request, &self.peer) {
+                BodyUse::Discard => {}
+                BodyUse::Refuse(mut resp) => {
+                    // Refused before the body: it is not read, so the connection ends here.
+                    self.more_may_come = true;
+                    resp.close = true;
+                    return self.complete(&head, resp, out, now);
+                }
+                BodyUse::Take(sink) => {
+                    self.collect = Some(Box::new(BodyTo::Sink(sink)));
+                    // RFC 9110 §10.1.1: the client waits for this before sending the body.
+                    if head.expect_continue {
+                        out.push_bytes(b"HTTP/1.1 100 Continue\r\n\r\n");
+                    }
+                    self.head_copy.clear();
+                    self.head_copy.extend_from_slice(raw);
+                    self.phase = Phase::Body(reader.clone());
+                    self.deadline = Some(now + self.shared.limits.body_timeout);
+                    return false;
+                }
+            }
+        }
         match reader {
             None => match routed {
                 Some(r) => self.defer(&head, r, RequestBody::None, None, None, out, now),
@@ -520,7 +619,7 @@ impl HttpSession {
                     return self.defer(&head, r, body, Some(reader), None, out, now);
                 }
                 if routed.is_some() {
-                    self.collect = Some(Box::default());
+                    self.collect = Some(Box::new(BodyTo::Collect(Vec::new())));
                 }
                 // RFC 9110 §10.1.1: the client waits for this before sending the body. (A body
                 // over the limit was already refused by its Content-Length, without a 100.)
@@ -578,15 +677,21 @@ impl HttpSession {
     fn complete(
         &mut self,
         head: &Head<'_>,
-        resp: Response,
+        mut resp: Response,
         out: &mut Outbox,
         now: Instant,
     ) -> bool {
         let req = &head.request;
         let close = self.closes_after(head, resp.close);
         let opts = &self.shared.options;
+        if let Some(g) = &opts.guard {
+            g.answer_headers(req, &mut resp.headers);
+        }
         let keep_alive_10 = !close && req.version == Version::Http10;
         let status = resp.status;
+        if matches!(resp.body, Body::Stream(_)) && status_has_body(status) && !req.is_head() {
+            return self.start_stream(head, resp, close, out);
+        }
         let bytes = write_response(out, opts, resp, req.is_head(), close, keep_alive_10);
         if let Some(log) = &opts.access_log {
             log.log(&Entry {
@@ -599,6 +704,89 @@ impl HttpSession {
             });
         }
         self.next_request(close, now)
+    }
+
+    /// Write the head of an answer whose body is made while it is sent, and go on sending it
+    /// from `pump`: chunked to an HTTP/1.1 client, ended by the close for an HTTP/1.0 one.
+    fn start_stream(
+        &mut self,
+        head: &Head<'_>,
+        mut resp: Response,
+        close: bool,
+        out: &mut Outbox,
+    ) -> bool {
+        let Body::Stream(body) = std::mem::replace(&mut resp.body, Body::Empty) else {
+            return false;
+        };
+        let req = &head.request;
+        let (wire, close) = if req.version == Version::Http11 {
+            (Encoder::Chunked, close)
+        } else {
+            (Encoder::Unframed, true)
+        };
+        let opts = &self.shared.options;
+        write_head(out, opts, &resp, wire, close, false);
+        let log = opts.access_log.as_ref().map(|_| {
+            (
+                log_line(req),
+                req.header("referer").map(str::to_string),
+                req.header("user-agent").map(str::to_string),
+            )
+        });
+        self.phase = Phase::Streaming(Box::new(Streaming {
+            body,
+            wire,
+            close,
+            status: resp.status,
+            bytes: 0,
+            log,
+        }));
+        // The send timeout governs a stream: there is no request timer.
+        self.deadline = None;
+        false
+    }
+
+    /// Queue pieces of a streamed body while the output is below the pause mark; at its end,
+    /// log it and go on with the next request.
+    fn stream_pump(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        let high = self.shared.options.pipeline_pause;
+        let Phase::Streaming(s) = &mut self.phase else {
+            return Next::CONTINUE;
+        };
+        while out.len() < high {
+            match s.body.0.next_piece(STREAM_PIECE) {
+                Some(piece) if piece.is_empty() => {}
+                Some(piece) => {
+                    s.bytes += piece.len() as u64;
+                    s.wire.encode_shared(out, piece);
+                }
+                None => {
+                    s.wire.finish(out);
+                    if let (Some(log), Some((line, referer, agent))) =
+                        (&self.shared.options.access_log, &s.log)
+                    {
+                        log.log(&Entry {
+                            client: self.peer.ip_addr(),
+                            request_line: &[line],
+                            status: s.status,
+                            bytes: s.bytes,
+                            referer: referer.as_deref(),
+                            user_agent: agent.as_deref(),
+                        });
+                    }
+                    let close = s.close;
+                    if self.next_request(close || self.shutting_down, now) {
+                        let next = self.closing(self.stash.is_empty());
+                        self.stash.clear();
+                        return next;
+                    }
+                    return self.run(None, out, now, true);
+                }
+            }
+        }
+        Next::Continue {
+            wake_at: self.deadline,
+        }
     }
 
     /// The answer is complete (or queued whole): go idle, or close after it.
@@ -645,6 +833,8 @@ impl HttpSession {
     /// Queue the answer to a refused request; the connection closes after it.
     fn answer_error(&mut self, r: Reject, line: &str, out: &mut Outbox) {
         tracing::debug!(peer = %self.peer.remote, status = r.status, "refused: {}", r.detail);
+        // An upload cut short is abandoned now (its sink removes what it wrote).
+        self.collect = None;
         let mut resp = error_response(r.status, r.detail);
         resp.close = true;
         // A refused HEAD still gets no body (RFC 9110 §9.3.2).
@@ -745,6 +935,9 @@ impl Session for HttpSession {
     }
 
     fn on_drained(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        if matches!(self.phase, Phase::Streaming(_)) {
+            return self.stream_pump(out, now);
+        }
         if matches!(self.phase, Phase::Deferred(_)) {
             return self.pump(out, now);
         }
@@ -793,6 +986,8 @@ impl Session for HttpSession {
         match self.phase {
             // An idle keep-alive connection (or one that never sent a byte) just closes.
             Phase::Idle | Phase::Done => Next::Close,
+            // No timer runs while a stream is sent (the send timeout does): a stale wake-up.
+            Phase::Streaming(_) => Next::CONTINUE,
             Phase::Deferred(_) => self.exchange_timed_out(out, now),
             Phase::Tunnel(_) => {
                 tracing::debug!(peer = %self.peer.remote, "closing a tunnel idle past --tunnel-idle-timeout");

@@ -11,7 +11,7 @@ use super::write::{log_line, write_head, write_response};
 use super::{request_line, with_head, HttpSession, Phase};
 use crate::protocol::http::access_log::Entry;
 use crate::protocol::http::gateway::{Failure, Pending, Progress, Routed};
-use crate::protocol::http::message::{error_response, Version};
+use crate::protocol::http::message::{error_response, Text, Version};
 use crate::protocol::http::proxy::RequestBody;
 use crate::protocol::http::wire::{Decoder, Encoder, Head, Reject};
 use crate::protocol::{Dial, LinkError, LinkEvent, LinkId, Next, Outbox};
@@ -57,6 +57,8 @@ pub(super) struct Deferred {
     pub(super) bytes: u64,
     /// Request line, Referer, User-Agent (only when an access log is kept).
     pub(super) log: Option<(String, Option<String>, Option<String>)>,
+    /// Fields the guard adds to the answer (CORS), decided from the request.
+    pub(super) guard_headers: Vec<(Text, Text)>,
 }
 
 /// A request body streaming from the client into the link.
@@ -126,6 +128,10 @@ impl HttpSession {
                         req.header("user-agent").map(str::to_string),
                     )
                 });
+                let mut guard_headers = Vec::new();
+                if let Some(g) = &self.shared.options.guard {
+                    g.answer_headers(req, &mut guard_headers);
+                }
                 let links = self.links.get_or_insert_with(Box::default);
                 let link = links.open(ex.dial.clone());
                 links.out(link).push_bytes(&ex.head);
@@ -169,6 +175,7 @@ impl HttpSession {
                     status: 0,
                     bytes: 0,
                     log,
+                    guard_headers,
                 }));
                 // The upstream timeout governs from here (connect, then any silence).
                 self.deadline = Some(now + gateway.config().timeout);
@@ -430,10 +437,11 @@ impl HttpSession {
                     }
                 }
                 Progress::Head {
-                    response,
+                    mut response,
                     length,
                     bodiless,
                 } => {
+                    response.headers.append(&mut d.guard_headers);
                     if d.upload.is_some() {
                         // Answered before the whole body came (a 413 from the upstream, say):
                         // the rest of the body is not read, so the connection ends with this.

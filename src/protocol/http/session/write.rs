@@ -69,7 +69,8 @@ pub(super) fn write_response(
         return 0;
     }
     match resp.body {
-        Body::Empty => {}
+        // A stream is sent by the session as the client takes it (`HttpSession::pump`).
+        Body::Empty | Body::Stream(_) => {}
         Body::Bytes(bytes) => out.push_shared(bytes),
         Body::File { file, offset, len } => out.push_file(file, offset, len),
         Body::Parts(parts) => {

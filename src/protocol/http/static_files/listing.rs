@@ -296,6 +296,7 @@ pub fn html(
     at_root: bool,
     sort: Sort,
     truncated: bool,
+    archives: bool,
 ) -> String {
     let title = html_escape(url_path);
     let mut s = String::with_capacity(1024 + entries.len() * 160);
@@ -371,6 +372,9 @@ pub fn html(
         s.push_str(&format!(
             " (only the first {MAX_LISTING_ENTRIES} entries are listed)"
         ));
+    }
+    if archives {
+        s.push_str(" · <a href=\"?download=tar.gz\" download>Download this folder (.tar.gz)</a>");
     }
     s.push_str(" · served by tincan</footer>\n");
     s.push_str(&format!(
@@ -508,7 +512,7 @@ mod tests {
             entry("caf\u{e9} \u{2603}", true, 0, 0),
             entry("javascript:alert(1)", false, 1, 0),
         ];
-        let page = html("/x/<y>/", &e, false, Sort::from_query(None), false);
+        let page = html("/x/<y>/", &e, false, Sort::from_query(None), false, false);
         assert!(page.contains("Index of /x/&lt;y&gt;/"));
         assert!(!page.contains("<b>&"));
         assert!(page.contains("&lt;b&gt;&amp;&quot;x&#39;.txt"));
@@ -519,7 +523,7 @@ mod tests {
         assert!(page.contains("<a href=\"../\">../</a>"));
         assert!(page.contains("2.0 KiB"));
         assert!(page.contains("1 directory, 3 files"));
-        let root = html("/", &e, true, Sort::from_query(None), true);
+        let root = html("/", &e, true, Sort::from_query(None), true, false);
         assert!(!root.contains("href=\"../\""));
         assert!(root.contains("only the first"));
     }
@@ -537,7 +541,7 @@ mod tests {
         );
         assert_eq!(FILTER_SCRIPT_HASH, want);
         assert!(content_security_policy().contains(&want));
-        let page = html("/", &sample(), true, Sort::from_query(None), false);
+        let page = html("/", &sample(), true, Sort::from_query(None), false, false);
         assert!(page.contains(&format!("<script>{FILTER_SCRIPT}</script>")));
     }
 
@@ -552,7 +556,7 @@ mod tests {
         ];
         sort(&mut e, Sort::from_query(None));
         assert_eq!(names(&e), ["9.txt", "10.txt", "a", "File2", "file10"]);
-        let page = html("/a b/c/", &[], false, Sort::from_query(None), false);
+        let page = html("/a b/c/", &[], false, Sort::from_query(None), false, false);
         assert!(
             page.contains("<h1>Index of <a href=\"/\">/</a><a href=\"/a%20b/\">a b</a>/<a href=\"/a%20b/c/\">c</a>/</h1>"),
             "{page}"
@@ -562,7 +566,14 @@ mod tests {
 
     #[test]
     fn column_headers_link_to_the_other_order() {
-        let page = html("/", &[], true, Sort::from_query(Some("sort=size")), false);
+        let page = html(
+            "/",
+            &[],
+            true,
+            Sort::from_query(Some("sort=size")),
+            false,
+            false,
+        );
         assert!(page.contains("href=\"?sort=size&amp;order=desc\">Size</a> \u{25B2}"));
         assert!(page.contains("href=\"?sort=name&amp;order=asc\">Name</a></th>"));
     }

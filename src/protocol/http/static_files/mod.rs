@@ -5,14 +5,14 @@
 //! The pipeline, one step per request, in order:
 //!
 //! 0. **Method**: GET and HEAD are served; OPTIONS gets 204 with `Allow` whatever the path
-//!    (including `*`); anything else 405 with `Allow`, before the path is looked at, as nginx
-//!    does for static locations.
+//!    (including `*`); PUT under an `--upload` prefix writes a file ([`upload`]); anything
+//!    else 405 with `Allow`, before the path is looked at, as nginx does for static locations.
 //! 1. **Path** ([`path`]): percent-decode once, refuse NUL, backslashes and encoded slashes
 //!    (400), resolve dot segments without climbing above the root, hide dotfiles (404).
 //! 2. **Locate** ([`path::locate`]): canonicalize under the root; a symlink leading out is 403
 //!    unless `follow_symlinks`; a missing path gets the SPA `fallback` if set, else 404.
-//! 3. **Directory**: `/dir` → 301 `/dir/` (query kept); the first index file found is served;
-//!    else a listing ([`listing`], HTML or JSON by `Accept`) if `listing`, else 403 (nginx).
+//! 3. **Directory**: `/dir` → 301 `/dir/` (query kept); `?download=tar.gz` with `archives`
+//!    streams the folder ([`archive`]); the first index file found is served; else a listing ([`listing`], HTML or JSON by `Accept`) if `listing`, else 403 (nginx).
 //! 4. **File**: opened once (non-blocking, so a FIFO cannot hang a worker) and `fstat`ed, so size
 //!    and mtime describe the very file that is sent; `Content-Type` ([`mime`]); 406 if `Accept`
 //!    clearly excludes it.
@@ -28,6 +28,7 @@
 //! 9. **Error pages**: a configured page (`error_pages`) replaces the default body of an error
 //!    answer; status and headers stay.
 
+pub mod archive;
 pub mod cache;
 pub mod conditional;
 pub mod encoding;
@@ -36,9 +37,11 @@ pub mod listing;
 pub mod mime;
 pub mod path;
 pub mod range;
+pub mod upload;
 
 use std::fs::{File, Metadata};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,7 +50,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::protocol::http::message::{error_response, Body, Handler, Request, Response};
+use crate::protocol::http::message::{
+    error_response, Body, BodySink, BodyUse, Handler, Request, Response, Streamed,
+};
 use crate::protocol::Peer;
 use crate::sys;
 
@@ -60,6 +65,9 @@ use range::{Content, RangeSet};
 
 /// The methods a static path allows (RFC 9110 §10.2.1 `Allow`).
 pub const ALLOW: &str = "GET, HEAD, OPTIONS";
+
+/// The methods a path under an `--upload` prefix allows.
+pub const ALLOW_UPLOAD: &str = "GET, HEAD, PUT, OPTIONS";
 
 /// How to serve a document root.
 #[derive(Clone, Debug)]
@@ -87,6 +95,10 @@ pub struct StaticConfig {
     pub file_cache: u64,
     /// Open descriptors the cache may hold (`None`: [`file_cache::default_fds`]).
     pub file_cache_fds: Option<usize>,
+    /// Where `PUT` may write ([`upload`]); no prefixes: nowhere.
+    pub upload: upload::UploadConfig,
+    /// Offer each listed folder as a `.tar.gz` ([`archive`]).
+    pub archives: bool,
 }
 
 impl Default for StaticConfig {
@@ -103,6 +115,8 @@ impl Default for StaticConfig {
             fallback: None,
             file_cache: file_cache::DEFAULT_BUDGET,
             file_cache_fds: None,
+            upload: upload::UploadConfig::default(),
+            archives: false,
         }
     }
 }
@@ -189,7 +203,18 @@ impl StaticFiles {
         // Step 0.
         match req.method {
             "GET" | "HEAD" => {}
-            "OPTIONS" => return Response::new(204).header("Allow", ALLOW),
+            "OPTIONS" => return Response::new(204).header("Allow", self.allow(req)),
+            // A PUT without a body (an empty file); one with a body went through `body_use`.
+            "PUT" => {
+                if let Some(begun) = self.upload(req) {
+                    return match begun {
+                        Ok(up) => Box::new(up).finish(),
+                        Err(r) => r,
+                    };
+                }
+                return error_response(405, "This path serves files: use GET or HEAD.")
+                    .header("Allow", self.allow(req));
+            }
             _ => {
                 return error_response(405, "This path serves files: use GET or HEAD.")
                     .header("Allow", ALLOW)
@@ -224,6 +249,30 @@ impl StaticFiles {
         }
         // Steps 4 to 8.
         self.serve_file(req, &url, &target, file, &meta, true)
+    }
+
+    /// An upload to the request's path, if uploads are on and the path is under a prefix.
+    fn upload(&self, req: &Request<'_>) -> Option<Result<upload::Upload, Response>> {
+        if self.cfg.upload.prefixes.is_empty() {
+            return None;
+        }
+        upload::begin(
+            &self.root,
+            &self.cfg.upload,
+            req.path,
+            self.cfg.show_dotfiles,
+        )
+    }
+
+    /// `Allow` for the request's path: PUT too under an upload prefix.
+    fn allow(&self, req: &Request<'_>) -> &'static str {
+        let under = !self.cfg.upload.prefixes.is_empty()
+            && UrlPath::parse(req.path, true).is_ok_and(|u| self.cfg.upload.covers(&u));
+        if under {
+            ALLOW_UPLOAD
+        } else {
+            ALLOW
+        }
     }
 
     fn locate(&self, url: &UrlPath) -> Result<PathBuf, Refusal> {
@@ -285,6 +334,13 @@ impl StaticFiles {
             return error_response(301, "This directory lives at the address with a slash.")
                 .header("Location", loc);
         }
+        let download = req.query.is_some_and(|q| {
+            q.split('&')
+                .any(|p| p.strip_prefix("download=").is_some_and(|v| !v.is_empty()))
+        });
+        if download && self.cfg.archives && self.cfg.listing {
+            return self.archive(req, url, dir);
+        }
         for name in &self.cfg.index {
             let child = url.child(name);
             match self.locate_open(&child) {
@@ -300,6 +356,58 @@ impl StaticFiles {
             return error_response(403, "This directory has no index and listing is off.");
         }
         self.listing(req, url, dir)
+    }
+
+    /// `?download=tar.gz`: the folder as an archive made while it is sent.
+    fn archive(&self, req: &Request<'_>, url: &UrlPath, dir: &Path) -> Response {
+        let format = req
+            .query
+            .unwrap_or("")
+            .split('&')
+            .find_map(|p| p.strip_prefix("download="));
+        if format != Some("tar.gz") {
+            return error_response(
+                400,
+                "Folders are offered as tar.gz: ask for ?download=tar.gz.",
+            );
+        }
+        if !crate::sys::may_read(dir, true) {
+            return forbidden();
+        }
+        let name: Vec<u8> = match url.segments.last() {
+            Some(n) => n.clone(),
+            None => self
+                .root
+                .file_name()
+                .map_or(b"files".to_vec(), |n| n.as_bytes().to_vec()),
+        };
+        // RFC 6266: an ASCII fallback name, and the real one encoded (RFC 8187).
+        let ascii: String = String::from_utf8_lossy(&name)
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.+".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let disposition = format!(
+            "attachment; filename=\"{ascii}.tar.gz\"; filename*=UTF-8''{}.tar.gz",
+            path::encode_segment(&name)
+        );
+        let tar = archive::TarGz::new(
+            &self.root,
+            dir,
+            &name,
+            self.cfg.show_dotfiles,
+            self.cfg.follow_symlinks,
+        );
+        Response::new(200)
+            .header("Content-Type", "application/gzip")
+            .header("Content-Disposition", disposition)
+            .header("X-Content-Type-Options", "nosniff")
+            .with_body(Body::Stream(Streamed(Box::new(tar))))
     }
 
     fn listing(&self, req: &Request<'_>, url: &UrlPath, dir: &Path) -> Response {
@@ -341,7 +449,14 @@ impl StaticFiles {
         } else {
             (
                 "text/html; charset=utf-8",
-                listing::html(&display, &entries, url.is_root(), sort, truncated),
+                listing::html(
+                    &display,
+                    &entries,
+                    url.is_root(),
+                    sort,
+                    truncated,
+                    self.cfg.archives,
+                ),
             )
         };
         let mut resp = Response::new(200)
@@ -666,6 +781,17 @@ impl Handler for StaticFiles {
 
     fn release_descriptors(&self) {
         self.files.shed();
+    }
+
+    fn body_use(&self, req: &Request<'_>, _peer: &Peer) -> BodyUse {
+        if req.method != "PUT" {
+            return BodyUse::Discard;
+        }
+        match self.upload(req) {
+            Some(Ok(up)) => BodyUse::Take(Box::new(up)),
+            Some(Err(r)) => BodyUse::Refuse(self.with_error_page(r)),
+            None => BodyUse::Discard,
+        }
     }
 }
 

@@ -128,6 +128,7 @@ fn body(r: &Response) -> Vec<u8> {
                 Part::File { file, offset, len } => read_region(file, *offset, *len),
             })
             .collect(),
+        Body::Stream(_) => panic!("a streamed body is read through the session"),
     }
 }
 
