@@ -975,6 +975,9 @@ impl<T: Session> Conn<T> {
                 f(fd);
             }
         }
+        if self.links.iter().all(Option::is_none) {
+            self.links.shrink();
+        }
     }
 
     /// Hand `f` each link descriptor ended since the last call, for the poller to forget.
