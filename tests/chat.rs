@@ -202,7 +202,9 @@ fn the_books_python_chat_client_receives_every_message_under_every_chat_model() 
 /// and all in the same order. Returns how long the sending and receiving took.
 fn ordering_load(model: ModelFlags, clients: usize, each: usize) -> Duration {
     let _one_at_a_time = crate::support::heavy();
-    let server = start(model, &["--notices", "off"]);
+    // Ordering is the point here, not the stall policy: a loaded machine can leave a client
+    // thread unscheduled for over the default second, and the room would rightly drop it.
+    let server = start(model, &["--notices", "off", "--max-stall", "30"]);
     let addr = server.addr();
     let ready = Arc::new(Barrier::new(clients + 1));
     let mut threads = Vec::new();
