@@ -35,7 +35,7 @@ pub enum Command {
     Chat(commands::chat::ChatArgs),
     /// Interactive chat client for `tincan chat`.
     Talk(commands::talk::TalkArgs),
-    /// A page greeting the client and quoting its request (seed 003).
+    /// A page greeting the client and quoting its request line.
     Hello(commands::hello::HelloArgs),
     /// Load generator and model comparison.
     Bench(commands::bench::BenchArgs),

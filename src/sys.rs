@@ -780,8 +780,8 @@ pub fn pin_to_cpus(pid: libc::pid_t, cpus: &[usize]) -> io::Result<()> {
     // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     for &c in cpus {
-        // SAFETY: CPU_SET writes one bit of the live local set; c is checked against its size.
         if c < libc::CPU_SETSIZE as usize {
+            // SAFETY: CPU_SET writes one bit of the live local set; c is below its size.
             unsafe { libc::CPU_SET(c, &mut set) };
         }
     }

@@ -128,6 +128,7 @@ fn umask_sets_the_mode_of_unix_socket_files_so_others_can_connect() {
 
 #[test]
 fn serving_a_root_the_new_user_cannot_read_is_warned_about_at_start() {
+    // SAFETY: geteuid takes nothing and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("skipped: dropping to nobody needs root");
         return;
@@ -228,6 +229,7 @@ fn an_unread_stdout_access_log_never_stalls_the_server_or_its_shutdown() {
         let mut body = vec![0; len];
         s.read_exact(&mut body).unwrap();
     }
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {

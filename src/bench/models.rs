@@ -1,4 +1,4 @@
-//! `tincan bench models`: seed 001's table of server designs, redone properly. The tincan binary
+//! `tincan bench models`: the servers tutorial's table of server designs, redone properly. The tincan binary
 //! itself is started under each model (and each poller of the event model) on 127.0.0.1:0, the
 //! same load is run at each connection count, and the figures become a Markdown table and an
 //! SVG chart (throughput, p99 and starved connections against connections) in `--out`.

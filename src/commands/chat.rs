@@ -19,7 +19,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:4040";
 const LINE_OVERHEAD: usize = 4 * MAX_NICK_CHARS + 64;
 
 const CHAT_HELP: &str = "\
-Protocol (tincanchat, seed 002): each message is UTF-8 text ending in a NUL byte. Every message a
+Protocol (tincanchat, from Learning Python Network Programming): each message is UTF-8 text ending in a NUL byte. Every message a
 client sends goes to every connected client, the sender included, as \"LABEL: MESSAGE\" followed
 by NUL, in one order that every client sees alike. LABEL is the client's ip:port until it picks
 a name.

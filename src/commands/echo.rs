@@ -1,4 +1,4 @@
-//! `tincan echo`: the echo service (RFC 862 and seeds 000 and 002) under any model, over TCP and
+//! `tincan echo`: the echo service (RFC 862, the socket tutorial's and the book's framings) under any model, over TCP and
 //! Unix sockets, or over UDP with `--udp`.
 //!
 //! The protocol itself is [`crate::protocol::echo`]; this runner validates the flags, binds, and
@@ -34,7 +34,7 @@ const UDP_BUFFER: usize = 65_536;
 Examples:
   tincan echo                               RFC 862 echo on 127.0.0.1:7007
   tincan echo -l :7 --user nobody           the real port 7 (as root), then drop to nobody
-  tincan echo --framing null --prefix-peer  seed 002's tincanchat echo server
+  tincan echo --framing null --prefix-peer  the book's tincanchat echo server
   tincan echo --udp                         answer each datagram with the same bytes")]
 pub struct EchoArgs {
     /// How messages are cut: raw (RFC 862: bytes back as they arrive), close (all back after the
@@ -48,7 +48,7 @@ pub struct EchoArgs {
     #[arg(long, default_value = "1M", value_name = "SIZE", value_parser = crate::commands::chat::parse_size)]
     pub max_frame: usize,
 
-    /// Answer "{ip:port}: {message}", as seed 002's multithreaded server does (it writes the
+    /// Answer "{ip:port}: {message}", as the book's multithreaded server does (it writes the
     /// address as Python prints a tuple, "('ip', port)"; clients only print the label).
     #[arg(long)]
     pub prefix_peer: bool,

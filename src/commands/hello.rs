@@ -1,4 +1,4 @@
-//! `tincan hello`: the seed-003 greeting server done properly. Every request, any method and
+//! `tincan hello`: the greeting-page tutorial's server done properly. Every request, any method and
 //! path, gets a page greeting the client and quoting its request (JSON when asked for), over
 //! HTTP/1.0 or 1.1, with the same limits, logging and models as `tincan serve`.
 
@@ -36,7 +36,7 @@ pub fn run(mut args: HelloArgs) -> Result<()> {
     };
     merge_server_args(&mut args.server, &cfg);
     let limits = args.http.limits(&cfg)?;
-    // The seed's port: 8080.
+    // The greeting page tutorial's port: 8080.
     // Checked (and the access log opened) before binding: no `listening on` before an error.
     let mut options = args.http.options(
         &cfg,

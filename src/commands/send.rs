@@ -1,6 +1,6 @@
 //! `tincan send`: the echo client. Sends a message (or standard input) in any framing over TCP,
 //! a Unix socket or UDP, and prints what comes back; with `--framing null` in a terminal it runs
-//! the interactive loop of seed 002's echo client.
+//! the interactive loop of the book's echo client.
 //!
 //! Clients are not drivers: this is plain blocking I/O on `std::net`, with a timeout on every
 //! operation so a silent server cannot hang it.
@@ -23,8 +23,8 @@ const MAX_DATAGRAM: usize = 65_507;
 #[command(after_help = "\
 Examples:
   tincan send 127.0.0.1:7007 hello          send, print the echo, exit
-  tincan send 127.0.0.1:7007 --framing close < file    seed 000: send, half-close, read all
-  tincan send 127.0.0.1:7007 --framing null             seed 002's interactive client (q quits)
+  tincan send 127.0.0.1:7007 --framing close < file    send, half-close, read all
+  tincan send 127.0.0.1:7007 --framing null             the book's interactive client (q quits)
   tincan send 127.0.0.1:7007 hi --udp       one datagram there and back")]
 pub struct SendArgs {
     /// Where the server listens: HOST:PORT, [V6]:PORT, :PORT (this host) or unix:/path.
@@ -32,7 +32,7 @@ pub struct SendArgs {
     pub addr: String,
 
     /// The message to send. Without it, standard input is sent (one message per line for null
-    /// and line framing); with --framing null in a terminal, you are prompted as seed 002's
+    /// and line framing); with --framing null in a terminal, you are prompted as the book's
     /// client does.
     #[arg(value_name = "MESSAGE")]
     pub message: Option<String>,
@@ -58,8 +58,8 @@ pub struct SendArgs {
     #[arg(long, default_value = "1M", value_name = "SIZE", value_parser = crate::commands::chat::parse_size)]
     pub max_frame: usize,
 
-    /// Open a new connection for each message (null, line, length or fixed framing), as seed
-    /// 002's client does: its servers answer one message per connection.
+    /// Open a new connection for each message (null, line, length or fixed framing), as the
+    /// book's client does: its servers answer one message per connection.
     #[arg(long)]
     pub connection_per_message: bool,
 
@@ -97,7 +97,7 @@ pub fn run(args: SendArgs) -> Result<()> {
     if interactive {
         if args.framing != Framing::Null {
             return Err(Error::Usage(
-                "--interactive is seed 002's loop and speaks null framing; add --framing null"
+                "--interactive is the book's client loop and speaks null framing; add --framing null"
                     .into(),
             ));
         }
@@ -375,7 +375,7 @@ impl Client {
             .try_clone()
             .map_err(|e| Error::io("could not clone the socket", e))?;
         let framing = self.framing;
-        // Stream framings end the message with the half-close (seed 000's client).
+        // Stream framings end the message with the half-close (the socket tutorial's client).
         let half_close = matches!(framing, Framing::Raw | Framing::Close);
         let count = msgs.len();
         let sender = std::thread::spawn(move || -> io::Result<()> {
@@ -508,7 +508,7 @@ impl Client {
         Ok(())
     }
 
-    /// Seed 002's echo client: a connection per message, `q` quits.
+    /// The book's echo client: a connection per message, `q` quits.
     fn interactive(&self, input: &mut impl BufRead, out: &mut impl Write) -> Result<()> {
         let say = |out: &mut dyn Write, s: &str| -> Result<()> {
             writeln!(out, "{s}")

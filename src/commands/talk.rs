@@ -1,4 +1,4 @@
-//! `tincan talk`: the interactive tincanchat client (seed 002's chat client). One thread prints
+//! `tincan talk`: the interactive tincanchat client (the book's chat client). One thread prints
 //! whatever the server sends, one per line, as it arrives; the main thread sends each line typed
 //! as a NUL-terminated message. `q` (or the end of input) quits with a shutdown of both
 //! directions, as the book's client does. Plain blocking `std::net` I/O: clients are not drivers.
@@ -16,7 +16,7 @@ use super::send::describe;
 use crate::error::{Error, Result};
 use crate::protocol::framing::Framing;
 
-/// The tincanchat port (seed 002), used when ADDR names only a host.
+/// The tincanchat port (4040, the book's), used when ADDR names only a host.
 pub const DEFAULT_PORT: u16 = 4040;
 
 /// Longest line from the server this client will hold while waiting for its NUL. The server

@@ -1,4 +1,4 @@
-//! The iterative model: one connection at a time, as in the first seeds' `while True: accept`.
+//! The iterative model: one connection at a time, as in the tutorials' `while True: accept`.
 //! Others wait in the listen backlog. Simple and fair only to the patient; here for teaching and
 //! for comparison.
 

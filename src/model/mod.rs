@@ -2,7 +2,7 @@
 //! nothing of any protocol. Each drives any [`Service`] through the same [`Session`] calls, so a
 //! protocol is written once and runs under every model.
 //!
-//! - [`Model::Iterative`]: one connection at a time (the first seeds' loop).
+//! - [`Model::Iterative`]: one connection at a time (the tutorials' first loop).
 //! - [`Model::Threaded`]: a thread per connection, capped by `max_connections`.
 //! - [`Model::Prefork`]: worker processes sharing the listening sockets; the parent supervises.
 //! - [`Model::Event`]: event-loop threads, each with its own poller (epoll, poll or select).

@@ -1,7 +1,7 @@
 //! Dropping root after binding: setgroups([]) → setgid → setuid, then umask, then a check that
 //! root cannot be regained.
 //!
-//! The order matters (seed 001): supplementary groups and the group id can only be changed while
+//! The order matters (as the privilege-dropping tutorial explains): supplementary groups and the group id can only be changed while
 //! still root, so they go first; setuid last, after which nothing can be taken back. A server
 //! asked to drop and unable to refuses to run rather than going on as root.
 

@@ -1,12 +1,12 @@
-//! The echo protocol (RFC 862 and the seeds) over any [`Framing`], as a sans-I/O session: bytes
+//! The echo protocol (RFC 862 and the tutorials' framings) over any [`Framing`], as a sans-I/O session: bytes
 //! in, the same bytes (or the same messages) out.
 //!
 //! - `raw` (RFC 862, TCP): whatever arrives goes straight back until the client closes.
-//! - `close` (seed 000): everything up to the client's half-close goes back in one piece, then
+//! - `close` (the socket tutorial's echo): everything up to the client's half-close goes back in one piece, then
 //!   the connection closes.
-//! - `null`, `line`, `length`, `fixed:N` (seed 002's tincanchat and friends): each whole message
+//! - `null`, `line`, `length`, `fixed:N` (the book's tincanchat protocol and friends): each whole message
 //!   goes back as a message, optionally prefixed with the client's address as the multithreaded
-//!   server of seed 002 does (`"{peer}: {msg}"`).
+//!   server of the book's chapter does (`"{peer}: {msg}"`).
 //!
 //! Every framing is bounded by `max_frame`: a longer message closes that connection with a
 //! logged reason, so no client can make the server buffer without end. The same rules answer
@@ -26,7 +26,7 @@ pub struct EchoConfig {
     pub framing: Framing,
     /// The longest message (payload) accepted, in bytes.
     pub max_frame: usize,
-    /// Answer `"{peer}: {msg}"` instead of `msg` (seed 002's multithreaded server).
+    /// Answer `"{peer}: {msg}"` instead of `msg` (the book's multithreaded echo server).
     pub prefix_peer: bool,
     /// Close a connection that has sent nothing and had nothing to take for this long
     /// (`--idle-timeout`); `None`: never. A silent client otherwise holds its slot (and, under
@@ -285,7 +285,7 @@ impl Session for EchoSession {
 
     fn on_eof(&mut self, input: &mut ReadBuf, out: &mut Outbox, _now: Instant) -> Next {
         if self.decoder.framing() == Framing::Close {
-            // Seed 000: the half-close ends the message; send it all back, then close.
+            // The socket tutorial's framing: the half-close ends the message; send it all back, then close.
             match self.decoder.finish(input.data()) {
                 Ok(Some(frame)) => {
                     let payload = &input.data()[frame.payload.clone()];
@@ -325,7 +325,7 @@ impl Session for EchoSession {
     fn on_shutdown(&mut self, _out: &mut Outbox, _now: Instant) -> Next {
         self.shutting_down = true;
         let waiting = match self.decoder.framing() {
-            // Seed 000's client sends, then half-closes: let it finish within the grace period.
+            // The socket tutorial's client sends, then half-closes: let it finish within the grace period.
             Framing::Close => self.received > 0,
             // No message boundaries: everything received has been answered already.
             Framing::Raw => false,
@@ -340,7 +340,7 @@ impl Session for EchoSession {
     }
 }
 
-/// Append `"{peer}: "`, the prefix of seed 002's multithreaded echo server (with `ip:port`
+/// Append `"{peer}: "`, the prefix of the book's multithreaded echo server (with `ip:port`
 /// rather than Python's tuple repr).
 fn push_prefix(peer: &PeerAddr, out: &mut Vec<u8>) {
     use std::io::Write;

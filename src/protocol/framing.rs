@@ -1,11 +1,11 @@
 //! Message framing codecs: how a byte stream is cut into messages and how a message is put back
 //! on the wire. Shared by echo, chat, `send`, `talk` and the load generator.
 //!
-//! | framing | a message on the wire | seed / RFC |
+//! | framing | a message on the wire | where it comes from |
 //! |---|---|---|
 //! | `raw` | whatever bytes arrived (no boundaries) | RFC 862 |
-//! | `close` | everything up to the peer's half-close | seed 000 |
-//! | `null` | UTF-8 text ending in a NUL byte | seed 002 (tincanchat) |
+//! | `close` | everything up to the peer's half-close | the socket tutorial's echo |
+//! | `null` | UTF-8 text ending in a NUL byte | the book's tincanchat |
 //! | `line` | bytes ending in `\n` (a preceding `\r` is kept) | |
 //! | `length` | a 4-byte big-endian length, then that many bytes | |
 //! | `fixed:N` | exactly N bytes | |

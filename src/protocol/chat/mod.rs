@@ -1,4 +1,4 @@
-//! The tincanchat room (seed 002): every message a client sends goes, as `"{label}: {msg}\0"`, to
+//! The tincanchat room (the book's chat protocol): every message a client sends goes, as `"{label}: {msg}\0"`, to
 //! every connected client including the sender, in one global order, through bounded queues.
 //!
 //! How a message travels:

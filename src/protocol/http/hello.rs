@@ -1,4 +1,4 @@
-//! The handler behind `tincan hello` (seed 003, done properly): every request, whatever its
+//! The handler behind `tincan hello` (the greeting page, done properly): every request, whatever its
 //! method or path, gets a page greeting the client's address and quoting its request line and
 //! headers, escaped; JSON instead when the client's `Accept` prefers it.
 

@@ -7,7 +7,7 @@
 //! - [`session`]: [`HttpService`]/[`HttpSession`]: one connection's request loop.
 //! - [`access`]: CORS and Basic authentication, checked before any route.
 //! - [`access_log`]: Combined Log Format lines to a file or stdout.
-//! - [`hello`]: the handler behind `tincan hello` (seed 003).
+//! - [`hello`]: the handler behind `tincan hello`: the greeting page.
 //! - [`static_files`]: the static file handler behind `tincan serve`.
 //! - [`gateway`]: routes handed to other applications: [`proxy`] (reverse proxy) and [`cgi`]
 //!   (RFC 3875), over links the session's driver opens ([`crate::protocol::link`]).

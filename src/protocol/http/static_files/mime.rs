@@ -1,6 +1,6 @@
 //! Step 3: media types. `Content-Type` from the file extension (mime_guess) with
 //! `charset=utf-8` on text, and proactive negotiation against `Accept` (RFC 9110 §12.5.1):
-//! a file whose type the client clearly excludes gets 406 (seed 004), and a directory listing
+//! a file whose type the client clearly excludes gets 406 (RFC 9110 §12.5.1), and a directory listing
 //! picks HTML or JSON.
 
 use std::path::Path;
