@@ -13,6 +13,8 @@
 #   in pairs with tincan as the static files are.
 # - round trips: redis-server inline PING vs `tincan echo --framing line`, 1 and 100
 #   connections, both driven by `tincan bench echo --framing line --message PING`.
+# - the reverse proxy: bench/proxy.sh (tincan --proxy vs nginx proxy_pass with an upstream
+#   keepalive pool, 1 KiB at 50 and 500 connections, and memory per idle proxied connection).
 #
 # The server runs on CPU 0 and the load generator on CPU 1 (taskset). Every figure is the
 # median of --reps runs, interleaved (nginx, tincan, nginx, tincan, ...) so drift hits both.
@@ -600,3 +602,10 @@ json.dump({
 }, open(out_path, "w"), indent=1)
 print(f"\nall figures: {out_path}")
 EOF
+
+# The reverse proxy, tincan --proxy against nginx proxy_pass with an upstream keepalive pool,
+# in front of the same upstream (its own script, so it can also run alone).
+echo
+echo "### Reverse proxy (bench/proxy.sh)"
+stop_all
+bash "$ROOT/bench/proxy.sh" --reps "$REPS" --duration "$DUR" --out "$OUT"
