@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::stats::ErrorKind;
 use super::{Exchange, Load, Parsed, Reply};
 use crate::protocol::http::wire::fields::connection_tokens;
-use crate::protocol::http::wire::{Decoder, Limits};
+use crate::protocol::http::wire::{write as head, Decoder, Limits};
 
 /// The most response-head bytes accepted before the response counts as malformed.
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -147,18 +147,19 @@ pub fn build_request(
         fields.push((name.trim(), value.trim()));
     }
     let given = |n: &str| fields.iter().any(|(name, _)| name.eq_ignore_ascii_case(n));
-    let mut req = format!("{method} {} HTTP/1.1\r\n", url.target);
+    let mut req = Vec::with_capacity(128);
+    head::request_line(&mut req, method, &url.target, None, 1);
     if !given("host") {
-        req.push_str(&format!("Host: {}\r\n", url.authority));
+        head::field(&mut req, "Host", url.authority.as_bytes());
     }
     for (name, value) in &fields {
-        req.push_str(&format!("{name}: {value}\r\n"));
+        head::field(&mut req, name, value.as_bytes());
     }
     if !keepalive && !given("connection") {
-        req.push_str("Connection: close\r\n");
+        head::field(&mut req, "Connection", b"close");
     }
-    req.push_str("\r\n");
-    Ok(req.into_bytes())
+    head::end(&mut req);
+    Ok(req)
 }
 
 /// The HTTP load: every connection repeats one request.

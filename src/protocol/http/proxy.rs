@@ -197,20 +197,8 @@ pub fn build_request(
     client: &ClientInfo<'_>,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
-    let line = |out: &mut Vec<u8>, n: &str, v: &[u8]| {
-        out.extend_from_slice(n.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(v);
-        out.extend_from_slice(b"\r\n");
-    };
-    out.extend_from_slice(req.method.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(path.as_bytes());
-    if let Some(q) = req.query {
-        out.push(b'?');
-        out.extend_from_slice(q.as_bytes());
-    }
-    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let line = super::wire::write::field;
+    super::wire::write::request_line(&mut out, req.method, path, req.query, 1);
     line(&mut out, "Host", up.authority.as_bytes());
     let named = connection_tokens(req.headers.iter().map(|h| (h.name, h.value)));
     // Earlier proxies' values, appended to below (slices of the request: nothing copied).
@@ -307,7 +295,7 @@ pub fn build_request(
     }
     // HTTP/1.1 connections persist unless one side says otherwise (RFC 9112 §9.3): nothing
     // to add for the connection to be kept.
-    out.extend_from_slice(b"\r\n");
+    super::wire::write::end(&mut out);
     out
 }
 

@@ -4,7 +4,6 @@
 //! failed retried or a refusing upstream failed over ([`HttpSession::link_event`]), and an
 //! upgraded connection tunnelled ([`HttpSession::tunnel`]).
 
-use std::io::Write as _;
 use std::time::Instant;
 
 use super::write::{log_line, write_head, write_response};
@@ -13,7 +12,7 @@ use crate::protocol::http::access_log::Entry;
 use crate::protocol::http::gateway::{Failure, Pending, Progress, Routed};
 use crate::protocol::http::message::{error_response, Text, Version};
 use crate::protocol::http::proxy::RequestBody;
-use crate::protocol::http::wire::{Decoder, Encoder, Head, Reject};
+use crate::protocol::http::wire::{self, Decoder, Encoder, Head, Reject};
 use crate::protocol::{Dial, LinkError, LinkEvent, LinkId, Next, Outbox};
 
 /// An outbound exchange in progress, and what the connection decided about it.
@@ -626,17 +625,16 @@ impl HttpSession {
         let redirects = d.redirects + 1;
         let mut head = Vec::with_capacity(64 + path.len());
         let method = if d.head_only { "HEAD" } else { "GET" };
-        let minor = u8::from(d.http11);
-        let _ = write!(head, "{method} {path} HTTP/1.{minor}\r\n");
+        wire::write::request_line(&mut head, method, &path, None, u8::from(d.http11));
         if let Some(h) = &d.host {
-            let _ = write!(head, "Host: {h}\r\n");
+            wire::write::field(&mut head, "Host", h.as_bytes());
         }
         if d.close {
-            head.extend_from_slice(b"Connection: close\r\n");
+            wire::write::field(&mut head, "Connection", b"close");
         } else if d.keep_alive_10 {
-            head.extend_from_slice(b"Connection: keep-alive\r\n");
+            wire::write::field(&mut head, "Connection", b"keep-alive");
         }
-        head.extend_from_slice(b"\r\n");
+        wire::write::end(&mut head);
         // Still the same request: it is counted once.
         self.served = self.served.saturating_sub(1);
         // The script's answer is complete: it may finish its work.

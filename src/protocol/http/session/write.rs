@@ -2,12 +2,11 @@
 //! the framing, `Connection`), then the body as bytes or file regions.
 
 use std::cell::RefCell;
-use std::io::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::HttpOptions;
 use crate::protocol::http::message::{reason, Body, Part, Request, Response};
-use crate::protocol::http::wire::{status_has_body, Encoder};
+use crate::protocol::http::wire::{status_has_body, write as head, Encoder};
 use crate::protocol::Outbox;
 
 /// Headers the connection owns; a handler's copies are dropped so framing is never doubled.
@@ -97,14 +96,10 @@ pub(super) fn write_head(
     let status = resp.status;
     out.with_tail(|b| {
         let phrase = resp.reason.as_deref().unwrap_or(reason(status));
-        let _ = write!(b, "HTTP/1.1 {status} {phrase}\r\n");
-        with_date(|d| {
-            b.extend_from_slice(b"Date: ");
-            b.extend_from_slice(d.as_bytes());
-            b.extend_from_slice(b"\r\n");
-        });
+        head::status_line(b, status, phrase);
+        with_date(|d| head::field(b, "Date", d.as_bytes()));
         if opts.server_tokens {
-            b.extend_from_slice(b"Server: tincan\r\n");
+            head::field(b, "Server", b"tincan");
         }
         let extra = opts
             .extra_headers
@@ -115,7 +110,7 @@ pub(super) fn write_head(
             if owned_by_session(n) || !safe_field(n, v) {
                 continue;
             }
-            let _ = write!(b, "{n}: {v}\r\n");
+            head::field(b, n, v.as_bytes());
         }
         if let Some(raw) = &resp.raw_headers {
             b.extend_from_slice(raw);
@@ -125,10 +120,10 @@ pub(super) fn write_head(
             wire.write_field(b);
         }
         if close {
-            b.extend_from_slice(b"Connection: close\r\n");
+            head::field(b, "Connection", b"close");
         } else if keep_alive_10 {
-            b.extend_from_slice(b"Connection: keep-alive\r\n");
+            head::field(b, "Connection", b"keep-alive");
         }
-        b.extend_from_slice(b"\r\n");
+        head::end(b);
     });
 }

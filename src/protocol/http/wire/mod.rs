@@ -14,6 +14,7 @@ pub mod body;
 pub mod fields;
 pub mod head;
 pub mod limits;
+pub mod write;
 
 pub use body::{Decoder, Encoder};
 pub use fields::{content_length, is_hop_by_hop, status_has_body};
