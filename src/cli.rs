@@ -274,6 +274,17 @@ impl ServerArgs {
         default_listen: &str,
         app: &TlsApp,
     ) -> crate::Result<(Vec<Listener>, ServeOptions)> {
+        self.setup_with_plain(default_listen, app, &[])
+    }
+
+    /// [`setup_with`](Self::setup_with), and `plain` listeners besides, after the others in
+    /// the list: with TLS on, they alone speak none (their start lines say `http://`).
+    pub fn setup_with_plain(
+        &self,
+        default_listen: &str,
+        app: &TlsApp,
+        plain: &[ListenAddr],
+    ) -> crate::Result<(Vec<Listener>, ServeOptions)> {
         let mut opts = self.serve_options()?;
         let source = self.tls_source()?;
         if let Some(src) = &source {
@@ -283,8 +294,19 @@ impl ServerArgs {
         let bind_opts = self.bind_options();
         let listeners = addrs
             .iter()
+            .chain(plain)
             .map(|a| net::bind(a, &bind_opts))
             .collect::<crate::Result<Vec<Listener>>>()?;
+        let plain_from = addrs.len();
+        if let Some(tls) = &mut opts.tls {
+            tls.plain = listeners[plain_from..]
+                .iter()
+                .filter_map(|l| match l.peer_addr() {
+                    crate::protocol::PeerAddr::Tcp(a) => Some(a),
+                    crate::protocol::PeerAddr::Unix(_) => None,
+                })
+                .collect();
+        }
         let paths: Vec<&std::path::Path> = listeners.iter().filter_map(|l| l.unix_path()).collect();
         if let Err(e) = self.privileges().apply(&paths) {
             for p in paths {
@@ -296,10 +318,12 @@ impl ServerArgs {
         crate::model::Shutdown::for_process()
             .map_err(|e| crate::Error::io("installing the SIGINT/SIGTERM handlers", e))?;
         let scheme = if opts.tls.is_some() { "https://" } else { "" };
-        announce(listeners.iter().map(|l| {
+        announce(listeners.iter().enumerate().map(|(i, l)| {
             let a = l.local_addr_string();
             if a.starts_with("unix:") {
                 a
+            } else if i >= plain_from {
+                format!("http://{a}")
             } else {
                 format!("{scheme}{a}")
             }

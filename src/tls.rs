@@ -159,6 +159,7 @@ pub fn settings(source: &CertSource, app: &TlsApp) -> Result<TlsSettings> {
     Ok(TlsSettings {
         config,
         plain_reply: app.plain_reply.clone(),
+        plain: Vec::new(),
     })
 }
 

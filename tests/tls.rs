@@ -549,3 +549,178 @@ fn tincan_toml_takes_the_tls_keys_and_hsts_needs_tls() {
         "{stderr}"
     );
 }
+
+/// `--redirect-http`'s own start line: the address after `listening on http://`.
+fn redirect_port(srv: &Server) -> u16 {
+    let line = srv
+        .stdout
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a start line for the redirect listener");
+    let addr = line
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("not a plain start line: {line}"));
+    addr.parse::<SocketAddr>().unwrap().port()
+}
+
+#[test]
+fn the_redirect_listener_sends_plain_clients_to_https_under_every_model() {
+    support::require("curl --version");
+    let pki = Pki::new();
+    let (root, _) = site();
+    let root_s = root.path().to_str().unwrap();
+    for &m in ALL_MODELS {
+        let extra = ["--redirect-http", "127.0.0.1:0", "--hsts", "60"];
+        let args = support::serve_args(root_s, m, &extra);
+        let (srv, port) = start(&args, &pki);
+        let plain = redirect_port(&srv);
+        let to_plain = format!("localhost:{plain}:127.0.0.1");
+
+        // The same path and query, on https at the TLS port, under the name the client used;
+        // no Strict-Transport-Security over plain HTTP (RFC 6797 §7.2).
+        let out = curl(
+            &format!("{m}"),
+            &pki,
+            port,
+            &[
+                "-i",
+                "--resolve",
+                &to_plain,
+                &format!("http://localhost:{plain}/small.txt?a=1&b"),
+            ],
+        );
+        let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 308 "), "{m}: {head}");
+        assert!(
+            head.contains(&format!(
+                "\r\nlocation: https://localhost:{port}/small.txt?a=1&b\r\n"
+            )),
+            "{m}: {head}"
+        );
+        assert!(!head.contains("strict-transport-security"), "{m}: {head}");
+
+        // A client that follows it gets the file over TLS, HSTS and all; a POST stays a POST.
+        let out = curl(
+            &format!("{m}"),
+            &pki,
+            port,
+            &[
+                "-sL",
+                "-D",
+                "-",
+                "--resolve",
+                &to_plain,
+                &format!("http://localhost:{plain}/small.txt"),
+            ],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        assert!(
+            text.contains("strict-transport-security: max-age=60")
+                && text.ends_with("hello over tls\n"),
+            "{m}: {text}"
+        );
+        let out = curl(
+            &format!("{m}"),
+            &pki,
+            port,
+            &[
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{redirect_url}",
+                "-d",
+                "x=1",
+                &format!("http://127.0.0.1:{plain}/form"),
+            ],
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("308 https://127.0.0.1:{port}/form"),
+            "{m}"
+        );
+
+        // ACME HTTP-01 challenges are answered on the plain listener, not redirected.
+        let out = curl(
+            &format!("{m}"),
+            &pki,
+            port,
+            &[
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("http://127.0.0.1:{plain}/.well-known/acme-challenge/token"),
+            ],
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "404", "{m}");
+        drop(srv);
+    }
+}
+
+#[test]
+fn the_redirect_listener_is_a_toml_key_and_needs_tls() {
+    support::require("curl --version");
+    let pki = Pki::new();
+    let (root, _) = site();
+    let toml = root.path().join("tincan.toml");
+    std::fs::write(
+        &toml,
+        "redirect_http = \"127.0.0.1:0\"\naccess_log = \"off\"\n",
+    )
+    .unwrap();
+    let root_s = root.path().to_str().unwrap();
+    let toml_s = toml.to_str().unwrap();
+    let args = [
+        "serve",
+        root_s,
+        "--config",
+        toml_s,
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let (srv, port) = start(&args, &pki);
+    let plain = redirect_port(&srv);
+    let out = support::curl(
+        "toml",
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+            &format!("http://127.0.0.1:{plain}/"),
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("308 https://127.0.0.1:{port}/")
+    );
+    drop(srv);
+    for args in [
+        &[
+            "serve",
+            root_s,
+            "--listen",
+            "127.0.0.1:0",
+            "--redirect-http",
+            "127.0.0.1:0",
+        ][..],
+        &[
+            "serve",
+            root_s,
+            "--config",
+            toml_s,
+            "--listen",
+            "127.0.0.1:0",
+        ][..],
+    ] {
+        let (status, stdout, stderr) = support::run_tincan(args, b"", Duration::from_secs(10));
+        assert!(
+            !status.success() && !stdout.contains("listening"),
+            "{args:?}"
+        );
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!(
+            lines.len() == 1 && lines[0].contains("--redirect-http") && lines[0].contains("TLS"),
+            "{args:?}: {stderr}"
+        );
+    }
+}

@@ -48,6 +48,16 @@ pub struct TlsSettings {
     /// record (an HTTP request on an HTTPS port: nginx's 400 "The plain HTTP request was sent
     /// to HTTPS port"). `None`: such a client is closed at once.
     pub plain_reply: Option<bytes::Bytes>,
+    /// Listeners that speak no TLS (`serve --redirect-http`, which sends plain clients to
+    /// https): connections accepted on them skip this layer.
+    pub plain: Vec<std::net::SocketAddr>,
+}
+
+impl TlsSettings {
+    /// The settings for a connection accepted as `peer`: `None` on a plain listener.
+    pub fn for_peer(&self, peer: &crate::protocol::Peer) -> Option<&TlsSettings> {
+        (!peer.accepted_on(&self.plain)).then_some(self)
+    }
 }
 
 impl std::fmt::Debug for TlsSettings {
@@ -55,6 +65,7 @@ impl std::fmt::Debug for TlsSettings {
         f.debug_struct("TlsSettings")
             .field("alpn", &self.config.alpn_protocols)
             .field("plain_reply", &self.plain_reply.is_some())
+            .field("plain", &self.plain)
             .finish()
     }
 }
