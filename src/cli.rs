@@ -119,6 +119,7 @@ pub struct ServerArgs {
     /// chain (PEM, leaf first) and the key given by the --tls-key beside it. Repeat the pair
     /// for several certificates: each client gets the one whose names match the name it asks
     /// for (SNI); the first pair serves clients that ask for no name or an unknown one.
+    /// SIGHUP rereads them all (a failure keeps the ones in use), dropping no connection.
     #[arg(long, value_name = "FILE")]
     pub tls_cert: Vec<PathBuf>,
 

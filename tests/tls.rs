@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::support::{self, connect, read_to_end, ModelFlags, Server, TempDir, ALL_MODELS};
 
-/// A test CA and two server certificates it signed: `a` for localhost and 127.0.0.1 (the
-/// first pair, served without SNI), `b` for `b.test` and `*.b.test`.
+/// A test CA and the server certificates it signed: `a` for localhost and 127.0.0.1 (the
+/// first pair, served without SNI), `b` for `b.test` and `*.b.test`, `c` for `a`'s names.
 struct Pki {
     dir: TempDir,
 }
@@ -29,6 +29,8 @@ impl Pki {
         for (name, sans) in [
             ("a", vec!["localhost", "127.0.0.1"]),
             ("b", vec!["b.test", "*.b.test"]),
+            // The names of `a` under another subject: what a renewal looks like.
+            ("c", vec!["localhost", "127.0.0.1"]),
         ] {
             let key = KeyPair::generate().unwrap();
             let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
@@ -722,5 +724,119 @@ fn the_redirect_listener_is_a_toml_key_and_needs_tls() {
             lines.len() == 1 && lines[0].contains("--redirect-http") && lines[0].contains("TLS"),
             "{args:?}: {stderr}"
         );
+    }
+}
+
+/// Keeps one connection open and, for each line on stdin, opens a new one: prints the common
+/// name each new connection was served and the status the kept connection still answers with.
+const PY_RELOAD: &str = r#"
+import socket, ssl, sys
+ca, port = sys.argv[1], int(sys.argv[2])
+ctx = ssl.create_default_context(cafile=ca)
+def connect():
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return ctx.wrap_socket(raw, server_hostname="localhost")
+def cn(s):
+    return dict(x[0] for x in s.getpeercert()["subject"])["commonName"]
+def get(s):
+    s.sendall(b"GET /small.txt HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    got = b""
+    while not got.endswith(b"hello over TLS\n"):
+        part = s.recv(65536)
+        if not part:
+            return "closed"
+        got += part
+    return got.split(b"\r\n", 1)[0].decode()
+kept = connect()
+print(cn(kept), get(kept), flush=True)
+for _ in sys.stdin:
+    s = connect()
+    print(cn(s), get(kept), flush=True)
+    s.close()
+"#;
+
+#[test]
+fn sighup_rereads_the_certificates_and_open_connections_go_on() {
+    use std::io::BufRead;
+    support::require("python3 -c 'import ssl'");
+    let pki = Pki::new();
+    let (root, _) = site();
+    let (cert, key) = (root.path().join("live.pem"), root.path().join("live.key"));
+    let put = |name: &str| {
+        // As certbot does: the new file is renamed over the old, never half written.
+        for (from, to) in [(".pem", &cert), (".key", &key)] {
+            let tmp = to.with_extension("new");
+            std::fs::copy(pki.path(&format!("{name}{from}")), &tmp).unwrap();
+            std::fs::rename(&tmp, to).unwrap();
+        }
+    };
+    for m in support::concurrent_models() {
+        put("a");
+        let tls = [
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ];
+        let args = support::serve_args(root.path().to_str().unwrap(), m, &tls);
+        let srv = Server::start(&args);
+        let port = srv.addrs[0].rsplit(':').next().unwrap().to_string();
+        let mut py = Command::new("python3")
+            .args(["-c", PY_RELOAD, &pki.path("ca.pem"), &port])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ask = py.stdin.take().unwrap();
+        let mut lines = std::io::BufReader::new(py.stdout.take().unwrap()).lines();
+        let mut next = || lines.next().expect("a line from python").unwrap();
+        assert_eq!(next(), "a.test HTTP/1.1 200 OK", "{m}");
+
+        // Renewed files, then SIGHUP: new connections get the new certificate (in every
+        // prefork worker), while the connection opened before goes on.
+        put("c");
+        srv.signal(libc::SIGHUP);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            writeln!(ask, "new").unwrap();
+            let line = next();
+            if line.starts_with("c.test") {
+                break;
+            }
+            assert_eq!(line, "a.test HTTP/1.1 200 OK", "{m}");
+            assert!(Instant::now() < deadline, "{m}: still the old certificate");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        for _ in 0..6 {
+            writeln!(ask, "new").unwrap();
+            assert_eq!(next(), "c.test HTTP/1.1 200 OK", "{m}");
+        }
+        assert!(srv.stderr().contains("SIGHUP: reread 1 certificate"), "{m}");
+
+        // A reload that fails keeps what is served and says why in one line.
+        std::fs::write(&cert, "not a certificate\n").unwrap();
+        srv.signal(libc::SIGHUP);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !srv.stderr().contains("kept the certificates in use") {
+            assert!(Instant::now() < deadline, "{m}: {}", srv.stderr());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let said: Vec<String> = (srv.stderr().lines())
+            .filter(|l| l.contains("SIGHUP: kept"))
+            .map(str::to_string)
+            .collect();
+        assert!(
+            said.len() == 1 && said[0].contains("live.pem"),
+            "{m}: {said:?}"
+        );
+        for _ in 0..4 {
+            writeln!(ask, "new").unwrap();
+            assert_eq!(next(), "c.test HTTP/1.1 200 OK", "{m}");
+        }
+        drop(ask);
+        let _ = py.wait();
+        drop(srv);
     }
 }

@@ -51,7 +51,13 @@ pub struct TlsSettings {
     /// Listeners that speak no TLS (`serve --redirect-http`, which sends plain clients to
     /// https): connections accepted on them skip this layer.
     pub plain: Vec<std::net::SocketAddr>,
+    /// Reread every certificate and key (on SIGHUP): `Ok(n)`, the `n` certificates now
+    /// served; `Err(why)`, one line, and the old ones stay.
+    pub reload: Option<Reload>,
 }
+
+/// See [`TlsSettings::reload`].
+pub type Reload = Arc<dyn Fn() -> Result<usize, String> + Send + Sync>;
 
 impl TlsSettings {
     /// The settings for a connection accepted as `peer`: `None` on a plain listener.
@@ -66,6 +72,7 @@ impl std::fmt::Debug for TlsSettings {
             .field("alpn", &self.config.alpn_protocols)
             .field("plain_reply", &self.plain_reply.is_some())
             .field("plain", &self.plain)
+            .field("reload", &self.reload.is_some())
             .finish()
     }
 }
