@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::model::{Model, PollerKind, ServeOptions};
 use crate::net::privileges::PrivilegeDrop;
 use crate::net::{self, BindOptions, ListenAddr, Listener};
+use crate::tls::client::Trust;
 use crate::tls::{CertFiles, CertSource, TlsApp};
 
 /// A web server and socket-server toolkit.
@@ -132,6 +133,59 @@ pub struct ServerArgs {
     /// out: clients must be told to trust DIR/cert.pem (curl --cacert DIR/cert.pem).
     #[arg(long, value_name = "DIR", conflicts_with = "tls_cert")]
     pub tls_self_signed: Option<PathBuf>,
+}
+
+/// Whom the clients (`send`, `talk`, `bench`) trust when they speak TLS.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ClientTlsArgs {
+    /// With TLS: trust the CA certificates in FILE (PEM) instead of the system's
+    /// (/etc/ssl/certs/ca-certificates.crt), e.g. a server's self-signed cert.pem.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// With TLS: accept any certificate. The connection is encrypted, but nothing says who
+    /// is at the other end: for tests against a server whose certificate you cannot get.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+impl ClientTlsArgs {
+    /// The client configuration these flags ask for, offering `alpn`.
+    pub fn config(&self, alpn: &[&[u8]]) -> crate::Result<std::sync::Arc<rustls::ClientConfig>> {
+        let trust = match (&self.tls_ca, self.insecure) {
+            (_, true) => Trust::Anyone,
+            (Some(f), false) => Trust::File(f.clone()),
+            (None, false) => Trust::System,
+        };
+        crate::tls::client::config(&trust, alpn)
+    }
+
+    /// `--tls-ca` or `--insecure` given where no TLS is spoken: say so, naming `how` to ask
+    /// for it.
+    pub fn unused(&self, how: &str) -> crate::Result<()> {
+        let flag = match (&self.tls_ca, self.insecure) {
+            (Some(_), _) => "--tls-ca",
+            (None, true) => "--insecure",
+            (None, false) => return Ok(()),
+        };
+        Err(Error::Usage(format!(
+            "{flag} is about the server's TLS certificate, and no TLS is spoken; {how}"
+        )))
+    }
+}
+
+/// How a failed TLS handshake with `target` reads: a certificate error says which flags
+/// decide whom to trust.
+pub fn tls_failure(target: &str, e: &std::io::Error) -> Error {
+    let why = crate::tls::client::describe(e);
+    if crate::tls::client::is_certificate_error(e) {
+        Error::Client(format!(
+            "could not connect to {target}: {why}; give its CA with --tls-ca FILE, or \
+             --insecure to skip the check"
+        ))
+    } else {
+        Error::Client(format!("could not connect to {target}: {why}"))
+    }
 }
 
 /// A flag only the event loops (event, prefork) read, given with a model that has none: say

@@ -1,6 +1,7 @@
 //! Certificates for the TLS listeners: read PEM certificate chains and keys (checked at start,
 //! each error naming its file), choose one per connection by SNI, make and keep a self-signed
 //! one, and build the rustls server configuration the drivers use ([`crate::model::TlsSettings`]).
+//! [`client`]: the clients' side (`send`, `talk`, `bench`).
 //!
 //! The configuration: TLS 1.3 and 1.2 only, on rustls's `ring` provider; resumption by tickets
 //! (RFC 8446 §4.6.1, RFC 5077) and by a server-side session cache; ALPN as the service asks;
@@ -22,6 +23,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::error::{Error, Result};
 use crate::model::TlsSettings;
+
+pub mod client;
 
 /// Sessions the server-side cache remembers (for TLS 1.2 clients without tickets); nginx's
 /// `ssl_session_cache shared:SSL:1m` holds about 4000.

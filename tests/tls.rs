@@ -840,3 +840,95 @@ fn sighup_rereads_the_certificates_and_open_connections_go_on() {
         drop(srv);
     }
 }
+
+#[test]
+fn send_and_talk_speak_tls_to_echo_and_chat() {
+    let pki = Pki::new();
+    let ca = pki.path("ca.pem");
+    // 300 kB of every byte value: several TLS records each way, written while read.
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    for m in [ALL_MODELS[2], ALL_MODELS[3]] {
+        let mut args = vec!["echo", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(m.0);
+        let (srv, port) = start(&args, &pki);
+        let to = format!("localhost:{port}");
+        let send = |extra: &[&str], stdin: &[u8]| {
+            let mut a = vec!["send", &to, "--tls"];
+            a.extend_from_slice(extra);
+            support::run_tincan(&a, stdin, Duration::from_secs(20))
+        };
+        let (status, out, err) = send(&["--tls-ca", &ca, "--framing", "line"], b"a\nb\n");
+        assert!(status.success(), "{m}: {err}");
+        assert_eq!(out, "a\nb\n", "{m}");
+        // Binary, ended by the half-close (close_notify, then FIN): it all comes back.
+        let copy = TempDir::new("tls-send");
+        let (file, back) = (copy.path().join("in"), copy.path().join("out"));
+        std::fs::write(&file, &big).unwrap();
+        let cmd = format!(
+            "{} send {to} --tls --tls-ca {ca} --framing close --max-frame 1M < {} > {}",
+            support::bin(),
+            file.display(),
+            back.display()
+        );
+        let ok = Command::new("sh").args(["-c", &cmd]).status().unwrap();
+        assert!(ok.success(), "{m}");
+        assert!(
+            std::fs::read(&back).unwrap() == big,
+            "{m}: the echo differs"
+        );
+        // Without the test CA, the system's CAs do not know the certificate: one line that
+        // says what to do; --insecure goes ahead.
+        let (status, _, err) = send(&["hi"], b"");
+        assert!(!status.success(), "{m}: an unknown CA was accepted");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains("not trusted") && err.contains("--tls-ca") && err.contains("--insecure"),
+            "{err}"
+        );
+        let (status, out, err) = send(&["--insecure", "--framing", "line", "hi"], b"");
+        assert!(status.success() && out == "hi\n", "{m}: {err}");
+        drop(srv);
+    }
+    let (status, _, err) = support::run_tincan(
+        &["send", "127.0.0.1:9", "--insecure", "x"],
+        b"",
+        Duration::from_secs(20),
+    );
+    assert!(
+        !status.success() && err.contains("--insecure") && err.contains("add --tls"),
+        "{err}"
+    );
+
+    // Chat: one talk listens, another says hello; both over TLS.
+    let args = ["chat", "--listen", "127.0.0.1:0", "--model", "event"];
+    let (srv, port) = start(&args, &pki);
+    let to = format!("localhost:{port}");
+    let listener = {
+        let (to, ca) = (to.clone(), ca.clone());
+        std::thread::spawn(move || {
+            support::run_tincan(
+                &["talk", &to, "--tls", "--tls-ca", &ca, "--wait", "3"],
+                b"",
+                Duration::from_secs(20),
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, out, err) = support::run_tincan(
+        &["talk", &to, "--tls", "--tls-ca", &ca, "--wait", "1"],
+        b"hello over tls\n",
+        Duration::from_secs(20),
+    );
+    assert!(status.success(), "{err}");
+    assert!(out.contains(": hello over tls"), "{out}");
+    let (status, out, err) = listener.join().unwrap();
+    assert!(status.success(), "{err}");
+    assert!(out.contains(": hello over tls"), "{out}");
+    let (status, _, err) = support::run_tincan(
+        &["talk", &to, "--tls", "--wait", "1"],
+        b"x\n",
+        Duration::from_secs(20),
+    );
+    assert!(!status.success() && err.contains("--tls-ca"), "{err}");
+    drop(srv);
+}
