@@ -932,3 +932,75 @@ fn send_and_talk_speak_tls_to_echo_and_chat() {
     assert!(!status.success() && err.contains("--tls-ca"), "{err}");
     drop(srv);
 }
+
+/// `tincan bench ARGS --json`, parsed.
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["bench", "http"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let (status, out, err) = support::run_tincan(&all, b"", Duration::from_secs(60));
+    assert!(status.success(), "tincan {all:?} failed: {err}");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not one JSON object ({e}): {out}"))
+}
+
+#[test]
+fn bench_http_loads_serve_over_https_with_and_without_keepalive() {
+    let pki = Pki::new();
+    let ca = pki.path("ca.pem");
+    let (root, _) = site();
+    for m in [ALL_MODELS[2], ALL_MODELS[3]] {
+        let args = support::serve_args(root.path().to_str().unwrap(), m, &[]);
+        let (srv, port) = start(&args, &pki);
+        let small = format!("https://localhost:{port}/small.txt");
+        let v = bench_json(&[&small, "--tls-ca", &ca, "-c", "4", "-t", "1", "-d", "0.5"]);
+        let replies = v["replies"].as_u64().unwrap();
+        assert!(replies > 0, "{m}: {v}");
+        assert_eq!(v["errors"]["total"], 0, "{m}: {v}");
+        assert!(
+            v["bytes_read"].as_u64().unwrap() >= replies * 15,
+            "{m}: {v}"
+        );
+
+        // A handshake per request.
+        let v = bench_json(&[
+            &small,
+            "--tls-ca",
+            &ca,
+            "-c",
+            "2",
+            "-t",
+            "1",
+            "-n",
+            "50",
+            "--keepalive",
+            "off",
+        ]);
+        assert_eq!(v["replies"], 50, "{m}: {v}");
+        assert_eq!(v["connects"], 50, "{m}: {v}");
+        assert_eq!(v["errors"]["total"], 0, "{m}: {v}");
+
+        // 10 MiB bodies: far more than rustls holds unread at once.
+        let big = format!("https://localhost:{port}/big.bin");
+        let v = bench_json(&[&big, "--insecure", "-c", "2", "-t", "1", "-n", "4"]);
+        assert_eq!(v["replies"], 4, "{m}: {v}");
+        assert_eq!(v["errors"]["total"], 0, "{m}: {v}");
+        assert!(
+            v["bytes_read"].as_u64().unwrap() >= 4 * (10 << 20),
+            "{m}: {v}"
+        );
+
+        // A certificate nobody said to trust: one line before any load.
+        let (status, out, err) = support::run_tincan(
+            &["bench", "http", &small, "-n", "1"],
+            b"",
+            Duration::from_secs(20),
+        );
+        assert!(!status.success() && out.is_empty(), "{m}: {out}");
+        assert_eq!(err.trim().lines().count(), 1, "{m}: {err}");
+        assert!(
+            err.contains("not trusted") && err.contains("--tls-ca"),
+            "{m}: {err}"
+        );
+        drop(srv);
+    }
+}
