@@ -13,6 +13,7 @@ use crate::error::Error;
 use crate::model::{Model, PollerKind, ServeOptions};
 use crate::net::privileges::PrivilegeDrop;
 use crate::net::{self, BindOptions, ListenAddr, Listener};
+use crate::tls::client::Trust;
 use crate::tls::{CertFiles, CertSource, TlsApp};
 
 /// A web server and socket-server toolkit.
@@ -26,7 +27,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve a directory over HTTP/1.1 (static files, listings, ranges, compression).
-    Serve(commands::serve::ServeArgs),
+    Serve(Box<commands::serve::ServeArgs>),
     /// Echo service (RFC 862, TCP and UDP) with a choice of message framings.
     Echo(commands::echo::EchoArgs),
     /// Send a message to an echo service and print what comes back.
@@ -119,6 +120,7 @@ pub struct ServerArgs {
     /// chain (PEM, leaf first) and the key given by the --tls-key beside it. Repeat the pair
     /// for several certificates: each client gets the one whose names match the name it asks
     /// for (SNI); the first pair serves clients that ask for no name or an unknown one.
+    /// SIGHUP rereads them all (a failure keeps the ones in use), dropping no connection.
     #[arg(long, value_name = "FILE")]
     pub tls_cert: Vec<PathBuf>,
 
@@ -131,6 +133,59 @@ pub struct ServerArgs {
     /// out: clients must be told to trust DIR/cert.pem (curl --cacert DIR/cert.pem).
     #[arg(long, value_name = "DIR", conflicts_with = "tls_cert")]
     pub tls_self_signed: Option<PathBuf>,
+}
+
+/// Whom the clients (`send`, `talk`, `bench`) trust when they speak TLS.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ClientTlsArgs {
+    /// With TLS: trust the CA certificates in FILE (PEM) instead of the system's
+    /// (/etc/ssl/certs/ca-certificates.crt), e.g. a server's self-signed cert.pem.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// With TLS: accept any certificate. The connection is encrypted, but nothing says who
+    /// is at the other end: for tests against a server whose certificate you cannot get.
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+impl ClientTlsArgs {
+    /// The client configuration these flags ask for, offering `alpn`.
+    pub fn config(&self, alpn: &[&[u8]]) -> crate::Result<std::sync::Arc<rustls::ClientConfig>> {
+        let trust = match (&self.tls_ca, self.insecure) {
+            (_, true) => Trust::Anyone,
+            (Some(f), false) => Trust::File(f.clone()),
+            (None, false) => Trust::System,
+        };
+        crate::tls::client::config(&trust, alpn)
+    }
+
+    /// `--tls-ca` or `--insecure` given where no TLS is spoken: say so, naming `how` to ask
+    /// for it.
+    pub fn unused(&self, how: &str) -> crate::Result<()> {
+        let flag = match (&self.tls_ca, self.insecure) {
+            (Some(_), _) => "--tls-ca",
+            (None, true) => "--insecure",
+            (None, false) => return Ok(()),
+        };
+        Err(Error::Usage(format!(
+            "{flag} is about the server's TLS certificate, and no TLS is spoken; {how}"
+        )))
+    }
+}
+
+/// How a failed TLS handshake with `target` reads: a certificate error says which flags
+/// decide whom to trust.
+pub fn tls_failure(target: &str, e: &std::io::Error) -> Error {
+    let why = crate::tls::client::describe(e);
+    if crate::tls::client::is_certificate_error(e) {
+        Error::Client(format!(
+            "could not connect to {target}: {why}; give its CA with --tls-ca FILE, or \
+             --insecure to skip the check"
+        ))
+    } else {
+        Error::Client(format!("could not connect to {target}: {why}"))
+    }
 }
 
 /// A flag only the event loops (event, prefork) read, given with a model that has none: say
@@ -274,6 +329,17 @@ impl ServerArgs {
         default_listen: &str,
         app: &TlsApp,
     ) -> crate::Result<(Vec<Listener>, ServeOptions)> {
+        self.setup_with_plain(default_listen, app, &[])
+    }
+
+    /// [`setup_with`](Self::setup_with), and `plain` listeners besides, after the others in
+    /// the list: with TLS on, they alone speak none (their start lines say `http://`).
+    pub fn setup_with_plain(
+        &self,
+        default_listen: &str,
+        app: &TlsApp,
+        plain: &[ListenAddr],
+    ) -> crate::Result<(Vec<Listener>, ServeOptions)> {
         let mut opts = self.serve_options()?;
         let source = self.tls_source()?;
         if let Some(src) = &source {
@@ -283,8 +349,19 @@ impl ServerArgs {
         let bind_opts = self.bind_options();
         let listeners = addrs
             .iter()
+            .chain(plain)
             .map(|a| net::bind(a, &bind_opts))
             .collect::<crate::Result<Vec<Listener>>>()?;
+        let plain_from = addrs.len();
+        if let Some(tls) = &mut opts.tls {
+            tls.plain = listeners[plain_from..]
+                .iter()
+                .filter_map(|l| match l.peer_addr() {
+                    crate::protocol::PeerAddr::Tcp(a) => Some(a),
+                    crate::protocol::PeerAddr::Unix(_) => None,
+                })
+                .collect();
+        }
         let paths: Vec<&std::path::Path> = listeners.iter().filter_map(|l| l.unix_path()).collect();
         if let Err(e) = self.privileges().apply(&paths) {
             for p in paths {
@@ -296,10 +373,12 @@ impl ServerArgs {
         crate::model::Shutdown::for_process()
             .map_err(|e| crate::Error::io("installing the SIGINT/SIGTERM handlers", e))?;
         let scheme = if opts.tls.is_some() { "https://" } else { "" };
-        announce(listeners.iter().map(|l| {
+        announce(listeners.iter().enumerate().map(|(i, l)| {
             let a = l.local_addr_string();
             if a.starts_with("unix:") {
                 a
+            } else if i >= plain_from {
+                format!("http://{a}")
             } else {
                 format!("{scheme}{a}")
             }

@@ -105,6 +105,8 @@ pub struct Config {
     pub tls_key: Option<OneOrMany>,
     /// A directory for the self-signed certificate (`--tls-self-signed`).
     pub tls_self_signed: Option<PathBuf>,
+    /// A plain listener redirecting to https (`serve --redirect-http`).
+    pub redirect_http: Option<String>,
 
     // HTTP limits and timeouts (seconds).
     pub max_request_line: Option<Size>,

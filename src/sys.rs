@@ -354,7 +354,7 @@ pub fn fork() -> io::Result<Fork> {
     })
 }
 
-/// Block (`true`) or unblock (`false`) SIGINT and SIGTERM for the calling thread. Blocked
+/// Block (`true`) or unblock (`false`) SIGINT, SIGTERM and SIGHUP for the calling thread. Blocked
 /// signals stay pending and are delivered on unblocking; a forked child inherits the mask.
 pub fn block_stop_signals(block: bool) -> io::Result<()> {
     // SAFETY: `set` is plain data, initialised by sigemptyset before any other use;
@@ -364,6 +364,7 @@ pub fn block_stop_signals(block: bool) -> io::Result<()> {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         let how = if block {
             libc::SIG_BLOCK
         } else {

@@ -1,13 +1,19 @@
 //! Certificates for the TLS listeners: read PEM certificate chains and keys (checked at start,
 //! each error naming its file), choose one per connection by SNI, make and keep a self-signed
 //! one, and build the rustls server configuration the drivers use ([`crate::model::TlsSettings`]).
+//! [`client`]: the clients' side (`send`, `talk`, `bench`).
 //!
 //! The configuration: TLS 1.3 and 1.2 only, on rustls's `ring` provider; resumption by tickets
 //! (RFC 8446 §4.6.1, RFC 5077) and by a server-side session cache; ALPN as the service asks;
 //! 0-RTT off (RFC 8446 §8: early data can be replayed).
+//!
+//! Certificates can be reread while serving ([`TlsSettings::reload`], on SIGHUP): the new set
+//! replaces the old in the resolver, all or nothing, so handshakes after it get the new ones
+//! and connections already set up are not touched. The configuration itself, and so its
+//! ticket keys, stays: sessions resume across a reload.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
@@ -17,6 +23,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::error::{Error, Result};
 use crate::model::TlsSettings;
+
+pub mod client;
 
 /// Sessions the server-side cache remembers (for TLS 1.2 clients without tickets); nginx's
 /// `ssl_session_cache shared:SSL:1m` holds about 4000.
@@ -115,12 +123,14 @@ fn pem_error(path: &Path, what: &str, e: rustls_pki_types::pem::Error) -> Error 
 /// each certificate's own names (wildcards included); the first serves everyone else.
 #[derive(Debug)]
 struct BySni {
-    keys: Vec<Arc<CertifiedKey>>,
+    /// Replaced whole by a reload; a handshake holds the read lock only to clone one `Arc`.
+    keys: RwLock<Vec<Arc<CertifiedKey>>>,
 }
 
 impl ResolvesServerCert for BySni {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        if self.keys.len() > 1 {
+        let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
+        if keys.len() > 1 {
             if let Some(name) = hello
                 .server_name()
                 .and_then(|n| ServerName::try_from(n).ok())
@@ -131,12 +141,12 @@ impl ResolvesServerCert for BySni {
                         .and_then(|c| webpki::EndEntityCert::try_from(c).ok())
                         .is_some_and(|ee| ee.verify_is_valid_for_subject_name(&name).is_ok())
                 };
-                if let Some(k) = self.keys.iter().find(fits) {
+                if let Some(k) = keys.iter().find(fits) {
                     return Some(Arc::clone(k));
                 }
             }
         }
-        self.keys.first().cloned()
+        keys.first().cloned()
     }
 }
 
@@ -151,24 +161,40 @@ pub fn cert_files(source: &CertSource) -> Result<Vec<CertFiles>> {
 
 /// The TLS settings for `source` and `app`: every file read and checked now.
 pub fn settings(source: &CertSource, app: &TlsApp) -> Result<TlsSettings> {
-    let keys = cert_files(source)?
-        .iter()
-        .map(load_pair)
-        .collect::<Result<Vec<_>>>()?;
-    let config = server_config(keys, app)?;
+    let resolver = Arc::new(BySni {
+        keys: RwLock::new(load_all(source)?),
+    });
+    let config = server_config(Arc::clone(&resolver) as Arc<dyn ResolvesServerCert>, app)?;
+    let source = source.clone();
+    let reload = move || -> std::result::Result<usize, String> {
+        let keys = load_all(&source).map_err(|e| e.to_string())?;
+        let n = keys.len();
+        *resolver.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
+        Ok(n)
+    };
     Ok(TlsSettings {
         config,
         plain_reply: app.plain_reply.clone(),
+        plain: Vec::new(),
+        reload: Some(Arc::new(reload)),
     })
 }
 
-fn server_config(keys: Vec<Arc<CertifiedKey>>, app: &TlsApp) -> Result<Arc<rustls::ServerConfig>> {
+/// Every certificate and key of `source`, read and checked; the first error stops it.
+fn load_all(source: &CertSource) -> Result<Vec<Arc<CertifiedKey>>> {
+    cert_files(source)?.iter().map(load_pair).collect()
+}
+
+fn server_config(
+    resolver: Arc<dyn ResolvesServerCert>,
+    app: &TlsApp,
+) -> Result<Arc<rustls::ServerConfig>> {
     let setup = |e: rustls::Error| Error::Setup(format!("cannot set TLS up: {e}"));
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(setup)?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(BySni { keys }));
+        .with_cert_resolver(resolver);
     cfg.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
     // Ticket keys are made here, before prefork's fork: every worker accepts every ticket.
     cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(setup)?;

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use crate::support::{self, connect, read_to_end, ModelFlags, Server, TempDir, ALL_MODELS};
 
-/// A test CA and two server certificates it signed: `a` for localhost and 127.0.0.1 (the
-/// first pair, served without SNI), `b` for `b.test` and `*.b.test`.
+/// A test CA and the server certificates it signed: `a` for localhost and 127.0.0.1 (the
+/// first pair, served without SNI), `b` for `b.test` and `*.b.test`, `c` for `a`'s names.
 struct Pki {
     dir: TempDir,
 }
@@ -29,6 +29,8 @@ impl Pki {
         for (name, sans) in [
             ("a", vec!["localhost", "127.0.0.1"]),
             ("b", vec!["b.test", "*.b.test"]),
+            // The names of `a` under another subject: what a renewal looks like.
+            ("c", vec!["localhost", "127.0.0.1"]),
         ] {
             let key = KeyPair::generate().unwrap();
             let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
@@ -548,4 +550,457 @@ fn tincan_toml_takes_the_tls_keys_and_hsts_needs_tls() {
         !status.success() && stderr.contains("--hsts needs TLS"),
         "{stderr}"
     );
+}
+
+/// `--redirect-http`'s own start line: the address after `listening on http://`.
+fn redirect_port(srv: &Server) -> u16 {
+    let line = srv
+        .stdout
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a start line for the redirect listener");
+    let addr = line
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("not a plain start line: {line}"));
+    addr.parse::<SocketAddr>().unwrap().port()
+}
+
+#[test]
+fn the_redirect_listener_sends_plain_clients_to_https_under_every_model() {
+    support::require("curl --version");
+    let pki = Pki::new();
+    let (root, _) = site();
+    let root_s = root.path().to_str().unwrap();
+    for &m in ALL_MODELS {
+        let extra = ["--redirect-http", "127.0.0.1:0", "--hsts", "60"];
+        let args = support::serve_args(root_s, m, &extra);
+        let (srv, port) = start(&args, &pki);
+        let plain = redirect_port(&srv);
+        let to_plain = format!("localhost:{plain}:127.0.0.1");
+
+        // The same path and query, on https at the TLS port, under the name the client used;
+        // no Strict-Transport-Security over plain HTTP (RFC 6797 §7.2).
+        let out = curl(
+            &format!("{m}"),
+            &pki,
+            port,
+            &[
+                "-i",
+                "--resolve",
+                &to_plain,
+                &format!("http://localhost:{plain}/small.txt?a=1&b"),
+            ],
+        );
+        let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 308 "), "{m}: {head}");
+        assert!(
+            head.contains(&format!(
+                "\r\nlocation: https://localhost:{port}/small.txt?a=1&b\r\n"
+            )),
+            "{m}: {head}"
+        );
+        assert!(!head.contains("strict-transport-security"), "{m}: {head}");
+
+        // A client that follows it gets the file over TLS, HSTS and all; a POST stays a POST.
+        let out = curl(
+            &format!("{m}"),
+            &pki,
+            port,
+            &[
+                "-sL",
+                "-D",
+                "-",
+                "--resolve",
+                &to_plain,
+                &format!("http://localhost:{plain}/small.txt"),
+            ],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        assert!(
+            text.contains("strict-transport-security: max-age=60")
+                && text.ends_with("hello over tls\n"),
+            "{m}: {text}"
+        );
+        let out = curl(
+            &format!("{m}"),
+            &pki,
+            port,
+            &[
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{redirect_url}",
+                "-d",
+                "x=1",
+                &format!("http://127.0.0.1:{plain}/form"),
+            ],
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("308 https://127.0.0.1:{port}/form"),
+            "{m}"
+        );
+
+        // ACME HTTP-01 challenges are answered on the plain listener, not redirected.
+        let out = curl(
+            &format!("{m}"),
+            &pki,
+            port,
+            &[
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("http://127.0.0.1:{plain}/.well-known/acme-challenge/token"),
+            ],
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "404", "{m}");
+        drop(srv);
+    }
+}
+
+#[test]
+fn the_redirect_listener_is_a_toml_key_and_needs_tls() {
+    support::require("curl --version");
+    let pki = Pki::new();
+    let (root, _) = site();
+    let toml = root.path().join("tincan.toml");
+    std::fs::write(
+        &toml,
+        "redirect_http = \"127.0.0.1:0\"\naccess_log = \"off\"\n",
+    )
+    .unwrap();
+    let root_s = root.path().to_str().unwrap();
+    let toml_s = toml.to_str().unwrap();
+    let args = [
+        "serve",
+        root_s,
+        "--config",
+        toml_s,
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let (srv, port) = start(&args, &pki);
+    let plain = redirect_port(&srv);
+    let out = support::curl(
+        "toml",
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+            &format!("http://127.0.0.1:{plain}/"),
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("308 https://127.0.0.1:{port}/")
+    );
+    drop(srv);
+    for args in [
+        &[
+            "serve",
+            root_s,
+            "--listen",
+            "127.0.0.1:0",
+            "--redirect-http",
+            "127.0.0.1:0",
+        ][..],
+        &[
+            "serve",
+            root_s,
+            "--config",
+            toml_s,
+            "--listen",
+            "127.0.0.1:0",
+        ][..],
+    ] {
+        let (status, stdout, stderr) = support::run_tincan(args, b"", Duration::from_secs(10));
+        assert!(
+            !status.success() && !stdout.contains("listening"),
+            "{args:?}"
+        );
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!(
+            lines.len() == 1 && lines[0].contains("--redirect-http") && lines[0].contains("TLS"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+/// Keeps one connection open and, for each line on stdin, opens a new one: prints the common
+/// name each new connection was served and the status the kept connection still answers with.
+const PY_RELOAD: &str = r#"
+import socket, ssl, sys
+ca, port = sys.argv[1], int(sys.argv[2])
+ctx = ssl.create_default_context(cafile=ca)
+def connect():
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return ctx.wrap_socket(raw, server_hostname="localhost")
+def cn(s):
+    return dict(x[0] for x in s.getpeercert()["subject"])["commonName"]
+def get(s):
+    s.sendall(b"GET /small.txt HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    got = b""
+    while not got.endswith(b"hello over TLS\n"):
+        part = s.recv(65536)
+        if not part:
+            return "closed"
+        got += part
+    return got.split(b"\r\n", 1)[0].decode()
+kept = connect()
+print(cn(kept), get(kept), flush=True)
+for _ in sys.stdin:
+    s = connect()
+    print(cn(s), get(kept), flush=True)
+    s.close()
+"#;
+
+#[test]
+fn sighup_rereads_the_certificates_and_open_connections_go_on() {
+    use std::io::BufRead;
+    support::require("python3 -c 'import ssl'");
+    let pki = Pki::new();
+    let (root, _) = site();
+    let (cert, key) = (root.path().join("live.pem"), root.path().join("live.key"));
+    let put = |name: &str| {
+        // As certbot does: the new file is renamed over the old, never half written.
+        for (from, to) in [(".pem", &cert), (".key", &key)] {
+            let tmp = to.with_extension("new");
+            std::fs::copy(pki.path(&format!("{name}{from}")), &tmp).unwrap();
+            std::fs::rename(&tmp, to).unwrap();
+        }
+    };
+    for m in support::concurrent_models() {
+        put("a");
+        let tls = [
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ];
+        let args = support::serve_args(root.path().to_str().unwrap(), m, &tls);
+        let srv = Server::start(&args);
+        let port = srv.addrs[0].rsplit(':').next().unwrap().to_string();
+        let mut py = Command::new("python3")
+            .args(["-c", PY_RELOAD, &pki.path("ca.pem"), &port])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ask = py.stdin.take().unwrap();
+        let mut lines = std::io::BufReader::new(py.stdout.take().unwrap()).lines();
+        let mut next = || lines.next().expect("a line from python").unwrap();
+        assert_eq!(next(), "a.test HTTP/1.1 200 OK", "{m}");
+
+        // Renewed files, then SIGHUP: new connections get the new certificate (in every
+        // prefork worker), while the connection opened before goes on.
+        put("c");
+        srv.signal(libc::SIGHUP);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            writeln!(ask, "new").unwrap();
+            let line = next();
+            if line.starts_with("c.test") {
+                break;
+            }
+            assert_eq!(line, "a.test HTTP/1.1 200 OK", "{m}");
+            assert!(Instant::now() < deadline, "{m}: still the old certificate");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        for _ in 0..6 {
+            writeln!(ask, "new").unwrap();
+            assert_eq!(next(), "c.test HTTP/1.1 200 OK", "{m}");
+        }
+        assert!(srv.stderr().contains("SIGHUP: reread 1 certificate"), "{m}");
+
+        // A reload that fails keeps what is served and says why in one line.
+        std::fs::write(&cert, "not a certificate\n").unwrap();
+        srv.signal(libc::SIGHUP);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !srv.stderr().contains("kept the certificates in use") {
+            assert!(Instant::now() < deadline, "{m}: {}", srv.stderr());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let said: Vec<String> = (srv.stderr().lines())
+            .filter(|l| l.contains("SIGHUP: kept"))
+            .map(str::to_string)
+            .collect();
+        assert!(
+            said.len() == 1 && said[0].contains("live.pem"),
+            "{m}: {said:?}"
+        );
+        for _ in 0..4 {
+            writeln!(ask, "new").unwrap();
+            assert_eq!(next(), "c.test HTTP/1.1 200 OK", "{m}");
+        }
+        drop(ask);
+        let _ = py.wait();
+        drop(srv);
+    }
+}
+
+#[test]
+fn send_and_talk_speak_tls_to_echo_and_chat() {
+    let pki = Pki::new();
+    let ca = pki.path("ca.pem");
+    // 300 kB of every byte value: several TLS records each way, written while read.
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    for m in [ALL_MODELS[2], ALL_MODELS[3]] {
+        let mut args = vec!["echo", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(m.0);
+        let (srv, port) = start(&args, &pki);
+        let to = format!("localhost:{port}");
+        let send = |extra: &[&str], stdin: &[u8]| {
+            let mut a = vec!["send", &to, "--tls"];
+            a.extend_from_slice(extra);
+            support::run_tincan(&a, stdin, Duration::from_secs(20))
+        };
+        let (status, out, err) = send(&["--tls-ca", &ca, "--framing", "line"], b"a\nb\n");
+        assert!(status.success(), "{m}: {err}");
+        assert_eq!(out, "a\nb\n", "{m}");
+        // Binary, ended by the half-close (close_notify, then FIN): it all comes back.
+        let copy = TempDir::new("tls-send");
+        let (file, back) = (copy.path().join("in"), copy.path().join("out"));
+        std::fs::write(&file, &big).unwrap();
+        let cmd = format!(
+            "{} send {to} --tls --tls-ca {ca} --framing close --max-frame 1M < {} > {}",
+            support::bin(),
+            file.display(),
+            back.display()
+        );
+        let ok = Command::new("sh").args(["-c", &cmd]).status().unwrap();
+        assert!(ok.success(), "{m}");
+        assert!(
+            std::fs::read(&back).unwrap() == big,
+            "{m}: the echo differs"
+        );
+        // Without the test CA, the system's CAs do not know the certificate: one line that
+        // says what to do; --insecure goes ahead.
+        let (status, _, err) = send(&["hi"], b"");
+        assert!(!status.success(), "{m}: an unknown CA was accepted");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains("not trusted") && err.contains("--tls-ca") && err.contains("--insecure"),
+            "{err}"
+        );
+        let (status, out, err) = send(&["--insecure", "--framing", "line", "hi"], b"");
+        assert!(status.success() && out == "hi\n", "{m}: {err}");
+        drop(srv);
+    }
+    let (status, _, err) = support::run_tincan(
+        &["send", "127.0.0.1:9", "--insecure", "x"],
+        b"",
+        Duration::from_secs(20),
+    );
+    assert!(
+        !status.success() && err.contains("--insecure") && err.contains("add --tls"),
+        "{err}"
+    );
+
+    // Chat: one talk listens, another says hello; both over TLS.
+    let args = ["chat", "--listen", "127.0.0.1:0", "--model", "event"];
+    let (srv, port) = start(&args, &pki);
+    let to = format!("localhost:{port}");
+    let listener = {
+        let (to, ca) = (to.clone(), ca.clone());
+        std::thread::spawn(move || {
+            support::run_tincan(
+                &["talk", &to, "--tls", "--tls-ca", &ca, "--wait", "3"],
+                b"",
+                Duration::from_secs(20),
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, out, err) = support::run_tincan(
+        &["talk", &to, "--tls", "--tls-ca", &ca, "--wait", "1"],
+        b"hello over tls\n",
+        Duration::from_secs(20),
+    );
+    assert!(status.success(), "{err}");
+    assert!(out.contains(": hello over tls"), "{out}");
+    let (status, out, err) = listener.join().unwrap();
+    assert!(status.success(), "{err}");
+    assert!(out.contains(": hello over tls"), "{out}");
+    let (status, _, err) = support::run_tincan(
+        &["talk", &to, "--tls", "--wait", "1"],
+        b"x\n",
+        Duration::from_secs(20),
+    );
+    assert!(!status.success() && err.contains("--tls-ca"), "{err}");
+    drop(srv);
+}
+
+/// `tincan bench ARGS --json`, parsed.
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["bench", "http"];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let (status, out, err) = support::run_tincan(&all, b"", Duration::from_secs(60));
+    assert!(status.success(), "tincan {all:?} failed: {err}");
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not one JSON object ({e}): {out}"))
+}
+
+#[test]
+fn bench_http_loads_serve_over_https_with_and_without_keepalive() {
+    let pki = Pki::new();
+    let ca = pki.path("ca.pem");
+    let (root, _) = site();
+    for m in [ALL_MODELS[2], ALL_MODELS[3]] {
+        let args = support::serve_args(root.path().to_str().unwrap(), m, &[]);
+        let (srv, port) = start(&args, &pki);
+        let small = format!("https://localhost:{port}/small.txt");
+        let v = bench_json(&[&small, "--tls-ca", &ca, "-c", "4", "-t", "1", "-d", "0.5"]);
+        let replies = v["replies"].as_u64().unwrap();
+        assert!(replies > 0, "{m}: {v}");
+        assert_eq!(v["errors"]["total"], 0, "{m}: {v}");
+        assert!(
+            v["bytes_read"].as_u64().unwrap() >= replies * 15,
+            "{m}: {v}"
+        );
+
+        // A handshake per request.
+        let v = bench_json(&[
+            &small,
+            "--tls-ca",
+            &ca,
+            "-c",
+            "2",
+            "-t",
+            "1",
+            "-n",
+            "50",
+            "--keepalive",
+            "off",
+        ]);
+        assert_eq!(v["replies"], 50, "{m}: {v}");
+        assert_eq!(v["connects"], 50, "{m}: {v}");
+        assert_eq!(v["errors"]["total"], 0, "{m}: {v}");
+
+        // 10 MiB bodies: far more than rustls holds unread at once.
+        let big = format!("https://localhost:{port}/big.bin");
+        let v = bench_json(&[&big, "--insecure", "-c", "2", "-t", "1", "-n", "4"]);
+        assert_eq!(v["replies"], 4, "{m}: {v}");
+        assert_eq!(v["errors"]["total"], 0, "{m}: {v}");
+        assert!(
+            v["bytes_read"].as_u64().unwrap() >= 4 * (10 << 20),
+            "{m}: {v}"
+        );
+
+        // A certificate nobody said to trust: one line before any load.
+        let (status, out, err) = support::run_tincan(
+            &["bench", "http", &small, "-n", "1"],
+            b"",
+            Duration::from_secs(20),
+        );
+        assert!(!status.success() && out.is_empty(), "{m}: {out}");
+        assert_eq!(err.trim().lines().count(), 1, "{m}: {err}");
+        assert!(
+            err.contains("not trusted") && err.contains("--tls-ca"),
+            "{m}: {err}"
+        );
+        drop(srv);
+    }
 }

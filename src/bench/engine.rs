@@ -15,6 +15,12 @@
 //! a refused connect is retried after `retry_delay` so a dead server costs no spinning core.
 //! Every request has a deadline, so nothing hangs: at most `duration` (or until `requests`
 //! attempts have finished, each within `timeout`).
+//!
+//! With `tls` (an `https://` URL) a rustls `ClientConnection` sits between socket and exchange
+//! on every connection: the request goes in as plaintext (held until the handshake is done),
+//! records go out as the socket takes them, and what is read is handed to rustls a piece at a
+//! time, its plaintext to the exchange as it comes. The handshake's time counts in the first
+//! request's latency, as the connect's does.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -92,6 +98,16 @@ pub struct LoadOptions {
     /// each port in TIME_WAIT, and Linux gives `connect` only half the ephemeral range, so one
     /// address caps new connections at about 14,000 a second here; each address adds as many.
     pub sources: Vec<IpAddr>,
+    /// Speak TLS on every connection (`https://`).
+    pub tls: Option<TlsTarget>,
+}
+
+/// TLS for every connection of a run: the client configuration (whose session cache lets a
+/// new connection resume, as browsers and wrk's OpenSSL do) and the name to check.
+#[derive(Clone, Debug)]
+pub struct TlsTarget {
+    pub config: Arc<rustls::ClientConfig>,
+    pub name: rustls::pki_types::ServerName<'static>,
 }
 
 impl Default for LoadOptions {
@@ -110,6 +126,7 @@ impl Default for LoadOptions {
             warmup: Duration::ZERO,
             count_unanswered: false,
             sources: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -344,6 +361,8 @@ impl State {
 
 struct Conn<E> {
     stream: Option<TcpStream>,
+    /// The connection's TLS state, with `opts.tls`; set up once the TCP connect completes.
+    tls: Option<Box<rustls::ClientConnection>>,
     state: State,
     ex: E,
     /// Bytes of the current request already written.
@@ -382,6 +401,8 @@ struct Worker<E> {
     alarm: Option<Alarm>,
     /// The next of `opts.sources` to connect from.
     next_source: usize,
+    /// Plaintext out of TLS, one buffer per thread (as the read buffer is).
+    plain: Vec<u8>,
 }
 
 impl WorkerSpec {
@@ -407,6 +428,7 @@ impl WorkerSpec {
                 });
                 Conn {
                     stream: None,
+                    tls: None,
                     state: State::Closed,
                     ex: load.exchange(global),
                     written: 0,
@@ -437,6 +459,7 @@ impl WorkerSpec {
             interval,
             alarm,
             next_source: 0,
+            plain: Vec::new(),
         };
         let finished = w.drive(self.deadline, self.start, shared)?;
         Ok((w.stats, finished))
@@ -733,6 +756,12 @@ impl<E: Exchange> Worker<E> {
                     Err(_) => return self.fail(i, ErrorKind::Connect, now),
                 }
                 let _ = s.set_nodelay(true);
+                if let Some(t) = &self.opts.tls {
+                    match rustls::ClientConnection::new(Arc::clone(&t.config), t.name.clone()) {
+                        Ok(conn) => c.tls = Some(Box::new(conn)),
+                        Err(_) => return self.fail(i, ErrorKind::Connect, now),
+                    }
+                }
                 self.stats.connects += 1;
                 // The connect had its own, shorter deadline; the request gets a whole timeout.
                 c.deadline = now + self.opts.timeout;
@@ -748,6 +777,10 @@ impl<E: Exchange> Worker<E> {
                 }
             }
             State::Awaiting | State::Idle => {
+                // TLS records that met a full socket before (a handshake's last flight).
+                if ev.is_writable() && self.conns[i].tls.as_ref().is_some_and(|t| t.wants_write()) {
+                    self.write_tls(i, now);
+                }
                 if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                     self.read(i, ev.is_read_closed(), scratch);
                 }
@@ -757,6 +790,9 @@ impl<E: Exchange> Worker<E> {
 
     /// Write what is left of the request; on completion, await the reply.
     fn write(&mut self, i: usize, now: Instant) {
+        if self.conns[i].tls.is_some() {
+            return self.write_tls(i, now);
+        }
         loop {
             let c = &mut self.conns[i];
             if c.state != State::Writing {
@@ -786,7 +822,125 @@ impl<E: Exchange> Worker<E> {
 
     /// Read until `WouldBlock` (or until a reply ended on a short read: then the socket is
     /// drained, and sparing the extra `read` that would say so is one syscall per request).
+    /// [`write`](Self::write) through TLS: the request's plaintext goes to rustls (which holds
+    /// it until the handshake is done), then every record it has goes to the socket.
+    fn write_tls(&mut self, i: usize, now: Instant) {
+        loop {
+            let c = &mut self.conns[i];
+            let (Some(s), Some(tls)) = (c.stream.as_mut(), c.tls.as_mut()) else {
+                return;
+            };
+            let req = c.ex.request();
+            let mut took = 0;
+            if c.state == State::Writing && c.written < req.len() {
+                match tls.writer().write(&req[c.written..]) {
+                    Ok(n) => took = n,
+                    Err(_) => return self.fail(i, ErrorKind::Write, now),
+                }
+                c.written += took;
+                self.stats.bytes_written += took as u64;
+            }
+            let mut sent = 0;
+            while tls.wants_write() {
+                match tls.write_tls(s) {
+                    Ok(n) => sent += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return self.fail(i, ErrorKind::Write, now),
+                }
+            }
+            if c.state == State::Writing && c.written >= req.len() {
+                if c.ex.half_close() {
+                    tls.send_close_notify();
+                    while tls.wants_write() {
+                        if tls.write_tls(s).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = s.shutdown(std::net::Shutdown::Write);
+                }
+                c.state = State::Awaiting;
+                return;
+            }
+            if took == 0 && sent == 0 {
+                // rustls holds all it will before the handshake ends; reads move it on.
+                return;
+            }
+        }
+    }
+
+    /// [`read`](Self::read) through TLS: records from the socket go to rustls a piece at a
+    /// time (it holds at most 16 KiB of plaintext unread), its answers (the handshake's) back
+    /// out, and the plaintext to the exchange as it comes.
+    fn read_tls(&mut self, i: usize, scratch: &mut [u8]) {
+        let mut plain = std::mem::take(&mut self.plain);
+        plain.resize(READ_CHUNK, 0);
+        self.read_tls_with(i, scratch, &mut plain);
+        self.plain = plain;
+    }
+
+    fn read_tls_with(&mut self, i: usize, scratch: &mut [u8], plain: &mut [u8]) {
+        let now = Instant::now();
+        loop {
+            let c = &mut self.conns[i];
+            let Some(s) = c.stream.as_mut() else { return };
+            let n = match s.read(scratch) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return self.fail(i, ErrorKind::Read, now),
+            };
+            let mut data = &scratch[..n];
+            loop {
+                let c = &mut self.conns[i];
+                let Some(tls) = c.tls.as_mut() else { return };
+                if n == 0 {
+                    // rustls takes an empty read as the end of the transport.
+                    let _ = tls.read_tls(&mut data);
+                } else if !data.is_empty() {
+                    let fed = matches!(tls.read_tls(&mut data), Ok(k) if k > 0);
+                    if !fed || tls.process_new_packets().is_err() {
+                        return self.fail(i, ErrorKind::Read, now);
+                    }
+                }
+                if tls.wants_write() || (c.state == State::Writing && !tls.is_handshaking()) {
+                    self.write_tls(i, now);
+                }
+                // The plaintext, as the exchange would have read it from a plain socket.
+                loop {
+                    let Some(tls) = self.conns[i].tls.as_mut() else {
+                        return;
+                    };
+                    match tls.reader().read(plain) {
+                        Ok(0) => return self.eof(i),
+                        Ok(k) => {
+                            self.stats.bytes_read += k as u64;
+                            self.input(i, &plain[..k]);
+                            // A finished reply may have closed the connection or begun
+                            // another: what is left of this read was not for it.
+                            let c = &self.conns[i];
+                            if c.stream.is_none() || c.state == State::Connecting {
+                                return;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(_) => return self.eof(i),
+                    }
+                }
+                if n == 0 {
+                    return self.eof(i);
+                }
+                if data.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
+
     fn read(&mut self, i: usize, closed: bool, scratch: &mut [u8]) {
+        if self.conns[i].tls.is_some() {
+            return self.read_tls(i, scratch);
+        }
         loop {
             let c = &mut self.conns[i];
             let Some(s) = c.stream.as_mut() else { return };
@@ -914,6 +1068,7 @@ impl<E: Exchange> Worker<E> {
         if let Some(mut s) = c.stream.take() {
             let _ = self.poll.registry().deregister(&mut s);
         }
+        c.tls = None;
         if c.state.in_flight() {
             self.in_flight -= 1;
         }

@@ -17,7 +17,7 @@ pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// The most headers one response may carry.
 pub const MAX_RESPONSE_HEADERS: usize = 64;
 
-/// A parsed `http://host[:port]/path` target.
+/// A parsed `http://host[:port]/path` (or `https://`) target.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Url {
     /// The `Host` header value: host, and port when it is not 80.
@@ -26,6 +26,8 @@ pub struct Url {
     pub port: u16,
     /// Path and query, starting with `/`.
     pub target: String,
+    /// `https://`: TLS on every connection.
+    pub tls: bool,
 }
 
 impl Url {
@@ -37,17 +39,15 @@ impl Url {
                 .get(..p.len())
                 .is_some_and(|b| b.eq_ignore_ascii_case(p.as_bytes()))
         };
-        if scheme("https://") {
+        let tls = scheme("https://");
+        if !tls && !scheme("http://") {
             return Err(format!(
-                "'{s}': the load generator speaks plain HTTP only; use an http:// URL"
+                "'{s}' is not an http:// or https:// URL, e.g. http://127.0.0.1:8080/"
             ));
         }
-        if !scheme("http://") {
-            return Err(format!(
-                "'{s}' is not an http:// URL, e.g. http://127.0.0.1:8080/"
-            ));
-        }
-        let rest = &s["http://".len()..];
+        let rest = &s[if tls { "https://" } else { "http://" }.len()..];
+        // RFC 9110 §4.2.1, §4.2.2.
+        let default_port = if tls { 443 } else { 80 };
         // A fragment is the client's own; it is never part of a request target (RFC 9112 §3.2).
         let rest = rest.split('#').next().unwrap_or("");
         let (authority, target) = match rest.find(['/', '?']) {
@@ -70,14 +70,14 @@ impl Url {
                 .find(']')
                 .ok_or_else(|| format!("'{s}': an IPv6 host needs a closing ']'"))?;
             let port = match &v6[end + 1..] {
-                "" => 80,
+                "" => default_port,
                 p => parse_port(p.strip_prefix(':').unwrap_or(p), s)?,
             };
             (v6[..end].to_string(), port)
         } else {
             match authority.rsplit_once(':') {
                 Some((h, p)) => (h.to_string(), parse_port(p, s)?),
-                None => (authority.to_string(), 80),
+                None => (authority.to_string(), default_port),
             }
         };
         Ok(Url {
@@ -85,6 +85,7 @@ impl Url {
             host,
             port,
             target,
+            tls,
         })
     }
 
@@ -538,7 +539,8 @@ mod tests {
         assert_eq!((u.host.as_str(), u.port), ("::1", 9));
         let u = Url::parse("http://localhost").unwrap();
         assert_eq!((u.port, u.target.as_str()), (80, "/"));
-        assert!(Url::parse("https://x/").unwrap_err().contains("plain HTTP"));
+        let u = Url::parse("HTTPS://x/").unwrap();
+        assert!(u.tls && u.port == 443 && u.host == "x");
         assert!(Url::parse("ftp://x/").is_err());
         assert!(Url::parse("http://x:99999/").is_err());
         // Found by an outside pass: these were sent as they came, or misread.

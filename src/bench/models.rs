@@ -630,6 +630,7 @@ fn measure(rig: &Rig<'_>, v: &Variant, connections: usize, a: &ModelsArgs) -> Po
         // A model that serves one connection while the rest wait must show it in p99.
         count_unanswered: true,
         sources: Vec::new(),
+        tls: None,
     };
     let outcome = match a.protocol {
         Protocol::Http => {

@@ -157,13 +157,15 @@ impl LoadArgs {
             })?,
             count_unanswered: self.count_unanswered,
             sources: self.source.clone(),
+            tls: None,
         })
     }
 }
 
 #[derive(Args, Debug)]
 pub struct HttpArgs {
-    /// The URL to request, e.g. http://127.0.0.1:8080/index.html
+    /// The URL to request, e.g. http://127.0.0.1:8080/index.html (https:// speaks TLS, checking
+    /// the server's certificate: see --tls-ca and --insecure).
     pub url: String,
     /// Request method.
     #[arg(long, short = 'X', default_value = "GET")]
@@ -171,6 +173,8 @@ pub struct HttpArgs {
     /// An extra request header, `Name: value`. Repeat for several.
     #[arg(long = "header", short = 'H', value_name = "HEADER")]
     pub headers: Vec<String>,
+    #[command(flatten)]
+    pub tls: crate::cli::ClientTlsArgs,
     #[command(flatten)]
     pub load: LoadArgs,
 }
@@ -270,8 +274,10 @@ fn execute<L: Load>(
     addr: SocketAddr,
     load: L,
     load_args: &LoadArgs,
+    tls: Option<crate::bench::engine::TlsTarget>,
 ) -> Result<Outcome> {
-    let opts = load_args.options()?;
+    let mut opts = load_args.options()?;
+    opts.tls = tls;
     for ip in &opts.sources {
         // A source this machine does not have fails every connect with the same error; say
         // so once, before the run, rather than count a run of connect errors.
@@ -347,7 +353,39 @@ fn http(a: HttpArgs) -> Result<()> {
     let keepalive = a.load.keepalive == OnOff::On;
     let req = build_request(&a.method, &url, &a.headers, keepalive).map_err(Error::Usage)?;
     let load = HttpLoad::new(req, &a.method);
-    execute("http", &a.url, addr, load, &a.load).map(drop)
+    let tls = if url.tls {
+        let config = a.tls.config(&[crate::protocol::http::ALPN_HTTP11])?;
+        let name = crate::tls::client::server_name(&url.host)?;
+        // One handshake before the run: a certificate the flags do not trust is one line
+        // now, not a run of connect errors.
+        check_handshake(addr, &config, &name, &a.url)?;
+        Some(crate::bench::engine::TlsTarget { config, name })
+    } else {
+        a.tls.unused("use an https:// URL")?;
+        None
+    };
+    execute("http", &a.url, addr, load, &a.load, tls).map(drop)
+}
+
+fn check_handshake(
+    addr: SocketAddr,
+    config: &Arc<rustls::ClientConfig>,
+    name: &rustls::pki_types::ServerName<'static>,
+    url: &str,
+) -> Result<()> {
+    let limit = Duration::from_secs(5);
+    let fail = |e: std::io::Error| {
+        Error::Client(format!(
+            "could not connect to {url}: {}",
+            super::send::describe(&e)
+        ))
+    };
+    let sock = std::net::TcpStream::connect_timeout(&addr, limit).map_err(fail)?;
+    sock.set_read_timeout(Some(limit)).map_err(fail)?;
+    sock.set_write_timeout(Some(limit)).map_err(fail)?;
+    crate::tls::client::TlsStream::connect(sock, name.clone(), config)
+        .map(drop)
+        .map_err(|e| crate::cli::tls_failure(url, &e))
 }
 
 fn echo(a: EchoArgs) -> Result<()> {
@@ -383,13 +421,13 @@ fn echo(a: EchoArgs) -> Result<()> {
     if a.framing == Framing::Close {
         load_args.keepalive = OnOff::Off;
     }
-    execute("echo", &a.addr, addr, load, &load_args).map(drop)
+    execute("echo", &a.addr, addr, load, &load_args, None).map(drop)
 }
 
 fn chat(a: ChatArgs) -> Result<()> {
     let addr = resolve(&a.addr)?;
     let load = ChatLoad::new(a.size, a.max_frame);
-    execute("chat", &a.addr, addr, load, &a.load).map(drop)
+    execute("chat", &a.addr, addr, load, &a.load, None).map(drop)
 }
 
 fn selftest(a: SelftestArgs) -> Result<()> {
@@ -411,6 +449,7 @@ fn selftest(a: SelftestArgs) -> Result<()> {
         responder.addr(),
         HttpLoad::new(req, "GET"),
         &a.load,
+        None,
     )?;
     if !a.load.json {
         println!(

@@ -15,7 +15,7 @@ use crate::error::Result;
 /// Run the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Serve(a) => serve::run(a),
+        Command::Serve(a) => serve::run(*a),
         Command::Echo(a) => echo::run(a),
         Command::Send(a) => send::run(a),
         Command::Chat(a) => chat::run(a),

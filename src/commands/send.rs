@@ -15,6 +15,9 @@ use clap::Args;
 
 use crate::error::{Error, Result};
 use crate::protocol::framing::{Decoder, Framing};
+use crate::tls::client::TlsStream;
+use rustls::pki_types::ServerName;
+use std::sync::Arc;
 
 /// The largest UDP payload over IPv4 (65,535 minus the IP and UDP headers).
 const MAX_DATAGRAM: usize = 65_507;
@@ -25,7 +28,8 @@ Examples:
   tincan send 127.0.0.1:7007 hello          send, print the echo, exit
   tincan send 127.0.0.1:7007 --framing close < file    send, half-close, read all
   tincan send 127.0.0.1:7007 --framing null             the book's interactive client (q quits)
-  tincan send 127.0.0.1:7007 hi --udp       one datagram there and back")]
+  tincan send 127.0.0.1:7007 hi --udp       one datagram there and back
+  tincan send localhost:7007 hi --tls --tls-ca cert.pem    to `tincan echo --tls-...`")]
 pub struct SendArgs {
     /// Where the server listens: HOST:PORT, [V6]:PORT, :PORT (this host) or unix:/path.
     #[arg(value_name = "ADDR")]
@@ -66,6 +70,14 @@ pub struct SendArgs {
     /// Run the interactive loop (null framing) even when standard input is not a terminal.
     #[arg(long)]
     pub interactive: bool,
+
+    /// Speak TLS (to `tincan echo --tls-cert ...`), checking the server's certificate
+    /// against the name in ADDR.
+    #[arg(long)]
+    pub tls: bool,
+
+    #[command(flatten)]
+    pub tls_trust: crate::cli::ClientTlsArgs,
 }
 
 pub fn run(args: SendArgs) -> Result<()> {
@@ -85,8 +97,32 @@ pub fn run(args: SendArgs) -> Result<()> {
             args.framing
         )));
     }
+    let target = Target::parse(&args.addr)?;
+    let tls = match (&target, args.tls) {
+        (_, false) => {
+            args.tls_trust.unused("add --tls")?;
+            None
+        }
+        (Target::Unix(_), true) => {
+            return Err(Error::Usage(
+                "--tls is for HOST:PORT: a unix: socket names no host to check a certificate \
+                 against"
+                    .into(),
+            ))
+        }
+        (Target::Inet(_), true) if args.udp => {
+            return Err(Error::Usage(
+                "--udp has no TLS (DTLS is not supported); leave out --tls".into(),
+            ))
+        }
+        (Target::Inet(a), true) => Some((
+            args.tls_trust.config(&[])?,
+            crate::tls::client::server_name(a)?,
+        )),
+    };
     let client = Client {
-        target: Target::parse(&args.addr)?,
+        tls,
+        target,
         timeout: Duration::from_secs_f64(args.timeout),
         framing: args.framing,
         max_frame: args.max_frame,
@@ -182,10 +218,11 @@ impl std::fmt::Display for Target {
     }
 }
 
-/// A connected stream socket of either family.
+/// A connected stream socket of either family, or TLS over TCP.
 enum Conn {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Tls(TlsStream),
 }
 
 impl Conn {
@@ -193,6 +230,7 @@ impl Conn {
         Ok(match self {
             Conn::Tcp(s) => Conn::Tcp(s.try_clone()?),
             Conn::Unix(s) => Conn::Unix(s.try_clone()?),
+            Conn::Tls(s) => Conn::Tls(s.try_clone()?),
         })
     }
 
@@ -200,11 +238,16 @@ impl Conn {
         match self {
             Conn::Tcp(s) => s.shutdown(how),
             Conn::Unix(s) => s.shutdown(how),
+            Conn::Tls(s) => s.shutdown(how),
         }
     }
 
     fn set_timeouts(&self, t: Duration) -> io::Result<()> {
         match self {
+            Conn::Tls(s) => {
+                s.socket().set_read_timeout(Some(t))?;
+                s.socket().set_write_timeout(Some(t))
+            }
             Conn::Tcp(s) => {
                 s.set_read_timeout(Some(t))?;
                 s.set_write_timeout(Some(t))
@@ -222,6 +265,7 @@ impl Read for Conn {
         match self {
             Conn::Tcp(s) => s.read(buf),
             Conn::Unix(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
         }
     }
 }
@@ -231,6 +275,7 @@ impl Write for Conn {
         match self {
             Conn::Tcp(s) => s.write(buf),
             Conn::Unix(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
         }
     }
 
@@ -247,6 +292,8 @@ enum Input {
 }
 
 struct Client {
+    /// Speak TLS: the configuration, and the name the certificate must carry.
+    tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
     target: Target,
     timeout: Duration,
     framing: Framing,
@@ -282,7 +329,19 @@ impl Client {
                     Some(s) => {
                         // Small messages go out at once (an interactive echo is a ping-pong).
                         let _ = s.set_nodelay(true);
-                        Conn::Tcp(s)
+                        match &self.tls {
+                            None => Conn::Tcp(s),
+                            Some((config, name)) => {
+                                // The handshake waits no longer than any other read.
+                                let timed = s
+                                    .set_read_timeout(Some(self.timeout))
+                                    .and_then(|()| s.set_write_timeout(Some(self.timeout)));
+                                timed.map_err(|e| Error::io("could not set socket timeouts", e))?;
+                                let t = TlsStream::connect(s, name.clone(), config);
+                                let target = self.target.to_string();
+                                Conn::Tls(t.map_err(|e| crate::cli::tls_failure(&target, &e))?)
+                            }
+                        }
                     }
                     None => {
                         return Err(fail(last.unwrap_or_else(|| {
@@ -660,6 +719,7 @@ mod tests {
 
     fn client(framing: Framing) -> Client {
         Client {
+            tls: None,
             target: Target::Inet("127.0.0.1:1".into()),
             timeout: Duration::from_secs(1),
             framing,

@@ -294,6 +294,7 @@ Examples:
   tincan serve ./public --cors https://app.example  let a page on that origin fetch() the files
   tincan serve ./share --upload /incoming --max-body 1g    uploads: curl -T f.jpg http://127.0.0.1:8000/incoming/
   tincan serve ./share --archives on        each folder also as a .tar.gz (a link on its listing)
+  tincan serve -l :443 --tls-cert site.pem --tls-key site.key --redirect-http :80    and http→https
   tincan serve --config tincan.toml         every setting from a file (flags override it)")]
 pub struct ServeArgs {
     /// The directory to serve. [default: the current directory]
@@ -320,6 +321,12 @@ pub struct ServeArgs {
     /// Boxed: rarely used, and it keeps `Command`'s variants close in size.
     #[command(flatten)]
     pub gateway: Box<GatewayArgs>,
+
+    /// With TLS: also listen on ADDR (HOST:PORT, :80) for plain HTTP, and answer every request
+    /// there with 308 to the same path and query over https, on the first --listen's port.
+    /// ACME HTTP-01 challenges (/.well-known/acme-challenge/) are not redirected.
+    #[arg(long, value_name = "ADDR")]
+    pub redirect_http: Option<String>,
 }
 
 /// What the file flags and `tincan.toml` ask of the static handler; `None` keeps its default.
@@ -676,7 +683,8 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
     let tls = args.server.tls_source()?.is_some();
     let mut options = args.http.options(&cfg, serve_options.model, tls)?;
     options.guard = guard;
-    let (listeners, mut opts) = glue::setup(&args.server, "127.0.0.1:8000")?;
+    let redirect = redirect_listener(args.redirect_http.or(cfg.redirect_http.clone()), tls)?;
+    let (listeners, mut opts) = glue::setup(&args.server, "127.0.0.1:8000", &redirect)?;
     // A connection sending a file holds it open: where descriptors are scarce, it counts.
     opts.files_per_connection = 1;
     if let Err(e) = std::fs::read_dir(&root) {
@@ -698,9 +706,61 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
     }
     // Answering pauses where the driver stops reading, so a pipelining flood waits in neither.
     options.pipeline_pause = opts.high_water.max(1);
+    let redirect_options = HttpOptions {
+        // RFC 6797 §7.2: never Strict-Transport-Security over plain HTTP.
+        extra_headers: (options.extra_headers.iter())
+            .filter(|(n, _)| !n.eq_ignore_ascii_case("strict-transport-security"))
+            .cloned()
+            .collect(),
+        // The redirect answers everyone the same 308: no password asked over plain HTTP.
+        guard: None,
+        ..options.clone()
+    };
     options.gateway = gateway;
-    let service = HttpService::new(handler, limits, options);
+    let mut service = HttpService::new(handler, limits, options);
+    if !redirect.is_empty() {
+        let plain = opts
+            .tls
+            .as_ref()
+            .map(|t| t.plain.clone())
+            .unwrap_or_default();
+        let port = listeners.iter().find_map(|l| match l.peer_addr() {
+            crate::protocol::PeerAddr::Tcp(a) if !plain.contains(&a) => Some(a.port()),
+            _ => None,
+        });
+        let Some(port) = port else {
+            return Err(Error::Usage(
+                "--redirect-http needs a TCP --listen for TLS to send clients to; every \
+                 --listen is a Unix socket"
+                    .into(),
+            ));
+        };
+        let to = Arc::new(crate::protocol::http::redirect::RedirectHttps { port });
+        service = service.with_listeners(plain, to, redirect_options);
+    }
     glue::serve(listeners, service, &opts)
+}
+
+/// The `--redirect-http` address, checked: it needs TLS to send clients to, and a TCP address.
+fn redirect_listener(addr: Option<String>, tls: bool) -> Result<Vec<crate::net::ListenAddr>> {
+    let Some(addr) = addr else {
+        return Ok(Vec::new());
+    };
+    if !tls {
+        return Err(Error::Usage(
+            "--redirect-http sends clients to https, so it needs TLS: add --tls-cert and \
+             --tls-key, or --tls-self-signed"
+                .into(),
+        ));
+    }
+    let parsed: crate::net::ListenAddr = addr.parse()?;
+    if matches!(parsed, crate::net::ListenAddr::Unix(_)) {
+        return Err(Error::Usage(format!(
+            "--redirect-http {addr}: give a TCP address (HOST:PORT or :PORT); browsers do not \
+             reach Unix sockets"
+        )));
+    }
+    Ok(vec![parsed])
 }
 
 /// The calls into the static-file handler and the drivers, in one place.
@@ -733,12 +793,13 @@ pub(crate) mod glue {
     pub fn setup(
         server: &ServerArgs,
         default_listen: &str,
+        plain: &[crate::net::ListenAddr],
     ) -> Result<(Vec<crate::net::Listener>, crate::model::ServeOptions)> {
         let app = crate::tls::TlsApp {
             alpn: vec![crate::protocol::http::ALPN_HTTP11.to_vec()],
             plain_reply: Some(crate::protocol::http::plain_request_on_tls_port()),
         };
-        server.setup_with(default_listen, &app)
+        server.setup_with_plain(default_listen, &app, plain)
     }
 
     pub fn serve(

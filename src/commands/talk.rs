@@ -15,6 +15,7 @@ use clap::Args;
 use super::send::describe;
 use crate::error::{Error, Result};
 use crate::protocol::framing::Framing;
+use crate::tls::client::TlsStream;
 
 /// The tincanchat port (4040, the book's), used when ADDR names only a host.
 pub const DEFAULT_PORT: u16 = 4040;
@@ -32,6 +33,9 @@ as it arrives. A line that is exactly q, or the end of input (Ctrl-D), quits. Em
 not sent. See `tincan chat --help` for /nick and /who. Control characters in what arrives are
 shown escaped (\\u{1b}), and a line break inside a message starts an indented line, so nobody
 in the room can drive your terminal or pose as the server.
+
+With --tls, the room's certificate is checked against the system's CA certificates, or those
+in --tls-ca FILE (a self-signed server's cert.pem), unless --insecure.
 
 tincan talk connects over TCP; a room listening on a unix: socket is reached with any client
 that speaks NUL-terminated lines over it (socat, for one).
@@ -53,7 +57,7 @@ pub struct TalkArgs {
     )]
     pub wait: f64,
 
-    /// Give up connecting after this long.
+    /// Give up connecting (and the TLS handshake) after this long.
     #[arg(
         long,
         value_name = "SECONDS",
@@ -61,6 +65,14 @@ pub struct TalkArgs {
         allow_negative_numbers = true
     )]
     pub connect_timeout: f64,
+
+    /// Speak TLS (to `tincan chat --tls-cert ...`), checking the server's certificate
+    /// against the name in ADDR.
+    #[arg(long)]
+    pub tls: bool,
+
+    #[command(flatten)]
+    pub tls_trust: crate::cli::ClientTlsArgs,
 }
 
 /// `HOST` → `HOST:4040`; `[::1]` → `[::1]:4040`; a bare IPv6 address gets brackets.
@@ -109,7 +121,41 @@ pub fn run(args: TalkArgs) -> Result<()> {
         )));
     }
     let target = with_default_port(&args.addr);
+    let tls = if args.tls {
+        let name = crate::tls::client::server_name(&target)?;
+        Some((args.tls_trust.config(&[])?, name))
+    } else {
+        args.tls_trust.unused("add --tls")?;
+        None
+    };
     let stream = connect(&target, connect_timeout)?;
+    let tls = match tls {
+        None => None,
+        Some((config, name)) => {
+            let setup = |e| Error::io("could not set socket timeouts", e);
+            stream
+                .set_read_timeout(Some(connect_timeout))
+                .map_err(setup)?;
+            stream
+                .set_write_timeout(Some(connect_timeout))
+                .map_err(setup)?;
+            let sock = stream.try_clone().map_err(setup)?;
+            let t = TlsStream::connect(sock, name, &config)
+                .map_err(|e| crate::cli::tls_failure(&target, &e))?;
+            stream.set_read_timeout(None).map_err(setup)?;
+            stream.set_write_timeout(None).map_err(setup)?;
+            Some(t)
+        }
+    };
+    // Both directions, over TLS or not: a reader thread's half and the sender's.
+    let halves = || -> std::io::Result<(Box<dyn Read + Send>, Box<dyn Write>)> {
+        Ok(match &tls {
+            Some(t) => (Box::new(t.try_clone()?), Box::new(t.try_clone()?)),
+            None => (Box::new(stream.try_clone()?), Box::new(stream.try_clone()?)),
+        })
+    };
+    let (incoming, mut out) =
+        halves().map_err(|e| Error::io("could not share the connection with the reader", e))?;
     let shown = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -125,13 +171,10 @@ pub fn run(args: TalkArgs) -> Result<()> {
     let (tx, rx) = mpsc::channel::<Event>();
 
     let reader = {
-        let stream = stream
-            .try_clone()
-            .map_err(|e| Error::io("could not share the connection with the reader", e))?;
         let quitting = quitting.clone();
         let tx = tx.clone();
         std::thread::spawn(move || {
-            let why = print_incoming(stream);
+            let why = print_incoming(incoming);
             if !quitting.load(Ordering::SeqCst) {
                 let _ = tx.send(Event::Lost(why));
             }
@@ -168,7 +211,6 @@ pub fn run(args: TalkArgs) -> Result<()> {
     }
     drop(tx);
 
-    let mut out = &stream;
     let mut frame = Vec::new();
     loop {
         match rx.recv() {
@@ -239,7 +281,7 @@ fn connect(target: &str, timeout: Duration) -> Result<TcpStream> {
 }
 
 /// Print each NUL-terminated line as it arrives until the connection ends; returns why it ended.
-fn print_incoming(mut stream: TcpStream) -> String {
+fn print_incoming(mut stream: Box<dyn Read + Send>) -> String {
     let mut data: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     let stdout = std::io::stdout();

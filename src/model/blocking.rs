@@ -46,7 +46,7 @@ pub(crate) fn run_connection<S: Service>(
     let session = ctx.service.open(&peer, waker);
     let now = Instant::now();
     let mut conn = Conn::new(sock, session, Limits::from(&ctx.opts), now);
-    if let Some(tls) = &ctx.opts.tls {
+    if let Some(tls) = ctx.opts.tls.as_ref().and_then(|t| t.for_peer(&peer)) {
         conn.use_tls(tls);
     }
     conn.open(now);

@@ -24,7 +24,8 @@
 //! - a session that panics loses its own connection only.
 //! - with [`ServeOptions::tls`], every connection speaks TLS (`tls.rs`, rustls between the
 //!   socket and the session): the session sees plaintext, file regions are read and
-//!   encrypted in pieces instead of sent with `sendfile`.
+//!   encrypted in pieces instead of sent with `sendfile`; SIGHUP rereads its certificates
+//!   (`hangup.rs`; prefork's parent passes it on to the workers).
 //!
 //! [`ReadBuf`]: crate::protocol::ReadBuf
 //! [`Next`]: crate::protocol::Next
@@ -36,6 +37,7 @@
 mod blocking;
 mod connection;
 mod event;
+mod hangup;
 mod io;
 mod iterative;
 mod link;
@@ -425,6 +427,17 @@ pub fn serve_until<S: Service>(
         })?;
     }
     let ctx = Arc::new(Ctx::new(service, opts, shutdown));
+    // SIGHUP rereads the certificates (prefork's parent sees to its own; see `hangup`).
+    let reload = opts.tls.as_ref().and_then(|t| t.reload.as_ref());
+    let _rereads = match reload.filter(|_| opts.model != Model::Prefork) {
+        Some(r) => Some(
+            hangup::Watcher::start(r, true).map_err(|e| ServeError::Sys {
+                what: "installing the SIGHUP handler",
+                source: e,
+            })?,
+        ),
+        None => None,
+    };
     let r = match opts.model {
         Model::Iterative => iterative::run(&ctx, listeners),
         Model::Threaded => threaded::run(Arc::clone(&ctx), listeners),

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::event;
+use super::hangup;
 use super::{Ctx, ServeError, Shutdown};
 use crate::net::Listener;
 use crate::protocol::Service;
@@ -47,8 +48,20 @@ pub(crate) fn run<S: Service>(
     let mut workers: HashMap<libc::pid_t, (Instant, usize)> = HashMap::new();
     // Restarts waiting out the backoff, with the share of the worker they replace.
     let mut due: Vec<(Instant, usize)> = Vec::new();
+    // SIGHUP (with TLS): reread here, then pass it on; see `hangup`.
+    let hup = match ctx.opts.tls.as_ref().and_then(|t| t.reload.clone()) {
+        Some(r) => Some((
+            r,
+            hangup::Flag::install().map_err(|e| ServeError::Sys {
+                what: "installing the SIGHUP handler",
+                source: e,
+            })?,
+        )),
+        None => None,
+    };
+    let hup_flag = hup.as_ref().map(|(_, f)| f);
     for i in 0..n {
-        match spawn(&ctx, &listeners, share(i), parent) {
+        match spawn(&ctx, &listeners, share(i), parent, hup_flag) {
             Ok(pid) => {
                 workers.insert(pid, (Instant::now(), share(i)));
             }
@@ -63,6 +76,14 @@ pub(crate) fn run<S: Service>(
         if n == 1 { "" } else { "es" }
     );
     while !ctx.shutdown.wait_timeout(TICK) {
+        if let Some((r, flag)) = &hup {
+            // A reload that fails here is not passed on: the workers keep what they have.
+            if flag.take() && hangup::reload(r, true) {
+                for pid in workers.keys() {
+                    let _ = sys::kill(*pid, libc::SIGHUP);
+                }
+            }
+        }
         loop {
             match sys::try_reap() {
                 Ok(Some((pid, how))) => {
@@ -96,7 +117,7 @@ pub(crate) fn run<S: Service>(
                 still.push((t, max));
                 continue;
             }
-            match spawn(&ctx, &listeners, max, parent) {
+            match spawn(&ctx, &listeners, max, parent, hup_flag) {
                 Ok(pid) => {
                     workers.insert(pid, (Instant::now(), max));
                 }
@@ -123,8 +144,9 @@ fn spawn<S: Service>(
     listeners: &[Listener],
     max: usize,
     parent: libc::pid_t,
+    hup: Option<&hangup::Flag>,
 ) -> Result<libc::pid_t, ServeError> {
-    // The child starts with SIGINT/SIGTERM blocked and unblocks them only once its own handlers
+    // The child starts with SIGINT/SIGTERM (and SIGHUP) blocked and unblocks them only once its own handlers
     // are in place: a SIGTERM the parent forwards in between stays pending instead of reaching
     // the parent's inherited handlers (which would lose it) or the default action.
     let _ = sys::block_stop_signals(true);
@@ -139,7 +161,7 @@ fn spawn<S: Service>(
         }),
         Ok(Fork::Parent(pid)) => Ok(pid),
         Ok(Fork::Child) => {
-            let code = worker(ctx, listeners, max, parent);
+            let code = worker(ctx, listeners, max, parent, hup);
             sys::exit_child(code)
         }
     }
@@ -151,6 +173,7 @@ fn worker<S: Service>(
     listeners: &[Listener],
     max: usize,
     parent: libc::pid_t,
+    hup: Option<&hangup::Flag>,
 ) -> i32 {
     // The parent's handlers write to the parent's shutdown pipe; a worker's SIGTERM is its own.
     ctx.shutdown.forget_signals();
@@ -165,6 +188,20 @@ fn worker<S: Service>(
         tracing::error!("prefork worker cannot install its signal handlers: {e}");
         return 1;
     }
+    // The parent's SIGHUP flag is no use here: a thread of ours rereads on SIGHUP.
+    let _rereads = match (hup, ctx.opts.tls.as_ref().and_then(|t| t.reload.as_ref())) {
+        (Some(flag), Some(r)) => {
+            flag.forget();
+            match hangup::Watcher::start(r, false) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    tracing::error!("prefork worker cannot watch for SIGHUP: {e}");
+                    return 1;
+                }
+            }
+        }
+        _ => None,
+    };
     // Signals blocked across the fork (see `spawn`) are delivered to our handlers now.
     let _ = sys::block_stop_signals(false);
     if ctx.shutdown.is_triggered() {

@@ -48,6 +48,22 @@ pub struct TlsSettings {
     /// record (an HTTP request on an HTTPS port: nginx's 400 "The plain HTTP request was sent
     /// to HTTPS port"). `None`: such a client is closed at once.
     pub plain_reply: Option<bytes::Bytes>,
+    /// Listeners that speak no TLS (`serve --redirect-http`, which sends plain clients to
+    /// https): connections accepted on them skip this layer.
+    pub plain: Vec<std::net::SocketAddr>,
+    /// Reread every certificate and key (on SIGHUP): `Ok(n)`, the `n` certificates now
+    /// served; `Err(why)`, one line, and the old ones stay.
+    pub reload: Option<Reload>,
+}
+
+/// See [`TlsSettings::reload`].
+pub type Reload = Arc<dyn Fn() -> Result<usize, String> + Send + Sync>;
+
+impl TlsSettings {
+    /// The settings for a connection accepted as `peer`: `None` on a plain listener.
+    pub fn for_peer(&self, peer: &crate::protocol::Peer) -> Option<&TlsSettings> {
+        (!peer.accepted_on(&self.plain)).then_some(self)
+    }
 }
 
 impl std::fmt::Debug for TlsSettings {
@@ -55,6 +71,8 @@ impl std::fmt::Debug for TlsSettings {
         f.debug_struct("TlsSettings")
             .field("alpn", &self.config.alpn_protocols)
             .field("plain_reply", &self.plain_reply.is_some())
+            .field("plain", &self.plain)
+            .field("reload", &self.reload.is_some())
             .finish()
     }
 }

@@ -84,6 +84,17 @@ impl Peer {
             .map_or_else(|| "unix".to_string(), |ip| ip.to_string())
     }
 
+    /// Was this connection accepted on one of `listeners` (addresses as bound; a wildcard
+    /// address stands for its port on every address of the machine)?
+    pub fn accepted_on(&self, listeners: &[std::net::SocketAddr]) -> bool {
+        let PeerAddr::Tcp(local) = &self.local else {
+            return false;
+        };
+        listeners
+            .iter()
+            .any(|l| l.port() == local.port() && (l.ip().is_unspecified() || l.ip() == local.ip()))
+    }
+
     /// The client's IP address; `None` for Unix sockets.
     pub fn ip_addr(&self) -> Option<std::net::IpAddr> {
         match &self.remote {

@@ -460,7 +460,7 @@ impl<'a, S: Service> Worker<'a, S> {
         };
         let mut conn = Conn::new(sock, session, self.limits, now);
         conn.use_worker_pool();
-        if let Some(tls) = &self.ctx.opts.tls {
+        if let Some(tls) = self.ctx.opts.tls.as_ref().and_then(|t| t.for_peer(&peer)) {
             conn.use_tls(tls);
         }
         conn.guarded(|c| c.open(now));

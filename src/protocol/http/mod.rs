@@ -8,6 +8,7 @@
 //! - [`access`]: CORS and Basic authentication, checked before any route.
 //! - [`access_log`]: Combined Log Format lines to a file or stdout.
 //! - [`hello`]: the handler behind `tincan hello`: the greeting page.
+//! - [`redirect`]: the handler behind `serve --redirect-http` (every answer a 308 to https).
 //! - [`static_files`]: the static file handler behind `tincan serve`.
 //! - [`gateway`]: routes handed to other applications: [`proxy`] (reverse proxy) and [`cgi`]
 //!   (RFC 3875), over links the session's driver opens ([`crate::protocol::link`]).
@@ -21,6 +22,7 @@ pub mod message;
 #[cfg(test)]
 mod proptests;
 pub mod proxy;
+pub mod redirect;
 pub mod session;
 pub mod static_files;
 pub mod wire;

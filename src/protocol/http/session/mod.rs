@@ -111,6 +111,9 @@ struct Shared {
 #[derive(Clone)]
 pub struct HttpService {
     shared: Arc<Shared>,
+    /// Listeners whose connections get another handler and options (`serve
+    /// --redirect-http`: every answer a redirect to https), and those.
+    other: Option<(Vec<std::net::SocketAddr>, Arc<Shared>)>,
 }
 
 impl std::fmt::Debug for HttpService {
@@ -129,7 +132,26 @@ impl HttpService {
                 limits,
                 options,
             }),
+            other: None,
         }
+    }
+
+    /// Serve connections accepted on `listeners` with `handler` and `options` instead (the
+    /// limits stay): one service for a server's two kinds of listener, as a model runs one.
+    pub fn with_listeners(
+        mut self,
+        listeners: Vec<std::net::SocketAddr>,
+        handler: Arc<dyn Handler>,
+        options: HttpOptions,
+    ) -> HttpService {
+        let limits = self.shared.limits.clone();
+        let shared = Arc::new(Shared {
+            handler,
+            limits,
+            options,
+        });
+        self.other = Some((listeners, shared));
+        self
     }
 
     /// A session for `peer`, started at `now` (the head timer runs from the connection's start).
@@ -143,7 +165,10 @@ impl HttpService {
         HttpSession {
             links: None,
             collect: None,
-            shared: self.shared.clone(),
+            shared: match &self.other {
+                Some((on, other)) if peer.accepted_on(on) => Arc::clone(other),
+                _ => Arc::clone(&self.shared),
+            },
             peer: peer.clone(),
             phase: Phase::Head,
             scanner: HeadScanner::default(),
