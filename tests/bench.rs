@@ -29,6 +29,7 @@ fn opts(connections: usize) -> LoadOptions {
         warmup: Duration::ZERO,
         count_unanswered: false,
         sources: Vec::new(),
+        also: Vec::new(),
         tls: None,
     }
 }

@@ -436,3 +436,22 @@ fn the_books_python_client_on_one_instance_talks_with_tincan_talk_on_another() {
         assert!(shown.contains(&want), "talk missed {want:?}:\n{shown}");
     }
 }
+
+/// `tincan bench chat ADDR --target ADDR2` spreads its connections over two instances of one
+/// room: every message's own broadcast comes back (through Redis, for a sender on the other
+/// instance's room share), with no error.
+#[test]
+fn bench_chat_runs_across_instances() {
+    let redis = Redis::start();
+    let a = instance(&redis, "bench", &[]);
+    let b = instance(&redis, "bench", &[]);
+    let (a, b) = (a.addrs[0].clone(), b.addrs[0].clone());
+    let mut args = vec!["bench", "chat", a.as_str(), "--target", b.as_str()];
+    args.extend_from_slice(&["-c", "6", "-t", "1", "-n", "300", "--json"]);
+    let (status, out, err) = support::run_tincan(&args, b"", Duration::from_secs(60));
+    assert!(status.success(), "tincan {args:?} failed: {err}");
+    let v: serde_json::Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+    assert_eq!(v["replies"], 300, "{v}");
+    assert_eq!(v["errors"]["total"], 0, "{v}");
+}

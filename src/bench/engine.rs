@@ -98,6 +98,9 @@ pub struct LoadOptions {
     /// each port in TIME_WAIT, and Linux gives `connect` only half the ephemeral range, so one
     /// address caps new connections at about 14,000 a second here; each address adds as many.
     pub sources: Vec<IpAddr>,
+    /// More servers to spread the connections over (connection `k` goes to the `k`-th of
+    /// the run's address and these, in turn): several instances serving one chat room.
+    pub also: Vec<SocketAddr>,
     /// Speak TLS on every connection (`https://`).
     pub tls: Option<TlsTarget>,
 }
@@ -126,6 +129,7 @@ impl Default for LoadOptions {
             warmup: Duration::ZERO,
             count_unanswered: false,
             sources: Vec::new(),
+            also: Vec::new(),
             tls: None,
         }
     }
@@ -401,6 +405,8 @@ struct Worker<E> {
     alarm: Option<Alarm>,
     /// The next of `opts.sources` to connect from.
     next_source: usize,
+    /// The run-wide number of this thread's first connection (which server each goes to).
+    first_conn: usize,
     /// Plaintext out of TLS, one buffer per thread (as the read buffer is).
     plain: Vec<u8>,
 }
@@ -459,6 +465,7 @@ impl WorkerSpec {
             interval,
             alarm,
             next_source: 0,
+            first_conn: self.first_conn,
             plain: Vec::new(),
         };
         let finished = w.drive(self.deadline, self.start, shared)?;
@@ -712,9 +719,15 @@ impl<E: Exchange> Worker<E> {
             self.next_source = self.next_source.wrapping_add(1);
             self.opts.sources[self.next_source % self.opts.sources.len()]
         });
+        // With several servers, a connection always goes to the same one.
+        let global = self.first_conn + i;
+        let to = match global % (1 + self.opts.also.len()) {
+            0 => self.addr,
+            k => self.opts.also[k - 1],
+        };
         let connected = match source {
-            None => TcpStream::connect(self.addr),
-            Some(from) => connect_from(from, self.addr),
+            None => TcpStream::connect(to),
+            Some(from) => connect_from(from, to),
         };
         match connected {
             Ok(mut s) => {

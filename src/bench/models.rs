@@ -629,6 +629,7 @@ fn measure(rig: &Rig<'_>, v: &Variant, connections: usize, a: &ModelsArgs) -> Po
         warmup: Duration::try_from_secs_f64(a.warmup).unwrap_or(Duration::ZERO),
         // A model that serves one connection while the rest wait must show it in p99.
         count_unanswered: true,
+        also: Vec::new(),
         sources: Vec::new(),
         tls: None,
     };

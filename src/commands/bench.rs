@@ -157,6 +157,7 @@ impl LoadArgs {
             })?,
             count_unanswered: self.count_unanswered,
             sources: self.source.clone(),
+            also: Vec::new(),
             tls: None,
         })
     }
@@ -203,6 +204,10 @@ pub struct EchoArgs {
 pub struct ChatArgs {
     /// The chat server, HOST:PORT.
     pub addr: String,
+    /// Another server of the same room (repeatable): the connections are spread over ADDR and
+    /// these in turn, so each message's round trip crosses instances (`tincan chat --redis`).
+    #[arg(long = "target", value_name = "HOST:PORT")]
+    pub targets: Vec<String>,
     /// Message size in bytes (at least the round-trip token).
     #[arg(long, short = 's', value_name = "BYTES", default_value_t = 64)]
     pub size: usize,
@@ -276,8 +281,22 @@ fn execute<L: Load>(
     load_args: &LoadArgs,
     tls: Option<crate::bench::engine::TlsTarget>,
 ) -> Result<Outcome> {
+    execute_with(kind, target, addr, Vec::new(), load, load_args, tls)
+}
+
+/// [`execute`], with more servers to spread the connections over.
+fn execute_with<L: Load>(
+    kind: &str,
+    target: &str,
+    addr: SocketAddr,
+    also: Vec<SocketAddr>,
+    load: L,
+    load_args: &LoadArgs,
+    tls: Option<crate::bench::engine::TlsTarget>,
+) -> Result<Outcome> {
     let mut opts = load_args.options()?;
     opts.tls = tls;
+    opts.also = also;
     for ip in &opts.sources {
         // A source this machine does not have fails every connect with the same error; say
         // so once, before the run, rather than count a run of connect errors.
@@ -426,8 +445,18 @@ fn echo(a: EchoArgs) -> Result<()> {
 
 fn chat(a: ChatArgs) -> Result<()> {
     let addr = resolve(&a.addr)?;
+    let also = a
+        .targets
+        .iter()
+        .map(|t| resolve(t))
+        .collect::<Result<Vec<_>>>()?;
     let load = ChatLoad::new(a.size, a.max_frame);
-    execute("chat", &a.addr, addr, load, &a.load, None).map(drop)
+    let mut named = a.addr.clone();
+    for t in &a.targets {
+        named.push_str(", ");
+        named.push_str(t);
+    }
+    execute_with("chat", &named, addr, also, load, &a.load, None).map(drop)
 }
 
 fn selftest(a: SelftestArgs) -> Result<()> {
