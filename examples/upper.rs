@@ -27,7 +27,8 @@ impl Session for UpperSession {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let model = <Model as clap::ValueEnum>::from_str(&args.next().unwrap_or("event".into()), true)?;
+    let name = args.next().unwrap_or_else(|| "event".into());
+    let model = Model::from_name(&name).ok_or_else(|| format!("`{name}` is not a model"))?;
     let addr = args
         .next()
         .unwrap_or_else(|| "127.0.0.1:9999".into())

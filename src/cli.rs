@@ -54,7 +54,7 @@ pub struct ServerArgs {
     pub listen: Vec<String>,
 
     /// Concurrency model. [default: event]
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = model_parser())]
     pub model: Option<Model>,
 
     /// Worker processes (prefork) or event-loop threads (event). [default: available cores]
@@ -62,7 +62,7 @@ pub struct ServerArgs {
     pub workers: Option<usize>,
 
     /// Readiness API for the event model. [default: epoll]
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = poller_parser())]
     pub poller: Option<PollerKind>,
 
     /// Connections served at once; further ones wait in the listen backlog. [default: 10000]
@@ -465,6 +465,20 @@ fn announce(addrs: impl Iterator<Item = String>) -> crate::Result<()> {
         writeln!(out, "listening on {a}").map_err(|e| Error::io("writing to stdout", e))?;
     }
     out.flush().map_err(|e| Error::io("writing to stdout", e))
+}
+
+/// `--model`: the drivers' names, listed in `--help` and in the error for any other word.
+fn model_parser() -> impl clap::builder::TypedValueParser<Value = Model> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(Model::ALL.map(Model::name))
+        .map(|s| Model::from_name(&s).expect("one of the listed names"))
+}
+
+/// `--poller`: as [`model_parser`].
+fn poller_parser() -> impl clap::builder::TypedValueParser<Value = PollerKind> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(PollerKind::ALL.map(PollerKind::name))
+        .map(|s| PollerKind::from_name(&s).expect("one of the listed names"))
 }
 
 #[cfg(test)]

@@ -85,8 +85,10 @@ pub struct Config {
 
     // Shared server flags (`crate::cli::ServerArgs`).
     pub listen: Option<OneOrMany>,
+    #[serde(default, deserialize_with = "named")]
     pub model: Option<Model>,
     pub workers: Option<usize>,
+    #[serde(default, deserialize_with = "named")]
     pub poller: Option<PollerKind>,
     pub max_connections: Option<usize>,
     pub backlog: Option<i32>,
@@ -209,6 +211,46 @@ fn plain_words(msg: &str) -> String {
         m = m.replace(rust, plain);
     }
     m
+}
+
+/// A value the config file spells by name (`model = "event"`), parsed as the flag's is.
+trait Named: Sized {
+    const WHAT: &'static str;
+    fn from_name(name: &str) -> Option<Self>;
+    fn names() -> Vec<&'static str>;
+}
+
+impl Named for Model {
+    const WHAT: &'static str = "model";
+    fn from_name(name: &str) -> Option<Model> {
+        Model::from_name(name)
+    }
+    fn names() -> Vec<&'static str> {
+        Model::ALL.map(Model::name).to_vec()
+    }
+}
+
+impl Named for PollerKind {
+    const WHAT: &'static str = "poller";
+    fn from_name(name: &str) -> Option<PollerKind> {
+        PollerKind::from_name(name)
+    }
+    fn names() -> Vec<&'static str> {
+        PollerKind::ALL.map(PollerKind::name).to_vec()
+    }
+}
+
+fn named<'de, D: serde::Deserializer<'de>, T: Named>(
+    d: D,
+) -> std::result::Result<Option<T>, D::Error> {
+    let name = <String as serde::Deserialize>::deserialize(d)?;
+    T::from_name(&name).map(Some).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "`{name}` is not a {}; use one of {}",
+            T::WHAT,
+            T::names().join(", ")
+        ))
+    })
 }
 
 #[cfg(test)]

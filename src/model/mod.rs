@@ -57,9 +57,9 @@ use crate::protocol::{Needs, Service};
 pub use shutdown::Shutdown;
 pub use tls::TlsSettings;
 
-/// How connections are served.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// How connections are served. (The command line and the config file spell it by
+/// [`name`](Model::name); parsing them is theirs, so the drivers depend on no CLI crate.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Model {
     /// One connection at a time.
     Iterative,
@@ -100,6 +100,11 @@ impl Model {
         }
     }
 
+    /// The model `name` spells, if any.
+    pub fn from_name(name: &str) -> Option<Model> {
+        Model::ALL.into_iter().find(|m| m.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Model::Iterative => "iterative",
@@ -117,8 +122,7 @@ impl fmt::Display for Model {
 }
 
 /// The readiness API an event worker uses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum PollerKind {
     Epoll,
     Poll,
@@ -127,6 +131,11 @@ pub enum PollerKind {
 
 impl PollerKind {
     pub const ALL: [PollerKind; 3] = [PollerKind::Epoll, PollerKind::Poll, PollerKind::Select];
+
+    /// The poller `name` spells, if any.
+    pub fn from_name(name: &str) -> Option<PollerKind> {
+        PollerKind::ALL.into_iter().find(|p| p.name() == name)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
