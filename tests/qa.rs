@@ -339,7 +339,7 @@ fn error_lines_say_what_is_wrong_in_words() {
         ),
         (
             &["serve", "-l", "127.0.0.1:0", "--upstream-fail-timeout", "0"],
-            "--upstream-fail-timeout must be a positive number of seconds",
+            "--upstream-fail-timeout 0 is not a number of seconds; give more than 0",
         ),
         (
             &["serve", "-l", "127.0.0.1:0", "--proxy", "/api"],

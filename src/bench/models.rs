@@ -370,14 +370,8 @@ pub fn run(mut a: ModelsArgs) -> Result<()> {
             "--connections needs counts of at least 1, e.g. 1,10,100".into(),
         ));
     }
-    let duration = Duration::try_from_secs_f64(a.duration)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| Error::Usage("--duration must be a positive number of seconds".into()))?;
-    let timeout = Duration::try_from_secs_f64(a.timeout)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| Error::Usage("--timeout must be a positive number of seconds".into()))?;
+    let duration = crate::cli::seconds("--duration", a.duration, false)?;
+    let timeout = crate::cli::seconds("--timeout", a.timeout, false)?;
     if Duration::try_from_secs_f64(a.warmup).is_err() {
         return Err(Error::Usage(
             "--warmup must be a number of seconds, 0 or more".into(),

@@ -113,12 +113,7 @@ pub struct LoadArgs {
 
 impl LoadArgs {
     pub fn options(&self) -> Result<LoadOptions> {
-        let secs = |what: &str, v: f64| -> Result<Duration> {
-            Duration::try_from_secs_f64(v)
-                .ok()
-                .filter(|d| !d.is_zero())
-                .ok_or_else(|| Error::Usage(format!("{what} must be a positive number of seconds")))
-        };
+        let secs = |what: &str, v: f64| crate::cli::seconds(what, v, false);
         let duration = match (self.duration, self.requests) {
             (Some(d), _) => Some(secs("--duration", d)?),
             (None, Some(_)) => None,

@@ -81,12 +81,7 @@ pub struct SendArgs {
 }
 
 pub fn run(args: SendArgs) -> Result<()> {
-    if !(args.timeout.is_finite() && args.timeout > 0.0) {
-        return Err(Error::Usage(format!(
-            "--timeout {} is not a positive number of seconds",
-            args.timeout
-        )));
-    }
+    crate::cli::seconds("--timeout", args.timeout, false)?;
     if args.max_frame == 0 {
         return Err(Error::Usage("--max-frame must be at least 1 byte".into()));
     }

@@ -382,19 +382,9 @@ pub fn merge_server_args(s: &mut ServerArgs, cfg: &Config) {
     }
 }
 
+/// `--FLAG` in seconds, more than 0 (the one rule, [`crate::cli::seconds`]).
 fn seconds(flag: &str, v: f64) -> Result<Duration> {
-    if !(v.is_finite() && v > 0.0 && v < 1e9) {
-        // 1e300 would otherwise be written out in 301 digits.
-        let shown = if v.is_finite() && v.abs() >= 1e9 {
-            format!("{v:e}")
-        } else {
-            v.to_string()
-        };
-        return Err(Error::Usage(format!(
-            "--{flag} must be a positive number of seconds (below 1e9), not {shown}"
-        )));
-    }
-    Ok(Duration::from_secs_f64(v))
+    crate::cli::seconds(&format!("--{flag}"), v, false)
 }
 
 fn size(

@@ -90,11 +90,6 @@ pub fn with_default_port(addr: &str) -> String {
     }
 }
 
-fn seconds(flag: &str, s: f64) -> Result<Duration> {
-    Duration::try_from_secs_f64(s)
-        .map_err(|_| Error::Usage(format!("{flag} takes a number of seconds, 0 or more")))
-}
-
 /// What the main thread waits for.
 enum Event {
     /// A line of input (without its line ending).
@@ -106,13 +101,8 @@ enum Event {
 }
 
 pub fn run(args: TalkArgs) -> Result<()> {
-    let wait = seconds("--wait", args.wait)?;
-    let connect_timeout = seconds("--connect-timeout", args.connect_timeout)?;
-    if connect_timeout.is_zero() {
-        return Err(Error::Usage(
-            "--connect-timeout takes a number of seconds more than 0".into(),
-        ));
-    }
+    let wait = crate::cli::seconds("--wait", args.wait, true)?;
+    let connect_timeout = crate::cli::seconds("--connect-timeout", args.connect_timeout, false)?;
     if args.addr.starts_with("unix:") {
         return Err(Error::Usage(format!(
             "tincan talk connects over TCP only, and {} is a Unix socket; listen the room on a \
