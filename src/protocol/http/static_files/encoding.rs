@@ -71,15 +71,7 @@ impl AcceptEncoding {
                 if coding.is_empty() {
                     return None;
                 }
-                let mut q = 1000;
-                for p in params {
-                    if let Some((k, v)) = p.split_once('=') {
-                        if k.trim().eq_ignore_ascii_case("q") {
-                            q = parse_q(v.trim())?;
-                        }
-                    }
-                }
-                Some((coding, q))
+                Some((coding, q_of(params)?))
             })
             .collect();
         AcceptEncoding {
@@ -140,6 +132,20 @@ impl AcceptEncoding {
         }
         best.map(|(c, _)| c)
     }
+}
+
+/// The weight among a list member's parameters (`;q=0.5`, RFC 9110 §12.4.2), in
+/// thousandths; 1000 without one, `None` when it is malformed (the member is then ignored).
+pub fn q_of<'a>(params: impl Iterator<Item = &'a str>) -> Option<u16> {
+    let mut q = 1000;
+    for p in params {
+        if let Some((k, v)) = p.split_once('=') {
+            if k.trim().eq_ignore_ascii_case("q") {
+                q = parse_q(v.trim())?;
+            }
+        }
+    }
+    Some(q)
 }
 
 /// A qvalue (§12.4.2): `0`, `1`, `0.xyz`, `1.000`; thousandths. `None` if malformed.

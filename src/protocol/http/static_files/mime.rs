@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::encoding::parse_q;
+use super::encoding::q_of;
 
 /// The `Content-Type` for a file at `path`. Unknown extensions are `application/octet-stream`,
 /// which browsers download rather than sniff (with `nosniff`, they must not sniff anyway).
@@ -97,14 +97,7 @@ fn parse_accept(value: &str) -> Vec<MediaRange<'_>> {
             if kind.is_empty() || subtype.is_empty() || (kind == "*" && subtype != "*") {
                 return None;
             }
-            let mut q = 1000;
-            for p in params {
-                if let Some((k, v)) = p.split_once('=') {
-                    if k.trim().eq_ignore_ascii_case("q") {
-                        q = parse_q(v.trim())?;
-                    }
-                }
-            }
+            let q = q_of(params)?;
             Some(MediaRange { kind, subtype, q })
         })
         .collect()
