@@ -45,6 +45,7 @@ mod prefork;
 mod shutdown;
 mod threaded;
 mod tls;
+pub mod udp;
 
 use std::fmt;
 use std::path::PathBuf;

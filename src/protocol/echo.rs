@@ -150,6 +150,28 @@ impl EchoService {
     }
 }
 
+impl super::DatagramService for EchoService {
+    fn answer(&self, from: &PeerAddr, datagram: &[u8], out: &mut Vec<u8>) {
+        if let Err(e) = self.answer_datagram(from, datagram, out) {
+            out.clear();
+            // One line a second for each reason, however fast bad datagrams come.
+            static TOO_LONG: crate::logging::Throttle = crate::logging::Throttle::new();
+            static NOT_UTF8: crate::logging::Throttle = crate::logging::Throttle::new();
+            let throttle = match e {
+                FrameError::TooLong { .. } => &TOO_LONG,
+                FrameError::InvalidUtf8 => &NOT_UTF8,
+            };
+            if let Some(skipped) = throttle.admit() {
+                tracing::warn!(
+                    peer = %from,
+                    "dropping echo datagram: {e}{}",
+                    crate::logging::more_like_it(skipped)
+                );
+            }
+        }
+    }
+}
+
 impl Service for EchoService {
     type Session = EchoSession;
 

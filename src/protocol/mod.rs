@@ -132,6 +132,14 @@ pub trait Service: Send + Sync + 'static {
     fn on_stopped(&self) {}
 }
 
+/// A datagram protocol (RFC 862 over UDP): each datagram in gets at most one datagram out, so
+/// there is no session; the UDP driver (`model::udp`) calls it for every datagram.
+pub trait DatagramService: Send + Sync + 'static {
+    /// Answer `datagram` from `from` by appending to `out`; leave `out` empty for no answer
+    /// (the service says why in its own log line).
+    fn answer(&self, from: &PeerAddr, datagram: &[u8], out: &mut Vec<u8>);
+}
+
 /// What the driver does after a session call returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Next {
