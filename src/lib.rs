@@ -9,7 +9,7 @@
 //! | [`commands`] | one runner per subcommand: validate, bind, drop privileges, serve |
 //! | [`config`] | `tincan.toml`: every `serve`/`hello` flag as a key; flags override it |
 //! | [`net`] | parse `--listen` addresses, bind TCP/Unix/UDP sockets, drop root |
-//! | [`model`] | the four drivers: iterative, threaded, prefork, event (epoll/poll/select); `link`, the outbound streams they open and watch for sessions (upstream sockets, CGI pipes, kept connections, the child reaper); `tls`, the rustls layer every driver puts between socket and session |
+//! | [`model`] | the four drivers: iterative, threaded, prefork, event (epoll/poll/select); `link`, the outbound streams they open and watch for sessions (upstream sockets, CGI pipes, kept connections, the child reaper); `tls`, the rustls layer every driver puts between socket and session; `udp`, the datagram driver (`protocol::DatagramService`); `shutdown`, signals and graceful stop; the descriptor and select caps (`mod.rs`); buffer pools (`protocol::ReadBuf`/`Outbox`); busy-poll (`event::spin`) |
 //! | [`protocol`] | the `Service`/`Session`/`Outbox` seam (and `protocol::link`, its outbound streams), and every protocol on it |
 //! | [`protocol::framing`] | message codecs: raw, close, null, line, length, fixed |
 //! | [`protocol::echo`] | RFC 862 echo over any framing |
