@@ -53,7 +53,7 @@ const READ: Interest = Interest {
 const GEN_MASK: u32 = 0x3f_ffff;
 
 /// A token names a slot, its generation, and which of its descriptors: 0 for the client
-/// socket, `1 + 2 * link + side` for a link's ([`super::connection::LinkWatch`]).
+/// socket, `1 + 2 * link + side` for a link's (the connection's `LinkWatch`).
 fn token(index: usize, gen: u32, sub: usize) -> u64 {
     (u64::from(gen & GEN_MASK) << 40) | ((sub as u64 & 0xff) << 32) | (index as u64 & 0xffff_ffff)
 }
