@@ -1,10 +1,12 @@
-//! HTTP/1.1 (RFC 9110, 9111, 9112): the connection session (parsing with httparse; framing,
+//! HTTP/1.1 (RFC 9110, 9111, 9112) and HTTP/2 (RFC 9113): the connection session (parsing with httparse; framing,
 //! limits, keep-alive and pipelining are ours) and the handlers behind it.
 //!
 //! - [`message`]: the Request/Response/Body/Handler contract between session and handlers.
 //! - [`wire`]: the HTTP/1 wire core every part below shares: request heads, limits, the field
 //!   policy, and one body decoder and encoder.
 //! - [`session`]: [`HttpService`]/[`HttpSession`]: one connection's request loop.
+//! - [`h2`]: HTTP/2 (RFC 9113), the session an [`HttpSession`] becomes for a connection that
+//!   opens with the h2c preface or chose `h2` by ALPN; the same handler answers.
 //! - [`access_log`]: Combined Log Format lines to a file or stdout.
 //! - [`hello`]: the handler behind `tincan hello` (seed 003).
 //! - [`static_files`]: the static file handler behind `tincan serve`.
@@ -14,6 +16,7 @@
 pub mod access_log;
 pub mod cgi;
 pub mod gateway;
+pub mod h2;
 pub mod hello;
 pub mod message;
 #[cfg(test)]
@@ -31,6 +34,10 @@ pub use wire::Limits;
 
 /// The ALPN name of HTTP/1.1 (RFC 7301 §6), offered on TLS listeners.
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+
+/// The ALPN name of HTTP/2 over TLS (RFC 9113 §3.2), offered before `http/1.1` unless
+/// `--http2 off`.
+pub const ALPN_H2: &[u8] = b"h2";
 
 /// The answer to a plaintext HTTP request that reached a TLS port, sent in plaintext before the
 /// connection closes (as nginx's 400 "The plain HTTP request was sent to HTTPS port"), so the

@@ -43,6 +43,7 @@ use std::time::Instant;
 
 use super::access_log::{AccessLog, Entry};
 use super::gateway::Gateway;
+use super::h2::{H2Options, H2Session, PREFACE};
 use super::message::{error_response, Handler, Response, Version};
 use super::proxy::RequestBody;
 use super::wire::{self, Decoder, Head, HeadScanner, Limits, Reject};
@@ -56,8 +57,8 @@ mod tests;
 mod write;
 
 use relay::Deferred;
-pub(crate) use write::owned_by_session;
 use write::write_response;
+pub(crate) use write::{owned_by_session, safe_field, with_date};
 
 /// Connection-level choices that are not limits.
 #[derive(Clone, Debug)]
@@ -78,6 +79,10 @@ pub struct HttpOptions {
     pub pipeline_pause: usize,
     /// Proxy and CGI routes (`--proxy`, `--cgi`); `None` serves everything with the handler.
     pub gateway: Option<Arc<Gateway>>,
+    /// Speak HTTP/2 (`--http2`): h2c with prior knowledge on plain connections, `h2` when
+    /// ALPN chose it on TLS ones.
+    pub http2: bool,
+    pub h2: H2Options,
 }
 
 impl Default for HttpOptions {
@@ -89,14 +94,16 @@ impl Default for HttpOptions {
             access_log: None,
             pipeline_pause: 256 * 1024,
             gateway: None,
+            http2: true,
+            h2: H2Options::default(),
         }
     }
 }
 
-struct Shared {
-    handler: Arc<dyn Handler>,
-    limits: Limits,
-    options: HttpOptions,
+pub(crate) struct Shared {
+    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) limits: Limits,
+    pub(crate) options: HttpOptions,
 }
 
 /// The HTTP/1.1 protocol: a handler plus the limits and options every connection shares.
@@ -147,6 +154,7 @@ impl HttpService {
             shutting_down: false,
             more_may_come: false,
             next_in_hand: false,
+            h2: None,
         }
     }
 }
@@ -219,6 +227,8 @@ pub struct HttpSession {
     /// otherwise carry its 24 bytes.
     #[allow(clippy::box_collection)] // deliberately: 8 bytes per connection instead of 24
     collect: Option<Box<Vec<u8>>>,
+    /// The connection speaks HTTP/2: every call goes to this session instead.
+    h2: Option<Box<H2Session>>,
 }
 
 impl std::fmt::Debug for HttpSession {
@@ -642,6 +652,29 @@ impl HttpSession {
         }
     }
 
+    /// Does this fresh connection open with (the start of) the HTTP/2 client preface (RFC 9113
+    /// §3.3, prior knowledge)? An HTTP/1 request line never starts `PRI * HTTP/2.0`.
+    fn prior_knowledge(&self, input: &ReadBuf) -> bool {
+        if !self.shared.options.http2 || self.served > 0 || self.started || !self.stash.is_empty() {
+            return false;
+        }
+        let d = input.data();
+        let n = d.len().min(PREFACE.len());
+        n > 0 && d[..n] == PREFACE[..n]
+    }
+
+    /// Hand the connection to an HTTP/2 session (which sends its SETTINGS at once).
+    fn become_h2(&mut self, out: &mut Outbox, now: Instant) -> &mut H2Session {
+        self.phase = Phase::Idle;
+        self.deadline = None;
+        self.h2.insert(Box::new(H2Session::start(
+            self.shared.clone(),
+            self.peer.clone(),
+            out,
+            now,
+        )))
+    }
+
     /// Queue the answer to a refused request; the connection closes after it.
     fn answer_error(&mut self, r: Reject, line: &str, out: &mut Outbox) {
         tracing::debug!(peer = %self.peer.remote, status = r.status, "refused: {}", r.detail);
@@ -683,10 +716,34 @@ impl Session for HttpSession {
     }
 
     fn on_input(&mut self, input: &mut ReadBuf, out: &mut Outbox, now: Instant) -> Next {
+        if let Some(h2) = self.h2.as_mut() {
+            return h2.on_input(input, out, now);
+        }
+        if self.prior_knowledge(input) {
+            if input.len() < PREFACE.len() {
+                return Next::Continue {
+                    wake_at: self.deadline,
+                };
+            }
+            return self.become_h2(out, now).on_input(input, out, now);
+        }
         self.run(Some(input), out, now, true)
     }
 
+    /// ALPN chose `h2` (RFC 9113 §3.2): the connection speaks HTTP/2 from its first byte.
+    fn on_alpn(&mut self, protocol: &[u8], out: &mut Outbox, now: Instant) -> Next {
+        if protocol == super::ALPN_H2 && self.shared.options.http2 && self.h2.is_none() {
+            self.become_h2(out, now);
+        }
+        Next::Continue {
+            wake_at: self.deadline,
+        }
+    }
+
     fn on_eof(&mut self, input: &mut ReadBuf, out: &mut Outbox, now: Instant) -> Next {
+        if let Some(h2) = self.h2.as_mut() {
+            return h2.on_eof(input, out, now);
+        }
         if let (Phase::Tunnel(link), Some(links)) = (&self.phase, self.links.as_mut()) {
             // The client is done sending: so is the tunnel's upstream side, once what it sent
             // is through; the upstream's answer may still come.
@@ -719,7 +776,7 @@ impl Session for HttpSession {
     /// A request whose exchange has begun and whose body has all come waits on the upstream,
     /// not on the client: its answer carries the ACK.
     fn mid_message(&self) -> bool {
-        !matches!(&self.phase, Phase::Deferred(d) if d.upload.is_none())
+        self.h2.is_some() || !matches!(&self.phase, Phase::Deferred(d) if d.upload.is_none())
     }
 
     fn links(&mut self) -> Option<&mut Links> {
@@ -745,6 +802,9 @@ impl Session for HttpSession {
     }
 
     fn on_drained(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        if let Some(h2) = self.h2.as_mut() {
+            return h2.on_drained(out, now);
+        }
         if matches!(self.phase, Phase::Deferred(_)) {
             return self.pump(out, now);
         }
@@ -779,6 +839,9 @@ impl Session for HttpSession {
     }
 
     fn on_timer(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        if let Some(h2) = self.h2.as_mut() {
+            return h2.on_timer(out, now);
+        }
         let Some(deadline) = self.deadline else {
             return Next::CONTINUE;
         };
@@ -825,7 +888,10 @@ impl Session for HttpSession {
         }
     }
 
-    fn on_shutdown(&mut self, _out: &mut Outbox, _now: Instant) -> Next {
+    fn on_shutdown(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        if let Some(h2) = self.h2.as_mut() {
+            return h2.on_shutdown(out, now);
+        }
         self.shutting_down = true;
         match self.phase {
             // Between requests: go now (after any response still being sent).
