@@ -55,6 +55,9 @@ pub enum ErrorCode {
     StreamClosed = 0x5,
     FrameSizeError = 0x6,
     RefusedStream = 0x7,
+    /// Sent by clients that no longer want a stream.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Cancel = 0x8,
     CompressionError = 0x9,
     EnhanceYourCalm = 0xb,
 }

@@ -31,6 +31,8 @@
 
 mod frame;
 pub mod hpack;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::os::unix::fs::FileExt;
