@@ -283,3 +283,44 @@ fn floods_end_in_goaway_and_other_connections_do_not_notice() {
         }
     }
 }
+
+#[test]
+fn nghttp_and_h2load_are_served_over_h2c_and_tls() {
+    support::require("nghttp --version");
+    support::require("h2load --version");
+    let (root, _) = site();
+    let certs = TempDir::new("h2-certs");
+    for m in [
+        ModelFlags(&["--model", "event", "--workers", "2"]),
+        ModelFlags(&["--model", "prefork", "--workers", "2"]),
+    ] {
+        let (plain, tls) = servers(
+            root.path().to_str().unwrap(),
+            certs.path().to_str().unwrap(),
+            m,
+            &[],
+        );
+        for url in [
+            plain.url("/small.txt"),
+            format!("{}/small.txt", tls.addrs[0]),
+        ] {
+            // nghttp does not check the certificate; it needs ALPN h2 or prior knowledge.
+            let out = Command::new("nghttp").arg("-s").arg(&url).output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && text.contains(" 200 ") && text.contains("/small.txt"),
+                "{m} nghttp {url}: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let out = Command::new("h2load")
+                .args(["-n", "2000", "-c", "4", "-m", "10", &url])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.contains("2000 succeeded, 0 failed"),
+                "{m} h2load {url}: {text}"
+            );
+        }
+    }
+}
