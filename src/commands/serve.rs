@@ -226,6 +226,7 @@ Examples:
   tincan serve /srv/www -l :80 --user nobody    bind port 80 as root, then drop to nobody
   tincan serve /srv/www -l :443 --tls-cert site.pem --tls-key site.key    HTTPS
   tincan serve --tls-self-signed ~/.tincan/tls    HTTPS on 127.0.0.1:8000, self-signed (localhost)
+  tincan serve --http2 off                  HTTP/1.1 only (HTTP/2 is on: h2 over TLS, h2c in plain)
   tincan serve --config tincan.toml         every setting from a file (flags override it)")]
 pub struct ServeArgs {
     /// The directory to serve. [default: the current directory]
