@@ -47,7 +47,12 @@ if mode == "get":
                 c.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
             elif isinstance(e, h2.events.StreamEnded):
                 ended.add(e.stream_id)
-            elif isinstance(e, (h2.events.StreamReset, h2.events.ConnectionTerminated)):
+            elif isinstance(e, h2.events.ConnectionTerminated):
+                # A graceful GOAWAY that covers every stream asked for is no failure (the
+                # iterative model says it once the answers are out).
+                if e.error_code != 0 or e.last_stream_id < ids[-1]:
+                    sys.exit(repr(e))
+            elif isinstance(e, h2.events.StreamReset):
                 sys.exit(repr(e))
         s.sendall(c.data_to_send())
     for i in ids:

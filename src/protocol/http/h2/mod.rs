@@ -154,7 +154,8 @@ pub struct H2Session {
     failed: bool,
     served: u32,
     budget: Budget,
-    deadline: Option<Instant>,
+    /// When bytes last moved either way: the idle and stall timers count from it.
+    last_activity: Instant,
 }
 
 impl std::fmt::Debug for H2Session {
@@ -190,7 +191,6 @@ impl H2Session {
                 ],
             )
         });
-        let deadline = Some(now + l.keepalive_timeout);
         H2Session {
             shared,
             peer,
@@ -214,7 +214,7 @@ impl H2Session {
                 cheap: 0,
                 sent: 0,
             },
-            deadline,
+            last_activity: now,
         }
     }
 
@@ -228,11 +228,21 @@ impl H2Session {
             input.clear();
             return Next::CloseAfterFlush;
         }
+        self.last_activity = now;
         if let Err(e) = self.read_frames(input, out, now) {
             input.clear();
             return self.fail(e, out);
         }
         self.pump(out);
+        if !self.shared.options.keep_alive
+            && self.served > 0
+            && self.streams.is_empty()
+            && input.is_empty()
+        {
+            // A model that serves one connection at a time (iterative) holds no idle client:
+            // what the client sent is answered, then GOAWAY, as HTTP/1.1 closes there.
+            self.go_away(ErrorCode::NoError, out);
+        }
         self.next(out, now)
     }
 
@@ -250,22 +260,34 @@ impl H2Session {
         if self.failed {
             return Next::CloseAfterFlush;
         }
+        // Idle and stall time count from when the output left, not when it was queued.
+        self.last_activity = now;
         self.pump(out);
-        if out.is_empty() && self.streams.is_empty() {
-            self.deadline = Some(now + self.shared.limits.keepalive_timeout);
-        }
         self.next(out, now)
     }
 
+    /// When the connection is closed if nothing moves: `--keepalive-timeout` with no stream
+    /// open, `--body-timeout` with some (a client that opens streams and sends nothing more,
+    /// or never opens its window again, does not hold them for ever).
+    fn deadline(&self) -> Instant {
+        let l = &self.shared.limits;
+        let wait = if self.streams.is_empty() {
+            l.keepalive_timeout
+        } else {
+            l.body_timeout
+        };
+        self.last_activity + wait
+    }
+
     pub(crate) fn on_timer(&mut self, out: &mut Outbox, now: Instant) -> Next {
-        match self.deadline {
-            Some(d) if now >= d && self.streams.is_empty() && out.is_empty() => {
-                // Idle past the keep-alive timeout: say so, then close (§6.8).
-                self.go_away(ErrorCode::NoError, out);
-                Next::CloseAfterFlush
-            }
-            _ => self.next(out, now),
+        if out.is_empty() && now >= self.deadline() {
+            // Say so, then close (§6.8); streams still open are abandoned.
+            self.go_away(ErrorCode::NoError, out);
+            self.streams.clear();
+            self.ready.clear();
+            return Next::CloseAfterFlush;
         }
+        self.next(out, now)
     }
 
     /// Graceful shutdown (§6.8): GOAWAY with the last stream id taken; those streams finish,
@@ -282,12 +304,12 @@ impl H2Session {
         if self.going_away && self.streams.is_empty() {
             return Next::CloseAfterFlush;
         }
-        if !self.streams.is_empty() || !out.is_empty() {
+        if !out.is_empty() {
+            // Output is waiting on the peer: the driver's send timeout governs, and
+            // `on_drained` comes back here.
             return Next::CONTINUE;
         }
-        Next::Continue {
-            wake_at: self.deadline,
-        }
+        Next::wake_at(self.deadline())
     }
 
     fn go_away(&mut self, code: ErrorCode, out: &mut Outbox) {
@@ -615,6 +637,8 @@ impl H2Session {
         }
         let max_body = self.shared.limits.max_body;
         let Some(s) = self.streams.get_mut(&h.stream) else {
+            // Each of these costs a RST_STREAM in answer: counted as a flood would be.
+            self.spend(now, false)?;
             out.with_tail(|b| frame::write_rst(b, h.stream, ErrorCode::StreamClosed));
             return Ok(());
         };
@@ -789,7 +813,6 @@ impl H2Session {
             out.with_tail(|b| frame::write_rst(b, id, ErrorCode::RefusedStream));
             return self.spend(now, true);
         }
-        self.deadline = None;
         let mut s = Stream {
             recv_open: !end_stream,
             recv_window: DEFAULT_WINDOW,

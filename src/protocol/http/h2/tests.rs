@@ -499,3 +499,47 @@ fn an_http1_request_still_gets_http1() {
     s.on_input(&mut input, &mut out, now);
     assert!(out.take_all().starts_with(b"HTTP/1.1 200 OK\r\n"));
 }
+
+#[test]
+fn idle_and_stalled_connections_are_closed_with_goaway() {
+    // No stream: closed at the keep-alive timeout.
+    let mut c = Conn::new(128);
+    c.s.on_drained(&mut c.out, c.now);
+    let later = c.now + Limits::default().keepalive_timeout;
+    assert_eq!(c.s.on_timer(&mut c.out, later), Next::CloseAfterFlush);
+    assert_eq!(goaway_code(&parse(&c.out.take_all())), Some(0));
+    // A stream whose body never comes: closed at the body timeout, not kept for ever.
+    let mut c = Conn::new(128);
+    c.send(&frame(
+        kind::HEADERS,
+        flag::END_HEADERS,
+        1,
+        &request_block("/"),
+    ));
+    let early = c.now + Duration::from_secs(1);
+    assert!(!c.s.on_timer(&mut c.out, early).is_close());
+    let later = c.now + Limits::default().body_timeout;
+    assert_eq!(c.s.on_timer(&mut c.out, later), Next::CloseAfterFlush);
+}
+
+#[test]
+fn without_keep_alive_the_connection_goes_away_once_answered() {
+    let options = HttpOptions {
+        keep_alive: false,
+        ..HttpOptions::default()
+    };
+    let svc = HttpService::new(Arc::new(Sized), Limits::default(), options);
+    let now = Instant::now();
+    let mut s = svc.session_at(&peer(), now);
+    let mut out = Outbox::new();
+    let mut input = ReadBuf::from_bytes(&[&PREFACE[..], &get(1, "/"), &get(3, "/")].concat());
+    let next = s.on_input(&mut input, &mut out, now);
+    assert_eq!(next, Next::CloseAfterFlush);
+    let frames = parse(&out.take_all());
+    assert_eq!(
+        data_len(&frames, 1) + data_len(&frames, 3),
+        4,
+        "both answered"
+    );
+    assert_eq!(goaway_code(&frames), Some(0));
+}
