@@ -154,7 +154,6 @@ impl HttpService {
             shutting_down: false,
             more_may_come: false,
             next_in_hand: false,
-            h2: None,
         }
     }
 }
@@ -193,6 +192,9 @@ enum Phase {
     Tunnel(LinkId),
     /// A closing answer was queued; nothing more is read.
     Done,
+    /// The connection speaks HTTP/2 (RFC 9113): every call goes to this session. A phase
+    /// rather than a field, so an HTTP/1 connection carries no extra byte for it.
+    H2(Box<H2Session>),
 }
 
 /// One connection's HTTP state.
@@ -227,8 +229,6 @@ pub struct HttpSession {
     /// otherwise carry its 24 bytes.
     #[allow(clippy::box_collection)] // deliberately: 8 bytes per connection instead of 24
     collect: Option<Box<Vec<u8>>>,
-    /// The connection speaks HTTP/2: every call goes to this session instead.
-    h2: Option<Box<H2Session>>,
 }
 
 impl std::fmt::Debug for HttpSession {
@@ -376,8 +376,8 @@ impl HttpSession {
                     return Next::CloseAfterFlush;
                 }
                 // The rest waits until the deferred answer is complete, or goes through the
-                // tunnel (see `run`).
-                Phase::Deferred(_) | Phase::Tunnel(_) => break,
+                // tunnel (see `run`); an HTTP/2 connection never comes here.
+                Phase::Deferred(_) | Phase::Tunnel(_) | Phase::H2(_) => break,
                 Phase::Idle | Phase::Head => {
                     if !self.started {
                         let blank = wire::leading_empty_lines(input.data());
@@ -665,14 +665,17 @@ impl HttpSession {
 
     /// Hand the connection to an HTTP/2 session (which sends its SETTINGS at once).
     fn become_h2(&mut self, out: &mut Outbox, now: Instant) -> &mut H2Session {
-        self.phase = Phase::Idle;
         self.deadline = None;
-        self.h2.insert(Box::new(H2Session::start(
-            self.shared.clone(),
-            self.peer.clone(),
-            out,
-            now,
-        )))
+        let h2 = H2Session::start(self.shared.clone(), self.peer.clone(), out, now);
+        self.phase = Phase::H2(Box::new(h2));
+        self.h2_mut().expect("just set")
+    }
+
+    fn h2_mut(&mut self) -> Option<&mut H2Session> {
+        match &mut self.phase {
+            Phase::H2(h2) => Some(h2),
+            _ => None,
+        }
     }
 
     /// Queue the answer to a refused request; the connection closes after it.
@@ -716,7 +719,7 @@ impl Session for HttpSession {
     }
 
     fn on_input(&mut self, input: &mut ReadBuf, out: &mut Outbox, now: Instant) -> Next {
-        if let Some(h2) = self.h2.as_mut() {
+        if let Some(h2) = self.h2_mut() {
             return h2.on_input(input, out, now);
         }
         if self.prior_knowledge(input) {
@@ -732,7 +735,10 @@ impl Session for HttpSession {
 
     /// ALPN chose `h2` (RFC 9113 §3.2): the connection speaks HTTP/2 from its first byte.
     fn on_alpn(&mut self, protocol: &[u8], out: &mut Outbox, now: Instant) -> Next {
-        if protocol == super::ALPN_H2 && self.shared.options.http2 && self.h2.is_none() {
+        if protocol == super::ALPN_H2
+            && self.shared.options.http2
+            && !matches!(self.phase, Phase::H2(_))
+        {
             self.become_h2(out, now);
         }
         Next::Continue {
@@ -741,7 +747,7 @@ impl Session for HttpSession {
     }
 
     fn on_eof(&mut self, input: &mut ReadBuf, out: &mut Outbox, now: Instant) -> Next {
-        if let Some(h2) = self.h2.as_mut() {
+        if let Some(h2) = self.h2_mut() {
             return h2.on_eof(input, out, now);
         }
         if let (Phase::Tunnel(link), Some(links)) = (&self.phase, self.links.as_mut()) {
@@ -776,7 +782,8 @@ impl Session for HttpSession {
     /// A request whose exchange has begun and whose body has all come waits on the upstream,
     /// not on the client: its answer carries the ACK.
     fn mid_message(&self) -> bool {
-        self.h2.is_some() || !matches!(&self.phase, Phase::Deferred(d) if d.upload.is_none())
+        matches!(self.phase, Phase::H2(_))
+            || !matches!(&self.phase, Phase::Deferred(d) if d.upload.is_none())
     }
 
     fn links(&mut self) -> Option<&mut Links> {
@@ -802,7 +809,7 @@ impl Session for HttpSession {
     }
 
     fn on_drained(&mut self, out: &mut Outbox, now: Instant) -> Next {
-        if let Some(h2) = self.h2.as_mut() {
+        if let Some(h2) = self.h2_mut() {
             return h2.on_drained(out, now);
         }
         if matches!(self.phase, Phase::Deferred(_)) {
@@ -839,7 +846,7 @@ impl Session for HttpSession {
     }
 
     fn on_timer(&mut self, out: &mut Outbox, now: Instant) -> Next {
-        if let Some(h2) = self.h2.as_mut() {
+        if let Some(h2) = self.h2_mut() {
             return h2.on_timer(out, now);
         }
         let Some(deadline) = self.deadline else {
@@ -854,8 +861,9 @@ impl Session for HttpSession {
             return Next::wake_at(deadline);
         }
         match self.phase {
-            // An idle keep-alive connection (or one that never sent a byte) just closes.
-            Phase::Idle | Phase::Done => Next::Close,
+            // An idle keep-alive connection (or one that never sent a byte) just closes. (An
+            // HTTP/2 connection's timers are its own session's.)
+            Phase::Idle | Phase::Done | Phase::H2(_) => Next::Close,
             Phase::Deferred(_) => self.exchange_timed_out(out, now),
             Phase::Tunnel(_) => {
                 tracing::debug!(peer = %self.peer.remote, "closing a tunnel idle past --tunnel-idle-timeout");
@@ -889,7 +897,7 @@ impl Session for HttpSession {
     }
 
     fn on_shutdown(&mut self, out: &mut Outbox, now: Instant) -> Next {
-        if let Some(h2) = self.h2.as_mut() {
+        if let Some(h2) = self.h2_mut() {
             return h2.on_shutdown(out, now);
         }
         self.shutting_down = true;
