@@ -329,3 +329,52 @@ fn nghttp_and_h2load_are_served_over_h2c_and_tls() {
         }
     }
 }
+
+/// ALPN reaches the session: a client that chose `h2` and then speaks HTTP/1.1 gets the
+/// server's SETTINGS and a GOAWAY PROTOCOL_ERROR (RFC 9113 §3.4), not an HTTP/1.1 answer.
+#[test]
+fn a_client_that_chose_h2_by_alpn_must_send_the_preface() {
+    support::require("python3 -c 'import ssl'");
+    let (root, _) = site();
+    let certs = TempDir::new("h2-certs");
+    let mut args = support::serve_args(
+        root.path().to_str().unwrap(),
+        ModelFlags(&["--model", "event", "--workers", "1"]),
+        &[],
+    );
+    args.extend(["--tls-self-signed", certs.path().to_str().unwrap()]);
+    let srv = Server::start(&args);
+    let port = srv.addrs[0].rsplit(':').next().unwrap().to_string();
+    const PY: &str = r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.set_alpn_protocols(["h2"])
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10), server_hostname="localhost")
+s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+data = b""
+while True:
+    try:
+        d = s.recv(4096)
+    except (ssl.SSLError, OSError):
+        break
+    if not d:
+        break
+    data += d
+print(s.selected_alpn_protocol(), data.hex())
+"#;
+    let out = Command::new("python3")
+        .args(["-c", PY, &port])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (alpn, hex) = text.trim().split_once(' ').expect("two words");
+    assert_eq!(alpn, "h2");
+    // SETTINGS (type 4) first; then GOAWAY (type 7, 8 bytes) whose code is PROTOCOL_ERROR (1).
+    assert_eq!(&hex[6..8], "04", "{hex}");
+    assert!(
+        hex.contains("000008070000000000") && hex.ends_with("00000001"),
+        "{hex}"
+    );
+}

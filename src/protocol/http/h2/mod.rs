@@ -117,6 +117,7 @@ impl Stream {
 struct Block {
     stream: u32,
     end_stream: bool,
+    self_dependent: bool,
     buf: Vec<u8>,
     frames: u32,
 }
@@ -696,21 +697,15 @@ impl H2Session {
                 "padding longer than HEADERS",
             ));
         };
-        if h.flags & flag::PRIORITY != 0 {
-            let dep = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
-            let dep = if h.flags & flag::PADDED != 0 {
-                u32::from_be_bytes([p[1], p[2], p[3], p[4]])
-            } else {
-                dep
-            } & 0x7fff_ffff;
-            if dep == h.stream {
-                // §5.3.1: a stream cannot depend on itself (a stream error).
-                self.reset(h.stream, ErrorCode::ProtocolError, out);
-            }
-        }
+        // §5.3.1: a stream cannot depend on itself (a stream error, answered once the block is
+        // decoded, since the HPACK table must stay in step).
+        let self_dependent = h.flags & flag::PRIORITY != 0 && {
+            let at = usize::from(h.flags & flag::PADDED != 0);
+            u32::from_be_bytes([p[at], p[at + 1], p[at + 2], p[at + 3]]) & 0x7fff_ffff == h.stream
+        };
         let end_stream = h.flags & flag::END_STREAM != 0;
         if h.flags & flag::END_HEADERS != 0 {
-            return self.header_block(h.stream, end_stream, fragment, out, now);
+            return self.header_block(h.stream, end_stream, self_dependent, fragment, out, now);
         }
         if fragment.len() > self.shared.limits.max_head {
             return Err(ConnError(
@@ -721,6 +716,7 @@ impl H2Session {
         self.block = Some(Block {
             stream: h.stream,
             end_stream,
+            self_dependent,
             buf: fragment.to_vec(),
             frames: 1,
         });
@@ -755,7 +751,7 @@ impl H2Session {
             return Ok(());
         }
         let b = self.block.take().expect("checked above");
-        self.header_block(b.stream, b.end_stream, &b.buf, out, now)
+        self.header_block(b.stream, b.end_stream, b.self_dependent, &b.buf, out, now)
     }
 
     /// A complete header block for `id`: a new request, or trailers.
@@ -763,6 +759,7 @@ impl H2Session {
         &mut self,
         id: u32,
         end_stream: bool,
+        self_dependent: bool,
         block: &[u8],
         out: &mut Outbox,
         now: Instant,
@@ -777,6 +774,11 @@ impl H2Session {
                     "an HPACK block that does not decode",
                 )
             })?;
+        if self_dependent {
+            self.last_stream = self.last_stream.max(id);
+            self.reset(id, ErrorCode::ProtocolError, out);
+            return Ok(());
+        }
         if let Some(s) = self.streams.get_mut(&id) {
             // Trailers (§8.1): they must end the stream; their fields are not used.
             if !s.recv_open {

@@ -543,3 +543,25 @@ fn without_keep_alive_the_connection_goes_away_once_answered() {
     );
     assert_eq!(goaway_code(&frames), Some(0));
 }
+
+#[test]
+fn a_stream_that_depends_on_itself_is_reset_and_not_answered() {
+    let mut c = Conn::new(128);
+    let mut payload = vec![0, 0, 0, 1, 16];
+    payload.extend(request_block("/"));
+    let f = frame(
+        kind::HEADERS,
+        flag::END_HEADERS | flag::END_STREAM | flag::PRIORITY,
+        1,
+        &payload,
+    );
+    let (frames, next) = c.send(&[f, get(3, "/")].concat());
+    assert!(!next.is_close());
+    assert_eq!(rst_codes(&frames), [(1, ErrorCode::ProtocolError as u32)]);
+    assert!(!frames
+        .iter()
+        .any(|(h, _)| h.kind == kind::HEADERS && h.stream == 1));
+    assert!(frames
+        .iter()
+        .any(|(h, _)| h.kind == kind::HEADERS && h.stream == 3));
+}
