@@ -130,6 +130,9 @@ pub struct Config {
     pub hide_server: Option<bool>,
     /// Seconds of `Strict-Transport-Security` (`--hsts`; needs TLS).
     pub hsts: Option<u64>,
+    /// HTTP/2 on or off (`--http2`), and its concurrent streams (`--h2-max-streams`).
+    pub http2: Option<bool>,
+    pub h2_max_streams: Option<u32>,
 
     // Files.
     pub index: Option<OneOrMany>,

@@ -9,12 +9,13 @@
 //! | [`commands`] | one runner per subcommand: validate, bind, drop privileges, serve |
 //! | [`config`] | `tincan.toml`: every `serve`/`hello` flag as a key; flags override it |
 //! | [`net`] | parse `--listen` addresses, bind TCP/Unix/UDP sockets, drop root |
-//! | [`model`] | the four drivers: iterative, threaded, prefork, event (epoll/poll/select); `link`, the outbound streams they open and watch for sessions (upstream sockets, CGI pipes, kept connections, the child reaper); `tls`, the rustls layer every driver puts between socket and session; `udp`, the datagram driver (`protocol::DatagramService`); `shutdown`, signals and graceful stop; the descriptor and select caps (`mod.rs`); buffer pools (`protocol::ReadBuf`/`Outbox`); busy-poll (`event::spin`) |
+//! | [`model`] | the four drivers: iterative, threaded, prefork, event (epoll/poll/select); `link`, the outbound streams they open and watch for sessions (upstream sockets, CGI pipes, kept connections, the child reaper); `tls`, the rustls layer every driver puts between socket and session (and which tells it the ALPN choice); `udp`, the datagram driver (`protocol::DatagramService`); `shutdown`, signals and graceful stop; the descriptor and select caps (`mod.rs`); buffer pools (`protocol::ReadBuf`/`Outbox`); busy-poll (`event::spin`) |
 //! | [`protocol`] | the `Service`/`Session`/`Outbox` seam (and `protocol::link`, its outbound streams), and every protocol on it |
 //! | [`protocol::framing`] | message codecs: raw, close, null, line, length, fixed |
 //! | [`protocol::echo`] | RFC 862 echo over any framing |
 //! | [`protocol::chat`] | the tincanchat room: broadcast with one global order, bounded queues; `chat::redis_link`, one room across instances on a Redis Stream |
 //! | [`protocol::http`] | HTTP/1.1: parsing, limits, static files, listings, `hello`; the reverse proxy, CGI and the gateway that routes to them; the access log |
+//! | [`protocol::http::h2`] | HTTP/2 (h2 by ALPN, h2c by prior knowledge): frames, HPACK use, streams, flow control, flood limits; answered by the same handler |
 //! | [`bench`] | the load generator behind `tincan bench` |
 //! | [`error`] | the error every command returns; each message is one sentence |
 //! | [`logging`] | tracing to stderr; a throttle for warnings a peer can cause at will |

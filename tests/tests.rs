@@ -5,6 +5,7 @@ mod bench;
 mod chat;
 mod chat_redis;
 mod echo;
+mod h2;
 mod http;
 mod models;
 mod proxy;

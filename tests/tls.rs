@@ -76,12 +76,14 @@ fn start(args: &[&str], pki: &Pki) -> (Server, u16) {
     (server, port)
 }
 
-/// curl with the test CA, `localhost` (and `b.test`) resolved to 127.0.0.1.
+/// curl with the test CA, `localhost` (and `b.test`) resolved to 127.0.0.1, over HTTP/1.1
+/// (curl would choose h2 by ALPN; tests/h2.rs covers that).
 fn curl(what: &str, pki: &Pki, port: u16, args: &[&str]) -> std::process::Output {
     let ca = pki.path("ca.pem");
     let to_localhost = format!("localhost:{port}:127.0.0.1");
     let to_b = format!("b.test:{port}:127.0.0.1");
     let mut all = vec![
+        "--http1.1",
         "--cacert",
         &ca,
         "--resolve",

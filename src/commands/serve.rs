@@ -78,6 +78,14 @@ pub struct HttpArgs {
     /// plain HTTP.
     #[arg(long, value_name = "SECONDS")]
     pub hsts: Option<u64>,
+    /// Speak HTTP/2 too: `h2` by ALPN on TLS listeners (offered before http/1.1) and h2c with
+    /// prior knowledge on plain ones (`Upgrade: h2c` is not offered). [default: on]
+    #[arg(long, value_enum, value_name = "on|off")]
+    pub http2: Option<Switch>,
+    /// HTTP/2 streams a client may have open at once on one connection; more are refused
+    /// (REFUSED_STREAM). [default: 128]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub h2_max_streams: Option<u32>,
 }
 
 fn parse_size_arg(s: &str) -> std::result::Result<u64, String> {
@@ -295,6 +303,7 @@ Examples:
   tincan serve ./share --upload /incoming --max-body 1g    uploads: curl -T f.jpg http://127.0.0.1:8000/incoming/
   tincan serve ./share --archives on        each folder also as a .tar.gz (a link on its listing)
   tincan serve -l :443 --tls-cert site.pem --tls-key site.key --redirect-http :80    and http→https
+  tincan serve --http2 off                  HTTP/1.1 only (HTTP/2 is on: h2 over TLS, h2c in plain)
   tincan serve --config tincan.toml         every setting from a file (flags override it)")]
 pub struct ServeArgs {
     /// The directory to serve. [default: the current directory]
@@ -521,11 +530,20 @@ impl HttpArgs {
                 "the iterative model serves one connection at a time, so keep-alive is off"
             );
         }
+        let http2 = self.http2.map(Switch::on).or(cfg.http2).unwrap_or(true);
+        let max_streams = self.h2_max_streams.or(cfg.h2_max_streams).unwrap_or(128);
+        if max_streams == 0 {
+            return Err(Error::Usage(
+                "h2_max_streams must be at least 1 in the config file".into(),
+            ));
+        }
         Ok(HttpOptions {
             server_tokens,
             keep_alive,
             extra_headers,
             access_log,
+            http2,
+            h2: crate::protocol::http::h2::H2Options { max_streams },
             ..HttpOptions::default()
         })
     }
@@ -674,7 +692,8 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
     let mut options = args.http.options(&cfg, serve_options.model, tls)?;
     options.guard = guard;
     let redirect = redirect_listener(args.redirect_http.or(cfg.redirect_http.clone()), tls)?;
-    let (listeners, mut opts) = glue::setup(&args.server, "127.0.0.1:8000", &redirect)?;
+    let (listeners, mut opts) =
+        glue::setup(&args.server, "127.0.0.1:8000", &redirect, options.http2)?;
     // A connection sending a file holds it open: where descriptors are scarce, it counts.
     opts.files_per_connection = 1;
     if let Err(e) = std::fs::read_dir(&root) {
@@ -784,9 +803,17 @@ pub(crate) mod glue {
         server: &ServerArgs,
         default_listen: &str,
         plain: &[crate::net::ListenAddr],
+        http2: bool,
     ) -> Result<(Vec<crate::net::Listener>, crate::model::ServeOptions)> {
+        use crate::protocol::http::{ALPN_H2, ALPN_HTTP11};
+        // RFC 7301 §3.2: the server picks by its own order of preference; h2 first.
+        let alpn = if http2 {
+            vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()]
+        } else {
+            vec![ALPN_HTTP11.to_vec()]
+        };
         let app = crate::tls::TlsApp {
-            alpn: vec![crate::protocol::http::ALPN_HTTP11.to_vec()],
+            alpn,
             plain_reply: Some(crate::protocol::http::plain_request_on_tls_port()),
         };
         server.setup_with_plain(default_listen, &app, plain)

@@ -96,6 +96,8 @@ pub(crate) struct TlsLayer {
     /// `close_notify` is queued (RFC 8446 §6.1).
     notified: bool,
     plain_reply: Option<bytes::Bytes>,
+    /// The ALPN choice has been handed to the session.
+    alpn_told: bool,
 }
 
 impl TlsLayer {
@@ -105,7 +107,18 @@ impl TlsLayer {
             fresh: true,
             notified: false,
             plain_reply: settings.plain_reply.clone(),
+            alpn_told: false,
         })
+    }
+
+    /// The protocol ALPN chose, once, after the handshake (the session is told before it sees
+    /// any plaintext); `None` before, after, or when none was agreed.
+    pub fn alpn_once(&mut self) -> Option<Vec<u8>> {
+        if self.alpn_told || self.conn.is_handshaking() {
+            return None;
+        }
+        self.alpn_told = true;
+        self.conn.alpn_protocol().map(<[u8]>::to_vec)
     }
 
     /// The answer to a plaintext client, if the service has one.

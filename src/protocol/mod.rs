@@ -184,6 +184,13 @@ pub trait Session: Send + 'static {
         Next::CONTINUE
     }
 
+    /// The TLS handshake chose `protocol` by ALPN (RFC 7301): called once, before the first
+    /// [`on_input`](Self::on_input), on TLS connections where the client and the server
+    /// agreed on one. A service offering several (`h2`, `http/1.1`) learns which to speak.
+    fn on_alpn(&mut self, _protocol: &[u8], _out: &mut Outbox, _now: Instant) -> Next {
+        Next::CONTINUE
+    }
+
     /// Bytes arrived (they are appended to `input`); consume what can be used, queue output.
     fn on_input(&mut self, input: &mut ReadBuf, out: &mut Outbox, now: Instant) -> Next;
 

@@ -388,7 +388,18 @@ impl<T: Session> Conn<T> {
             return cio::read_into(&self.sock, &mut self.input).map(Some);
         };
         match tls.read_into(&self.sock, &mut self.input)? {
-            TlsRead::Io(r) => Ok(Some(r)),
+            TlsRead::Io(r) => {
+                if let Some(proto) = tls.alpn_once() {
+                    let now = Instant::now();
+                    let was_empty = self.out.is_empty();
+                    let next = self.session.on_alpn(&proto, &mut self.out, now);
+                    self.apply(next, was_empty, now);
+                    if self.state != State::Open {
+                        return Ok(None);
+                    }
+                }
+                Ok(Some(r))
+            }
             TlsRead::NotTls { letter } => {
                 let reply = tls.plain_reply().filter(|_| letter);
                 self.tls = None;

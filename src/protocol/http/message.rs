@@ -11,11 +11,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::protocol::Peer;
 
-/// HTTP version of a request (only these two are served; others get 505).
+/// HTTP version of a request (HTTP/1.0 and 1.1 by the HTTP/1 session, others get 505; HTTP/2
+/// by [`super::h2`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Version {
     Http10,
     Http11,
+    Http2,
 }
 
 impl Version {
@@ -24,6 +26,8 @@ impl Version {
         match self {
             Version::Http10 => "HTTP/1.0",
             Version::Http11 => "HTTP/1.1",
+            // As nginx and Apache write it in the access log.
+            Version::Http2 => "HTTP/2.0",
         }
     }
 }

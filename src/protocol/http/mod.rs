@@ -1,4 +1,4 @@
-//! HTTP/1.1 (RFC 9110, 9111, 9112): the connection session (parsing with httparse; framing,
+//! HTTP/1.1 (RFC 9110, 9111, 9112) and HTTP/2 (RFC 9113): the connection session (parsing with httparse; framing,
 //! limits, keep-alive and pipelining are ours) and the handlers behind it.
 //!
 //! - [`message`]: the Request/Response/Body/Handler contract between session and handlers.
@@ -6,6 +6,8 @@
 //!   policy, and one body decoder and encoder.
 //! - [`session`]: [`HttpService`]/[`HttpSession`]: one connection's request loop.
 //! - [`access`]: CORS and Basic authentication, checked before any route.
+//! - [`h2`]: HTTP/2 (RFC 9113), the session an [`HttpSession`] becomes for a connection that
+//!   opens with the h2c preface or chose `h2` by ALPN; the same handler answers.
 //! - [`access_log`]: Combined Log Format lines to a file or stdout.
 //! - [`hello`]: the handler behind `tincan hello`: the greeting page.
 //! - [`redirect`]: the handler behind `serve --redirect-http` (every answer a 308 to https).
@@ -17,6 +19,7 @@ pub mod access;
 pub mod access_log;
 pub mod cgi;
 pub mod gateway;
+pub mod h2;
 pub mod hello;
 pub mod message;
 #[cfg(test)]
@@ -37,6 +40,10 @@ pub use wire::Limits;
 
 /// The ALPN name of HTTP/1.1 (RFC 7301 §6), offered on TLS listeners.
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+
+/// The ALPN name of HTTP/2 over TLS (RFC 9113 §3.2), offered before `http/1.1` unless
+/// `--http2 off`.
+pub const ALPN_H2: &[u8] = b"h2";
 
 /// The answer to a plaintext HTTP request that reached a TLS port, sent in plaintext before the
 /// connection closes (as nginx's 400 "The plain HTTP request was sent to HTTPS port"), so the

@@ -277,6 +277,7 @@ pub fn build_request(
     let version: &[u8] = match req.version {
         Version::Http10 => b"1.0 tincan",
         Version::Http11 => b"1.1 tincan",
+        Version::Http2 => b"2 tincan",
     };
     appended(&mut out, "Via", &via, &[version]);
     match body {

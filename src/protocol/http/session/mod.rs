@@ -45,6 +45,7 @@ use std::time::Instant;
 use super::access::Guard;
 use super::access_log::{AccessLog, Entry};
 use super::gateway::Gateway;
+use super::h2::{H2Options, H2Session, PREFACE};
 use super::message::{
     error_response, Body, BodySink, BodyUse, Handler, Response, Streamed, Version,
 };
@@ -60,8 +61,8 @@ mod tests;
 mod write;
 
 use relay::Deferred;
-pub(crate) use write::owned_by_session;
 use write::{log_line, write_head, write_response};
+pub(crate) use write::{owned_by_session, safe_field, with_date};
 
 /// Connection-level choices that are not limits.
 #[derive(Clone, Debug)]
@@ -85,6 +86,10 @@ pub struct HttpOptions {
     /// CORS and authentication (`--cors`, `--auth-file`, `--auth`), asked before any route;
     /// `None` when neither is configured.
     pub guard: Option<Arc<Guard>>,
+    /// Speak HTTP/2 (`--http2`): h2c with prior knowledge on plain connections, `h2` when
+    /// ALPN chose it on TLS ones.
+    pub http2: bool,
+    pub h2: H2Options,
 }
 
 impl Default for HttpOptions {
@@ -97,14 +102,16 @@ impl Default for HttpOptions {
             pipeline_pause: 256 * 1024,
             gateway: None,
             guard: None,
+            http2: true,
+            h2: H2Options::default(),
         }
     }
 }
 
-struct Shared {
-    handler: Arc<dyn Handler>,
-    limits: Limits,
-    options: HttpOptions,
+pub(crate) struct Shared {
+    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) limits: Limits,
+    pub(crate) options: HttpOptions,
 }
 
 /// The HTTP/1.1 protocol: a handler plus the limits and options every connection shares.
@@ -221,6 +228,9 @@ enum Phase {
     Streaming(Box<Streaming>),
     /// A closing answer was queued; nothing more is read.
     Done,
+    /// The connection speaks HTTP/2 (RFC 9113): every call goes to this session. A phase
+    /// rather than a field, so an HTTP/1 connection carries no extra byte for it.
+    H2(Box<H2Session>),
 }
 
 /// A [`Body::Stream`] answer in progress.
@@ -450,8 +460,8 @@ impl HttpSession {
                     return Next::CloseAfterFlush;
                 }
                 // The rest waits until the deferred answer is complete, or goes through the
-                // tunnel (see `run`).
-                Phase::Deferred(_) | Phase::Tunnel(_) | Phase::Streaming(_) => break,
+                // tunnel (see `run`); an HTTP/2 connection never comes here.
+                Phase::Deferred(_) | Phase::Tunnel(_) | Phase::Streaming(_) | Phase::H2(_) => break,
                 Phase::Idle | Phase::Head => {
                     if !self.started {
                         let blank = wire::leading_empty_lines(input.data());
@@ -855,6 +865,32 @@ impl HttpSession {
         }
     }
 
+    /// Does this fresh connection open with (the start of) the HTTP/2 client preface (RFC 9113
+    /// §3.3, prior knowledge)? An HTTP/1 request line never starts `PRI * HTTP/2.0`.
+    fn prior_knowledge(&self, input: &ReadBuf) -> bool {
+        if !self.shared.options.http2 || self.served > 0 || self.started || !self.stash.is_empty() {
+            return false;
+        }
+        let d = input.data();
+        let n = d.len().min(PREFACE.len());
+        n > 0 && d[..n] == PREFACE[..n]
+    }
+
+    /// Hand the connection to an HTTP/2 session (which sends its SETTINGS at once).
+    fn become_h2(&mut self, out: &mut Outbox, now: Instant) -> &mut H2Session {
+        self.deadline = None;
+        let h2 = H2Session::start(self.shared.clone(), self.peer.clone(), out, now);
+        self.phase = Phase::H2(Box::new(h2));
+        self.h2_mut().expect("just set")
+    }
+
+    fn h2_mut(&mut self) -> Option<&mut H2Session> {
+        match &mut self.phase {
+            Phase::H2(h2) => Some(h2),
+            _ => None,
+        }
+    }
+
     /// Queue the answer to a refused request; the connection closes after it.
     fn answer_error(&mut self, r: Reject, line: &str, out: &mut Outbox) {
         tracing::debug!(peer = %self.peer.remote, status = r.status, "refused: {}", r.detail);
@@ -898,10 +934,37 @@ impl Session for HttpSession {
     }
 
     fn on_input(&mut self, input: &mut ReadBuf, out: &mut Outbox, now: Instant) -> Next {
+        if let Some(h2) = self.h2_mut() {
+            return h2.on_input(input, out, now);
+        }
+        if self.prior_knowledge(input) {
+            if input.len() < PREFACE.len() {
+                return Next::Continue {
+                    wake_at: self.deadline,
+                };
+            }
+            return self.become_h2(out, now).on_input(input, out, now);
+        }
         self.run(Some(input), out, now, true)
     }
 
+    /// ALPN chose `h2` (RFC 9113 §3.2): the connection speaks HTTP/2 from its first byte.
+    fn on_alpn(&mut self, protocol: &[u8], out: &mut Outbox, now: Instant) -> Next {
+        if protocol == super::ALPN_H2
+            && self.shared.options.http2
+            && !matches!(self.phase, Phase::H2(_))
+        {
+            self.become_h2(out, now);
+        }
+        Next::Continue {
+            wake_at: self.deadline,
+        }
+    }
+
     fn on_eof(&mut self, input: &mut ReadBuf, out: &mut Outbox, now: Instant) -> Next {
+        if let Some(h2) = self.h2_mut() {
+            return h2.on_eof(input, out, now);
+        }
         if let (Phase::Tunnel(link), Some(links)) = (&self.phase, self.links.as_mut()) {
             // The client is done sending: so is the tunnel's upstream side, once what it sent
             // is through; the upstream's answer may still come.
@@ -934,7 +997,8 @@ impl Session for HttpSession {
     /// A request whose exchange has begun and whose body has all come waits on the upstream,
     /// not on the client: its answer carries the ACK.
     fn mid_message(&self) -> bool {
-        !matches!(&self.phase, Phase::Deferred(d) if d.upload.is_none())
+        matches!(self.phase, Phase::H2(_))
+            || !matches!(&self.phase, Phase::Deferred(d) if d.upload.is_none())
     }
 
     fn links(&mut self) -> Option<&mut Links> {
@@ -960,6 +1024,9 @@ impl Session for HttpSession {
     }
 
     fn on_drained(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        if let Some(h2) = self.h2_mut() {
+            return h2.on_drained(out, now);
+        }
         if matches!(self.phase, Phase::Streaming(_)) {
             return self.stream_pump(out, now);
         }
@@ -997,6 +1064,9 @@ impl Session for HttpSession {
     }
 
     fn on_timer(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        if let Some(h2) = self.h2_mut() {
+            return h2.on_timer(out, now);
+        }
         let Some(deadline) = self.deadline else {
             return Next::CONTINUE;
         };
@@ -1009,8 +1079,9 @@ impl Session for HttpSession {
             return Next::wake_at(deadline);
         }
         match self.phase {
-            // An idle keep-alive connection (or one that never sent a byte) just closes.
-            Phase::Idle | Phase::Done => Next::Close,
+            // An idle keep-alive connection (or one that never sent a byte) just closes. (An
+            // HTTP/2 connection's timers are its own session's.)
+            Phase::Idle | Phase::Done | Phase::H2(_) => Next::Close,
             // No timer runs while a stream is sent (the send timeout does): a stale wake-up.
             Phase::Streaming(_) => Next::CONTINUE,
             Phase::Deferred(_) => self.exchange_timed_out(out, now),
@@ -1045,7 +1116,10 @@ impl Session for HttpSession {
         }
     }
 
-    fn on_shutdown(&mut self, _out: &mut Outbox, _now: Instant) -> Next {
+    fn on_shutdown(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        if let Some(h2) = self.h2_mut() {
+            return h2.on_shutdown(out, now);
+        }
         self.shutting_down = true;
         match self.phase {
             // Between requests: go now (after any response still being sent).

@@ -24,7 +24,7 @@ pub(crate) fn owned_by_session(name: &str) -> bool {
 }
 
 /// A field a handler built from outside text must not split the head (CR/LF) or be empty.
-pub(super) fn safe_field(name: &str, value: &str) -> bool {
+pub(crate) fn safe_field(name: &str, value: &str) -> bool {
     !name.is_empty()
         && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
         && !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
@@ -35,7 +35,7 @@ thread_local! {
     static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
 }
 
-pub(super) fn with_date<R>(f: impl FnOnce(&str) -> R) -> R {
+pub(crate) fn with_date<R>(f: impl FnOnce(&str) -> R) -> R {
     let now = SystemTime::now();
     let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     DATE.with(|d| {

@@ -249,7 +249,8 @@ pub fn parse_head<'a>(
     };
     let has = |t: &str| tokens(headers, "connection").any(|c| c.eq_ignore_ascii_case(t.as_bytes()));
     let keep_alive = match version {
-        Version::Http11 => !has("close"),
+        // An HTTP/1 head never parses as HTTP/2 (that session builds its own requests).
+        Version::Http11 | Version::Http2 => !has("close"),
         Version::Http10 => has("keep-alive") && !has("close"),
     };
     // RFC 9110 §10.1.1: `Expect` is a list (empty members ignored, lines taken together);

@@ -1,0 +1,436 @@
+//! HTTP/2 against the real binary with real clients: curl (h2c with prior knowledge, and h2 by
+//! ALPN over TLS), Python's `h2` package (100 streams on one connection, a 10 MiB body through
+//! a 64 KiB window, floods), under every model.
+
+use std::process::Command;
+
+use crate::support::{self, ModelFlags, Server, TempDir, ALL_MODELS};
+
+/// A client on Python's `h2`: `get PORT plain|tls WINDOW PATH...` prints `status sha256 len`
+/// per path, all requested at once on one connection; `flood PORT plain|tls ping|reset|settings`
+/// floods and prints the GOAWAY's error code (or `closed`).
+const PY_CLIENT: &str = r#"
+import hashlib, socket, ssl, sys
+import h2.config, h2.connection, h2.events, h2.settings
+mode, port, tls = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "tls"
+s = socket.create_connection(("127.0.0.1", port), timeout=20)
+if tls:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2"])
+    s = ctx.wrap_socket(s, server_hostname="localhost")
+    assert s.selected_alpn_protocol() == "h2", s.selected_alpn_protocol()
+c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+c.initiate_connection()
+def hdrs(p):
+    return [(":method", "GET"), (":scheme", "https" if tls else "http"), (":authority", "localhost"), (":path", p)]
+if mode == "get":
+    window, paths = int(sys.argv[4]), sys.argv[5:]
+    c.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+    ids, bodies, status, ended = [], {}, {}, set()
+    for p in paths:
+        sid = c.get_next_available_stream_id()
+        c.send_headers(sid, hdrs(p), end_stream=True)
+        ids.append(sid)
+        bodies[sid] = bytearray()
+    s.sendall(c.data_to_send())
+    while len(ended) < len(ids):
+        data = s.recv(65536)
+        if not data:
+            sys.exit("closed before every stream ended")
+        for e in c.receive_data(data):
+            if isinstance(e, h2.events.ResponseReceived):
+                status[e.stream_id] = dict(e.headers)[":status"]
+            elif isinstance(e, h2.events.DataReceived):
+                bodies[e.stream_id] += e.data
+                c.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+            elif isinstance(e, h2.events.StreamEnded):
+                ended.add(e.stream_id)
+            elif isinstance(e, h2.events.ConnectionTerminated):
+                # A graceful GOAWAY that covers every stream asked for is no failure (the
+                # iterative model says it once the answers are out).
+                if e.error_code != 0 or e.last_stream_id < ids[-1]:
+                    sys.exit(repr(e))
+            elif isinstance(e, h2.events.StreamReset):
+                sys.exit(repr(e))
+        s.sendall(c.data_to_send())
+    for i in ids:
+        print(status[i], hashlib.sha256(bodies[i]).hexdigest(), len(bodies[i]))
+else:
+    what = sys.argv[4]
+    s.sendall(c.data_to_send())
+    for i in range(5000):
+        if what == "ping":
+            c.ping(i.to_bytes(8, "big"))
+        elif what == "settings":
+            c.update_settings({h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 65536 + i})
+        elif what == "reset":
+            sid = c.get_next_available_stream_id()
+            c.send_headers(sid, hdrs("/small.txt"), end_stream=False)
+            c.reset_stream(sid)
+    try:
+        s.sendall(c.data_to_send())
+    except OSError:
+        pass
+    code = "closed"
+    try:
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            for e in c.receive_data(data):
+                if isinstance(e, h2.events.ConnectionTerminated):
+                    code = str(int(e.error_code))
+            if code != "closed":
+                break
+    except OSError:
+        pass
+    print(code)
+"#;
+
+fn site() -> (TempDir, Vec<u8>) {
+    let root = TempDir::new("h2-site");
+    let mut x: u32 = 99;
+    let big: Vec<u8> = (0..10 << 20)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (x >> 16) as u8
+        })
+        .collect();
+    std::fs::write(root.path().join("big.bin"), &big).unwrap();
+    std::fs::write(root.path().join("small.txt"), "hello over HTTP/2\n").unwrap();
+    (root, big)
+}
+
+fn sha256(b: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(b)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn python(args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .args(["-c", PY_CLIENT])
+        .args(args)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "python h2 {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A plain server and a TLS one (self-signed, in `certs`) on the same root, under `m`.
+fn servers(root: &str, certs: &str, m: ModelFlags, extra: &[&str]) -> (Server, Server) {
+    let plain = Server::start(&support::serve_args(root, m, extra));
+    let mut tls_args = support::serve_args(root, m, extra);
+    tls_args.extend(["--tls-self-signed", certs]);
+    (plain, Server::start(&tls_args))
+}
+
+#[test]
+fn curl_speaks_h2c_and_h2_over_tls_under_every_model() {
+    support::require("curl --version | grep -q HTTP2");
+    let (root, big) = site();
+    let certs = TempDir::new("h2-certs");
+    let certs_s = certs.path().to_str().unwrap();
+    for m in ALL_MODELS.iter().copied() {
+        let (plain, tls) = servers(root.path().to_str().unwrap(), certs_s, m, &[]);
+        let cacert = certs.path().join("cert.pem");
+        let cases = [
+            (
+                "h2c",
+                plain.url("/big.bin"),
+                vec!["--http2-prior-knowledge"],
+            ),
+            (
+                "h2",
+                format!("{}/big.bin", tls.addrs[0]),
+                vec!["--http2", "--cacert", cacert.to_str().unwrap()],
+            ),
+        ];
+        for (name, url, flags) in cases {
+            let what = format!("{m} {name}");
+            let mut args = flags.clone();
+            args.extend(["-w", "%{stderr}%{http_version}", &url]);
+            let out = support::curl(&what, &args);
+            assert_eq!(String::from_utf8_lossy(&out.stderr), "2", "{what}");
+            assert!(out.stdout == big, "{what}: the 10 MiB body differs");
+            // A range, a conditional and an error page come from the same handler.
+            let mut args = flags.clone();
+            args.extend(["-r", "10-19", "-w", "%{stderr}%{http_code}", &url]);
+            let out = support::curl(&what, &args);
+            assert_eq!(String::from_utf8_lossy(&out.stderr), "206", "{what}");
+            assert_eq!(out.stdout, big[10..20], "{what}");
+            let mut args = flags.clone();
+            let missing = url.replace("big.bin", "missing");
+            args.extend(["-w", "%{stderr}%{http_code}", &missing]);
+            let out = support::curl(&what, &args);
+            assert_eq!(String::from_utf8_lossy(&out.stderr), "404", "{what}");
+        }
+        // With --http2 off, prior knowledge gets no HTTP/2 and TLS offers only http/1.1.
+        drop((plain, tls));
+        let (plain, tls) = servers(
+            root.path().to_str().unwrap(),
+            certs_s,
+            m,
+            &["--http2", "off"],
+        );
+        let out = support::curl(
+            &format!("{m} off"),
+            &[
+                "--http2",
+                "--cacert",
+                cacert.to_str().unwrap(),
+                "-w",
+                "%{stderr}%{http_version}",
+                &format!("{}/small.txt", tls.addrs[0]),
+            ],
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "1.1", "{m} off");
+        let h2c = Command::new("curl")
+            .args(["-sS", "--max-time", "5", "--http2-prior-knowledge"])
+            .arg(plain.url("/small.txt"))
+            .output()
+            .unwrap();
+        assert!(!h2c.status.success(), "{m}: h2c answered with --http2 off");
+    }
+}
+
+#[test]
+fn the_access_log_writes_http_2_0() {
+    support::require("curl --version | grep -q HTTP2");
+    let (root, _) = site();
+    // The default access log: stdout, after the listening line.
+    let srv = Server::start(&[
+        "serve",
+        root.path().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    support::curl("log", &["--http2-prior-knowledge", &srv.url("/small.txt")]);
+    let line = srv
+        .stdout
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .expect("an access-log line");
+    assert!(
+        line.contains("\"GET /small.txt HTTP/2.0\" 200 18"),
+        "{line}"
+    );
+}
+
+#[test]
+fn python_h2_runs_100_streams_and_a_body_through_a_64k_window_under_every_model() {
+    support::require("python3 -c 'import h2'");
+    let (root, big) = site();
+    let certs = TempDir::new("h2-certs");
+    let small = sha256(b"hello over HTTP/2\n");
+    let big_sha = sha256(&big);
+    for m in ALL_MODELS.iter().copied() {
+        let (plain, tls) = servers(
+            root.path().to_str().unwrap(),
+            certs.path().to_str().unwrap(),
+            m,
+            &[],
+        );
+        for (name, port, kind) in [
+            ("h2c", plain.addr().port(), "plain"),
+            (
+                "h2",
+                tls.addrs[0].rsplit(':').next().unwrap().parse().unwrap(),
+                "tls",
+            ),
+        ] {
+            let port = port.to_string();
+            let mut args = vec!["get", &port, kind, "1048576"];
+            args.extend(std::iter::repeat_n("/small.txt", 100));
+            let out = python(&args);
+            let lines: Vec<&str> = out.lines().collect();
+            assert_eq!(lines.len(), 100, "{m} {name}");
+            for l in lines {
+                assert_eq!(l, format!("200 {small} 18"), "{m} {name}");
+            }
+            let out = python(&["get", &port, kind, "65536", "/big.bin"]);
+            assert_eq!(
+                out.trim(),
+                format!("200 {big_sha} {}", big.len()),
+                "{m} {name}: 10 MiB through a 64 KiB window"
+            );
+        }
+    }
+}
+
+#[test]
+fn floods_end_in_goaway_and_other_connections_do_not_notice() {
+    support::require("python3 -c 'import h2'");
+    let (root, _) = site();
+    for m in [
+        ModelFlags(&["--model", "event", "--workers", "1"]),
+        ModelFlags(&["--model", "prefork", "--workers", "2"]),
+        ModelFlags(&["--model", "threaded"]),
+    ] {
+        let srv = Server::start(&support::serve_args(root.path().to_str().unwrap(), m, &[]));
+        let port = srv.addr().port().to_string();
+        for what in ["ping", "settings", "reset"] {
+            let out = python(&["flood", &port, "plain", what]);
+            // ENHANCE_YOUR_CALM (RFC 9113 §7).
+            assert_eq!(out.trim(), "11", "{m}: {what} flood");
+            let out = python(&["get", &port, "plain", "65535", "/small.txt"]);
+            assert!(
+                out.starts_with("200 "),
+                "{m}: after the {what} flood: {out}"
+            );
+        }
+    }
+}
+
+#[test]
+fn nghttp_and_h2load_are_served_over_h2c_and_tls() {
+    support::require("nghttp --version");
+    support::require("h2load --version");
+    let (root, _) = site();
+    let certs = TempDir::new("h2-certs");
+    for m in [
+        ModelFlags(&["--model", "event", "--workers", "2"]),
+        ModelFlags(&["--model", "prefork", "--workers", "2"]),
+    ] {
+        let (plain, tls) = servers(
+            root.path().to_str().unwrap(),
+            certs.path().to_str().unwrap(),
+            m,
+            &[],
+        );
+        for url in [
+            plain.url("/small.txt"),
+            format!("{}/small.txt", tls.addrs[0]),
+        ] {
+            // nghttp does not check the certificate; it needs ALPN h2 or prior knowledge.
+            let out = Command::new("nghttp").arg("-s").arg(&url).output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && text.contains(" 200 ") && text.contains("/small.txt"),
+                "{m} nghttp {url}: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let out = Command::new("h2load")
+                .args(["-n", "2000", "-c", "4", "-m", "10", &url])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                text.contains("2000 succeeded, 0 failed"),
+                "{m} h2load {url}: {text}"
+            );
+        }
+    }
+}
+
+/// ALPN reaches the session: a client that chose `h2` and then speaks HTTP/1.1 gets the
+/// server's SETTINGS and a GOAWAY PROTOCOL_ERROR (RFC 9113 §3.4), not an HTTP/1.1 answer.
+#[test]
+fn a_client_that_chose_h2_by_alpn_must_send_the_preface() {
+    support::require("python3 -c 'import ssl'");
+    let (root, _) = site();
+    let certs = TempDir::new("h2-certs");
+    let mut args = support::serve_args(
+        root.path().to_str().unwrap(),
+        ModelFlags(&["--model", "event", "--workers", "1"]),
+        &[],
+    );
+    args.extend(["--tls-self-signed", certs.path().to_str().unwrap()]);
+    let srv = Server::start(&args);
+    let port = srv.addrs[0].rsplit(':').next().unwrap().to_string();
+    const PY: &str = r#"
+import socket, ssl, sys
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.set_alpn_protocols(["h2"])
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10), server_hostname="localhost")
+s.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+data = b""
+while True:
+    try:
+        d = s.recv(4096)
+    except (ssl.SSLError, OSError):
+        break
+    if not d:
+        break
+    data += d
+print(s.selected_alpn_protocol(), data.hex())
+"#;
+    let out = Command::new("python3")
+        .args(["-c", PY, &port])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (alpn, hex) = text.trim().split_once(' ').expect("two words");
+    assert_eq!(alpn, "h2");
+    // SETTINGS (type 4) first; then GOAWAY (type 7, 8 bytes) whose code is PROTOCOL_ERROR (1).
+    assert_eq!(&hex[6..8], "04", "{hex}");
+    assert!(
+        hex.contains("000008070000000000") && hex.ends_with("00000001"),
+        "{hex}"
+    );
+}
+
+/// Passwords and CORS stand before every route over HTTP/2 too: without the password the
+/// answer is 401 with its challenge, with it the file; an upload route refuses over h2 instead
+/// of storing an empty file.
+#[test]
+fn passwords_hold_and_uploads_refuse_over_h2() {
+    support::require("curl --version | grep -q HTTP2");
+    support::require("command -v htpasswd");
+    let (root, _) = site();
+    let users = root.path().join("users.htpasswd");
+    let out = Command::new("htpasswd")
+        .args(["-cbB", users.to_str().unwrap(), "alice", "s3cret"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let srv = Server::start(&[
+        "serve",
+        root.path().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--auth-file",
+        users.to_str().unwrap(),
+        "--upload",
+        "/",
+    ]);
+    let code = |args: &[&str]| {
+        let mut all = vec![
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{http_version}",
+        ];
+        all.extend_from_slice(args);
+        String::from_utf8(support::curl("h2 auth", &all).stdout).unwrap()
+    };
+    let url = srv.url("/small.txt");
+    assert_eq!(code(&["--http2-prior-knowledge", &url]), "401 2");
+    assert_eq!(
+        code(&["--http2-prior-knowledge", "-u", "alice:s3cret", &url]),
+        "200 2"
+    );
+    let put = srv.url("/new.txt");
+    assert_eq!(
+        code(&[
+            "--http2-prior-knowledge",
+            "-u",
+            "alice:s3cret",
+            "-T",
+            "/etc/hostname",
+            &put
+        ]),
+        "501 2"
+    );
+    assert!(!root.path().join("new.txt").exists());
+}
