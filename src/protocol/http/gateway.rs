@@ -471,10 +471,37 @@ fn client_ip<'a>(peer: &Peer, buf: &'a mut [u8; 48]) -> &'a str {
     let Some(ip) = peer.ip_addr() else {
         return "unix";
     };
-    let mut cur = std::io::Cursor::new(&mut buf[..]);
-    // 48 bytes hold any IPv6 address's text (at most 45).
-    let _ = write!(cur, "{ip}");
-    let n = cur.position() as usize;
+    let n = match ip {
+        // The usual case, without the formatting machinery.
+        std::net::IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                let digits = [o / 100, o / 10 % 10, o % 10];
+                let skip = if o >= 100 {
+                    0
+                } else if o >= 10 {
+                    1
+                } else {
+                    2
+                };
+                for d in &digits[skip..] {
+                    buf[n] = b'0' + d;
+                    n += 1;
+                }
+            }
+            n
+        }
+        std::net::IpAddr::V6(_) => {
+            let mut cur = std::io::Cursor::new(&mut buf[..]);
+            // 48 bytes hold any IPv6 address's text (at most 45).
+            let _ = write!(cur, "{ip}");
+            cur.position() as usize
+        }
+    };
     std::str::from_utf8(&buf[..n]).unwrap_or("unknown")
 }
 
@@ -486,9 +513,11 @@ fn client_ip<'a>(peer: &Peer, buf: &'a mut [u8; 48]) -> &'a str {
 struct RedirectMap {
     /// `http://AUTHORITY[/path]` as the upstream would write it.
     from: std::sync::Arc<str>,
-    /// Our URL for the route's prefix: absolute when the request named a host (as nginx
-    /// writes it), else a path.
-    to: String,
+    /// The request's host: our URL is absolute when it named one (as nginx writes it), else a
+    /// path. (Our URL is made only when a redirect needs it, not for every answer.)
+    host: Option<String>,
+    /// The route's prefix as our URL's path (empty when the upstream sees the whole path).
+    path: Box<str>,
 }
 
 #[cfg(test)]
@@ -519,11 +548,11 @@ fn redirect_map_from(
     } else {
         ""
     };
-    let to = match host {
-        Some(h) => format!("http://{h}{path}"),
-        None => path.to_string(),
-    };
-    RedirectMap { from, to }
+    RedirectMap {
+        from,
+        host: host.map(str::to_string),
+        path: path.into(),
+    }
 }
 
 impl RedirectMap {
@@ -537,7 +566,10 @@ impl RedirectMap {
         if !(rest.is_empty() || rest.starts_with(['/', '?', '#'])) {
             return None;
         }
-        let mut out = self.to.clone();
+        let mut out = match &self.host {
+            Some(h) => format!("http://{h}{}", self.path),
+            None => self.path.to_string(),
+        };
         if rest.is_empty() && out.is_empty() {
             out.push('/');
         }
@@ -1243,6 +1275,27 @@ mod tests {
         let unresolvable = [("/a".to_string(), "http://no-such-host.invalid".to_string())];
         let e = Gateway::new(&unresolvable, &[], cfg).unwrap_err();
         assert!(e.to_string().contains("does not resolve"), "{e}");
+    }
+
+    /// The client's address as forwarding fields write it, made without `format!`.
+    #[test]
+    fn client_addresses_are_written_as_their_display_says() {
+        use crate::protocol::PeerAddr;
+        for a in [
+            "0.0.0.0:1",
+            "10.20.255.1:2",
+            "127.0.0.1:3",
+            "[::1]:4",
+            "[2001:db8::7]:5",
+        ] {
+            let sock: std::net::SocketAddr = a.parse().unwrap();
+            let peer = Peer {
+                remote: PeerAddr::Tcp(sock),
+                local: PeerAddr::Tcp(sock),
+            };
+            let mut buf = [0u8; 48];
+            assert_eq!(client_ip(&peer, &mut buf), sock.ip().to_string());
+        }
     }
 
     /// Several upstreams on a route are used in turn; one that failed is left out for the

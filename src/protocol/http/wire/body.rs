@@ -216,7 +216,9 @@ impl Encoder {
     pub fn write_field(self, head: &mut Vec<u8>) {
         match self {
             Encoder::Length(len) => {
-                let _ = write!(head, "Content-Length: {len}\r\n");
+                head.extend_from_slice(b"Content-Length: ");
+                super::write::decimal(head, len);
+                head.extend_from_slice(b"\r\n");
             }
             Encoder::Chunked => head.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
             Encoder::Unframed => {}
