@@ -402,6 +402,9 @@ fn passwords_hold_and_uploads_refuse_over_h2() {
         users.to_str().unwrap(),
         "--upload",
         "/",
+        // Uploads turn the HTTP/2 default off; asked for, it is on.
+        "--http2",
+        "on",
     ]);
     let code = |args: &[&str]| {
         let mut all = vec![
@@ -433,4 +436,52 @@ fn passwords_hold_and_uploads_refuse_over_h2() {
         "501 2"
     );
     assert!(!root.path().join("new.txt").exists());
+}
+
+/// Proxy routes are served over HTTP/1.1 only so far: with `--proxy` and no `--http2` asked
+/// for, a TLS listener does not offer h2, so curl (which would pick it) gets the proxied
+/// answer over HTTP/1.1 instead of a 501; with `--http2 on` the route answers 501 over h2.
+#[test]
+fn a_proxy_route_keeps_tls_clients_on_http_1_1_unless_http2_is_asked_for() {
+    support::require("curl --version | grep -q HTTP2");
+    let (root, _) = site();
+    let up = Server::start(&["hello", "--listen", "127.0.0.1:0"]);
+    let route = format!("/up=http://{}", up.addr());
+    let certs = TempDir::new("h2-proxy-certs");
+    let certs = certs.path().to_str().unwrap().to_string();
+    for (extra, want) in [(None, "200 1.1"), (Some("on"), "501 2")] {
+        let mut args = vec![
+            "serve",
+            root.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-self-signed",
+            &certs,
+            "--proxy",
+            &route,
+        ];
+        if let Some(v) = extra {
+            args.extend_from_slice(&["--http2", v]);
+        }
+        let srv = Server::start(&args);
+        let port = srv.addrs[0].rsplit(':').next().unwrap().to_string();
+        let url = format!("https://127.0.0.1:{port}/up/x");
+        let out = support::curl(
+            "proxy over tls",
+            &[
+                "-k",
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{http_version}",
+                &url,
+            ],
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            want,
+            "--http2 {extra:?}"
+        );
+    }
 }
