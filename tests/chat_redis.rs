@@ -299,10 +299,18 @@ fn got_and_missed(client: &mut Client, last: &str) -> (usize, usize) {
 #[test]
 fn an_instance_held_up_past_the_history_tells_its_clients_how_many_they_missed() {
     let redis = Redis::start();
-    let slow = instance(&redis, "behind", &["--redis-history", "10"]);
-    let fast = instance(&redis, "behind", &["--redis-history", "10"]);
+    // Without notices, every numbered entry of the stream is a message this test counts.
+    let flags = ["--redis-history", "10", "--notices", "off"];
+    let slow = instance(&redis, "behind", &flags);
+    let fast = instance(&redis, "behind", &flags);
     let mut a = Client::join(slow.addr());
     let mut b = Client::join(fast.addr());
+    // The slow instance must be following the stream before it is held up: one that starts
+    // following later begins at the stream's end, with nothing it could know it missed.
+    b.send("ready");
+    let ready = format!("{}: ready", b.me);
+    while a.line().unwrap() != ready {}
+    while b.line().unwrap() != ready {}
     // Hold the slow instance up while 500 messages pass; the stream keeps about 100 of them
     // (`MAXLEN ~` trims whole nodes of 100).
     slow.signal(libc::SIGSTOP);
