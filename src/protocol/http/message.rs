@@ -136,8 +136,9 @@ impl Response {
         self
     }
 
-    /// The value of a header the handler set (case-insensitive).
-    pub fn get_header(&self, name: &str) -> Option<&str> {
+    /// Every field the handler set, `(name, value)`: the text ones, then the raw lines (those
+    /// that are UTF-8; a raw line that is not is relayed only by HTTP/1.1, byte for byte).
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &str)> {
         let raw = self
             .raw_headers
             .as_deref()
@@ -149,6 +150,11 @@ impl Response {
             .iter()
             .map(|(n, v)| (n.as_ref(), v.as_ref()))
             .chain(raw)
+    }
+
+    /// The value of a header the handler set (case-insensitive).
+    pub fn get_header(&self, name: &str) -> Option<&str> {
+        self.fields()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v)
     }

@@ -954,15 +954,7 @@ impl H2Session {
             .extra_headers
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_str()));
-        let from_handler = resp.headers.iter().map(|(n, v)| (n.as_ref(), v.as_ref()));
-        let raw = resp
-            .raw_headers
-            .as_deref()
-            .and_then(|b| std::str::from_utf8(b).ok())
-            .into_iter()
-            .flat_map(|t| t.split("\r\n"))
-            .filter_map(|line| line.split_once(": "));
-        for (n, v) in from_handler.chain(raw).chain(extra) {
+        for (n, v) in resp.fields().chain(extra) {
             // §8.2.2: connection-specific fields have no meaning in HTTP/2.
             if owned_by_session(n) || !safe_field(n, v) || connection_specific(n) {
                 continue;
