@@ -19,18 +19,9 @@ fn opts(connections: usize) -> LoadOptions {
         connections,
         threads: 1,
         duration: Some(Duration::from_secs(1)),
-        requests: None,
-        rate: None,
         timeout: Duration::from_secs(2),
         connect_timeout: Duration::from_secs(1),
-        keepalive: true,
-        progress: false,
-        retry_delay: Duration::from_millis(20),
-        warmup: Duration::ZERO,
-        count_unanswered: false,
-        sources: Vec::new(),
-        also: Vec::new(),
-        tls: None,
+        ..LoadOptions::default()
     }
 }
 
@@ -497,10 +488,25 @@ fn bench_http_against_tincan_serve_fetches_a_file_with_and_without_keepalive() {
     assert_eq!(v["connects"], 50, "{v}");
     assert_eq!(v["errors"]["total"], 0, "{v}");
 
-    // A missing file is a reply with a bad status, counted as such.
-    let v = bench_json(&["http", &server.url("/nope"), "-c", "1", "-n", "5"]);
+    // A missing file is a reply with a bad status, counted as such; a run of nothing else
+    // prints its figures and fails, so a script does not take an error page's for the
+    // target's.
+    let url = server.url("/nope");
+    let (status, out, err) = run_tincan(
+        &["bench", "http", &url, "-c", "1", "-n", "5", "--json"],
+        b"",
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(1), "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
     assert_eq!(v["replies"], 5, "{v}");
     assert_eq!(v["errors"]["status"], 5, "{v}");
+    assert!(
+        err.contains(&format!(
+            "every reply from {url} had an error status (5 of 5)"
+        )),
+        "{err}"
+    );
 }
 
 #[test]

@@ -626,6 +626,7 @@ fn measure(rig: &Rig<'_>, v: &Variant, connections: usize, a: &ModelsArgs) -> Po
         also: Vec::new(),
         sources: Vec::new(),
         tls: None,
+        stop: LoadOptions::default().stop,
     };
     let outcome = match a.protocol {
         Protocol::Http => {

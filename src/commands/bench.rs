@@ -5,7 +5,7 @@
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand, ValueEnum};
 
@@ -154,6 +154,7 @@ impl LoadArgs {
             sources: self.source.clone(),
             also: Vec::new(),
             tls: None,
+            stop: defaults.stop,
         })
     }
 }
@@ -254,10 +255,14 @@ fn resolve(addr: &str) -> Result<SocketAddr> {
     Ok(addrs[0])
 }
 
+/// Set by the SIGINT/SIGTERM handler; every run's [`LoadOptions::stop`].
+static INTERRUPTED: std::sync::LazyLock<Arc<std::sync::atomic::AtomicBool>> =
+    std::sync::LazyLock::new(|| Arc::new(std::sync::atomic::AtomicBool::new(false)));
+
 /// SIGINT (Ctrl-C) or SIGTERM ends the run at once with the figures so far, as `ab` does,
 /// instead of losing them; a second SIGINT exits at once (130).
 fn stop_early_on_signals() -> Result<()> {
-    let flag = std::sync::Arc::clone(&bench::engine::INTERRUPTED);
+    let flag = std::sync::Arc::clone(&INTERRUPTED);
     let install = || -> std::io::Result<()> {
         signal_hook::flag::register_conditional_shutdown(libc::SIGINT, 130, Arc::clone(&flag))?;
         for sig in [libc::SIGINT, libc::SIGTERM] {
@@ -266,6 +271,58 @@ fn stop_early_on_signals() -> Result<()> {
         Ok(())
     };
     install().map_err(|e| Error::io("could not install the SIGINT/SIGTERM handlers", e))
+}
+
+/// One line a second on stderr while `run` goes on; lines of the warm-up say so, and the
+/// totals after it count from its end, as the result does.
+fn show_progress(run: &bench::engine::Running) {
+    let mut last = 0u64;
+    // Replies and errors of the warm-up, taken off the totals once counting has begun.
+    let mut base: Option<(u64, u64)> = (run.start <= run.launched).then_some((0, 0));
+    let mut tick = run.launched;
+    let mut printed = false;
+    // On a terminal each line overwrites the last; in a log (`--progress` into a file) each
+    // is a line of its own.
+    let (lead, end) = if std::io::stderr().is_terminal() {
+        ("\r", "")
+    } else {
+        ("", "\n")
+    };
+    loop {
+        tick += Duration::from_secs(1);
+        while Instant::now() < tick {
+            if run.is_finished() {
+                if printed && end.is_empty() {
+                    eprintln!();
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (all_replies, all_errors) = run.counts().get();
+        // A line within the warm-up (the one at its end included) shows its totals, marked.
+        let (warm, (r0, e0)) = match base {
+            Some(b) => ("", b),
+            None => ("  (warm-up, not counted)", (0, 0)),
+        };
+        if base.is_none() && tick >= run.start {
+            base = Some((all_replies, all_errors));
+        }
+        let (replies, errors) = (
+            all_replies.saturating_sub(r0),
+            all_errors.saturating_sub(e0),
+        );
+        let secs = tick.duration_since(run.launched).as_secs();
+        let left = run.deadline.map_or(String::new(), |d| {
+            format!(", {} s left", d.saturating_duration_since(tick).as_secs())
+        });
+        eprint!(
+            "{lead}{secs:>4} s  {replies:>10} replies  {:>10} /s  {errors} errors{left}{warm}   {end}",
+            all_replies - last
+        );
+        printed = true;
+        last = all_replies;
+    }
 }
 
 fn execute<L: Load>(
@@ -305,8 +362,13 @@ fn execute_with<L: Load>(
     }
     check_fd_limit(opts.connections);
     stop_early_on_signals()?;
-    let outcome = bench::run(addr, Arc::new(load), &opts)?;
-    let interrupted = bench::engine::INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed);
+    opts.stop = Arc::clone(&INTERRUPTED);
+    let running = bench::engine::start(addr, Arc::new(load), &opts)?;
+    if opts.progress {
+        show_progress(&running);
+    }
+    let outcome = running.join()?;
+    let interrupted = INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed);
     if interrupted && outcome.elapsed.is_zero() {
         eprintln!("tincan: interrupted during the warm-up; nothing was measured");
         std::process::exit(130);
@@ -352,6 +414,17 @@ fn execute_with<L: Load>(
             format!("every request failed: {}", kinds.join(", "))
         };
         return Err(Error::Client(format!("no reply from {target}: {why}")));
+    }
+    let refused = s.errors.get(bench::ErrorKind::Status);
+    if refused == s.replies {
+        // Every reply was a 4xx or 5xx: the figures measure an error page, not the target, so
+        // a script that checks the exit status must not take them for a result (as `ab`
+        // counts them as failures).
+        return Err(Error::Client(format!(
+            "every reply from {target} had an error status ({refused} of {}); check the URL, \
+             the method and the headers",
+            s.replies
+        )));
     }
     if interrupted {
         // The figures are out; the exit status still says the run did not finish.

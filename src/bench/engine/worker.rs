@@ -1,54 +1,27 @@
-//! The engine: `threads` event loops (mio, i.e. epoll, edge-triggered), each owning a fixed
-//! share of the connections, so 10,000 connections cost 10,000 sockets and no threads more.
-//!
-//! - **Closed loop** (default): each connection sends a request, waits for the whole reply,
-//!   and sends the next at once. Latency runs from the write (or the connect, when the request
-//!   needs a new connection) to the reply's last byte.
-//! - **Open loop** (`rate`): each connection owns an evenly spaced schedule of intended send
-//!   times (`connections / rate` seconds apart). A request late because its connection was still
-//!   busy goes out at once, and its latency still runs from the *intended* time: the wrk2
-//!   correction for coordinated omission, so a stalled server shows as high latency instead of
-//!   as fewer, faster samples.
-//!
-//! The non-blocking rules (mio `src/poll.rs`): drain until `WouldBlock`, retry `Interrupted`,
-//! tolerate spurious wake-ups. A failed connection counts one error of its kind and is replaced;
-//! a refused connect is retried after `retry_delay` so a dead server costs no spinning core.
-//! Every request has a deadline, so nothing hangs: at most `duration` (or until `requests`
-//! attempts have finished, each within `timeout`).
-//!
-//! With `tls` (an `https://` URL) a rustls `ClientConnection` sits between socket and exchange
-//! on every connection: the request goes in as plaintext (held until the handshake is done),
-//! records go out as the socket takes them, and what is read is handed to rustls a piece at a
-//! time, its plaintext to the exchange as it comes. The handshake's time counts in the first
-//! request's latency, as the connect's does.
+//! One load thread: its share of the connections on its own epoll (mio, edge-triggered), each
+//! connection's request cycle, the open loop's schedule and the deadlines.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use super::stats::{ErrorKind, Stats};
-use super::{Exchange, Load};
+use super::{Counts, LoadOptions, MAX_PENDING, READ_CHUNK};
+use crate::bench::stats::{ErrorKind, Stats};
+use crate::bench::{Exchange, Load, Reply};
 use crate::error::{Error, Result};
-
-/// Bytes read from a socket per `read` call, into one buffer per thread (not per connection:
-/// 10,000 connections do not each hold a read buffer).
-pub const READ_CHUNK: usize = 64 * 1024;
 
 /// What a read that starts a reply asks for (the read buffer is [`READ_CHUNK`]): enough for any
 /// response head plus a small body in one call, and no more of a large body than that is
-/// copied only to be counted (the rest is dropped unread, see [`SKIP_MIN`]). With the whole
-/// 64 KiB, each 100 KiB reply had 64 KiB copied into this process: 25% of the generator's
-/// core went to `_copy_to_iter` and `__check_object_size` at 500 connections, and the
-/// generator, not the server, was the limit. With 16 KiB: 9%, and 11.8-13.5 µs of the
-/// generator's CPU per reply instead of 14.3-17.7 (four alternating runs each).
+/// copied only to be counted (the rest is dropped unread, see [`SKIP_MIN`]); bench/README has
+/// the measurement.
 const FRESH_READ: usize = 16 * 1024;
 
 /// Body bytes still to come from which the engine drops them unread (`MSG_TRUNC`) instead of
@@ -57,290 +30,18 @@ const SKIP_MIN: u64 = 16 * 1024;
 
 /// The most bytes dropped per call.
 const SKIP_MAX: usize = 4 << 20;
-/// The most bytes of one reply kept across reads while its end is sought (a response head, a
-/// framed message). Past this the reply counts as a parse error.
-pub const MAX_PENDING: usize = 4 * 1024 * 1024;
+
 /// How often in-flight requests are checked against their deadlines.
 const SWEEP_EVERY: Duration = Duration::from_millis(20);
 
-/// How to apply the load.
-#[derive(Clone, Debug)]
-pub struct LoadOptions {
-    pub connections: usize,
-    pub threads: usize,
-    /// Stop after this long (in-flight requests at that moment are not counted).
-    pub duration: Option<Duration>,
-    /// Stop after this many requests have been attempted and finished.
-    pub requests: Option<u64>,
-    /// Open loop: requests per second in total. `None` is closed loop.
-    pub rate: Option<f64>,
-    /// A request with no whole reply this long after it began counts as a timeout.
-    pub timeout: Duration,
-    /// A connect that has not completed in this long counts as a connect error.
-    pub connect_timeout: Duration,
-    /// Off: a new connection for every request.
-    pub keepalive: bool,
-    /// Print a progress line on stderr each second.
-    pub progress: bool,
-    /// Wait this long before reconnecting after a connect error.
-    pub retry_delay: Duration,
-    /// Load runs this long before counting starts (connections open, caches warm); the
-    /// duration comes after it. In a closed loop the connections open over its first half,
-    /// evenly spread.
-    pub warmup: Duration,
-    /// Also put the wait of every unanswered request (timed out, or still waiting at the end)
-    /// into the latency histogram. Off, percentiles describe replies only, as wrk's do; on, a
-    /// server that starves most connections (the iterative model) cannot hide it behind the
-    /// few it serves quickly.
-    pub count_unanswered: bool,
-    /// Local addresses to connect from, in turn; empty: the kernel's choice. On loopback a
-    /// client that closes first (an echo client, `Connection: close` read to the end) leaves
-    /// each port in TIME_WAIT, and Linux gives `connect` only half the ephemeral range, so one
-    /// address caps new connections at about 14,000 a second here; each address adds as many.
-    pub sources: Vec<IpAddr>,
-    /// More servers to spread the connections over (connection `k` goes to the `k`-th of
-    /// the run's address and these, in turn): several instances serving one chat room.
-    pub also: Vec<SocketAddr>,
-    /// Speak TLS on every connection (`https://`).
-    pub tls: Option<TlsTarget>,
-}
-
-/// TLS for every connection of a run: the client configuration (whose session cache lets a
-/// new connection resume, as browsers and wrk's OpenSSL do) and the name to check.
-#[derive(Clone, Debug)]
-pub struct TlsTarget {
-    pub config: Arc<rustls::ClientConfig>,
-    pub name: rustls::pki_types::ServerName<'static>,
-}
-
-impl Default for LoadOptions {
-    fn default() -> Self {
-        LoadOptions {
-            connections: 50,
-            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            duration: Some(Duration::from_secs(10)),
-            requests: None,
-            rate: None,
-            timeout: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(3),
-            keepalive: true,
-            progress: std::io::stderr().is_terminal(),
-            retry_delay: Duration::from_millis(20),
-            warmup: Duration::ZERO,
-            count_unanswered: false,
-            sources: Vec::new(),
-            also: Vec::new(),
-            tls: None,
-        }
-    }
-}
-
-/// The result of a run: merged counts and how long the load ran.
-#[derive(Clone, Debug)]
-pub struct Outcome {
-    pub stats: Stats,
-    pub elapsed: Duration,
-    /// Threads actually used (never more than connections).
-    pub threads: usize,
-}
-
-impl Outcome {
-    pub fn replies_per_sec(&self) -> f64 {
-        per_sec(self.stats.replies, self.elapsed)
-    }
-
-    pub fn read_bytes_per_sec(&self) -> f64 {
-        per_sec(self.stats.bytes_read, self.elapsed)
-    }
-}
-
-fn per_sec(n: u64, d: Duration) -> f64 {
-    let s = d.as_secs_f64();
-    if s > 0.0 {
-        n as f64 / s
-    } else {
-        0.0
-    }
-}
-
-/// Counters every thread adds to as it goes, read by the progress line.
-#[derive(Default)]
-struct Shared {
-    replies: AtomicU64,
-    errors: AtomicU64,
-}
-
-/// Set (by the SIGINT/SIGTERM handler `tincan bench` installs) to end every run now, as if
-/// its duration were over: the figures so far are reported instead of lost.
-pub static INTERRUPTED: std::sync::LazyLock<Arc<std::sync::atomic::AtomicBool>> =
-    std::sync::LazyLock::new(|| Arc::new(std::sync::atomic::AtomicBool::new(false)));
-
-fn interrupted() -> bool {
-    INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// Apply `load` to `addr` as `opts` says and return the merged counts.
-pub fn run<L: Load>(addr: SocketAddr, load: Arc<L>, opts: &LoadOptions) -> Result<Outcome> {
-    if opts.connections == 0 {
-        return Err(Error::Usage("--connections must be at least 1".into()));
-    }
-    if opts.duration.is_none() && opts.requests.is_none() {
-        return Err(Error::Usage(
-            "give --duration or --requests (or both) so the run ends".into(),
-        ));
-    }
-    if let Some(r) = opts.rate {
-        if !(r.is_finite() && r > 0.0) {
-            return Err(Error::Usage("--rate must be a positive number".into()));
-        }
-    }
-    if let Some(s) = opts.sources.iter().find(|s| s.is_ipv4() != addr.is_ipv4()) {
-        return Err(Error::Usage(format!(
-            "--source {s} cannot reach {addr}: give source addresses of the target's family"
-        )));
-    }
-    let threads = opts.threads.clamp(1, opts.connections);
-    let shared = Arc::new(Shared::default());
-    let launched = Instant::now();
-    // Counting starts after the warm-up; the duration runs from there.
-    let start = launched + opts.warmup;
-    let deadline = opts.duration.map(|d| start + d);
-
-    let mut handles = Vec::with_capacity(threads);
-    let mut first_conn = 0;
-    for t in 0..threads {
-        let conns = share(opts.connections as u64, threads, t) as usize;
-        let quota = opts
-            .requests
-            .map(|n| share_by(n, opts.connections as u64, first_conn as u64, conns as u64));
-        let worker = WorkerSpec {
-            addr,
-            first_conn,
-            conns,
-            quota,
-            deadline,
-            start,
-            opts: opts.clone(),
-        };
-        first_conn += conns;
-        let load = load.clone();
-        let shared = shared.clone();
-        let h = std::thread::Builder::new()
-            .name(format!("bench-{t}"))
-            .spawn(move || worker.run(&*load, &shared, launched))
-            .map_err(|e| Error::io("cannot start a load thread", e))?;
-        handles.push(h);
-    }
-
-    if opts.progress {
-        progress_loop(&handles, &shared, launched, start, deadline);
-    }
-
-    let mut stats = Stats::new();
-    let mut end = start;
-    let mut failure = None;
-    for h in handles {
-        match h.join() {
-            Ok(Ok((s, finished))) => {
-                stats.merge(&s);
-                end = end.max(finished);
-            }
-            Ok(Err(e)) => failure = Some(e),
-            Err(_) => failure = Some(Error::Client("a load thread panicked".into())),
-        }
-    }
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    Ok(Outcome {
-        stats,
-        elapsed: end.saturating_duration_since(start),
-        threads,
-    })
-}
-
-/// Thread `t`'s share of `n` items spread over `parts` (the first ones get the remainder).
-fn share(n: u64, parts: usize, t: usize) -> u64 {
-    let parts = parts as u64;
-    let t = t as u64;
-    n / parts + u64::from(t < n % parts)
-}
-
-/// The part of `n` requests owed to connections `first..first+count` of `total`, spread evenly.
-fn share_by(n: u64, total: u64, first: u64, count: u64) -> u64 {
-    let upto = |k: u64| (n as u128 * k as u128 / total as u128) as u64;
-    upto(first + count) - upto(first)
-}
-
-/// One line a second on stderr from `start` (the launch); lines of the warm-up (before
-/// `count_from`) say so, and the totals after it count from its end, as the result does.
-fn progress_loop<T>(
-    handles: &[std::thread::JoinHandle<T>],
-    shared: &Shared,
-    start: Instant,
-    count_from: Instant,
-    deadline: Option<Instant>,
-) {
-    let mut last = 0u64;
-    // Replies and errors of the warm-up, taken off the totals once counting has begun.
-    let mut base: Option<(u64, u64)> = (count_from <= start).then_some((0, 0));
-    let mut tick = start;
-    let mut printed = false;
-    // On a terminal each line overwrites the last; in a log (`--progress` into a file) each
-    // is a line of its own.
-    let (lead, end) = if std::io::stderr().is_terminal() {
-        ("\r", "")
-    } else {
-        ("", "\n")
-    };
-    loop {
-        tick += Duration::from_secs(1);
-        while Instant::now() < tick {
-            if handles.iter().all(|h| h.is_finished()) {
-                if printed && end.is_empty() {
-                    eprintln!();
-                }
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let (all_replies, all_errors) = (
-            shared.replies.load(Ordering::Relaxed),
-            shared.errors.load(Ordering::Relaxed),
-        );
-        // A line within the warm-up (the one at its end included) shows its totals, marked.
-        let (warm, (r0, e0)) = match base {
-            Some(b) => ("", b),
-            None => ("  (warm-up, not counted)", (0, 0)),
-        };
-        if base.is_none() && tick >= count_from {
-            base = Some((all_replies, all_errors));
-        }
-        let (replies, errors) = (
-            all_replies.saturating_sub(r0),
-            all_errors.saturating_sub(e0),
-        );
-        let secs = tick.duration_since(start).as_secs();
-        let left = deadline.map_or(String::new(), |d| {
-            format!(", {} s left", d.saturating_duration_since(tick).as_secs())
-        });
-        eprint!(
-            "{lead}{secs:>4} s  {replies:>10} replies  {:>10} /s  {errors} errors{left}{warm}   {end}",
-            all_replies - last
-        );
-        printed = true;
-        last = all_replies;
-    }
-}
-
-struct WorkerSpec {
-    addr: SocketAddr,
-    first_conn: usize,
-    conns: usize,
-    quota: Option<u64>,
-    deadline: Option<Instant>,
-    start: Instant,
-    opts: LoadOptions,
+pub(super) struct WorkerSpec {
+    pub(super) addr: SocketAddr,
+    pub(super) first_conn: usize,
+    pub(super) conns: usize,
+    pub(super) quota: Option<u64>,
+    pub(super) deadline: Option<Instant>,
+    pub(super) start: Instant,
+    pub(super) opts: LoadOptions,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -412,10 +113,10 @@ struct Worker<E> {
 }
 
 impl WorkerSpec {
-    fn run<L: Load>(
+    pub(super) fn run<L: Load>(
         self,
         load: &L,
-        shared: &Shared,
+        counts: &Counts,
         launched: Instant,
     ) -> Result<(Stats, Instant)> {
         let poll = Poll::new().map_err(|e| Error::io("cannot create an epoll instance", e))?;
@@ -468,17 +169,15 @@ impl WorkerSpec {
             first_conn: self.first_conn,
             plain: Vec::new(),
         };
-        let finished = w.drive(self.deadline, self.start, shared)?;
+        let finished = w.drive(self.deadline, self.start, counts)?;
         Ok((w.stats, finished))
     }
 }
 
-/// The open loop's clock. epoll's timeout is whole milliseconds, rounded up, so a worker that
-/// slept until its next intended send woke up to 1 ms late, and every latency (timed from the
-/// intended send) carried that delay: 1,000 requests a second on one connection measured a p50
-/// of 0.65 ms against nginx or tincan, which answer in 40 µs. A timerfd watched by the same
-/// poll wakes it on time (its expiry has no timer slack); the poll's own timeout stays as the
-/// backstop.
+/// The open loop's clock: epoll's timeout is whole milliseconds, rounded up, and every
+/// latency is timed from the intended send, so a late wake-up would show as server latency. A
+/// timerfd watched by the same poll wakes it on time (no timer slack); the poll's own timeout
+/// stays as the backstop.
 struct Alarm {
     fd: crate::sys::TimerFd,
     /// When it is set to ring, if it is set.
@@ -517,7 +216,7 @@ impl<E: Exchange> Worker<E> {
         &mut self,
         deadline: Option<Instant>,
         count_from: Instant,
-        shared: &Shared,
+        counts: &Counts,
     ) -> Result<Instant> {
         let mut events = Events::with_capacity(1024);
         let mut scratch = vec![0u8; READ_CHUNK];
@@ -555,7 +254,7 @@ impl<E: Exchange> Worker<E> {
                 }
                 (told_replies, told_errors) = (0, 0);
             }
-            if deadline.is_some_and(|d| now >= d) || interrupted() {
+            if deadline.is_some_and(|d| now >= d) || self.opts.stop.load(Ordering::Relaxed) {
                 let end = deadline.map_or(now, |d| d.min(now));
                 self.count_unfinished(end);
                 return Ok(end);
@@ -607,10 +306,7 @@ impl<E: Exchange> Worker<E> {
             }
             if self.opts.progress {
                 let (r, e) = (self.stats.replies, self.stats.errors.total());
-                shared
-                    .replies
-                    .fetch_add(r - told_replies, Ordering::Relaxed);
-                shared.errors.fetch_add(e - told_errors, Ordering::Relaxed);
+                counts.add(r - told_replies, e - told_errors);
                 (told_replies, told_errors) = (r, e);
             }
         }
@@ -1057,7 +753,7 @@ impl<E: Exchange> Worker<E> {
         }
     }
 
-    fn complete(&mut self, i: usize, reply: super::Reply, now: Instant) {
+    fn complete(&mut self, i: usize, reply: Reply, now: Instant) {
         let c = &mut self.conns[i];
         if !c.state.in_flight() {
             // A reply nobody awaited (an exchange should not produce one): a parse error.
@@ -1108,7 +804,7 @@ impl<E: Exchange> Worker<E> {
 fn feed<E: Exchange>(
     ex: &mut E,
     data: &[u8],
-    reply: &mut Option<super::Reply>,
+    reply: &mut Option<Reply>,
 ) -> std::result::Result<usize, ErrorKind> {
     let mut used = 0;
     loop {
@@ -1145,25 +841,4 @@ fn connect_from(from: IpAddr, to: SocketAddr) -> io::Result<TcpStream> {
         Err(e) => return Err(e),
     }
     Ok(TcpStream::from_std(s.into()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shares_add_up_to_the_whole() {
-        for (n, parts) in [(10u64, 3usize), (0, 2), (7, 7), (5, 9)] {
-            let sum: u64 = (0..parts).map(|t| share(n, parts, t)).sum();
-            assert_eq!(sum, n);
-        }
-        let conns = [3u64, 3, 2];
-        let mut first = 0;
-        let mut total = 0;
-        for c in conns {
-            total += share_by(1000, 8, first, c);
-            first += c;
-        }
-        assert_eq!(total, 1000);
-    }
 }
