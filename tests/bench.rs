@@ -556,6 +556,54 @@ fn bench_models_replot_redraws_the_table_and_chart_from_its_json() {
     assert!(svg.contains("starved connections"));
 }
 
+/// Without `--out`, a replot writes beside its JSON, and a measuring run into a new temporary
+/// directory it names, never into the current directory (a run from a checkout wrote over the
+/// committed `bench/results`).
+#[test]
+fn bench_models_writes_where_it_says_and_never_into_the_current_directory() {
+    let _one_at_a_time = crate::support::heavy();
+    let dir = TempDir::new("bench-models-out");
+    let json = r#"{"protocol":"echo","duration_s":1.0,"workers":1,"points":[
+        {"variant":"event-epoll","connections":1,"replies_per_sec":1000.0,"p50_us":9.0,"p99_us":15.0,"replies":1000,"errors":0,"unfinished":1,"failed":null}]}"#;
+    let file = dir.path().join("in.json");
+    std::fs::write(&file, json).unwrap();
+    let (status, _, err) = run_tincan(
+        &["bench", "models", "--replot", file.to_str().unwrap()],
+        b"",
+        Duration::from_secs(10),
+    );
+    assert!(status.success(), "{err}");
+    assert!(dir.path().join("models.svg").is_file(), "{err}");
+
+    let cwd = TempDir::new("bench-models-cwd");
+    let out = std::process::Command::new(crate::support::bin())
+        .args([
+            "bench",
+            "models",
+            "--protocol",
+            "echo",
+            "--only",
+            "event-epoll",
+        ])
+        .args(["--connections", "1", "--duration", "0.3", "--warmup", "0"])
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let named = err
+        .lines()
+        .find_map(|l| l.strip_prefix("writing the results to "))
+        .unwrap_or_else(|| panic!("the directory is named: {err}"));
+    let named = std::path::Path::new(named);
+    assert!(named.join("models.json").is_file(), "{err}");
+    assert!(
+        std::fs::read_dir(cwd.path()).unwrap().next().is_none(),
+        "nothing is written into the current directory"
+    );
+    std::fs::remove_dir_all(named).unwrap();
+}
+
 /// A server that answers every request on a connection with a `Content-Length: len` head and
 /// then `sent` bytes of body (all of it when `sent == len`), then closes if it fell short.
 fn big_body_server(len: usize, sent: usize, answers: usize) -> std::net::SocketAddr {

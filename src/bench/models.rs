@@ -61,9 +61,10 @@ pub struct ModelsArgs {
         allow_negative_numbers = true
     )]
     pub duration: f64,
-    /// Where to write models.md, models.json and models.svg.
-    #[arg(long, default_value = "bench/results", value_name = "DIR")]
-    pub out: PathBuf,
+    /// Where to write models.md, models.json and models.svg [default: a new directory under
+    /// the temporary directory, named when the run starts; with --replot, the JSON's own].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
     /// What to load the servers with.
     #[arg(long, value_enum, default_value_t = Protocol::Http)]
     pub protocol: Protocol,
@@ -363,7 +364,15 @@ impl Drop for DocRoot {
 pub fn run(mut a: ModelsArgs) -> Result<()> {
     if let Some(file) = a.replot.clone() {
         let (chosen, points) = load_points(&file, &mut a)?;
-        return write_outputs(&a, &chosen, &points, false);
+        let out = match &a.out {
+            Some(dir) => out_dir(dir)?,
+            None => file
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf(),
+        };
+        return write_outputs(&a, &out, &chosen, &points, false);
     }
     if a.connections.is_empty() || a.connections.contains(&0) {
         return Err(Error::Usage(
@@ -406,14 +415,13 @@ pub fn run(mut a: ModelsArgs) -> Result<()> {
     clean_up_on_interrupt()?;
     let root = DocRoot::new()?;
     let pin = Pinning::choose(&a);
-    if a.out.exists() && !a.out.is_dir() {
-        return Err(Error::Usage(format!(
-            "--out {} is a file; give a directory for the table, chart and figures",
-            a.out.display()
-        )));
-    }
-    std::fs::create_dir_all(&a.out)
-        .map_err(|e| Error::io(format!("cannot create {}", a.out.display()), e))?;
+    // Never into the current directory by default: a run from a checkout must not write over
+    // the figures committed there.
+    let out = match &a.out {
+        Some(dir) => out_dir(dir)?,
+        None => fresh_out_dir()?,
+    };
+    eprintln!("writing the results to {}", out.display());
 
     let total = chosen.len() * a.connections.len();
     eprintln!(
@@ -459,7 +467,7 @@ pub fn run(mut a: ModelsArgs) -> Result<()> {
         }
     }
 
-    write_outputs(&a, &chosen, &points, true)
+    write_outputs(&a, &out, &chosen, &points, true)
 }
 
 /// Read a models.json back: its points, its variants in order, and its settings into `a`.
@@ -508,20 +516,40 @@ fn load_points(file: &Path, a: &mut ModelsArgs) -> Result<(Vec<Variant>, Vec<Poi
     Ok((chosen, points))
 }
 
+/// `dir`, created if missing; a file there is a usage error.
+fn out_dir(dir: &Path) -> Result<PathBuf> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::Usage(format!(
+            "--out {} is a file; give a directory for the table, chart and figures",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    Ok(dir.to_path_buf())
+}
+
+/// A new directory of this run's own under the temporary directory.
+fn fresh_out_dir() -> Result<PathBuf> {
+    let base = std::env::temp_dir();
+    for n in 0u32.. {
+        let dir = base.join(format!("tincan-models-{}-{n}", std::process::id()));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => continue,
+            Err(e) => return Err(Error::io(format!("cannot create {}", dir.display()), e)),
+        }
+    }
+    unreachable!("the loop returns")
+}
+
 fn write_outputs(
     a: &ModelsArgs,
+    out: &Path,
     chosen: &[Variant],
     points: &[Point],
     with_json: bool,
 ) -> Result<()> {
-    if a.out.exists() && !a.out.is_dir() {
-        return Err(Error::Usage(format!(
-            "--out {} is a file; give a directory for the table, chart and figures",
-            a.out.display()
-        )));
-    }
-    std::fs::create_dir_all(&a.out)
-        .map_err(|e| Error::io(format!("cannot create {}", a.out.display()), e))?;
     let what = match a.protocol {
         Protocol::Http => "HTTP GET of a 1 KiB file (tincan serve, keep-alive)".to_string(),
         Protocol::Echo => format!("{}-byte line echo round trips (tincan echo)", a.size),
@@ -529,13 +557,13 @@ fn write_outputs(
     let md = markdown(&what, chosen, a, points);
     print!("{md}");
     let write = |name: &str, body: &str| {
-        let p = a.out.join(name);
+        let p = out.join(name);
         std::fs::write(&p, body).map_err(|e| Error::io(format!("cannot write {}", p.display()), e))
     };
     write("models.md", &md)?;
     write("models.svg", &svg(&what, chosen, points))?;
     if !with_json {
-        eprintln!("wrote {0}/models.md, {0}/models.svg", a.out.display());
+        eprintln!("wrote {0}/models.md, {0}/models.svg", out.display());
         return Ok(());
     }
     let j = json!({
@@ -558,7 +586,7 @@ fn write_outputs(
     write("models.json", &format!("{j:#}\n"))?;
     eprintln!(
         "wrote {0}/models.md, {0}/models.svg, {0}/models.json",
-        a.out.display()
+        out.display()
     );
     Ok(())
 }
