@@ -1012,3 +1012,46 @@ fn a_silent_connection_holds_no_slot_while_its_accept_is_deferred() {
         }
     }
 }
+
+/// The file handler refuses a bad setting with a typed error and `tincan serve` words it with
+/// the flag that set it, in one line, before anything listens.
+#[test]
+fn a_refused_file_setting_names_its_flag() {
+    let t = TempDir::new("refused-setting");
+    let root = t.path().to_str().unwrap();
+    for (flag, value, says) in [
+        (
+            "--index",
+            "a/b",
+            "--index `a/b` must be a plain file name, without slashes",
+        ),
+        (
+            "--error-page",
+            "404=x.html",
+            "--error-page `x.html` must be a URL path starting with /",
+        ),
+        (
+            "--fallback",
+            "index.html",
+            "--fallback `index.html` must be a URL path starting with /",
+        ),
+        (
+            "--cache-control",
+            "[=no-cache",
+            "--cache-control: the Cache-Control pattern `[` is not a valid glob",
+        ),
+    ] {
+        let (status, out, err) = crate::support::run_tincan(
+            &["serve", root, "--listen", "127.0.0.1:0", flag, value],
+            b"",
+            Duration::from_secs(10),
+        );
+        assert!(!status.success(), "{flag} {value}: {out}");
+        assert!(
+            err.starts_with(&format!("tincan: {says}")),
+            "{flag} {value}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!out.contains("listening"), "{out}");
+    }
+}

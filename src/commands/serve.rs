@@ -809,7 +809,8 @@ pub(crate) mod glue {
                 .map_err(|e| Error::Usage(format!("--upload {e}")))?,
             archives: s.archives.unwrap_or(d.archives),
         };
-        Ok(Arc::new(StaticFiles::new(cfg)?))
+        let files = StaticFiles::new(cfg).map_err(static_refusal)?;
+        Ok(Arc::new(files))
     }
 
     pub fn setup(
@@ -840,6 +841,21 @@ pub(crate) mod glue {
         crate::model::serve(listeners, Arc::new(service), opts)?;
         Ok(())
     }
+}
+
+/// A refused file-serving setting, worded with the flag (and `tincan.toml` key) that sets it.
+fn static_refusal(e: static_files::ConfigError) -> Error {
+    use static_files::ConfigError as C;
+    Error::Usage(match &e {
+        C::RootMissing(_) | C::RootUnusable { .. } | C::RootNotDirectory(_) => e.to_string(),
+        C::IndexName(name) => {
+            format!("--index `{name}` must be a plain file name, without slashes")
+        }
+        C::ErrorPageStatus(_) => format!("--error-page {e}"),
+        C::ErrorPagePath(p) => format!("--error-page `{p}` must be a URL path starting with /"),
+        C::FallbackPath(f) => format!("--fallback `{f}` must be a URL path starting with /"),
+        C::CacheGlob(..) | C::CacheValue(_) => format!("--cache-control: {e}"),
+    })
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! the normalized, decoded URL path (`/assets/app.js`); the first match wins. `*` also matches
 //! `/`, so `*.css` covers every CSS file and `/assets/*` everything below `/assets/`.
 
-use crate::error::{Error, Result};
+use super::ConfigError;
 
 /// Compiled `(glob, value)` rules.
 #[derive(Clone, Debug, Default)]
@@ -18,25 +18,19 @@ const OPTIONS: glob::MatchOptions = glob::MatchOptions {
 };
 
 impl CacheRules {
-    /// Compile the configured rules; a bad glob or a value that cannot be a header is a usage
-    /// error naming it.
-    pub fn new(rules: &[(String, String)]) -> Result<CacheRules> {
+    /// Compile the configured rules; a bad glob or a value that cannot be a header is refused.
+    pub fn new(rules: &[(String, String)]) -> Result<CacheRules, ConfigError> {
         let rules = rules
             .iter()
             .map(|(glob, value)| {
-                let pattern = glob::Pattern::new(glob).map_err(|e| {
-                    Error::Usage(format!(
-                        "--cache-control pattern `{glob}` is not a valid glob ({e})"
-                    ))
-                })?;
+                let pattern = glob::Pattern::new(glob)
+                    .map_err(|e| ConfigError::CacheGlob(glob.clone(), e.to_string()))?;
                 if value.is_empty() || value.bytes().any(|b| b.is_ascii_control()) {
-                    return Err(Error::Usage(format!(
-                        "--cache-control value for `{glob}` must be non-empty text without control characters"
-                    )));
+                    return Err(ConfigError::CacheValue(glob.clone()));
                 }
                 Ok((pattern, value.clone()))
             })
-            .collect::<Result<_>>()?;
+            .collect::<Result<_, _>>()?;
         Ok(CacheRules { rules })
     }
 

@@ -49,7 +49,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::protocol::http::message::{
     error_response, Body, BodySink, BodyUse, Handler, Request, Response, Streamed,
 };
@@ -121,6 +121,33 @@ impl Default for StaticConfig {
     }
 }
 
+/// Why a [`StaticConfig`] cannot be served. The messages name the setting's meaning, not a
+/// flag: `tincan serve` words them with its own flags.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("the document root {0} does not exist")]
+    RootMissing(String),
+    #[error(
+        "the document root {root} cannot be used: {}",
+        crate::error::plain(source)
+    )]
+    RootUnusable { root: String, source: io::Error },
+    #[error("the document root {0} is not a directory")]
+    RootNotDirectory(String),
+    #[error("the index file name `{0}` must be a plain file name, without slashes")]
+    IndexName(String),
+    #[error("{0}: only 4xx and 5xx statuses have error pages")]
+    ErrorPageStatus(u16),
+    #[error("the error page `{0}` must be a URL path starting with /")]
+    ErrorPagePath(String),
+    #[error("the fallback `{0}` must be a URL path starting with /")]
+    FallbackPath(String),
+    #[error("the Cache-Control pattern `{0}` is not a valid glob ({1})")]
+    CacheGlob(String, String),
+    #[error("the Cache-Control value for `{0}` must be non-empty text without control characters")]
+    CacheValue(String),
+}
+
 /// The static file [`Handler`].
 #[derive(Debug)]
 pub struct StaticFiles {
@@ -133,54 +160,42 @@ pub struct StaticFiles {
 }
 
 impl StaticFiles {
-    /// Check the configuration and canonicalize the root. Every refusal is one sentence.
-    pub fn new(cfg: StaticConfig) -> Result<StaticFiles> {
-        let shown = cfg.root.display();
-        let root = std::fs::canonicalize(&cfg.root).map_err(|e| {
-            Error::Usage(match e.kind() {
-                io::ErrorKind::NotFound => format!("the document root {shown} does not exist"),
-                io::ErrorKind::PermissionDenied => {
-                    format!("the document root {shown} cannot be opened: permission denied")
-                }
-                _ => format!("the document root {shown} cannot be used: {e}"),
-            })
+    /// Check the configuration and canonicalize the root.
+    pub fn new(cfg: StaticConfig) -> std::result::Result<StaticFiles, ConfigError> {
+        let shown = || cfg.root.display().to_string();
+        let root = std::fs::canonicalize(&cfg.root).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => ConfigError::RootMissing(shown()),
+            _ => ConfigError::RootUnusable {
+                root: shown(),
+                source: e,
+            },
         })?;
         if !root.is_dir() {
-            return Err(Error::Usage(format!(
-                "the document root {shown} is not a directory"
-            )));
+            return Err(ConfigError::RootNotDirectory(shown()));
         }
         for name in &cfg.index {
             if name.is_empty() || name.contains('/') || name == "." || name == ".." {
-                return Err(Error::Usage(format!(
-                    "--index `{name}` must be a plain file name, without slashes"
-                )));
+                return Err(ConfigError::IndexName(name.clone()));
             }
         }
         for (status, page) in &cfg.error_pages {
             if !(400..=599).contains(status) {
-                return Err(Error::Usage(format!(
-                    "--error-page {status}: only 4xx and 5xx statuses have error pages"
-                )));
+                return Err(ConfigError::ErrorPageStatus(*status));
             }
             if !page.starts_with('/') {
-                return Err(Error::Usage(format!(
-                    "--error-page `{page}` must be a URL path starting with /"
-                )));
+                return Err(ConfigError::ErrorPagePath(page.clone()));
             }
         }
         if let Some(f) = &cfg.fallback {
             if !f.starts_with('/') {
-                return Err(Error::Usage(format!(
-                    "--fallback `{f}` must be a URL path starting with /"
-                )));
+                return Err(ConfigError::FallbackPath(f.clone()));
             }
         }
         // A page that is not there yet is allowed (it may be deployed later), but said.
-        let pages = cfg.error_pages.iter().map(|(_, p)| ("--error-page", p));
-        for (flag, page) in pages.chain(cfg.fallback.iter().map(|f| ("--fallback", f))) {
+        let pages = cfg.error_pages.iter().map(|(_, p)| ("error page", p));
+        for (what, page) in pages.chain(cfg.fallback.iter().map(|f| ("fallback page", f))) {
             if !root.join(page.trim_start_matches('/')).is_file() {
-                tracing::warn!("{flag} {page}: there is no such file under the document root yet");
+                tracing::warn!("the {what} {page} is not a file under the document root yet");
             }
         }
         let cache_rules = CacheRules::new(&cfg.cache_control)?;

@@ -146,14 +146,14 @@ fn gunzip(b: &[u8]) -> Vec<u8> {
 }
 
 #[test]
-fn a_missing_root_is_a_usage_error_in_one_sentence() {
+fn a_missing_root_is_refused_in_one_sentence() {
     let err = StaticFiles::new(StaticConfig {
         root: PathBuf::from("/definitely/not/here"),
         ..StaticConfig::default()
     })
     .unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, Error::Usage(_)));
+    assert!(matches!(err, ConfigError::RootMissing(_)));
     assert!(
         // Read after `tincan: `, in the voice of every other startup error.
         msg.starts_with("the document root /definitely/not/here")
@@ -170,33 +170,49 @@ fn a_missing_root_is_a_usage_error_in_one_sentence() {
         .unwrap_err()
         .to_string()
         .contains("not a directory"));
-    for bad in [
-        StaticConfig {
-            index: vec!["a/b.html".into()],
-            ..StaticConfig::default()
-        },
-        StaticConfig {
-            error_pages: vec![(404, "404.html".into())],
-            ..StaticConfig::default()
-        },
-        StaticConfig {
-            error_pages: vec![(200, "/x".into())],
-            ..StaticConfig::default()
-        },
-        StaticConfig {
-            fallback: Some("index.html".into()),
-            ..StaticConfig::default()
-        },
-        StaticConfig {
-            cache_control: vec![("[".into(), "no-cache".into())],
-            ..StaticConfig::default()
-        },
+    for (bad, why) in [
+        (
+            StaticConfig {
+                index: vec!["a/b.html".into()],
+                ..StaticConfig::default()
+            },
+            "the index file name `a/b.html` must be a plain file name, without slashes",
+        ),
+        (
+            StaticConfig {
+                error_pages: vec![(404, "404.html".into())],
+                ..StaticConfig::default()
+            },
+            "the error page `404.html` must be a URL path starting with /",
+        ),
+        (
+            StaticConfig {
+                error_pages: vec![(200, "/x".into())],
+                ..StaticConfig::default()
+            },
+            "200: only 4xx and 5xx statuses have error pages",
+        ),
+        (
+            StaticConfig {
+                fallback: Some("index.html".into()),
+                ..StaticConfig::default()
+            },
+            "the fallback `index.html` must be a URL path starting with /",
+        ),
+        (
+            StaticConfig {
+                cache_control: vec![("[".into(), "no-cache".into())],
+                ..StaticConfig::default()
+            },
+            "the Cache-Control pattern `[` is not a valid glob",
+        ),
     ] {
         let cfg = StaticConfig {
             root: t.root(),
             ..bad
         };
-        assert!(matches!(StaticFiles::new(cfg), Err(Error::Usage(_))));
+        let msg = StaticFiles::new(cfg).unwrap_err().to_string();
+        assert!(msg.starts_with(why), "{msg}");
     }
 }
 
