@@ -25,6 +25,8 @@ pub struct Throttle {
     /// Milliseconds since `EPOCH` at which the last line was let through, plus one (0: none).
     last: AtomicU64,
     skipped: AtomicU64,
+    /// The shortest time between two lines, in milliseconds.
+    every_ms: u64,
 }
 
 static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -34,9 +36,15 @@ impl Throttle {
     pub const EVERY: Duration = Duration::from_secs(1);
 
     pub const fn new() -> Throttle {
+        Throttle::every(Self::EVERY)
+    }
+
+    /// At most one line each `every`: for a state that lasts (a full backlog), not a flood.
+    pub const fn every(every: Duration) -> Throttle {
         Throttle {
             last: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
+            every_ms: every.as_millis() as u64,
         }
     }
 
@@ -51,7 +59,7 @@ impl Throttle {
             .unwrap_or(u64::MAX - 1)
             + 1;
         let last = self.last.load(Ordering::Relaxed);
-        let due = last == 0 || ms.saturating_sub(last) >= Self::EVERY.as_millis() as u64;
+        let due = last == 0 || ms.saturating_sub(last) >= self.every_ms;
         if due
             && self
                 .last

@@ -713,6 +713,30 @@ pub fn defer_accept(fd: BorrowedFd<'_>) -> io::Result<u32> {
     Ok(u32::try_from(val).unwrap_or(0))
 }
 
+/// How many connections wait in a listening TCP socket's accept queue: for a socket in the
+/// LISTEN state, Linux reports the queue's length as `tcpi_unacked` (and its bound as
+/// `tcpi_sacked`). A Unix socket has no such count: `Ok(None)`.
+pub fn accept_queue_len(fd: BorrowedFd<'_>) -> io::Result<Option<u32>> {
+    // SAFETY: tcp_info is plain integers; all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: a live descriptor, and a tcp_info with its size for the kernel to fill.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    match cvt(r) {
+        Ok(_) => Ok(Some(info.tcpi_unacked)),
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Let a socket bound to an address without a port get its port at `connect`
 /// (`IP_BIND_ADDRESS_NO_PORT`), where the whole four-tuple decides whether a port is free.
 pub fn bind_address_no_port(fd: BorrowedFd<'_>) -> io::Result<()> {

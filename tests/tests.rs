@@ -8,6 +8,7 @@ mod echo;
 mod h2;
 mod http;
 mod models;
+mod operator;
 mod proxy;
 mod qa;
 mod sharing;

@@ -24,5 +24,6 @@ pub(crate) fn run<S: Service>(ctx: &Ctx<S>, listeners: Vec<Listener>) -> Result<
     }
     drop(listeners);
     ctx.begin_shutdown();
+    ctx.report_cut_off();
     Ok(())
 }

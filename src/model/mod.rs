@@ -269,6 +269,8 @@ pub(crate) struct Ctx<S: Service> {
     service_told: Once,
     /// Say on stderr that a stop has begun (off in prefork workers: their parent says it).
     pub announce_stop: bool,
+    /// Connections closed because the grace period ran out before they finished.
+    cut_off: std::sync::atomic::AtomicUsize,
 }
 
 impl<S: Service> Ctx<S> {
@@ -279,6 +281,27 @@ impl<S: Service> Ctx<S> {
             shutdown,
             service_told: Once::new(),
             announce_stop: true,
+            cut_off: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// `n` connections were closed unfinished when the grace period ran out.
+    pub fn cut_off(&self, n: usize) {
+        self.cut_off
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Say in one line how many connections the grace period cut off, if any: a stop that
+    /// drops clients mid-answer must not be silent.
+    pub fn report_cut_off(&self) {
+        let n = self.cut_off.swap(0, std::sync::atomic::Ordering::Relaxed);
+        if n > 0 {
+            let s = if n == 1 { "" } else { "s" };
+            tracing::warn!(
+                "the grace period ({} s, --grace) ran out: closed {n} connection{s} that had not \
+                 finished",
+                self.opts.grace.as_secs_f64()
+            );
         }
     }
 
@@ -315,7 +338,22 @@ pub(crate) fn accept_failed<S: Service>(ctx: &Ctx<S>, e: &std::io::Error) -> Opt
                     // Kept upstream connections are kept only for speed too.
                     link::pool_clear();
                 }
-                tracing::warn!("accept failed: {e}; pausing new connections briefly");
+                // Once a second at most: a server out of descriptors fails every accept.
+                static ACCEPT_FAILED: crate::logging::Throttle = crate::logging::Throttle::new();
+                if let Some(skipped) = ACCEPT_FAILED.admit() {
+                    let hint = match code {
+                        Some(libc::EMFILE) | Some(libc::ENFILE) => {
+                            "; clients wait in the backlog until a connection closes (raise \
+                             `ulimit -n`, or lower --max-connections)"
+                        }
+                        _ => "; pausing new connections briefly",
+                    };
+                    tracing::warn!(
+                        "cannot accept a connection: {}{hint}{}",
+                        crate::error::plain(e),
+                        crate::logging::more_like_it(skipped)
+                    );
+                }
                 Some(Duration::from_millis(50))
             }
         },
@@ -375,8 +413,12 @@ fn fit_to_descriptors(opts: &ServeOptions, fd_limit: u64) -> Option<ServeOptions
         return None;
     }
     if opts.max_connections == ServeOptions::default().max_connections {
-        // The default asked for more than fits: lowering it is the default's job, not news.
-        tracing::debug!("serving at most {room} connections at once (descriptor limit {fd_limit})");
+        // The default asked for more than fits: lowering it is the default's job, but the
+        // operator learns the cap at start, not from clients left waiting.
+        tracing::info!(
+            "serving at most {room} connections at once: the descriptor limit is {fd_limit} \
+             (raise `ulimit -n` for more)"
+        );
     } else {
         tracing::warn!(
             "--max-connections {} does not fit in the descriptor limit of {fd_limit}; serving \

@@ -225,6 +225,7 @@ fn worker<S: Service>(
             1
         }
     };
+    child.report_cut_off();
     // A worker exits without returning to `serve`: the service's last work is done here.
     child.service.on_stopped();
     code

@@ -97,6 +97,8 @@ pub(crate) fn run<S: Service>(
             .unwrap_or_else(|e| e.into_inner())
             .0;
     }
+    drop(n);
+    ctx.report_cut_off();
     Ok(())
 }
 

@@ -12,7 +12,7 @@ mod spin;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -43,6 +43,10 @@ const SHUTDOWN_TOKEN: u64 = u64::MAX - 1;
 /// connecting at once (`tincan bench models`, 2 s connect timeout) saw about 8,000 connect
 /// timeouts and 18-30% of connections never served; at 1024 (with a 4096 backlog), none.
 const ACCEPT_BUDGET: usize = 1024;
+/// How often a worker paused at the cap looks at the listeners' backlog.
+const BACKLOG_CHECK: Duration = Duration::from_secs(1);
+/// The least time between two "waiting in the backlog" lines of one process.
+const BACKLOG_NOTICE: Duration = Duration::from_secs(10);
 
 const READ: Interest = Interest {
     read: true,
@@ -108,6 +112,7 @@ pub(crate) fn run<S: Service>(
             })
             .collect()
     });
+    ctx.report_cut_off();
     results.into_iter().find(|r| r.is_err()).unwrap_or(Ok(()))
 }
 
@@ -183,6 +188,8 @@ struct Worker<'a, S: Service> {
     owns_listeners: bool,
     /// accept(2) said the listeners no longer listen.
     listeners_stopped: bool,
+    /// While paused at the cap: when to look at the listeners' backlog next.
+    backlog_check_at: Instant,
 }
 
 impl<'a, S: Service> Worker<'a, S> {
@@ -218,6 +225,7 @@ impl<'a, S: Service> Worker<'a, S> {
             link_owner: Vec::new(),
             owns_listeners: false,
             listeners_stopped: false,
+            backlog_check_at: Instant::now(),
         };
         let wake_fd = w.wakes.fd.as_raw_fd();
         w.poller
@@ -247,6 +255,30 @@ impl<'a, S: Service> Worker<'a, S> {
         Ok(())
     }
 
+    /// At the connection cap: say (at most every [`BACKLOG_NOTICE`]) how many clients wait in
+    /// the listeners' backlog, as nginx logs its refused accepts, so a saturated server is not
+    /// mistaken for a slow one.
+    fn tell_backlog(&self) {
+        static AT_CAP: crate::logging::Throttle = crate::logging::Throttle::every(BACKLOG_NOTICE);
+        let waiting: u32 = self
+            .listeners
+            .iter()
+            .filter_map(|l| crate::sys::accept_queue_len(l.as_fd()).ok().flatten())
+            .sum();
+        if waiting == 0 {
+            return;
+        }
+        if let Some(skipped) = AT_CAP.admit() {
+            let s = if waiting == 1 { "" } else { "s" };
+            tracing::warn!(
+                "{waiting} client{s} waiting in the backlog: all {} connections \
+                 (--max-connections) are open; raise it (and `ulimit -n`) to serve more at once{}",
+                self.ctx.opts.max_connections,
+                crate::logging::more_like_it(skipped)
+            );
+        }
+    }
+
     fn run(&mut self) -> Result<(), ServeError> {
         let mut events: Vec<Event> = Vec::with_capacity(256);
         if self.ctx.shutdown.is_triggered() {
@@ -259,18 +291,22 @@ impl<'a, S: Service> Worker<'a, S> {
                     break;
                 }
                 if now >= g {
-                    tracing::debug!("grace period over; closing {} connections", self.live);
+                    self.ctx.cut_off(self.live);
                     break;
                 }
             } else if !self.listening
                 && !self.listeners_stopped
                 && self.resume_at.is_none_or(|t| now >= t)
-                && self.active.load(Ordering::SeqCst) < self.max
             {
-                self.resume_at = None;
-                if let Err(e) = self.listen(true) {
-                    tracing::warn!("cannot watch the listeners again: {e}");
-                    self.resume_at = Some(now + Duration::from_millis(100));
+                if self.active.load(Ordering::SeqCst) < self.max {
+                    self.resume_at = None;
+                    if let Err(e) = self.listen(true) {
+                        tracing::warn!("cannot watch the listeners again: {e}");
+                        self.resume_at = Some(now + Duration::from_millis(100));
+                    }
+                } else if now >= self.backlog_check_at {
+                    self.backlog_check_at = now + BACKLOG_CHECK;
+                    self.tell_backlog();
                 }
             }
             let mut deadline = self.timers.peek().map(|Reverse((t, _))| *t);
