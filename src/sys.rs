@@ -517,6 +517,22 @@ fn cstr_to_string(p: *const libc::c_char) -> String {
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
+/// What a getpw*_r call left: `rc`, its error number; `found`, whether it filled `pw`.
+fn user_entry(
+    rc: libc::c_int,
+    found: bool,
+    pw: &libc::passwd,
+) -> Result<Option<UserEntry>, libc::c_int> {
+    if rc != 0 {
+        return Err(rc);
+    }
+    Ok(found.then(|| UserEntry {
+        name: cstr_to_string(pw.pw_name),
+        uid: pw.pw_uid,
+        gid: pw.pw_gid,
+    }))
+}
+
 /// Look up a user by name (getpwnam_r).
 pub fn user_by_name(name: &str) -> io::Result<Option<UserEntry>> {
     let cname = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -535,17 +551,7 @@ pub fn user_by_name(name: &str) -> io::Result<Option<UserEntry>> {
                 &mut result,
             )
         };
-        if rc != 0 {
-            return Err(rc);
-        }
-        if result.is_null() {
-            return Ok(None);
-        }
-        Ok(Some(UserEntry {
-            name: cstr_to_string(pw.pw_name),
-            uid: pw.pw_uid,
-            gid: pw.pw_gid,
-        }))
+        user_entry(rc, !result.is_null(), &pw)
     })
 }
 
@@ -558,17 +564,7 @@ pub fn user_by_id(uid: libc::uid_t) -> io::Result<Option<UserEntry>> {
         // SAFETY: as in user_by_name.
         let rc =
             unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut result) };
-        if rc != 0 {
-            return Err(rc);
-        }
-        if result.is_null() {
-            return Ok(None);
-        }
-        Ok(Some(UserEntry {
-            name: cstr_to_string(pw.pw_name),
-            uid: pw.pw_uid,
-            gid: pw.pw_gid,
-        }))
+        user_entry(rc, !result.is_null(), &pw)
     })
 }
 
@@ -592,10 +588,7 @@ pub fn group_by_name(name: &str) -> io::Result<Option<GroupEntry>> {
         if rc != 0 {
             return Err(rc);
         }
-        if result.is_null() {
-            return Ok(None);
-        }
-        Ok(Some(GroupEntry {
+        Ok((!result.is_null()).then(|| GroupEntry {
             name: cstr_to_string(gr.gr_name),
             gid: gr.gr_gid,
         }))

@@ -424,17 +424,21 @@ pub fn civil(t: SystemTime) -> (i64, u32, u32, u32, u32, u32) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// A `Host` field, or none, as the parser hands them over (for tests).
+    pub(crate) fn host_field(host: Option<&str>) -> Vec<httparse::Header<'_>> {
+        host.map(|h| httparse::Header {
+            name: "Host",
+            value: h.as_bytes(),
+        })
+        .into_iter()
+        .collect()
+    }
+
     fn host_of(target: &str, host_header: Option<&str>) -> Option<String> {
-        let headers: Vec<httparse::Header<'_>> = host_header
-            .map(|h| httparse::Header {
-                name: "Host",
-                value: h.as_bytes(),
-            })
-            .into_iter()
-            .collect();
+        let headers = host_field(host_header);
         let req = Request {
             method: "GET",
             target,

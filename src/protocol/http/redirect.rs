@@ -80,13 +80,7 @@ mod tests {
             Some((p, q)) => (p, Some(q)),
             None => (target, None),
         };
-        let headers: Vec<httparse::Header<'_>> = host
-            .map(|h| httparse::Header {
-                name: "Host",
-                value: h.as_bytes(),
-            })
-            .into_iter()
-            .collect();
+        let headers = crate::protocol::http::message::tests::host_field(host);
         let req = Request {
             method: "POST",
             target,
