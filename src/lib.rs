@@ -14,9 +14,9 @@
 //! | [`protocol::framing`] | message codecs: raw, close, null, line, length, fixed |
 //! | [`protocol::echo`] | RFC 862 echo over any framing |
 //! | [`protocol::chat`] | the tincanchat room: broadcast with one global order, bounded queues; `chat::redis_link`, one room across instances on a Redis Stream |
-//! | [`protocol::http`] | HTTP/1.1: parsing, limits, static files, listings, `hello`; the reverse proxy, CGI and the gateway that routes to them; the access log |
+//! | [`protocol::http`] | HTTP/1.1: the wire core (`wire`: heads, limits, bodies), static files (`static_files`, with its open-file cache `file_cache` and gzip cache), listings, `hello`; the reverse proxy, CGI and the gateway that routes to them; the access log |
 //! | [`protocol::http::h2`] | HTTP/2 (h2 by ALPN, h2c by prior knowledge): frames, HPACK use, streams, flow control, flood limits; answered by the same handler |
-//! | [`bench`] | the load generator behind `tincan bench` |
+//! | [`bench`] | the load generator behind `tincan bench`: `engine` applies the load (one epoll loop per thread, `engine::worker`), the exchanges (`http`, `echo`, `chat`) parse replies; `tincan bench` draws progress and owns Ctrl-C |
 //! | [`error`] | the error every command returns; each message is one sentence |
 //! | [`logging`] | tracing to stderr; a throttle for warnings a peer can cause at will |
 //! | [`tls`] | certificates for the TLS listeners: PEM files checked at start, chosen by SNI, the self-signed one; the rustls server configuration |

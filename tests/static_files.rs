@@ -1038,7 +1038,7 @@ fn a_refused_file_setting_names_its_flag() {
         (
             "--cache-control",
             "[=no-cache",
-            "--cache-control: the Cache-Control pattern `[` is not a valid glob",
+            "--cache-control pattern `[` is not a valid glob",
         ),
     ] {
         let (status, out, err) = crate::support::run_tincan(

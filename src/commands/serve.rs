@@ -854,7 +854,12 @@ fn static_refusal(e: static_files::ConfigError) -> Error {
         C::ErrorPageStatus(_) => format!("--error-page {e}"),
         C::ErrorPagePath(p) => format!("--error-page `{p}` must be a URL path starting with /"),
         C::FallbackPath(f) => format!("--fallback `{f}` must be a URL path starting with /"),
-        C::CacheGlob(..) | C::CacheValue(_) => format!("--cache-control: {e}"),
+        C::CacheGlob(glob, why) => {
+            format!("--cache-control pattern `{glob}` is not a valid glob ({why})")
+        }
+        C::CacheValue(glob) => format!(
+            "--cache-control value for `{glob}` must be non-empty text without control characters"
+        ),
     })
 }
 
