@@ -18,7 +18,14 @@ use crate::tls::{CertFiles, CertSource, TlsApp};
 
 /// A web server and socket-server toolkit.
 #[derive(Parser, Debug)]
-#[command(name = "tincan", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "tincan",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = EXIT_STATUS
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -41,6 +48,15 @@ pub enum Command {
     /// Load generator and model comparison.
     Bench(commands::bench::BenchArgs),
 }
+
+/// The exit status contract, shown by `tincan --help` (README "Exit status").
+pub const EXIT_STATUS: &str = "\
+Exit status:
+  0    success (a server stopped by SIGINT/SIGTERM after its grace period)
+  1    the command is valid but could not be carried out: a file or directory missing or
+       unusable, a port in use, a server that does not answer
+  2    the command line or config file is wrong as written (unknown flag or key, bad value)
+  130  tincan bench interrupted by Ctrl-C";
 
 /// Flags shared by every server subcommand.
 // The `--help` text is these doc comments as written: `[V6]` is a literal, not a doc link.

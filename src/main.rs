@@ -13,13 +13,12 @@ fn main() -> ExitCode {
             ErrorKind::DisplayHelp
             | ErrorKind::DisplayVersion
             | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
-            // Exit code 2, as for every command-line mistake clap catches.
             _ => {
                 eprintln!(
                     "tincan: {}",
                     one_line(&e.render().to_string(), subcommand())
                 );
-                return ExitCode::from(2);
+                return ExitCode::from(tincan::error::EXIT_USAGE);
             }
         },
     };
@@ -28,7 +27,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tincan: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -407,7 +407,7 @@ pub fn run(mut a: ModelsArgs) -> Result<()> {
     let root = DocRoot::new()?;
     let pin = Pinning::choose(&a);
     if a.out.exists() && !a.out.is_dir() {
-        return Err(Error::Usage(format!(
+        return Err(Error::Setup(format!(
             "--out {} is a file; give a directory for the table, chart and figures",
             a.out.display()
         )));
@@ -466,7 +466,7 @@ pub fn run(mut a: ModelsArgs) -> Result<()> {
 fn load_points(file: &Path, a: &mut ModelsArgs) -> Result<(Vec<Variant>, Vec<Point>)> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| Error::io(format!("cannot read {}", file.display()), e))?;
-    let bad = || Error::Usage(format!("{} is not a models.json", file.display()));
+    let bad = || Error::Setup(format!("{} is not a models.json", file.display()));
     let j: serde_json::Value = serde_json::from_str(&text).map_err(|_| bad())?;
     a.protocol = match j["protocol"].as_str() {
         Some("echo") => Protocol::Echo,
@@ -515,7 +515,7 @@ fn write_outputs(
     with_json: bool,
 ) -> Result<()> {
     if a.out.exists() && !a.out.is_dir() {
-        return Err(Error::Usage(format!(
+        return Err(Error::Setup(format!(
             "--out {} is a file; give a directory for the table, chart and figures",
             a.out.display()
         )));

@@ -12,7 +12,7 @@ use crate::cli::ServerArgs;
 use crate::config::{parse_size, Config};
 use crate::error::{Error, Result};
 use crate::model::{Model, SELECT_FILE_CACHE_FDS};
-use crate::protocol::http::access::{Cors, Guard};
+use crate::protocol::http::access::{Cors, Guard, GuardError};
 use crate::protocol::http::gateway::{Gateway, GatewayConfig};
 use crate::protocol::http::static_files;
 use crate::protocol::http::{AccessLog, Handler, HttpOptions, HttpService, Limits};
@@ -226,9 +226,16 @@ impl GatewayArgs {
                 tunnel_idle,
             },
         )
-        .map_err(|e| match e.flag() {
-            Some(flag) => Error::Usage(format!("--{flag} {e}")),
-            None => Error::Usage(e.to_string()),
+        .map_err(|e| {
+            let line = match e.flag() {
+                Some(flag) => format!("--{flag} {e}"),
+                None => e.to_string(),
+            };
+            if e.is_missing_file() {
+                Error::Setup(line)
+            } else {
+                Error::Usage(line)
+            }
         })?;
         Ok(Some(Arc::new(gw.with_document_root(root))))
     }
@@ -285,7 +292,10 @@ impl AccessArgs {
             } else {
                 "--auth"
             };
-            Error::Usage(format!("{flag}: {e}"))
+            match e {
+                GuardError::Prefix(e) => Error::Usage(format!("{flag}: {e}")),
+                GuardError::File(e) => Error::Setup(format!("{flag}: {e}")),
+            }
         })?;
         Ok((!guard.is_empty()).then(|| Arc::new(guard)))
     }
@@ -645,11 +655,11 @@ fn document_root(dir: Option<PathBuf>, cfg: &Config) -> Result<PathBuf> {
         .unwrap_or_else(|| PathBuf::from("."));
     match std::fs::metadata(&root) {
         Ok(m) if m.is_dir() => Ok(root),
-        Ok(_) => Err(Error::Usage(format!(
+        Ok(_) => Err(Error::Setup(format!(
             "{} is not a directory; give the directory to serve (tincan serve DIR)",
             root.display()
         ))),
-        Err(_) => Err(Error::Usage(format!(
+        Err(_) => Err(Error::Setup(format!(
             "{} does not exist; give the directory to serve (tincan serve DIR)",
             root.display()
         ))),

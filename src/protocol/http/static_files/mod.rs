@@ -137,7 +137,7 @@ impl StaticFiles {
     pub fn new(cfg: StaticConfig) -> Result<StaticFiles> {
         let shown = cfg.root.display();
         let root = std::fs::canonicalize(&cfg.root).map_err(|e| {
-            Error::Usage(match e.kind() {
+            Error::Setup(match e.kind() {
                 io::ErrorKind::NotFound => format!("the document root {shown} does not exist"),
                 io::ErrorKind::PermissionDenied => {
                     format!("the document root {shown} cannot be opened: permission denied")
@@ -146,7 +146,7 @@ impl StaticFiles {
             })
         })?;
         if !root.is_dir() {
-            return Err(Error::Usage(format!(
+            return Err(Error::Setup(format!(
                 "the document root {shown} is not a directory"
             )));
         }

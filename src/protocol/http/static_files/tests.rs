@@ -146,14 +146,14 @@ fn gunzip(b: &[u8]) -> Vec<u8> {
 }
 
 #[test]
-fn a_missing_root_is_a_usage_error_in_one_sentence() {
+fn a_missing_root_is_a_setup_failure_in_one_sentence() {
     let err = StaticFiles::new(StaticConfig {
         root: PathBuf::from("/definitely/not/here"),
         ..StaticConfig::default()
     })
     .unwrap_err();
     let msg = err.to_string();
-    assert!(matches!(err, Error::Usage(_)));
+    assert!(matches!(err, Error::Setup(_)));
     assert!(
         // Read after `tincan: `, in the voice of every other startup error.
         msg.starts_with("the document root /definitely/not/here")
