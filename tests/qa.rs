@@ -283,7 +283,7 @@ fn a_mistyped_flag_or_value_is_one_line_naming_the_help_to_read() {
     for (args, needle) in [
         (
             &["serve", "--lisen", ":80"][..],
-            "a similar argument exists: '--listen'; see 'tincan serve --help'",
+            "unknown flag '--lisen' (did you mean '--listen'?); see 'tincan serve --help'",
         ),
         (
             &["echo", "--workers", "-1"][..],
@@ -473,4 +473,69 @@ fn exit_status_is_2_for_a_wrong_command_and_1_for_what_the_machine_refuses() {
         help.contains("Exit status:\n  0 ") && help.contains("\n  2    the command line"),
         "{help}"
     );
+}
+
+/// Flags other servers spell otherwise are called unknown and answered with tincan's way, never
+/// with clap's "to pass '--tls' as a value, use '-- --tls'".
+#[test]
+fn an_unknown_flag_is_called_unknown_with_what_to_write_instead() {
+    for (args, want) in [
+        (
+            &["serve", "--tls"][..],
+            "tincan: unknown flag '--tls'; TLS is turned on by giving a certificate: \
+             --tls-cert FILE --tls-key FILE, or --tls-self-signed DIR; see 'tincan serve --help'",
+        ),
+        (
+            &["echo", "--port", "7"],
+            "tincan: unknown flag '--port'; give the port with --listen (-l)",
+        ),
+        (
+            &["serve", "--xyzzy"],
+            "tincan: unknown flag '--xyzzy'; see 'tincan serve --help'",
+        ),
+        (
+            &["send", "127.0.0.1:7", "--lisen"],
+            "tincan: unknown flag '--lisen'; see 'tincan send --help'",
+        ),
+        (
+            &["serve", "-Z"],
+            "tincan: unknown flag '-Z'; see 'tincan serve --help'",
+        ),
+    ] {
+        let (status, _, err) = run_tincan(args, b"", Duration::from_secs(10));
+        assert_eq!(status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.starts_with(want), "{args:?}: {err}");
+        assert!(!err.contains("as a value"), "{args:?}: {err}");
+    }
+}
+
+/// A config file's mistakes, as a user meets them: the file named, the line, the key.
+#[test]
+fn config_file_mistakes_name_the_file_line_and_key() {
+    let dir = crate::support::TempDir::new("qa-config");
+    for (text, want) in [
+        (
+            "max_bdy = 5\n",
+            "line 1: unknown key `max_bdy`; did you mean `max_body`?",
+        ),
+        (
+            "max-body = \"1m\"\n",
+            "line 1: `max-body` is the flag's spelling; keys are written with `_`: `max_body`",
+        ),
+        (
+            "head_timeout = \"5s\"\n",
+            "line 1: `head_timeout` takes a number (of seconds), not the string \"5s\"",
+        ),
+        (
+            "{\"listen\": 1}\n",
+            "line 1: this is not a TOML file (invalid key)",
+        ),
+    ] {
+        let path = dir.path().join("tincan.toml");
+        std::fs::write(&path, text).unwrap();
+        let p = path.to_str().unwrap();
+        let (status, _, err) = run_tincan(&["serve", "--config", p], b"", Duration::from_secs(10));
+        assert_eq!(status.code(), Some(2), "{text:?}: {err}");
+        assert_eq!(err, format!("tincan: {p}: {want}\n"), "{text:?}");
+    }
 }
