@@ -47,6 +47,25 @@ pub enum Command {
     Hello(commands::hello::HelloArgs),
     /// Load generator and model comparison.
     Bench(commands::bench::BenchArgs),
+
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions(commands::docs::CompletionsArgs),
+    /// Print a manual page (roff) for tincan or one of its subcommands.
+    Man(commands::docs::ManArgs),
+}
+
+/// The headings `--help` groups the server flags under, in the order a new user needs them.
+pub mod heading {
+    pub const LISTENING: &str = "Listening";
+    pub const TLS: &str = "TLS";
+    pub const FILES: &str = "Files";
+    pub const ACCESS: &str = "Access control";
+    pub const HTTP: &str = "HTTP";
+    pub const LIMITS: &str = "Limits";
+    pub const GATEWAY: &str = "Proxy and CGI";
+    pub const LOGGING: &str = "Logging";
+    pub const CONCURRENCY: &str = "Concurrency";
+    pub const PRIVILEGES: &str = "Privileges";
 }
 
 /// The exit status contract, shown by `tincan --help` (README "Exit status").
@@ -66,39 +85,39 @@ pub struct ServerArgs {
     /// Address to listen on: HOST:PORT, [V6]:PORT, :PORT (all interfaces) or unix:/path.
     /// Repeat for several. Port 0 picks a free port; the bound address is printed first.
     /// [default: 127.0.0.1 on the command's port: serve 8000, hello 8080, echo 7007, chat 4040]
-    #[arg(long = "listen", short = 'l', value_name = "ADDR")]
+    #[arg(help_heading = heading::LISTENING, long = "listen", short = 'l', value_name = "ADDR")]
     pub listen: Vec<String>,
 
     /// Concurrency model. [default: event]
-    #[arg(long, value_parser = model_parser())]
+    #[arg(help_heading = heading::CONCURRENCY, long, value_parser = model_parser())]
     pub model: Option<Model>,
 
     /// Worker processes (prefork) or event-loop threads (event). [default: available cores]
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    #[arg(help_heading = heading::CONCURRENCY, long, value_name = "N", allow_negative_numbers = true)]
     pub workers: Option<usize>,
 
     /// Readiness API for the event model. [default: epoll]
-    #[arg(long, value_parser = poller_parser())]
+    #[arg(help_heading = heading::CONCURRENCY, long, value_parser = poller_parser())]
     pub poller: Option<PollerKind>,
 
     /// Connections served at once; further ones wait in the listen backlog. [default: 10000]
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    #[arg(help_heading = heading::CONCURRENCY, long, value_name = "N", allow_negative_numbers = true)]
     pub max_connections: Option<usize>,
 
     /// Listen backlog: connections the kernel queues before they are accepted (Linux caps it
     /// at net.core.somaxconn). [default: 4096]
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    #[arg(help_heading = heading::LISTENING, long, value_name = "N", allow_negative_numbers = true)]
     pub backlog: Option<i32>,
 
     /// Event and prefork models: microseconds an idle worker keeps polling before it sleeps,
     /// so that a client on the same machine finds it awake (lower latency for one busy
     /// connection, at the cost of CPU time and system calls). The window adapts: a worker
     /// whose work comes further apart than this does not poll. At most 1000. [default: 0]
-    #[arg(long, value_name = "MICROSECONDS", allow_negative_numbers = true)]
+    #[arg(help_heading = heading::CONCURRENCY, long, value_name = "MICROSECONDS", allow_negative_numbers = true)]
     pub busy_poll: Option<u64>,
 
     /// Set SO_REUSEPORT on the listening sockets.
-    #[arg(long)]
+    #[arg(help_heading = heading::LISTENING, long)]
     pub reuse_port: bool,
 
     /// Seconds the kernel may hold a new TCP connection until its first bytes arrive before
@@ -107,29 +126,29 @@ pub struct ServerArgs {
     /// instead of twice: less server CPU, but the wake-up no longer overlaps the client's
     /// first write, so one client at a time waits longer. For protocols whose client speaks
     /// first. At most 600. [default: 0]
-    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    #[arg(help_heading = heading::LISTENING, long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub defer_accept: Option<i64>,
 
     /// Seconds in-flight work may take to finish after SIGINT/SIGTERM. [default: 10]
-    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    #[arg(help_heading = heading::CONCURRENCY, long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub grace: Option<f64>,
 
     /// Seconds a peer may refuse to accept output before its connection is closed.
     /// [default: 60]
-    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    #[arg(help_heading = heading::CONCURRENCY, long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub send_timeout: Option<f64>,
 
     /// After binding, switch to this user (by name or uid). Requires starting as root.
-    #[arg(long, value_name = "NAME")]
+    #[arg(help_heading = heading::PRIVILEGES, long, value_name = "NAME")]
     pub user: Option<String>,
 
     /// After binding, switch to this group (default: the user's primary group).
-    #[arg(long, value_name = "NAME")]
+    #[arg(help_heading = heading::PRIVILEGES, long, value_name = "NAME")]
     pub group: Option<String>,
 
     /// File-creation mask to set after dropping privileges, in octal (e.g. 007). [default:
     /// unchanged]
-    #[arg(long, value_name = "OCTAL")]
+    #[arg(help_heading = heading::PRIVILEGES, long, value_name = "OCTAL")]
     pub umask: Option<String>,
 
     /// Speak TLS (HTTPS for `serve` and `hello`) on every --listen, with this certificate
@@ -137,17 +156,17 @@ pub struct ServerArgs {
     /// for several certificates: each client gets the one whose names match the name it asks
     /// for (SNI); the first pair serves clients that ask for no name or an unknown one.
     /// SIGHUP rereads them all (a failure keeps the ones in use), dropping no connection.
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = heading::TLS, long, value_name = "FILE")]
     pub tls_cert: Vec<PathBuf>,
 
     /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of the --tls-cert before it.
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = heading::TLS, long, value_name = "FILE")]
     pub tls_key: Vec<PathBuf>,
 
     /// Speak TLS with a self-signed certificate for localhost, 127.0.0.1 and ::1, made at the
     /// first start and kept in DIR as cert.pem and key.pem (reused after). For trying HTTPS
     /// out: clients must be told to trust DIR/cert.pem (curl --cacert DIR/cert.pem).
-    #[arg(long, value_name = "DIR", conflicts_with = "tls_cert")]
+    #[arg(help_heading = heading::TLS, long, value_name = "DIR", conflicts_with = "tls_cert")]
     pub tls_self_signed: Option<PathBuf>,
 }
 

@@ -548,6 +548,27 @@ fn bench_models_replot_redraws_the_table_and_chart_from_its_json() {
     // Three panels, one line per variant in each.
     assert_eq!(svg.matches("<polyline").count(), 6);
     assert!(svg.contains("starved connections"));
+
+    // Without --out: a new directory, named on stderr; nothing in the current directory.
+    let cwd = dir.path().join("cwd");
+    std::fs::create_dir(&cwd).unwrap();
+    let run = std::process::Command::new(crate::support::bin())
+        .args(["bench", "models", "--replot", file.to_str().unwrap()])
+        .current_dir(&cwd)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{err}");
+    let named = err
+        .lines()
+        .find_map(|l| l.strip_prefix("the table, chart and figures go to "))
+        .and_then(|l| l.split(" (--out").next())
+        .unwrap_or_else(|| panic!("no directory named: {err}"));
+    let named = std::path::PathBuf::from(named);
+    assert!(named.starts_with(std::env::temp_dir()), "{named:?}");
+    assert!(named.join("models.svg").is_file(), "{err}");
+    std::fs::remove_dir_all(&named).unwrap();
+    assert_eq!(std::fs::read_dir(&cwd).unwrap().count(), 0);
 }
 
 /// A server that answers every request on a connection with a `Content-Length: len` head and

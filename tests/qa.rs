@@ -113,10 +113,6 @@ fn every_server_help_states_the_defaults_the_code_uses() {
             assert!(flat.contains(w.as_str()), "tincan {cmd} --help lacks {w}");
         }
     }
-    for cmd in ["serve", "echo", "send", "hello"] {
-        let (_, out, _) = run_tincan(&[cmd, "--help"], b"", Duration::from_secs(10));
-        assert!(out.contains("Examples:\n  tincan "), "tincan {cmd} --help");
-    }
 }
 
 #[test]

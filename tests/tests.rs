@@ -4,6 +4,7 @@
 mod bench;
 mod chat;
 mod chat_redis;
+mod cli;
 mod echo;
 mod h2;
 mod http;

@@ -43,6 +43,11 @@ pub enum Protocol {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  tincan bench models --out /tmp/models              HTTP, 1 to 10,000 connections
+  tincan bench models --protocol echo --only event-epoll,threaded --connections 1,100
+  tincan bench models --replot /tmp/models/models.json --out /tmp/models    redraw the chart")]
 pub struct ModelsArgs {
     /// Connection counts to measure, comma-separated.
     #[arg(
@@ -61,9 +66,10 @@ pub struct ModelsArgs {
         allow_negative_numbers = true
     )]
     pub duration: f64,
-    /// Where to write models.md, models.json and models.svg.
-    #[arg(long, default_value = "bench/results", value_name = "DIR")]
-    pub out: PathBuf,
+    /// Where to write models.md, models.json and models.svg. [default: a new directory in
+    /// $TMPDIR (or /tmp), named when the run starts]
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
     /// What to load the servers with.
     #[arg(long, value_enum, default_value_t = Protocol::Http)]
     pub protocol: Protocol,
@@ -360,7 +366,48 @@ impl Drop for DocRoot {
     }
 }
 
+impl ModelsArgs {
+    /// `--out`, as [`run`] settled it.
+    fn out_dir(&self) -> &Path {
+        // INVARIANT: `run` sets `out` (to a new directory when none was given) before anything
+        // reads it.
+        self.out.as_deref().unwrap_or(Path::new("."))
+    }
+}
+
+/// The directory the results go to: `--out` (made if missing), or a new one in the temporary
+/// directory, so that a run never writes into whatever directory it was started in.
+fn out_dir(given: Option<PathBuf>) -> Result<PathBuf> {
+    let dir = match given {
+        Some(dir) => dir,
+        None => {
+            let since = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let name = format!("tincan-models-{}-{}", std::process::id(), since.as_secs());
+            let dir = std::env::temp_dir().join(name);
+            std::fs::create_dir(&dir)
+                .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+            eprintln!(
+                "the table, chart and figures go to {} (--out DIR to choose)",
+                dir.display()
+            );
+            return Ok(dir);
+        }
+    };
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::Setup(format!(
+            "--out {} is a file; give a directory for the table, chart and figures",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    Ok(dir)
+}
+
 pub fn run(mut a: ModelsArgs) -> Result<()> {
+    a.out = Some(out_dir(a.out.take())?);
     if let Some(file) = a.replot.clone() {
         let (chosen, points) = load_points(&file, &mut a)?;
         return write_outputs(&a, &chosen, &points, false);
@@ -406,14 +453,6 @@ pub fn run(mut a: ModelsArgs) -> Result<()> {
     clean_up_on_interrupt()?;
     let root = DocRoot::new()?;
     let pin = Pinning::choose(&a);
-    if a.out.exists() && !a.out.is_dir() {
-        return Err(Error::Setup(format!(
-            "--out {} is a file; give a directory for the table, chart and figures",
-            a.out.display()
-        )));
-    }
-    std::fs::create_dir_all(&a.out)
-        .map_err(|e| Error::io(format!("cannot create {}", a.out.display()), e))?;
 
     let total = chosen.len() * a.connections.len();
     eprintln!(
@@ -514,14 +553,6 @@ fn write_outputs(
     points: &[Point],
     with_json: bool,
 ) -> Result<()> {
-    if a.out.exists() && !a.out.is_dir() {
-        return Err(Error::Setup(format!(
-            "--out {} is a file; give a directory for the table, chart and figures",
-            a.out.display()
-        )));
-    }
-    std::fs::create_dir_all(&a.out)
-        .map_err(|e| Error::io(format!("cannot create {}", a.out.display()), e))?;
     let what = match a.protocol {
         Protocol::Http => "HTTP GET of a 1 KiB file (tincan serve, keep-alive)".to_string(),
         Protocol::Echo => format!("{}-byte line echo round trips (tincan echo)", a.size),
@@ -529,13 +560,13 @@ fn write_outputs(
     let md = markdown(&what, chosen, a, points);
     print!("{md}");
     let write = |name: &str, body: &str| {
-        let p = a.out.join(name);
+        let p = a.out_dir().join(name);
         std::fs::write(&p, body).map_err(|e| Error::io(format!("cannot write {}", p.display()), e))
     };
     write("models.md", &md)?;
     write("models.svg", &svg(&what, chosen, points))?;
     if !with_json {
-        eprintln!("wrote {0}/models.md, {0}/models.svg", a.out.display());
+        eprintln!("wrote {0}/models.md, {0}/models.svg", a.out_dir().display());
         return Ok(());
     }
     let j = json!({
@@ -558,7 +589,7 @@ fn write_outputs(
     write("models.json", &format!("{j:#}\n"))?;
     eprintln!(
         "wrote {0}/models.md, {0}/models.svg, {0}/models.json",
-        a.out.display()
+        a.out_dir().display()
     );
     Ok(())
 }

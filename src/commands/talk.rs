@@ -25,9 +25,22 @@ pub const DEFAULT_PORT: u16 = 4040;
 /// is broken, and the connection is dropped rather than buffered without end.
 pub const MAX_INCOMING: usize = 16 * 1024 * 1024;
 
+/// `tincan talk --help` opens with these, as every subcommand's help does.
+macro_rules! talk_examples {
+    () => {
+        "\
+Examples:
+  tincan talk localhost                         the room of `tincan chat` on localhost:4040
+  tincan talk 192.0.2.7:5000                    another host and port
+  tincan talk localhost --tls --tls-ca cert.pem     a room over TLS (a self-signed cert.pem)
+  printf '/nick bot\\nhello\\n' | tincan talk localhost --wait 1    a script: send, read 1 s, quit"
+    };
+}
+
 /// Interactive chat client for `tincan chat`.
 #[derive(Args, Debug)]
-#[command(after_long_help = "\
+#[command(after_help = talk_examples!(), after_long_help = concat!(talk_examples!(), "
+
 Type a line and press enter to send it; what anyone in the room says (you included) is printed
 as it arrives. A line that is exactly q, or the end of input (Ctrl-D), quits. Empty lines are
 not sent. See `tincan chat --help` for /nick and /who. Control characters in what arrives are
@@ -42,7 +55,7 @@ that speaks NUL-terminated lines over it (socat, for one).
 
 With standard input not a terminal, every line is sent and then, with --wait, what arrives is
 printed for that many seconds before quitting. Exit status: 0 after a clean quit, 1 (with one
-line on stderr) when the server cannot be reached or drops the connection.")]
+line on stderr) when the server cannot be reached or drops the connection."))]
 pub struct TalkArgs {
     /// The chat server: HOST:PORT, [V6]:PORT, or HOST alone for port 4040.
     #[arg(value_name = "ADDR")]
