@@ -352,7 +352,7 @@ impl ServerArgs {
     /// Parse --listen (or default_listen when none given), bind each, drop privileges if
     /// --user, print `listening on ADDR` per listener on stdout (flushed; they are the first
     /// stdout lines, printed once the server can really serve), and build ServeOptions from the
-    /// flags (defaults from ServeOptions::default()).
+    /// flags (defaults from ServeOptions::default()). ADDR is as [`StartLine::Address`] says.
     pub fn setup(&self, default_listen: &str) -> crate::Result<(Vec<Listener>, ServeOptions)> {
         self.setup_with(default_listen, &TlsApp::default())
     }
@@ -364,16 +364,27 @@ impl ServerArgs {
         default_listen: &str,
         app: &TlsApp,
     ) -> crate::Result<(Vec<Listener>, ServeOptions)> {
-        self.setup_with_plain(default_listen, app, &[])
+        self.bind_all(default_listen, app, &[], StartLine::Address)
     }
 
-    /// [`setup_with`](Self::setup_with), and `plain` listeners besides, after the others in
-    /// the list: with TLS on, they alone speak none (their start lines say `http://`).
+    /// [`setup_with`](Self::setup_with) for an HTTP service, whose start lines are URLs
+    /// ([`StartLine::Url`]), and `plain` listeners besides, after the others in the list: with
+    /// TLS on, they alone speak none (their start lines say `http://`).
     pub fn setup_with_plain(
         &self,
         default_listen: &str,
         app: &TlsApp,
         plain: &[ListenAddr],
+    ) -> crate::Result<(Vec<Listener>, ServeOptions)> {
+        self.bind_all(default_listen, app, plain, StartLine::Url)
+    }
+
+    fn bind_all(
+        &self,
+        default_listen: &str,
+        app: &TlsApp,
+        plain: &[ListenAddr],
+        start: StartLine,
     ) -> crate::Result<(Vec<Listener>, ServeOptions)> {
         let mut opts = self.serve_options()?;
         let source = self.tls_source()?;
@@ -407,17 +418,13 @@ impl ServerArgs {
         // Signals must stop us gracefully from the moment a script can see the address.
         crate::model::Shutdown::for_process()
             .map_err(|e| crate::Error::io("installing the SIGINT/SIGTERM handlers", e))?;
-        let scheme = if opts.tls.is_some() { "https://" } else { "" };
-        announce(listeners.iter().enumerate().map(|(i, l)| {
-            let a = l.local_addr_string();
-            if a.starts_with("unix:") {
-                a
-            } else if i >= plain_from {
-                format!("http://{a}")
-            } else {
-                format!("{scheme}{a}")
-            }
-        }))?;
+        let tls = opts.tls.is_some();
+        announce(
+            listeners
+                .iter()
+                .enumerate()
+                .map(|(i, l)| start.line(&l.local_addr_string(), tls && i < plain_from)),
+        )?;
         if let Some(CertSource::SelfSigned(dir)) = &source {
             let cert = dir.join("cert.pem");
             let port = listeners.iter().find_map(|l| {
@@ -464,6 +471,44 @@ impl ServerArgs {
             .map_err(|e| crate::Error::io("installing the SIGINT/SIGTERM handlers", e))?;
         announce(sockets.iter().map(net::udp_addr_string))?;
         Ok((sockets, opts))
+    }
+}
+
+/// How a server's `listening on` line writes its address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartLine {
+    /// HTTP: a URL a terminal makes clickable and curl takes as it is (`http://127.0.0.1:8000`,
+    /// `https://[::1]:8443`), as Python's http.server, miniserve and Caddy print theirs.
+    Url,
+    /// Other protocols have no URL a browser or terminal would open, so the address is what
+    /// nc, socat and `tincan send`/`talk` take (`127.0.0.1:7007`, as ncat and NATS print
+    /// theirs); over TLS it is `tls://127.0.0.1:7007` (as NATS and MQTT clients spell a TLS
+    /// address), never `https://` for what is not HTTP.
+    Address,
+}
+
+impl StartLine {
+    /// The text after `listening on ` for a listener at `addr` (`HOST:PORT`, `[V6]:PORT` or
+    /// `unix:/path`), speaking TLS or not. A Unix socket stays `unix:/path` (curl
+    /// --unix-socket, socat UNIX-CONNECT).
+    pub fn line(self, addr: &str, tls: bool) -> String {
+        if addr.starts_with("unix:") {
+            return addr.to_string();
+        }
+        match (self, tls) {
+            (StartLine::Url, false) => format!("http://{addr}"),
+            (StartLine::Url, true) => format!("https://{addr}"),
+            (StartLine::Address, false) => addr.to_string(),
+            (StartLine::Address, true) => format!("tls://{addr}"),
+        }
+    }
+
+    /// The `HOST:PORT` (or `unix:/path`) in a start line's text: what scripts connect to.
+    pub fn address(text: &str) -> &str {
+        ["http://", "https://", "tls://"]
+            .iter()
+            .find_map(|s| text.strip_prefix(s))
+            .unwrap_or(text)
     }
 }
 

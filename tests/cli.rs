@@ -238,3 +238,72 @@ fn man_pages_are_valid_roff_with_every_flag_and_the_examples() {
          selftest, models\n"
     );
 }
+
+#[test]
+fn start_lines_are_urls_for_http_and_addresses_for_echo_and_chat() {
+    use crate::support::{curl, Server};
+    require("curl --version");
+    let dir = TempDir::new("start-lines");
+    let tls = dir.path().join("tls");
+    let tls = tls.to_str().unwrap();
+    let sock = dir.path().join("s.sock");
+    let unix = format!("unix:{}", sock.display());
+    let root = dir.path().to_str().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "a\n").unwrap();
+    let quiet = ["--access-log", "off"];
+    for (args, scheme) in [
+        (
+            vec!["serve", root, "-l", "127.0.0.1:0"],
+            "http://127.0.0.1:",
+        ),
+        (vec!["serve", root, "-l", "[::1]:0"], "http://[::1]:"),
+        (vec!["hello", "-l", "127.0.0.1:0"], "http://127.0.0.1:"),
+        (
+            vec!["serve", root, "-l", "127.0.0.1:0", "--tls-self-signed", tls],
+            "https://127.0.0.1:",
+        ),
+    ] {
+        let mut all = args.clone();
+        all.extend(quiet);
+        let srv = Server::start(&all);
+        let url = &srv.addrs[0];
+        assert!(url.starts_with(scheme), "{args:?}: {url}");
+        // The line is a URL curl takes as it is.
+        let cacert = format!("{tls}/cert.pem");
+        let mut curl_args = vec!["-o", "/dev/null", "-w", "%{http_code}", "-g"];
+        if scheme.starts_with("https") {
+            curl_args.extend(["--cacert", &cacert]);
+        }
+        let target = if args[0] == "serve" {
+            format!("{url}/a.txt")
+        } else {
+            url.clone()
+        };
+        curl_args.push(&target);
+        let out = curl(&format!("{args:?}"), &curl_args);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{args:?}");
+    }
+    for (args, want) in [
+        (vec!["echo", "-l", "127.0.0.1:0"], "127.0.0.1:"),
+        (vec!["chat", "-l", "127.0.0.1:0"], "127.0.0.1:"),
+        (vec!["echo", "-l", "127.0.0.1:0", "--udp"], "127.0.0.1:"),
+        (
+            vec!["echo", "-l", "127.0.0.1:0", "--tls-self-signed", tls],
+            "tls://127.0.0.1:",
+        ),
+        (
+            vec!["serve", root, "-l", &unix, "--access-log", "off"],
+            "unix:/",
+        ),
+    ] {
+        let srv = Server::start(&args);
+        let line = &srv.addrs[0];
+        assert!(line.starts_with(want), "{args:?}: {line}");
+        if !want.starts_with("unix:") {
+            // What follows the scheme is HOST:PORT, as nc and tincan send take it.
+            let bare = line.strip_prefix("tls://").unwrap_or(line);
+            bare.parse::<std::net::SocketAddr>()
+                .unwrap_or_else(|e| panic!("{args:?}: {line}: {e}"));
+        }
+    }
+}

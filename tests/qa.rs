@@ -205,7 +205,7 @@ fn an_unread_stdout_access_log_never_stalls_the_server_or_its_shutdown() {
     out.read_line(&mut line).unwrap();
     let addr = line
         .trim()
-        .strip_prefix("listening on ")
+        .strip_prefix("listening on http://")
         .unwrap()
         .to_string();
     let mut s = crate::support::connect(addr.parse().unwrap());

@@ -290,7 +290,7 @@ impl ServerProc {
         match rx.recv_timeout(START_LIMIT) {
             Ok(line) => match line
                 .strip_prefix("listening on ")
-                .and_then(|a| a.trim().parse().ok())
+                .and_then(|a| crate::cli::StartLine::address(a.trim()).parse().ok())
             {
                 Some(a) => {
                     proc.addr = a;

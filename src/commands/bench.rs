@@ -243,7 +243,7 @@ Examples:
   tincan bench selftest                  the generator against its own trivial responder
   tincan bench selftest --responder-only    only the responder, for another generator (wrk)")]
 pub struct SelftestArgs {
-    /// Only run the responder: print `listening on ADDR` and answer until killed (to drive it
+    /// Only run the responder: print `listening on http://ADDR` and answer until killed (to drive it
     /// with another generator, e.g. wrk, for comparison).
     #[arg(long)]
     pub responder_only: bool,
@@ -486,7 +486,7 @@ fn selftest(a: SelftestArgs) -> Result<()> {
     let responder =
         Responder::start(HELLO).map_err(|e| Error::io("cannot start the responder", e))?;
     if a.responder_only {
-        println!("listening on {}", responder.addr());
+        println!("listening on http://{}", responder.addr());
         loop {
             std::thread::park();
         }
