@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::commands;
 use crate::error::Error;
 use crate::model::{Model, PollerKind, ServeOptions};
+use crate::net::activation::{self, Kind};
 use crate::net::privileges::PrivilegeDrop;
 use crate::net::{self, BindOptions, ListenAddr, Listener};
 use crate::tls::client::Trust;
@@ -316,6 +317,20 @@ impl ServerArgs {
         }
     }
 
+    /// The sockets systemd passed ([`activation`]), which take the place of --listen.
+    fn activated(&self, kind: Kind) -> crate::Result<Option<Vec<socket2::Socket>>> {
+        let n = activation::pending();
+        if n > 0 && !self.listen.is_empty() {
+            return Err(Error::Usage(format!(
+                "systemd passed {n} listening socket{} (LISTEN_FDS), and --listen (or `listen` \
+                 in the config file) names addresses too; leave --listen out: the .socket \
+                 unit's ListenStream= says where to listen",
+                if n == 1 { "" } else { "s" }
+            )));
+        }
+        activation::take(kind)
+    }
+
     /// Where the TLS certificates come from, if the flags ask for TLS.
     pub fn tls_source(&self) -> crate::Result<Option<CertSource>> {
         if let Some(dir) = &self.tls_self_signed {
@@ -391,14 +406,23 @@ impl ServerArgs {
         if let Some(src) = &source {
             opts.tls = Some(crate::tls::settings(src, app)?);
         }
-        let addrs = self.addresses(default_listen)?;
         let bind_opts = self.bind_options();
-        let listeners = addrs
-            .iter()
-            .chain(plain)
-            .map(|a| net::bind(a, &bind_opts))
-            .collect::<crate::Result<Vec<Listener>>>()?;
-        let plain_from = addrs.len();
+        let mut listeners = match self.activated(Kind::Stream)? {
+            Some(sockets) => (sockets.into_iter())
+                .map(|s| {
+                    activation::listener(s, &bind_opts).map_err(|e| {
+                        Error::io("socket activation: cannot set up a passed socket", e)
+                    })
+                })
+                .collect::<crate::Result<Vec<Listener>>>()?,
+            None => (self.addresses(default_listen)?.iter())
+                .map(|a| net::bind(a, &bind_opts))
+                .collect::<crate::Result<Vec<Listener>>>()?,
+        };
+        let plain_from = listeners.len();
+        for a in plain {
+            listeners.push(net::bind(a, &bind_opts)?);
+        }
         if let Some(tls) = &mut opts.tls {
             tls.plain = listeners[plain_from..]
                 .iter()
@@ -459,12 +483,15 @@ impl ServerArgs {
                     .into(),
             ));
         }
-        let addrs = self.addresses(default_listen)?;
-        let bind_opts = self.bind_options();
-        let sockets = addrs
-            .iter()
-            .map(|a| net::bind_udp(a, &bind_opts))
-            .collect::<crate::Result<Vec<_>>>()?;
+        let sockets = match self.activated(Kind::Datagram)? {
+            Some(sockets) => sockets.into_iter().map(std::net::UdpSocket::from).collect(),
+            None => {
+                let bind_opts = self.bind_options();
+                (self.addresses(default_listen)?.iter())
+                    .map(|a| net::bind_udp(a, &bind_opts))
+                    .collect::<crate::Result<Vec<_>>>()?
+            }
+        };
         self.privileges().apply(&[])?;
         // Signals must stop us gracefully from the moment a script can see the address.
         crate::model::Shutdown::for_process()

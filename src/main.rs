@@ -7,6 +7,11 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 
 fn main() -> ExitCode {
+    // First, before any file is opened: descriptors from 3 on may be sockets systemd passed.
+    if let Err(e) = tincan::net::activation::receive() {
+        eprintln!("tincan: {e}");
+        return ExitCode::from(e.exit_code());
+    }
     let cli = match tincan::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => match e.kind() {

@@ -425,6 +425,21 @@ pub fn die_with_parent(sig: libc::c_int, parent: libc::pid_t) -> io::Result<bool
     Ok(std::os::unix::process::parent_id() as libc::pid_t == parent)
 }
 
+/// Own descriptor `fd`, which the parent left open for this process (systemd socket
+/// activation), after checking that it is open; close-on-exec is set, so that no CGI script or
+/// other child inherits a listening socket.
+pub fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD reads the descriptor's flags and touches no memory; it fails with EBADF
+    // for a number that is not open.
+    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    // SAFETY: as above; F_SETFD only changes the descriptor's own flags.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) })?;
+    // SAFETY: the descriptor is open (F_GETFD succeeded), and by the sd_listen_fds protocol the
+    // parent passed it for this process to own; it is taken before this process opens any
+    // file of its own, so nothing else here holds it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 pub fn getpid() -> libc::pid_t {
     std::process::id() as libc::pid_t
 }
