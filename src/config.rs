@@ -125,6 +125,9 @@ pub struct Config {
     // Responses and logging.
     pub header: Option<OneOrMany>,
     pub access_log: Option<String>,
+    /// `combined` or `json` (`--access-log-format`).
+    #[serde(default, deserialize_with = "named")]
+    pub access_log_format: Option<crate::protocol::http::access_log::LogFormat>,
     /// `false` hides the `Server` header (as nginx's `server_tokens`).
     pub server_tokens: Option<bool>,
     /// The flag's spelling, accepted too: `hide_server = true`.
@@ -347,6 +350,16 @@ impl Named for Model {
     }
     fn names() -> Vec<&'static str> {
         Model::ALL.map(Model::name).to_vec()
+    }
+}
+
+impl Named for crate::protocol::http::access_log::LogFormat {
+    const WHAT: &'static str = "log format";
+    fn from_name(name: &str) -> Option<Self> {
+        Self::from_name(name)
+    }
+    fn names() -> Vec<&'static str> {
+        Self::ALL.map(Self::name).to_vec()
     }
 }
 

@@ -13,6 +13,7 @@ use crate::config::{parse_size, Config};
 use crate::error::{Error, Result};
 use crate::model::{Model, SELECT_FILE_CACHE_FDS};
 use crate::protocol::http::access::{Cors, Guard, GuardError};
+use crate::protocol::http::access_log::LogFormat;
 use crate::protocol::http::gateway::{Gateway, GatewayConfig};
 use crate::protocol::http::static_files;
 use crate::protocol::http::{AccessLog, Handler, HttpOptions, HttpService, Limits};
@@ -66,9 +67,18 @@ pub struct HttpArgs {
     /// Add a header to every response ("Name: value"); repeatable.
     #[arg(help_heading = heading::HTTP, long = "header", value_name = "NAME: VALUE")]
     pub header: Vec<String>,
-    /// Access log in Combined Log Format: a file (appended), `-` for stdout, or `off`. [default: -]
+    /// Access log, one line per response (in --access-log-format): a file (appended), `-` for
+    /// stdout, or `off`. [default: -]
     #[arg(help_heading = heading::LOGGING, long, value_name = "PATH|-|off")]
     pub access_log: Option<String>,
+
+    /// How each access-log line is written: combined (Apache's and nginx's Combined Log
+    /// Format) or json (one object a line, with Caddy's field names: request.remote_ip,
+    /// request.method, request.uri, request.proto, request.headers, status, size, ts). What a
+    /// client sent is escaped either way: control bytes (and in combined every byte past
+    /// ASCII) as \xHH, as nginx writes them. [default: combined]
+    #[arg(help_heading = heading::LOGGING, long, value_name = "combined|json", value_parser = log_format_parser())]
+    pub access_log_format: Option<LogFormat>,
     /// Do not send the `Server: tincan` header.
     #[arg(help_heading = heading::HTTP, long)]
     pub hide_server: bool,
@@ -91,6 +101,13 @@ pub struct HttpArgs {
 
 fn parse_size_arg(s: &str) -> std::result::Result<u64, String> {
     parse_size(s)
+}
+
+/// `--access-log-format`: the formats' names, listed in `--help` and in the error for any other.
+fn log_format_parser() -> impl clap::builder::TypedValueParser<Value = LogFormat> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(LogFormat::ALL.map(LogFormat::name))
+        .map(|s| LogFormat::from_name(&s).expect("one of the listed names"))
 }
 
 /// Flags of the static-file handler.
@@ -530,9 +547,13 @@ impl HttpArgs {
             .clone()
             .or_else(|| cfg.access_log.clone())
             .unwrap_or_else(|| "-".into());
+        let format = self
+            .access_log_format
+            .or(cfg.access_log_format)
+            .unwrap_or_default();
         let access_log = match spec.as_str() {
             "off" | "" => None,
-            s => Some(AccessLog::open(s)?),
+            s => Some(AccessLog::open_as(s, format)?),
         };
         let server_tokens = !self.hide_server
             && cfg.server_tokens.unwrap_or(true)
