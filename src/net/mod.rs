@@ -117,6 +117,22 @@ impl FromStr for ListenAddr {
     }
 }
 
+/// A client's address with `port` added when it names a host alone: `HOST` → `HOST:PORT`,
+/// `[::1]` → `[::1]:PORT`, and a bare IPv6 address gets its brackets (`::1` → `[::1]:PORT`).
+pub fn with_default_port(addr: &str, port: u16) -> String {
+    if addr.ends_with(']') {
+        format!("{addr}:{port}")
+    } else if addr.starts_with('[') {
+        addr.to_string()
+    } else {
+        match addr.matches(':').count() {
+            0 => format!("{addr}:{port}"),
+            1 => addr.to_string(),
+            _ => format!("[{addr}]:{port}"),
+        }
+    }
+}
+
 /// The addresses a client's `HOST:PORT` (or `[V6]:PORT`) names, or the sentence that says
 /// what is wrong with it: no port, a port out of range, a host that does not resolve.
 pub fn resolve_host_port(s: &str) -> std::result::Result<Vec<SocketAddr>, String> {
