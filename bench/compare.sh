@@ -249,7 +249,7 @@ start_tincan() {
     local i
     for i in $(seq 1 100); do
         if grep -q '^listening on ' "$out"; then
-            TINCAN_ADDR=$(sed -n 's/^listening on //p' "$out" | head -1)
+            TINCAN_ADDR=$(sed -n -E 's,^listening on ([a-z]+://)?,,p' "$out" | head -1)
             return 0
         fi
         if ! kill -0 "$TINCAN_PID" 2>/dev/null; then break; fi

@@ -129,7 +129,7 @@ taskset -c 0 "$TINCAN" serve "$WORK/www" --listen 127.0.0.1:0 --workers 1 --acce
 TPID=$!
 PIDS+=($TPID)
 for i in $(seq 1 100); do grep -q '^listening on' "$WORK/t.out" && break; sleep 0.05; done
-TADDR=$(sed -n 's/^listening on //p' "$WORK/t.out" | head -1)
+TADDR=$(sed -n -E 's,^listening on ([a-z]+://)?,,p' "$WORK/t.out" | head -1)
 if [ -n "$TADDR" ]; then
     measure tincan $TPID "${TADDR%:*}" "${TADDR##*:}"
 else

@@ -10,7 +10,7 @@ out=$(mktemp); pout=$(mktemp)
 "$BIN" hello --listen 127.0.0.1:0 --access-log off --model prefork --workers 2 --poller "$POLLER" "$@" >"$out" 2>/dev/null &
 srv=$!
 for _ in $(seq 100); do grep -q '^listening on ' "$out" && break; sleep 0.05; done
-addr=$(sed -n 's/^listening on //p' "$out" | head -1)
+addr=$(sed -n -E 's,^listening on ([a-z]+://)?,,p' "$out" | head -1)
 sleep 0.3
 workers=$(cat /proc/$srv/task/*/children | tr ' ' '\n' | grep . | paste -sd,)
 perf stat --per-thread -x, -e syscalls:sys_exit_accept4 --filter "${FILTER:-ret >= 0}" -p "$workers" -o "$pout" &

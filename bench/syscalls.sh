@@ -77,7 +77,7 @@ run_tincan() {
     local i
     for i in $(seq 1 200); do grep -q '^listening on' "$out" && break; sleep 0.05; done
     local addr
-    addr=$(sed -n 's/^listening on //p' "$out" | head -1)
+    addr=$(sed -n -E 's,^listening on ([a-z]+://)?,,p' "$out" | head -1)
     [ -n "$addr" ] || { log "tincan serve did not start: $(head -3 "$WORK/tincan.err")"; kill $spid; return 1; }
     read -r got errs <<<"$(drive "http://$addr/1k.bin" "$1")"
     log "  tincan: $got replies, $errs errors"

@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::commands;
 use crate::error::Error;
 use crate::model::{Model, PollerKind, ServeOptions};
+use crate::net::activation::{self, Kind};
 use crate::net::privileges::PrivilegeDrop;
 use crate::net::{self, BindOptions, ListenAddr, Listener};
 use crate::tls::client::Trust;
@@ -18,7 +19,14 @@ use crate::tls::{CertFiles, CertSource, TlsApp};
 
 /// A web server and socket-server toolkit.
 #[derive(Parser, Debug)]
-#[command(name = "tincan", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "tincan",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = EXIT_STATUS
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -40,7 +48,35 @@ pub enum Command {
     Hello(commands::hello::HelloArgs),
     /// Load generator and model comparison.
     Bench(commands::bench::BenchArgs),
+
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions(commands::docs::CompletionsArgs),
+    /// Print a manual page (roff) for tincan or one of its subcommands.
+    Man(commands::docs::ManArgs),
 }
+
+/// The headings `--help` groups the server flags under, in the order a new user needs them.
+pub mod heading {
+    pub const LISTENING: &str = "Listening";
+    pub const TLS: &str = "TLS";
+    pub const FILES: &str = "Files";
+    pub const ACCESS: &str = "Access control";
+    pub const HTTP: &str = "HTTP";
+    pub const LIMITS: &str = "Limits";
+    pub const GATEWAY: &str = "Proxy and CGI";
+    pub const LOGGING: &str = "Logging";
+    pub const CONCURRENCY: &str = "Concurrency";
+    pub const PRIVILEGES: &str = "Privileges";
+}
+
+/// The exit status contract, shown by `tincan --help` (README "Exit status").
+pub const EXIT_STATUS: &str = "\
+Exit status:
+  0    success (a server stopped by SIGINT/SIGTERM after its grace period)
+  1    the command is valid but could not be carried out: a file or directory missing or
+       unusable, a port in use, a server that does not answer
+  2    the command line or config file is wrong as written (unknown flag or key, bad value)
+  130  tincan bench interrupted by Ctrl-C";
 
 /// Flags shared by every server subcommand.
 // The `--help` text is these doc comments as written: `[V6]` is a literal, not a doc link.
@@ -50,39 +86,39 @@ pub struct ServerArgs {
     /// Address to listen on: HOST:PORT, [V6]:PORT, :PORT (all interfaces) or unix:/path.
     /// Repeat for several. Port 0 picks a free port; the bound address is printed first.
     /// [default: 127.0.0.1 on the command's port: serve 8000, hello 8080, echo 7007, chat 4040]
-    #[arg(long = "listen", short = 'l', value_name = "ADDR")]
+    #[arg(help_heading = heading::LISTENING, long = "listen", short = 'l', value_name = "ADDR")]
     pub listen: Vec<String>,
 
     /// Concurrency model. [default: event]
-    #[arg(long, value_parser = model_parser())]
+    #[arg(help_heading = heading::CONCURRENCY, long, value_parser = model_parser())]
     pub model: Option<Model>,
 
     /// Worker processes (prefork) or event-loop threads (event). [default: available cores]
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    #[arg(help_heading = heading::CONCURRENCY, long, value_name = "N", allow_negative_numbers = true)]
     pub workers: Option<usize>,
 
     /// Readiness API for the event model. [default: epoll]
-    #[arg(long, value_parser = poller_parser())]
+    #[arg(help_heading = heading::CONCURRENCY, long, value_parser = poller_parser())]
     pub poller: Option<PollerKind>,
 
     /// Connections served at once; further ones wait in the listen backlog. [default: 10000]
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    #[arg(help_heading = heading::CONCURRENCY, long, value_name = "N", allow_negative_numbers = true)]
     pub max_connections: Option<usize>,
 
     /// Listen backlog: connections the kernel queues before they are accepted (Linux caps it
     /// at net.core.somaxconn). [default: 4096]
-    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    #[arg(help_heading = heading::LISTENING, long, value_name = "N", allow_negative_numbers = true)]
     pub backlog: Option<i32>,
 
     /// Event and prefork models: microseconds an idle worker keeps polling before it sleeps,
     /// so that a client on the same machine finds it awake (lower latency for one busy
     /// connection, at the cost of CPU time and system calls). The window adapts: a worker
     /// whose work comes further apart than this does not poll. At most 1000. [default: 0]
-    #[arg(long, value_name = "MICROSECONDS", allow_negative_numbers = true)]
+    #[arg(help_heading = heading::CONCURRENCY, long, value_name = "MICROSECONDS", allow_negative_numbers = true)]
     pub busy_poll: Option<u64>,
 
     /// Set SO_REUSEPORT on the listening sockets.
-    #[arg(long)]
+    #[arg(help_heading = heading::LISTENING, long)]
     pub reuse_port: bool,
 
     /// Seconds the kernel may hold a new TCP connection until its first bytes arrive before
@@ -91,29 +127,29 @@ pub struct ServerArgs {
     /// instead of twice: less server CPU, but the wake-up no longer overlaps the client's
     /// first write, so one client at a time waits longer. For protocols whose client speaks
     /// first. At most 600. [default: 0]
-    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    #[arg(help_heading = heading::LISTENING, long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub defer_accept: Option<i64>,
 
     /// Seconds in-flight work may take to finish after SIGINT/SIGTERM. [default: 10]
-    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    #[arg(help_heading = heading::CONCURRENCY, long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub grace: Option<f64>,
 
     /// Seconds a peer may refuse to accept output before its connection is closed.
     /// [default: 60]
-    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    #[arg(help_heading = heading::CONCURRENCY, long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub send_timeout: Option<f64>,
 
     /// After binding, switch to this user (by name or uid). Requires starting as root.
-    #[arg(long, value_name = "NAME")]
+    #[arg(help_heading = heading::PRIVILEGES, long, value_name = "NAME")]
     pub user: Option<String>,
 
     /// After binding, switch to this group (default: the user's primary group).
-    #[arg(long, value_name = "NAME")]
+    #[arg(help_heading = heading::PRIVILEGES, long, value_name = "NAME")]
     pub group: Option<String>,
 
     /// File-creation mask to set after dropping privileges, in octal (e.g. 007). [default:
     /// unchanged]
-    #[arg(long, value_name = "OCTAL")]
+    #[arg(help_heading = heading::PRIVILEGES, long, value_name = "OCTAL")]
     pub umask: Option<String>,
 
     /// Speak TLS (HTTPS for `serve` and `hello`) on every --listen, with this certificate
@@ -121,17 +157,17 @@ pub struct ServerArgs {
     /// for several certificates: each client gets the one whose names match the name it asks
     /// for (SNI); the first pair serves clients that ask for no name or an unknown one.
     /// SIGHUP rereads them all (a failure keeps the ones in use), dropping no connection.
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = heading::TLS, long, value_name = "FILE")]
     pub tls_cert: Vec<PathBuf>,
 
     /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of the --tls-cert before it.
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = heading::TLS, long, value_name = "FILE")]
     pub tls_key: Vec<PathBuf>,
 
     /// Speak TLS with a self-signed certificate for localhost, 127.0.0.1 and ::1, made at the
     /// first start and kept in DIR as cert.pem and key.pem (reused after). For trying HTTPS
     /// out: clients must be told to trust DIR/cert.pem (curl --cacert DIR/cert.pem).
-    #[arg(long, value_name = "DIR", conflicts_with = "tls_cert")]
+    #[arg(help_heading = heading::TLS, long, value_name = "DIR", conflicts_with = "tls_cert")]
     pub tls_self_signed: Option<PathBuf>,
 }
 
@@ -281,6 +317,20 @@ impl ServerArgs {
         }
     }
 
+    /// The sockets systemd passed ([`activation`]), which take the place of --listen.
+    fn activated(&self, kind: Kind) -> crate::Result<Option<Vec<socket2::Socket>>> {
+        let n = activation::pending();
+        if n > 0 && !self.listen.is_empty() {
+            return Err(Error::Usage(format!(
+                "systemd passed {n} listening socket{} (LISTEN_FDS), and --listen (or `listen` \
+                 in the config file) names addresses too; leave --listen out: the .socket \
+                 unit's ListenStream= says where to listen",
+                if n == 1 { "" } else { "s" }
+            )));
+        }
+        activation::take(kind)
+    }
+
     /// Where the TLS certificates come from, if the flags ask for TLS.
     pub fn tls_source(&self) -> crate::Result<Option<CertSource>> {
         if let Some(dir) = &self.tls_self_signed {
@@ -317,7 +367,7 @@ impl ServerArgs {
     /// Parse --listen (or default_listen when none given), bind each, drop privileges if
     /// --user, print `listening on ADDR` per listener on stdout (flushed; they are the first
     /// stdout lines, printed once the server can really serve), and build ServeOptions from the
-    /// flags (defaults from ServeOptions::default()).
+    /// flags (defaults from ServeOptions::default()). ADDR is as [`StartLine::Address`] says.
     pub fn setup(&self, default_listen: &str) -> crate::Result<(Vec<Listener>, ServeOptions)> {
         self.setup_with(default_listen, &TlsApp::default())
     }
@@ -329,30 +379,50 @@ impl ServerArgs {
         default_listen: &str,
         app: &TlsApp,
     ) -> crate::Result<(Vec<Listener>, ServeOptions)> {
-        self.setup_with_plain(default_listen, app, &[])
+        self.bind_all(default_listen, app, &[], StartLine::Address)
     }
 
-    /// [`setup_with`](Self::setup_with), and `plain` listeners besides, after the others in
-    /// the list: with TLS on, they alone speak none (their start lines say `http://`).
+    /// [`setup_with`](Self::setup_with) for an HTTP service, whose start lines are URLs
+    /// ([`StartLine::Url`]), and `plain` listeners besides, after the others in the list: with
+    /// TLS on, they alone speak none (their start lines say `http://`).
     pub fn setup_with_plain(
         &self,
         default_listen: &str,
         app: &TlsApp,
         plain: &[ListenAddr],
     ) -> crate::Result<(Vec<Listener>, ServeOptions)> {
+        self.bind_all(default_listen, app, plain, StartLine::Url)
+    }
+
+    fn bind_all(
+        &self,
+        default_listen: &str,
+        app: &TlsApp,
+        plain: &[ListenAddr],
+        start: StartLine,
+    ) -> crate::Result<(Vec<Listener>, ServeOptions)> {
         let mut opts = self.serve_options()?;
         let source = self.tls_source()?;
         if let Some(src) = &source {
             opts.tls = Some(crate::tls::settings(src, app)?);
         }
-        let addrs = self.addresses(default_listen)?;
         let bind_opts = self.bind_options();
-        let listeners = addrs
-            .iter()
-            .chain(plain)
-            .map(|a| net::bind(a, &bind_opts))
-            .collect::<crate::Result<Vec<Listener>>>()?;
-        let plain_from = addrs.len();
+        let mut listeners = match self.activated(Kind::Stream)? {
+            Some(sockets) => (sockets.into_iter())
+                .map(|s| {
+                    activation::listener(s, &bind_opts).map_err(|e| {
+                        Error::io("socket activation: cannot set up a passed socket", e)
+                    })
+                })
+                .collect::<crate::Result<Vec<Listener>>>()?,
+            None => (self.addresses(default_listen)?.iter())
+                .map(|a| net::bind(a, &bind_opts))
+                .collect::<crate::Result<Vec<Listener>>>()?,
+        };
+        let plain_from = listeners.len();
+        for a in plain {
+            listeners.push(net::bind(a, &bind_opts)?);
+        }
         if let Some(tls) = &mut opts.tls {
             tls.plain = listeners[plain_from..]
                 .iter()
@@ -372,17 +442,13 @@ impl ServerArgs {
         // Signals must stop us gracefully from the moment a script can see the address.
         crate::model::Shutdown::for_process()
             .map_err(|e| crate::Error::io("installing the SIGINT/SIGTERM handlers", e))?;
-        let scheme = if opts.tls.is_some() { "https://" } else { "" };
-        announce(listeners.iter().enumerate().map(|(i, l)| {
-            let a = l.local_addr_string();
-            if a.starts_with("unix:") {
-                a
-            } else if i >= plain_from {
-                format!("http://{a}")
-            } else {
-                format!("{scheme}{a}")
-            }
-        }))?;
+        let tls = opts.tls.is_some();
+        announce(
+            listeners
+                .iter()
+                .enumerate()
+                .map(|(i, l)| start.line(&l.local_addr_string(), tls && i < plain_from)),
+        )?;
         if let Some(CertSource::SelfSigned(dir)) = &source {
             let cert = dir.join("cert.pem");
             let port = listeners.iter().find_map(|l| {
@@ -417,18 +483,59 @@ impl ServerArgs {
                     .into(),
             ));
         }
-        let addrs = self.addresses(default_listen)?;
-        let bind_opts = self.bind_options();
-        let sockets = addrs
-            .iter()
-            .map(|a| net::bind_udp(a, &bind_opts))
-            .collect::<crate::Result<Vec<_>>>()?;
+        let sockets = match self.activated(Kind::Datagram)? {
+            Some(sockets) => sockets.into_iter().map(std::net::UdpSocket::from).collect(),
+            None => {
+                let bind_opts = self.bind_options();
+                (self.addresses(default_listen)?.iter())
+                    .map(|a| net::bind_udp(a, &bind_opts))
+                    .collect::<crate::Result<Vec<_>>>()?
+            }
+        };
         self.privileges().apply(&[])?;
         // Signals must stop us gracefully from the moment a script can see the address.
         crate::model::Shutdown::for_process()
             .map_err(|e| crate::Error::io("installing the SIGINT/SIGTERM handlers", e))?;
         announce(sockets.iter().map(net::udp_addr_string))?;
         Ok((sockets, opts))
+    }
+}
+
+/// How a server's `listening on` line writes its address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartLine {
+    /// HTTP: a URL a terminal makes clickable and curl takes as it is (`http://127.0.0.1:8000`,
+    /// `https://[::1]:8443`), as Python's http.server, miniserve and Caddy print theirs.
+    Url,
+    /// Other protocols have no URL a browser or terminal would open, so the address is what
+    /// nc, socat and `tincan send`/`talk` take (`127.0.0.1:7007`, as ncat and NATS print
+    /// theirs); over TLS it is `tls://127.0.0.1:7007` (as NATS and MQTT clients spell a TLS
+    /// address), never `https://` for what is not HTTP.
+    Address,
+}
+
+impl StartLine {
+    /// The text after `listening on ` for a listener at `addr` (`HOST:PORT`, `[V6]:PORT` or
+    /// `unix:/path`), speaking TLS or not. A Unix socket stays `unix:/path` (curl
+    /// --unix-socket, socat UNIX-CONNECT).
+    pub fn line(self, addr: &str, tls: bool) -> String {
+        if addr.starts_with("unix:") {
+            return addr.to_string();
+        }
+        match (self, tls) {
+            (StartLine::Url, false) => format!("http://{addr}"),
+            (StartLine::Url, true) => format!("https://{addr}"),
+            (StartLine::Address, false) => addr.to_string(),
+            (StartLine::Address, true) => format!("tls://{addr}"),
+        }
+    }
+
+    /// The `HOST:PORT` (or `unix:/path`) in a start line's text: what scripts connect to.
+    pub fn address(text: &str) -> &str {
+        ["http://", "https://", "tls://"]
+            .iter()
+            .find_map(|s| text.strip_prefix(s))
+            .unwrap_or(text)
     }
 }
 

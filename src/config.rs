@@ -1,7 +1,8 @@
 //! `tincan.toml`: every `tincan serve` flag as a key, so a deployment needs no long command line.
 //! Keys are the flag names with `-` written `_`; repeatable flags take arrays; flags given on the
-//! command line override the file. Unknown keys are refused with the key named (a typo must not
-//! silently fall back to a default). `examples/tincan.toml` documents every key.
+//! command line override the file. Unknown keys are refused with the key named and the nearest
+//! one suggested (a typo must not silently fall back to a default); a value of the wrong type
+//! names its key. `examples/tincan.toml` documents every key.
 //!
 //! This module only reads and types the file; the commands merge it with their flags.
 
@@ -124,6 +125,9 @@ pub struct Config {
     // Responses and logging.
     pub header: Option<OneOrMany>,
     pub access_log: Option<String>,
+    /// `combined` or `json` (`--access-log-format`).
+    #[serde(default, deserialize_with = "named")]
+    pub access_log_format: Option<crate::protocol::http::access_log::LogFormat>,
     /// `false` hides the `Server` header (as nginx's `server_tokens`).
     pub server_tokens: Option<bool>,
     /// The flag's spelling, accepted too: `hide_server = true`.
@@ -176,19 +180,135 @@ impl Config {
         Config::parse(&text).map_err(|e| Error::Usage(format!("{}: {e}", path.display())))
     }
 
-    /// Parse config text; the error is `line N: what is wrong`.
+    /// Parse config text; the error is `line N: what is wrong`, naming the key. Three passes,
+    /// so that each mistake gets its own sentence: is it TOML at all, is every key one we
+    /// know (else the nearest one), does every value have its key's type.
     pub fn parse(text: &str) -> std::result::Result<Config, String> {
+        let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+        let at = |span: Option<std::ops::Range<usize>>, msg: String| match span {
+            Some(s) => format!("line {}: {msg}", line_of(s.start)),
+            None => msg,
+        };
+        let message = |e: &toml::de::Error| {
+            plain_words(e.message().trim_end_matches('\n')).replace('\n', " ")
+        };
+        type Spanned<T> = toml::Spanned<T>;
+        let entries: Vec<(Spanned<String>, Spanned<toml::Value>)> = toml::from_str::<
+            std::collections::BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+        >(text)
+        .map_err(|e| {
+            at(
+                e.span(),
+                format!("this is not a TOML file ({})", message(&e)),
+            )
+        })?
+        .into_iter()
+        .collect();
+        let keys = keys();
+        for (k, v) in &entries {
+            if !keys.contains(&k.get_ref().as_str()) {
+                return Err(at(
+                    Some(k.span()),
+                    unknown_key(k.get_ref(), v.get_ref(), keys),
+                ));
+            }
+        }
         toml::from_str(text).map_err(|e: toml::de::Error| {
-            let msg = plain_words(e.message().trim_end_matches('\n')).replace('\n', " ");
-            match e.span() {
-                Some(span) => {
-                    let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
-                    format!("line {line}: {msg}")
-                }
-                None => msg,
+            let msg = message(&e);
+            let key = e.span().and_then(|s| {
+                (entries.iter())
+                    .find(|(_, v)| v.span().contains(&s.start))
+                    .map(|(k, _)| k.get_ref().clone())
+            });
+            match key {
+                Some(key) => at(e.span(), wrong_type(&key, &msg)),
+                None => at(e.span(), msg),
             }
         })
     }
+}
+
+/// The keys [`Config`] takes, as serde knows them (so they cannot drift from the struct).
+pub fn keys() -> &'static [&'static str] {
+    use serde::de::{self, Visitor};
+    /// A deserializer that only records the field names a struct asks for.
+    struct Fields<'a>(&'a std::cell::Cell<&'static [&'static str]>);
+    impl<'de> serde::Deserializer<'de> for Fields<'_> {
+        type Error = de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(
+            self,
+            _: V,
+        ) -> std::result::Result<V::Value, Self::Error> {
+            Err(de::Error::custom("only the field names are asked for"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> std::result::Result<V::Value, Self::Error> {
+            self.0.set(fields);
+            Err(de::Error::custom("only the field names are asked for"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+    static KEYS: std::sync::OnceLock<&'static [&'static str]> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let cell = std::cell::Cell::new(&[][..]);
+        let _ = Config::deserialize(Fields(&cell));
+        cell.get()
+    })
+}
+
+/// The sentence for a key `Config` does not have: the flag spelling (`max-body`), a near miss
+/// (`max_bdy`), a section (`[serve]`), or none of these.
+fn unknown_key(key: &str, value: &toml::Value, keys: &[&str]) -> String {
+    let underscored = key.replace('-', "_");
+    if underscored != key && keys.contains(&underscored.as_str()) {
+        return format!(
+            "`{key}` is the flag's spelling; keys are written with `_`: `{underscored}`"
+        );
+    }
+    if value.is_table() {
+        return format!(
+            "unknown section [{key}]; tincan.toml has no sections: write its keys at the top"
+        );
+    }
+    // Jaro similarity, as clap's "a similar argument exists", but stricter: `foo` is not a
+    // misspelt `follow_symlinks`.
+    let nearest = keys
+        .iter()
+        .map(|k| (strsim::jaro(&underscored, k), *k))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .filter(|(score, _)| *score > 0.8);
+    if let Some((_, k)) = nearest {
+        return format!("unknown key `{key}`; did you mean `{k}`?");
+    }
+    format!(
+        "unknown key `{key}`; the keys are the `tincan serve` flags with `-` written `_` \
+         (see tincan serve --help)"
+    )
+}
+
+/// A value of the wrong type, said with its key: serde's "invalid type: string \"5s\",
+/// expected a number (of seconds)" becomes "`head_timeout` takes a number (of seconds), not
+/// the string \"5s\"".
+fn wrong_type(key: &str, msg: &str) -> String {
+    let found_expected = msg
+        .strip_prefix("invalid type: ")
+        .or_else(|| msg.strip_prefix("invalid value: "))
+        .and_then(|r| r.split_once(", expected "));
+    if let Some((found, expected)) = found_expected {
+        return format!("`{key}` takes {expected}, not the {found}");
+    }
+    if let Some(expected) = msg.strip_prefix("expected ") {
+        return format!("`{key}` takes {expected}");
+    }
+    format!("`{key}`: {msg}")
 }
 
 /// serde names Rust types in its messages (`expected usize`, `untagged enum OneOrMany`); a
@@ -230,6 +350,16 @@ impl Named for Model {
     }
     fn names() -> Vec<&'static str> {
         Model::ALL.map(Model::name).to_vec()
+    }
+}
+
+impl Named for crate::protocol::http::access_log::LogFormat {
+    const WHAT: &'static str = "log format";
+    fn from_name(name: &str) -> Option<Self> {
+        Self::from_name(name)
+    }
+    fn names() -> Vec<&'static str> {
+        Self::ALL.map(Self::name).to_vec()
     }
 }
 
@@ -296,10 +426,77 @@ mod tests {
     }
 
     #[test]
-    fn unknown_keys_are_refused_by_name_and_line() {
-        let err = Config::parse("listen = \":8000\"\nmax_bdy = 5\n").unwrap_err();
-        assert!(err.starts_with("line 2: "), "{err}");
-        assert!(err.contains("max_bdy"), "{err}");
+    fn unknown_keys_are_refused_by_name_and_line_with_the_key_meant() {
+        for (text, want) in [
+            (
+                "listen = \":8000\"\nmax_bdy = 5\n",
+                "line 2: unknown key `max_bdy`; did you mean `max_body`?",
+            ),
+            (
+                "max-body = \"5m\"\n",
+                "line 1: `max-body` is the flag's spelling; keys are written with `_`: `max_body`",
+            ),
+            (
+                "\n\n[serve]\nlisten = \":1\"\n",
+                "line 3: unknown section [serve]; tincan.toml has no sections",
+            ),
+            (
+                "foo = 1\n",
+                "line 1: unknown key `foo`; the keys are the `tincan serve` flags",
+            ),
+        ] {
+            let err = Config::parse(text).unwrap_err();
+            assert!(err.starts_with(want), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_wrong_type_names_its_key_and_a_file_that_is_not_toml_says_so() {
+        for (text, want) in [
+            (
+                "listen = \":1\"\nhead_timeout = \"5s\"\n",
+                "line 2: `head_timeout` takes a number (of seconds), not the string \"5s\"",
+            ),
+            (
+                "workers = -1\n",
+                "line 1: `workers` takes a whole number, 0 or more, not the integer `-1`",
+            ),
+            (
+                "listen = [\n  \":1\",\n  2,\n]\n",
+                "`listen` takes a string or a list of strings",
+            ),
+            (
+                "model = \"fast\"\n",
+                "line 1: `model`: `fast` is not a model",
+            ),
+            ("<html>\n", "line 1: this is not a TOML file ("),
+            (
+                "listen = \":1\"\nlisten = \":2\"\n",
+                "line 2: this is not a TOML file (",
+            ),
+        ] {
+            let err = Config::parse(text).unwrap_err();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_key_list_is_the_structs_own() {
+        let keys = keys();
+        for k in [
+            "root",
+            "listen",
+            "max_body",
+            "tunnel_idle_timeout",
+            "archives",
+        ] {
+            assert!(keys.contains(&k), "{k}: {keys:?}");
+        }
+        // Every key is accepted alone (none is refused as unknown).
+        for k in keys {
+            let err = Config::parse(&format!("{k} = {{}}\n")).unwrap_err();
+            assert!(!err.contains("unknown"), "{k}: {err}");
+        }
     }
 
     #[test]

@@ -2,13 +2,16 @@
 
 use crate::model::ServeError;
 
-/// What can stop a `tincan` command. `main` prints it as one line and exits non-zero.
+/// What can stop a `tincan` command. `main` prints it as one line and exits with
+/// [`Error::exit_code`].
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The command line or config file asks for something impossible.
+    /// The command line or config file is wrong as written: fixing the command fixes it.
     #[error("{0}")]
     Usage(String),
-    /// A socket could not be bound or a privilege could not be dropped.
+    /// The command was understood but this machine cannot carry it out: a socket could not be
+    /// bound, a privilege dropped, or a file a flag names (document root, certificate, htpasswd
+    /// file, CGI directory) is missing or unusable.
     #[error("{0}")]
     Setup(String),
     #[error(transparent)]
@@ -24,7 +27,21 @@ pub enum Error {
     },
 }
 
+/// Exit status of a usage error, as clap, grep and curl use it.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status of every other failure.
+pub const EXIT_FAILURE: u8 = 1;
+
 impl Error {
+    /// 2 for a command line or config file that is wrong as written, 1 for a failure to carry
+    /// out a valid one (README "Exit status").
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage(_) => EXIT_USAGE,
+            _ => EXIT_FAILURE,
+        }
+    }
+
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
         Error::Io {
             context: context.into(),

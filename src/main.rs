@@ -7,19 +7,23 @@ use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
 
 fn main() -> ExitCode {
+    // First, before any file is opened: descriptors from 3 on may be sockets systemd passed.
+    if let Err(e) = tincan::net::activation::receive() {
+        eprintln!("tincan: {e}");
+        return ExitCode::from(e.exit_code());
+    }
     let cli = match tincan::cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => match e.kind() {
             ErrorKind::DisplayHelp
             | ErrorKind::DisplayVersion
             | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
-            // Exit code 2, as for every command-line mistake clap catches.
             _ => {
                 eprintln!(
                     "tincan: {}",
                     one_line(&e.render().to_string(), subcommand())
                 );
-                return ExitCode::from(2);
+                return ExitCode::from(tincan::error::EXIT_USAGE);
             }
         },
     };
@@ -28,7 +32,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tincan: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }
@@ -44,8 +48,20 @@ fn one_line(rendered: &str, subcommand: Option<String>) -> String {
         Some(sub) => format!("tincan {sub} --help"),
         None => "tincan --help".to_string(),
     };
+    let flag = unknown_flag(&msg);
+    if let Some(f) = &flag {
+        msg = format!("unknown flag '{f}'");
+    }
     for l in lines {
         if let Some(tip) = l.strip_prefix("tip: ") {
+            if flag.is_some() {
+                // "to pass '--tls' as a value, use '-- --tls'" answers a question nobody asked
+                // when the word was meant as a flag; a near spelling is worth a question.
+                if let Some(near) = tip.strip_prefix("a similar argument exists: ") {
+                    msg.push_str(&format!(" (did you mean {near}?)"));
+                }
+                continue;
+            }
             msg.push_str("; ");
             msg.push_str(tip);
         } else if let Some(values) = l
@@ -68,7 +84,44 @@ fn one_line(rendered: &str, subcommand: Option<String>) -> String {
             }
         }
     }
+    if let Some(hint) = flag.as_deref().and_then(|f| guessed_flag(f, &help)) {
+        msg = format!(
+            "unknown flag '{}'; {hint}",
+            flag.as_deref().unwrap_or_default()
+        );
+    }
     format!("{}; see '{help}'", in_words(&msg))
+}
+
+/// The flag in clap's "unexpected argument '--tls' found", when the word is a flag (starts
+/// with `-` and is not a negative number, which [`in_words`] explains).
+fn unknown_flag(msg: &str) -> Option<String> {
+    let word = msg
+        .strip_prefix("unexpected argument '")?
+        .strip_suffix("' found")?;
+    let is_number = word[1..].parse::<f64>().is_ok();
+    (word.starts_with('-') && word.len() > 1 && !is_number).then(|| word.to_string())
+}
+
+/// Flags other servers have that tincan spells otherwise: what to write instead, for the
+/// subcommands whose `--help` is `help`.
+fn guessed_flag(flag: &str, help: &str) -> Option<&'static str> {
+    let servers = ["serve", "hello", "echo", "chat"];
+    let is_server = servers.iter().any(|s| help == format!("tincan {s} --help"));
+    let name = flag.split('=').next().unwrap_or(flag);
+    match name {
+        "--tls" | "--ssl" | "--https" if is_server => Some(
+            "TLS is turned on by giving a certificate: --tls-cert FILE --tls-key FILE, or \
+             --tls-self-signed DIR",
+        ),
+        "--port" | "-p" if is_server => Some(
+            "give the port with --listen (-l): -l 8080 on 127.0.0.1, -l :8080 on every interface",
+        ),
+        "--root" | "--dir" if help == "tincan serve --help" => {
+            Some("the directory to serve is the argument itself: tincan serve DIR")
+        }
+        _ => None,
+    }
 }
 
 /// Rust's parse errors, and clap's advice for a value that starts with '-', as a user would

@@ -425,6 +425,21 @@ pub fn die_with_parent(sig: libc::c_int, parent: libc::pid_t) -> io::Result<bool
     Ok(std::os::unix::process::parent_id() as libc::pid_t == parent)
 }
 
+/// Own descriptor `fd`, which the parent left open for this process (systemd socket
+/// activation), after checking that it is open; close-on-exec is set, so that no CGI script or
+/// other child inherits a listening socket.
+pub fn take_inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_GETFD reads the descriptor's flags and touches no memory; it fails with EBADF
+    // for a number that is not open.
+    let flags = cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    // SAFETY: as above; F_SETFD only changes the descriptor's own flags.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) })?;
+    // SAFETY: the descriptor is open (F_GETFD succeeded), and by the sd_listen_fds protocol the
+    // parent passed it for this process to own; it is taken before this process opens any
+    // file of its own, so nothing else here holds it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 pub fn getpid() -> libc::pid_t {
     std::process::id() as libc::pid_t
 }
@@ -861,6 +876,47 @@ pub(crate) mod counting_alloc {
 
     #[global_allocator]
     static ALLOCATOR: Counting = Counting;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Terminal modes (termios), for `tincan talk`'s line editor.
+
+/// A terminal switched to read keys one at a time without echoing them; dropping it puts back
+/// the settings it found.
+#[derive(Debug)]
+pub struct KeyByKey {
+    fd: RawFd,
+    saved: libc::termios,
+}
+
+impl KeyByKey {
+    /// Switch the terminal on `fd` off its line discipline: no canonical (line) mode, no echo,
+    /// no signals from Ctrl-C (the reader sees the byte and quits cleanly, restoring the
+    /// terminal); output processing stays on, so `\n` still starts a line.
+    pub fn new(fd: BorrowedFd<'_>) -> io::Result<KeyByKey> {
+        // SAFETY: termios is plain data that tcgetattr fills; zeroes are a valid value of it.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: the descriptor is borrowed, so open for the call; `t` is a valid termios.
+        cvt(unsafe { libc::tcgetattr(fd.as_raw_fd(), &mut t) })?;
+        let saved = t;
+        t.c_lflag &= !(libc::ICANON | libc::ECHO | libc::ISIG | libc::IEXTEN);
+        t.c_cc[libc::VMIN] = 1;
+        t.c_cc[libc::VTIME] = 0;
+        // SAFETY: as above; `t` is the terminal's own settings with four flags changed.
+        cvt(unsafe { libc::tcsetattr(fd.as_raw_fd(), libc::TCSANOW, &t) })?;
+        Ok(KeyByKey {
+            fd: fd.as_raw_fd(),
+            saved,
+        })
+    }
+}
+
+impl Drop for KeyByKey {
+    fn drop(&mut self) {
+        // SAFETY: `saved` came from tcgetattr on this descriptor (standard input, open for the
+        // life of the process); a failure leaves the terminal as it is, nothing worse.
+        unsafe { libc::tcsetattr(self.fd, libc::TCSANOW, &self.saved) };
+    }
 }
 
 #[cfg(test)]

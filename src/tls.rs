@@ -74,9 +74,9 @@ pub fn load_pair(files: &CertFiles) -> Result<Arc<CertifiedKey>> {
     let signing = provider()
         .key_provider
         .load_private_key(key_der)
-        .map_err(|e| Error::Usage(format!("cannot use the key in {}: {e}", key.display())))?;
+        .map_err(|e| Error::Setup(format!("cannot use the key in {}: {e}", key.display())))?;
     if let Err(e) = webpki::EndEntityCert::try_from(&chain[0]) {
-        return Err(Error::Usage(format!(
+        return Err(Error::Setup(format!(
             "the first certificate in {} is not a valid X.509 certificate ({e:?})",
             cert.display()
         )));
@@ -85,7 +85,7 @@ pub fn load_pair(files: &CertFiles) -> Result<Arc<CertifiedKey>> {
     match certified.keys_match() {
         Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {}
         Err(_) => {
-            return Err(Error::Usage(format!(
+            return Err(Error::Setup(format!(
                 "the key in {} does not belong to the certificate in {}",
                 key.display(),
                 cert.display()
@@ -100,7 +100,7 @@ fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
         .and_then(|it| it.collect::<std::result::Result<Vec<_>, _>>())
         .map_err(|e| pem_error(path, "certificate", e))?;
     if chain.is_empty() {
-        return Err(Error::Usage(format!(
+        return Err(Error::Setup(format!(
             "{} holds no PEM certificate (\"-----BEGIN CERTIFICATE-----\")",
             path.display()
         )));
@@ -116,7 +116,7 @@ fn pem_error(path: &Path, what: &str, e: rustls_pki_types::pem::Error) -> Error 
         P::NoItemsFound => format!("it holds no PEM {what}"),
         other => format!("it is not valid PEM ({other:?})"),
     };
-    Error::Usage(format!("cannot use {}: {why}", path.display()))
+    Error::Setup(format!("cannot use {}: {why}", path.display()))
 }
 
 /// Certificates chosen by the name the client asks for (SNI, RFC 6066 §3), matched against

@@ -816,24 +816,7 @@ fn talk_in_a_terminal_shows_both_sides_of_a_conversation_and_quits_on_q() {
     let sock = format!("tincan-test-{}", std::process::id());
     // Each pane runs talk, then prints its exit status, so a clean `q` shows as EXIT=0.
     let cmd = format!("{} talk {addr}; echo EXIT=$?; sleep 60", support::bin());
-    let _tmux = TmuxServer(sock.clone());
-    for pane in ["alice", "bob"] {
-        tmux(
-            &sock,
-            &[
-                "new-session",
-                "-d",
-                "-s",
-                pane,
-                "-x",
-                "150",
-                "-y",
-                "30",
-                &cmd,
-            ],
-        );
-        pane_shows(&sock, pane, "Type messages");
-    }
+    let _tmux = talkers(&sock, &cmd);
     tmux(&sock, &["send-keys", "-t", "alice", "/nick alice", "Enter"]);
     pane_shows(&sock, "bob", "is now known as alice");
     tmux(&sock, &["send-keys", "-t", "alice", "hello bob", "Enter"]);
@@ -847,6 +830,64 @@ fn talk_in_a_terminal_shows_both_sides_of_a_conversation_and_quits_on_q() {
     pane_shows(&sock, "bob", "* alice left");
     tmux(&sock, &["send-keys", "-t", "bob", "q", "Enter"]);
     pane_shows(&sock, "bob", "EXIT=0");
+}
+
+/// The line being typed stays whole when a message arrives (it is drawn again below it), a
+/// line sent shows once (as the room's echo with the sender's name, not also as typed), and
+/// `/help` is answered in the client, never sent to the room.
+#[test]
+fn talk_keeps_the_line_being_typed_and_shows_a_sent_line_once() {
+    support::require("command -v tmux");
+    let server = start(chat_models()[0], &[]);
+    let addr = server.addr().to_string();
+    let sock = format!("tincan-test-edit-{}", std::process::id());
+    // The terminal's settings before and after must be the same (talk reads keys one by one).
+    let cmd = format!(
+        "S=$(stty -g); {} talk {addr}; echo EXIT=$?; [ \"$(stty -g)\" = \"$S\" ] && echo RE''STORED; \
+         sleep 60",
+        support::bin()
+    );
+    let _tmux = talkers(&sock, &cmd);
+    tmux(&sock, &["send-keys", "-t", "alice", "/nick alice", "Enter"]);
+    pane_shows(&sock, "bob", "is now known as alice");
+    // Alice is halfway through a line (with a typo corrected) when Bob speaks.
+    tmux(&sock, &["send-keys", "-t", "alice", "-l", "half a linx"]);
+    tmux(&sock, &["send-keys", "-t", "alice", "BSpace", "e"]);
+    pane_shows(&sock, "alice", "> half a line");
+    tmux(&sock, &["send-keys", "-t", "bob", "hi alice", "Enter"]);
+    let text = pane_shows(&sock, "alice", ": hi alice");
+    let rows: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(rows.last(), Some(&"> half a line"), "{text}");
+    assert!(rows[rows.len() - 2].ends_with(": hi alice"), "{text}");
+    // Enter: the line goes, and comes back once, as the room says it.
+    tmux(&sock, &["send-keys", "-t", "alice", "Enter"]);
+    pane_shows(&sock, "bob", "alice: half a line");
+    let text = pane_shows(&sock, "alice", "alice: half a line");
+    assert_eq!(text.matches("half a line").count(), 1, "{text}");
+    // /help is answered here, not sent.
+    tmux(&sock, &["send-keys", "-t", "alice", "/help", "Enter"]);
+    pane_shows(&sock, "alice", "/nick NAME   be known as NAME in the room");
+    tmux(&sock, &["send-keys", "-t", "alice", "after help", "Enter"]);
+    let bob = pane_shows(&sock, "bob", "alice: after help");
+    assert!(!bob.contains(": /help"), "{bob}");
+    // Ctrl-C quits cleanly, and the terminal is given back as it was.
+    tmux(&sock, &["send-keys", "-t", "alice", "C-c"]);
+    pane_shows(&sock, "alice", "EXIT=0");
+    pane_shows(&sock, "alice", "RESTORED");
+}
+
+/// Two tmux sessions, `alice` and `bob`, each running `cmd` (a talk), once both are connected.
+fn talkers(sock: &str, cmd: &str) -> TmuxServer {
+    let server = TmuxServer(sock.to_string());
+    for pane in ["alice", "bob"] {
+        let size = ["-x", "150", "-y", "30"];
+        let mut args = vec!["new-session", "-d", "-s", pane];
+        args.extend(size);
+        args.push(cmd);
+        tmux(sock, &args);
+        pane_shows(sock, pane, "Type messages");
+    }
+    server
 }
 
 /// A private tmux server (its own socket name), killed when the test ends however it ends.

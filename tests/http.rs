@@ -995,3 +995,83 @@ fn a_silent_client_after_its_408_holds_the_iterative_server_half_a_second_not_tw
     // The slow one got its answer.
     assert_eq!(slow.response(false).status, 408);
 }
+
+/// What a client sends reaches the access log escaped, in both formats: bytes that are not
+/// UTF-8, control bytes and quotes as `\xHH` (nginx's way), so no request can write a line of
+/// its own; the JSON lines are read back by Python's json module.
+#[test]
+fn access_log_lines_in_combined_and_json_escape_what_clients_send() {
+    support::require("python3 --version");
+    let dir = TempDir::new("access-log-formats");
+    std::fs::write(dir.path().join("café.txt"), "x").unwrap();
+    let root = dir.path().to_str().unwrap();
+    let requests: [&[u8]; 4] = [
+        b"GET /caf%C3%A9.txt HTTP/1.1\r\nHost: t\r\nUser-Agent: a\"b\tc\xc3\xa9\r\nConnection: close\r\n\r\n",
+        b"GET /caf\xc3\xa9.txt HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        b"GET /\xff\x01x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        b"GET /\r\n1.2.3.4 - - HTTP/1.1\r\nHost: t\r\n\r\n",
+    ];
+    for format in ["combined", "json"] {
+        let log = dir.path().join(format!("{format}.log"));
+        let mut srv = Server::start(&[
+            "serve",
+            root,
+            "--listen",
+            "127.0.0.1:0",
+            "--access-log",
+            log.to_str().unwrap(),
+            "--access-log-format",
+            format,
+        ]);
+        for raw in requests {
+            let mut s = support::connect(srv.addr());
+            s.write_all(raw).unwrap();
+            let mut answer = Vec::new();
+            let _ = s.read_to_end(&mut answer);
+            assert!(answer.starts_with(b"HTTP/1.1 "), "{format}: {raw:?}");
+        }
+        // SIGTERM flushes the log.
+        srv.signal(libc::SIGTERM);
+        let status = srv.wait_exit(Duration::from_secs(15));
+        assert!(status.is_some_and(|s| s.success()), "{status:?}");
+        let text = std::fs::read(&log).unwrap();
+        let text = String::from_utf8(text).expect("the log is UTF-8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), requests.len(), "{format}:\n{text}");
+        if format == "combined" {
+            assert!(text.is_ascii(), "{text}");
+            let want = [
+                "\"GET /caf%C3%A9.txt HTTP/1.1\" 200 1 \"-\" \"a\\x22b\\x09c\\xC3\\xA9\"",
+                "\"GET /caf\\xC3\\xA9.txt HTTP/1.1\" 200 1 ",
+                "\"GET /\\xFF\\x01x HTTP/1.1\" 400 ",
+                "\"GET /\" 400 ",
+            ];
+            for (line, want) in lines.iter().zip(want) {
+                assert!(line.contains(want), "{want}\n{text}");
+            }
+            continue;
+        }
+        // Each line is one JSON object; Python prints the fields it reads.
+        let read = Command::new("python3")
+            .args([
+                "-c",
+                "import json, sys\n\
+                 for line in open(sys.argv[1], encoding='utf-8'):\n\
+                 \x20   o = json.loads(line); r = o['request']\n\
+                 \x20   print(o['status'], r.get('method'), r.get('uri') or r.get('line'), \
+                 r.get('headers', {}).get('User-Agent'), o['logger'])",
+                log.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&read.stderr);
+        assert!(read.status.success(), "{err}");
+        assert_eq!(
+            String::from_utf8_lossy(&read.stdout),
+            "200 GET /caf%C3%A9.txt ['a\"b\\\\x09cé'] http.log.access\n\
+             200 GET /café.txt None http.log.access\n\
+             400 GET /\\xFF\\x01x None http.log.access\n\
+             400 None GET / None http.log.access\n"
+        );
+    }
+}

@@ -1046,7 +1046,11 @@ fn a_refused_file_setting_names_its_flag() {
             b"",
             Duration::from_secs(10),
         );
-        assert!(!status.success(), "{flag} {value}: {out}");
+        assert_eq!(
+            status.code(),
+            Some(2),
+            "{flag} {value}: a usage error; {out}"
+        );
         assert!(
             err.starts_with(&format!("tincan: {says}")),
             "{flag} {value}: {err}"

@@ -63,15 +63,20 @@ impl Pki {
     }
 }
 
-/// Start `tincan ARGS` with TLS; returns it and its port (from `listening on https://...`).
+/// Start `tincan ARGS` with TLS; returns it and its port (from `listening on https://...` for
+/// HTTP, `listening on tls://...` for echo and chat).
 fn start(args: &[&str], pki: &Pki) -> (Server, u16) {
     let flags = pki.flags();
     let mut all: Vec<&str> = args.to_vec();
     all.extend(flags.iter().map(String::as_str));
     let server = Server::start(&all);
+    let scheme = match args[0] {
+        "serve" | "hello" => "https://",
+        _ => "tls://",
+    };
     let addr = server.addrs[0]
-        .strip_prefix("https://")
-        .unwrap_or_else(|| panic!("not an https address: {}", server.addrs[0]));
+        .strip_prefix(scheme)
+        .unwrap_or_else(|| panic!("not a {scheme} address: {}", server.addrs[0]));
     let port = addr.parse::<SocketAddr>().unwrap().port();
     (server, port)
 }

@@ -43,6 +43,11 @@ pub enum Protocol {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  tincan bench models --out /tmp/models              HTTP, 1 to 10,000 connections
+  tincan bench models --protocol echo --only event-epoll,threaded --connections 1,100
+  tincan bench models --replot /tmp/models/models.json    redraw the chart beside its JSON")]
 pub struct ModelsArgs {
     /// Connection counts to measure, comma-separated.
     #[arg(
@@ -285,7 +290,7 @@ impl ServerProc {
         match rx.recv_timeout(START_LIMIT) {
             Ok(line) => match line
                 .strip_prefix("listening on ")
-                .and_then(|a| a.trim().parse().ok())
+                .and_then(|a| crate::cli::StartLine::address(a.trim()).parse().ok())
             {
                 Some(a) => {
                     proc.addr = a;
@@ -474,7 +479,7 @@ pub fn run(mut a: ModelsArgs) -> Result<()> {
 fn load_points(file: &Path, a: &mut ModelsArgs) -> Result<(Vec<Variant>, Vec<Point>)> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| Error::io(format!("cannot read {}", file.display()), e))?;
-    let bad = || Error::Usage(format!("{} is not a models.json", file.display()));
+    let bad = || Error::Setup(format!("{} is not a models.json", file.display()));
     let j: serde_json::Value = serde_json::from_str(&text).map_err(|_| bad())?;
     a.protocol = match j["protocol"].as_str() {
         Some("echo") => Protocol::Echo,

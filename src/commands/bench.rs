@@ -20,6 +20,13 @@ use crate::error::{Error, Result};
 use crate::protocol::framing::Framing;
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  tincan bench http http://127.0.0.1:8000/ -c 50 -d 10    GET one URL, 50 connections, 10 s
+  tincan bench echo 127.0.0.1:7007 --framing line          echo round trips
+  tincan bench chat 127.0.0.1:4040 -c 100                  broadcasts in one room
+  tincan bench selftest                                    the generator's own ceiling
+  tincan bench models --protocol http --out /tmp/models    every model and poller, a chart")]
 pub struct BenchArgs {
     #[command(subcommand)]
     pub command: BenchCommand,
@@ -160,6 +167,13 @@ impl LoadArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  tincan bench http http://127.0.0.1:8000/ -d 10           closed loop, 50 connections
+  tincan bench http http://127.0.0.1:8000/big.bin -c 8 -n 1000    1000 requests, then stop
+  tincan bench http http://127.0.0.1:8000/ --rate 20000    open loop: 20,000 requests a second
+  tincan bench http https://localhost:8443/ --tls-ca cert.pem -H 'Accept-Encoding: gzip'
+  tincan bench http http://127.0.0.1:8000/ --keepalive off --json    a connection per request")]
 pub struct HttpArgs {
     /// The URL to request, e.g. http://127.0.0.1:8080/index.html (https:// speaks TLS, checking
     /// the server's certificate: see --tls-ca and --insecure).
@@ -177,6 +191,11 @@ pub struct HttpArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  tincan bench echo 127.0.0.1:7007                   64-byte lines, 50 connections, 10 s
+  tincan bench echo 127.0.0.1:7007 --framing raw -s 4096 -c 10
+  tincan bench echo 127.0.0.1:7007 --framing null -m PING    the book's NUL-ended messages")]
 pub struct EchoArgs {
     /// The echo server, HOST:PORT.
     pub addr: String,
@@ -197,6 +216,11 @@ pub struct EchoArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  tincan bench chat 127.0.0.1:4040 -c 100 -d 10      100 clients in one room
+  tincan bench chat 127.0.0.1:4040 --target 127.0.0.1:4041 -c 20    across two servers
+                                                     of one room (tincan chat --redis)")]
 pub struct ChatArgs {
     /// The chat server, HOST:PORT.
     pub addr: String,
@@ -215,8 +239,12 @@ pub struct ChatArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Examples:
+  tincan bench selftest                  the generator against its own trivial responder
+  tincan bench selftest --responder-only    only the responder, for another generator (wrk)")]
 pub struct SelftestArgs {
-    /// Only run the responder: print `listening on ADDR` and answer until killed (to drive it
+    /// Only run the responder: print `listening on http://ADDR` and answer until killed (to drive it
     /// with another generator, e.g. wrk, for comparison).
     #[arg(long)]
     pub responder_only: bool,
@@ -531,7 +559,7 @@ fn selftest(a: SelftestArgs) -> Result<()> {
     let responder =
         Responder::start(HELLO).map_err(|e| Error::io("cannot start the responder", e))?;
     if a.responder_only {
-        println!("listening on {}", responder.addr());
+        println!("listening on http://{}", responder.addr());
         loop {
             std::thread::park();
         }

@@ -18,7 +18,23 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:4040";
 /// must hold one longest message.
 const LINE_OVERHEAD: usize = 4 * MAX_NICK_CHARS + 64;
 
-const CHAT_HELP: &str = "\
+/// `tincan chat --help` opens with these, as every subcommand's help does.
+macro_rules! chat_examples {
+    () => {
+        "\
+Examples:
+  tincan chat                                   a room on 127.0.0.1:4040
+  tincan chat -l :4040 --model threaded         every interface, a thread per client
+  tincan chat --tls-self-signed ~/.tincan/tls   over TLS; clients trust ~/.tincan/tls/cert.pem
+  tincan chat --redis redis://127.0.0.1:6379 --room lobby    one room over several servers
+  tincan talk localhost                         join it (tincan talk --help)"
+    };
+}
+
+const CHAT_HELP: &str = concat!(
+    chat_examples!(),
+    "
+
 Protocol (tincanchat, from Learning Python Network Programming): each message is UTF-8 text ending in a NUL byte. Every message a
 client sends goes to every connected client, the sender included, as \"LABEL: MESSAGE\" followed
 by NUL, in one order that every client sees alike. LABEL is the client's ip:port until it picks
@@ -61,7 +77,8 @@ to its sender alone, and every client is told once when the room goes offline an
 back:
   * not delivered: cannot reach Redis at redis://127.0.0.1:6379 (connection refused); ...
   * room offline: ...                * room back online
-  * missed N messages: ...           (a server that was away past --redis-history)";
+  * missed N messages: ...           (a server that was away past --redis-history)"
+);
 
 /// On or off.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -72,7 +89,7 @@ pub enum OnOff {
 
 /// The tincanchat chat service: every message goes to every connected client.
 #[derive(Args, Debug)]
-#[command(after_long_help = CHAT_HELP)]
+#[command(after_help = chat_examples!(), after_long_help = CHAT_HELP)]
 pub struct ChatArgs {
     #[command(flatten)]
     pub server: ServerArgs,

@@ -17,6 +17,8 @@ use crate::protocol::framing::Framing;
 
 /// Where `tincan echo` listens unless told otherwise (RFC 862's port 7 needs root; see README).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7007";
+/// Its port, which `tincan send HOST` connects to.
+pub const DEFAULT_PORT: u16 = 7007;
 
 #[derive(Args, Debug)]
 #[command(after_help = "\

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod chat;
+pub mod docs;
 pub mod echo;
 pub mod hello;
 pub mod send;
@@ -22,5 +23,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Talk(a) => talk::run(a),
         Command::Hello(a) => hello::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Completions(a) => docs::completions(a),
+        Command::Man(a) => docs::man(a),
     }
 }

@@ -31,7 +31,8 @@ Examples:
   tincan send 127.0.0.1:7007 hi --udp       one datagram there and back
   tincan send localhost:7007 hi --tls --tls-ca cert.pem    to `tincan echo --tls-...`")]
 pub struct SendArgs {
-    /// Where the server listens: HOST:PORT, [V6]:PORT, :PORT (this host) or unix:/path.
+    /// Where the server listens: HOST:PORT, [V6]:PORT, :PORT (this host), HOST alone for port
+    /// 7007 (where `tincan echo` listens by default) or unix:/path.
     #[arg(value_name = "ADDR")]
     pub addr: String,
 
@@ -186,6 +187,8 @@ impl Target {
         if let Some(port) = s.strip_prefix(':').filter(|p| !p.contains(':')) {
             return Ok(Target::Inet(format!("127.0.0.1:{port}")));
         }
+        // A host alone is the echo service on the port `tincan echo` listens on by default.
+        let s = &crate::net::with_default_port(s, super::echo::DEFAULT_PORT);
         if s.rsplit_once(':')
             .is_none_or(|(h, p)| h.is_empty() || p.is_empty())
         {
@@ -737,7 +740,18 @@ mod tests {
             Target::parse("unix:/tmp/e.sock").unwrap(),
             Target::Unix("/tmp/e.sock".into())
         );
-        for bad in ["localhost", "unix:", "host:", ""] {
+        // A host alone: the port `tincan echo` listens on.
+        for (host, want) in [
+            ("localhost", "localhost:7007"),
+            ("127.0.0.1", "127.0.0.1:7007"),
+            ("::1", "[::1]:7007"),
+            ("[::1]", "[::1]:7007"),
+        ] {
+            assert_eq!(Target::parse(host).unwrap(), Target::Inet(want.into()));
+        }
+        assert!(crate::commands::echo::DEFAULT_LISTEN
+            .ends_with(&format!(":{}", crate::commands::echo::DEFAULT_PORT)));
+        for bad in ["unix:", "host:", ""] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
     }

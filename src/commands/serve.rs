@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::cli::ServerArgs;
+use crate::cli::{heading, ServerArgs};
 use crate::config::{parse_size, Config};
 use crate::error::{Error, Result};
 use crate::model::{Model, SELECT_FILE_CACHE_FDS};
-use crate::protocol::http::access::{Cors, Guard};
+use crate::protocol::http::access::{Cors, Guard, GuardError};
+use crate::protocol::http::access_log::LogFormat;
 use crate::protocol::http::gateway::{Gateway, GatewayConfig};
 use crate::protocol::http::static_files;
 use crate::protocol::http::{AccessLog, Handler, HttpOptions, HttpService, Limits};
@@ -34,58 +35,67 @@ impl Switch {
 #[derive(Args, Debug, Clone, Default)]
 pub struct HttpArgs {
     /// Longest request line (bytes, or 8k, 1m); longer gets 414. [default: 8k]
-    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    #[arg(help_heading = heading::LIMITS, long, value_name = "SIZE", value_parser = parse_size_arg)]
     pub max_request_line: Option<u64>,
     /// Longest single header line; longer gets 431. Also bounds the chunk extensions of one
     /// chunked request body, taken together, unless an eighth of its data is more (past
     /// that: 400). [default: 16k]
-    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    #[arg(help_heading = heading::LIMITS, long, value_name = "SIZE", value_parser = parse_size_arg)]
     pub max_header: Option<u64>,
     /// Largest whole request head; larger gets 431. [default: 64k]
-    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    #[arg(help_heading = heading::LIMITS, long, value_name = "SIZE", value_parser = parse_size_arg)]
     pub max_head: Option<u64>,
     /// Most header fields in one request; more gets 431. [default: 100]
-    #[arg(long, value_name = "N")]
+    #[arg(help_heading = heading::LIMITS, long, value_name = "N")]
     pub max_headers: Option<usize>,
     /// Largest request body (discarded, or forwarded to a --proxy/--cgi route); larger gets
     /// 413. [default: 1m]
-    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    #[arg(help_heading = heading::LIMITS, long, value_name = "SIZE", value_parser = parse_size_arg)]
     pub max_body: Option<u64>,
     /// Seconds a client has to send a request head; then 408. [default: 60]
-    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    #[arg(help_heading = heading::LIMITS, long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub head_timeout: Option<f64>,
     /// Seconds allowed between two reads of a request body; then 408. [default: 60]
-    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    #[arg(help_heading = heading::LIMITS, long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub body_timeout: Option<f64>,
     /// Seconds an idle keep-alive connection is kept open. [default: 75]
-    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    #[arg(help_heading = heading::LIMITS, long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub keepalive_timeout: Option<f64>,
     /// Requests served on one connection before it is closed. [default: 1000]
-    #[arg(long, value_name = "N")]
+    #[arg(help_heading = heading::LIMITS, long, value_name = "N")]
     pub max_requests_per_connection: Option<u32>,
     /// Add a header to every response ("Name: value"); repeatable.
-    #[arg(long = "header", value_name = "NAME: VALUE")]
+    #[arg(help_heading = heading::HTTP, long = "header", value_name = "NAME: VALUE")]
     pub header: Vec<String>,
-    /// Access log in Combined Log Format: a file (appended), `-` for stdout, or `off`. [default: -]
-    #[arg(long, value_name = "PATH|-|off")]
+    /// Access log, one line per response (in --access-log-format): a file (appended), `-` for
+    /// stdout, or `off`. [default: -]
+    #[arg(help_heading = heading::LOGGING, long, value_name = "PATH|-|off")]
     pub access_log: Option<String>,
+
+    /// How each access-log line is written: combined (Apache's and nginx's Combined Log
+    /// Format) or json (one object a line, with Caddy's field names: request.remote_ip,
+    /// request.method, request.uri, request.proto, request.headers, status, size, ts). What a
+    /// client sent is escaped either way: control bytes (and in combined every byte past
+    /// ASCII) as \xHH, as nginx writes them. [default: combined]
+    #[arg(help_heading = heading::LOGGING, long, value_name = "combined|json", value_parser = log_format_parser())]
+    pub access_log_format: Option<LogFormat>,
     /// Do not send the `Server: tincan` header.
-    #[arg(long)]
+    #[arg(help_heading = heading::HTTP, long)]
     pub hide_server: bool,
     /// With TLS: tell browsers to use only HTTPS for this host for SECONDS
     /// (`Strict-Transport-Security: max-age=SECONDS`, RFC 6797; 31536000 is a year, 0 makes
     /// them forget). Refused without --tls-cert or --tls-self-signed: browsers ignore it over
     /// plain HTTP.
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(help_heading = heading::TLS, long, value_name = "SECONDS")]
     pub hsts: Option<u64>,
     /// Speak HTTP/2 too: `h2` by ALPN on TLS listeners (offered before http/1.1) and h2c with
     /// prior knowledge on plain ones (`Upgrade: h2c` is not offered). [default: on, but off
     /// with --proxy, --cgi, --upload or --archives, which are served over HTTP/1.1 only so far]
-    #[arg(long, value_enum, value_name = "on|off")]
+    #[arg(help_heading = heading::HTTP, long, value_enum, value_name = "on|off")]
     pub http2: Option<Switch>,
     /// HTTP/2 streams a client may have open at once on one connection; more are refused
     /// (REFUSED_STREAM). [default: 128]
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(help_heading = heading::HTTP, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub h2_max_streams: Option<u32>,
 }
 
@@ -93,56 +103,63 @@ fn parse_size_arg(s: &str) -> std::result::Result<u64, String> {
     parse_size(s)
 }
 
+/// `--access-log-format`: the formats' names, listed in `--help` and in the error for any other.
+fn log_format_parser() -> impl clap::builder::TypedValueParser<Value = LogFormat> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(LogFormat::ALL.map(LogFormat::name))
+        .map(|s| LogFormat::from_name(&s).expect("one of the listed names"))
+}
+
 /// Flags of the static-file handler.
 #[derive(Args, Debug, Clone, Default)]
 pub struct FileArgs {
     /// Index file names tried for a directory, in order (comma-separated or repeated).
     /// [default: index.html]
-    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    #[arg(help_heading = heading::FILES, long, value_name = "NAME", value_delimiter = ',')]
     pub index: Vec<String>,
     /// List directories that have no index file. [default: on]
-    #[arg(long, value_enum, value_name = "on|off")]
+    #[arg(help_heading = heading::FILES, long, value_enum, value_name = "on|off")]
     pub listing: Option<Switch>,
     /// Serve and list files whose names start with a dot.
-    #[arg(long)]
+    #[arg(help_heading = heading::FILES, long)]
     pub show_dotfiles: bool,
     /// Serve symlinks that point outside the document root.
-    #[arg(long)]
+    #[arg(help_heading = heading::FILES, long)]
     pub follow_symlinks: bool,
     /// Cache-Control for paths matching a glob: GLOB=VALUE (e.g. "*.css=max-age=3600");
     /// repeatable, the first match wins.
-    #[arg(long, value_name = "GLOB=VALUE")]
+    #[arg(help_heading = heading::FILES, long, value_name = "GLOB=VALUE")]
     pub cache_control: Vec<String>,
     /// Gzip compressible files on the fly. [default: on]
-    #[arg(long, value_enum, value_name = "on|off")]
+    #[arg(help_heading = heading::FILES, long, value_enum, value_name = "on|off")]
     pub compress: Option<Switch>,
     /// Serve a page from the root as the body of an error: CODE=PATH (e.g. 404=/404.html).
-    #[arg(long, value_name = "CODE=PATH")]
+    #[arg(help_heading = heading::FILES, long, value_name = "CODE=PATH")]
     pub error_page: Vec<String>,
     /// Serve this file (a URL path under the root) for paths that do not exist (SPAs).
-    #[arg(long, value_name = "PATH")]
+    #[arg(help_heading = heading::FILES, long, value_name = "PATH")]
     pub fallback: Option<String>,
     /// Memory for the open-file cache (answers to repeated plain GETs, revalidated at most
     /// once a second; 0 turns it off). [default: 64m]
-    #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+    #[arg(help_heading = heading::FILES, long, value_name = "SIZE", value_parser = parse_size_arg)]
     pub file_cache: Option<u64>,
     /// Open descriptors the file cache may keep for files over 64 KiB, so that the cache
     /// cannot take the descriptors connections need. [default: a quarter of the descriptor
     /// limit, at most 1024]
-    #[arg(long, value_name = "N")]
+    #[arg(help_heading = heading::FILES, long, value_name = "N")]
     pub file_cache_fds: Option<usize>,
     /// Accept uploads with PUT into the part of the root under PREFIX (`/` for all of it;
     /// repeatable), e.g. `curl -T photo.jpg http://HOST/PREFIX/`. Folders must exist; a file
     /// that exists is not replaced (409) without --upload-overwrite; --max-body bounds the size
     /// (raise it: the default is 1m). Off unless given.
-    #[arg(long, value_name = "PREFIX")]
+    #[arg(help_heading = heading::FILES, long, value_name = "PREFIX")]
     pub upload: Vec<String>,
     /// Let an upload replace a file that exists (204 instead of 409).
-    #[arg(long)]
+    #[arg(help_heading = heading::FILES, long)]
     pub upload_overwrite: bool,
     /// Offer each listed folder as a .tar.gz (a link on the listing; GET /dir/?download=tar.gz),
     /// made while it is sent, holding what the listing shows. [default: off]
-    #[arg(long, value_enum, value_name = "on|off")]
+    #[arg(help_heading = heading::FILES, long, value_enum, value_name = "on|off")]
     pub archives: Option<Switch>,
 }
 
@@ -153,27 +170,27 @@ pub struct GatewayArgs {
     /// (or http://unix:/SOCKET[:/PATH]). The prefix is replaced by PATH when one is given, else
     /// the path goes as is. Several URLs, separated by commas, are used in turn. Repeatable;
     /// the longest matching prefix wins.
-    #[arg(long, value_name = "PREFIX=URL")]
+    #[arg(help_heading = heading::GATEWAY, long, value_name = "PREFIX=URL")]
     pub proxy: Vec<String>,
     /// Run CGI/1.1 scripts from DIR for requests under PREFIX (e.g. /cgi-bin=./cgi-bin): the
     /// next path segment names the script, the rest is PATH_INFO. Repeatable.
-    #[arg(long, value_name = "PREFIX=DIR")]
+    #[arg(help_heading = heading::GATEWAY, long, value_name = "PREFIX=DIR")]
     pub cgi: Vec<String>,
     /// Seconds an upstream or script may take to connect, or between two reads or writes;
     /// then 504 (or a cut-off body). [default: 60]
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(help_heading = heading::GATEWAY, long, value_name = "SECONDS")]
     pub upstream_timeout: Option<f64>,
     /// Idle connections kept open per upstream for the next requests, per process; 0 opens
     /// a new connection for every request. [default: 32]
-    #[arg(long, value_name = "N")]
+    #[arg(help_heading = heading::GATEWAY, long, value_name = "N")]
     pub upstream_keepalive: Option<usize>,
     /// Seconds an upstream that refused or timed out a connection is left out of its route
     /// (requests go to the route's other upstreams meanwhile). [default: 10]
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(help_heading = heading::GATEWAY, long, value_name = "SECONDS")]
     pub upstream_fail_timeout: Option<f64>,
     /// Seconds an upgraded connection (a WebSocket through --proxy) may carry nothing either
     /// way before it is closed. [default: 600]
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(help_heading = heading::GATEWAY, long, value_name = "SECONDS")]
     pub tunnel_idle_timeout: Option<f64>,
 }
 
@@ -226,9 +243,16 @@ impl GatewayArgs {
                 tunnel_idle,
             },
         )
-        .map_err(|e| match e.flag() {
-            Some(flag) => Error::Usage(format!("--{flag} {e}")),
-            None => Error::Usage(e.to_string()),
+        .map_err(|e| {
+            let line = match e.flag() {
+                Some(flag) => format!("--{flag} {e}"),
+                None => e.to_string(),
+            };
+            if e.is_missing_file() {
+                Error::Setup(line)
+            } else {
+                Error::Usage(line)
+            }
         })?;
         Ok(Some(Arc::new(gw.with_document_root(root))))
     }
@@ -241,16 +265,16 @@ pub struct AccessArgs {
     /// XMLHttpRequest: `Access-Control-Allow-Origin` on every answer, and CORS preflights
     /// (OPTIONS with Access-Control-Request-Method) answered 204. Repeatable; `*` allows any
     /// origin.
-    #[arg(long, value_name = "ORIGIN")]
+    #[arg(help_heading = heading::ACCESS, long, value_name = "ORIGIN")]
     pub cors: Vec<String>,
     /// Ask for a user name and password (HTTP Basic) on every path, checked against an
     /// htpasswd FILE with bcrypt or argon2 hashes (make it with `htpasswd -cB FILE USER`).
     /// Use it with TLS: Basic authentication sends the password readable by anyone on the way.
-    #[arg(long, value_name = "FILE")]
+    #[arg(help_heading = heading::ACCESS, long, value_name = "FILE")]
     pub auth_file: Option<PathBuf>,
     /// As --auth-file, for the paths under PREFIX only: PREFIX=FILE (e.g. /private=users.htpasswd).
     /// Repeatable; the longest matching prefix decides.
-    #[arg(long, value_name = "PREFIX=FILE")]
+    #[arg(help_heading = heading::ACCESS, long, value_name = "PREFIX=FILE")]
     pub auth: Vec<String>,
 }
 
@@ -285,7 +309,10 @@ impl AccessArgs {
             } else {
                 "--auth"
             };
-            Error::Usage(format!("{flag}: {e}"))
+            match e {
+                GuardError::Prefix(e) => Error::Usage(format!("{flag}: {e}")),
+                GuardError::File(e) => Error::Setup(format!("{flag}: {e}")),
+            }
         })?;
         Ok((!guard.is_empty()).then(|| Arc::new(guard)))
     }
@@ -295,7 +322,7 @@ impl AccessArgs {
 #[command(after_help = "\
 Examples:
   tincan serve                              the current directory on 127.0.0.1:8000
-  tincan serve examples/site -l :8080       a directory on every interface, port 8080
+  tincan serve ./site -l :8080              a directory on every interface, port 8080
   tincan serve /srv/www -l :80 --user nobody    bind port 80 as root, then drop to nobody
   tincan serve /srv/www -l :443 --tls-cert site.pem --tls-key site.key    HTTPS
   tincan serve --tls-self-signed ~/.tincan/tls    HTTPS on 127.0.0.1:8000, self-signed (localhost)
@@ -311,22 +338,25 @@ pub struct ServeArgs {
     #[arg(value_name = "DIR")]
     pub dir: Option<PathBuf>,
 
-    /// Read settings from a tincan.toml file (flags override it; see examples/tincan.toml).
+    /// Read settings from a TOML file whose keys are the flags below with `-` written `_`
+    /// (`max_body = "10m"`, `listen = [":80", "[::]:80"]`); flags given as well override it.
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
     #[command(flatten)]
     pub server: ServerArgs,
 
-    #[command(flatten)]
-    pub http: HttpArgs,
-
+    // Files and who may read them come before the HTTP limits in `--help`: its headings follow
+    // the order of the fields.
     #[command(flatten)]
     pub files: FileArgs,
 
     /// Boxed, as `gateway`: it keeps `Command`'s variants close in size.
     #[command(flatten)]
     pub access: Box<AccessArgs>,
+
+    #[command(flatten)]
+    pub http: HttpArgs,
 
     /// Boxed: rarely used, and it keeps `Command`'s variants close in size.
     #[command(flatten)]
@@ -335,7 +365,7 @@ pub struct ServeArgs {
     /// With TLS: also listen on ADDR (HOST:PORT, :80) for plain HTTP, and answer every request
     /// there with 308 to the same path and query over https, on the first --listen's port.
     /// ACME HTTP-01 challenges (/.well-known/acme-challenge/) are not redirected.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(help_heading = heading::LISTENING, long, value_name = "ADDR")]
     pub redirect_http: Option<String>,
 }
 
@@ -517,9 +547,13 @@ impl HttpArgs {
             .clone()
             .or_else(|| cfg.access_log.clone())
             .unwrap_or_else(|| "-".into());
+        let format = self
+            .access_log_format
+            .or(cfg.access_log_format)
+            .unwrap_or_default();
         let access_log = match spec.as_str() {
             "off" | "" => None,
-            s => Some(AccessLog::open(s)?),
+            s => Some(AccessLog::open_as(s, format)?),
         };
         let server_tokens = !self.hide_server
             && cfg.server_tokens.unwrap_or(true)
@@ -645,11 +679,11 @@ fn document_root(dir: Option<PathBuf>, cfg: &Config) -> Result<PathBuf> {
         .unwrap_or_else(|| PathBuf::from("."));
     match std::fs::metadata(&root) {
         Ok(m) if m.is_dir() => Ok(root),
-        Ok(_) => Err(Error::Usage(format!(
+        Ok(_) => Err(Error::Setup(format!(
             "{} is not a directory; give the directory to serve (tincan serve DIR)",
             root.display()
         ))),
-        Err(_) => Err(Error::Usage(format!(
+        Err(_) => Err(Error::Setup(format!(
             "{} does not exist; give the directory to serve (tincan serve DIR)",
             root.display()
         ))),
@@ -843,11 +877,15 @@ pub(crate) mod glue {
     }
 }
 
-/// A refused file-serving setting, worded with the flag (and `tincan.toml` key) that sets it.
+/// A refused file-serving setting, worded with the flag (and `tincan.toml` key) that sets it:
+/// a usage error (exit 2), but for a document root this machine does not have (exit 1).
 fn static_refusal(e: static_files::ConfigError) -> Error {
     use static_files::ConfigError as C;
     Error::Usage(match &e {
-        C::RootMissing(_) | C::RootUnusable { .. } | C::RootNotDirectory(_) => e.to_string(),
+        // A root that is not there is this machine's state, not a mistake in the command.
+        C::RootMissing(_) | C::RootUnusable { .. } | C::RootNotDirectory(_) => {
+            return Error::Setup(e.to_string())
+        }
         C::IndexName(name) => {
             format!("--index `{name}` must be a plain file name, without slashes")
         }

@@ -1,6 +1,8 @@
 //! Listening sockets: parse `--listen` addresses, bind TCP (v4/v6), Unix and UDP sockets with the
-//! right options, and report what was really bound. Then [`privileges`] drops root.
+//! right options, and report what was really bound, or take the ones systemd bound
+//! ([`activation`]). Then [`privileges`] drops root.
 
+pub mod activation;
 pub mod privileges;
 
 use std::fmt;
@@ -115,6 +117,22 @@ impl FromStr for ListenAddr {
     }
 }
 
+/// A client's address with `port` added when it names a host alone: `HOST` → `HOST:PORT`,
+/// `[::1]` → `[::1]:PORT`, and a bare IPv6 address gets its brackets (`::1` → `[::1]:PORT`).
+pub fn with_default_port(addr: &str, port: u16) -> String {
+    if addr.ends_with(']') {
+        format!("{addr}:{port}")
+    } else if addr.starts_with('[') {
+        addr.to_string()
+    } else {
+        match addr.matches(':').count() {
+            0 => format!("{addr}:{port}"),
+            1 => addr.to_string(),
+            _ => format!("[{addr}]:{port}"),
+        }
+    }
+}
+
 /// The addresses a client's `HOST:PORT` (or `[V6]:PORT`) names, or the sentence that says
 /// what is wrong with it: no port, a port out of range, a host that does not resolve.
 pub fn resolve_host_port(s: &str) -> std::result::Result<Vec<SocketAddr>, String> {
@@ -186,8 +204,15 @@ pub enum Listener {
     /// With the local address of every connection it accepts when it is bound to one address
     /// (not a wildcard), so accepting needs no `getsockname` per connection.
     Tcp(TcpListener, Option<SocketAddr>),
-    /// The path is the socket file this process created (and removes at exit).
-    Unix(UnixListener, PathBuf),
+    Unix(UnixListener, UnixPath),
+}
+
+/// The file of a Unix listening socket.
+#[derive(Debug)]
+pub struct UnixPath {
+    pub path: PathBuf,
+    /// This process created the file (and removes it at exit); false for one systemd bound.
+    pub ours: bool,
 }
 
 impl Listener {
@@ -198,7 +223,7 @@ impl Listener {
                 Ok(a) => a.to_string(),
                 Err(_) => "?".into(),
             },
-            Listener::Unix(_, p) => format!("unix:{}", p.display()),
+            Listener::Unix(_, p) => format!("unix:{}", p.path.display()),
         }
     }
 
@@ -209,15 +234,15 @@ impl Listener {
                 l.local_addr()
                     .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
             ),
-            Listener::Unix(_, p) => PeerAddr::Unix(p.display().to_string()),
+            Listener::Unix(_, p) => PeerAddr::Unix(p.path.display().to_string()),
         }
     }
 
-    /// The socket file of a Unix listener.
+    /// The socket file of a Unix listener, when this process made it (and so removes it).
     pub fn unix_path(&self) -> Option<&Path> {
         match self {
-            Listener::Unix(_, p) => Some(p),
-            Listener::Tcp(..) => None,
+            Listener::Unix(_, p) if p.ours => Some(&p.path),
+            _ => None,
         }
     }
 
@@ -279,7 +304,7 @@ impl Listener {
                 let (s, _) = l.accept()?;
                 s.set_nonblocking(true)?;
                 // Unix peers are unnamed; both ends are reported as the listening path.
-                let path = PeerAddr::Unix(p.display().to_string());
+                let path = PeerAddr::Unix(p.path.display().to_string());
                 Ok((
                     Socket::from(s),
                     Peer {
@@ -431,8 +456,13 @@ pub fn bind(addr: &ListenAddr, opts: &BindOptions) -> crate::Result<Listener> {
 ///
 /// And TCP_DEFER_ACCEPT when `opts.defer_accept` asks for it.
 fn listen_tcp(s: Socket, opts: &BindOptions) -> io::Result<Listener> {
-    s.set_nodelay(true)?;
     s.listen(opts.backlog)?;
+    tcp_listener_options(s, opts)
+}
+
+/// The options [`listen_tcp`] sets, on a listening socket (ours, or one systemd passed).
+fn tcp_listener_options(s: Socket, opts: &BindOptions) -> io::Result<Listener> {
+    s.set_nodelay(true)?;
     // After listen(), which resets the delayed-ACK state.
     s.set_quickack(false)?;
     if opts.defer_accept > 0 {
@@ -476,7 +506,13 @@ fn bind_unix(addr: &ListenAddr, path: &Path, opts: &BindOptions) -> crate::Resul
     s.bind(&sa)
         .and_then(|_| s.listen(opts.backlog))
         .map_err(|e| bind_error(addr, e))?;
-    Ok(Listener::Unix(s.into(), path.to_path_buf()))
+    Ok(Listener::Unix(
+        s.into(),
+        UnixPath {
+            path: path.to_path_buf(),
+            ours: true,
+        },
+    ))
 }
 
 /// Bind a UDP socket (for `--udp` services).

@@ -58,7 +58,7 @@ fn roots(file: &Path) -> Result<RootCertStore> {
     let mut store = RootCertStore::empty();
     let (added, _unusable) = store.add_parsable_certificates(certs);
     if added == 0 {
-        return Err(Error::Usage(format!(
+        return Err(Error::Setup(format!(
             "{} holds no usable CA certificate",
             file.display()
         )));

@@ -153,16 +153,23 @@ impl Server {
         server
     }
 
-    /// The first address it listens on, as a socket address (TCP only).
+    /// The first address it listens on, as a socket address (TCP only), without the scheme
+    /// of its start line (`http://`, `https://`, `tls://`).
     pub fn addr(&self) -> SocketAddr {
-        self.addrs[0]
+        tincan::cli::StartLine::address(&self.addrs[0])
             .parse()
             .unwrap_or_else(|_| panic!("not a TCP address: {}", self.addrs[0]))
     }
 
     /// `http://ADDR` for the first address.
+    /// The URL of `path` on its first listener: HTTP servers print theirs (`http://...`,
+    /// `https://...`); an address without a scheme is taken as plain HTTP.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addrs[0], path)
+        if self.addrs[0].contains("://") {
+            format!("{}{}", self.addrs[0], path)
+        } else {
+            format!("http://{}{}", self.addrs[0], path)
+        }
     }
 
     pub fn pid(&self) -> i32 {

@@ -246,30 +246,42 @@ pub struct Guard {
     verified: Option<Mutex<Verified>>,
 }
 
+/// Why a [`Guard`] could not be built: a prefix written wrong, or an htpasswd file that cannot
+/// be read or used.
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    #[error("{0}")]
+    Prefix(String),
+    #[error("{0}")]
+    File(String),
+}
+
 /// The realm browsers show in their password prompt.
 pub const REALM: &str = "tincan";
 
 impl Guard {
     /// `auth`: (URL prefix, file) pairs; `/` covers everything.
-    pub fn new(cors: Option<Cors>, auth: &[(String, PathBuf)]) -> Result<Guard, String> {
+    pub fn new(cors: Option<Cors>, auth: &[(String, PathBuf)]) -> Result<Guard, GuardError> {
         let mut rules = Vec::new();
         let mut files: Vec<std::sync::Arc<AuthFile>> = Vec::new();
         for (prefix, path) in auth {
             if !prefix.starts_with('/') {
-                return Err(format!("`{prefix}` must be a URL path starting with /"));
+                return Err(GuardError::Prefix(format!(
+                    "`{prefix}` must be a URL path starting with /"
+                )));
             }
             let url = UrlPath::parse(prefix, true)
-                .map_err(|_| format!("`{prefix}` is not a plain URL path"))?;
+                .map_err(|_| GuardError::Prefix(format!("`{prefix}` is not a plain URL path")))?;
             let file = match files.iter().find(|f| f.path == *path) {
                 Some(f) => f.clone(),
                 None => {
-                    let f = std::sync::Arc::new(AuthFile::load(path)?);
+                    let f = std::sync::Arc::new(AuthFile::load(path).map_err(GuardError::File)?);
                     files.push(f.clone());
                     f
                 }
             };
             if rules.iter().any(|r: &Rule| r.segments == url.segments) {
-                return Err(format!("`{prefix}` is given twice"));
+                return Err(GuardError::Prefix(format!("`{prefix}` is given twice")));
             }
             rules.push(Rule {
                 segments: url.segments,

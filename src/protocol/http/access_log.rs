@@ -1,5 +1,7 @@
-//! The access log: one Combined Log Format line per response (what Apache and nginx write, so
-//! every log tool reads it), to stdout or a file opened for appending.
+//! The access log: one line per response, to stdout or a file opened for appending, in Combined
+//! Log Format (what Apache and nginx write, so every log tool reads it) or as one JSON object
+//! (Caddy's field names, for log pipelines that parse JSON). Either way what a client sent is
+//! escaped, so no request can write a line of its own.
 //!
 //! Lines go through one buffered writer behind a mutex. A file is flushed when its buffer fills
 //! and at least once a second, by a small flusher thread started lazily in each process (so
@@ -48,8 +50,35 @@ struct Inner {
     dropped: u64,
 }
 
+/// How each line is written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `127.0.0.1 - - [10/Oct/2000:13:55:36 +0000] "GET / HTTP/1.1" 200 2326 "-" "curl/8.0"`.
+    #[default]
+    Combined,
+    /// `{"level":"info","ts":971185336.0,"logger":"http.log.access","msg":"handled request",
+    /// "request":{...},"status":200,"size":2326}`, as Caddy writes it.
+    Json,
+}
+
+impl LogFormat {
+    pub const ALL: [LogFormat; 2] = [LogFormat::Combined, LogFormat::Json];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Combined => "combined",
+            LogFormat::Json => "json",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<LogFormat> {
+        LogFormat::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
 /// A shared access log.
 pub struct AccessLog {
+    format: LogFormat,
     inner: Mutex<Inner>,
     me: Weak<AccessLog>,
     /// Lines queued for stdout and not yet written (for [`AccessLog::flush`]).
@@ -68,8 +97,9 @@ pub struct Entry<'a> {
     /// The client's address; `None` for a Unix-socket peer (logged as `unix`).
     pub client: Option<IpAddr>,
     /// The request line as received, in parts written with a space between them
-    /// (`["GET", "/x", "HTTP/1.1"]`, or the raw line as one part); empty if none was parsed.
-    pub request_line: &'a [&'a str],
+    /// (`["GET", "/x", "HTTP/1.1"]`, or the raw line as one part, bytes that are not UTF-8
+    /// included); empty if none was parsed.
+    pub request_line: &'a [&'a [u8]],
     pub status: u16,
     /// Body bytes sent.
     pub bytes: u64,
@@ -81,6 +111,11 @@ impl AccessLog {
     /// `-` logs to stdout; anything else is a file path, opened for appending (created if
     /// missing).
     pub fn open(spec: &str) -> crate::Result<Arc<AccessLog>> {
+        AccessLog::open_as(spec, LogFormat::Combined)
+    }
+
+    /// [`open`](Self::open), writing lines in `format`.
+    pub fn open_as(spec: &str, format: LogFormat) -> crate::Result<Arc<AccessLog>> {
         let sink = if spec == "-" {
             Sink::Stdout(None)
         } else {
@@ -92,6 +127,7 @@ impl AccessLog {
             Sink::File(BufWriter::with_capacity(16 * 1024, f))
         };
         Ok(Arc::new_cyclic(|me| AccessLog {
+            format,
             inner: Mutex::new(Inner {
                 sink,
                 line: String::new(),
@@ -120,7 +156,7 @@ impl AccessLog {
                 }
                 let Some((tx, written)) = queue else { return };
                 let mut line = written.try_recv().unwrap_or_default();
-                format_into(&mut line, e, now);
+                self.format_into(&mut line, e, now);
                 self.pending.fetch_add(1, Ordering::SeqCst);
                 match tx.try_send(line) {
                     Ok(()) => {}
@@ -137,7 +173,7 @@ impl AccessLog {
             }
             Sink::File(w) => {
                 inner.line.clear();
-                format_into(&mut inner.line, e, now);
+                self.format_into(&mut inner.line, e, now);
                 if let Err(e) = w.write_all(inner.line.as_bytes()) {
                     tracing::warn!("cannot write the access log: {e}");
                 }
@@ -152,6 +188,13 @@ impl AccessLog {
                         .spawn(move || flush_every_second(weak));
                 }
             }
+        }
+    }
+
+    fn format_into(&self, s: &mut String, e: &Entry<'_>, now: SystemTime) {
+        match self.format {
+            LogFormat::Combined => format_into(s, e, now),
+            LogFormat::Json => json_into(s, e, now),
         }
     }
 
@@ -223,8 +266,9 @@ fn flush_every_second(log: Weak<AccessLog>) {
 }
 
 /// `%h - - [%d/%b/%Y:%H:%M:%S +0000] "%r" %>s %b "%{Referer}i" "%{User-Agent}i"`, with quotes,
-/// backslashes and control bytes in client-supplied fields escaped as `\xHH` (as nginx does), so
-/// a client cannot forge log lines.
+/// backslashes, control bytes and every byte past ASCII in client-supplied fields escaped as
+/// `\xHH` (nginx's `escape=default`), so a client cannot forge log lines and the log stays ASCII
+/// whatever bytes arrived.
 pub fn format_line(e: &Entry<'_>, now: SystemTime) -> String {
     let mut s = String::new();
     format_into(&mut s, e, now);
@@ -261,7 +305,7 @@ fn format_into(s: &mut String, e: &Entry<'_>, now: SystemTime) {
     for v in [e.referer, e.user_agent] {
         s.push_str(" \"");
         match v {
-            Some(v) => escape_into(s, v),
+            Some(v) => escape_into(s, v.as_bytes()),
             None => s.push('-'),
         }
         s.push('"');
@@ -269,17 +313,87 @@ fn format_into(s: &mut String, e: &Entry<'_>, now: SystemTime) {
     s.push('\n');
 }
 
-fn escape_into(s: &mut String, v: &str) {
-    for c in v.chars() {
-        if c == '"' || c == '\\' || c.is_control() {
-            let mut b = [0; 4];
-            for byte in c.encode_utf8(&mut b).bytes() {
-                let _ = write!(s, "\\x{byte:02X}");
-            }
+/// nginx's `escape=default`: `"`, `\`, bytes below 0x20 and from 0x7F on as `\xHH`.
+fn escape_into(s: &mut String, v: &[u8]) {
+    for &b in v {
+        if b == b'"' || b == b'\\' || !(0x20..0x7F).contains(&b) {
+            let _ = write!(s, "\\x{b:02X}");
         } else {
-            s.push(c);
+            s.push(char::from(b));
         }
     }
+}
+
+/// A client's bytes as JSON string content: text as it is (JSON is UTF-8), and what would
+/// not be text, control bytes and bytes that are not UTF-8, as `\xHH` as in the Combined
+/// line; serde_json then escapes `"` and `\`.
+fn json_text(v: &[u8]) -> String {
+    let mut s = String::with_capacity(v.len());
+    for chunk in v.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() {
+                let mut b = [0; 4];
+                for byte in c.encode_utf8(&mut b).bytes() {
+                    let _ = write!(s, "\\x{byte:02X}");
+                }
+            } else {
+                s.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(s, "\\x{b:02X}");
+        }
+    }
+    s
+}
+
+/// One JSON object, with Caddy's field names (`request.remote_ip`, `request.method`,
+/// `request.uri`, `request.proto`, `request.headers`, `status`, `size`, `ts` in seconds since
+/// the epoch). A request line that is not `METHOD TARGET VERSION` is `request.line`.
+fn json_into(s: &mut String, e: &Entry<'_>, now: SystemTime) {
+    use serde_json::{json, Map, Value};
+    let mut request = Map::new();
+    let ip = e
+        .client
+        .map_or_else(|| "unix".to_string(), |ip| ip.to_string());
+    request.insert("remote_ip".into(), ip.into());
+    let line: Vec<u8> = e.request_line.join(&b' ');
+    let parts: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+    match parts[..] {
+        [method, uri, proto] if !method.is_empty() && !uri.is_empty() => {
+            request.insert("proto".into(), json_text(proto).into());
+            request.insert("method".into(), json_text(method).into());
+            request.insert("uri".into(), json_text(uri).into());
+        }
+        _ if line.is_empty() => {}
+        _ => {
+            request.insert("line".into(), json_text(&line).into());
+        }
+    }
+    let mut headers = Map::new();
+    for (name, v) in [("Referer", e.referer), ("User-Agent", e.user_agent)] {
+        if let Some(v) = v {
+            headers.insert(name.into(), json!([json_text(v.as_bytes())]));
+        }
+    }
+    if !headers.is_empty() {
+        request.insert("headers".into(), Value::Object(headers));
+    }
+    let ts = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let obj = json!({
+        "level": "info",
+        "ts": ts,
+        "logger": "http.log.access",
+        "msg": "handled request",
+        "request": request,
+        "status": e.status,
+        "size": e.bytes,
+    });
+    // serde_json escapes every control character, so the object is one line.
+    let _ = write!(s, "{obj}");
+    s.push('\n');
 }
 
 /// `10/Oct/2000:13:55:36 +0000` in UTC, appended to `s`.
@@ -308,7 +422,7 @@ mod tests {
         let t = UNIX_EPOCH + Duration::from_secs(971_185_336); // 2000-10-10 13:42:16 UTC
         let e = Entry {
             client: Some([127, 0, 0, 1].into()),
-            request_line: &["GET", "/apache_pb.gif", "HTTP/1.0"],
+            request_line: &[b"GET", b"/apache_pb.gif", b"HTTP/1.0"],
             status: 200,
             bytes: 2326,
             referer: Some("http://www.example.com/start.html"),
@@ -342,12 +456,86 @@ mod tests {
         assert_eq!(line.matches('\n').count(), 1);
         // A raw line given whole is escaped the same way; a Unix-socket peer is `unix`.
         let raw = Entry {
-            request_line: &["GET /\"x HTTP/1.1"],
+            request_line: &[b"GET /\"x HTTP/1.1"],
             ..Entry::default()
         };
         let line = format_line(&raw, UNIX_EPOCH);
         assert!(line.starts_with("unix - - ["), "{line}");
         assert!(line.contains("\"GET /\\x22x HTTP/1.1\""), "{line}");
+    }
+
+    #[test]
+    fn bytes_past_ascii_and_not_utf8_are_written_as_nginx_writes_them() {
+        let e = Entry {
+            client: Some([10, 0, 0, 1].into()),
+            request_line: &[b"GET /caf\xc3\xa9/\xff\x01\r\n1.2.3.4 - - \"x HTTP/1.1"],
+            status: 400,
+            user_agent: Some("curl/8 \u{1b}[31m"),
+            ..Entry::default()
+        };
+        let line = format_line(&e, UNIX_EPOCH);
+        assert_eq!(
+            line,
+            "10.0.0.1 - - [01/Jan/1970:00:00:00 +0000] \"GET /caf\\xC3\\xA9/\\xFF\\x01\\x0D\\x0A1.2.3.4 - - \
+             \\x22x HTTP/1.1\" 400 - \"-\" \"curl/8 \\x1B[31m\"\n"
+        );
+        assert!(line.is_ascii());
+    }
+
+    fn json_line(e: &Entry<'_>, t: SystemTime) -> serde_json::Value {
+        let mut s = String::new();
+        json_into(&mut s, e, t);
+        assert_eq!(s.matches('\n').count(), 1, "{s}");
+        assert!(s.ends_with('\n'));
+        serde_json::from_str(&s).unwrap()
+    }
+
+    #[test]
+    fn json_lines_carry_caddys_fields_and_escape_what_is_not_text() {
+        let t = UNIX_EPOCH + Duration::from_millis(971_185_336_500);
+        let v = json_line(
+            &Entry {
+                client: Some([127, 0, 0, 1].into()),
+                request_line: &[b"GET", b"/caf\xc3\xa9?q=\"1\"", b"HTTP/1.1"],
+                status: 200,
+                bytes: 2326,
+                referer: Some("http://a.example/"),
+                user_agent: Some("x\ny"),
+            },
+            t,
+        );
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "level": "info",
+                "ts": 971185336.5,
+                "logger": "http.log.access",
+                "msg": "handled request",
+                "request": {
+                    "remote_ip": "127.0.0.1",
+                    "proto": "HTTP/1.1",
+                    "method": "GET",
+                    "uri": "/café?q=\"1\"",
+                    "headers": {"Referer": ["http://a.example/"], "User-Agent": ["x\\x0Ay"]},
+                },
+                "status": 200,
+                "size": 2326,
+            })
+        );
+        // A line that is not METHOD TARGET VERSION, with bytes that are not UTF-8.
+        let v = json_line(
+            &Entry {
+                request_line: &[b"\xff\xfe junk"],
+                status: 400,
+                ..Entry::default()
+            },
+            t,
+        );
+        assert_eq!(v["request"]["line"], "\\xFF\\xFE junk");
+        assert_eq!(v["request"]["remote_ip"], "unix");
+        // Nothing parsed at all (a 408 before the first byte).
+        let v = json_line(&Entry::default(), t);
+        assert_eq!(v["request"], serde_json::json!({"remote_ip": "unix"}));
     }
 
     #[test]

@@ -142,6 +142,15 @@ impl GatewayError {
             _ => None,
         }
     }
+
+    /// A route that is well formed but names what this machine does not have (a missing
+    /// script directory), as opposed to one written wrong.
+    pub fn is_missing_file(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::CgiFile { .. } | GatewayError::CgiMissing { .. }
+        )
+    }
 }
 
 /// Resolve an upstream's address once, at start (as nginx resolves `proxy_pass` hosts).

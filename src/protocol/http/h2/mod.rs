@@ -915,7 +915,11 @@ impl H2Session {
         if let Some(log) = &shared.options.access_log {
             log.log(&Entry {
                 client: self.peer.ip_addr(),
-                request_line: &[req.method, req.target, Version::Http2.as_str()],
+                request_line: &[
+                    req.method.as_bytes(),
+                    req.target.as_bytes(),
+                    Version::Http2.as_str().as_bytes(),
+                ],
                 status,
                 bytes,
                 referer: req.header("referer"),

@@ -324,10 +324,11 @@ fn with_head<R>(buf: &[u8], limits: &Limits, f: impl FnOnce(Result<Head<'_>, Rej
 }
 
 /// The request line of a head, for the access log (lossy, bounded).
-fn request_line(buf: &[u8]) -> String {
+fn request_line(buf: &[u8]) -> Vec<u8> {
     let end = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
     let line = buf[..end].strip_suffix(b"\r").unwrap_or(&buf[..end]);
-    String::from_utf8_lossy(&line[..line.len().min(1024)]).into_owned()
+    // The bytes as they came, whatever they are: the log escapes them.
+    line[..line.len().min(1024)].to_vec()
 }
 
 impl HttpSession {
@@ -731,7 +732,11 @@ impl HttpSession {
         if let Some(log) = &opts.access_log {
             log.log(&Entry {
                 client: self.peer.ip_addr(),
-                request_line: &[req.method, req.target, req.version.as_str()],
+                request_line: &[
+                    req.method.as_bytes(),
+                    req.target.as_bytes(),
+                    req.version.as_str().as_bytes(),
+                ],
                 status,
                 bytes,
                 referer: req.header("referer"),
@@ -802,7 +807,7 @@ impl HttpSession {
                     {
                         log.log(&Entry {
                             client: self.peer.ip_addr(),
-                            request_line: &[line],
+                            request_line: &[line.as_bytes()],
                             status: s.status,
                             bytes: s.bytes,
                             referer: referer.as_deref(),
@@ -892,14 +897,14 @@ impl HttpSession {
     }
 
     /// Queue the answer to a refused request; the connection closes after it.
-    fn answer_error(&mut self, r: Reject, line: &str, out: &mut Outbox) {
+    fn answer_error(&mut self, r: Reject, line: &[u8], out: &mut Outbox) {
         tracing::debug!(peer = %self.peer.remote, status = r.status, "refused: {}", r.detail);
         // An upload cut short is abandoned now (its sink removes what it wrote).
         self.collect = None;
         let mut resp = error_response(r.status, r.detail);
         resp.close = true;
         // A refused HEAD still gets no body (RFC 9110 §9.3.2).
-        let head_only = line.starts_with("HEAD ");
+        let head_only = line.starts_with(b"HEAD ");
         let bytes = write_response(out, &self.shared.options, resp, head_only, true, false);
         if let Some(log) = &self.shared.options.access_log {
             log.log(&Entry {
@@ -916,7 +921,7 @@ impl HttpSession {
         self.more_may_come = true;
     }
 
-    fn reject(&mut self, r: Reject, line: &str, input: &mut ReadBuf, out: &mut Outbox) -> Next {
+    fn reject(&mut self, r: Reject, line: &[u8], input: &mut ReadBuf, out: &mut Outbox) -> Next {
         self.answer_error(r, line, out);
         input.clear();
         Next::CloseAfterFlush
@@ -1096,7 +1101,7 @@ impl Session for HttpSession {
                         status: 408,
                         detail: "The request head did not arrive in time.",
                     },
-                    "",
+                    b"",
                     out,
                 );
                 Next::CloseAfterFlush

@@ -266,7 +266,7 @@ impl HttpSession {
         self.stash.clear();
         // The access line is the refusal's (the exchange never answered).
         d.log = None;
-        self.answer_error(r, &line, out);
+        self.answer_error(r, line.as_bytes(), out);
         Next::CloseAfterFlush
     }
 
@@ -563,7 +563,7 @@ impl HttpSession {
         };
         log.log(&Entry {
             client: self.peer.ip_addr(),
-            request_line: &[line.as_str()],
+            request_line: &[line.as_bytes()],
             status: d.status,
             bytes: d.bytes,
             referer: referer.as_deref(),

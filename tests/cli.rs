@@ -1,0 +1,309 @@
+//! The command line as a user meets it before serving anything: `--help` on every subcommand,
+//! the shell completions (driven in bash, zsh and fish themselves) and the manual pages (read
+//! by groff and man).
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::{require, run_tincan, TempDir};
+
+/// Every subcommand, as a user types it.
+const COMMANDS: &[&[&str]] = &[
+    &["serve"],
+    &["hello"],
+    &["echo"],
+    &["send"],
+    &["chat"],
+    &["talk"],
+    &["bench"],
+    &["bench", "http"],
+    &["bench", "echo"],
+    &["bench", "chat"],
+    &["bench", "selftest"],
+    &["bench", "models"],
+    &["completions"],
+    &["man"],
+];
+
+fn help(cmd: &[&str], flag: &str) -> String {
+    let mut args = cmd.to_vec();
+    args.push(flag);
+    let (status, out, err) = run_tincan(&args, b"", Duration::from_secs(10));
+    assert!(status.success(), "{args:?}: {err}");
+    out
+}
+
+#[test]
+fn every_subcommand_help_shows_examples_and_no_path_of_the_source_tree() {
+    for cmd in COMMANDS {
+        for flag in ["-h", "--help"] {
+            let out = help(cmd, flag);
+            let want = format!("Examples:\n  tincan {}", cmd[0]);
+            assert!(out.contains(&want), "tincan {cmd:?} {flag}:\n{out}");
+            // An installed binary has no source tree beside it to point at.
+            for path in [
+                "examples/",
+                "bench/",
+                "scripts/",
+                "contrib/",
+                "tests/",
+                "src/",
+            ] {
+                assert!(
+                    !out.contains(path),
+                    "tincan {cmd:?} {flag} names {path}:\n{out}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn serve_help_groups_its_flags_under_headings_in_the_order_a_user_needs_them() {
+    let out = help(&["serve"], "--help");
+    let headings: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.starts_with(' ') && l.ends_with(':'))
+        .collect();
+    assert_eq!(
+        headings,
+        [
+            "Arguments:",
+            "Options:",
+            "Listening:",
+            "Concurrency:",
+            "Privileges:",
+            "TLS:",
+            "Files:",
+            "Access control:",
+            "Limits:",
+            "HTTP:",
+            "Logging:",
+            "Proxy and CGI:",
+            "Examples:",
+        ]
+    );
+    // A flag sits under its heading: --max-body among the limits, --proxy with CGI.
+    let under = |heading: &str, flag: &str| {
+        let from = out.find(&format!("\n{heading}:\n")).unwrap();
+        let section = &out[from + 1..];
+        let end = section[1..].find("\n\n").map_or(section.len(), |e| e + 1);
+        section[..end].contains(flag)
+    };
+    assert!(under("Limits", "--max-body <SIZE>"), "{out}");
+    assert!(under("Proxy and CGI", "--cgi <PREFIX=DIR>"), "{out}");
+    assert!(under("TLS", "--tls-self-signed <DIR>"), "{out}");
+    assert!(under("Files", "--archives <on|off>"), "{out}");
+}
+
+/// The completion script, written where a shell reads it.
+fn completion(shell: &str, dir: &TempDir, name: &str) -> String {
+    let (status, out, err) = run_tincan(&["completions", shell], b"", Duration::from_secs(10));
+    assert!(status.success(), "{err}");
+    let path = dir.path().join(name);
+    std::fs::write(&path, out).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn shell(program: &str, script: &str) -> String {
+    let out = Command::new(program)
+        .args(["-c", script])
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{program} -c {script}: {err}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn completions_complete_subcommands_flags_and_values_in_bash_zsh_and_fish() {
+    require("bash --version");
+    require("zsh --version");
+    require("fish --version");
+    let dir = TempDir::new("completions");
+    let bash = completion("bash", &dir, "tincan.bash");
+    // bash calls the function with the command, the word and the word before it.
+    let words = |line: &str| {
+        let words: Vec<&str> = line.split(' ').collect();
+        let last = words.len() - 1;
+        format!(
+            "source {bash}; COMP_WORDS=({line}); COMP_CWORD={last}; _tincan tincan {} {}; \
+             echo \"${{COMPREPLY[@]}}\"",
+            words[last],
+            words[last - 1]
+        )
+    };
+    assert_eq!(shell("bash", &words("tincan se")).trim(), "serve send");
+    assert_eq!(
+        shell("bash", &words("tincan serve --lis")).trim(),
+        "--listen --listing"
+    );
+    let fish = completion("fish", &dir, "tincan.fish");
+    let got = shell(
+        "fish",
+        &format!("source {fish}; complete -C 'tincan serve --model '; complete -C 'tincan man'"),
+    );
+    for want in ["event\n", "prefork\n", "iterative\n", "threaded\n"] {
+        assert!(got.contains(want), "{got}");
+    }
+    let got = shell("fish", &format!("source {fish}; complete -C 'tincan com'"));
+    assert!(got.starts_with("completions\t"), "{got}");
+    // zsh: the script registers itself with compinit's table.
+    let zsh = completion("zsh", &dir, "_tincan");
+    let dump = dir.path().join("zcompdump");
+    let got = shell(
+        "zsh",
+        &format!(
+            "autoload -U compinit && compinit -u -d {}; source {zsh}; print $_comps[tincan]",
+            dump.display()
+        ),
+    );
+    assert_eq!(got.trim(), "_tincan");
+    let (status, _, err) = run_tincan(&["completions", "tcsh"], b"", Duration::from_secs(10));
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("use one of: bash, elvish, fish, powershell, zsh"),
+        "{err}"
+    );
+}
+
+#[test]
+fn man_pages_are_valid_roff_with_every_flag_and_the_examples() {
+    require("groff --version");
+    require("man --version");
+    let dir = TempDir::new("man");
+    for cmd in [&[][..], &["serve"], &["bench", "http"], &["chat"]] {
+        let mut args = vec!["man"];
+        args.extend_from_slice(cmd);
+        let (status, page, err) = run_tincan(&args, b"", Duration::from_secs(10));
+        assert!(status.success(), "{args:?}: {err}");
+        let file = dir.path().join("page.1");
+        std::fs::write(&file, &page).unwrap();
+        // groff warns about every roff mistake with -ww; -z formats without output.
+        let check = Command::new("groff")
+            .args(["-man", "-Tutf8", "-ww", "-z"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let warnings = String::from_utf8_lossy(&check.stderr);
+        assert!(
+            check.status.success() && warnings.is_empty(),
+            "{args:?}: {warnings}"
+        );
+        let shown = Command::new("man")
+            .args(["-l", "-P", "cat"])
+            .arg(&file)
+            .env("MANWIDTH", "100")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&shown.stdout);
+        let title = std::iter::once("tincan")
+            .chain(cmd.iter().copied())
+            .collect::<Vec<_>>()
+            .join("-")
+            .to_uppercase();
+        assert!(
+            text.starts_with(&format!("{title}(1)")),
+            "{args:?}:\n{text}"
+        );
+        assert!(
+            text.contains("\nEXAMPLES\n") || cmd.is_empty(),
+            "{args:?}:\n{text}"
+        );
+        match cmd {
+            [] => {
+                assert!(text.contains("tincan-serve(1)"), "{text}");
+                assert!(text.contains("\nEXIT STATUS\n"), "{text}");
+                assert!(
+                    text.contains("  2    the command line or config file"),
+                    "{text}"
+                );
+            }
+            ["serve"] => {
+                assert!(text.contains("--listen <ADDR>"), "{text}");
+                // Examples keep their lines, as in --help.
+                assert!(
+                    text.contains("\n         tincan serve                              the current directory"),
+                    "{text}"
+                );
+            }
+            _ => {}
+        }
+    }
+    let (status, _, err) = run_tincan(&["man", "bench", "ftp"], b"", Duration::from_secs(10));
+    assert_eq!(status.code(), Some(2));
+    assert_eq!(
+        err,
+        "tincan: `tincan bench` has no subcommand `ftp`; its pages are http, echo, chat, \
+         selftest, models\n"
+    );
+}
+
+#[test]
+fn start_lines_are_urls_for_http_and_addresses_for_echo_and_chat() {
+    use crate::support::{curl, Server};
+    require("curl --version");
+    let dir = TempDir::new("start-lines");
+    let tls = dir.path().join("tls");
+    let tls = tls.to_str().unwrap();
+    let sock = dir.path().join("s.sock");
+    let unix = format!("unix:{}", sock.display());
+    let root = dir.path().to_str().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "a\n").unwrap();
+    let quiet = ["--access-log", "off"];
+    for (args, scheme) in [
+        (
+            vec!["serve", root, "-l", "127.0.0.1:0"],
+            "http://127.0.0.1:",
+        ),
+        (vec!["serve", root, "-l", "[::1]:0"], "http://[::1]:"),
+        (vec!["hello", "-l", "127.0.0.1:0"], "http://127.0.0.1:"),
+        (
+            vec!["serve", root, "-l", "127.0.0.1:0", "--tls-self-signed", tls],
+            "https://127.0.0.1:",
+        ),
+    ] {
+        let mut all = args.clone();
+        all.extend(quiet);
+        let srv = Server::start(&all);
+        let url = &srv.addrs[0];
+        assert!(url.starts_with(scheme), "{args:?}: {url}");
+        // The line is a URL curl takes as it is.
+        let cacert = format!("{tls}/cert.pem");
+        let mut curl_args = vec!["-o", "/dev/null", "-w", "%{http_code}", "-g"];
+        if scheme.starts_with("https") {
+            curl_args.extend(["--cacert", &cacert]);
+        }
+        let target = if args[0] == "serve" {
+            format!("{url}/a.txt")
+        } else {
+            url.clone()
+        };
+        curl_args.push(&target);
+        let out = curl(&format!("{args:?}"), &curl_args);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{args:?}");
+    }
+    for (args, want) in [
+        (vec!["echo", "-l", "127.0.0.1:0"], "127.0.0.1:"),
+        (vec!["chat", "-l", "127.0.0.1:0"], "127.0.0.1:"),
+        (vec!["echo", "-l", "127.0.0.1:0", "--udp"], "127.0.0.1:"),
+        (
+            vec!["echo", "-l", "127.0.0.1:0", "--tls-self-signed", tls],
+            "tls://127.0.0.1:",
+        ),
+        (
+            vec!["serve", root, "-l", &unix, "--access-log", "off"],
+            "unix:/",
+        ),
+    ] {
+        let srv = Server::start(&args);
+        let line = &srv.addrs[0];
+        assert!(line.starts_with(want), "{args:?}: {line}");
+        if !want.starts_with("unix:") {
+            // What follows the scheme is HOST:PORT, as nc and tincan send take it.
+            let bare = line.strip_prefix("tls://").unwrap_or(line);
+            bare.parse::<std::net::SocketAddr>()
+                .unwrap_or_else(|e| panic!("{args:?}: {line}: {e}"));
+        }
+    }
+}
