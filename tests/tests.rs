@@ -6,6 +6,7 @@ mod chat;
 mod chat_redis;
 mod echo;
 mod h2;
+mod h2_conformance;
 mod http;
 mod models;
 mod proxy;

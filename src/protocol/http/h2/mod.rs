@@ -54,6 +54,9 @@ pub const RESETS_PER_SECOND: u32 = 200;
 pub const CHEAP_PER_SECOND: u32 = 1000;
 /// CONTINUATION frames allowed in one header block (the cap on its bytes is `--max-head`).
 const MAX_CONTINUATIONS: u32 = 64;
+/// Stream ids remembered after they opened, to tell a frame on a closed stream (STREAM_CLOSED)
+/// from one on an id never used (PROTOCOL_ERROR), §5.1.
+const RECENT_STREAMS: usize = 128;
 /// The receive window given back once this much of it is used (half the default).
 const REFILL_AT: i64 = DEFAULT_WINDOW / 2;
 
@@ -62,11 +65,17 @@ const REFILL_AT: i64 = DEFAULT_WINDOW / 2;
 pub struct H2Options {
     /// Streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
     pub max_streams: u32,
+    /// HTTP/2 alone (`--http2 only`): every connection is HTTP/2, so one that does not open
+    /// with the client preface is a connection error (§3.4), not an HTTP/1.1 request.
+    pub only: bool,
 }
 
 impl Default for H2Options {
     fn default() -> Self {
-        H2Options { max_streams: 128 }
+        H2Options {
+            max_streams: 128,
+            only: false,
+        }
     }
 }
 
@@ -143,6 +152,8 @@ pub struct H2Session {
     ready: VecDeque<u32>,
     /// The highest stream id the client opened (any lower one not in `streams` is closed).
     last_stream: u32,
+    /// The last [`RECENT_STREAMS`] stream ids opened, oldest first.
+    recent: VecDeque<u32>,
     block: Option<Block>,
     send_window: i64,
     recv_window: i64,
@@ -200,6 +211,7 @@ impl H2Session {
             streams: HashMap::new(),
             ready: VecDeque::new(),
             last_stream: 0,
+            recent: VecDeque::new(),
             block: None,
             send_window: DEFAULT_WINDOW,
             recv_window: DEFAULT_WINDOW,
@@ -440,8 +452,8 @@ impl H2Session {
                 if h.stream != 0 {
                     return Err(ConnError(ErrorCode::ProtocolError, "GOAWAY on a stream"));
                 }
-                // The client opens no more streams; those open finish.
-                self.go_away(ErrorCode::NoError, out);
+                // §6.8: a GOAWAY limits the streams its receiver may open, and we open none
+                // (no push); the client closes when it is done, and its open streams finish.
                 Ok(())
             }
             kind::WINDOW_UPDATE => self.window_update(h, p, out, now),
@@ -785,7 +797,9 @@ impl H2Session {
                 self.reset(id, ErrorCode::StreamClosed, out);
                 return Ok(());
             }
-            if !end_stream {
+            // §8.1: trailers end the stream and carry no pseudo-header (§8.3).
+            if !end_stream || fields.bad_name || fields.list.iter().any(|(n, _)| n.starts_with(':'))
+            {
                 self.reset(id, ErrorCode::ProtocolError, out);
                 return Ok(());
             }
@@ -797,14 +811,26 @@ impl H2Session {
             }
             return Ok(());
         }
+        if self.recent.contains(&id) {
+            // §5.1: frames after a stream's END_STREAM (or its reset) on a stream that is
+            // closed now.
+            return Err(ConnError(
+                ErrorCode::StreamClosed,
+                "HEADERS on a closed stream",
+            ));
+        }
         if id % 2 == 0 || id <= self.last_stream {
-            // §5.1.1: client streams are odd and increasing; a lower one is closed.
+            // §5.1.1: client streams are odd and increasing; a lower id is not a new stream.
             return Err(ConnError(
                 ErrorCode::ProtocolError,
-                "HEADERS on a closed or server stream id",
+                "HEADERS on a lower or server stream id",
             ));
         }
         self.last_stream = id;
+        if self.recent.len() == RECENT_STREAMS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(id);
         if self.going_away {
             // §6.8: streams after the GOAWAY's last id are not processed.
             out.with_tail(|b| frame::write_rst(b, id, ErrorCode::RefusedStream));
@@ -1251,6 +1277,14 @@ fn request_head(fields: hpack::Fields) -> Option<Head> {
         }
     }
     if let Some(a) = authority {
+        // §8.3.1: a Host that names another entity than `:authority` makes it malformed.
+        let other = head
+            .fields
+            .iter()
+            .any(|(n, v)| n == "host" && !v.eq_ignore_ascii_case(a.as_bytes()));
+        if other {
+            return None;
+        }
         if !host {
             // §8.3.1: `:authority` stands for Host; the handler reads `Host`.
             head.fields.insert(0, ("host".to_string(), a.into_bytes()));
