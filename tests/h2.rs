@@ -438,50 +438,171 @@ fn passwords_hold_and_uploads_refuse_over_h2() {
     assert!(!root.path().join("new.txt").exists());
 }
 
-/// Proxy routes are served over HTTP/1.1 only so far: with `--proxy` and no `--http2` asked
-/// for, a TLS listener does not offer h2, so curl (which would pick it) gets the proxied
-/// answer over HTTP/1.1 instead of a 501; with `--http2 on` the route answers 501 over h2.
+/// A Python HTTP/1.1 upstream on 127.0.0.1:0 (it prints its port): `GET` answers
+/// `up PATH` (`X-Repeat` times) with `Connection: keep-alive` and `Keep-Alive` fields, which
+/// HTTP/2 must not carry; `POST` answers 201 `got N bytes`.
+const PY_UPSTREAM: &str = r#"
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = (("up %s\n" % self.path) * int(self.headers.get("X-Repeat", "1"))).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "keep-alive")
+        self.send_header("Keep-Alive", "timeout=5")
+        self.end_headers()
+        self.wfile.write(body)
+    def do_POST(self):
+        data = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = b"got %d bytes\n" % len(data)
+        self.send_response(201)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+class S(http.server.ThreadingHTTPServer):
+    # socketserver's default backlog of 5 drops the SYNs of 50 links dialled at once.
+    request_queue_size = 128
+s = S(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
+/// The Python upstream, killed (by its pid) when dropped.
+struct PyUpstream(std::process::Child, u16);
+
+impl PyUpstream {
+    fn start() -> PyUpstream {
+        use std::io::BufRead;
+        let mut child = Command::new("python3")
+            .args(["-c", PY_UPSTREAM])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run python3");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().expect("the upstream's port");
+        PyUpstream(child, port)
+    }
+}
+
+impl Drop for PyUpstream {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Proxy and CGI routes over HTTP/2: curl (h2c and h2 over TLS) and Python's `h2` (50
+/// streams at once on one connection) through a proxy route to a Python upstream and a CGI
+/// script, with request bodies, a large answer, and the upstream's connection-specific fields
+/// dropped (RFC 9113 §8.2.2). HTTP/2 stays on by default with routes configured.
 #[test]
-fn a_proxy_route_keeps_tls_clients_on_http_1_1_unless_http2_is_asked_for() {
+fn proxy_and_cgi_routes_are_relayed_over_h2_under_the_concurrent_models() {
     support::require("curl --version | grep -q HTTP2");
+    support::require("python3 -c 'import h2'");
     let (root, _) = site();
-    let up = Server::start(&["hello", "--listen", "127.0.0.1:0"]);
-    let route = format!("/up=http://{}", up.addr());
-    let certs = TempDir::new("h2-proxy-certs");
-    let certs = certs.path().to_str().unwrap().to_string();
-    for (extra, want) in [(None, "200 1.1"), (Some("on"), "501 2")] {
-        let mut args = vec![
-            "serve",
-            root.path().to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--tls-self-signed",
-            &certs,
-            "--proxy",
-            &route,
-        ];
-        if let Some(v) = extra {
-            args.extend_from_slice(&["--http2", v]);
-        }
-        let srv = Server::start(&args);
-        let port = srv.addrs[0].rsplit(':').next().unwrap().to_string();
-        let url = format!("https://127.0.0.1:{port}/up/x");
+    let up = PyUpstream::start();
+    let cgi = TempDir::new("h2-cgi");
+    let script = cgi.path().join("hi.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nprintf 'Content-Type: text/plain\\n\\n'\necho \"cgi $REQUEST_METHOD $CONTENT_LENGTH\"\ncat\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let route = format!("/api=http://127.0.0.1:{}", up.1);
+    let cgi_route = format!("/cgi={}", cgi.path().display());
+    let certs = TempDir::new("h2-gw-certs");
+    let certs_s = certs.path().to_str().unwrap();
+    let models = [
+        ModelFlags(&["--model", "threaded"]),
+        ModelFlags(&["--model", "prefork", "--workers", "2"]),
+        ModelFlags(&["--model", "event", "--workers", "2", "--poller", "epoll"]),
+    ];
+    let body = vec![b'x'; 100 << 10];
+    let body_file = root.path().join("body.bin");
+    std::fs::write(&body_file, &body).unwrap();
+    let body_arg = format!("@{}", body_file.display());
+    for m in models {
+        let extra = ["--proxy", route.as_str(), "--cgi", cgi_route.as_str()];
+        let (plain, tls) = servers(root.path().to_str().unwrap(), certs_s, m, &extra);
+        let h2c = |path: &str, more: &[&str]| {
+            let mut args = vec![
+                "--http2-prior-knowledge",
+                "-w",
+                "%{stderr}%{http_code} %{http_version}",
+            ];
+            args.extend_from_slice(more);
+            let url = plain.url(path);
+            args.push(&url);
+            let out = support::curl(&format!("{m} {path}"), &args);
+            (
+                String::from_utf8_lossy(&out.stdout).to_string(),
+                String::from_utf8_lossy(&out.stderr).to_string(),
+            )
+        };
+        assert_eq!(
+            h2c("/api/x", &[]),
+            ("up /api/x\n".into(), "200 2".into()),
+            "{m}"
+        );
+        let (text, code) = h2c("/api/y", &["-H", "X-Repeat: 20000"]);
+        assert_eq!((text.len(), code.as_str()), (20000 * 10, "200 2"), "{m}");
+        assert!(text.lines().all(|l| l == "up /api/y"), "{m}");
+        let posted = h2c("/api/p", &["--data-binary", &body_arg]);
+        assert_eq!(posted, ("got 102400 bytes\n".into(), "201 2".into()), "{m}");
+        let ran = h2c("/cgi/hi.sh", &["--data-binary", "cgi body"]);
+        assert_eq!(ran, ("cgi POST 8\ncgi body".into(), "200 2".into()), "{m}");
+        // §8.2.2: the upstream's Connection and Keep-Alive stay on its HTTP/1.1 hop.
+        let (head, _) = h2c("/api/h", &["-D", "-", "-o", "/dev/null"]);
+        assert!(head.starts_with("HTTP/2 200"), "{m}: {head}");
+        let lower = head.to_ascii_lowercase();
+        assert!(
+            !lower.contains("keep-alive") && !lower.contains("connection:"),
+            "{m}: {head}"
+        );
+        assert!(lower.contains("content-type: text/plain"), "{m}: {head}");
+        // h2 by ALPN: a TLS client gets the routes over HTTP/2 too.
+        let tls_url = format!("{}/api/t", tls.addrs[0]);
         let out = support::curl(
-            "proxy over tls",
+            &format!("{m} tls"),
             &[
                 "-k",
-                "-s",
-                "-o",
-                "/dev/null",
+                "--http2",
                 "-w",
-                "%{http_code} %{http_version}",
-                &url,
+                "%{stderr}%{http_code} %{http_version}",
+                &tls_url,
             ],
         );
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            want,
-            "--http2 {extra:?}"
-        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "up /api/t\n", "{m}");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "200 2", "{m}");
+        // 50 streams at once on one connection, each relayed on its own link.
+        let paths: Vec<String> = (0..50).map(|i| format!("/api/s{i}")).collect();
+        let mut args = vec![
+            "get".to_string(),
+            plain.addr().port().to_string(),
+            "plain".into(),
+        ];
+        args.push("65535".into());
+        args.extend(paths.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let got = python(&args);
+        let lines: Vec<&str> = got.lines().collect();
+        assert_eq!(lines.len(), 50, "{m}: {got}");
+        for (line, p) in lines.iter().zip(&paths) {
+            let want = format!("up {p}\n");
+            assert_eq!(
+                *line,
+                format!("200 {} {}", sha256(want.as_bytes()), want.len()),
+                "{m}: {p}"
+            );
+        }
     }
 }

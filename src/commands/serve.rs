@@ -89,8 +89,8 @@ pub struct HttpArgs {
     /// Speak HTTP/2 too: `h2` by ALPN on TLS listeners (offered before http/1.1) and h2c with
     /// prior knowledge on plain ones (`Upgrade: h2c` is not offered). `only`: HTTP/2 alone
     /// (ALPN offers only h2; a connection that does not open with the HTTP/2 preface gets
-    /// GOAWAY). [default: on, but off with --proxy, --cgi, --upload or --archives, which are
-    /// served over HTTP/1.1 only so far]
+    /// GOAWAY). [default: on, but off with --upload or --archives, which are served over
+    /// HTTP/1.1 only so far]
     #[arg(long, value_enum, value_name = "on|off|only")]
     pub http2: Option<Http2Mode>,
     /// HTTP/2 streams a client may have open at once on one connection; more are refused
@@ -726,15 +726,15 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
     let tls = args.server.tls_source()?.is_some();
     let mut options = args.http.options(&cfg, serve_options.model, tls)?;
     options.guard = guard;
-    // Proxy and CGI routes, uploads and folder archives are served over HTTP/1.1 only for now
-    // (over HTTP/2 they answer 501): unless HTTP/2 was asked for, it is not offered with them,
-    // so a browser that would pick h2 by ALPN gets them working.
-    let h1_only = gateway.is_some() || !files_upload.is_empty() || archives;
+    // Uploads and folder archives are served over HTTP/1.1 only for now (over HTTP/2 they
+    // answer 501): unless HTTP/2 was asked for, it is not offered with them, so a browser that
+    // would pick h2 by ALPN gets them working. Proxy and CGI routes are relayed over both.
+    let h1_only = !files_upload.is_empty() || archives;
     if h1_only && args.http.http2.is_none() && cfg.http2.is_none() && options.http2 {
         options.http2 = false;
         tracing::info!(
-            "HTTP/2 is off: --proxy, --cgi, --upload and --archives are served over HTTP/1.1 \
-             only for now (--http2 on offers it anyway, and they answer 501 over it)"
+            "HTTP/2 is off: --upload and --archives are served over HTTP/1.1 only for now \
+             (--http2 on offers it anyway, and they answer 501 over it)"
         );
     }
     let redirect = redirect_listener(args.redirect_http.or(cfg.redirect_http.clone()), tls)?;

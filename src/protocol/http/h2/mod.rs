@@ -9,7 +9,7 @@
 //!   per connection is bounded.
 //! - A request is answered when its END_STREAM arrives: its fields become the same [`Request`]
 //!   HTTP/1.1 builds (`:authority` as `Host`), a request body is counted and discarded (the
-//!   static handler takes none; over `--max-body`, 413). The response goes out as HEADERS
+//!   static handler takes none; over `--max-body`, 413), or kept for a proxy or CGI route. The response goes out as HEADERS
 //!   (+ CONTINUATION) and DATA frames within the peer's windows, the streams taking turns a
 //!   frame each; a file region is read a frame at a time, and no more than the pause mark of
 //!   output is built ahead of the socket.
@@ -17,8 +17,9 @@
 //!   (WINDOW_UPDATE) as its data is consumed; ours follow its WINDOW_UPDATEs and
 //!   SETTINGS_INITIAL_WINDOW_SIZE, overflow being a FLOW_CONTROL_ERROR.
 //! - Priority signals are ignored (§5.3.2 allows it); server push is never used.
-//! - Proxy and CGI routes answer 501 over HTTP/2 for now: the relay speaks to one HTTP/1
-//!   exchange per connection.
+//! - Proxy and CGI routes are relayed ([`relay`]): each routed stream gets its own link to the
+//!   HTTP/1.1 upstream or script, through the same gateway exchange HTTP/1.1 uses. Uploads and
+//!   folder archives still answer 501 over HTTP/2.
 //!
 //! Abuse is bounded per connection, each limit ending in the answer RFC 9113 names:
 //! concurrent streams (`--h2-max-streams`, REFUSED_STREAM beyond), a header list over
@@ -31,6 +32,7 @@
 
 mod frame;
 pub mod hpack;
+mod relay;
 #[cfg(test)]
 mod tests;
 
@@ -43,7 +45,7 @@ use super::access_log::Entry;
 use super::message::{error_response, Body, Part, Request, Response, Version};
 use super::session::{owned_by_session, safe_field, with_date, Shared};
 use super::wire::status_has_body;
-use crate::protocol::{Next, Outbox, Peer, ReadBuf};
+use crate::protocol::{LinkEvent, LinkId, Links, Next, Outbox, Peer, ReadBuf};
 pub use frame::PREFACE;
 use frame::{flag, kind, setting, ErrorCode, FrameHead, DEFAULT_WINDOW, MAX_WINDOW};
 
@@ -111,13 +113,38 @@ struct Stream {
     discarding: bool,
     /// The response body still to send; `None` before the response.
     body: Option<VecDeque<Part>>,
+    /// More of the body may still come (a relayed answer), so its end is not yet known.
+    open: bool,
     /// In the send queue.
     queued: bool,
+    /// The request goes to a proxy or CGI route: its body is kept to be sent on.
+    collect: bool,
+    collected: Vec<u8>,
+    /// The exchange with the route's upstream or script.
+    relay: Option<Box<relay::Relay>>,
 }
 
 impl Stream {
+    fn new(recv_open: bool, send_window: i64) -> Stream {
+        Stream {
+            recv_open,
+            recv_window: DEFAULT_WINDOW,
+            recv_used: 0,
+            send_window,
+            head: None,
+            body_len: 0,
+            discarding: false,
+            body: None,
+            open: false,
+            queued: false,
+            collect: false,
+            collected: Vec::new(),
+            relay: None,
+        }
+    }
+
     fn done_sending(&self) -> bool {
-        self.body.as_ref().is_some_and(|b| b.is_empty())
+        !self.open && self.body.as_ref().is_some_and(|b| b.is_empty())
     }
 }
 
@@ -168,6 +195,8 @@ pub struct H2Session {
     budget: Budget,
     /// When bytes last moved either way: the idle and stall timers count from it.
     last_activity: Instant,
+    /// The links of relayed streams (made on the first, then kept).
+    links: Option<Box<Links>>,
 }
 
 impl std::fmt::Debug for H2Session {
@@ -228,7 +257,44 @@ impl H2Session {
                 sent: 0,
             },
             last_activity: now,
+            links: None,
         }
+    }
+
+    pub(crate) fn links(&mut self) -> Option<&mut Links> {
+        self.links.as_deref_mut()
+    }
+
+    pub(crate) fn on_link(
+        &mut self,
+        id: LinkId,
+        ev: LinkEvent,
+        out: &mut Outbox,
+        now: Instant,
+    ) -> Next {
+        if self.failed {
+            return Next::CloseAfterFlush;
+        }
+        self.on_link_event(id, ev, out, now);
+        self.pump(out);
+        self.next(out, now)
+    }
+
+    /// Forget stream `id`, closing its relay's link if it has one.
+    fn forget(&mut self, id: u32) {
+        if let Some(r) = self.streams.remove(&id).and_then(|s| s.relay) {
+            self.drop_relay(*r);
+        }
+    }
+
+    /// Forget every stream (the connection is ending).
+    fn forget_all(&mut self) {
+        for (_, s) in std::mem::take(&mut self.streams) {
+            if let Some(r) = s.relay {
+                self.drop_relay(*r);
+            }
+        }
+        self.ready.clear();
     }
 
     /// Output is built ahead of the socket up to this much.
@@ -276,6 +342,11 @@ impl H2Session {
         // Idle and stall time count from when the output left, not when it was queued.
         self.last_activity = now;
         self.pump(out);
+        if self.links.is_some() {
+            // Relayed answers that were held at the pause mark have room again.
+            self.relay_poll_all(out, now);
+            self.pump(out);
+        }
         self.next(out, now)
     }
 
@@ -293,11 +364,14 @@ impl H2Session {
     }
 
     pub(crate) fn on_timer(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        if self.links.is_some() {
+            self.relay_timers(out, now);
+            self.pump(out);
+        }
         if out.is_empty() && now >= self.deadline() {
             // Say so, then close (§6.8); streams still open are abandoned.
             self.go_away(ErrorCode::NoError, out);
-            self.streams.clear();
-            self.ready.clear();
+            self.forget_all();
             return Next::CloseAfterFlush;
         }
         self.next(out, now)
@@ -317,12 +391,17 @@ impl H2Session {
         if self.going_away && self.streams.is_empty() {
             return Next::CloseAfterFlush;
         }
+        let relay = self.relay_deadline();
         if !out.is_empty() {
             // Output is waiting on the peer: the driver's send timeout governs, and
             // `on_drained` comes back here.
-            return Next::CONTINUE;
+            return match relay {
+                Some(at) => Next::wake_at(at),
+                None => Next::CONTINUE,
+            };
         }
-        Next::wake_at(self.deadline())
+        let idle = self.deadline();
+        Next::wake_at(relay.map_or(idle, |r| r.min(idle)))
     }
 
     fn go_away(&mut self, code: ErrorCode, out: &mut Outbox) {
@@ -338,8 +417,7 @@ impl H2Session {
         self.going_away = false;
         self.go_away(e.0, out);
         self.failed = true;
-        self.streams.clear();
-        self.ready.clear();
+        self.forget_all();
         Next::CloseAfterFlush
     }
 
@@ -600,7 +678,8 @@ impl H2Session {
                 "RST_STREAM on an idle stream",
             ));
         }
-        if self.streams.remove(&h.stream).is_some() {
+        if self.streams.contains_key(&h.stream) {
+            self.forget(h.stream);
             self.spend(now, true)?;
         }
         Ok(())
@@ -608,7 +687,7 @@ impl H2Session {
 
     /// Answer a stream error with RST_STREAM and forget the stream (§5.4.2).
     fn reset(&mut self, id: u32, code: ErrorCode, out: &mut Outbox) {
-        self.streams.remove(&id);
+        self.forget(id);
         out.with_tail(|b| frame::write_rst(b, id, code));
     }
 
@@ -666,6 +745,9 @@ impl H2Session {
         s.recv_window -= len;
         s.recv_used += len;
         s.body_len += data.len() as u64;
+        if s.collect && s.body_len <= max_body {
+            s.collected.extend_from_slice(data);
+        }
         if end {
             s.recv_open = false;
         } else if s.recv_used >= REFILL_AT {
@@ -682,6 +764,7 @@ impl H2Session {
         if s.body_len > max_body {
             s.discarding = true;
             s.head = None;
+            s.collected = Vec::new();
             let resp = error_response(413, "The request body is larger than this server accepts.");
             self.send_response(h.stream, resp, false, out);
             return Ok(());
@@ -694,7 +777,7 @@ impl H2Session {
                     return Ok(());
                 }
             }
-            self.answer(h.stream, out);
+            self.answer(h.stream, out, now);
         }
         Ok(())
     }
@@ -807,7 +890,7 @@ impl H2Session {
             if s.discarding {
                 self.maybe_close(id);
             } else {
-                self.answer(id, out);
+                self.answer(id, out, now);
             }
             return Ok(());
         }
@@ -841,17 +924,7 @@ impl H2Session {
             out.with_tail(|b| frame::write_rst(b, id, ErrorCode::RefusedStream));
             return self.spend(now, true);
         }
-        let mut s = Stream {
-            recv_open: !end_stream,
-            recv_window: DEFAULT_WINDOW,
-            recv_used: 0,
-            send_window: self.peer_initial_window,
-            head: None,
-            body_len: 0,
-            discarding: false,
-            body: None,
-            queued: false,
-        };
+        let mut s = Stream::new(!end_stream, self.peer_initial_window);
         if fields.too_large {
             s.discarding = true;
             self.streams.insert(id, s);
@@ -864,10 +937,18 @@ impl H2Session {
         }
         match request_head(fields) {
             Some(head) => {
+                // A routed request's body is kept for its upstream or script.
+                s.collect = !end_stream
+                    && self
+                        .shared
+                        .options
+                        .gateway
+                        .as_ref()
+                        .is_some_and(|g| with_request(&head, |req| g.route(req).is_some()));
                 s.head = Some(head);
                 self.streams.insert(id, s);
                 if end_stream {
-                    self.answer(id, out);
+                    self.answer(id, out, now);
                 }
             }
             // §8.1.1: a malformed request is a stream error.
@@ -876,69 +957,75 @@ impl H2Session {
         Ok(())
     }
 
-    /// The request on `id` is complete: ask the handler, log, send.
-    fn answer(&mut self, id: u32, out: &mut Outbox) {
-        let Some(head) = self.streams.get_mut(&id).and_then(|s| s.head.take()) else {
+    /// The request on `id` is complete: answer it.
+    fn answer(&mut self, id: u32, out: &mut Outbox, now: Instant) {
+        let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
-        let headers: Vec<httparse::Header<'_>> = head
-            .fields
-            .iter()
-            .map(|(n, v)| httparse::Header {
-                name: n.as_str(),
-                value: v,
-            })
-            .collect();
-        let (path, query) = match head.path.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (head.path.as_str(), None),
+        let Some(head) = s.head.take() else {
+            return;
         };
-        let req = Request {
-            method: &head.method,
-            target: &head.path,
-            path,
-            query,
-            version: Version::Http2,
-            headers: &headers,
-        };
+        let body = std::mem::take(&mut s.collected);
+        self.dispatch(id, head, body, 0, out, now);
+    }
+
+    /// Ask the guard, then the routes (a relay), then the handler; log and send.
+    fn dispatch(
+        &mut self,
+        id: u32,
+        head: Head,
+        body: Vec<u8>,
+        redirects: u8,
+        out: &mut Outbox,
+        now: Instant,
+    ) {
         let shared = self.shared.clone();
-        let routed = shared
-            .options
-            .gateway
-            .as_ref()
-            .is_some_and(|g| g.route(&req).is_some());
-        // CORS preflights and authentication come first, as over HTTP/1.1.
-        let gated = shared
-            .options
-            .guard
-            .as_ref()
-            .and_then(|g| g.gate(&req, &self.peer));
-        let mut resp = if let Some(resp) = gated {
-            resp
-        } else if routed {
-            error_response(
-                501,
-                "Proxy and CGI routes are not served over HTTP/2 yet; use HTTP/1.1.",
-            )
-        } else {
-            // A handler that takes the request body (an upload) is not given it over HTTP/2
-            // yet: it is refused rather than answered as if the body were empty.
-            let takes_body = matches!(req.method, "PUT" | "POST" | "PATCH");
-            match takes_body.then(|| shared.handler.body_use(&req, &self.peer)) {
-                Some(super::message::BodyUse::Take(_)) => {
-                    error_response(501, "Uploads are not taken over HTTP/2 yet; use HTTP/1.1.")
-                }
-                Some(super::message::BodyUse::Refuse(resp)) => resp,
-                _ => shared.handler.handle(&req, &self.peer),
+        with_request(&head, |req| {
+            let routed = shared.options.gateway.as_ref().and_then(|g| g.route(req));
+            // CORS preflights and authentication come first, as over HTTP/1.1.
+            let gated = shared
+                .options
+                .guard
+                .as_ref()
+                .and_then(|g| g.gate(req, &self.peer));
+            self.served = self.served.saturating_add(1);
+            if self.served >= shared.limits.max_requests_per_connection {
+                // As HTTP/1.1's `Connection: close` after the last request a connection may
+                // carry.
+                self.go_away(ErrorCode::NoError, out);
             }
-        };
-        if let Some(g) = &shared.options.guard {
-            g.answer_headers(&req, &mut resp.headers);
-        }
-        let status = resp.status;
-        let bytes = self.send_response(id, resp, req.is_head(), out);
-        self.served = self.served.saturating_add(1);
-        if let Some(log) = &shared.options.access_log {
+            let mut resp = match (gated, routed) {
+                (Some(resp), _) => resp,
+                (None, Some(routed)) => {
+                    self.start_relay(id, req, routed, body, redirects, out, now);
+                    return;
+                }
+                (None, None) => {
+                    // A handler that takes the request body (an upload) is not given it over
+                    // HTTP/2 yet: it is refused rather than answered as if the body were empty.
+                    let takes_body = matches!(req.method, "PUT" | "POST" | "PATCH");
+                    match takes_body.then(|| shared.handler.body_use(req, &self.peer)) {
+                        Some(super::message::BodyUse::Take(_)) => error_response(
+                            501,
+                            "Uploads are not taken over HTTP/2 yet; use HTTP/1.1.",
+                        ),
+                        Some(super::message::BodyUse::Refuse(resp)) => resp,
+                        _ => shared.handler.handle(req, &self.peer),
+                    }
+                }
+            };
+            if let Some(g) = &shared.options.guard {
+                g.answer_headers(req, &mut resp.headers);
+            }
+            let status = resp.status;
+            let bytes = self.send_response(id, resp, req.is_head(), out);
+            self.log_request(req, status, bytes);
+        });
+    }
+
+    /// The access-log line of a request answered at once.
+    fn log_request(&self, req: &Request<'_>, status: u16, bytes: u64) {
+        if let Some(log) = &self.shared.options.access_log {
             log.log(&Entry {
                 client: self.peer.ip_addr(),
                 request_line: &[req.method, req.target, Version::Http2.as_str()],
@@ -947,10 +1034,6 @@ impl H2Session {
                 referer: req.header("referer"),
                 user_agent: req.header("user-agent"),
             });
-        }
-        if self.served >= shared.limits.max_requests_per_connection {
-            // As HTTP/1.1's `Connection: close` after the last request a connection may carry.
-            self.go_away(ErrorCode::NoError, out);
         }
     }
 
@@ -967,32 +1050,10 @@ impl H2Session {
         } else {
             resp
         };
-        let opts = &self.shared.options;
         let has_body = status_has_body(resp.status);
         let len = resp.body.len();
-        let mut block = Vec::with_capacity(256);
-        hpack::encode_status(&mut block, resp.status);
-        with_date(|d| hpack::encode_field(&mut block, "date", d.as_bytes()));
-        if opts.server_tokens {
-            hpack::encode_field(&mut block, "server", b"tincan");
-        }
-        let extra = opts
-            .extra_headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()));
-        for (n, v) in resp.fields().chain(extra) {
-            // §8.2.2: connection-specific fields have no meaning in HTTP/2.
-            if owned_by_session(n) || !safe_field(n, v) || connection_specific(n) {
-                continue;
-            }
-            hpack::encode_field(&mut block, &n.to_ascii_lowercase(), v.as_bytes());
-        }
-        if has_body {
-            hpack::encode_field(&mut block, "content-length", len.to_string().as_bytes());
-        }
         let body_goes = has_body && !head_only && len > 0;
-        self.write_header_block(id, &block, !body_goes, out);
-        self.budget.sent += 1;
+        self.write_head(id, &resp, Some(len), !body_goes, out);
         let Some(s) = self.streams.get_mut(&id) else {
             return 0;
         };
@@ -1017,6 +1078,41 @@ impl H2Session {
             self.maybe_close(id);
             0
         }
+    }
+
+    /// The HEADERS of `resp` on `id`, announcing `length` when it is known and the status has
+    /// a body; `end_stream` when no DATA follows.
+    fn write_head(
+        &mut self,
+        id: u32,
+        resp: &Response,
+        length: Option<u64>,
+        end_stream: bool,
+        out: &mut Outbox,
+    ) {
+        let opts = &self.shared.options;
+        let mut block = Vec::with_capacity(256);
+        hpack::encode_status(&mut block, resp.status);
+        with_date(|d| hpack::encode_field(&mut block, "date", d.as_bytes()));
+        if opts.server_tokens {
+            hpack::encode_field(&mut block, "server", b"tincan");
+        }
+        let extra = opts
+            .extra_headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()));
+        for (n, v) in resp.fields().chain(extra) {
+            // §8.2.2: connection-specific fields have no meaning in HTTP/2.
+            if owned_by_session(n) || !safe_field(n, v) || connection_specific(n) {
+                continue;
+            }
+            hpack::encode_field(&mut block, &n.to_ascii_lowercase(), v.as_bytes());
+        }
+        if let Some(len) = length.filter(|_| status_has_body(resp.status)) {
+            hpack::encode_field(&mut block, "content-length", len.to_string().as_bytes());
+        }
+        self.write_header_block(id, &block, end_stream, out);
+        self.budget.sent += 1;
     }
 
     /// HEADERS, and CONTINUATION frames for what does not fit one frame (§6.10).
@@ -1051,7 +1147,7 @@ impl H2Session {
         let Some(s) = self.streams.get(&id) else {
             return;
         };
-        if s.done_sending() && !s.recv_open {
+        if s.done_sending() && !s.recv_open && s.relay.is_none() {
             self.streams.remove(&id);
         }
     }
@@ -1102,7 +1198,7 @@ impl H2Session {
                 Part::Bytes(b) => {
                     n = room.min(b.len());
                     let piece = b.split_to(n);
-                    let end = b.is_empty() && single;
+                    let end = b.is_empty() && single && !s.open;
                     out.with_tail(|w| {
                         frame::write_head(
                             w,
@@ -1119,7 +1215,7 @@ impl H2Session {
                 }
                 Part::File { file, offset, len } => {
                     n = room.min(usize::try_from(*len).unwrap_or(usize::MAX));
-                    let end = *len == n as u64 && single;
+                    let end = *len == n as u64 && single && !s.open;
                     let (file, at) = (file.clone(), *offset);
                     out.with_tail(|w| {
                         frame::write_head(
@@ -1160,7 +1256,7 @@ impl H2Session {
             if s.done_sending() {
                 if s.recv_open {
                     out.with_tail(|b| frame::write_rst(b, id, ErrorCode::NoError));
-                    self.streams.remove(&id);
+                    self.forget(id);
                 } else {
                     self.maybe_close(id);
                 }
@@ -1169,6 +1265,30 @@ impl H2Session {
             }
         }
     }
+}
+
+/// The [`Request`] the handler and the routes see, borrowed from a stream's `head`.
+fn with_request<R>(head: &Head, f: impl FnOnce(&Request<'_>) -> R) -> R {
+    let headers: Vec<httparse::Header<'_>> = head
+        .fields
+        .iter()
+        .map(|(n, v)| httparse::Header {
+            name: n.as_str(),
+            value: v,
+        })
+        .collect();
+    let (path, query) = match head.path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (head.path.as_str(), None),
+    };
+    f(&Request {
+        method: &head.method,
+        target: &head.path,
+        path,
+        query,
+        version: Version::Http2,
+        headers: &headers,
+    })
 }
 
 /// Read all of `buf` from `file` at `offset`; false if the file ended first or failed.

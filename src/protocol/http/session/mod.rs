@@ -1006,10 +1006,16 @@ impl Session for HttpSession {
     }
 
     fn links(&mut self) -> Option<&mut Links> {
+        if let Phase::H2(h2) = &mut self.phase {
+            return h2.links();
+        }
         self.links.as_deref_mut()
     }
 
     fn on_link(&mut self, id: LinkId, ev: LinkEvent, out: &mut Outbox, now: Instant) -> Next {
+        if let Some(h2) = self.h2_mut() {
+            return h2.on_link(id, ev, out, now);
+        }
         self.link_event(id, ev, out, now)
     }
 
