@@ -89,8 +89,7 @@ pub struct HttpArgs {
     /// Speak HTTP/2 too: `h2` by ALPN on TLS listeners (offered before http/1.1) and h2c with
     /// prior knowledge on plain ones (`Upgrade: h2c` is not offered). `only`: HTTP/2 alone
     /// (ALPN offers only h2; a connection that does not open with the HTTP/2 preface gets
-    /// GOAWAY). [default: on, but off with --upload or --archives, which are served over
-    /// HTTP/1.1 only so far]
+    /// GOAWAY). [default: on]
     #[arg(long, value_enum, value_name = "on|off|only")]
     pub http2: Option<Http2Mode>,
     /// HTTP/2 streams a client may have open at once on one connection; more are refused
@@ -710,7 +709,6 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
         files.file_cache_fds = Some(fds.min(SELECT_FILE_CACHE_FDS));
     }
     let files_upload = files.upload.clone();
-    let archives = files.archives.unwrap_or(false);
     let handler = glue::static_handler(files)?;
     // Every flag is checked (routes, headers, the access log opened) before a socket is bound,
     // so a bad value never follows a `listening on` line.
@@ -726,17 +724,6 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
     let tls = args.server.tls_source()?.is_some();
     let mut options = args.http.options(&cfg, serve_options.model, tls)?;
     options.guard = guard;
-    // Uploads and folder archives are served over HTTP/1.1 only for now (over HTTP/2 they
-    // answer 501): unless HTTP/2 was asked for, it is not offered with them, so a browser that
-    // would pick h2 by ALPN gets them working. Proxy and CGI routes are relayed over both.
-    let h1_only = !files_upload.is_empty() || archives;
-    if h1_only && args.http.http2.is_none() && cfg.http2.is_none() && options.http2 {
-        options.http2 = false;
-        tracing::info!(
-            "HTTP/2 is off: --upload and --archives are served over HTTP/1.1 only for now \
-             (--http2 on offers it anyway, and they answer 501 over it)"
-        );
-    }
     let redirect = redirect_listener(args.redirect_http.or(cfg.redirect_http.clone()), tls)?;
     let (listeners, mut opts) = glue::setup(
         &args.server,

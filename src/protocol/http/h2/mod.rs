@@ -9,7 +9,9 @@
 //!   per connection is bounded.
 //! - A request is answered when its END_STREAM arrives: its fields become the same [`Request`]
 //!   HTTP/1.1 builds (`:authority` as `Host`), a request body is counted and discarded (the
-//!   static handler takes none; over `--max-body`, 413), or kept for a proxy or CGI route. The response goes out as HEADERS
+//!   static handler takes none; over `--max-body`, 413), streamed into the sink of a handler
+//!   that takes it (an upload) as its DATA frames come, or kept for a proxy or CGI route.
+//!   A body made as it is sent (a folder archive) leaves a piece per DATA frame. The response goes out as HEADERS
 //!   (+ CONTINUATION) and DATA frames within the peer's windows, the streams taking turns a
 //!   frame each; a file region is read a frame at a time, and no more than the pause mark of
 //!   output is built ahead of the socket.
@@ -18,8 +20,7 @@
 //!   SETTINGS_INITIAL_WINDOW_SIZE, overflow being a FLOW_CONTROL_ERROR.
 //! - Priority signals are ignored (§5.3.2 allows it); server push is never used.
 //! - Proxy and CGI routes are relayed ([`relay`]): each routed stream gets its own link to the
-//!   HTTP/1.1 upstream or script, through the same gateway exchange HTTP/1.1 uses. Uploads and
-//!   folder archives still answer 501 over HTTP/2.
+//!   HTTP/1.1 upstream or script, through the same gateway exchange HTTP/1.1 uses.
 //!
 //! Abuse is bounded per connection, each limit ending in the answer RFC 9113 names:
 //! concurrent streams (`--h2-max-streams`, REFUSED_STREAM beyond), a header list over
@@ -42,7 +43,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::access_log::Entry;
-use super::message::{error_response, Body, Part, Request, Response, Version};
+use super::message::{
+    error_response, Body, BodySink, BodyUse, Part, Request, Response, Streamed, Version,
+};
 use super::session::{owned_by_session, safe_field, with_date, Shared};
 use super::wire::status_has_body;
 use crate::protocol::{LinkEvent, LinkId, Links, Next, Outbox, Peer, ReadBuf};
@@ -97,7 +100,6 @@ struct Head {
     content_length: Option<u64>,
 }
 
-#[derive(Debug)]
 struct Stream {
     /// The client may still send DATA (not half-closed remote).
     recv_open: bool,
@@ -122,6 +124,30 @@ struct Stream {
     collected: Vec<u8>,
     /// The exchange with the route's upstream or script.
     relay: Option<Box<relay::Relay>>,
+    /// Where an upload's body goes as it comes (the handler took it).
+    sink: Option<Box<dyn BodySink>>,
+    /// A body made as it is sent (a folder archive): asked for a piece when the last is out.
+    streamed: Option<Streamed>,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("recv_open", &self.recv_open)
+            .field("send_window", &self.send_window)
+            .field("open", &self.open)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a stream received of its request body, handed to the answer.
+enum Received {
+    /// Counted and discarded (or there was none).
+    Nothing,
+    /// Kept for a proxy or CGI route.
+    Collected(Vec<u8>),
+    /// Written into the handler's sink, which answers.
+    Taken(Box<dyn BodySink>),
 }
 
 impl Stream {
@@ -140,6 +166,8 @@ impl Stream {
             collect: false,
             collected: Vec::new(),
             relay: None,
+            sink: None,
+            streamed: None,
         }
     }
 
@@ -745,8 +773,12 @@ impl H2Session {
         s.recv_window -= len;
         s.recv_used += len;
         s.body_len += data.len() as u64;
-        if s.collect && s.body_len <= max_body {
-            s.collected.extend_from_slice(data);
+        if s.body_len <= max_body {
+            if s.collect {
+                s.collected.extend_from_slice(data);
+            } else if let Some(sink) = s.sink.as_mut() {
+                sink.write(data);
+            }
         }
         if end {
             s.recv_open = false;
@@ -765,6 +797,8 @@ impl H2Session {
             s.discarding = true;
             s.head = None;
             s.collected = Vec::new();
+            // An upload cut short leaves nothing behind (the sink's Drop).
+            s.sink = None;
             let resp = error_response(413, "The request body is larger than this server accepts.");
             self.send_response(h.stream, resp, false, out);
             return Ok(());
@@ -937,17 +971,16 @@ impl H2Session {
         }
         match request_head(fields) {
             Some(head) => {
-                // A routed request's body is kept for its upstream or script.
-                s.collect = !end_stream
-                    && self
-                        .shared
-                        .options
-                        .gateway
-                        .as_ref()
-                        .is_some_and(|g| with_request(&head, |req| g.route(req).is_some()));
+                let refused = if end_stream {
+                    None
+                } else {
+                    self.body_use(&head, &mut s)
+                };
                 s.head = Some(head);
                 self.streams.insert(id, s);
-                if end_stream {
+                if let Some((resp, line)) = refused {
+                    self.refuse_body(id, resp, &line, out);
+                } else if end_stream {
                     self.answer(id, out, now);
                 }
             }
@@ -955,6 +988,68 @@ impl H2Session {
             None => out.with_tail(|b| frame::write_rst(b, id, ErrorCode::ProtocolError)),
         }
         Ok(())
+    }
+
+    /// A request whose body is coming: decide where it goes before a byte of it is read. A
+    /// request the guard stops (401, a preflight) is answered at its end and its body
+    /// discarded; a routed one's is kept for its upstream or script; a handler may take it (an
+    /// upload) or refuse it, whose answer goes at once (with the request line to log).
+    fn body_use(&self, head: &Head, s: &mut Stream) -> Option<(Response, String)> {
+        let shared = &self.shared;
+        with_request(head, |req| {
+            if shared
+                .options
+                .guard
+                .as_ref()
+                .is_some_and(|g| g.gate(req, &self.peer).is_some())
+            {
+                return None;
+            }
+            if shared
+                .options
+                .gateway
+                .as_ref()
+                .is_some_and(|g| g.route(req).is_some())
+            {
+                s.collect = true;
+                return None;
+            }
+            if !matches!(req.method, "PUT" | "POST" | "PATCH") {
+                return None;
+            }
+            match shared.handler.body_use(req, &self.peer) {
+                BodyUse::Take(sink) => s.sink = Some(sink),
+                BodyUse::Refuse(mut resp) => {
+                    if let Some(g) = &shared.options.guard {
+                        g.answer_headers(req, &mut resp.headers);
+                    }
+                    return Some((resp, format!("{} {}", req.method, req.target)));
+                }
+                BodyUse::Discard => {}
+            }
+            None
+        })
+    }
+
+    /// Answer a refused body at once; the rest of it is discarded as it comes.
+    fn refuse_body(&mut self, id: u32, resp: Response, line: &str, out: &mut Outbox) {
+        if let Some(s) = self.streams.get_mut(&id) {
+            s.discarding = true;
+            s.head = None;
+        }
+        let status = resp.status;
+        let bytes = self.send_response(id, resp, false, out);
+        self.served = self.served.saturating_add(1);
+        if let Some(log) = &self.shared.options.access_log {
+            log.log(&Entry {
+                client: self.peer.ip_addr(),
+                request_line: &[line, Version::Http2.as_str()],
+                status,
+                bytes,
+                referer: None,
+                user_agent: None,
+            });
+        }
     }
 
     /// The request on `id` is complete: answer it.
@@ -965,8 +1060,12 @@ impl H2Session {
         let Some(head) = s.head.take() else {
             return;
         };
-        let body = std::mem::take(&mut s.collected);
-        self.dispatch(id, head, body, 0, out, now);
+        let got = match s.sink.take() {
+            Some(sink) => Received::Taken(sink),
+            None if s.collect => Received::Collected(std::mem::take(&mut s.collected)),
+            None => Received::Nothing,
+        };
+        self.dispatch(id, head, got, 0, out, now);
     }
 
     /// Ask the guard, then the routes (a relay), then the handler; log and send.
@@ -974,7 +1073,7 @@ impl H2Session {
         &mut self,
         id: u32,
         head: Head,
-        body: Vec<u8>,
+        got: Received,
         redirects: u8,
         out: &mut Outbox,
         now: Instant,
@@ -994,22 +1093,23 @@ impl H2Session {
                 // carry.
                 self.go_away(ErrorCode::NoError, out);
             }
-            let mut resp = match (gated, routed) {
-                (Some(resp), _) => resp,
-                (None, Some(routed)) => {
+            let mut resp = match (gated, routed, got) {
+                (Some(resp), _, _) => resp,
+                (None, Some(routed), got) => {
+                    let body = match got {
+                        Received::Collected(b) => b,
+                        _ => Vec::new(),
+                    };
                     self.start_relay(id, req, routed, body, redirects, out, now);
                     return;
                 }
-                (None, None) => {
-                    // A handler that takes the request body (an upload) is not given it over
-                    // HTTP/2 yet: it is refused rather than answered as if the body were empty.
+                (None, None, Received::Taken(sink)) => sink.finish(),
+                (None, None, _) => {
+                    // A body that ended with its HEADERS (an empty upload) is offered now.
                     let takes_body = matches!(req.method, "PUT" | "POST" | "PATCH");
                     match takes_body.then(|| shared.handler.body_use(req, &self.peer)) {
-                        Some(super::message::BodyUse::Take(_)) => error_response(
-                            501,
-                            "Uploads are not taken over HTTP/2 yet; use HTTP/1.1.",
-                        ),
-                        Some(super::message::BodyUse::Refuse(resp)) => resp,
+                        Some(BodyUse::Take(sink)) => sink.finish(),
+                        Some(BodyUse::Refuse(resp)) => resp,
                         _ => shared.handler.handle(req, &self.peer),
                     }
                 }
@@ -1040,20 +1140,13 @@ impl H2Session {
     /// Queue the HEADERS of `resp` on `id` and keep its body for [`pump`](Self::pump).
     /// Returns the body bytes that will be sent.
     fn send_response(&mut self, id: u32, resp: Response, head_only: bool, out: &mut Outbox) -> u64 {
-        // A body made while it is sent (a folder's archive) has no length and is paced by the
-        // HTTP/1 session; over HTTP/2 it is not served yet, and says so.
-        let resp = if matches!(resp.body, Body::Stream(_)) {
-            error_response(
-                501,
-                "This answer (a folder download) is not served over HTTP/2 yet; use HTTP/1.1.",
-            )
-        } else {
-            resp
-        };
         let has_body = status_has_body(resp.status);
         let len = resp.body.len();
-        let body_goes = has_body && !head_only && len > 0;
-        self.write_head(id, &resp, Some(len), !body_goes, out);
+        // A body made while it is sent (a folder's archive) has no length: DATA frames carry
+        // it as it is made, and an empty one with END_STREAM ends it.
+        let streamed = matches!(resp.body, Body::Stream(_));
+        let body_goes = has_body && !head_only && (len > 0 || streamed);
+        self.write_head(id, &resp, (!streamed).then_some(len), !body_goes, out);
         let Some(s) = self.streams.get_mut(&id) else {
             return 0;
         };
@@ -1066,8 +1159,10 @@ impl H2Session {
                     pieces.push_back(Part::File { file, offset, len })
                 }
                 Body::Parts(parts) => pieces.extend(parts),
-                // Replaced by the 501 above.
-                Body::Stream(_) => {}
+                Body::Stream(st) => {
+                    s.streamed = Some(st);
+                    s.open = true;
+                }
             }
         }
         s.body = Some(pieces);
@@ -1154,7 +1249,8 @@ impl H2Session {
 
     fn requeue(&mut self, id: u32) {
         if let Some(s) = self.streams.get_mut(&id) {
-            if !s.queued && s.body.as_ref().is_some_and(|b| !b.is_empty()) {
+            let more = s.body.as_ref().is_some_and(|b| !b.is_empty()) || s.streamed.is_some();
+            if !s.queued && more {
                 s.queued = true;
                 self.ready.push_back(id);
             }
@@ -1187,6 +1283,24 @@ impl H2Session {
             let Some(body) = s.body.as_mut() else {
                 continue;
             };
+            if body.is_empty() {
+                // A made body: its next piece, or its end. (A relayed one waits for its link.)
+                let Some(st) = s.streamed.as_mut() else {
+                    continue;
+                };
+                match st.0.next_piece(self.peer_max_frame) {
+                    Some(piece) => body.push_back(Part::Bytes(piece)),
+                    None => {
+                        s.streamed = None;
+                        s.open = false;
+                        out.with_tail(|b| {
+                            frame::write_head(b, 0, kind::DATA, flag::END_STREAM, id)
+                        });
+                        self.maybe_close(id);
+                        continue;
+                    }
+                }
+            }
             let single = body.len() == 1;
             let Some(front) = body.front_mut() else {
                 continue;

@@ -458,7 +458,14 @@ impl H2Session {
             s.open = false;
             s.body = None;
         }
-        self.dispatch(id, head, Vec::new(), r.redirects + 1, out, now);
+        self.dispatch(
+            id,
+            head,
+            super::Received::Nothing,
+            r.redirects + 1,
+            out,
+            now,
+        );
     }
 }
 
