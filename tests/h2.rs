@@ -693,3 +693,49 @@ fn proxy_and_cgi_routes_are_relayed_over_h2_under_the_concurrent_models() {
         }
     }
 }
+
+/// Headless Chromium loads the demo site over h2 (TLS, ALPN): the page renders and its script
+/// runs, and the access log shows the page and each of its assets fetched as `HTTP/2.0`.
+#[test]
+fn chromium_loads_the_demo_site_and_its_assets_over_h2() {
+    let browser = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| support::have(b))
+        .expect("chromium on PATH (.ci/run installs it)");
+    let site = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/site");
+    let certs = TempDir::new("h2-chromium-certs");
+    for m in [
+        ModelFlags(&["--model", "prefork", "--workers", "2"]),
+        ModelFlags(&["--model", "event", "--workers", "2", "--poller", "epoll"]),
+    ] {
+        let mut args = vec!["serve", site.to_str().unwrap(), "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(m.0);
+        args.extend(["--tls-self-signed", certs.path().to_str().unwrap()]);
+        let srv = Server::start(&args);
+        let url = format!("{}/", srv.addrs[0]);
+        let flags = ["--ignore-certificate-errors", "--disable-quic"];
+        let page = crate::static_files::dump_dom_with(browser, &url, &flags);
+        assert!(
+            page.contains("It works: tincan is serving this directory."),
+            "{m}: {page}"
+        );
+        assert!(
+            page.contains("data-ok=\"yes\"") && page.contains("Scripts ran: app.js arrived intact"),
+            "{m}: app.js did not run:\n{page}"
+        );
+        // The access log is stdout (the default): its lines for the page and its assets.
+        let mut logged = String::new();
+        let want = ["/", "/style.css", "/app.js", "/tincan.png"];
+        let line_of = |asset: &str| format!("\"GET {asset} HTTP/2.0\" 200 ");
+        while !want.iter().all(|a| logged.contains(&line_of(a))) {
+            match srv.stdout.recv_timeout(std::time::Duration::from_secs(10)) {
+                Ok(l) => logged.push_str(&(l + "\n")),
+                Err(_) => panic!("{m}: the page and its assets are not all in\n{logged}"),
+            }
+        }
+        assert!(
+            !logged.contains("HTTP/1.1\""),
+            "{m}: an HTTP/1.1 request in\n{logged}"
+        );
+    }
+}
