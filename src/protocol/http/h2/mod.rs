@@ -13,8 +13,9 @@
 //!   that takes it (an upload) as its DATA frames come, or kept for a proxy or CGI route.
 //!   A body made as it is sent (a folder archive) leaves a piece per DATA frame. The response goes out as HEADERS
 //!   (+ CONTINUATION) and DATA frames within the peer's windows, the streams taking turns a
-//!   frame each; a file region is read a frame at a time, and no more than the pause mark of
-//!   output is built ahead of the socket.
+//!   frame each; a file's DATA payload is a file region of the outbox (sent with `sendfile`
+//!   where no TLS is in the way), and no more than the pause mark of output is built ahead of
+//!   the socket.
 //! - Flow control (§5.2, §6.9): the client's windows per stream and connection are opened again
 //!   (WINDOW_UPDATE) as its data is consumed; ours follow its WINDOW_UPDATEs and
 //!   SETTINGS_INITIAL_WINDOW_SIZE, overflow being a FLOW_CONTROL_ERROR.
@@ -38,7 +39,6 @@ mod relay;
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -1307,7 +1307,6 @@ impl H2Session {
             };
             let room = (s.send_window.min(self.send_window) as usize).min(self.peer_max_frame);
             let n;
-            let mut failed = false;
             match front {
                 Part::Bytes(b) => {
                     n = room.min(b.len());
@@ -1330,7 +1329,6 @@ impl H2Session {
                 Part::File { file, offset, len } => {
                     n = room.min(usize::try_from(*len).unwrap_or(usize::MAX));
                     let end = *len == n as u64 && single && !s.open;
-                    let (file, at) = (file.clone(), *offset);
                     out.with_tail(|w| {
                         frame::write_head(
                             w,
@@ -1338,31 +1336,19 @@ impl H2Session {
                             kind::DATA,
                             if end { flag::END_STREAM } else { 0 },
                             id,
-                        );
-                        let start = w.len();
-                        w.resize(start + n, 0);
-                        if !read_exact_at(&file, &mut w[start..], at) {
-                            // Never a frame with the wrong bytes: the stream is cut.
-                            w.truncate(start - frame::HEADER_LEN);
-                            failed = true;
-                        }
+                        )
                     });
-                    if let Some(Part::File { offset, len, .. }) = body.front_mut() {
-                        *offset += n as u64;
-                        *len -= n as u64;
-                        if *len == 0 {
-                            body.pop_front();
-                        }
+                    // The payload is a file region: the driver sends it with `sendfile` where
+                    // no TLS is in the way (and reads and encrypts it in pieces under TLS). A
+                    // file that shrank meanwhile is the driver's error, which closes the
+                    // connection rather than send a frame shorter than its head says.
+                    out.push_file(file.clone(), *offset, n as u64);
+                    *offset += n as u64;
+                    *len -= n as u64;
+                    if *len == 0 {
+                        body.pop_front();
                     }
                 }
-            }
-            if failed {
-                tracing::debug!(
-                    stream = id,
-                    "a file shrank while it was sent; resetting the stream"
-                );
-                self.reset(id, ErrorCode::InternalError, out);
-                continue;
             }
             s.send_window -= n as i64;
             self.send_window -= n as i64;
@@ -1403,20 +1389,6 @@ fn with_request<R>(head: &Head, f: impl FnOnce(&Request<'_>) -> R) -> R {
         version: Version::Http2,
         headers: &headers,
     })
-}
-
-/// Read all of `buf` from `file` at `offset`; false if the file ended first or failed.
-fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> bool {
-    let mut got = 0;
-    while got < buf.len() {
-        match file.read_at(&mut buf[got..], offset + got as u64) {
-            Ok(0) => return false,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
-        }
-    }
-    true
 }
 
 /// Fields that belong to one HTTP/1 connection and are malformed in HTTP/2 (§8.2.2).
