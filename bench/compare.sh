@@ -15,6 +15,8 @@
 #   connections, both driven by `tincan bench echo --framing line --message PING`.
 # - the reverse proxy: bench/proxy.sh (tincan --proxy vs nginx proxy_pass with an upstream
 #   keepalive pool, 1 KiB at 50 and 500 connections, and memory per idle proxied connection).
+# - HTTP/2: bench/h2.sh (h2load c=50 x m=10 streams, 1 KiB and 100 KiB, tincan vs nginx
+#   `listen ... ssl http2` with the same certificate, and tincan's h2c beside them).
 #
 # The server runs on CPU 0 and the load generator on CPU 1 (taskset). Every figure is the
 # median of --reps runs, interleaved (nginx, tincan, nginx, tincan, ...) so drift hits both.
@@ -68,6 +70,7 @@ command -v ab >/dev/null || need_pkgs+=(apache2-utils)
 command -v python3 >/dev/null || need_pkgs+=(python3)
 command -v taskset >/dev/null || need_pkgs+=(util-linux)
 command -v ss >/dev/null || need_pkgs+=(iproute2)
+command -v h2load >/dev/null || need_pkgs+=(nghttp2-client)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     if [ $INSTALL = 1 ]; then
         log "installing ${need_pkgs[*]}"
@@ -609,3 +612,8 @@ echo
 echo "### Reverse proxy (bench/proxy.sh)"
 stop_all
 bash "$ROOT/bench/proxy.sh" --reps "$REPS" --duration "$DUR" --out "$OUT"
+
+echo
+echo "### HTTP/2 (bench/h2.sh)"
+echo
+bash "$ROOT/bench/h2.sh" --reps "$REPS" --duration "$DUR" --out "$OUT"

@@ -30,6 +30,14 @@ impl Size {
     }
 }
 
+/// The `http2` key: a boolean, or `"on"`, `"off"`, `"only"` as the flag takes.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Http2Key {
+    Bool(bool),
+    Text(String),
+}
+
 /// `"8192"`, `"8k"`, `"8K"`, `"8KiB"`, `"16kb"`, `"1m"`, `"1g"` → bytes (binary multiples, as
 /// nginx's `8k`).
 pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
@@ -134,8 +142,9 @@ pub struct Config {
     pub hide_server: Option<bool>,
     /// Seconds of `Strict-Transport-Security` (`--hsts`; needs TLS).
     pub hsts: Option<u64>,
-    /// HTTP/2 on or off (`--http2`), and its concurrent streams (`--h2-max-streams`).
-    pub http2: Option<bool>,
+    /// HTTP/2 on, off or alone (`--http2`: `true`, `false`, `"on"`, `"off"`, `"only"`), and
+    /// its concurrent streams (`--h2-max-streams`).
+    pub http2: Option<Http2Key>,
     pub h2_max_streams: Option<u32>,
 
     // Files.

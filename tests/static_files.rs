@@ -865,6 +865,11 @@ function measure(id) {
 }
 
 fn dump_dom(browser: &str, url: &str) -> String {
+    dump_dom_with(browser, url, &[])
+}
+
+/// The DOM headless Chromium prints for `url` after scripts ran, with `extra` flags.
+pub fn dump_dom_with(browser: &str, url: &str, extra: &[&str]) -> String {
     let profile = TempDir::new("chromium");
     let mut child = Command::new(browser)
         .args([
@@ -878,6 +883,7 @@ fn dump_dom(browser: &str, url: &str) -> String {
             "--disable-sync",
             "--virtual-time-budget=3000",
         ])
+        .args(extra)
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .args(["--dump-dom", url])
         .stdout(Stdio::piped())

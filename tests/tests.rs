@@ -8,6 +8,7 @@ mod chat_redis;
 mod cli;
 mod echo;
 mod h2;
+mod h2_conformance;
 mod http;
 mod models;
 mod operator;

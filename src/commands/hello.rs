@@ -43,8 +43,13 @@ pub fn run(mut args: HelloArgs) -> Result<()> {
         args.server.serve_options()?.model,
         args.server.tls_source()?.is_some(),
     )?;
-    let (listeners, opts) =
-        super::serve::glue::setup(&args.server, "127.0.0.1:8080", &[], options.http2)?;
+    let (listeners, opts) = super::serve::glue::setup(
+        &args.server,
+        "127.0.0.1:8080",
+        &[],
+        options.http2,
+        options.h2.only,
+    )?;
     // Answering pauses where the driver stops reading, so a pipelining flood waits in neither.
     options.pipeline_pause = opts.high_water.max(1);
     let service = HttpService::new(Arc::new(Hello), limits, options);

@@ -31,6 +31,14 @@ impl Switch {
     }
 }
 
+/// `--http2`: `on`, `off`, or `only` (HTTP/2 alone, no HTTP/1.1 beside it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Http2Mode {
+    On,
+    Off,
+    Only,
+}
+
 /// Flags of every HTTP server: limits, timeouts, headers, logging.
 #[derive(Args, Debug, Clone, Default)]
 pub struct HttpArgs {
@@ -89,10 +97,11 @@ pub struct HttpArgs {
     #[arg(help_heading = heading::TLS, long, value_name = "SECONDS")]
     pub hsts: Option<u64>,
     /// Speak HTTP/2 too: `h2` by ALPN on TLS listeners (offered before http/1.1) and h2c with
-    /// prior knowledge on plain ones (`Upgrade: h2c` is not offered). [default: on, but off
-    /// with --proxy, --cgi, --upload or --archives, which are served over HTTP/1.1 only so far]
-    #[arg(help_heading = heading::HTTP, long, value_enum, value_name = "on|off")]
-    pub http2: Option<Switch>,
+    /// prior knowledge on plain ones (`Upgrade: h2c` is not offered). `only`: HTTP/2 alone
+    /// (ALPN offers only h2; a connection that does not open with the HTTP/2 preface gets
+    /// GOAWAY). [default: on]
+    #[arg(help_heading = heading::HTTP, long, value_enum, value_name = "on|off|only")]
+    pub http2: Option<Http2Mode>,
     /// HTTP/2 streams a client may have open at once on one connection; more are refused
     /// (REFUSED_STREAM). [default: 128]
     #[arg(help_heading = heading::HTTP, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -565,7 +574,13 @@ impl HttpArgs {
                 "the iterative model serves one connection at a time, so keep-alive is off"
             );
         }
-        let http2 = self.http2.map(Switch::on).or(cfg.http2).unwrap_or(true);
+        let mode = match (self.http2, &cfg.http2) {
+            (Some(m), _) => m,
+            (None, Some(k)) => http2_key(k)?,
+            (None, None) => Http2Mode::On,
+        };
+        let http2 = mode != Http2Mode::Off;
+        let only = mode == Http2Mode::Only;
         let max_streams = self.h2_max_streams.or(cfg.h2_max_streams).unwrap_or(128);
         if max_streams == 0 {
             return Err(Error::Usage(
@@ -578,9 +593,26 @@ impl HttpArgs {
             extra_headers,
             access_log,
             http2,
-            h2: crate::protocol::http::h2::H2Options { max_streams },
+            h2: crate::protocol::http::h2::H2Options { max_streams, only },
             ..HttpOptions::default()
         })
+    }
+}
+
+/// The `http2` key of tincan.toml: a boolean, or the flag's words.
+fn http2_key(k: &crate::config::Http2Key) -> Result<Http2Mode> {
+    use crate::config::Http2Key;
+    match k {
+        Http2Key::Bool(true) => Ok(Http2Mode::On),
+        Http2Key::Bool(false) => Ok(Http2Mode::Off),
+        Http2Key::Text(t) => match t.as_str() {
+            "on" => Ok(Http2Mode::On),
+            "off" => Ok(Http2Mode::Off),
+            "only" => Ok(Http2Mode::Only),
+            _ => Err(Error::Usage(format!(
+                "http2 = {t:?} in the config file: use true, false, \"on\", \"off\" or \"only\""
+            ))),
+        },
     }
 }
 
@@ -711,7 +743,6 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
         files.file_cache_fds = Some(fds.min(SELECT_FILE_CACHE_FDS));
     }
     let files_upload = files.upload.clone();
-    let archives = files.archives.unwrap_or(false);
     let handler = glue::static_handler(files)?;
     // Every flag is checked (routes, headers, the access log opened) before a socket is bound,
     // so a bad value never follows a `listening on` line.
@@ -727,20 +758,14 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
     let tls = args.server.tls_source()?.is_some();
     let mut options = args.http.options(&cfg, serve_options.model, tls)?;
     options.guard = guard;
-    // Proxy and CGI routes, uploads and folder archives are served over HTTP/1.1 only for now
-    // (over HTTP/2 they answer 501): unless HTTP/2 was asked for, it is not offered with them,
-    // so a browser that would pick h2 by ALPN gets them working.
-    let h1_only = gateway.is_some() || !files_upload.is_empty() || archives;
-    if h1_only && args.http.http2.is_none() && cfg.http2.is_none() && options.http2 {
-        options.http2 = false;
-        tracing::info!(
-            "HTTP/2 is off: --proxy, --cgi, --upload and --archives are served over HTTP/1.1 \
-             only for now (--http2 on offers it anyway, and they answer 501 over it)"
-        );
-    }
     let redirect = redirect_listener(args.redirect_http.or(cfg.redirect_http.clone()), tls)?;
-    let (listeners, mut opts) =
-        glue::setup(&args.server, "127.0.0.1:8000", &redirect, options.http2)?;
+    let (listeners, mut opts) = glue::setup(
+        &args.server,
+        "127.0.0.1:8000",
+        &redirect,
+        options.http2,
+        options.h2.only,
+    )?;
     // A connection sending a file holds it open: where descriptors are scarce, it counts.
     opts.files_per_connection = 1;
     if let Err(e) = std::fs::read_dir(&root) {
@@ -852,13 +877,16 @@ pub(crate) mod glue {
         default_listen: &str,
         plain: &[crate::net::ListenAddr],
         http2: bool,
+        h2_only: bool,
     ) -> Result<(Vec<crate::net::Listener>, crate::model::ServeOptions)> {
         use crate::protocol::http::{ALPN_H2, ALPN_HTTP11};
         // RFC 7301 §3.2: the server picks by its own order of preference; h2 first.
-        let alpn = if http2 {
-            vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()]
-        } else {
+        let alpn = if !http2 {
             vec![ALPN_HTTP11.to_vec()]
+        } else if h2_only {
+            vec![ALPN_H2.to_vec()]
+        } else {
+            vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()]
         };
         let app = crate::tls::TlsApp {
             alpn,
@@ -915,6 +943,22 @@ mod tests {
         for bad in ["NoColon", ": v", "Bad Name: v", "X: a\r\nInjected: 1"] {
             assert!(parse_header(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_http2_key_takes_a_boolean_or_the_flags_words() {
+        let mode = |text: &str| http2_key(Config::parse(text).unwrap().http2.as_ref().unwrap());
+        assert_eq!(mode("http2 = true").unwrap(), Http2Mode::On);
+        assert_eq!(mode("http2 = false").unwrap(), Http2Mode::Off);
+        assert_eq!(mode("http2 = \"only\"").unwrap(), Http2Mode::Only);
+        assert_eq!(mode("http2 = \"off\"").unwrap(), Http2Mode::Off);
+        let e = mode("http2 = \"maybe\"").unwrap_err().to_string();
+        assert!(e.contains("\"only\"") && e.contains("maybe"), "{e}");
+        let cfg = Config::parse("http2 = \"only\"").unwrap();
+        let o = HttpArgs::default()
+            .options(&cfg, Model::Event, false)
+            .unwrap();
+        assert!(o.http2 && o.h2.only);
     }
 
     #[test]

@@ -9,16 +9,19 @@
 //!   per connection is bounded.
 //! - A request is answered when its END_STREAM arrives: its fields become the same [`Request`]
 //!   HTTP/1.1 builds (`:authority` as `Host`), a request body is counted and discarded (the
-//!   static handler takes none; over `--max-body`, 413). The response goes out as HEADERS
+//!   static handler takes none; over `--max-body`, 413), streamed into the sink of a handler
+//!   that takes it (an upload) as its DATA frames come, or kept for a proxy or CGI route.
+//!   A body made as it is sent (a folder archive) leaves a piece per DATA frame. The response goes out as HEADERS
 //!   (+ CONTINUATION) and DATA frames within the peer's windows, the streams taking turns a
-//!   frame each; a file region is read a frame at a time, and no more than the pause mark of
-//!   output is built ahead of the socket.
+//!   frame each; a file's DATA payload is a file region of the outbox (sent with `sendfile`
+//!   where no TLS is in the way), and no more than the pause mark of output is built ahead of
+//!   the socket.
 //! - Flow control (§5.2, §6.9): the client's windows per stream and connection are opened again
 //!   (WINDOW_UPDATE) as its data is consumed; ours follow its WINDOW_UPDATEs and
 //!   SETTINGS_INITIAL_WINDOW_SIZE, overflow being a FLOW_CONTROL_ERROR.
 //! - Priority signals are ignored (§5.3.2 allows it); server push is never used.
-//! - Proxy and CGI routes answer 501 over HTTP/2 for now: the relay speaks to one HTTP/1
-//!   exchange per connection.
+//! - Proxy and CGI routes are relayed ([`relay`]): each routed stream gets its own link to the
+//!   HTTP/1.1 upstream or script, through the same gateway exchange HTTP/1.1 uses.
 //!
 //! Abuse is bounded per connection, each limit ending in the answer RFC 9113 names:
 //! concurrent streams (`--h2-max-streams`, REFUSED_STREAM beyond), a header list over
@@ -31,19 +34,21 @@
 
 mod frame;
 pub mod hpack;
+mod relay;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::access_log::Entry;
-use super::message::{error_response, Body, Part, Request, Response, Version};
+use super::message::{
+    error_response, Body, BodySink, BodyUse, Part, Request, Response, Streamed, Version,
+};
 use super::session::{owned_by_session, safe_field, with_date, Shared};
 use super::wire::status_has_body;
-use crate::protocol::{Next, Outbox, Peer, ReadBuf};
+use crate::protocol::{LinkEvent, LinkId, Links, Next, Outbox, Peer, ReadBuf};
 pub use frame::PREFACE;
 use frame::{flag, kind, setting, ErrorCode, FrameHead, DEFAULT_WINDOW, MAX_WINDOW};
 
@@ -54,6 +59,9 @@ pub const RESETS_PER_SECOND: u32 = 200;
 pub const CHEAP_PER_SECOND: u32 = 1000;
 /// CONTINUATION frames allowed in one header block (the cap on its bytes is `--max-head`).
 const MAX_CONTINUATIONS: u32 = 64;
+/// Stream ids remembered after they opened, to tell a frame on a closed stream (STREAM_CLOSED)
+/// from one on an id never used (PROTOCOL_ERROR), §5.1.
+const RECENT_STREAMS: usize = 128;
 /// The receive window given back once this much of it is used (half the default).
 const REFILL_AT: i64 = DEFAULT_WINDOW / 2;
 
@@ -62,11 +70,17 @@ const REFILL_AT: i64 = DEFAULT_WINDOW / 2;
 pub struct H2Options {
     /// Streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
     pub max_streams: u32,
+    /// HTTP/2 alone (`--http2 only`): every connection is HTTP/2, so one that does not open
+    /// with the client preface is a connection error (§3.4), not an HTTP/1.1 request.
+    pub only: bool,
 }
 
 impl Default for H2Options {
     fn default() -> Self {
-        H2Options { max_streams: 128 }
+        H2Options {
+            max_streams: 128,
+            only: false,
+        }
     }
 }
 
@@ -86,7 +100,6 @@ struct Head {
     content_length: Option<u64>,
 }
 
-#[derive(Debug)]
 struct Stream {
     /// The client may still send DATA (not half-closed remote).
     recv_open: bool,
@@ -102,13 +115,64 @@ struct Stream {
     discarding: bool,
     /// The response body still to send; `None` before the response.
     body: Option<VecDeque<Part>>,
+    /// More of the body may still come (a relayed answer), so its end is not yet known.
+    open: bool,
     /// In the send queue.
     queued: bool,
+    /// The request goes to a proxy or CGI route: its body is kept to be sent on.
+    collect: bool,
+    collected: Vec<u8>,
+    /// The exchange with the route's upstream or script.
+    relay: Option<Box<relay::Relay>>,
+    /// Where an upload's body goes as it comes (the handler took it).
+    sink: Option<Box<dyn BodySink>>,
+    /// A body made as it is sent (a folder archive): asked for a piece when the last is out.
+    streamed: Option<Streamed>,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("recv_open", &self.recv_open)
+            .field("send_window", &self.send_window)
+            .field("open", &self.open)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a stream received of its request body, handed to the answer.
+enum Received {
+    /// Counted and discarded (or there was none).
+    Nothing,
+    /// Kept for a proxy or CGI route.
+    Collected(Vec<u8>),
+    /// Written into the handler's sink, which answers.
+    Taken(Box<dyn BodySink>),
 }
 
 impl Stream {
+    fn new(recv_open: bool, send_window: i64) -> Stream {
+        Stream {
+            recv_open,
+            recv_window: DEFAULT_WINDOW,
+            recv_used: 0,
+            send_window,
+            head: None,
+            body_len: 0,
+            discarding: false,
+            body: None,
+            open: false,
+            queued: false,
+            collect: false,
+            collected: Vec::new(),
+            relay: None,
+            sink: None,
+            streamed: None,
+        }
+    }
+
     fn done_sending(&self) -> bool {
-        self.body.as_ref().is_some_and(|b| b.is_empty())
+        !self.open && self.body.as_ref().is_some_and(|b| b.is_empty())
     }
 }
 
@@ -143,6 +207,8 @@ pub struct H2Session {
     ready: VecDeque<u32>,
     /// The highest stream id the client opened (any lower one not in `streams` is closed).
     last_stream: u32,
+    /// The last [`RECENT_STREAMS`] stream ids opened, oldest first.
+    recent: VecDeque<u32>,
     block: Option<Block>,
     send_window: i64,
     recv_window: i64,
@@ -157,6 +223,8 @@ pub struct H2Session {
     budget: Budget,
     /// When bytes last moved either way: the idle and stall timers count from it.
     last_activity: Instant,
+    /// The links of relayed streams (made on the first, then kept).
+    links: Option<Box<Links>>,
 }
 
 impl std::fmt::Debug for H2Session {
@@ -200,6 +268,7 @@ impl H2Session {
             streams: HashMap::new(),
             ready: VecDeque::new(),
             last_stream: 0,
+            recent: VecDeque::new(),
             block: None,
             send_window: DEFAULT_WINDOW,
             recv_window: DEFAULT_WINDOW,
@@ -216,7 +285,44 @@ impl H2Session {
                 sent: 0,
             },
             last_activity: now,
+            links: None,
         }
+    }
+
+    pub(crate) fn links(&mut self) -> Option<&mut Links> {
+        self.links.as_deref_mut()
+    }
+
+    pub(crate) fn on_link(
+        &mut self,
+        id: LinkId,
+        ev: LinkEvent,
+        out: &mut Outbox,
+        now: Instant,
+    ) -> Next {
+        if self.failed {
+            return Next::CloseAfterFlush;
+        }
+        self.on_link_event(id, ev, out, now);
+        self.pump(out);
+        self.next(out, now)
+    }
+
+    /// Forget stream `id`, closing its relay's link if it has one.
+    fn forget(&mut self, id: u32) {
+        if let Some(r) = self.streams.remove(&id).and_then(|s| s.relay) {
+            self.drop_relay(*r);
+        }
+    }
+
+    /// Forget every stream (the connection is ending).
+    fn forget_all(&mut self) {
+        for (_, s) in std::mem::take(&mut self.streams) {
+            if let Some(r) = s.relay {
+                self.drop_relay(*r);
+            }
+        }
+        self.ready.clear();
     }
 
     /// Output is built ahead of the socket up to this much.
@@ -264,6 +370,11 @@ impl H2Session {
         // Idle and stall time count from when the output left, not when it was queued.
         self.last_activity = now;
         self.pump(out);
+        if self.links.is_some() {
+            // Relayed answers that were held at the pause mark have room again.
+            self.relay_poll_all(out, now);
+            self.pump(out);
+        }
         self.next(out, now)
     }
 
@@ -281,11 +392,14 @@ impl H2Session {
     }
 
     pub(crate) fn on_timer(&mut self, out: &mut Outbox, now: Instant) -> Next {
+        if self.links.is_some() {
+            self.relay_timers(out, now);
+            self.pump(out);
+        }
         if out.is_empty() && now >= self.deadline() {
             // Say so, then close (§6.8); streams still open are abandoned.
             self.go_away(ErrorCode::NoError, out);
-            self.streams.clear();
-            self.ready.clear();
+            self.forget_all();
             return Next::CloseAfterFlush;
         }
         self.next(out, now)
@@ -305,12 +419,17 @@ impl H2Session {
         if self.going_away && self.streams.is_empty() {
             return Next::CloseAfterFlush;
         }
+        let relay = self.relay_deadline();
         if !out.is_empty() {
             // Output is waiting on the peer: the driver's send timeout governs, and
             // `on_drained` comes back here.
-            return Next::CONTINUE;
+            return match relay {
+                Some(at) => Next::wake_at(at),
+                None => Next::CONTINUE,
+            };
         }
-        Next::wake_at(self.deadline())
+        let idle = self.deadline();
+        Next::wake_at(relay.map_or(idle, |r| r.min(idle)))
     }
 
     fn go_away(&mut self, code: ErrorCode, out: &mut Outbox) {
@@ -326,8 +445,7 @@ impl H2Session {
         self.going_away = false;
         self.go_away(e.0, out);
         self.failed = true;
-        self.streams.clear();
-        self.ready.clear();
+        self.forget_all();
         Next::CloseAfterFlush
     }
 
@@ -440,8 +558,8 @@ impl H2Session {
                 if h.stream != 0 {
                     return Err(ConnError(ErrorCode::ProtocolError, "GOAWAY on a stream"));
                 }
-                // The client opens no more streams; those open finish.
-                self.go_away(ErrorCode::NoError, out);
+                // §6.8: a GOAWAY limits the streams its receiver may open, and we open none
+                // (no push); the client closes when it is done, and its open streams finish.
                 Ok(())
             }
             kind::WINDOW_UPDATE => self.window_update(h, p, out, now),
@@ -588,7 +706,8 @@ impl H2Session {
                 "RST_STREAM on an idle stream",
             ));
         }
-        if self.streams.remove(&h.stream).is_some() {
+        if self.streams.contains_key(&h.stream) {
+            self.forget(h.stream);
             self.spend(now, true)?;
         }
         Ok(())
@@ -596,7 +715,7 @@ impl H2Session {
 
     /// Answer a stream error with RST_STREAM and forget the stream (§5.4.2).
     fn reset(&mut self, id: u32, code: ErrorCode, out: &mut Outbox) {
-        self.streams.remove(&id);
+        self.forget(id);
         out.with_tail(|b| frame::write_rst(b, id, code));
     }
 
@@ -654,6 +773,13 @@ impl H2Session {
         s.recv_window -= len;
         s.recv_used += len;
         s.body_len += data.len() as u64;
+        if s.body_len <= max_body {
+            if s.collect {
+                s.collected.extend_from_slice(data);
+            } else if let Some(sink) = s.sink.as_mut() {
+                sink.write(data);
+            }
+        }
         if end {
             s.recv_open = false;
         } else if s.recv_used >= REFILL_AT {
@@ -670,6 +796,9 @@ impl H2Session {
         if s.body_len > max_body {
             s.discarding = true;
             s.head = None;
+            s.collected = Vec::new();
+            // An upload cut short leaves nothing behind (the sink's Drop).
+            s.sink = None;
             let resp = error_response(413, "The request body is larger than this server accepts.");
             self.send_response(h.stream, resp, false, out);
             return Ok(());
@@ -682,7 +811,7 @@ impl H2Session {
                     return Ok(());
                 }
             }
-            self.answer(h.stream, out);
+            self.answer(h.stream, out, now);
         }
         Ok(())
     }
@@ -785,7 +914,9 @@ impl H2Session {
                 self.reset(id, ErrorCode::StreamClosed, out);
                 return Ok(());
             }
-            if !end_stream {
+            // §8.1: trailers end the stream and carry no pseudo-header (§8.3).
+            if !end_stream || fields.bad_name || fields.list.iter().any(|(n, _)| n.starts_with(':'))
+            {
                 self.reset(id, ErrorCode::ProtocolError, out);
                 return Ok(());
             }
@@ -793,18 +924,30 @@ impl H2Session {
             if s.discarding {
                 self.maybe_close(id);
             } else {
-                self.answer(id, out);
+                self.answer(id, out, now);
             }
             return Ok(());
         }
+        if self.recent.contains(&id) {
+            // §5.1: frames after a stream's END_STREAM (or its reset) on a stream that is
+            // closed now.
+            return Err(ConnError(
+                ErrorCode::StreamClosed,
+                "HEADERS on a closed stream",
+            ));
+        }
         if id % 2 == 0 || id <= self.last_stream {
-            // §5.1.1: client streams are odd and increasing; a lower one is closed.
+            // §5.1.1: client streams are odd and increasing; a lower id is not a new stream.
             return Err(ConnError(
                 ErrorCode::ProtocolError,
-                "HEADERS on a closed or server stream id",
+                "HEADERS on a lower or server stream id",
             ));
         }
         self.last_stream = id;
+        if self.recent.len() == RECENT_STREAMS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(id);
         if self.going_away {
             // §6.8: streams after the GOAWAY's last id are not processed.
             out.with_tail(|b| frame::write_rst(b, id, ErrorCode::RefusedStream));
@@ -815,17 +958,7 @@ impl H2Session {
             out.with_tail(|b| frame::write_rst(b, id, ErrorCode::RefusedStream));
             return self.spend(now, true);
         }
-        let mut s = Stream {
-            recv_open: !end_stream,
-            recv_window: DEFAULT_WINDOW,
-            recv_used: 0,
-            send_window: self.peer_initial_window,
-            head: None,
-            body_len: 0,
-            discarding: false,
-            body: None,
-            queued: false,
-        };
+        let mut s = Stream::new(!end_stream, self.peer_initial_window);
         if fields.too_large {
             s.discarding = true;
             self.streams.insert(id, s);
@@ -838,10 +971,17 @@ impl H2Session {
         }
         match request_head(fields) {
             Some(head) => {
+                let refused = if end_stream {
+                    None
+                } else {
+                    self.body_use(&head, &mut s)
+                };
                 s.head = Some(head);
                 self.streams.insert(id, s);
-                if end_stream {
-                    self.answer(id, out);
+                if let Some((resp, line)) = refused {
+                    self.refuse_body(id, resp, &line, out);
+                } else if end_stream {
+                    self.answer(id, out, now);
                 }
             }
             // §8.1.1: a malformed request is a stream error.
@@ -850,69 +990,142 @@ impl H2Session {
         Ok(())
     }
 
-    /// The request on `id` is complete: ask the handler, log, send.
-    fn answer(&mut self, id: u32, out: &mut Outbox) {
-        let Some(head) = self.streams.get_mut(&id).and_then(|s| s.head.take()) else {
-            return;
-        };
-        let headers: Vec<httparse::Header<'_>> = head
-            .fields
-            .iter()
-            .map(|(n, v)| httparse::Header {
-                name: n.as_str(),
-                value: v,
-            })
-            .collect();
-        let (path, query) = match head.path.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (head.path.as_str(), None),
-        };
-        let req = Request {
-            method: &head.method,
-            target: &head.path,
-            path,
-            query,
-            version: Version::Http2,
-            headers: &headers,
-        };
-        let shared = self.shared.clone();
-        let routed = shared
-            .options
-            .gateway
-            .as_ref()
-            .is_some_and(|g| g.route(&req).is_some());
-        // CORS preflights and authentication come first, as over HTTP/1.1.
-        let gated = shared
-            .options
-            .guard
-            .as_ref()
-            .and_then(|g| g.gate(&req, &self.peer));
-        let mut resp = if let Some(resp) = gated {
-            resp
-        } else if routed {
-            error_response(
-                501,
-                "Proxy and CGI routes are not served over HTTP/2 yet; use HTTP/1.1.",
-            )
-        } else {
-            // A handler that takes the request body (an upload) is not given it over HTTP/2
-            // yet: it is refused rather than answered as if the body were empty.
-            let takes_body = matches!(req.method, "PUT" | "POST" | "PATCH");
-            match takes_body.then(|| shared.handler.body_use(&req, &self.peer)) {
-                Some(super::message::BodyUse::Take(_)) => {
-                    error_response(501, "Uploads are not taken over HTTP/2 yet; use HTTP/1.1.")
-                }
-                Some(super::message::BodyUse::Refuse(resp)) => resp,
-                _ => shared.handler.handle(&req, &self.peer),
+    /// A request whose body is coming: decide where it goes before a byte of it is read. A
+    /// request the guard stops (401, a preflight) is answered at its end and its body
+    /// discarded; a routed one's is kept for its upstream or script; a handler may take it (an
+    /// upload) or refuse it, whose answer goes at once (with the request line to log).
+    fn body_use(&self, head: &Head, s: &mut Stream) -> Option<(Response, String)> {
+        let shared = &self.shared;
+        with_request(head, |req| {
+            if shared
+                .options
+                .guard
+                .as_ref()
+                .is_some_and(|g| g.gate(req, &self.peer).is_some())
+            {
+                return None;
             }
-        };
-        if let Some(g) = &shared.options.guard {
-            g.answer_headers(&req, &mut resp.headers);
+            if shared
+                .options
+                .gateway
+                .as_ref()
+                .is_some_and(|g| g.route(req).is_some())
+            {
+                s.collect = true;
+                return None;
+            }
+            if !matches!(req.method, "PUT" | "POST" | "PATCH") {
+                return None;
+            }
+            match shared.handler.body_use(req, &self.peer) {
+                BodyUse::Take(sink) => s.sink = Some(sink),
+                BodyUse::Refuse(mut resp) => {
+                    if let Some(g) = &shared.options.guard {
+                        g.answer_headers(req, &mut resp.headers);
+                    }
+                    return Some((resp, format!("{} {}", req.method, req.target)));
+                }
+                BodyUse::Discard => {}
+            }
+            None
+        })
+    }
+
+    /// Answer a refused body at once; the rest of it is discarded as it comes.
+    fn refuse_body(&mut self, id: u32, resp: Response, line: &str, out: &mut Outbox) {
+        if let Some(s) = self.streams.get_mut(&id) {
+            s.discarding = true;
+            s.head = None;
         }
         let status = resp.status;
-        let bytes = self.send_response(id, resp, req.is_head(), out);
+        let bytes = self.send_response(id, resp, false, out);
         self.served = self.served.saturating_add(1);
-        if let Some(log) = &shared.options.access_log {
+        if let Some(log) = &self.shared.options.access_log {
+            log.log(&Entry {
+                client: self.peer.ip_addr(),
+                request_line: &[line.as_bytes(), Version::Http2.as_str().as_bytes()],
+                status,
+                bytes,
+                referer: None,
+                user_agent: None,
+            });
+        }
+    }
+
+    /// The request on `id` is complete: answer it.
+    fn answer(&mut self, id: u32, out: &mut Outbox, now: Instant) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let Some(head) = s.head.take() else {
+            return;
+        };
+        let got = match s.sink.take() {
+            Some(sink) => Received::Taken(sink),
+            None if s.collect => Received::Collected(std::mem::take(&mut s.collected)),
+            None => Received::Nothing,
+        };
+        self.dispatch(id, head, got, 0, out, now);
+    }
+
+    /// Ask the guard, then the routes (a relay), then the handler; log and send.
+    fn dispatch(
+        &mut self,
+        id: u32,
+        head: Head,
+        got: Received,
+        redirects: u8,
+        out: &mut Outbox,
+        now: Instant,
+    ) {
+        let shared = self.shared.clone();
+        with_request(&head, |req| {
+            let routed = shared.options.gateway.as_ref().and_then(|g| g.route(req));
+            // CORS preflights and authentication come first, as over HTTP/1.1.
+            let gated = shared
+                .options
+                .guard
+                .as_ref()
+                .and_then(|g| g.gate(req, &self.peer));
+            self.served = self.served.saturating_add(1);
+            if self.served >= shared.limits.max_requests_per_connection {
+                // As HTTP/1.1's `Connection: close` after the last request a connection may
+                // carry.
+                self.go_away(ErrorCode::NoError, out);
+            }
+            let mut resp = match (gated, routed, got) {
+                (Some(resp), _, _) => resp,
+                (None, Some(routed), got) => {
+                    let body = match got {
+                        Received::Collected(b) => b,
+                        _ => Vec::new(),
+                    };
+                    self.start_relay(id, req, routed, body, redirects, out, now);
+                    return;
+                }
+                (None, None, Received::Taken(sink)) => sink.finish(),
+                (None, None, _) => {
+                    // A body that ended with its HEADERS (an empty upload) is offered now.
+                    let takes_body = matches!(req.method, "PUT" | "POST" | "PATCH");
+                    match takes_body.then(|| shared.handler.body_use(req, &self.peer)) {
+                        Some(BodyUse::Take(sink)) => sink.finish(),
+                        Some(BodyUse::Refuse(resp)) => resp,
+                        _ => shared.handler.handle(req, &self.peer),
+                    }
+                }
+            };
+            if let Some(g) = &shared.options.guard {
+                g.answer_headers(req, &mut resp.headers);
+            }
+            let status = resp.status;
+            let bytes = self.send_response(id, resp, req.is_head(), out);
+            self.log_request(req, status, bytes);
+        });
+    }
+
+    /// The access-log line of a request answered at once.
+    fn log_request(&self, req: &Request<'_>, status: u16, bytes: u64) {
+        if let Some(log) = &self.shared.options.access_log {
             log.log(&Entry {
                 client: self.peer.ip_addr(),
                 request_line: &[
@@ -926,28 +1139,57 @@ impl H2Session {
                 user_agent: req.header("user-agent"),
             });
         }
-        if self.served >= shared.limits.max_requests_per_connection {
-            // As HTTP/1.1's `Connection: close` after the last request a connection may carry.
-            self.go_away(ErrorCode::NoError, out);
-        }
     }
 
     /// Queue the HEADERS of `resp` on `id` and keep its body for [`pump`](Self::pump).
     /// Returns the body bytes that will be sent.
     fn send_response(&mut self, id: u32, resp: Response, head_only: bool, out: &mut Outbox) -> u64 {
-        // A body made while it is sent (a folder's archive) has no length and is paced by the
-        // HTTP/1 session; over HTTP/2 it is not served yet, and says so.
-        let resp = if matches!(resp.body, Body::Stream(_)) {
-            error_response(
-                501,
-                "This answer (a folder download) is not served over HTTP/2 yet; use HTTP/1.1.",
-            )
-        } else {
-            resp
-        };
-        let opts = &self.shared.options;
         let has_body = status_has_body(resp.status);
         let len = resp.body.len();
+        // A body made while it is sent (a folder's archive) has no length: DATA frames carry
+        // it as it is made, and an empty one with END_STREAM ends it.
+        let streamed = matches!(resp.body, Body::Stream(_));
+        let body_goes = has_body && !head_only && (len > 0 || streamed);
+        self.write_head(id, &resp, (!streamed).then_some(len), !body_goes, out);
+        let Some(s) = self.streams.get_mut(&id) else {
+            return 0;
+        };
+        let mut pieces = VecDeque::new();
+        if body_goes {
+            match resp.body {
+                Body::Empty => {}
+                Body::Bytes(b) => pieces.push_back(Part::Bytes(b)),
+                Body::File { file, offset, len } => {
+                    pieces.push_back(Part::File { file, offset, len })
+                }
+                Body::Parts(parts) => pieces.extend(parts),
+                Body::Stream(st) => {
+                    s.streamed = Some(st);
+                    s.open = true;
+                }
+            }
+        }
+        s.body = Some(pieces);
+        if body_goes {
+            self.requeue(id);
+            len
+        } else {
+            self.maybe_close(id);
+            0
+        }
+    }
+
+    /// The HEADERS of `resp` on `id`, announcing `length` when it is known and the status has
+    /// a body; `end_stream` when no DATA follows.
+    fn write_head(
+        &mut self,
+        id: u32,
+        resp: &Response,
+        length: Option<u64>,
+        end_stream: bool,
+        out: &mut Outbox,
+    ) {
+        let opts = &self.shared.options;
         let mut block = Vec::with_capacity(256);
         hpack::encode_status(&mut block, resp.status);
         with_date(|d| hpack::encode_field(&mut block, "date", d.as_bytes()));
@@ -965,36 +1207,11 @@ impl H2Session {
             }
             hpack::encode_field(&mut block, &n.to_ascii_lowercase(), v.as_bytes());
         }
-        if has_body {
+        if let Some(len) = length.filter(|_| status_has_body(resp.status)) {
             hpack::encode_field(&mut block, "content-length", len.to_string().as_bytes());
         }
-        let body_goes = has_body && !head_only && len > 0;
-        self.write_header_block(id, &block, !body_goes, out);
+        self.write_header_block(id, &block, end_stream, out);
         self.budget.sent += 1;
-        let Some(s) = self.streams.get_mut(&id) else {
-            return 0;
-        };
-        let mut pieces = VecDeque::new();
-        if body_goes {
-            match resp.body {
-                Body::Empty => {}
-                Body::Bytes(b) => pieces.push_back(Part::Bytes(b)),
-                Body::File { file, offset, len } => {
-                    pieces.push_back(Part::File { file, offset, len })
-                }
-                Body::Parts(parts) => pieces.extend(parts),
-                // Replaced by the 501 above.
-                Body::Stream(_) => {}
-            }
-        }
-        s.body = Some(pieces);
-        if body_goes {
-            self.requeue(id);
-            len
-        } else {
-            self.maybe_close(id);
-            0
-        }
     }
 
     /// HEADERS, and CONTINUATION frames for what does not fit one frame (§6.10).
@@ -1029,14 +1246,15 @@ impl H2Session {
         let Some(s) = self.streams.get(&id) else {
             return;
         };
-        if s.done_sending() && !s.recv_open {
+        if s.done_sending() && !s.recv_open && s.relay.is_none() {
             self.streams.remove(&id);
         }
     }
 
     fn requeue(&mut self, id: u32) {
         if let Some(s) = self.streams.get_mut(&id) {
-            if !s.queued && s.body.as_ref().is_some_and(|b| !b.is_empty()) {
+            let more = s.body.as_ref().is_some_and(|b| !b.is_empty()) || s.streamed.is_some();
+            if !s.queued && more {
                 s.queued = true;
                 self.ready.push_back(id);
             }
@@ -1069,18 +1287,35 @@ impl H2Session {
             let Some(body) = s.body.as_mut() else {
                 continue;
             };
+            if body.is_empty() {
+                // A made body: its next piece, or its end. (A relayed one waits for its link.)
+                let Some(st) = s.streamed.as_mut() else {
+                    continue;
+                };
+                match st.0.next_piece(self.peer_max_frame) {
+                    Some(piece) => body.push_back(Part::Bytes(piece)),
+                    None => {
+                        s.streamed = None;
+                        s.open = false;
+                        out.with_tail(|b| {
+                            frame::write_head(b, 0, kind::DATA, flag::END_STREAM, id)
+                        });
+                        self.maybe_close(id);
+                        continue;
+                    }
+                }
+            }
             let single = body.len() == 1;
             let Some(front) = body.front_mut() else {
                 continue;
             };
             let room = (s.send_window.min(self.send_window) as usize).min(self.peer_max_frame);
             let n;
-            let mut failed = false;
             match front {
                 Part::Bytes(b) => {
                     n = room.min(b.len());
                     let piece = b.split_to(n);
-                    let end = b.is_empty() && single;
+                    let end = b.is_empty() && single && !s.open;
                     out.with_tail(|w| {
                         frame::write_head(
                             w,
@@ -1097,8 +1332,7 @@ impl H2Session {
                 }
                 Part::File { file, offset, len } => {
                     n = room.min(usize::try_from(*len).unwrap_or(usize::MAX));
-                    let end = *len == n as u64 && single;
-                    let (file, at) = (file.clone(), *offset);
+                    let end = *len == n as u64 && single && !s.open;
                     out.with_tail(|w| {
                         frame::write_head(
                             w,
@@ -1106,31 +1340,19 @@ impl H2Session {
                             kind::DATA,
                             if end { flag::END_STREAM } else { 0 },
                             id,
-                        );
-                        let start = w.len();
-                        w.resize(start + n, 0);
-                        if !read_exact_at(&file, &mut w[start..], at) {
-                            // Never a frame with the wrong bytes: the stream is cut.
-                            w.truncate(start - frame::HEADER_LEN);
-                            failed = true;
-                        }
+                        )
                     });
-                    if let Some(Part::File { offset, len, .. }) = body.front_mut() {
-                        *offset += n as u64;
-                        *len -= n as u64;
-                        if *len == 0 {
-                            body.pop_front();
-                        }
+                    // The payload is a file region: the driver sends it with `sendfile` where
+                    // no TLS is in the way (and reads and encrypts it in pieces under TLS). A
+                    // file that shrank meanwhile is the driver's error, which closes the
+                    // connection rather than send a frame shorter than its head says.
+                    out.push_file(file.clone(), *offset, n as u64);
+                    *offset += n as u64;
+                    *len -= n as u64;
+                    if *len == 0 {
+                        body.pop_front();
                     }
                 }
-            }
-            if failed {
-                tracing::debug!(
-                    stream = id,
-                    "a file shrank while it was sent; resetting the stream"
-                );
-                self.reset(id, ErrorCode::InternalError, out);
-                continue;
             }
             s.send_window -= n as i64;
             self.send_window -= n as i64;
@@ -1138,7 +1360,7 @@ impl H2Session {
             if s.done_sending() {
                 if s.recv_open {
                     out.with_tail(|b| frame::write_rst(b, id, ErrorCode::NoError));
-                    self.streams.remove(&id);
+                    self.forget(id);
                 } else {
                     self.maybe_close(id);
                 }
@@ -1149,18 +1371,28 @@ impl H2Session {
     }
 }
 
-/// Read all of `buf` from `file` at `offset`; false if the file ended first or failed.
-fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> bool {
-    let mut got = 0;
-    while got < buf.len() {
-        match file.read_at(&mut buf[got..], offset + got as u64) {
-            Ok(0) => return false,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
-        }
-    }
-    true
+/// The [`Request`] the handler and the routes see, borrowed from a stream's `head`.
+fn with_request<R>(head: &Head, f: impl FnOnce(&Request<'_>) -> R) -> R {
+    let headers: Vec<httparse::Header<'_>> = head
+        .fields
+        .iter()
+        .map(|(n, v)| httparse::Header {
+            name: n.as_str(),
+            value: v,
+        })
+        .collect();
+    let (path, query) = match head.path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (head.path.as_str(), None),
+    };
+    f(&Request {
+        method: &head.method,
+        target: &head.path,
+        path,
+        query,
+        version: Version::Http2,
+        headers: &headers,
+    })
 }
 
 /// Fields that belong to one HTTP/1 connection and are malformed in HTTP/2 (§8.2.2).
@@ -1255,6 +1487,14 @@ fn request_head(fields: hpack::Fields) -> Option<Head> {
         }
     }
     if let Some(a) = authority {
+        // §8.3.1: a Host that names another entity than `:authority` makes it malformed.
+        let other = head
+            .fields
+            .iter()
+            .any(|(n, v)| n == "host" && !v.eq_ignore_ascii_case(a.as_bytes()));
+        if other {
+            return None;
+        }
         if !host {
             // §8.3.1: `:authority` stands for Host; the handler reads `Host`.
             head.fields.insert(0, ("host".to_string(), a.into_bytes()));

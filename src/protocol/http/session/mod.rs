@@ -871,14 +871,16 @@ impl HttpSession {
     }
 
     /// Does this fresh connection open with (the start of) the HTTP/2 client preface (RFC 9113
-    /// §3.3, prior knowledge)? An HTTP/1 request line never starts `PRI * HTTP/2.0`.
+    /// §3.3, prior knowledge)? An HTTP/1 request line never starts `PRI * HTTP/2.0`. With
+    /// `--http2 only` every connection is HTTP/2, and a wrong preface is its error to answer.
     fn prior_knowledge(&self, input: &ReadBuf) -> bool {
-        if !self.shared.options.http2 || self.served > 0 || self.started || !self.stash.is_empty() {
+        let opts = &self.shared.options;
+        if !opts.http2 || self.served > 0 || self.started || !self.stash.is_empty() {
             return false;
         }
         let d = input.data();
         let n = d.len().min(PREFACE.len());
-        n > 0 && d[..n] == PREFACE[..n]
+        n > 0 && (opts.h2.only || d[..n] == PREFACE[..n])
     }
 
     /// Hand the connection to an HTTP/2 session (which sends its SETTINGS at once).
@@ -943,7 +945,9 @@ impl Session for HttpSession {
             return h2.on_input(input, out, now);
         }
         if self.prior_knowledge(input) {
-            if input.len() < PREFACE.len() {
+            let d = input.data();
+            let so_far = d.len() < PREFACE.len() && d[..] == PREFACE[..d.len()];
+            if so_far {
                 return Next::Continue {
                     wake_at: self.deadline,
                 };
@@ -1007,10 +1011,16 @@ impl Session for HttpSession {
     }
 
     fn links(&mut self) -> Option<&mut Links> {
+        if let Phase::H2(h2) = &mut self.phase {
+            return h2.links();
+        }
         self.links.as_deref_mut()
     }
 
     fn on_link(&mut self, id: LinkId, ev: LinkEvent, out: &mut Outbox, now: Instant) -> Next {
+        if let Some(h2) = self.h2_mut() {
+            return h2.on_link(id, ev, out, now);
+        }
         self.link_event(id, ev, out, now)
     }
 

@@ -1,0 +1,486 @@
+//! Proxy and CGI routes over HTTP/2: a routed stream's request goes to its HTTP/1.1 upstream
+//! or script through the same [`Gateway`](crate::protocol::http::gateway::Gateway) exchange
+//! (a [`Pending`] and a driver-owned link) the HTTP/1 session uses, one link per stream, and
+//! the answer comes back on the stream as HEADERS and DATA within the client's windows.
+//!
+//! - The request body (bounded by `--max-body`) is collected while the stream's DATA arrives
+//!   and sent with its length once END_STREAM came, so a script sees `CONTENT_LENGTH` and an
+//!   upstream a `Content-Length`, whatever the client framed.
+//! - The answer's head becomes HEADERS; connection-specific fields (`Connection`,
+//!   `Transfer-Encoding`, `Keep-Alive`, ...) are dropped (RFC 9113 §8.2.2). Its body is queued
+//!   on the stream no further than the pause mark ahead of the client's windows: past it the
+//!   link's input is left to fill, and the driver stops reading the upstream.
+//! - A kept upstream connection that fails before any answer is retried once on a fresh one,
+//!   and a refusing upstream fails over to the route's next, as over HTTP/1.1. A failure
+//!   before the head is answered (502, 504); after it, the stream is reset (INTERNAL_ERROR),
+//!   so the client sees a cut answer, never a complete-looking one.
+//! - A client's RST_STREAM, or the connection's end, closes the stream's link (an upstream
+//!   request is abandoned, a script is killed).
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::frame::{self, flag, kind, ErrorCode};
+use super::{H2Session, Head};
+use crate::protocol::http::access_log::Entry;
+use crate::protocol::http::gateway::{Failure, Pending, Progress, Routed};
+use crate::protocol::http::message::{error_response, Part, Request, Text, Version};
+use crate::protocol::http::proxy::RequestBody;
+use crate::protocol::{Dial, LinkError, LinkEvent, LinkId, Links, Outbox};
+
+/// A CGI script redirecting to itself must end somewhere (RFC 3875 §6.2.2).
+const MAX_LOCAL_REDIRECTS: u8 = 5;
+
+/// One stream's exchange with an upstream or a script.
+#[derive(Debug)]
+pub(super) struct Relay {
+    pending: Pending,
+    link: LinkId,
+    dial: Dial,
+    route: usize,
+    server: usize,
+    /// The route's servers tried so far, a bit each.
+    tried: u64,
+    /// The request as sent, while it may be sent again (no answer byte has come).
+    resend: Option<Vec<u8>>,
+    connected: bool,
+    reused: bool,
+    retried: bool,
+    /// The link ended (`None`: its `Eof`) and `pending` has not been told: its input goes first.
+    link_end: Option<Option<LinkError>>,
+    /// A script: its answer complete, it may finish its work.
+    script: bool,
+    head_only: bool,
+    /// The answer's HEADERS went out.
+    headed: bool,
+    /// For a CGI local redirect: the request's Host and the redirects followed.
+    host: Option<String>,
+    redirects: u8,
+    /// The link's silence is a 504 after this.
+    pub(super) deadline: Instant,
+    status: u16,
+    bytes: u64,
+    /// Request line, Referer, User-Agent (only when an access log is kept).
+    log: Option<(String, Option<String>, Option<String>)>,
+    guard_headers: Vec<(Text, Text)>,
+}
+
+impl H2Session {
+    /// Start the exchange for a routed request on stream `id`; an answer the gateway gives at
+    /// once (no such script) goes out as any other.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn start_relay(
+        &mut self,
+        id: u32,
+        req: &Request<'_>,
+        routed: Routed,
+        body: Vec<u8>,
+        redirects: u8,
+        out: &mut Outbox,
+        now: Instant,
+    ) {
+        let Some(gateway) = self.shared.options.gateway.clone() else {
+            return;
+        };
+        let len = body.len() as u64;
+        // A body is announced by its length (RFC 9112 §6.2): what the client framed in DATA
+        // frames is one piece here.
+        let framing = if len > 0 || matches!(req.method, "POST" | "PUT" | "PATCH") {
+            RequestBody::Length(len)
+        } else {
+            RequestBody::None
+        };
+        let ex = match gateway.start(routed, req, &self.peer, framing) {
+            Ok(ex) => ex,
+            Err(resp) => {
+                let status = resp.status;
+                let bytes = self.send_response(id, *resp, req.is_head(), out);
+                self.log_request(req, status, bytes);
+                return;
+            }
+        };
+        let log = self.shared.options.access_log.as_ref().map(|_| {
+            (
+                format!("{} {} {}", req.method, req.target, Version::Http2.as_str()),
+                req.header("referer").map(str::to_string),
+                req.header("user-agent").map(str::to_string),
+            )
+        });
+        let mut guard_headers = Vec::new();
+        if let Some(g) = &self.shared.options.guard {
+            g.answer_headers(req, &mut guard_headers);
+        }
+        let links = self.links.get_or_insert_with(Box::default);
+        let link = links.open(ex.dial.clone());
+        links.out(link).push_bytes(&ex.head);
+        links.out(link).push_bytes(&body);
+        if ex.finish_after_body {
+            links.finish(link);
+        }
+        let resend = (!ex.head.is_empty()).then(|| {
+            let mut r = ex.head;
+            r.extend_from_slice(&body);
+            r
+        });
+        let relay = Relay {
+            pending: ex.pending,
+            link,
+            dial: ex.dial,
+            route: ex.route,
+            server: ex.server,
+            tried: 1u64.checked_shl(ex.server as u32).unwrap_or(0),
+            resend,
+            connected: false,
+            reused: false,
+            retried: false,
+            link_end: None,
+            script: ex.finish_after_body,
+            head_only: req.is_head(),
+            headed: false,
+            host: req.host().map(str::to_string),
+            redirects,
+            deadline: now + gateway.config().timeout,
+            status: 0,
+            bytes: 0,
+            log,
+            guard_headers,
+        };
+        if let Some(s) = self.streams.get_mut(&id) {
+            s.relay = Some(Box::new(relay));
+            s.body = Some(VecDeque::new());
+            s.open = true;
+        } else if let Some(links) = self.links.as_mut() {
+            links.close(link);
+        }
+    }
+
+    /// The stream whose relay uses `link`.
+    fn relay_stream(&self, link: LinkId) -> Option<u32> {
+        self.streams
+            .iter()
+            .find(|(_, s)| s.relay.as_ref().is_some_and(|r| r.link == link))
+            .map(|(id, _)| *id)
+    }
+
+    /// Something happened on a link (see [`Session::on_link`](crate::protocol::Session)).
+    pub(crate) fn on_link_event(
+        &mut self,
+        link: LinkId,
+        ev: LinkEvent,
+        out: &mut Outbox,
+        now: Instant,
+    ) {
+        let Some(gateway) = self.shared.options.gateway.clone() else {
+            return;
+        };
+        let timeout = gateway.config().timeout;
+        self.last_activity = now;
+        let Some(id) = self.relay_stream(link) else {
+            // A link from a stream already over: it has nothing more to say.
+            if let Some(links) = self.links.as_mut() {
+                links.close(link);
+            }
+            return;
+        };
+        let (Some(links), Some(r)) = (
+            self.links.as_mut(),
+            self.streams.get_mut(&id).and_then(|s| s.relay.as_mut()),
+        ) else {
+            return;
+        };
+        r.deadline = now + timeout;
+        match ev {
+            LinkEvent::Connected { reused } => {
+                r.connected = true;
+                r.reused = reused;
+                return;
+            }
+            LinkEvent::Data | LinkEvent::Drained => {}
+            LinkEvent::Eof | LinkEvent::Failed(_) => {
+                let quiet = !r.pending.started() && links.input(link).is_empty();
+                let refused = matches!(ev, LinkEvent::Failed(LinkError::Connect(_)));
+                if quiet && r.resend.is_some() {
+                    let again = if refused || !r.connected {
+                        // Refused: the next upstream of the route, if one is left.
+                        gateway
+                            .failover(r.route, r.server, r.tried)
+                            .map(|(s, dial, label)| {
+                                r.server = s;
+                                r.tried |= 1u64.checked_shl(s as u32).unwrap_or(0);
+                                r.pending.relabel(label);
+                                dial
+                            })
+                    } else if r.reused && !r.retried {
+                        // A kept connection the upstream had closed meanwhile: once more, on
+                        // a fresh one.
+                        r.retried = true;
+                        Some(r.dial.fresh())
+                    } else {
+                        None
+                    };
+                    if let Some(dial) = again {
+                        redial(links, r, dial);
+                        return;
+                    }
+                }
+                r.link_end = Some(match ev {
+                    LinkEvent::Failed(e) => Some(e),
+                    _ => None,
+                });
+            }
+        }
+        self.relay_poll(id, out, now);
+    }
+
+    /// Relays whose deadline passed: one that never connected goes to the next upstream, any
+    /// other fails with 504 (or a reset stream if its answer had begun).
+    pub(super) fn relay_timers(&mut self, out: &mut Outbox, now: Instant) {
+        let Some(gateway) = self.shared.options.gateway.clone() else {
+            return;
+        };
+        let late: Vec<u32> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.relay.as_ref().is_some_and(|r| now >= r.deadline))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            let (Some(links), Some(r)) = (
+                self.links.as_mut(),
+                self.streams.get_mut(&id).and_then(|s| s.relay.as_mut()),
+            ) else {
+                continue;
+            };
+            r.deadline = now + gateway.config().timeout;
+            if !r.connected && r.resend.is_some() {
+                if let Some((s, dial, label)) = gateway.failover(r.route, r.server, r.tried) {
+                    r.server = s;
+                    r.tried |= 1u64.checked_shl(s as u32).unwrap_or(0);
+                    r.pending.relabel(label);
+                    redial(links, r, dial);
+                    continue;
+                }
+            }
+            links.close(r.link);
+            r.link_end = None;
+            r.pending.fail(Failure::Timeout);
+            self.relay_poll(id, out, now);
+        }
+    }
+
+    /// The earliest relay deadline.
+    pub(super) fn relay_deadline(&self) -> Option<Instant> {
+        self.streams
+            .values()
+            .filter_map(|s| s.relay.as_ref().map(|r| r.deadline))
+            .min()
+    }
+
+    /// Poll every relay that has room again (after the client took some output).
+    pub(super) fn relay_poll_all(&mut self, out: &mut Outbox, now: Instant) {
+        let ids: Vec<u32> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.relay.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.relay_poll(id, out, now);
+        }
+    }
+
+    /// Move what the stream's link brought into the stream's answer, while the answer queued on
+    /// it is under the pause mark.
+    fn relay_poll(&mut self, id: u32, out: &mut Outbox, now: Instant) {
+        let mark = self.pause_mark();
+        loop {
+            let (Some(s), Some(links)) = (self.streams.get_mut(&id), self.links.as_mut()) else {
+                return;
+            };
+            let queued: usize = s.body.as_ref().map_or(0, |b| {
+                b.iter()
+                    .map(|p| match p {
+                        Part::Bytes(b) => b.len(),
+                        Part::File { len, .. } => usize::try_from(*len).unwrap_or(usize::MAX),
+                    })
+                    .sum()
+            });
+            let Some(r) = s.relay.as_mut() else {
+                return;
+            };
+            if queued >= mark {
+                // The link's input fills meanwhile, and the driver stops reading it.
+                links.pause(r.link, true);
+                return;
+            }
+            links.pause(r.link, false);
+            match r.pending.poll() {
+                Progress::Wait => {
+                    let input = links.input(r.link);
+                    if !input.is_empty() {
+                        r.pending.feed(input.data());
+                        input.clear();
+                        r.resend = None;
+                        continue;
+                    }
+                    match r.link_end.take() {
+                        Some(None) => r.pending.end(),
+                        Some(Some(e)) => r.pending.fail(Failure::from(e)),
+                        None => return,
+                    }
+                }
+                Progress::Head {
+                    mut response,
+                    length,
+                    bodiless,
+                } => {
+                    response.headers.append(&mut r.guard_headers);
+                    r.status = response.status;
+                    r.headed = true;
+                    let end = r.head_only || bodiless;
+                    let length = if end { Some(0) } else { length };
+                    self.write_head(id, &response, length, end, out);
+                    if end {
+                        self.finish_relay(id, true);
+                        return;
+                    }
+                }
+                Progress::Data(data) => {
+                    r.bytes += data.len() as u64;
+                    if let Some(b) = s.body.as_mut() {
+                        b.push_back(Part::Bytes(bytes::Bytes::from(data)));
+                    }
+                    self.requeue(id);
+                }
+                Progress::End => {
+                    s.open = false;
+                    if s.body.as_ref().is_some_and(VecDeque::is_empty) {
+                        // Nothing left to carry END_STREAM: an empty DATA frame does.
+                        out.with_tail(|b| {
+                            frame::write_head(b, 0, kind::DATA, flag::END_STREAM, id)
+                        });
+                    }
+                    self.finish_relay(id, true);
+                    self.maybe_close(id);
+                    return;
+                }
+                Progress::Fail(resp) if !r.headed => {
+                    let head_only = r.head_only;
+                    r.status = resp.status;
+                    r.bytes = if head_only { 0 } else { resp.body.len() };
+                    self.finish_relay(id, false);
+                    if let Some(s) = self.streams.get_mut(&id) {
+                        s.open = false;
+                    }
+                    self.send_response(id, resp, head_only, out);
+                    return;
+                }
+                Progress::LocalRedirect(path) => {
+                    self.local_redirect(id, path, out, now);
+                    return;
+                }
+                // A 101 cannot be relayed (HTTP/2 has no Upgrade, §8.6), and a failure after
+                // the head leaves a cut answer: the stream is reset, never ended as if whole.
+                Progress::Switch { .. } | Progress::Fail(_) | Progress::Abort => {
+                    if !r.headed {
+                        r.status = 502;
+                    }
+                    self.finish_relay(id, false);
+                    self.reset(id, ErrorCode::InternalError, out);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The relay of stream `id` is over: log it, and release its link (`keep`: for reuse, or
+    /// to let a script finish) or close it.
+    fn finish_relay(&mut self, id: u32, answered: bool) {
+        let Some(r) = self.streams.get_mut(&id).and_then(|s| s.relay.take()) else {
+            return;
+        };
+        if let Some(links) = self.links.as_mut() {
+            if answered && (r.script || r.pending.reusable()) {
+                links.release(r.link);
+            } else {
+                links.close(r.link);
+            }
+        }
+        if let (Some(log), Some((line, referer, ua))) = (&self.shared.options.access_log, &r.log) {
+            log.log(&Entry {
+                client: self.peer.ip_addr(),
+                request_line: &[line.as_bytes()],
+                status: r.status,
+                bytes: r.bytes,
+                referer: referer.as_deref(),
+                user_agent: ua.as_deref(),
+            });
+        }
+    }
+
+    /// Close the link of a stream that is going away (reset, or the connection ending).
+    pub(super) fn drop_relay(&mut self, r: Relay) {
+        if let Some(links) = self.links.as_mut() {
+            links.close(r.link);
+        }
+    }
+
+    /// Answer for `path` instead (RFC 3875 §6.2.2): the same request, as GET (or HEAD), for
+    /// the new path, through the routes and the handler.
+    fn local_redirect(&mut self, id: u32, path: String, out: &mut Outbox, now: Instant) {
+        let Some(r) = self.streams.get_mut(&id).and_then(|s| s.relay.take()) else {
+            return;
+        };
+        // The script's answer is complete: it may finish its work.
+        if let Some(links) = self.links.as_mut() {
+            links.release(r.link);
+        }
+        if r.redirects >= MAX_LOCAL_REDIRECTS
+            || !path.starts_with('/')
+            || !path.bytes().all(|b| b.is_ascii_graphic())
+        {
+            let resp = error_response(502, "The script's local redirect could not be followed.");
+            if let Some(s) = self.streams.get_mut(&id) {
+                s.open = false;
+            }
+            self.send_response(id, resp, r.head_only, out);
+            return;
+        }
+        let mut head = Head {
+            method: if r.head_only { "HEAD" } else { "GET" }.to_string(),
+            path,
+            ..Head::default()
+        };
+        if let Some(h) = r.host {
+            head.fields.push(("host".to_string(), h.into_bytes()));
+        }
+        if let Some(s) = self.streams.get_mut(&id) {
+            s.open = false;
+            s.body = None;
+        }
+        self.dispatch(
+            id,
+            head,
+            super::Received::Nothing,
+            r.redirects + 1,
+            out,
+            now,
+        );
+    }
+}
+
+/// Send the kept request again on a new link.
+fn redial(links: &mut Links, r: &mut Relay, dial: Dial) {
+    links.close(r.link);
+    let link = links.open(dial.clone());
+    if let Some(req) = &r.resend {
+        links.out(link).push_bytes(req);
+    }
+    if r.script {
+        links.finish(link);
+    }
+    r.link = link;
+    r.dial = dial;
+    r.connected = false;
+    r.reused = false;
+}
