@@ -107,6 +107,13 @@ pub struct Config {
     pub tls_key: Option<OneOrMany>,
     /// A directory for the self-signed certificate (`--tls-self-signed`).
     pub tls_self_signed: Option<PathBuf>,
+    /// Certificates from an ACME CA (`--acme`, `--acme-email`, `--acme-directory`,
+    /// `--acme-state`, `--acme-ca`).
+    pub acme: Option<OneOrMany>,
+    pub acme_email: Option<String>,
+    pub acme_directory: Option<String>,
+    pub acme_state: Option<PathBuf>,
+    pub acme_ca: Option<PathBuf>,
     /// A plain listener redirecting to https (`serve --redirect-http`).
     pub redirect_http: Option<String>,
 

@@ -380,7 +380,11 @@ pub fn merge_server_args(s: &mut ServerArgs, cfg: &Config) {
     s.group = s.group.clone().or_else(|| cfg.group.clone());
     s.umask = s.umask.clone().or_else(|| cfg.umask.clone());
     // Certificates come from the flags or from the file, never half from each.
-    if s.tls_cert.is_empty() && s.tls_key.is_empty() && s.tls_self_signed.is_none() {
+    if s.tls_cert.is_empty()
+        && s.tls_key.is_empty()
+        && s.tls_self_signed.is_none()
+        && s.acme.is_empty()
+    {
         let paths = |v: &Option<crate::config::OneOrMany>| -> Vec<PathBuf> {
             v.clone()
                 .map(|v| v.into_vec().into_iter().map(PathBuf::from).collect())
@@ -389,6 +393,11 @@ pub fn merge_server_args(s: &mut ServerArgs, cfg: &Config) {
         s.tls_cert = paths(&cfg.tls_cert);
         s.tls_key = paths(&cfg.tls_key);
         s.tls_self_signed = cfg.tls_self_signed.clone();
+        s.acme = cfg.acme.clone().map(|v| v.into_vec()).unwrap_or_default();
+        s.acme_email = cfg.acme_email.clone();
+        s.acme_directory = cfg.acme_directory.clone();
+        s.acme_state = cfg.acme_state.clone();
+        s.acme_ca = cfg.acme_ca.clone();
     }
 }
 
@@ -757,7 +766,9 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
                     .into(),
             ));
         };
-        let to = Arc::new(crate::protocol::http::redirect::RedirectHttps { port });
+        let acme = (!args.server.acme.is_empty())
+            .then_some(crate::tls::acme::http01_answer as fn(&str) -> Option<String>);
+        let to = Arc::new(crate::protocol::http::redirect::RedirectHttps { port, acme });
         service = service.with_listeners(plain, to, redirect_options);
     }
     glue::serve(listeners, service, &opts)

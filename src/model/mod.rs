@@ -56,7 +56,7 @@ use crate::net::Listener;
 use crate::protocol::{Needs, Service};
 
 pub use shutdown::Shutdown;
-pub use tls::TlsSettings;
+pub use tls::{Reload, TlsSettings, ACME_TLS_ALPN};
 
 /// How connections are served. (The command line and the config file spell it by
 /// [`name`](Model::name); parsing them is theirs, so the drivers depend on no CLI crate.)

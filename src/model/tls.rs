@@ -39,6 +39,11 @@ const HANDSHAKE_READS: usize = 16;
 /// The first byte of a TLS record that carries a ClientHello (RFC 8446 §5.1, `handshake(22)`).
 const HANDSHAKE_RECORD: u8 = 22;
 
+/// The ALPN protocol of ACME TLS-ALPN-01 validation handshakes (RFC 8737 §6.2). A connection
+/// that agrees on it is closed once the handshake is through: it carries no application data
+/// (§3), and the session never sees it.
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
 /// What a server's TLS listeners use: the rustls configuration (certificates, versions,
 /// ALPN, session resumption) and the service's answer to plaintext on a TLS port.
 #[derive(Clone)]
