@@ -15,6 +15,9 @@
 #   connections, both driven by `tincan bench echo --framing line --message PING`.
 # - the reverse proxy: bench/proxy.sh (tincan --proxy vs nginx proxy_pass with an upstream
 #   keepalive pool, 1 KiB at 50 and 500 connections, and memory per idle proxied connection).
+# - HTTPS: bench/https.sh (tincan --tls-cert vs nginx ssl with ssl_session_cache, one ECDSA
+#   P-256 certificate: 1 KiB keep-alive, and a new TLS connection per request, with the
+#   server's CPU per request).
 #
 # The server runs on CPU 0 and the load generator on CPU 1 (taskset). Every figure is the
 # median of --reps runs, interleaved (nginx, tincan, nginx, tincan, ...) so drift hits both.
@@ -609,3 +612,8 @@ echo
 echo "### Reverse proxy (bench/proxy.sh)"
 stop_all
 bash "$ROOT/bench/proxy.sh" --reps "$REPS" --duration "$DUR" --out "$OUT"
+
+echo
+echo "### HTTPS (bench/https.sh)"
+echo
+bash "$ROOT/bench/https.sh" --reps "$REPS" --duration "$DUR" --out "$OUT"

@@ -172,6 +172,8 @@ pub struct Config {
     pub upstream_keepalive: Option<usize>,
     pub upstream_fail_timeout: Option<f64>,
     pub tunnel_idle_timeout: Option<f64>,
+    /// CA certificates for https:// upstreams (`--upstream-ca`).
+    pub upstream_ca: Option<PathBuf>,
 }
 
 impl Config {

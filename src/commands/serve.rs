@@ -150,7 +150,7 @@ pub struct FileArgs {
 #[derive(Args, Debug, Clone, Default)]
 pub struct GatewayArgs {
     /// Forward requests under PREFIX to an upstream HTTP server: PREFIX=http://HOST[:PORT][/PATH]
-    /// (or http://unix:/SOCKET[:/PATH]). The prefix is replaced by PATH when one is given, else
+    /// (or https://HOST[:PORT][/PATH] over TLS, or http://unix:/SOCKET[:/PATH]). The prefix is replaced by PATH when one is given, else
     /// the path goes as is. Several URLs, separated by commas, are used in turn. Repeatable;
     /// the longest matching prefix wins.
     #[arg(long, value_name = "PREFIX=URL")]
@@ -175,6 +175,11 @@ pub struct GatewayArgs {
     /// way before it is closed. [default: 600]
     #[arg(long, value_name = "SECONDS")]
     pub tunnel_idle_timeout: Option<f64>,
+    /// Trust the CA certificates in FILE (PEM) for https:// upstreams instead of the
+    /// system's (/etc/ssl/certs/ca-certificates.crt): an internal CA, or an upstream's
+    /// self-signed certificate. An upstream whose certificate fails the check gets 502.
+    #[arg(long, value_name = "FILE")]
+    pub upstream_ca: Option<PathBuf>,
 }
 
 impl GatewayArgs {
@@ -216,6 +221,26 @@ impl GatewayArgs {
             .into_iter()
             .map(|(p, d)| (p, PathBuf::from(d)))
             .collect();
+        let upstream_ca = self.upstream_ca.clone().or_else(|| cfg.upstream_ca.clone());
+        let https = proxies
+            .iter()
+            .flat_map(|(_, urls)| urls.split(','))
+            .any(|u| {
+                u.trim()
+                    .get(..8)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+            });
+        let tls = match (&upstream_ca, https) {
+            (Some(f), _) => Some(crate::tls::client::config(
+                &crate::tls::client::Trust::File(f.clone()),
+                &[b"http/1.1"],
+            )?),
+            (None, true) => Some(crate::tls::client::config(
+                &crate::tls::client::Trust::System,
+                &[b"http/1.1"],
+            )?),
+            (None, false) => None,
+        };
         let gw = Gateway::new(
             &proxies,
             &cgis,
@@ -224,6 +249,7 @@ impl GatewayArgs {
                 keepalive,
                 fail_timeout,
                 tunnel_idle,
+                tls,
             },
         )
         .map_err(|e| match e.flag() {

@@ -41,6 +41,7 @@ mod hangup;
 mod io;
 mod iterative;
 mod link;
+mod link_tls;
 mod prefork;
 mod shutdown;
 mod threaded;
