@@ -51,15 +51,8 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    local i
-    for i in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    log "nothing listens on $1"; exit 1
-}
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 mkdir -p "$WORK/www" "$OUT"
 chmod 755 "$WORK" "$WORK/www"
@@ -131,12 +124,11 @@ run() {
     local rps p99 reqs
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$outp")
     reqs=$(awk '/requests in/ {print $1}' <<<"$outp")
-    p99=$(awk '$1 == "99%" { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 } print v }' <<<"$outp")
+    p99=$(wrk_p99_ms <<<"$outp")
     awk -v r="$rps" -v p="${p99:-0}" -v d=$((t1 - t0)) -v n="${reqs:-1}" -v hz="$HZ" \
         'BEGIN { printf "%s %s %.1f\n", r, p, d * 1e6 / hz / n }'
 }
 
-median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 echo "| HTTPS 1 KiB, 50 connections | nginx req/s | tincan req/s | ratio | nginx p99 ms | tincan p99 ms | nginx CPU µs/req | tincan CPU µs/req |"
 echo "|---|---|---|---|---|---|---|---|"

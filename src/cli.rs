@@ -419,15 +419,6 @@ impl ServerArgs {
     ) -> crate::Result<(Vec<Listener>, ServeOptions)> {
         let mut opts = self.serve_options()?;
         let source = self.tls_source()?;
-        if matches!(source, Some(CertSource::Acme(_))) && opts.model == Model::Prefork {
-            return Err(Error::Usage(
-                "--acme runs its client on a thread, and prefork's supervisor starts none \
-                 before it forks its workers; use --model event (as many threads as \
-                 --workers), or order the certificate elsewhere and give it with \
-                 --tls-cert/--tls-key"
-                    .into(),
-            ));
-        }
         if let Some(src) = &source {
             opts.tls = Some(crate::tls::settings(src, app)?);
         }
@@ -469,13 +460,7 @@ impl ServerArgs {
                 format!("{scheme}{a}")
             }
         }))?;
-        if let (Some(CertSource::Acme(acme)), Some(tls)) = (&source, &opts.tls) {
-            let reload = tls.reload.clone().ok_or_else(|| {
-                Error::Setup(
-                    "the TLS settings cannot be reloaded, so ACME cannot swap certificates in"
-                        .into(),
-                )
-            })?;
+        if let (Some(CertSource::Acme(acme)), Some(tls)) = (&source, &mut opts.tls) {
             if !acme.cert_file().exists() {
                 say(&format!(
                     "ordering a certificate for {} from {}; a self-signed stand-in serves \
@@ -484,7 +469,10 @@ impl ServerArgs {
                     acme.directory
                 ))?;
             }
-            crate::tls::acme::start(acme.clone(), reload, !plain.is_empty())?;
+            let (acme, http01) = (acme.clone(), !plain.is_empty());
+            tls.background = Some(std::sync::Arc::new(move |reload| {
+                crate::tls::acme::start(acme.clone(), reload, http01).map_err(|e| e.to_string())
+            }));
         }
         if let Some(CertSource::SelfSigned(dir)) = &source {
             let cert = dir.join("cert.pem");

@@ -130,19 +130,21 @@ struct BySni {
     /// Replaced whole by a reload; a handshake holds the read lock only to clone one `Arc`.
     keys: RwLock<Vec<Arc<CertifiedKey>>>,
     /// Answer TLS-ALPN-01 validation handshakes (RFC 8737) with the pending challenge's
-    /// certificate.
-    acme: bool,
+    /// certificate, kept in this ACME state directory.
+    acme: Option<PathBuf>,
 }
 
 impl ResolvesServerCert for BySni {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        if self.acme
-            && hello
+        if let Some(state) = &self.acme {
+            if hello
                 .alpn()
                 .is_some_and(|mut a| a.any(|p| p == acme::ACME_TLS_ALPN))
-        {
-            // RFC 8737 §3: the validation certificate for the name asked, or no handshake.
-            return hello.server_name().and_then(acme::tls_alpn01_certificate);
+            {
+                // RFC 8737 §3: the validation certificate for the name asked, or no handshake.
+                let name = hello.server_name()?;
+                return acme::tls_alpn01_certificate(state, name);
+            }
         }
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
         if keys.len() > 1 {
@@ -180,13 +182,17 @@ pub fn cert_files(source: &CertSource) -> Result<Vec<CertFiles>> {
 
 /// The TLS settings for `source` and `app`: every file read and checked now.
 pub fn settings(source: &CertSource, app: &TlsApp) -> Result<TlsSettings> {
-    let acme = matches!(source, CertSource::Acme(_));
+    let acme = match source {
+        CertSource::Acme(a) => Some(a.state.clone()),
+        _ => None,
+    };
+    let is_acme = acme.is_some();
     let resolver = Arc::new(BySni {
         keys: RwLock::new(load_all(source)?),
         acme,
     });
     let mut app = app.clone();
-    if acme {
+    if is_acme {
         // Last: a client offering it with others gets the service's protocol.
         app.alpn.push(acme::ACME_TLS_ALPN.to_vec());
     }
@@ -203,6 +209,7 @@ pub fn settings(source: &CertSource, app: &TlsApp) -> Result<TlsSettings> {
         plain_reply: app.plain_reply.clone(),
         plain: Vec::new(),
         reload: Some(Arc::new(reload)),
+        background: None,
     })
 }
 

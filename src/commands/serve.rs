@@ -792,8 +792,16 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
                     .into(),
             ));
         };
-        let acme = (!args.server.acme.is_empty())
-            .then_some(crate::tls::acme::http01_answer as fn(&str) -> Option<String>);
+        let acme = match args.server.tls_source()? {
+            Some(crate::tls::CertSource::Acme(a)) => {
+                let state = a.state;
+                Some(
+                    Arc::new(move |token: &str| crate::tls::acme::http01_answer(&state, token))
+                        as crate::protocol::http::redirect::AcmeAnswer,
+                )
+            }
+            _ => None,
+        };
         let to = Arc::new(crate::protocol::http::redirect::RedirectHttps { port, acme });
         service = service.with_listeners(plain, to, redirect_options);
     }

@@ -57,7 +57,7 @@ use crate::net::Listener;
 use crate::protocol::{Needs, Service};
 
 pub use shutdown::Shutdown;
-pub use tls::{Reload, TlsSettings, ACME_TLS_ALPN};
+pub use tls::{Background, Reload, TlsSettings, ACME_TLS_ALPN};
 
 /// How connections are served. (The command line and the config file spell it by
 /// [`name`](Model::name); parsing them is theirs, so the drivers depend on no CLI crate.)
@@ -449,6 +449,16 @@ pub fn serve_until<S: Service>(
         ),
         None => None,
     };
+    // Certificates kept fresh in the background (ACME): on a thread here, or under prefork in
+    // a process of its own (see `prefork`).
+    if let (Some(tls), true) = (opts.tls.as_ref(), opts.model != Model::Prefork) {
+        if let (Some(start), Some(reload)) = (&tls.background, &tls.reload) {
+            start(Arc::clone(reload)).map_err(|why| ServeError::Sys {
+                what: "starting the certificate renewal",
+                source: std::io::Error::other(why),
+            })?;
+        }
+    }
     let r = match opts.model {
         Model::Iterative => iterative::run(&ctx, listeners),
         Model::Threaded => threaded::run(Arc::clone(&ctx), listeners),

@@ -59,10 +59,18 @@ pub struct TlsSettings {
     /// Reread every certificate and key (on SIGHUP): `Ok(n)`, the `n` certificates now
     /// served; `Err(why)`, one line, and the old ones stay.
     pub reload: Option<Reload>,
+    /// Work that keeps the certificates fresh (the ACME client), started once per server with
+    /// the way to make its new certificates serve: the reload itself, or under prefork a
+    /// SIGHUP to the supervisor, which rereads and passes it on. `Err`: one line, why it could
+    /// not start.
+    pub background: Option<Background>,
 }
 
 /// See [`TlsSettings::reload`].
 pub type Reload = Arc<dyn Fn() -> Result<usize, String> + Send + Sync>;
+
+/// See [`TlsSettings::background`].
+pub type Background = Arc<dyn Fn(Reload) -> Result<(), String> + Send + Sync>;
 
 impl TlsSettings {
     /// The settings for a connection accepted as `peer`: `None` on a plain listener.
@@ -78,6 +86,7 @@ impl std::fmt::Debug for TlsSettings {
             .field("plain_reply", &self.plain_reply.is_some())
             .field("plain", &self.plain)
             .field("reload", &self.reload.is_some())
+            .field("background", &self.background.is_some())
             .finish()
     }
 }

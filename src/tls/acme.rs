@@ -8,18 +8,18 @@
 //!   code (so neither hyper nor a second TLS stack is built in).
 //! - Challenges: HTTP-01 (RFC 8555 §8.3) when a plain listener can answer on port 80
 //!   (`serve --redirect-http`), else TLS-ALPN-01 (RFC 8737) on the TLS listeners. Their answers
-//!   are kept in [`PENDING`], which the redirect handler ([`http01_answer`]) and the certificate
-//!   resolver ([`tls_alpn01_certificate`]) read; one ACME client runs per process.
+//!   are files under `DIR/challenges/` while the order runs, which the redirect handler
+//!   ([`http01_answer`]) and the certificate resolver ([`tls_alpn01_certificate`]) read: so
+//!   prefork's workers answer what its ACME process asked for.
 //! - The state directory keeps `account.json` (the account's key, for the directory it was made
 //!   on) and `cert.pem`/`key.pem`: a restart reuses both and orders nothing while the
 //!   certificate is good.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use instant_acme::{
@@ -77,31 +77,61 @@ impl AcmeSettings {
     }
 }
 
-/// Challenge answers in flight: HTTP-01 tokens and their key authorizations; TLS-ALPN-01
-/// certificates by the name they prove.
-#[derive(Default)]
-struct Pending {
-    http01: HashMap<String, String>,
-    tls_alpn01: HashMap<String, Arc<CertifiedKey>>,
+/// Where the answers of the challenges in flight are kept: `http-01/TOKEN` holds the key
+/// authorization, `tls-alpn-01/NAME.pem` the validation certificate and its key.
+fn challenges(state: &Path) -> PathBuf {
+    state.join("challenges")
 }
 
-static PENDING: Mutex<Option<Pending>> = Mutex::new(None);
-
-fn pending<T>(f: impl FnOnce(&mut Pending) -> T) -> T {
-    let mut p = PENDING.lock().unwrap_or_else(|e| e.into_inner());
-    f(p.get_or_insert_with(Pending::default))
+/// A token or name that can be a file name here: RFC 8555 §8.1 tokens are base64url; names
+/// are DNS names. Anything else (a `..`, a `/`) is no pending challenge.
+fn safe(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 255
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// The body to answer `GET /.well-known/acme-challenge/TOKEN` with, while that token is
 /// pending (RFC 8555 §8.3: the key authorization).
-pub fn http01_answer(token: &str) -> Option<String> {
-    pending(|p| p.http01.get(token).cloned())
+pub fn http01_answer(state: &Path, token: &str) -> Option<String> {
+    if !safe(token) {
+        return None;
+    }
+    std::fs::read_to_string(challenges(state).join("http-01").join(token)).ok()
 }
 
 /// The validation certificate for `name` (RFC 8737 §3), while a TLS-ALPN-01 challenge for it
 /// is pending.
-pub fn tls_alpn01_certificate(name: &str) -> Option<Arc<CertifiedKey>> {
-    pending(|p| p.tls_alpn01.get(&name.to_ascii_lowercase()).cloned())
+pub fn tls_alpn01_certificate(state: &Path, name: &str) -> Option<Arc<CertifiedKey>> {
+    let name = name.to_ascii_lowercase();
+    if !safe(&name) {
+        return None;
+    }
+    let file = challenges(state)
+        .join("tls-alpn-01")
+        .join(format!("{name}.pem"));
+    let chain = rustls_pki_types::CertificateDer::pem_file_iter(&file)
+        .ok()?
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .ok()?;
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(&file).ok()?;
+    let signing = super::provider().key_provider.load_private_key(key).ok()?;
+    Some(Arc::new(CertifiedKey::new(chain, signing)))
+}
+
+/// Put a challenge's answer where the listeners look for it.
+fn offer(state: &Path, kind: &str, file: &str, bytes: &[u8]) -> Result<(), String> {
+    let dir = challenges(state).join(kind);
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        format!(
+            "cannot create {}: {}",
+            dir.display(),
+            crate::error::plain(&e)
+        )
+    })?;
+    super::write_private(&dir.join(file), bytes).map_err(|e| e.to_string())
 }
 
 /// Start the ACME client's thread: it orders at once when `DIR/cert.pem` is missing or due,
@@ -109,6 +139,8 @@ pub fn tls_alpn01_certificate(name: &str) -> Option<Arc<CertifiedKey>> {
 /// answer HTTP-01 challenges (a plain listener serves [`http01_answer`] on port 80); else
 /// TLS-ALPN-01.
 pub fn start(settings: AcmeSettings, reload: Reload, http01: bool) -> Result<()> {
+    // Answers left by a run that was stopped mid-order are stale.
+    let _ = std::fs::remove_dir_all(challenges(&settings.state));
     let http = Blocking::new(settings.ca.as_deref())?;
     std::thread::Builder::new()
         .name("tincan-acme".into())
@@ -220,11 +252,21 @@ async fn obtain(s: &AcmeSettings, http: &Blocking, http01: bool) -> Result<Syste
         let name = ch.identifier().to_string();
         let key_auth = ch.key_authorization();
         if http01 {
-            let token = ch.token.clone();
-            pending(|p| p.http01.insert(token, key_auth.as_str().to_string()));
+            if !safe(&ch.token) {
+                return Err(format!(
+                    "the CA sent a token that is not base64url: {:?}",
+                    ch.token
+                ));
+            }
+            offer(&s.state, "http-01", &ch.token, key_auth.as_str().as_bytes())?;
         } else {
-            let cert = alpn_certificate(&name, key_auth.digest().as_ref())?;
-            pending(|p| p.tls_alpn01.insert(name.to_ascii_lowercase(), cert));
+            let pem = alpn_certificate(&name, key_auth.digest().as_ref())?;
+            offer(
+                &s.state,
+                "tls-alpn-01",
+                &format!("{}.pem", name.to_ascii_lowercase()),
+                pem.as_bytes(),
+            )?;
         }
         ch.set_ready()
             .await
@@ -232,10 +274,7 @@ async fn obtain(s: &AcmeSettings, http: &Blocking, http01: bool) -> Result<Syste
     }
     let retries = RetryPolicy::new().timeout(ORDER_TIMEOUT);
     let status = order.poll_ready(&retries).await;
-    pending(|p| {
-        p.http01.clear();
-        p.tls_alpn01.clear();
-    });
+    let _ = std::fs::remove_dir_all(challenges(&s.state));
     let how = if http01 {
         "make sure each name resolves to this host and that port 80 reaches --redirect-http"
     } else {
@@ -378,10 +417,10 @@ fn api_detail(what: &str, e: &instant_acme::Error) -> String {
     }
 }
 
-/// The self-signed certificate that proves control of `name` (RFC 8737 §3): `name` as its
-/// only subject alternative name, and the critical acmeIdentifier extension holding the
-/// SHA-256 digest of the key authorization.
-fn alpn_certificate(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, String> {
+/// The self-signed certificate that proves control of `name` (RFC 8737 §3), then its key, in
+/// PEM: `name` as its only subject alternative name, and the critical acmeIdentifier
+/// extension holding the SHA-256 digest of the key authorization.
+fn alpn_certificate(name: &str, digest: &[u8]) -> Result<String, String> {
     let fail = |e: rcgen::Error| format!("cannot make the TLS-ALPN-01 certificate: {e}");
     let key = rcgen::KeyPair::generate().map_err(fail)?;
     let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).map_err(fail)?;
@@ -389,15 +428,7 @@ fn alpn_certificate(name: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, Stri
         .custom_extensions
         .push(rcgen::CustomExtension::new_acme_identifier(digest));
     let cert = params.self_signed(&key).map_err(fail)?;
-    let der = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-    let signing = super::provider()
-        .key_provider
-        .load_private_key(der)
-        .map_err(|e| format!("cannot use the TLS-ALPN-01 key: {e}"))?;
-    Ok(Arc::new(CertifiedKey::new(
-        vec![cert.der().clone()],
-        signing,
-    )))
+    Ok(format!("{}{}", cert.pem(), key.serialize_pem()))
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
@@ -674,7 +705,13 @@ mod tests {
 
     #[test]
     fn the_alpn_certificate_carries_the_name_and_the_critical_acme_extension() {
-        let c = alpn_certificate("a.test", &[7; 32]).unwrap();
+        let dir = std::env::temp_dir().join(format!("tincan-acme-alpn-{}", std::process::id()));
+        let pem = alpn_certificate("a.test", &[7; 32]).unwrap();
+        offer(&dir, "tls-alpn-01", "a.test.pem", pem.as_bytes()).unwrap();
+        let c = tls_alpn01_certificate(&dir, "A.test").expect("offered");
+        assert!(tls_alpn01_certificate(&dir, "b.test").is_none());
+        assert!(tls_alpn01_certificate(&dir, "../a.test").is_none());
+        let _ = std::fs::remove_dir_all(&dir);
         let der = c.end_entity_cert().unwrap().as_ref().to_vec();
         let has = |needle: &[u8]| der.windows(needle.len()).any(|w| w == needle);
         assert!(has(b"a.test"));

@@ -17,18 +17,30 @@ use crate::protocol::{Peer, PeerAddr};
 pub const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
 
 /// Sends every request to `https://HOST:port/same/path?same=query`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct RedirectHttps {
     /// The TLS listener's port; 443 is left out of the URL (RFC 9110 §4.2.2: the default).
     pub port: u16,
     /// The ACME client's answer to a pending HTTP-01 token, if one runs.
-    pub acme: Option<fn(&str) -> Option<String>>,
+    pub acme: Option<AcmeAnswer>,
+}
+
+/// The key authorization for an HTTP-01 token, while it is pending.
+pub type AcmeAnswer = std::sync::Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+impl std::fmt::Debug for RedirectHttps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedirectHttps")
+            .field("port", &self.port)
+            .field("acme", &self.acme.is_some())
+            .finish()
+    }
 }
 
 impl Handler for RedirectHttps {
     fn handle(&self, req: &Request<'_>, peer: &Peer) -> Response {
         if let Some(token) = req.path.strip_prefix(ACME_CHALLENGE) {
-            return match self.acme.and_then(|answer| answer(token)) {
+            return match self.acme.as_ref().and_then(|answer| answer(token)) {
                 Some(key_authorization) => Response::new(200)
                     .header("Content-Type", "application/octet-stream")
                     .with_body(Body::Bytes(bytes::Bytes::from(key_authorization))),
