@@ -167,7 +167,7 @@ async fn run(settings: AcmeSettings, http: Blocking, reload: Reload, http01: boo
     let names = settings.domains.join(", ");
     let mut retry = RETRY_FIRST;
     loop {
-        let due = renewal_due(&settings.cert_file());
+        let due = renewal_due(&settings.cert_file(), &settings.domains);
         let now = SystemTime::now();
         if let Some(at) = due.filter(|at| *at > now) {
             tokio::time::sleep(at.duration_since(now).unwrap_or_default()).await;
@@ -201,12 +201,18 @@ async fn run(settings: AcmeSettings, http: Blocking, reload: Reload, http01: boo
 }
 
 /// When the certificate in `cert` is due for renewal (two thirds into its lifetime); `None`
-/// when there is none (or it cannot be read): order now.
-fn renewal_due(cert: &Path) -> Option<SystemTime> {
+/// when there is none, it cannot be read, or it lacks one of `names` (the list changed since
+/// it was ordered): order now.
+fn renewal_due(cert: &Path, names: &[String]) -> Option<SystemTime> {
     let pem = std::fs::read(cert).ok()?;
     let der = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
         .next()?
         .ok()?;
+    let ee = webpki::EndEntityCert::try_from(&der).ok()?;
+    for n in names {
+        let name = rustls_pki_types::ServerName::try_from(n.as_str()).ok()?;
+        ee.verify_is_valid_for_subject_name(&name).ok()?;
+    }
     let (from, until) = validity(&der)?;
     let life = until.duration_since(from).ok()?;
     Some(from + life * 2 / 3)
@@ -286,7 +292,7 @@ async fn obtain(s: &AcmeSettings, http: &Blocking, http01: bool) -> Result<Syste
         Err(e) => {
             return Err(format!(
                 "{}; {how}",
-                api_detail("the CA could not validate the names", &e)
+                api("the CA could not validate the names", &e)
             ))
         }
     }
@@ -394,11 +400,8 @@ fn reach(directory: &str, e: &instant_acme::Error) -> String {
     }
 }
 
+/// `what` failed, and the CA's problem document (RFC 8555 §6.7) says why.
 fn api(what: &str, e: &instant_acme::Error) -> String {
-    api_detail(what, e)
-}
-
-fn api_detail(what: &str, e: &instant_acme::Error) -> String {
     match e {
         instant_acme::Error::Api(p) => {
             let detail = p.detail.as_deref().unwrap_or("no detail given");
@@ -687,11 +690,15 @@ mod tests {
         std::fs::write(&f, p.self_signed(&key).unwrap().pem()).unwrap();
         let (from, _) =
             validity(&rustls_pki_types::CertificateDer::from_pem_file(&f).unwrap()).unwrap();
+        let names = ["a.test".to_string()];
         assert_eq!(
-            renewal_due(&f),
+            renewal_due(&f, &names),
             Some(from + Duration::from_secs(60 * 86_400))
         );
-        assert_eq!(renewal_due(&dir.join("none.pem")), None);
+        assert_eq!(renewal_due(&dir.join("none.pem"), &names), None);
+        // A name added to --acme since: the kept certificate does not cover it.
+        let more = ["a.test".to_string(), "b.test".to_string()];
+        assert_eq!(renewal_due(&f, &more), None);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
