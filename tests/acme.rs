@@ -264,6 +264,9 @@ fn acme_renews_a_short_lived_certificate_and_swaps_it_in() {
         let srv = acme_server(root, m, &pebble, name, st, tls_port, Some(http_port));
         wait_log(&srv, "acme: obtained a certificate", 1, m);
         let first = std::fs::read(state.path().join("cert.pem")).unwrap();
+        // A keep-alive connection on the first certificate, open across the renewal.
+        let mut kept = KeptTls::open(&pebble.root(), name, tls_port);
+        assert_eq!(kept.get(), "hello over ACME\n", "{m}");
         wait_log(&srv, "acme: renewing the certificate", 1, m);
         wait_log(&srv, "acme: obtained a certificate", 2, m);
         let second = std::fs::read(state.path().join("cert.pem")).unwrap();
@@ -297,6 +300,44 @@ fn acme_renews_a_short_lived_certificate_and_swaps_it_in() {
             fetch(m, &pebble.root(), name, tls_port),
             "hello over ACME\n"
         );
+        assert_eq!(
+            kept.get(),
+            "hello over ACME\n",
+            "{m}: the open connection was dropped"
+        );
+    }
+}
+
+/// One TLS connection (tincan's own client, trusting pebble's root) for keep-alive requests.
+struct KeptTls(tincan::tls::client::TlsStream);
+
+impl KeptTls {
+    fn open(root_pem: &str, name: &str, port: u16) -> KeptTls {
+        use tincan::tls::client::{config, Trust};
+        let cfg = config(&Trust::File(root_pem.into()), &[b"http/1.1"]).unwrap();
+        let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let server = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+        KeptTls(tincan::tls::client::TlsStream::connect(sock, server, &cfg).unwrap())
+    }
+
+    /// GET /hello.txt on this connection: the body.
+    fn get(&mut self) -> String {
+        use std::io::{Read, Write};
+        self.0
+            .write_all(b"GET /hello.txt HTTP/1.1\r\nHost: r.tincan.test\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"hello over ACME\n") {
+            let n = self.0.read(&mut buf).expect("the connection stays open");
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8(got).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        text[text.find("\r\n\r\n").unwrap() + 4..].to_string()
     }
 }
 
