@@ -644,7 +644,7 @@ s.serve_forever()
     python_upstream(&code)
 }
 
-/// `--proxy /up=https://…`: TLS to the upstream under event, prefork and threaded, its
+/// `--proxy /up=https://…`: TLS to the upstream under every model, its
 /// certificate checked against `--upstream-ca`; kept connections are reused (with their TLS
 /// sessions); a 1 MiB answer arrives whole; an upstream whose certificate the system's CAs
 /// (or another CA) do not vouch for gets 502 and one log line saying why.
@@ -658,6 +658,7 @@ fn https_upstreams_are_verified_kept_and_refused_with_502_when_untrusted() {
         ModelFlags(&["--model", "event", "--workers", "2"]),
         ModelFlags(&["--model", "prefork", "--workers", "2"]),
         ModelFlags(&["--model", "threaded"]),
+        ModelFlags(&["--model", "iterative"]),
     ];
     for m in models {
         let up = https_upstream(&pki);
