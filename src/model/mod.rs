@@ -25,7 +25,11 @@
 //! - with [`ServeOptions::tls`], every connection speaks TLS (`tls.rs`, rustls between the
 //!   socket and the session): the session sees plaintext, file regions are read and
 //!   encrypted in pieces instead of sent with `sendfile`; SIGHUP rereads its certificates
-//!   (`hangup.rs`; prefork's parent passes it on to the workers).
+//!   (`hangup.rs`; prefork's parent passes it on to the workers); background work on them
+//!   (ACME, [`TlsSettings::background`]) starts once, on a thread, or under prefork in a child
+//!   of its own;
+//! - an outbound link to an https upstream speaks TLS (`link_tls.rs`, a rustls client around
+//!   the link's socket), so sessions write and read plaintext there too.
 //!
 //! [`ReadBuf`]: crate::protocol::ReadBuf
 //! [`Next`]: crate::protocol::Next
