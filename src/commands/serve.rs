@@ -150,9 +150,9 @@ pub struct FileArgs {
 #[derive(Args, Debug, Clone, Default)]
 pub struct GatewayArgs {
     /// Forward requests under PREFIX to an upstream HTTP server: PREFIX=http://HOST[:PORT][/PATH]
-    /// (or https://HOST[:PORT][/PATH] over TLS, or http://unix:/SOCKET[:/PATH]). The prefix is replaced by PATH when one is given, else
-    /// the path goes as is. Several URLs, separated by commas, are used in turn. Repeatable;
-    /// the longest matching prefix wins.
+    /// (https:// for TLS to it, or http://unix:/SOCKET[:/PATH]). The prefix is replaced by
+    /// PATH when one is given, else the path goes as is. Several URLs, separated by commas,
+    /// are used in turn. Repeatable; the longest matching prefix wins.
     #[arg(long, value_name = "PREFIX=URL")]
     pub proxy: Vec<String>,
     /// Run CGI/1.1 scripts from DIR for requests under PREFIX (e.g. /cgi-bin=./cgi-bin): the
