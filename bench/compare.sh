@@ -17,6 +17,9 @@
 #   keepalive pool, 1 KiB at 50 and 500 connections, and memory per idle proxied connection).
 # - HTTP/2: bench/h2.sh (h2load c=50 x m=10 streams, 1 KiB and 100 KiB, tincan vs nginx
 #   `listen ... ssl http2` with the same certificate, and tincan's h2c beside them).
+# - HTTPS: bench/https.sh (tincan --tls-cert vs nginx ssl with ssl_session_cache, one ECDSA
+#   P-256 certificate: 1 KiB keep-alive, and a new TLS connection per request, with the
+#   server's CPU per request).
 #
 # The server runs on CPU 0 and the load generator on CPU 1 (taskset). Every figure is the
 # median of --reps runs, interleaved (nginx, tincan, nginx, tincan, ...) so drift hits both.
@@ -617,3 +620,8 @@ echo
 echo "### HTTP/2 (bench/h2.sh)"
 echo
 bash "$ROOT/bench/h2.sh" --reps "$REPS" --duration "$DUR" --out "$OUT"
+
+echo
+echo "### HTTPS (bench/https.sh)"
+echo
+bash "$ROOT/bench/https.sh" --reps "$REPS" --duration "$DUR" --out "$OUT"

@@ -49,15 +49,8 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    local i
-    for i in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    log "nothing listens on $1"; exit 1
-}
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 
 mkdir -p "$WORK/www" "$WORK/empty" "$OUT"
 chmod 755 "$WORK" "$WORK/www"
@@ -131,13 +124,12 @@ run() {
     stop_srv
     local rps p99 non2xx errs
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$outp")
-    p99=$(awk '$1 == "99%" { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 } print v }' <<<"$outp")
+    p99=$(wrk_p99_ms <<<"$outp")
     non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$outp")
     errs=$(awk '/Socket errors/ { n = 0; for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) n += $i; print n }' <<<"$outp")
     echo "$rps ${p99:-0} ${non2xx:-0} ${errs:-0}"
 }
 
-median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 
 echo "| proxied 1 KiB | nginx req/s | tincan req/s | ratio | nginx p99 ms | tincan p99 ms | non-2xx (nginx/tincan) | socket errors (nginx/tincan) |"
 echo "|---|---|---|---|---|---|---|---|"

@@ -169,6 +169,34 @@ pub struct ServerArgs {
     /// out: clients must be told to trust DIR/cert.pem (curl --cacert DIR/cert.pem).
     #[arg(help_heading = heading::TLS, long, value_name = "DIR", conflicts_with = "tls_cert")]
     pub tls_self_signed: Option<PathBuf>,
+
+    /// Speak TLS with a certificate for DOMAIN from an ACME CA (Let's Encrypt unless
+    /// --acme-directory says otherwise). Repeat for more names on the same certificate. It is
+    /// ordered at start when --acme-state holds none, renewed in the background at two thirds
+    /// of its lifetime and swapped in without dropping a connection. The CA validates on port
+    /// 80 with `serve --redirect-http :80` (HTTP-01), else on port 443 of the TLS --listen
+    /// (TLS-ALPN-01); each DOMAIN must resolve to this host.
+    #[arg(help_heading = heading::TLS, long, value_name = "DOMAIN", conflicts_with_all = ["tls_cert", "tls_self_signed"])]
+    pub acme: Vec<String>,
+
+    /// With --acme: the contact address the CA writes to about expiring certificates.
+    #[arg(help_heading = heading::TLS, long, value_name = "ADDRESS", requires = "acme")]
+    pub acme_email: Option<String>,
+
+    /// With --acme: the CA's ACME directory URL. [default:
+    /// https://acme-v02.api.letsencrypt.org/directory]
+    #[arg(help_heading = heading::TLS, long, value_name = "URL", requires = "acme")]
+    pub acme_directory: Option<String>,
+
+    /// With --acme: where the account key and the certificate are kept (account.json,
+    /// cert.pem, key.pem), reused across restarts. [default: ./acme]
+    #[arg(help_heading = heading::TLS, long, value_name = "DIR", requires = "acme")]
+    pub acme_state: Option<PathBuf>,
+
+    /// With --acme: trust the CA certificates in FILE (PEM) for the directory's HTTPS instead
+    /// of the system's (a test CA such as pebble's).
+    #[arg(help_heading = heading::TLS, long, value_name = "FILE", requires = "acme")]
+    pub acme_ca: Option<PathBuf>,
 }
 
 /// Whom the clients (`send`, `talk`, `bench`) trust when they speak TLS.
@@ -333,6 +361,9 @@ impl ServerArgs {
 
     /// Where the TLS certificates come from, if the flags ask for TLS.
     pub fn tls_source(&self) -> crate::Result<Option<CertSource>> {
+        if !self.acme.is_empty() {
+            return self.acme_settings().map(|a| Some(CertSource::Acme(a)));
+        }
         if let Some(dir) = &self.tls_self_signed {
             return Ok(Some(CertSource::SelfSigned(dir.clone())));
         }
@@ -362,6 +393,52 @@ impl ServerArgs {
             })
             .collect();
         Ok(Some(CertSource::Files(pairs)))
+    }
+
+    /// The `--acme` flags, checked: names a certificate can carry, an https directory.
+    fn acme_settings(&self) -> crate::Result<crate::tls::acme::AcmeSettings> {
+        let mut domains = Vec::new();
+        for d in &self.acme {
+            let d = d.trim().to_ascii_lowercase();
+            let ok = !d.is_empty()
+                && !d.starts_with('.')
+                && d.split('.').all(|l| {
+                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+                || d.starts_with("*.") && d.len() > 2;
+            if !ok || d.parse::<std::net::IpAddr>().is_ok() {
+                return Err(Error::Usage(format!(
+                    "--acme {d}: give a domain name (such as example.org) that resolves to \
+                     this host"
+                )));
+            }
+            if !domains.contains(&d) {
+                domains.push(d);
+            }
+        }
+        let directory = self
+            .acme_directory
+            .clone()
+            .unwrap_or_else(|| crate::tls::acme::LETS_ENCRYPT.to_string());
+        if !directory.starts_with("https://") {
+            return Err(Error::Usage(format!(
+                "--acme-directory {directory}: an ACME directory is an https:// URL \
+                 (RFC 8555 §6.1)"
+            )));
+        }
+        if let Some(ca) = &self.acme_ca {
+            crate::tls::client::config(&Trust::File(ca.clone()), &[])?;
+        }
+        Ok(crate::tls::acme::AcmeSettings {
+            domains,
+            email: self.acme_email.clone(),
+            directory,
+            state: self
+                .acme_state
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("acme")),
+            ca: self.acme_ca.clone(),
+        })
     }
 
     /// Parse --listen (or default_listen when none given), bind each, drop privileges if
@@ -449,6 +526,20 @@ impl ServerArgs {
                 .enumerate()
                 .map(|(i, l)| start.line(&l.local_addr_string(), tls && i < plain_from)),
         )?;
+        if let (Some(CertSource::Acme(acme)), Some(tls)) = (&source, &mut opts.tls) {
+            if !acme.cert_file().exists() {
+                say(&format!(
+                    "ordering a certificate for {} from {}; a self-signed stand-in serves \
+                     until it arrives",
+                    acme.domains.join(", "),
+                    acme.directory
+                ))?;
+            }
+            let (acme, http01) = (acme.clone(), !plain.is_empty());
+            tls.background = Some(std::sync::Arc::new(move |reload| {
+                crate::tls::acme::start(acme.clone(), reload, http01).map_err(|e| e.to_string())
+            }));
+        }
         if let Some(CertSource::SelfSigned(dir)) = &source {
             let cert = dir.join("cert.pem");
             let port = listeners.iter().find_map(|l| {

@@ -116,6 +116,13 @@ pub struct Config {
     pub tls_key: Option<OneOrMany>,
     /// A directory for the self-signed certificate (`--tls-self-signed`).
     pub tls_self_signed: Option<PathBuf>,
+    /// Certificates from an ACME CA (`--acme`, `--acme-email`, `--acme-directory`,
+    /// `--acme-state`, `--acme-ca`).
+    pub acme: Option<OneOrMany>,
+    pub acme_email: Option<String>,
+    pub acme_directory: Option<String>,
+    pub acme_state: Option<PathBuf>,
+    pub acme_ca: Option<PathBuf>,
     /// A plain listener redirecting to https (`serve --redirect-http`).
     pub redirect_http: Option<String>,
 
@@ -178,6 +185,8 @@ pub struct Config {
     pub upstream_keepalive: Option<usize>,
     pub upstream_fail_timeout: Option<f64>,
     pub tunnel_idle_timeout: Option<f64>,
+    /// CA certificates for https:// upstreams (`--upstream-ca`).
+    pub upstream_ca: Option<PathBuf>,
 }
 
 impl Config {

@@ -9,7 +9,7 @@
 //! | [`commands`] | one runner per subcommand: validate, bind, drop privileges, serve |
 //! | [`config`] | `tincan.toml`: every `serve`/`hello` flag as a key; flags override it |
 //! | [`net`] | parse `--listen` addresses, bind TCP/Unix/UDP sockets, drop root |
-//! | [`model`] | the four drivers: iterative, threaded, prefork, event (epoll/poll/select); `link`, the outbound streams they open and watch for sessions (upstream sockets, CGI pipes, kept connections, the child reaper); `tls`, the rustls layer every driver puts between socket and session (and which tells it the ALPN choice); `udp`, the datagram driver (`protocol::DatagramService`); `shutdown`, signals and graceful stop; the descriptor and select caps (`mod.rs`); buffer pools (`protocol::ReadBuf`/`Outbox`); busy-poll (`event::spin`) |
+//! | [`model`] | the four drivers: iterative, threaded, prefork, event (epoll/poll/select); `link`, the outbound streams they open and watch for sessions (upstream sockets, CGI pipes, kept connections, the child reaper), and `link_tls`, TLS to an https upstream wrapped around a link's socket; `tls`, the rustls layer every driver puts between socket and session (and which tells it the ALPN choice); `udp`, the datagram driver (`protocol::DatagramService`); `shutdown`, signals and graceful stop; the descriptor and select caps (`mod.rs`); buffer pools (`protocol::ReadBuf`/`Outbox`); busy-poll (`event::spin`) |
 //! | [`protocol`] | the `Service`/`Session`/`Outbox` seam (and `protocol::link`, its outbound streams), and every protocol on it |
 //! | [`protocol::framing`] | message codecs: raw, close, null, line, length, fixed |
 //! | [`protocol::echo`] | RFC 862 echo over any framing |
@@ -19,7 +19,7 @@
 //! | [`bench`] | the load generator behind `tincan bench`: `engine` applies the load (one epoll loop per thread, `engine::worker`), the exchanges (`http`, `echo`, `chat`) parse replies; `tincan bench` draws progress and owns Ctrl-C |
 //! | [`error`] | the error every command returns; each message is one sentence |
 //! | [`logging`] | tracing to stderr; a throttle for warnings a peer can cause at will |
-//! | [`tls`] | certificates for the TLS listeners: PEM files checked at start, chosen by SNI, the self-signed one; the rustls server configuration |
+//! | [`tls`] | certificates for the TLS listeners: PEM files checked at start, chosen by SNI, the self-signed one; the rustls server configuration; `tls::acme`, certificates from an ACME CA (instant-acme on a thread of its own); `tls::client`, the clients' side |
 //! | [`sys`] | every `unsafe` system call, wrapped safely: epoll, poll, select, sendfile, fork, setuid |
 //!
 //! A custom protocol is a [`protocol::Service`] whose sessions implement [`protocol::Session`];

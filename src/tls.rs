@@ -24,6 +24,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use crate::error::{Error, Result};
 use crate::model::TlsSettings;
 
+pub mod acme;
 pub mod client;
 
 /// Sessions the server-side cache remembers (for TLS 1.2 clients without tickets); nginx's
@@ -45,6 +46,9 @@ pub enum CertSource {
     Files(Vec<CertFiles>),
     /// `--tls-self-signed DIR`: made at first start, kept as `DIR/cert.pem` and `DIR/key.pem`.
     SelfSigned(PathBuf),
+    /// `--acme DOMAIN`: from an ACME CA, kept in the state directory; until the first one
+    /// arrives, a self-signed stand-in for the domains is served.
+    Acme(acme::AcmeSettings),
 }
 
 /// What the service on the TLS listeners wants of TLS.
@@ -125,10 +129,23 @@ fn pem_error(path: &Path, what: &str, e: rustls_pki_types::pem::Error) -> Error 
 struct BySni {
     /// Replaced whole by a reload; a handshake holds the read lock only to clone one `Arc`.
     keys: RwLock<Vec<Arc<CertifiedKey>>>,
+    /// Answer TLS-ALPN-01 validation handshakes (RFC 8737) with the pending challenge's
+    /// certificate, kept in this ACME state directory.
+    acme: Option<PathBuf>,
 }
 
 impl ResolvesServerCert for BySni {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(state) = &self.acme {
+            if hello
+                .alpn()
+                .is_some_and(|mut a| a.any(|p| p == acme::ACME_TLS_ALPN))
+            {
+                // RFC 8737 §3: the validation certificate for the name asked, or no handshake.
+                let name = hello.server_name()?;
+                return acme::tls_alpn01_certificate(state, name);
+            }
+        }
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
         if keys.len() > 1 {
             if let Some(name) = hello
@@ -156,15 +173,30 @@ pub fn cert_files(source: &CertSource) -> Result<Vec<CertFiles>> {
     match source {
         CertSource::Files(f) => Ok(f.clone()),
         CertSource::SelfSigned(dir) => Ok(vec![self_signed(dir)?]),
+        CertSource::Acme(a) => Ok(vec![CertFiles {
+            cert: a.cert_file(),
+            key: a.key_file(),
+        }]),
     }
 }
 
 /// The TLS settings for `source` and `app`: every file read and checked now.
 pub fn settings(source: &CertSource, app: &TlsApp) -> Result<TlsSettings> {
+    let acme = match source {
+        CertSource::Acme(a) => Some(a.state.clone()),
+        _ => None,
+    };
+    let is_acme = acme.is_some();
     let resolver = Arc::new(BySni {
         keys: RwLock::new(load_all(source)?),
+        acme,
     });
-    let config = server_config(Arc::clone(&resolver) as Arc<dyn ResolvesServerCert>, app)?;
+    let mut app = app.clone();
+    if is_acme {
+        // Last: a client offering it with others gets the service's protocol.
+        app.alpn.push(acme::ACME_TLS_ALPN.to_vec());
+    }
+    let config = server_config(Arc::clone(&resolver) as Arc<dyn ResolvesServerCert>, &app)?;
     let source = source.clone();
     let reload = move || -> std::result::Result<usize, String> {
         let keys = load_all(&source).map_err(|e| e.to_string())?;
@@ -177,12 +209,34 @@ pub fn settings(source: &CertSource, app: &TlsApp) -> Result<TlsSettings> {
         plain_reply: app.plain_reply.clone(),
         plain: Vec::new(),
         reload: Some(Arc::new(reload)),
+        background: None,
     })
 }
 
 /// Every certificate and key of `source`, read and checked; the first error stops it.
 fn load_all(source: &CertSource) -> Result<Vec<Arc<CertifiedKey>>> {
+    if let CertSource::Acme(a) = source {
+        if !a.cert_file().exists() {
+            return Ok(vec![stand_in(&a.domains)?]);
+        }
+    }
     cert_files(source)?.iter().map(load_pair).collect()
+}
+
+/// A self-signed certificate for `names`, made in memory: what an ACME site serves until its
+/// first certificate arrives (clients are refused it, as they would be refused a connection).
+fn stand_in(names: &[String]) -> Result<Arc<CertifiedKey>> {
+    let fail = |e: rcgen::Error| Error::Setup(format!("cannot make a stand-in certificate: {e}"));
+    let made = rcgen::generate_simple_self_signed(names.to_vec()).map_err(fail)?;
+    let der = PrivateKeyDer::Pkcs8(made.signing_key.serialize_der().into());
+    let signing = provider()
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| Error::Setup(format!("cannot use the stand-in key: {e}")))?;
+    Ok(Arc::new(CertifiedKey::new(
+        vec![made.cert.der().clone()],
+        signing,
+    )))
 }
 
 fn server_config(

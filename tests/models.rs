@@ -500,6 +500,11 @@ fn server_args(listen: &[&str]) -> tincan::cli::ServerArgs {
         tls_cert: Vec::new(),
         tls_key: Vec::new(),
         tls_self_signed: None,
+        acme: Vec::new(),
+        acme_email: None,
+        acme_directory: None,
+        acme_state: None,
+        acme_ca: None,
     }
 }
 

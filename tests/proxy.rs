@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::{self, connect, ModelFlags, Server, TempDir, ALL_MODELS};
+use crate::support::{self, connect, free_port, ModelFlags, Server, TempDir, ALL_MODELS};
 
 // ------------------------------------------------------------------------------------------
 // A client that reads one response at a time off a (possibly kept-alive) connection.
@@ -223,14 +223,6 @@ fn answer_one(r: &mut BufReader<TcpStream>, s: &TcpStream, log: &Mutex<Vec<Strin
         _ => w.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"),
     };
     keeps && written.is_ok()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn is_iterative(m: ModelFlags) -> bool {

@@ -1,6 +1,7 @@
 //! The one integration-test binary: every test starts the real `tincan` binary on 127.0.0.1:0
 //! (see `support`) and talks to it over real sockets with real clients.
 
+mod acme;
 mod activation;
 mod bench;
 mod chat;

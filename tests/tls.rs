@@ -10,12 +10,12 @@ use crate::support::{self, connect, read_to_end, ModelFlags, Server, TempDir, AL
 
 /// A test CA and the server certificates it signed: `a` for localhost and 127.0.0.1 (the
 /// first pair, served without SNI), `b` for `b.test` and `*.b.test`, `c` for `a`'s names.
-struct Pki {
+pub(crate) struct Pki {
     dir: TempDir,
 }
 
 impl Pki {
-    fn new() -> Pki {
+    pub(crate) fn new() -> Pki {
         use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
         let dir = TempDir::new("tls-pki");
         let ca_key = KeyPair::generate().unwrap();
@@ -44,7 +44,7 @@ impl Pki {
         Pki { dir }
     }
 
-    fn path(&self, name: &str) -> String {
+    pub(crate) fn path(&self, name: &str) -> String {
         self.dir.path().join(name).to_str().unwrap().to_string()
     }
 

@@ -602,3 +602,109 @@ fn an_upstream_closing_idle_connections_costs_no_request_with_a_body() {
         }
     }
 }
+
+/// An HTTPS upstream: Python's `ThreadingHTTPServer` with its socket wrapped in `ssl`, serving
+/// certificate `a` of the test CA (for 127.0.0.1). `/up/count` says how many connections it
+/// accepted, `/up/big` is 1 MiB, anything else `hello over tls`.
+fn https_upstream(pki: &crate::tls::Pki) -> PyUpstream {
+    let code = format!(
+        r#"
+import http.server, ssl, threading
+count = [0]
+lock = threading.Lock()
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def setup(self):
+        with lock:
+            count[0] += 1
+        super().setup()
+    def do_GET(self):
+        if self.path.startswith("/up/count"):
+            body = str(count[0]).encode()
+        elif self.path.startswith("/up/big"):
+            body = bytes(range(256)) * 4096
+        else:
+            body = b"hello over tls"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain("{cert}", "{key}")
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+print("%s:%d" % s.server_address, flush=True)
+s.serve_forever()
+"#,
+        cert = pki.path("a.pem"),
+        key = pki.path("a.key"),
+    );
+    python_upstream(&code)
+}
+
+/// `--proxy /up=https://…`: TLS to the upstream under every model, its
+/// certificate checked against `--upstream-ca`; kept connections are reused (with their TLS
+/// sessions); a 1 MiB answer arrives whole; an upstream whose certificate the system's CAs
+/// (or another CA) do not vouch for gets 502 and one log line saying why.
+#[test]
+fn https_upstreams_are_verified_kept_and_refused_with_502_when_untrusted() {
+    support::require("python3 -c 'import ssl'");
+    let pki = crate::tls::Pki::new();
+    let other = crate::tls::Pki::new();
+    let root = TempDir::new("proxy-https");
+    let models = [
+        ModelFlags(&["--model", "event", "--workers", "2"]),
+        ModelFlags(&["--model", "prefork", "--workers", "2"]),
+        ModelFlags(&["--model", "threaded"]),
+        ModelFlags(&["--model", "iterative"]),
+    ];
+    for m in models {
+        let up = https_upstream(&pki);
+        let route = format!("/up=https://{}", up.addr);
+        let ca = pki.path("ca.pem");
+        let s = serve(m, &root, &["--proxy", &route, "--upstream-ca", &ca]);
+        for _ in 0..20 {
+            assert_eq!(
+                fetch(s.addr(), "/up/x"),
+                (200, b"hello over tls".to_vec()),
+                "{m}"
+            );
+        }
+        let (status, big) = fetch(s.addr(), "/up/big");
+        assert_eq!(status, 200, "{m}");
+        let want: Vec<u8> = (0..=255u8).cycle().take(1 << 20).collect();
+        assert!(big == want, "{m}: the 1 MiB answer arrived changed");
+        let (_, count) = fetch(s.addr(), "/up/count");
+        let opened: usize = String::from_utf8(count).unwrap().parse().unwrap();
+        // One per process or worker, give or take one that got few clients.
+        assert!(
+            opened <= 4,
+            "{m}: 22 requests opened {opened} TLS connections"
+        );
+
+        for trust in [
+            vec![],
+            vec!["--upstream-ca".to_string(), other.path("ca.pem")],
+        ] {
+            let mut extra = vec!["--proxy", &route];
+            extra.extend(trust.iter().map(String::as_str));
+            let s = serve(m, &root, &extra);
+            let (status, _) = fetch(s.addr(), "/up/x");
+            assert_eq!(status, 502, "{m} {trust:?}");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !s.stderr().contains("certificate") {
+                assert!(
+                    Instant::now() < deadline,
+                    "{m}: no log line: {}",
+                    s.stderr()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let err = s.stderr();
+            let said = err.lines().filter(|l| l.contains("certificate")).count();
+            assert_eq!(said, 1, "{m}: {err}");
+        }
+    }
+}

@@ -176,9 +176,9 @@ pub struct FileArgs {
 #[derive(Args, Debug, Clone, Default)]
 pub struct GatewayArgs {
     /// Forward requests under PREFIX to an upstream HTTP server: PREFIX=http://HOST[:PORT][/PATH]
-    /// (or http://unix:/SOCKET[:/PATH]). The prefix is replaced by PATH when one is given, else
-    /// the path goes as is. Several URLs, separated by commas, are used in turn. Repeatable;
-    /// the longest matching prefix wins.
+    /// (https:// for TLS to it, or http://unix:/SOCKET[:/PATH]). The prefix is replaced by
+    /// PATH when one is given, else the path goes as is. Several URLs, separated by commas,
+    /// are used in turn. Repeatable; the longest matching prefix wins.
     #[arg(help_heading = heading::GATEWAY, long, value_name = "PREFIX=URL")]
     pub proxy: Vec<String>,
     /// Run CGI/1.1 scripts from DIR for requests under PREFIX (e.g. /cgi-bin=./cgi-bin): the
@@ -201,6 +201,11 @@ pub struct GatewayArgs {
     /// way before it is closed. [default: 600]
     #[arg(help_heading = heading::GATEWAY, long, value_name = "SECONDS")]
     pub tunnel_idle_timeout: Option<f64>,
+    /// Trust the CA certificates in FILE (PEM) for https:// upstreams instead of the
+    /// system's (/etc/ssl/certs/ca-certificates.crt): an internal CA, or an upstream's
+    /// self-signed certificate. An upstream whose certificate fails the check gets 502.
+    #[arg(help_heading = heading::GATEWAY, long, value_name = "FILE")]
+    pub upstream_ca: Option<PathBuf>,
 }
 
 impl GatewayArgs {
@@ -242,6 +247,26 @@ impl GatewayArgs {
             .into_iter()
             .map(|(p, d)| (p, PathBuf::from(d)))
             .collect();
+        let upstream_ca = self.upstream_ca.clone().or_else(|| cfg.upstream_ca.clone());
+        let https = proxies
+            .iter()
+            .flat_map(|(_, urls)| urls.split(','))
+            .any(|u| {
+                u.trim()
+                    .get(..8)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+            });
+        let tls = match (&upstream_ca, https) {
+            (Some(f), _) => Some(crate::tls::client::config(
+                &crate::tls::client::Trust::File(f.clone()),
+                &[b"http/1.1"],
+            )?),
+            (None, true) => Some(crate::tls::client::config(
+                &crate::tls::client::Trust::System,
+                &[b"http/1.1"],
+            )?),
+            (None, false) => None,
+        };
         let gw = Gateway::new(
             &proxies,
             &cgis,
@@ -250,6 +275,7 @@ impl GatewayArgs {
                 keepalive,
                 fail_timeout,
                 tunnel_idle,
+                tls,
             },
         )
         .map_err(|e| {
@@ -419,7 +445,11 @@ pub fn merge_server_args(s: &mut ServerArgs, cfg: &Config) {
     s.group = s.group.clone().or_else(|| cfg.group.clone());
     s.umask = s.umask.clone().or_else(|| cfg.umask.clone());
     // Certificates come from the flags or from the file, never half from each.
-    if s.tls_cert.is_empty() && s.tls_key.is_empty() && s.tls_self_signed.is_none() {
+    if s.tls_cert.is_empty()
+        && s.tls_key.is_empty()
+        && s.tls_self_signed.is_none()
+        && s.acme.is_empty()
+    {
         let paths = |v: &Option<crate::config::OneOrMany>| -> Vec<PathBuf> {
             v.clone()
                 .map(|v| v.into_vec().into_iter().map(PathBuf::from).collect())
@@ -428,6 +458,11 @@ pub fn merge_server_args(s: &mut ServerArgs, cfg: &Config) {
         s.tls_cert = paths(&cfg.tls_cert);
         s.tls_key = paths(&cfg.tls_key);
         s.tls_self_signed = cfg.tls_self_signed.clone();
+        s.acme = cfg.acme.clone().map(|v| v.into_vec()).unwrap_or_default();
+        s.acme_email = cfg.acme_email.clone();
+        s.acme_directory = cfg.acme_directory.clone();
+        s.acme_state = cfg.acme_state.clone();
+        s.acme_ca = cfg.acme_ca.clone();
     }
 }
 
@@ -816,7 +851,17 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
                     .into(),
             ));
         };
-        let to = Arc::new(crate::protocol::http::redirect::RedirectHttps { port });
+        let acme = match args.server.tls_source()? {
+            Some(crate::tls::CertSource::Acme(a)) => {
+                let state = a.state;
+                Some(
+                    Arc::new(move |token: &str| crate::tls::acme::http01_answer(&state, token))
+                        as crate::protocol::http::redirect::AcmeAnswer,
+                )
+            }
+            _ => None,
+        };
+        let to = Arc::new(crate::protocol::http::redirect::RedirectHttps { port, acme });
         service = service.with_listeners(plain, to, redirect_options);
     }
     glue::serve(listeners, service, &opts)

@@ -12,7 +12,8 @@
 //!   then meets a closed one is retried, see the HTTP session) and dropped after [`KEEP_IDLE`]
 //!   unused, as nginx's upstream `keepalive_timeout`. An event worker keeps its own pool, its
 //!   connections still registered with its poller, which reports an upstream's close at once;
-//!   those are peeked at only after they sat a second ([`PoolScope::Worker`]).
+//!   those are peeked at only after they sat a second ([`PoolScope::Worker`]). A TLS link
+//!   ([`super::link_tls`]) is kept with its TLS session, in a pool of its own per name.
 //! - **Children**: each runs in a process group of its own; a link closed before its child
 //!   ended kills the group. Every child is waited for by the reaper, a thread the drivers start
 //!   in the process that first needs it, so no zombie outlives its request by more than the
@@ -32,7 +33,8 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, SockAddr, SockRef, Socket, Type};
 
-use crate::protocol::{Dial, LinkError, Outbox, ReadBuf};
+use super::link_tls::Stream;
+use crate::protocol::{Dial, LinkError, Outbox, ReadBuf, UpstreamTls};
 
 /// Bytes asked for per read from a link.
 const READ_CHUNK: usize = 32 * 1024;
@@ -55,13 +57,15 @@ pub(crate) const EXIT_WAIT: Duration = Duration::from_millis(100);
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum PoolKey {
     Tcp(SocketAddr),
+    /// TLS to this address, for this name.
+    Tls(SocketAddr, String),
     Unix(PathBuf),
 }
 
 /// One open link's descriptors.
 pub(crate) enum LinkIo {
     Sock {
-        fd: File,
+        fd: Stream,
         key: PoolKey,
         keep: usize,
         /// The non-blocking connect has not completed.
@@ -121,9 +125,23 @@ pub(crate) fn open(
     forget: &mut Vec<RawFd>,
 ) -> Result<Opened, LinkError> {
     match dial {
-        Dial::Tcp { addr, keep, fresh } => connect(PoolKey::Tcp(addr), keep, fresh, scope, forget),
+        Dial::Tcp {
+            addr,
+            keep,
+            fresh,
+            tls: None,
+        } => connect(PoolKey::Tcp(addr), keep, fresh, scope, forget, None),
+        Dial::Tcp {
+            addr,
+            keep,
+            fresh,
+            tls: Some(tls),
+        } => {
+            let key = PoolKey::Tls(addr, tls.name.to_str().into_owned());
+            connect(key, keep, fresh, scope, forget, Some(&tls))
+        }
         Dial::Unix { path, keep, fresh } => {
-            connect(PoolKey::Unix(path), keep, fresh, scope, forget)
+            connect(PoolKey::Unix(path), keep, fresh, scope, forget, None)
         }
         Dial::Spawn { program, cwd, env } => spawn(program, cwd, env),
     }
@@ -135,6 +153,7 @@ fn connect(
     fresh: bool,
     scope: PoolScope,
     forget: &mut Vec<RawFd>,
+    tls: Option<&UpstreamTls>,
 ) -> Result<Opened, LinkError> {
     if !fresh && keep > 0 {
         let kept = match scope {
@@ -158,7 +177,7 @@ fn connect(
     }
     let err = |e: io::Error| LinkError::Connect(e.to_string());
     let (domain, addr) = match &key {
-        PoolKey::Tcp(a) => (Domain::for_address(*a), SockAddr::from(*a)),
+        PoolKey::Tcp(a) | PoolKey::Tls(a, _) => (Domain::for_address(*a), SockAddr::from(*a)),
         PoolKey::Unix(p) => (Domain::UNIX, SockAddr::unix(p).map_err(err)?),
     };
     let sock = Socket::new(domain, Type::STREAM.cloexec(), None).map_err(err)?;
@@ -173,9 +192,14 @@ fn connect(
         // A Unix socket whose listener's backlog is full says EAGAIN: as refused.
         Err(e) => return Err(err(e)),
     };
+    let fd = File::from(OwnedFd::from(sock));
+    let fd = match tls {
+        Some(t) => Stream::tls(fd, t).map_err(err)?,
+        None => Stream::plain(fd),
+    };
     Ok(Opened {
         io: LinkIo::Sock {
-            fd: File::from(OwnedFd::from(sock)),
+            fd,
             key,
             keep,
             connecting: !ready,
@@ -274,9 +298,25 @@ impl LinkIo {
         }
     }
 
+    /// Under TLS: ciphertext the socket has not taken yet (it needs writing even when the
+    /// session queued nothing).
+    pub fn tls_pending(&self) -> bool {
+        matches!(self, LinkIo::Sock { fd, .. } if fd.tls_pending())
+    }
+
+    /// Should the socket be watched for writability, `queued` saying whether output waits?
+    pub fn wants_write(&self, queued: bool) -> bool {
+        match self {
+            LinkIo::Sock { fd, .. } => fd.wants_write(queued),
+            LinkIo::Child { .. } => queued,
+        }
+    }
+
     /// One read into `input`.
     pub fn read(&mut self, input: &mut ReadBuf) -> io::Result<Got> {
-        let f = match self {
+        // Under TLS a short read does not say the socket is empty (a record may follow).
+        let tls = matches!(self, LinkIo::Sock { fd, .. } if fd.is_tls());
+        let f: &mut dyn Read = match self {
             LinkIo::Sock { fd, .. } => fd,
             LinkIo::Child {
                 stdout: Some(f), ..
@@ -290,7 +330,9 @@ impl LinkIo {
                 Ok(0) => return Ok(Got::Eof),
                 Ok(n) => {
                     input.commit(n);
-                    return Ok(Got::Data { drained: n < asked });
+                    return Ok(Got::Data {
+                        drained: n < asked && !tls,
+                    });
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Got::WouldBlock),
@@ -303,8 +345,12 @@ impl LinkIo {
     /// input (EPIPE) is its own business: what it did not take is dropped.
     pub fn write(&mut self, out: &mut Outbox) -> io::Result<usize> {
         let is_child = matches!(self, LinkIo::Child { .. });
-        let f = match self {
-            LinkIo::Sock { fd, .. } => fd,
+        let f: &mut dyn Write = match self {
+            LinkIo::Sock { fd, .. } => {
+                // TLS records of what was written before go first.
+                fd.flush()?;
+                fd
+            }
             LinkIo::Child { stdin: Some(f), .. } => f,
             LinkIo::Child { .. } => {
                 out.clear();
@@ -352,7 +398,10 @@ impl LinkIo {
             LinkIo::Sock { fd, write_shut, .. } => {
                 if !*write_shut {
                     *write_shut = true;
-                    let _ = SockRef::from(&*fd).shutdown(std::net::Shutdown::Write);
+                    // Under TLS, close_notify first; the socket is shut only once it left.
+                    if fd.finish() {
+                        let _ = SockRef::from(&*fd).shutdown(std::net::Shutdown::Write);
+                    }
                 }
             }
             LinkIo::Child { stdin, .. } => *stdin = None,
@@ -489,7 +538,7 @@ fn kill_group(child: &mut Child) {
 // The idle pool.
 
 struct Kept {
-    fd: File,
+    fd: Stream,
     since: Instant,
     /// Registered with this worker's poller (worker pools only).
     registered: bool,
@@ -502,7 +551,7 @@ fn pool() -> &'static Mutex<HashMap<PoolKey, Vec<Kept>>> {
 
 /// A kept connection to `key` that still looks usable: the newest first (the least likely to
 /// have been closed by the upstream's own idle timeout).
-fn pool_take(key: &PoolKey) -> Option<File> {
+fn pool_take(key: &PoolKey) -> Option<Stream> {
     let now = Instant::now();
     loop {
         let kept = {
@@ -520,7 +569,7 @@ fn pool_take(key: &PoolKey) -> Option<File> {
 
 /// A kept connection must have nothing to read: EOF means the upstream closed it, and bytes
 /// nobody asked for would be taken for the next answer.
-fn idle_and_open(fd: &File) -> bool {
+fn idle_and_open(fd: &Stream) -> bool {
     let mut b = [std::mem::MaybeUninit::<u8>::uninit(); 1];
     match SockRef::from(fd).peek(&mut b) {
         Err(e) => e.kind() == io::ErrorKind::WouldBlock,
@@ -528,7 +577,7 @@ fn idle_and_open(fd: &File) -> bool {
     }
 }
 
-fn pool_put(key: PoolKey, fd: File, cap: usize, now: Instant) {
+fn pool_put(key: PoolKey, fd: Stream, cap: usize, now: Instant) {
     let mut p = pool().lock().unwrap_or_else(|e| e.into_inner());
     let list = p.entry(key).or_default();
     list.retain(|k| now.duration_since(k.since) < KEEP_IDLE);
@@ -556,7 +605,7 @@ fn drop_kept(k: Kept, forget: &mut Vec<RawFd>) {
     }
 }
 
-fn worker_take(key: &PoolKey, forget: &mut Vec<RawFd>) -> Option<(File, bool)> {
+fn worker_take(key: &PoolKey, forget: &mut Vec<RawFd>) -> Option<(Stream, bool)> {
     let now = Instant::now();
     WORKER_POOL.with(|p| {
         let mut p = p.borrow_mut();
@@ -579,7 +628,7 @@ fn worker_take(key: &PoolKey, forget: &mut Vec<RawFd>) -> Option<(File, bool)> {
 
 fn worker_put(
     key: PoolKey,
-    fd: File,
+    fd: Stream,
     cap: usize,
     registered: bool,
     now: Instant,

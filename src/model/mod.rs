@@ -25,7 +25,11 @@
 //! - with [`ServeOptions::tls`], every connection speaks TLS (`tls.rs`, rustls between the
 //!   socket and the session): the session sees plaintext, file regions are read and
 //!   encrypted in pieces instead of sent with `sendfile`; SIGHUP rereads its certificates
-//!   (`hangup.rs`; prefork's parent passes it on to the workers).
+//!   (`hangup.rs`; prefork's parent passes it on to the workers); background work on them
+//!   (ACME, [`TlsSettings::background`]) starts once, on a thread, or under prefork in a child
+//!   of its own;
+//! - an outbound link to an https upstream speaks TLS (`link_tls.rs`, a rustls client around
+//!   the link's socket), so sessions write and read plaintext there too.
 //!
 //! [`ReadBuf`]: crate::protocol::ReadBuf
 //! [`Next`]: crate::protocol::Next
@@ -41,6 +45,7 @@ mod hangup;
 mod io;
 mod iterative;
 mod link;
+mod link_tls;
 mod prefork;
 mod shutdown;
 mod threaded;
@@ -56,7 +61,7 @@ use crate::net::Listener;
 use crate::protocol::{Needs, Service};
 
 pub use shutdown::Shutdown;
-pub use tls::TlsSettings;
+pub use tls::{Background, Reload, TlsSettings, ACME_TLS_ALPN};
 
 /// How connections are served. (The command line and the config file spell it by
 /// [`name`](Model::name); parsing them is theirs, so the drivers depend on no CLI crate.)
@@ -490,6 +495,16 @@ pub fn serve_until<S: Service>(
         ),
         None => None,
     };
+    // Certificates kept fresh in the background (ACME): on a thread here, or under prefork in
+    // a process of its own (see `prefork`).
+    if let (Some(tls), true) = (opts.tls.as_ref(), opts.model != Model::Prefork) {
+        if let (Some(start), Some(reload)) = (&tls.background, &tls.reload) {
+            start(Arc::clone(reload)).map_err(|why| ServeError::Sys {
+                what: "starting the certificate renewal",
+                source: std::io::Error::other(why),
+            })?;
+        }
+    }
     let r = match opts.model {
         Model::Iterative => iterative::run(&ctx, listeners),
         Model::Threaded => threaded::run(Arc::clone(&ctx), listeners),

@@ -14,6 +14,11 @@
 //! held by threads it does not have); [`sys::fork`] refuses otherwise. It forwards SIGTERM to
 //! the workers when SIGINT/SIGTERM arrive, waits up to the grace period for them, kills what is
 //! left and reaps everything before returning.
+//!
+//! Background work on the certificates (ACME, [`super::TlsSettings::background`]) runs in one
+//! more child of its own, since the supervisor starts no thread: its new certificates reach
+//! the workers as a SIGHUP to the supervisor, which rereads them and passes it on, as for a
+//! reload asked by hand. It is restarted if it dies, and stopped with the workers.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicUsize;
@@ -60,12 +65,14 @@ pub(crate) fn run<S: Service>(
         None => None,
     };
     let hup_flag = hup.as_ref().map(|(_, f)| f);
+    let mut background = spawn_background(&ctx, parent)?;
     for i in 0..n {
         match spawn(&ctx, &listeners, share(i), parent, hup_flag) {
             Ok(pid) => {
                 workers.insert(pid, (Instant::now(), share(i)));
             }
             Err(e) => {
+                workers.extend(background.map(|pid| (pid, (Instant::now(), 0))));
                 stop_all(&ctx, &mut workers);
                 return Err(e);
             }
@@ -87,6 +94,19 @@ pub(crate) fn run<S: Service>(
         loop {
             match sys::try_reap() {
                 Ok(Some((pid, how))) => {
+                    if background == Some(pid) {
+                        tracing::warn!(
+                            "the certificate renewal process {pid} ended ({how}); starting another"
+                        );
+                        background = None;
+                        if !ctx.shutdown.is_triggered() {
+                            std::thread::sleep(RESPAWN_BACKOFF);
+                            background = spawn_background(&ctx, parent).unwrap_or_else(|e| {
+                                tracing::warn!("{e}; certificates will not be renewed");
+                                None
+                            });
+                        }
+                    }
                     if let Some((started, max)) = workers.remove(&pid) {
                         let soon = started.elapsed() < RESPAWN_BACKOFF;
                         tracing::warn!(
@@ -133,6 +153,7 @@ pub(crate) fn run<S: Service>(
     for l in &listeners {
         l.stop();
     }
+    workers.extend(background.map(|pid| (pid, (Instant::now(), 0))));
     stop_all(&ctx, &mut workers);
     ctx.begin_shutdown();
     Ok(())
@@ -146,6 +167,13 @@ fn spawn<S: Service>(
     parent: libc::pid_t,
     hup: Option<&hangup::Flag>,
 ) -> Result<libc::pid_t, ServeError> {
+    fork_child("forking a prefork worker", || {
+        worker(ctx, listeners, max, parent, hup)
+    })
+}
+
+/// Fork; the child runs `child` and exits with its code (never returns).
+fn fork_child(what: &'static str, child: impl FnOnce() -> i32) -> Result<libc::pid_t, ServeError> {
     // The child starts with SIGINT/SIGTERM (and SIGHUP) blocked and unblocks them only once its own handlers
     // are in place: a SIGTERM the parent forwards in between stays pending instead of reaching
     // the parent's inherited handlers (which would lose it) or the default action.
@@ -155,16 +183,56 @@ fn spawn<S: Service>(
         let _ = sys::block_stop_signals(false);
     }
     match forked {
-        Err(e) => Err(ServeError::Sys {
-            what: "forking a prefork worker",
-            source: e,
-        }),
+        Err(e) => Err(ServeError::Sys { what, source: e }),
         Ok(Fork::Parent(pid)) => Ok(pid),
-        Ok(Fork::Child) => {
-            let code = worker(ctx, listeners, max, parent, hup);
-            sys::exit_child(code)
-        }
+        Ok(Fork::Child) => sys::exit_child(child()),
     }
+}
+
+/// Fork the process for [`super::TlsSettings::background`], if there is such work: it runs
+/// it (a thread of its own may start there) until told to stop, and makes new certificates
+/// serve with a SIGHUP to the supervisor.
+fn spawn_background<S: Service>(
+    ctx: &Ctx<S>,
+    parent: libc::pid_t,
+) -> Result<Option<libc::pid_t>, ServeError> {
+    let Some(start) = ctx.opts.tls.as_ref().and_then(|t| t.background.clone()) else {
+        return Ok(None);
+    };
+    fork_child("forking the certificate renewal process", || {
+        ctx.shutdown.forget_signals();
+        match Shutdown::try_new() {
+            Ok(shutdown) if shutdown.on_signals().is_ok() => {
+                let _ = sys::block_stop_signals(false);
+                match sys::die_with_parent(libc::SIGTERM, parent) {
+                    Ok(false) => 0,
+                    _ if ctx.shutdown.is_triggered() => 0,
+                    _ => {
+                        let notify: super::Reload = Arc::new(move || {
+                            sys::kill(parent, libc::SIGHUP)
+                                .map(|()| 1)
+                                .map_err(|e| e.to_string())
+                        });
+                        match start(notify) {
+                            Ok(()) => {
+                                while !shutdown.wait_timeout(Duration::from_secs(3600)) {}
+                                0
+                            }
+                            Err(why) => {
+                                tracing::error!("cannot start the certificate renewal: {why}");
+                                1
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {
+                tracing::error!("the certificate renewal process cannot handle signals");
+                1
+            }
+        }
+    })
+    .map(Some)
 }
 
 /// The child's life: its own shutdown signal and handlers, one event loop, an exit code.

@@ -39,6 +39,11 @@ const HANDSHAKE_READS: usize = 16;
 /// The first byte of a TLS record that carries a ClientHello (RFC 8446 §5.1, `handshake(22)`).
 const HANDSHAKE_RECORD: u8 = 22;
 
+/// The ALPN protocol of ACME TLS-ALPN-01 validation handshakes (RFC 8737 §6.2). A connection
+/// that agrees on it is closed once the handshake is through: it carries no application data
+/// (§3), and the session never sees it.
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
 /// What a server's TLS listeners use: the rustls configuration (certificates, versions,
 /// ALPN, session resumption) and the service's answer to plaintext on a TLS port.
 #[derive(Clone)]
@@ -54,10 +59,18 @@ pub struct TlsSettings {
     /// Reread every certificate and key (on SIGHUP): `Ok(n)`, the `n` certificates now
     /// served; `Err(why)`, one line, and the old ones stay.
     pub reload: Option<Reload>,
+    /// Work that keeps the certificates fresh (the ACME client), started once per server with
+    /// the way to make its new certificates serve: the reload itself, or under prefork a
+    /// SIGHUP to the supervisor, which rereads and passes it on. `Err`: one line, why it could
+    /// not start.
+    pub background: Option<Background>,
 }
 
 /// See [`TlsSettings::reload`].
 pub type Reload = Arc<dyn Fn() -> Result<usize, String> + Send + Sync>;
+
+/// See [`TlsSettings::background`].
+pub type Background = Arc<dyn Fn(Reload) -> Result<(), String> + Send + Sync>;
 
 impl TlsSettings {
     /// The settings for a connection accepted as `peer`: `None` on a plain listener.
@@ -73,6 +86,7 @@ impl std::fmt::Debug for TlsSettings {
             .field("plain_reply", &self.plain_reply.is_some())
             .field("plain", &self.plain)
             .field("reload", &self.reload.is_some())
+            .field("background", &self.background.is_some())
             .finish()
     }
 }

@@ -33,15 +33,33 @@ use super::{Outbox, ReadBuf};
 /// Unconsumed input a link may hold before the driver stops reading it.
 pub const LINK_INPUT_MAX: usize = 256 * 1024;
 
+/// TLS on an outbound TCP link (an `https://` upstream): the client configuration (whom to
+/// trust) and the name the upstream's certificate must carry, also sent as SNI.
+#[derive(Clone, Debug)]
+pub struct UpstreamTls {
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    pub name: rustls_pki_types::ServerName<'static>,
+}
+
+impl PartialEq for UpstreamTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && std::sync::Arc::ptr_eq(&self.config, &other.config)
+    }
+}
+
+impl Eq for UpstreamTls {}
+
 /// What to open.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Dial {
     /// A TCP connection. `keep` idle connections to this address may be kept for reuse
-    /// ([`Links::release`]); 0 keeps none, and `fresh` never takes a kept one.
+    /// ([`Links::release`]); 0 keeps none, and `fresh` never takes a kept one. With `tls`,
+    /// the driver speaks TLS over it and the session sees plaintext.
     Tcp {
         addr: SocketAddr,
         keep: usize,
         fresh: bool,
+        tls: Option<UpstreamTls>,
     },
     /// A Unix-domain stream socket, kept and reused as a TCP one.
     Unix {
@@ -360,6 +378,7 @@ mod tests {
             addr: "127.0.0.1:1".parse().unwrap(),
             keep: 4,
             fresh: false,
+            tls: None,
         }
     }
 

@@ -35,7 +35,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use link::{Dial, LinkError, LinkEvent, LinkId, Links};
+pub use link::{Dial, LinkError, LinkEvent, LinkId, Links, UpstreamTls};
 
 /// What a service needs from its driver beyond the seam itself; a driver that cannot give it
 /// refuses the service at start with a sentence saying why (see `model::Model::honours`).

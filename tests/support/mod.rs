@@ -291,6 +291,16 @@ pub fn read_exact(s: &mut TcpStream, n: usize) -> Vec<u8> {
     v
 }
 
+/// A port the OS chose just now (bound on 127.0.0.1:0, then let go), for a server that must
+/// be told its port before it starts (pebble's config names tincan's ports).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Is `prog` on PATH? Tests that need an outside client skip (with a printed reason) without it.
 pub fn have(prog: &str) -> bool {
     Command::new("sh")

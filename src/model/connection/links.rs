@@ -181,8 +181,8 @@ impl<T: Session> Conn<T> {
                 }
                 let finishing = links.finishing(i);
                 let (out, _) = links.buffers(i);
-                if !out.is_empty() {
-                    side.owe_drained = true;
+                if !out.is_empty() || side.io.tls_pending() {
+                    side.owe_drained |= !out.is_empty();
                     if let Err(e) = side.io.write(out) {
                         let side = self.links[i].take().expect("checked above");
                         Self::end_side(&mut self.links, self.scope, side, false, false, now);
@@ -424,7 +424,7 @@ impl<T: Session> Conn<T> {
                 } else {
                     Interest {
                         read: !l.read_eof && links.wants_input(i),
-                        write: queued,
+                        write: l.io.wants_write(queued),
                     }
                 };
                 l.reg[side] = f(LinkWatch {

@@ -392,9 +392,16 @@ impl<T: Session> Conn<T> {
                 if let Some(proto) = tls.alpn_once() {
                     let now = Instant::now();
                     let was_empty = self.out.is_empty();
-                    let next = self.session.on_alpn(&proto, &mut self.out, now);
+                    // RFC 8737 §3: a TLS-ALPN-01 validation carries no application data; the
+                    // handshake was all it came for.
+                    let next = if proto == super::ACME_TLS_ALPN {
+                        Next::CloseAfterFlush
+                    } else {
+                        self.session.on_alpn(&proto, &mut self.out, now)
+                    };
                     self.apply(next, was_empty, now);
                     if self.state != State::Open {
+                        self.progress(now);
                         return Ok(None);
                     }
                 }

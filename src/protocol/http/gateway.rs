@@ -48,6 +48,9 @@ pub struct GatewayConfig {
     pub tunnel_idle: Duration,
     /// How long an upstream that refused or timed out a connection is left out.
     pub fail_timeout: Duration,
+    /// Whom `https://` upstreams must prove themselves to (the system's CA certificates or
+    /// `--upstream-ca`); `None` when no route has one.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Default for GatewayConfig {
@@ -57,6 +60,7 @@ impl Default for GatewayConfig {
             keepalive: 32,
             fail_timeout: Duration::from_secs(10),
             tunnel_idle: Duration::from_secs(600),
+            tls: None,
         }
     }
 }
@@ -154,7 +158,11 @@ impl GatewayError {
 }
 
 /// Resolve an upstream's address once, at start (as nginx resolves `proxy_pass` hosts).
-fn dial_for(up: &Upstream, keep: usize) -> Result<Dial, String> {
+fn dial_for(
+    up: &Upstream,
+    keep: usize,
+    tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
+) -> Result<Dial, String> {
     match &up.target {
         Target::Unix(path) => Ok(Dial::Unix {
             path: path.clone(),
@@ -167,10 +175,28 @@ fn dial_for(up: &Upstream, keep: usize) -> Result<Dial, String> {
                 .map_err(|e| format!("its host does not resolve ({e})"))?
                 .next()
                 .ok_or_else(|| "its host does not resolve to any address".to_string())?;
+            let tls = match (up.tls, tls) {
+                (false, _) => None,
+                (true, None) => return Err("is https, and no TLS client was set up".into()),
+                (true, Some(config)) => {
+                    // RFC 6125: the certificate must be for the host the URL names.
+                    let host = hostport
+                        .rsplit_once(':')
+                        .map_or(hostport.as_str(), |(h, _)| h);
+                    let host = host.trim_start_matches('[').trim_end_matches(']');
+                    let name = rustls_pki_types::ServerName::try_from(host.to_string())
+                        .map_err(|_| format!("{host} is not a host name TLS can check"))?;
+                    Some(crate::protocol::UpstreamTls {
+                        config: std::sync::Arc::clone(config),
+                        name,
+                    })
+                }
+            };
             Ok(Dial::Tcp {
                 addr,
                 keep,
                 fresh: false,
+                tls,
             })
         }
     }
@@ -210,7 +236,7 @@ impl Gateway {
                         ));
                     }
                 }
-                let dial = dial_for(&up, cfg.keepalive)
+                let dial = dial_for(&up, cfg.keepalive, cfg.tls.as_ref())
                     .map_err(|why| bad(format!("the upstream `{url}`: {why}")))?;
                 let label = format!("{} (upstream {})", p.trim_end_matches('/'), up.display());
                 servers.push(Server {
@@ -538,7 +564,8 @@ fn redirect_map(up: &Upstream, prefix: &str, host: Option<&str>) -> RedirectMap 
 /// per route).
 fn redirect_from(up: &Upstream) -> std::sync::Arc<str> {
     format!(
-        "http://{}{}",
+        "{}://{}{}",
+        if up.tls { "https" } else { "http" },
         up.authority,
         up.path.as_deref().unwrap_or("").trim_end_matches('/')
     )

@@ -41,10 +41,13 @@ pub enum RequestBody {
     Chunked,
 }
 
-/// A parsed `http://HOST[:PORT][/path]` or `http://unix:/socket/path[:/path]` upstream.
+/// A parsed `http://HOST[:PORT][/path]`, `https://HOST[:PORT][/path]` or
+/// `http://unix:/socket/path[:/path]` upstream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Upstream {
     pub target: Target,
+    /// `https`: TLS to the upstream, its certificate checked for the host of the URL.
+    pub tls: bool,
     /// What `Host` says to the upstream (`host:port`, port omitted when 80).
     pub authority: String,
     /// The path that replaces the matched prefix; `None` when the URL named no path (the
@@ -64,15 +67,14 @@ impl Upstream {
     /// Parse an upstream URL; the error is a sentence for the user.
     pub fn parse(url: &str) -> Result<Upstream, String> {
         let bad = |why: &str| format!("the upstream `{url}` {why}");
-        let rest = match url.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
-            Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => return Err(bad(
-                "uses https, which this version cannot speak upstream (no TLS client); use http",
-            )),
-            _ => return Err(bad("is not an http:// URL")),
+        let (rest, tls) = match url.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (rest, false),
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (rest, true),
+            _ => return Err(bad("is not an http:// or https:// URL")),
         };
+        let default_port = if tls { "443" } else { "80" };
         // nginx's spelling for a Unix socket: http://unix:/path/to.sock[:/uri]
-        if let Some(sock) = rest.strip_prefix("unix:") {
+        if let Some(sock) = rest.strip_prefix("unix:").filter(|_| !tls) {
             let (sock, path) = match sock.split_once(":/") {
                 Some((s, p)) => (s, Some(format!("/{p}"))),
                 None => (sock, None),
@@ -82,6 +84,7 @@ impl Upstream {
             }
             return Ok(Upstream {
                 target: Target::Unix(PathBuf::from(sock)),
+                tls: false,
                 authority: "localhost".into(),
                 path,
             });
@@ -105,14 +108,14 @@ impl Upstream {
                 .ok_or_else(|| bad("has an unclosed [IPv6] host"))?;
             let port = match after.strip_prefix(':') {
                 Some(p) => p,
-                None if after.is_empty() => "80",
+                None if after.is_empty() => default_port,
                 None => return Err(bad("has text after its [IPv6] host")),
             };
             (format!("[{h}]"), port)
         } else {
             match authority.rsplit_once(':') {
                 Some((h, p)) => (h.to_string(), p),
-                None => (authority.to_string(), "80"),
+                None => (authority.to_string(), default_port),
             }
         };
         let port: u16 = port
@@ -127,13 +130,14 @@ impl Upstream {
         {
             return Err(bad("has a host name that is not valid"));
         }
-        let authority = if port == 80 {
+        let authority = if port.to_string() == default_port {
             host.clone()
         } else {
             format!("{host}:{port}")
         };
         Ok(Upstream {
             target: Target::Tcp(format!("{host}:{port}")),
+            tls,
             authority,
             path,
         })
@@ -483,8 +487,16 @@ mod tests {
         let u = Upstream::parse("http://unix:/run/app.sock:/api").unwrap();
         assert_eq!(u.target, Target::Unix("/run/app.sock".into()));
         assert_eq!(u.path.as_deref(), Some("/api"));
+        assert!(!u.tls);
+        let u = Upstream::parse("https://api.example:8443/v2").unwrap();
+        assert_eq!(u.target, Target::Tcp("api.example:8443".into()));
+        assert_eq!(u.authority, "api.example:8443");
+        assert!(u.tls);
+        let u = Upstream::parse("https://api.example").unwrap();
+        assert_eq!(u.target, Target::Tcp("api.example:443".into()));
+        assert_eq!(u.authority, "api.example");
         for bad in [
-            "https://x",
+            "https://unix:/run/app.sock",
             "ftp://x",
             "x:80",
             "http://",
@@ -501,6 +513,7 @@ mod tests {
     #[test]
     fn the_matched_prefix_is_replaced_by_the_upstream_path() {
         let with = |p: Option<&str>| Upstream {
+            tls: false,
             target: Target::Tcp("h:80".into()),
             authority: "h".into(),
             path: p.map(String::from),

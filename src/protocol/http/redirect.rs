@@ -7,8 +7,8 @@
 //!   target's authority) with its port replaced; without one, the address the connection
 //!   reached.
 //! - ACME HTTP-01 challenges (RFC 8555 §8.3: `/.well-known/acme-challenge/TOKEN`, asked over
-//!   plain HTTP on port 80 by the CA) are never redirected: they get 404 while no ACME client
-//!   has a token to show.
+//!   plain HTTP on port 80 by the CA) are never redirected: a pending token gets its key
+//!   authorization, any other 404.
 
 use super::message::{Body, Handler, Request, Response};
 use crate::protocol::{Peer, PeerAddr};
@@ -17,16 +17,35 @@ use crate::protocol::{Peer, PeerAddr};
 pub const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
 
 /// Sends every request to `https://HOST:port/same/path?same=query`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct RedirectHttps {
     /// The TLS listener's port; 443 is left out of the URL (RFC 9110 §4.2.2: the default).
     pub port: u16,
+    /// The ACME client's answer to a pending HTTP-01 token, if one runs.
+    pub acme: Option<AcmeAnswer>,
+}
+
+/// The key authorization for an HTTP-01 token, while it is pending.
+pub type AcmeAnswer = std::sync::Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+impl std::fmt::Debug for RedirectHttps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedirectHttps")
+            .field("port", &self.port)
+            .field("acme", &self.acme.is_some())
+            .finish()
+    }
 }
 
 impl Handler for RedirectHttps {
     fn handle(&self, req: &Request<'_>, peer: &Peer) -> Response {
-        if req.path.starts_with(ACME_CHALLENGE) {
-            return text(404, "No ACME challenge is pending here.\n");
+        if let Some(token) = req.path.strip_prefix(ACME_CHALLENGE) {
+            return match self.acme.as_ref().and_then(|answer| answer(token)) {
+                Some(key_authorization) => Response::new(200)
+                    .header("Content-Type", "application/octet-stream")
+                    .with_body(Body::Bytes(bytes::Bytes::from(key_authorization))),
+                None => text(404, "No ACME challenge is pending here.\n"),
+            };
         }
         let host = match req.host() {
             Some(h) => host_name(h).to_string(),
@@ -93,7 +112,7 @@ mod tests {
             remote: PeerAddr::Tcp("127.0.0.1:5000".parse().unwrap()),
             local: PeerAddr::Tcp("[::1]:80".parse().unwrap()),
         };
-        RedirectHttps { port }.handle(&req, &peer)
+        RedirectHttps { port, acme: None }.handle(&req, &peer)
     }
 
     #[test]
