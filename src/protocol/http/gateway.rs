@@ -341,9 +341,7 @@ impl Gateway {
                 let mut ipbuf = [0u8; 48];
                 let s = self.pick(routed.index, 0).unwrap_or(0);
                 let up = &servers[s].up;
-                let rest = rest_of_path(req.path, &routed.url, depth);
-                let full = forwarded_path(req.path, &routed.url);
-                let path = up.upstream_path(&full, &rest);
+                let path = path_for(up, req.path, &routed.url, depth);
                 // One Host for the whole route (the first upstream's), as nginx sends the
                 // upstream group's name: the head can then go to any of them.
                 let host_up = &servers[0].up;
@@ -600,6 +598,21 @@ impl RedirectMap {
     }
 }
 
+/// The path `up` is asked for: the raw path itself when the upstream names no path of its own
+/// and normalization changed nothing (no copy), else built.
+fn path_for<'a>(
+    up: &Upstream,
+    raw: &'a str,
+    url: &UrlPath,
+    depth: usize,
+) -> std::borrow::Cow<'a, str> {
+    match up.path {
+        None if is_plain(raw) => raw.into(),
+        None => forwarded_path(raw, url).into(),
+        Some(_) => up.upstream_path("", &rest_of_path(raw, url, depth)).into(),
+    }
+}
+
 /// The path past the prefix, as forwarded: the raw text when it holds nothing normalization
 /// changed (so `+`, `:` and friends reach the upstream as sent), else the normalized path
 /// re-encoded.
@@ -651,13 +664,15 @@ fn forwarded_path(raw: &str, url: &UrlPath) -> String {
 /// No dot segments, no empty segments, no encoded dots: the raw path is already normal.
 fn is_plain(raw: &str) -> bool {
     let body = raw.strip_prefix('/').unwrap_or(raw);
-    let body = body.strip_suffix('/').unwrap_or(body);
+    let body = body.strip_suffix('/').unwrap_or(body).as_bytes();
     (body.is_empty()
         || body
-            .split('/')
-            .all(|s| !s.is_empty() && s != "." && s != ".."))
-        && !raw.contains("%2e")
-        && !raw.contains("%2E")
+            .split(|&b| b == b'/')
+            .all(|s| !matches!(s, b"" | b"." | b"..")))
+        && !raw
+            .as_bytes()
+            .windows(3)
+            .any(|w| w[0] == b'%' && w[1] == b'2' && (w[2] | 0x20) == b'e')
 }
 
 #[derive(Debug, Clone, Copy)]
