@@ -395,7 +395,9 @@ pub fn parse_response_head(
         resp.version == Some(1) || named.contains("keep-alive")
     };
     let mut headers = Vec::new();
-    let mut raw_headers = Vec::with_capacity(buf.len().min(4096));
+    // The head's own length bounds its fields (`buf` may hold the body too: a block over
+    // 1 KiB would miss the allocator's per-thread cache).
+    let mut raw_headers = Vec::with_capacity(n);
     for h in resp.headers.iter() {
         // The framing fields describe this hop's bytes: the decoder removes that framing, and
         // the session frames the body anew for its client.
