@@ -59,10 +59,13 @@ start_upstream() {
 }
 
 # nginx as the proxy: proxy_pass to the upstream with a `keepalive 64` pool (HTTP/1.1,
-# Connection cleared), on port $NG.
+# Connection cleared), on port $NG. With SAME_FIELDS=1 it also sends the fields tincan adds
+# (X-Forwarded-For/-Proto/-Host, Forwarded, Via), so both send the upstream the same work.
 front_conf() { # [MAIN-DIRECTIVES]
     NG=$(free_port)
+    local same=
+    [ "${SAME_FIELDS:-0}" = 1 ] && same='proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $host; proxy_set_header Forwarded "for=$remote_addr;host=\"$http_host\";proto=$scheme"; proxy_set_header Via "1.1 nginx";'
     nginx_conf front "$NG" \
-        "location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }" \
+        "location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; $same }" \
         "upstream up { server 127.0.0.1:$UP; keepalive 64; }" "${1:-daemon off;}"
 }
