@@ -3,10 +3,11 @@
 # A port the OS chooses on 127.0.0.1 (bound, then let go).
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# Wait (up to 5 s) until something accepts on 127.0.0.1:PORT.
+# Wait (up to 20 s: a server under callgrind starts slowly) until something accepts on
+# 127.0.0.1:PORT.
 wait_port() {
     local i
-    for i in $(seq 1 100); do
+    for i in $(seq 1 400); do
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
         sleep 0.05
     done

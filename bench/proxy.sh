@@ -31,7 +31,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-log() { printf '%s\n' "$*" >&2; }
+. bench/proxy-lib.sh
 need() { command -v "$1" >/dev/null || { log "proxy.sh needs $1 (apt-get install $2)"; exit 1; }; }
 need nginx nginx
 need wrk wrk
@@ -40,52 +40,8 @@ cargo build --release --quiet
 TINCAN=${CARGO_TARGET_DIR:-$ROOT/target}/release/tincan
 ulimit -n "$(ulimit -Hn)"
 
-WORK=$(mktemp -d /tmp/tincan-proxy.XXXXXX)
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-# shellcheck source=bench/lib.sh
-. "$ROOT/bench/lib.sh"
-
-mkdir -p "$WORK/www" "$WORK/empty" "$OUT"
-chmod 755 "$WORK" "$WORK/www"
-head -c 1024 /dev/urandom | base64 -w0 | head -c 1024 >"$WORK/www/1k.txt"
-chmod 644 "$WORK/www/1k.txt"
-
-nginx_conf() { # nginx_conf NAME PORT LOCATION-BODY [UPSTREAM-BLOCK]
-    cat >"$WORK/$1.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $WORK/$1.pid;
-error_log $WORK/$1.err warn;
-events { worker_connections 16384; }
-http {
-    access_log off;
-    keepalive_requests 1000000;
-    keepalive_timeout 65;
-    client_body_temp_path $WORK/$1-body;
-    proxy_temp_path $WORK/$1-proxy;
-    ${4:-}
-    server { listen 127.0.0.1:$2 backlog=4096; $3 }
-}
-EOF
-}
-
-UP=$(free_port)
-nginx_conf upstream "$UP" "root $WORK/www; location / { }"
-taskset -c 1 "$(command -v nginx)" -c "$WORK/upstream.conf" -e "$WORK/upstream.err" &
-PIDS+=($!)
-wait_port "$UP"
-
-NG=$(free_port)
-nginx_conf front "$NG" \
-    "location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; }" \
-    "upstream up { server 127.0.0.1:$UP; keepalive 64; }"
+start_upstream taskset -c 1
+front_conf
 
 start_nginx() {
     taskset -c 0 "$(command -v nginx)" -c "$WORK/front.conf" -e "$WORK/front.err" &
@@ -124,7 +80,7 @@ run() {
     stop_srv
     local rps p99 non2xx errs
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$outp")
-    p99=$(wrk_p99_ms <<<"$outp")
+    p99=$(awk '$1 == "99%" { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 } print v }' <<<"$outp")
     non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$outp")
     errs=$(awk '/Socket errors/ { n = 0; for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) n += $i; print n }' <<<"$outp")
     echo "$rps ${p99:-0} ${non2xx:-0} ${errs:-0}"

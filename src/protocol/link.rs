@@ -180,6 +180,16 @@ impl std::fmt::Debug for Slot {
     }
 }
 
+thread_local! {
+    /// Emptied slot vectors kept for the thread's next session that opens a link (a proxied
+    /// request would otherwise allocate and free one each time).
+    static SPARE_SLOTS: std::cell::RefCell<Vec<Vec<Slot>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Spare slot vectors kept per thread.
+const SPARE_KEEP: usize = 32;
+
 /// A session's outbound streams. Empty (and costing one pointer's worth) until one is opened.
 #[derive(Debug, Default)]
 pub struct Links {
@@ -221,6 +231,15 @@ impl Links {
                 i
             }
             None => {
+                if self.slots.capacity() == 0 {
+                    if let Some(v) = SPARE_SLOTS
+                        .try_with(|s| s.borrow_mut().pop())
+                        .ok()
+                        .flatten()
+                    {
+                        self.slots = v;
+                    }
+                }
                 self.slots.push(slot);
                 self.slots.len() - 1
             }
@@ -334,7 +353,18 @@ impl Links {
     /// client that once went through a proxy costs nothing for it).
     pub fn shrink_if_idle(&mut self) {
         if self.slots.iter().all(|s| matches!(s.state, State::Free)) {
-            self.slots = Vec::new();
+            let mut v = std::mem::take(&mut self.slots);
+            if v.capacity() > 0 && v.capacity() <= 4 {
+                // Free slots hold no buffers: clearing them drops nothing of worth.
+                v.clear();
+                // During thread exit the spares may be gone: the vector is simply dropped.
+                let _ = SPARE_SLOTS.try_with(|s| {
+                    let mut s = s.borrow_mut();
+                    if s.len() < SPARE_KEEP {
+                        s.push(v);
+                    }
+                });
+            }
         }
     }
 

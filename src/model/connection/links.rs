@@ -36,6 +36,26 @@ pub(super) struct LinkTableInner {
     pub(super) pooled: Vec<RawFd>,
 }
 
+thread_local! {
+    /// Emptied tables kept for the thread's next connection with a link: a proxied request
+    /// would otherwise allocate and free one (and its vectors) each time. The boxes are what
+    /// is reused, hence a vector of boxes.
+    #[allow(clippy::vec_box)]
+    static SPARE: std::cell::RefCell<Vec<Box<LinkTableInner>>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Spare tables kept per thread.
+const SPARE_KEEP: usize = 32;
+
+fn new_table() -> Box<LinkTableInner> {
+    SPARE
+        .try_with(|s| s.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
 impl LinkTable {
     pub(super) fn len(&self) -> usize {
         self.0.as_ref().map_or(0, |t| t.sides.len())
@@ -46,10 +66,7 @@ impl LinkTable {
     }
 
     pub(super) fn resize_with(&mut self, n: usize, f: impl FnMut() -> Option<LinkSide>) {
-        self.0
-            .get_or_insert_with(Box::default)
-            .sides
-            .resize_with(n, f);
+        self.0.get_or_insert_with(new_table).sides.resize_with(n, f);
     }
 
     pub(super) fn get_mut(&mut self, i: usize) -> Option<&mut Option<LinkSide>> {
@@ -65,7 +82,7 @@ impl LinkTable {
     }
 
     pub(super) fn table(&mut self) -> &mut LinkTableInner {
-        self.0.get_or_insert_with(Box::default)
+        self.0.get_or_insert_with(new_table)
     }
 
     /// No link is open: free the table, unless descriptors still wait for the poller to
@@ -76,7 +93,18 @@ impl LinkTable {
             .as_ref()
             .is_some_and(|t| t.closed.is_empty() && t.pooled.is_empty())
         {
-            self.0 = None;
+            let Some(mut t) = self.0.take() else { return };
+            // Every side is ended (the callers check): clearing drops nothing open.
+            if t.sides.capacity() <= 4 {
+                t.sides.clear();
+                // During thread exit the spares may be gone: the table is simply dropped.
+                let _ = SPARE.try_with(|s| {
+                    let mut s = s.borrow_mut();
+                    if s.len() < SPARE_KEEP {
+                        s.push(t);
+                    }
+                });
+            }
         }
     }
 }

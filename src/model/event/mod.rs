@@ -1,6 +1,8 @@
 //! The event model: `workers` threads, each an event loop with its own poller (epoll, poll or
 //! select) over non-blocking sockets. Every worker watches every listener (EPOLLEXCLUSIVE under
 //! epoll, so a new connection wakes one worker, not all) and keeps the connections it accepted.
+//! Where workers share the listeners they take turns: a few accepts per wake, and the woken
+//! worker goes to the back of the listener's wait queue (see `Worker::accept`).
 //!
 //! Per worker: a slab of connections indexed by token (index + generation, so a stale wake or a
 //! readiness report for a reused slot is recognised and ignored); an eventfd plus a queue of
@@ -47,6 +49,13 @@ const ACCEPT_BUDGET: usize = 1024;
 const BACKLOG_CHECK: Duration = Duration::from_secs(1);
 /// The least time between two "waiting in the backlog" lines of one process.
 const BACKLOG_NOTICE: Duration = Duration::from_secs(10);
+
+/// Connections accepted per listener readiness while other workers (threads or prefork
+/// processes) watch the same listeners. Few, as nginx accepts one per readiness by default
+/// (`multi_accept off`): the backlog a burst leaves is then taken in turns by the workers
+/// awake, not all by the first. The listener stays ready while its backlog is not empty, so
+/// the loop comes back to it at once.
+const SHARED_ACCEPT_BUDGET: usize = 8;
 
 const READ: Interest = Interest {
     read: true,
@@ -129,6 +138,8 @@ pub(crate) fn run_worker<S: Service>(
 ) -> Result<(), ServeError> {
     let mut w = Worker::new(ctx, listeners, active, max)?;
     w.owns_listeners = owns_listeners;
+    // A prefork worker shares the listeners with its siblings.
+    w.shared_listeners |= !owns_listeners;
     w.run()
 }
 
@@ -186,6 +197,9 @@ struct Worker<'a, S: Service> {
     /// Who owns each link descriptor this worker has registered, by descriptor.
     link_owner: Vec<LinkOwner>,
     owns_listeners: bool,
+    /// Other workers watch the same listeners (more than one event thread, or a prefork
+    /// worker): accept in small batches and let the others go first.
+    shared_listeners: bool,
     /// accept(2) said the listeners no longer listen.
     listeners_stopped: bool,
     /// While paused at the cap: when to look at the listeners' backlog next.
@@ -224,6 +238,7 @@ impl<'a, S: Service> Worker<'a, S> {
             limits: Limits::from(&ctx.opts),
             link_owner: Vec::new(),
             owns_listeners: false,
+            shared_listeners: ctx.opts.workers > 1,
             listeners_stopped: false,
             backlog_check_at: Instant::now(),
         };
@@ -405,10 +420,25 @@ impl<'a, S: Service> Worker<'a, S> {
     }
 
     fn accept(&mut self, which: usize, now: Instant) {
+        if which >= self.listeners.len() {
+            return;
+        }
+        let budget = if self.shared_listeners {
+            SHARED_ACCEPT_BUDGET
+        } else {
+            ACCEPT_BUDGET
+        };
+        if self.shared_listeners && self.poller.is_epoll() {
+            // EPOLLEXCLUSIVE wakes the first idle worker in the listener's wait queue, so the
+            // same one would take every connection it is idle for. Registering again puts this
+            // worker at the back: a round robin among the idle ones (two epoll_ctl calls a
+            // wake, only where workers share the listener).
+            self.requeue_listener(which);
+        }
         let Some(l) = self.listeners.get(which) else {
             return;
         };
-        for _ in 0..ACCEPT_BUDGET {
+        for _ in 0..budget {
             if self.ctx.shutdown.is_triggered() {
                 // The listeners are being stopped; the shutdown event is next in line.
                 return;
@@ -447,6 +477,22 @@ impl<'a, S: Service> Worker<'a, S> {
                     return;
                 }
             }
+        }
+    }
+
+    /// Register listener `which` again (its wait-queue entry goes to the back): see `accept`.
+    fn requeue_listener(&mut self, which: usize) {
+        if !self.listening {
+            return;
+        }
+        let fd = self.listeners[which].as_raw_fd();
+        let _ = self.poller.delete(fd);
+        if let Err(e) = self
+            .poller
+            .add(fd, LISTENER_BASE + which as u64, READ, true)
+        {
+            tracing::warn!("cannot watch the listener again: {e}; accepting stops");
+            self.listening = false;
         }
     }
 

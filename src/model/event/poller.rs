@@ -92,6 +92,11 @@ impl Poller {
         })
     }
 
+    /// Is this epoll (whose listeners are registered EPOLLEXCLUSIVE)?
+    pub fn is_epoll(&self) -> bool {
+        matches!(self, Poller::Epoll { .. })
+    }
+
     /// Can this poller watch `fd` at all? (Only select has a ceiling.)
     pub fn fits(&self, fd: RawFd) -> bool {
         match self {

@@ -376,9 +376,7 @@ impl Gateway {
                 let mut ipbuf = [0u8; 48];
                 let s = self.pick(routed.index, 0).unwrap_or(0);
                 let up = &servers[s].up;
-                let rest = rest_of_path(req.path, &routed.url, depth);
-                let full = forwarded_path(req.path, &routed.url);
-                let path = up.upstream_path(&full, &rest);
+                let path = path_for(up, req.path, &routed.url, depth);
                 // One Host for the whole route (the first upstream's), as nginx sends the
                 // upstream group's name: the head can then go to any of them.
                 let host_up = &servers[0].up;
@@ -636,6 +634,21 @@ impl RedirectMap {
     }
 }
 
+/// The path `up` is asked for: the raw path itself when the upstream names no path of its own
+/// and normalization changed nothing (no copy), else built.
+fn path_for<'a>(
+    up: &Upstream,
+    raw: &'a str,
+    url: &UrlPath,
+    depth: usize,
+) -> std::borrow::Cow<'a, str> {
+    match up.path {
+        None if is_plain(raw) => raw.into(),
+        None => forwarded_path(raw, url).into(),
+        Some(_) => up.upstream_path("", &rest_of_path(raw, url, depth)).into(),
+    }
+}
+
 /// The path past the prefix, as forwarded: the raw text when it holds nothing normalization
 /// changed (so `+`, `:` and friends reach the upstream as sent), else the normalized path
 /// re-encoded.
@@ -687,13 +700,15 @@ fn forwarded_path(raw: &str, url: &UrlPath) -> String {
 /// No dot segments, no empty segments, no encoded dots: the raw path is already normal.
 fn is_plain(raw: &str) -> bool {
     let body = raw.strip_prefix('/').unwrap_or(raw);
-    let body = body.strip_suffix('/').unwrap_or(body);
+    let body = body.strip_suffix('/').unwrap_or(body).as_bytes();
     (body.is_empty()
         || body
-            .split('/')
-            .all(|s| !s.is_empty() && s != "." && s != ".."))
-        && !raw.contains("%2e")
-        && !raw.contains("%2E")
+            .split(|&b| b == b'/')
+            .all(|s| !matches!(s, b"" | b"." | b"..")))
+        && !raw
+            .as_bytes()
+            .windows(3)
+            .any(|w| w[0] == b'%' && w[1] == b'2' && (w[2] | 0x20) == b'e')
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -853,19 +868,33 @@ impl Pending {
                 self.reusable = false;
             }
             State::Head(buf) => {
-                buf.extend_from_slice(d);
-                match self.parse_head() {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        if matches!(&self.state, State::Head(b) if b.len() > MAX_RESPONSE_HEAD) {
-                            self.fail_with(502, BAD_RESPONSE, "sent a too big header");
+                // Usually the whole head comes in one read: it is parsed where it lies, and
+                // only a partial one is kept for the next.
+                let mut held = std::mem::take(buf);
+                let data: &[u8] = if held.is_empty() {
+                    d
+                } else {
+                    held.extend_from_slice(d);
+                    &held
+                };
+                match self.parse_head(data) {
+                    Ok(None) => {}
+                    Ok(Some(used)) if data.len() - used > MAX_RESPONSE_HEAD => {
+                        self.fail_with(502, BAD_RESPONSE, "sent a too big header");
+                    }
+                    Ok(Some(used)) => {
+                        if held.is_empty() {
+                            held.extend_from_slice(&d[used..]);
+                        } else {
+                            held.drain(..used);
                         }
+                        self.state = State::Head(held);
                     }
                     Err(why) => self.fail_with(502, why, "sent an invalid header"),
                 }
             }
             State::Body(framing) => {
-                let (data, outcome) = relay(framing, d.to_vec());
+                let (data, outcome) = relay(framing, d);
                 self.push_body(data, outcome);
             }
         }
@@ -973,12 +1002,13 @@ impl Pending {
         }
     }
 
-    /// Try to parse the head collected so far; true once it is parsed (and queued).
-    fn parse_head(&mut self) -> Result<bool, &'static str> {
-        let State::Head(buf) = &mut self.state else {
-            return Ok(false);
-        };
+    /// Try to parse the head from `data` (all that came so far): `None` once it is parsed (and
+    /// queued, with the body bytes that came with it), or `Some(n)` while it is incomplete, `n`
+    /// the bytes of interim (1xx) heads that went before it.
+    fn parse_head(&mut self, data: &[u8]) -> Result<Option<usize>, &'static str> {
+        let mut at = 0;
         loop {
+            let buf = &data[at..];
             let parsed = match self.mode {
                 Mode::Proxy => proxy::parse_response_head(
                     buf,
@@ -989,7 +1019,7 @@ impl Pending {
                 Mode::Cgi => cgi::parse_cgi_head(buf, self.head_request, MAX_RESPONSE_HEADERS)?,
             };
             let Some((n, head)) = parsed else {
-                return Ok(false);
+                return Ok(Some(at));
             };
             // A head completed by the read that carried it past the limit is still too big
             // (nginx: "upstream sent too big header", 502).
@@ -1003,21 +1033,20 @@ impl Pending {
                 if !head.raw_headers.is_empty() {
                     response.raw_headers = Some(bytes::Bytes::from(head.raw_headers));
                 }
-                let rest = buf.split_off(n);
                 self.state = State::Finished;
                 self.ready.push_back(Progress::Switch {
                     response,
                     upgrade: to,
-                    rest,
+                    rest: buf[n..].to_vec(),
                 });
-                return Ok(true);
+                return Ok(None);
             }
             if head.status < 200 {
                 // An interim response (100, 103): not relayed; the final one follows.
-                buf.drain(..n);
+                at += n;
                 continue;
             }
-            let rest = buf.split_off(n);
+            let rest = &buf[n..];
             let ResponseHead {
                 status,
                 reason,
@@ -1033,7 +1062,7 @@ impl Pending {
             if let Some(path) = local_redirect {
                 self.state = State::Finished;
                 self.ready.push_back(Progress::LocalRedirect(path));
-                return Ok(true);
+                return Ok(None);
             }
             let mut response = Response::new(status);
             response.reason = reason;
@@ -1054,7 +1083,7 @@ impl Pending {
                 self.state = State::Finished;
                 // Bytes after a bodiless head are not an answer to anything.
                 self.reusable = self.keeps && rest.is_empty();
-                return Ok(true);
+                return Ok(None);
             }
             // Body bytes that came with the head are relayed first.
             let (data, outcome) = if rest.is_empty() {
@@ -1064,7 +1093,7 @@ impl Pending {
             };
             self.state = State::Body(framing);
             self.push_body(data, outcome);
-            return Ok(true);
+            return Ok(None);
         }
     }
 }
@@ -1106,13 +1135,13 @@ fn failure_answer(f: &Failure, mode: Mode) -> (u16, &'static str, &'static str) 
 /// Remove the upstream's framing from `d`: the bytes to send, and whether the body is complete
 /// (anything after it is dropped) or its framing broken. An answer streams through, so it has
 /// no body ceiling; its chunked lines are bounded all the same.
-fn relay(framing: &mut Decoder, d: Vec<u8>) -> (Vec<u8>, Outcome) {
+fn relay(framing: &mut Decoder, d: &[u8]) -> (Vec<u8>, Outcome) {
     if framing.ends_at_close() && !framing.is_finished() {
-        // Close-delimited: every byte is body, passed on without a copy.
-        return (d, Outcome::More);
+        // Close-delimited: every byte is body.
+        return (d.to_vec(), Outcome::More);
     }
     let mut out = Vec::with_capacity(d.len());
-    match framing.decode(&d, &Limits::streaming(), |b| out.extend_from_slice(b)) {
+    match framing.decode(d, &Limits::streaming(), |b| out.extend_from_slice(b)) {
         Ok((_, true)) => (out, Outcome::End),
         Ok((_, false)) => (out, Outcome::More),
         Err(_) => (out, Outcome::Broken),

@@ -19,7 +19,7 @@
 use std::path::PathBuf;
 
 use super::message::{Request, Text, Version};
-use super::wire::fields::{connection_tokens, is_hop_by_hop, is_tchar};
+use super::wire::fields::{is_hop_by_hop, is_tchar, ConnectionTokens};
 use super::wire::{Decoder, Encoder};
 
 /// Where an upstream listens.
@@ -163,13 +163,32 @@ impl Upstream {
     }
 }
 
-/// A `Forwarded` parameter value: a token as is, anything else quoted (RFC 7239 §4).
-fn forwarded_value(v: &str) -> std::borrow::Cow<'_, str> {
+/// A `Forwarded` parameter value: a token as is, anything else quoted (RFC 7239 §4), with any
+/// `"` or `\\` left out.
+fn forwarded_value(out: &mut Vec<u8>, v: &str) {
     if !v.is_empty() && v.bytes().all(is_tchar) {
-        v.into()
+        out.extend_from_slice(v.as_bytes());
     } else {
-        format!("\"{}\"", v.replace(['"', '\\'], "")).into()
+        out.push(b'"');
+        out.extend(v.bytes().filter(|b| !matches!(b, b'"' | b'\\')));
+        out.push(b'"');
     }
+}
+
+/// Dotted-quad IPv4 text, as `Ipv4Addr`'s parser takes it (without its cost per request).
+fn is_ipv4(s: &str) -> bool {
+    let mut parts = 0;
+    for p in s.split('.') {
+        parts += 1;
+        let ok = (1..=3).contains(&p.len())
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && (p.len() == 1 || !p.starts_with('0'))
+            && p.parse::<u16>().is_ok_and(|n| n <= 255);
+        if !ok {
+            return false;
+        }
+    }
+    parts == 4
 }
 
 /// The protocols a request asks to switch to (`Upgrade`, with `upgrade` among its `Connection`
@@ -177,9 +196,8 @@ fn forwarded_value(v: &str) -> std::borrow::Cow<'_, str> {
 /// deprecates (and which this server would have to speak itself).
 pub fn upgrade_request<'a>(req: &Request<'a>) -> Option<&'a str> {
     let value = req.header("upgrade")?;
-    let asked = connection_tokens(req.headers.iter().map(|h| (h.name, h.value)))
-        .iter()
-        .any(|t| t == "upgrade");
+    let asked =
+        ConnectionTokens::of(req.headers.iter().map(|h| (h.name, h.value))).contains("upgrade");
     let h2c = value
         .split(',')
         .any(|p| p.trim().eq_ignore_ascii_case("h2c"));
@@ -204,7 +222,7 @@ pub fn build_request(
     let line = super::wire::write::field;
     super::wire::write::request_line(&mut out, req.method, path, req.query, 1);
     line(&mut out, "Host", up.authority.as_bytes());
-    let named = connection_tokens(req.headers.iter().map(|h| (h.name, h.value)));
+    let named = ConnectionTokens::of(req.headers.iter().map(|h| (h.name, h.value)));
     // Earlier proxies' values, appended to below (slices of the request: nothing copied).
     let mut xff: Vec<&[u8]> = Vec::new();
     let mut fwd: Vec<&[u8]> = Vec::new();
@@ -230,7 +248,7 @@ pub fn build_request(
             fwd.push(h.value);
         } else if is("via") {
             via.push(h.value);
-        } else if is_hop_by_hop(n) || named.iter().any(|t| is(t)) {
+        } else if is_hop_by_hop(n) || named.contains(n) {
             // Not for the next hop (RFC 9110 §7.6.1).
         } else if n.contains('_') {
             // A name with `_` could pose as one with `-` behind a server that treats them
@@ -267,14 +285,14 @@ pub fn build_request(
         this.extend_from_slice(b"\"[");
         this.extend_from_slice(ip.as_bytes());
         this.extend_from_slice(b"]\"");
-    } else if ip.parse::<std::net::IpAddr>().is_err() {
+    } else if !is_ipv4(ip) {
         this.extend_from_slice(b"unknown");
     } else {
         this.extend_from_slice(ip.as_bytes());
     }
     if !host.is_empty() {
         this.extend_from_slice(b";host=");
-        this.extend_from_slice(forwarded_value(host).as_bytes());
+        forwarded_value(&mut this, host);
     }
     this.extend_from_slice(b";proto=http");
     appended(&mut out, "Forwarded", &fwd, &[&this]);
@@ -374,20 +392,22 @@ pub fn parse_response_head(
     if !(100..=599).contains(&status) {
         return Err(BAD_RESPONSE);
     }
-    let named = connection_tokens(resp.headers.iter().map(|h| (h.name, h.value)));
-    let keep_alive = if named.iter().any(|t| t == "close") {
+    let named = ConnectionTokens::of(resp.headers.iter().map(|h| (h.name, h.value)));
+    let keep_alive = if named.contains("close") {
         false
     } else {
-        resp.version == Some(1) || named.iter().any(|t| t == "keep-alive")
+        resp.version == Some(1) || named.contains("keep-alive")
     };
     let mut headers = Vec::new();
-    let mut raw_headers = Vec::with_capacity(buf.len().min(4096));
+    // The head's own length bounds its fields (`buf` may hold the body too: a block over
+    // 1 KiB would miss the allocator's per-thread cache).
+    let mut raw_headers = Vec::with_capacity(n);
     for h in resp.headers.iter() {
         // The framing fields describe this hop's bytes: the decoder removes that framing, and
         // the session frames the body anew for its client.
         if h.name.eq_ignore_ascii_case("content-length")
             || is_hop_by_hop(h.name)
-            || named.iter().any(|t| h.name.eq_ignore_ascii_case(t))
+            || named.contains(h.name)
         {
             continue;
         }

@@ -476,9 +476,14 @@ impl HttpSession {
                 }
                 Progress::Data(data) => {
                     d.bytes += data.len() as u64;
-                    d.wire
-                        .unwrap_or(Encoder::Unframed)
-                        .encode_shared(out, bytes::Bytes::from(data));
+                    let wire = d.wire.unwrap_or(Encoder::Unframed);
+                    if data.len() <= 4096 {
+                        // Copied into the outbox's tail beside the head (as push_shared would,
+                        // after a Bytes of its own).
+                        wire.encode(out, &data);
+                    } else {
+                        wire.encode_shared(out, bytes::Bytes::from(data));
+                    }
                 }
                 Progress::LocalRedirect(path) => return self.local_redirect(path, out, now),
                 Progress::Switch {

@@ -32,6 +32,44 @@ pub fn connection_tokens<'a>(
         .collect()
 }
 
+/// The members of a message's `Connection` fields as slices of it (nothing copied, nothing
+/// allocated for the usual few): the field names listed there are hop-by-hop too (RFC 9110
+/// §7.6.1), the others connection options (`close`, `keep-alive`, `upgrade`). Compared without
+/// regard to case, as tokens are.
+pub struct ConnectionTokens<'a> {
+    first: [&'a [u8]; 8],
+    n: usize,
+    more: Vec<&'a [u8]>,
+}
+
+impl<'a> ConnectionTokens<'a> {
+    pub fn of(fields: impl Iterator<Item = (&'a str, &'a [u8])> + 'a) -> ConnectionTokens<'a> {
+        let mut t = ConnectionTokens {
+            first: [&[]; 8],
+            n: 0,
+            more: Vec::new(),
+        };
+        for m in list_members(fields, "connection") {
+            match t.first.get_mut(t.n) {
+                Some(slot) => {
+                    *slot = m;
+                    t.n += 1;
+                }
+                None => t.more.push(m),
+            }
+        }
+        t
+    }
+
+    /// Is `name` (a field name or an option) among them?
+    pub fn contains(&self, name: &str) -> bool {
+        self.first[..self.n]
+            .iter()
+            .chain(&self.more)
+            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+    }
+}
+
 /// Hop-by-hop fields (RFC 9110 §7.6.1) and `Proxy-*`: never forwarded in either direction.
 /// Nor is `Proxy`, which no standard defines and which CGI-style upstreams turn into
 /// `HTTP_PROXY`, their outbound proxy (httpoxy, CVE-2016-5385).
@@ -120,6 +158,31 @@ mod tests {
         assert_eq!(content_length([&b"5"[..], b"05"]), Ok(Some(5)));
         assert_eq!(content_length([&b"5"[..], b"6"]), Err(BadLength::Differing));
         assert_eq!(content_length([]), Ok(None));
+    }
+
+    #[test]
+    fn connection_tokens_are_found_across_lines_in_any_case_past_the_first_eight() {
+        let many = b"a, b, c, d, e, f, g, h, i, Upgrade";
+        let fields = [
+            ("Connection", &b" Keep-Alive ,, X-Secret"[..]),
+            ("Host", &b"close"[..]),
+            ("connection", &many[..]),
+        ];
+        let t = ConnectionTokens::of(fields.into_iter());
+        for yes in [
+            "keep-alive",
+            "x-secret",
+            "a",
+            "h",
+            "i",
+            "upgrade",
+            "UPGRADE",
+        ] {
+            assert!(t.contains(yes), "{yes}");
+        }
+        for no in ["close", "host", "", "keep"] {
+            assert!(!t.contains(no), "{no}");
+        }
     }
 
     #[test]

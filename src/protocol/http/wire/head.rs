@@ -52,17 +52,14 @@ impl HeadScanner {
             // A request line never holds control bytes (RFC 9112 §3: tokens, SP, a target of
             // visible characters). A TLS handshake or other binary traffic on this port is
             // refused at once, as nginx does, rather than held until the head timeout.
-            let end = buf[self.pos..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(buf.len(), |n| self.pos + n);
+            let end = memchr::memchr(b'\n', &buf[self.pos..]).map_or(buf.len(), |n| self.pos + n);
             let cr_ok = |i: usize| buf[i] == b'\r' && (i + 1 == end || i + 1 == buf.len());
             if (self.pos..end).any(|i| (buf[i] < 0x20 || buf[i] == 0x7f) && !cr_ok(i)) {
                 return Err(BAD_REQUEST);
             }
         }
         while self.pos < buf.len() {
-            let Some(nl) = buf[self.pos..].iter().position(|&b| b == b'\n') else {
+            let Some(nl) = memchr::memchr(b'\n', &buf[self.pos..]) else {
                 self.pos = buf.len();
                 break;
             };
