@@ -234,18 +234,33 @@ pub fn run_tincan(args: &[&str], stdin: &[u8], limit: Duration) -> (ExitStatus, 
     std::thread::spawn(move || {
         let _ = input.write_all(&stdin);
     });
+    // Drained as it comes: an output past the pipe's 64 KiB would block the child forever
+    // (a shell's completion script is that long).
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut v = Vec::new();
+            let _ = r.read_to_end(&mut v);
+            v
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
     let deadline = Instant::now() + limit;
-    loop {
-        if let Some(_s) = child.try_wait().unwrap() {
-            break;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
             panic!("tincan {args:?} did not finish in {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(10));
-    }
-    let out = child.wait_with_output().unwrap();
+    };
+    let out = std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    };
     (
         out.status,
         String::from_utf8_lossy(&out.stdout).into_owned(),
