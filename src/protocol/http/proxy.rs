@@ -278,24 +278,27 @@ pub fn build_request(
         line(&mut out, "X-Forwarded-Host", host.as_bytes());
     }
     // RFC 7239 §6: an IPv6 address is bracketed and then quoted; a client with no IP (a Unix
-    // socket's) is `unknown`.
-    let mut this = Vec::with_capacity(64);
-    this.extend_from_slice(b"for=");
+    // socket's) is `unknown`. Written where it goes, after the earlier proxies' values.
+    out.extend_from_slice(b"Forwarded: ");
+    for v in &fwd {
+        out.extend_from_slice(v);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(b"for=");
     if ip.contains(':') {
-        this.extend_from_slice(b"\"[");
-        this.extend_from_slice(ip.as_bytes());
-        this.extend_from_slice(b"]\"");
+        out.extend_from_slice(b"\"[");
+        out.extend_from_slice(ip.as_bytes());
+        out.extend_from_slice(b"]\"");
     } else if !is_ipv4(ip) {
-        this.extend_from_slice(b"unknown");
+        out.extend_from_slice(b"unknown");
     } else {
-        this.extend_from_slice(ip.as_bytes());
+        out.extend_from_slice(ip.as_bytes());
     }
     if !host.is_empty() {
-        this.extend_from_slice(b";host=");
-        forwarded_value(&mut this, host);
+        out.extend_from_slice(b";host=");
+        forwarded_value(&mut out, host);
     }
-    this.extend_from_slice(b";proto=http");
-    appended(&mut out, "Forwarded", &fwd, &[&this]);
+    out.extend_from_slice(b";proto=http\r\n");
     let version: &[u8] = match req.version {
         Version::Http10 => b"1.0 tincan",
         Version::Http11 => b"1.1 tincan",
