@@ -374,7 +374,10 @@ pub fn html(
         ));
     }
     if archives {
-        s.push_str(" · <a href=\"?download=tar.gz\" download>Download this folder (.tar.gz)</a>");
+        s.push_str(
+            " · Download this folder: <a href=\"?download=tar.gz\" download>.tar.gz</a> \
+             <a href=\"?download=zip\" download>.zip</a>",
+        );
     }
     s.push_str(" · served by tincan</footer>\n");
     s.push_str(&format!(

@@ -11,7 +11,7 @@
 //!    (400), resolve dot segments without climbing above the root, hide dotfiles (404).
 //! 2. **Locate** ([`path::locate`]): canonicalize under the root; a symlink leading out is 403
 //!    unless `follow_symlinks`; a missing path gets the SPA `fallback` if set, else 404.
-//! 3. **Directory**: `/dir` → 301 `/dir/` (query kept); `?download=tar.gz` with `archives`
+//! 3. **Directory**: `/dir` → 301 `/dir/` (query kept); `?download=tar.gz|zip` with `archives`
 //!    streams the folder ([`archive`]); the first index file found is served; else a listing ([`listing`], HTML or JSON by `Accept`) if `listing`, else 403 (nginx).
 //! 4. **File**: opened once (non-blocking, so a FIFO cannot hang a worker) and `fstat`ed, so size
 //!    and mtime describe the very file that is sent; `Content-Type` ([`mime`]); 406 if `Accept`
@@ -358,19 +358,24 @@ impl StaticFiles {
         self.listing(req, url, dir)
     }
 
-    /// `?download=tar.gz`: the folder as an archive made while it is sent.
+    /// `?download=tar.gz` or `?download=zip`: the folder as an archive made while it is sent.
     fn archive(&self, req: &Request<'_>, url: &UrlPath, dir: &Path) -> Response {
         let format = req
             .query
             .unwrap_or("")
             .split('&')
             .find_map(|p| p.strip_prefix("download="));
-        if format != Some("tar.gz") {
-            return error_response(
-                400,
-                "Folders are offered as tar.gz: ask for ?download=tar.gz.",
-            );
-        }
+        let zip = match format {
+            Some("tar.gz") => false,
+            Some("zip") => true,
+            _ => {
+                return error_response(
+                    400,
+                    "Folders are offered as tar.gz and zip: ask for ?download=tar.gz or \
+                     ?download=zip.",
+                )
+            }
+        };
         if !crate::sys::may_read(dir, true) {
             return forbidden();
         }
@@ -392,22 +397,27 @@ impl StaticFiles {
                 }
             })
             .collect();
+        let (ext, mime) = if zip {
+            ("zip", "application/zip")
+        } else {
+            ("tar.gz", "application/gzip")
+        };
         let disposition = format!(
-            "attachment; filename=\"{ascii}.tar.gz\"; filename*=UTF-8''{}.tar.gz",
+            "attachment; filename=\"{ascii}.{ext}\"; filename*=UTF-8''{}.{ext}",
             path::encode_segment(&name)
         );
-        let tar = archive::TarGz::new(
-            &self.root,
-            dir,
-            &name,
-            self.cfg.show_dotfiles,
-            self.cfg.follow_symlinks,
-        );
+        let (dots, links) = (self.cfg.show_dotfiles, self.cfg.follow_symlinks);
+        let walk = archive::Walk::new(&self.root, dir, &name, dots, links);
+        let body: Box<dyn crate::protocol::http::message::BodyStream> = if zip {
+            Box::new(archive::Zip::new(walk))
+        } else {
+            Box::new(archive::TarGz::new(walk))
+        };
         Response::new(200)
-            .header("Content-Type", "application/gzip")
+            .header("Content-Type", mime)
             .header("Content-Disposition", disposition)
             .header("X-Content-Type-Options", "nosniff")
-            .with_body(Body::Stream(Streamed(Box::new(tar))))
+            .with_body(Body::Stream(Streamed(body)))
     }
 
     fn listing(&self, req: &Request<'_>, url: &UrlPath, dir: &Path) -> Response {
