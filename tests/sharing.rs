@@ -775,3 +775,100 @@ fn crc32(b: &[u8]) -> u32 {
     }
     !c
 }
+
+/// The listing's upload form, as a browser posts it (curl -F builds the same
+/// multipart/form-data): several files in one form land whole, the answer sends the browser
+/// back to the folder, a form from another site is refused, and the form is shown only where
+/// --upload covers the folder.
+#[test]
+fn the_listing_form_uploads_files_with_a_multipart_post_under_every_model() {
+    support::require("command -v curl");
+    let dir = site();
+    let root = root(&dir);
+    let incoming = dir.path().join("root/incoming");
+    std::fs::create_dir_all(&incoming).unwrap();
+    let a = dir.path().join("a note.txt");
+    std::fs::write(&a, "first file\r\n--not a boundary\r\n").unwrap();
+    let b = dir.path().join("photo.jpg");
+    // Over 1 MiB: curl asks `Expect: 100-continue` first.
+    std::fs::write(&b, noise(1_300_000)).unwrap();
+    let (a_s, b_s) = (a.to_str().unwrap(), b.to_str().unwrap());
+    for m in ALL_MODELS {
+        let what = format!("{m}");
+        for f in std::fs::read_dir(&incoming).unwrap() {
+            std::fs::remove_file(f.unwrap().path()).unwrap();
+        }
+        let server = Server::start(&serve_args(
+            &root,
+            *m,
+            &["--upload", "/incoming", "--max-body", "2m"],
+        ));
+        let listing = |path: &str| {
+            String::from_utf8_lossy(&curl(&what, &[&server.url(path)]).stdout).into_owned()
+        };
+        assert!(
+            listing("/incoming/").contains("enctype=\"multipart/form-data\""),
+            "{what}"
+        );
+        assert!(
+            !listing("/public/").contains("<form class=\"upload\""),
+            "{what}"
+        );
+        let url = server.url("/incoming/");
+        let out = curl(
+            &what,
+            &[
+                "-i",
+                // The head alone, without curl's interim `100 Continue` before it.
+                "-H",
+                "Expect:",
+                "-F",
+                &format!("file=@{a_s}"),
+                "-F",
+                &format!("file=@{b_s}"),
+                "-F",
+                "note=a field",
+                &url,
+            ],
+        );
+        let (status, head, body) = parts(&out);
+        assert_eq!(status, 303, "{what}: {head}{body}");
+        assert!(head.contains("location: /incoming/"), "{what}: {head}");
+        assert_eq!(body, "Uploaded 2 files to /incoming/\n", "{what}");
+        assert_eq!(
+            std::fs::read(incoming.join("a note.txt")).unwrap(),
+            std::fs::read(&a).unwrap(),
+            "{what}"
+        );
+        assert_eq!(
+            std::fs::read(incoming.join("photo.jpg")).unwrap(),
+            std::fs::read(&b).unwrap(),
+            "{what}"
+        );
+        // The same names again: kept, and said so.
+        let (status, _, _) = parts(&curl(&what, &["-i", "-F", &format!("file=@{a_s}"), &url]));
+        assert_eq!(status, 409, "{what}");
+        // A page elsewhere posting the form: refused before a byte is written.
+        let (status, _, _) = parts(&curl(
+            &what,
+            &[
+                "-i",
+                "-H",
+                "Origin: https://evil.example",
+                "-F",
+                "file=@/etc/hostname;filename=new.txt",
+                &url,
+            ],
+        ));
+        assert_eq!(status, 403, "{what}");
+        assert!(!incoming.join("new.txt").exists(), "{what}");
+        // Outside --upload, a POST is what it was: not allowed.
+        let (status, head, _) = parts(&curl(
+            &what,
+            &["-i", "-F", &format!("file=@{a_s}"), &server.url("/public/")],
+        ));
+        assert_eq!(status, 405, "{what}");
+        assert!(head.contains("allow: get, head, options"), "{what}: {head}");
+        assert_eq!(std::fs::read_dir(&incoming).unwrap().count(), 2, "{what}");
+    }
+}

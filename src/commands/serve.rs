@@ -149,9 +149,11 @@ pub struct FileArgs {
     #[arg(help_heading = heading::FILES, long, value_name = "N")]
     pub file_cache_fds: Option<usize>,
     /// Accept uploads with PUT into the part of the root under PREFIX (`/` for all of it;
-    /// repeatable), e.g. `curl -T photo.jpg http://HOST/PREFIX/`. Folders must exist; a file
-    /// that exists is not replaced (409) without --upload-overwrite; --max-body bounds the size
-    /// (raise it: the default is 1m). Off unless given.
+    /// repeatable), e.g. `curl -T photo.jpg http://HOST/PREFIX/`, and from a form on the
+    /// folders' listings (a multipart POST, as `curl -F file=@photo.jpg http://HOST/PREFIX/`).
+    /// Folders must exist; a file that exists is not replaced (409) without
+    /// --upload-overwrite; --max-body bounds the size (raise it: the default is 1m). Off unless
+    /// given.
     #[arg(help_heading = heading::FILES, long, value_name = "PREFIX")]
     pub upload: Vec<String>,
     /// Let an upload replace a file that exists (204 instead of 409).

@@ -5,7 +5,8 @@
 //! The pipeline, one step per request, in order:
 //!
 //! 0. **Method**: GET and HEAD are served; OPTIONS gets 204 with `Allow` whatever the path
-//!    (including `*`); PUT under an `--upload` prefix writes a file ([`upload`]); anything
+//!    (including `*`); PUT under an `--upload` prefix writes a file ([`upload`]), and a
+//!    multipart POST to a folder it covers writes the form's files ([`multipart`]); anything
 //!    else 405 with `Allow`, before the path is looked at, as nginx does for static locations.
 //! 1. **Path** ([`path`]): percent-decode once, refuse NUL, backslashes and encoded slashes
 //!    (400), resolve dot segments without climbing above the root, hide dotfiles (404).
@@ -35,6 +36,7 @@ pub mod encoding;
 pub mod file_cache;
 pub mod listing;
 pub mod mime;
+pub mod multipart;
 pub mod path;
 pub mod range;
 pub mod upload;
@@ -67,7 +69,7 @@ use range::{Content, RangeSet};
 pub const ALLOW: &str = "GET, HEAD, OPTIONS";
 
 /// The methods a path under an `--upload` prefix allows.
-pub const ALLOW_UPLOAD: &str = "GET, HEAD, PUT, OPTIONS";
+pub const ALLOW_UPLOAD: &str = "GET, HEAD, POST, PUT, OPTIONS";
 
 /// How to serve a document root.
 #[derive(Clone, Debug)]
@@ -215,6 +217,15 @@ impl StaticFiles {
                 return error_response(405, "This path serves files: use GET or HEAD.")
                     .header("Allow", self.allow(req));
             }
+            // A form with no body at all (one with a body went through `body_use`).
+            "POST" => {
+                return match self.form_upload(req) {
+                    Some(Ok(form)) => Box::new(form).finish(),
+                    Some(Err(r)) => r,
+                    None => error_response(405, "This path serves files: use GET or HEAD.")
+                        .header("Allow", self.allow(req)),
+                }
+            }
             _ => {
                 return error_response(405, "This path serves files: use GET or HEAD.")
                     .header("Allow", ALLOW)
@@ -262,6 +273,50 @@ impl StaticFiles {
             req.path,
             self.cfg.show_dotfiles,
         )
+    }
+
+    /// Does `--upload` cover the files of the folder at `url`?
+    fn takes_uploads(&self, url: &UrlPath) -> bool {
+        !self.cfg.upload.prefixes.is_empty() && self.cfg.upload.covers(&url.child("file"))
+    }
+
+    /// The listing's upload form posting to the folder at the request's path: its parser, the
+    /// refusal, or None when uploads do not cover it (the POST is then a 405).
+    fn form_upload(&self, req: &Request<'_>) -> Option<Result<multipart::FormUpload, Response>> {
+        let url = UrlPath::parse(req.path, self.cfg.show_dotfiles).ok()?;
+        if !url.trailing_slash && !url.is_root() || !self.takes_uploads(&url) {
+            return None;
+        }
+        // A page on another site may post a form here, and the browser would send the user's
+        // password with it: a form from elsewhere (its Origin, RFC 6454) is refused.
+        if let Some(origin) = req.header("origin") {
+            let host = req.header("host").unwrap_or("");
+            let from = origin.split_once("://").map_or("", |(_, h)| h);
+            if !from.eq_ignore_ascii_case(host) {
+                return Some(Err(error_response(
+                    403,
+                    "Uploads are taken from this server's own pages only.",
+                )));
+            }
+        }
+        let Some(boundary) = req.header("content-type").and_then(multipart::boundary) else {
+            return Some(Err(error_response(
+                415,
+                "A folder takes uploads as multipart/form-data (the listing's form), or a PUT \
+                 of each file.",
+            )));
+        };
+        let mut folder = url.encoded();
+        if !folder.ends_with('/') {
+            folder.push('/');
+        }
+        Some(Ok(multipart::FormUpload::new(
+            &self.root,
+            &self.cfg.upload,
+            self.cfg.show_dotfiles,
+            folder,
+            &boundary,
+        )))
     }
 
     /// `Allow` for the request's path: PUT too under an upload prefix.
@@ -466,6 +521,7 @@ impl StaticFiles {
                     sort,
                     truncated,
                     self.cfg.archives,
+                    self.takes_uploads(url),
                 ),
             )
         };
@@ -794,6 +850,13 @@ impl Handler for StaticFiles {
     }
 
     fn body_use(&self, req: &Request<'_>, _peer: &Peer) -> BodyUse {
+        if req.method == "POST" {
+            return match self.form_upload(req) {
+                Some(Ok(form)) => BodyUse::Take(Box::new(form)),
+                Some(Err(r)) => BodyUse::Refuse(self.with_error_page(r)),
+                None => BodyUse::Discard,
+            };
+        }
         if req.method != "PUT" {
             return BodyUse::Discard;
         }
