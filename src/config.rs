@@ -170,7 +170,7 @@ pub struct Config {
     /// `--upload` prefixes and `--upload-overwrite`.
     pub upload: Option<OneOrMany>,
     pub upload_overwrite: Option<bool>,
-    /// Folders offered as `.tar.gz` (`--archives on`).
+    /// Folders offered as `.tar.gz` and `.zip` (`--archives on`).
     pub archives: Option<bool>,
 
     // Who may ask: `--cors` origins, `--auth-file`, `--auth PREFIX=FILE`.

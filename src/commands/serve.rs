@@ -158,16 +158,19 @@ pub struct FileArgs {
     #[arg(help_heading = heading::FILES, long, value_name = "N")]
     pub file_cache_fds: Option<usize>,
     /// Accept uploads with PUT into the part of the root under PREFIX (`/` for all of it;
-    /// repeatable), e.g. `curl -T photo.jpg http://HOST/PREFIX/`. Folders must exist; a file
-    /// that exists is not replaced (409) without --upload-overwrite; --max-body bounds the size
-    /// (raise it: the default is 1m). Off unless given.
+    /// repeatable), e.g. `curl -T photo.jpg http://HOST/PREFIX/`, and from a form on the
+    /// folders' listings (a multipart POST, as `curl -F file=@photo.jpg http://HOST/PREFIX/`).
+    /// Folders must exist; a file that exists is not replaced (409) without
+    /// --upload-overwrite; --max-body bounds the size (raise it: the default is 1m). Off unless
+    /// given.
     #[arg(help_heading = heading::FILES, long, value_name = "PREFIX")]
     pub upload: Vec<String>,
     /// Let an upload replace a file that exists (204 instead of 409).
     #[arg(help_heading = heading::FILES, long)]
     pub upload_overwrite: bool,
-    /// Offer each listed folder as a .tar.gz (a link on the listing; GET /dir/?download=tar.gz),
-    /// made while it is sent, holding what the listing shows. [default: off]
+    /// Offer each listed folder as a .tar.gz and a .zip (links on the listing; GET
+    /// /dir/?download=tar.gz or zip), made while it is sent, holding what the listing shows.
+    /// [default: off]
     #[arg(help_heading = heading::FILES, long, value_enum, value_name = "on|off")]
     pub archives: Option<Switch>,
 }
@@ -364,7 +367,7 @@ Examples:
   tincan serve ./share --auth-file users.htpasswd   passwords (make it: htpasswd -cB users.htpasswd alice)
   tincan serve ./public --cors https://app.example  let a page on that origin fetch() the files
   tincan serve ./share --upload /incoming --max-body 1g    uploads: curl -T f.jpg http://127.0.0.1:8000/incoming/
-  tincan serve ./share --archives on        each folder also as a .tar.gz (a link on its listing)
+  tincan serve ./share --archives on        each folder also as .tar.gz and .zip (links on its listing)
   tincan serve -l :443 --tls-cert site.pem --tls-key site.key --redirect-http :80    and http→https
   tincan serve --http2 off                  HTTP/1.1 only (HTTP/2 is on: h2 over TLS, h2c in plain)
   tincan serve --config tincan.toml         every setting from a file (flags override it)")]

@@ -297,6 +297,7 @@ pub fn html(
     sort: Sort,
     truncated: bool,
     archives: bool,
+    upload: bool,
 ) -> String {
     let title = html_escape(url_path);
     let mut s = String::with_capacity(1024 + entries.len() * 160);
@@ -358,7 +359,16 @@ pub fn html(
             html_escape(&name)
         ));
     }
-    s.push_str("</tbody>\n</table>\n<footer>");
+    s.push_str("</tbody>\n</table>\n");
+    if upload {
+        // Posted to this folder's own address; each chosen file lands here (`multipart`).
+        s.push_str(
+            "<form class=\"upload\" method=\"post\" enctype=\"multipart/form-data\">\
+             <label>Upload files here: <input type=\"file\" name=\"file\" multiple required>\
+             </label> <button type=\"submit\">Upload</button></form>\n",
+        );
+    }
+    s.push_str("<footer>");
     s.push_str(&format!(
         "{dirs} {}, {files} {}",
         if dirs == 1 {
@@ -374,7 +384,10 @@ pub fn html(
         ));
     }
     if archives {
-        s.push_str(" · <a href=\"?download=tar.gz\" download>Download this folder (.tar.gz)</a>");
+        s.push_str(
+            " · Download this folder: <a href=\"?download=tar.gz\" download>.tar.gz</a> \
+             <a href=\"?download=zip\" download>.zip</a>",
+        );
     }
     s.push_str(" · served by tincan</footer>\n");
     s.push_str(&format!(
@@ -485,7 +498,15 @@ mod tests {
             entry("caf\u{e9} \u{2603}", true, 0, 0),
             entry("javascript:alert(1)", false, 1, 0),
         ];
-        let page = html("/x/<y>/", &e, false, Sort::from_query(None), false, false);
+        let page = html(
+            "/x/<y>/",
+            &e,
+            false,
+            Sort::from_query(None),
+            false,
+            false,
+            false,
+        );
         assert!(page.contains("Index of /x/&lt;y&gt;/"));
         assert!(!page.contains("<b>&"));
         assert!(page.contains("&lt;b&gt;&amp;&quot;x&#39;.txt"));
@@ -496,7 +517,7 @@ mod tests {
         assert!(page.contains("<a href=\"../\">../</a>"));
         assert!(page.contains("2.0 KiB"));
         assert!(page.contains("1 directory, 3 files"));
-        let root = html("/", &e, true, Sort::from_query(None), true, false);
+        let root = html("/", &e, true, Sort::from_query(None), true, false, false);
         assert!(!root.contains("href=\"../\""));
         assert!(root.contains("only the first"));
     }
@@ -514,7 +535,15 @@ mod tests {
         );
         assert_eq!(FILTER_SCRIPT_HASH, want);
         assert!(content_security_policy().contains(&want));
-        let page = html("/", &sample(), true, Sort::from_query(None), false, false);
+        let page = html(
+            "/",
+            &sample(),
+            true,
+            Sort::from_query(None),
+            false,
+            false,
+            false,
+        );
         assert!(page.contains(&format!("<script>{FILTER_SCRIPT}</script>")));
     }
 
@@ -529,7 +558,15 @@ mod tests {
         ];
         sort(&mut e, Sort::from_query(None));
         assert_eq!(names(&e), ["9.txt", "10.txt", "a", "File2", "file10"]);
-        let page = html("/a b/c/", &[], false, Sort::from_query(None), false, false);
+        let page = html(
+            "/a b/c/",
+            &[],
+            false,
+            Sort::from_query(None),
+            false,
+            false,
+            false,
+        );
         assert!(
             page.contains("<h1>Index of <a href=\"/\">/</a><a href=\"/a%20b/\">a b</a>/<a href=\"/a%20b/c/\">c</a>/</h1>"),
             "{page}"
@@ -544,6 +581,7 @@ mod tests {
             &[],
             true,
             Sort::from_query(Some("sort=size")),
+            false,
             false,
             false,
         );

@@ -5,13 +5,14 @@
 //! The pipeline, one step per request, in order:
 //!
 //! 0. **Method**: GET and HEAD are served; OPTIONS gets 204 with `Allow` whatever the path
-//!    (including `*`); PUT under an `--upload` prefix writes a file ([`upload`]); anything
+//!    (including `*`); PUT under an `--upload` prefix writes a file ([`upload`]), and a
+//!    multipart POST to a folder it covers writes the form's files ([`multipart`]); anything
 //!    else 405 with `Allow`, before the path is looked at, as nginx does for static locations.
 //! 1. **Path** ([`path`]): percent-decode once, refuse NUL, backslashes and encoded slashes
 //!    (400), resolve dot segments without climbing above the root, hide dotfiles (404).
 //! 2. **Locate** ([`path::locate`]): canonicalize under the root; a symlink leading out is 403
 //!    unless `follow_symlinks`; a missing path gets the SPA `fallback` if set, else 404.
-//! 3. **Directory**: `/dir` → 301 `/dir/` (query kept); `?download=tar.gz` with `archives`
+//! 3. **Directory**: `/dir` → 301 `/dir/` (query kept); `?download=tar.gz|zip` with `archives`
 //!    streams the folder ([`archive`]); the first index file found is served; else a listing ([`listing`], HTML or JSON by `Accept`) if `listing`, else 403 (nginx).
 //! 4. **File**: opened once (non-blocking, so a FIFO cannot hang a worker) and `fstat`ed, so size
 //!    and mtime describe the very file that is sent; `Content-Type` ([`mime`]); 406 if `Accept`
@@ -35,6 +36,7 @@ pub mod encoding;
 pub mod file_cache;
 pub mod listing;
 pub mod mime;
+pub mod multipart;
 pub mod path;
 pub mod range;
 pub mod upload;
@@ -67,7 +69,7 @@ use range::{Content, RangeSet};
 pub const ALLOW: &str = "GET, HEAD, OPTIONS";
 
 /// The methods a path under an `--upload` prefix allows.
-pub const ALLOW_UPLOAD: &str = "GET, HEAD, PUT, OPTIONS";
+pub const ALLOW_UPLOAD: &str = "GET, HEAD, POST, PUT, OPTIONS";
 
 /// How to serve a document root.
 #[derive(Clone, Debug)]
@@ -230,6 +232,15 @@ impl StaticFiles {
                 return error_response(405, "This path serves files: use GET or HEAD.")
                     .header("Allow", self.allow(req));
             }
+            // A form with no body at all (one with a body went through `body_use`).
+            "POST" => {
+                return match self.form_upload(req) {
+                    Some(Ok(form)) => Box::new(form).finish(),
+                    Some(Err(r)) => r,
+                    None => error_response(405, "This path serves files: use GET or HEAD.")
+                        .header("Allow", self.allow(req)),
+                }
+            }
             _ => {
                 return error_response(405, "This path serves files: use GET or HEAD.")
                     .header("Allow", ALLOW)
@@ -277,6 +288,50 @@ impl StaticFiles {
             req.path,
             self.cfg.show_dotfiles,
         )
+    }
+
+    /// Does `--upload` cover the files of the folder at `url`?
+    fn takes_uploads(&self, url: &UrlPath) -> bool {
+        !self.cfg.upload.prefixes.is_empty() && self.cfg.upload.covers(&url.child("file"))
+    }
+
+    /// The listing's upload form posting to the folder at the request's path: its parser, the
+    /// refusal, or None when uploads do not cover it (the POST is then a 405).
+    fn form_upload(&self, req: &Request<'_>) -> Option<Result<multipart::FormUpload, Response>> {
+        let url = UrlPath::parse(req.path, self.cfg.show_dotfiles).ok()?;
+        if !url.trailing_slash && !url.is_root() || !self.takes_uploads(&url) {
+            return None;
+        }
+        // A page on another site may post a form here, and the browser would send the user's
+        // password with it: a form from elsewhere (its Origin, RFC 6454) is refused.
+        if let Some(origin) = req.header("origin") {
+            let host = req.header("host").unwrap_or("");
+            let from = origin.split_once("://").map_or("", |(_, h)| h);
+            if !from.eq_ignore_ascii_case(host) {
+                return Some(Err(error_response(
+                    403,
+                    "Uploads are taken from this server's own pages only.",
+                )));
+            }
+        }
+        let Some(boundary) = req.header("content-type").and_then(multipart::boundary) else {
+            return Some(Err(error_response(
+                415,
+                "A folder takes uploads as multipart/form-data (the listing's form), or a PUT \
+                 of each file.",
+            )));
+        };
+        let mut folder = url.encoded();
+        if !folder.ends_with('/') {
+            folder.push('/');
+        }
+        Some(Ok(multipart::FormUpload::new(
+            &self.root,
+            &self.cfg.upload,
+            self.cfg.show_dotfiles,
+            folder,
+            &boundary,
+        )))
     }
 
     /// `Allow` for the request's path: PUT too under an upload prefix.
@@ -373,19 +428,24 @@ impl StaticFiles {
         self.listing(req, url, dir)
     }
 
-    /// `?download=tar.gz`: the folder as an archive made while it is sent.
+    /// `?download=tar.gz` or `?download=zip`: the folder as an archive made while it is sent.
     fn archive(&self, req: &Request<'_>, url: &UrlPath, dir: &Path) -> Response {
         let format = req
             .query
             .unwrap_or("")
             .split('&')
             .find_map(|p| p.strip_prefix("download="));
-        if format != Some("tar.gz") {
-            return error_response(
-                400,
-                "Folders are offered as tar.gz: ask for ?download=tar.gz.",
-            );
-        }
+        let zip = match format {
+            Some("tar.gz") => false,
+            Some("zip") => true,
+            _ => {
+                return error_response(
+                    400,
+                    "Folders are offered as tar.gz and zip: ask for ?download=tar.gz or \
+                     ?download=zip.",
+                )
+            }
+        };
         if !crate::sys::may_read(dir, true) {
             return forbidden();
         }
@@ -407,22 +467,27 @@ impl StaticFiles {
                 }
             })
             .collect();
+        let (ext, mime) = if zip {
+            ("zip", "application/zip")
+        } else {
+            ("tar.gz", "application/gzip")
+        };
         let disposition = format!(
-            "attachment; filename=\"{ascii}.tar.gz\"; filename*=UTF-8''{}.tar.gz",
+            "attachment; filename=\"{ascii}.{ext}\"; filename*=UTF-8''{}.{ext}",
             path::encode_segment(&name)
         );
-        let tar = archive::TarGz::new(
-            &self.root,
-            dir,
-            &name,
-            self.cfg.show_dotfiles,
-            self.cfg.follow_symlinks,
-        );
+        let (dots, links) = (self.cfg.show_dotfiles, self.cfg.follow_symlinks);
+        let walk = archive::Walk::new(&self.root, dir, &name, dots, links);
+        let body: Box<dyn crate::protocol::http::message::BodyStream> = if zip {
+            Box::new(archive::Zip::new(walk))
+        } else {
+            Box::new(archive::TarGz::new(walk))
+        };
         Response::new(200)
-            .header("Content-Type", "application/gzip")
+            .header("Content-Type", mime)
             .header("Content-Disposition", disposition)
             .header("X-Content-Type-Options", "nosniff")
-            .with_body(Body::Stream(Streamed(Box::new(tar))))
+            .with_body(Body::Stream(Streamed(body)))
     }
 
     fn listing(&self, req: &Request<'_>, url: &UrlPath, dir: &Path) -> Response {
@@ -471,6 +536,7 @@ impl StaticFiles {
                     sort,
                     truncated,
                     self.cfg.archives,
+                    self.takes_uploads(url),
                 ),
             )
         };
@@ -799,6 +865,13 @@ impl Handler for StaticFiles {
     }
 
     fn body_use(&self, req: &Request<'_>, _peer: &Peer) -> BodyUse {
+        if req.method == "POST" {
+            return match self.form_upload(req) {
+                Some(Ok(form)) => BodyUse::Take(Box::new(form)),
+                Some(Err(r)) => BodyUse::Refuse(self.with_error_page(r)),
+                None => BodyUse::Discard,
+            };
+        }
         if req.method != "PUT" {
             return BodyUse::Discard;
         }
