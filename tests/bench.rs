@@ -497,10 +497,19 @@ fn bench_http_against_tincan_serve_fetches_a_file_with_and_without_keepalive() {
     assert_eq!(v["connects"], 50, "{v}");
     assert_eq!(v["errors"]["total"], 0, "{v}");
 
-    // A missing file is a reply with a bad status, counted as such.
-    let v = bench_json(&["http", &server.url("/nope"), "-c", "1", "-n", "5"]);
+    // A missing file is a reply with a bad status, counted as such; when every reply is one,
+    // the figures are printed and the run fails, saying so.
+    let url = server.url("/nope");
+    let args = ["bench", "http", &url, "-c", "1", "-n", "5", "--json"];
+    let (status, out, err) = run_tincan(&args, b"", Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["replies"], 5, "{v}");
     assert_eq!(v["errors"]["status"], 5, "{v}");
+    assert!(
+        err.starts_with("tincan: every one of the 5 replies from ") && err.contains("error status"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -381,6 +381,15 @@ fn execute_with<L: Load>(
         };
         return Err(Error::Client(format!("no reply from {target}: {why}")));
     }
+    let bad = s.errors.get(bench::ErrorKind::Status);
+    if bad == s.replies {
+        // Measured, but what: the latency of an error page. The figures are out; the run fails.
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        return Err(Error::Client(format!(
+            "every one of the {bad} replies from {target} was an error status (not 2xx or \
+             3xx); check the URL, the method and the headers"
+        )));
+    }
     if interrupted {
         // The figures are out; the exit status still says the run did not finish.
         let _ = std::io::Write::flush(&mut std::io::stdout());
