@@ -1075,3 +1075,30 @@ fn access_log_lines_in_combined_and_json_escape_what_clients_send() {
         );
     }
 }
+
+/// A client still being sent a file when --grace runs out is cut off, and the server says
+/// how many were, in one line per process, under every model.
+#[test]
+fn connections_cut_off_at_the_end_of_the_grace_period_are_counted_in_one_line() {
+    let dir = TempDir::new("grace-cut");
+    // Far more than the socket buffers hold: the answer cannot be finished without a reader.
+    std::fs::write(dir.path().join("big.bin"), vec![b'x'; 64 << 20]).unwrap();
+    let root = dir.path().to_str().unwrap();
+    for &m in ALL_MODELS {
+        let mut srv = Server::start(&support::serve_args(root, m, &["--grace", "1"]));
+        let mut c = connect(srv.addr());
+        c.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        // The answer has begun: its head arrives, then the client stops reading.
+        let mut first = [0u8; 12];
+        c.read_exact(&mut first).unwrap();
+        assert_eq!(&first, b"HTTP/1.1 200", "{m:?}");
+        srv.signal(libc::SIGTERM);
+        let status = srv.wait_exit(Duration::from_secs(20));
+        assert!(status.is_some_and(|s| s.success()), "{m:?}: {status:?}");
+        let err = srv.stderr();
+        let want = "1 connection was still open when the grace period (1 s, --grace) ran out \
+                    and was closed unfinished";
+        assert_eq!(err.matches(want).count(), 1, "{m:?}: {err}");
+    }
+}

@@ -148,6 +148,7 @@ pub(crate) fn run_connection<S: Service>(
                 "grace period over; closing a connection from {}",
                 peer.remote
             );
+            ctx.cut_off(1);
             break;
         }
     }

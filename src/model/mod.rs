@@ -269,6 +269,8 @@ pub(crate) struct Ctx<S: Service> {
     service_told: Once,
     /// Say on stderr that a stop has begun (off in prefork workers: their parent says it).
     pub announce_stop: bool,
+    /// Connections still open when the grace period ran out, closed unfinished.
+    cut_off: std::sync::atomic::AtomicUsize,
 }
 
 impl<S: Service> Ctx<S> {
@@ -279,6 +281,28 @@ impl<S: Service> Ctx<S> {
             shutdown,
             service_told: Once::new(),
             announce_stop: true,
+            cut_off: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// `n` connections were still open when the grace period ran out.
+    pub fn cut_off(&self, n: usize) {
+        self.cut_off
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Say, in one line for the process, how many connections the end of the grace period
+    /// closed unfinished (their clients saw a connection cut, not an answer).
+    pub fn report_cut_off(&self) {
+        let n = self.cut_off.swap(0, std::sync::atomic::Ordering::Relaxed);
+        if n > 0 {
+            tracing::warn!(
+                "{n} connection{} still open when the grace period ({} s, --grace) ran out \
+                 {} closed unfinished",
+                if n == 1 { " was" } else { "s were" },
+                self.opts.grace.as_secs_f64(),
+                if n == 1 { "and was" } else { "and were" },
+            );
         }
     }
 
@@ -454,6 +478,7 @@ pub fn serve_until<S: Service>(
         Model::Event => event::run(Arc::clone(&ctx), listeners),
         Model::Prefork => prefork::run(Arc::clone(&ctx), listeners),
     };
+    ctx.report_cut_off();
     ctx.service.on_stopped();
     // The socket files we created go with us (a forked worker never gets here).
     for p in unix_paths {

@@ -226,6 +226,7 @@ fn worker<S: Service>(
         }
     };
     // A worker exits without returning to `serve`: the service's last work is done here.
+    child.report_cut_off();
     child.service.on_stopped();
     code
 }

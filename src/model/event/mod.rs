@@ -259,7 +259,7 @@ impl<'a, S: Service> Worker<'a, S> {
                     break;
                 }
                 if now >= g {
-                    tracing::debug!("grace period over; closing {} connections", self.live);
+                    self.ctx.cut_off(self.live);
                     break;
                 }
             } else if !self.listening
