@@ -1080,6 +1080,40 @@ mod binary {
         );
     }
 
+    /// A full server says so: a client left waiting in the backlog at the cap is logged,
+    /// throttled to one line however many wait; and a cap the descriptor limit lowers is
+    /// logged at start.
+    #[test]
+    fn a_full_server_says_clients_wait_in_the_backlog_once_a_while() {
+        let srv = echo(&[
+            "--model",
+            "event",
+            "--workers",
+            "1",
+            "--max-connections",
+            "2",
+        ]);
+        serves_exactly(srv.addr(), 2);
+        // More clients knock while it is full.
+        let more: Vec<TcpStream> = (0..5).map(|_| connect(srv.addr())).collect();
+        let want = "serving 2 connections, the most allowed (--max-connections, or what the \
+                    descriptor limit holds): new clients wait in the listen backlog";
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !srv.stderr().contains(want) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let err = srv.stderr();
+        assert_eq!(err.matches(want).count(), 1, "stderr:\n{err}");
+        drop(more);
+        let low = Server::start_with_nofile(&["echo", "--listen", "127.0.0.1:0"], 200);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let want = "connections at once: the descriptor limit is 200 (raise `ulimit -n`";
+        while !low.stderr().contains(want) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(low.stderr().contains(want), "stderr:\n{}", low.stderr());
+    }
+
     /// The cap is per server: prefork's workers split it so that the shares add up to it
     /// exactly (5 over 2 workers: 3 and 2), not each the rounded-up half.
     #[test]

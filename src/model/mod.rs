@@ -50,7 +50,7 @@ pub mod udp;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Once};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::net::Listener;
 use crate::protocol::{Needs, Service};
@@ -271,6 +271,42 @@ pub(crate) struct Ctx<S: Service> {
     pub announce_stop: bool,
     /// Connections still open when the grace period ran out, closed unfinished.
     cut_off: std::sync::atomic::AtomicUsize,
+    /// The operator hears of a full server (clients left in the backlog, accept failing for
+    /// want of descriptors) at most this often, with a count of what was not said between.
+    at_cap_said: Throttle,
+    accept_failed_said: Throttle,
+}
+
+/// How often a recurring warning may be said.
+pub const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// A warning said at most once per [`WARN_EVERY`], counting the times it was held back.
+#[derive(Debug, Default)]
+struct Throttle {
+    last: std::sync::Mutex<Option<Instant>>,
+    held: std::sync::atomic::AtomicUsize,
+}
+
+impl Throttle {
+    /// Say it now? Then with how many times it was held back since it was last said.
+    fn allow(&self, now: Instant) -> Option<usize> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| now.duration_since(t) < WARN_EVERY) {
+            self.held.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return None;
+        }
+        *last = Some(now);
+        Some(self.held.swap(0, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+/// ` (N more since it was last said)`, or nothing.
+fn held_back(n: usize) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" ({n} more since it was last said)")
+    }
 }
 
 impl<S: Service> Ctx<S> {
@@ -282,6 +318,21 @@ impl<S: Service> Ctx<S> {
             service_told: Once::new(),
             announce_stop: true,
             cut_off: std::sync::atomic::AtomicUsize::new(0),
+            at_cap_said: Throttle::default(),
+            accept_failed_said: Throttle::default(),
+        }
+    }
+
+    /// A client is waiting and the connection cap is reached: it stays in the listen backlog
+    /// until a connection closes. Said, throttled, so a full server is not a silent one.
+    pub fn at_cap(&self, now: Instant) {
+        if let Some(held) = self.at_cap_said.allow(now) {
+            tracing::warn!(
+                "serving {} connections, the most allowed (--max-connections, or what the \
+                 descriptor limit holds): new clients wait in the listen backlog{}",
+                self.opts.max_connections,
+                held_back(held)
+            );
         }
     }
 
@@ -339,7 +390,15 @@ pub(crate) fn accept_failed<S: Service>(ctx: &Ctx<S>, e: &std::io::Error) -> Opt
                     // Kept upstream connections are kept only for speed too.
                     link::pool_clear();
                 }
-                tracing::warn!("accept failed: {e}; pausing new connections briefly");
+                // nginx's `accept4() failed (24: Too many open files)`, said once a while.
+                if let Some(held) = ctx.accept_failed_said.allow(Instant::now()) {
+                    tracing::warn!(
+                        "accept failed: {}; new clients wait in the listen backlog (raise \
+                         `ulimit -n`){}",
+                        crate::error::plain(e),
+                        held_back(held)
+                    );
+                }
                 Some(Duration::from_millis(50))
             }
         },
@@ -399,8 +458,12 @@ fn fit_to_descriptors(opts: &ServeOptions, fd_limit: u64) -> Option<ServeOptions
         return None;
     }
     if opts.max_connections == ServeOptions::default().max_connections {
-        // The default asked for more than fits: lowering it is the default's job, not news.
-        tracing::debug!("serving at most {room} connections at once (descriptor limit {fd_limit})");
+        // The default asked for more than fits: said once at start, so that a server that
+        // later fills up has its reason on record.
+        tracing::info!(
+            "serving at most {room} connections at once: the descriptor limit is {fd_limit} \
+             (raise `ulimit -n` to serve more)"
+        );
     } else {
         tracing::warn!(
             "--max-connections {} does not fit in the descriptor limit of {fd_limit}; serving \

@@ -379,6 +379,8 @@ impl<'a, S: Service> Worker<'a, S> {
             }
             if self.active.load(Ordering::SeqCst) >= self.max {
                 // At the cap: stop watching the listeners; new clients wait in the backlog.
+                // The listener was readable: one does.
+                self.ctx.at_cap(now);
                 let _ = self.listen(false);
                 return;
             }
