@@ -9,6 +9,9 @@
 # connections x m=10 concurrent streams each, for 1 KiB and 100 KiB files; then tincan's h2c
 # (prior knowledge on its plain port) beside them, for which nginx has no listener of the same
 # kind (nginx's `http2 on` without ssl speaks h2c only, not HTTP/1.1, so it is left out).
+# Both may carry a million requests on a connection (nginx `keepalive_requests`, tincan
+# `--max-requests-per-connection`): h2load does not reconnect after a GOAWAY, so a default
+# of 1000 would cap the figure at 50 x 1000 requests per run rather than measure the server.
 # The servers run on CPU 0 and h2load on CPU 1 (taskset). Each row: --reps interleaved pairs
 # (nginx, tincan, tincan, nginx, ...); the median requests/s of each and the median of the
 # per-pair ratios (tincan / nginx). Every server is stopped by its pid. About 1 minute.
@@ -102,6 +105,7 @@ start_tincan() { # start_tincan tls|h2c
     [ "$1" = tls ] && tls=(--tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem")
     taskset -c 0 "$TINCAN" serve "$WORK/www" --listen "127.0.0.1:$tp" --model event \
         --workers 1 --access-log off --max-connections 20000 "${tls[@]}" \
+        --max-requests-per-connection 1000000 \
         2>"$WORK/tincan.err" >/dev/null &
     SRV=$!
     PIDS+=($SRV)

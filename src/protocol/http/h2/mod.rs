@@ -62,6 +62,8 @@ const MAX_CONTINUATIONS: u32 = 64;
 /// Stream ids remembered after they opened, to tell a frame on a closed stream (STREAM_CLOSED)
 /// from one on an id never used (PROTOCOL_ERROR), §5.1.
 const RECENT_STREAMS: usize = 128;
+/// DATA payloads of files this large go as file regions (`sendfile`); smaller ones are copied.
+const SENDFILE_MIN: usize = 16 * 1024;
 /// The receive window given back once this much of it is used (half the default).
 const REFILL_AT: i64 = DEFAULT_WINDOW / 2;
 
@@ -1311,6 +1313,7 @@ impl H2Session {
             };
             let room = (s.send_window.min(self.send_window) as usize).min(self.peer_max_frame);
             let n;
+            let mut failed = false;
             match front {
                 Part::Bytes(b) => {
                     n = room.min(b.len());
@@ -1342,17 +1345,43 @@ impl H2Session {
                             id,
                         )
                     });
-                    // The payload is a file region: the driver sends it with `sendfile` where
-                    // no TLS is in the way (and reads and encrypts it in pieces under TLS). A
-                    // file that shrank meanwhile is the driver's error, which closes the
-                    // connection rather than send a frame shorter than its head says.
-                    out.push_file(file.clone(), *offset, n as u64);
+                    if n >= SENDFILE_MIN {
+                        // The payload is a file region: the driver sends it with `sendfile`
+                        // where no TLS is in the way (and reads and encrypts it in pieces
+                        // under TLS). A file that shrank meanwhile is the driver's error, which
+                        // closes the connection rather than send a frame shorter than its head.
+                        out.push_file(file.clone(), *offset, n as u64);
+                    } else {
+                        // A small payload is copied: a sendfile call per small frame, between
+                        // the writes of the frame heads, costs more than the copy.
+                        let ok = out.with_tail(|w| {
+                            let start = w.len();
+                            w.resize(start + n, 0);
+                            let ok = read_exact_at(file, &mut w[start..], *offset);
+                            if !ok {
+                                w.truncate(start - frame::HEADER_LEN);
+                            }
+                            ok
+                        });
+                        if !ok {
+                            failed = true;
+                        }
+                    }
                     *offset += n as u64;
                     *len -= n as u64;
                     if *len == 0 {
                         body.pop_front();
                     }
                 }
+            }
+            if failed {
+                // Never a frame with the wrong bytes: the stream is cut.
+                tracing::debug!(
+                    stream = id,
+                    "a file shrank while it was sent; resetting the stream"
+                );
+                self.reset(id, ErrorCode::InternalError, out);
+                continue;
             }
             s.send_window -= n as i64;
             self.send_window -= n as i64;
@@ -1393,6 +1422,21 @@ fn with_request<R>(head: &Head, f: impl FnOnce(&Request<'_>) -> R) -> R {
         version: Version::Http2,
         headers: &headers,
     })
+}
+
+/// Read all of `buf` from `file` at `offset`; false if the file ended first or failed.
+fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => return false,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 /// Fields that belong to one HTTP/1 connection and are malformed in HTTP/2 (§8.2.2).
