@@ -606,6 +606,12 @@ fn proxy_and_cgi_routes_are_relayed_over_h2_under_the_concurrent_models() {
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let route = format!("/api=http://127.0.0.1:{}", up.1);
     let cgi_route = format!("/cgi={}", cgi.path().display());
+    // An upstream that refuses: a port bound and closed again.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let down = format!("/down=http://{closed}");
     let certs = TempDir::new("h2-gw-certs");
     let certs_s = certs.path().to_str().unwrap();
     let models = [
@@ -618,7 +624,14 @@ fn proxy_and_cgi_routes_are_relayed_over_h2_under_the_concurrent_models() {
     std::fs::write(&body_file, &body).unwrap();
     let body_arg = format!("@{}", body_file.display());
     for m in models {
-        let extra = ["--proxy", route.as_str(), "--cgi", cgi_route.as_str()];
+        let extra = [
+            "--proxy",
+            route.as_str(),
+            "--proxy",
+            down.as_str(),
+            "--cgi",
+            cgi_route.as_str(),
+        ];
         let (plain, tls) = servers(root.path().to_str().unwrap(), certs_s, m, &extra);
         let h2c = |path: &str, more: &[&str]| {
             let mut args = vec![
@@ -640,6 +653,10 @@ fn proxy_and_cgi_routes_are_relayed_over_h2_under_the_concurrent_models() {
             ("up /api/x\n".into(), "200 2".into()),
             "{m}"
         );
+        // No upstream to reach: 502 on the stream. (One URL per curl: curl 7.88 fails to
+        // reuse an h2c prior-knowledge connection for a second URL, with nginx as with us.)
+        let (_, code) = h2c("/down/x", &["-o", "/dev/null"]);
+        assert_eq!(code, "502 2", "{m}");
         let (text, code) = h2c("/api/y", &["-H", "X-Repeat: 20000"]);
         assert_eq!((text.len(), code.as_str()), (20000 * 10, "200 2"), "{m}");
         assert!(text.lines().all(|l| l == "up /api/y"), "{m}");
