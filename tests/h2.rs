@@ -606,6 +606,12 @@ fn proxy_and_cgi_routes_are_relayed_over_h2_under_the_concurrent_models() {
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     let route = format!("/api=http://127.0.0.1:{}", up.1);
     let cgi_route = format!("/cgi={}", cgi.path().display());
+    // An upstream that refuses: a port bound and closed again.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let down = format!("/down=http://{closed}");
     let certs = TempDir::new("h2-gw-certs");
     let certs_s = certs.path().to_str().unwrap();
     let models = [
@@ -618,7 +624,14 @@ fn proxy_and_cgi_routes_are_relayed_over_h2_under_the_concurrent_models() {
     std::fs::write(&body_file, &body).unwrap();
     let body_arg = format!("@{}", body_file.display());
     for m in models {
-        let extra = ["--proxy", route.as_str(), "--cgi", cgi_route.as_str()];
+        let extra = [
+            "--proxy",
+            route.as_str(),
+            "--proxy",
+            down.as_str(),
+            "--cgi",
+            cgi_route.as_str(),
+        ];
         let (plain, tls) = servers(root.path().to_str().unwrap(), certs_s, m, &extra);
         let h2c = |path: &str, more: &[&str]| {
             let mut args = vec![
@@ -640,6 +653,10 @@ fn proxy_and_cgi_routes_are_relayed_over_h2_under_the_concurrent_models() {
             ("up /api/x\n".into(), "200 2".into()),
             "{m}"
         );
+        // No upstream to reach: 502 on the stream. (One URL per curl: curl 7.88 fails to
+        // reuse an h2c prior-knowledge connection for a second URL, with nginx as with us.)
+        let (_, code) = h2c("/down/x", &["-o", "/dev/null"]);
+        assert_eq!(code, "502 2", "{m}");
         let (text, code) = h2c("/api/y", &["-H", "X-Repeat: 20000"]);
         assert_eq!((text.len(), code.as_str()), (20000 * 10, "200 2"), "{m}");
         assert!(text.lines().all(|l| l == "up /api/y"), "{m}");
@@ -736,6 +753,74 @@ fn chromium_loads_the_demo_site_and_its_assets_over_h2() {
         assert!(
             !logged.contains("HTTP/1.1\""),
             "{m}: an HTTP/1.1 request in\n{logged}"
+        );
+    }
+}
+
+/// Request `/cgi/slow.sh` on stream 1, wait until its child (`sleep MARKER`) runs, reset the
+/// stream and print whether the child is gone within 5 s while the connection stays open.
+const PY_RESET_CGI: &str = r#"
+import socket, subprocess, sys, time
+import h2.connection, h2.events, h2.config
+port, marker = int(sys.argv[1]), sys.argv[2]
+running = lambda: subprocess.run(["pgrep", "-f", "sleep " + marker], capture_output=True).returncode == 0
+s = socket.create_connection(("127.0.0.1", port), timeout=10)
+c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+c.initiate_connection()
+c.send_headers(1, [(":method", "GET"), (":scheme", "http"), (":authority", "localhost"),
+                   (":path", "/cgi/slow.sh")], end_stream=True)
+s.sendall(c.data_to_send())
+deadline = time.time() + 10
+while not running():
+    if time.time() > deadline:
+        sys.exit("the script never started")
+    time.sleep(0.05)
+c.reset_stream(1)
+c.ping(b"12345678")
+s.sendall(c.data_to_send())
+acked = False
+while not acked:
+    for e in c.receive_data(s.recv(65536)):
+        acked |= isinstance(e, h2.events.PingAckReceived)
+deadline = time.time() + 5
+while running() and time.time() < deadline:
+    time.sleep(0.05)
+print("alive" if running() else "killed")
+"#;
+
+/// A client's RST_STREAM on a CGI request over h2 kills the script (its link is closed) while
+/// the connection stays open, under prefork and event.
+#[test]
+fn a_reset_stream_kills_its_cgi_script_over_h2() {
+    support::require("python3 -c 'import h2'");
+    support::require("command -v pgrep");
+    let (root, _) = site();
+    let cgi = TempDir::new("h2-cgi-reset");
+    for m in [
+        ModelFlags(&["--model", "prefork", "--workers", "2"]),
+        ModelFlags(&["--model", "event", "--workers", "2", "--poller", "epoll"]),
+    ] {
+        // A marker no other process carries: this test's pid and the model.
+        let marker = format!("{}.{}", std::process::id(), m.0[1].len());
+        let script = cgi.path().join("slow.sh");
+        std::fs::write(&script, format!("#!/bin/sh\nexec sleep {marker}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let route = format!("/cgi={}", cgi.path().display());
+        let srv = Server::start(&support::serve_args(
+            root.path().to_str().unwrap(),
+            m,
+            &["--cgi", &route],
+        ));
+        let out = Command::new("python3")
+            .args(["-c", PY_RESET_CGI, &srv.addr().port().to_string(), &marker])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "killed\n",
+            "{m}: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 }

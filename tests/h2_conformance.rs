@@ -64,7 +64,10 @@ fn h2spec_http2_section_passes_in_full_under_every_concurrent_model() {
         let srv = hello(m, &[]);
         let addr = srv.addr().to_string();
         let out = Command::new("httpwg")
-            .args(["--address", &addr])
+            // h2spec's own default wait for a frame is 2 s; httpwg's 250 ms can pass by on a
+            // loaded machine before the answer comes.
+            .args(["--address", &addr, "--frame-timeout", "2000"])
+            .args(["--connect-timeout", "2000"])
             .env("NO_COLOR", "1")
             .output()
             .expect("run httpwg");
