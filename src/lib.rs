@@ -5,8 +5,8 @@
 //!
 //! | module | its one job |
 //! |---|---|
-//! | [`cli`] | the command line (clap); flags shared by every server |
-//! | [`commands`] | one runner per subcommand: validate, bind, drop privileges, serve |
+//! | [`cli`] | the command line (clap); flags shared by every server, mapped to the library's types (`ServeOptions`, `BindOptions`, the TLS source) |
+//! | [`commands`] | one runner per subcommand: validate, bind, drop privileges, serve; `commands::start` binds (or takes systemd's sockets), drops privileges and prints the start lines for every server |
 //! | [`config`] | `tincan.toml`: every `serve`/`hello` flag as a key; flags override it |
 //! | [`net`] | parse `--listen` addresses, bind TCP/Unix/UDP sockets, drop root |
 //! | [`model`] | the four drivers: iterative, threaded, prefork, event (epoll/poll/select); `link`, the outbound streams they open and watch for sessions (upstream sockets, CGI pipes, kept connections, the child reaper), and `link_tls`, TLS to an https upstream wrapped around a link's socket; `tls`, the rustls layer every driver puts between socket and session (and which tells it the ALPN choice); `udp`, the datagram driver (`protocol::DatagramService`); `shutdown`, signals and graceful stop; the descriptor and select caps (`mod.rs`); buffer pools (`protocol::ReadBuf`/`Outbox`); busy-poll (`event::spin`) |

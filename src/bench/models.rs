@@ -288,10 +288,11 @@ impl ServerProc {
             addr: "127.0.0.1:0".parse().expect("literal address"),
         };
         match rx.recv_timeout(START_LIMIT) {
-            Ok(line) => match line
-                .strip_prefix("listening on ")
-                .and_then(|a| crate::cli::StartLine::address(a.trim()).parse().ok())
-            {
+            Ok(line) => match line.strip_prefix("listening on ").and_then(|a| {
+                crate::commands::start::StartLine::address(a.trim())
+                    .parse()
+                    .ok()
+            }) {
                 Some(a) => {
                     proc.addr = a;
                     Ok(proc)

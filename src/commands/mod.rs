@@ -8,6 +8,7 @@ pub mod echo;
 pub mod hello;
 pub mod send;
 pub mod serve;
+pub mod start;
 pub mod talk;
 
 use crate::cli::{Cli, Command};

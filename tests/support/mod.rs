@@ -156,7 +156,7 @@ impl Server {
     /// The first address it listens on, as a socket address (TCP only), without the scheme
     /// of its start line (`http://`, `https://`, `tls://`).
     pub fn addr(&self) -> SocketAddr {
-        tincan::cli::StartLine::address(&self.addrs[0])
+        tincan::commands::start::StartLine::address(&self.addrs[0])
             .parse()
             .unwrap_or_else(|_| panic!("not a TCP address: {}", self.addrs[0]))
     }
