@@ -91,13 +91,7 @@ else:
 
 fn site() -> (TempDir, Vec<u8>) {
     let root = TempDir::new("h2-site");
-    let mut x: u32 = 99;
-    let big: Vec<u8> = (0..10 << 20)
-        .map(|_| {
-            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            (x >> 16) as u8
-        })
-        .collect();
+    let big = support::noise(10 << 20, 99);
     std::fs::write(root.path().join("big.bin"), &big).unwrap();
     std::fs::write(root.path().join("small.txt"), "hello over HTTP/2\n").unwrap();
     (root, big)
@@ -426,13 +420,7 @@ fn passwords_uploads_and_archives_work_over_h2() {
         .unwrap();
     assert!(out.status.success());
     let upload = root.path().join("up.bin");
-    let mut x: u32 = 7;
-    let sent: Vec<u8> = (0..300_000)
-        .map(|_| {
-            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            (x >> 16) as u8
-        })
-        .collect();
+    let sent = support::noise(300_000, 7);
     std::fs::write(&upload, &sent).unwrap();
     std::fs::create_dir_all(root.path().join("box")).unwrap();
     std::fs::write(root.path().join("box/a.txt"), "in the box\n").unwrap();

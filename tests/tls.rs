@@ -102,14 +102,7 @@ fn curl(what: &str, pki: &Pki, port: u16, args: &[&str]) -> std::process::Output
 
 fn site() -> (TempDir, Vec<u8>) {
     let root = TempDir::new("tls-site");
-    // 10 MiB that no compression or pattern can fake: a simple LCG's bytes.
-    let mut x: u32 = 12345;
-    let big: Vec<u8> = (0..10 << 20)
-        .map(|_| {
-            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            (x >> 16) as u8
-        })
-        .collect();
+    let big = support::noise(10 << 20, 12345);
     std::fs::write(root.path().join("big.bin"), &big).unwrap();
     std::fs::write(root.path().join("small.txt"), "hello over TLS\n").unwrap();
     (root, big)

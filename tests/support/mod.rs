@@ -416,3 +416,15 @@ pub fn median_time(rounds: usize, mut round: impl FnMut()) -> Duration {
     took.sort();
     took[rounds / 2]
 }
+
+/// `len` bytes no compression or pattern can fake (a simple LCG's, from `seed`): a body whose
+/// every byte is checked when it arrives.
+pub fn noise(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed;
+    (0..len)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (x >> 16) as u8
+        })
+        .collect()
+}
