@@ -61,7 +61,7 @@ fn a_clean_stop_reports_no_cut_off() {
 }
 
 /// At `--max-connections`, clients left in the backlog are reported (throttled), as nginx logs
-/// its refused accepts, under the event loop and prefork.
+/// its refused accepts, under the event loop, prefork and threaded.
 #[test]
 fn clients_waiting_at_the_cap_are_reported() {
     let t = TempDir::new("backlog-notice");
@@ -69,6 +69,7 @@ fn clients_waiting_at_the_cap_are_reported() {
     for model in [
         &["--model", "event", "--workers", "1"][..],
         &["--model", "prefork", "--workers", "1"][..],
+        &["--model", "threaded"][..],
     ] {
         let mut args = vec![
             "serve",

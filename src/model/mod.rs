@@ -327,6 +327,37 @@ impl<S: Service> Ctx<S> {
     }
 }
 
+/// How often a driver paused at the connection cap looks at the listeners' backlog.
+pub(crate) const BACKLOG_CHECK: Duration = Duration::from_secs(1);
+/// The least time between two "waiting in the backlog" lines of one process.
+const BACKLOG_NOTICE: Duration = Duration::from_secs(10);
+
+/// At the connection cap `max`: say (at most every [`BACKLOG_NOTICE`]) how many clients wait in
+/// the listeners' backlog, as nginx logs its refused accepts, so a saturated server is not
+/// mistaken for a slow one.
+pub(crate) fn tell_backlog(listeners: &[Listener], max: usize) {
+    static AT_CAP: crate::logging::Throttle = crate::logging::Throttle::every(BACKLOG_NOTICE);
+    let waiting: u32 = listeners
+        .iter()
+        .filter_map(|l| {
+            crate::sys::accept_queue_len(std::os::fd::AsFd::as_fd(l))
+                .ok()
+                .flatten()
+        })
+        .sum();
+    if waiting == 0 {
+        return;
+    }
+    if let Some(skipped) = AT_CAP.admit() {
+        let s = if waiting == 1 { "" } else { "s" };
+        tracing::warn!(
+            "{waiting} client{s} waiting in the backlog: all {max} connections \
+             (--max-connections) are open; raise it (and `ulimit -n`) to serve more at once{}",
+            crate::logging::more_like_it(skipped)
+        );
+    }
+}
+
 /// Decide what an accept(2) failure means. `None`: nothing to do (the connection went away
 /// before we took it, or another worker took it). `Some(pause)`: out of descriptors or memory;
 /// logged, and the caller backs off instead of spinning on a listener that stays readable. Out

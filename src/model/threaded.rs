@@ -54,6 +54,7 @@ pub(crate) fn run<S: Service>(
         freed: Condvar::new(),
     });
     let listeners = Arc::new(listeners);
+    let mut backlog_check_at = Instant::now();
     'serve: loop {
         // Hold a free slot before accepting: at the cap, clients queue in the backlog.
         let guard = loop {
@@ -62,6 +63,11 @@ pub(crate) fn run<S: Service>(
             }
             if let Some(g) = slots.take(max) {
                 break g;
+            }
+            let now = Instant::now();
+            if now >= backlog_check_at {
+                backlog_check_at = now + super::BACKLOG_CHECK;
+                super::tell_backlog(&listeners, max);
             }
             let n = slots.active.lock().unwrap_or_else(|e| e.into_inner());
             drop(

@@ -14,7 +14,7 @@ mod spin;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -46,9 +46,7 @@ const SHUTDOWN_TOKEN: u64 = u64::MAX - 1;
 /// timeouts and 18-30% of connections never served; at 1024 (with a 4096 backlog), none.
 const ACCEPT_BUDGET: usize = 1024;
 /// How often a worker paused at the cap looks at the listeners' backlog.
-const BACKLOG_CHECK: Duration = Duration::from_secs(1);
-/// The least time between two "waiting in the backlog" lines of one process.
-const BACKLOG_NOTICE: Duration = Duration::from_secs(10);
+const BACKLOG_CHECK: Duration = super::BACKLOG_CHECK;
 
 /// Connections accepted per listener readiness while other workers (threads or prefork
 /// processes) watch the same listeners. Few, as nginx accepts one per readiness by default
@@ -270,30 +268,6 @@ impl<'a, S: Service> Worker<'a, S> {
         Ok(())
     }
 
-    /// At the connection cap: say (at most every [`BACKLOG_NOTICE`]) how many clients wait in
-    /// the listeners' backlog, as nginx logs its refused accepts, so a saturated server is not
-    /// mistaken for a slow one.
-    fn tell_backlog(&self) {
-        static AT_CAP: crate::logging::Throttle = crate::logging::Throttle::every(BACKLOG_NOTICE);
-        let waiting: u32 = self
-            .listeners
-            .iter()
-            .filter_map(|l| crate::sys::accept_queue_len(l.as_fd()).ok().flatten())
-            .sum();
-        if waiting == 0 {
-            return;
-        }
-        if let Some(skipped) = AT_CAP.admit() {
-            let s = if waiting == 1 { "" } else { "s" };
-            tracing::warn!(
-                "{waiting} client{s} waiting in the backlog: all {} connections \
-                 (--max-connections) are open; raise it (and `ulimit -n`) to serve more at once{}",
-                self.ctx.opts.max_connections,
-                crate::logging::more_like_it(skipped)
-            );
-        }
-    }
-
     fn run(&mut self) -> Result<(), ServeError> {
         let mut events: Vec<Event> = Vec::with_capacity(256);
         if self.ctx.shutdown.is_triggered() {
@@ -321,7 +295,7 @@ impl<'a, S: Service> Worker<'a, S> {
                     }
                 } else if now >= self.backlog_check_at {
                     self.backlog_check_at = now + BACKLOG_CHECK;
-                    self.tell_backlog();
+                    super::tell_backlog(self.listeners, self.ctx.opts.max_connections);
                 }
             }
             let mut deadline = self.timers.peek().map(|Reverse((t, _))| *t);
