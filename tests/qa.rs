@@ -535,3 +535,26 @@ fn config_file_mistakes_name_the_file_line_and_key() {
         assert_eq!(err, format!("tincan: {p}: {want}\n"), "{text:?}");
     }
 }
+
+/// A host that does not resolve is one sentence that says what to do, not getaddrinfo's
+/// "failed to lookup address information: Name or service not known", and a failure of this
+/// machine's (exit 1), not of the command as written, in every client.
+#[test]
+fn an_unresolvable_host_is_one_sentence_in_every_client() {
+    for args in [
+        &["send", "nosuch.invalid:7"][..],
+        &["talk", "nosuch.invalid"][..],
+        &["bench", "http", "http://nosuch.invalid/", "-d", "1"][..],
+    ] {
+        let (status, _, err) = run_tincan(args, b"", Duration::from_secs(30));
+        assert_eq!(status.code(), Some(1), "{args:?}: {err}");
+        let line = err.trim_end();
+        assert_eq!(line.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            line.starts_with("tincan: cannot resolve host 'nosuch.invalid'"),
+            "{args:?}: {line}"
+        );
+        assert!(line.contains("give an IP address"), "{args:?}: {line}");
+        assert!(!line.contains("failed to lookup"), "{args:?}: {line}");
+    }
+}

@@ -93,7 +93,10 @@ impl Url {
     pub fn resolve(&self) -> Result<SocketAddr, String> {
         (self.host.as_str(), self.port)
             .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve '{}': {e}", self.host))?
+            .map_err(|e| {
+                let why = crate::net::lookup_failure(&e);
+                format!("cannot resolve host '{}': {why}", self.host)
+            })?
             .next()
             .ok_or_else(|| format!("'{}' resolves to no address", self.host))
     }

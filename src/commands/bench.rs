@@ -464,7 +464,7 @@ fn execute_with<L: Load>(
 
 fn http(a: HttpArgs) -> Result<()> {
     let url = Url::parse(&a.url).map_err(Error::Usage)?;
-    let addr = url.resolve().map_err(Error::Usage)?;
+    let addr = url.resolve().map_err(Error::Client)?;
     let keepalive = a.load.keepalive == OnOff::On;
     let req = build_request(&a.method, &url, &a.headers, keepalive).map_err(Error::Usage)?;
     let load = HttpLoad::new(req, &a.method);

@@ -164,8 +164,25 @@ pub fn resolve_host_port(s: &str) -> std::result::Result<Vec<SocketAddr>, String
         }
         Err(e) => Err(format!(
             "cannot resolve host '{host}' in '{s}': {}",
-            crate::error::plain(&e)
+            lookup_failure(&e)
         )),
+    }
+}
+
+/// Why a name lookup failed, as the end of a sentence that says what to do: getaddrinfo's own
+/// words ("failed to lookup address information: Name or service not known") say neither.
+pub fn lookup_failure(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    if text.contains("Name or service not known") || text.contains("No address associated") {
+        "no such name is known; check its spelling, or give an IP address".into()
+    } else if text.contains("Temporary failure in name resolution") {
+        "the name server did not answer; try again, or give an IP address".into()
+    } else {
+        let plain = crate::error::plain(e);
+        let plain = plain
+            .strip_prefix("failed to lookup address information: ")
+            .unwrap_or(&plain);
+        format!("{}; give an IP address instead", plain.to_lowercase())
     }
 }
 
