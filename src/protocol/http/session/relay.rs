@@ -6,8 +6,9 @@
 
 use std::time::Instant;
 
+use super::head::{request_line, with_head};
 use super::write::{log_line, write_head, write_response};
-use super::{request_line, with_head, HttpSession, Phase};
+use super::{HttpSession, Phase};
 use crate::protocol::http::access_log::Entry;
 use crate::protocol::http::gateway::{Failure, Pending, Progress, Routed};
 use crate::protocol::http::message::{error_response, Text, Version};

@@ -1,7 +1,7 @@
 //! The HTTP/1 session driven by hand: bytes in, bytes out, no sockets.
 
 use super::*;
-use crate::protocol::http::message::{Body, Request};
+use crate::protocol::http::message::{Body, Request, Response};
 use crate::protocol::PeerAddr;
 use std::time::Duration;
 
