@@ -20,7 +20,7 @@
 //! | [`error`] | the error every command returns; each message is one sentence |
 //! | [`logging`] | tracing to stderr; a throttle for warnings a peer can cause at will |
 //! | [`tls`] | certificates for the TLS listeners: PEM files checked at start, chosen by SNI, the self-signed one; the rustls server configuration; `tls::acme`, certificates from an ACME CA (instant-acme on a thread of its own); `tls::client`, the clients' side |
-//! | [`sys`] | every `unsafe` system call, wrapped safely: epoll, poll, select, sendfile, fork, setuid |
+//! | [`sys`] | every `unsafe` system call, wrapped safely: epoll, poll, select, sendfile, fork; `sys::users`, the user and group databases and setuid |
 //!
 //! A custom protocol is a [`protocol::Service`] whose sessions implement [`protocol::Session`];
 //! [`model::serve`] runs it under any model. `examples/upper.rs` is the whole of one.
