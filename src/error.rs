@@ -52,17 +52,9 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// An OS error as the end of a sentence: "No such file or directory (os error 2)" becomes
-/// "no such file or directory". The number helps nobody who reads the line.
-pub fn plain(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    let s = s.split(" (os error").next().unwrap_or(&s);
-    let mut c = s.chars();
-    match c.next() {
-        Some(f) => f.to_lowercase().chain(c).collect(),
-        None => String::new(),
-    }
-}
+/// An OS error as the end of a sentence (defined beside the system calls, so the drivers need
+/// not import this module, which imports theirs).
+pub use crate::sys::plain;
 
 #[cfg(test)]
 mod tests {

@@ -224,7 +224,7 @@ impl Default for ServeOptions {
 pub enum ServeError {
     #[error("{0}")]
     Refused(String),
-    #[error("{what} failed: {}", crate::error::plain(source))]
+    #[error("{what} failed: {}", crate::sys::plain(source))]
     Sys {
         what: &'static str,
         #[source]
@@ -386,7 +386,7 @@ pub(crate) fn accept_failed<S: Service>(ctx: &Ctx<S>, e: &std::io::Error) -> Opt
                     };
                     tracing::warn!(
                         "cannot accept a connection: {}{hint}{}",
-                        crate::error::plain(e),
+                        crate::sys::plain(e),
                         crate::logging::more_like_it(skipped)
                     );
                 }

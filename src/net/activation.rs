@@ -78,7 +78,7 @@ pub fn receive() -> crate::Result<()> {
             crate::sys::take_inherited_fd(fd).map_err(|e| {
                 Error::Setup(format!(
                     "socket activation: descriptor {fd} (of LISTEN_FDS) cannot be used: {}",
-                    crate::error::plain(&e)
+                    crate::sys::plain(&e)
                 ))
             })
         })

@@ -178,7 +178,7 @@ pub fn lookup_failure(e: &std::io::Error) -> String {
     } else if text.contains("Temporary failure in name resolution") {
         "the name server did not answer; try again, or give an IP address".into()
     } else {
-        let plain = crate::error::plain(e);
+        let plain = crate::sys::plain(e);
         let plain = plain
             .strip_prefix("failed to lookup address information: ")
             .unwrap_or(&plain);

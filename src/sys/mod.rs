@@ -16,6 +16,18 @@ mod users;
 
 pub use users::*;
 
+/// An OS error as the end of a sentence: "No such file or directory (os error 2)" becomes
+/// "no such file or directory". The number helps nobody who reads the line.
+pub fn plain(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    let s = s.split(" (os error").next().unwrap_or(&s);
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
 /// Turn a C return value into `io::Result`: `-1` means "look at errno".
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r == -1 {
