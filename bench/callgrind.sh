@@ -66,7 +66,7 @@ if [ "$ONLY" != nginx ]; then
     TP=$(free_port)
     valgrind --tool=callgrind --callgrind-out-file="$WORK/tincan.out.%p" "$TINCAN" serve "$WORK/empty" \
         --listen "127.0.0.1:$TP" --model event --workers 1 --access-log off \
-        --max-connections 20000 --proxy "/=http://127.0.0.1:$UP" >/dev/null 2>"$WORK/tincan.err" &
+        --max-connections 20000 --upstream-keepalive "$POOL" --proxy "/=http://127.0.0.1:$UP" >/dev/null 2>"$WORK/tincan.err" &
     V=$!
     PIDS+=($V)
     wait_port "$TP"

@@ -51,7 +51,12 @@ start_upstream() {
     wait_port "$UP"
 }
 
-# nginx as the proxy: proxy_pass to the upstream with a `keepalive 64` pool (HTTP/1.1,
+# The idle upstream connections each proxy keeps: nginx's `keepalive N`, tincan's
+# --upstream-keepalive N. The same on both sides, and at least the c=50 run's concurrency, or
+# the proxy with the smaller pool closes and reopens upstream connections the other keeps.
+POOL=${POOL:-64}
+
+# nginx as the proxy: proxy_pass to the upstream with a `keepalive $POOL` pool (HTTP/1.1,
 # Connection cleared), on port $NG. With SAME_FIELDS=1 it also sends the fields tincan adds
 # (X-Forwarded-For/-Proto/-Host, Forwarded, Via), so both send the upstream the same work.
 front_conf() { # [MAIN-DIRECTIVES]
@@ -60,5 +65,5 @@ front_conf() { # [MAIN-DIRECTIVES]
     [ "${SAME_FIELDS:-0}" = 1 ] && same='proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Forwarded-Host $host; proxy_set_header Forwarded "for=$remote_addr;host=\"$http_host\";proto=$scheme"; proxy_set_header Via "1.1 nginx";'
     nginx_conf front "$NG" \
         "location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection \"\"; $same }" \
-        "upstream up { server 127.0.0.1:$UP; keepalive 64; }" "${1:-daemon off;}"
+        "upstream up { server 127.0.0.1:$UP; keepalive $POOL; }" "${1:-daemon off;}"
 }

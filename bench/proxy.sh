@@ -53,7 +53,7 @@ start_nginx() {
 start_tincan() {
     TP=$(free_port)
     taskset -c 0 "$TINCAN" serve "$WORK/empty" --listen "127.0.0.1:$TP" --model event \
-        --workers 1 --access-log off --max-connections 20000 \
+        --workers 1 --access-log off --max-connections 20000 --upstream-keepalive "$POOL" \
         --proxy "/=http://127.0.0.1:$UP" 2>"$WORK/tincan.err" >/dev/null &
     SRV=$!
     PIDS+=($SRV)
