@@ -38,6 +38,7 @@
 
 mod frame;
 pub mod hpack;
+mod hpack_tables;
 mod receive;
 mod relay;
 mod send;
