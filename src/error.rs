@@ -1,7 +1,5 @@
 //! The library's top-level error: every variant's message is the one line a user reads.
 
-use crate::model::ServeError;
-
 /// What can stop a `tincan` command. `main` prints it as one line and exits with
 /// [`Error::exit_code`].
 #[derive(Debug, thiserror::Error)]
@@ -14,8 +12,10 @@ pub enum Error {
     /// file, CGI directory) is missing or unusable.
     #[error("{0}")]
     Setup(String),
+    /// A driver stopped serving (`model::ServeError`, converted where it is defined, so this
+    /// module, which every layer uses, imports none of them).
     #[error(transparent)]
-    Serve(#[from] ServeError),
+    Serve(Box<dyn std::error::Error + Send + Sync>),
     /// A client command could not reach or keep its server.
     #[error("{0}")]
     Client(String),

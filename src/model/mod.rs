@@ -193,6 +193,12 @@ pub struct ServeOptions {
     pub tls: Option<TlsSettings>,
 }
 
+impl From<ServeError> for crate::Error {
+    fn from(e: ServeError) -> Self {
+        crate::Error::Serve(Box::new(e))
+    }
+}
+
 impl ServeOptions {
     /// Its event loops (event, or prefork's workers) wait with select(2), so every socket
     /// they watch must stay below FD_SETSIZE.

@@ -455,7 +455,7 @@ pub fn parse_response_head(
 /// split, and obs-text goes on unchanged, as nginx relays it). A field the session writes
 /// itself is left to it.
 pub fn push_field(headers: &mut Vec<(Text, Text)>, raw: &mut Vec<u8>, name: &str, value: &[u8]) {
-    if super::session::owned_by_session(name) {
+    if super::wire::fields::owned_by_session(name) {
         return;
     }
     if ["location", "refresh"]

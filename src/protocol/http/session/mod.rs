@@ -73,10 +73,11 @@ mod relay;
 mod tests;
 mod write;
 
+pub(crate) use super::wire::fields::{owned_by_session, safe_field};
 use answer::Streaming;
 use head::request_line;
 use relay::Deferred;
-pub(crate) use write::{owned_by_session, safe_field, with_date};
+pub(crate) use write::with_date;
 
 /// Connection-level choices that are not limits.
 #[derive(Clone, Debug)]

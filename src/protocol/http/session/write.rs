@@ -6,29 +6,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::HttpOptions;
 use crate::protocol::http::message::{reason, Body, Part, Request, Response};
+use crate::protocol::http::wire::fields::{owned_by_session, safe_field};
 use crate::protocol::http::wire::{status_has_body, write as head, Encoder};
 use crate::protocol::Outbox;
-
-/// Headers the connection owns; a handler's copies are dropped so framing is never doubled.
-pub(crate) fn owned_by_session(name: &str) -> bool {
-    [
-        "content-length",
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-        "date",
-        "server",
-    ]
-    .iter()
-    .any(|n| n.eq_ignore_ascii_case(name))
-}
-
-/// A field a handler built from outside text must not split the head (CR/LF) or be empty.
-pub(crate) fn safe_field(name: &str, value: &str) -> bool {
-    !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
-        && !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
-}
 
 thread_local! {
     /// The formatted `Date` for the current second (RFC 9110 §6.6.1), per thread.

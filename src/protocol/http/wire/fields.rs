@@ -70,6 +70,27 @@ impl<'a> ConnectionTokens<'a> {
     }
 }
 
+/// Headers the connection owns; a handler's copies are dropped so framing is never doubled.
+pub fn owned_by_session(name: &str) -> bool {
+    [
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "date",
+        "server",
+    ]
+    .iter()
+    .any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// A field a handler built from outside text must not split the head (CR/LF) or be empty.
+pub fn safe_field(name: &str, value: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+        && !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+}
+
 /// Hop-by-hop fields (RFC 9110 §7.6.1) and `Proxy-*`: never forwarded in either direction.
 /// Nor is `Proxy`, which no standard defines and which CGI-style upstreams turn into
 /// `HTTP_PROXY`, their outbound proxy (httpoxy, CVE-2016-5385).
