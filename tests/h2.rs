@@ -812,3 +812,84 @@ fn a_reset_stream_kills_its_cgi_script_over_h2() {
         );
     }
 }
+
+/// A raw HTTP/2 client for the drain test: asks for /big.bin without opening its window past
+/// the first 65,535 bytes, says `stalled`, waits for the server's GOAWAY (printing its last
+/// stream id), then opens the window and reads stream 1 to its end (printing the bytes).
+const PY_DRAIN: &str = r#"
+import socket, struct, sys
+from hpack import Encoder
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+def frame(kind, flags, stream, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+head = Encoder().encode([(":method", "GET"), (":scheme", "http"), (":path", "/big.bin"), (":authority", "x")])
+s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0) + frame(1, 5, 1, head))
+buf = b""
+def next_frame():
+    global buf
+    while True:
+        if len(buf) >= 9:
+            n = int.from_bytes(buf[:3], "big")
+            if len(buf) >= 9 + n:
+                h, p, buf = buf[:9], buf[9:9 + n], buf[9 + n:]
+                return h[3], h[4], int.from_bytes(h[5:9], "big") & 0x7fffffff, p
+        d = s.recv(65536)
+        if not d:
+            raise SystemExit("closed early")
+        buf += d
+got, stalled, ended = 0, False, False
+while True:
+    kind, flags, stream, p = next_frame()
+    if kind == 0 and stream == 1:
+        got += len(p)
+        ended = bool(flags & 1)
+        if ended:
+            break
+        if got >= 65535 and not stalled:
+            stalled = True
+            print("stalled", flush=True)
+    elif kind == 7:
+        print("goaway", int.from_bytes(p[:4], "big") & 0x7fffffff, flush=True)
+        up = struct.pack(">I", 1 << 30)
+        s.sendall(frame(8, 0, 0, up) + frame(8, 0, 1, up))
+    elif kind == 4 and not flags & 1:
+        s.sendall(frame(4, 1, 0))
+print("complete", got, flush=True)
+"#;
+
+/// SIGTERM drains HTTP/2 as RFC 9113 §6.8 asks: GOAWAY names the last stream taken, and a
+/// stream in flight (here held by the client's closed window) still finishes within --grace.
+#[test]
+fn sigterm_sends_goaway_and_lets_the_open_stream_finish() {
+    support::require("python3 -c 'import hpack'");
+    let (root, big) = site();
+    for m in [
+        ModelFlags(&["--model", "event", "--workers", "1"]),
+        ModelFlags(&["--model", "prefork", "--workers", "1"]),
+        ModelFlags(&["--model", "threaded"]),
+    ] {
+        let mut server = Server::start(&support::serve_args(
+            root.path().to_str().unwrap(),
+            m,
+            &["--grace", "10"],
+        ));
+        let port = server.addr().port().to_string();
+        let mut client = Command::new("python3")
+            .args(["-c", PY_DRAIN, &port])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("run python3");
+        let mut lines =
+            std::io::BufRead::lines(std::io::BufReader::new(client.stdout.take().unwrap()));
+        let mut next = || lines.next().map(|l| l.unwrap()).unwrap_or_default();
+        assert_eq!(next(), "stalled", "{m}");
+        server.signal(libc::SIGTERM);
+        assert_eq!(next(), "goaway 1", "{m}");
+        assert_eq!(next(), format!("complete {}", big.len()), "{m}");
+        assert!(client.wait().unwrap().success(), "{m}");
+        assert!(
+            server.wait_exit(std::time::Duration::from_secs(10)).is_some(),
+            "{m}: the server stops once the stream is done"
+        );
+    }
+}
