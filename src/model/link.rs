@@ -180,8 +180,10 @@ fn connect(
         PoolKey::Tcp(a) | PoolKey::Tls(a, _) => (Domain::for_address(*a), SockAddr::from(*a)),
         PoolKey::Unix(p) => (Domain::UNIX, SockAddr::unix(p).map_err(err)?),
     };
-    let sock = Socket::new(domain, Type::STREAM.cloexec(), None).map_err(err)?;
-    sock.set_nonblocking(true).map_err(err)?;
+    // Non-blocking from socket(2) itself (SOCK_NONBLOCK): two fcntl calls fewer per new
+    // upstream connection, which a proxy with more requests in flight than it keeps idle makes
+    // for many requests.
+    let sock = Socket::new(domain, Type::STREAM.cloexec().nonblocking(), None).map_err(err)?;
     if domain != Domain::UNIX {
         // Requests are written whole: no reason to hold their tail back for an ACK.
         let _ = sock.set_nodelay(true);
