@@ -888,7 +888,9 @@ fn sigterm_sends_goaway_and_lets_the_open_stream_finish() {
         assert_eq!(next(), format!("complete {}", big.len()), "{m}");
         assert!(client.wait().unwrap().success(), "{m}");
         assert!(
-            server.wait_exit(std::time::Duration::from_secs(10)).is_some(),
+            server
+                .wait_exit(std::time::Duration::from_secs(10))
+                .is_some(),
             "{m}: the server stops once the stream is done"
         );
     }
