@@ -61,7 +61,7 @@ pub(super) struct Relay {
     status: u16,
     bytes: u64,
     /// Request line, Referer, User-Agent (only when an access log is kept).
-    log: Option<(String, Option<String>, Option<String>)>,
+    log: Option<crate::protocol::http::session::LogNote>,
     guard_headers: Vec<(Text, Text)>,
 }
 
@@ -99,17 +99,9 @@ impl H2Session {
                 return;
             }
         };
-        let log = self.shared.options.access_log.as_ref().map(|_| {
-            (
-                format!("{} {} {}", req.method, req.target, Version::Http2.as_str()),
-                req.header("referer").map(str::to_string),
-                req.header("user-agent").map(str::to_string),
-            )
+        let (log, guard_headers) = self.shared.relay_notes(req, || {
+            format!("{} {} {}", req.method, req.target, Version::Http2.as_str())
         });
-        let mut guard_headers = Vec::new();
-        if let Some(g) = &self.shared.options.guard {
-            g.answer_headers(req, &mut guard_headers);
-        }
         let links = self.links.get_or_insert_with(Box::default);
         let link = links.open(ex.dial.clone());
         links.out(link).push_bytes(&ex.head);

@@ -129,6 +129,40 @@ pub(crate) struct Shared {
     pub(crate) options: HttpOptions,
 }
 
+/// The access-log line of a relayed request with its Referer and User-Agent, kept until the
+/// answer's status and size are known.
+pub(crate) type LogNote = (String, Option<String>, Option<String>);
+
+impl Shared {
+    /// What a relayed exchange keeps for its answer, over HTTP/1.1 and HTTP/2 alike: its log
+    /// note (when a log is kept; `line` is the request line as that protocol writes it) and
+    /// the fields the guard adds to every answer (CORS).
+    pub(crate) fn relay_notes(
+        &self,
+        req: &crate::protocol::http::message::Request<'_>,
+        line: impl FnOnce() -> String,
+    ) -> (
+        Option<LogNote>,
+        Vec<(
+            crate::protocol::http::message::Text,
+            crate::protocol::http::message::Text,
+        )>,
+    ) {
+        let log = self.options.access_log.as_ref().map(|_| {
+            (
+                line(),
+                req.header("referer").map(str::to_string),
+                req.header("user-agent").map(str::to_string),
+            )
+        });
+        let mut guard_headers = Vec::new();
+        if let Some(g) = &self.options.guard {
+            g.answer_headers(req, &mut guard_headers);
+        }
+        (log, guard_headers)
+    }
+}
+
 /// The HTTP/1.1 protocol: a handler plus the limits and options every connection shares.
 #[derive(Clone)]
 pub struct HttpService {

@@ -56,7 +56,7 @@ pub(super) struct Deferred {
     pub(super) status: u16,
     pub(super) bytes: u64,
     /// Request line, Referer, User-Agent (only when an access log is kept).
-    pub(super) log: Option<(String, Option<String>, Option<String>)>,
+    pub(super) log: Option<super::LogNote>,
     /// Fields the guard adds to the answer (CORS), decided from the request.
     pub(super) guard_headers: Vec<(Text, Text)>,
 }
@@ -121,17 +121,7 @@ impl HttpSession {
             Err(resp) => self.complete(head, *resp, out, now),
             Ok(ex) => {
                 let close = self.closes_after(head, false);
-                let log = self.shared.options.access_log.as_ref().map(|_| {
-                    (
-                        log_line(req),
-                        req.header("referer").map(str::to_string),
-                        req.header("user-agent").map(str::to_string),
-                    )
-                });
-                let mut guard_headers = Vec::new();
-                if let Some(g) = &self.shared.options.guard {
-                    g.answer_headers(req, &mut guard_headers);
-                }
+                let (log, guard_headers) = self.shared.relay_notes(req, || log_line(req));
                 let links = self.links.get_or_insert_with(Box::default);
                 let link = links.open(ex.dial.clone());
                 links.out(link).push_bytes(&ex.head);
