@@ -255,6 +255,19 @@ fn spawn(
     })
 }
 
+/// What became of a link's descriptors when it ended ([`LinkIo::end`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// Closed: epoll forgets a descriptor with its last close, and no system call is needed
+    /// to tell it.
+    Closed,
+    /// This one went, still registered for reading, to the worker's pool.
+    Pooled(RawFd),
+    /// Still open elsewhere (a pool, the reaper): a poller must forget them before anything
+    /// else.
+    Open,
+}
+
 /// What a read from a link found.
 pub(crate) enum Got {
     Data { drained: bool },
@@ -283,15 +296,16 @@ impl LinkIo {
         )
     }
 
-    /// The non-blocking connect reported writable: did it succeed?
+    /// The non-blocking connect reported writable: did it succeed? A socket still connecting
+    /// is never reported writable (`tcp_poll` gives a SYN_SENT socket no `POLLOUT`), and the
+    /// drivers pass on no report older than the descriptor's registration, so no pending
+    /// error means connected.
     pub fn finish_connect(&mut self) -> Result<(), LinkError> {
         let LinkIo::Sock { fd, connecting, .. } = self else {
             return Ok(());
         };
         let sock = SockRef::from(&*fd);
         match sock.take_error() {
-            // Still in progress (a stale readiness report): connected only once it has a peer.
-            Ok(None) if sock.peer_addr().is_err() => Ok(()),
             Ok(None) => {
                 *connecting = false;
                 Ok(())
@@ -478,7 +492,7 @@ impl LinkIo {
         scope: PoolScope,
         registered: bool,
         forget: &mut Vec<RawFd>,
-    ) -> Option<RawFd> {
+    ) -> Ended {
         match self {
             LinkIo::Sock {
                 fd,
@@ -493,11 +507,14 @@ impl LinkIo {
                         PoolScope::Worker => {
                             let raw = fd.as_raw_fd();
                             worker_put(key, fd, cap, registered, now, forget);
-                            return registered.then_some(raw);
+                            if registered {
+                                return Ended::Pooled(raw);
+                            }
                         }
                     }
+                    return Ended::Open;
                 }
-                None
+                Ended::Closed
             }
             LinkIo::Child {
                 mut child,
@@ -505,12 +522,20 @@ impl LinkIo {
                 out_ended,
                 ..
             } => {
-                let mut c = child.0.take()?;
+                let Some(mut c) = child.0.take() else {
+                    return Ended::Closed;
+                };
                 if out_ended.is_none() && !released {
                     kill_group(&mut c);
                 }
+                // The reaper drains what the child still writes: its output stays open there.
+                let open = stdout.is_some();
                 reap(c, stdout, now + CHILD_LINGER);
-                None
+                if open {
+                    Ended::Open
+                } else {
+                    Ended::Closed
+                }
             }
         }
     }

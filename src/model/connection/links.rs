@@ -6,7 +6,7 @@ use std::os::fd::RawFd;
 use std::time::Instant;
 
 use super::{Conn, Interest, State};
-use crate::model::link::{self, LinkIo, PoolScope, READ_SIDE, WRITE_SIDE};
+use crate::model::link::{self, Ended, LinkIo, PoolScope, READ_SIDE, WRITE_SIDE};
 use crate::protocol::link::DriverStep;
 use crate::protocol::{LinkError, LinkEvent, Links, Session};
 
@@ -28,9 +28,13 @@ pub(super) struct LinkTable(Option<Box<LinkTableInner>>);
 #[derive(Default)]
 pub(super) struct LinkTableInner {
     pub(super) sides: Vec<Option<LinkSide>>,
-    /// Link descriptors ended since the driver last asked: a poller must forget them (one
-    /// keyed by descriptor before the number is reused).
+    /// Link descriptors ended since the driver last asked that are still open elsewhere (a
+    /// child's output drained by the reaper, a connection in the process's shared pool): a
+    /// poller must forget them (one keyed by descriptor before the number is reused).
     pub(super) closed: Vec<RawFd>,
+    /// Link descriptors closed since the driver last asked: epoll forgot each with its last
+    /// descriptor; a poller keyed by descriptor (poll, select) must still forget it.
+    pub(super) gone: Vec<RawFd>,
     /// Link descriptors that went, still registered, to the event worker's pool of kept
     /// connections: the worker now watches them for the pool.
     pub(super) pooled: Vec<RawFd>,
@@ -77,8 +81,8 @@ impl LinkTable {
         self.0.as_ref().map_or([].iter(), |t| t.sides.iter())
     }
 
-    pub(super) fn closed(&mut self) -> &mut Vec<RawFd> {
-        &mut self.table().closed
+    pub(super) fn gone(&mut self) -> &mut Vec<RawFd> {
+        &mut self.table().gone
     }
 
     pub(super) fn table(&mut self) -> &mut LinkTableInner {
@@ -91,7 +95,7 @@ impl LinkTable {
         if self
             .0
             .as_ref()
-            .is_some_and(|t| t.closed.is_empty() && t.pooled.is_empty())
+            .is_some_and(|t| t.closed.is_empty() && t.gone.is_empty() && t.pooled.is_empty())
         {
             let Some(mut t) = self.0.take() else { return };
             // Every side is ended (the callers check): clearing drops nothing open.
@@ -172,7 +176,7 @@ impl<T: Session> Conn<T> {
                         continue;
                     }
                     Some(DriverStep::Open(dial)) => {
-                        match link::open(dial, self.scope, self.links.closed()) {
+                        match link::open(dial, self.scope, self.links.gone()) {
                             Ok(o) => {
                                 self.links[i] = Some(LinkSide {
                                     io: o.io,
@@ -265,14 +269,14 @@ impl<T: Session> Conn<T> {
         let registered = [READ_SIDE, WRITE_SIDE].map(|s| side.reg[s].and(side.io.fd(s)));
         let read_only = side.reg == [Some(READ_ONLY), None];
         let t = table.table();
-        let pooled = side
+        let ended = side
             .io
-            .end(released, keep, now, scope, read_only, &mut t.closed);
+            .end(released, keep, now, scope, read_only, &mut t.gone);
         for fd in registered.into_iter().flatten() {
-            if Some(fd) == pooled {
-                t.pooled.push(fd);
-            } else {
-                t.closed.push(fd);
+            match ended {
+                Ended::Pooled(p) if p == fd => t.pooled.push(fd),
+                Ended::Closed => t.gone.push(fd),
+                Ended::Pooled(_) | Ended::Open => t.closed.push(fd),
             }
         }
     }
@@ -380,7 +384,7 @@ impl<T: Session> Conn<T> {
                         l.io.output_ended(now);
                         l.exit_wait = true;
                         if let Some(fd) = forget {
-                            self.links.closed().push(fd);
+                            self.links.gone().push(fd);
                         }
                         self.child_ending(i, now);
                     } else {
@@ -479,11 +483,15 @@ impl<T: Session> Conn<T> {
         }
     }
 
-    /// Hand `f` each link descriptor ended since the last call, for the poller to forget.
-    pub fn drain_closed_fds(&mut self, mut f: impl FnMut(RawFd)) {
+    /// Hand `f` each link descriptor ended since the last call, for the poller to forget, and
+    /// whether it is still open (see [`LinkTableInner::closed`] and [`LinkTableInner::gone`]).
+    pub fn drain_closed_fds(&mut self, mut f: impl FnMut(RawFd, bool)) {
         if let Some(t) = self.links.0.as_mut() {
             for fd in t.closed.drain(..) {
-                f(fd);
+                f(fd, true);
+            }
+            for fd in t.gone.drain(..) {
+                f(fd, false);
             }
         }
         if self.links.iter().all(Option::is_none) {

@@ -146,8 +146,11 @@ pub(crate) fn run_worker<S: Service>(
 enum LinkOwner {
     #[default]
     None,
-    /// A connection (its token) and which of its descriptors (`sub`).
-    Conn { token: u64, sub: usize },
+    /// A connection (its token) and which of its descriptors (`sub`), since which round of
+    /// the loop (`since`): reports gathered in that round came before it was this link's, and
+    /// are for a descriptor that had the number before (level-triggered, a real one comes
+    /// again next round).
+    Conn { token: u64, sub: usize, since: u32 },
     /// The worker's pool of kept upstream connections.
     Pooled,
 }
@@ -194,6 +197,9 @@ struct Worker<'a, S: Service> {
     limits: Limits,
     /// Who owns each link descriptor this worker has registered, by descriptor.
     link_owner: Vec<LinkOwner>,
+    /// Rounds of the loop (one per wait), to tell a link's reports from its number's
+    /// previous holder's (see [`LinkOwner::Conn`]).
+    round: u32,
     owns_listeners: bool,
     /// Other workers watch the same listeners (more than one event thread, or a prefork
     /// worker): accept in small batches and let the others go first.
@@ -235,6 +241,7 @@ impl<'a, S: Service> Worker<'a, S> {
             grace_until: None,
             limits: Limits::from(&ctx.opts),
             link_owner: Vec::new(),
+            round: 0,
             owns_listeners: false,
             shared_listeners: ctx.opts.workers > 1,
             listeners_stopped: false,
@@ -320,6 +327,7 @@ impl<'a, S: Service> Worker<'a, S> {
                 }
             }
             let now = Instant::now();
+            self.round = self.round.wrapping_add(1);
             for ev in events.iter() {
                 match ev.token {
                     SHUTDOWN_TOKEN => self.begin_shutdown(now),
@@ -440,7 +448,7 @@ impl<'a, S: Service> Worker<'a, S> {
                         let mut forget = Vec::new();
                         link::worker_clear(&mut forget);
                         for fd in forget {
-                            let _ = self.poller.delete(fd);
+                            let _ = self.poller.forget_closing(fd);
                             self.set_owner(fd, LinkOwner::None);
                         }
                     }
@@ -516,7 +524,8 @@ impl<'a, S: Service> Worker<'a, S> {
         };
         let mut conn = Conn::new(sock, session, self.limits, now);
         conn.use_worker_pool();
-        if let Some(tls) = self.ctx.opts.tls.as_ref().and_then(|t| t.for_peer(&peer)) {
+        let tls = self.ctx.opts.tls.as_ref().and_then(|t| t.for_peer(&peer));
+        if let Some(tls) = tls {
             conn.use_tls(tls);
         }
         conn.guarded(|c| c.open(now));
@@ -525,8 +534,12 @@ impl<'a, S: Service> Worker<'a, S> {
         }
         // Most clients speak at once (an HTTP request follows the handshake's last ACK): read
         // now instead of after a trip through the poller. A connection answered and closed by
-        // this read is never registered at all.
-        conn.guarded(|c| c.ready(now, true, false, false));
+        // this read is never registered at all. Not a TLS one: its first read is a handshake
+        // (a signature, some 150 µs), and a burst of them done here, in the accept loop, would
+        // keep every request already in flight waiting; the poller gives them turns.
+        if tls.is_none() {
+            conn.guarded(|c| c.ready(now, true, false, false));
+        }
         if conn.is_closed() {
             self.retire_unregistered(index);
             return;
@@ -590,7 +603,8 @@ impl<'a, S: Service> Worker<'a, S> {
             .copied()
             .unwrap_or_default()
         {
-            LinkOwner::Conn { token, sub } => {
+            LinkOwner::Conn { since, .. } if since == self.round => {}
+            LinkOwner::Conn { token, sub, .. } => {
                 let Some(i) = self.lookup(token) else {
                     return;
                 };
@@ -601,10 +615,13 @@ impl<'a, S: Service> Worker<'a, S> {
                 self.update(i);
             }
             LinkOwner::Pooled => {
-                // Forgotten before it is closed: the number may be reused at once.
-                let _ = self.poller.delete(fd);
+                // Forgotten as it is closed: the number may be reused at once.
+                let _ = if link::worker_discard(fd) {
+                    self.poller.forget_closing(fd)
+                } else {
+                    self.poller.delete(fd)
+                };
                 self.set_owner(fd, LinkOwner::None);
-                link::worker_discard(fd);
             }
             LinkOwner::None => {
                 // A report queued before the descriptor was forgotten: nothing to do.
@@ -686,7 +703,14 @@ impl<'a, S: Service> Worker<'a, S> {
             }
         }
         if e.conn.has_links() {
-            Self::update_links(&mut self.poller, &mut self.link_owner, &mut e.conn, tok);
+            let round = self.round;
+            Self::update_links(
+                &mut self.poller,
+                &mut self.link_owner,
+                &mut e.conn,
+                tok,
+                round,
+            );
         }
         if e.conn.is_closed() {
             for lfd in e.conn.registered_link_fds() {
@@ -721,16 +745,30 @@ impl<'a, S: Service> Worker<'a, S> {
         owners: &mut Vec<LinkOwner>,
         conn: &mut Conn<S::Session>,
         conn_token: u64,
+        round: u32,
     ) {
         let mut own = |fd: RawFd, owner: LinkOwner| {
             let Ok(i) = usize::try_from(fd) else { return };
             if i >= owners.len() {
                 owners.resize(i + 1, LinkOwner::None);
             }
-            owners[i] = owner;
+            owners[i] = match (owners[i], owner) {
+                // The same link as before: it keeps its round.
+                (
+                    old @ LinkOwner::Conn { token, sub, .. },
+                    LinkOwner::Conn {
+                        token: t, sub: u, ..
+                    },
+                ) if token == t && sub == u => old,
+                (_, new) => new,
+            };
         };
-        conn.drain_closed_fds(|fd| {
-            let _ = poller.delete(fd);
+        conn.drain_closed_fds(|fd, open| {
+            let _ = if open {
+                poller.delete(fd)
+            } else {
+                poller.forget_closing(fd)
+            };
             own(fd, LinkOwner::None);
         });
         conn.drain_pooled_fds(|fd| own(fd, LinkOwner::Pooled));
@@ -751,6 +789,7 @@ impl<'a, S: Service> Worker<'a, S> {
                         Some(_) => LinkOwner::Conn {
                             token: conn_token,
                             sub: w.sub,
+                            since: round,
                         },
                         None => LinkOwner::None,
                     },

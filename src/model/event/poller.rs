@@ -206,7 +206,7 @@ impl Poller {
         }
     }
 
-    /// Stop watching `fd` because it is about to be closed. epoll forgets a descriptor by
+    /// Stop watching `fd` because it is closed or about to be. epoll forgets a descriptor by
     /// itself when its last reference closes, so this costs no system call there (it saves an
     /// `epoll_ctl` per connection). A copy briefly held by a forked child (before its exec
     /// closes it) keeps the registration alive a moment; its reports carry a retired token,
