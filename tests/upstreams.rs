@@ -19,21 +19,34 @@ use crate::support::{self, connect, ModelFlags, Server, TempDir, ALL_MODELS};
 /// - anything else: `hello`.
 struct KeepAlive {
     addr: SocketAddr,
+    /// Connections accepted, in all.
     accepted: Arc<AtomicUsize>,
+    /// Connections open now (the proxy has not closed them).
+    open: Arc<AtomicUsize>,
 }
 
 fn keepalive_upstream() -> KeepAlive {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&accepted);
+    let open = Arc::new(AtomicUsize::new(0));
+    let (count, live) = (Arc::clone(&accepted), Arc::clone(&open));
     std::thread::spawn(move || {
         for s in l.incoming().flatten() {
             count.fetch_add(1, Ordering::SeqCst);
-            std::thread::spawn(move || serve_upstream(s));
+            live.fetch_add(1, Ordering::SeqCst);
+            let live = Arc::clone(&live);
+            std::thread::spawn(move || {
+                serve_upstream(s);
+                live.fetch_sub(1, Ordering::SeqCst);
+            });
         }
     });
-    KeepAlive { addr, accepted }
+    KeepAlive {
+        addr,
+        accepted,
+        open,
+    }
 }
 
 fn serve_upstream(s: TcpStream) {
@@ -280,6 +293,47 @@ fn upstream_connections_are_kept_and_reused_under_every_model() {
             assert_eq!(fetch(s.addr(), "/up/x").0, 200, "{m}");
         }
         assert_eq!(up.accepted.load(Ordering::SeqCst), 20, "{m}");
+    }
+}
+
+/// `--upstream-keepalive N` at its edge: six requests at once need six upstream connections;
+/// once they are answered exactly N stay open (one worker), and the next requests go out on
+/// those, opening none.
+#[test]
+fn the_kept_upstream_connections_stop_at_upstream_keepalive() {
+    let root = TempDir::new("proxy-keep-cap");
+    let one_worker = [
+        ModelFlags(&["--model", "threaded"]),
+        ModelFlags(&["--model", "prefork", "--workers", "1"]),
+        ModelFlags(&["--model", "event", "--workers", "1", "--poller", "epoll"]),
+        ModelFlags(&["--model", "event", "--workers", "1", "--poller", "select"]),
+    ];
+    for m in one_worker {
+        let up = keepalive_upstream();
+        let route = format!("/up=http://{}", up.addr);
+        let s = serve(m, &root, &["--proxy", &route, "--upstream-keepalive", "2"]);
+        let addr = s.addr();
+        let clients: Vec<_> = (0..6)
+            .map(|_| std::thread::spawn(move || fetch(addr, "/up/slow?ms=400").0))
+            .collect();
+        for c in clients {
+            assert_eq!(c.join().unwrap(), 200, "{m}");
+        }
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 6, "{m}");
+        let t0 = Instant::now();
+        while up.open.load(Ordering::SeqCst) > 2 && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(up.open.load(Ordering::SeqCst), 2, "{m}: kept past the cap");
+        for _ in 0..4 {
+            assert_eq!(fetch(addr, "/up/x").0, 200, "{m}");
+        }
+        assert_eq!(
+            up.accepted.load(Ordering::SeqCst),
+            6,
+            "{m}: the kept ones unused"
+        );
     }
 }
 

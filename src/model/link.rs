@@ -482,8 +482,7 @@ impl LinkIo {
     ///
     /// Under [`PoolScope::Worker`], `registered` says the socket is registered with the
     /// worker's poller for reading only; it then stays so in the pool, and its descriptor is
-    /// returned for the worker to note as pooled. `forget` receives kept descriptors closed
-    /// here (the oldest, pushed out).
+    /// returned for the worker to note as pooled.
     pub fn end(
         self,
         released: bool,
@@ -491,7 +490,6 @@ impl LinkIo {
         now: Instant,
         scope: PoolScope,
         registered: bool,
-        forget: &mut Vec<RawFd>,
     ) -> Ended {
         match self {
             LinkIo::Sock {
@@ -506,7 +504,7 @@ impl LinkIo {
                         PoolScope::Shared => pool_put(key, fd, cap, now),
                         PoolScope::Worker => {
                             let raw = fd.as_raw_fd();
-                            worker_put(key, fd, cap, registered, now, forget);
+                            worker_put(key, fd, cap, registered, now);
                             if registered {
                                 return Ended::Pooled(raw);
                             }
@@ -623,8 +621,19 @@ thread_local! {
     /// An event worker's own kept connections ([`PoolScope::Worker`]), a list per upstream
     /// address. A worker talks to a handful of addresses, so a walk comparing them finds the
     /// list in fewer instructions than hashing the key would, on every proxied request.
-    static WORKER_POOL: std::cell::RefCell<Vec<(PoolKey, Vec<Kept>)>> =
+    static WORKER_POOL: std::cell::RefCell<Vec<WorkerList>> =
         const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An event worker's kept connections to one upstream, newest last, and how many may stay
+/// idle (`--upstream-keepalive`). Within one round of the worker's loop the list may hold
+/// more: answers that complete early in a round free connections for requests later in it,
+/// which would otherwise open new ones while the surplus is closed; [`worker_trim`] closes
+/// the surplus before the worker waits again.
+struct WorkerList {
+    key: PoolKey,
+    cap: usize,
+    kept: Vec<Kept>,
 }
 
 /// Close `k`, telling `forget` if a poller has it.
@@ -638,7 +647,7 @@ fn worker_take(key: &PoolKey, forget: &mut Vec<RawFd>) -> Option<(Stream, bool)>
     let now = Instant::now();
     WORKER_POOL.with(|p| {
         let mut p = p.borrow_mut();
-        let list = &mut p.iter_mut().find(|(k, _)| k == key)?.1;
+        let list = &mut p.iter_mut().find(|l| l.key == *key)?.kept;
         while let Some(k) = list.pop() {
             if now.duration_since(k.since) >= KEEP_IDLE {
                 drop_kept(k, forget);
@@ -655,29 +664,22 @@ fn worker_take(key: &PoolKey, forget: &mut Vec<RawFd>) -> Option<(Stream, bool)>
     })
 }
 
-fn worker_put(
-    key: PoolKey,
-    fd: Stream,
-    cap: usize,
-    registered: bool,
-    now: Instant,
-    forget: &mut Vec<RawFd>,
-) {
+fn worker_put(key: PoolKey, fd: Stream, cap: usize, registered: bool, now: Instant) {
     WORKER_POOL.with(|p| {
         let mut p = p.borrow_mut();
-        let i = match p.iter().position(|(k, _)| *k == key) {
+        let i = match p.iter().position(|l| l.key == key) {
             Some(i) => i,
             None => {
-                p.push((key, Vec::new()));
+                p.push(WorkerList {
+                    key,
+                    cap,
+                    kept: Vec::new(),
+                });
                 p.len() - 1
             }
         };
-        let list = &mut p[i].1;
-        if list.len() >= cap {
-            // The oldest goes: it is the likeliest to be closed by the upstream soon.
-            drop_kept(list.remove(0), forget);
-        }
-        list.push(Kept {
+        p[i].cap = cap;
+        p[i].kept.push(Kept {
             fd,
             since: now,
             registered,
@@ -685,13 +687,27 @@ fn worker_put(
     });
 }
 
+/// Close the kept connections past each list's cap, the oldest first (the likeliest to be
+/// closed by the upstream soon), telling `forget` which a poller has. The event worker calls
+/// it once a round, before it waits.
+pub(crate) fn worker_trim(forget: &mut Vec<RawFd>) {
+    WORKER_POOL.with(|p| {
+        for l in p.borrow_mut().iter_mut() {
+            let surplus = l.kept.len().saturating_sub(l.cap);
+            for k in l.kept.drain(..surplus) {
+                drop_kept(k, forget);
+            }
+        }
+    });
+}
+
 /// A kept connection in this worker's pool stirred (the upstream closed it, or sent what
 /// nobody asked for): close it. False if the pool no longer had it.
 pub(crate) fn worker_discard(fd: RawFd) -> bool {
     WORKER_POOL.with(|p| {
-        for (_, list) in p.borrow_mut().iter_mut() {
-            if let Some(i) = list.iter().position(|k| k.fd.as_raw_fd() == fd) {
-                list.remove(i);
+        for l in p.borrow_mut().iter_mut() {
+            if let Some(i) = l.kept.iter().position(|k| k.fd.as_raw_fd() == fd) {
+                l.kept.remove(i);
                 return true;
             }
         }
@@ -703,8 +719,8 @@ pub(crate) fn worker_discard(fd: RawFd) -> bool {
 /// has.
 pub(crate) fn worker_clear(forget: &mut Vec<RawFd>) {
     WORKER_POOL.with(|p| {
-        for (_, list) in p.borrow_mut().drain(..) {
-            for k in list {
+        for l in p.borrow_mut().drain(..) {
+            for k in l.kept {
                 drop_kept(k, forget);
             }
         }

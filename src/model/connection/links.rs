@@ -269,9 +269,7 @@ impl<T: Session> Conn<T> {
         let registered = [READ_SIDE, WRITE_SIDE].map(|s| side.reg[s].and(side.io.fd(s)));
         let read_only = side.reg == [Some(READ_ONLY), None];
         let t = table.table();
-        let ended = side
-            .io
-            .end(released, keep, now, scope, read_only, &mut t.gone);
+        let ended = side.io.end(released, keep, now, scope, read_only);
         for fd in registered.into_iter().flatten() {
             match ended {
                 Ended::Pooled(p) if p == fd => t.pooled.push(fd),

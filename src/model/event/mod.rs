@@ -200,6 +200,8 @@ struct Worker<'a, S: Service> {
     /// Rounds of the loop (one per wait), to tell a link's reports from its number's
     /// previous holder's (see [`LinkOwner::Conn`]).
     round: u32,
+    /// Scratch for [`Worker::close_kept`].
+    kept_closed: Vec<RawFd>,
     owns_listeners: bool,
     /// Other workers watch the same listeners (more than one event thread, or a prefork
     /// worker): accept in small batches and let the others go first.
@@ -242,6 +244,7 @@ impl<'a, S: Service> Worker<'a, S> {
             limits: Limits::from(&ctx.opts),
             link_owner: Vec::new(),
             round: 0,
+            kept_closed: Vec::new(),
             owns_listeners: false,
             shared_listeners: ctx.opts.workers > 1,
             listeners_stopped: false,
@@ -328,16 +331,24 @@ impl<'a, S: Service> Worker<'a, S> {
             }
             let now = Instant::now();
             self.round = self.round.wrapping_add(1);
+            // Links first: an upstream answer that completes frees its kept connection for the
+            // requests gathered in the same round, which would otherwise open new ones.
+            for ev in events.iter() {
+                if (LINK_BASE..LISTENER_BASE).contains(&ev.token) {
+                    self.link_ready(ev.token - LINK_BASE, ev, now);
+                }
+            }
             for ev in events.iter() {
                 match ev.token {
                     SHUTDOWN_TOKEN => self.begin_shutdown(now),
                     WAKE_TOKEN => self.deliver_wakes(now),
                     t if t >= LISTENER_BASE => self.accept((t - LISTENER_BASE) as usize, now),
-                    t if t >= LINK_BASE => self.link_ready(t - LINK_BASE, ev, now),
+                    t if t >= LINK_BASE => {}
                     t => self.ready(t, ev, now),
                 }
             }
             self.fire_timers(now);
+            self.close_kept(link::worker_trim);
         }
         // Whatever is left after the grace period is closed by dropping it.
         self.slots.clear();
@@ -445,12 +456,7 @@ impl<'a, S: Service> Worker<'a, S> {
                 Err(e) => {
                     if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) {
                         // Kept upstream connections are kept only for speed.
-                        let mut forget = Vec::new();
-                        link::worker_clear(&mut forget);
-                        for fd in forget {
-                            let _ = self.poller.forget_closing(fd);
-                            self.set_owner(fd, LinkOwner::None);
-                        }
+                        self.close_kept(link::worker_clear);
                     }
                     if let Some(pause) = accept_failed(self.ctx, &e) {
                         let _ = self.listen(false);
@@ -627,6 +633,18 @@ impl<'a, S: Service> Worker<'a, S> {
                 // A report queued before the descriptor was forgotten: nothing to do.
             }
         }
+    }
+
+    /// Close kept upstream connections with `close` (which names the descriptors it closed
+    /// that the poller watches) and forget them.
+    fn close_kept(&mut self, close: fn(&mut Vec<RawFd>)) {
+        let mut closed = std::mem::take(&mut self.kept_closed);
+        close(&mut closed);
+        for fd in closed.drain(..) {
+            let _ = self.poller.forget_closing(fd);
+            self.set_owner(fd, LinkOwner::None);
+        }
+        self.kept_closed = closed;
     }
 
     fn set_owner(&mut self, fd: RawFd, owner: LinkOwner) {
