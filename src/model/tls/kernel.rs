@@ -17,13 +17,16 @@
 //!   ([`tls12_gcm_explicit_start`]) and cannot reach it again in 2^63 records.
 //! - **Records that are not data.** `recvmsg` reports each one's type (`TLS_GET_RECORD_TYPE`):
 //!   `close_notify` is the peer's EOF, other warnings are skipped as rustls skips them, any
-//!   other alert or a handshake message (a TLS 1.3 KeyUpdate: rustls 0.23's buffered
-//!   `ServerConnection` gives out keys with `dangerous_extract_secrets`, which cannot follow a
-//!   key update) ends the connection. Our `close_notify` goes out as an alert record.
+//!   other alert ends the connection, and so does a handshake message (a TLS 1.3 KeyUpdate,
+//!   a TLS 1.2 renegotiation), after our `close_notify`: rustls 0.23 offers the
+//!   `KernelConnection` that could follow a key update only on its unbuffered connection,
+//!   and the buffered `ServerConnection` used here gives out keys with
+//!   `dangerous_extract_secrets` alone. Our `close_notify` goes out as an alert record.
 //! - **Record limits.** rustls changes keys (TLS 1.3) or closes (TLS 1.2) before a suite's
 //!   confidentiality limit (2^24 records for AES-GCM); the kernel does neither, so the
 //!   records sent are counted (an upper bound from bytes and calls, checked against the
-//!   kernel's own count when it nears the limit) and the connection is closed before it.
+//!   kernel's own count when it nears the limit) and the connection is closed (with
+//!   `close_notify`) before it.
 //!
 //! Untested on these machines: nothing here past [`attach`]'s first system call runs without
 //! `CONFIG_TLS`. The key mapping is checked against a software model of the kernel's record
@@ -346,6 +349,11 @@ impl KernelTls {
                     Control::Closed => return Ok(ReadOutcome::Eof),
                     Control::Skip => continue,
                     Control::Fail(why) => {
+                        if got.record_type == HANDSHAKE {
+                            // A key update or a renegotiation this connection cannot follow:
+                            // say goodbye under the keys the peer still reads.
+                            goodbye(sock);
+                        }
                         return Err(io::Error::new(io::ErrorKind::InvalidData, why));
                     }
                 }
@@ -412,11 +420,18 @@ impl KernelTls {
         if self.records < stop {
             return Ok(());
         }
+        goodbye(sock);
         Err(io::Error::other(
             "the connection has sent as many TLS records as its cipher suite allows under one \
              key, and kernel TLS cannot change keys; closing it",
         ))
     }
+}
+
+/// Send `close_notify` before closing a connection that cannot go on, best effort: the peer
+/// then knows that what it read was all there is (RFC 8446 §6.1).
+fn goodbye(sock: &Socket) {
+    let _ = sys::send_record(sock.as_fd(), ALERT, &[WARNING, CLOSE_NOTIFY]);
 }
 
 /// An all-zero crypto_info of `cipher`, for the kernel to fill in.
