@@ -120,7 +120,8 @@ impl Cork {
 pub(crate) struct Flushed {
     /// Bytes that left.
     pub wrote: usize,
-    /// System calls that moved bytes (each makes at least one TLS record under kernel TLS).
+    /// System calls of [`flush_turn`] that moved bytes (under kernel TLS, each made at least
+    /// one TLS record).
     pub calls: usize,
     /// Stop here with output still queued: the socket would block, or the connection has had
     /// its turn ([`TURN`]); either way the poller says when to go on.

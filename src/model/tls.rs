@@ -362,25 +362,34 @@ impl TlsLayer {
         }
     }
 
+    /// rustls's state lets the kernel take the records over now: the handshake is done and
+    /// the session told its ALPN, rustls holds no ciphertext to send (the TLS 1.3 session
+    /// tickets are out), the bytes it took end on a record boundary (so it holds none
+    /// received), and no `close_notify` is queued.
+    fn kernel_ready(&self) -> bool {
+        self.rustls().is_some_and(|c| {
+            !c.is_handshaking()
+                && !c.wants_write()
+                && self.alpn_told
+                && !self.notified
+                && self.framing.at_boundary()
+        })
+    }
+
     /// Hand the record layer to the kernel if it can take it now: rustls holds no ciphertext
     /// to send (the TLS 1.3 session tickets are out) and none received, the suite is one the
     /// kernel has, and this process has not learnt that the kernel lacks TLS. `Ok(true)`: the
     /// kernel has it; `Ok(false)`: rustls goes on; `Err`: the kernel refused keys rustls had
     /// already given away, and the connection must close.
     fn hand_to_kernel(&mut self, sock: &Socket) -> io::Result<bool> {
-        let Engine::Rustls(conn) = &self.engine else {
-            return Ok(false);
-        };
-        if !self.kernel_wanted
-            || self.notified
-            || !self.alpn_told
-            || conn.is_handshaking()
-            || conn.wants_write()
-            || !self.framing.at_boundary()
-        {
+        if !self.kernel_wanted || !self.kernel_ready() {
             return Ok(false);
         }
-        let Some(suite) = conn.negotiated_cipher_suite().and_then(Suite::of) else {
+        let Some(suite) = self
+            .rustls()
+            .and_then(|c| c.negotiated_cipher_suite())
+            .and_then(Suite::of)
+        else {
             self.kernel_wanted = false;
             return Ok(false);
         };
@@ -470,3 +479,6 @@ impl Write for SendTo<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

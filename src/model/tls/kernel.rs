@@ -159,7 +159,9 @@ pub(crate) fn attach(sock: &Socket, conn: ServerConnection, suite: Suite) -> Att
     if let Err(e) = sys::attach_ulp(sock.as_fd()) {
         let absent = matches!(
             e.raw_os_error(),
-            Some(libc::ENOENT | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+            // No `tls` module (or no right to load it); a kernel without TCP_ULP at all. Not
+            // EOPNOTSUPP: that is a socket that is not TCP (a Unix listener), this one only.
+            Some(libc::ENOENT | libc::ENOPROTOOPT)
         );
         if absent && KERNEL.swap(ABSENT, Ordering::Relaxed) != ABSENT {
             tracing::debug!("no kernel TLS here ({e}): rustls encrypts every byte");
@@ -514,4 +516,4 @@ impl Framing {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

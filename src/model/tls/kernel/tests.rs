@@ -60,8 +60,11 @@ fn mapped_suites() -> Vec<rustls::SupportedCipherSuite> {
     ]
 }
 
-/// A server and a client that agree on `suite` alone, with a self-signed ECDSA certificate.
-fn pair(suite: rustls::SupportedCipherSuite) -> (ServerConnection, ClientConnection) {
+/// Server and client configurations that agree on `suite` alone, with a self-signed ECDSA
+/// certificate for `localhost`, and ALPN `http/1.1`.
+pub(in crate::model::tls) fn configs(
+    suite: rustls::SupportedCipherSuite,
+) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
     let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert = made.cert.der().clone();
     let key = rustls::pki_types::PrivateKeyDer::Pkcs8(made.signing_key.serialize_der().into());
@@ -81,18 +84,28 @@ fn pair(suite: rustls::SupportedCipherSuite) -> (ServerConnection, ClientConnect
         .with_single_cert(vec![cert.clone()], key)
         .unwrap();
     server.enable_secret_extraction = true;
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert).unwrap();
-    let client = ClientConfig::builder_with_provider(provider)
+    let mut client = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[version])
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    client.alpn_protocols = vec![b"http/1.1".to_vec()];
+    (Arc::new(server), Arc::new(client))
+}
+
+/// A client for `localhost` under `config`.
+pub(in crate::model::tls) fn client(config: Arc<ClientConfig>) -> ClientConnection {
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    (
-        ServerConnection::new(Arc::new(server)).unwrap(),
-        ClientConnection::new(Arc::new(client), name).unwrap(),
-    )
+    ClientConnection::new(config, name).unwrap()
+}
+
+/// A server and a client that agree on `suite` alone.
+fn pair(suite: rustls::SupportedCipherSuite) -> (ServerConnection, ClientConnection) {
+    let (server, c) = configs(suite);
+    (ServerConnection::new(server).unwrap(), client(c))
 }
 
 /// Move what `from` has to send into `to`; returns the bytes moved.
