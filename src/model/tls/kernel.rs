@@ -44,7 +44,7 @@ use crate::model::io::{self as cio, Flushed, ReadOutcome};
 use crate::protocol::{Outbox, ReadBuf};
 use crate::sys::ktls::{self as sys, CryptoInfo, Direction, RecordType};
 
-/// [`PRESENT`]'s state in this process: not yet tried.
+/// Kernel TLS in this process: not yet tried.
 const UNKNOWN: u8 = 0;
 /// The kernel took `TCP_ULP "tls"` once.
 const PRESENT: u8 = 1;
