@@ -254,6 +254,9 @@ fn server_config(
     cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(setup)?;
     cfg.alpn_protocols = app.alpn.clone();
     cfg.max_early_data_size = 0;
+    // Kernel TLS takes the traffic keys from rustls after the handshake
+    // (`model::tls::kernel`), where the kernel offers it.
+    cfg.enable_secret_extraction = true;
     Ok(Arc::new(cfg))
 }
 

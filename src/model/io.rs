@@ -120,6 +120,9 @@ impl Cork {
 pub(crate) struct Flushed {
     /// Bytes that left.
     pub wrote: usize,
+    /// System calls of [`flush_turn`] that moved bytes (under kernel TLS, each made at least
+    /// one TLS record).
+    pub calls: usize,
     /// Stop here with output still queued: the socket would block, or the connection has had
     /// its turn ([`TURN`]); either way the poller says when to go on.
     pub paused: bool,
@@ -143,7 +146,7 @@ pub(crate) fn flush(
 }
 
 /// [`flush`], sending at most about `turn` bytes.
-fn flush_turn(
+pub(crate) fn flush_turn(
     sock: &Socket,
     out: &mut Outbox,
     closing: bool,
@@ -222,6 +225,7 @@ fn flush_turn(
             Ok(n) => {
                 out.advance(n);
                 done.wrote += n;
+                done.calls += 1;
                 if n < asked {
                     // The socket buffer is full: the next call would only say EAGAIN (with a
                     // large file, 4 sendfile calls in 10 did). The level-triggered pollers

@@ -24,7 +24,8 @@
 //! - a session that panics loses its own connection only.
 //! - with [`ServeOptions::tls`], every connection speaks TLS (`tls.rs`, rustls between the
 //!   socket and the session): the session sees plaintext, file regions are read and
-//!   encrypted in pieces instead of sent with `sendfile`; SIGHUP rereads its certificates
+//!   encrypted in pieces, or, where the kernel has TLS, sent with `sendfile` after the
+//!   records move into the kernel (`tls/kernel.rs`); SIGHUP rereads its certificates
 //!   (`hangup.rs`; prefork's parent passes it on to the workers); background work on them
 //!   (ACME, [`TlsSettings::background`]) starts once, on a thread, or under prefork in a child
 //!   of its own;

@@ -10,8 +10,12 @@
 //!   with `pread` into a 16 KiB buffer on the stack, never whole. rustls holds at most its
 //!   64 KiB of ciphertext ([`BATCH`]) per connection. The per-turn share of [`super::io`]
 //!   holds here too.
-//! - Kernel TLS (`TCP_ULP "tls"`, which would let `sendfile` carry file regions again) is not
-//!   used: the kernels this runs on are built without `CONFIG_TLS`.
+//! - Kernel TLS ([`kernel`]): the first time a file region is to be sent, the record layer
+//!   moves into the kernel where it offers TLS, and from then on file regions leave with
+//!   `sendfile` and plaintext with `writev`/`recvmsg`, as on a plain connection. Where the
+//!   kernel has no TLS (these machines: `CONFIG_TLS` is not set) one refusal per process is
+//!   remembered and rustls carries every byte as above. Either way the same bytes arrive.
+//!   The kernel path is not exercised on these machines (see [`kernel`]'s notes).
 
 use std::io::{self, IoSlice, Read, Write};
 use std::os::unix::fs::FileExt;
@@ -19,8 +23,12 @@ use std::sync::Arc;
 
 use socket2::Socket;
 
-use super::io::{Flushed, ReadOutcome};
+use super::io::{Cork, Flushed, ReadOutcome};
 use crate::protocol::{Chunk, Outbox, ReadBuf};
+
+pub(crate) mod kernel;
+
+use kernel::{Attached, Framing, KernelTls, Suite};
 
 /// Plaintext encrypted in one step: one full TLS record (RFC 8446 §5.1: at most 2^14 bytes).
 const PIECE: usize = 16 * 1024;
@@ -104,7 +112,7 @@ pub(crate) enum TlsRead {
 
 /// One connection's TLS state.
 pub(crate) struct TlsLayer {
-    conn: rustls::ServerConnection,
+    engine: Engine,
     /// Nothing has arrived yet: the first byte is looked at before rustls sees it.
     fresh: bool,
     /// `close_notify` is queued (RFC 8446 §6.1).
@@ -112,27 +120,56 @@ pub(crate) struct TlsLayer {
     plain_reply: Option<bytes::Bytes>,
     /// The ALPN choice has been handed to the session.
     alpn_told: bool,
+    /// The record framing of the bytes rustls has taken: the kernel may take over only
+    /// between records.
+    framing: Framing,
+    /// Kernel TLS may still be tried on this connection (the configuration lets rustls give
+    /// its keys out, and no try has been declined yet).
+    kernel_wanted: bool,
+}
+
+/// Who encrypts and decrypts the connection's records.
+// The rustls variant is the large one and the usual one; the layer is boxed as a whole.
+#[allow(clippy::large_enum_variant)]
+enum Engine {
+    Rustls(rustls::ServerConnection),
+    Kernel(KernelTls),
+    /// Between the two, and after the kernel refused the keys rustls gave away: the
+    /// connection is being closed.
+    Gone,
 }
 
 impl TlsLayer {
     pub fn new(settings: &TlsSettings) -> Result<TlsLayer, rustls::Error> {
         Ok(TlsLayer {
-            conn: rustls::ServerConnection::new(Arc::clone(&settings.config))?,
+            engine: Engine::Rustls(rustls::ServerConnection::new(Arc::clone(&settings.config))?),
             fresh: true,
             notified: false,
             plain_reply: settings.plain_reply.clone(),
             alpn_told: false,
+            framing: Framing::default(),
+            kernel_wanted: settings.config.enable_secret_extraction,
         })
+    }
+
+    /// The rustls connection, while rustls has the records.
+    fn rustls(&self) -> Option<&rustls::ServerConnection> {
+        match &self.engine {
+            Engine::Rustls(c) => Some(c),
+            _ => None,
+        }
     }
 
     /// The protocol ALPN chose, once, after the handshake (the session is told before it sees
     /// any plaintext); `None` before, after, or when none was agreed.
     pub fn alpn_once(&mut self) -> Option<Vec<u8>> {
-        if self.alpn_told || self.conn.is_handshaking() {
+        let conn = self.rustls()?;
+        if self.alpn_told || conn.is_handshaking() {
             return None;
         }
+        let proto = conn.alpn_protocol().map(<[u8]>::to_vec);
         self.alpn_told = true;
-        self.conn.alpn_protocol().map(<[u8]>::to_vec)
+        proto
     }
 
     /// The answer to a plaintext client, if the service has one.
@@ -142,12 +179,17 @@ impl TlsLayer {
 
     /// The handshake is not done: no application data can go out yet.
     pub fn handshaking(&self) -> bool {
-        self.conn.is_handshaking()
+        self.rustls().is_some_and(|c| c.is_handshaking())
     }
 
-    /// rustls holds ciphertext (handshake messages, records, an alert) for the socket.
+    /// Ciphertext waits for the socket: rustls's (handshake messages, records, an alert), or
+    /// under kernel TLS the `close_notify` alert.
     pub fn wants_write(&self) -> bool {
-        self.conn.wants_write()
+        match &self.engine {
+            Engine::Rustls(c) => c.wants_write(),
+            Engine::Kernel(k) => k.wants_write(),
+            Engine::Gone => false,
+        }
     }
 
     /// Queue `close_notify` once, before the write side is shut.
@@ -156,7 +198,11 @@ impl TlsLayer {
             return false;
         }
         self.notified = true;
-        self.conn.send_close_notify();
+        match &mut self.engine {
+            Engine::Rustls(c) => c.send_close_notify(),
+            Engine::Kernel(k) => k.notify_close(),
+            Engine::Gone => return false,
+        }
         true
     }
 
@@ -164,6 +210,11 @@ impl TlsLayer {
     /// or the peer has closed. A TLS error (a garbage handshake, a bad record) is an error for
     /// this connection only; rustls's alert is sent on the way out.
     pub fn read_into(&mut self, sock: &Socket, input: &mut ReadBuf) -> io::Result<TlsRead> {
+        match &mut self.engine {
+            Engine::Rustls(_) => {}
+            Engine::Kernel(k) => return k.read_into(sock, input).map(TlsRead::Io),
+            Engine::Gone => return Err(gone()),
+        }
         let mut buf = [0u8; READ_CHUNK];
         for _ in 0..HANDSHAKE_READS {
             let n = match (&*sock).read(&mut buf) {
@@ -206,24 +257,29 @@ impl TlsLayer {
         mut bytes: &[u8],
         input: &mut ReadBuf,
     ) -> io::Result<(usize, bool)> {
+        let Engine::Rustls(conn) = &mut self.engine else {
+            return Err(gone());
+        };
         let (mut got, mut closed) = (0, false);
         while !bytes.is_empty() {
             // `&[u8]` as `Read` advances the slice past what rustls took.
-            let took = self.conn.read_tls(&mut bytes)?;
+            let before = bytes;
+            let took = conn.read_tls(&mut bytes)?;
             if took == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "a TLS record larger than rustls accepts",
                 ));
             }
-            if let Err(e) = self.conn.process_new_packets() {
+            self.framing.feed(&before[..took]);
+            if let Err(e) = conn.process_new_packets() {
                 // rustls queued an alert saying why; send it, best effort.
-                let _ = self.conn.write_tls(&mut SendTo(sock));
+                let _ = conn.write_tls(&mut SendTo(sock));
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e));
             }
             loop {
                 let spare = input.spare(PIECE);
-                match self.conn.reader().read(spare) {
+                match conn.reader().read(spare) {
                     Ok(0) => {
                         closed = true;
                         break;
@@ -246,13 +302,31 @@ impl TlsLayer {
 
     /// Encrypt and send as much of `out` as the socket takes now, at most about `turn` bytes
     /// of plaintext. Nothing of `out` goes before the handshake is done; rustls's own output
-    /// (handshake, alerts, `close_notify`) always goes first.
-    pub fn flush(&mut self, sock: &Socket, out: &mut Outbox, turn: usize) -> io::Result<Flushed> {
+    /// (handshake, alerts, `close_notify`) always goes first. `cork` is the socket's, for
+    /// file regions sent under kernel TLS.
+    pub fn flush(
+        &mut self,
+        sock: &Socket,
+        out: &mut Outbox,
+        turn: usize,
+        cork: &mut Cork,
+    ) -> io::Result<Flushed> {
         let mut done = Flushed::default();
         let mut fed = 0usize;
         loop {
-            while self.conn.wants_write() {
-                match self.conn.write_tls(&mut SendTo(sock)) {
+            let conn = match &mut self.engine {
+                Engine::Rustls(c) => c,
+                Engine::Kernel(k) => {
+                    let more = k.flush(sock, out, turn.saturating_sub(fed).max(1), cork)?;
+                    done.wrote += more.wrote;
+                    done.calls += more.calls;
+                    done.paused = more.paused;
+                    return Ok(done);
+                }
+                Engine::Gone => return Err(gone()),
+            };
+            while conn.wants_write() {
+                match conn.write_tls(&mut SendTo(sock)) {
                     Ok(n) => done.wrote += n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -265,10 +339,15 @@ impl TlsLayer {
             if out.is_empty() {
                 return Ok(done);
             }
-            if self.conn.is_handshaking() || fed >= turn {
+            if conn.is_handshaking() || fed >= turn {
                 // The poller says when to go on: readable for the handshake, writable else.
                 done.paused = true;
                 return Ok(done);
+            }
+            // A file region is what the kernel would carry better (sendfile, no copy into
+            // user space): the first one to go is when the kernel is asked to take over.
+            if matches!(out.front(), Some(Chunk::File { .. })) && self.hand_to_kernel(sock)? {
+                continue;
             }
             let mut batch = 0;
             while batch < BATCH && !out.is_empty() {
@@ -283,8 +362,63 @@ impl TlsLayer {
         }
     }
 
+    /// rustls's state lets the kernel take the records over now: the handshake is done and
+    /// the session told its ALPN, rustls holds no ciphertext to send (the TLS 1.3 session
+    /// tickets are out), the bytes it took end on a record boundary (so it holds none
+    /// received), and no `close_notify` is queued.
+    fn kernel_ready(&self) -> bool {
+        self.rustls().is_some_and(|c| {
+            !c.is_handshaking()
+                && !c.wants_write()
+                && self.alpn_told
+                && !self.notified
+                && self.framing.at_boundary()
+        })
+    }
+
+    /// Hand the record layer to the kernel if it can take it now: rustls holds no ciphertext
+    /// to send (the TLS 1.3 session tickets are out) and none received, the suite is one the
+    /// kernel has, and this process has not learnt that the kernel lacks TLS. `Ok(true)`: the
+    /// kernel has it; `Ok(false)`: rustls goes on; `Err`: the kernel refused keys rustls had
+    /// already given away, and the connection must close.
+    fn hand_to_kernel(&mut self, sock: &Socket) -> io::Result<bool> {
+        if !self.kernel_wanted || !self.kernel_ready() {
+            return Ok(false);
+        }
+        let Some(suite) = self
+            .rustls()
+            .and_then(|c| c.negotiated_cipher_suite())
+            .and_then(Suite::of)
+        else {
+            self.kernel_wanted = false;
+            return Ok(false);
+        };
+        if !suite.worth_trying() {
+            self.kernel_wanted = false;
+            return Ok(false);
+        }
+        let Engine::Rustls(conn) = std::mem::replace(&mut self.engine, Engine::Gone) else {
+            return Ok(false);
+        };
+        match kernel::attach(sock, conn, suite) {
+            Attached::Kernel(k) => {
+                self.engine = Engine::Kernel(k);
+                Ok(true)
+            }
+            Attached::Declined(conn) => {
+                self.engine = Engine::Rustls(*conn);
+                self.kernel_wanted = false;
+                Ok(false)
+            }
+            Attached::Broken(e) => Err(e),
+        }
+    }
+
     /// Encrypt the next piece of `out` (at most [`PIECE`] bytes); returns the bytes taken.
     fn encrypt_piece(&mut self, out: &Outbox) -> io::Result<usize> {
+        let Engine::Rustls(conn) = &mut self.engine else {
+            return Err(gone());
+        };
         match out.front() {
             Some(Chunk::File { file, offset, len }) => {
                 let want = usize::try_from(*len).unwrap_or(usize::MAX).min(PIECE);
@@ -302,7 +436,7 @@ impl TlsLayer {
                         Err(e) => return Err(e),
                     }
                 };
-                self.conn.writer().write(&buf[..n])
+                conn.writer().write(&buf[..n])
             }
             _ => {
                 let mut bufs = [IoSlice::new(&[]); 16];
@@ -317,10 +451,15 @@ impl TlsLayer {
                     total += b.len();
                     k += 1;
                 }
-                self.conn.writer().write_vectored(&bufs[..k])
+                conn.writer().write_vectored(&bufs[..k])
             }
         }
     }
+}
+
+/// The error of a connection whose keys were given to a kernel that then refused them.
+fn gone() -> io::Error {
+    io::Error::other("the connection's TLS keys are gone")
 }
 
 /// The socket as rustls's output: `send` with `MSG_NOSIGNAL`, so a peer gone away is an
@@ -340,3 +479,6 @@ impl Write for SendTo<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,6 @@
 //! Every `unsafe` system call in tincan, each wrapped in a safe function with a `// SAFETY:`
-//! comment: epoll, poll, select, sendfile, eventfd, timerfd, fork, setuid and friends.
+//! comment: epoll, poll, select, sendfile, eventfd, timerfd, fork, setuid and friends; `ktls`,
+//! the kernel TLS socket options and typed records.
 //!
 //! The wrappers keep the C conventions out of the rest of the crate: errors come back as
 //! `io::Error` (from `errno`), descriptors as `OwnedFd`/`BorrowedFd`, times as `Duration`.
@@ -12,6 +13,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
+pub mod ktls;
 mod users;
 
 pub use users::*;

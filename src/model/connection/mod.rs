@@ -439,7 +439,7 @@ impl<T: Session> Conn<T> {
             if self.output_pending() {
                 let closing = matches!(self.state, State::Closing { .. });
                 let flushed = match self.tls.as_mut() {
-                    Some(tls) => tls.flush(&self.sock, &mut self.out, cio::TURN),
+                    Some(tls) => tls.flush(&self.sock, &mut self.out, cio::TURN, &mut self.cork),
                     None => cio::flush(&self.sock, &mut self.out, closing, &mut self.cork),
                 };
                 match flushed {
