@@ -194,6 +194,11 @@ impl<T: Session> Conn<T> {
         }
     }
 
+    /// Its TLS handshake is still going on.
+    pub fn tls_handshaking(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.handshaking())
+    }
+
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed
     }
