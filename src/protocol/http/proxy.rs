@@ -250,7 +250,7 @@ pub fn build_request(
             via.push(h.value);
         } else if is_hop_by_hop(n) || named.contains(n) {
             // Not for the next hop (RFC 9110 §7.6.1).
-        } else if n.contains('_') {
+        } else if n.as_bytes().contains(&b'_') {
             // A name with `_` could pose as one with `-` behind a server that treats them
             // alike (CGI's HTTP_X_USER is both): dropped, as nginx does by default.
         } else {
@@ -285,7 +285,7 @@ pub fn build_request(
         out.extend_from_slice(b", ");
     }
     out.extend_from_slice(b"for=");
-    if ip.contains(':') {
+    if ip.as_bytes().contains(&b':') {
         out.extend_from_slice(b"\"[");
         out.extend_from_slice(ip.as_bytes());
         out.extend_from_slice(b"]\"");

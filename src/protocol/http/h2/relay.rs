@@ -129,7 +129,12 @@ impl H2Session {
             script: ex.finish_after_body,
             head_only: req.is_head(),
             headed: false,
-            host: req.host().map(str::to_string),
+            // Only a script's answer can be a local redirect (RFC 3875 §6.2.2), asked again
+            // with this Host: a proxied request needs no copy.
+            host: ex
+                .finish_after_body
+                .then(|| req.host().map(str::to_string))
+                .flatten(),
             redirects,
             deadline: now + gateway.config().timeout,
             status: 0,

@@ -160,7 +160,12 @@ impl HttpSession {
                     keep_alive_10: !close && req.version == Version::Http10,
                     head_only: req.is_head(),
                     http11: req.version == Version::Http11,
-                    host: req.host().map(str::to_string),
+                    // Only a script's answer can be a local redirect (RFC 3875 §6.2.2), asked again
+                    // with this Host: a proxied request needs no copy.
+                    host: ex
+                        .finish_after_body
+                        .then(|| req.host().map(str::to_string))
+                        .flatten(),
                     redirects: 0,
                     status: 0,
                     bytes: 0,
