@@ -16,6 +16,7 @@
 //! - HTTP/1.1, persistent: the connection is kept for the next request when the answer ends
 //!   by its framing and the upstream does not say `Connection: close`.
 
+use std::mem::MaybeUninit;
 use std::path::PathBuf;
 
 use super::message::{Request, Text, Version};
@@ -360,17 +361,20 @@ pub fn parse_response_head(
     upgrading: bool,
     max_headers: usize,
 ) -> Result<Option<(usize, ResponseHead)>, &'static str> {
-    // On the stack for the usual limit (every answer would otherwise zero a heap block).
-    let mut stack = [httparse::EMPTY_HEADER; 100];
+    // On the stack for the usual limit, and left uninitialised: httparse writes the fields it
+    // finds and hands back only those (zeroing 100 of them cost more than parsing the head).
+    let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; 100];
     let mut heap = Vec::new();
-    let storage: &mut [httparse::Header<'_>] = if max_headers <= stack.len() {
+    let storage: &mut [MaybeUninit<httparse::Header<'_>>] = if max_headers <= stack.len() {
         &mut stack[..max_headers]
     } else {
-        heap.resize(max_headers, httparse::EMPTY_HEADER);
+        heap.resize_with(max_headers, MaybeUninit::uninit);
         &mut heap
     };
-    let mut resp = httparse::Response::new(storage);
-    let n = match resp.parse(buf) {
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, storage);
+    let n = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(BAD_RESPONSE),
