@@ -358,7 +358,7 @@ impl HttpArgs {
             extra_headers,
             access_log,
             http2,
-            h2: crate::protocol::http::h2::H2Options { max_streams, only },
+            h2: crate::protocol::http::H2Options { max_streams, only },
             ..HttpOptions::default()
         })
     }
