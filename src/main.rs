@@ -28,7 +28,7 @@ fn main() -> ExitCode {
         },
     };
     tincan::logging::init();
-    match tincan::commands::run(cli) {
+    match tincan::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tincan: {e}");

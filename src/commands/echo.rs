@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::cli::ServerArgs;
 use crate::error::{Error, Result};
+use crate::flags::ServerArgs;
 use crate::model::Shutdown;
 use crate::protocol::echo::{EchoConfig, EchoService};
 use crate::protocol::framing::Framing;
@@ -36,7 +36,7 @@ pub struct EchoArgs {
 
     /// The longest message accepted (bytes; K/M suffixes: 4M = 4 MiB); a longer one closes
     /// that connection. Give `tincan send` the same to send or receive larger messages.
-    #[arg(long, default_value = "1M", value_name = "SIZE", value_parser = crate::commands::chat::parse_size)]
+    #[arg(long, default_value = "1M", value_name = "SIZE", value_parser = crate::units::size::<usize>)]
     pub max_frame: usize,
 
     /// Answer "{ip:port}: {message}", as the book's multithreaded server does (it writes the
@@ -63,7 +63,7 @@ pub struct EchoArgs {
 }
 
 pub fn run(args: EchoArgs) -> Result<()> {
-    let idle = crate::cli::seconds("--idle-timeout", args.idle_timeout, true)?;
+    let idle = crate::units::seconds("--idle-timeout", args.idle_timeout, true)?;
     let config = EchoConfig {
         framing: args.framing,
         max_frame: args.max_frame,

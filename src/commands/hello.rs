@@ -7,9 +7,9 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::serve::{merge_server_args, HttpArgs};
-use crate::cli::ServerArgs;
 use crate::config::Config;
 use crate::error::Result;
+use crate::flags::ServerArgs;
 use crate::protocol::http::{Hello, HttpService};
 
 #[derive(Args, Debug)]

@@ -1,11 +1,11 @@
 //! Starting a server: take the sockets systemd passed or bind `--listen`, drop privileges,
 //! install the stop signals, and print the start lines a script waits for. The flags are read
-//! in [`crate::cli`]; this is what the commands do with them.
+//! in [`crate::flags`]; this is what the commands do with them.
 
 use std::io::Write;
 
-use crate::cli::ServerArgs;
 use crate::error::Error;
+use crate::flags::ServerArgs;
 use crate::model::ServeOptions;
 use crate::net::activation::{self, Kind};
 use crate::net::{self, ListenAddr, Listener};

@@ -196,9 +196,9 @@ pub fn merge_server_args(s: &mut ServerArgs, cfg: &Config) {
     }
 }
 
-/// `--FLAG` in seconds, more than 0 (the one rule, [`crate::cli::seconds`]).
+/// `--FLAG` in seconds, more than 0 (the one rule, [`crate::units::seconds`]).
 fn seconds(flag: &str, v: f64) -> Result<Duration> {
-    crate::cli::seconds(&format!("--{flag}"), v, false)
+    crate::units::seconds(&format!("--{flag}"), v, false)
 }
 
 fn size(

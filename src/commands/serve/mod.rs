@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
 
-use crate::cli::{heading, ServerArgs};
-use crate::config::{parse_size, Config};
+use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::flags::{heading, ServerArgs};
 use crate::model::{Model, SELECT_FILE_CACHE_FDS};
 use crate::protocol::http::access::{Cors, Guard, GuardError};
 use crate::protocol::http::access_log::LogFormat;
@@ -50,22 +50,22 @@ pub enum Http2Mode {
 #[derive(Args, Debug, Clone, Default)]
 pub struct HttpArgs {
     /// Longest request line (bytes, or 8k, 1m); longer gets 414. [default: 8k]
-    #[arg(help_heading = heading::LIMITS, long, value_name = "SIZE", value_parser = parse_size_arg)]
+    #[arg(help_heading = heading::LIMITS, long, value_name = "SIZE", value_parser = crate::units::size::<u64>)]
     pub max_request_line: Option<u64>,
     /// Longest single header line; longer gets 431. Also bounds the chunk extensions of one
     /// chunked request body, taken together, unless an eighth of its data is more (past
     /// that: 400). [default: 16k]
-    #[arg(help_heading = heading::LIMITS, long, value_name = "SIZE", value_parser = parse_size_arg)]
+    #[arg(help_heading = heading::LIMITS, long, value_name = "SIZE", value_parser = crate::units::size::<u64>)]
     pub max_header: Option<u64>,
     /// Largest whole request head; larger gets 431. [default: 64k]
-    #[arg(help_heading = heading::LIMITS, long, value_name = "SIZE", value_parser = parse_size_arg)]
+    #[arg(help_heading = heading::LIMITS, long, value_name = "SIZE", value_parser = crate::units::size::<u64>)]
     pub max_head: Option<u64>,
     /// Most header fields in one request; more gets 431. [default: 100]
     #[arg(help_heading = heading::LIMITS, long, value_name = "N")]
     pub max_headers: Option<usize>,
     /// Largest request body (discarded, or forwarded to a --proxy/--cgi route); larger gets
     /// 413. [default: 1m]
-    #[arg(help_heading = heading::LIMITS, long, value_name = "SIZE", value_parser = parse_size_arg)]
+    #[arg(help_heading = heading::LIMITS, long, value_name = "SIZE", value_parser = crate::units::size::<u64>)]
     pub max_body: Option<u64>,
     /// Seconds a client has to send a request head; then 408. [default: 60]
     #[arg(help_heading = heading::LIMITS, long, value_name = "SECONDS", allow_negative_numbers = true)]
@@ -115,10 +115,6 @@ pub struct HttpArgs {
     pub h2_max_streams: Option<u32>,
 }
 
-fn parse_size_arg(s: &str) -> std::result::Result<u64, String> {
-    parse_size(s)
-}
-
 /// `--access-log-format`: the formats' names, listed in `--help` and in the error for any other.
 fn log_format_parser() -> impl clap::builder::TypedValueParser<Value = LogFormat> {
     use clap::builder::TypedValueParser as _;
@@ -157,7 +153,7 @@ pub struct FileArgs {
     pub fallback: Option<String>,
     /// Memory for the open-file cache (answers to repeated plain GETs, revalidated at most
     /// once a second; 0 turns it off). [default: 64m]
-    #[arg(help_heading = heading::FILES, long, value_name = "SIZE", value_parser = parse_size_arg)]
+    #[arg(help_heading = heading::FILES, long, value_name = "SIZE", value_parser = crate::units::size::<u64>)]
     pub file_cache: Option<u64>,
     /// Open descriptors the file cache may keep for files over 64 KiB, so that the cache
     /// cannot take the descriptors connections need. [default: a quarter of the descriptor
