@@ -45,6 +45,48 @@ pub enum Command {
     Man(commands::docs::ManArgs),
 }
 
+/// The whole command line's parser: [`Cli`]'s, with each flag whose default is the library's
+/// own showing it (`[default: …]`) as the code holds it ([`crate::flags::shown_defaults`],
+/// [`commands::serve::shown_defaults`]): one constant for the help and the fallback alike.
+pub fn command() -> clap::Command {
+    let shown: Vec<(&str, String)> = (crate::flags::shown_defaults().into_iter())
+        .chain(commands::serve::shown_defaults())
+        .collect();
+    with_defaults(Cli::command(), &shown)
+}
+
+/// `cmd` and its subcommands, each flag named in `shown` with its default appended to its help.
+fn with_defaults(cmd: clap::Command, shown: &[(&str, String)]) -> clap::Command {
+    cmd.mut_args(|a| {
+        let Some((_, value)) = shown.iter().find(|(id, _)| a.get_id() == *id) else {
+            return a;
+        };
+        // clap drops a one-sentence help's closing period; the sentence keeps it before the
+        // default, as the rest of the help writes it.
+        let with = |h: &clap::builder::StyledStr| {
+            format!(
+                "{}. [default: {value}]",
+                h.to_string().trim_end_matches('.')
+            )
+        };
+        let (help, long) = (a.get_help().map(with), a.get_long_help().map(with));
+        let a = a.help(help.unwrap_or_else(|| format!("[default: {value}]")));
+        match long {
+            Some(l) => a.long_help(l),
+            None => a,
+        }
+    })
+    .mut_subcommands(|c| with_defaults(c, shown))
+}
+
+/// Parse the process's arguments with [`command`].
+pub fn try_parse() -> std::result::Result<Cli, clap::Error> {
+    use clap::FromArgMatches as _;
+    command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+}
+
 /// The exit status contract, shown by `tincan --help` (README "Exit status").
 pub const EXIT_STATUS: &str = "\
 Exit status:
@@ -64,14 +106,34 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Talk(a) => commands::talk::run(a),
         Command::Hello(a) => commands::hello::run(a),
         Command::Bench(a) => commands::bench::run(a),
-        Command::Completions(a) => commands::docs::completions(a, Cli::command()),
-        Command::Man(a) => commands::docs::man(a, Cli::command()),
+        Command::Completions(a) => commands::docs::completions(a, command()),
+        Command::Man(a) => commands::docs::man(a, command()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A renamed flag must not lose its `[default: …]` silently: every id the tables name is a
+    /// flag of `serve` (which has them all), and its help ends with the default the code uses.
+    #[test]
+    fn every_shown_default_names_a_flag_and_ends_its_help() {
+        let serve = command().find_subcommand("serve").unwrap().clone();
+        let shown = crate::flags::shown_defaults();
+        for (id, value) in shown.into_iter().chain(commands::serve::shown_defaults()) {
+            let arg = (serve.get_arguments())
+                .find(|a| a.get_id() == id)
+                .unwrap_or_else(|| panic!("serve has no flag {id}"));
+            let help = arg.get_help().unwrap().to_string();
+            assert!(
+                help.ends_with(&format!(". [default: {value}]")),
+                "{id}: {help}"
+            );
+        }
+        let max_body = crate::units::show_size(crate::protocol::http::Limits::default().max_body);
+        assert_eq!(max_body, "1m");
+    }
 
     /// The flags' defaults, written as text for `--help`, are the library's own constants.
     #[test]

@@ -42,7 +42,7 @@ pub struct ServerArgs {
     #[arg(help_heading = heading::LISTENING, long = "listen", short = 'l', value_name = "ADDR")]
     pub listen: Vec<String>,
 
-    /// Concurrency model. [default: event]
+    /// Concurrency model.
     #[arg(help_heading = heading::CONCURRENCY, long, value_parser = model_parser())]
     pub model: Option<Model>,
 
@@ -50,23 +50,23 @@ pub struct ServerArgs {
     #[arg(help_heading = heading::CONCURRENCY, long, value_name = "N", allow_negative_numbers = true)]
     pub workers: Option<usize>,
 
-    /// Readiness API for the event model. [default: epoll]
+    /// Readiness API for the event model.
     #[arg(help_heading = heading::CONCURRENCY, long, value_parser = poller_parser())]
     pub poller: Option<PollerKind>,
 
-    /// Connections served at once; further ones wait in the listen backlog. [default: 10000]
+    /// Connections served at once; further ones wait in the listen backlog.
     #[arg(help_heading = heading::CONCURRENCY, long, value_name = "N", allow_negative_numbers = true)]
     pub max_connections: Option<usize>,
 
     /// Listen backlog: connections the kernel queues before they are accepted (Linux caps it
-    /// at net.core.somaxconn). [default: 4096]
+    /// at net.core.somaxconn).
     #[arg(help_heading = heading::LISTENING, long, value_name = "N", allow_negative_numbers = true)]
     pub backlog: Option<i32>,
 
     /// Event and prefork models: microseconds an idle worker keeps polling before it sleeps,
     /// so that a client on the same machine finds it awake (lower latency for one busy
     /// connection, at the cost of CPU time and system calls). The window adapts: a worker
-    /// whose work comes further apart than this does not poll. At most 1000. [default: 0]
+    /// whose work comes further apart than this does not poll. At most 1000.
     #[arg(help_heading = heading::CONCURRENCY, long, value_name = "MICROSECONDS", allow_negative_numbers = true)]
     pub busy_poll: Option<u64>,
 
@@ -79,16 +79,15 @@ pub struct ServerArgs {
     /// it takes no descriptor or connection slot, and the server wakes once per connection
     /// instead of twice: less server CPU, but the wake-up no longer overlaps the client's
     /// first write, so one client at a time waits longer. For protocols whose client speaks
-    /// first. At most 600. [default: 0]
+    /// first. At most 600.
     #[arg(help_heading = heading::LISTENING, long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub defer_accept: Option<i64>,
 
-    /// Seconds in-flight work may take to finish after SIGINT/SIGTERM. [default: 10]
+    /// Seconds in-flight work may take to finish after SIGINT/SIGTERM.
     #[arg(help_heading = heading::CONCURRENCY, long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub grace: Option<f64>,
 
     /// Seconds a peer may refuse to accept output before its connection is closed.
-    /// [default: 60]
     #[arg(help_heading = heading::CONCURRENCY, long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub send_timeout: Option<f64>,
 
@@ -136,8 +135,7 @@ pub struct ServerArgs {
     #[arg(help_heading = heading::TLS, long, value_name = "ADDRESS", requires = "acme")]
     pub acme_email: Option<String>,
 
-    /// With --acme: the CA's ACME directory URL. [default:
-    /// https://acme-v02.api.letsencrypt.org/directory]
+    /// With --acme: the CA's ACME directory URL.
     #[arg(help_heading = heading::TLS, long, value_name = "URL", requires = "acme")]
     pub acme_directory: Option<String>,
 
@@ -150,6 +148,26 @@ pub struct ServerArgs {
     /// of the system's (a test CA such as pebble's).
     #[arg(help_heading = heading::TLS, long, value_name = "FILE", requires = "acme")]
     pub acme_ca: Option<PathBuf>,
+}
+
+/// The `[default: …]` `--help` shows for the server flags whose default is the library's own,
+/// by flag id, written from the values the code falls back to ([`ServeOptions::default`],
+/// [`BindOptions::default`]), so the help cannot state another. `crate::cli::command` appends
+/// them to the flags' help.
+pub fn shown_defaults() -> Vec<(&'static str, String)> {
+    let o = ServeOptions::default();
+    let b = BindOptions::default();
+    vec![
+        ("model", o.model.to_string()),
+        ("poller", o.poller.to_string()),
+        ("max_connections", o.max_connections.to_string()),
+        ("backlog", b.backlog.to_string()),
+        ("busy_poll", o.busy_poll.as_micros().to_string()),
+        ("defer_accept", b.defer_accept.to_string()),
+        ("grace", o.grace.as_secs_f64().to_string()),
+        ("send_timeout", o.send_timeout.as_secs_f64().to_string()),
+        ("acme_directory", crate::tls::acme::LETS_ENCRYPT.to_string()),
+    ]
 }
 
 /// Whom the clients (`send`, `talk`, `bench`) trust when they speak TLS.

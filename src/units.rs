@@ -52,6 +52,17 @@ pub fn size<T: TryFrom<u64>>(s: &str) -> std::result::Result<T, String> {
     T::try_from(bytes).map_err(|_| too_large())
 }
 
+/// `bytes` as [`size`] reads it back, in the largest unit that divides it (`8k`, `1m`), as
+/// `--help` shows a default.
+pub fn show_size(bytes: u64) -> String {
+    for (unit, mult) in [("g", 1u64 << 30), ("m", 1 << 20), ("k", 1 << 10)] {
+        if bytes >= mult && bytes % mult == 0 {
+            return format!("{}{unit}", bytes / mult);
+        }
+    }
+    bytes.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +92,22 @@ mod tests {
         assert_eq!(size::<u32>("4194303k"), Ok(4_294_966_272));
         assert!(size::<u32>("4g").unwrap_err().contains("too large"));
         assert_eq!(size::<usize>("64K"), Ok(65536));
+    }
+
+    #[test]
+    fn a_shown_size_reads_back_as_itself() {
+        for (n, shown) in [
+            (0, "0"),
+            (1000, "1000"),
+            (8192, "8k"),
+            (1 << 20, "1m"),
+            (64 << 20, "64m"),
+            (3 << 30, "3g"),
+            ((1 << 20) + 1, "1048577"),
+        ] {
+            assert_eq!(show_size(n), shown);
+            assert_eq!(size::<u64>(shown), Ok(n));
+        }
     }
 
     #[test]

@@ -346,7 +346,8 @@ impl HttpArgs {
         };
         let http2 = mode != Http2Mode::Off;
         let only = mode == Http2Mode::Only;
-        let max_streams = self.h2_max_streams.or(cfg.h2_max_streams).unwrap_or(128);
+        let max_streams = (self.h2_max_streams.or(cfg.h2_max_streams))
+            .unwrap_or(crate::protocol::http::H2Options::default().max_streams);
         if max_streams == 0 {
             return Err(Error::Usage(
                 "h2_max_streams must be at least 1 in the config file".into(),
