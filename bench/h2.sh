@@ -21,44 +21,16 @@ ROOT=$PWD
 REPS=3
 DUR=5
 OUT=bench/results
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --reps) REPS=$2; shift ;;
-        --duration) DUR=$2; shift ;;
-        --out) OUT=$2; shift ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
-        *) echo "h2.sh: unknown argument '$1'" >&2; exit 2 ;;
-    esac
-    shift
-done
-log() { printf '%s\n' "$*" >&2; }
-need() { command -v "$1" >/dev/null || { log "h2.sh needs $1 (apt-get install $2)"; exit 1; }; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+parse_args "$@"
 need nginx nginx
 need h2load nghttp2-client
 need openssl openssl
 need taskset util-linux
-cargo build --release --quiet
-TINCAN=${CARGO_TARGET_DIR:-$ROOT/target}/release/tincan
+tincan_binary
 ulimit -n "$(ulimit -Hn)"
-
-WORK=$(mktemp -d /tmp/tincan-h2.XXXXXX)
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    local i
-    for i in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    log "nothing listens on $1"; exit 1
-}
+scratch h2
 
 mkdir -p "$WORK/www" "$OUT"
 chmod 755 "$WORK" "$WORK/www"

@@ -20,39 +20,16 @@ ROOT=$PWD
 REPS=3
 DUR=5
 OUT=bench/results
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --reps) REPS=$2; shift ;;
-        --duration) DUR=$2; shift ;;
-        --out) OUT=$2; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
-        *) echo "https.sh: unknown argument '$1'" >&2; exit 2 ;;
-    esac
-    shift
-done
-log() { printf '%s\n' "$*" >&2; }
-need() { command -v "$1" >/dev/null || { log "https.sh needs $1 (apt-get install $2)"; exit 1; }; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+parse_args "$@"
 need nginx nginx
 need wrk wrk
 need openssl openssl
 need taskset util-linux
-if [ -z "${TINCAN:-}" ]; then
-    cargo build --release --quiet
-    TINCAN=${CARGO_TARGET_DIR:-$ROOT/target}/release/tincan
-fi
+tincan_binary
 ulimit -n "$(ulimit -Hn)"
-
-WORK=$(mktemp -d /tmp/tincan-https.XXXXXX)
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-# shellcheck source=bench/lib.sh
-. "$ROOT/bench/lib.sh"
+scratch https
 
 mkdir -p "$WORK/www" "$OUT"
 chmod 755 "$WORK" "$WORK/www"

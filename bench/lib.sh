@@ -1,4 +1,61 @@
-# bench/lib.sh: helpers the bench scripts share (sourced, not run). Each needs `log` defined.
+# bench/lib.sh: helpers the bench scripts share (sourced, not run, from the repository root
+# after `cd`): the flags, the tools they need, a scratch directory whose servers are stopped by
+# pid on exit, the tincan binary, free ports.
+
+SCRIPT=$(basename "$0")
+
+log() { printf '%s\n' "$*" >&2; }
+
+# usage: the script's header comment (from line 2 to the first line that is not a comment).
+usage() { awk 'NR == 1 { next } /^#/ { print; next } { exit }' "$0"; }
+
+# parse_args "$@": the flags the comparisons share, into REPS, DUR and OUT (--reps N,
+# --duration SECONDS, --out DIR; the script sets their defaults first), and -h/--help. A script
+# with flags of its own defines `own_arg FLAG VALUE` first: it sets its variable and returns 0
+# when FLAG is its own (VALUE taken too), 1 otherwise.
+parse_args() {
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --reps) REPS=$2; shift ;;
+            --duration) DUR=$2; shift ;;
+            --out) OUT=$2; shift ;;
+            -h|--help) usage; exit 0 ;;
+            *)
+                if declare -F own_arg >/dev/null && own_arg "$1" "${2:-}"; then
+                    shift
+                else
+                    echo "$SCRIPT: unknown argument '$1'" >&2; exit 2
+                fi ;;
+        esac
+        shift
+    done
+}
+
+# need TOOL PACKAGE: stop with the package to install when TOOL is not on PATH.
+need() { command -v "$1" >/dev/null || { log "$SCRIPT needs $1 (apt-get install $2)"; exit 1; }; }
+
+# scratch NAME: a new directory WORK (/tmp/tincan-NAME.*); the pids put in PIDS are killed and
+# waited for, and WORK removed, when the script exits or is interrupted.
+scratch() {
+    WORK=$(mktemp -d "/tmp/tincan-$1.XXXXXX")
+    PIDS=()
+    trap cleanup EXIT
+    trap 'exit 130' INT TERM
+}
+cleanup() {
+    local p
+    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+
+# tincan_binary: TINCAN, or the release build (made now) when it is not set.
+tincan_binary() {
+    if [ -z "${TINCAN:-}" ]; then
+        cargo build --release --quiet
+        TINCAN=${CARGO_TARGET_DIR:-$ROOT/target}/release/tincan
+    fi
+}
 
 # A port the OS chooses on 127.0.0.1 (bound, then let go).
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -20,24 +20,14 @@ REPS=3
 DUR=5
 IDLE=2000
 OUT=bench/results
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --reps) REPS=$2; shift ;;
-        --duration) DUR=$2; shift ;;
-        --idle) IDLE=$2; shift ;;
-        --out) OUT=$2; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
-        *) echo "proxy.sh: unknown argument '$1'" >&2; exit 2 ;;
-    esac
-    shift
-done
+own_arg() { case "$1" in --idle) IDLE=$2 ;; *) return 1 ;; esac; }
+# shellcheck source=bench/proxy-lib.sh
 . bench/proxy-lib.sh
-need() { command -v "$1" >/dev/null || { log "proxy.sh needs $1 (apt-get install $2)"; exit 1; }; }
+parse_args "$@"
 need nginx nginx
 need wrk wrk
 need taskset util-linux
-cargo build --release --quiet
-TINCAN=${CARGO_TARGET_DIR:-$ROOT/target}/release/tincan
+tincan_binary
 ulimit -n "$(ulimit -Hn)"
 
 start_upstream taskset -c 1
