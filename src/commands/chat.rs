@@ -96,13 +96,15 @@ pub struct ChatArgs {
 
     /// Longest message a client may send, NUL excluded (bytes; K/M suffixes: 64K = 65536).
     /// A longer one disconnects that client.
-    #[arg(long, value_name = "SIZE", default_value = "64K", value_parser = crate::units::size::<usize>)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::size::<usize>,
+        default_value = crate::units::show_size(ChatConfig::default().max_message as u64))]
     pub max_message: usize,
 
     /// Bytes of relayed messages that may wait for one client to read them, each message
     /// counted with 32 bytes more for its place in the queue; a client with more waiting is
     /// disconnected as too slow (K/M suffixes allowed).
-    #[arg(long, value_name = "SIZE", default_value = "2M", value_parser = crate::units::size::<usize>)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::size::<usize>,
+        default_value = crate::units::show_size(ChatConfig::default().max_queue as u64))]
     pub max_queue: usize,
 
     /// Announce joins, leaves and renames to the room.
@@ -116,7 +118,7 @@ pub struct ChatArgs {
     #[arg(
         long,
         value_name = "SECONDS",
-        default_value = "1",
+        default_value_t = ChatConfig::default().max_stall.as_secs_f64(),
         allow_negative_numbers = true
     )]
     pub max_stall: f64,

@@ -60,7 +60,8 @@ pub struct SendArgs {
     pub timeout: f64,
 
     /// The longest message sent or reply accepted (bytes; K/M suffixes: 4M = 4 MiB).
-    #[arg(long, default_value = "1M", value_name = "SIZE", value_parser = crate::units::size::<usize>)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::size::<usize>,
+        default_value = crate::units::show_size(crate::protocol::echo::DEFAULT_MAX_FRAME as u64))]
     pub max_frame: usize,
 
     /// Open a new connection for each message (null, line, length or fixed framing), as the

@@ -211,7 +211,8 @@ pub struct EchoArgs {
     #[arg(long, short = 'm', value_name = "TEXT")]
     pub message: Option<String>,
     /// The longest reply accepted (bytes; K/M suffixes).
-    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = crate::units::size::<usize>)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::size::<usize>,
+        default_value = crate::units::show_size(crate::protocol::echo::DEFAULT_MAX_FRAME as u64))]
     pub max_frame: usize,
     #[command(flatten)]
     pub load: LoadArgs,
@@ -234,7 +235,8 @@ pub struct ChatArgs {
     #[arg(long, short = 's', value_name = "BYTES", default_value_t = 64)]
     pub size: usize,
     /// The longest broadcast accepted (bytes; K/M suffixes).
-    #[arg(long, value_name = "SIZE", default_value = "64K", value_parser = crate::units::size::<usize>)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::size::<usize>,
+        default_value = crate::units::show_size(crate::protocol::chat::ChatConfig::default().max_message as u64))]
     pub max_frame: usize,
     #[command(flatten)]
     pub load: LoadArgs,
