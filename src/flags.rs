@@ -186,7 +186,10 @@ pub struct ClientTlsArgs {
 
 impl ClientTlsArgs {
     /// The client configuration these flags ask for, offering `alpn`.
-    pub fn config(&self, alpn: &[&[u8]]) -> crate::Result<std::sync::Arc<rustls::ClientConfig>> {
+    pub fn config(
+        &self,
+        alpn: &[&[u8]],
+    ) -> crate::error::Result<std::sync::Arc<rustls::ClientConfig>> {
         let trust = match (&self.tls_ca, self.insecure) {
             (_, true) => Trust::Anyone,
             (Some(f), false) => Trust::File(f.clone()),
@@ -197,7 +200,7 @@ impl ClientTlsArgs {
 
     /// `--tls-ca` or `--insecure` given where no TLS is spoken: say so, naming `how` to ask
     /// for it.
-    pub fn unused(&self, how: &str) -> crate::Result<()> {
+    pub fn unused(&self, how: &str) -> crate::error::Result<()> {
         let flag = match (&self.tls_ca, self.insecure) {
             (Some(_), _) => "--tls-ca",
             (None, true) => "--insecure",
@@ -242,7 +245,7 @@ fn event_loop_flag(said: &'static std::sync::Once, flag: &str, value: &dyn fmt::
 impl ServerArgs {
     /// The [`ServeOptions`] these flags ask for (defaults from [`ServeOptions::default`]),
     /// validated before any socket is touched.
-    pub fn serve_options(&self) -> crate::Result<ServeOptions> {
+    pub fn serve_options(&self) -> crate::error::Result<ServeOptions> {
         let mut o = ServeOptions::default();
         if let Some(m) = self.model {
             o.model = m;
@@ -308,7 +311,7 @@ impl ServerArgs {
         }
     }
 
-    pub(crate) fn addresses(&self, default_listen: &str) -> crate::Result<Vec<ListenAddr>> {
+    pub(crate) fn addresses(&self, default_listen: &str) -> crate::error::Result<Vec<ListenAddr>> {
         if self.listen.is_empty() {
             Ok(vec![default_listen.parse()?])
         } else {
@@ -317,7 +320,7 @@ impl ServerArgs {
     }
 
     /// Where the TLS certificates come from, if the flags ask for TLS.
-    pub fn tls_source(&self) -> crate::Result<Option<CertSource>> {
+    pub fn tls_source(&self) -> crate::error::Result<Option<CertSource>> {
         if !self.acme.is_empty() {
             return self.acme_settings().map(|a| Some(CertSource::Acme(a)));
         }
@@ -353,7 +356,7 @@ impl ServerArgs {
     }
 
     /// The `--acme` flags, checked: names a certificate can carry, an https directory.
-    pub(crate) fn acme_settings(&self) -> crate::Result<crate::tls::acme::AcmeSettings> {
+    pub(crate) fn acme_settings(&self) -> crate::error::Result<crate::tls::acme::AcmeSettings> {
         let mut domains = Vec::new();
         for d in &self.acme {
             let d = d.trim().to_ascii_lowercase();
