@@ -65,26 +65,18 @@ http {
 EOF
 
 start_nginx() {
-    taskset -c 0 "$(command -v nginx)" -c "$WORK/nginx.conf" -e "$WORK/nginx.err" &
-    SRV=$!
-    PIDS+=($SRV)
-    wait_port "$NG"
+    launch "$NG" - "$(command -v nginx)" -c "$WORK/nginx.conf" -e "$WORK/nginx.err"
     URL=https://127.0.0.1:$NG
 }
 start_tincan() { # start_tincan tls|h2c
     local tp tls=()
     tp=$(free_port)
     [ "$1" = tls ] && tls=(--tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem")
-    taskset -c 0 "$TINCAN" serve "$WORK/www" --listen "127.0.0.1:$tp" --model event \
-        --workers 1 --access-log off --max-connections 20000 "${tls[@]}" \
-        --max-requests-per-connection 1000000 \
-        2>"$WORK/tincan.err" >/dev/null &
-    SRV=$!
-    PIDS+=($SRV)
-    wait_port "$tp"
+    launch "$tp" "$WORK/tincan.err" "$TINCAN" serve "$WORK/www" --listen "127.0.0.1:$tp" \
+        --model event --workers 1 --access-log off --max-connections 20000 "${tls[@]}" \
+        --max-requests-per-connection 1000000
     if [ "$1" = tls ]; then URL=https://127.0.0.1:$tp; else URL=http://127.0.0.1:$tp; fi
 }
-stop_srv() { kill "$SRV" 2>/dev/null || true; wait "$SRV" 2>/dev/null || true; }
 
 # run SERVER FILE -> "req/s failed"   (SERVER: nginx | tincan | tincan-h2c)
 run() {

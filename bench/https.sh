@@ -60,31 +60,18 @@ http {
 EOF
 
 start_nginx() {
-    taskset -c 0 "$(command -v nginx)" -c "$WORK/nginx.conf" -e "$WORK/nginx.err" &
-    SRV=$!
-    PIDS+=($SRV)
-    wait_port "$NG"
+    launch "$NG" - "$(command -v nginx)" -c "$WORK/nginx.conf" -e "$WORK/nginx.err"
     PORT=$NG
 }
 start_tincan() {
     TP=$(free_port)
-    taskset -c 0 "$TINCAN" serve "$WORK/www" --listen "127.0.0.1:$TP" --model event \
-        --workers 1 --access-log off --max-connections 20000 \
-        --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" 2>"$WORK/tincan.err" >/dev/null &
-    SRV=$!
-    PIDS+=($SRV)
-    wait_port "$TP"
+    launch "$TP" "$WORK/tincan.err" "$TINCAN" serve "$WORK/www" --listen "127.0.0.1:$TP" \
+        --model event --workers 1 --access-log off --max-connections 20000 \
+        --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem"
     PORT=$TP
 }
-stop_srv() { kill "$SRV" 2>/dev/null || true; wait "$SRV" 2>/dev/null || true; }
 # cpu_ticks PID: utime+stime of a process and its children (nginx's worker is a child).
-cpu_ticks() {
-    local total=0 p
-    for p in "$1" $(pgrep -P "$1" || true); do
-        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
-    done
-    echo "$total"
-}
+cpu_ticks() { proc_total "$1" stat '{ print $14 + $15 }'; }
 HZ=$(getconf CLK_TCK)
 
 # run SERVER MODE -> "rps p99_ms cpu_us_per_request"; MODE keep | close

@@ -78,3 +78,33 @@ median() { sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]
 wrk_p99_ms() {
     awk '$1 == "99%" { v = $2; if (v ~ /us$/) { sub(/us$/, "", v); v /= 1000 } else if (v ~ /ms$/) { sub(/ms$/, "", v) } else if (v ~ /s$/) { sub(/s$/, "", v); v *= 1000 } print v }'
 }
+
+# launch PORT ERR CMD...: start the server CMD on CPU 0 (the load runs on CPU 1) as SRV, its
+# stderr into the file ERR (`-`: left as it is), stopped by pid on exit; wait until it
+# accepts on 127.0.0.1:PORT.
+launch() {
+    local port=$1 err=$2
+    shift 2
+    if [ "$err" = - ]; then
+        taskset -c 0 "$@" >/dev/null &
+    else
+        taskset -c 0 "$@" 2>"$err" >/dev/null &
+    fi
+    SRV=$!
+    PIDS+=($SRV)
+    wait_port "$port"
+}
+
+# stop_srv: stop the server `launch` started last, and wait for it to go.
+stop_srv() { kill "$SRV" 2>/dev/null || true; wait "$SRV" 2>/dev/null || true; }
+
+# proc_total PID FILE AWK: the number AWK reads from /proc/PID/FILE, summed over PID and its
+# children (nginx's worker is a child): `stat '{ print $14 + $15 }'` gives CPU ticks (utime +
+# stime), `status '/^VmRSS:/ { print $2 }'` resident KiB.
+proc_total() {
+    local total=0 p
+    for p in "$1" $(pgrep -P "$1" || true); do
+        total=$((total + $(awk "$3" "/proc/$p/$2" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
