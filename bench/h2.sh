@@ -17,10 +17,6 @@
 # per-pair ratios (tincan / nginx). Every server is stopped by its pid. About 1 minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
-REPS=3
-DUR=5
-OUT=bench/results
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 parse_args "$@"

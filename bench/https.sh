@@ -16,10 +16,6 @@
 # state, so the ratio holds up where absolute figures move. Every server is stopped by its pid.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
-REPS=3
-DUR=5
-OUT=bench/results
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 parse_args "$@"

@@ -3,6 +3,11 @@
 # pid on exit, the tincan binary, free ports.
 
 SCRIPT=$(basename "$0")
+ROOT=$PWD
+# The comparisons' defaults (parse_args reads --reps, --duration, --out into them).
+REPS=3
+DUR=5
+OUT=bench/results
 
 log() { printf '%s\n' "$*" >&2; }
 

@@ -15,14 +15,10 @@
 # Every server is stopped by its pid. Default: about 2 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
-REPS=3
-DUR=5
-IDLE=2000
-OUT=bench/results
-own_arg() { case "$1" in --idle) IDLE=$2 ;; *) return 1 ;; esac; }
 # shellcheck source=bench/proxy-lib.sh
 . bench/proxy-lib.sh
+IDLE=2000
+own_arg() { case "$1" in --idle) IDLE=$2 ;; *) return 1 ;; esac; }
 parse_args "$@"
 need nginx nginx
 need wrk wrk
