@@ -33,10 +33,7 @@ chmod 755 "$WORK" "$WORK/www"
 head -c 1024 /dev/urandom >"$WORK/www/1k.bin"
 head -c 102400 /dev/urandom >"$WORK/www/100k.bin"
 chmod 644 "$WORK/www/"*
-# One certificate for both (P-256, as --tls-self-signed makes).
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
-    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+self_signed_cert
 
 NG=$(free_port)
 cat >"$WORK/nginx.conf" <<EOF

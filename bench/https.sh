@@ -31,9 +31,7 @@ mkdir -p "$WORK/www" "$OUT"
 chmod 755 "$WORK" "$WORK/www"
 head -c 1024 /dev/urandom | base64 -w0 | head -c 1024 >"$WORK/www/1k.txt"
 chmod 644 "$WORK/www/1k.txt"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -subj /CN=localhost \
-    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
+self_signed_cert
 
 NG=$(free_port)
 cat >"$WORK/nginx.conf" <<EOF

@@ -113,3 +113,11 @@ proc_total() {
     done
     echo "$total"
 }
+
+# self_signed_cert: WORK/cert.pem and WORK/key.pem, one certificate for both servers (P-256,
+# as --tls-self-signed makes) naming localhost and 127.0.0.1.
+self_signed_cert() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -subj /CN=localhost \
+        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
+}
