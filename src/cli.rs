@@ -49,10 +49,24 @@ pub enum Command {
 /// own showing it (`[default: …]`) as the code holds it ([`crate::flags::shown_defaults`],
 /// [`commands::serve::shown_defaults`]): one constant for the help and the fallback alike.
 pub fn command() -> clap::Command {
-    let shown: Vec<(&str, String)> = (crate::flags::shown_defaults().into_iter())
+    with_defaults(Cli::command(), &shown_defaults())
+}
+
+/// Every `[default: …]` [`command`] appends, by flag id: the server flags', the HTTP flags', and
+/// `--listen`'s, from each server's own address.
+fn shown_defaults() -> Vec<(&'static str, String)> {
+    let port = |listen: &'static str| listen.rsplit(':').next().unwrap_or(listen);
+    let listen = format!(
+        "127.0.0.1 on the command's port: serve {}, hello {}, echo {}, chat {}",
+        port(commands::serve::DEFAULT_LISTEN),
+        port(commands::hello::DEFAULT_LISTEN),
+        port(commands::echo::DEFAULT_LISTEN),
+        port(commands::chat::DEFAULT_LISTEN),
+    );
+    (crate::flags::shown_defaults().into_iter())
         .chain(commands::serve::shown_defaults())
-        .collect();
-    with_defaults(Cli::command(), &shown)
+        .chain([("listen", listen)])
+        .collect()
 }
 
 /// `cmd` and its subcommands, each flag named in `shown` with its default appended to its help.
@@ -120,8 +134,7 @@ mod tests {
     #[test]
     fn every_shown_default_names_a_flag_and_ends_its_help() {
         let serve = command().find_subcommand("serve").unwrap().clone();
-        let shown = crate::flags::shown_defaults();
-        for (id, value) in shown.into_iter().chain(commands::serve::shown_defaults()) {
+        for (id, value) in shown_defaults() {
             let arg = (serve.get_arguments())
                 .find(|a| a.get_id() == id)
                 .unwrap_or_else(|| panic!("serve has no flag {id}"));

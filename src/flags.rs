@@ -38,7 +38,6 @@ pub mod heading {
 pub struct ServerArgs {
     /// Address to listen on: HOST:PORT, [V6]:PORT, :PORT (all interfaces) or unix:/path.
     /// Repeat for several. Port 0 picks a free port; the bound address is printed first.
-    /// [default: 127.0.0.1 on the command's port: serve 8000, hello 8080, echo 7007, chat 4040]
     #[arg(help_heading = heading::LISTENING, long = "listen", short = 'l', value_name = "ADDR")]
     pub listen: Vec<String>,
 

@@ -46,6 +46,9 @@ pub enum Http2Mode {
     Only,
 }
 
+/// Where `tincan serve` listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
+
 /// Flags of every HTTP server: limits, timeouts, headers, logging.
 #[derive(Args, Debug, Clone, Default)]
 pub struct HttpArgs {
@@ -363,7 +366,7 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
     let redirect = redirect_listener(args.redirect_http.or(cfg.redirect_http.clone()), tls)?;
     let (listeners, mut opts) = glue::setup(
         &args.server,
-        "127.0.0.1:8000",
+        DEFAULT_LISTEN,
         &redirect,
         options.http2,
         options.h2.only,
