@@ -14,11 +14,9 @@ use crate::sys;
 pub(crate) const READ_CHUNK: usize = 16 * 1024;
 
 /// Bytes one connection may send in one turn before the others get theirs: a connection with
-/// a large file yields here and the poller reports it writable again in its round. Without it,
-/// each `sendfile` took as much as the socket would (several MiB on loopback) and 500 clients
-/// of a 10 MiB file saw a p99 of 1.1-1.5 s at 0.5 s median; with 4 MiB, 0.92-0.97 s at the same
-/// throughput or better; with 2 MiB (nginx's `sendfile_max_chunk`), 0.72-0.83 s but 7-12% less
-/// throughput.
+/// a large file yields here and the poller reports it writable again in its round, so one large
+/// download cannot hold the others' latency (4 MiB: the best p99 at no loss of throughput;
+/// bench/README.md, "Fairness between large downloads").
 pub(crate) const TURN: usize = 4 << 20;
 
 /// A file region longer than this is corked before its first call: it will not leave in one.
