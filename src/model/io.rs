@@ -82,11 +82,8 @@ pub(crate) fn discard(sock: &Socket) -> io::Result<ReadOutcome> {
 /// A socket's `TCP_CORK` while a file region goes out in several calls: the kernel sends only
 /// whole segments until the cork comes off, as nginx's `tcp_nopush` does.
 ///
-/// Without it, each `sendfile` call pushed out its last partial segment. At 10 MiB and 500
-/// connections on loopback (`tincan bench`, 3 s, `nstat` over the run, both directions) the
-/// uncorked server sent 41.7-42.9 thousand segments per GB against nginx's 31.2, and its
-/// connections fired 270-279 tail-loss probes per GB against nginx's 37-51; corked, 32.6-33.3
-/// thousand segments and 163-205 probes, at the same 5.3-5.5 GB/s (two runs each).
+/// Without it, each `sendfile` call pushes out its last partial segment: more segments and
+/// more tail-loss probes per byte than nginx (bench/README.md, "Corking large files").
 ///
 /// The cork goes on before a region longer than [`CORK_AHEAD`] and after any call that leaves
 /// part of a region behind; a reply that leaves in one call costs no extra system calls. It
