@@ -17,58 +17,23 @@
 # per-pair ratios (tincan / nginx). Every server is stopped by its pid. About 1 minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
-REPS=3
-DUR=5
-OUT=bench/results
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --reps) REPS=$2; shift ;;
-        --duration) DUR=$2; shift ;;
-        --out) OUT=$2; shift ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
-        *) echo "h2.sh: unknown argument '$1'" >&2; exit 2 ;;
-    esac
-    shift
-done
-log() { printf '%s\n' "$*" >&2; }
-need() { command -v "$1" >/dev/null || { log "h2.sh needs $1 (apt-get install $2)"; exit 1; }; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+parse_args "$@"
 need nginx nginx
 need h2load nghttp2-client
 need openssl openssl
 need taskset util-linux
-cargo build --release --quiet
-TINCAN=${CARGO_TARGET_DIR:-$ROOT/target}/release/tincan
+tincan_binary
 ulimit -n "$(ulimit -Hn)"
-
-WORK=$(mktemp -d /tmp/tincan-h2.XXXXXX)
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-    local i
-    for i in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    log "nothing listens on $1"; exit 1
-}
+scratch h2
 
 mkdir -p "$WORK/www" "$OUT"
 chmod 755 "$WORK" "$WORK/www"
 head -c 1024 /dev/urandom >"$WORK/www/1k.bin"
 head -c 102400 /dev/urandom >"$WORK/www/100k.bin"
 chmod 644 "$WORK/www/"*
-# One certificate for both (P-256, as --tls-self-signed makes).
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
-    -subj /CN=localhost -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
-    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+self_signed_cert
 
 NG=$(free_port)
 cat >"$WORK/nginx.conf" <<EOF
@@ -93,26 +58,18 @@ http {
 EOF
 
 start_nginx() {
-    taskset -c 0 "$(command -v nginx)" -c "$WORK/nginx.conf" -e "$WORK/nginx.err" &
-    SRV=$!
-    PIDS+=($SRV)
-    wait_port "$NG"
+    launch "$NG" - "$(command -v nginx)" -c "$WORK/nginx.conf" -e "$WORK/nginx.err"
     URL=https://127.0.0.1:$NG
 }
 start_tincan() { # start_tincan tls|h2c
     local tp tls=()
     tp=$(free_port)
     [ "$1" = tls ] && tls=(--tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem")
-    taskset -c 0 "$TINCAN" serve "$WORK/www" --listen "127.0.0.1:$tp" --model event \
-        --workers 1 --access-log off --max-connections 20000 "${tls[@]}" \
-        --max-requests-per-connection 1000000 \
-        2>"$WORK/tincan.err" >/dev/null &
-    SRV=$!
-    PIDS+=($SRV)
-    wait_port "$tp"
+    launch "$tp" "$WORK/tincan.err" "$TINCAN" serve "$WORK/www" --listen "127.0.0.1:$tp" \
+        --model event --workers 1 --access-log off --max-connections 20000 "${tls[@]}" \
+        --max-requests-per-connection 1000000
     if [ "$1" = tls ]; then URL=https://127.0.0.1:$tp; else URL=http://127.0.0.1:$tp; fi
 }
-stop_srv() { kill "$SRV" 2>/dev/null || true; wait "$SRV" 2>/dev/null || true; }
 
 # run SERVER FILE -> "req/s failed"   (SERVER: nginx | tincan | tincan-h2c)
 run() {

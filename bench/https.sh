@@ -16,51 +16,22 @@
 # state, so the ratio holds up where absolute figures move. Every server is stopped by its pid.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
-REPS=3
-DUR=5
-OUT=bench/results
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --reps) REPS=$2; shift ;;
-        --duration) DUR=$2; shift ;;
-        --out) OUT=$2; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
-        *) echo "https.sh: unknown argument '$1'" >&2; exit 2 ;;
-    esac
-    shift
-done
-log() { printf '%s\n' "$*" >&2; }
-need() { command -v "$1" >/dev/null || { log "https.sh needs $1 (apt-get install $2)"; exit 1; }; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+parse_args "$@"
 need nginx nginx
 need wrk wrk
 need openssl openssl
 need taskset util-linux
-if [ -z "${TINCAN:-}" ]; then
-    cargo build --release --quiet
-    TINCAN=${CARGO_TARGET_DIR:-$ROOT/target}/release/tincan
-fi
+tincan_binary
 ulimit -n "$(ulimit -Hn)"
-
-WORK=$(mktemp -d /tmp/tincan-https.XXXXXX)
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-# shellcheck source=bench/lib.sh
-. "$ROOT/bench/lib.sh"
+scratch https
 
 mkdir -p "$WORK/www" "$OUT"
 chmod 755 "$WORK" "$WORK/www"
 head -c 1024 /dev/urandom | base64 -w0 | head -c 1024 >"$WORK/www/1k.txt"
 chmod 644 "$WORK/www/1k.txt"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -subj /CN=localhost \
-    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
+self_signed_cert
 
 NG=$(free_port)
 cat >"$WORK/nginx.conf" <<EOF
@@ -83,31 +54,18 @@ http {
 EOF
 
 start_nginx() {
-    taskset -c 0 "$(command -v nginx)" -c "$WORK/nginx.conf" -e "$WORK/nginx.err" &
-    SRV=$!
-    PIDS+=($SRV)
-    wait_port "$NG"
+    launch "$NG" - "$(command -v nginx)" -c "$WORK/nginx.conf" -e "$WORK/nginx.err"
     PORT=$NG
 }
 start_tincan() {
     TP=$(free_port)
-    taskset -c 0 "$TINCAN" serve "$WORK/www" --listen "127.0.0.1:$TP" --model event \
-        --workers 1 --access-log off --max-connections 20000 \
-        --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" 2>"$WORK/tincan.err" >/dev/null &
-    SRV=$!
-    PIDS+=($SRV)
-    wait_port "$TP"
+    launch "$TP" "$WORK/tincan.err" "$TINCAN" serve "$WORK/www" --listen "127.0.0.1:$TP" \
+        --model event --workers 1 --access-log off --max-connections 20000 \
+        --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem"
     PORT=$TP
 }
-stop_srv() { kill "$SRV" 2>/dev/null || true; wait "$SRV" 2>/dev/null || true; }
 # cpu_ticks PID: utime+stime of a process and its children (nginx's worker is a child).
-cpu_ticks() {
-    local total=0 p
-    for p in "$1" $(pgrep -P "$1" || true); do
-        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
-    done
-    echo "$total"
-}
+cpu_ticks() { proc_total "$1" stat '{ print $14 + $15 }'; }
 HZ=$(getconf CLK_TCK)
 
 # run SERVER MODE -> "rps p99_ms cpu_us_per_request"; MODE keep | close

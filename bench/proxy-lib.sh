@@ -1,19 +1,9 @@
 # Sourced by bench/proxy.sh and bench/callgrind.sh: a scratch directory with the 1 KiB file,
 # the servers started (stopped by pid on exit), free ports, and the nginx configurations for
 # the upstream and for nginx as the proxy in front of it.
-log() { printf '%s\n' "$*" >&2; }
-WORK=$(mktemp -d /tmp/tincan-proxy.XXXXXX)
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 # shellcheck source=bench/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+scratch proxy
 
 mkdir -p "$WORK/www" "$WORK/empty"
 chmod 755 "$WORK" "$WORK/www"

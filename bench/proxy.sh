@@ -15,60 +15,33 @@
 # Every server is stopped by its pid. Default: about 2 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
-REPS=3
-DUR=5
-IDLE=2000
-OUT=bench/results
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --reps) REPS=$2; shift ;;
-        --duration) DUR=$2; shift ;;
-        --idle) IDLE=$2; shift ;;
-        --out) OUT=$2; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
-        *) echo "proxy.sh: unknown argument '$1'" >&2; exit 2 ;;
-    esac
-    shift
-done
+# shellcheck source=bench/proxy-lib.sh
 . bench/proxy-lib.sh
-need() { command -v "$1" >/dev/null || { log "proxy.sh needs $1 (apt-get install $2)"; exit 1; }; }
+IDLE=2000
+own_arg() { case "$1" in --idle) IDLE=$2 ;; *) return 1 ;; esac; }
+parse_args "$@"
 need nginx nginx
 need wrk wrk
 need taskset util-linux
-cargo build --release --quiet
-TINCAN=${CARGO_TARGET_DIR:-$ROOT/target}/release/tincan
+tincan_binary
 ulimit -n "$(ulimit -Hn)"
 
 start_upstream taskset -c 1
 front_conf
 
 start_nginx() {
-    taskset -c 0 "$(command -v nginx)" -c "$WORK/front.conf" -e "$WORK/front.err" &
-    SRV=$!
-    PIDS+=($SRV)
-    wait_port "$NG"
+    launch "$NG" - "$(command -v nginx)" -c "$WORK/front.conf" -e "$WORK/front.err"
     PORT=$NG
 }
 start_tincan() {
     TP=$(free_port)
-    taskset -c 0 "$TINCAN" serve "$WORK/empty" --listen "127.0.0.1:$TP" --model event \
-        --workers 1 --access-log off --max-connections 20000 --upstream-keepalive "$POOL" \
-        --proxy "/=http://127.0.0.1:$UP" 2>"$WORK/tincan.err" >/dev/null &
-    SRV=$!
-    PIDS+=($SRV)
-    wait_port "$TP"
+    launch "$TP" "$WORK/tincan.err" "$TINCAN" serve "$WORK/empty" --listen "127.0.0.1:$TP" \
+        --model event --workers 1 --access-log off --max-connections 20000 \
+        --upstream-keepalive "$POOL" --proxy "/=http://127.0.0.1:$UP"
     PORT=$TP
 }
-stop_srv() { kill "$SRV" 2>/dev/null || true; wait "$SRV" 2>/dev/null || true; }
 # rss PID: resident KiB of a process and its children (nginx's worker is a child).
-rss() {
-    local total=0 p
-    for p in "$1" $(pgrep -P "$1" || true); do
-        total=$((total + $(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
-    done
-    echo "$total"
-}
+rss() { proc_total "$1" status '/^VmRSS:/ { print $2 }'; }
 
 # run SERVER CONNS -> "rps p99_ms non2xx errors"
 run() {

@@ -1,19 +1,11 @@
-//! The command line: one subcommand per service or client. Each subcommand's own flags live
-//! beside its runner in [`crate::commands`]; the flags every server shares live here.
+//! The command line: the top-level parser, one subcommand per service or client, and the
+//! dispatch to its runner. Each subcommand's own flags live beside its runner in
+//! [`crate::commands`]; the flags several share in [`crate::flags`].
 
-use std::fmt;
-use std::path::PathBuf;
-use std::time::Duration;
-
-use clap::{Args, Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::commands;
-use crate::error::Error;
-use crate::model::{Model, PollerKind, ServeOptions};
-use crate::net::privileges::PrivilegeDrop;
-use crate::net::{self, BindOptions, ListenAddr};
-use crate::tls::client::Trust;
-use crate::tls::{CertFiles, CertSource};
+use crate::error::Result;
 
 /// A web server and socket-server toolkit.
 #[derive(Parser, Debug)]
@@ -53,18 +45,60 @@ pub enum Command {
     Man(commands::docs::ManArgs),
 }
 
-/// The headings `--help` groups the server flags under, in the order a new user needs them.
-pub mod heading {
-    pub const LISTENING: &str = "Listening";
-    pub const TLS: &str = "TLS";
-    pub const FILES: &str = "Files";
-    pub const ACCESS: &str = "Access control";
-    pub const HTTP: &str = "HTTP";
-    pub const LIMITS: &str = "Limits";
-    pub const GATEWAY: &str = "Proxy and CGI";
-    pub const LOGGING: &str = "Logging";
-    pub const CONCURRENCY: &str = "Concurrency";
-    pub const PRIVILEGES: &str = "Privileges";
+/// The whole command line's parser: [`Cli`]'s, with each flag whose default is the library's
+/// own showing it (`[default: …]`) as the code holds it ([`crate::flags::shown_defaults`],
+/// [`commands::serve::shown_defaults`]): one constant for the help and the fallback alike.
+pub fn command() -> clap::Command {
+    with_defaults(Cli::command(), &shown_defaults())
+}
+
+/// Every `[default: …]` [`command`] appends, by flag id: the server flags', the HTTP flags', and
+/// `--listen`'s, from each server's own address.
+fn shown_defaults() -> Vec<(&'static str, String)> {
+    let port = |listen: &'static str| listen.rsplit(':').next().unwrap_or(listen);
+    let listen = format!(
+        "127.0.0.1 on the command's port: serve {}, hello {}, echo {}, chat {}",
+        port(commands::serve::DEFAULT_LISTEN),
+        port(commands::hello::DEFAULT_LISTEN),
+        port(commands::echo::DEFAULT_LISTEN),
+        port(commands::chat::DEFAULT_LISTEN),
+    );
+    (crate::flags::shown_defaults().into_iter())
+        .chain(commands::serve::shown_defaults())
+        .chain([("listen", listen)])
+        .collect()
+}
+
+/// `cmd` and its subcommands, each flag named in `shown` with its default appended to its help.
+fn with_defaults(cmd: clap::Command, shown: &[(&str, String)]) -> clap::Command {
+    cmd.mut_args(|a| {
+        let Some((_, value)) = shown.iter().find(|(id, _)| a.get_id() == *id) else {
+            return a;
+        };
+        // clap drops a one-sentence help's closing period; the sentence keeps it before the
+        // default, as the rest of the help writes it.
+        let with = |h: &clap::builder::StyledStr| {
+            format!(
+                "{}. [default: {value}]",
+                h.to_string().trim_end_matches('.')
+            )
+        };
+        let (help, long) = (a.get_help().map(with), a.get_long_help().map(with));
+        let a = a.help(help.unwrap_or_else(|| format!("[default: {value}]")));
+        match long {
+            Some(l) => a.long_help(l),
+            None => a,
+        }
+    })
+    .mut_subcommands(|c| with_defaults(c, shown))
+}
+
+/// Parse the process's arguments with [`command`].
+pub fn try_parse() -> std::result::Result<Cli, clap::Error> {
+    use clap::FromArgMatches as _;
+    command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
 }
 
 /// The exit status contract, shown by `tincan --help` (README "Exit status").
@@ -76,391 +110,43 @@ Exit status:
   2    the command line or config file is wrong as written (unknown flag or key, bad value)
   130  tincan bench interrupted by Ctrl-C";
 
-/// Flags shared by every server subcommand.
-// The `--help` text is these doc comments as written: `[V6]` is a literal, not a doc link.
-#[allow(rustdoc::broken_intra_doc_links)]
-#[derive(Args, Debug, Clone)]
-pub struct ServerArgs {
-    /// Address to listen on: HOST:PORT, [V6]:PORT, :PORT (all interfaces) or unix:/path.
-    /// Repeat for several. Port 0 picks a free port; the bound address is printed first.
-    /// [default: 127.0.0.1 on the command's port: serve 8000, hello 8080, echo 7007, chat 4040]
-    #[arg(help_heading = heading::LISTENING, long = "listen", short = 'l', value_name = "ADDR")]
-    pub listen: Vec<String>,
-
-    /// Concurrency model. [default: event]
-    #[arg(help_heading = heading::CONCURRENCY, long, value_parser = model_parser())]
-    pub model: Option<Model>,
-
-    /// Worker processes (prefork) or event-loop threads (event). [default: available cores]
-    #[arg(help_heading = heading::CONCURRENCY, long, value_name = "N", allow_negative_numbers = true)]
-    pub workers: Option<usize>,
-
-    /// Readiness API for the event model. [default: epoll]
-    #[arg(help_heading = heading::CONCURRENCY, long, value_parser = poller_parser())]
-    pub poller: Option<PollerKind>,
-
-    /// Connections served at once; further ones wait in the listen backlog. [default: 10000]
-    #[arg(help_heading = heading::CONCURRENCY, long, value_name = "N", allow_negative_numbers = true)]
-    pub max_connections: Option<usize>,
-
-    /// Listen backlog: connections the kernel queues before they are accepted (Linux caps it
-    /// at net.core.somaxconn). [default: 4096]
-    #[arg(help_heading = heading::LISTENING, long, value_name = "N", allow_negative_numbers = true)]
-    pub backlog: Option<i32>,
-
-    /// Event and prefork models: microseconds an idle worker keeps polling before it sleeps,
-    /// so that a client on the same machine finds it awake (lower latency for one busy
-    /// connection, at the cost of CPU time and system calls). The window adapts: a worker
-    /// whose work comes further apart than this does not poll. At most 1000. [default: 0]
-    #[arg(help_heading = heading::CONCURRENCY, long, value_name = "MICROSECONDS", allow_negative_numbers = true)]
-    pub busy_poll: Option<u64>,
-
-    /// Set SO_REUSEPORT on the listening sockets.
-    #[arg(help_heading = heading::LISTENING, long)]
-    pub reuse_port: bool,
-
-    /// Seconds the kernel may hold a new TCP connection until its first bytes arrive before
-    /// handing it to the server (TCP_DEFER_ACCEPT, nginx's `deferred`; 0: at once). Meanwhile
-    /// it takes no descriptor or connection slot, and the server wakes once per connection
-    /// instead of twice: less server CPU, but the wake-up no longer overlaps the client's
-    /// first write, so one client at a time waits longer. For protocols whose client speaks
-    /// first. At most 600. [default: 0]
-    #[arg(help_heading = heading::LISTENING, long, value_name = "SECONDS", allow_negative_numbers = true)]
-    pub defer_accept: Option<i64>,
-
-    /// Seconds in-flight work may take to finish after SIGINT/SIGTERM. [default: 10]
-    #[arg(help_heading = heading::CONCURRENCY, long, value_name = "SECONDS", allow_negative_numbers = true)]
-    pub grace: Option<f64>,
-
-    /// Seconds a peer may refuse to accept output before its connection is closed.
-    /// [default: 60]
-    #[arg(help_heading = heading::CONCURRENCY, long, value_name = "SECONDS", allow_negative_numbers = true)]
-    pub send_timeout: Option<f64>,
-
-    /// After binding, switch to this user (by name or uid). Requires starting as root.
-    #[arg(help_heading = heading::PRIVILEGES, long, value_name = "NAME")]
-    pub user: Option<String>,
-
-    /// After binding, switch to this group (default: the user's primary group).
-    #[arg(help_heading = heading::PRIVILEGES, long, value_name = "NAME")]
-    pub group: Option<String>,
-
-    /// File-creation mask to set after dropping privileges, in octal (e.g. 007). [default:
-    /// unchanged]
-    #[arg(help_heading = heading::PRIVILEGES, long, value_name = "OCTAL")]
-    pub umask: Option<String>,
-
-    /// Speak TLS (HTTPS for `serve` and `hello`) on every --listen, with this certificate
-    /// chain (PEM, leaf first) and the key given by the --tls-key beside it. Repeat the pair
-    /// for several certificates: each client gets the one whose names match the name it asks
-    /// for (SNI); the first pair serves clients that ask for no name or an unknown one.
-    /// SIGHUP rereads them all (a failure keeps the ones in use), dropping no connection.
-    #[arg(help_heading = heading::TLS, long, value_name = "FILE")]
-    pub tls_cert: Vec<PathBuf>,
-
-    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of the --tls-cert before it.
-    #[arg(help_heading = heading::TLS, long, value_name = "FILE")]
-    pub tls_key: Vec<PathBuf>,
-
-    /// Speak TLS with a self-signed certificate for localhost, 127.0.0.1 and ::1, made at the
-    /// first start and kept in DIR as cert.pem and key.pem (reused after). For trying HTTPS
-    /// out: clients must be told to trust DIR/cert.pem (curl --cacert DIR/cert.pem).
-    #[arg(help_heading = heading::TLS, long, value_name = "DIR", conflicts_with = "tls_cert")]
-    pub tls_self_signed: Option<PathBuf>,
-
-    /// Speak TLS with a certificate for DOMAIN from an ACME CA (Let's Encrypt unless
-    /// --acme-directory says otherwise). Repeat for more names on the same certificate. It is
-    /// ordered at start when --acme-state holds none, renewed in the background at two thirds
-    /// of its lifetime and swapped in without dropping a connection. The CA validates on port
-    /// 80 with `serve --redirect-http :80` (HTTP-01), else on port 443 of the TLS --listen
-    /// (TLS-ALPN-01); each DOMAIN must resolve to this host.
-    #[arg(help_heading = heading::TLS, long, value_name = "DOMAIN", conflicts_with_all = ["tls_cert", "tls_self_signed"])]
-    pub acme: Vec<String>,
-
-    /// With --acme: the contact address the CA writes to about expiring certificates.
-    #[arg(help_heading = heading::TLS, long, value_name = "ADDRESS", requires = "acme")]
-    pub acme_email: Option<String>,
-
-    /// With --acme: the CA's ACME directory URL. [default:
-    /// https://acme-v02.api.letsencrypt.org/directory]
-    #[arg(help_heading = heading::TLS, long, value_name = "URL", requires = "acme")]
-    pub acme_directory: Option<String>,
-
-    /// With --acme: where the account key and the certificate are kept (account.json,
-    /// cert.pem, key.pem), reused across restarts. [default: ./acme]
-    #[arg(help_heading = heading::TLS, long, value_name = "DIR", requires = "acme")]
-    pub acme_state: Option<PathBuf>,
-
-    /// With --acme: trust the CA certificates in FILE (PEM) for the directory's HTTPS instead
-    /// of the system's (a test CA such as pebble's).
-    #[arg(help_heading = heading::TLS, long, value_name = "FILE", requires = "acme")]
-    pub acme_ca: Option<PathBuf>,
-}
-
-/// Whom the clients (`send`, `talk`, `bench`) trust when they speak TLS.
-#[derive(Args, Debug, Clone, Default)]
-pub struct ClientTlsArgs {
-    /// With TLS: trust the CA certificates in FILE (PEM) instead of the system's
-    /// (/etc/ssl/certs/ca-certificates.crt), e.g. a server's self-signed cert.pem.
-    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
-    pub tls_ca: Option<PathBuf>,
-
-    /// With TLS: accept any certificate. The connection is encrypted, but nothing says who
-    /// is at the other end: for tests against a server whose certificate you cannot get.
-    #[arg(long)]
-    pub insecure: bool,
-}
-
-impl ClientTlsArgs {
-    /// The client configuration these flags ask for, offering `alpn`.
-    pub fn config(&self, alpn: &[&[u8]]) -> crate::Result<std::sync::Arc<rustls::ClientConfig>> {
-        let trust = match (&self.tls_ca, self.insecure) {
-            (_, true) => Trust::Anyone,
-            (Some(f), false) => Trust::File(f.clone()),
-            (None, false) => Trust::System,
-        };
-        crate::tls::client::config(&trust, alpn)
+/// Run the parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Serve(a) => commands::serve::run(*a),
+        Command::Echo(a) => commands::echo::run(a),
+        Command::Send(a) => commands::send::run(a),
+        Command::Chat(a) => commands::chat::run(a),
+        Command::Talk(a) => commands::talk::run(a),
+        Command::Hello(a) => commands::hello::run(a),
+        Command::Bench(a) => commands::bench::run(a),
+        Command::Completions(a) => commands::docs::completions(a, command()),
+        Command::Man(a) => commands::docs::man(a, command()),
     }
-
-    /// `--tls-ca` or `--insecure` given where no TLS is spoken: say so, naming `how` to ask
-    /// for it.
-    pub fn unused(&self, how: &str) -> crate::Result<()> {
-        let flag = match (&self.tls_ca, self.insecure) {
-            (Some(_), _) => "--tls-ca",
-            (None, true) => "--insecure",
-            (None, false) => return Ok(()),
-        };
-        Err(Error::Usage(format!(
-            "{flag} is about the server's TLS certificate, and no TLS is spoken; {how}"
-        )))
-    }
-}
-
-/// How a failed TLS handshake with `target` reads: a certificate error says which flags
-/// decide whom to trust.
-pub fn tls_failure(target: &str, e: &std::io::Error) -> Error {
-    let why = crate::tls::client::describe(e);
-    if crate::tls::client::is_certificate_error(e) {
-        Error::Client(format!(
-            "could not connect to {target}: {why}; give its CA with --tls-ca FILE, or \
-             --insecure to skip the check"
-        ))
-    } else {
-        Error::Client(format!("could not connect to {target}: {why}"))
-    }
-}
-
-/// A flag only the event loops (event, prefork) read, given with a model that has none: say
-/// so, once (`serve_options` runs more than once per start), rather than ignore it silently.
-fn event_loop_flag(said: &'static std::sync::Once, flag: &str, value: &dyn fmt::Display, m: Model) {
-    let how = match m {
-        Model::Iterative => "serves one connection at a time",
-        Model::Threaded => "runs a thread per connection, each waiting with poll(2)",
-        Model::Event | Model::Prefork => return,
-    };
-    said.call_once(|| {
-        tracing::warn!(
-            "{flag} is for the event loops (--model event or prefork); --model {m} {how}, so \
-             {flag} {value} changes nothing"
-        )
-    });
-}
-
-impl ServerArgs {
-    /// The [`ServeOptions`] these flags ask for (defaults from [`ServeOptions::default`]),
-    /// validated before any socket is touched.
-    pub fn serve_options(&self) -> crate::Result<ServeOptions> {
-        let mut o = ServeOptions::default();
-        if let Some(m) = self.model {
-            o.model = m;
-        }
-        if let Some(w) = self.workers {
-            o.workers = w;
-            static SAID: std::sync::Once = std::sync::Once::new();
-            event_loop_flag(&SAID, "--workers", &w, o.model);
-        }
-        if let Some(p) = self.poller {
-            o.poller = p;
-            static SAID: std::sync::Once = std::sync::Once::new();
-            event_loop_flag(&SAID, "--poller", &p, o.model);
-        }
-
-        if let Some(m) = self.max_connections {
-            o.max_connections = m;
-        }
-        if let Some(g) = self.grace {
-            o.grace = seconds("--grace", g, true)?;
-        }
-        if let Some(t) = self.send_timeout {
-            o.send_timeout = seconds("--send-timeout", t, false)?;
-        }
-        if let Some(us) = self.busy_poll {
-            o.busy_poll = Duration::from_micros(us);
-            static SAID: std::sync::Once = std::sync::Once::new();
-            event_loop_flag(&SAID, "--busy-poll", &us, o.model);
-        }
-        o.validate().map_err(|e| Error::Usage(e.to_string()))?;
-        if self.backlog.is_some_and(|b| b < 1) {
-            return Err(Error::Usage("--backlog must be at least 1".into()));
-        }
-        if let Some(s) = self.defer_accept {
-            if !(0..=i64::from(net::MAX_DEFER_ACCEPT)).contains(&s) {
-                return Err(Error::Usage(format!(
-                    "--defer-accept must be whole seconds from 0 (off) to {}, not {s}",
-                    net::MAX_DEFER_ACCEPT
-                )));
-            }
-        }
-        self.privileges().validate()?;
-        Ok(o)
-    }
-
-    pub(crate) fn bind_options(&self) -> BindOptions {
-        BindOptions {
-            backlog: self.backlog.unwrap_or(BindOptions::default().backlog),
-            reuse_port: self.reuse_port,
-            // Checked in serve_options(), which setup() calls first.
-            defer_accept: self
-                .defer_accept
-                .and_then(|s| u32::try_from(s).ok())
-                .unwrap_or(BindOptions::default().defer_accept),
-        }
-    }
-
-    pub(crate) fn privileges(&self) -> PrivilegeDrop {
-        PrivilegeDrop {
-            user: self.user.clone(),
-            group: self.group.clone(),
-            umask: self.umask.clone(),
-        }
-    }
-
-    pub(crate) fn addresses(&self, default_listen: &str) -> crate::Result<Vec<ListenAddr>> {
-        if self.listen.is_empty() {
-            Ok(vec![default_listen.parse()?])
-        } else {
-            self.listen.iter().map(|a| a.parse()).collect()
-        }
-    }
-
-    /// Where the TLS certificates come from, if the flags ask for TLS.
-    pub fn tls_source(&self) -> crate::Result<Option<CertSource>> {
-        if !self.acme.is_empty() {
-            return self.acme_settings().map(|a| Some(CertSource::Acme(a)));
-        }
-        if let Some(dir) = &self.tls_self_signed {
-            return Ok(Some(CertSource::SelfSigned(dir.clone())));
-        }
-        let (certs, keys) = (&self.tls_cert, &self.tls_key);
-        if certs.len() != keys.len() {
-            return Err(Error::Usage(format!(
-                "--tls-cert and --tls-key come in pairs, but {} {} and {} {} were given",
-                certs.len(),
-                if certs.len() == 1 {
-                    "certificate"
-                } else {
-                    "certificates"
-                },
-                keys.len(),
-                if keys.len() == 1 { "key" } else { "keys" },
-            )));
-        }
-        if certs.is_empty() {
-            return Ok(None);
-        }
-        let pairs = certs
-            .iter()
-            .zip(keys)
-            .map(|(c, k)| CertFiles {
-                cert: c.clone(),
-                key: k.clone(),
-            })
-            .collect();
-        Ok(Some(CertSource::Files(pairs)))
-    }
-
-    /// The `--acme` flags, checked: names a certificate can carry, an https directory.
-    pub(crate) fn acme_settings(&self) -> crate::Result<crate::tls::acme::AcmeSettings> {
-        let mut domains = Vec::new();
-        for d in &self.acme {
-            let d = d.trim().to_ascii_lowercase();
-            let ok = !d.is_empty()
-                && !d.starts_with('.')
-                && d.split('.').all(|l| {
-                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                })
-                || d.starts_with("*.") && d.len() > 2;
-            if !ok || d.parse::<std::net::IpAddr>().is_ok() {
-                return Err(Error::Usage(format!(
-                    "--acme {d}: give a domain name (such as example.org) that resolves to \
-                     this host"
-                )));
-            }
-            if !domains.contains(&d) {
-                domains.push(d);
-            }
-        }
-        let directory = self
-            .acme_directory
-            .clone()
-            .unwrap_or_else(|| crate::tls::acme::LETS_ENCRYPT.to_string());
-        if !directory.starts_with("https://") {
-            return Err(Error::Usage(format!(
-                "--acme-directory {directory}: an ACME directory is an https:// URL \
-                 (RFC 8555 §6.1)"
-            )));
-        }
-        if let Some(ca) = &self.acme_ca {
-            crate::tls::client::config(&Trust::File(ca.clone()), &[])?;
-        }
-        Ok(crate::tls::acme::AcmeSettings {
-            domains,
-            email: self.acme_email.clone(),
-            directory,
-            state: self
-                .acme_state
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("acme")),
-            ca: self.acme_ca.clone(),
-        })
-    }
-}
-
-/// A flag in seconds as a Duration; negative, NaN or absurd values are usage errors.
-pub fn seconds(flag: &str, v: f64, zero_ok: bool) -> crate::Result<Duration> {
-    if !v.is_finite() || v < 0.0 || (!zero_ok && v == 0.0) || v > 1e9 {
-        let least = if zero_ok { "0 or more" } else { "more than 0" };
-        // 1e300 is shown as 1e300, not as its 301 digits.
-        let shown = if v.is_finite() && v.abs() < 1e9 {
-            v.to_string()
-        } else {
-            format!("{v:e}")
-        };
-        let most = if v > 1e9 { " (at most 1e9)" } else { "" };
-        return Err(Error::Usage(format!(
-            "{flag} {shown} is not a number of seconds; give {least}{most}"
-        )));
-    }
-    Ok(Duration::from_secs_f64(v))
-}
-
-/// `--model`: the drivers' names, listed in `--help` and in the error for any other word.
-fn model_parser() -> impl clap::builder::TypedValueParser<Value = Model> {
-    use clap::builder::TypedValueParser as _;
-    clap::builder::PossibleValuesParser::new(Model::ALL.map(Model::name))
-        .map(|s| Model::from_name(&s).expect("one of the listed names"))
-}
-
-/// `--poller`: as [`model_parser`].
-fn poller_parser() -> impl clap::builder::TypedValueParser<Value = PollerKind> {
-    use clap::builder::TypedValueParser as _;
-    clap::builder::PossibleValuesParser::new(PollerKind::ALL.map(PollerKind::name))
-        .map(|s| PollerKind::from_name(&s).expect("one of the listed names"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A renamed flag must not lose its `[default: …]` silently: every id the tables name is a
+    /// flag of `serve` (which has them all), and its help ends with the default the code uses.
+    #[test]
+    fn every_shown_default_names_a_flag_and_ends_its_help() {
+        let serve = command().find_subcommand("serve").unwrap().clone();
+        for (id, value) in shown_defaults() {
+            let arg = (serve.get_arguments())
+                .find(|a| a.get_id() == id)
+                .unwrap_or_else(|| panic!("serve has no flag {id}"));
+            let help = arg.get_help().unwrap().to_string();
+            assert!(
+                help.ends_with(&format!(". [default: {value}]")),
+                "{id}: {help}"
+            );
+        }
+        let max_body = crate::units::show_size(crate::protocol::http::Limits::default().max_body);
+        assert_eq!(max_body, "1m");
+    }
 
     /// The flags' defaults, written as text for `--help`, are the library's own constants.
     #[test]

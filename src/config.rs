@@ -25,7 +25,7 @@ impl Size {
     pub fn bytes(&self) -> std::result::Result<u64, String> {
         match self {
             Size::Bytes(n) => Ok(*n),
-            Size::Text(t) => parse_size(t),
+            Size::Text(t) => crate::units::size(t),
         }
     }
 }
@@ -36,35 +36,6 @@ impl Size {
 pub enum Http2Key {
     Bool(bool),
     Text(String),
-}
-
-/// `"8192"`, `"8k"`, `"8K"`, `"8KiB"`, `"16kb"`, `"1m"`, `"1g"` → bytes (binary multiples, as
-/// nginx's `8k`).
-pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
-    let t = s.trim();
-    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
-    let (num, unit) = t.split_at(digits);
-    let n: u64 = num.parse().map_err(|_| {
-        if digits > 0 {
-            // Digits that do not fit in 64 bits.
-            format!("`{s}` is too large a size")
-        } else {
-            format!("`{s}` is not a size (a number of bytes, optionally with k, m or g)")
-        }
-    })?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "`{s}` is not a size (a number of bytes, optionally with k, m or g)"
-            ))
-        }
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("`{s}` is too large a size"))
 }
 
 /// One value or a list of them (`listen = ":80"` or `listen = [":80", "[::]:80"]`).
@@ -92,7 +63,7 @@ pub struct Config {
     // The document root (the DIR argument).
     pub root: Option<PathBuf>,
 
-    // Shared server flags (`crate::cli::ServerArgs`).
+    // Shared server flags (`crate::flags::ServerArgs`).
     pub listen: Option<OneOrMany>,
     #[serde(default, deserialize_with = "named")]
     pub model: Option<Model>,
@@ -529,16 +500,5 @@ mod tests {
         assert_eq!(cfg.head_timeout, Some(5.0));
         assert_eq!(cfg.listing, Some(false));
         assert!(Config::parse("model = \"fast\"\n").is_err());
-    }
-
-    #[test]
-    fn sizes_read_like_nginx_sizes() {
-        assert_eq!(parse_size("8k"), Ok(8192));
-        assert_eq!(parse_size("8KiB"), Ok(8192));
-        assert_eq!(parse_size("1m"), Ok(1 << 20));
-        assert_eq!(parse_size("123"), Ok(123));
-        assert!(parse_size("12x").is_err());
-        assert!(parse_size("k").is_err());
-        assert!(parse_size("99999999999g").is_err());
     }
 }

@@ -5,8 +5,10 @@
 //!
 //! | module | its one job |
 //! |---|---|
-//! | [`cli`] | the command line (clap); flags shared by every server, mapped to the library's types (`ServeOptions`, `BindOptions`, the TLS source) |
-//! | [`commands`] | one runner per subcommand: validate, bind, drop privileges, serve; `commands::start` binds (or takes systemd's sockets), drops privileges and prints the start lines for every server |
+//! | [`cli`] | the command line (clap): the top-level parser and the dispatch to each subcommand's runner |
+//! | [`commands`] | one runner per subcommand, beside its own flags: validate, bind, drop privileges, serve; `commands::start` binds (or takes systemd's sockets), drops privileges and prints the start lines for every server; `commands::bench::models`, tincan under every model and poller |
+//! | [`flags`] | the flags several subcommands share: every server's, mapped to the library's types (`ServeOptions`, `BindOptions`, the TLS source), and the clients' TLS trust |
+//! | [`units`] | the one parser of seconds and the one of byte sizes, for flags and `tincan.toml` alike |
 //! | [`config`] | `tincan.toml`: every `serve`/`hello` flag as a key; flags override it |
 //! | [`net`] | parse `--listen` addresses, bind TCP/Unix/UDP sockets, drop root |
 //! | [`model`] | the four drivers: iterative, threaded, prefork, event (epoll/poll/select); `link`, the outbound streams they open and watch for sessions (upstream sockets, CGI pipes, kept connections, the child reaper), and `link_tls`, TLS to an https upstream wrapped around a link's socket; `tls`, the rustls layer every driver puts between socket and session (and which tells it the ALPN choice), and `tls::kernel`, which hands the records to kernel TLS where the kernel has it; `udp`, the datagram driver (`protocol::DatagramService`); `shutdown`, signals and graceful stop; the descriptor and select caps (`mod.rs`); buffer pools (`protocol::ReadBuf`/`Outbox`); busy-poll (`event::spin`) |
@@ -34,6 +36,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod flags;
 pub mod logging;
 pub mod model;
 pub mod net;
@@ -41,6 +44,7 @@ pub mod protocol;
 #[allow(unsafe_code)]
 pub mod sys;
 pub mod tls;
+pub mod units;
 
 pub use error::{Error, Result};
 pub use model::{serve, Model, PollerKind, ServeOptions};

@@ -4,7 +4,6 @@
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use clap::{CommandFactory, Parser};
 
 fn main() -> ExitCode {
     // First, before any file is opened: descriptors from 3 on may be sockets systemd passed.
@@ -12,7 +11,7 @@ fn main() -> ExitCode {
         eprintln!("tincan: {e}");
         return ExitCode::from(e.exit_code());
     }
-    let cli = match tincan::cli::Cli::try_parse() {
+    let cli = match tincan::cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => match e.kind() {
             ErrorKind::DisplayHelp
@@ -28,7 +27,7 @@ fn main() -> ExitCode {
         },
     };
     tincan::logging::init();
-    match tincan::commands::run(cli) {
+    match tincan::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tincan: {e}");
@@ -174,7 +173,7 @@ fn in_words(msg: &str) -> String {
 /// The subcommand named on the command line, if it is one of ours (for the `--help` to suggest).
 fn subcommand() -> Option<String> {
     let name = std::env::args().nth(1)?;
-    tincan::cli::Cli::command()
+    tincan::cli::command()
         .find_subcommand(&name)
         .map(|c| c.get_name().to_string())
 }

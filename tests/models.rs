@@ -481,8 +481,8 @@ fn a_vanishing_client_leaves_the_others_unharmed() {
     }
 }
 
-fn server_args(listen: &[&str]) -> tincan::cli::ServerArgs {
-    tincan::cli::ServerArgs {
+fn server_args(listen: &[&str]) -> tincan::flags::ServerArgs {
+    tincan::flags::ServerArgs {
         listen: listen.iter().map(|s| s.to_string()).collect(),
         model: None,
         workers: None,
@@ -546,7 +546,7 @@ fn all_interfaces_takes_ipv4_and_ipv6_on_one_socket() {
 
 #[test]
 fn impossible_server_flags_are_usage_errors_in_a_sentence() {
-    type Case = (fn(&mut tincan::cli::ServerArgs), &'static str);
+    type Case = (fn(&mut tincan::flags::ServerArgs), &'static str);
     let cases: [Case; 9] = [
         (|a| a.workers = Some(0), "--workers must be at least 1"),
         (

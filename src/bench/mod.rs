@@ -9,7 +9,6 @@
 //! | [`stats`] | per-thread HDR latency histogram, counts, errors by kind; merged at the end |
 //! | [`report`] | the table on stdout, or one JSON object |
 //! | [`responder`] | a trivial in-process HTTP responder: proof the generator is not the bottleneck |
-//! | [`models`] | `tincan bench models`: tincan under every model and poller, a table and a chart |
 //! | [`svg`] | the chart: throughput and p99 against connections |
 //!
 //! A protocol plugs into the engine as a [`Load`] (shared, makes one [`Exchange`] per
@@ -20,7 +19,6 @@ pub mod chat;
 pub mod echo;
 pub mod engine;
 pub mod http;
-pub mod models;
 pub mod report;
 pub mod responder;
 pub mod stats;

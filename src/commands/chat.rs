@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
 
-use crate::cli::ServerArgs;
 use crate::error::{Error, Result};
+use crate::flags::ServerArgs;
 use crate::protocol::chat::{redis_link, ChatConfig, ChatService, RedisRoom, MAX_NICK_CHARS};
 use crate::protocol::Service;
 
@@ -96,13 +96,15 @@ pub struct ChatArgs {
 
     /// Longest message a client may send, NUL excluded (bytes; K/M suffixes: 64K = 65536).
     /// A longer one disconnects that client.
-    #[arg(long, value_name = "SIZE", default_value = "64K", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::size::<usize>,
+        default_value = crate::units::show_size(ChatConfig::default().max_message as u64))]
     pub max_message: usize,
 
     /// Bytes of relayed messages that may wait for one client to read them, each message
     /// counted with 32 bytes more for its place in the queue; a client with more waiting is
     /// disconnected as too slow (K/M suffixes allowed).
-    #[arg(long, value_name = "SIZE", default_value = "2M", value_parser = parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::size::<usize>,
+        default_value = crate::units::show_size(ChatConfig::default().max_queue as u64))]
     pub max_queue: usize,
 
     /// Announce joins, leaves and renames to the room.
@@ -116,7 +118,7 @@ pub struct ChatArgs {
     #[arg(
         long,
         value_name = "SECONDS",
-        default_value = "1",
+        default_value_t = ChatConfig::default().max_stall.as_secs_f64(),
         allow_negative_numbers = true
     )]
     pub max_stall: f64,
@@ -222,14 +224,7 @@ fn max_stall(v: f64) -> Result<std::time::Duration> {
              is not catching up, and everyone else would wait for it"
         )));
     }
-    crate::cli::seconds("--max-stall", v, true)
-}
-
-/// A byte count with an optional binary suffix (`64K`, `1MiB`): the same rule as every size
-/// in tincan ([`crate::config::parse_size`]), as a `usize`.
-pub fn parse_size(s: &str) -> std::result::Result<usize, String> {
-    let n = crate::config::parse_size(s)?;
-    usize::try_from(n).map_err(|_| format!("`{s}` is too large a size"))
+    crate::units::seconds("--max-stall", v, true)
 }
 
 pub fn run(args: ChatArgs) -> Result<()> {
@@ -263,15 +258,5 @@ mod tests {
             "{e}"
         );
         assert!(max_stall(-1.0).is_err());
-    }
-
-    #[test]
-    fn sizes_take_binary_suffixes_and_refuse_nonsense() {
-        assert_eq!(parse_size("65536"), Ok(65536));
-        assert_eq!(parse_size("64K"), Ok(65536));
-        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
-        assert!(parse_size("1.5M").is_err());
-        assert!(parse_size("K").is_err());
-        assert!(parse_size("99999999999999999999G").is_err());
     }
 }

@@ -5,9 +5,8 @@
 
 use std::io::Write;
 
-use clap::{Args, CommandFactory};
+use clap::Args;
 
-use crate::cli::Cli;
 use crate::error::{Error, Result};
 
 #[derive(Args, Debug)]
@@ -37,15 +36,15 @@ pub struct ManArgs {
     pub command: Vec<String>,
 }
 
-pub fn completions(a: CompletionsArgs) -> Result<()> {
-    let mut cmd = Cli::command();
+/// `tincan completions`: the script for `cmd`, the whole command line's parser.
+pub fn completions(a: CompletionsArgs, mut cmd: clap::Command) -> Result<()> {
     let mut out = Vec::new();
     clap_complete::generate(a.shell, &mut cmd, "tincan", &mut out);
     print(&out)
 }
 
-pub fn man(a: ManArgs) -> Result<()> {
-    let mut cmd = Cli::command();
+/// `tincan man`: the page of `cmd` (the whole command line's parser) or of a subcommand.
+pub fn man(a: ManArgs, mut cmd: clap::Command) -> Result<()> {
     // Built, so that each subcommand knows its full name (`tincan-bench-http`).
     cmd.build();
     let mut page = &cmd;

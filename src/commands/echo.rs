@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use crate::cli::ServerArgs;
 use crate::error::{Error, Result};
+use crate::flags::ServerArgs;
 use crate::model::Shutdown;
 use crate::protocol::echo::{EchoConfig, EchoService};
 use crate::protocol::framing::Framing;
@@ -36,7 +36,8 @@ pub struct EchoArgs {
 
     /// The longest message accepted (bytes; K/M suffixes: 4M = 4 MiB); a longer one closes
     /// that connection. Give `tincan send` the same to send or receive larger messages.
-    #[arg(long, default_value = "1M", value_name = "SIZE", value_parser = crate::commands::chat::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::size::<usize>,
+        default_value = crate::units::show_size(crate::protocol::echo::DEFAULT_MAX_FRAME as u64))]
     pub max_frame: usize,
 
     /// Answer "{ip:port}: {message}", as the book's multithreaded server does (it writes the
@@ -49,7 +50,7 @@ pub struct EchoArgs {
     #[arg(
         long,
         value_name = "SECONDS",
-        default_value = "300",
+        default_value_t = crate::protocol::echo::DEFAULT_IDLE_TIMEOUT.as_secs_f64(),
         allow_negative_numbers = true
     )]
     pub idle_timeout: f64,
@@ -63,7 +64,7 @@ pub struct EchoArgs {
 }
 
 pub fn run(args: EchoArgs) -> Result<()> {
-    let idle = crate::cli::seconds("--idle-timeout", args.idle_timeout, true)?;
+    let idle = crate::units::seconds("--idle-timeout", args.idle_timeout, true)?;
     let config = EchoConfig {
         framing: args.framing,
         max_frame: args.max_frame,

@@ -7,10 +7,13 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::serve::{merge_server_args, HttpArgs};
-use crate::cli::ServerArgs;
 use crate::config::Config;
 use crate::error::Result;
+use crate::flags::ServerArgs;
 use crate::protocol::http::{Hello, HttpService};
+
+/// Where `tincan hello` listens unless told otherwise: the greeting page tutorial's port.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -36,7 +39,6 @@ pub fn run(mut args: HelloArgs) -> Result<()> {
     };
     merge_server_args(&mut args.server, &cfg);
     let limits = args.http.limits(&cfg)?;
-    // The greeting page tutorial's port: 8080.
     // Checked (and the access log opened) before binding: no `listening on` before an error.
     let mut options = args.http.options(
         &cfg,
@@ -45,7 +47,7 @@ pub fn run(mut args: HelloArgs) -> Result<()> {
     )?;
     let (listeners, opts) = super::serve::glue::setup(
         &args.server,
-        "127.0.0.1:8080",
+        DEFAULT_LISTEN,
         &[],
         options.http2,
         options.h2.only,

@@ -60,7 +60,8 @@ pub struct SendArgs {
     pub timeout: f64,
 
     /// The longest message sent or reply accepted (bytes; K/M suffixes: 4M = 4 MiB).
-    #[arg(long, default_value = "1M", value_name = "SIZE", value_parser = crate::commands::chat::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::size::<usize>,
+        default_value = crate::units::show_size(crate::protocol::echo::DEFAULT_MAX_FRAME as u64))]
     pub max_frame: usize,
 
     /// Open a new connection for each message (null, line, length or fixed framing), as the
@@ -78,11 +79,11 @@ pub struct SendArgs {
     pub tls: bool,
 
     #[command(flatten)]
-    pub tls_trust: crate::cli::ClientTlsArgs,
+    pub tls_trust: crate::flags::ClientTlsArgs,
 }
 
 pub fn run(args: SendArgs) -> Result<()> {
-    crate::cli::seconds("--timeout", args.timeout, false)?;
+    crate::units::seconds("--timeout", args.timeout, false)?;
     if args.max_frame == 0 {
         return Err(Error::Usage("--max-frame must be at least 1 byte".into()));
     }
@@ -337,7 +338,7 @@ impl Client {
                                 timed.map_err(|e| Error::io("could not set socket timeouts", e))?;
                                 let t = TlsStream::connect(s, name.clone(), config);
                                 let target = self.target.to_string();
-                                Conn::Tls(t.map_err(|e| crate::cli::tls_failure(&target, &e))?)
+                                Conn::Tls(t.map_err(|e| crate::flags::tls_failure(&target, &e))?)
                             }
                         }
                     }

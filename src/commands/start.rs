@@ -1,11 +1,11 @@
 //! Starting a server: take the sockets systemd passed or bind `--listen`, drop privileges,
 //! install the stop signals, and print the start lines a script waits for. The flags are read
-//! in [`crate::cli`]; this is what the commands do with them.
+//! in [`crate::flags`]; this is what the commands do with them.
 
 use std::io::Write;
 
-use crate::cli::ServerArgs;
 use crate::error::Error;
+use crate::flags::ServerArgs;
 use crate::model::ServeOptions;
 use crate::net::activation::{self, Kind};
 use crate::net::{self, ListenAddr, Listener};
@@ -16,7 +16,10 @@ impl ServerArgs {
     /// --user, print `listening on ADDR` per listener on stdout (flushed; they are the first
     /// stdout lines, printed once the server can really serve), and build ServeOptions from the
     /// flags (defaults from ServeOptions::default()). ADDR is as [`StartLine::Address`] says.
-    pub fn setup(&self, default_listen: &str) -> crate::Result<(Vec<Listener>, ServeOptions)> {
+    pub fn setup(
+        &self,
+        default_listen: &str,
+    ) -> crate::error::Result<(Vec<Listener>, ServeOptions)> {
         self.setup_with(default_listen, &TlsApp::default())
     }
 
@@ -26,7 +29,7 @@ impl ServerArgs {
         &self,
         default_listen: &str,
         app: &TlsApp,
-    ) -> crate::Result<(Vec<Listener>, ServeOptions)> {
+    ) -> crate::error::Result<(Vec<Listener>, ServeOptions)> {
         self.bind_all(default_listen, app, &[], StartLine::Address)
     }
 
@@ -38,7 +41,7 @@ impl ServerArgs {
         default_listen: &str,
         app: &TlsApp,
         plain: &[ListenAddr],
-    ) -> crate::Result<(Vec<Listener>, ServeOptions)> {
+    ) -> crate::error::Result<(Vec<Listener>, ServeOptions)> {
         self.bind_all(default_listen, app, plain, StartLine::Url)
     }
 
@@ -48,7 +51,7 @@ impl ServerArgs {
         app: &TlsApp,
         plain: &[ListenAddr],
         start: StartLine,
-    ) -> crate::Result<(Vec<Listener>, ServeOptions)> {
+    ) -> crate::error::Result<(Vec<Listener>, ServeOptions)> {
         let mut opts = self.serve_options()?;
         let source = self.tls_source()?;
         if let Some(src) = &source {
@@ -62,10 +65,10 @@ impl ServerArgs {
                         Error::io("socket activation: cannot set up a passed socket", e)
                     })
                 })
-                .collect::<crate::Result<Vec<Listener>>>()?,
+                .collect::<crate::error::Result<Vec<Listener>>>()?,
             None => (self.addresses(default_listen)?.iter())
                 .map(|a| net::bind(a, &bind_opts))
-                .collect::<crate::Result<Vec<Listener>>>()?,
+                .collect::<crate::error::Result<Vec<Listener>>>()?,
         };
         let plain_from = listeners.len();
         for a in plain {
@@ -89,7 +92,7 @@ impl ServerArgs {
         }
         // Signals must stop us gracefully from the moment a script can see the address.
         crate::model::Shutdown::for_process()
-            .map_err(|e| crate::Error::io("installing the SIGINT/SIGTERM handlers", e))?;
+            .map_err(|e| crate::error::Error::io("installing the SIGINT/SIGTERM handlers", e))?;
         let tls = opts.tls.is_some();
         announce(
             listeners
@@ -136,7 +139,7 @@ impl ServerArgs {
     pub fn setup_udp(
         &self,
         default_listen: &str,
-    ) -> crate::Result<(Vec<std::net::UdpSocket>, ServeOptions)> {
+    ) -> crate::error::Result<(Vec<std::net::UdpSocket>, ServeOptions)> {
         let opts = self.serve_options()?;
         if self.tls_source()?.is_some() {
             return Err(Error::Usage(
@@ -151,19 +154,19 @@ impl ServerArgs {
                 let bind_opts = self.bind_options();
                 (self.addresses(default_listen)?.iter())
                     .map(|a| net::bind_udp(a, &bind_opts))
-                    .collect::<crate::Result<Vec<_>>>()?
+                    .collect::<crate::error::Result<Vec<_>>>()?
             }
         };
         self.privileges().apply(&[])?;
         // Signals must stop us gracefully from the moment a script can see the address.
         crate::model::Shutdown::for_process()
-            .map_err(|e| crate::Error::io("installing the SIGINT/SIGTERM handlers", e))?;
+            .map_err(|e| crate::error::Error::io("installing the SIGINT/SIGTERM handlers", e))?;
         announce(sockets.iter().map(net::udp_addr_string))?;
         Ok((sockets, opts))
     }
 
     /// The sockets systemd passed ([`activation`]), which take the place of --listen.
-    fn activated(&self, kind: Kind) -> crate::Result<Option<Vec<socket2::Socket>>> {
+    fn activated(&self, kind: Kind) -> crate::error::Result<Option<Vec<socket2::Socket>>> {
         let n = activation::pending();
         if n > 0 && !self.listen.is_empty() {
             return Err(Error::Usage(format!(
@@ -216,7 +219,7 @@ impl StartLine {
 }
 
 /// Print one line on stdout and flush.
-fn say(line: &str) -> crate::Result<()> {
+fn say(line: &str) -> crate::error::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}")
         .and_then(|()| out.flush())
@@ -224,7 +227,7 @@ fn say(line: &str) -> crate::Result<()> {
 }
 
 /// Print `listening on ADDR` lines and flush, so a script reading stdout sees them at once.
-fn announce(addrs: impl Iterator<Item = String>) -> crate::Result<()> {
+fn announce(addrs: impl Iterator<Item = String>) -> crate::error::Result<()> {
     let mut out = std::io::stdout().lock();
     for a in addrs {
         writeln!(out, "listening on {a}").map_err(|e| Error::io("writing to stdout", e))?;

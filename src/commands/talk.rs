@@ -86,7 +86,7 @@ pub struct TalkArgs {
     pub tls: bool,
 
     #[command(flatten)]
-    pub tls_trust: crate::cli::ClientTlsArgs,
+    pub tls_trust: crate::flags::ClientTlsArgs,
 }
 
 /// `HOST` → `HOST:4040` (see [`crate::net::with_default_port`]).
@@ -251,8 +251,8 @@ enum Event {
 }
 
 pub fn run(args: TalkArgs) -> Result<()> {
-    let wait = crate::cli::seconds("--wait", args.wait, true)?;
-    let connect_timeout = crate::cli::seconds("--connect-timeout", args.connect_timeout, false)?;
+    let wait = crate::units::seconds("--wait", args.wait, true)?;
+    let connect_timeout = crate::units::seconds("--connect-timeout", args.connect_timeout, false)?;
     if args.addr.starts_with("unix:") {
         return Err(Error::Usage(format!(
             "tincan talk connects over TCP only, and {} is a Unix socket; listen the room on a \
@@ -281,7 +281,7 @@ pub fn run(args: TalkArgs) -> Result<()> {
                 .map_err(setup)?;
             let sock = stream.try_clone().map_err(setup)?;
             let t = TlsStream::connect(sock, name, &config)
-                .map_err(|e| crate::cli::tls_failure(&target, &e))?;
+                .map_err(|e| crate::flags::tls_failure(&target, &e))?;
             stream.set_read_timeout(None).map_err(setup)?;
             stream.set_write_timeout(None).map_err(setup)?;
             Some(t)

@@ -14,11 +14,9 @@ use crate::sys;
 pub(crate) const READ_CHUNK: usize = 16 * 1024;
 
 /// Bytes one connection may send in one turn before the others get theirs: a connection with
-/// a large file yields here and the poller reports it writable again in its round. Without it,
-/// each `sendfile` took as much as the socket would (several MiB on loopback) and 500 clients
-/// of a 10 MiB file saw a p99 of 1.1-1.5 s at 0.5 s median; with 4 MiB, 0.92-0.97 s at the same
-/// throughput or better; with 2 MiB (nginx's `sendfile_max_chunk`), 0.72-0.83 s but 7-12% less
-/// throughput.
+/// a large file yields here and the poller reports it writable again in its round, so one large
+/// download cannot hold the others' latency (4 MiB: the best p99 at no loss of throughput;
+/// bench/README.md, "Fairness between large downloads").
 pub(crate) const TURN: usize = 4 << 20;
 
 /// A file region longer than this is corked before its first call: it will not leave in one.
@@ -84,11 +82,8 @@ pub(crate) fn discard(sock: &Socket) -> io::Result<ReadOutcome> {
 /// A socket's `TCP_CORK` while a file region goes out in several calls: the kernel sends only
 /// whole segments until the cork comes off, as nginx's `tcp_nopush` does.
 ///
-/// Without it, each `sendfile` call pushed out its last partial segment. At 10 MiB and 500
-/// connections on loopback (`tincan bench`, 3 s, `nstat` over the run, both directions) the
-/// uncorked server sent 41.7-42.9 thousand segments per GB against nginx's 31.2, and its
-/// connections fired 270-279 tail-loss probes per GB against nginx's 37-51; corked, 32.6-33.3
-/// thousand segments and 163-205 probes, at the same 5.3-5.5 GB/s (two runs each).
+/// Without it, each `sendfile` call pushes out its last partial segment: more segments and
+/// more tail-loss probes per byte than nginx (bench/README.md, "Corking large files").
 ///
 /// The cork goes on before a region longer than [`CORK_AHEAD`] and after any call that leaves
 /// part of a region behind; a reply that leaves in one call costs no extra system calls. It

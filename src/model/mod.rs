@@ -194,9 +194,9 @@ pub struct ServeOptions {
     pub tls: Option<TlsSettings>,
 }
 
-impl From<ServeError> for crate::Error {
+impl From<ServeError> for crate::error::Error {
     fn from(e: ServeError) -> Self {
-        crate::Error::Serve(Box::new(e))
+        crate::error::Error::Serve(Box::new(e))
     }
 }
 

@@ -62,7 +62,7 @@ pub fn meant_for(
 /// Take the sockets systemd passed, if it passed any to this process, and remove
 /// `LISTEN_PID`, `LISTEN_FDS` and `LISTEN_FDNAMES` from the environment. Call first in `main`,
 /// while the process is one thread and has opened nothing.
-pub fn receive() -> crate::Result<()> {
+pub fn receive() -> crate::error::Result<()> {
     let var = |k: &str| std::env::var(k).ok();
     let (pid, fds, names) = (var("LISTEN_PID"), var("LISTEN_FDS"), var("LISTEN_FDNAMES"));
     for k in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
@@ -82,7 +82,7 @@ pub fn receive() -> crate::Result<()> {
                 ))
             })
         })
-        .collect::<crate::Result<Vec<_>>>()?;
+        .collect::<crate::error::Result<Vec<_>>>()?;
     let names = names
         .map(|n| n.split(':').map(str::to_string).collect())
         .unwrap_or_default();
@@ -101,7 +101,7 @@ pub fn pending() -> usize {
 
 /// The sockets passed, checked to be what `want` serves; None when there were none. Each
 /// server takes them once.
-pub fn take(want: Kind) -> crate::Result<Option<Vec<Socket>>> {
+pub fn take(want: Kind) -> crate::error::Result<Option<Vec<Socket>>> {
     let Some(got) = RECEIVED.lock().unwrap_or_else(|e| e.into_inner()).take() else {
         return Ok(None);
     };

@@ -435,7 +435,7 @@ fn tcp_socket(
 }
 
 /// Bind a TCP or Unix listening socket.
-pub fn bind(addr: &ListenAddr, opts: &BindOptions) -> crate::Result<Listener> {
+pub fn bind(addr: &ListenAddr, opts: &BindOptions) -> crate::error::Result<Listener> {
     match addr {
         ListenAddr::Tcp(sa) => {
             let v6only = sa.is_ipv6().then_some(true);
@@ -494,7 +494,7 @@ fn tcp_listener_options(s: Socket, opts: &BindOptions) -> io::Result<Listener> {
 }
 
 /// Bind a Unix socket, replacing a stale socket file only when nothing listens on it.
-fn bind_unix(addr: &ListenAddr, path: &Path, opts: &BindOptions) -> crate::Result<Listener> {
+fn bind_unix(addr: &ListenAddr, path: &Path, opts: &BindOptions) -> crate::error::Result<Listener> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) => {
             if !meta.file_type().is_socket() {
@@ -533,7 +533,7 @@ fn bind_unix(addr: &ListenAddr, path: &Path, opts: &BindOptions) -> crate::Resul
 }
 
 /// Bind a UDP socket (for `--udp` services).
-pub fn bind_udp(addr: &ListenAddr, opts: &BindOptions) -> crate::Result<UdpSocket> {
+pub fn bind_udp(addr: &ListenAddr, opts: &BindOptions) -> crate::error::Result<UdpSocket> {
     let s = match addr {
         ListenAddr::Tcp(sa) => tcp_socket(sa, Type::DGRAM, opts, sa.is_ipv6().then_some(true)),
         ListenAddr::AllInterfaces(port) => {

@@ -375,7 +375,7 @@ mod tests {
     use super::*;
 
     fn peer() -> PeerAddr {
-        PeerAddr::Tcp("127.0.0.1:5555".parse().expect("literal address"))
+        crate::protocol::test_peer().remote
     }
 
     fn session(framing: Framing, max_frame: usize, prefix_peer: bool) -> EchoSession {
@@ -461,7 +461,7 @@ mod tests {
     fn close_framing_with_prefix_peer_prefixes_the_whole_message_once() {
         let mut s = session(Framing::Close, 64, true);
         let (_, _, mut rest) = feed(&mut s, &[b"a", b"b"]);
-        assert_eq!(eof(&mut s, &mut rest).0, b"127.0.0.1:5555: ab");
+        assert_eq!(eof(&mut s, &mut rest).0, b"127.0.0.1:5000: ab");
     }
 
     #[test]
@@ -494,14 +494,14 @@ mod tests {
     fn prefix_peer_answers_with_the_clients_address() {
         let mut s = session(Framing::Null, 64, true);
         let (got, _, _) = feed(&mut s, &[b"hi\0yo\0"]);
-        assert_eq!(got, b"127.0.0.1:5555: hi\x00127.0.0.1:5555: yo\x00");
+        assert_eq!(got, b"127.0.0.1:5000: hi\x00127.0.0.1:5000: yo\x00");
 
         let mut s = session(Framing::Length, 64, true);
         let mut wire = Vec::new();
         Framing::Length.encode(b"hi", &mut wire);
         let (got, _, _) = feed(&mut s, &[&wire]);
         let mut want = Vec::new();
-        Framing::Length.encode(b"127.0.0.1:5555: hi", &mut want);
+        Framing::Length.encode(b"127.0.0.1:5000: hi", &mut want);
         assert_eq!(got, want, "the length prefix covers the prefixed answer");
     }
 
@@ -647,7 +647,7 @@ mod tests {
         svc(Framing::Null, true)
             .answer_datagram(&from, b"hi\0", &mut out)
             .expect("valid message");
-        assert_eq!(out, b"127.0.0.1:5555: hi\0");
+        assert_eq!(out, b"127.0.0.1:5000: hi\0");
 
         out.clear();
         assert_eq!(

@@ -68,6 +68,16 @@ impl fmt::Display for PeerAddr {
     }
 }
 
+/// The connection every unit test's session is opened for: a client at 127.0.0.1:5000 on a
+/// listener at 127.0.0.1:80 (one helper, so tests agree on what a log line or a prefix shows).
+#[cfg(test)]
+pub(crate) fn test_peer() -> Peer {
+    Peer {
+        remote: PeerAddr::Tcp(([127, 0, 0, 1], 5000).into()),
+        local: PeerAddr::Tcp(([127, 0, 0, 1], 80).into()),
+    }
+}
+
 /// The two ends of one accepted connection.
 #[derive(Clone, Debug)]
 pub struct Peer {

@@ -88,7 +88,7 @@ fn decode_reads(framing: Framing, max: usize, reads: &[&[u8]]) -> (Vec<Vec<u8>>,
 }
 
 fn peer() -> PeerAddr {
-    PeerAddr::Tcp("127.0.0.1:5555".parse().expect("literal address"))
+    crate::protocol::test_peer().remote
 }
 
 /// Feed `reads` to an echo session; the answers, and whether it closed.

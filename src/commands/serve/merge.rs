@@ -196,9 +196,9 @@ pub fn merge_server_args(s: &mut ServerArgs, cfg: &Config) {
     }
 }
 
-/// `--FLAG` in seconds, more than 0 (the one rule, [`crate::cli::seconds`]).
+/// `--FLAG` in seconds, more than 0 (the one rule, [`crate::units::seconds`]).
 fn seconds(flag: &str, v: f64) -> Result<Duration> {
-    crate::cli::seconds(&format!("--{flag}"), v, false)
+    crate::units::seconds(&format!("--{flag}"), v, false)
 }
 
 fn size(
@@ -346,7 +346,8 @@ impl HttpArgs {
         };
         let http2 = mode != Http2Mode::Off;
         let only = mode == Http2Mode::Only;
-        let max_streams = self.h2_max_streams.or(cfg.h2_max_streams).unwrap_or(128);
+        let max_streams = (self.h2_max_streams.or(cfg.h2_max_streams))
+            .unwrap_or(crate::protocol::http::H2Options::default().max_streams);
         if max_streams == 0 {
             return Err(Error::Usage(
                 "h2_max_streams must be at least 1 in the config file".into(),
@@ -358,7 +359,7 @@ impl HttpArgs {
             extra_headers,
             access_log,
             http2,
-            h2: crate::protocol::http::h2::H2Options { max_streams, only },
+            h2: crate::protocol::http::H2Options { max_streams, only },
             ..HttpOptions::default()
         })
     }

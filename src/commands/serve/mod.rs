@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use clap::{Args, ValueEnum};
 
-use crate::cli::{heading, ServerArgs};
-use crate::config::{parse_size, Config};
+use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::flags::{heading, ServerArgs};
 use crate::model::{Model, SELECT_FILE_CACHE_FDS};
 use crate::protocol::http::access::{Cors, Guard, GuardError};
 use crate::protocol::http::access_log::LogFormat;
@@ -46,37 +46,40 @@ pub enum Http2Mode {
     Only,
 }
 
+/// Where `tincan serve` listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8000";
+
 /// Flags of every HTTP server: limits, timeouts, headers, logging.
 #[derive(Args, Debug, Clone, Default)]
 pub struct HttpArgs {
-    /// Longest request line (bytes, or 8k, 1m); longer gets 414. [default: 8k]
-    #[arg(help_heading = heading::LIMITS, long, value_name = "SIZE", value_parser = parse_size_arg)]
+    /// Longest request line (bytes, or 8k, 1m); longer gets 414.
+    #[arg(help_heading = heading::LIMITS, long, value_name = "SIZE", value_parser = crate::units::size::<u64>)]
     pub max_request_line: Option<u64>,
     /// Longest single header line; longer gets 431. Also bounds the chunk extensions of one
     /// chunked request body, taken together, unless an eighth of its data is more (past
-    /// that: 400). [default: 16k]
-    #[arg(help_heading = heading::LIMITS, long, value_name = "SIZE", value_parser = parse_size_arg)]
+    /// that: 400).
+    #[arg(help_heading = heading::LIMITS, long, value_name = "SIZE", value_parser = crate::units::size::<u64>)]
     pub max_header: Option<u64>,
-    /// Largest whole request head; larger gets 431. [default: 64k]
-    #[arg(help_heading = heading::LIMITS, long, value_name = "SIZE", value_parser = parse_size_arg)]
+    /// Largest whole request head; larger gets 431.
+    #[arg(help_heading = heading::LIMITS, long, value_name = "SIZE", value_parser = crate::units::size::<u64>)]
     pub max_head: Option<u64>,
-    /// Most header fields in one request; more gets 431. [default: 100]
+    /// Most header fields in one request; more gets 431.
     #[arg(help_heading = heading::LIMITS, long, value_name = "N")]
     pub max_headers: Option<usize>,
     /// Largest request body (discarded, or forwarded to a --proxy/--cgi route); larger gets
-    /// 413. [default: 1m]
-    #[arg(help_heading = heading::LIMITS, long, value_name = "SIZE", value_parser = parse_size_arg)]
+    /// 413.
+    #[arg(help_heading = heading::LIMITS, long, value_name = "SIZE", value_parser = crate::units::size::<u64>)]
     pub max_body: Option<u64>,
-    /// Seconds a client has to send a request head; then 408. [default: 60]
+    /// Seconds a client has to send a request head; then 408.
     #[arg(help_heading = heading::LIMITS, long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub head_timeout: Option<f64>,
-    /// Seconds allowed between two reads of a request body; then 408. [default: 60]
+    /// Seconds allowed between two reads of a request body; then 408.
     #[arg(help_heading = heading::LIMITS, long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub body_timeout: Option<f64>,
-    /// Seconds an idle keep-alive connection is kept open. [default: 75]
+    /// Seconds an idle keep-alive connection is kept open.
     #[arg(help_heading = heading::LIMITS, long, value_name = "SECONDS", allow_negative_numbers = true)]
     pub keepalive_timeout: Option<f64>,
-    /// Requests served on one connection before it is closed. [default: 1000]
+    /// Requests served on one connection before it is closed.
     #[arg(help_heading = heading::LIMITS, long, value_name = "N")]
     pub max_requests_per_connection: Option<u32>,
     /// Add a header to every response ("Name: value"); repeatable.
@@ -91,7 +94,7 @@ pub struct HttpArgs {
     /// Format) or json (one object a line, with Caddy's field names: request.remote_ip,
     /// request.method, request.uri, request.proto, request.headers, status, size, ts). What a
     /// client sent is escaped either way: control bytes (and in combined every byte past
-    /// ASCII) as \xHH, as nginx writes them. [default: combined]
+    /// ASCII) as \xHH, as nginx writes them.
     #[arg(help_heading = heading::LOGGING, long, value_name = "combined|json", value_parser = log_format_parser())]
     pub access_log_format: Option<LogFormat>,
     /// Do not send the `Server: tincan` header.
@@ -110,13 +113,48 @@ pub struct HttpArgs {
     #[arg(help_heading = heading::HTTP, long, value_enum, value_name = "on|off|only")]
     pub http2: Option<Http2Mode>,
     /// HTTP/2 streams a client may have open at once on one connection; more are refused
-    /// (REFUSED_STREAM). [default: 128]
+    /// (REFUSED_STREAM).
     #[arg(help_heading = heading::HTTP, long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub h2_max_streams: Option<u32>,
 }
 
-fn parse_size_arg(s: &str) -> std::result::Result<u64, String> {
-    parse_size(s)
+/// The `[default: …]` `--help` shows for the HTTP flags (serve's and hello's) whose default is
+/// the library's own, by flag id, written from the values `merge` falls back to when neither
+/// the flag nor tincan.toml gives one ([`Limits::default`], [`GatewayConfig::default`]...).
+pub fn shown_defaults() -> Vec<(&'static str, String)> {
+    let size = |n: usize| crate::units::show_size(n as u64);
+    let secs = |d: std::time::Duration| d.as_secs_f64().to_string();
+    let l = Limits::default();
+    let g = GatewayConfig::default();
+    vec![
+        ("max_request_line", size(l.max_request_line)),
+        ("max_header", size(l.max_header)),
+        ("max_head", size(l.max_head)),
+        ("max_headers", l.max_headers.to_string()),
+        ("max_body", crate::units::show_size(l.max_body)),
+        ("head_timeout", secs(l.head_timeout)),
+        ("body_timeout", secs(l.body_timeout)),
+        ("keepalive_timeout", secs(l.keepalive_timeout)),
+        (
+            "max_requests_per_connection",
+            l.max_requests_per_connection.to_string(),
+        ),
+        ("access_log_format", LogFormat::default().name().to_string()),
+        (
+            "h2_max_streams",
+            crate::protocol::http::H2Options::default()
+                .max_streams
+                .to_string(),
+        ),
+        (
+            "file_cache",
+            crate::units::show_size(static_files::file_cache::DEFAULT_BUDGET),
+        ),
+        ("upstream_timeout", secs(g.timeout)),
+        ("upstream_keepalive", g.keepalive.to_string()),
+        ("upstream_fail_timeout", secs(g.fail_timeout)),
+        ("tunnel_idle_timeout", secs(g.tunnel_idle)),
+    ]
 }
 
 /// `--access-log-format`: the formats' names, listed in `--help` and in the error for any other.
@@ -156,8 +194,8 @@ pub struct FileArgs {
     #[arg(help_heading = heading::FILES, long, value_name = "PATH")]
     pub fallback: Option<String>,
     /// Memory for the open-file cache (answers to repeated plain GETs, revalidated at most
-    /// once a second; 0 turns it off). [default: 64m]
-    #[arg(help_heading = heading::FILES, long, value_name = "SIZE", value_parser = parse_size_arg)]
+    /// once a second; 0 turns it off).
+    #[arg(help_heading = heading::FILES, long, value_name = "SIZE", value_parser = crate::units::size::<u64>)]
     pub file_cache: Option<u64>,
     /// Open descriptors the file cache may keep for files over 64 KiB, so that the cache
     /// cannot take the descriptors connections need. [default: a quarter of the descriptor
@@ -196,19 +234,19 @@ pub struct GatewayArgs {
     #[arg(help_heading = heading::GATEWAY, long, value_name = "PREFIX=DIR")]
     pub cgi: Vec<String>,
     /// Seconds an upstream or script may take to connect, or between two reads or writes;
-    /// then 504 (or a cut-off body). [default: 60]
+    /// then 504 (or a cut-off body).
     #[arg(help_heading = heading::GATEWAY, long, value_name = "SECONDS")]
     pub upstream_timeout: Option<f64>,
     /// Idle connections kept open per upstream for the next requests, per process; 0 opens
-    /// a new connection for every request. [default: 32]
+    /// a new connection for every request.
     #[arg(help_heading = heading::GATEWAY, long, value_name = "N")]
     pub upstream_keepalive: Option<usize>,
     /// Seconds an upstream that refused or timed out a connection is left out of its route
-    /// (requests go to the route's other upstreams meanwhile). [default: 10]
+    /// (requests go to the route's other upstreams meanwhile).
     #[arg(help_heading = heading::GATEWAY, long, value_name = "SECONDS")]
     pub upstream_fail_timeout: Option<f64>,
     /// Seconds an upgraded connection (a WebSocket through --proxy) may carry nothing either
-    /// way before it is closed. [default: 600]
+    /// way before it is closed.
     #[arg(help_heading = heading::GATEWAY, long, value_name = "SECONDS")]
     pub tunnel_idle_timeout: Option<f64>,
     /// Trust the CA certificates in FILE (PEM) for https:// upstreams instead of the
@@ -328,7 +366,7 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
     let redirect = redirect_listener(args.redirect_http.or(cfg.redirect_http.clone()), tls)?;
     let (listeners, mut opts) = glue::setup(
         &args.server,
-        "127.0.0.1:8000",
+        DEFAULT_LISTEN,
         &redirect,
         options.http2,
         options.h2.only,

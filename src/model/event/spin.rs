@@ -12,11 +12,9 @@
 //! worker serving requests milliseconds apart never polls; one under load polls for at most
 //! the maximum after each burst.
 //!
-//! It is off by default. Measured here (server and load pinned to one core each, 1 KiB file,
-//! `tincan bench http -c 1 -n 20000`): 40,401 requests/s with `--busy-poll 50` against 29,964
-//! without, at 29 system calls per request instead of 3 (the polls that find nothing), and up
-//! to half again the CPU time at 20,000 paced connections per second. With 50 connections,
-//! or with a new connection per request, there was no difference beyond the noise.
+//! It is off by default: it buys one busy connection's latency with CPU time and system calls
+//! (the polls that find nothing), and buys nothing for many connections (bench/README.md,
+//! "Busy-poll").
 
 use std::time::Duration;
 

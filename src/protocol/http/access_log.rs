@@ -110,12 +110,12 @@ pub struct Entry<'a> {
 impl AccessLog {
     /// `-` logs to stdout; anything else is a file path, opened for appending (created if
     /// missing).
-    pub fn open(spec: &str) -> crate::Result<Arc<AccessLog>> {
+    pub fn open(spec: &str) -> crate::error::Result<Arc<AccessLog>> {
         AccessLog::open_as(spec, LogFormat::Combined)
     }
 
     /// [`open`](Self::open), writing lines in `format`.
-    pub fn open_as(spec: &str, format: LogFormat) -> crate::Result<Arc<AccessLog>> {
+    pub fn open_as(spec: &str, format: LogFormat) -> crate::error::Result<Arc<AccessLog>> {
         let sink = if spec == "-" {
             Sink::Stdout(None)
         } else {
@@ -123,7 +123,9 @@ impl AccessLog {
                 .create(true)
                 .append(true)
                 .open(Path::new(spec))
-                .map_err(|e| crate::Error::io(format!("cannot open access log {spec}"), e))?;
+                .map_err(|e| {
+                    crate::error::Error::io(format!("cannot open access log {spec}"), e)
+                })?;
             Sink::File(BufWriter::with_capacity(16 * 1024, f))
         };
         Ok(Arc::new_cyclic(|me| AccessLog {

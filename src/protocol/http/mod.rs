@@ -5,6 +5,8 @@
 //! - [`wire`]: the HTTP/1 wire core every part below shares: request heads, limits, the field
 //!   policy, and one body decoder and encoder.
 //! - [`session`]: [`HttpService`]/[`HttpSession`]: one connection's request loop.
+//! - [`shared`]: what that loop and the HTTP/2 session share: the options ([`HttpOptions`],
+//!   [`H2Options`]), the handler and limits, the `Date` field.
 //! - [`access`]: CORS and Basic authentication, checked before any route.
 //! - [`h2`]: HTTP/2 (RFC 9113), the session an [`HttpSession`] becomes for a connection that
 //!   opens with the h2c preface or chose `h2` by ALPN; the same handler answers.
@@ -27,6 +29,7 @@ mod proptests;
 pub mod proxy;
 pub mod redirect;
 pub mod session;
+pub mod shared;
 pub mod static_files;
 pub mod wire;
 
@@ -35,7 +38,8 @@ pub use hello::Hello;
 pub use message::{
     Body, BodySink, BodyStream, BodyUse, Handler, Part, Request, Response, Streamed, Version,
 };
-pub use session::{HttpOptions, HttpService, HttpSession};
+pub use session::{HttpService, HttpSession};
+pub use shared::{H2Options, HttpOptions};
 pub use wire::Limits;
 
 /// The ALPN name of HTTP/1.1 (RFC 7301 §6), offered on TLS listeners.

@@ -8,7 +8,8 @@ use std::time::Instant;
 use proptest::prelude::*;
 
 use super::{Body, Handler, HttpOptions, HttpService, Limits, Request, Response};
-use crate::protocol::{Outbox, Peer, PeerAddr, ReadBuf, Session};
+use crate::protocol::test_peer as peer;
+use crate::protocol::{Outbox, Peer, ReadBuf, Session};
 
 /// Answers 200 with `"<method> <path>"` as the body.
 struct Echo;
@@ -19,13 +20,6 @@ impl Handler for Echo {
             "{} {}",
             req.method, req.path
         ))))
-    }
-}
-
-fn peer() -> Peer {
-    Peer {
-        remote: PeerAddr::Tcp(([127, 0, 0, 1], 5000).into()),
-        local: PeerAddr::Tcp(([127, 0, 0, 1], 80).into()),
     }
 }
 

@@ -385,6 +385,22 @@ mod tests {
             .collect()
     }
 
+    /// The header blocks (hex) decoded in order by one decoder, as one connection's blocks are:
+    /// each later block may refer to the dynamic table the earlier ones built. The decoder is
+    /// returned too, for its table.
+    fn decode_in_turn(blocks: &[&str]) -> (Decoder, Vec<Vec<(String, String)>>) {
+        let mut d = Decoder::default();
+        let got = (blocks.iter())
+            .map(|b| {
+                let f = d.decode(&hex(b), 1 << 16, 100).unwrap();
+                (pairs(&f).into_iter())
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect()
+            })
+            .collect();
+        (d, got)
+    }
+
     /// RFC 7541 Appendix C.3 and C.4: three requests on one connection, without and with
     /// Huffman coding; the third depends on the dynamic table the first two built.
     #[test]
@@ -400,17 +416,7 @@ mod tests {
             "8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf",
         ];
         for blocks in [c3, c4] {
-            let mut d = Decoder::default();
-            let got: Vec<Vec<(String, String)>> = blocks
-                .iter()
-                .map(|b| {
-                    let f = d.decode(&hex(b), 1 << 16, 100).unwrap();
-                    pairs(&f)
-                        .into_iter()
-                        .map(|(n, v)| (n.to_string(), v.to_string()))
-                        .collect()
-                })
-                .collect();
+            let (_, got) = decode_in_turn(&blocks);
             let base = |path: &str, scheme: &str| {
                 vec![
                     (":method".to_string(), "GET".to_string()),
@@ -491,17 +497,7 @@ mod tests {
              5541 5851 5745 4f49 553b 206d 6178 2d61 6765 3d33 3630 303b 2076 6572 7369 6f6e \
              3d31",
         ];
-        let mut d = Decoder::default();
-        let got: Vec<Vec<(String, String)>> = blocks
-            .iter()
-            .map(|b| {
-                let f = d.decode(&hex(b), 1 << 16, 100).unwrap();
-                pairs(&f)
-                    .into_iter()
-                    .map(|(n, v)| (n.to_string(), v.to_string()))
-                    .collect()
-            })
-            .collect();
+        let (d, got) = decode_in_turn(&blocks);
         let field = |n: &str, v: &str| (n.to_string(), v.to_string());
         assert_eq!(got[1][0], field(":status", "307"));
         assert_eq!(got[1][3], field("location", "https://www.example.com"));

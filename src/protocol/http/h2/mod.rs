@@ -53,7 +53,8 @@ use super::access_log::Entry;
 use super::message::{
     error_response, Body, BodySink, BodyUse, Part, Request, Response, Streamed, Version,
 };
-use super::session::{owned_by_session, safe_field, with_date, Shared};
+use super::shared::{with_date, Shared};
+use super::wire::fields::{owned_by_session, safe_field};
 use super::wire::status_has_body;
 use crate::protocol::{LinkEvent, LinkId, Links, Next, Outbox, Peer, ReadBuf};
 pub use frame::PREFACE;
@@ -73,25 +74,6 @@ const RECENT_STREAMS: usize = 128;
 const SENDFILE_MIN: usize = 16 * 1024;
 /// The receive window given back once this much of it is used (half the default).
 const REFILL_AT: i64 = DEFAULT_WINDOW / 2;
-
-/// The HTTP/2 settings a server chooses (flags and config keys map to these).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct H2Options {
-    /// Streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
-    pub max_streams: u32,
-    /// HTTP/2 alone (`--http2 only`): every connection is HTTP/2, so one that does not open
-    /// with the client preface is a connection error (§3.4), not an HTTP/1.1 request.
-    pub only: bool,
-}
-
-impl Default for H2Options {
-    fn default() -> Self {
-        H2Options {
-            max_streams: 128,
-            only: false,
-        }
-    }
-}
 
 /// A connection error: GOAWAY with this code, then close (§5.4.1).
 #[derive(Debug, PartialEq, Eq)]

@@ -61,7 +61,7 @@ pub(super) struct Relay {
     status: u16,
     bytes: u64,
     /// Request line, Referer, User-Agent (only when an access log is kept).
-    log: Option<crate::protocol::http::session::LogNote>,
+    log: Option<crate::protocol::http::shared::LogNote>,
     guard_headers: Vec<(Text, Text)>,
 }
 

@@ -8,7 +8,8 @@ use super::frame::{self, flag, kind, setting, ErrorCode, FrameHead, PREFACE};
 use super::hpack;
 use crate::protocol::http::message::{Body, Handler, Request, Response};
 use crate::protocol::http::{HttpOptions, HttpService, HttpSession, Limits};
-use crate::protocol::{Next, Outbox, Peer, PeerAddr, ReadBuf, Session};
+use crate::protocol::test_peer as peer;
+use crate::protocol::{Next, Outbox, Peer, ReadBuf, Session};
 
 /// `/n/N` answers N bytes of `x`; anything else, `hi`.
 struct Sized;
@@ -26,13 +27,6 @@ impl Handler for Sized {
             vec![b'x'; n]
         };
         Response::new(200).with_body(Body::Bytes(body.into()))
-    }
-}
-
-fn peer() -> Peer {
-    Peer {
-        remote: PeerAddr::Tcp("127.0.0.1:5000".parse().unwrap()),
-        local: PeerAddr::Tcp("127.0.0.1:80".parse().unwrap()),
     }
 }
 

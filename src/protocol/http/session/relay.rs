@@ -56,7 +56,7 @@ pub(super) struct Deferred {
     pub(super) status: u16,
     pub(super) bytes: u64,
     /// Request line, Referer, User-Agent (only when an access log is kept).
-    pub(super) log: Option<super::LogNote>,
+    pub(super) log: Option<crate::protocol::http::shared::LogNote>,
     /// Fields the guard adds to the answer (CORS), decided from the request.
     pub(super) guard_headers: Vec<(Text, Text)>,
 }

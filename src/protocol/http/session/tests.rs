@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::protocol::http::message::{Body, Request, Response};
-use crate::protocol::PeerAddr;
+use crate::protocol::test_peer as peer;
 use std::time::Duration;
 
 /// Answers `200` with the path as the body (and `close` for `/close`).
@@ -18,13 +18,6 @@ impl Handler for Echo {
             ))));
         r.close = req.path == "/close";
         r
-    }
-}
-
-fn peer() -> Peer {
-    Peer {
-        remote: PeerAddr::Tcp("127.0.0.1:5000".parse().unwrap()),
-        local: PeerAddr::Tcp("127.0.0.1:80".parse().unwrap()),
     }
 }
 

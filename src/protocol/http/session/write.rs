@@ -1,32 +1,11 @@
 //! Writing responses: the status line and the fields the connection owns (`Date`, `Server`,
 //! the framing, `Connection`), then the body as bytes or file regions.
 
-use std::cell::RefCell;
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use super::HttpOptions;
 use crate::protocol::http::message::{reason, Body, Part, Request, Response};
+use crate::protocol::http::shared::{with_date, HttpOptions};
 use crate::protocol::http::wire::fields::{owned_by_session, safe_field};
 use crate::protocol::http::wire::{status_has_body, write as head, Encoder};
 use crate::protocol::Outbox;
-
-thread_local! {
-    /// The formatted `Date` for the current second (RFC 9110 §6.6.1), per thread.
-    static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
-}
-
-pub(crate) fn with_date<R>(f: impl FnOnce(&str) -> R) -> R {
-    let now = SystemTime::now();
-    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    DATE.with(|d| {
-        let mut d = d.borrow_mut();
-        if d.0 != secs {
-            d.0 = secs;
-            d.1 = httpdate::fmt_http_date(now);
-        }
-        f(&d.1)
-    })
-}
 
 /// The request line as the access log writes it.
 pub(super) fn log_line(req: &Request<'_>) -> String {

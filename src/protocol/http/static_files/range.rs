@@ -348,8 +348,20 @@ mod tests {
         assert_eq!(parse("  ByTeS=0-1", 100), r(&[(0, 2)]));
     }
 
+    /// RFC 2046 §5.1.1: a boundary is 1 to 70 characters from its alphabet; and two
+    /// responses made the same instant still get different ones.
     #[test]
-    fn boundaries_differ_between_responses() {
-        assert_ne!(boundary(), boundary());
+    fn boundaries_are_valid_and_differ_between_responses() {
+        let made: Vec<String> = (0..1000).map(|_| boundary()).collect();
+        for b in &made {
+            assert!((1..=70).contains(&b.len()), "{b}");
+            assert!(
+                b.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"'()+_,-./:=?".contains(&c)),
+                "{b}"
+            );
+        }
+        let distinct: std::collections::HashSet<&String> = made.iter().collect();
+        assert_eq!(distinct.len(), made.len());
     }
 }

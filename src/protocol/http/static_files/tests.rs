@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use super::*;
 use crate::protocol::http::message::{Part, Version};
-use crate::protocol::PeerAddr;
+use crate::protocol::test_peer as peer;
 
 struct Tree {
     top: PathBuf,
@@ -74,13 +74,6 @@ fn handler(t: &Tree, f: impl FnOnce(&mut StaticConfig)) -> StaticFiles {
     };
     f(&mut cfg);
     StaticFiles::new(cfg).unwrap()
-}
-
-fn peer() -> Peer {
-    Peer {
-        remote: PeerAddr::Tcp("127.0.0.1:40000".parse().unwrap()),
-        local: PeerAddr::Tcp("127.0.0.1:8080".parse().unwrap()),
-    }
 }
 
 fn call(h: &StaticFiles, method: &str, target: &str, headers: &[(&str, &str)]) -> Response {

@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use serde_json::json;
 
-use super::echo::EchoLoad;
-use super::http::{build_request, HttpLoad, Url};
-use super::report::fmt_latency;
-use super::svg::{chart, Panel, Series};
-use super::{Load, LoadOptions, Outcome};
+use crate::bench::echo::EchoLoad;
+use crate::bench::http::{build_request, HttpLoad, Url};
+use crate::bench::report::fmt_latency;
+use crate::bench::svg::{chart, Panel, Series};
+use crate::bench::{Load, LoadOptions, Outcome};
 use crate::error::{Error, Result};
 use crate::protocol::framing::Framing;
 
@@ -385,8 +385,8 @@ pub fn run(mut a: ModelsArgs) -> Result<()> {
             "--connections needs counts of at least 1, e.g. 1,10,100".into(),
         ));
     }
-    let duration = crate::cli::seconds("--duration", a.duration, false)?;
-    let timeout = crate::cli::seconds("--timeout", a.timeout, false)?;
+    let duration = crate::units::seconds("--duration", a.duration, false)?;
+    let timeout = crate::units::seconds("--timeout", a.timeout, false)?;
     if Duration::try_from_secs_f64(a.warmup).is_err() {
         return Err(Error::Usage(
             "--warmup must be a number of seconds, 0 or more".into(),
@@ -409,7 +409,7 @@ pub fn run(mut a: ModelsArgs) -> Result<()> {
         chosen.retain(|v| a.only.contains(&v.name));
     }
     let most = a.connections.iter().copied().max().unwrap_or(1);
-    let limit = super::raise_fd_limit();
+    let limit = crate::bench::raise_fd_limit();
     if limit < most as u64 + 64 {
         eprintln!(
             "tincan: warning: the open-file limit is {limit}, below the {most} connections asked \
@@ -693,7 +693,7 @@ fn measure(rig: &Rig<'_>, v: &Variant, connections: usize, a: &ModelsArgs) -> Po
 }
 
 fn load<L: Load>(addr: SocketAddr, l: L, opts: &LoadOptions) -> Result<Outcome> {
-    super::run(addr, Arc::new(l), opts)
+    crate::bench::run(addr, Arc::new(l), opts)
 }
 
 fn cell<'a>(points: &'a [Point], v: &Variant, c: usize) -> Option<&'a Point> {

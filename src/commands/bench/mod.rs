@@ -2,6 +2,8 @@
 //! latency percentiles, throughput and errors; `selftest` proves the generator outruns the
 //! servers it measures; `models` compares tincan's own models and pollers.
 
+pub mod models;
+
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,12 +14,12 @@ use clap::{Args, Subcommand, ValueEnum};
 use crate::bench::chat::ChatLoad;
 use crate::bench::echo::EchoLoad;
 use crate::bench::http::{build_request, HttpLoad, Url};
-use crate::bench::models::ModelsArgs;
 use crate::bench::report::{self, Run};
 use crate::bench::responder::{Responder, HELLO};
 use crate::bench::{self, Load, LoadOptions, Outcome};
 use crate::error::{Error, Result};
 use crate::protocol::framing::Framing;
+use models::ModelsArgs;
 
 #[derive(Args, Debug)]
 #[command(after_help = "\
@@ -120,7 +122,7 @@ pub struct LoadArgs {
 
 impl LoadArgs {
     pub fn options(&self) -> Result<LoadOptions> {
-        let secs = |what: &str, v: f64| crate::cli::seconds(what, v, false);
+        let secs = |what: &str, v: f64| crate::units::seconds(what, v, false);
         let duration = match (self.duration, self.requests) {
             (Some(d), _) => Some(secs("--duration", d)?),
             (None, Some(_)) => None,
@@ -185,7 +187,7 @@ pub struct HttpArgs {
     #[arg(long = "header", short = 'H', value_name = "HEADER")]
     pub headers: Vec<String>,
     #[command(flatten)]
-    pub tls: crate::cli::ClientTlsArgs,
+    pub tls: crate::flags::ClientTlsArgs,
     #[command(flatten)]
     pub load: LoadArgs,
 }
@@ -209,7 +211,8 @@ pub struct EchoArgs {
     #[arg(long, short = 'm', value_name = "TEXT")]
     pub message: Option<String>,
     /// The longest reply accepted (bytes; K/M suffixes).
-    #[arg(long, value_name = "SIZE", default_value = "1M", value_parser = crate::commands::chat::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::size::<usize>,
+        default_value = crate::units::show_size(crate::protocol::echo::DEFAULT_MAX_FRAME as u64))]
     pub max_frame: usize,
     #[command(flatten)]
     pub load: LoadArgs,
@@ -232,7 +235,8 @@ pub struct ChatArgs {
     #[arg(long, short = 's', value_name = "BYTES", default_value_t = 64)]
     pub size: usize,
     /// The longest broadcast accepted (bytes; K/M suffixes).
-    #[arg(long, value_name = "SIZE", default_value = "64K", value_parser = crate::commands::chat::parse_size)]
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::size::<usize>,
+        default_value = crate::units::show_size(crate::protocol::chat::ChatConfig::default().max_message as u64))]
     pub max_frame: usize,
     #[command(flatten)]
     pub load: LoadArgs,
@@ -262,7 +266,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         BenchCommand::Echo(a) => echo(a),
         BenchCommand::Chat(a) => chat(a),
         BenchCommand::Selftest(a) => selftest(a),
-        BenchCommand::Models(a) => bench::models::run(a),
+        BenchCommand::Models(a) => models::run(a),
     }
 }
 
@@ -500,7 +504,7 @@ fn check_handshake(
     sock.set_write_timeout(Some(limit)).map_err(fail)?;
     crate::tls::client::TlsStream::connect(sock, name.clone(), config)
         .map(drop)
-        .map_err(|e| crate::cli::tls_failure(url, &e))
+        .map_err(|e| crate::flags::tls_failure(url, &e))
 }
 
 fn echo(a: EchoArgs) -> Result<()> {
