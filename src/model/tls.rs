@@ -177,6 +177,12 @@ impl TlsLayer {
         self.plain_reply.clone()
     }
 
+    /// Nothing has arrived yet: the client's first flight (its ClientHello, whose answer
+    /// costs the handshake's key exchange and signature) is still to be read.
+    pub fn awaiting_hello(&self) -> bool {
+        self.fresh
+    }
+
     /// The handshake is not done: no application data can go out yet.
     pub fn handshaking(&self) -> bool {
         self.rustls().is_some_and(|c| c.is_handshaking())
@@ -303,16 +309,19 @@ impl TlsLayer {
     /// Encrypt and send as much of `out` as the socket takes now, at most about `turn` bytes
     /// of plaintext. Nothing of `out` goes before the handshake is done; rustls's own output
     /// (handshake, alerts, `close_notify`) always goes first. `cork` is the socket's, for
-    /// file regions sent under kernel TLS.
+    /// file regions sent under kernel TLS; `closing`: the connection closes once `out` is
+    /// sent.
     pub fn flush(
         &mut self,
         sock: &Socket,
         out: &mut Outbox,
         turn: usize,
         cork: &mut Cork,
+        closing: bool,
     ) -> io::Result<Flushed> {
         let mut done = Flushed::default();
         let mut fed = 0usize;
+        let mut encrypted_first = false;
         loop {
             let conn = match &mut self.engine {
                 Engine::Rustls(c) => c,
@@ -325,9 +334,23 @@ impl TlsLayer {
                 }
                 Engine::Gone => return Err(gone()),
             };
+            // Plaintext that can go now is encrypted behind what rustls already holds (the
+            // TLS 1.3 session tickets, say) before anything is written: one send carries both.
+            let more = !out.is_empty()
+                && !conn.is_handshaking()
+                && fed < turn
+                && !matches!(out.front(), Some(Chunk::File { .. }));
+            if more && !encrypted_first {
+                encrypted_first = true;
+                fed += self.encrypt_batch(out, closing)?;
+                continue;
+            }
             while conn.wants_write() {
                 match conn.write_tls(&mut SendTo(sock)) {
-                    Ok(n) => done.wrote += n,
+                    Ok(n) => {
+                        done.wrote += n;
+                        done.calls += 1;
+                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         done.paused = true;
@@ -349,17 +372,27 @@ impl TlsLayer {
             if matches!(out.front(), Some(Chunk::File { .. })) && self.hand_to_kernel(sock)? {
                 continue;
             }
-            let mut batch = 0;
-            while batch < BATCH && !out.is_empty() {
-                let n = self.encrypt_piece(out)?;
-                if n == 0 {
-                    break;
-                }
-                out.advance(n);
-                batch += n;
-            }
-            fed += batch;
+            fed += self.encrypt_batch(out, closing)?;
         }
+    }
+
+    /// Encrypt up to [`BATCH`] bytes of `out`'s plaintext into rustls's send buffer; how many.
+    /// `closing`: the connection closes once `out` is sent, so when this empties it the
+    /// `close_notify` is queued behind it, to leave in the same send.
+    fn encrypt_batch(&mut self, out: &mut Outbox, closing: bool) -> io::Result<usize> {
+        let mut batch = 0;
+        while batch < BATCH && !out.is_empty() {
+            let n = self.encrypt_piece(out)?;
+            if n == 0 {
+                break;
+            }
+            out.advance(n);
+            batch += n;
+        }
+        if closing && out.is_empty() {
+            self.notify_close();
+        }
+        Ok(batch)
     }
 
     /// rustls's state lets the kernel take the records over now: the handshake is done and

@@ -194,9 +194,9 @@ impl<T: Session> Conn<T> {
         }
     }
 
-    /// Its TLS handshake is still going on.
-    pub fn tls_handshaking(&self) -> bool {
-        self.tls.as_ref().is_some_and(|t| t.handshaking())
+    /// Its TLS client has not been read from yet: its first read is a ClientHello.
+    pub fn tls_awaiting_hello(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.awaiting_hello())
     }
 
     pub fn is_closed(&self) -> bool {
@@ -444,7 +444,13 @@ impl<T: Session> Conn<T> {
             if self.output_pending() {
                 let closing = matches!(self.state, State::Closing { .. });
                 let flushed = match self.tls.as_mut() {
-                    Some(tls) => tls.flush(&self.sock, &mut self.out, cio::TURN, &mut self.cork),
+                    Some(tls) => tls.flush(
+                        &self.sock,
+                        &mut self.out,
+                        cio::TURN,
+                        &mut self.cork,
+                        closing,
+                    ),
                     None => cio::flush(&self.sock, &mut self.out, closing, &mut self.cork),
                 };
                 match flushed {

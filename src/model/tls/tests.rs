@@ -68,12 +68,18 @@ impl Ends {
 
     /// The server sends what it can.
     fn server_sends(&mut self) -> Flushed {
+        self.server_sends_closing(false)
+    }
+
+    /// The server sends what it can, `closing` the connection after it or not.
+    fn server_sends_closing(&mut self, closing: bool) -> Flushed {
         self.layer
             .flush(
                 &self.ours,
                 &mut self.out,
                 super::super::io::TURN,
                 &mut self.cork,
+                closing,
             )
             .unwrap()
     }
@@ -201,4 +207,30 @@ fn a_connection_goes_on_whole_whether_or_not_the_kernel_takes_its_records() {
     let mut want = b"answer".to_vec();
     want.extend_from_slice(&body[..1000]);
     assert_eq!(e.client_reads(usize::MAX), want, "then close_notify");
+}
+
+/// The first answer after a TLS 1.3 handshake leaves in one send with the session tickets
+/// rustls holds; on a closing connection the close_notify goes in it too (one send instead of
+/// three, and one wake-up for the client).
+#[test]
+fn tickets_answer_and_close_notify_leave_in_one_send() {
+    let mut e = Ends::new();
+    e.handshake();
+    assert!(e.layer.wants_write(), "the TLS 1.3 session tickets wait");
+    e.out
+        .push_bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    let f = e.server_sends_closing(true);
+    assert_eq!(f.calls, 1, "{f:?}");
+    assert!(e.out.is_empty() && !e.layer.wants_write());
+    assert!(!e.layer.notify_close(), "close_notify was queued already");
+    let want = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    assert_eq!(e.client_reads(usize::MAX), want, "then close_notify");
+
+    // Not closing: the answer still goes with the tickets, and no close_notify follows.
+    let mut e = Ends::new();
+    e.handshake();
+    e.out.push_bytes(b"answer");
+    let f = e.server_sends_closing(false);
+    assert_eq!(f.calls, 1, "{f:?}");
+    assert!(e.layer.notify_close(), "nothing queued the close_notify");
 }
