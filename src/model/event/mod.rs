@@ -41,9 +41,7 @@ const SHUTDOWN_TOKEN: u64 = u64::MAX - 1;
 
 /// Connections accepted per listener readiness before the loop looks at other work. Large:
 /// while clients wait in a full backlog the kernel drops their SYNs, and each one dropped
-/// costs its client a one-second retransmission. At 64 (with a 1024 backlog), 10,000 clients
-/// connecting at once (`tincan bench models`, 2 s connect timeout) saw about 8,000 connect
-/// timeouts and 18-30% of connections never served; at 1024 (with a 4096 backlog), none.
+/// costs its client a one-second retransmission (bench/README, "The accept budget").
 const ACCEPT_BUDGET: usize = 1024;
 /// ClientHellos answered per round of the loop: each costs a key exchange and a signature
 /// (some 150 µs with ECDSA P-256), so a burst of new TLS clients is taken a few at a time and a
