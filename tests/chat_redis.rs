@@ -16,6 +16,9 @@ use crate::support::{self, Server};
 struct Redis {
     child: Option<Child>,
     port: u16,
+    /// While it is killed: a socket bound to its port and not listening, so connects are
+    /// refused and no other test's server (bound to port 0 meanwhile) takes the port.
+    hold: Option<socket2::Socket>,
 }
 
 impl Redis {
@@ -26,13 +29,18 @@ impl Redis {
             .local_addr()
             .unwrap()
             .port();
-        let mut r = Redis { child: None, port };
+        let mut r = Redis {
+            child: None,
+            port,
+            hold: None,
+        };
         r.restart();
         r
     }
 
     /// Start (again) on the same port; return once it answers.
     fn restart(&mut self) {
+        self.hold = None;
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
@@ -49,10 +57,19 @@ impl Redis {
     }
 
     fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        let _ = c.kill();
+        let _ = c.wait();
+        let hold = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("a socket");
+        // Its own connections may linger in TIME_WAIT on the port.
+        hold.set_reuse_address(true).expect("SO_REUSEADDR");
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], self.port).into();
+        hold.bind(&addr.into())
+            .expect("hold the killed Redis's port");
+        self.hold = Some(hold);
     }
 
     fn url(&self) -> String {
@@ -237,7 +254,11 @@ fn redis_links_killed_with_client_kill_lose_nothing_and_keep_order() {
     ];
     let port = redis.port;
     everyone_sends(clients, 200, move || {
-        let r = Redis { child: None, port };
+        let r = Redis {
+            child: None,
+            port,
+            hold: None,
+        };
         for _ in 0..5 {
             std::thread::sleep(Duration::from_millis(40));
             let killed = r.command(&["CLIENT", "KILL", "TYPE", "normal"]);
