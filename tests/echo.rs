@@ -437,7 +437,7 @@ fn unix_socket_echo_works_for_clients_and_tincan_send() {
 #[test]
 fn ipv6_loopback_echo_works_where_available() {
     if std::net::TcpListener::bind("[::1]:0").is_err() {
-        println!("skipped: ::1 is not available on this machine");
+        support::skip("::1 is not available on this machine");
         return;
     }
     let server = Server::start(&["echo", "--listen", "[::1]:0", "--framing", "null"]);

@@ -613,7 +613,7 @@ fn impossible_server_flags_are_usage_errors_in_a_sentence() {
 #[test]
 fn ipv6_loopback_is_served() {
     if bind(&"[::1]:0".parse().unwrap(), &BindOptions::default()).is_err() {
-        eprintln!("skipped: this machine cannot bind ::1");
+        crate::support::skip("this machine cannot bind ::1");
         return;
     }
     for f in [THREADED, event(PollerKind::Epoll)] {
@@ -1125,15 +1125,15 @@ mod binary {
     fn root_binds_port_7_then_runs_as_nobody_with_no_groups() {
         // SAFETY: geteuid cannot fail.
         if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: dropping privileges needs the tests to run as root");
+            crate::support::skip("dropping privileges needs the tests to run as root");
             return;
         }
         let Some(gid) = group_id("nogroup") else {
-            eprintln!("skipped: this system has no group named nogroup");
+            crate::support::skip("this system has no group named nogroup");
             return;
         };
         if TcpStream::connect("127.0.0.1:7").is_ok() {
-            eprintln!("skipped: something already listens on 127.0.0.1:7");
+            crate::support::skip("something already listens on 127.0.0.1:7");
             return;
         }
         for model in [
@@ -1372,7 +1372,7 @@ fn a_panicking_session_loses_its_connection_and_nothing_else() {
 fn two_cpus(who: &str) -> bool {
     let two = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
     if !two {
-        eprintln!("skipped: one CPU, so {who} cannot run apart");
+        crate::support::skip(&format!("one CPU, so {who} cannot run apart"));
     }
     two
 }

@@ -136,7 +136,7 @@ fn umask_sets_the_mode_of_unix_socket_files_so_others_can_connect() {
 fn serving_a_root_the_new_user_cannot_read_is_warned_about_at_start() {
     // SAFETY: geteuid takes nothing and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: dropping to nobody needs root");
+        crate::support::skip("dropping to nobody needs root");
         return;
     }
     use std::os::unix::fs::PermissionsExt;

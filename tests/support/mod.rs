@@ -328,6 +328,22 @@ pub fn have(prog: &str) -> bool {
 
 /// Fail the test, with what to install, unless the shell command `check` succeeds: a test
 /// whose client is missing must not pass by doing nothing.
+/// Skip the rest of a test for what the machine is, not for a missing tool (those fail: see
+/// [`require`]): no `::1`, not root, one CPU. Said on stderr, and listed in the summary
+/// `scripts/test` prints at the end (it names a file in `TINCAN_SKIPPED` for the lines).
+pub fn skip(why: &str) {
+    eprintln!("skipped: {why}");
+    if let Some(path) = std::env::var_os("TINCAN_SKIPPED") {
+        let test = std::thread::current().name().unwrap_or("?").to_string();
+        let line = format!("{test}: {why}\n");
+        let _ = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+    }
+}
+
 pub fn require(check: &str) {
     let ok = Command::new("sh")
         .args(["-c", check])
