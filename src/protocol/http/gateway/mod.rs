@@ -24,7 +24,9 @@
 //! - `forward`: what goes upstream besides the head's fields: the path and the client's address;
 //! - `redirect`: an upstream's redirects into itself rewritten to this server's URL;
 //! - `pending`: an answer in flight ([`Pending`]): its head parsed, its framing removed, a
-//!   failure turned into a page.
+//!   failure turned into a page;
+//! - `attempt`: the link an exchange goes through ([`Attempt`]): retried once when a kept
+//!   connection fails, failed over when an upstream refuses, its end read after its input.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -35,6 +37,7 @@ use super::proxy::{self, ClientInfo, RequestBody};
 use super::static_files::path::UrlPath;
 use crate::protocol::{Dial, Peer};
 
+mod attempt;
 mod forward;
 mod pending;
 mod redirect;
@@ -43,6 +46,7 @@ mod routes;
 mod tests;
 mod upstreams;
 
+pub use attempt::Attempt;
 use forward::{client_ip, path_for};
 use pending::Mode;
 pub use pending::{Failure, Pending, Progress};

@@ -284,9 +284,11 @@ impl H2Session {
         self.links.as_deref_mut()
     }
 
+    /// Something happened on `link`: the relay of the stream it serves moves on, and what it
+    /// produced goes out as frames.
     pub(crate) fn on_link(
         &mut self,
-        id: LinkId,
+        link: LinkId,
         ev: LinkEvent,
         out: &mut Outbox,
         now: Instant,
@@ -294,7 +296,7 @@ impl H2Session {
         if self.failed {
             return Next::CloseAfterFlush;
         }
-        self.on_link_event(id, ev, out, now);
+        self.on_link_event(link, ev, out, now);
         self.pump(out);
         self.next(out, now)
     }

@@ -23,10 +23,10 @@ use std::time::Instant;
 use super::frame::{self, flag, kind, ErrorCode};
 use super::{H2Session, Head};
 use crate::protocol::http::access_log::Entry;
-use crate::protocol::http::gateway::{Failure, Pending, Progress, Routed};
+use crate::protocol::http::gateway::{Attempt, Progress, Routed};
 use crate::protocol::http::message::{error_response, Part, Request, Text, Version};
 use crate::protocol::http::proxy::RequestBody;
-use crate::protocol::{Dial, LinkError, LinkEvent, LinkId, Links, Outbox};
+use crate::protocol::{LinkEvent, LinkId, Outbox};
 
 /// A CGI script redirecting to itself must end somewhere (RFC 3875 §6.2.2).
 const MAX_LOCAL_REDIRECTS: u8 = 5;
@@ -34,20 +34,7 @@ const MAX_LOCAL_REDIRECTS: u8 = 5;
 /// One stream's exchange with an upstream or a script.
 #[derive(Debug)]
 pub(super) struct Relay {
-    pending: Pending,
-    link: LinkId,
-    dial: Dial,
-    route: usize,
-    server: usize,
-    /// The route's servers tried so far, a bit each.
-    tried: u64,
-    /// The request as sent, while it may be sent again (no answer byte has come).
-    resend: Option<Vec<u8>>,
-    connected: bool,
-    reused: bool,
-    retried: bool,
-    /// The link ended (`None`: its `Eof`) and `pending` has not been told: its input goes first.
-    link_end: Option<Option<LinkError>>,
+    attempt: Attempt,
     /// A script: its answer complete, it may finish its work.
     script: bool,
     head_only: bool,
@@ -103,38 +90,18 @@ impl H2Session {
             format!("{} {} {}", req.method, req.target, Version::Http2.as_str())
         });
         let links = self.links.get_or_insert_with(Box::default);
-        let link = links.open(ex.dial.clone());
-        links.out(link).push_bytes(&ex.head);
-        links.out(link).push_bytes(&body);
-        if ex.finish_after_body {
-            links.finish(link);
-        }
-        let resend = (!ex.head.is_empty()).then(|| {
-            let mut r = ex.head;
-            r.extend_from_slice(&body);
-            r
-        });
+        let script = ex.finish_after_body;
+        let host = script.then(|| req.host().map(str::to_string)).flatten();
+        let attempt = Attempt::open(links, ex, Some(&body), script, true);
+        let link = attempt.link;
         let relay = Relay {
-            pending: ex.pending,
-            link,
-            dial: ex.dial,
-            route: ex.route,
-            server: ex.server,
-            tried: 1u64.checked_shl(ex.server as u32).unwrap_or(0),
-            resend,
-            connected: false,
-            reused: false,
-            retried: false,
-            link_end: None,
-            script: ex.finish_after_body,
+            attempt,
+            script,
             head_only: req.is_head(),
             headed: false,
             // Only a script's answer can be a local redirect (RFC 3875 §6.2.2), asked again
             // with this Host: a proxied request needs no copy.
-            host: ex
-                .finish_after_body
-                .then(|| req.host().map(str::to_string))
-                .flatten(),
+            host,
             redirects,
             deadline: now + gateway.config().timeout,
             status: 0,
@@ -155,7 +122,7 @@ impl H2Session {
     fn relay_stream(&self, link: LinkId) -> Option<u32> {
         self.streams
             .iter()
-            .find(|(_, s)| s.relay.as_ref().is_some_and(|r| r.link == link))
+            .find(|(_, s)| s.relay.as_ref().is_some_and(|r| r.attempt.link == link))
             .map(|(id, _)| *id)
     }
 
@@ -187,43 +154,12 @@ impl H2Session {
         };
         r.deadline = now + timeout;
         match ev {
-            LinkEvent::Connected { reused } => {
-                r.connected = true;
-                r.reused = reused;
-                return;
-            }
+            LinkEvent::Connected { reused } => return r.attempt.connected(reused),
             LinkEvent::Data | LinkEvent::Drained => {}
             LinkEvent::Eof | LinkEvent::Failed(_) => {
-                let quiet = !r.pending.started() && links.input(link).is_empty();
-                let refused = matches!(ev, LinkEvent::Failed(LinkError::Connect(_)));
-                if quiet && r.resend.is_some() {
-                    let again = if refused || !r.connected {
-                        // Refused: the next upstream of the route, if one is left.
-                        gateway
-                            .failover(r.route, r.server, r.tried)
-                            .map(|(s, dial, label)| {
-                                r.server = s;
-                                r.tried |= 1u64.checked_shl(s as u32).unwrap_or(0);
-                                r.pending.relabel(label);
-                                dial
-                            })
-                    } else if r.reused && !r.retried {
-                        // A kept connection the upstream had closed meanwhile: once more, on
-                        // a fresh one.
-                        r.retried = true;
-                        Some(r.dial.fresh())
-                    } else {
-                        None
-                    };
-                    if let Some(dial) = again {
-                        redial(links, r, dial);
-                        return;
-                    }
+                if r.attempt.ended(&gateway, links, ev) {
+                    return;
                 }
-                r.link_end = Some(match ev {
-                    LinkEvent::Failed(e) => Some(e),
-                    _ => None,
-                });
             }
         }
         self.relay_poll(id, out, now);
@@ -249,18 +185,10 @@ impl H2Session {
                 continue;
             };
             r.deadline = now + gateway.config().timeout;
-            if !r.connected && r.resend.is_some() {
-                if let Some((s, dial, label)) = gateway.failover(r.route, r.server, r.tried) {
-                    r.server = s;
-                    r.tried |= 1u64.checked_shl(s as u32).unwrap_or(0);
-                    r.pending.relabel(label);
-                    redial(links, r, dial);
-                    continue;
-                }
+            if r.attempt.timed_out_unconnected(&gateway, links) {
+                continue;
             }
-            links.close(r.link);
-            r.link_end = None;
-            r.pending.fail(Failure::Timeout);
+            r.attempt.close_timed_out(links);
             self.relay_poll(id, out, now);
         }
     }
@@ -307,23 +235,14 @@ impl H2Session {
             };
             if queued >= mark {
                 // The link's input fills meanwhile, and the driver stops reading it.
-                links.pause(r.link, true);
+                links.pause(r.attempt.link, true);
                 return;
             }
-            links.pause(r.link, false);
-            match r.pending.poll() {
+            links.pause(r.attempt.link, false);
+            match r.attempt.pending.poll() {
                 Progress::Wait => {
-                    let input = links.input(r.link);
-                    if !input.is_empty() {
-                        r.pending.feed(input.data());
-                        input.clear();
-                        r.resend = None;
-                        continue;
-                    }
-                    match r.link_end.take() {
-                        Some(None) => r.pending.end(),
-                        Some(Some(e)) => r.pending.fail(Failure::from(e)),
-                        None => return,
+                    if !r.attempt.next_input(links) {
+                        return;
                     }
                 }
                 Progress::Head {
@@ -397,10 +316,10 @@ impl H2Session {
             return;
         };
         if let Some(links) = self.links.as_mut() {
-            if answered && (r.script || r.pending.reusable()) {
-                links.release(r.link);
+            if answered && (r.script || r.attempt.pending.reusable()) {
+                links.release(r.attempt.link);
             } else {
-                links.close(r.link);
+                links.close(r.attempt.link);
             }
         }
         if let (Some(log), Some((line, referer, ua))) = (&self.shared.options.access_log, &r.log) {
@@ -418,7 +337,7 @@ impl H2Session {
     /// Close the link of a stream that is going away (reset, or the connection ending).
     pub(super) fn drop_relay(&mut self, r: Relay) {
         if let Some(links) = self.links.as_mut() {
-            links.close(r.link);
+            links.close(r.attempt.link);
         }
     }
 
@@ -430,7 +349,7 @@ impl H2Session {
         };
         // The script's answer is complete: it may finish its work.
         if let Some(links) = self.links.as_mut() {
-            links.release(r.link);
+            links.release(r.attempt.link);
         }
         if r.redirects >= MAX_LOCAL_REDIRECTS
             || !path.starts_with('/')
@@ -464,20 +383,4 @@ impl H2Session {
             now,
         );
     }
-}
-
-/// Send the kept request again on a new link.
-fn redial(links: &mut Links, r: &mut Relay, dial: Dial) {
-    links.close(r.link);
-    let link = links.open(dial.clone());
-    if let Some(req) = &r.resend {
-        links.out(link).push_bytes(req);
-    }
-    if r.script {
-        links.finish(link);
-    }
-    r.link = link;
-    r.dial = dial;
-    r.connected = false;
-    r.reused = false;
 }

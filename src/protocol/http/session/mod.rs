@@ -373,7 +373,8 @@ impl Session for HttpSession {
     fn reading_paused(&self) -> bool {
         match (&self.phase, &self.links) {
             (Phase::Deferred(d), Some(links)) if d.upload.is_some() => {
-                !d.connected || links.queued(d.link) >= self.shared.options.pipeline_pause
+                !d.attempt.connected
+                    || links.queued(d.attempt.link) >= self.shared.options.pipeline_pause
             }
             (Phase::Tunnel(link), Some(links)) => {
                 !self.stash.is_empty() || links.queued(*link) >= self.shared.options.pipeline_pause

@@ -10,34 +10,18 @@ use super::head::{request_line, with_head};
 use super::write::{log_line, write_head, write_response};
 use super::{HttpSession, Phase};
 use crate::protocol::http::access_log::Entry;
-use crate::protocol::http::gateway::{Failure, Pending, Progress, Routed};
+use crate::protocol::http::gateway::{Attempt, Progress, Routed};
 use crate::protocol::http::message::{error_response, Text, Version};
 use crate::protocol::http::proxy::RequestBody;
 use crate::protocol::http::wire::{self, Decoder, Encoder, Head, Reject};
-use crate::protocol::{Dial, LinkError, LinkEvent, LinkId, Next, Outbox};
+use crate::protocol::{LinkEvent, LinkId, Next, Outbox};
 
 /// An outbound exchange in progress, and what the connection decided about it.
 pub(super) struct Deferred {
-    pub(super) pending: Pending,
-    pub(super) link: LinkId,
-    /// What the link was opened with, and which route and server it goes to.
-    pub(super) dial: Dial,
-    pub(super) route: usize,
-    pub(super) server: usize,
-    /// The route's servers tried so far, a bit each.
-    pub(super) tried: u64,
-    /// The request head as sent, kept while a retry or failover could resend it: no body byte
-    /// has gone and no answer byte has come.
-    pub(super) resend: Option<Vec<u8>>,
-    pub(super) connected: bool,
-    /// The link is a kept connection (one retry allowed if it fails before any answer).
-    pub(super) reused: bool,
-    pub(super) retried: bool,
+    /// The link, and what a retry or failover needs.
+    pub(super) attempt: Attempt,
     /// The request body still coming from the client.
     pub(super) upload: Option<Upload>,
-    /// The link ended (`None`: by its `Eof`) and `pending` has not been told yet: the input
-    /// still in the link goes first.
-    pub(super) link_end: Option<Option<LinkError>>,
     /// The link's write side closes after the body (a script's stdin).
     pub(super) finish_after_body: bool,
     /// The answer ended as it should (a script whose answer is complete may finish its work).
@@ -89,7 +73,7 @@ impl HttpSession {
                 d.status = unanswered;
             }
             if let Some(links) = self.links.as_mut() {
-                links.close(d.link);
+                links.close(d.attempt.link);
             }
         }
         self.log_deferred();
@@ -123,37 +107,22 @@ impl HttpSession {
                 let close = self.closes_after(head, false);
                 let (log, guard_headers) = self.shared.relay_notes(req, || log_line(req));
                 let links = self.links.get_or_insert_with(Box::default);
-                let link = links.open(ex.dial.clone());
-                links.out(link).push_bytes(&ex.head);
-                if let Some(b) = collected {
-                    links.out(link).push_bytes(b);
-                }
-                if reader.is_none() && ex.finish_after_body {
-                    links.finish(link);
-                }
+                let (chunked, script) = (ex.chunked, ex.finish_after_body);
+                let host = script.then(|| req.host().map(str::to_string)).flatten();
+                let finish = reader.is_none() && script;
                 // Only an upstream's head can be sent again, and only before any body.
-                let resend = (!ex.head.is_empty() && collected.is_none()).then_some(ex.head);
+                let attempt = Attempt::open(links, ex, collected, finish, collected.is_none());
                 self.phase = Phase::Deferred(Box::new(Deferred {
-                    pending: ex.pending,
-                    link,
-                    dial: ex.dial,
-                    route: ex.route,
-                    server: ex.server,
-                    tried: 1u64.checked_shl(ex.server as u32).unwrap_or(0),
-                    resend,
-                    connected: false,
-                    reused: false,
-                    retried: false,
+                    attempt,
                     upload: reader.map(|reader| Upload {
                         reader,
-                        wire: if ex.chunked {
+                        wire: if chunked {
                             Encoder::Chunked
                         } else {
                             Encoder::Unframed
                         },
                     }),
-                    link_end: None,
-                    finish_after_body: ex.finish_after_body,
+                    finish_after_body: script,
                     answered: false,
                     wire: None,
                     close,
@@ -162,10 +131,7 @@ impl HttpSession {
                     http11: req.version == Version::Http11,
                     // Only a script's answer can be a local redirect (RFC 3875 §6.2.2), asked again
                     // with this Host: a proxied request needs no copy.
-                    host: ex
-                        .finish_after_body
-                        .then(|| req.host().map(str::to_string))
-                        .flatten(),
+                    host,
                     redirects: 0,
                     status: 0,
                     bytes: 0,
@@ -192,14 +158,14 @@ impl HttpSession {
         let Some(up) = d.upload.as_mut() else {
             return cont(self);
         };
-        if !d.connected || self.stash.is_empty() {
+        if !d.attempt.connected || self.stash.is_empty() {
             return cont(self);
         }
         let mut used = 0;
         let mut refused = None;
         let mut done = false;
-        while used < self.stash.len() && links.out(d.link).len() < high {
-            let lout = links.out(d.link);
+        while used < self.stash.len() && links.out(d.attempt.link).len() < high {
+            let lout = links.out(d.attempt.link);
             let wire = up.wire;
             let fed = up
                 .reader
@@ -225,14 +191,14 @@ impl HttpSession {
         }
         if used > 0 {
             // A body byte has gone: the head can no longer be sent again elsewhere.
-            d.resend = None;
+            d.attempt.resend = None;
             self.deadline = Some(now + self.shared.limits.body_timeout);
         }
         self.stash.drain(..used);
         if done {
-            up.wire.finish(links.out(d.link));
+            up.wire.finish(links.out(d.attempt.link));
             if d.finish_after_body {
-                links.finish(d.link);
+                links.finish(d.attempt.link);
             }
             d.upload = None;
             if let Some(g) = &self.shared.options.gateway {
@@ -256,7 +222,7 @@ impl HttpSession {
             return self.drop_deferred(r.status);
         }
         if let Some(links) = self.links.as_mut() {
-            links.close(d.link);
+            links.close(d.attempt.link);
         }
         let line = d.log.as_ref().map(|l| l.0.clone()).unwrap_or_default();
         self.stash.clear();
@@ -316,14 +282,13 @@ impl HttpSession {
             }
             return cont;
         };
-        if d.link != id {
+        if d.attempt.link != id {
             links.close(id);
             return cont;
         }
         match ev {
             LinkEvent::Connected { reused } => {
-                d.connected = true;
-                d.reused = reused;
+                d.attempt.connected(reused);
                 self.deadline = Some(now + timeout);
                 self.upload(out, now)
             }
@@ -338,57 +303,14 @@ impl HttpSession {
                 self.upload(out, now)
             }
             LinkEvent::Eof | LinkEvent::Failed(_) => {
-                let quiet = !d.pending.started() && links.input(id).is_empty();
-                let refused = matches!(ev, LinkEvent::Failed(LinkError::Connect(_)));
-                if quiet && d.resend.is_some() {
-                    if refused || !d.connected {
-                        // Refused: the next upstream of the route, if one is left.
-                        if let Some((s, dial, label)) = gateway.failover(d.route, d.server, d.tried)
-                        {
-                            d.server = s;
-                            d.tried |= 1u64.checked_shl(s as u32).unwrap_or(0);
-                            d.pending.relabel(label);
-                            return self.redial(dial, now, timeout);
-                        }
-                    } else if d.reused && !d.retried {
-                        // A kept connection the upstream had closed meanwhile: once more, on a
-                        // fresh one (nginx and Go's transport do the same).
-                        d.retried = true;
-                        let dial = d.dial.fresh();
-                        return self.redial(dial, now, timeout);
-                    }
+                if d.attempt.ended(&gateway, links, ev) {
+                    self.deadline = Some(now + timeout);
+                    return Next::Continue {
+                        wake_at: self.deadline,
+                    };
                 }
-                d.link_end = Some(match ev {
-                    LinkEvent::Failed(e) => Some(e),
-                    _ => None,
-                });
                 self.pump(out, now)
             }
-        }
-    }
-
-    /// Send the kept request head again on a new link.
-    pub(super) fn redial(
-        &mut self,
-        dial: Dial,
-        now: Instant,
-        timeout: std::time::Duration,
-    ) -> Next {
-        let (Phase::Deferred(d), Some(links)) = (&mut self.phase, self.links.as_mut()) else {
-            return Next::CONTINUE;
-        };
-        links.close(d.link);
-        let link = links.open(dial.clone());
-        if let Some(head) = &d.resend {
-            links.out(link).push_bytes(head);
-        }
-        d.link = link;
-        d.dial = dial;
-        d.connected = false;
-        d.reused = false;
-        self.deadline = Some(now + timeout);
-        Next::Continue {
-            wake_at: self.deadline,
         }
     }
 
@@ -408,27 +330,16 @@ impl HttpSession {
                     wake_at: self.deadline,
                 };
             }
-            match d.pending.poll() {
+            match d.attempt.pending.poll() {
                 Progress::Wait => {
                     // Decide more from what the link has brought, then from its end.
                     let Some(links) = self.links.as_mut() else {
                         return Next::CONTINUE;
                     };
-                    let input = links.input(d.link);
-                    if !input.is_empty() {
-                        d.pending.feed(input.data());
-                        input.clear();
-                        d.resend = None;
-                        continue;
-                    }
-                    match d.link_end.take() {
-                        Some(None) => d.pending.end(),
-                        Some(Some(e)) => d.pending.fail(Failure::from(e)),
-                        None => {
-                            return Next::Continue {
-                                wake_at: self.deadline,
-                            }
-                        }
+                    if !d.attempt.next_input(links) {
+                        return Next::Continue {
+                            wake_at: self.deadline,
+                        };
                     }
                 }
                 Progress::Head {
@@ -508,7 +419,7 @@ impl HttpSession {
                     out.push_bytes(&rest);
                     d.status = 101;
                     d.wire = Some(Encoder::Unframed);
-                    let link = d.link;
+                    let link = d.attempt.link;
                     self.log_deferred();
                     self.phase = Phase::Tunnel(link);
                     self.more_may_come = true;
@@ -540,7 +451,7 @@ impl HttpSession {
                     // Mid-body: the client must see a short answer, never a complete-looking
                     // one, so no final chunk; the close ends it.
                     d.close = true;
-                    let link = d.link;
+                    let link = d.attempt.link;
                     self.log_deferred();
                     if let Some(links) = self.links.as_mut() {
                         links.close(link);
@@ -580,8 +491,9 @@ impl HttpSession {
                 // A script whose answer is complete may finish its work; an upstream's
                 // connection is kept if the whole exchange went by the rules.
                 let script = d.finish_after_body;
-                let keep = d.answered && (script || (d.upload.is_none() && d.pending.reusable()));
-                let (link, close) = (d.link, d.close);
+                let keep =
+                    d.answered && (script || (d.upload.is_none() && d.attempt.pending.reusable()));
+                let (link, close) = (d.attempt.link, d.close);
                 self.end_link(link, keep);
                 close
             }
@@ -639,7 +551,7 @@ impl HttpSession {
         // Still the same request: it is counted once.
         self.served = self.served.saturating_sub(1);
         // The script's answer is complete: it may finish its work.
-        let link = d.link;
+        let link = d.attempt.link;
         if let Some(links) = self.links.as_mut() {
             links.release(link);
         }
@@ -720,19 +632,18 @@ impl HttpSession {
         let (Phase::Deferred(d), Some(links)) = (&mut self.phase, self.links.as_mut()) else {
             return Next::CONTINUE;
         };
-        if !d.connected && d.resend.is_some() {
-            if let Some((s, dial, label)) = gateway.failover(d.route, d.server, d.tried) {
-                d.server = s;
-                d.tried |= 1u64.checked_shl(s as u32).unwrap_or(0);
-                d.pending.relabel(label);
-                return self.redial(dial, now, gateway.config().timeout);
-            }
+        let timeout = gateway.config().timeout;
+        if d.attempt.timed_out_unconnected(&gateway, links) {
+            self.deadline = Some(now + timeout);
+            return Next::Continue {
+                wake_at: self.deadline,
+            };
         }
-        let waiting_on_client = d.connected
+        let waiting_on_client = d.attempt.connected
             && d.upload.is_some()
-            && links.queued(d.link) == 0
+            && links.queued(d.attempt.link) == 0
             && d.wire.is_none()
-            && !d.pending.started();
+            && !d.attempt.pending.started();
         if waiting_on_client {
             return self.upload_refused(
                 Reject {
@@ -742,9 +653,7 @@ impl HttpSession {
                 out,
             );
         }
-        links.close(d.link);
-        d.link_end = None;
-        d.pending.fail(Failure::Timeout);
+        d.attempt.close_timed_out(links);
         self.pump(out, now)
     }
 }

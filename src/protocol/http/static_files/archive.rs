@@ -51,12 +51,15 @@ enum Item {
         name: Vec<u8>,
         mtime: Option<SystemTime>,
     },
-    File {
-        name: Vec<u8>,
-        file: File,
-        size: u64,
-        mtime: Option<SystemTime>,
-    },
+    File(FileItem),
+}
+
+/// A file to put in an archive: its name there, the file opened, its size and time.
+struct FileItem {
+    name: Vec<u8>,
+    file: File,
+    size: u64,
+    mtime: Option<SystemTime>,
 }
 
 impl Walk {
@@ -137,12 +140,12 @@ impl Walk {
             if !meta.is_file() {
                 continue;
             }
-            return Some(Item::File {
+            return Some(Item::File(FileItem {
                 name,
                 size: meta.len(),
                 mtime: meta.modified().ok(),
                 file,
-            });
+            }));
         }
     }
 }
@@ -211,16 +214,11 @@ impl TarGz {
                 self.finished = true;
             }
             Some(Item::Dir { name, mtime }) => header(&mut self.gz, &name, 0, b'5', 0o755, mtime),
-            Some(Item::File {
-                name,
-                file,
-                size,
-                mtime,
-            }) => {
-                header(&mut self.gz, &name, size, b'0', 0o644, mtime);
-                let pad = ((512 - size % 512) % 512) as usize;
-                if size > 0 {
-                    self.current = Some((file, size, pad));
+            Some(Item::File(f)) => {
+                header(&mut self.gz, &f.name, f.size, b'0', 0o644, f.mtime);
+                let pad = ((512 - f.size % 512) % 512) as usize;
+                if f.size > 0 {
+                    self.current = Some((f.file, f.size, pad));
                 }
             }
         }
@@ -343,12 +341,12 @@ impl Zip {
                 let entry = self.local_header(name, mtime, true, false);
                 self.central_record(&entry, 0, 0);
             }
-            Some(Item::File {
+            Some(Item::File(FileItem {
                 name,
                 file,
                 size,
                 mtime,
-            }) => {
+            })) => {
                 let zip64 = size >= self.zip32_max;
                 let entry = self.local_header(name, mtime, false, zip64);
                 let f = ZipFile {

@@ -319,51 +319,17 @@ mod tests {
         }
     }
 
-    /// Every form here tries to climb above the root. Each must either be refused or resolve
-    /// to a path that stays under it (which, being relative with no `..`, it always does).
-    const TRAVERSAL: &[&str] = &[
-        "/..",
-        "/../",
-        "/../secret.txt",
-        "/../../secret.txt",
-        "/../../../../../../etc/passwd",
-        "/a/../../secret.txt",
-        "/./../secret.txt",
-        "/%2e%2e/secret.txt",
-        "/%2E%2E/secret.txt",
-        "/.%2e/secret.txt",
-        "/%2e./secret.txt",
-        "/%2e%2e%2fsecret.txt",
-        "/..%2fsecret.txt",
-        "/..%2Fsecret.txt",
-        "/..%5csecret.txt",
-        "/..%5Csecret.txt",
-        "/..\\secret.txt",
-        "/%252e%252e/secret.txt",
-        "/%252e%252e%252fsecret.txt",
-        "/%c0%ae%c0%ae/secret.txt",
-        "/%c0%afsecret.txt",
-        "/..%00/secret.txt",
-        "/secret.txt%00.html",
-        "/%00",
-        "/a/%2e%2e/%2e%2e/secret.txt",
-        "/a/b/c/../../../../secret.txt",
-        "/....//secret.txt",
-        "/..;/secret.txt",
-        "/%u002e%u002e/secret.txt",
-        "/.%u002e/secret.txt",
-        "/%%32%65%%32%65/secret.txt",
-        "/..%252fsecret.txt",
-        "/%2e%2e%5csecret.txt",
-        "/%",
-        "/%2",
-        "/./.././../secret.txt",
-    ];
+    /// Every form in the traversal corpus (which the integration tests also send to a running
+    /// server) tries to climb above the root. Each must either be refused or resolve to a path
+    /// that stays under it (which, being relative with no `..`, it always does).
+    const TRAVERSAL: &str = include_str!("../../../../tests/traversal.txt");
 
     #[test]
     fn the_traversal_corpus_never_climbs_above_the_root() {
-        assert!(TRAVERSAL.len() >= 30);
-        for raw in TRAVERSAL {
+        assert!(TRAVERSAL.lines().count() >= 30);
+        // Also the root itself by `..` (RFC 3986 §5.2.4 stops at the root), which a server
+        // answers with the root and the shared corpus therefore leaves out.
+        for raw in TRAVERSAL.lines().chain(["/..", "/../"]) {
             for show in [false, true] {
                 match UrlPath::parse(raw, show) {
                     Err(_) => {}
