@@ -78,6 +78,38 @@ pub(crate) fn test_peer() -> Peer {
     }
 }
 
+/// Test inputs kept as a corpus file (`include_str!`): one case a line, with `\r`, `\n` and
+/// `\\` escapes; `#` starts a comment line; `\e` alone is the empty input.
+#[cfg(test)]
+pub(crate) fn test_cases(corpus: &str) -> Vec<Vec<u8>> {
+    let mut cases = Vec::new();
+    for line in corpus.lines() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut case = Vec::new();
+        let mut bytes = line.bytes();
+        while let Some(b) = bytes.next() {
+            if b != b'\\' {
+                case.push(b);
+                continue;
+            }
+            match bytes.next() {
+                Some(b'r') => case.push(b'\r'),
+                Some(b'n') => case.push(b'\n'),
+                Some(b'\\') => case.push(b'\\'),
+                Some(b'e') => {}
+                other => panic!(
+                    "unknown escape \\{:?} in a test corpus",
+                    other.map(char::from)
+                ),
+            }
+        }
+        cases.push(case);
+    }
+    cases
+}
+
 /// The two ends of one accepted connection.
 #[derive(Clone, Debug)]
 pub struct Peer {

@@ -643,18 +643,9 @@ mod tests {
         assert!(p(b"HTTP/1.1 200 OK\r\nContent-Le", false)
             .unwrap()
             .is_none());
-        for bad in [
-            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"[..],
-            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
-            b"garbage\r\n\r\n",
-            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
-            b"HTTP/1.1 999 What\r\n\r\n",
-            // A coding other than chunked cannot be undone here: relayed, it would corrupt
-            // the content.
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
-        ] {
+        let bad = crate::protocol::test_cases(include_str!("testdata/upstream-bad-heads.txt"));
+        assert_eq!(bad.len(), 8);
+        for bad in &bad {
             assert!(p(bad, false).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }

@@ -565,16 +565,10 @@ mod tests {
     #[test]
     fn a_request_line_without_a_version_is_refused_when_it_ends() {
         // HTTP/0.9 sends `GET /x` and no headers: refused at its LF, not held for a 408.
-        for line in [
-            &b"GET /x\r\n"[..],
-            b"GET /x\n",
-            b"GET\r\n",
-            b"\r\n",
-            b"GET /x\r\nHost: a\r\n",
-            b"GET HTTP/1.1\r\n",
-            b"GET / FOO\r\n",
-            b"GET /x HTTP/1.1 \r\n",
-        ] {
+        let lines =
+            crate::protocol::test_cases(include_str!("../testdata/versionless-request-lines.txt"));
+        assert_eq!(lines.len(), 8);
+        for line in &lines {
             let mut sc = HeadScanner::default();
             assert_eq!(
                 sc.scan(line, &limits()),
