@@ -78,6 +78,22 @@ pub fn server_name(host_port: &str) -> Result<ServerName<'static>> {
         .map_err(|_| Error::Usage(format!("{host} is not a host name TLS can check")))
 }
 
+/// A `ServerCertVerifier` signature check that is rustls's own function of the same name
+/// (`verify_tls12_signature`, `verify_tls13_signature`) with the provider's algorithms.
+macro_rules! signature_check {
+    ($name:ident) => {
+        fn $name(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+            let algs = &self.0.signature_verification_algorithms;
+            rustls::crypto::$name(message, cert, dss, algs)
+        }
+    };
+}
+
 /// Accepts any certificate, still checking that the server holds its key (the handshake's
 /// signatures), so that `--insecure` skips authentication and nothing else.
 #[derive(Debug)]
@@ -95,25 +111,8 @@ impl ServerCertVerifier for NoCheck {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        let algs = &self.0.signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(message, cert, dss, algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        let algs = &self.0.signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(message, cert, dss, algs)
-    }
+    signature_check!(verify_tls12_signature);
+    signature_check!(verify_tls13_signature);
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()

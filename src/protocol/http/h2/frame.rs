@@ -62,6 +62,13 @@ pub enum ErrorCode {
     EnhanceYourCalm = 0xb,
 }
 
+/// A frame as it arrived: its parsed header and its payload.
+#[derive(Clone, Copy, Debug)]
+pub struct Frame<'a> {
+    pub head: FrameHead,
+    pub payload: &'a [u8],
+}
+
 /// A parsed frame header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FrameHead {

@@ -58,7 +58,7 @@ use super::wire::fields::{owned_by_session, safe_field};
 use super::wire::status_has_body;
 use crate::protocol::{LinkEvent, LinkId, Links, Next, Outbox, Peer, ReadBuf};
 pub use frame::PREFACE;
-use frame::{flag, kind, setting, ErrorCode, FrameHead, DEFAULT_WINDOW, MAX_WINDOW};
+use frame::{flag, kind, setting, ErrorCode, Frame, FrameHead, DEFAULT_WINDOW, MAX_WINDOW};
 
 /// Client stream resets (and refused streams) allowed per second before the connection is
 /// told to calm down; a browser cancelling a page's worth of requests stays far below.
@@ -516,9 +516,30 @@ impl H2Session {
             ));
         }
         match h.kind {
-            kind::DATA => self.data(h, p, out, now),
-            kind::HEADERS => self.headers(h, p, out, now),
-            kind::CONTINUATION => self.continuation(h, p, out, now),
+            kind::DATA => self.data(
+                Frame {
+                    head: h,
+                    payload: p,
+                },
+                out,
+                now,
+            ),
+            kind::HEADERS => self.headers(
+                Frame {
+                    head: h,
+                    payload: p,
+                },
+                out,
+                now,
+            ),
+            kind::CONTINUATION => self.continuation(
+                Frame {
+                    head: h,
+                    payload: p,
+                },
+                out,
+                now,
+            ),
             kind::PRIORITY => {
                 if h.stream == 0 {
                     return Err(ConnError(ErrorCode::ProtocolError, "PRIORITY on stream 0"));
@@ -529,7 +550,14 @@ impl H2Session {
                 self.spend(now, false)
             }
             kind::RST_STREAM => self.rst(h, p, now),
-            kind::SETTINGS => self.settings(h, p, out, now),
+            kind::SETTINGS => self.settings(
+                Frame {
+                    head: h,
+                    payload: p,
+                },
+                out,
+                now,
+            ),
             kind::PUSH_PROMISE => Err(ConnError(
                 ErrorCode::ProtocolError,
                 "PUSH_PROMISE from a client",
@@ -555,7 +583,14 @@ impl H2Session {
                 // (no push); the client closes when it is done, and its open streams finish.
                 Ok(())
             }
-            kind::WINDOW_UPDATE => self.window_update(h, p, out, now),
+            kind::WINDOW_UPDATE => self.window_update(
+                Frame {
+                    head: h,
+                    payload: p,
+                },
+                out,
+                now,
+            ),
             // §5.5: unknown frame types are ignored (and counted).
             _ => self.spend(now, false),
         }

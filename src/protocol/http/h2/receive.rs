@@ -5,13 +5,11 @@
 use super::*;
 
 impl H2Session {
-    pub(super) fn settings(
-        &mut self,
-        h: FrameHead,
-        p: &[u8],
-        out: &mut Outbox,
-        now: Instant,
-    ) -> Step {
+    pub(super) fn settings(&mut self, f: Frame<'_>, out: &mut Outbox, now: Instant) -> Step {
+        let Frame {
+            head: h,
+            payload: p,
+        } = f;
         if h.stream != 0 {
             return Err(ConnError(ErrorCode::ProtocolError, "SETTINGS on a stream"));
         }
@@ -82,13 +80,11 @@ impl H2Session {
         Ok(())
     }
 
-    pub(super) fn window_update(
-        &mut self,
-        h: FrameHead,
-        p: &[u8],
-        out: &mut Outbox,
-        now: Instant,
-    ) -> Step {
+    pub(super) fn window_update(&mut self, f: Frame<'_>, out: &mut Outbox, now: Instant) -> Step {
+        let Frame {
+            head: h,
+            payload: p,
+        } = f;
         if p.len() != 4 {
             return Err(ConnError(
                 ErrorCode::FrameSizeError,
@@ -168,7 +164,11 @@ impl H2Session {
         out.with_tail(|b| frame::write_rst(b, id, code));
     }
 
-    pub(super) fn data(&mut self, h: FrameHead, p: &[u8], out: &mut Outbox, now: Instant) -> Step {
+    pub(super) fn data(&mut self, f: Frame<'_>, out: &mut Outbox, now: Instant) -> Step {
+        let Frame {
+            head: h,
+            payload: p,
+        } = f;
         if h.stream == 0 {
             return Err(ConnError(ErrorCode::ProtocolError, "DATA on stream 0"));
         }
@@ -265,13 +265,11 @@ impl H2Session {
         Ok(())
     }
 
-    pub(super) fn headers(
-        &mut self,
-        h: FrameHead,
-        p: &[u8],
-        out: &mut Outbox,
-        now: Instant,
-    ) -> Step {
+    pub(super) fn headers(&mut self, f: Frame<'_>, out: &mut Outbox, now: Instant) -> Step {
+        let Frame {
+            head: h,
+            payload: p,
+        } = f;
         if h.stream == 0 {
             return Err(ConnError(ErrorCode::ProtocolError, "HEADERS on stream 0"));
         }
@@ -307,13 +305,11 @@ impl H2Session {
         Ok(())
     }
 
-    pub(super) fn continuation(
-        &mut self,
-        h: FrameHead,
-        p: &[u8],
-        out: &mut Outbox,
-        now: Instant,
-    ) -> Step {
+    pub(super) fn continuation(&mut self, f: Frame<'_>, out: &mut Outbox, now: Instant) -> Step {
+        let Frame {
+            head: h,
+            payload: p,
+        } = f;
         let max_head = self.shared.limits.max_head;
         let Some(b) = self.block.as_mut() else {
             return Err(ConnError(
