@@ -10,8 +10,8 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::error::Error;
-use crate::model::{Model, PollerKind, ServeOptions};
-use crate::net::privileges::PrivilegeDrop;
+use crate::model::{self, Model, PollerKind, ServeOptions};
+use crate::net::privileges::{PrivilegeDrop, PrivilegeError};
 use crate::net::{self, BindOptions, ListenAddr};
 use crate::tls::client::Trust;
 use crate::tls::{CertFiles, CertSource};
@@ -274,7 +274,7 @@ impl ServerArgs {
             static SAID: std::sync::Once = std::sync::Once::new();
             event_loop_flag(&SAID, "--busy-poll", &us, o.model);
         }
-        o.validate().map_err(|e| Error::Usage(e.to_string()))?;
+        o.validate().map_err(|e| Error::Usage(option_error(&e)))?;
         if self.backlog.is_some_and(|b| b < 1) {
             return Err(Error::Usage("--backlog must be at least 1".into()));
         }
@@ -413,4 +413,67 @@ fn poller_parser() -> impl clap::builder::TypedValueParser<Value = PollerKind> {
     use clap::builder::TypedValueParser as _;
     clap::builder::PossibleValuesParser::new(PollerKind::ALL.map(PollerKind::name))
         .map(|s| PollerKind::from_name(&s).expect("one of the listed names"))
+}
+
+/// What went wrong dropping privileges, in terms of `--user`, `--group` and `--umask`.
+impl From<PrivilegeError> for Error {
+    fn from(e: PrivilegeError) -> Error {
+        use PrivilegeError as P;
+        let usage = e.is_usage();
+        let line = match e {
+            P::BadUmask(s) => format!(
+                "--umask {s} is not an octal file mode mask; use three octal digits such as 007"
+            ),
+            P::GroupWithoutUser => "--group needs --user too; tincan switches group and user \
+                                    together after binding"
+                .into(),
+            P::NoSuchUser(name) => format!(
+                "there is no user named {name}; give an existing user name or a numeric uid to \
+                 --user"
+            ),
+            P::NoSuchGroup(name) => format!(
+                "there is no group named {name}; give an existing group name or a numeric gid \
+                 to --group"
+            ),
+            P::SocketMode { path, mode, source } => format!(
+                "cannot set the mode of {} to {mode:03o} (--umask): {source}",
+                path.display()
+            ),
+            P::NotRoot(user) => format!(
+                "--user {user} needs tincan to start as root (it binds first, then switches to \
+                 {user}); run it as root or leave out --user"
+            ),
+            P::UserIsRoot(user) => format!(
+                "--user {user} is root, which drops nothing; pick an unprivileged user such as \
+                 nobody"
+            ),
+            e @ (P::Chown { .. } | P::Step { .. }) => format!("{e}; refusing to run as root"),
+            e @ (P::Unverified { .. } | P::Regained(_)) => format!("{e}; refusing to run"),
+            e @ P::Lookup { .. } => e.to_string(),
+        };
+        if usage {
+            Error::Usage(line)
+        } else {
+            Error::Setup(line)
+        }
+    }
+}
+
+/// The sentence for an option no driver can honour, in terms of the flag that set it.
+fn option_error(e: &model::OptionError) -> String {
+    use model::OptionError as E;
+    match e {
+        E::NoWorkers => "--workers must be at least 1".into(),
+        E::TooManyWorkers(n) => format!(
+            "--workers {n} is more than tincan runs ({}); a few per core is plenty",
+            model::MAX_WORKERS
+        ),
+        E::NoConnections => "--max-connections must be at least 1".into(),
+        E::NoSendTimeout => "--send-timeout must be more than 0 seconds".into(),
+        E::BusyPollTooLong(us) => format!(
+            "--busy-poll {us} is more than {} microseconds; polling longer only burns CPU",
+            model::MAX_BUSY_POLL.as_micros()
+        ),
+        E::NoHighWater => e.to_string(),
+    }
 }

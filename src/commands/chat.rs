@@ -238,10 +238,28 @@ pub fn run(args: ChatArgs) -> Result<()> {
     // Refuse a model the room cannot honour before binding anything, so no `listening on` line
     // is ever printed for a server that will not run.
     let model = args.server.serve_options()?.model;
-    model.honours(service.needs()).map_err(Error::Usage)?;
+    model
+        .honours(service.needs())
+        .map_err(|e| Error::Usage(unfit(e)))?;
     let (listeners, opts) = args.server.setup(DEFAULT_LISTEN)?;
     crate::model::serve(listeners, Arc::new(service), &opts)?;
     Ok(())
+}
+
+/// The sentence for a model the room cannot run under, with the models it can.
+fn unfit(e: crate::model::Unfit) -> String {
+    use crate::model::Unfit;
+    match e {
+        Unfit::OneAtATime(who) => format!(
+            "{who} needs every client connected at once, and --model iterative serves one at a \
+             time; use --model event or --model threaded"
+        ),
+        Unfit::NoSharedMemory(who) => format!(
+            "{who} cannot run under --model prefork: worker processes share no memory, so \
+             clients in different workers could not reach each other; use --model event or \
+             --model threaded"
+        ),
+    }
 }
 
 #[cfg(test)]

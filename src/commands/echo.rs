@@ -12,7 +12,7 @@ use clap::Args;
 use crate::error::{Error, Result};
 use crate::flags::ServerArgs;
 use crate::model::Shutdown;
-use crate::protocol::echo::{EchoConfig, EchoService};
+use crate::protocol::echo::{EchoConfig, EchoConfigError, EchoService};
 use crate::protocol::framing::Framing;
 
 /// Where `tincan echo` listens unless told otherwise (RFC 862's port 7 needs root; see README).
@@ -71,7 +71,9 @@ pub fn run(args: EchoArgs) -> Result<()> {
         prefix_peer: args.prefix_peer,
         idle_timeout: (!idle.is_zero()).then_some(idle),
     };
-    config.validate_for(args.udp).map_err(Error::Usage)?;
+    config
+        .validate_for(args.udp)
+        .map_err(|e| Error::Usage(worded(&e)))?;
     let service = Arc::new(EchoService::new(config));
     if args.udp {
         // setup_udp installs the process's signal handlers before it announces the address.
@@ -91,4 +93,24 @@ pub fn run(args: EchoArgs) -> Result<()> {
     let (listeners, opts) = args.server.setup(DEFAULT_LISTEN)?;
     crate::model::serve(listeners, service, &opts)?;
     Ok(())
+}
+
+/// The sentence for a configuration the echo service refuses, in terms of its flags.
+fn worded(e: &EchoConfigError) -> String {
+    match e {
+        EchoConfigError::NoMaxFrame => "--max-frame must be at least 1 byte".into(),
+        EchoConfigError::FramingOverUdp(f) => format!(
+            "--framing {f} does not apply to --udp: each datagram is one message, answered \
+             whole; use --framing raw (the default) or null (UTF-8 text ending in NUL)"
+        ),
+        EchoConfigError::PrefixWithoutBoundaries => "--prefix-peer needs message boundaries, \
+             and raw framing has none; use --framing null, line, length or close"
+            .into(),
+        EchoConfigError::PrefixOverFixed => "--prefix-peer would make answers longer than \
+             fixed:N frames; use --framing null, line, length or close"
+            .into(),
+        EchoConfigError::FixedOverMax { n, max } => {
+            format!("fixed:{n} frames are longer than --max-frame {max}; raise --max-frame")
+        }
+    }
 }

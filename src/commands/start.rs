@@ -88,7 +88,7 @@ impl ServerArgs {
             for p in paths {
                 let _ = std::fs::remove_file(p);
             }
-            return Err(e);
+            return Err(e.into());
         }
         // Signals must stop us gracefully from the moment a script can see the address.
         crate::model::Shutdown::for_process()

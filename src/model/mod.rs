@@ -86,23 +86,16 @@ impl Model {
         Model::Event,
     ];
 
-    /// Can this model give a service what it `needs`? The error is the user's sentence.
-    pub fn honours(self, needs: Needs) -> Result<(), String> {
+    /// Can this model give a service what it `needs`?
+    pub fn honours(self, needs: Needs) -> Result<(), Unfit> {
         let who = if needs.name.is_empty() {
             "this service"
         } else {
             needs.name
         };
         match self {
-            Model::Iterative if needs.concurrent => Err(format!(
-                "{who} needs every client connected at once, and --model iterative serves one \
-                 at a time; use --model event or --model threaded"
-            )),
-            Model::Prefork if needs.shared_memory => Err(format!(
-                "{who} cannot run under --model prefork: worker processes share no memory, so \
-                 clients in different workers could not reach each other; use --model event or \
-                 --model threaded"
-            )),
+            Model::Iterative if needs.concurrent => Err(Unfit::OneAtATime(who)),
+            Model::Prefork if needs.shared_memory => Err(Unfit::NoSharedMemory(who)),
             _ => Ok(()),
         }
     }
@@ -231,6 +224,10 @@ impl Default for ServeOptions {
 pub enum ServeError {
     #[error("{0}")]
     Refused(String),
+    #[error(transparent)]
+    Options(#[from] OptionError),
+    #[error(transparent)]
+    Unfit(#[from] Unfit),
     #[error("{what} failed: {}", crate::sys::plain(source))]
     Sys {
         what: &'static str,
@@ -239,34 +236,61 @@ pub enum ServeError {
     },
 }
 
+/// A model that cannot give a service what it needs ([`Model::honours`]); each names the
+/// service. The command line says which models to use instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unfit {
+    /// The service needs every client connected at once; the iterative model serves one at a
+    /// time.
+    #[error(
+        "{0} needs every client connected at once, and the iterative model serves one at a time"
+    )]
+    OneAtATime(&'static str),
+    /// The service needs one memory for every connection; prefork's worker processes share
+    /// none, so clients in different workers could not reach each other.
+    #[error("{0} cannot run in prefork's worker processes: they share no memory, so clients in different workers could not reach each other")]
+    NoSharedMemory(&'static str),
+}
+
+/// Options no driver can honour ([`ServeOptions::validate`]). The command line words them
+/// with its flags' names; this layer knows none.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptionError {
+    #[error("at least 1 worker is needed")]
+    NoWorkers,
+    #[error("{0} workers is more than tincan runs ({MAX_WORKERS})")]
+    TooManyWorkers(usize),
+    #[error("at least 1 connection must be allowed")]
+    NoConnections,
+    #[error("the send timeout must be more than 0 seconds")]
+    NoSendTimeout,
+    /// Busy polling longer than [`MAX_BUSY_POLL`] (the value asked for, in µs).
+    #[error("busy polling for {0} µs is more than {max} µs", max = MAX_BUSY_POLL.as_micros())]
+    BusyPollTooLong(u128),
+    #[error("the outbox high-water mark must be at least 1 byte")]
+    NoHighWater,
+}
+
 impl ServeOptions {
-    /// Refuse options no driver can honour, with the sentence the user reads.
-    pub fn validate(&self) -> Result<(), ServeError> {
-        let refuse = |m: &str| Err(ServeError::Refused(m.to_string()));
+    /// Refuse options no driver can honour.
+    pub fn validate(&self) -> Result<(), OptionError> {
         if self.workers == 0 {
-            return refuse("--workers must be at least 1");
+            return Err(OptionError::NoWorkers);
         }
         if self.workers > MAX_WORKERS {
-            return Err(ServeError::Refused(format!(
-                "--workers {} is more than tincan runs ({MAX_WORKERS}); a few per core is plenty",
-                self.workers
-            )));
+            return Err(OptionError::TooManyWorkers(self.workers));
         }
         if self.max_connections == 0 {
-            return refuse("--max-connections must be at least 1");
+            return Err(OptionError::NoConnections);
         }
         if self.send_timeout.is_zero() {
-            return refuse("--send-timeout must be more than 0 seconds");
+            return Err(OptionError::NoSendTimeout);
         }
         if self.busy_poll > MAX_BUSY_POLL {
-            return Err(ServeError::Refused(format!(
-                "--busy-poll {} is more than {} microseconds; polling longer only burns CPU",
-                self.busy_poll.as_micros(),
-                MAX_BUSY_POLL.as_micros()
-            )));
+            return Err(OptionError::BusyPollTooLong(self.busy_poll.as_micros()));
         }
         if self.high_water == 0 {
-            return refuse("the outbox high-water mark must be at least 1 byte");
+            return Err(OptionError::NoHighWater);
         }
         Ok(())
     }
@@ -410,9 +434,7 @@ pub fn serve<S: Service>(
     service: Arc<S>,
     opts: &ServeOptions,
 ) -> Result<(), ServeError> {
-    opts.model
-        .honours(service.needs())
-        .map_err(ServeError::Refused)?;
+    opts.model.honours(service.needs())?;
     let shutdown = Shutdown::for_process().map_err(|e| ServeError::Sys {
         what: "installing the SIGINT/SIGTERM handlers",
         source: e,
@@ -496,9 +518,7 @@ pub fn serve_until<S: Service>(
     opts: &ServeOptions,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
-    opts.model
-        .honours(service.needs())
-        .map_err(ServeError::Refused)?;
+    opts.model.honours(service.needs())?;
     opts.validate()?;
     if listeners.is_empty() {
         return Err(ServeError::Refused("there is nothing to listen on".into()));
@@ -570,15 +590,13 @@ mod tests {
             concurrent: true,
             shared_memory: true,
         };
-        let e = Model::Iterative.honours(room).unwrap_err();
-        assert!(
-            e.starts_with("the chat room needs") && e.contains("one at a time"),
-            "{e}"
+        assert_eq!(
+            Model::Iterative.honours(room),
+            Err(Unfit::OneAtATime("the chat room"))
         );
-        let e = Model::Prefork.honours(room).unwrap_err();
-        assert!(
-            e.contains("share no memory") && e.contains("--model event"),
-            "{e}"
+        assert_eq!(
+            Model::Prefork.honours(room),
+            Err(Unfit::NoSharedMemory("the chat room"))
         );
         assert!(Model::Event.honours(room).is_ok() && Model::Threaded.honours(room).is_ok());
         for m in Model::ALL {

@@ -48,55 +48,57 @@ impl Default for EchoConfig {
     }
 }
 
+/// A configuration the echo service cannot answer faithfully ([`EchoConfig::validate`]).
+/// `tincan echo` words each with its flags.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EchoConfigError {
+    #[error("the largest message must be at least 1 byte")]
+    NoMaxFrame,
+    /// Over UDP a datagram is one message: only raw and null framing mean anything.
+    #[error("{0} framing does not apply to datagrams")]
+    FramingOverUdp(Framing),
+    /// Prefixing answers with the peer needs message boundaries, which raw framing has not.
+    #[error("prefixing the peer needs message boundaries")]
+    PrefixWithoutBoundaries,
+    /// A prefix would make answers longer than their fixed frames.
+    #[error("prefixing the peer would make answers longer than fixed frames")]
+    PrefixOverFixed,
+    #[error("fixed:{n} frames are longer than the largest message ({max} bytes)")]
+    FixedOverMax { n: usize, max: usize },
+}
+
 impl EchoConfig {
-    /// Refuse combinations that cannot be answered faithfully, with the sentence a user reads.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Refuse combinations that cannot be answered faithfully.
+    pub fn validate(&self) -> Result<(), EchoConfigError> {
         self.validate_for(false)
     }
 
     /// As [`validate`](Self::validate), for TCP and Unix connections or (`udp`) datagrams:
     /// a datagram is one message, so only `raw` and `null` (its UTF-8 check) mean anything
-    /// there, and `--prefix-peer` needs no other boundary.
-    pub fn validate_for(&self, udp: bool) -> Result<(), String> {
+    /// there, and a peer prefix needs no other boundary.
+    pub fn validate_for(&self, udp: bool) -> Result<(), EchoConfigError> {
         if self.max_frame == 0 {
-            return Err("--max-frame must be at least 1 byte".into());
+            return Err(EchoConfigError::NoMaxFrame);
         }
         if udp {
             if !matches!(self.framing, Framing::Raw | Framing::Null) {
-                return Err(format!(
-                    "--framing {} does not apply to --udp: each datagram is one message, \
-                     answered whole; use --framing raw (the default) or null (UTF-8 text \
-                     ending in NUL)",
-                    self.framing
-                ));
+                return Err(EchoConfigError::FramingOverUdp(self.framing));
             }
             return Ok(());
         }
         if self.prefix_peer {
             match self.framing {
-                Framing::Raw => {
-                    return Err(
-                        "--prefix-peer needs message boundaries, and raw framing has \
-                                none; use --framing null, line, length or close"
-                            .into(),
-                    )
-                }
-                Framing::Fixed(_) => {
-                    return Err(
-                        "--prefix-peer would make answers longer than fixed:N frames; \
-                                use --framing null, line, length or close"
-                            .into(),
-                    )
-                }
+                Framing::Raw => return Err(EchoConfigError::PrefixWithoutBoundaries),
+                Framing::Fixed(_) => return Err(EchoConfigError::PrefixOverFixed),
                 _ => {}
             }
         }
         if let Framing::Fixed(n) = self.framing {
             if n > self.max_frame {
-                return Err(format!(
-                    "fixed:{n} frames are longer than --max-frame {}; raise --max-frame",
-                    self.max_frame
-                ));
+                return Err(EchoConfigError::FixedOverMax {
+                    n,
+                    max: self.max_frame,
+                });
             }
         }
         Ok(())
@@ -615,7 +617,10 @@ mod tests {
                 prefix_peer: true,
                 ..EchoConfig::default()
             };
-            assert!(cfg.validate().unwrap_err().contains("--prefix-peer"));
+            assert!(matches!(
+                cfg.validate(),
+                Err(EchoConfigError::PrefixWithoutBoundaries | EchoConfigError::PrefixOverFixed)
+            ));
         }
         let too_big = EchoConfig {
             framing: Framing::Fixed(32),
@@ -623,7 +628,10 @@ mod tests {
             prefix_peer: false,
             ..EchoConfig::default()
         };
-        assert!(too_big.validate().is_err());
+        assert_eq!(
+            too_big.validate(),
+            Err(EchoConfigError::FixedOverMax { n: 32, max: 16 })
+        );
     }
 
     #[test]
