@@ -415,6 +415,21 @@ fn poller_parser() -> impl clap::builder::TypedValueParser<Value = PollerKind> {
         .map(|s| PollerKind::from_name(&s).expect("one of the listed names"))
 }
 
+/// A listener that could not be had, with the flag that would help where one would.
+impl From<net::BindError> for Error {
+    fn from(e: net::BindError) -> Error {
+        match e {
+            net::BindError::InUse(_) => Error::Setup(format!("{e} with --listen")),
+            net::BindError::Privileged(addr) => Error::Setup(format!(
+                "binding {addr} needs root because ports below 1024 are privileged; run as root \
+                 with --user NAME to drop privileges after binding, or pick a port of 1024 or more"
+            )),
+            net::BindError::UnixDatagram(_) => Error::Usage(format!("{e} with --udp")),
+            e => Error::Setup(e.to_string()),
+        }
+    }
+}
+
 /// What went wrong dropping privileges, in terms of `--user`, `--group` and `--umask`.
 impl From<PrivilegeError> for Error {
     fn from(e: PrivilegeError) -> Error {

@@ -68,7 +68,7 @@ impl ServerArgs {
                 .collect::<crate::error::Result<Vec<Listener>>>()?,
             None => (self.addresses(default_listen)?.iter())
                 .map(|a| net::bind(a, &bind_opts))
-                .collect::<crate::error::Result<Vec<Listener>>>()?,
+                .collect::<Result<Vec<Listener>, net::BindError>>()?,
         };
         let plain_from = listeners.len();
         for a in plain {
@@ -154,7 +154,7 @@ impl ServerArgs {
                 let bind_opts = self.bind_options();
                 (self.addresses(default_listen)?.iter())
                     .map(|a| net::bind_udp(a, &bind_opts))
-                    .collect::<crate::error::Result<Vec<_>>>()?
+                    .collect::<Result<Vec<_>, net::BindError>>()?
             }
         };
         self.privileges().apply(&[])?;

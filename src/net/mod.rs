@@ -364,50 +364,59 @@ impl std::os::fd::AsFd for Listener {
     }
 }
 
-/// Turn a bind failure into the sentence a user reads: what is wrong and what to do.
-fn bind_error(addr: &ListenAddr, e: io::Error) -> Error {
-    let msg = match e.raw_os_error() {
-        Some(libc::EADDRINUSE) => match addr {
-            ListenAddr::Unix(p) => format!(
-                "unix:{} is in use; stop the other server or pick another path",
-                p.display()
-            ),
-            _ => format!(
-                "{addr} is already in use; stop the other server or pick another port with --listen"
-            ),
+/// Why a listening socket could not be had ([`bind`], [`bind_udp`]): what is wrong and what
+/// to do, in this layer's terms. The command line adds which flag would help.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("{0} is already in use; stop the other server or pick another port")]
+    InUse(ListenAddr),
+    #[error("{0} is in use; stop the other server or pick another path")]
+    PathInUse(ListenAddr),
+    #[error("binding {0} needs root because ports below 1024 are privileged; run as root and drop privileges after binding, or pick a port of 1024 or more")]
+    Privileged(ListenAddr),
+    #[error("no permission to create {0}; pick a path in a directory you can write")]
+    NoPermission(ListenAddr),
+    #[error("{0} is not an address of this machine; use 127.0.0.1, ::1, :PORT or one of its interface addresses")]
+    NotLocal(ListenAddr),
+    #[error("cannot listen on {0}: this machine has no IPv6; use an IPv4 address")]
+    NoIpv6(ListenAddr),
+    #[error("cannot listen on {addr}: directory {dir} does not exist; create it first")]
+    NoDirectory { addr: ListenAddr, dir: String },
+    #[error("cannot listen on {0}: the path is too long for a Unix socket (108 bytes at most)")]
+    PathTooLong(ListenAddr),
+    #[error("{0} exists and is not a socket; remove it or pick another path")]
+    NotASocket(ListenAddr),
+    #[error("another server is listening on {0}; stop it or pick another path")]
+    Taken(ListenAddr),
+    #[error("{0}: unix: addresses are for stream sockets; use HOST:PORT")]
+    UnixDatagram(ListenAddr),
+    #[error("cannot listen on {addr}: {source}")]
+    Io { addr: ListenAddr, source: io::Error },
+}
+
+/// Name a bind failure.
+fn bind_error(addr: &ListenAddr, e: io::Error) -> BindError {
+    let unix = matches!(addr, ListenAddr::Unix(_));
+    let addr = addr.clone();
+    match e.raw_os_error() {
+        Some(libc::EADDRINUSE) if unix => BindError::PathInUse(addr),
+        Some(libc::EADDRINUSE) => BindError::InUse(addr),
+        Some(libc::EACCES) | Some(libc::EPERM) if unix => BindError::NoPermission(addr),
+        Some(libc::EACCES) | Some(libc::EPERM) => BindError::Privileged(addr),
+        Some(libc::EADDRNOTAVAIL) => BindError::NotLocal(addr),
+        Some(libc::EAFNOSUPPORT) => BindError::NoIpv6(addr),
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) => match &addr {
+            ListenAddr::Unix(p) => BindError::NoDirectory {
+                dir: p
+                    .parent()
+                    .map_or_else(|| ".".into(), |d| d.display().to_string()),
+                addr,
+            },
+            _ => BindError::Io { addr, source: e },
         },
-        Some(libc::EACCES) | Some(libc::EPERM) => match addr {
-            ListenAddr::Unix(p) => format!(
-                "no permission to create unix:{}; pick a path in a directory you can write",
-                p.display()
-            ),
-            _ => format!(
-                "binding {addr} needs root because ports below 1024 are privileged; run as root \
-                 with --user NAME to drop privileges after binding, or pick a port of 1024 or more"
-            ),
-        },
-        Some(libc::EADDRNOTAVAIL) => format!(
-            "{addr} is not an address of this machine; use 127.0.0.1, ::1, :PORT or one of its \
-             interface addresses"
-        ),
-        Some(libc::EAFNOSUPPORT) => {
-            format!("cannot listen on {addr}: this machine has no IPv6; use an IPv4 address")
-        }
-        Some(libc::ENOENT) | Some(libc::ENOTDIR) => match addr {
-            ListenAddr::Unix(p) => format!(
-                "cannot listen on unix:{}: directory {} does not exist; create it first",
-                p.display(),
-                p.parent()
-                    .map_or_else(|| ".".into(), |d| d.display().to_string())
-            ),
-            _ => format!("cannot listen on {addr}: {e}"),
-        },
-        Some(libc::ENAMETOOLONG) | Some(libc::EINVAL) if matches!(addr, ListenAddr::Unix(_)) => {
-            format!("cannot listen on {addr}: the path is too long for a Unix socket (108 bytes at most)")
-        }
-        _ => format!("cannot listen on {addr}: {e}"),
-    };
-    Error::Setup(msg)
+        Some(libc::ENAMETOOLONG) | Some(libc::EINVAL) if unix => BindError::PathTooLong(addr),
+        _ => BindError::Io { addr, source: e },
+    }
 }
 
 fn tcp_socket(
@@ -435,7 +444,7 @@ fn tcp_socket(
 }
 
 /// Bind a TCP or Unix listening socket.
-pub fn bind(addr: &ListenAddr, opts: &BindOptions) -> crate::error::Result<Listener> {
+pub fn bind(addr: &ListenAddr, opts: &BindOptions) -> Result<Listener, BindError> {
     match addr {
         ListenAddr::Tcp(sa) => {
             let v6only = sa.is_ipv6().then_some(true);
@@ -494,22 +503,14 @@ fn tcp_listener_options(s: Socket, opts: &BindOptions) -> io::Result<Listener> {
 }
 
 /// Bind a Unix socket, replacing a stale socket file only when nothing listens on it.
-fn bind_unix(addr: &ListenAddr, path: &Path, opts: &BindOptions) -> crate::error::Result<Listener> {
+fn bind_unix(addr: &ListenAddr, path: &Path, opts: &BindOptions) -> Result<Listener, BindError> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) => {
             if !meta.file_type().is_socket() {
-                return Err(Error::Setup(format!(
-                    "unix:{} exists and is not a socket; remove it or pick another path",
-                    path.display()
-                )));
+                return Err(BindError::NotASocket(addr.clone()));
             }
             match UnixStream::connect(path) {
-                Ok(_) => {
-                    return Err(Error::Setup(format!(
-                        "another server is listening on unix:{}; stop it or pick another path",
-                        path.display()
-                    )))
-                }
+                Ok(_) => return Err(BindError::Taken(addr.clone())),
                 // ECONNREFUSED: a socket file nobody listens on, left by a server that died.
                 Err(_) => std::fs::remove_file(path).map_err(|e| bind_error(addr, e))?,
             }
@@ -533,7 +534,7 @@ fn bind_unix(addr: &ListenAddr, path: &Path, opts: &BindOptions) -> crate::error
 }
 
 /// Bind a UDP socket (for `--udp` services).
-pub fn bind_udp(addr: &ListenAddr, opts: &BindOptions) -> crate::error::Result<UdpSocket> {
+pub fn bind_udp(addr: &ListenAddr, opts: &BindOptions) -> Result<UdpSocket, BindError> {
     let s = match addr {
         ListenAddr::Tcp(sa) => tcp_socket(sa, Type::DGRAM, opts, sa.is_ipv6().then_some(true)),
         ListenAddr::AllInterfaces(port) => {
@@ -546,11 +547,7 @@ pub fn bind_udp(addr: &ListenAddr, opts: &BindOptions) -> crate::error::Result<U
                 r => r,
             }
         }
-        ListenAddr::Unix(_) => {
-            return Err(Error::Usage(format!(
-                "{addr}: unix: addresses are for stream sockets; use HOST:PORT with --udp"
-            )))
-        }
+        ListenAddr::Unix(_) => return Err(BindError::UnixDatagram(addr.clone())),
     };
     Ok(s.map_err(|e| bind_error(addr, e))?.into())
 }
