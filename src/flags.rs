@@ -115,6 +115,13 @@ pub struct ServerArgs {
     #[arg(help_heading = heading::TLS, long, value_name = "FILE")]
     pub tls_key: Vec<PathBuf>,
 
+    /// With TLS: hand each connection's records to the kernel (kernel TLS, `TCP_ULP "tls"`)
+    /// the first time it sends a file, so files leave with sendfile instead of being read and
+    /// encrypted here; a kernel without TLS (CONFIG_TLS) changes nothing. Off by default:
+    /// this path has not yet run on a kernel that offers TLS.
+    #[arg(help_heading = heading::TLS, long)]
+    pub kernel_tls: bool,
+
     /// Speak TLS with a self-signed certificate for localhost, 127.0.0.1 and ::1, made at the
     /// first start and kept in DIR as cert.pem and key.pem (reused after). For trying HTTPS
     /// out: clients must be told to trust DIR/cert.pem (curl --cacert DIR/cert.pem).

@@ -58,6 +58,9 @@ pub struct TlsApp {
     pub alpn: Vec<Vec<u8>>,
     /// The answer to a plaintext request on a TLS port (see [`TlsSettings::plain_reply`]).
     pub plain_reply: Option<bytes::Bytes>,
+    /// Hand a connection's records to the kernel where it offers TLS (`--kernel-tls`; see
+    /// `model::tls::kernel`).
+    pub kernel_tls: bool,
 }
 
 /// The provider every TLS listener uses: rustls's `ring` build, which needs a C compiler alone
@@ -255,8 +258,9 @@ fn server_config(
     cfg.alpn_protocols = app.alpn.clone();
     cfg.max_early_data_size = 0;
     // Kernel TLS takes the traffic keys from rustls after the handshake
-    // (`model::tls::kernel`), where the kernel offers it.
-    cfg.enable_secret_extraction = true;
+    // (`model::tls::kernel`), where the kernel offers it and it was asked for; otherwise
+    // rustls never gives them out.
+    cfg.enable_secret_extraction = app.kernel_tls;
     Ok(Arc::new(cfg))
 }
 
@@ -312,6 +316,22 @@ mod tests {
         let d = std::env::temp_dir().join(format!("tincan-tls-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    /// rustls gives its traffic keys out (for the kernel) only when `--kernel-tls` asked.
+    #[test]
+    fn traffic_keys_leave_rustls_only_with_kernel_tls() {
+        let dir = temp("ktls");
+        let source = CertSource::SelfSigned(dir.clone());
+        for kernel_tls in [false, true] {
+            let app = TlsApp {
+                kernel_tls,
+                ..TlsApp::default()
+            };
+            let s = settings(&source, &app).unwrap();
+            assert_eq!(s.config.enable_secret_extraction, kernel_tls);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

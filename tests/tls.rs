@@ -223,8 +223,8 @@ const SUITES: &[(&str, &str, &str)] = &[
     ("--tlsv1.3", "TLS_CHACHA20_POLY1305_SHA256", "TLSv1.3"),
 ];
 
-/// The first file region on a TLS connection is where the record layer would move into the
-/// kernel (kernel TLS); these machines' kernels have none, so rustls goes on. Either way, in
+/// With `--kernel-tls`, the first file region on a TLS connection is where the record layer
+/// moves into the kernel (kernel TLS); these machines' kernels have none, so rustls goes on. Either way, in
 /// every suite and version and under every model, a file, a small answer, the file again
 /// (after the move, on a kernel that has TLS) and the small answer again arrive intact on one
 /// kept-alive connection.
@@ -237,7 +237,7 @@ fn files_and_keep_alive_arrive_intact_in_every_suite_under_every_model() {
     std::fs::write(root.path().join("mid.bin"), &file).unwrap();
     let root_s = root.path().to_str().unwrap();
     for &m in ALL_MODELS {
-        let args = support::serve_args(root_s, m, &[]);
+        let args = support::serve_args(root_s, m, &["--kernel-tls"]);
         let (srv, port) = start(&args, &pki);
         let base = format!("https://localhost:{port}");
         let (mid, small) = (format!("{base}/mid.bin"), format!("{base}/small.txt"));

@@ -55,7 +55,11 @@ impl ServerArgs {
         let mut opts = self.serve_options()?;
         let source = self.tls_source()?;
         if let Some(src) = &source {
-            opts.tls = Some(crate::tls::settings(src, app)?);
+            let app = TlsApp {
+                kernel_tls: self.kernel_tls,
+                ..app.clone()
+            };
+            opts.tls = Some(crate::tls::settings(src, &app)?);
         }
         let bind_opts = self.bind_options();
         let mut listeners = match self.activated(Kind::Stream)? {

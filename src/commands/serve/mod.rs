@@ -506,6 +506,7 @@ pub(crate) mod glue {
         let app = crate::tls::TlsApp {
             alpn,
             plain_reply: Some(crate::protocol::http::plain_request_on_tls_port()),
+            ..Default::default()
         };
         server.setup_with_plain(default_listen, &app, plain)
     }
