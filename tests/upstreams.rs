@@ -267,6 +267,40 @@ fn three_hundred_concurrent_slow_requests_are_all_answered() {
     }
 }
 
+/// A proxied connection holds two descriptors, its own and its upstream's: under a descriptor
+/// limit of 300, 200 requests in flight to a slow upstream are served in waves of what the
+/// limit holds (the rest wait in the backlog), none answered 502 because no descriptor was
+/// left to reach the upstream with, and the start says why the cap is lower.
+#[test]
+fn proxied_connections_past_the_descriptor_limit_wait_instead_of_failing() {
+    support::require("prlimit");
+    let _heavy = support::heavy();
+    let up = python_upstream(PY_SLOW);
+    let root = TempDir::new("proxy-nofile");
+    let route = format!("/up=http://{}", up.addr);
+    for i in CONCURRENT {
+        let m = ALL_MODELS[i];
+        let s = Server::start_with_nofile(
+            &support::serve_args(root.path().to_str().unwrap(), m, &["--proxy", &route]),
+            300,
+        );
+        let addr = s.addr();
+        let clients: Vec<_> = (0..200)
+            .map(|_| std::thread::spawn(move || fetch(addr, "/up/slow").0))
+            .collect();
+        let statuses: Vec<u16> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+        let ok = statuses.iter().filter(|&&s| s == 200).count();
+        assert_eq!(ok, 200, "{m}: {statuses:?}\n{}", s.stderr());
+        assert!(
+            s.stderr().contains(
+                "the descriptor limit is 300, and a proxied connection holds its upstream's too"
+            ),
+            "{m}: {}",
+            s.stderr()
+        );
+    }
+}
+
 /// Sequential requests reuse kept upstream connections instead of opening one each; with
 /// `--upstream-keepalive 0` every request opens its own.
 #[test]

@@ -183,6 +183,14 @@ pub struct ServeOptions {
     /// counted where descriptors are scarce (under select, whose every socket must stay
     /// below FD_SETSIZE).
     pub files_per_connection: usize,
+    /// Descriptors a connection may hold for its outbound streams at once (a proxied request:
+    /// the upstream socket; a CGI request: the script's stdin and stdout pipes). Counted
+    /// against the descriptor limit with the connection's own socket, as nginx counts upstream
+    /// connections in `worker_connections`: past the limit an upstream could not be reached.
+    pub links_per_connection: usize,
+    /// Idle upstream connections one pool may keep (`--upstream-keepalive` × upstreams); there
+    /// is a pool per event-loop thread (per process under threaded and prefork).
+    pub kept_links: usize,
     /// Speak TLS on every listener (sessions still see plaintext): see `model::tls`.
     pub tls: Option<TlsSettings>,
 }
@@ -214,6 +222,8 @@ impl Default for ServeOptions {
             linger: Duration::from_secs(2),
             busy_poll: Duration::ZERO,
             files_per_connection: 0,
+            links_per_connection: 0,
+            kept_links: 0,
             tls: None,
         }
     }
@@ -447,17 +457,18 @@ pub fn serve<S: Service>(
 const FD_RESERVE: u64 = 64;
 
 /// `opts` with `max_connections` lowered to what `fd_limit` descriptors can hold (a connection
-/// costs its socket, and under the threaded model also its wake descriptor; prefork's limit is
-/// per worker process), or `None` when it already fits. Past the limit, accepted connections
-/// would be dropped and files could not be opened; below it, extra clients wait in the backlog.
+/// costs its socket, its outbound streams, and under the threaded model also its wake
+/// descriptor; the upstream pools come off the top; prefork's limit is per worker process), or
+/// `None` when it already fits. Past the limit, accepted connections would be dropped, files
+/// could not be opened and upstreams not reached; below it, extra clients wait in the backlog.
 fn fit_to_descriptors(opts: &ServeOptions, fd_limit: u64) -> Option<ServeOptions> {
-    let per_conn = if opts.model == Model::Threaded { 2 } else { 1 };
+    let per_conn = 1 + opts.links_per_connection as u64 + u64::from(opts.model == Model::Threaded);
     let processes = if opts.model == Model::Prefork {
         opts.workers.max(1) as u64
     } else {
         1
     };
-    let room = fd_limit.saturating_sub(FD_RESERVE) / per_conn * processes;
+    let room = fd_limit.saturating_sub(descriptor_reserve(opts)) / per_conn * processes;
     let room = usize::try_from(room).unwrap_or(usize::MAX).max(1);
     let select_room = select_connections(opts).map(|n| n * processes as usize);
     if let Some(sel) = select_room.filter(|&sel| sel < room && opts.max_connections > sel) {
@@ -477,17 +488,22 @@ fn fit_to_descriptors(opts: &ServeOptions, fd_limit: u64) -> Option<ServeOptions
     if opts.max_connections <= room {
         return None;
     }
+    let held = match opts.links_per_connection {
+        0 => "",
+        1 => ", and a proxied connection holds its upstream's too",
+        _ => ", and a proxied or CGI connection holds its upstream's or script's too",
+    };
     if opts.max_connections == ServeOptions::default().max_connections {
         // The default asked for more than fits: lowering it is the default's job, but the
         // operator learns the cap at start, not from clients left waiting.
         tracing::info!(
-            "serving at most {room} connections at once: the descriptor limit is {fd_limit} \
-             (raise `ulimit -n` for more)"
+            "serving at most {room} connections at once: the descriptor limit is \
+             {fd_limit}{held} (raise `ulimit -n` for more)"
         );
     } else {
         tracing::warn!(
-            "--max-connections {} does not fit in the descriptor limit of {fd_limit}; serving \
-             at most {room} connections at once (raise `ulimit -n` to serve more)",
+            "--max-connections {} does not fit in the descriptor limit of {fd_limit}{held}; \
+             serving at most {room} connections at once (raise `ulimit -n` to serve more)",
             opts.max_connections
         );
     }
@@ -506,9 +522,24 @@ pub const SELECT_FILE_CACHE_FDS: usize = crate::sys::FD_SETSIZE / 4;
 /// share, and with the files connections hold (704 of 1024 for echo or chat, 352 for HTTP).
 fn select_connections(opts: &ServeOptions) -> Option<usize> {
     opts.watches_with_select().then(|| {
-        (crate::sys::FD_SETSIZE - FD_RESERVE as usize - SELECT_FILE_CACHE_FDS)
-            / (1 + opts.files_per_connection)
+        // A connection sends a file or waits on an upstream, not both at once.
+        let held = opts.files_per_connection.max(opts.links_per_connection);
+        crate::sys::FD_SETSIZE
+            .saturating_sub(descriptor_reserve(opts) as usize + SELECT_FILE_CACHE_FDS)
+            .max(1 + held)
+            / (1 + held)
     })
+}
+
+/// Descriptors one process keeps for what is not a connection: [`FD_RESERVE`] and the idle
+/// upstream connections of its pools (one per event-loop thread; one per process otherwise).
+fn descriptor_reserve(opts: &ServeOptions) -> u64 {
+    let pools = if opts.model == Model::Event {
+        opts.workers.max(1)
+    } else {
+        1
+    };
+    FD_RESERVE + (opts.kept_links * pools) as u64
 }
 
 /// [`serve`] without signal handlers: runs until `shutdown` is triggered (tests, embedding).
@@ -629,6 +660,26 @@ mod tests {
         // Prefork's limit is per worker process.
         assert_eq!(cap(Model::Prefork, 2, 1_900, 1024), None);
         assert_eq!(cap(Model::Prefork, 2, 3_000, 1024), Some(1_920));
+        // A proxied connection holds its upstream's socket too, and each event thread's pool
+        // keeps its idle upstream connections: 20,000 hold (20,000 - 64 - 2 × 32) / 2.
+        let proxy = |model, workers| ServeOptions {
+            links_per_connection: 1,
+            kept_links: 32,
+            ..with(model, workers, 10_000)
+        };
+        let fit = |o: &ServeOptions| fit_to_descriptors(o, 20_000).map(|o| o.max_connections);
+        assert_eq!(fit(&proxy(Model::Event, 2)), Some((20_000 - 64 - 64) / 2));
+        assert_eq!(fit(&proxy(Model::Prefork, 2)), None);
+        assert_eq!(
+            fit(&proxy(Model::Threaded, 2)),
+            Some((20_000 - 64 - 32) / 3)
+        );
+        // A CGI request holds the script's stdin and stdout.
+        let cgi = ServeOptions {
+            links_per_connection: 2,
+            ..with(Model::Event, 1, 10_000)
+        };
+        assert_eq!(fit(&cgi), Some((20_000 - 64) / 3));
     }
 
     /// Under select, a connection past FD_SETSIZE would be accepted and closed unanswered:

@@ -373,6 +373,9 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
     )?;
     // A connection sending a file holds it open: where descriptors are scarce, it counts.
     opts.files_per_connection = 1;
+    // And one waiting on an upstream or a script holds those descriptors.
+    (opts.links_per_connection, opts.kept_links) =
+        gateway.as_ref().map_or((0, 0), |g| g.descriptors());
     if let Err(e) = std::fs::read_dir(&root) {
         let e = match e.kind() {
             std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),

@@ -83,6 +83,20 @@ impl Gateway {
         &self.cfg
     }
 
+    /// Descriptors one connection may hold at once for an exchange here (a proxied request
+    /// its upstream socket, a CGI request the script's stdin and stdout pipes), and the idle
+    /// upstream connections one pool may keep.
+    pub fn descriptors(&self) -> (usize, usize) {
+        self.routes
+            .iter()
+            .fold((0, 0), |(per, kept), r| match &r.kind {
+                Kind::Proxy { servers, .. } => {
+                    (per.max(1), kept + servers.len() * self.cfg.keepalive)
+                }
+                Kind::Cgi(_) => (per.max(2), kept),
+            })
+    }
+
     /// Is `req` for a proxy or CGI route? `None` leaves it to the static handler.
     pub fn route(&self, req: &Request<'_>) -> Option<Routed> {
         // TRACE would echo the client's credentials back through a script or upstream, and
