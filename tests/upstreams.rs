@@ -372,7 +372,7 @@ fn the_kept_upstream_connections_stop_at_upstream_keepalive() {
 }
 
 /// A route with several upstreams: one that refuses connections is skipped (the request goes
-/// to the next, the client never sees it); with all of them down the answer is 502 and the
+/// to the next, the client never sees it, the log says so); with all of them down the answer is 502 and the
 /// reason is logged with the route and the upstream.
 #[test]
 fn a_refusing_upstream_is_skipped_and_an_all_dead_route_says_why() {
@@ -393,6 +393,17 @@ fn a_refusing_upstream_is_skipped_and_an_all_dead_route_says_why() {
         for _ in 0..10 {
             assert_eq!(fetch(s.addr(), "/up/x"), (200, b"hello".to_vec()), "{m}");
         }
+        // The client never saw it, so the log says which upstream was left out and why.
+        let err = s.stderr();
+        assert!(
+            err.contains(&format!(
+                "/up (upstream {dead}): the upstream could not be reached: "
+            )) && err.contains(&format!(
+                "left out for 10 s (--upstream-fail-timeout), the request goes to /up (upstream {})",
+                up.addr
+            )),
+            "{m}: {err}"
+        );
         let route = format!("/up=http://{dead},http://{dead2}");
         let s = serve(m, &root, &["--proxy", &route]);
         assert_eq!(fetch(s.addr(), "/up/x").0, 502, "{m}");

@@ -80,11 +80,17 @@ impl Attempt {
     /// [`next_input`](Self::next_input).
     pub fn ended(&mut self, gateway: &Gateway, links: &mut Links, ev: LinkEvent) -> bool {
         let quiet = !self.pending.started() && links.input(self.link).is_empty();
-        let refused = matches!(ev, LinkEvent::Failed(LinkError::Connect(_)));
         if quiet && self.resend.is_some() {
-            let again = if refused || !self.connected {
+            let again = if !self.connected {
                 // Refused: the next upstream of the route, if one is left.
-                self.fail_over(gateway)
+                let why = match &ev {
+                    LinkEvent::Failed(LinkError::Connect(e)) => {
+                        format!("could not be reached: {e}")
+                    }
+                    LinkEvent::Failed(e) => format!("failed while connecting: {e}"),
+                    _ => "closed the connection while it was being made".to_string(),
+                };
+                self.fail_over(gateway, &why)
             } else if self.reused && !self.retried {
                 // A kept connection the upstream had closed meanwhile: once more, on a fresh one.
                 self.retried = true;
@@ -108,7 +114,7 @@ impl Attempt {
     /// one is left (true).
     pub fn timed_out_unconnected(&mut self, gateway: &Gateway, links: &mut Links) -> bool {
         if !self.connected && self.resend.is_some() {
-            if let Some(dial) = self.fail_over(gateway) {
+            if let Some(dial) = self.fail_over(gateway, "did not connect in time") {
                 self.redial(links, dial);
                 return true;
             }
@@ -141,9 +147,11 @@ impl Attempt {
         true
     }
 
-    /// The next upstream of the route, if one is left.
-    fn fail_over(&mut self, gateway: &Gateway) -> Option<Dial> {
+    /// The next upstream of the route, if one is left; `why` the current one is left out.
+    fn fail_over(&mut self, gateway: &Gateway, why: &str) -> Option<Dial> {
         let (s, dial, label) = gateway.failover(self.route, self.server, self.tried)?;
+        self.pending
+            .log_left_out(why, gateway.config().fail_timeout, &label);
         self.server = s;
         self.tried |= 1u64.checked_shl(s as u32).unwrap_or(0);
         self.pending.relabel(label);

@@ -3,9 +3,9 @@
 //! the cut-off) the client gets, with one rate-limited log line.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::redirect::RedirectMap;
+use crate::logging::{more_like_it, Throttle};
 use crate::protocol::http::cgi;
 use crate::protocol::http::message::{error_response, Response};
 use crate::protocol::http::proxy::{self, ResponseHead, BAD_RESPONSE};
@@ -265,27 +265,29 @@ impl Pending {
     /// One warning line per failure, at most one a second per process (a dead upstream under
     /// load would otherwise flood the log), as nginx's "upstream timed out" lines.
     fn log_failure(&self, what: &str) {
-        static LAST: AtomicU64 = AtomicU64::new(0);
-        static SKIPPED: AtomicU64 = AtomicU64::new(0);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        if LAST.swap(now, Ordering::Relaxed) == now {
-            SKIPPED.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let skipped = SKIPPED.swap(0, Ordering::Relaxed);
+        static FAILED: Throttle = Throttle::new();
         let who = match self.mode {
             Mode::Proxy => "upstream",
             Mode::Cgi => "script",
         };
-        if skipped > 0 {
+        if let Some(skipped) = FAILED.admit() {
+            tracing::warn!("{}: the {who} {what}{}", self.label, more_like_it(skipped));
+        }
+    }
+
+    /// An upstream that refused or did not connect in time is left out, and the request goes
+    /// to `next`: one line, as nginx's "connect() failed ... while connecting to upstream"
+    /// (the client is still answered, so nothing else would tell the operator).
+    pub fn log_left_out(&self, why: &str, left_out_for: std::time::Duration, next: &str) {
+        static LEFT_OUT: Throttle = Throttle::new();
+        if let Some(skipped) = LEFT_OUT.admit() {
             tracing::warn!(
-                "{}: the {who} {what} ({skipped} more failures not logged)",
-                self.label
+                "{}: the upstream {why}; left out for {} s (--upstream-fail-timeout), the \
+                 request goes to {next}{}",
+                self.label,
+                left_out_for.as_secs_f64(),
+                more_like_it(skipped)
             );
-        } else {
-            tracing::warn!("{}: the {who} {what}", self.label);
         }
     }
 
