@@ -18,6 +18,7 @@
 #   the CPU a server leaves unused goes to the client and the rate is bounded by the server.
 # The median of the per-pair ratios (tincan / nginx) is reported: pairs share the machine's
 # state, so the ratio holds up where absolute figures move. Every server is stopped by its pid.
+# TINCAN_ARGS="--busy-poll 50" adds flags to tincan's command line (to try one against nginx).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
@@ -65,7 +66,7 @@ start_tincan() {
     TP=$(free_port)
     launch "$TP" "$WORK/tincan.err" "$TINCAN" serve "$WORK/www" --listen "127.0.0.1:$TP" \
         --model event --workers 1 --access-log off --max-connections 20000 \
-        --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem"
+        --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" ${TINCAN_ARGS:-}
     PORT=$TP
 }
 # cpu_ticks PID: utime+stime of a process and its children (nginx's worker is a child).

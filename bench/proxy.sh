@@ -13,6 +13,7 @@
 # Then the memory per idle proxied keep-alive connection: --idle clients each make one
 # proxied request and stay open; (RSS after - RSS before) / N for each proxy.
 # Every server is stopped by its pid. Default: about 2 minutes.
+# TINCAN_ARGS="--busy-poll 50" adds flags to tincan's command line (to try one against nginx).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/proxy-lib.sh
@@ -37,7 +38,7 @@ start_tincan() {
     TP=$(free_port)
     launch "$TP" "$WORK/tincan.err" "$TINCAN" serve "$WORK/empty" --listen "127.0.0.1:$TP" \
         --model event --workers 1 --access-log off --max-connections 20000 \
-        --upstream-keepalive "$POOL" --proxy "/=http://127.0.0.1:$UP"
+        --upstream-keepalive "$POOL" --proxy "/=http://127.0.0.1:$UP" ${TINCAN_ARGS:-}
     PORT=$TP
 }
 # rss PID: resident KiB of a process and its children (nginx's worker is a child).
