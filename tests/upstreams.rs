@@ -432,7 +432,7 @@ fn large_bodies_stream_both_ways_in_bounded_memory() {
         let up = keepalive_upstream();
         let route = format!("/up=http://{}", up.addr);
         let s = serve(m, &root, &["--proxy", &route, "--max-body", "1g"]);
-        let before = support::rss_kib(s.pid());
+        let before = support::rss_tree_kib(s.pid());
         let mut peak = before;
         for chunked in [false, true] {
             let mut c = connect(s.addr());
@@ -457,7 +457,7 @@ fn large_bodies_stream_both_ways_in_bounded_memory() {
                     c.write_all(b"\r\n").unwrap();
                 }
                 if k % 32 == 0 {
-                    peak = peak.max(support::rss_kib(s.pid()));
+                    peak = peak.max(support::rss_tree_kib(s.pid()));
                 }
             }
             if chunked {
@@ -487,7 +487,7 @@ fn large_bodies_stream_both_ways_in_bounded_memory() {
             got += n as u64;
             reads += 1;
             if reads % 64 == 0 {
-                peak = peak.max(support::rss_kib(s.pid()));
+                peak = peak.max(support::rss_tree_kib(s.pid()));
             }
         }
         assert!(got > N, "{m}: got {got}");

@@ -375,12 +375,27 @@ pub fn curl(what: &str, args: &[&str]) -> std::process::Output {
 
 /// Resident memory of process `pid` in KiB (VmRSS from /proc).
 pub fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    rss_of(pid).expect("VmRSS in /proc/PID/status")
+}
+
+/// Resident memory of process `pid` and its children (prefork's workers) in KiB.
+pub fn rss_tree_kib(pid: i32) -> u64 {
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    rss_kib(pid)
+        + children
+            .split_whitespace()
+            .filter_map(|c| rss_of(c.parse().ok()?))
+            .sum::<u64>()
+}
+
+/// VmRSS of `pid`, if it is still there.
+fn rss_of(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
 }
 
 /// A fresh temporary directory, removed when dropped.

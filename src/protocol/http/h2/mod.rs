@@ -110,9 +110,13 @@ struct Stream {
     open: bool,
     /// In the send queue.
     queued: bool,
-    /// The request goes to a proxy or CGI route: its body is kept to be sent on.
+    /// The request goes to a proxy or CGI route without a declared length: its body is kept
+    /// to be sent on with one.
     collect: bool,
     collected: Vec<u8>,
+    /// The request goes to a proxy or CGI route with a declared length: its body streams to
+    /// the link as DATA comes.
+    upload: Option<Upload>,
     /// The exchange with the route's upstream or script.
     relay: Option<Box<relay::Relay>>,
     /// Where an upload's body goes as it comes (the handler took it).
@@ -131,12 +135,27 @@ impl std::fmt::Debug for Stream {
     }
 }
 
+/// A routed request body on its way to the link. The stream's window is given back only for
+/// bytes the link took, so a client can be at most a window ahead of the upstream (RFC 9113
+/// §5.2): memory per stream stays bounded however long the body.
+#[derive(Debug, Default)]
+struct Upload {
+    /// Received, not yet taken by the link (at most a window).
+    pending: Vec<u8>,
+    /// The `content-length` the body must match (§8.1.1).
+    declared: u64,
+    /// END_STREAM came.
+    ended: bool,
+}
+
 /// What a stream received of its request body, handed to the answer.
 enum Received {
     /// Counted and discarded (or there was none).
     Nothing,
     /// Kept for a proxy or CGI route.
     Collected(Vec<u8>),
+    /// Coming, this long, for a proxy or CGI route ([`Upload`]).
+    Streaming(u64),
     /// Written into the handler's sink, which answers.
     Taken(Box<dyn BodySink>),
 }
@@ -156,9 +175,19 @@ impl Stream {
             queued: false,
             collect: false,
             collected: Vec::new(),
+            upload: None,
             relay: None,
             sink: None,
             streamed: None,
+        }
+    }
+
+    /// Give the client back the window it used on this stream, once that is half of it.
+    fn refill(&mut self, id: u32, out: &mut Outbox) {
+        if self.recv_used >= REFILL_AT {
+            let n = std::mem::take(&mut self.recv_used);
+            self.recv_window += n;
+            out.with_tail(|b| frame::write_window_update(b, id, n as u32));
         }
     }
 

@@ -220,9 +220,25 @@ impl H2Session {
             return Ok(());
         }
         s.recv_window -= len;
-        s.recv_used += len;
         s.body_len += data.len() as u64;
-        if s.body_len <= max_body {
+        let streaming = s.upload.is_some();
+        // A streamed body's window comes back as the link takes it (padding at once).
+        s.recv_used += if streaming {
+            len - data.len() as i64
+        } else {
+            len
+        };
+        let body_len = s.body_len;
+        if let Some(u) = s.upload.as_mut() {
+            if body_len > u.declared || (end && body_len != u.declared) {
+                // §8.1.1: a body that does not match its content-length is malformed; the
+                // upstream request is abandoned with the stream.
+                self.reset(h.stream, ErrorCode::ProtocolError, out);
+                return Ok(());
+            }
+            u.pending.extend_from_slice(data);
+            u.ended = end;
+        } else if s.body_len <= max_body {
             if s.collect {
                 s.collected.extend_from_slice(data);
             } else if let Some(sink) = s.sink.as_mut() {
@@ -231,10 +247,12 @@ impl H2Session {
         }
         if end {
             s.recv_open = false;
-        } else if s.recv_used >= REFILL_AT {
-            let n = std::mem::take(&mut s.recv_used);
-            s.recv_window += n;
-            out.with_tail(|b| frame::write_window_update(b, h.stream, n as u32));
+        } else {
+            s.refill(h.stream, out);
+        }
+        if streaming {
+            self.relay_upload(h.stream, out, now);
+            return Ok(());
         }
         if s.discarding {
             if end {
@@ -435,9 +453,11 @@ impl H2Session {
                 };
                 s.head = Some(head);
                 self.streams.insert(id, s);
+                let streams = self.streams.get(&id).is_some_and(|s| s.upload.is_some());
                 if let Some((resp, line)) = refused {
                     self.refuse_body(id, resp, &line, out);
-                } else if end_stream {
+                } else if end_stream || streams {
+                    // A streamed body goes upstream behind the head, which goes now.
                     self.answer(id, out, now);
                 }
             }
@@ -468,7 +488,24 @@ impl H2Session {
                 .as_ref()
                 .is_some_and(|g| g.route(req).is_some())
             {
-                s.collect = true;
+                // A declared length streams (refused at once past the limit, before any of
+                // it goes upstream); without one the body is collected to be given one.
+                match head.content_length {
+                    Some(n) if n > shared.limits.max_body => {
+                        let resp = error_response(
+                            413,
+                            "The request body is larger than this server accepts.",
+                        );
+                        return Some((resp, format!("{} {}", req.method, req.target)));
+                    }
+                    Some(declared) => {
+                        s.upload = Some(Upload {
+                            declared,
+                            ..Upload::default()
+                        })
+                    }
+                    None => s.collect = true,
+                }
                 return None;
             }
             if !matches!(req.method, "PUT" | "POST" | "PATCH") {

@@ -3,9 +3,11 @@
 //! (a [`Pending`] and a driver-owned link) the HTTP/1 session uses, one link per stream, and
 //! the answer comes back on the stream as HEADERS and DATA within the client's windows.
 //!
-//! - The request body (bounded by `--max-body`) is collected while the stream's DATA arrives
-//!   and sent with its length once END_STREAM came, so a script sees `CONTENT_LENGTH` and an
-//!   upstream a `Content-Length`, whatever the client framed.
+//! - A request body with a declared `content-length` (at most `--max-body`) streams: the
+//!   head goes at once, and each DATA frame's bytes follow it into the link once it is
+//!   connected, the stream's window given back only as the link takes them ([`Upload`](super::Upload)). A
+//!   body without one is collected (bounded by `--max-body`) and sent with its length once
+//!   END_STREAM came, so a script sees `CONTENT_LENGTH` and an upstream a `Content-Length`.
 //! - The answer's head becomes HEADERS; connection-specific fields (`Connection`,
 //!   `Transfer-Encoding`, `Keep-Alive`, ...) are dropped (RFC 9113 §8.2.2). Its body is queued
 //!   on the stream no further than the pause mark ahead of the client's windows: past it the
@@ -27,6 +29,14 @@ use crate::protocol::http::gateway::{Attempt, Progress, Routed};
 use crate::protocol::http::message::{error_response, Part, Request, Text, Version};
 use crate::protocol::http::proxy::RequestBody;
 use crate::protocol::{LinkEvent, LinkId, Outbox};
+
+/// A routed request's body, as [`H2Session::start_relay`] gets it.
+pub(super) enum RelayBody {
+    /// All of it (collected, or none).
+    Whole(Vec<u8>),
+    /// This many bytes, to come in DATA frames ([`Upload`](super::Upload)).
+    Streaming(u64),
+}
 
 /// A CGI script redirecting to itself must end somewhere (RFC 3875 §6.2.2).
 const MAX_LOCAL_REDIRECTS: u8 = 5;
@@ -61,7 +71,7 @@ impl H2Session {
         id: u32,
         req: &Request<'_>,
         routed: Routed,
-        body: Vec<u8>,
+        body: RelayBody,
         redirects: u8,
         out: &mut Outbox,
         now: Instant,
@@ -69,7 +79,13 @@ impl H2Session {
         let Some(gateway) = self.shared.options.gateway.clone() else {
             return;
         };
-        let len = body.len() as u64;
+        let (body, len, whole) = match body {
+            RelayBody::Whole(b) => {
+                let n = b.len() as u64;
+                (b, n, true)
+            }
+            RelayBody::Streaming(n) => (Vec::new(), n, false),
+        };
         // A body is announced by its length (RFC 9112 §6.2): what the client framed in DATA
         // frames is one piece here.
         let framing = if len > 0 || matches!(req.method, "POST" | "PUT" | "PATCH") {
@@ -92,7 +108,9 @@ impl H2Session {
         let links = self.links.get_or_insert_with(Box::default);
         let script = ex.finish_after_body;
         let host = script.then(|| req.host().map(str::to_string)).flatten();
-        let attempt = Attempt::open(links, ex, Some(&body), script, true);
+        // A script's stdin closes after its body: now if it is all here, else when the last
+        // of it has gone ([`relay_upload`](Self::relay_upload)).
+        let attempt = Attempt::open(links, ex, Some(&body), script && whole, true);
         let link = attempt.link;
         let relay = Relay {
             attempt,
@@ -154,8 +172,12 @@ impl H2Session {
         };
         r.deadline = now + timeout;
         match ev {
-            LinkEvent::Connected { reused } => return r.attempt.connected(reused),
-            LinkEvent::Data | LinkEvent::Drained => {}
+            LinkEvent::Connected { reused } => {
+                r.attempt.connected(reused);
+                return self.relay_upload(id, out, now);
+            }
+            LinkEvent::Drained => self.relay_upload(id, out, now),
+            LinkEvent::Data => {}
             LinkEvent::Eof | LinkEvent::Failed(_) => {
                 if r.attempt.ended(&gateway, links, ev) {
                     return;
@@ -309,14 +331,68 @@ impl H2Session {
         }
     }
 
+    /// Move what stream `id` received of its streamed body into its link, as far as the link
+    /// takes it (up to the pause mark queued), once the link is connected (before, a failover
+    /// may still send the head elsewhere); give the window back for what moved. A body whose
+    /// exchange is already over (answered early, or failed) is dropped as it comes.
+    pub(super) fn relay_upload(&mut self, id: u32, out: &mut Outbox, now: Instant) {
+        let mark = self.pause_mark();
+        let timeout = self
+            .shared
+            .options
+            .gateway
+            .as_ref()
+            .map(|g| g.config().timeout);
+        let (Some(s), Some(links)) = (self.streams.get_mut(&id), self.links.as_mut()) else {
+            return;
+        };
+        let Some(u) = s.upload.as_mut() else {
+            return;
+        };
+        let moved = match s.relay.as_mut() {
+            Some(r) if r.attempt.connected => {
+                let link = r.attempt.link;
+                let n = mark.saturating_sub(links.queued(link)).min(u.pending.len());
+                if n > 0 {
+                    links.out(link).push_bytes(&u.pending[..n]);
+                    u.pending.drain(..n);
+                    // A body byte has gone: the head can no longer be sent again elsewhere.
+                    r.attempt.resend = None;
+                    if let Some(t) = timeout {
+                        r.deadline = now + t;
+                    }
+                }
+                if u.ended && u.pending.is_empty() && r.script {
+                    links.finish(link);
+                }
+                n
+            }
+            Some(_) => 0,
+            None => std::mem::take(&mut u.pending).len(),
+        };
+        if u.ended && u.pending.is_empty() {
+            s.upload = None;
+        }
+        s.recv_used += moved as i64;
+        if s.recv_open {
+            s.refill(id, out);
+        }
+    }
+
     /// The relay of stream `id` is over: log it, and release its link (`keep`: for reuse, or
     /// to let a script finish) or close it.
     fn finish_relay(&mut self, id: u32, answered: bool) {
-        let Some(r) = self.streams.get_mut(&id).and_then(|s| s.relay.take()) else {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        // An answer that came before the whole body went leaves the upstream or script
+        // mid-request: its link cannot be kept.
+        let uploaded = s.upload.is_none();
+        let Some(r) = s.relay.take() else {
             return;
         };
         if let Some(links) = self.links.as_mut() {
-            if answered && (r.script || r.attempt.pending.reusable()) {
+            if answered && uploaded && (r.script || r.attempt.pending.reusable()) {
                 links.release(r.attempt.link);
             } else {
                 links.close(r.attempt.link);

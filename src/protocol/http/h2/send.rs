@@ -15,7 +15,10 @@ impl H2Session {
         let got = match s.sink.take() {
             Some(sink) => Received::Taken(sink),
             None if s.collect => Received::Collected(std::mem::take(&mut s.collected)),
-            None => Received::Nothing,
+            None => match &s.upload {
+                Some(u) => Received::Streaming(u.declared),
+                None => Received::Nothing,
+            },
         };
         self.dispatch(id, head, got, 0, out, now);
     }
@@ -49,8 +52,9 @@ impl H2Session {
                 (Some(resp), _, _) => resp,
                 (None, Some(routed), got) => {
                     let body = match got {
-                        Received::Collected(b) => b,
-                        _ => Vec::new(),
+                        Received::Collected(b) => relay::RelayBody::Whole(b),
+                        Received::Streaming(n) => relay::RelayBody::Streaming(n),
+                        _ => relay::RelayBody::Whole(Vec::new()),
                     };
                     self.start_relay(id, req, routed, body, redirects, out, now);
                     return;
