@@ -57,6 +57,34 @@ if mode == "get":
         s.sendall(c.data_to_send())
     for i in ids:
         print(status[i], hashlib.sha256(bodies[i]).hexdigest(), len(bodies[i]))
+elif mode == "put-trailers":
+    # A PUT of `send` bytes declaring `declared`, ended by trailers: "STATUS BODY" or "RST CODE".
+    path, declared, send = sys.argv[4], sys.argv[5], int(sys.argv[6])
+    c = h2.connection.H2Connection(h2.config.H2Configuration(
+        client_side=True, header_encoding="utf-8", validate_outbound_headers=False))
+    c.initiate_connection()
+    c.send_headers(1, [(":method", "PUT")] + hdrs(path)[1:] + [("content-length", declared)])
+    c.send_data(1, b"t" * send)
+    c.send_headers(1, [("x-checksum", "none")], end_stream=True)
+    s.sendall(c.data_to_send())
+    status, body = None, b""
+    while True:
+        data = s.recv(65536)
+        if not data:
+            sys.exit("closed before the stream ended")
+        events = c.receive_data(data)
+        for e in events:
+            if isinstance(e, h2.events.ResponseReceived):
+                status = dict(e.headers)[":status"]
+            elif isinstance(e, h2.events.DataReceived):
+                body += e.data
+            elif isinstance(e, h2.events.StreamReset):
+                print("RST", int(e.error_code))
+                sys.exit(0)
+        if any(isinstance(e, h2.events.StreamEnded) for e in events):
+            print(status, body.decode().strip())
+            sys.exit(0)
+        s.sendall(c.data_to_send())
 else:
     what = sys.argv[4]
     s.sendall(c.data_to_send())
@@ -650,6 +678,13 @@ fn a_routed_upload_streams_over_h2_in_bounded_memory() {
         );
         let fine = h2c(&["--data-binary", "0123"]);
         assert_eq!(String::from_utf8_lossy(&fine.stdout), "201", "{m}");
+        // Trailers end a streamed body too: whole, it is answered; short, the stream resets.
+        let port = s.addr().port().to_string();
+        let trailed = |declared: &str, send: &str| {
+            python(&["put-trailers", &port, "plain", "/api/t", declared, send])
+        };
+        assert_eq!(trailed("1000", "1000"), "201 put 1000 bytes\n", "{m}");
+        assert_eq!(trailed("1000", "500"), "RST 1\n", "{m}");
     }
 }
 

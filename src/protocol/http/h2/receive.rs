@@ -396,7 +396,15 @@ impl H2Session {
                 return Ok(());
             }
             s.recv_open = false;
-            if s.discarding {
+            if let Some(u) = s.upload.as_mut() {
+                // Trailers end a streamed body: it must have come whole (§8.1.1).
+                if s.body_len != u.declared {
+                    self.reset(id, ErrorCode::ProtocolError, out);
+                } else {
+                    u.ended = true;
+                    self.relay_upload(id, out, now);
+                }
+            } else if s.discarding {
                 self.maybe_close(id);
             } else {
                 self.answer(id, out, now);

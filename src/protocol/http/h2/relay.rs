@@ -420,12 +420,23 @@ impl H2Session {
     /// Answer for `path` instead (RFC 3875 §6.2.2): the same request, as GET (or HEAD), for
     /// the new path, through the routes and the handler.
     fn local_redirect(&mut self, id: u32, path: String, out: &mut Outbox, now: Instant) {
-        let Some(r) = self.streams.get_mut(&id).and_then(|s| s.relay.take()) else {
+        let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
-        // The script's answer is complete: it may finish its work.
+        // The rest of a body still coming was for the script, not for the new request.
+        let uploading = s.upload.take().is_some();
+        s.discarding |= uploading;
+        let Some(r) = s.relay.take() else {
+            return;
+        };
+        // The script's answer is complete: it may finish its work, unless its input was
+        // still coming.
         if let Some(links) = self.links.as_mut() {
-            links.release(r.attempt.link);
+            if uploading {
+                links.close(r.attempt.link);
+            } else {
+                links.release(r.attempt.link);
+            }
         }
         if r.redirects >= MAX_LOCAL_REDIRECTS
             || !path.starts_with('/')
