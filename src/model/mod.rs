@@ -4,7 +4,8 @@
 //!
 //! - [`Model::Iterative`]: one connection at a time (the tutorials' first loop).
 //! - [`Model::Threaded`]: a thread per connection, capped by `max_connections`.
-//! - [`Model::Prefork`]: worker processes sharing the listening sockets; the parent supervises.
+//! - [`Model::Prefork`]: worker processes, each accepting on a socket of its own per TCP
+//!   address (SO_REUSEPORT) under one shared connection cap; the parent supervises.
 //! - [`Model::Event`]: event-loop threads, each with its own poller (epoll, poll or select).
 //!
 //! What every driver does the same way (one state machine, `connection.rs`, fed by all four):
@@ -167,7 +168,8 @@ pub struct ServeOptions {
     /// Worker processes (prefork) or event-loop threads (event); ignored by the others.
     pub workers: usize,
     pub poller: PollerKind,
-    /// Connections served at once (threaded: threads; event: per server); more wait in the backlog.
+    /// Connections served at once by the whole server (threaded: threads; event and prefork:
+    /// one count shared by the workers, see `cap`); more wait in the backlog.
     pub max_connections: usize,
     /// How long in-flight work may take to finish after SIGINT/SIGTERM.
     pub grace: Duration,

@@ -7,7 +7,9 @@
 //! Per worker: a slab of connections indexed by token (index + generation, so a stale wake or a
 //! readiness report for a reused slot is recognised and ignored); an eventfd plus a queue of
 //! tokens for wakes from other threads (each connection is queued at most once until handled);
-//! a min-heap of deadlines for timers. The same loop runs inside each prefork worker process.
+//! a min-heap of deadlines for timers. The same loop runs inside each prefork worker process,
+//! on the sockets its slot was given (its own where SO_REUSEPORT spreads an address, shared
+//! otherwise). The threads, or the prefork workers, count connections against one cap (`cap`).
 
 pub(crate) mod poller;
 mod spin;
