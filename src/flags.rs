@@ -53,7 +53,8 @@ pub struct ServerArgs {
     #[arg(help_heading = heading::CONCURRENCY, long, value_parser = poller_parser())]
     pub poller: Option<PollerKind>,
 
-    /// Connections served at once; further ones wait in the listen backlog.
+    /// Connections served at once by the whole server (all event threads or prefork workers
+    /// together); further ones wait in the listen backlog.
     #[arg(help_heading = heading::CONCURRENCY, long, value_name = "N", allow_negative_numbers = true)]
     pub max_connections: Option<usize>,
 
@@ -69,7 +70,9 @@ pub struct ServerArgs {
     #[arg(help_heading = heading::CONCURRENCY, long, value_name = "MICROSECONDS", allow_negative_numbers = true)]
     pub busy_poll: Option<u64>,
 
-    /// Set SO_REUSEPORT on the listening sockets.
+    /// Set SO_REUSEPORT on the listening sockets. Prefork with two workers or more sets it
+    /// anyway: it binds each TCP address once per worker, and the kernel spreads connections
+    /// over them.
     #[arg(help_heading = heading::LISTENING, long)]
     pub reuse_port: bool,
 

@@ -312,14 +312,26 @@ fn acme_renews_a_short_lived_certificate_and_swaps_it_in() {
 struct KeptTls(tincan::tls::client::TlsStream);
 
 impl KeptTls {
+    /// The certificate reaches the workers a moment after the renewal logs it (under prefork
+    /// through a SIGHUP the supervisor passes on): until then a handshake may still meet the
+    /// self-signed stand-in, so an unknown issuer is tried again for up to 10 s.
     fn open(root_pem: &str, name: &str, port: u16) -> KeptTls {
         use tincan::tls::client::{config, Trust};
         let cfg = config(&Trust::File(root_pem.into()), &[b"http/1.1"]).unwrap();
-        let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        sock.set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
         let server = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
-        KeptTls(tincan::tls::client::TlsStream::connect(sock, server, &cfg).unwrap())
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            match tincan::tls::client::TlsStream::connect(sock, server.clone(), &cfg) {
+                Ok(s) => return KeptTls(s),
+                Err(e) if Instant::now() < deadline && e.to_string().contains("UnknownIssuer") => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("no TLS connection on the ACME certificate: {e}"),
+            }
+        }
     }
 
     /// GET /hello.txt on this connection: the body.

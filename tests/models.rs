@@ -1086,19 +1086,297 @@ mod binary {
         );
     }
 
-    /// The cap is per server: prefork's workers split it so that the shares add up to it
-    /// exactly (5 over 2 workers: 3 and 2), not each the rounded-up half.
-    #[test]
-    fn prefork_workers_share_max_connections_exactly() {
-        let srv = echo(&[
+    /// Two prefork workers with `--max-connections max`.
+    fn prefork_capped(max: &str) -> Server {
+        echo(&[
             "--model",
             "prefork",
             "--workers",
             "2",
             "--max-connections",
-            "5",
-        ]);
+            max,
+        ])
+    }
+
+    /// The cap is per server: prefork's workers count against one shared count, so 2 workers
+    /// under a cap of 5 serve 5 at once (wherever the kernel puts them), not 3 each.
+    #[test]
+    fn prefork_workers_share_max_connections_exactly() {
+        let srv = prefork_capped("5");
         serves_exactly(srv.addr(), 5);
+    }
+
+    /// Which of `workers` holds the server's end of `client` (a connection it has accepted):
+    /// the socket's inode from /proc/net/tcp (the line whose remote end is the client), then
+    /// the worker with a descriptor on that inode in /proc/PID/fd.
+    fn served_by(workers: &[i32], client: &TcpStream) -> Option<i32> {
+        let hex = |a: SocketAddr| match a {
+            SocketAddr::V4(v4) => {
+                format!(
+                    "{:08X}:{:04X}",
+                    u32::from_ne_bytes(v4.ip().octets()),
+                    a.port()
+                )
+            }
+            SocketAddr::V6(_) => panic!("IPv4 only"),
+        };
+        let (local, remote) = (
+            hex(client.peer_addr().unwrap()),
+            hex(client.local_addr().unwrap()),
+        );
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        let inode = table.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 9 && f[1] == local && f[2] == remote).then(|| f[9].to_string())
+        })?;
+        let want = format!("socket:[{inode}]");
+        workers.iter().copied().find(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy() == want))
+        })
+    }
+
+    /// Prefork's two workers once they are both up.
+    fn two_workers(srv: &Server) -> Vec<i32> {
+        assert!(
+            wait_for(Duration::from_secs(5), || children(srv.pid()).len() == 2),
+            "expected 2 workers, found {:?}",
+            children(srv.pid())
+        );
+        children(srv.pid())
+    }
+
+    /// A raw-echo round trip on `c`: it is served.
+    fn served(c: &mut TcpStream) -> bool {
+        let mut b = [0u8; 1];
+        c.write_all(b"x").is_ok() && matches!(c.read(&mut b), Ok(1))
+    }
+
+    /// A burst of kept-alive connections opened at once is shared by prefork's workers under
+    /// every poller: each worker accepts on a socket of its own (SO_REUSEPORT), so the kernel
+    /// spreads the burst by the clients' addresses, instead of leaving it in one backlog for
+    /// whichever worker wakes first.
+    #[test]
+    fn a_burst_of_kept_alive_connections_lands_on_both_prefork_workers() {
+        for poller in ["epoll", "poll", "select"] {
+            let srv = echo(&["--model", "prefork", "--workers", "2", "--poller", poller]);
+            let workers = two_workers(&srv);
+            let mut conns: Vec<TcpStream> = (0..40).map(|_| connect(srv.addr())).collect();
+            let mut per_worker = std::collections::HashMap::new();
+            for c in &mut conns {
+                assert!(served(c), "{poller}: a connection was not served");
+                let w = served_by(&workers, c).expect("no worker holds a served connection");
+                *per_worker.entry(w).or_insert(0) += 1;
+            }
+            assert_eq!(
+                per_worker.len(),
+                2,
+                "{poller}: the 40 connections landed on one worker: {per_worker:?}"
+            );
+        }
+    }
+
+    /// Listening sockets in state LISTEN on `port` in /proc/net/tcp or tcp6 (`table`).
+    fn listening_on(table: &str, port: u16) -> usize {
+        let text = std::fs::read_to_string(format!("/proc/net/{table}")).unwrap();
+        let suffix = format!(":{port:04X}");
+        text.lines()
+            .filter(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 3 && f[1].ends_with(&suffix) && f[3] == "0A"
+            })
+            .count()
+    }
+
+    /// Every TCP address gets one socket per prefork worker (the kernel spreads connections
+    /// over them), a `:PORT` one included; a Unix socket stays one, shared by the workers; all
+    /// of them serve.
+    #[test]
+    fn prefork_binds_each_tcp_address_once_per_worker_and_shares_a_unix_socket() {
+        let dir = crate::support::TempDir::new("prefork-listeners");
+        let path = dir.path().join("echo.sock");
+        let unix = format!("unix:{}", path.display());
+        let srv = Server::start(&[
+            "echo",
+            "--framing",
+            "raw",
+            "--listen",
+            "127.0.0.1:0",
+            "--listen",
+            ":0",
+            "--listen",
+            &unix,
+            "--model",
+            "prefork",
+            "--workers",
+            "2",
+        ]);
+        let _workers = two_workers(&srv);
+        let port = |i: usize| {
+            let a = &srv.addrs[i];
+            a.rsplit_once(':').unwrap().1.parse::<u16>().unwrap()
+        };
+        assert_eq!(
+            listening_on("tcp", port(0)),
+            2,
+            "127.0.0.1: {:?}",
+            srv.addrs
+        );
+        // `:PORT` is one dual-stack [::] socket per worker (0.0.0.0 on a machine without IPv6).
+        let any = listening_on("tcp6", port(1)) + listening_on("tcp", port(1));
+        assert_eq!(any, 2, ":0: {:?}", srv.addrs);
+        let unix_listeners = std::fs::read_to_string("/proc/net/unix")
+            .unwrap()
+            .lines()
+            .filter(|l| l.ends_with(&path.display().to_string()))
+            .count();
+        assert_eq!(
+            unix_listeners, 1,
+            "the Unix socket was bound more than once"
+        );
+        for i in 0..10 {
+            round_trip(srv.addr(), format!("v4 {i}").as_bytes()).unwrap();
+            let all = SocketAddr::from(([127, 0, 0, 1], port(1)));
+            round_trip(all, format!("any {i}").as_bytes()).unwrap();
+            let mut u = std::os::unix::net::UnixStream::connect(&path).unwrap();
+            u.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            u.write_all(b"u").unwrap();
+            let mut b = [0u8; 1];
+            u.read_exact(&mut b).unwrap();
+            assert_eq!(&b, b"u");
+        }
+    }
+
+    /// A client connecting from `port` (0: any), with SO_REUSEADDR so that a port a probe
+    /// used (and reset, so it left no TIME_WAIT) can be used again.
+    fn connect_from(addr: SocketAddr, port: u16) -> TcpStream {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_reuse_address(true).unwrap();
+        s.bind(&SocketAddr::from(([127, 0, 0, 1], port)).into())
+            .unwrap();
+        s.connect(&addr.into()).unwrap();
+        let c = TcpStream::from(s);
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c
+    }
+
+    /// Close with a reset: neither end keeps the connection in TIME_WAIT, so its client port
+    /// can connect again at once.
+    fn reset(c: TcpStream) {
+        socket2::SockRef::from(&c)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+    }
+
+    /// The cap is one count for the whole server: a client queued on one worker's socket
+    /// while the server is full is served by that worker once a connection on the OTHER
+    /// worker ends. The kernel picks a worker's socket by a hash of the client's address and
+    /// port, so the test first learns which worker each of a few client ports lands on
+    /// (connecting again from a port lands on the same socket).
+    #[test]
+    fn a_client_waiting_at_the_cap_is_served_when_the_other_prefork_workers_connection_ends() {
+        let srv = prefork_capped("2");
+        let workers = two_workers(&srv);
+        let mut ports: std::collections::HashMap<i32, Vec<u16>> = Default::default();
+        // Two ports that land on one worker (`a`) and one on the other (`b`).
+        let mut found = None;
+        for _ in 0..64 {
+            let mut c = connect_from(srv.addr(), 0);
+            assert!(served(&mut c), "a probe was not served");
+            let w = served_by(&workers, &c).expect("no worker holds the probe");
+            ports
+                .entry(w)
+                .or_default()
+                .push(c.local_addr().unwrap().port());
+            reset(c);
+            let (a, b) = (&workers[0], &workers[1]);
+            let (pa, pb) = (ports.get(a), ports.get(b));
+            found = match (pa, pb) {
+                (Some(pa), Some(pb)) if pa.len() >= 2 => Some((*a, pa.to_vec(), *b, pb[0])),
+                (Some(pa), Some(pb)) if pb.len() >= 2 => Some((*b, pb.to_vec(), *a, pa[0])),
+                _ => None,
+            };
+            if found.is_some() {
+                break;
+            }
+        }
+        let (a, on_a, b, to_b) = found.expect("no two client ports landed on one worker");
+        // The server is full, and both its connections are on worker `a`.
+        let mut full: Vec<TcpStream> = on_a[..2]
+            .iter()
+            .map(|&p| connect_from(srv.addr(), p))
+            .collect();
+        for c in &mut full {
+            assert!(served(c), "a connection within the cap was not served");
+            assert_eq!(served_by(&workers, c), Some(a), "a port changed worker");
+        }
+        // A third client, on worker `b`'s socket, waits in its backlog.
+        let mut waiting = connect_from(srv.addr(), to_b);
+        waiting
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        waiting.write_all(b"y").unwrap();
+        let mut byte = [0u8; 1];
+        assert!(
+            waiting.read(&mut byte).is_err(),
+            "a third connection was served over the cap of 2"
+        );
+        // A slot frees on worker `a`; worker `b` takes its client.
+        drop(full.pop());
+        waiting
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        assert!(
+            matches!(waiting.read(&mut byte), Ok(1)),
+            "the client waiting on the other worker was not served once a slot freed"
+        );
+        assert_eq!(served_by(&workers, &waiting), Some(b));
+    }
+
+    /// A worker killed with its connections gives their slots back: the supervisor zeroes the
+    /// dead worker's count, and new clients are served up to the cap again.
+    #[test]
+    fn a_killed_prefork_workers_connections_no_longer_count_against_the_cap() {
+        let srv = prefork_capped("2");
+        let workers = two_workers(&srv);
+        let mut held: Vec<TcpStream> = (0..2).map(|_| connect(srv.addr())).collect();
+        for c in &mut held {
+            assert!(served(c), "a connection within the cap was not served");
+        }
+        let victim = served_by(&workers, &held[0]).expect("no worker holds the connection");
+        let survivors: Vec<TcpStream> = held
+            .into_iter()
+            .filter(|c| served_by(&workers, c) != Some(victim))
+            .collect();
+        // SAFETY: kill(2) on a worker pid read from /proc a moment ago, child of our server.
+        unsafe {
+            libc::kill(victim, libc::SIGKILL);
+        }
+        assert!(
+            wait_for(Duration::from_secs(5), || {
+                let now = children(srv.pid());
+                now.len() == 2 && !now.contains(&victim)
+            }),
+            "no replacement worker appeared; stderr:\n{}",
+            srv.stderr()
+        );
+        // Exactly the slots the dead worker held are free again.
+        let mut fresh = Vec::new();
+        for i in 0..2 - survivors.len() {
+            let mut c = connect(srv.addr());
+            assert!(
+                served(&mut c),
+                "new client {i} was not served after the respawn"
+            );
+            fresh.push(c);
+        }
+        let mut over = connect(srv.addr());
+        over.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        assert!(!served(&mut over), "a client was served over the cap of 2");
     }
 
     /// uid, gid and supplementary groups of a running process, from /proc.
@@ -1139,7 +1417,8 @@ mod binary {
         }
         for model in [
             &["--model", "threaded"][..],
-            &["--model", "prefork", "--workers", "1"],
+            // Two workers: each one's socket of its own is bound before the drop too.
+            &["--model", "prefork", "--workers", "2"],
         ] {
             let mut args = vec![
                 "echo",
@@ -1158,8 +1437,18 @@ mod binary {
             let want_gid = format!("{gid} {gid} {gid} {gid}");
             let mut pids = vec![srv.pid()];
             if model[1] == "prefork" {
-                assert!(wait_for(Duration::from_secs(5), || !children(srv.pid()).is_empty()));
-                pids.extend(children(srv.pid()));
+                let workers = two_workers(&srv);
+                // Both workers serve, each on its own socket for port 7.
+                let mut conns: Vec<TcpStream> = (0..40).map(|_| connect(srv.addr())).collect();
+                let mut by = Vec::new();
+                for c in &mut conns {
+                    assert!(served(c), "a connection was not served");
+                    by.push(served_by(&workers, c));
+                }
+                for w in &workers {
+                    assert!(by.contains(&Some(*w)), "worker {w} served none of {by:?}");
+                }
+                pids.extend(workers);
             }
             for pid in pids {
                 let (uid, g, groups) = ids(pid);

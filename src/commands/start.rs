@@ -62,6 +62,12 @@ impl ServerArgs {
             opts.tls = Some(crate::tls::settings(src, &app)?);
         }
         let bind_opts = self.bind_options();
+        // Prefork's workers each get a socket of their own per TCP address (see
+        // `net::bind_per_worker`); sockets systemd passed are one each, shared by the workers.
+        let workers = match opts.model {
+            crate::Model::Prefork => opts.workers,
+            _ => 1,
+        };
         let mut listeners = match self.activated(Kind::Stream)? {
             Some(sockets) => (sockets.into_iter())
                 .map(|s| {
@@ -71,12 +77,12 @@ impl ServerArgs {
                 })
                 .collect::<crate::error::Result<Vec<Listener>>>()?,
             None => (self.addresses(default_listen)?.iter())
-                .map(|a| net::bind(a, &bind_opts))
+                .map(|a| net::bind_per_worker(a, &bind_opts, workers))
                 .collect::<Result<Vec<Listener>, net::BindError>>()?,
         };
         let plain_from = listeners.len();
         for a in plain {
-            listeners.push(net::bind(a, &bind_opts)?);
+            listeners.push(net::bind_per_worker(a, &bind_opts, workers)?);
         }
         if let Some(tls) = &mut opts.tls {
             tls.plain = listeners[plain_from..]

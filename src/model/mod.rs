@@ -4,7 +4,8 @@
 //!
 //! - [`Model::Iterative`]: one connection at a time (the tutorials' first loop).
 //! - [`Model::Threaded`]: a thread per connection, capped by `max_connections`.
-//! - [`Model::Prefork`]: worker processes sharing the listening sockets; the parent supervises.
+//! - [`Model::Prefork`]: worker processes, each accepting on a socket of its own per TCP
+//!   address (SO_REUSEPORT) under one shared connection cap; the parent supervises.
 //! - [`Model::Event`]: event-loop threads, each with its own poller (epoll, poll or select).
 //!
 //! What every driver does the same way (one state machine, `connection.rs`, fed by all four):
@@ -40,6 +41,7 @@
 //! [`Session`]: crate::protocol::Session
 
 mod blocking;
+mod cap;
 mod connection;
 mod event;
 mod hangup;
@@ -166,7 +168,8 @@ pub struct ServeOptions {
     /// Worker processes (prefork) or event-loop threads (event); ignored by the others.
     pub workers: usize,
     pub poller: PollerKind,
-    /// Connections served at once (threaded: threads; event: per server); more wait in the backlog.
+    /// Connections served at once by the whole server (threaded: threads; event and prefork:
+    /// one count shared by the workers, see `cap`); more wait in the backlog.
     pub max_connections: usize,
     /// How long in-flight work may take to finish after SIGINT/SIGTERM.
     pub grace: Duration,
@@ -462,15 +465,13 @@ const FD_RESERVE: u64 = 64;
 /// `None` when it already fits. Past the limit, accepted connections would be dropped, files
 /// could not be opened and upstreams not reached; below it, extra clients wait in the backlog.
 fn fit_to_descriptors(opts: &ServeOptions, fd_limit: u64) -> Option<ServeOptions> {
-    let per_conn = 1 + opts.links_per_connection as u64 + u64::from(opts.model == Model::Threaded);
     let processes = if opts.model == Model::Prefork {
-        opts.workers.max(1) as u64
+        opts.workers.max(1)
     } else {
         1
     };
-    let room = fd_limit.saturating_sub(descriptor_reserve(opts)) / per_conn * processes;
-    let room = usize::try_from(room).unwrap_or(usize::MAX).max(1);
-    let select_room = select_connections(opts).map(|n| n * processes as usize);
+    let room = descriptor_room(opts, fd_limit).saturating_mul(processes);
+    let select_room = select_connections(opts).map(|n| n * processes);
     if let Some(sel) = select_room.filter(|&sel| sel < room && opts.max_connections > sel) {
         // select(2) cannot watch a descriptor at or past FD_SETSIZE: a connection given one
         // would be accepted only to be closed unanswered. Past the cap, clients wait in the
@@ -513,6 +514,22 @@ fn fit_to_descriptors(opts: &ServeOptions, fd_limit: u64) -> Option<ServeOptions
     })
 }
 
+/// Connections one process's `fd_limit` descriptors hold, after the reserve and the upstream
+/// pools: a connection costs its socket, its outbound streams, and under the threaded model
+/// also its wake descriptor.
+fn descriptor_room(opts: &ServeOptions, fd_limit: u64) -> usize {
+    let per_conn = 1 + opts.links_per_connection as u64 + u64::from(opts.model == Model::Threaded);
+    let room = fd_limit.saturating_sub(descriptor_reserve(opts)) / per_conn;
+    usize::try_from(room).unwrap_or(usize::MAX).max(1)
+}
+
+/// The most connections one process can hold at once (its descriptors, and under select what
+/// stays below FD_SETSIZE): a prefork worker's own ceiling under the server's shared cap.
+pub(crate) fn process_room(opts: &ServeOptions, fd_limit: u64) -> usize {
+    let room = descriptor_room(opts, fd_limit);
+    select_connections(opts).map_or(room, |sel| sel.min(room))
+}
+
 /// Descriptors a select(2) event loop leaves to a file cache (HTTP keeps large files open):
 /// a quarter of FD_SETSIZE, as the cache takes a quarter of the descriptor limit elsewhere.
 pub const SELECT_FILE_CACHE_FDS: usize = crate::sys::FD_SETSIZE / 4;
@@ -544,7 +561,7 @@ fn descriptor_reserve(opts: &ServeOptions) -> u64 {
 
 /// [`serve`] without signal handlers: runs until `shutdown` is triggered (tests, embedding).
 pub fn serve_until<S: Service>(
-    listeners: Vec<Listener>,
+    mut listeners: Vec<Listener>,
     service: Arc<S>,
     opts: &ServeOptions,
     shutdown: Shutdown,
@@ -564,6 +581,16 @@ pub fn serve_until<S: Service>(
         .iter()
         .filter_map(|l| l.unix_path().map(PathBuf::from))
         .collect();
+    // Sockets bound once per prefork worker (`net::bind_per_worker`) serve only prefork with
+    // that many workers: any other driver watches one socket per address.
+    let workers = if opts.model == Model::Prefork {
+        opts.workers.max(1)
+    } else {
+        1
+    };
+    for l in listeners.iter_mut().filter(|l| l.spread_over() != workers) {
+        l.unspread();
+    }
     // Every model accepts without blocking: a listener that poll called readable may have lost
     // its connection to another worker (or to a reset) by the time accept runs.
     for l in &listeners {

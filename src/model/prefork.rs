@@ -1,6 +1,15 @@
 //! The prefork model: `workers` processes forked after binding (and after dropping privileges),
-//! each running the event loop of [`super::event`] on one thread over the shared listening
-//! sockets; the parent only supervises.
+//! each running the event loop of [`super::event`] on one thread; the parent only supervises.
+//!
+//! Each worker has a slot: a TCP listening socket of its own per address where the command
+//! line bound one per worker with SO_REUSEPORT ([`Listener::for_worker`]), so the kernel spreads
+//! new connections over the workers by a hash of the client's address, as nginx's `listen ...
+//! reuseport` does, and a burst does not land on whichever worker woke first. Sockets passed by
+//! systemd and Unix sockets (Linux spreads no AF_UNIX connections) stay shared by all workers.
+//! The parent keeps every slot's sockets open, so a dead worker's clients wait in its backlog
+//! for the replacement, which takes the same slot. `--max-connections` is one count for the
+//! whole server, in a page the workers share ([`Cap`]): a worker at the cap stops accepting,
+//! and the parent gives back the slots of a worker that died.
 //!
 //! This is nginx's shape (a master and N single-threaded event-loop workers), not Apache's
 //! classic prefork (one connection per process at a time). With one connection per process, two
@@ -21,10 +30,10 @@
 //! reload asked by hand. It is restarted if it dies, and stopped with the workers.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::cap::Cap;
 use super::event;
 use super::hangup;
 use super::{Ctx, ServeError, Shutdown};
@@ -44,14 +53,11 @@ pub(crate) fn run<S: Service>(
     listeners: Vec<Listener>,
 ) -> Result<(), ServeError> {
     let n = ctx.opts.workers.max(1);
-    // The connection cap is per server; each process enforces its share, and the shares add
-    // up to the cap exactly (10 over 4 workers: 3, 3, 2, 2), one at least.
-    let (cap, shares) = (ctx.opts.max_connections, n);
-    let share = |i: usize| (cap / shares + usize::from(i < cap % shares)).max(1);
+    let slots = Slots::new(&ctx, &listeners, n)?;
     let parent = sys::getpid();
-    // pid → when it started, and its share of the cap.
+    // pid → when it started, and its slot.
     let mut workers: HashMap<libc::pid_t, (Instant, usize)> = HashMap::new();
-    // Restarts waiting out the backoff, with the share of the worker they replace.
+    // Restarts waiting out the backoff, with the slot of the worker they replace.
     let mut due: Vec<(Instant, usize)> = Vec::new();
     // SIGHUP (with TLS): reread here, then pass it on; see `hangup`.
     let hup = match ctx.opts.tls.as_ref().and_then(|t| t.reload.clone()) {
@@ -67,9 +73,9 @@ pub(crate) fn run<S: Service>(
     let hup_flag = hup.as_ref().map(|(_, f)| f);
     let mut background = spawn_background(&ctx, parent)?;
     for i in 0..n {
-        match spawn(&ctx, &listeners, share(i), parent, hup_flag) {
+        match spawn(&ctx, &slots, i, parent, hup_flag) {
             Ok(pid) => {
-                workers.insert(pid, (Instant::now(), share(i)));
+                workers.insert(pid, (Instant::now(), i));
             }
             Err(e) => {
                 workers.extend(background.map(|pid| (pid, (Instant::now(), 0))));
@@ -107,7 +113,9 @@ pub(crate) fn run<S: Service>(
                             });
                         }
                     }
-                    if let Some((started, max)) = workers.remove(&pid) {
+                    if let Some((started, slot)) = workers.remove(&pid) {
+                        // Its connections died with it: their slots are everyone's again.
+                        slots.forget(slot);
                         let soon = started.elapsed() < RESPAWN_BACKOFF;
                         tracing::warn!(
                             "prefork worker {pid} ended ({how}); starting another{}",
@@ -118,7 +126,7 @@ pub(crate) fn run<S: Service>(
                         } else {
                             Instant::now()
                         };
-                        due.push((at, max));
+                        due.push((at, slot));
                     }
                 }
                 Ok(None) => break,
@@ -132,18 +140,18 @@ pub(crate) fn run<S: Service>(
         }
         let now = Instant::now();
         let mut still = Vec::new();
-        for (t, max) in due.drain(..) {
+        for (t, slot) in due.drain(..) {
             if t > now || ctx.shutdown.is_triggered() {
-                still.push((t, max));
+                still.push((t, slot));
                 continue;
             }
-            match spawn(&ctx, &listeners, max, parent, hup_flag) {
+            match spawn(&ctx, &slots, slot, parent, hup_flag) {
                 Ok(pid) => {
-                    workers.insert(pid, (Instant::now(), max));
+                    workers.insert(pid, (Instant::now(), slot));
                 }
                 Err(e) => {
                     tracing::warn!("cannot start a prefork worker: {e}; trying again shortly");
-                    still.push((now + RESPAWN_BACKOFF, max));
+                    still.push((now + RESPAWN_BACKOFF, slot));
                 }
             }
         }
@@ -159,16 +167,60 @@ pub(crate) fn run<S: Service>(
     Ok(())
 }
 
-/// Fork one worker; in the child, run the event loop and exit (never return).
+/// What each worker slot is given: its listening sockets, and its cell in the shared count.
+struct Slots {
+    /// Per slot, one socket per listener: its own where the listener was bound once per
+    /// worker, a duplicate of the shared one elsewhere.
+    listeners: Vec<Vec<Listener>>,
+    /// Per listener: every worker watches the same socket.
+    shared: Vec<bool>,
+    /// One cell per slot: the connections its worker holds (see [`Cap`]).
+    counts: sys::SharedCounters,
+    /// `--max-connections`, for the whole server.
+    max: usize,
+    /// The most one worker can hold: what a process's descriptors hold.
+    own_max: usize,
+}
+
+impl Slots {
+    fn new<S: Service>(
+        ctx: &Ctx<S>,
+        listeners: &[Listener],
+        n: usize,
+    ) -> Result<Slots, ServeError> {
+        let fail = |what| move |e| ServeError::Sys { what, source: e };
+        let max = ctx.opts.max_connections;
+        let own_max = sys::fd_limit().map_or(max, |l| super::process_room(&ctx.opts, l));
+        let sets = (0..n)
+            .map(|i| listeners.iter().map(|l| l.for_worker(i)).collect())
+            .collect::<std::io::Result<Vec<Vec<Listener>>>>()
+            .map_err(fail("duplicating a listening socket for a prefork worker"))?;
+        Ok(Slots {
+            listeners: sets,
+            shared: listeners.iter().map(|l| l.spread_over() < n).collect(),
+            counts: sys::SharedCounters::new(n)
+                .map_err(fail("mapping the prefork workers' shared connection count"))?,
+            max,
+            own_max,
+        })
+    }
+
+    /// The worker in `slot` is gone, and its connections with it.
+    fn forget(&self, slot: usize) {
+        self.counts.cells()[slot].store(0, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Fork one worker for `slot`; in the child, run the event loop and exit (never return).
 fn spawn<S: Service>(
     ctx: &Ctx<S>,
-    listeners: &[Listener],
-    max: usize,
+    slots: &Slots,
+    slot: usize,
     parent: libc::pid_t,
     hup: Option<&hangup::Flag>,
 ) -> Result<libc::pid_t, ServeError> {
     fork_child("forking a prefork worker", || {
-        worker(ctx, listeners, max, parent, hup)
+        worker(ctx, slots, slot, parent, hup)
     })
 }
 
@@ -238,8 +290,8 @@ fn spawn_background<S: Service>(
 /// The child's life: its own shutdown signal and handlers, one event loop, an exit code.
 fn worker<S: Service>(
     ctx: &Ctx<S>,
-    listeners: &[Listener],
-    max: usize,
+    slots: &Slots,
+    slot: usize,
     parent: libc::pid_t,
     hup: Option<&hangup::Flag>,
 ) -> i32 {
@@ -286,7 +338,9 @@ fn worker<S: Service>(
     opts.workers = 1;
     let mut child = Ctx::new(Arc::clone(&ctx.service), &opts, shutdown);
     child.announce_stop = false;
-    let code = match event::run_worker(&child, listeners, &AtomicUsize::new(0), max, false) {
+    let cap = Cap::new(slots.counts.cells(), slot, slots.max, slots.own_max);
+    let listeners = &slots.listeners[slot];
+    let code = match event::run_worker(&child, listeners, &slots.shared, cap, false) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("prefork worker {} failed: {e}", sys::getpid());

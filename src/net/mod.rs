@@ -219,8 +219,10 @@ impl Default for BindOptions {
 #[derive(Debug)]
 pub enum Listener {
     /// With the local address of every connection it accepts when it is bound to one address
-    /// (not a wildcard), so accepting needs no `getsockname` per connection.
-    Tcp(TcpListener, Option<SocketAddr>),
+    /// (not a wildcard), so accepting needs no `getsockname` per connection; and, when it was
+    /// bound for prefork's workers ([`bind_per_worker`]), the same address bound again with
+    /// SO_REUSEPORT once for each worker after the first (empty otherwise).
+    Tcp(TcpListener, Option<SocketAddr>, Vec<TcpListener>),
     Unix(UnixListener, UnixPath),
 }
 
@@ -236,7 +238,7 @@ impl Listener {
     /// What was really bound: `127.0.0.1:43121`, `[::1]:5000`, `unix:/tmp/x.sock`.
     pub fn local_addr_string(&self) -> String {
         match self {
-            Listener::Tcp(l, _) => match l.local_addr() {
+            Listener::Tcp(l, ..) => match l.local_addr() {
                 Ok(a) => a.to_string(),
                 Err(_) => "?".into(),
             },
@@ -247,7 +249,7 @@ impl Listener {
     /// The local address as a [`PeerAddr`] (what accepted connections report as `local`).
     pub fn peer_addr(&self) -> PeerAddr {
         match self {
-            Listener::Tcp(l, _) => PeerAddr::Tcp(
+            Listener::Tcp(l, ..) => PeerAddr::Tcp(
                 l.local_addr()
                     .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
             ),
@@ -269,12 +271,62 @@ impl Listener {
     /// accept. Used when a graceful shutdown begins.
     pub fn stop(&self) {
         let _ = socket2::SockRef::from(self).shutdown(std::net::Shutdown::Read);
+        if let Listener::Tcp(_, _, more) = self {
+            for l in more {
+                let _ = socket2::SockRef::from(l).shutdown(std::net::Shutdown::Read);
+            }
+        }
     }
 
     pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
         match self {
-            Listener::Tcp(l, _) => l.set_nonblocking(on),
+            Listener::Tcp(l, _, more) => {
+                for l in more {
+                    l.set_nonblocking(on)?;
+                }
+                l.set_nonblocking(on)
+            }
             Listener::Unix(l, _) => l.set_nonblocking(on),
+        }
+    }
+
+    /// How many sockets this address was bound with: one per prefork worker
+    /// ([`bind_per_worker`]), or 1 for a socket all workers share.
+    pub fn spread_over(&self) -> usize {
+        match self {
+            Listener::Tcp(_, _, more) => 1 + more.len(),
+            Listener::Unix(..) => 1,
+        }
+    }
+
+    /// Close the sockets bound for prefork's further workers, for a driver that watches one
+    /// socket per address (a connection the kernel gave one of them would never be accepted).
+    pub fn unspread(&mut self) {
+        if let Listener::Tcp(_, _, more) = self {
+            more.clear();
+        }
+    }
+
+    /// The socket prefork's worker `i` accepts on, as a listener of its own (a duplicated
+    /// descriptor): the `i`-th of those [`bind_per_worker`] bound, or the one socket every
+    /// worker shares.
+    pub fn for_worker(&self, i: usize) -> io::Result<Listener> {
+        match self {
+            Listener::Tcp(l, local, more) => {
+                let own = match i % (1 + more.len()) {
+                    0 => l,
+                    k => &more[k - 1],
+                };
+                Ok(Listener::Tcp(own.try_clone()?, *local, Vec::new()))
+            }
+            Listener::Unix(l, p) => Ok(Listener::Unix(
+                l.try_clone()?,
+                UnixPath {
+                    path: p.path.clone(),
+                    // The process that bound it removes the file.
+                    ours: false,
+                },
+            )),
         }
     }
 
@@ -282,7 +334,7 @@ impl Listener {
     /// on for TCP, since every protocol here answers in one write and then waits) and who it is.
     pub fn accept(&self) -> io::Result<(Socket, Peer)> {
         match self {
-            Listener::Tcp(l, fixed_local) => {
+            Listener::Tcp(l, fixed_local, _) => {
                 // accept4(SOCK_NONBLOCK | SOCK_CLOEXEC): the socket is born non-blocking, with
                 // no ioctl per connection (a measurable share of a connection-per-request load).
                 // TCP_NODELAY is inherited from the listening socket (see `listen_tcp`).
@@ -349,7 +401,7 @@ fn unmapped(a: SocketAddr) -> SocketAddr {
 impl AsRawFd for Listener {
     fn as_raw_fd(&self) -> RawFd {
         match self {
-            Listener::Tcp(l, _) => l.as_raw_fd(),
+            Listener::Tcp(l, ..) => l.as_raw_fd(),
             Listener::Unix(l, _) => l.as_raw_fd(),
         }
     }
@@ -358,7 +410,7 @@ impl AsRawFd for Listener {
 impl std::os::fd::AsFd for Listener {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         match self {
-            Listener::Tcp(l, _) => l.as_fd(),
+            Listener::Tcp(l, ..) => l.as_fd(),
             Listener::Unix(l, _) => l.as_fd(),
         }
     }
@@ -486,6 +538,44 @@ fn listen_tcp(s: Socket, opts: &BindOptions) -> io::Result<Listener> {
     tcp_listener_options(s, opts)
 }
 
+/// [`bind`] for prefork's `workers`: a TCP address is bound once per worker, every socket with
+/// SO_REUSEPORT, so the kernel spreads new connections over the workers by a hash of the
+/// client's address and port, and a burst of clients is shared as evenly as a steady stream
+/// (nginx's `listen ... reuseport`). Bound here, before privileges are dropped, so a port
+/// below 1024 works with `--user` too (and SO_REUSEPORT only lets a socket of the same user
+/// join). A Unix socket is bound once: Linux spreads no AF_UNIX connections.
+pub fn bind_per_worker(
+    addr: &ListenAddr,
+    opts: &BindOptions,
+    workers: usize,
+) -> Result<Listener, BindError> {
+    if workers < 2 || matches!(addr, ListenAddr::Unix(_)) {
+        return bind(addr, opts);
+    }
+    let opts = BindOptions {
+        reuse_port: true,
+        ..opts.clone()
+    };
+    let mut first = bind(addr, &opts)?;
+    if let Listener::Tcp(l, _, more) = &mut first {
+        // The address really bound (port 0 chose one; `:PORT` may have fallen back to IPv4).
+        let local = l.local_addr().map_err(|e| bind_error(addr, e))?;
+        let v6only = match addr {
+            ListenAddr::AllInterfaces(_) if local.is_ipv6() => Some(false),
+            _ => local.is_ipv6().then_some(true),
+        };
+        for _ in 1..workers {
+            let s = tcp_socket(&local, Type::STREAM, &opts, v6only)
+                .and_then(|s| listen_tcp(s, &opts))
+                .map_err(|e| bind_error(addr, e))?;
+            if let Listener::Tcp(s, ..) = s {
+                more.push(s);
+            }
+        }
+    }
+    Ok(first)
+}
+
 /// The options [`listen_tcp`] sets, on a listening socket (ours, or one systemd passed).
 fn tcp_listener_options(s: Socket, opts: &BindOptions) -> io::Result<Listener> {
     s.set_nodelay(true)?;
@@ -499,7 +589,7 @@ fn tcp_listener_options(s: Socket, opts: &BindOptions) -> io::Result<Listener> {
         .as_socket()
         .filter(|a| !a.ip().is_unspecified())
         .map(unmapped);
-    Ok(Listener::Tcp(s.into(), fixed_local))
+    Ok(Listener::Tcp(s.into(), fixed_local, Vec::new()))
 }
 
 /// Bind a Unix socket, replacing a stale socket file only when nothing listens on it.
@@ -591,7 +681,7 @@ mod tests {
                 PeerAddr::Tcp(a) => a.port(),
                 other => panic!("{other:?}"),
             };
-            let Listener::Tcp(_, fixed) = &l else {
+            let Listener::Tcp(_, fixed, _) = &l else {
                 panic!("not TCP")
             };
             assert_eq!(fixed.is_none(), wildcard, "{listen}");
@@ -627,7 +717,7 @@ mod tests {
                 ..BindOptions::default()
             };
             let l = bind(&"127.0.0.1:0".parse().unwrap(), &opts).unwrap();
-            let Listener::Tcp(tcp, _) = &l else {
+            let Listener::Tcp(tcp, ..) = &l else {
                 panic!("not TCP")
             };
             assert_eq!(

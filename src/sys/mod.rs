@@ -470,6 +470,61 @@ pub fn exit_child(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
+/// Counters in memory shared with the processes this one forks afterwards (an anonymous
+/// `MAP_SHARED` mapping): what a forked child stores there, its parent and its siblings see,
+/// which is how prefork's workers count their connections against one cap.
+pub struct SharedCounters {
+    ptr: std::ptr::NonNull<std::sync::atomic::AtomicUsize>,
+    len: usize,
+}
+
+// SAFETY: the mapping holds atomics only, which any thread may use through `&`; it is unmapped
+// once, by the owner's Drop.
+unsafe impl Send for SharedCounters {}
+// SAFETY: as above: every access goes through `&AtomicUsize`.
+unsafe impl Sync for SharedCounters {}
+
+impl SharedCounters {
+    /// `n` counters (at least one), all zero.
+    pub fn new(n: usize) -> io::Result<SharedCounters> {
+        let len = n.max(1);
+        let bytes = len * std::mem::size_of::<std::sync::atomic::AtomicUsize>();
+        // SAFETY: a fresh anonymous mapping: no address is asked for and no descriptor given,
+        // so it overlaps nothing this process has; the result is checked against MAP_FAILED.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr =
+            std::ptr::NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap gave 0"))?;
+        Ok(SharedCounters { ptr, len })
+    }
+
+    pub fn cells(&self) -> &[std::sync::atomic::AtomicUsize] {
+        // SAFETY: the mapping is page-aligned, `len` counters long, zero-filled by the kernel
+        // (a valid AtomicUsize is any bit pattern), and lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for SharedCounters {
+    fn drop(&mut self) {
+        let bytes = self.len * std::mem::size_of::<std::sync::atomic::AtomicUsize>();
+        // SAFETY: exactly the mapping made in `new`, unmapped once; `cells` borrows end with
+        // `self`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), bytes) };
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Resource limits.
 

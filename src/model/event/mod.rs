@@ -7,7 +7,9 @@
 //! Per worker: a slab of connections indexed by token (index + generation, so a stale wake or a
 //! readiness report for a reused slot is recognised and ignored); an eventfd plus a queue of
 //! tokens for wakes from other threads (each connection is queued at most once until handled);
-//! a min-heap of deadlines for timers. The same loop runs inside each prefork worker process.
+//! a min-heap of deadlines for timers. The same loop runs inside each prefork worker process,
+//! on the sockets its slot was given (its own where SO_REUSEPORT spreads an address, shared
+//! otherwise). The threads, or the prefork workers, count connections against one cap (`cap`).
 
 pub(crate) mod poller;
 mod spin;
@@ -23,6 +25,7 @@ use socket2::Socket;
 
 use self::poller::{Event, Poller};
 use self::spin::Spin;
+use super::cap::Cap;
 use super::connection::{Conn, Interest, Limits};
 use super::link;
 use super::{accept_failed, Ctx, ServeError};
@@ -49,6 +52,14 @@ const ACCEPT_BUDGET: usize = 1024;
 const HELLOS_PER_ROUND: usize = 4;
 /// How often a worker paused at the cap looks at the listeners' backlog.
 const BACKLOG_CHECK: Duration = super::BACKLOG_CHECK;
+/// How soon a worker paused at the cap looks whether a slot has freed. Its own connections
+/// ending wake it anyway; this is for a slot freed by another worker (a thread, or under
+/// prefork another process, whose clients may be queued on a socket of their own). A timer,
+/// as nginx's `accept_mutex_delay`, rather than a wake-up from the worker that frees a slot:
+/// it costs nothing below the cap (an eventfd would cost every close at the cap a write and
+/// wake every paused worker for one slot), and a paused worker wakes 50 times a second only
+/// while the server is full. A client waits at most this long past a freed slot.
+const CAP_RECHECK: Duration = Duration::from_millis(20);
 
 /// Connections accepted per listener readiness while other workers (threads or prefork
 /// processes) watch the same listeners. Few, as nginx accepts one per readiness by default
@@ -84,17 +95,21 @@ pub(crate) fn run<S: Service>(
     ctx: Arc<Ctx<S>>,
     listeners: Vec<Listener>,
 ) -> Result<(), ServeError> {
-    let active = AtomicUsize::new(0);
     let workers = ctx.opts.workers.max(1);
     let max = ctx.opts.max_connections;
+    // The threads count their connections in cells of one cap (see `cap`).
+    let cells: Vec<AtomicUsize> = (0..workers).map(|_| AtomicUsize::new(0)).collect();
+    // Every thread watches every listener.
+    let shared = vec![workers > 1; listeners.len()];
     let results: Vec<Result<(), ServeError>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..workers)
             .map(|i| {
-                let (ctx, listeners, active) = (&*ctx, &listeners, &active);
+                let (ctx, listeners, cells, shared) = (&*ctx, &listeners, &cells, &shared);
                 std::thread::Builder::new()
                     .name(format!("tincan-event-{i}"))
                     .spawn_scoped(s, move || {
-                        let r = run_worker(ctx, listeners, active, max, true);
+                        let cap = Cap::new(cells, i, max, max);
+                        let r = run_worker(ctx, listeners, shared, cap, true);
                         if let Err(e) = &r {
                             tracing::error!("event worker {i} stopped: {e}; shutting down");
                             // One worker down means the server cannot keep its promises.
@@ -126,20 +141,19 @@ pub(crate) fn run<S: Service>(
 }
 
 /// One event loop, on the calling thread, until shutdown and its grace period are over.
-/// `active` counts connections across the workers sharing `max` (the per-server cap).
+/// `shared[i]`: other workers (threads, or prefork processes) watch listener `i` too.
+/// `cap`: this worker's share in the server's connection cap.
 /// `owns_listeners`: this process decides when the listeners stop (false in a prefork worker,
-/// whose listening sockets are shared with its siblings and stopped by the parent).
+/// whose listening sockets are stopped by the parent).
 pub(crate) fn run_worker<S: Service>(
     ctx: &Ctx<S>,
     listeners: &[Listener],
-    active: &AtomicUsize,
-    max: usize,
+    shared: &[bool],
+    cap: Cap<'_>,
     owns_listeners: bool,
 ) -> Result<(), ServeError> {
-    let mut w = Worker::new(ctx, listeners, active, max)?;
+    let mut w = Worker::new(ctx, listeners, shared, cap)?;
     w.owns_listeners = owns_listeners;
-    // A prefork worker shares the listeners with its siblings.
-    w.shared_listeners |= !owns_listeners;
     w.run()
 }
 
@@ -180,8 +194,8 @@ struct Slot<T: crate::protocol::Session> {
 struct Worker<'a, S: Service> {
     ctx: &'a Ctx<S>,
     listeners: &'a [Listener],
-    active: &'a AtomicUsize,
-    max: usize,
+    /// Where this worker's connections are counted against `--max-connections`.
+    cap: Cap<'a>,
     poller: Poller,
     /// How long to poll before sleeping (`--busy-poll`).
     spin: Spin,
@@ -205,9 +219,10 @@ struct Worker<'a, S: Service> {
     /// Scratch for [`Worker::close_kept`].
     kept_closed: Vec<RawFd>,
     owns_listeners: bool,
-    /// Other workers watch the same listeners (more than one event thread, or a prefork
-    /// worker): accept in small batches and let the others go first.
-    shared_listeners: bool,
+    /// Per listener: other workers watch it too (more than one event thread, or a prefork
+    /// worker on a socket its siblings share): accept in small batches and let the others go
+    /// first.
+    shared_listeners: &'a [bool],
     /// accept(2) said the listeners no longer listen.
     listeners_stopped: bool,
     /// While paused at the cap: when to look at the listeners' backlog next.
@@ -218,8 +233,8 @@ impl<'a, S: Service> Worker<'a, S> {
     fn new(
         ctx: &'a Ctx<S>,
         listeners: &'a [Listener],
-        active: &'a AtomicUsize,
-        max: usize,
+        shared_listeners: &'a [bool],
+        cap: Cap<'a>,
     ) -> Result<Self, ServeError> {
         let sys = |what| move |e| ServeError::Sys { what, source: e };
         let poller = Poller::new(ctx.opts.poller).map_err(sys("creating the poller"))?;
@@ -230,8 +245,7 @@ impl<'a, S: Service> Worker<'a, S> {
         let mut w = Worker {
             ctx,
             listeners,
-            active,
-            max: max.max(1),
+            cap,
             poller,
             spin: Spin::new(ctx.opts.busy_poll),
             slots: Vec::new(),
@@ -248,7 +262,7 @@ impl<'a, S: Service> Worker<'a, S> {
             round: 0,
             kept_closed: Vec::new(),
             owns_listeners: false,
-            shared_listeners: ctx.opts.workers > 1,
+            shared_listeners,
             listeners_stopped: false,
             backlog_check_at: Instant::now(),
         };
@@ -299,7 +313,7 @@ impl<'a, S: Service> Worker<'a, S> {
                 && !self.listeners_stopped
                 && self.resume_at.is_none_or(|t| now >= t)
             {
-                if self.active.load(Ordering::SeqCst) < self.max {
+                if self.cap.has_room() {
                     self.resume_at = None;
                     if let Err(e) = self.listen(true) {
                         tracing::warn!("cannot watch the listeners again: {e}");
@@ -314,10 +328,10 @@ impl<'a, S: Service> Worker<'a, S> {
             for d in [self.grace_until, self.resume_at].into_iter().flatten() {
                 deadline = Some(deadline.map_or(d, |x| x.min(d)));
             }
-            // A worker paused at the cap wakes now and then to see whether a slot freed in
-            // another worker (the cap is per server, the pause per worker).
+            // A worker paused at the cap looks again soon: a slot may have freed in another
+            // worker (the cap is per server, the pause per worker). See `CAP_RECHECK`.
             if !self.listening && !self.listeners_stopped && self.grace_until.is_none() {
-                let soon = now + Duration::from_millis(100);
+                let soon = now + CAP_RECHECK;
                 deadline = Some(deadline.map_or(soon, |x| x.min(soon)));
             }
             let timeout = deadline.map(|d| d.saturating_duration_since(now));
@@ -374,7 +388,7 @@ impl<'a, S: Service> Worker<'a, S> {
         }
         // Whatever is left after the grace period is closed by dropping it.
         self.slots.clear();
-        self.active.fetch_sub(self.live, Ordering::SeqCst);
+        self.cap.give_back(self.live);
         self.live = 0;
         Ok(())
     }
@@ -438,12 +452,13 @@ impl<'a, S: Service> Worker<'a, S> {
         if which >= self.listeners.len() {
             return;
         }
-        let budget = if self.shared_listeners {
+        let shared = self.shared_listeners.get(which).copied().unwrap_or(true);
+        let budget = if shared {
             SHARED_ACCEPT_BUDGET
         } else {
             ACCEPT_BUDGET
         };
-        if self.shared_listeners && self.poller.is_epoll() {
+        if shared && self.poller.is_epoll() {
             // EPOLLEXCLUSIVE wakes the first idle worker in the listener's wait queue, so the
             // same one would take every connection it is idle for. Registering again puts this
             // worker at the back: a round robin among the idle ones (two epoll_ctl calls a
@@ -458,14 +473,19 @@ impl<'a, S: Service> Worker<'a, S> {
                 // The listeners are being stopped; the shutdown event is next in line.
                 return;
             }
-            if self.active.load(Ordering::SeqCst) >= self.max {
+            // The slot is taken before accept(2), so that workers accepting at the same
+            // moment cannot together pass the cap; an accept that brings nothing gives it back.
+            if !self.cap.try_take() {
                 // At the cap: stop watching the listeners; new clients wait in the backlog.
                 let _ = self.listen(false);
                 return;
             }
-            match l.accept() {
+            let accepted = l.accept();
+            if accepted.is_err() {
+                self.cap.give_back(1);
+            }
+            match accepted {
                 Ok((sock, peer)) => {
-                    self.active.fetch_add(1, Ordering::SeqCst);
                     self.open(sock, peer, now);
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
@@ -516,7 +536,7 @@ impl<'a, S: Service> Worker<'a, S> {
                 crate::sys::FD_SETSIZE
             );
             let _ = sock.shutdown(std::net::Shutdown::Both);
-            self.active.fetch_sub(1, Ordering::SeqCst);
+            self.cap.give_back(1);
             return;
         }
         let index = self.free.pop().unwrap_or_else(|| {
@@ -598,7 +618,7 @@ impl<'a, S: Service> Worker<'a, S> {
         let slot = &mut self.slots[index];
         slot.gen = (slot.gen + 1) & GEN_MASK;
         self.free.push(index);
-        self.active.fetch_sub(1, Ordering::SeqCst);
+        self.cap.give_back(1);
     }
 
     /// The entry a token names, if it is still the same connection.
@@ -775,7 +795,7 @@ impl<'a, S: Service> Worker<'a, S> {
             slot.gen = (slot.gen + 1) & GEN_MASK;
             self.free.push(i);
             self.live -= 1;
-            self.active.fetch_sub(1, Ordering::SeqCst);
+            self.cap.give_back(1);
             return;
         }
         if let Some(d) = e.conn.deadline() {
