@@ -57,6 +57,38 @@ if mode == "get":
         s.sendall(c.data_to_send())
     for i in ids:
         print(status[i], hashlib.sha256(bodies[i]).hexdigest(), len(bodies[i]))
+elif mode == "seq":
+    # `count` requests one after another on one connection, each sent in full only after its
+    # answer ended (a body of `size` bytes, declared): the statuses, counted.
+    method, path, count, size = sys.argv[4], sys.argv[5], int(sys.argv[6]), int(sys.argv[7])
+    s.sendall(c.data_to_send())
+    seen = {}
+    for _ in range(count):
+        sid = c.get_next_available_stream_id()
+        extra = [("content-length", str(size))] if size else []
+        c.send_headers(sid, [(":method", method)] + hdrs(path)[1:] + extra, end_stream=not size)
+        s.sendall(c.data_to_send())
+        status = None
+        while status is None:
+            data = s.recv(65536)
+            if not data:
+                sys.exit("closed: %r" % seen)
+            for e in c.receive_data(data):
+                if isinstance(e, h2.events.ResponseReceived):
+                    got = dict(e.headers)[":status"]
+                elif isinstance(e, h2.events.DataReceived):
+                    c.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+                elif isinstance(e, h2.events.StreamEnded) and e.stream_id == sid:
+                    status = got
+                elif isinstance(e, h2.events.StreamReset) and e.stream_id == sid:
+                    status = "reset %d" % int(e.error_code)
+            s.sendall(c.data_to_send())
+        seen[status] = seen.get(status, 0) + 1
+        if size and not status.startswith("reset"):
+            for k in range(0, size, 16384):
+                c.send_data(sid, b"b" * min(16384, size - k), end_stream=k + 16384 >= size)
+            s.sendall(c.data_to_send())
+    print(" ".join("%s x%d" % kv for kv in sorted(seen.items())))
 elif mode == "put-trailers":
     # A PUT of `send` bytes declaring `declared`, ended by trailers: "STATUS BODY" or "RST CODE".
     path, declared, send = sys.argv[4], sys.argv[5], int(sys.argv[6])
@@ -564,7 +596,18 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+    def do_HEAD(self):
+        self.send_response(204)
+        self.end_headers()
     def do_PUT(self):
+        if self.path.endswith("/early"):
+            # Answered before the body is read, as an upstream refusing it would.
+            self.send_response(403)
+            self.send_header("Content-Length", "0")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            return
         left, n = int(self.headers["Content-Length"]), 0
         while left > 0:
             got = len(self.rfile.read(min(left, 1 << 20)))
@@ -685,6 +728,34 @@ fn a_routed_upload_streams_over_h2_in_bounded_memory() {
         };
         assert_eq!(trailed("1000", "1000"), "201 put 1000 bytes\n", "{m}");
         assert_eq!(trailed("1000", "500"), "RST 1\n", "{m}");
+    }
+}
+
+/// A relayed answer that ends with its HEADERS (a 204 to HEAD here), or one that comes before
+/// the request's body has all been sent, frees its stream once both sides ended: 150 of each
+/// one after another on one connection, past `--h2-max-streams` (128), are all answered
+/// (leaked streams got REFUSED_STREAM from the 129th on).
+#[test]
+fn relayed_streams_are_freed_when_the_answer_ends_first() {
+    support::require("python3 -c 'import h2'");
+    let (root, _) = site();
+    let up = PyUpstream::start();
+    let route = format!("/api=http://127.0.0.1:{}", up.1);
+    for m in [
+        ModelFlags(&["--model", "threaded"]),
+        ModelFlags(&["--model", "event", "--workers", "1"]),
+    ] {
+        let s = Server::start(&support::serve_args(
+            root.path().to_str().unwrap(),
+            m,
+            &["--proxy", &route],
+        ));
+        let port = s.addr().port().to_string();
+        let seq = |method: &str, path: &str, size: &str| {
+            python(&["seq", &port, "plain", method, path, "150", size])
+        };
+        assert_eq!(seq("HEAD", "/api/h", "0"), "204 x150\n", "{m}");
+        assert_eq!(seq("PUT", "/api/early", "30000"), "403 x150\n", "{m}");
     }
 }
 

@@ -252,6 +252,10 @@ impl H2Session {
         }
         if streaming {
             self.relay_upload(h.stream, out, now);
+            if end {
+                // An exchange answered before the body ended leaves nothing else to close it.
+                self.maybe_close(h.stream);
+            }
             return Ok(());
         }
         if s.discarding {
@@ -403,6 +407,7 @@ impl H2Session {
                 } else {
                     u.ended = true;
                     self.relay_upload(id, out, now);
+                    self.maybe_close(id);
                 }
             } else if s.discarding {
                 self.maybe_close(id);

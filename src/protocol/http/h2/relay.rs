@@ -279,7 +279,12 @@ impl H2Session {
                     let length = if end { Some(0) } else { length };
                     self.write_head(id, &response, length, end, out);
                     if end {
+                        // HEADERS carried END_STREAM: nothing more goes on this stream.
+                        if let Some(s) = self.streams.get_mut(&id) {
+                            s.open = false;
+                        }
                         self.finish_relay(id, true);
+                        self.maybe_close(id);
                         return;
                     }
                 }
