@@ -223,21 +223,6 @@ const SUITES: &[(&str, &str, &str)] = &[
     ("--tlsv1.3", "TLS_CHACHA20_POLY1305_SHA256", "TLSv1.3"),
 ];
 
-/// The kernel's TLS counters (`/proc/net/tls_stat`, which exists while the `tls` module is
-/// loaded): `None` where the kernel offers no TLS (these machines; `scripts/ktls-vm` runs this
-/// file's kernel TLS test in a guest whose kernel has it).
-fn tls_stat() -> Option<std::collections::HashMap<String, u64>> {
-    let text = std::fs::read_to_string("/proc/net/tls_stat").ok()?;
-    Some(
-        text.lines()
-            .filter_map(|l| {
-                let mut w = l.split_whitespace();
-                Some((w.next()?.to_string(), w.next()?.parse().ok()?))
-            })
-            .collect(),
-    )
-}
-
 /// One kept-alive curl run of `transfers` (each a URL and an optional byte range) in the suite
 /// `version`/`cipher`: `--next` between them, so each has its own range, on one connection
 /// where the model keeps connections alive. Each body is followed by `[connects]`.
@@ -291,7 +276,7 @@ fn kernel_tls_files_ranges_and_keep_alive_arrive_intact_in_every_suite_under_eve
     let mid = support::noise(1 << 20, 777);
     std::fs::write(root.path().join("mid.bin"), &mid).unwrap();
     let root_s = root.path().to_str().unwrap();
-    let kernel = tls_stat().is_some();
+    let kernel = support::tls_stat().is_some();
     for (i, &m) in ALL_MODELS.iter().enumerate() {
         let args = support::serve_args(root_s, m, &[]);
         let (srv, port) = start(&args, &pki);
@@ -305,7 +290,7 @@ fn kernel_tls_files_ranges_and_keep_alive_arrive_intact_in_every_suite_under_eve
             };
             let range_s = format!("{}-{}", range.0, range.1);
             let what = format!("{m} {cipher} {file}");
-            let before = tls_stat();
+            let before = support::tls_stat();
             let transfers = [
                 (file.as_str(), None),
                 (small.as_str(), None),
@@ -341,7 +326,7 @@ fn kernel_tls_files_ranges_and_keep_alive_arrive_intact_in_every_suite_under_eve
                 want.len(),
                 out.stdout.iter().zip(&want).position(|(a, b)| a != b)
             );
-            if let (Some(before), Some(after)) = (before, tls_stat()) {
+            if let (Some(before), Some(after)) = (before, support::tls_stat()) {
                 let grew = |k: &str| after[k] - before[k];
                 // The connections that sent a file: one, or under iterative two.
                 let files = 1 + u64::from(keep);
@@ -379,12 +364,12 @@ fn kernel_tls_off_by_flag_or_toml_keeps_every_record_in_rustls() {
         let (srv, port) = start(&args, &pki);
         let file = format!("https://localhost:{port}/big.bin");
         let what = format!("{off:?}");
-        let before = tls_stat();
+        let before = support::tls_stat();
         let out = curl_suite(&what, &pki, port, SUITES[3], &[(&file, None)]);
         let mut want = big.clone();
         want.extend_from_slice(b"[1]");
         assert!(out.stdout == want, "{what}: {} bytes", out.stdout.len());
-        if let (Some(before), Some(after)) = (before, tls_stat()) {
+        if let (Some(before), Some(after)) = (before, support::tls_stat()) {
             assert_eq!(after["TlsTxSw"], before["TlsTxSw"], "{what}: {after:?}");
         }
         drop(srv);
@@ -436,7 +421,7 @@ fn kernel_tls_ends_a_connection_with_close_notify_under_every_model() {
         let (srv, port) = start(&args, &pki);
         for version in ["1.2", "1.3"] {
             let what = format!("{m} TLS {version}");
-            let before = tls_stat();
+            let before = support::tls_stat();
             let out = Command::new("python3")
                 .args([
                     "-c",
@@ -454,7 +439,7 @@ fn kernel_tls_ends_a_connection_with_close_notify_under_every_model() {
             );
             let said = String::from_utf8_lossy(&out.stdout);
             assert_eq!(said.trim(), format!("TLSv{version}"), "{what}");
-            if let (Some(before), Some(after)) = (before, tls_stat()) {
+            if let (Some(before), Some(after)) = (before, support::tls_stat()) {
                 assert!(after["TlsTxSw"] > before["TlsTxSw"], "{what}: {after:?}");
             }
         }
@@ -478,7 +463,7 @@ fn kernel_tls_a_key_update_ends_the_connection_where_the_kernel_has_it() {
     // A keep-alive timeout that slow emulation cannot reach between the file and the update.
     let args = support::serve_args(root_s, ALL_MODELS[3], &["--keepalive-timeout", "60"]);
     let (srv, port) = start(&args, &pki);
-    let kernel = tls_stat().is_some();
+    let kernel = support::tls_stat().is_some();
     let connect = format!("127.0.0.1:{port}");
     let ca = pki.path("ca.pem");
     let mut child = Command::new("openssl")
