@@ -570,9 +570,11 @@ const PY_ECHO: &str = r#"
 import socket, ssl, sys
 ca, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 ctx = ssl.create_default_context(cafile=ca)
+# Made before connecting: the server's --idle-timeout runs from the handshake on, and a slow
+# machine (an emulated one, scripts/ktls-vm) can take a second to build it.
+msg = bytes((i * 7) % 251 for i in range(size))
 with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
     with ctx.wrap_socket(raw, server_hostname="localhost") as s:
-        msg = bytes((i * 7) % 251 for i in range(size))
         s.sendall(msg)
         got = b""
         while len(got) < len(msg):
