@@ -120,7 +120,7 @@ pub struct Config {
     pub hide_server: Option<bool>,
     /// Seconds of `Strict-Transport-Security` (`--hsts`; needs TLS).
     pub hsts: Option<u64>,
-    /// Hand TLS records to the kernel where it offers TLS (`--kernel-tls`).
+    /// Hand TLS records to the kernel where it offers TLS (`--kernel-tls`; default true).
     pub kernel_tls: Option<bool>,
     /// HTTP/2 on, off or alone (`--http2`: `true`, `false`, `"on"`, `"off"`, `"only"`), and
     /// its concurrent streams (`--h2-max-streams`).

@@ -17,6 +17,29 @@ use crate::tls::client::Trust;
 use crate::tls::{CertFiles, CertSource};
 use crate::units::seconds;
 
+/// `on` or `off`, for a flag whose default is one of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+}
+
+impl Switch {
+    pub fn on(self) -> bool {
+        self == Switch::On
+    }
+}
+
+impl From<bool> for Switch {
+    fn from(on: bool) -> Switch {
+        if on {
+            Switch::On
+        } else {
+            Switch::Off
+        }
+    }
+}
+
 /// The headings `--help` groups the server flags under, in the order a new user needs them.
 pub mod heading {
     pub const LISTENING: &str = "Listening";
@@ -120,10 +143,10 @@ pub struct ServerArgs {
 
     /// With TLS: hand each connection's records to the kernel (kernel TLS, `TCP_ULP "tls"`)
     /// the first time it sends a file, so files leave with sendfile instead of being read and
-    /// encrypted here; a kernel without TLS (CONFIG_TLS) changes nothing. Off by default:
-    /// this path has not yet run on a kernel that offers TLS.
-    #[arg(help_heading = heading::TLS, long)]
-    pub kernel_tls: bool,
+    /// encrypted here. Where the kernel has no TLS (no CONFIG_TLS, or the `tls` module is not
+    /// loaded and tincan may not load it) nothing changes. [default: on]
+    #[arg(help_heading = heading::TLS, long, value_enum, value_name = "on|off")]
+    pub kernel_tls: Option<Switch>,
 
     /// Speak TLS with a self-signed certificate for localhost, 127.0.0.1 and ::1, made at the
     /// first start and kept in DIR as cert.pem and key.pem (reused after). For trying HTTPS
@@ -252,6 +275,12 @@ fn event_loop_flag(said: &'static std::sync::Once, flag: &str, value: &dyn fmt::
 }
 
 impl ServerArgs {
+    /// Kernel TLS is on: `--kernel-tls` (or `kernel_tls` in tincan.toml, merged into it) did
+    /// not turn it off.
+    pub fn kernel_tls(&self) -> bool {
+        self.kernel_tls.is_none_or(Switch::on)
+    }
+
     /// The [`ServeOptions`] these flags ask for (defaults from [`ServeOptions::default`]),
     /// validated before any socket is touched.
     pub fn serve_options(&self) -> crate::error::Result<ServeOptions> {

@@ -58,8 +58,8 @@ pub struct TlsApp {
     pub alpn: Vec<Vec<u8>>,
     /// The answer to a plaintext request on a TLS port (see [`TlsSettings::plain_reply`]).
     pub plain_reply: Option<bytes::Bytes>,
-    /// Hand a connection's records to the kernel where it offers TLS (`--kernel-tls`; see
-    /// `model::tls::kernel`).
+    /// Hand a connection's records to the kernel where it offers TLS (`--kernel-tls`, on
+    /// unless turned off; see `model::tls::kernel`).
     pub kernel_tls: bool,
 }
 
@@ -258,7 +258,7 @@ fn server_config(
     cfg.alpn_protocols = app.alpn.clone();
     cfg.max_early_data_size = 0;
     // Kernel TLS takes the traffic keys from rustls after the handshake
-    // (`model::tls::kernel`), where the kernel offers it and it was asked for; otherwise
+    // (`model::tls::kernel`), where the kernel offers it and it is not turned off; otherwise
     // rustls never gives them out.
     cfg.enable_secret_extraction = app.kernel_tls;
     Ok(Arc::new(cfg))
@@ -318,18 +318,29 @@ mod tests {
         d
     }
 
-    /// rustls gives its traffic keys out (for the kernel) only when `--kernel-tls` asked.
+    /// rustls gives its traffic keys out (for the kernel) only while kernel TLS is on (the
+    /// default of `--kernel-tls`); `--kernel-tls off` keeps them in rustls.
     #[test]
     fn traffic_keys_leave_rustls_only_with_kernel_tls() {
+        use clap::Parser;
         let dir = temp("ktls");
         let source = CertSource::SelfSigned(dir.clone());
-        for kernel_tls in [false, true] {
+        for (flags, on) in [
+            (&[][..], true),
+            (&["--kernel-tls", "on"][..], true),
+            (&["--kernel-tls", "off"][..], false),
+        ] {
+            let argv = ["tincan", "serve"].iter().chain(flags);
+            let crate::cli::Command::Serve(serve) = crate::cli::Cli::parse_from(argv).command
+            else {
+                unreachable!()
+            };
             let app = TlsApp {
-                kernel_tls,
+                kernel_tls: serve.server.kernel_tls(),
                 ..TlsApp::default()
             };
             let s = settings(&source, &app).unwrap();
-            assert_eq!(s.config.enable_secret_extraction, kernel_tls);
+            assert_eq!(s.config.enable_secret_extraction, on, "{flags:?}");
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

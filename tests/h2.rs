@@ -212,9 +212,19 @@ fn curl_speaks_h2c_and_h2_over_tls_under_every_model() {
             let what = format!("{m} {name}");
             let mut args = flags.clone();
             args.extend(["-w", "%{stderr}%{http_version}", &url]);
+            let before = support::tls_stat();
             let out = support::curl(&what, &args);
             assert_eq!(String::from_utf8_lossy(&out.stderr), "2", "{what}");
             assert!(out.stdout == big, "{what}: the 10 MiB body differs");
+            // Where the kernel has TLS (scripts/ktls-vm), the h2 connection's file frames
+            // moved its records into the kernel (kernel TLS).
+            if let (Some(before), Some(after), "h2") = (before, support::tls_stat(), name) {
+                assert!(after["TlsTxSw"] > before["TlsTxSw"], "{what}: {after:?}");
+                assert_eq!(
+                    after["TlsDecryptError"], before["TlsDecryptError"],
+                    "{what}"
+                );
+            }
             // A range, a conditional and an error page come from the same handler.
             let mut args = flags.clone();
             args.extend(["-r", "10-19", "-w", "%{stderr}%{http_code}", &url]);

@@ -499,7 +499,7 @@ fn server_args(listen: &[&str]) -> tincan::flags::ServerArgs {
         umask: None,
         tls_cert: Vec::new(),
         tls_key: Vec::new(),
-        kernel_tls: false,
+        kernel_tls: None,
         tls_self_signed: None,
         acme: Vec::new(),
         acme_email: None,

@@ -223,35 +223,81 @@ const SUITES: &[(&str, &str, &str)] = &[
     ("--tlsv1.3", "TLS_CHACHA20_POLY1305_SHA256", "TLSv1.3"),
 ];
 
-/// With `--kernel-tls`, the first file region on a TLS connection is where the record layer
-/// moves into the kernel (kernel TLS); these machines' kernels have none, so rustls goes on. Either way, in
-/// every suite and version and under every model, a file, a small answer, the file again
-/// (after the move, on a kernel that has TLS) and the small answer again arrive intact on one
-/// kept-alive connection.
+/// One kept-alive curl run of `transfers` (each a URL and an optional byte range) in the suite
+/// `version`/`cipher`: `--next` between them, so each has its own range, on one connection
+/// where the model keeps connections alive. Each body is followed by `[connects]`.
+fn curl_suite(
+    what: &str,
+    pki: &Pki,
+    port: u16,
+    suite: (&str, &str, &str),
+    transfers: &[(&str, Option<&str>)],
+) -> std::process::Output {
+    let (version, cipher, name) = suite;
+    let cipher_flag = if name == "TLSv1.3" {
+        "--tls13-ciphers"
+    } else {
+        "--ciphers"
+    };
+    let ca = pki.path("ca.pem");
+    let to_localhost = format!("localhost:{port}:127.0.0.1");
+    let mut args: Vec<&str> = vec!["-v"];
+    for (i, &(url, range)) in transfers.iter().enumerate() {
+        if i > 0 {
+            args.push("--next");
+        }
+        args.extend(["--http1.1", "--cacert", &ca, "--resolve", &to_localhost]);
+        args.extend(version.split(' '));
+        // Under software emulation (scripts/ktls-vm) 10 MiB takes a while.
+        args.extend([cipher_flag, cipher, "--max-time", "120"]);
+        args.extend(["-w", "[%{num_connects}]"]);
+        if let Some(r) = range {
+            args.extend(["-r", r]);
+        }
+        args.push(url);
+    }
+    support::curl(what, &args)
+}
+
+/// Kernel TLS (on by default): the first file region on a TLS connection is where the record
+/// layer moves into the kernel, where the kernel offers TLS; where it does not (these
+/// machines), rustls goes on. Either way, in every suite the kernel maps, TLS 1.2 and 1.3,
+/// under every model, a file, a small answer, a range of the file (sent by the kernel from an
+/// offset), and the small answer again arrive intact on one kept-alive connection. The file
+/// is 10 MiB for one suite under each model (each suite once, each model once: a body that
+/// takes many turns and writable waits) and 1 MiB for the others, which keeps the run short
+/// under emulation. Where the kernel has TLS, its counters prove each connection moved into
+/// it both ways and no record failed to decrypt.
 #[test]
-fn files_and_keep_alive_arrive_intact_in_every_suite_under_every_model() {
+fn kernel_tls_files_ranges_and_keep_alive_arrive_intact_in_every_suite_under_every_model() {
     support::require("curl --version");
     let pki = Pki::new();
-    let (root, _) = site();
-    let file = support::noise(1 << 20, 777);
-    std::fs::write(root.path().join("mid.bin"), &file).unwrap();
+    let (root, big) = site();
+    let mid = support::noise(1 << 20, 777);
+    std::fs::write(root.path().join("mid.bin"), &mid).unwrap();
     let root_s = root.path().to_str().unwrap();
-    for &m in ALL_MODELS {
-        let args = support::serve_args(root_s, m, &["--kernel-tls"]);
+    let kernel = support::tls_stat().is_some();
+    for (i, &m) in ALL_MODELS.iter().enumerate() {
+        let args = support::serve_args(root_s, m, &[]);
         let (srv, port) = start(&args, &pki);
         let base = format!("https://localhost:{port}");
-        let (mid, small) = (format!("{base}/mid.bin"), format!("{base}/small.txt"));
-        for &(version, cipher, name) in SUITES {
-            let cipher_flag = if name == "TLSv1.3" {
-                "--tls13-ciphers"
+        let small = format!("{base}/small.txt");
+        for (j, &(version, cipher, name)) in SUITES.iter().enumerate() {
+            let (file, body, range) = if j == i % SUITES.len() {
+                (format!("{base}/big.bin"), &big, (1_234_567, 5_000_001))
             } else {
-                "--ciphers"
+                (format!("{base}/mid.bin"), &mid, (123_457, 654_321))
             };
-            let mut curl_args: Vec<&str> = version.split(' ').collect();
-            curl_args.extend(["-v", cipher_flag, cipher, "-w", "[%{num_connects}]"]);
-            curl_args.extend([mid.as_str(), small.as_str(), mid.as_str(), small.as_str()]);
-            let what = format!("{m} {cipher}");
-            let out = curl(&what, &pki, port, &curl_args);
+            let range_s = format!("{}-{}", range.0, range.1);
+            let what = format!("{m} {cipher} {file}");
+            let before = support::tls_stat();
+            let transfers = [
+                (file.as_str(), None),
+                (small.as_str(), None),
+                (file.as_str(), Some(range_s.as_str())),
+                (small.as_str(), None),
+            ];
+            let out = curl_suite(&what, &pki, port, (version, cipher, name), &transfers);
             let log = String::from_utf8_lossy(&out.stderr);
             assert!(
                 log.contains(&format!("SSL connection using {name} / {cipher}")),
@@ -261,9 +307,9 @@ fn files_and_keep_alive_arrive_intact_in_every_suite_under_every_model() {
             let keep = u8::from(m.0[1] == "iterative");
             let mut want = Vec::new();
             for (i, body) in [
-                &file[..],
+                &body[..],
                 b"hello over TLS\n",
-                &file[..],
+                &body[range.0..=range.1],
                 b"hello over TLS\n",
             ]
             .into_iter()
@@ -275,13 +321,248 @@ fn files_and_keep_alive_arrive_intact_in_every_suite_under_every_model() {
             }
             assert!(
                 out.stdout == want,
-                "{what}: {} bytes came back, not {}",
+                "{what}: {} bytes came back, not {}; first difference at byte {:?}",
                 out.stdout.len(),
-                want.len()
+                want.len(),
+                out.stdout.iter().zip(&want).position(|(a, b)| a != b)
             );
+            if let (Some(before), Some(after)) = (before, support::tls_stat()) {
+                let grew = |k: &str| after[k] - before[k];
+                // The connections that sent a file: one, or under iterative two.
+                let files = 1 + u64::from(keep);
+                assert!(
+                    grew("TlsTxSw") >= files && grew("TlsRxSw") >= files,
+                    "{what}: no connection moved into the kernel: {after:?}"
+                );
+                assert_eq!(grew("TlsDecryptError"), 0, "{what}: {after:?}");
+            }
         }
         drop(srv);
     }
+    if !kernel {
+        support::skip(
+            "the kernel offers no TLS (no /proc/net/tls_stat): the bytes were checked, the \
+             kernel path was not; scripts/ktls-vm runs this test on a kernel that has TLS",
+        );
+    }
+}
+
+/// `--kernel-tls off`, and `kernel_tls = false` in tincan.toml: rustls keeps every record even
+/// where the kernel has TLS (no connection shows in its counters), and the bytes are the same.
+#[test]
+fn kernel_tls_off_by_flag_or_toml_keeps_every_record_in_rustls() {
+    support::require("curl --version");
+    let pki = Pki::new();
+    let (root, big) = site();
+    let root_s = root.path().to_str().unwrap();
+    let toml = root.path().join("tincan.toml");
+    std::fs::write(&toml, "kernel_tls = false\n").unwrap();
+    let toml_s = toml.to_str().unwrap();
+    let m = ALL_MODELS[3];
+    for off in [&["--kernel-tls", "off"], &["--config", toml_s]] {
+        let args = support::serve_args(root_s, m, off);
+        let (srv, port) = start(&args, &pki);
+        let file = format!("https://localhost:{port}/big.bin");
+        let what = format!("{off:?}");
+        let before = support::tls_stat();
+        let out = curl_suite(&what, &pki, port, SUITES[3], &[(&file, None)]);
+        let mut want = big.clone();
+        want.extend_from_slice(b"[1]");
+        assert!(out.stdout == want, "{what}: {} bytes", out.stdout.len());
+        if let (Some(before), Some(after)) = (before, support::tls_stat()) {
+            assert_eq!(after["TlsTxSw"], before["TlsTxSw"], "{what}: {after:?}");
+        }
+        drop(srv);
+    }
+}
+
+/// A Python `ssl` client in TLS `version` ("1.2", "1.3"): GET `path` twice on one connection
+/// (the second with `Connection: close`), pipelined, then read to the end. Ragged EOFs are not
+/// suppressed, so a close without `close_notify` is an error (OpenSSL 3: "unexpected eof").
+/// Checks both answers carry the file `body_path`; prints the version.
+const PY_CLOSE_NOTIFY: &str = r#"
+import socket, ssl, sys
+ca, port, version, path, body_path = sys.argv[1:6]
+body = open(body_path, "rb").read()
+ctx = ssl.create_default_context(cafile=ca)
+v = ssl.TLSVersion.TLSv1_2 if version == "1.2" else ssl.TLSVersion.TLSv1_3
+ctx.minimum_version = ctx.maximum_version = v
+with socket.create_connection(("127.0.0.1", int(port)), timeout=120) as raw:
+    with ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=False) as s:
+        req = f"GET {path} HTTP/1.1\r\nHost: localhost\r\n".encode()
+        s.sendall(req + b"\r\n" + req + b"Connection: close\r\n\r\n")
+        got = b""
+        while True:
+            part = s.recv(1 << 16)
+            if not part:
+                break
+            got += part
+        first, second = got[: len(got) - len(body)], got[len(got) - len(body) :]
+        assert second == body, f"{len(got)} bytes: the second body differs"
+        assert first.startswith(b"HTTP/1.1 200 "), first[:100]
+        assert first.count(body) == 1, "the first body is not whole"
+        print(s.version())
+"#;
+
+/// The server's `close_notify` goes out after the last answer on a connection whose records
+/// the kernel has (sent as an alert record), and the client reads a clean end, in TLS 1.2 and
+/// 1.3 under every model; the pipelined second request arrives decrypted by the kernel.
+#[test]
+fn kernel_tls_ends_a_connection_with_close_notify_under_every_model() {
+    support::require("python3 -c 'import ssl'");
+    let pki = Pki::new();
+    let root = TempDir::new("tls-site");
+    let mid = support::noise(1 << 20, 778);
+    let mid_path = root.path().join("mid.bin");
+    std::fs::write(&mid_path, &mid).unwrap();
+    let root_s = root.path().to_str().unwrap();
+    for &m in ALL_MODELS {
+        let args = support::serve_args(root_s, m, &[]);
+        let (srv, port) = start(&args, &pki);
+        for version in ["1.2", "1.3"] {
+            let what = format!("{m} TLS {version}");
+            let before = support::tls_stat();
+            let out = Command::new("python3")
+                .args([
+                    "-c",
+                    PY_CLOSE_NOTIFY,
+                    &pki.path("ca.pem"),
+                    &port.to_string(),
+                ])
+                .args([version, "/mid.bin", mid_path.to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{what}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let said = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(said.trim(), format!("TLSv{version}"), "{what}");
+            if let (Some(before), Some(after)) = (before, support::tls_stat()) {
+                assert!(after["TlsTxSw"] > before["TlsTxSw"], "{what}: {after:?}");
+            }
+        }
+        drop(srv);
+    }
+}
+
+/// A TLS 1.3 key update from the client (`openssl s_client`'s `k` command) after a file went
+/// out: where rustls has the records it follows it and the next answer comes; where the
+/// kernel has them (it cannot take new keys from rustls here) the connection ends, with a
+/// `close_notify` under the old keys, and the server goes on serving others.
+#[test]
+fn kernel_tls_a_key_update_ends_the_connection_where_the_kernel_has_it() {
+    support::require("openssl version");
+    let pki = Pki::new();
+    let root = TempDir::new("tls-site");
+    std::fs::write(root.path().join("small.txt"), "hello over TLS\n").unwrap();
+    let mid = support::noise(1 << 20, 779);
+    std::fs::write(root.path().join("mid.bin"), &mid).unwrap();
+    let root_s = root.path().to_str().unwrap();
+    // A keep-alive timeout that slow emulation cannot reach between the file and the update.
+    let args = support::serve_args(root_s, ALL_MODELS[3], &["--keepalive-timeout", "60"]);
+    let (srv, port) = start(&args, &pki);
+    let kernel = support::tls_stat().is_some();
+    let connect = format!("127.0.0.1:{port}");
+    let ca = pki.path("ca.pem");
+    let mut child = Command::new("openssl")
+        .args(["s_client", "-connect", &connect, "-CAfile", &ca])
+        .args(["-servername", "localhost", "-tls1_3"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0; 1 << 16];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    // Read what s_client prints until `until` is in it, or the pipe closes. Only the new bytes
+    // (and the few before them) are searched: a debug build under emulation would otherwise
+    // outlast the server's keep-alive timeout.
+    let mut seen = Vec::new();
+    let read_until = |until: &[u8], seen: &mut Vec<u8>| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut from = 0;
+        while !seen[from..].windows(until.len()).any(|w| w == until) {
+            from = seen.len().saturating_sub(until.len());
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(part) => seen.extend_from_slice(&part),
+                Err(_) => return false,
+            }
+        }
+        true
+    };
+    stdin
+        .write_all(b"GET /mid.bin HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    assert!(read_until(&mid[mid.len() - 64..], &mut seen), "the file");
+    // `k` alone on a line: s_client sends a KeyUpdate (update_not_requested) instead.
+    if let Err(e) = stdin.write_all(b"k\n") {
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let out = String::from_utf8_lossy(&seen);
+        panic!(
+            "s_client is gone ({e}): {}{err}",
+            &out[out.len().saturating_sub(300)..]
+        );
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = stdin.write_all(b"GET /small.txt HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let answered = read_until(b"hello over TLS", &mut seen);
+    if kernel {
+        assert!(
+            !answered,
+            "an answer came after the key update under kernel TLS"
+        );
+        // The server closed: s_client ends by itself, its stdin still open, and says `closed`
+        // where it read a close_notify (an EOF without one is an error on its stderr).
+        child.wait().unwrap();
+        reader.join().unwrap();
+        seen.extend(rx.try_iter().flatten());
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let out = String::from_utf8_lossy(&seen);
+        assert!(
+            out.ends_with("closed\n"),
+            "{}{err}",
+            &out[out.len() - 200..]
+        );
+        drop(stdin);
+    } else {
+        assert!(answered, "{}", String::from_utf8_lossy(&seen));
+        drop(stdin);
+        child.wait().unwrap();
+        reader.join().unwrap();
+    }
+    // The server goes on.
+    let out = curl(
+        "after the key update",
+        &pki,
+        port,
+        &[&format!("https://localhost:{port}/small.txt")],
+    );
+    assert_eq!(out.stdout, b"hello over TLS\n");
+    drop(srv);
 }
 
 /// A Python `ssl` client that sends `size` bytes to an echo server and checks they come back.
@@ -289,9 +570,11 @@ const PY_ECHO: &str = r#"
 import socket, ssl, sys
 ca, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 ctx = ssl.create_default_context(cafile=ca)
+# Made before connecting: the server's --idle-timeout runs from the handshake on, and a slow
+# machine (an emulated one, scripts/ktls-vm) can take a second to build it.
+msg = bytes((i * 7) % 251 for i in range(size))
 with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
     with ctx.wrap_socket(raw, server_hostname="localhost") as s:
-        msg = bytes((i * 7) % 251 for i in range(size))
         s.sendall(msg)
         got = b""
         while len(got) < len(msg):

@@ -56,7 +56,7 @@ impl ServerArgs {
         let source = self.tls_source()?;
         if let Some(src) = &source {
             let app = TlsApp {
-                kernel_tls: self.kernel_tls,
+                kernel_tls: self.kernel_tls(),
                 ..app.clone()
             };
             opts.tls = Some(crate::tls::settings(src, &app)?);

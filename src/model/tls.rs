@@ -10,12 +10,12 @@
 //!   with `pread` into a 16 KiB buffer on the stack, never whole. rustls holds at most its
 //!   64 KiB of ciphertext ([`BATCH`]) per connection. The per-turn share of [`super::io`]
 //!   holds here too.
-//! - Kernel TLS ([`kernel`], with `--kernel-tls`): the first time a file region is to be sent,
-//!   the record layer moves into the kernel where it offers TLS, and from then on file regions leave with
-//!   `sendfile` and plaintext with `writev`/`recvmsg`, as on a plain connection. Where the
-//!   kernel has no TLS (these machines: `CONFIG_TLS` is not set) one refusal per process is
-//!   remembered and rustls carries every byte as above. Either way the same bytes arrive.
-//!   The kernel path is not exercised on these machines (see [`kernel`]'s notes).
+//! - Kernel TLS ([`kernel`], on unless `--kernel-tls off`): the first time a file region is
+//!   to be sent, the record layer moves into the kernel where it offers TLS, and from then on
+//!   file regions leave with `sendfile` and plaintext with `writev`/`recvmsg`, as on a plain
+//!   connection. Where the kernel has no TLS (these machines: `CONFIG_TLS` is not set) one
+//!   refusal per process is remembered and rustls carries every byte as above. Either way the
+//!   same bytes arrive. `scripts/ktls-vm` runs the kernel path on a kernel that has TLS.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::os::unix::fs::FileExt;

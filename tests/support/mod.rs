@@ -373,6 +373,21 @@ pub fn curl(what: &str, args: &[&str]) -> std::process::Output {
     out
 }
 
+/// The kernel's TLS counters (`/proc/net/tls_stat`, which exists while the `tls` module is
+/// loaded): `None` where the kernel offers no TLS (these machines; `scripts/ktls-vm` runs the
+/// kernel TLS tests in a guest whose kernel has it).
+pub fn tls_stat() -> Option<std::collections::HashMap<String, u64>> {
+    let text = std::fs::read_to_string("/proc/net/tls_stat").ok()?;
+    Some(
+        text.lines()
+            .filter_map(|l| {
+                let mut w = l.split_whitespace();
+                Some((w.next()?.to_string(), w.next()?.parse().ok()?))
+            })
+            .collect(),
+    )
+}
+
 /// Resident memory of process `pid` in KiB (VmRSS from /proc).
 pub fn rss_kib(pid: i32) -> u64 {
     rss_of(pid).expect("VmRSS in /proc/PID/status")

@@ -174,7 +174,7 @@ pub fn merge_server_args(s: &mut ServerArgs, cfg: &Config) {
     s.user = s.user.clone().or_else(|| cfg.user.clone());
     s.group = s.group.clone().or_else(|| cfg.group.clone());
     s.umask = s.umask.clone().or_else(|| cfg.umask.clone());
-    s.kernel_tls |= cfg.kernel_tls.unwrap_or(false);
+    s.kernel_tls = s.kernel_tls.or(cfg.kernel_tls.map(Switch::from));
     // Certificates come from the flags or from the file, never half from each.
     if s.tls_cert.is_empty()
         && s.tls_key.is_empty()

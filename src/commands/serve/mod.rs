@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::flags::{heading, ServerArgs};
+use crate::flags::{heading, ServerArgs, Switch};
 use crate::model::{Model, SELECT_FILE_CACHE_FDS};
 use crate::protocol::http::access::{Cors, Guard, GuardError};
 use crate::protocol::http::access_log::LogFormat;
@@ -24,19 +24,6 @@ mod merge;
 use merge::http2_key;
 use merge::{document_root, static_refusal};
 pub use merge::{merge_server_args, parse_header, FileSettings};
-
-/// `on` or `off`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Switch {
-    On,
-    Off,
-}
-
-impl Switch {
-    fn on(self) -> bool {
-        self == Switch::On
-    }
-}
 
 /// `--http2`: `on`, `off`, or `only` (HTTP/2 alone, no HTTP/1.1 beside it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

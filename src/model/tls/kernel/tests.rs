@@ -1,7 +1,8 @@
 //! The kernel-TLS pieces that can be checked without a kernel that has TLS: the key layout
 //! against linux/tls.h, the keys against a software model of the kernel's record layer (both
 //! ways, every mapped suite under TLS 1.2 and 1.3), the nonce rule for TLS 1.2 AES-GCM, the
-//! record framing, the records that are not data, and the socket side on a plain socket.
+//! record framing, the records that are not data, and the socket side on a plain socket; and,
+//! where the kernel has TLS (`scripts/ktls-vm`), the socket side on the kernel's.
 
 use super::*;
 use std::io::{Read, Write};
@@ -573,5 +574,103 @@ fn suites_and_versions_have_bits_of_their_own() {
         assert_eq!(b.count_ones(), 1);
         assert_eq!(all & b, 0, "{bits:?}");
         all |= b;
+    }
+}
+
+/// Where the kernel has TLS (the `tls` module loaded: `scripts/ktls-vm` runs this in a guest
+/// whose kernel has it): a connection rustls set up moves into the kernel with [`attach`],
+/// and with a rustls client at the other end of a loopback socket, in every mapped suite under
+/// TLS 1.2 and 1.3, data goes both ways, the kernel's record count (getsockopt) goes on from
+/// rustls's, and `close_notify` travels both ways as a typed record. Elsewhere [`attach`] is
+/// declined and there is nothing more to check.
+#[test]
+fn attached_connections_speak_with_a_rustls_client_where_the_kernel_has_tls() {
+    if !std::path::Path::new("/proc/net/tls_stat").exists() {
+        // Said, and listed at the end of scripts/test (as tests/support's `skip` does).
+        let why = "this kernel offers no TLS (no /proc/net/tls_stat); scripts/ktls-vm runs it";
+        eprintln!("skipped: {why}");
+        if let Some(path) = std::env::var_os("TINCAN_SKIPPED") {
+            let line = format!("model::tls::kernel::tests::attached_connections_...: {why}\n");
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(path)
+                .unwrap();
+            f.write_all(line.as_bytes()).unwrap();
+        }
+        return;
+    }
+    for rustls_suite in mapped_suites() {
+        let name = format!("{:?}", rustls_suite.suite());
+        let suite = Suite::of(rustls_suite).unwrap();
+        let (server, mut client) = connected(rustls_suite);
+        let (ours, mut theirs) = tcp_pair();
+        let mut k = match attach(&ours, server, suite) {
+            Attached::Kernel(k) => k,
+            Attached::Declined(_) => panic!("{name}: the kernel declined TLS"),
+            Attached::Broken(e) => panic!("{name}: the kernel refused the keys: {e}"),
+        };
+        let tx_seq = k.records;
+        let mut cork = cio::Cork::default();
+        let mut out = Outbox::new();
+        out.push_bytes(b"from the kernel");
+        while !out.is_empty() {
+            k.flush(&ours, &mut out, cio::TURN, &mut cork).unwrap();
+        }
+        let mut info = blank(suite.cipher);
+        sys::get_crypto(ours.as_fd(), Direction::Tx, &mut info).unwrap();
+        assert_eq!(info.rec_seq(), tx_seq + 1, "{name}: one record sent");
+
+        // The client reads the kernel's record.
+        let mut buf = [0u8; 4096];
+        let mut got = Vec::new();
+        while got.len() < 15 {
+            let n = theirs.read(&mut buf).unwrap();
+            assert!(n > 0, "{name}: closed");
+            let mut rd = &buf[..n];
+            while !rd.is_empty() {
+                client.read_tls(&mut rd).unwrap();
+            }
+            client
+                .process_new_packets()
+                .unwrap_or_else(|e| panic!("{name}: the client refused the record: {e}"));
+            got.extend(plaintext(&mut client));
+        }
+        assert_eq!(got, b"from the kernel", "{name}");
+
+        // The kernel reads the client's record, then its close_notify as the end.
+        client.writer().write_all(b"from rustls").unwrap();
+        client.send_close_notify();
+        while client.wants_write() {
+            client.write_tls(&mut theirs).unwrap();
+        }
+        let mut input = ReadBuf::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match k.read_into(&ours, &mut input).unwrap() {
+                ReadOutcome::Data { .. } => {}
+                ReadOutcome::Eof => break,
+                ReadOutcome::WouldBlock => {
+                    assert!(std::time::Instant::now() < deadline, "{name}: no EOF");
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+        }
+        assert_eq!(input.data(), b"from rustls", "{name}");
+
+        // Our close_notify: the client sees a clean end.
+        k.notify_close();
+        while k.wants_write() {
+            k.flush(&ours, &mut out, cio::TURN, &mut cork).unwrap();
+        }
+        drop(ours);
+        let mut wire = Vec::new();
+        theirs.read_to_end(&mut wire).unwrap();
+        let mut rd = &wire[..];
+        while !rd.is_empty() {
+            client.read_tls(&mut rd).unwrap();
+        }
+        let state = client.process_new_packets().unwrap();
+        assert!(state.peer_has_closed(), "{name}: no close_notify came");
     }
 }
