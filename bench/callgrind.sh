@@ -14,28 +14,24 @@
 # callgrind_annotate).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 N=3000
 C=50
 ONLY=
 KEEP=
-while [ $# -gt 0 ]; do
+own_arg() {
     case "$1" in
-        --requests) N=$2; shift ;;
-        --connections) C=$2; shift ;;
-        --only) ONLY=$2; shift ;;
-        --keep) KEEP=$2; shift ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
-        *) echo "callgrind.sh: unknown argument '$1'" >&2; exit 2 ;;
+        --requests) N=$2 ;;
+        --connections) C=$2 ;;
+        --only) ONLY=$2 ;;
+        --keep) KEEP=$2 ;;
+        *) return 1 ;;
     esac
-    shift
-done
+}
+# shellcheck source=bench/proxy-lib.sh
 . bench/proxy-lib.sh
-for t in nginx valgrind callgrind_control h2load; do
-    command -v "$t" >/dev/null || { log "callgrind.sh needs $t (apt-get install nginx valgrind nghttp2-client)"; exit 1; }
-done
-cargo build --release --quiet
-TINCAN=${CARGO_TARGET_DIR:-$ROOT/target}/release/tincan
+parse_args "$@"
+need_callgrind
+tincan_binary
 
 start_upstream
 front_conf "master_process off; daemon off;"

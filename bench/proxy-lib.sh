@@ -31,6 +31,14 @@ http {
 CONF
 }
 
+# What the callgrind scripts (callgrind.sh, upstream-cost.sh) run besides tincan.
+need_callgrind() {
+    need nginx nginx
+    need valgrind valgrind
+    need callgrind_control valgrind
+    need h2load nghttp2-client
+}
+
 # The upstream both proxies front: nginx serving $WORK/www on port $UP (run under $1, e.g. a
 # taskset prefix, or nothing).
 start_upstream() {

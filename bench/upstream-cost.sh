@@ -16,21 +16,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=3000
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --requests) N=$2; shift ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
-        *) echo "upstream-cost.sh: unknown argument '$1'" >&2; exit 2 ;;
-    esac
-    shift
-done
+own_arg() { case "$1" in --requests) N=$2 ;; *) return 1 ;; esac; }
 # shellcheck source=bench/proxy-lib.sh
 . bench/proxy-lib.sh
-for t in nginx valgrind callgrind_control h2load; do
-    command -v "$t" >/dev/null || { log "upstream-cost.sh needs $t (apt-get install nginx valgrind nghttp2-client)"; exit 1; }
-done
-cargo build --release --quiet
-TINCAN=${CARGO_TARGET_DIR:-$ROOT/target}/release/tincan
+parse_args "$@"
+need_callgrind
+tincan_binary
 
 UP=$(free_port)
 nginx_conf upstream "$UP" "root $WORK/www; location / { }" "" "master_process off; daemon off;"
