@@ -465,8 +465,8 @@ impl H2Session {
                     self.body_use(&head, &mut s)
                 };
                 s.head = Some(head);
+                let streams = s.upload.is_some();
                 self.streams.insert(id, s);
-                let streams = self.streams.get(&id).is_some_and(|s| s.upload.is_some());
                 if let Some((resp, line)) = refused {
                     self.refuse_body(id, resp, &line, out);
                 } else if end_stream || streams {
