@@ -723,6 +723,23 @@ fn a_routed_upload_streams_over_h2_in_bounded_memory() {
             .expect("run nghttp");
         let over = String::from_utf8_lossy(&over.stdout);
         assert!(over.contains(":status: 413"), "{m}: {over}");
+        // At the limit's edge: 1 MiB exactly goes upstream, one byte more is refused.
+        let put = |len: usize| {
+            let f = root.path().join(format!("edge-{len}.bin"));
+            std::fs::write(&f, vec![b'e'; len]).unwrap();
+            let out = Command::new("nghttp")
+                .args(["-v", "-H", ":method: PUT", "-d", f.to_str().unwrap()])
+                .arg(s.url("/api/edge"))
+                .output()
+                .expect("run nghttp");
+            String::from_utf8_lossy(&out.stdout).to_string()
+        };
+        let at = put(1 << 20);
+        assert!(
+            at.contains(":status: 201") && at.contains("put 1048576 bytes"),
+            "{m}: {at}"
+        );
+        assert!(put((1 << 20) + 1).contains(":status: 413"), "{m}");
         let longer = h2c(&["--data-binary", "0123456789", "-H", "Content-Length: 4"]);
         assert!(
             !longer.status.success(),
@@ -753,6 +770,7 @@ fn relayed_streams_are_freed_when_the_answer_ends_first() {
     let route = format!("/api=http://127.0.0.1:{}", up.1);
     for m in [
         ModelFlags(&["--model", "threaded"]),
+        ModelFlags(&["--model", "prefork", "--workers", "1"]),
         ModelFlags(&["--model", "event", "--workers", "1"]),
     ] {
         let s = Server::start(&support::serve_args(
