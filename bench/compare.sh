@@ -74,6 +74,7 @@ command -v python3 >/dev/null || need_pkgs+=(python3)
 command -v taskset >/dev/null || need_pkgs+=(util-linux)
 command -v ss >/dev/null || need_pkgs+=(iproute2)
 command -v h2load >/dev/null || need_pkgs+=(nghttp2-client)
+command -v tcpdump >/dev/null || need_pkgs+=(tcpdump)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
     if [ $INSTALL = 1 ]; then
         log "installing ${need_pkgs[*]}"

@@ -9,13 +9,19 @@
 # Rows, each from --reps interleaved pairs (nginx, tincan, tincan, nginx, ...):
 # - keep-alive: wrk -c50 on kept connections (requests/s, p99);
 # - new TLS connections: wrk -c50 with `Connection: close`, so every request is a new TCP
-#   connection and a full handshake (wrk does not resume sessions): handshakes/s, p99, and the
+#   connection and a TLS 1.3 handshake. wrk resumes each with the ticket its previous
+#   connection got, as a browser would (a capture shows both servers resuming all but a few:
+#   an ECDHE key exchange each, no certificate sent, no signature): handshakes/s, p99, and the
 #   server's CPU per handshake (utime+stime of the server and its children from /proc, over
-#   the requests wrk counted). wrk's side of a handshake (key exchange, verifying the
-#   server's signature) costs more than the server's, so on CPU 1 alone it is the bottleneck
-#   and both servers idle part of CPU 0; hence a third row:
+#   the requests wrk counted). wrk's side of a connection costs more than the server's, so on
+#   CPU 1 alone it is the bottleneck and both servers idle part of CPU 0; hence a third row:
 # - new TLS connections, wrk on both CPUs: wrk -t2 on CPUs 0-1, the server still on CPU 0, so
 #   the CPU a server leaves unused goes to the client and the rate is bounded by the server.
+# wrk times a request from writing it to reading the answer, so with wrk the bottleneck its
+# latency is mostly its own queue (bench/README, "The handshake row's latency is wrk's
+# queue"). For the two rows of new connections, a second run of 2 s with `tcpdump` (on CPU 1)
+# splits each request's time at the wire (bench/wire.py): the server's part, from the request
+# packet to the answer packet, is reported as "answer p50/p99 µs".
 # The median of the per-pair ratios (tincan / nginx) is reported: pairs share the machine's
 # state, so the ratio holds up where absolute figures move. Every server is stopped by its pid.
 # TINCAN_ARGS="--busy-poll 50" adds flags to tincan's command line (to try one against nginx).
@@ -28,6 +34,7 @@ need nginx nginx
 need wrk wrk
 need openssl openssl
 need taskset util-linux
+need tcpdump tcpdump
 tincan_binary
 ulimit -n "$(ulimit -Hn)"
 scratch https
@@ -73,49 +80,66 @@ start_tincan() {
 cpu_ticks() { proc_total "$1" stat '{ print $14 + $15 }'; }
 HZ=$(getconf CLK_TCK)
 
-# run SERVER MODE -> "rps p99_ms cpu_us_per_request"; MODE keep | close | close-shared
+# run SERVER MODE -> "rps p99_ms cpu_us_per_request answer_p50_us answer_p99_us";
+# MODE keep | close | close-shared (the answer's time at the wire is measured for close modes)
 run() {
     "start_$1"
     local hdr=() client=(taskset -c 1 wrk -t1)
     [ "$2" != keep ] && hdr=(-H "Connection: close")
     [ "$2" = close-shared ] && client=(taskset -c 0,1 wrk -t2)
-    "${client[@]}" -c50 -d1s "${hdr[@]}" "https://127.0.0.1:$PORT/1k.txt" >/dev/null 2>&1 || true
+    local url="https://127.0.0.1:$PORT/1k.txt"
+    "${client[@]}" -c50 -d1s "${hdr[@]}" "$url" >/dev/null 2>&1 || true
     local t0 outp t1
     t0=$(cpu_ticks "$SRV")
-    outp=$("${client[@]}" -c50 -d"${DUR}s" --latency "${hdr[@]}" "https://127.0.0.1:$PORT/1k.txt" 2>&1)
+    outp=$("${client[@]}" -c50 -d"${DUR}s" --latency "${hdr[@]}" "$url" 2>&1)
     t1=$(cpu_ticks "$SRV")
+    local wire="- -"
+    if [ "$2" != keep ]; then
+        taskset -c 1 tcpdump -Z root -i lo -s 96 -B 32768 -w "$WORK/cap" "tcp port $PORT" \
+            2>"$WORK/tcpdump.err" &
+        local td=$!
+        sleep 0.5
+        "${client[@]}" -c50 -d2s "${hdr[@]}" "$url" >/dev/null 2>&1 || true
+        kill -INT "$td"
+        wait "$td" || true
+        grep -h 'dropped by kernel' "$WORK/tcpdump.err" | grep -v '^0 ' >&2 || true
+        wire=$(python3 bench/wire.py "$WORK/cap" "$PORT" | awk '$1 == "server" { print $3, $5 }')
+    fi
     stop_srv
     local rps p99 reqs
     rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$outp")
     reqs=$(awk '/requests in/ {print $1}' <<<"$outp")
     p99=$(wrk_p99_ms <<<"$outp")
-    awk -v r="$rps" -v p="${p99:-0}" -v d=$((t1 - t0)) -v n="${reqs:-1}" -v hz="$HZ" \
-        'BEGIN { printf "%s %s %.1f\n", r, p, d * 1e6 / hz / n }'
+    awk -v r="$rps" -v p="${p99:-0}" -v d=$((t1 - t0)) -v n="${reqs:-1}" -v hz="$HZ" -v w="$wire" \
+        'BEGIN { printf "%s %s %.1f %s\n", r, p, d * 1e6 / hz / n, w }'
 }
 
 
-echo "| HTTPS 1 KiB, 50 connections | nginx req/s | tincan req/s | ratio | nginx p99 ms | tincan p99 ms | nginx CPU µs/req | tincan CPU µs/req |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| HTTPS 1 KiB, 50 connections | nginx req/s | tincan req/s | ratio | nginx p99 ms | tincan p99 ms | nginx CPU µs/req | tincan CPU µs/req | nginx answer p50/p99 µs | tincan answer p50/p99 µs |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
 for MODE in keep close close-shared; do
     : >"$WORK/n"; : >"$WORK/t"; : >"$WORK/r"
     for rep in $(seq 1 "$REPS"); do
         if [ $((rep % 2)) -eq 1 ]; then order="nginx tincan"; else order="tincan nginx"; fi
         for s in $order; do
-            read -r rps p99 cpu < <(run "$s" "$MODE")
-            echo "$rps $p99 $cpu" >>"$WORK/${s:0:1}"
-            log "$MODE rep $rep $s: $rps req/s, p99 $p99 ms, CPU $cpu µs/request"
+            read -r rps p99 cpu a50 a99 < <(run "$s" "$MODE")
+            echo "$rps $p99 $cpu $a50 $a99" >>"$WORK/${s:0:1}"
+            log "$MODE rep $rep $s: $rps req/s, p99 $p99 ms, CPU $cpu µs/request, answer p50 $a50 p99 $a99 µs"
         done
-        paste -d' ' "$WORK/n" "$WORK/t" | tail -1 | awk '{ printf "%.4f\n", $4 / $1 }' >>"$WORK/r"
+        paste -d' ' "$WORK/n" "$WORK/t" | tail -1 | awk '{ printf "%.4f\n", $6 / $1 }' >>"$WORK/r"
     done
-    nr=$(cut -d' ' -f1 "$WORK/n" | median); tr=$(cut -d' ' -f1 "$WORK/t" | median)
-    np=$(cut -d' ' -f2 "$WORK/n" | median); tp=$(cut -d' ' -f2 "$WORK/t" | median)
-    nc=$(cut -d' ' -f3 "$WORK/n" | median); tc=$(cut -d' ' -f3 "$WORK/t" | median)
+    col() { cut -d' ' -f"$2" "$WORK/$1" | median; }
     ratio=$(median <"$WORK/r")
+    answers=("-" "-")
+    if [ "$MODE" != keep ]; then
+        answers=("$(col n 4)/$(col n 5)" "$(col t 4)/$(col t 5)")
+    fi
     case "$MODE" in
         keep) label="keep-alive" ;;
-        close) label="new TLS connection each (full handshake), wrk on CPU 1" ;;
+        close) label="new TLS connection each, wrk on CPU 1" ;;
         *) label="new TLS connection each, wrk on CPUs 0-1 (server-bound)" ;;
     esac
-    printf '| %s | %.0f | %.0f | %.2fx | %s | %s | %s | %s |\n' \
-        "$label" "$nr" "$tr" "$ratio" "$np" "$tp" "$nc" "$tc"
+    printf '| %s | %.0f | %.0f | %.2fx | %s | %s | %s | %s | %s | %s |\n' \
+        "$label" "$(col n 1)" "$(col t 1)" "$ratio" "$(col n 2)" "$(col t 2)" "$(col n 3)" \
+        "$(col t 3)" "${answers[0]}" "${answers[1]}"
 done
