@@ -4,8 +4,9 @@
 //! [`client`]: the clients' side (`send`, `talk`, `bench`).
 //!
 //! The configuration: TLS 1.3 and 1.2 only, on rustls's `ring` provider; resumption by tickets
-//! (RFC 8446 §4.6.1, RFC 5077) and by a server-side session cache; ALPN as the service asks;
-//! 0-RTT off (RFC 8446 §8: early data can be replayed).
+//! (RFC 8446 §4.6.1, RFC 5077; keys every prefork worker shares: [`tickets`]) and by a
+//! server-side session cache; ALPN as the service asks; 0-RTT off (RFC 8446 §8: early data can
+//! be replayed).
 //!
 //! Certificates can be reread while serving ([`TlsSettings::reload`], on SIGHUP): the new set
 //! replaces the old in the resolver, all or nothing, so handshakes after it get the new ones
@@ -26,6 +27,7 @@ use crate::model::TlsSettings;
 
 pub mod acme;
 pub mod client;
+pub mod tickets;
 
 /// Sessions the server-side cache remembers (for TLS 1.2 clients without tickets); nginx's
 /// `ssl_session_cache shared:SSL:1m` holds about 4000.
@@ -253,8 +255,12 @@ fn server_config(
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     cfg.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
-    // Ticket keys are made here, before prefork's fork: every worker accepts every ticket.
-    cfg.ticketer = rustls::crypto::ring::Ticketer::new().map_err(setup)?;
+    // Ticket keys are derived from a secret drawn here, before prefork's fork: every worker
+    // opens every worker's tickets, after each rotation too (`tickets`).
+    cfg.ticketer = Arc::new(
+        tickets::Tickets::new()
+            .map_err(|_| Error::Setup("cannot draw the session ticket secret".into()))?,
+    );
     cfg.alpn_protocols = app.alpn.clone();
     cfg.max_early_data_size = 0;
     // Kernel TLS takes the traffic keys from rustls after the handshake

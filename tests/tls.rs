@@ -742,6 +742,64 @@ fn tls_versions_alpn_sni_and_resumption_as_openssl_sees_them() {
     drop(srv);
 }
 
+/// `openssl s_client` (TLS 1.3, with `args`) asking for /small.txt on a connection the server
+/// then closes: what it printed.
+fn s_client_get(pki: &Pki, port: u16, args: &[&str]) -> String {
+    let connect = format!("127.0.0.1:{port}");
+    let mut child = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &connect,
+            "-CAfile",
+            &pki.path("ca.pem"),
+        ])
+        .args(["-servername", "localhost", "-tls1_3", "-ign_eof"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // With -ign_eof it reads on until the server closes: every ticket is read and printed.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"GET /small.txt HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn every_prefork_worker_resumes_the_sessions_of_the_others() {
+    support::require("openssl version");
+    let pki = Pki::new();
+    let (root, _) = site();
+    let dir = TempDir::new("resume");
+    let saved = dir.path().join("session.pem");
+    let saved = saved.to_str().unwrap();
+    let args = support::serve_args(
+        root.path().to_str().unwrap(),
+        ModelFlags(&["--model", "prefork", "--workers", "2"]),
+        &[],
+    );
+    let (srv, port) = start(&args, &pki);
+    let full = s_client_get(&pki, port, &["-sess_out", saved]);
+    assert!(full.contains("New, TLSv1.3"), "{full}");
+    // Each connection lands on a worker by its port's hash: in ten, both workers are all but
+    // sure to be met (one in 2^10 not), and the one that did not make the ticket has sealed
+    // none of its own before the first.
+    for i in 0..10 {
+        let again = s_client_get(&pki, port, &["-sess_in", saved]);
+        assert!(
+            again.contains("Reused, TLSv1.3") && again.contains("200 OK"),
+            "connection {i}: {again}"
+        );
+    }
+    drop(srv);
+}
+
 #[test]
 fn garbage_handshakes_harm_nobody_else() {
     support::require("curl --version");
