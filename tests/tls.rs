@@ -464,16 +464,7 @@ fn kernel_tls_a_key_update_ends_the_connection_where_the_kernel_has_it() {
     let args = support::serve_args(root_s, ALL_MODELS[3], &["--keepalive-timeout", "60"]);
     let (srv, port) = start(&args, &pki);
     let kernel = support::tls_stat().is_some();
-    let connect = format!("127.0.0.1:{port}");
-    let ca = pki.path("ca.pem");
-    let mut child = Command::new("openssl")
-        .args(["s_client", "-connect", &connect, "-CAfile", &ca])
-        .args(["-servername", "localhost", "-tls1_3"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_s_client(&pki, port, &["-servername", "localhost", "-tls1_3"]);
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
@@ -643,18 +634,29 @@ for _ in range(2):
 print(*reused)
 "#;
 
-/// `openssl s_client` against the server, with `args`; returns what it printed.
-fn s_client(pki: &Pki, port: u16, args: &[&str]) -> String {
+/// `openssl s_client` started against the server with `args`, trusting the test CA, its
+/// standard streams piped.
+fn spawn_s_client(pki: &Pki, port: u16, args: &[&str]) -> std::process::Child {
     let connect = format!("127.0.0.1:{port}");
-    let ca = pki.path("ca.pem");
-    let mut child = Command::new("openssl")
-        .args(["s_client", "-connect", &connect, "-CAfile", &ca])
+    Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &connect,
+            "-CAfile",
+            &pki.path("ca.pem"),
+        ])
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// `openssl s_client` against the server, with `args`; returns what it printed.
+fn s_client(pki: &Pki, port: u16, args: &[&str]) -> String {
+    let mut child = spawn_s_client(pki, port, args);
     // Closing stdin ends the session once the handshake is done.
     drop(child.stdin.take());
     let out = child.wait_with_output().unwrap();
@@ -745,22 +747,8 @@ fn tls_versions_alpn_sni_and_resumption_as_openssl_sees_them() {
 /// `openssl s_client` (TLS 1.3, with `args`) asking for /small.txt on a connection the server
 /// then closes: what it printed.
 fn s_client_get(pki: &Pki, port: u16, args: &[&str]) -> String {
-    let connect = format!("127.0.0.1:{port}");
-    let mut child = Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &connect,
-            "-CAfile",
-            &pki.path("ca.pem"),
-        ])
-        .args(["-servername", "localhost", "-tls1_3", "-ign_eof"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let tls13 = ["-servername", "localhost", "-tls1_3", "-ign_eof"];
+    let mut child = spawn_s_client(pki, port, &[&tls13[..], args].concat());
     // With -ign_eof it reads on until the server closes: every ticket is read and printed.
     let mut stdin = child.stdin.take().unwrap();
     stdin
