@@ -201,7 +201,8 @@ pub fn settings(source: &CertSource, app: &TlsApp) -> Result<TlsSettings> {
         // Last: a client offering it with others gets the service's protocol.
         app.alpn.push(acme::ACME_TLS_ALPN.to_vec());
     }
-    let config = server_config(Arc::clone(&resolver) as Arc<dyn ResolvesServerCert>, &app)?;
+    let (config, resumed) =
+        server_configs(Arc::clone(&resolver) as Arc<dyn ResolvesServerCert>, &app)?;
     let source = source.clone();
     let reload = move || -> std::result::Result<usize, String> {
         let keys = load_all(&source).map_err(|e| e.to_string())?;
@@ -211,6 +212,7 @@ pub fn settings(source: &CertSource, app: &TlsApp) -> Result<TlsSettings> {
     };
     Ok(TlsSettings {
         config,
+        resumed,
         plain_reply: app.plain_reply.clone(),
         plain: Vec::new(),
         reload: Some(Arc::new(reload)),
@@ -244,10 +246,20 @@ fn stand_in(names: &[String]) -> Result<Arc<CertifiedKey>> {
     )))
 }
 
-fn server_config(
+/// TLS 1.3 session tickets sent after a full handshake: two, so that a client may open two
+/// connections at once and resume both (a ticket is used once, RFC 8446 §C.4).
+const TICKETS_FULL: usize = 2;
+/// After a resumption, one, to replace the ticket just used (as OpenSSL does): the second
+/// would cost the client a session to make and keep, and the connection its bytes.
+const TICKETS_RESUMED: usize = 1;
+
+/// The rustls server configuration, and the same for a ClientHello that offers a session
+/// ([`TlsSettings::resumed`]): they share the certificates, the ticket keys and the session
+/// cache, and differ in how many tickets they send.
+fn server_configs(
     resolver: Arc<dyn ResolvesServerCert>,
     app: &TlsApp,
-) -> Result<Arc<rustls::ServerConfig>> {
+) -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ServerConfig>)> {
     let setup = |e: rustls::Error| Error::Setup(format!("cannot set TLS up: {e}"));
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -267,7 +279,10 @@ fn server_config(
     // (`model::tls::kernel`), where the kernel offers it and it is not turned off; otherwise
     // rustls never gives them out.
     cfg.enable_secret_extraction = app.kernel_tls;
-    Ok(Arc::new(cfg))
+    cfg.send_tls13_tickets = TICKETS_FULL;
+    let mut resumed = cfg.clone();
+    resumed.send_tls13_tickets = TICKETS_RESUMED;
+    Ok((Arc::new(cfg), Arc::new(resumed)))
 }
 
 /// The names the self-signed certificate is for.

@@ -789,6 +789,41 @@ fn every_prefork_worker_resumes_the_sessions_of_the_others() {
 }
 
 #[test]
+fn two_session_tickets_after_a_full_handshake_and_one_after_a_resumption() {
+    support::require("openssl version");
+    let pki = Pki::new();
+    let (root, _) = site();
+    let dir = TempDir::new("tickets");
+    let a = dir.path().join("a.pem");
+    let b = dir.path().join("b.pem");
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let tickets = |out: &str| {
+        out.matches("Post-Handshake New Session Ticket arrived")
+            .count()
+    };
+    for &m in ALL_MODELS {
+        let args = support::serve_args(root.path().to_str().unwrap(), m, &[]);
+        let (srv, port) = start(&args, &pki);
+        let full = s_client_get(&pki, port, &["-sess_out", a]);
+        assert!(
+            full.contains("New, TLSv1.3") && full.contains("200 OK"),
+            "{m}: {full}"
+        );
+        assert_eq!(tickets(&full), 2, "{m}: {full}");
+        // Each resumption is sent one ticket, and the next connection resumes with it.
+        let (mut offer, mut keep) = (a, b);
+        for round in 0..3 {
+            let again = s_client_get(&pki, port, &["-sess_in", offer, "-sess_out", keep]);
+            assert!(again.contains("Reused, TLSv1.3"), "{m} {round}: {again}");
+            assert!(again.contains("200 OK"), "{m} {round}: {again}");
+            assert_eq!(tickets(&again), 1, "{m} {round}: {again}");
+            (offer, keep) = (keep, offer);
+        }
+        drop(srv);
+    }
+}
+
+#[test]
 fn garbage_handshakes_harm_nobody_else() {
     support::require("curl --version");
     let pki = Pki::new();

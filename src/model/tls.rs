@@ -57,6 +57,11 @@ pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 #[derive(Clone)]
 pub struct TlsSettings {
     pub config: Arc<rustls::ServerConfig>,
+    /// The configuration for a client whose ClientHello offers a session to resume: the same
+    /// but for the number of session tickets (see `crate::tls::TICKETS_RESUMED`). rustls sends
+    /// one number of tickets whether or not it resumed, so the choice is made here, before
+    /// rustls sees the hello.
+    pub resumed: Arc<rustls::ServerConfig>,
     /// Sent as is, before closing, to a client whose first byte is a letter rather than a TLS
     /// record (an HTTP request on an HTTPS port: nginx's 400 "The plain HTTP request was sent
     /// to HTTPS port"). `None`: such a client is closed at once.
@@ -126,6 +131,9 @@ pub(crate) struct TlsLayer {
     /// Kernel TLS may still be tried on this connection (the configuration lets rustls give
     /// its keys out, and no try has been declined yet).
     kernel_wanted: bool,
+    /// What serves a client that offers a session ([`TlsSettings::resumed`]), until the
+    /// first bytes show whether this one does.
+    resumed: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Who encrypts and decrypts the connection's records.
@@ -149,6 +157,8 @@ impl TlsLayer {
             alpn_told: false,
             framing: Framing::default(),
             kernel_wanted: settings.config.enable_secret_extraction,
+            resumed: (!Arc::ptr_eq(&settings.config, &settings.resumed))
+                .then(|| Arc::clone(&settings.resumed)),
         })
     }
 
@@ -238,6 +248,13 @@ impl TlsLayer {
                     return Ok(TlsRead::NotTls {
                         letter: buf[0].is_ascii_alphabetic(),
                     });
+                }
+                if let Some(resumed) = self.resumed.take() {
+                    if offers_session(&buf[..n]) {
+                        self.engine = Engine::Rustls(
+                            rustls::ServerConnection::new(resumed).map_err(io::Error::other)?,
+                        );
+                    }
                 }
             }
             let (got, closed) = self.take_records(sock, &buf[..n], input)?;
@@ -491,6 +508,54 @@ impl TlsLayer {
 }
 
 /// The error of a connection whose keys were given to a kernel that then refused them.
+/// Whether `first`, a client's first bytes, hold a ClientHello that offers a session to
+/// resume: one with a `pre_shared_key` extension (RFC 8446 §4.2.11). A hello cut short, split
+/// over records, or malformed counts as offering none; rustls judges it either way.
+fn offers_session(first: &[u8]) -> bool {
+    const CLIENT_HELLO: usize = 1;
+    const PRE_SHARED_KEY: usize = 41;
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = b.split_at_checked(n)?;
+        *b = rest;
+        Some(head)
+    }
+    fn number(b: &mut &[u8], width: usize) -> Option<usize> {
+        Some(
+            take(b, width)?
+                .iter()
+                .fold(0, |n, &x| n << 8 | usize::from(x)),
+        )
+    }
+    /// A vector with a `width`-byte length in front (RFC 8446 §3.4).
+    fn vector<'a>(b: &mut &'a [u8], width: usize) -> Option<&'a [u8]> {
+        let len = number(b, width)?;
+        take(b, len)
+    }
+    let offers = || -> Option<bool> {
+        let mut b = first;
+        take(&mut b, 3)?; // content type, legacy record version
+        let mut record = vector(&mut b, 2)?;
+        if number(&mut record, 1)? != CLIENT_HELLO {
+            return Some(false);
+        }
+        let mut hello = vector(&mut record, 3)?;
+        take(&mut hello, 2 + 32)?; // legacy version, random
+        vector(&mut hello, 1)?; // legacy session id
+        vector(&mut hello, 2)?; // cipher suites
+        vector(&mut hello, 1)?; // compression methods
+        let mut extensions = vector(&mut hello, 2)?;
+        while !extensions.is_empty() {
+            let kind = number(&mut extensions, 2)?;
+            vector(&mut extensions, 2)?;
+            if kind == PRE_SHARED_KEY {
+                return Some(true);
+            }
+        }
+        Some(false)
+    };
+    offers().unwrap_or(false)
+}
+
 fn gone() -> io::Error {
     io::Error::other("the connection's TLS keys are gone")
 }

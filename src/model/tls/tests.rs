@@ -23,6 +23,7 @@ impl Ends {
     fn new() -> Ends {
         let (server, c) = configs(cs::TLS13_AES_128_GCM_SHA256);
         let settings = TlsSettings {
+            resumed: Arc::clone(&server),
             config: server,
             plain_reply: None,
             plain: Vec::new(),
@@ -233,4 +234,54 @@ fn tickets_answer_and_close_notify_leave_in_one_send() {
     let f = e.server_sends_closing(false);
     assert_eq!(f.calls, 1, "{f:?}");
     assert!(e.layer.notify_close(), "nothing queued the close_notify");
+}
+
+#[test]
+fn a_hello_offers_a_session_only_with_a_pre_shared_key() {
+    let (server, c) = configs(cs::TLS13_AES_128_GCM_SHA256);
+    let hello = |client: &mut ClientConnection| {
+        let mut wire = Vec::new();
+        client.write_tls(&mut wire).unwrap();
+        wire
+    };
+    let mut first = client(Arc::clone(&c));
+    let full = hello(&mut first);
+    assert!(
+        !offers_session(&full),
+        "a first hello has no session to offer"
+    );
+    // A handshake through, and the tickets in: the client's next hello offers one of them.
+    let mut srv = rustls::ServerConnection::new(server).unwrap();
+    let mut rd = &full[..];
+    srv.read_tls(&mut rd).unwrap();
+    srv.process_new_packets().unwrap();
+    for _ in 0..2 {
+        let mut wire = Vec::new();
+        while srv.wants_write() {
+            srv.write_tls(&mut wire).unwrap();
+        }
+        let mut rd = &wire[..];
+        while !rd.is_empty() {
+            first.read_tls(&mut rd).unwrap();
+            first.process_new_packets().unwrap();
+        }
+        let back = hello(&mut first);
+        let mut rd = &back[..];
+        while !rd.is_empty() {
+            srv.read_tls(&mut rd).unwrap();
+            srv.process_new_packets().unwrap();
+        }
+    }
+    assert!(!first.is_handshaking() && !srv.is_handshaking());
+    let again = hello(&mut client(c));
+    assert!(offers_session(&again), "a hello with a ticket offers it");
+    // Cut anywhere, the same hello offers nothing that can be read.
+    for cut in [0, 1, 5, 9, 43, again.len() / 2, again.len() - 1] {
+        assert!(!offers_session(&again[..cut]), "cut at {cut}");
+    }
+    // Not a ClientHello (a ServerHello's type), or not a handshake at all.
+    let mut other = again.clone();
+    other[5] = 2;
+    assert!(!offers_session(&other));
+    assert!(!offers_session(b"GET / HTTP/1.1\r\n\r\n"));
 }
