@@ -507,7 +507,6 @@ impl TlsLayer {
     }
 }
 
-/// The error of a connection whose keys were given to a kernel that then refused them.
 /// Whether `first`, a client's first bytes, hold a ClientHello that offers a session to
 /// resume: one with a `pre_shared_key` extension (RFC 8446 §4.2.11). A hello cut short, split
 /// over records, or malformed counts as offering none; rustls judges it either way.
@@ -556,6 +555,7 @@ fn offers_session(first: &[u8]) -> bool {
     offers().unwrap_or(false)
 }
 
+/// The error of a connection whose keys were given to a kernel that then refused them.
 fn gone() -> io::Error {
     io::Error::other("the connection's TLS keys are gone")
 }

@@ -283,3 +283,29 @@ impl Write for TlsStream {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The group of the first key share a ClientHello offers, and its key's length (RFC 8446
+    /// §4.2.8): found as the `key_share` extension (51) whose list length fits its own.
+    fn first_key_share(hello: &[u8]) -> Option<(u16, u16)> {
+        hello.windows(10).find_map(|w| {
+            let be = |i: usize| u16::from_be_bytes([w[i], w[i + 1]]);
+            // type, extension length, client_shares length, then the first entry.
+            (be(0) == 51 && be(2) == be(4) + 2).then(|| (be(6), be(8)))
+        })
+    }
+
+    #[test]
+    fn a_client_hello_leads_with_an_x25519_key_share() {
+        let cfg = config(&Trust::Anyone, &[b"http/1.1"]).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut conn = ClientConnection::new(cfg, name).unwrap();
+        let mut hello = Vec::new();
+        conn.write_tls(&mut hello).unwrap();
+        // X25519 (29) with its 32-byte key, as curl and the browsers send it; not P-384 (24).
+        assert_eq!(first_key_share(&hello), Some((29, 32)), "{hello:02x?}");
+    }
+}
