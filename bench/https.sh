@@ -17,6 +17,11 @@
 #   CPU 1 alone it is the bottleneck and both servers idle part of CPU 0; hence a third row:
 # - new TLS connections, wrk on both CPUs: wrk -t2 on CPUs 0-1, the server still on CPU 0, so
 #   the CPU a server leaves unused goes to the client and the rate is bounded by the server.
+# - new TLS connections at a fixed rate (open loop, OPEN_RATE a second, 1000 by default: under
+#   either server's capacity): `tincan bench http --keepalive off --rate` on CPU 1 (rustls,
+#   resuming as wrk does), each connection timed from when it was due to its answer's last
+#   byte: connect, handshake, request and answer, with no coordinated omission. Its p99 is
+#   what a client opening a connection waits, at a load neither server is behind on.
 # wrk times a request from writing it to reading the answer, so with wrk the bottleneck its
 # latency is mostly its own queue (bench/README, "The handshake row's latency is wrk's
 # queue"). For the two rows of new connections, a second run of 2 s with `tcpdump` (on CPU 1)
@@ -24,6 +29,7 @@
 # packet to the answer packet, is reported as "answer p50/p99 µs".
 # The median of the per-pair ratios (tincan / nginx) is reported: pairs share the machine's
 # state, so the ratio holds up where absolute figures move. Every server is stopped by its pid.
+# MODES="close open" runs those rows alone; OPEN_RATE=1500 sets the open loop's rate;
 # TINCAN_ARGS="--busy-poll 50" adds flags to tincan's command line (to try one against nginx).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -81,9 +87,14 @@ cpu_ticks() { proc_total "$1" stat '{ print $14 + $15 }'; }
 HZ=$(getconf CLK_TCK)
 
 # run SERVER MODE -> "rps p99_ms cpu_us_per_request answer_p50_us answer_p99_us";
-# MODE keep | close | close-shared (the answer's time at the wire is measured for close modes)
+# MODE keep | close | close-shared | open (the answer's time at the wire is measured for the
+# two close modes)
 run() {
     "start_$1"
+    if [ "$2" = open ]; then
+        run_open
+        return
+    fi
     local hdr=() client=(taskset -c 1 wrk -t1)
     [ "$2" != keep ] && hdr=(-H "Connection: close")
     [ "$2" = close-shared ] && client=(taskset -c 0,1 wrk -t2)
@@ -94,7 +105,7 @@ run() {
     outp=$("${client[@]}" -c50 -d"${DUR}s" --latency "${hdr[@]}" "$url" 2>&1)
     t1=$(cpu_ticks "$SRV")
     local wire="- -"
-    if [ "$2" != keep ]; then
+    if [ "$2" = close ] || [ "$2" = close-shared ]; then
         taskset -c 1 tcpdump -Z root -i lo -s 96 -B 32768 -w "$WORK/cap" "tcp port $PORT" \
             2>"$WORK/tcpdump.err" &
         local td=$!
@@ -115,9 +126,32 @@ run() {
 }
 
 
+OPEN_RATE=${OPEN_RATE:-1000}
+# run_open: the open-loop row for the server just started (see the header), as `run` prints it.
+run_open() {
+    local url="https://127.0.0.1:$PORT/1k.txt" t0 t1 outp
+    local load=(taskset -c 1 "$TINCAN" bench http "$url" --keepalive off --rate "$OPEN_RATE"
+        -c 200 -t 1 --insecure --json)
+    t0=$(cpu_ticks "$SRV")
+    outp=$("${load[@]}" -d "$DUR" --warmup 1)
+    t1=$(cpu_ticks "$SRV")
+    stop_srv
+    python3 -c '
+import json, sys
+d = json.loads(sys.argv[1])
+n = d["replies"] or 1
+# The CPU ticks cover the warm-up second too: count its replies at the same rate.
+per = int(sys.argv[2]) * 1e6 / int(sys.argv[3]) / (n + d["replies_per_sec"])
+bad = d["errors"]["total"] + d["unfinished"]
+print("%.1f %.3f %.1f - -" % (d["replies_per_sec"], d["latency_us"]["p99"] / 1000, per))
+if bad > 5:
+    print("open loop: %d errors or unanswered connections" % bad, file=sys.stderr)
+' "$outp" $((t1 - t0)) "$HZ"
+}
+
 echo "| HTTPS 1 KiB, 50 connections | nginx req/s | tincan req/s | ratio | nginx p99 ms | tincan p99 ms | nginx CPU µs/req | tincan CPU µs/req | nginx answer p50/p99 µs | tincan answer p50/p99 µs |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
-for MODE in keep close close-shared; do
+for MODE in ${MODES:-keep close close-shared open}; do
     : >"$WORK/n"; : >"$WORK/t"; : >"$WORK/r"
     for rep in $(seq 1 "$REPS"); do
         if [ $((rep % 2)) -eq 1 ]; then order="nginx tincan"; else order="tincan nginx"; fi
@@ -131,12 +165,13 @@ for MODE in keep close close-shared; do
     col() { cut -d' ' -f"$2" "$WORK/$1" | median; }
     ratio=$(median <"$WORK/r")
     answers=("-" "-")
-    if [ "$MODE" != keep ]; then
+    if [ "$MODE" = close ] || [ "$MODE" = close-shared ]; then
         answers=("$(col n 4)/$(col n 5)" "$(col t 4)/$(col t 5)")
     fi
     case "$MODE" in
         keep) label="keep-alive" ;;
         close) label="new TLS connection each, wrk on CPU 1" ;;
+        open) label="new TLS connection each, $OPEN_RATE a second (open loop, whole connection)" ;;
         *) label="new TLS connection each, wrk on CPUs 0-1 (server-bound)" ;;
     esac
     printf '| %s | %.0f | %.0f | %.2fx | %s | %s | %s | %s | %s | %s |\n' \
