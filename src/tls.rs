@@ -5,7 +5,8 @@
 //!
 //! The configuration: TLS 1.3 and 1.2 only, on rustls's `ring` provider; resumption by tickets
 //! (RFC 8446 §4.6.1, RFC 5077; keys every prefork worker shares: [`tickets`]) and by a
-//! server-side session cache; ALPN as the service asks; 0-RTT off (RFC 8446 §8: early data can
+//! server-side session cache every prefork worker shares too ([`sessions`]); ALPN as the
+//! service asks; 0-RTT off (RFC 8446 §8: early data can
 //! be replayed).
 //!
 //! Certificates can be reread while serving ([`TlsSettings::reload`], on SIGHUP): the new set
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
+use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -27,10 +28,11 @@ use crate::model::TlsSettings;
 
 pub mod acme;
 pub mod client;
+pub mod sessions;
 pub mod tickets;
 
-/// Sessions the server-side cache remembers (for TLS 1.2 clients without tickets); nginx's
-/// `ssl_session_cache shared:SSL:1m` holds about 4000.
+/// Sessions the server-side cache remembers (for TLS 1.2 clients without tickets), in 4 MiB
+/// shared by every worker; nginx's `ssl_session_cache shared:SSL:1m` holds about 4000.
 const SESSION_CACHE: usize = 4096;
 
 /// One `--tls-cert FILE --tls-key FILE` pair.
@@ -276,7 +278,11 @@ fn server_configs(
         .map_err(setup)?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
-    cfg.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
+    // Made here, before prefork's fork, for the same reason as the ticket keys below.
+    cfg.session_storage = Arc::new(
+        sessions::SharedSessions::new(SESSION_CACHE)
+            .map_err(|e| Error::Setup(format!("cannot make the TLS session cache: {e}")))?,
+    );
     // Ticket keys are derived from a secret drawn here, before prefork's fork: every worker
     // opens every worker's tickets, after each rotation too (`tickets`).
     cfg.ticketer = Arc::new(

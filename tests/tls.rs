@@ -744,11 +744,11 @@ fn tls_versions_alpn_sni_and_resumption_as_openssl_sees_them() {
     drop(srv);
 }
 
-/// `openssl s_client` (TLS 1.3, with `args`) asking for /small.txt on a connection the server
-/// then closes: what it printed.
+/// `openssl s_client` (with `args`, which name the version) asking for /small.txt on a
+/// connection the server then closes: what it printed.
 fn s_client_get(pki: &Pki, port: u16, args: &[&str]) -> String {
-    let tls13 = ["-servername", "localhost", "-tls1_3", "-ign_eof"];
-    let mut child = spawn_s_client(pki, port, &[&tls13[..], args].concat());
+    let named = ["-servername", "localhost", "-ign_eof"];
+    let mut child = spawn_s_client(pki, port, &[&named[..], args].concat());
     // With -ign_eof it reads on until the server closes: every ticket is read and printed.
     let mut stdin = child.stdin.take().unwrap();
     stdin
@@ -773,17 +773,24 @@ fn every_prefork_worker_resumes_the_sessions_of_the_others() {
         &[],
     );
     let (srv, port) = start(&args, &pki);
-    let full = s_client_get(&pki, port, &["-sess_out", saved]);
-    assert!(full.contains("New, TLSv1.3"), "{full}");
-    // Each connection lands on a worker by its port's hash: in ten, both workers are all but
-    // sure to be met (one in 2^10 not), and the one that did not make the ticket has sealed
-    // none of its own before the first.
-    for i in 0..10 {
-        let again = s_client_get(&pki, port, &["-sess_in", saved]);
-        assert!(
-            again.contains("Reused, TLSv1.3") && again.contains("200 OK"),
-            "connection {i}: {again}"
-        );
+    // TLS 1.3 sessions travel in tickets (the keys every worker derives alike); TLS 1.2 ones
+    // without tickets by session ID, which the worker that made it keeps in the shared cache.
+    for (version, flags) in [
+        ("TLSv1.3", &["-tls1_3"][..]),
+        ("TLSv1.2", &["-tls1_2", "-no_ticket"][..]),
+    ] {
+        let full = s_client_get(&pki, port, &[flags, &["-sess_out", saved]].concat());
+        assert!(full.contains(&format!("New, {version}")), "{full}");
+        // Each connection lands on a worker by its port's hash: in ten, both workers are all
+        // but sure to be met (one in 2^10 not), and the one that did not make the session has
+        // sealed or stored none of its own before the first.
+        for i in 0..10 {
+            let again = s_client_get(&pki, port, &[flags, &["-sess_in", saved]].concat());
+            assert!(
+                again.contains(&format!("Reused, {version}")) && again.contains("200 OK"),
+                "{version}, connection {i}: {again}"
+            );
+        }
     }
     drop(srv);
 }
@@ -804,7 +811,7 @@ fn two_session_tickets_after_a_full_handshake_and_one_after_a_resumption() {
     for &m in ALL_MODELS {
         let args = support::serve_args(root.path().to_str().unwrap(), m, &[]);
         let (srv, port) = start(&args, &pki);
-        let full = s_client_get(&pki, port, &["-sess_out", a]);
+        let full = s_client_get(&pki, port, &["-tls1_3", "-sess_out", a]);
         assert!(
             full.contains("New, TLSv1.3") && full.contains("200 OK"),
             "{m}: {full}"
@@ -813,7 +820,11 @@ fn two_session_tickets_after_a_full_handshake_and_one_after_a_resumption() {
         // Each resumption is sent one ticket, and the next connection resumes with it.
         let (mut offer, mut keep) = (a, b);
         for round in 0..3 {
-            let again = s_client_get(&pki, port, &["-sess_in", offer, "-sess_out", keep]);
+            let again = s_client_get(
+                &pki,
+                port,
+                &["-tls1_3", "-sess_in", offer, "-sess_out", keep],
+            );
             assert!(again.contains("Reused, TLSv1.3"), "{m} {round}: {again}");
             assert!(again.contains("200 OK"), "{m} {round}: {again}");
             assert_eq!(tickets(&again), 1, "{m} {round}: {again}");
