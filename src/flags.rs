@@ -151,7 +151,7 @@ pub struct ServerArgs {
     /// Speak TLS with a self-signed certificate for localhost, 127.0.0.1 and ::1, made at the
     /// first start and kept in DIR as cert.pem and key.pem (reused after). For trying HTTPS
     /// out: clients must be told to trust DIR/cert.pem (curl --cacert DIR/cert.pem).
-    #[arg(help_heading = heading::TLS, long, value_name = "DIR", conflicts_with = "tls_cert")]
+    #[arg(help_heading = heading::TLS, long, value_name = "DIR", conflicts_with_all = ["tls_cert", "tls_key"])]
     pub tls_self_signed: Option<PathBuf>,
 
     /// Speak TLS with a certificate for DOMAIN from an ACME CA (Let's Encrypt unless
@@ -160,25 +160,27 @@ pub struct ServerArgs {
     /// of its lifetime and swapped in without dropping a connection. The CA validates on port
     /// 80 with `serve --redirect-http :80` (HTTP-01), else on port 443 of the TLS --listen
     /// (TLS-ALPN-01); each DOMAIN must resolve to this host.
-    #[arg(help_heading = heading::TLS, long, value_name = "DOMAIN", conflicts_with_all = ["tls_cert", "tls_self_signed"])]
+    #[arg(help_heading = heading::TLS, long, value_name = "DOMAIN", conflicts_with_all = ["tls_cert", "tls_key", "tls_self_signed"])]
     pub acme: Vec<String>,
 
+    // The --acme-* flags do not carry clap's `requires = "acme"`: `acme` may come from
+    // tincan.toml, which clap never sees. `tls_source` refuses them without it, after the merge.
     /// With --acme: the contact address the CA writes to about expiring certificates.
-    #[arg(help_heading = heading::TLS, long, value_name = "ADDRESS", requires = "acme")]
+    #[arg(help_heading = heading::TLS, long, value_name = "ADDRESS")]
     pub acme_email: Option<String>,
 
     /// With --acme: the CA's ACME directory URL.
-    #[arg(help_heading = heading::TLS, long, value_name = "URL", requires = "acme")]
+    #[arg(help_heading = heading::TLS, long, value_name = "URL")]
     pub acme_directory: Option<String>,
 
     /// With --acme: where the account key and the certificate are kept (account.json,
     /// cert.pem, key.pem), reused across restarts. [default: ./acme]
-    #[arg(help_heading = heading::TLS, long, value_name = "DIR", requires = "acme")]
+    #[arg(help_heading = heading::TLS, long, value_name = "DIR")]
     pub acme_state: Option<PathBuf>,
 
     /// With --acme: trust the CA certificates in FILE (PEM) for the directory's HTTPS instead
     /// of the system's (a test CA such as pebble's).
-    #[arg(help_heading = heading::TLS, long, value_name = "FILE", requires = "acme")]
+    #[arg(help_heading = heading::TLS, long, value_name = "FILE")]
     pub acme_ca: Option<PathBuf>,
 }
 
@@ -359,6 +361,15 @@ impl ServerArgs {
 
     /// Where the TLS certificates come from, if the flags ask for TLS.
     pub fn tls_source(&self) -> crate::error::Result<Option<CertSource>> {
+        if self.acme.is_empty() {
+            if let Some(flag) = self.acme_flag() {
+                return Err(Error::Usage(format!(
+                    "{flag} is about the certificate --acme DOMAIN orders, and no --acme is \
+                     given (nor `acme` in the config file); add --acme DOMAIN or leave out \
+                     {flag}"
+                )));
+            }
+        }
         if !self.acme.is_empty() {
             return self.acme_settings().map(|a| Some(CertSource::Acme(a)));
         }
@@ -391,6 +402,18 @@ impl ServerArgs {
             })
             .collect();
         Ok(Some(CertSource::Files(pairs)))
+    }
+
+    /// The first `--acme-*` flag given (each is about the --acme certificate), if any.
+    pub(crate) fn acme_flag(&self) -> Option<&'static str> {
+        [
+            ("--acme-email", self.acme_email.is_some()),
+            ("--acme-directory", self.acme_directory.is_some()),
+            ("--acme-state", self.acme_state.is_some()),
+            ("--acme-ca", self.acme_ca.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(flag, given)| given.then_some(flag))
     }
 
     /// The `--acme` flags, checked: names a certificate can carry, an https directory.

@@ -307,3 +307,121 @@ fn start_lines_are_urls_for_http_and_addresses_for_echo_and_chat() {
         }
     }
 }
+
+/// `tincan ARGS` with `toml` as its `--config` file, which must refuse to start: exit 2, one
+/// line on stderr, nothing bound; returns that line. `DIR/` in `toml` is `dir`.
+fn refused(dir: &TempDir, toml: &str, args: &[&str]) -> String {
+    let file = dir.path().join("tincan.toml");
+    let here = format!("{}/", dir.path().display());
+    std::fs::write(&file, toml.replace("DIR/", &here)).unwrap();
+    let mut all = args.to_vec();
+    all.extend(["--config", file.to_str().unwrap(), "-l", "127.0.0.1:0"]);
+    let (status, out, err) = run_tincan(&all, b"", Duration::from_secs(10));
+    assert_eq!(status.code(), Some(2), "{toml:?} {args:?}: {out}{err}");
+    assert!(!out.contains("listening on"), "{toml:?} {args:?}: {out}");
+    assert_eq!(err.lines().count(), 1, "{toml:?} {args:?}: {err}");
+    err
+}
+
+#[test]
+fn tls_keys_in_the_config_file_are_refused_together_as_their_flags_are() {
+    let dir = TempDir::new("tls-keys");
+    let root = dir.path().to_str().unwrap();
+    for (toml, words) in [
+        (
+            "tls_cert = \"DIR/c.pem\"\ntls_key = \"DIR/k.pem\"\ntls_self_signed = \"DIR/ss\"\n",
+            &["tls_self_signed cannot be used with tls_cert in the config file"][..],
+        ),
+        (
+            "acme = \"example.org\"\ntls_self_signed = \"DIR/ss\"\n",
+            &["acme cannot be used with tls_self_signed in the config file"],
+        ),
+        (
+            "acme = \"example.org\"\ntls_cert = \"DIR/c.pem\"\ntls_key = \"DIR/k.pem\"\n",
+            &["acme cannot be used with tls_cert in the config file"],
+        ),
+        (
+            "acme_email = \"ops@example.org\"\n",
+            &["acme_email in the config file", "no acme domain"],
+        ),
+        (
+            "tls_self_signed = \"DIR/ss\"\nacme_state = \"DIR/st\"\n",
+            &["acme_state in the config file", "no acme domain"],
+        ),
+        (
+            "tls_cert = \"DIR/c.pem\"\n",
+            &["tls_cert and tls_key in the config file come in pairs"],
+        ),
+        ("hsts = 60\n", &["--hsts needs TLS"]),
+        (
+            "redirect_http = \"127.0.0.1:0\"\n",
+            &["--redirect-http", "needs TLS"],
+        ),
+    ] {
+        for cmd in [&["serve", root][..], &["hello"]] {
+            if cmd[0] == "hello" && toml.starts_with("redirect_http") {
+                continue;
+            }
+            let err = refused(&dir, toml, cmd);
+            for w in words {
+                assert!(err.contains(w), "{toml:?} {cmd:?}: {err}");
+            }
+        }
+    }
+    // The flags as the keys: --acme-email alone, and a key beside another source.
+    let err = refused(
+        &dir,
+        "",
+        &["serve", root, "--acme-email", "ops@example.org"],
+    );
+    assert!(
+        err.contains("--acme-email") && err.contains("no --acme"),
+        "{err}"
+    );
+    let err = refused(
+        &dir,
+        "",
+        &[
+            "serve",
+            root,
+            "--tls-self-signed",
+            root,
+            "--tls-key",
+            "k.pem",
+        ],
+    );
+    assert!(err.contains("cannot be used with '--tls-key"), "{err}");
+}
+
+#[test]
+fn an_acme_domain_in_the_config_file_takes_the_acme_flags_and_the_other_way_round() {
+    use crate::support::{free_port, Server};
+    let dir = TempDir::new("acme-mixed");
+    let root = dir.path().to_str().unwrap();
+    let state = dir.path().join("state");
+    // No CA answers there: the server starts on its stand-in certificate all the same.
+    let nowhere = format!("https://127.0.0.1:{}/dir", free_port());
+    let file = dir.path().join("tincan.toml");
+    for (toml, flags) in [
+        (
+            format!("acme = \"x.tincan.test\"\nacme_directory = \"{nowhere}\"\n"),
+            vec!["--acme-email", "ops@tincan.test"],
+        ),
+        (
+            format!("acme_email = \"ops@tincan.test\"\nacme_directory = \"{nowhere}\"\n"),
+            vec!["--acme", "x.tincan.test"],
+        ),
+    ] {
+        std::fs::write(&file, &toml).unwrap();
+        let mut args = vec!["serve", root, "-l", "127.0.0.1:0", "--access-log", "off"];
+        args.extend(["--config", file.to_str().unwrap()]);
+        args.extend(["--acme-state", state.to_str().unwrap()]);
+        args.extend(flags);
+        let srv = Server::start(&args);
+        assert!(
+            srv.addrs[0].starts_with("https://"),
+            "{toml}: {:?}",
+            srv.addrs
+        );
+    }
+}

@@ -319,7 +319,7 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
         Some(p) => Config::load(p)?,
         None => Config::default(),
     };
-    merge_server_args(&mut args.server, &cfg);
+    merge_server_args(&mut args.server, &cfg)?;
     let root = document_root(args.dir.take(), &cfg)?;
     let limits = args.http.limits(&cfg)?;
     let mut files = args.files.settings(root.clone(), &cfg)?;
