@@ -308,14 +308,17 @@ fn start_lines_are_urls_for_http_and_addresses_for_echo_and_chat() {
     }
 }
 
-/// `tincan ARGS` with `toml` as its `--config` file, which must refuse to start: exit 2, one
+/// `tincan ARGS` with `toml` (if any) as its `--config` file, which must refuse to start: exit 2, one
 /// line on stderr, nothing bound; returns that line. `DIR/` in `toml` is `dir`.
 fn refused(dir: &TempDir, toml: &str, args: &[&str]) -> String {
     let file = dir.path().join("tincan.toml");
     let here = format!("{}/", dir.path().display());
     std::fs::write(&file, toml.replace("DIR/", &here)).unwrap();
     let mut all = args.to_vec();
-    all.extend(["--config", file.to_str().unwrap(), "-l", "127.0.0.1:0"]);
+    if !toml.is_empty() {
+        all.extend(["--config", file.to_str().unwrap()]);
+    }
+    all.extend(["-l", "127.0.0.1:0"]);
     let (status, out, err) = run_tincan(&all, b"", Duration::from_secs(10));
     assert_eq!(status.code(), Some(2), "{toml:?} {args:?}: {out}{err}");
     assert!(!out.contains("listening on"), "{toml:?} {args:?}: {out}");
@@ -423,5 +426,22 @@ fn an_acme_domain_in_the_config_file_takes_the_acme_flags_and_the_other_way_roun
             "{toml}: {:?}",
             srv.addrs
         );
+    }
+}
+
+#[test]
+fn a_refusal_for_want_of_tls_names_every_source_of_certificates_acme_too() {
+    let dir = TempDir::new("want-tls");
+    let root = dir.path().to_str().unwrap();
+    for args in [
+        &["serve", root, "--hsts", "60"][..],
+        &["hello", "--hsts", "60"],
+        &["serve", root, "--redirect-http", "127.0.0.1:0"],
+        &["echo", "--udp", "--tls-self-signed", root],
+    ] {
+        let err = refused(&dir, "", args);
+        for source in ["--tls-cert", "--tls-self-signed", "--acme"] {
+            assert!(err.contains(source), "{args:?}: {err}");
+        }
     }
 }

@@ -153,8 +153,8 @@ impl ServerArgs {
         let opts = self.serve_options()?;
         if self.tls_source()?.is_some() {
             return Err(Error::Usage(
-                "--udp has no TLS (DTLS is not supported); leave out --tls-cert and \
-                 --tls-self-signed"
+                "--udp has no TLS (DTLS is not supported); leave out --tls-cert, \
+                 --tls-self-signed and --acme"
                     .into(),
             ));
         }

@@ -376,8 +376,8 @@ impl HttpArgs {
         if let Some(age) = self.hsts.or(cfg.hsts) {
             if !tls {
                 return Err(Error::Usage(
-                    "--hsts needs TLS (--tls-cert or --tls-self-signed): browsers ignore \
-                     Strict-Transport-Security over plain HTTP"
+                    "--hsts needs TLS (--tls-cert, --tls-self-signed or --acme): browsers \
+                     ignore Strict-Transport-Security over plain HTTP"
                         .into(),
                 ));
             }

@@ -89,8 +89,8 @@ pub struct HttpArgs {
     pub hide_server: bool,
     /// With TLS: tell browsers to use only HTTPS for this host for SECONDS
     /// (`Strict-Transport-Security: max-age=SECONDS`, RFC 6797; 31536000 is a year, 0 makes
-    /// them forget). Refused without --tls-cert or --tls-self-signed: browsers ignore it over
-    /// plain HTTP.
+    /// them forget). Refused without --tls-cert, --tls-self-signed or --acme: browsers ignore
+    /// it over plain HTTP.
     #[arg(help_heading = heading::TLS, long, value_name = "SECONDS")]
     pub hsts: Option<u64>,
     /// Speak HTTP/2 too: `h2` by ALPN on TLS listeners (offered before http/1.1) and h2c with
@@ -435,7 +435,7 @@ fn redirect_listener(addr: Option<String>, tls: bool) -> Result<Vec<crate::net::
     if !tls {
         return Err(Error::Usage(
             "--redirect-http sends clients to https, so it needs TLS: add --tls-cert and \
-             --tls-key, or --tls-self-signed"
+             --tls-key, --tls-self-signed DIR or --acme DOMAIN"
                 .into(),
         ));
     }
