@@ -445,3 +445,29 @@ fn a_refusal_for_want_of_tls_names_every_source_of_certificates_acme_too() {
         }
     }
 }
+
+#[test]
+fn redirect_http_with_only_unix_listeners_is_refused_before_anything_is_printed() {
+    let dir = TempDir::new("redirect-unix");
+    let root = dir.path().to_str().unwrap();
+    let sock = format!("unix:{}/s.sock", dir.path().display());
+    let tls = format!("{root}/tls");
+    let (status, out, err) = run_tincan(
+        &[
+            "serve",
+            root,
+            "-l",
+            &sock,
+            "--tls-self-signed",
+            &tls,
+            "--redirect-http",
+            "127.0.0.1:0",
+        ],
+        b"",
+        Duration::from_secs(10),
+    );
+    assert_eq!(status.code(), Some(2), "{out}{err}");
+    assert_eq!(out, "", "{err}");
+    assert!(err.contains("every --listen is a Unix socket"), "{err}");
+    assert!(!dir.path().join("s.sock").exists());
+}

@@ -351,6 +351,17 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
     let mut options = args.http.options(&cfg, serve_options.model, tls)?;
     options.guard = guard;
     let redirect = redirect_listener(args.redirect_http.or(cfg.redirect_http.clone()), tls)?;
+    // Checked before binding, so that no start line (nor the self-signed hint) comes before
+    // the refusal. Sockets systemd passes are known only once taken: they are checked below.
+    if !redirect.is_empty() && crate::net::activation::pending() == 0 {
+        let addrs = args.server.addresses(DEFAULT_LISTEN)?;
+        if addrs
+            .iter()
+            .all(|a| matches!(a, crate::net::ListenAddr::Unix(_)))
+        {
+            return Err(no_tcp_listen());
+        }
+    }
     let (listeners, mut opts) = glue::setup(
         &args.server,
         DEFAULT_LISTEN,
@@ -405,11 +416,7 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
             _ => None,
         });
         let Some(port) = port else {
-            return Err(Error::Usage(
-                "--redirect-http needs a TCP --listen for TLS to send clients to; every \
-                 --listen is a Unix socket"
-                    .into(),
-            ));
+            return Err(no_tcp_listen());
         };
         let acme = match args.server.tls_source()? {
             Some(crate::tls::CertSource::Acme(a)) => {
@@ -425,6 +432,15 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
         service = service.with_listeners(plain, to, redirect_options);
     }
     glue::serve(listeners, service, &opts)
+}
+
+/// `--redirect-http` with every listener a Unix socket: no port to send clients to.
+fn no_tcp_listen() -> Error {
+    Error::Usage(
+        "--redirect-http needs a TCP --listen for TLS to send clients to; every --listen is a \
+         Unix socket"
+            .into(),
+    )
 }
 
 /// The `--redirect-http` address, checked: it needs TLS to send clients to, and a TCP address.
