@@ -471,3 +471,65 @@ fn redirect_http_with_only_unix_listeners_is_refused_before_anything_is_printed(
     assert!(err.contains("every --listen is a Unix socket"), "{err}");
     assert!(!dir.path().join("s.sock").exists());
 }
+
+#[test]
+fn a_tls_unix_socket_says_so_in_its_start_line_and_its_trust_hint_reaches_it() {
+    use crate::support::{curl, Server};
+    require("curl --version");
+    let dir = TempDir::new("tls-unix");
+    let root = dir.path().to_str().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "a\n").unwrap();
+    let path = format!("{root}/s.sock");
+    let unix = format!("unix:{path}");
+    let tls = format!("{root}/tls");
+    let srv = Server::start(&[
+        "serve",
+        root,
+        "-l",
+        &unix,
+        "--tls-self-signed",
+        &tls,
+        "--access-log",
+        "off",
+    ]);
+    assert_eq!(srv.addrs[0], format!("{unix} (TLS)"));
+    assert_eq!(
+        tincan::commands::start::StartLine::address(&srv.addrs[0]),
+        unix
+    );
+    let hint = srv
+        .stdout
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the self-signed hint");
+    let cacert = format!("{tls}/cert.pem");
+    let want = format!("curl --cacert {cacert} --unix-socket {path} https://localhost/");
+    assert!(hint.ends_with(&format!("({want})")), "{hint}");
+    // The line works as printed (with the path of a file under the root).
+    let mut args: Vec<&str> = want.split(' ').skip(1).collect();
+    args.pop();
+    args.extend([
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "https://localhost/a.txt",
+    ]);
+    let out = curl("the hint", &args);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    // echo's hint is openssl's, reaching the socket by its path too.
+    let echo = Server::start(&[
+        "echo",
+        "-l",
+        &unix.replace("s.sock", "e.sock"),
+        "--tls-self-signed",
+        &tls,
+    ]);
+    assert!(echo.addrs[0].ends_with("e.sock (TLS)"), "{:?}", echo.addrs);
+    let hint = echo.stdout.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(
+        hint.ends_with(&format!(
+            "(openssl s_client -unix {root}/e.sock -CAfile {cacert})"
+        )),
+        "{hint}"
+    );
+}
