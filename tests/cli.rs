@@ -533,3 +533,32 @@ fn a_tls_unix_socket_says_so_in_its_start_line_and_its_trust_hint_reaches_it() {
         "{hint}"
     );
 }
+
+#[test]
+fn upstream_ca_without_an_https_upstream_is_refused_as_the_clients_refuse_tls_ca() {
+    let dir = TempDir::new("upstream-ca");
+    let root = dir.path().to_str().unwrap();
+    let ca = format!("{root}/ca.pem");
+    for extra in [
+        &["--proxy", "/api=http://127.0.0.1:9"][..],
+        &["--proxy", "/api=http://127.0.0.1:9,http://unix:/tmp/x.sock"],
+        &["--cgi", "/cgi-bin=."],
+        &[],
+    ] {
+        let mut args = vec!["serve", root, "--upstream-ca", &ca];
+        args.extend(extra);
+        let err = refused(&dir, "", &args);
+        assert!(
+            err.contains("--upstream-ca is about the upstreams' TLS certificates")
+                && err.contains("no --proxy upstream is https://"),
+            "{extra:?}: {err}"
+        );
+    }
+    // The same from the file.
+    let err = refused(
+        &dir,
+        &format!("upstream_ca = {ca:?}\nproxy = [\"/api=http://127.0.0.1:9\"]\n"),
+        &["serve", root],
+    );
+    assert!(err.contains("no --proxy upstream is https://"), "{err}");
+}

@@ -40,15 +40,27 @@ impl GatewayArgs {
             .upstream_keepalive
             .or(cfg.upstream_keepalive)
             .unwrap_or(defaults.keepalive);
+        let upstream_ca = self.upstream_ca.clone().or_else(|| cfg.upstream_ca.clone());
+        // As the clients refuse --tls-ca where no TLS is spoken: a CA nothing is checked
+        // against is a mistake (an http:// meant as https://), not a setting.
+        let unused_ca = || {
+            Error::Usage(
+                "--upstream-ca is about the upstreams' TLS certificates, and no --proxy upstream \
+                 is https://; write the upstream as https://HOST or leave out --upstream-ca"
+                    .into(),
+            )
+        };
         if proxies.is_empty() && cgis.is_empty() {
-            return Ok(None);
+            return match upstream_ca {
+                Some(_) => Err(unused_ca()),
+                None => Ok(None),
+            };
         }
         let proxies = pairs("proxy", "PREFIX=URL", &proxies)?;
         let cgis: Vec<(String, PathBuf)> = pairs("cgi", "PREFIX=DIR", &cgis)?
             .into_iter()
             .map(|(p, d)| (p, PathBuf::from(d)))
             .collect();
-        let upstream_ca = self.upstream_ca.clone().or_else(|| cfg.upstream_ca.clone());
         let https = proxies
             .iter()
             .flat_map(|(_, urls)| urls.split(','))
@@ -57,6 +69,9 @@ impl GatewayArgs {
                     .get(..8)
                     .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
             });
+        if upstream_ca.is_some() && !https {
+            return Err(unused_ca());
+        }
         let tls = match (&upstream_ca, https) {
             (Some(f), _) => Some(crate::tls::client::config(
                 &crate::tls::client::Trust::File(f.clone()),
