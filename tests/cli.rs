@@ -71,9 +71,9 @@ fn serve_help_groups_its_flags_under_headings_in_the_order_a_user_needs_them() {
             "Arguments:",
             "Options:",
             "Listening:",
+            "TLS:",
             "Concurrency:",
             "Privileges:",
-            "TLS:",
             "Files:",
             "Access control:",
             "Limits:",
@@ -561,4 +561,25 @@ fn upstream_ca_without_an_https_upstream_is_refused_as_the_clients_refuse_tls_ca
         &["serve", root],
     );
     assert!(err.contains("no --proxy upstream is https://"), "{err}");
+}
+
+#[test]
+fn https_shows_in_the_first_screen_of_the_help_and_of_the_changelog() {
+    let out = help(&[], "--help");
+    let first: String = out.lines().take(24).collect::<Vec<_>>().join("\n");
+    assert!(first.contains("HTTPS"), "{first}");
+    let serve = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("serve "))
+        .unwrap();
+    assert!(
+        serve.contains("HTTPS") && serve.contains("HTTP/2"),
+        "{serve}"
+    );
+    let changelog =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/CHANGELOG.md")).unwrap();
+    let top: String = changelog.lines().take(40).collect::<Vec<_>>().join("\n");
+    for want in ["HTTPS", "--acme", "--tls-self-signed"] {
+        assert!(top.contains(want), "{want}:\n{top}");
+    }
 }
