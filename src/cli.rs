@@ -24,7 +24,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Serve a directory over HTTP/1.1 (static files, listings, ranges, compression).
+    /// Serve a directory over HTTP/1.1 and HTTP/2, plain or HTTPS (listings, ranges, gzip).
     Serve(Box<commands::serve::ServeArgs>),
     /// Echo service (RFC 862, TCP and UDP) with a choice of message framings.
     Echo(commands::echo::EchoArgs),

@@ -40,18 +40,20 @@ impl From<bool> for Switch {
     }
 }
 
-/// The headings `--help` groups the server flags under, in the order a new user needs them.
+/// The headings `--help` groups the server flags under, in the order `serve --help` shows
+/// them: where to listen and whether with TLS first, the rest as a new user needs them. Clap
+/// orders headings by their first flag, so the order of the fields decides.
 pub mod heading {
     pub const LISTENING: &str = "Listening";
     pub const TLS: &str = "TLS";
-    pub const FILES: &str = "Files";
-    pub const ACCESS: &str = "Access control";
-    pub const HTTP: &str = "HTTP";
-    pub const LIMITS: &str = "Limits";
-    pub const GATEWAY: &str = "Proxy and CGI";
-    pub const LOGGING: &str = "Logging";
     pub const CONCURRENCY: &str = "Concurrency";
     pub const PRIVILEGES: &str = "Privileges";
+    pub const FILES: &str = "Files";
+    pub const ACCESS: &str = "Access control";
+    pub const LIMITS: &str = "Limits";
+    pub const HTTP: &str = "HTTP";
+    pub const LOGGING: &str = "Logging";
+    pub const GATEWAY: &str = "Proxy and CGI";
 }
 
 /// Flags shared by every server subcommand.
@@ -63,6 +65,62 @@ pub struct ServerArgs {
     /// Repeat for several. Port 0 picks a free port; the bound address is printed first.
     #[arg(help_heading = heading::LISTENING, long = "listen", short = 'l', value_name = "ADDR")]
     pub listen: Vec<String>,
+
+    // TLS comes second in `--help`, after where to listen: its headings follow the order of
+    // the fields.
+    /// Speak TLS (HTTPS for `serve` and `hello`) on every --listen, with this certificate
+    /// chain (PEM, leaf first) and the key given by the --tls-key beside it. Repeat the pair
+    /// for several certificates: each client gets the one whose names match the name it asks
+    /// for (SNI); the first pair serves clients that ask for no name or an unknown one.
+    /// SIGHUP rereads them all (a failure keeps the ones in use), dropping no connection.
+    #[arg(help_heading = heading::TLS, long, value_name = "FILE")]
+    pub tls_cert: Vec<PathBuf>,
+
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of the --tls-cert before it.
+    #[arg(help_heading = heading::TLS, long, value_name = "FILE")]
+    pub tls_key: Vec<PathBuf>,
+
+    /// With TLS: hand each connection's records to the kernel (kernel TLS, `TCP_ULP "tls"`)
+    /// the first time it sends a file, so files leave with sendfile instead of being read and
+    /// encrypted here. Where the kernel has no TLS (no CONFIG_TLS, or the `tls` module is not
+    /// loaded and tincan may not load it) nothing changes. [default: on]
+    #[arg(help_heading = heading::TLS, long, value_enum, value_name = "on|off")]
+    pub kernel_tls: Option<Switch>,
+
+    /// Speak TLS with a self-signed certificate for localhost, 127.0.0.1 and ::1, made at the
+    /// first start and kept in DIR as cert.pem and key.pem (reused after). For trying HTTPS
+    /// out: clients must be told to trust DIR/cert.pem (curl --cacert DIR/cert.pem).
+    #[arg(help_heading = heading::TLS, long, value_name = "DIR", conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub tls_self_signed: Option<PathBuf>,
+
+    /// Speak TLS with a certificate for DOMAIN from an ACME CA (Let's Encrypt unless
+    /// --acme-directory says otherwise). Repeat for more names on the same certificate. It is
+    /// ordered at start when --acme-state holds none, renewed in the background at two thirds
+    /// of its lifetime and swapped in without dropping a connection. The CA validates on port
+    /// 80 with `serve --redirect-http :80` (HTTP-01), else on port 443 of the TLS --listen
+    /// (TLS-ALPN-01); each DOMAIN must resolve to this host.
+    #[arg(help_heading = heading::TLS, long, value_name = "DOMAIN", conflicts_with_all = ["tls_cert", "tls_key", "tls_self_signed"])]
+    pub acme: Vec<String>,
+
+    // The --acme-* flags do not carry clap's `requires = "acme"`: `acme` may come from
+    // tincan.toml, which clap never sees. `tls_source` refuses them without it, after the merge.
+    /// With --acme: the contact address the CA writes to about expiring certificates.
+    #[arg(help_heading = heading::TLS, long, value_name = "ADDRESS")]
+    pub acme_email: Option<String>,
+
+    /// With --acme: the CA's ACME directory URL.
+    #[arg(help_heading = heading::TLS, long, value_name = "URL")]
+    pub acme_directory: Option<String>,
+
+    /// With --acme: where the account key and the certificate are kept (account.json,
+    /// cert.pem, key.pem), reused across restarts. [default: ./acme]
+    #[arg(help_heading = heading::TLS, long, value_name = "DIR")]
+    pub acme_state: Option<PathBuf>,
+
+    /// With --acme: trust the CA certificates in FILE (PEM) for the directory's HTTPS instead
+    /// of the system's (a test CA such as pebble's).
+    #[arg(help_heading = heading::TLS, long, value_name = "FILE")]
+    pub acme_ca: Option<PathBuf>,
 
     /// Concurrency model.
     #[arg(help_heading = heading::CONCURRENCY, long, value_parser = model_parser())]
@@ -128,58 +186,6 @@ pub struct ServerArgs {
     /// unchanged]
     #[arg(help_heading = heading::PRIVILEGES, long, value_name = "OCTAL")]
     pub umask: Option<String>,
-
-    /// Speak TLS (HTTPS for `serve` and `hello`) on every --listen, with this certificate
-    /// chain (PEM, leaf first) and the key given by the --tls-key beside it. Repeat the pair
-    /// for several certificates: each client gets the one whose names match the name it asks
-    /// for (SNI); the first pair serves clients that ask for no name or an unknown one.
-    /// SIGHUP rereads them all (a failure keeps the ones in use), dropping no connection.
-    #[arg(help_heading = heading::TLS, long, value_name = "FILE")]
-    pub tls_cert: Vec<PathBuf>,
-
-    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of the --tls-cert before it.
-    #[arg(help_heading = heading::TLS, long, value_name = "FILE")]
-    pub tls_key: Vec<PathBuf>,
-
-    /// With TLS: hand each connection's records to the kernel (kernel TLS, `TCP_ULP "tls"`)
-    /// the first time it sends a file, so files leave with sendfile instead of being read and
-    /// encrypted here. Where the kernel has no TLS (no CONFIG_TLS, or the `tls` module is not
-    /// loaded and tincan may not load it) nothing changes. [default: on]
-    #[arg(help_heading = heading::TLS, long, value_enum, value_name = "on|off")]
-    pub kernel_tls: Option<Switch>,
-
-    /// Speak TLS with a self-signed certificate for localhost, 127.0.0.1 and ::1, made at the
-    /// first start and kept in DIR as cert.pem and key.pem (reused after). For trying HTTPS
-    /// out: clients must be told to trust DIR/cert.pem (curl --cacert DIR/cert.pem).
-    #[arg(help_heading = heading::TLS, long, value_name = "DIR", conflicts_with = "tls_cert")]
-    pub tls_self_signed: Option<PathBuf>,
-
-    /// Speak TLS with a certificate for DOMAIN from an ACME CA (Let's Encrypt unless
-    /// --acme-directory says otherwise). Repeat for more names on the same certificate. It is
-    /// ordered at start when --acme-state holds none, renewed in the background at two thirds
-    /// of its lifetime and swapped in without dropping a connection. The CA validates on port
-    /// 80 with `serve --redirect-http :80` (HTTP-01), else on port 443 of the TLS --listen
-    /// (TLS-ALPN-01); each DOMAIN must resolve to this host.
-    #[arg(help_heading = heading::TLS, long, value_name = "DOMAIN", conflicts_with_all = ["tls_cert", "tls_self_signed"])]
-    pub acme: Vec<String>,
-
-    /// With --acme: the contact address the CA writes to about expiring certificates.
-    #[arg(help_heading = heading::TLS, long, value_name = "ADDRESS", requires = "acme")]
-    pub acme_email: Option<String>,
-
-    /// With --acme: the CA's ACME directory URL.
-    #[arg(help_heading = heading::TLS, long, value_name = "URL", requires = "acme")]
-    pub acme_directory: Option<String>,
-
-    /// With --acme: where the account key and the certificate are kept (account.json,
-    /// cert.pem, key.pem), reused across restarts. [default: ./acme]
-    #[arg(help_heading = heading::TLS, long, value_name = "DIR", requires = "acme")]
-    pub acme_state: Option<PathBuf>,
-
-    /// With --acme: trust the CA certificates in FILE (PEM) for the directory's HTTPS instead
-    /// of the system's (a test CA such as pebble's).
-    #[arg(help_heading = heading::TLS, long, value_name = "FILE", requires = "acme")]
-    pub acme_ca: Option<PathBuf>,
 }
 
 /// The `[default: …]` `--help` shows for the server flags whose default is the library's own,
@@ -359,6 +365,15 @@ impl ServerArgs {
 
     /// Where the TLS certificates come from, if the flags ask for TLS.
     pub fn tls_source(&self) -> crate::error::Result<Option<CertSource>> {
+        if self.acme.is_empty() {
+            if let Some(flag) = self.acme_flag() {
+                return Err(Error::Usage(format!(
+                    "{flag} is about the certificate --acme DOMAIN orders, and no --acme is \
+                     given (nor `acme` in the config file); add --acme DOMAIN or leave out \
+                     {flag}"
+                )));
+            }
+        }
         if !self.acme.is_empty() {
             return self.acme_settings().map(|a| Some(CertSource::Acme(a)));
         }
@@ -391,6 +406,18 @@ impl ServerArgs {
             })
             .collect();
         Ok(Some(CertSource::Files(pairs)))
+    }
+
+    /// The first `--acme-*` flag given (each is about the --acme certificate), if any.
+    pub(crate) fn acme_flag(&self) -> Option<&'static str> {
+        [
+            ("--acme-email", self.acme_email.is_some()),
+            ("--acme-directory", self.acme_directory.is_some()),
+            ("--acme-state", self.acme_state.is_some()),
+            ("--acme-ca", self.acme_ca.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(flag, given)| given.then_some(flag))
     }
 
     /// The `--acme` flags, checked: names a certificate can carry, an https directory.

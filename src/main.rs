@@ -110,8 +110,8 @@ fn guessed_flag(flag: &str, help: &str) -> Option<&'static str> {
     let name = flag.split('=').next().unwrap_or(flag);
     match name {
         "--tls" | "--ssl" | "--https" if is_server => Some(
-            "TLS is turned on by giving a certificate: --tls-cert FILE --tls-key FILE, or \
-             --tls-self-signed DIR",
+            "TLS is turned on by giving a certificate: --tls-cert FILE --tls-key FILE, \
+             --tls-self-signed DIR or --acme DOMAIN",
         ),
         "--port" | "-p" if is_server => Some(
             "give the port with --listen (-l): -l 8080 on 127.0.0.1, -l :8080 on every interface",

@@ -71,9 +71,9 @@ fn serve_help_groups_its_flags_under_headings_in_the_order_a_user_needs_them() {
             "Arguments:",
             "Options:",
             "Listening:",
+            "TLS:",
             "Concurrency:",
             "Privileges:",
-            "TLS:",
             "Files:",
             "Access control:",
             "Limits:",
@@ -305,5 +305,281 @@ fn start_lines_are_urls_for_http_and_addresses_for_echo_and_chat() {
             bare.parse::<std::net::SocketAddr>()
                 .unwrap_or_else(|e| panic!("{args:?}: {line}: {e}"));
         }
+    }
+}
+
+/// `tincan ARGS` with `toml` (if any) as its `--config` file, which must refuse to start: exit 2, one
+/// line on stderr, nothing bound; returns that line. `DIR/` in `toml` is `dir`.
+fn refused(dir: &TempDir, toml: &str, args: &[&str]) -> String {
+    let file = dir.path().join("tincan.toml");
+    let here = format!("{}/", dir.path().display());
+    std::fs::write(&file, toml.replace("DIR/", &here)).unwrap();
+    let mut all = args.to_vec();
+    if !toml.is_empty() {
+        all.extend(["--config", file.to_str().unwrap()]);
+    }
+    all.extend(["-l", "127.0.0.1:0"]);
+    let (status, out, err) = run_tincan(&all, b"", Duration::from_secs(10));
+    assert_eq!(status.code(), Some(2), "{toml:?} {args:?}: {out}{err}");
+    assert!(!out.contains("listening on"), "{toml:?} {args:?}: {out}");
+    assert_eq!(err.lines().count(), 1, "{toml:?} {args:?}: {err}");
+    err
+}
+
+#[test]
+fn tls_keys_in_the_config_file_are_refused_together_as_their_flags_are() {
+    let dir = TempDir::new("tls-keys");
+    let root = dir.path().to_str().unwrap();
+    for (toml, words) in [
+        (
+            "tls_cert = \"DIR/c.pem\"\ntls_key = \"DIR/k.pem\"\ntls_self_signed = \"DIR/ss\"\n",
+            &["tls_self_signed cannot be used with tls_cert in the config file"][..],
+        ),
+        (
+            "acme = \"example.org\"\ntls_self_signed = \"DIR/ss\"\n",
+            &["acme cannot be used with tls_self_signed in the config file"],
+        ),
+        (
+            "acme = \"example.org\"\ntls_cert = \"DIR/c.pem\"\ntls_key = \"DIR/k.pem\"\n",
+            &["acme cannot be used with tls_cert in the config file"],
+        ),
+        (
+            "acme_email = \"ops@example.org\"\n",
+            &["acme_email in the config file", "no acme domain"],
+        ),
+        (
+            "tls_self_signed = \"DIR/ss\"\nacme_state = \"DIR/st\"\n",
+            &["acme_state in the config file", "no acme domain"],
+        ),
+        (
+            "tls_cert = \"DIR/c.pem\"\n",
+            &["tls_cert and tls_key in the config file come in pairs"],
+        ),
+        ("hsts = 60\n", &["--hsts needs TLS"]),
+        (
+            "redirect_http = \"127.0.0.1:0\"\n",
+            &["--redirect-http", "needs TLS"],
+        ),
+    ] {
+        for cmd in [&["serve", root][..], &["hello"]] {
+            if cmd[0] == "hello" && toml.starts_with("redirect_http") {
+                continue;
+            }
+            let err = refused(&dir, toml, cmd);
+            for w in words {
+                assert!(err.contains(w), "{toml:?} {cmd:?}: {err}");
+            }
+        }
+    }
+    // The flags as the keys: --acme-email alone, and a key beside another source.
+    let err = refused(
+        &dir,
+        "",
+        &["serve", root, "--acme-email", "ops@example.org"],
+    );
+    assert!(
+        err.contains("--acme-email") && err.contains("no --acme"),
+        "{err}"
+    );
+    let err = refused(
+        &dir,
+        "",
+        &[
+            "serve",
+            root,
+            "--tls-self-signed",
+            root,
+            "--tls-key",
+            "k.pem",
+        ],
+    );
+    assert!(err.contains("cannot be used with '--tls-key"), "{err}");
+}
+
+#[test]
+fn an_acme_domain_in_the_config_file_takes_the_acme_flags_and_the_other_way_round() {
+    use crate::support::{free_port, Server};
+    let dir = TempDir::new("acme-mixed");
+    let root = dir.path().to_str().unwrap();
+    let state = dir.path().join("state");
+    // No CA answers there: the server starts on its stand-in certificate all the same.
+    let nowhere = format!("https://127.0.0.1:{}/dir", free_port());
+    let file = dir.path().join("tincan.toml");
+    for (toml, flags) in [
+        (
+            format!("acme = \"x.tincan.test\"\nacme_directory = \"{nowhere}\"\n"),
+            vec!["--acme-email", "ops@tincan.test"],
+        ),
+        (
+            format!("acme_email = \"ops@tincan.test\"\nacme_directory = \"{nowhere}\"\n"),
+            vec!["--acme", "x.tincan.test"],
+        ),
+    ] {
+        std::fs::write(&file, &toml).unwrap();
+        let mut args = vec!["serve", root, "-l", "127.0.0.1:0", "--access-log", "off"];
+        args.extend(["--config", file.to_str().unwrap()]);
+        args.extend(["--acme-state", state.to_str().unwrap()]);
+        args.extend(flags);
+        let srv = Server::start(&args);
+        assert!(
+            srv.addrs[0].starts_with("https://"),
+            "{toml}: {:?}",
+            srv.addrs
+        );
+    }
+}
+
+#[test]
+fn a_refusal_for_want_of_tls_names_every_source_of_certificates_acme_too() {
+    let dir = TempDir::new("want-tls");
+    let root = dir.path().to_str().unwrap();
+    for args in [
+        &["serve", root, "--hsts", "60"][..],
+        &["hello", "--hsts", "60"],
+        &["serve", root, "--redirect-http", "127.0.0.1:0"],
+        &["echo", "--udp", "--tls-self-signed", root],
+    ] {
+        let err = refused(&dir, "", args);
+        for source in ["--tls-cert", "--tls-self-signed", "--acme"] {
+            assert!(err.contains(source), "{args:?}: {err}");
+        }
+    }
+}
+
+#[test]
+fn redirect_http_with_only_unix_listeners_is_refused_before_anything_is_printed() {
+    let dir = TempDir::new("redirect-unix");
+    let root = dir.path().to_str().unwrap();
+    let sock = format!("unix:{}/s.sock", dir.path().display());
+    let tls = format!("{root}/tls");
+    let (status, out, err) = run_tincan(
+        &[
+            "serve",
+            root,
+            "-l",
+            &sock,
+            "--tls-self-signed",
+            &tls,
+            "--redirect-http",
+            "127.0.0.1:0",
+        ],
+        b"",
+        Duration::from_secs(10),
+    );
+    assert_eq!(status.code(), Some(2), "{out}{err}");
+    assert_eq!(out, "", "{err}");
+    assert!(err.contains("every --listen is a Unix socket"), "{err}");
+    assert!(!dir.path().join("s.sock").exists());
+}
+
+#[test]
+fn a_tls_unix_socket_says_so_in_its_start_line_and_its_trust_hint_reaches_it() {
+    use crate::support::{curl, Server};
+    require("curl --version");
+    let dir = TempDir::new("tls-unix");
+    let root = dir.path().to_str().unwrap();
+    std::fs::write(dir.path().join("a.txt"), "a\n").unwrap();
+    let path = format!("{root}/s.sock");
+    let unix = format!("unix:{path}");
+    let tls = format!("{root}/tls");
+    let srv = Server::start(&[
+        "serve",
+        root,
+        "-l",
+        &unix,
+        "--tls-self-signed",
+        &tls,
+        "--access-log",
+        "off",
+    ]);
+    assert_eq!(srv.addrs[0], format!("{unix} (TLS)"));
+    assert_eq!(
+        tincan::commands::start::StartLine::address(&srv.addrs[0]),
+        unix
+    );
+    let hint = srv
+        .stdout
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the self-signed hint");
+    let cacert = format!("{tls}/cert.pem");
+    let want = format!("curl --cacert {cacert} --unix-socket {path} https://localhost/");
+    assert!(hint.ends_with(&format!("({want})")), "{hint}");
+    // The line works as printed (with the path of a file under the root).
+    let mut args: Vec<&str> = want.split(' ').skip(1).collect();
+    args.pop();
+    args.extend([
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "https://localhost/a.txt",
+    ]);
+    let out = curl("the hint", &args);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    // echo's hint is openssl's, reaching the socket by its path too.
+    let echo = Server::start(&[
+        "echo",
+        "-l",
+        &unix.replace("s.sock", "e.sock"),
+        "--tls-self-signed",
+        &tls,
+    ]);
+    assert!(echo.addrs[0].ends_with("e.sock (TLS)"), "{:?}", echo.addrs);
+    let hint = echo.stdout.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(
+        hint.ends_with(&format!(
+            "(openssl s_client -unix {root}/e.sock -CAfile {cacert})"
+        )),
+        "{hint}"
+    );
+}
+
+#[test]
+fn upstream_ca_without_an_https_upstream_is_refused_as_the_clients_refuse_tls_ca() {
+    let dir = TempDir::new("upstream-ca");
+    let root = dir.path().to_str().unwrap();
+    let ca = format!("{root}/ca.pem");
+    for extra in [
+        &["--proxy", "/api=http://127.0.0.1:9"][..],
+        &["--proxy", "/api=http://127.0.0.1:9,http://unix:/tmp/x.sock"],
+        &["--cgi", "/cgi-bin=."],
+        &[],
+    ] {
+        let mut args = vec!["serve", root, "--upstream-ca", &ca];
+        args.extend(extra);
+        let err = refused(&dir, "", &args);
+        assert!(
+            err.contains("--upstream-ca is about the upstreams' TLS certificates")
+                && err.contains("no --proxy upstream is https://"),
+            "{extra:?}: {err}"
+        );
+    }
+    // The same from the file.
+    let err = refused(
+        &dir,
+        &format!("upstream_ca = {ca:?}\nproxy = [\"/api=http://127.0.0.1:9\"]\n"),
+        &["serve", root],
+    );
+    assert!(err.contains("no --proxy upstream is https://"), "{err}");
+}
+
+#[test]
+fn https_shows_in_the_first_screen_of_the_help_and_of_the_changelog() {
+    let out = help(&[], "--help");
+    let first: String = out.lines().take(24).collect::<Vec<_>>().join("\n");
+    assert!(first.contains("HTTPS"), "{first}");
+    let serve = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("serve "))
+        .unwrap();
+    assert!(
+        serve.contains("HTTPS") && serve.contains("HTTP/2"),
+        "{serve}"
+    );
+    let changelog =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/CHANGELOG.md")).unwrap();
+    let top: String = changelog.lines().take(40).collect::<Vec<_>>().join("\n");
+    for want in ["HTTPS", "--acme", "--tls-self-signed"] {
+        assert!(top.contains(want), "{want}:\n{top}");
     }
 }

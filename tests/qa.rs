@@ -479,7 +479,8 @@ fn an_unknown_flag_is_called_unknown_with_what_to_write_instead() {
         (
             &["serve", "--tls"][..],
             "tincan: unknown flag '--tls'; TLS is turned on by giving a certificate: \
-             --tls-cert FILE --tls-key FILE, or --tls-self-signed DIR; see 'tincan serve --help'",
+             --tls-cert FILE --tls-key FILE, --tls-self-signed DIR or --acme DOMAIN; see \
+             'tincan serve --help'",
         ),
         (
             &["echo", "--port", "7"],

@@ -37,7 +37,7 @@ pub fn run(mut args: HelloArgs) -> Result<()> {
         Some(p) => Config::load(p)?,
         None => Config::default(),
     };
-    merge_server_args(&mut args.server, &cfg);
+    merge_server_args(&mut args.server, &cfg)?;
     let limits = args.http.limits(&cfg)?;
     // Checked (and the access log opened) before binding: no `listening on` before an error.
     let mut options = args.http.options(

@@ -126,17 +126,25 @@ impl ServerArgs {
         }
         if let Some(CertSource::SelfSigned(dir)) = &source {
             let cert = dir.join("cert.pem");
-            let port = listeners.iter().find_map(|l| {
-                let a = l.local_addr_string();
-                a.rsplit_once(':').map(|(_, p)| p.to_string())
-            });
-            let port = port.unwrap_or_default();
             let c = cert.display();
-            // HTTP clients take a CA file; other clients are shown with openssl's.
-            let how = if app.plain_reply.is_some() {
-                format!("curl --cacert {c} https://localhost:{port}/")
-            } else {
-                format!("openssl s_client -connect localhost:{port} -CAfile {c}")
+            // Shown for the first listener, a TLS one (the plain ones come after them).
+            let first = listeners[0].local_addr_string();
+            let http = app.plain_reply.is_some();
+            // HTTP clients take a CA file; other clients are shown with openssl's. A Unix
+            // socket is reached by its path, under the name the certificate carries.
+            let how = match (first.strip_prefix("unix:"), http) {
+                (Some(path), true) => {
+                    format!("curl --cacert {c} --unix-socket {path} https://localhost/")
+                }
+                (Some(path), false) => format!("openssl s_client -unix {path} -CAfile {c}"),
+                (None, _) => {
+                    let port = first.rsplit_once(':').map_or("", |(_, p)| p);
+                    if http {
+                        format!("curl --cacert {c} https://localhost:{port}/")
+                    } else {
+                        format!("openssl s_client -connect localhost:{port} -CAfile {c}")
+                    }
+                }
             };
             say(&format!(
                 "the certificate is self-signed: trust {c} ({how})"
@@ -153,8 +161,8 @@ impl ServerArgs {
         let opts = self.serve_options()?;
         if self.tls_source()?.is_some() {
             return Err(Error::Usage(
-                "--udp has no TLS (DTLS is not supported); leave out --tls-cert and \
-                 --tls-self-signed"
+                "--udp has no TLS (DTLS is not supported); leave out --tls-cert, \
+                 --tls-self-signed and --acme"
                     .into(),
             ));
         }
@@ -206,10 +214,15 @@ pub enum StartLine {
 impl StartLine {
     /// The text after `listening on ` for a listener at `addr` (`HOST:PORT`, `[V6]:PORT` or
     /// `unix:/path`), speaking TLS or not. A Unix socket stays `unix:/path` (curl
-    /// --unix-socket, socat UNIX-CONNECT).
+    /// --unix-socket, socat UNIX-CONNECT take the path, no scheme), and over TLS
+    /// [`UNIX_TLS`](Self::UNIX_TLS) follows it.
     pub fn line(self, addr: &str, tls: bool) -> String {
         if addr.starts_with("unix:") {
-            return addr.to_string();
+            return if tls {
+                format!("{addr}{}", Self::UNIX_TLS)
+            } else {
+                addr.to_string()
+            };
         }
         match (self, tls) {
             (StartLine::Url, false) => format!("http://{addr}"),
@@ -219,8 +232,13 @@ impl StartLine {
         }
     }
 
+    /// What follows a Unix socket's address in its start line when it speaks TLS: a path has
+    /// no scheme to say so with, and the address before it stays whole.
+    pub const UNIX_TLS: &'static str = " (TLS)";
+
     /// The `HOST:PORT` (or `unix:/path`) in a start line's text: what scripts connect to.
     pub fn address(text: &str) -> &str {
+        let text = text.strip_suffix(Self::UNIX_TLS).unwrap_or(text);
         ["http://", "https://", "tls://"]
             .iter()
             .find_map(|s| text.strip_prefix(s))

@@ -40,15 +40,27 @@ impl GatewayArgs {
             .upstream_keepalive
             .or(cfg.upstream_keepalive)
             .unwrap_or(defaults.keepalive);
+        let upstream_ca = self.upstream_ca.clone().or_else(|| cfg.upstream_ca.clone());
+        // As the clients refuse --tls-ca where no TLS is spoken: a CA nothing is checked
+        // against is a mistake (an http:// meant as https://), not a setting.
+        let unused_ca = || {
+            Error::Usage(
+                "--upstream-ca is about the upstreams' TLS certificates, and no --proxy upstream \
+                 is https://; write the upstream as https://HOST or leave out --upstream-ca"
+                    .into(),
+            )
+        };
         if proxies.is_empty() && cgis.is_empty() {
-            return Ok(None);
+            return match upstream_ca {
+                Some(_) => Err(unused_ca()),
+                None => Ok(None),
+            };
         }
         let proxies = pairs("proxy", "PREFIX=URL", &proxies)?;
         let cgis: Vec<(String, PathBuf)> = pairs("cgi", "PREFIX=DIR", &cgis)?
             .into_iter()
             .map(|(p, d)| (p, PathBuf::from(d)))
             .collect();
-        let upstream_ca = self.upstream_ca.clone().or_else(|| cfg.upstream_ca.clone());
         let https = proxies
             .iter()
             .flat_map(|(_, urls)| urls.split(','))
@@ -57,6 +69,9 @@ impl GatewayArgs {
                     .get(..8)
                     .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
             });
+        if upstream_ca.is_some() && !https {
+            return Err(unused_ca());
+        }
         let tls = match (&upstream_ca, https) {
             (Some(f), _) => Some(crate::tls::client::config(
                 &crate::tls::client::Trust::File(f.clone()),
@@ -155,7 +170,13 @@ pub struct FileSettings {
 }
 
 /// Fill the shared server flags the command line left unset from the config file.
-pub fn merge_server_args(s: &mut ServerArgs, cfg: &Config) {
+///
+/// Certificates come from the flags or from the file, never half from each: a source on the
+/// command line (`--tls-cert`/`--tls-key`, `--tls-self-signed`, `--acme`) replaces the file's,
+/// and the file's `acme_*` keys with it. Otherwise the `acme_*` settings are taken one by one,
+/// flag over key, so `acme` in the file and `--acme-email` on the command line make one. Clap
+/// never sees the file, so its TLS keys are checked here as clap checks the flags.
+pub fn merge_server_args(s: &mut ServerArgs, cfg: &Config) -> Result<()> {
     if s.listen.is_empty() {
         if let Some(l) = &cfg.listen {
             s.listen = l.clone().into_vec();
@@ -175,12 +196,12 @@ pub fn merge_server_args(s: &mut ServerArgs, cfg: &Config) {
     s.group = s.group.clone().or_else(|| cfg.group.clone());
     s.umask = s.umask.clone().or_else(|| cfg.umask.clone());
     s.kernel_tls = s.kernel_tls.or(cfg.kernel_tls.map(Switch::from));
-    // Certificates come from the flags or from the file, never half from each.
-    if s.tls_cert.is_empty()
-        && s.tls_key.is_empty()
-        && s.tls_self_signed.is_none()
-        && s.acme.is_empty()
-    {
+    tls_keys(cfg)?;
+    let flags_source = !s.tls_cert.is_empty()
+        || !s.tls_key.is_empty()
+        || s.tls_self_signed.is_some()
+        || !s.acme.is_empty();
+    if !flags_source {
         let paths = |v: &Option<crate::config::OneOrMany>| -> Vec<PathBuf> {
             v.clone()
                 .map(|v| v.into_vec().into_iter().map(PathBuf::from).collect())
@@ -190,11 +211,75 @@ pub fn merge_server_args(s: &mut ServerArgs, cfg: &Config) {
         s.tls_key = paths(&cfg.tls_key);
         s.tls_self_signed = cfg.tls_self_signed.clone();
         s.acme = cfg.acme.clone().map(|v| v.into_vec()).unwrap_or_default();
-        s.acme_email = cfg.acme_email.clone();
-        s.acme_directory = cfg.acme_directory.clone();
-        s.acme_state = cfg.acme_state.clone();
-        s.acme_ca = cfg.acme_ca.clone();
     }
+    if flags_source && s.acme.is_empty() && cfg.acme.is_some() {
+        // The file's ACME certificate was replaced whole by the command line's source.
+        return Ok(());
+    }
+    if s.acme.is_empty() {
+        if let Some(key) = acme_key(cfg) {
+            return Err(Error::Usage(format!(
+                "{key} in the config file is about the certificate `acme` orders, and no acme \
+                 domain is given (nor --acme); add acme = \"DOMAIN\" or leave out {key}"
+            )));
+        }
+    }
+    s.acme_email = s.acme_email.take().or_else(|| cfg.acme_email.clone());
+    s.acme_directory = s
+        .acme_directory
+        .take()
+        .or_else(|| cfg.acme_directory.clone());
+    s.acme_state = s.acme_state.take().or_else(|| cfg.acme_state.clone());
+    s.acme_ca = s.acme_ca.take().or_else(|| cfg.acme_ca.clone());
+    Ok(())
+}
+
+/// The TLS keys of the file, checked alone as clap checks the flags (`conflicts_with` in
+/// [`ServerArgs`]): one source of certificates, and `tls_cert` and `tls_key` in pairs.
+fn tls_keys(cfg: &Config) -> Result<()> {
+    let given = [
+        ("tls_cert", cfg.tls_cert.is_some()),
+        ("tls_key", cfg.tls_key.is_some()),
+        ("tls_self_signed", cfg.tls_self_signed.is_some()),
+        ("acme", cfg.acme.is_some()),
+    ];
+    // The pairs clap refuses together on the command line, the later key first as clap says it.
+    for (key, other) in [
+        ("tls_self_signed", "tls_cert"),
+        ("tls_self_signed", "tls_key"),
+        ("acme", "tls_cert"),
+        ("acme", "tls_key"),
+        ("acme", "tls_self_signed"),
+    ] {
+        let has = |k: &str| given.iter().any(|&(g, on)| g == k && on);
+        if has(key) && has(other) {
+            return Err(Error::Usage(format!(
+                "{key} cannot be used with {other} in the config file: each is a source of \
+                 certificates; keep one"
+            )));
+        }
+    }
+    let count = |v: &Option<crate::config::OneOrMany>| v.clone().map_or(0, |v| v.into_vec().len());
+    let (certs, keys) = (count(&cfg.tls_cert), count(&cfg.tls_key));
+    if certs != keys {
+        return Err(Error::Usage(format!(
+            "tls_cert and tls_key in the config file come in pairs, but it gives {certs} \
+             tls_cert and {keys} tls_key"
+        )));
+    }
+    Ok(())
+}
+
+/// The first `acme_*` key of the file (each is about the `acme` certificate), if any.
+fn acme_key(cfg: &Config) -> Option<&'static str> {
+    [
+        ("acme_email", cfg.acme_email.is_some()),
+        ("acme_directory", cfg.acme_directory.is_some()),
+        ("acme_state", cfg.acme_state.is_some()),
+        ("acme_ca", cfg.acme_ca.is_some()),
+    ]
+    .into_iter()
+    .find_map(|(key, given)| given.then_some(key))
 }
 
 /// `--FLAG` in seconds, more than 0 (the one rule, [`crate::units::seconds`]).
@@ -306,8 +391,8 @@ impl HttpArgs {
         if let Some(age) = self.hsts.or(cfg.hsts) {
             if !tls {
                 return Err(Error::Usage(
-                    "--hsts needs TLS (--tls-cert or --tls-self-signed): browsers ignore \
-                     Strict-Transport-Security over plain HTTP"
+                    "--hsts needs TLS (--tls-cert, --tls-self-signed or --acme): browsers \
+                     ignore Strict-Transport-Security over plain HTTP"
                         .into(),
                 ));
             }

@@ -89,8 +89,8 @@ pub struct HttpArgs {
     pub hide_server: bool,
     /// With TLS: tell browsers to use only HTTPS for this host for SECONDS
     /// (`Strict-Transport-Security: max-age=SECONDS`, RFC 6797; 31536000 is a year, 0 makes
-    /// them forget). Refused without --tls-cert or --tls-self-signed: browsers ignore it over
-    /// plain HTTP.
+    /// them forget). Refused without --tls-cert, --tls-self-signed or --acme: browsers ignore
+    /// it over plain HTTP.
     #[arg(help_heading = heading::TLS, long, value_name = "SECONDS")]
     pub hsts: Option<u64>,
     /// Speak HTTP/2 too: `h2` by ALPN on TLS listeners (offered before http/1.1) and h2c with
@@ -319,7 +319,7 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
         Some(p) => Config::load(p)?,
         None => Config::default(),
     };
-    merge_server_args(&mut args.server, &cfg);
+    merge_server_args(&mut args.server, &cfg)?;
     let root = document_root(args.dir.take(), &cfg)?;
     let limits = args.http.limits(&cfg)?;
     let mut files = args.files.settings(root.clone(), &cfg)?;
@@ -351,6 +351,17 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
     let mut options = args.http.options(&cfg, serve_options.model, tls)?;
     options.guard = guard;
     let redirect = redirect_listener(args.redirect_http.or(cfg.redirect_http.clone()), tls)?;
+    // Checked before binding, so that no start line (nor the self-signed hint) comes before
+    // the refusal. Sockets systemd passes are known only once taken: they are checked below.
+    if !redirect.is_empty() && crate::net::activation::pending() == 0 {
+        let addrs = args.server.addresses(DEFAULT_LISTEN)?;
+        if addrs
+            .iter()
+            .all(|a| matches!(a, crate::net::ListenAddr::Unix(_)))
+        {
+            return Err(no_tcp_listen());
+        }
+    }
     let (listeners, mut opts) = glue::setup(
         &args.server,
         DEFAULT_LISTEN,
@@ -405,11 +416,7 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
             _ => None,
         });
         let Some(port) = port else {
-            return Err(Error::Usage(
-                "--redirect-http needs a TCP --listen for TLS to send clients to; every \
-                 --listen is a Unix socket"
-                    .into(),
-            ));
+            return Err(no_tcp_listen());
         };
         let acme = match args.server.tls_source()? {
             Some(crate::tls::CertSource::Acme(a)) => {
@@ -427,6 +434,15 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
     glue::serve(listeners, service, &opts)
 }
 
+/// `--redirect-http` with every listener a Unix socket: no port to send clients to.
+fn no_tcp_listen() -> Error {
+    Error::Usage(
+        "--redirect-http needs a TCP --listen for TLS to send clients to; every --listen is a \
+         Unix socket"
+            .into(),
+    )
+}
+
 /// The `--redirect-http` address, checked: it needs TLS to send clients to, and a TCP address.
 fn redirect_listener(addr: Option<String>, tls: bool) -> Result<Vec<crate::net::ListenAddr>> {
     let Some(addr) = addr else {
@@ -435,7 +451,7 @@ fn redirect_listener(addr: Option<String>, tls: bool) -> Result<Vec<crate::net::
     if !tls {
         return Err(Error::Usage(
             "--redirect-http sends clients to https, so it needs TLS: add --tls-cert and \
-             --tls-key, or --tls-self-signed"
+             --tls-key, --tls-self-signed DIR or --acme DOMAIN"
                 .into(),
         ));
     }
