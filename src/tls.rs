@@ -85,6 +85,24 @@ fn provider() -> Arc<CryptoProvider> {
     })
 }
 
+/// Why webpki could not read a certificate, as a sentence's end (webpki's own `Display` is
+/// its `Debug`: "TrailingData(SignedData)").
+fn unparsed(e: &webpki::Error) -> String {
+    use webpki::Error as E;
+    match e {
+        E::BadDer | E::TrailingData(_) => {
+            "its DER encoding is broken (a file cut short or edited by hand?)".into()
+        }
+        E::BadDerTime | E::InvalidCertValidity => "its validity dates cannot be read".into(),
+        E::UnsupportedCertVersion => "it is not an X.509 version 3 certificate".into(),
+        E::UnsupportedCriticalExtension => {
+            "it has an extension marked critical that tincan does not know".into()
+        }
+        E::MalformedExtensions | E::ExtensionValueInvalid => "its extensions are malformed".into(),
+        E::InvalidSerialNumber => "its serial number is malformed".into(),
+        other => format!("webpki refuses it ({other:?})"),
+    }
+}
 /// Read one certificate chain and its key; `Err` names the file at fault.
 pub fn load_pair(files: &CertFiles) -> Result<Arc<CertifiedKey>> {
     let cert = &files.cert;
@@ -98,8 +116,9 @@ pub fn load_pair(files: &CertFiles) -> Result<Arc<CertifiedKey>> {
         .map_err(|e| Error::Setup(format!("cannot use the key in {}: {e}", key.display())))?;
     if let Err(e) = webpki::EndEntityCert::try_from(&chain[0]) {
         return Err(Error::Setup(format!(
-            "the first certificate in {} is not a valid X.509 certificate ({e:?})",
-            cert.display()
+            "the first certificate in {} is not a valid X.509 certificate: {}",
+            cert.display(),
+            unparsed(&e)
         )));
     }
     let certified = CertifiedKey::new(chain, signing);

@@ -268,6 +268,98 @@ fn curl_suite(
 /// takes many turns and writable waits) and 1 MiB for the others, which keeps the run short
 /// under emulation. Where the kernel has TLS, its counters prove each connection moved into
 /// it both ways and no record failed to decrypt.
+/// h11, a strict HTTP/1.1 state machine, over Python's `ssl`: a small file, the 10 MiB one, a
+/// range of it, HEAD, a 404 and a last request that closes, all on one kept connection (with
+/// `keep`; iterative turns keep-alive off, so there each answer ends its connection, with a
+/// close_notify). Prints "ok", or what went wrong.
+const PY_H11_TLS: &str = r#"
+import socket, ssl, sys, h11
+ca, port, big_path, keep = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "keep"
+big = open(big_path, "rb").read()
+ctx = ssl.create_default_context(cafile=ca)
+def check(ok, what):
+    if not ok:
+        print("FAIL:", what); sys.exit(1)
+def connect():
+    raw = socket.create_connection(("127.0.0.1", port), timeout=20)
+    return ctx.wrap_socket(raw, server_hostname="localhost"), h11.Connection(h11.CLIENT)
+s, conn = connect()
+def exchange(method, target, headers=()):
+    global s, conn
+    if conn.our_state is not h11.IDLE:
+        if keep:
+            conn.start_next_cycle()
+        else:
+            check(conn.their_state is h11.MUST_CLOSE, f"kept: {conn.states}")
+            # The server ends the connection: close_notify, then EOF (SSLEOFError: none).
+            check(s.recv(1 << 16) == b"", "bytes after a closing answer")
+            s.close()
+            s, conn = connect()
+    hs = [("Host", "localhost")] + list(headers)
+    s.sendall(conn.send(h11.Request(method=method, target=target, headers=hs)))
+    s.sendall(conn.send(h11.EndOfMessage()))
+    resp, body = None, bytearray()
+    while True:
+        ev = conn.next_event()
+        if ev is h11.NEED_DATA:
+            conn.receive_data(s.recv(1 << 16)); continue
+        if isinstance(ev, h11.Response): resp = ev
+        elif isinstance(ev, h11.Data): body += ev.data
+        elif isinstance(ev, h11.EndOfMessage): break
+    return resp, bytes(body)
+def header(resp, name):
+    return dict(resp.headers).get(name.encode().lower(), b"").decode()
+r, b = exchange("GET", "/small.txt")
+check(r.status_code == 200 and b == b"hello over TLS\n", f"small: {r.status_code}")
+r, b = exchange("GET", "/big.bin")
+check(r.status_code == 200 and b == big, f"big: {r.status_code}, {len(b)} bytes")
+r, b = exchange("GET", "/big.bin", [("Range", "bytes=1000000-1000099")])
+check(r.status_code == 206 and b == big[1000000:1000100], f"range: {r.status_code}")
+check(header(r, "content-range") == f"bytes 1000000-1000099/{len(big)}", "content-range")
+r, b = exchange("HEAD", "/big.bin")
+check(r.status_code == 200 and b == b"" and header(r, "content-length") == str(len(big)), "HEAD")
+r, b = exchange("GET", "/missing")
+check(r.status_code == 404, f"missing: {r.status_code}")
+r, b = exchange("GET", "/small.txt", [("Connection", "close")])
+check(r.status_code == 200 and conn.their_state is h11.MUST_CLOSE, "close")
+check(s.recv(1 << 16) == b"", "bytes after a closing answer")
+print("ok")
+"#;
+
+#[test]
+fn h11_over_tls_keeps_one_connection_through_files_ranges_and_errors_under_every_model() {
+    support::require("python3 -c 'import h11'");
+    let pki = Pki::new();
+    let (root, _) = site();
+    let big = root.path().join("big.bin");
+    for &m in ALL_MODELS {
+        let args = support::serve_args(root.path().to_str().unwrap(), m, &[]);
+        let (srv, port) = start(&args, &pki);
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                PY_H11_TLS,
+                &pki.path("ca.pem"),
+                &port.to_string(),
+                big.to_str().unwrap(),
+                if m.0.contains(&"iterative") {
+                    "close"
+                } else {
+                    "keep"
+                },
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "ok",
+            "{m}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        drop(srv);
+    }
+}
+
 #[test]
 fn kernel_tls_files_ranges_and_keep_alive_arrive_intact_in_every_suite_under_every_model() {
     support::require("curl --version");
@@ -839,7 +931,7 @@ fn garbage_handshakes_harm_nobody_else() {
     support::require("curl --version");
     let pki = Pki::new();
     let (root, _) = site();
-    for m in [ALL_MODELS[0], ALL_MODELS[3]] {
+    for &m in ALL_MODELS {
         let args = support::serve_args(root.path().to_str().unwrap(), m, &[]);
         let (srv, port) = start(&args, &pki);
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -875,8 +967,19 @@ fn bad_certificate_files_are_one_line_naming_the_file() {
     let pki = Pki::new();
     let missing = pki.path("missing.pem");
     let (a, ak, bk) = (pki.path("a.pem"), pki.path("a.key"), pki.path("b.key"));
-    let cases: [(&[&str], &str); 4] = [
+    // A PEM block that holds no certificate: DER for SEQUENCE { INTEGER 0 }.
+    let broken = pki.path("broken.pem");
+    std::fs::write(
+        &broken,
+        "-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let cases: [(&[&str], &str); 5] = [
         (&["--tls-cert", &missing, "--tls-key", &ak], "missing.pem"),
+        (
+            &["--tls-cert", &broken, "--tls-key", &ak],
+            "broken.pem is not a valid X.509 certificate: its DER encoding is broken",
+        ),
         (&["--tls-cert", &a, "--tls-key", &bk], "b.key"),
         (&["--tls-cert", &a, "--tls-key", &a], "a.pem"),
         (&["--tls-cert", &a], "pairs"),
@@ -1286,6 +1389,46 @@ fn sighup_rereads_the_certificates_and_open_connections_go_on() {
         let _ = py.wait();
         drop(srv);
     }
+
+    // Iterative serves one connection at a time, so none stays open across its reload: the
+    // connections after the SIGHUP, one by one, get the new certificate.
+    put("a");
+    let tls = [
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    let args = support::serve_args(root.path().to_str().unwrap(), ALL_MODELS[0], &tls);
+    let srv = Server::start(&args);
+    let port = srv.addrs[0].rsplit(':').next().unwrap().to_string();
+    // PY_RELOAD with nothing on its standard input: one connection, its name and its answer.
+    let served = || {
+        let out = Command::new("python3")
+            .args(["-c", PY_RELOAD, &pki.path("ca.pem"), &port])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(served(), "a.test HTTP/1.1 200 OK");
+    put("c");
+    srv.signal(libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = served();
+        if now == "c.test HTTP/1.1 200 OK" {
+            break;
+        }
+        assert_eq!(now, "a.test HTTP/1.1 200 OK");
+        assert!(
+            Instant::now() < deadline,
+            "iterative: still the old certificate"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(srv.stderr().contains("SIGHUP: reread 1 certificate"));
+    drop(srv);
 }
 
 #[test]
@@ -1346,9 +1489,21 @@ fn send_and_talk_speak_tls_to_echo_and_chat() {
         "{err}"
     );
 
-    // Chat: one talk listens, another says hello; both over TLS.
-    let args = ["chat", "--listen", "127.0.0.1:0", "--model", "event"];
-    let (srv, port) = start(&args, &pki);
+    // Chat: one talk listens, another says hello; both over TLS, under every model chat runs
+    // under (iterative and prefork are refused: a room needs every client in one process).
+    for m in [ALL_MODELS[1], ALL_MODELS[3], ALL_MODELS[4], ALL_MODELS[5]] {
+        let mut args = vec!["chat", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(m.0);
+        talk_over_tls(&pki, &args);
+    }
+}
+
+/// A chat server started with `args`: one `talk --tls` hears what another says, and one that
+/// does not trust the test CA is refused with a line naming --tls-ca.
+fn talk_over_tls(pki: &Pki, args: &[&str]) {
+    let ca = pki.path("ca.pem");
+    let m = args.join(" ");
+    let (srv, port) = start(args, pki);
     let to = format!("localhost:{port}");
     let listener = {
         let (to, ca) = (to.clone(), ca.clone());
@@ -1366,17 +1521,17 @@ fn send_and_talk_speak_tls_to_echo_and_chat() {
         b"hello over tls\n",
         Duration::from_secs(20),
     );
-    assert!(status.success(), "{err}");
-    assert!(out.contains(": hello over tls"), "{out}");
+    assert!(status.success(), "{m}: {err}");
+    assert!(out.contains(": hello over tls"), "{m}: {out}");
     let (status, out, err) = listener.join().unwrap();
-    assert!(status.success(), "{err}");
-    assert!(out.contains(": hello over tls"), "{out}");
+    assert!(status.success(), "{m}: {err}");
+    assert!(out.contains(": hello over tls"), "{m}: {out}");
     let (status, _, err) = support::run_tincan(
         &["talk", &to, "--tls", "--wait", "1"],
         b"x\n",
         Duration::from_secs(20),
     );
-    assert!(!status.success() && err.contains("--tls-ca"), "{err}");
+    assert!(!status.success() && err.contains("--tls-ca"), "{m}: {err}");
     drop(srv);
 }
 
