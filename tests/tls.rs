@@ -360,6 +360,67 @@ fn h11_over_tls_keeps_one_connection_through_files_ranges_and_errors_under_every
     }
 }
 
+/// N connections over Python's `ssl` ask for /big.bin and read no more than its head; "stalled"
+/// once they all have it, and they stay open until standard input closes.
+const PY_STALL: &str = r#"
+import socket, ssl, sys
+ca, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ctx = ssl.create_default_context(cafile=ca)
+conns = []
+for _ in range(n):
+    raw = socket.create_connection(("127.0.0.1", port), timeout=20)
+    s = ctx.wrap_socket(raw, server_hostname="localhost")
+    s.sendall(b"GET /big.bin HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    got = b""
+    while b"\r\n\r\n" not in got:
+        got += s.recv(1024)
+    conns.append(s)
+print("stalled", flush=True)
+sys.stdin.read()
+"#;
+
+/// File bodies under TLS are encrypted a piece at a time as the socket takes them: twenty
+/// clients that stop reading the 10 MiB file cost the server little memory (all of it held
+/// would be 200 MiB), and another client is served meanwhile.
+#[test]
+fn stalled_tls_downloads_hold_bounded_memory_and_block_nobody() {
+    use std::io::BufRead;
+    support::require("python3 -c 'import ssl'");
+    let pki = Pki::new();
+    let (root, _) = site();
+    for m in support::concurrent_models() {
+        let args = support::serve_args(root.path().to_str().unwrap(), m, &[]);
+        let (srv, port) = start(&args, &pki);
+        let small = format!("https://localhost:{port}/small.txt");
+        // Every worker has served once (its buffers made) before the measure starts.
+        for _ in 0..4 {
+            let out = curl(&format!("{m}"), &pki, port, &[&small]);
+            assert_eq!(out.stdout, b"hello over TLS\n", "{m}");
+        }
+        let before = support::rss_tree_kib(srv.pid());
+        let mut py = Command::new("python3")
+            .args(["-c", PY_STALL, &pki.path("ca.pem"), &port.to_string(), "20"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(py.stdout.take().unwrap()).lines();
+        assert_eq!(lines.next().unwrap().unwrap(), "stalled", "{m}");
+        // Time for the server to fill what the sockets take, and to stop there.
+        std::thread::sleep(Duration::from_millis(500));
+        let out = curl(&format!("{m}"), &pki, port, &["--max-time", "5", &small]);
+        assert_eq!(
+            out.stdout, b"hello over TLS\n",
+            "{m}: not served beside them"
+        );
+        let grew = support::rss_tree_kib(srv.pid()).saturating_sub(before);
+        assert!(grew < 16 << 10, "{m}: resident memory grew by {grew} KiB");
+        drop(py.stdin.take());
+        let _ = py.wait();
+        drop(srv);
+    }
+}
+
 #[test]
 fn kernel_tls_files_ranges_and_keep_alive_arrive_intact_in_every_suite_under_every_model() {
     support::require("curl --version");
@@ -764,29 +825,37 @@ fn tls_versions_alpn_sni_and_resumption_as_openssl_sees_them() {
     support::require("openssl version");
     let pki = Pki::new();
     let (root, _) = site();
-    let args = support::serve_args(
-        root.path().to_str().unwrap(),
-        ModelFlags(&["--model", "event", "--workers", "1"]),
-        &[],
-    );
-    let (srv, port) = start(&args, &pki);
+    support::require("python3 -c 'import ssl'");
+    for &m in ALL_MODELS {
+        let args = support::serve_args(root.path().to_str().unwrap(), m, &[]);
+        let (srv, port) = start(&args, &pki);
+        versions_alpn_sni_and_resumption(&pki, port, &format!("{m}"));
+        drop(srv);
+    }
+}
+
+/// What `tls_versions_alpn_sni_and_resumption_as_openssl_sees_them` asks of one server.
+fn versions_alpn_sni_and_resumption(pki: &Pki, port: u16, m: &str) {
     for (flag, name) in [("-tls1_2", "TLSv1.2"), ("-tls1_3", "TLSv1.3")] {
         let out = s_client(
-            &pki,
+            pki,
             port,
             &[flag, "-alpn", "http/1.1", "-servername", "localhost"],
         );
         assert!(
             out.contains(&format!("Protocol  : {name}")) || out.contains(&format!("New, {name}")),
-            "{flag}: {out}"
+            "{m} {flag}: {out}"
         );
-        assert!(out.contains("ALPN protocol: http/1.1"), "{flag}: {out}");
-        assert!(out.contains("Verify return code: 0 (ok)"), "{flag}: {out}");
+        assert!(out.contains("ALPN protocol: http/1.1"), "{m} {flag}: {out}");
+        assert!(
+            out.contains("Verify return code: 0 (ok)"),
+            "{m} {flag}: {out}"
+        );
     }
     // SNI picks the second certificate by its names (a wildcard one here); an unknown name
     // and no name at all get the first.
     let out = s_client(
-        &pki,
+        pki,
         port,
         &[
             "-servername",
@@ -797,24 +866,23 @@ fn tls_versions_alpn_sni_and_resumption_as_openssl_sees_them() {
     );
     assert!(
         out.contains("CN = b.test") && out.contains("Verify return code: 0 (ok)"),
-        "{out}"
+        "{m}: {out}"
     );
     for args in [
         &["-servername", "nobody.example"][..],
         &["-noservername"][..],
     ] {
-        let out = s_client(&pki, port, args);
-        assert!(out.contains("CN = a.test"), "{args:?}: {out}");
+        let out = s_client(pki, port, args);
+        assert!(out.contains("CN = a.test"), "{m} {args:?}: {out}");
     }
     // TLS 1.0 and 1.1 are refused.
-    let out = s_client(&pki, port, &["-tls1_1"]);
+    let out = s_client(pki, port, &["-tls1_1"]);
     assert!(
         out.contains("no peer certificate available"),
-        "TLS 1.1 was accepted: {out}"
+        "{m}: TLS 1.1 was accepted: {out}"
     );
     // Resumption, as Python's `ssl` sees it: a request read whole (so the session ticket
     // has arrived), then a second connection offering that session.
-    support::require("python3 -c 'import ssl'");
     for version in ["TLSv1_2", "TLSv1_3"] {
         let out = Command::new("python3")
             .args([
@@ -829,11 +897,10 @@ fn tls_versions_alpn_sni_and_resumption_as_openssl_sees_them() {
         assert_eq!(
             String::from_utf8_lossy(&out.stdout).trim(),
             "False True",
-            "{version}: {}",
+            "{m} {version}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    drop(srv);
 }
 
 /// `openssl s_client` (with `args`, which name the version) asking for /small.txt on a
