@@ -250,11 +250,10 @@ fn acme_tls_alpn01_validates_on_the_tls_listener_without_a_redirect_listener() {
 fn acme_renews_a_short_lived_certificate_and_swaps_it_in() {
     let site = site();
     let root = site.path().to_str().unwrap();
-    for m in [
-        ModelFlags(&["--model", "event", "--workers", "2"]),
-        // The renewal process's SIGHUP reaches every worker through the supervisor.
-        ModelFlags(&["--model", "prefork", "--workers", "2"]),
-    ] {
+    // Under prefork the renewal process's SIGHUP reaches every worker through the supervisor.
+    for &m in MODELS {
+        // Iterative turns keep-alive off: no connection stays open across its renewal.
+        let keeps = !m.0.contains(&"iterative");
         let (tls_port, http_port) = (free_port(), free_port());
         // Valid for 15 s: renewed 10 s after it was issued.
         let pebble = Pebble::start(http_port, tls_port, 15);
@@ -265,8 +264,10 @@ fn acme_renews_a_short_lived_certificate_and_swaps_it_in() {
         wait_log(&srv, "acme: obtained a certificate", 1, m);
         let first = std::fs::read(state.path().join("cert.pem")).unwrap();
         // A keep-alive connection on the first certificate, open across the renewal.
-        let mut kept = KeptTls::open(&pebble.root(), name, tls_port);
-        assert_eq!(kept.get(), "hello over ACME\n", "{m}");
+        let mut kept = keeps.then(|| KeptTls::open(&pebble.root(), name, tls_port));
+        if let Some(kept) = &mut kept {
+            assert_eq!(kept.get(), "hello over ACME\n", "{m}");
+        }
         wait_log(&srv, "acme: renewing the certificate", 1, m);
         wait_log(&srv, "acme: obtained a certificate", 2, m);
         let second = std::fs::read(state.path().join("cert.pem")).unwrap();
@@ -300,11 +301,70 @@ fn acme_renews_a_short_lived_certificate_and_swaps_it_in() {
             fetch(m, &pebble.root(), name, tls_port),
             "hello over ACME\n"
         );
+        if let Some(kept) = &mut kept {
+            assert_eq!(
+                kept.get(),
+                "hello over ACME\n",
+                "{m}: the open connection was dropped"
+            );
+        }
+    }
+}
+
+/// `echo` takes `--acme` as `serve` does: with no HTTP listener, TLS-ALPN-01 is answered on
+/// its TLS listener, and the certificate then carries echo's TLS.
+#[test]
+fn acme_gives_echo_its_certificate_over_tls_alpn01() {
+    support::require("openssl version");
+    for (i, m) in [
+        ModelFlags(&["--model", "threaded"]),
+        ModelFlags(&["--model", "event", "--workers", "2"]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let tls_port = free_port();
+        let pebble = Pebble::start(free_port(), tls_port, 3600);
+        let state = TempDir::new("acme-state");
+        let name = format!("e{i}.tincan.test");
+        let (dir, ca) = (pebble.directory(), pebble.ca());
+        let listen = format!("127.0.0.1:{tls_port}");
+        // s_client -quiet reads until the server closes: the idle timeout ends it.
+        let mut args = vec!["echo", "--listen", &listen, "--idle-timeout", "2"];
+        args.extend_from_slice(m.0);
+        args.extend(["--acme", &name, "--acme-directory", &dir, "--acme-ca", &ca]);
+        args.extend(["--acme-state", state.path().to_str().unwrap()]);
+        let srv = Server::start(&args);
+        wait_log(&srv, "acme: obtained a certificate", 1, m);
+        // Verified against pebble's root alone, by the name ordered: echoed back.
+        let root = pebble.root();
+        let out = Command::new("openssl")
+            .args(["s_client", "-connect", &listen, "-servername", &name])
+            .args([
+                "-CAfile",
+                &root,
+                "-verify_return_error",
+                "-verify_hostname",
+                &name,
+            ])
+            .args(["-quiet"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(b"echo over acme\n")?;
+                c.wait_with_output()
+            })
+            .expect("run openssl");
         assert_eq!(
-            kept.get(),
-            "hello over ACME\n",
-            "{m}: the open connection was dropped"
+            String::from_utf8_lossy(&out.stdout),
+            "echo over acme\n",
+            "{m}: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
+        drop(srv);
     }
 }
 
