@@ -259,15 +259,6 @@ fn curl_suite(
     support::curl(what, &args)
 }
 
-/// Kernel TLS (on by default): the first file region on a TLS connection is where the record
-/// layer moves into the kernel, where the kernel offers TLS; where it does not (these
-/// machines), rustls goes on. Either way, in every suite the kernel maps, TLS 1.2 and 1.3,
-/// under every model, a file, a small answer, a range of the file (sent by the kernel from an
-/// offset), and the small answer again arrive intact on one kept-alive connection. The file
-/// is 10 MiB for one suite under each model (each suite once, each model once: a body that
-/// takes many turns and writable waits) and 1 MiB for the others, which keeps the run short
-/// under emulation. Where the kernel has TLS, its counters prove each connection moved into
-/// it both ways and no record failed to decrypt.
 /// h11, a strict HTTP/1.1 state machine, over Python's `ssl`: a small file, the 10 MiB one, a
 /// range of it, HEAD, a 404 and a last request that closes, all on one kept connection (with
 /// `keep`; iterative turns keep-alive off, so there each answer ends its connection, with a
@@ -335,26 +326,17 @@ fn h11_over_tls_keeps_one_connection_through_files_ranges_and_errors_under_every
     for &m in ALL_MODELS {
         let args = support::serve_args(root.path().to_str().unwrap(), m, &[]);
         let (srv, port) = start(&args, &pki);
-        let out = Command::new("python3")
-            .args([
-                "-c",
-                PY_H11_TLS,
-                &pki.path("ca.pem"),
-                &port.to_string(),
-                big.to_str().unwrap(),
-                if m.0.contains(&"iterative") {
-                    "close"
-                } else {
-                    "keep"
-                },
-            ])
-            .output()
-            .unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            "ok",
-            "{m}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let keep = if m.0.contains(&"iterative") {
+            "close"
+        } else {
+            "keep"
+        };
+        let port = port.to_string();
+        let ca = pki.path("ca.pem");
+        support::python_ok(
+            &format!("{m}"),
+            PY_H11_TLS,
+            &[&ca, &port, big.to_str().unwrap(), keep],
         );
         drop(srv);
     }
@@ -421,6 +403,15 @@ fn stalled_tls_downloads_hold_bounded_memory_and_block_nobody() {
     }
 }
 
+/// Kernel TLS (on by default): the first file region on a TLS connection is where the record
+/// layer moves into the kernel, where the kernel offers TLS; where it does not (these
+/// machines), rustls goes on. Either way, in every suite the kernel maps, TLS 1.2 and 1.3,
+/// under every model, a file, a small answer, a range of the file (sent by the kernel from an
+/// offset), and the small answer again arrive intact on one kept-alive connection. The file
+/// is 10 MiB for one suite under each model (each suite once, each model once: a body that
+/// takes many turns and writable waits) and 1 MiB for the others, which keeps the run short
+/// under emulation. Where the kernel has TLS, its counters prove each connection moved into
+/// it both ways and no record failed to decrypt.
 #[test]
 fn kernel_tls_files_ranges_and_keep_alive_arrive_intact_in_every_suite_under_every_model() {
     support::require("curl --version");

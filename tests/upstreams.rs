@@ -582,16 +582,8 @@ fn websocket_upgrades_tunnel_through_the_proxy_under_every_model() {
     let route = format!("/ws=http://{}/", up.addr);
     for &m in ALL_MODELS {
         let s = serve(m, &root, &["--proxy", &route]);
-        let out = Command::new("python3")
-            .args(["-c", PY_WS_CLIENT, &format!("ws://{}/ws/", s.addr())])
-            .output()
-            .unwrap();
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            "ok",
-            "{m}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let url = format!("ws://{}/ws/", s.addr());
+        support::python_ok(&format!("{m}"), PY_WS_CLIENT, &[&url]);
     }
     // h2c is not passed on: the upstream sees a plain request (and answers it without a 101).
     let ka = keepalive_upstream();

@@ -388,6 +388,23 @@ pub fn tls_stat() -> Option<std::collections::HashMap<String, u64>> {
     )
 }
 
+/// `python3 -c SCRIPT ARGS...`, a script that prints "ok" when all went well: asserted, with
+/// what it wrote to standard error (its traceback, say) when not.
+pub fn python_ok(what: &str, script: &str, args: &[&str]) {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python3");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ok",
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Resident memory of process `pid` in KiB (VmRSS from /proc).
 pub fn rss_kib(pid: i32) -> u64 {
     rss_of(pid).expect("VmRSS in /proc/PID/status")
